@@ -1,0 +1,115 @@
+"""LeafNode, Capabilities and Lifetime (RFC 9420 section 7.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .codec import Reader, Struct, Writer, enum_value
+from .constants import LeafNodeSource
+from .credential import Credential
+from .extensions import Extension, read_extensions, write_extensions
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities(Struct):
+    versions: tuple[int, ...] = (1,)
+    cipher_suites: tuple[int, ...] = (1,)
+    extensions: tuple[int, ...] = ()
+    proposals: tuple[int, ...] = ()
+    credentials: tuple[int, ...] = (1, 2)
+
+    def encode_to(self, w: Writer) -> None:
+        for field in (
+            self.versions,
+            self.cipher_suites,
+            self.extensions,
+            self.proposals,
+            self.credentials,
+        ):
+            w.vector(field, Writer.u16)
+
+    @classmethod
+    def decode_from(cls, r: Reader) -> Capabilities:
+        return cls(*(tuple(r.vector(Reader.u16)) for _ in range(5)))
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime(Struct):
+    not_before: int
+    not_after: int
+
+    def encode_to(self, w: Writer) -> None:
+        w.u64(self.not_before)
+        w.u64(self.not_after)
+
+    @classmethod
+    def decode_from(cls, r: Reader) -> Lifetime:
+        return cls(r.u64(), r.u64())
+
+
+@dataclass(frozen=True, slots=True)
+class LeafNode(Struct):
+    encryption_key: bytes
+    signature_key: bytes
+    credential: Credential
+    capabilities: Capabilities
+    leaf_node_source: LeafNodeSource
+    lifetime: Lifetime | None = None  # key_package source only
+    parent_hash: bytes = b""  # commit source only
+    extensions: tuple[Extension, ...] = ()
+    signature: bytes = b""
+
+    def _encode_content(self, w: Writer) -> None:
+        w.opaque(self.encryption_key)
+        w.opaque(self.signature_key)
+        self.credential.encode_to(w)
+        self.capabilities.encode_to(w)
+        w.u8(self.leaf_node_source)
+        if self.leaf_node_source == LeafNodeSource.KEY_PACKAGE:
+            assert self.lifetime is not None, "key_package leaf needs a lifetime"
+            self.lifetime.encode_to(w)
+        elif self.leaf_node_source == LeafNodeSource.COMMIT:
+            w.opaque(self.parent_hash)
+        write_extensions(w, self.extensions)
+
+    def encode_to(self, w: Writer) -> None:
+        self._encode_content(w)
+        w.opaque(self.signature)
+
+    def tbs(self, group_id: bytes | None = None, leaf_index: int | None = None) -> bytes:
+        """LeafNodeTBS: group id and leaf index are bound for update and commit sources."""
+        w = Writer()
+        self._encode_content(w)
+        if self.leaf_node_source != LeafNodeSource.KEY_PACKAGE:
+            if group_id is None or leaf_index is None:
+                raise ValueError("update/commit leaf TBS needs group_id and leaf_index")
+            w.opaque(group_id)
+            w.u32(leaf_index)
+        return w.getvalue()
+
+    @classmethod
+    def decode_from(cls, r: Reader) -> LeafNode:
+        encryption_key = r.opaque()
+        signature_key = r.opaque()
+        credential = Credential.decode_from(r)
+        capabilities = Capabilities.decode_from(r)
+        source = enum_value(LeafNodeSource, r.u8(), "leaf node source")
+        lifetime = None
+        parent_hash = b""
+        if source == LeafNodeSource.KEY_PACKAGE:
+            lifetime = Lifetime.decode_from(r)
+        elif source == LeafNodeSource.COMMIT:
+            parent_hash = r.opaque()
+        extensions = read_extensions(r)
+        signature = r.opaque()
+        return cls(
+            encryption_key,
+            signature_key,
+            credential,
+            capabilities,
+            source,
+            lifetime,
+            parent_hash,
+            extensions,
+            signature,
+        )
