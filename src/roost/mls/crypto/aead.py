@@ -1,0 +1,54 @@
+"""AEAD algorithms (RFC 5116 / RFC 9180 ids) with a bounded cache of keyed cipher objects.
+
+Why the cache: constructing an ``AESGCM`` object per operation costs about as much as
+sealing a short message; keys such as the sender-data key or a Welcome key get reused.
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from ..errors import CryptoError
+
+AES_128_GCM = 0x0001
+AES_256_GCM = 0x0002
+CHACHA20_POLY1305 = 0x0003
+
+_KEY_LEN = {AES_128_GCM: 16, AES_256_GCM: 32, CHACHA20_POLY1305: 32}
+_CACHE_MAX = 512
+
+
+class Aead:
+    __slots__ = ("aead_id", "key_len", "nonce_len", "tag_len", "_factory", "_cache")
+
+    def __init__(self, aead_id: int) -> None:
+        if aead_id not in _KEY_LEN:
+            raise ValueError(f"unknown AEAD id {aead_id}")
+        self.aead_id = aead_id
+        self.key_len = _KEY_LEN[aead_id]
+        self.nonce_len = 12
+        self.tag_len = 16
+        self._factory = ChaCha20Poly1305 if aead_id == CHACHA20_POLY1305 else AESGCM
+        self._cache: dict[bytes, AESGCM | ChaCha20Poly1305] = {}
+
+    def cipher(self, key: bytes) -> AESGCM | ChaCha20Poly1305:
+        c = self._cache.get(key)
+        if c is None:
+            if len(key) != self.key_len:
+                raise CryptoError(f"AEAD key must be {self.key_len} bytes, got {len(key)}")
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()  # bounded; a cold miss is cheap
+            c = self._cache[key] = self._factory(key)
+        return c
+
+    def seal(self, key: bytes, nonce: bytes, aad: bytes, pt: bytes) -> bytes:
+        return self.cipher(key).encrypt(nonce, pt, aad)
+
+    def open(self, key: bytes, nonce: bytes, aad: bytes, ct: bytes) -> bytes:
+        try:
+            return self.cipher(key).decrypt(nonce, ct, aad)
+        except InvalidTag:
+            raise CryptoError("AEAD authentication failed") from None
+        except ValueError as e:  # e.g. wrong nonce length
+            raise CryptoError(f"AEAD open failed: {e}") from None

@@ -1,0 +1,262 @@
+"""MLS ciphersuites (RFC 9420 sections 5 and 17.1).
+
+``get_cipher_suite(suite_id)`` returns a shared, immutable ``CipherSuite`` (raises
+``UnsupportedError`` for unknown ids). Labels passed to the ``*_with_label`` helpers,
+``derive_secret`` and ``derive_tree_secret`` are given WITHOUT the ``"MLS 1.0 "`` prefix;
+the suite adds it. ``ref_hash`` takes its label verbatim, as RFC 9420 section 5.2 defines
+(``key_package_ref`` / ``proposal_ref`` supply the full ``"MLS 1.0 ..."`` labels).
+Keys are raw bytes in the RFC 9420 / test-vector encodings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from ..codec import encode_varint
+from ..errors import CryptoError, UnsupportedError
+from . import hpke, kdf, signature
+from .aead import AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305
+
+_PREFIX = b"MLS 1.0 "
+
+
+def _opaque(b: bytes) -> bytes:
+    return encode_varint(len(b)) + b
+
+
+class CipherSuite:
+    """All cryptographic operations MLS needs, bound to one ciphersuite."""
+
+    __slots__ = (
+        "suite_id",
+        "name",
+        "hash_name",
+        "hash_len",
+        "aead_key_len",
+        "aead_nonce_len",
+        "hpke",
+        "kem",
+        "aead",
+        "signature",
+        "_hash_ctor",
+        "_zero",
+    )
+
+    def __init__(
+        self,
+        suite_id: int,
+        name: str,
+        kem: hpke.DHKEM,
+        kdf_id: int,
+        aead_id: int,
+        hash_name: str,
+        sig: signature.SignatureScheme,
+    ) -> None:
+        self.suite_id = suite_id
+        self.name = name
+        self.hash_name = hash_name
+        self._hash_ctor = getattr(hashlib, hash_name)
+        self.hash_len = self._hash_ctor().digest_size
+        self.kem = kem
+        self.hpke = hpke.Hpke(kem, kdf_id, aead_id)
+        self.aead = self.hpke.aead
+        self.aead_key_len = self.aead.key_len
+        self.aead_nonce_len = self.aead.nonce_len
+        self.signature = sig
+        self._zero = bytes(self.hash_len)
+
+    def __repr__(self) -> str:
+        return f"CipherSuite({self.suite_id}, {self.name})"
+
+    @property
+    def zero(self) -> bytes:
+        """``Nh`` zero bytes (the default commit/PSK secret)."""
+        return self._zero
+
+    # Hash, MAC, KDF -------------------------------------------------------------------
+    def hash(self, b: bytes) -> bytes:
+        return self._hash_ctor(b).digest()
+
+    def mac(self, key: bytes, b: bytes) -> bytes:
+        return hmac.digest(key, b, self.hash_name)
+
+    def verify_mac(self, key: bytes, b: bytes, tag: bytes) -> bool:
+        return hmac.compare_digest(hmac.digest(key, b, self.hash_name), tag)
+
+    def kdf_extract(self, salt: bytes, ikm: bytes) -> bytes:
+        return kdf.extract(self.hash_name, self.hash_len, salt, ikm)
+
+    def kdf_expand(self, prk: bytes, info: bytes, n: int) -> bytes:
+        return kdf.expand(self.hash_name, self.hash_len, prk, info, n)
+
+    def expand_with_label(self, secret: bytes, label: bytes, context: bytes, n: int) -> bytes:
+        info = (
+            n.to_bytes(2, "big")
+            + encode_varint(len(label) + 8)
+            + _PREFIX
+            + label
+            + encode_varint(len(context))
+            + context
+        )
+        return kdf.expand(self.hash_name, self.hash_len, secret, info, n)
+
+    def derive_secret(self, secret: bytes, label: bytes) -> bytes:
+        return self.expand_with_label(secret, label, b"", self.hash_len)
+
+    def derive_tree_secret(self, secret: bytes, label: bytes, generation: int, n: int) -> bytes:
+        return self.expand_with_label(secret, label, generation.to_bytes(4, "big"), n)
+
+    # References -----------------------------------------------------------------------
+    def ref_hash(self, label: bytes, value: bytes) -> bytes:
+        return self._hash_ctor(_opaque(label) + _opaque(value)).digest()
+
+    def key_package_ref(self, kp_bytes: bytes) -> bytes:
+        return self.ref_hash(b"MLS 1.0 KeyPackage Reference", kp_bytes)
+
+    def proposal_ref(self, authenticated_content_bytes: bytes) -> bytes:
+        return self.ref_hash(b"MLS 1.0 Proposal Reference", authenticated_content_bytes)
+
+    # Signatures -----------------------------------------------------------------------
+    def sign_with_label(self, sig_priv: bytes, label: bytes, content: bytes) -> bytes:
+        return self.signature.sign(sig_priv, _opaque(_PREFIX + label) + _opaque(content))
+
+    def verify_with_label(
+        self, sig_pub: bytes, label: bytes, content: bytes, signature: bytes
+    ) -> bool:
+        return self.signature.verify(
+            sig_pub, _opaque(_PREFIX + label) + _opaque(content), signature
+        )
+
+    def generate_signature_key_pair(self) -> tuple[bytes, bytes]:
+        return self.signature.generate()
+
+    def signature_public_key(self, priv: bytes) -> bytes:
+        return self.signature.public_key(priv)
+
+    # Public-key encryption ------------------------------------------------------------
+    def encrypt_with_label(
+        self, hpke_pub: bytes, label: bytes, context: bytes, plaintext: bytes
+    ) -> tuple[bytes, bytes]:
+        info = _opaque(_PREFIX + label) + _opaque(context)
+        return self.hpke.seal(hpke_pub, info, b"", plaintext)
+
+    def decrypt_with_label(
+        self, hpke_priv: bytes, label: bytes, context: bytes, kem_output: bytes, ciphertext: bytes
+    ) -> bytes:
+        info = _opaque(_PREFIX + label) + _opaque(context)
+        return self.hpke.open(hpke_priv, kem_output, info, b"", ciphertext)
+
+    def hpke_seal(self, pub: bytes, info: bytes, aad: bytes, pt: bytes) -> tuple[bytes, bytes]:
+        return self.hpke.seal(pub, info, aad, pt)
+
+    def hpke_open(self, priv: bytes, enc: bytes, info: bytes, aad: bytes, ct: bytes) -> bytes:
+        return self.hpke.open(priv, enc, info, aad, ct)
+
+    def hpke_export_sender(
+        self, pub: bytes, info: bytes, exporter_context: bytes, n: int
+    ) -> tuple[bytes, bytes]:
+        return self.hpke.export_sender(pub, info, exporter_context, n)
+
+    def hpke_export_receiver(
+        self, priv: bytes, enc: bytes, info: bytes, exporter_context: bytes, n: int
+    ) -> bytes:
+        return self.hpke.export_receiver(priv, enc, info, exporter_context, n)
+
+    def derive_hpke_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
+        return self.kem.derive_key_pair(ikm)
+
+    def generate_hpke_key_pair(self) -> tuple[bytes, bytes]:
+        return self.kem.generate_key_pair()
+
+    def hpke_public_key(self, priv: bytes) -> bytes:
+        return self.kem.public_key(priv)
+
+    # Symmetric encryption ----------------------------------------------------------------
+    def aead_seal(self, key: bytes, nonce: bytes, aad: bytes, pt: bytes) -> bytes:
+        return self.aead.seal(key, nonce, aad, pt)
+
+    def aead_open(self, key: bytes, nonce: bytes, aad: bytes, ct: bytes) -> bytes:
+        return self.aead.open(key, nonce, aad, ct)
+
+
+_SUITES: dict[int, CipherSuite] = {
+    s.suite_id: s
+    for s in (
+        CipherSuite(
+            1,
+            "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519",
+            hpke.DHKEM_X25519,
+            hpke.KDF_HKDF_SHA256,
+            AES_128_GCM,
+            "sha256",
+            signature.ED25519,
+        ),
+        CipherSuite(
+            2,
+            "MLS_128_DHKEMP256_AES128GCM_SHA256_P256",
+            hpke.DHKEM_P256,
+            hpke.KDF_HKDF_SHA256,
+            AES_128_GCM,
+            "sha256",
+            signature.ECDSA_P256_SHA256,
+        ),
+        CipherSuite(
+            3,
+            "MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519",
+            hpke.DHKEM_X25519,
+            hpke.KDF_HKDF_SHA256,
+            CHACHA20_POLY1305,
+            "sha256",
+            signature.ED25519,
+        ),
+        CipherSuite(
+            4,
+            "MLS_256_DHKEMX448_AES256GCM_SHA512_Ed448",
+            hpke.DHKEM_X448,
+            hpke.KDF_HKDF_SHA512,
+            AES_256_GCM,
+            "sha512",
+            signature.ED448,
+        ),
+        CipherSuite(
+            5,
+            "MLS_256_DHKEMP521_AES256GCM_SHA512_P521",
+            hpke.DHKEM_P521,
+            hpke.KDF_HKDF_SHA512,
+            AES_256_GCM,
+            "sha512",
+            signature.ECDSA_P521_SHA512,
+        ),
+        CipherSuite(
+            6,
+            "MLS_256_DHKEMX448_CHACHA20POLY1305_SHA512_Ed448",
+            hpke.DHKEM_X448,
+            hpke.KDF_HKDF_SHA512,
+            CHACHA20_POLY1305,
+            "sha512",
+            signature.ED448,
+        ),
+        CipherSuite(
+            7,
+            "MLS_256_DHKEMP384_AES256GCM_SHA384_P384",
+            hpke.DHKEM_P384,
+            hpke.KDF_HKDF_SHA384,
+            AES_256_GCM,
+            "sha384",
+            signature.ECDSA_P384_SHA384,
+        ),
+    )
+}
+
+SUPPORTED_SUITES: tuple[int, ...] = tuple(sorted(_SUITES))
+
+
+def get_cipher_suite(suite_id: int) -> CipherSuite:
+    try:
+        return _SUITES[suite_id]
+    except (KeyError, TypeError):
+        raise UnsupportedError(f"unsupported ciphersuite {suite_id!r}") from None
+
+
+__all__ = ["CipherSuite", "SUPPORTED_SUITES", "get_cipher_suite", "CryptoError"]
