@@ -1,0 +1,1 @@
+"""Interop harness: independent MLS implementations (ts-mls, mls-rs) driven from Python."""

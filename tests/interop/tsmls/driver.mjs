@@ -1,0 +1,278 @@
+// ts-mls interop driver for Roost tests.
+//
+// Protocol: one JSON object per line on stdin, one JSON reply per line on stdout.
+//   request:  {"id": <any>, "op": "<name>", ...args}
+//   reply:    {"id": <same>, "ok": true, "result": {...}}
+//          or {"id": <same>, "ok": false, "error": "<message>", "kind": "<error class>"}
+// All byte strings travel as lowercase hex. MLS objects are full MLSMessage encodings
+// (RFC 9420 section 6) unless the field name says otherwise (ratchet_tree is the bare
+// `optional<Node> ratchet_tree<V>` vector).
+//
+// One driver process hosts any number of clients, each addressed by a `client` name; a client
+// holds its unused KeyPackages and its groups (keyed by hex group id). Handshake messages are
+// always sent as PublicMessage (the Roost DS must be able to read them); application messages
+// are PrivateMessage.
+import { createInterface } from "node:readline";
+import {
+  createApplicationMessage,
+  createCommit,
+  createGroup,
+  createProposal,
+  decodeMlsMessage,
+  defaultCapabilities,
+  defaultLifetime,
+  emptyPskIndex,
+  encodeMlsMessage,
+  generateKeyPackage,
+  getCiphersuiteFromName,
+  getCiphersuiteImpl,
+  ciphersuites,
+  joinGroup,
+  mlsExporter,
+  processMessage,
+  acceptAll,
+} from "ts-mls";
+import { createGroupInfo } from "ts-mls/createCommit.js";
+import { encodeRatchetTree, decodeRatchetTree } from "ts-mls/ratchetTree.js";
+import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
+import { encodeGroupContext } from "ts-mls/groupContext.js";
+
+const hex = (b) => Buffer.from(b).toString("hex");
+const unhex = (s) => new Uint8Array(Buffer.from(s, "hex"));
+const eqBytes = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
+
+// Cipher suite implementations are expensive to build; cache per suite id.
+const suiteCache = new Map();
+async function suite(id = 1) {
+  if (!suiteCache.has(id)) {
+    const name = Object.keys(ciphersuites).find((n) => ciphersuites[n] === id);
+    if (name === undefined) throw new Error(`unsupported cipher suite ${id}`);
+    suiteCache.set(id, await getCiphersuiteImpl(getCiphersuiteFromName(name)));
+  }
+  return suiteCache.get(id);
+}
+
+const clients = new Map(); // name -> {keyPackages: [{publicPackage, privatePackage, ref, suite}], groups: Map}
+
+function client(name) {
+  if (!clients.has(name)) clients.set(name, { keyPackages: [], groups: new Map() });
+  return clients.get(name);
+}
+
+function group(c, groupIdHex) {
+  const g = c.groups.get(groupIdHex);
+  if (g === undefined) throw new Error(`unknown group ${groupIdHex}`);
+  return g;
+}
+
+function decodeMessage(bytesHex) {
+  const decoded = decodeMlsMessage(unhex(bytesHex), 0);
+  if (decoded === undefined) throw new Error("could not decode MLSMessage");
+  return decoded[0];
+}
+
+const wrap = (content) => hex(encodeMlsMessage({ version: "mls10", ...content }));
+
+async function groupInfoAndTree(g, withTreeExtension = false) {
+  const { state, cs } = g;
+  let extensions = [];
+  if (withTreeExtension) {
+    extensions = [{ extensionType: "ratchet_tree", extensionData: encodeRatchetTree(state.ratchetTree) }];
+  }
+  const gi = await createGroupInfo(state.groupContext, state.confirmationTag, state, extensions, cs);
+  return {
+    group_info: wrap({ wireformat: "mls_group_info", groupInfo: gi }),
+    ratchet_tree: hex(encodeRatchetTree(state.ratchetTree)),
+  };
+}
+
+// Commits are applied locally at once (ts-mls returns the new state); the reply carries what
+// the DS and the other members need.
+async function commit(g, options) {
+  const result = await createCommit(
+    { state: g.state, cipherSuite: g.cs },
+    { wireAsPublicMessage: true, ratchetTreeExtension: g.treeExtension, ...options },
+  );
+  g.state = result.newState;
+  const extra = await groupInfoAndTree(g, g.treeExtension);
+  return {
+    commit: hex(encodeMlsMessage(result.commit)),
+    welcome: result.welcome ? wrap({ wireformat: "mls_welcome", welcome: result.welcome }) : null,
+    ...extra,
+    epoch: Number(g.state.groupContext.epoch),
+  };
+}
+
+function members(state) {
+  const out = [];
+  state.ratchetTree.forEach((node, i) => {
+    if (i % 2 === 0 && node !== undefined && node.nodeType === "leaf") {
+      const cred = node.leaf.credential;
+      out.push({
+        leaf_index: i / 2,
+        identity: cred.credentialType === "basic" ? hex(cred.identity) : null,
+        signature_key: hex(node.leaf.signaturePublicKey),
+      });
+    }
+  });
+  return out;
+}
+
+const ops = {
+  async key_package({ client: name, identity, suite: suiteId = 1 }) {
+    const cs = await suite(suiteId);
+    const credential = { credentialType: "basic", identity: unhex(identity) };
+    const kp = await generateKeyPackage(credential, defaultCapabilities(), defaultLifetime, [], cs);
+    const ref = await makeKeyPackageRef(kp.publicPackage, cs.hash);
+    client(name).keyPackages.push({ ...kp, ref, suite: suiteId });
+    return { key_package: wrap({ wireformat: "mls_key_package", keyPackage: kp.publicPackage }), ref: hex(ref) };
+  },
+
+  async create_group({ client: name, identity, group_id, suite: suiteId = 1, ratchet_tree_extension = false }) {
+    const cs = await suite(suiteId);
+    const credential = { credentialType: "basic", identity: unhex(identity) };
+    const kp = await generateKeyPackage(credential, defaultCapabilities(), defaultLifetime, [], cs);
+    const state = await createGroup(unhex(group_id), kp.publicPackage, kp.privatePackage, [], cs);
+    const g = { state, cs, treeExtension: ratchet_tree_extension };
+    client(name).groups.set(group_id, g);
+    return { epoch: 0, ...(await groupInfoAndTree(g, false)) };
+  },
+
+  async add_members({ client: name, group_id, key_packages }) {
+    const g = group(client(name), group_id);
+    const proposals = key_packages.map((kpHex) => {
+      const m = decodeMessage(kpHex);
+      if (m.wireformat !== "mls_key_package") throw new Error(`expected a KeyPackage, got ${m.wireformat}`);
+      return { proposalType: "add", add: { keyPackage: m.keyPackage } };
+    });
+    return commit(g, { extraProposals: proposals });
+  },
+
+  async self_update({ client: name, group_id }) {
+    // An empty commit always carries an UpdatePath (RFC 9420 section 12.4), i.e. a full
+    // key refresh of the committer's leaf and direct path.
+    return commit(group(client(name), group_id), {});
+  },
+
+  async remove({ client: name, group_id, leaf_index }) {
+    const g = group(client(name), group_id);
+    return commit(g, { extraProposals: [{ proposalType: "remove", remove: { removed: leaf_index } }] });
+  },
+
+  async commit_pending({ client: name, group_id }) {
+    // Commits every proposal received so far (by reference).
+    return commit(group(client(name), group_id), {});
+  },
+
+  async propose_remove({ client: name, group_id, leaf_index }) {
+    const g = group(client(name), group_id);
+    const proposal = { proposalType: "remove", remove: { removed: leaf_index } };
+    const r = await createProposal(g.state, true, proposal, g.cs);
+    g.state = r.newState;
+    return { proposal: hex(encodeMlsMessage(r.message)) };
+  },
+
+  async join({ client: name, welcome, ratchet_tree = null }) {
+    const c = client(name);
+    const m = decodeMessage(welcome);
+    if (m.wireformat !== "mls_welcome") throw new Error(`expected a Welcome, got ${m.wireformat}`);
+    const refs = m.welcome.secrets.map((s) => s.newMember);
+    const idx = c.keyPackages.findIndex((kp) => refs.some((r) => eqBytes(r, kp.ref)));
+    if (idx < 0) throw new Error("Welcome is not addressed to any KeyPackage of this client");
+    const kp = c.keyPackages[idx];
+    const cs = await suite(kp.suite);
+    let tree;
+    if (ratchet_tree !== null) {
+      const decoded = decodeRatchetTree(unhex(ratchet_tree), 0);
+      if (decoded === undefined) throw new Error("could not decode ratchet tree");
+      tree = decoded[0];
+    }
+    const state = await joinGroup(m.welcome, kp.publicPackage, kp.privatePackage, emptyPskIndex, cs, tree);
+    c.keyPackages.splice(idx, 1); // a KeyPackage is single-use
+    const groupId = hex(state.groupContext.groupId);
+    c.groups.set(groupId, { state, cs, treeExtension: false });
+    return { group_id: groupId, epoch: Number(state.groupContext.epoch), leaf_index: state.privatePath.leafIndex };
+  },
+
+  async process({ client: name, message, group_id = null }) {
+    const c = client(name);
+    const m = decodeMessage(message);
+    let gid = group_id;
+    if (m.wireformat === "mls_public_message") gid ??= hex(m.publicMessage.content.groupId);
+    else if (m.wireformat === "mls_private_message") gid ??= hex(m.privateMessage.groupId);
+    else throw new Error(`cannot process wire format ${m.wireformat}`);
+    const g = group(c, gid);
+    const contentType =
+      m.wireformat === "mls_public_message" ? m.publicMessage.content.contentType : m.privateMessage.contentType;
+    const r = await processMessage(m, g.state, emptyPskIndex, acceptAll, g.cs);
+    g.state = r.newState;
+    const base = { group_id: gid, epoch: Number(g.state.groupContext.epoch) };
+    if (r.kind === "applicationMessage") return { ...base, kind: "application", data: hex(r.message) };
+    const removed = g.state.groupActiveState?.kind === "removedFromGroup";
+    return { ...base, kind: contentType, removed };
+  },
+
+  async encrypt({ client: name, group_id, plaintext }) {
+    const g = group(client(name), group_id);
+    const r = await createApplicationMessage(g.state, unhex(plaintext), g.cs);
+    g.state = r.newState;
+    return { message: wrap({ wireformat: "mls_private_message", privateMessage: r.privateMessage }) };
+  },
+
+  async group_info({ client: name, group_id, ratchet_tree_extension = false }) {
+    return groupInfoAndTree(group(client(name), group_id), ratchet_tree_extension);
+  },
+
+  async state({ client: name, group_id, exporter_label = "", exporter_context = "", exporter_length = 32 }) {
+    const g = group(client(name), group_id);
+    const { state, cs } = g;
+    const label = new TextDecoder().decode(unhex(exporter_label));
+    const exporter = await mlsExporter(state.keySchedule.exporterSecret, label, unhex(exporter_context), exporter_length, cs);
+    return {
+      group_id,
+      epoch: Number(state.groupContext.epoch),
+      epoch_authenticator: hex(state.keySchedule.epochAuthenticator),
+      exporter: hex(exporter),
+      tree_hash: hex(state.groupContext.treeHash),
+      confirmed_transcript_hash: hex(state.groupContext.confirmedTranscriptHash),
+      group_context: hex(encodeGroupContext(state.groupContext)),
+      leaf_index: state.privatePath.leafIndex,
+      members: members(state),
+      active: state.groupActiveState?.kind === "active",
+    };
+  },
+
+  async ping() {
+    return { version: "ts-mls 1.6.4" };
+  },
+};
+
+const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
+// Requests are handled strictly in order: every op mutates shared state.
+let queue = Promise.resolve();
+rl.on("line", (line) => {
+  queue = queue.then(() => handle(line));
+});
+rl.on("close", () => {
+  queue.then(() => process.exit(0));
+});
+
+async function handle(line) {
+  if (line.trim() === "") return;
+  let req;
+  try {
+    req = JSON.parse(line);
+  } catch (e) {
+    process.stdout.write(JSON.stringify({ id: null, ok: false, error: `bad JSON: ${e.message}`, kind: "ProtocolError" }) + "\n");
+    return;
+  }
+  let reply;
+  try {
+    const op = ops[req.op];
+    if (op === undefined) throw new Error(`unknown op ${req.op}`);
+    reply = { id: req.id, ok: true, result: await op(req) };
+  } catch (e) {
+    reply = { id: req.id, ok: false, error: String(e?.message ?? e), kind: e?.constructor?.name ?? "Error" };
+  }
+  process.stdout.write(JSON.stringify(reply) + "\n");
+}

@@ -1,0 +1,250 @@
+"""ts-mls (npm, pinned in tsmls/package-lock.json) as an interop peer.
+
+``TsMlsDriver`` runs ``node tsmls/driver.mjs`` and talks JSON lines to it (bytes as hex);
+``TsMlsPeer`` is one MLS client hosted in a driver. All peers share one driver process by
+default (Node start-up costs ~100 ms; clients are isolated by name inside the driver).
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from .peer import (
+    EXPORTER_CONTEXT,
+    EXPORTER_LABEL,
+    EXPORTER_LENGTH,
+    CommitBundle,
+    EpochState,
+    Member,
+    PeerError,
+    PeerUnavailable,
+    PublicGroupState,
+    Received,
+)
+
+DRIVER_DIR = Path(__file__).resolve().parent / "tsmls"
+
+
+def _b(value: str | None) -> bytes | None:
+    return None if value is None else bytes.fromhex(value)
+
+
+def ensure_installed() -> None:
+    """Fail with a clear message unless node is present and ts-mls is installed.
+
+    Runs ``npm ci`` (pinned lock file) on first use, as ``./dev test`` does.
+    """
+    if shutil.which("node") is None:
+        raise PeerUnavailable("ts-mls interop needs Node.js >= 20 ('node' not found on PATH)")
+    if (DRIVER_DIR / "node_modules" / "ts-mls").is_dir():
+        return
+    if shutil.which("npm") is None:
+        raise PeerUnavailable(
+            f"ts-mls is not installed in {DRIVER_DIR}/node_modules and 'npm' is not on PATH; "
+            "install npm and run: npm ci --prefix tests/interop/tsmls"
+        )
+    proc = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=DRIVER_DIR,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise PeerUnavailable(f"npm ci failed in {DRIVER_DIR}:\n{proc.stderr[-2000:]}")
+
+
+class TsMlsDriver:
+    """One ``node driver.mjs`` subprocess; requests are strictly sequential."""
+
+    def __init__(self) -> None:
+        ensure_installed()
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._proc = subprocess.Popen(
+            ["node", str(DRIVER_DIR / "driver.mjs")],
+            cwd=DRIVER_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+
+    def request(self, op: str, **args: Any) -> dict[str, Any]:
+        req_id = next(self._ids)
+        line = json.dumps({"id": req_id, "op": op, **args})
+        with self._lock:
+            if self._proc.poll() is not None:
+                raise PeerUnavailable(f"ts-mls driver exited: {self._stderr_tail()}")
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            try:
+                self._proc.stdin.write(line + "\n")
+                self._proc.stdin.flush()
+            except BrokenPipeError as e:
+                raise PeerUnavailable(f"ts-mls driver died: {self._stderr_tail()}") from e
+            reply_line = self._proc.stdout.readline()
+        if not reply_line:
+            raise PeerUnavailable(f"ts-mls driver closed its output: {self._stderr_tail()}")
+        reply = json.loads(reply_line)
+        if reply.get("id") != req_id:
+            raise PeerUnavailable(f"ts-mls driver out of sync: {reply!r}")
+        if not reply["ok"]:
+            raise PeerError(f"ts-mls {op}: {reply['kind']}: {reply['error']}")
+        return reply["result"]
+
+    def _stderr_tail(self) -> str:
+        if self._proc.poll() is None or self._proc.stderr is None:
+            return "(still running)"
+        return self._proc.stderr.read()[-2000:]
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        for stream in (self._proc.stdout, self._proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+_shared: TsMlsDriver | None = None
+
+
+def shared_driver() -> TsMlsDriver:
+    global _shared
+    if _shared is None or _shared._proc.poll() is not None:
+        _shared = TsMlsDriver()
+        atexit.register(_shared.close)
+    return _shared
+
+
+_client_names = itertools.count()
+
+
+def _bundle(result: dict[str, Any]) -> CommitBundle:
+    return CommitBundle(
+        commit=bytes.fromhex(result["commit"]),
+        welcome=_b(result["welcome"]),
+        group_info=_b(result["group_info"]),
+        ratchet_tree=_b(result["ratchet_tree"]),
+        epoch=result["epoch"],
+    )
+
+
+class TsMlsPeer:
+    """One ts-mls client (basic credential, cipher suite 1)."""
+
+    implementation = "ts-mls"
+
+    def __init__(
+        self,
+        identity: bytes,
+        driver: TsMlsDriver | None = None,
+        *,
+        ratchet_tree_extension: bool = False,
+    ) -> None:
+        self.identity = identity
+        self.name = f"ts-mls:{identity.decode(errors='replace')}"
+        self._driver = driver or shared_driver()
+        self._client = f"{identity.hex()}#{next(_client_names)}"
+        # Whether Welcomes this peer creates carry the ratchet_tree extension.
+        self.ratchet_tree_extension = ratchet_tree_extension
+
+    def _call(self, op: str, **args: Any) -> dict[str, Any]:
+        return self._driver.request(op, client=self._client, **args)
+
+    def key_package(self) -> bytes:
+        return bytes.fromhex(self._call("key_package", identity=self.identity.hex())["key_package"])
+
+    def create_group(self, group_id: bytes) -> PublicGroupState:
+        r = self._call(
+            "create_group",
+            identity=self.identity.hex(),
+            group_id=group_id.hex(),
+            ratchet_tree_extension=self.ratchet_tree_extension,
+        )
+        return PublicGroupState(_b(r["group_info"]), bytes.fromhex(r["ratchet_tree"]))
+
+    def add_members(self, group_id: bytes, key_packages: list[bytes]) -> CommitBundle:
+        kps = [kp.hex() for kp in key_packages]
+        return _bundle(self._call("add_members", group_id=group_id.hex(), key_packages=kps))
+
+    def join(self, welcome: bytes, ratchet_tree: bytes | None = None) -> bytes:
+        tree = None if ratchet_tree is None else ratchet_tree.hex()
+        return bytes.fromhex(
+            self._call("join", welcome=welcome.hex(), ratchet_tree=tree)["group_id"]
+        )
+
+    def process(self, message: bytes) -> Received:
+        r = self._call("process", message=message.hex())
+        return Received(
+            kind=r["kind"],
+            group_id=bytes.fromhex(r["group_id"]),
+            epoch=r["epoch"],
+            data=_b(r.get("data")),
+            removed=r.get("removed", False),
+        )
+
+    def encrypt(self, group_id: bytes, plaintext: bytes) -> bytes:
+        r = self._call("encrypt", group_id=group_id.hex(), plaintext=plaintext.hex())
+        return bytes.fromhex(r["message"])
+
+    def self_update(self, group_id: bytes) -> CommitBundle:
+        return _bundle(self._call("self_update", group_id=group_id.hex()))
+
+    def remove(self, group_id: bytes, leaf_index: int) -> CommitBundle:
+        return _bundle(self._call("remove", group_id=group_id.hex(), leaf_index=leaf_index))
+
+    def propose_remove(self, group_id: bytes, leaf_index: int) -> bytes:
+        r = self._call("propose_remove", group_id=group_id.hex(), leaf_index=leaf_index)
+        return bytes.fromhex(r["proposal"])
+
+    def commit_pending(self, group_id: bytes) -> CommitBundle:
+        return _bundle(self._call("commit_pending", group_id=group_id.hex()))
+
+    def export_group_info(
+        self, group_id: bytes, *, ratchet_tree_extension: bool = False
+    ) -> PublicGroupState:
+        r = self._call(
+            "group_info", group_id=group_id.hex(), ratchet_tree_extension=ratchet_tree_extension
+        )
+        return PublicGroupState(_b(r["group_info"]), bytes.fromhex(r["ratchet_tree"]))
+
+    def state(
+        self,
+        group_id: bytes,
+        label: bytes = EXPORTER_LABEL,
+        context: bytes = EXPORTER_CONTEXT,
+        length: int = EXPORTER_LENGTH,
+    ) -> EpochState:
+        r = self._call(
+            "state",
+            group_id=group_id.hex(),
+            exporter_label=label.hex(),
+            exporter_context=context.hex(),
+            exporter_length=length,
+        )
+        members = tuple(
+            Member(m["leaf_index"], _b(m["identity"]), bytes.fromhex(m["signature_key"]))
+            for m in r["members"]
+        )
+        return EpochState(
+            group_id=group_id,
+            epoch=r["epoch"],
+            exporter=bytes.fromhex(r["exporter"]),
+            epoch_authenticator=bytes.fromhex(r["epoch_authenticator"]),
+            tree_hash=bytes.fromhex(r["tree_hash"]),
+            leaf_index=r["leaf_index"],
+            members=members,
+        )
