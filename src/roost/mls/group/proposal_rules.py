@@ -16,8 +16,12 @@ from ..extensions import Extension
 from ..key_package import KeyPackage
 from ..proposals import ExternalInit, Proposal, ReInit
 from ..psk import PreSharedKeyID
-from .validation import CredentialPolicy, check_supports_extensions, validate_key_package
-from .validation import validate_leaf_node
+from .validation import (
+    CredentialPolicy,
+    check_supports_extensions,
+    validate_key_package,
+    validate_leaf_node,
+)
 
 # Proposal types whose presence makes the Commit's path mandatory (section 17.4 "Path
 # Required" column); an empty proposal list needs a path too.
