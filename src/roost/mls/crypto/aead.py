@@ -42,12 +42,21 @@ class Aead:
             c = self._cache[key] = self._factory(key)
         return c
 
-    def seal(self, key: bytes, nonce: bytes, aad: bytes, pt: bytes) -> bytes:
-        return self.cipher(key).encrypt(nonce, pt, aad)
+    def fresh(self, key: bytes) -> AESGCM | ChaCha20Poly1305:
+        """A cipher object that is NOT cached: for one-time keys (secret-tree ratchets), so
+        consumed keys do not linger in memory."""
+        if len(key) != self.key_len:
+            raise CryptoError(f"AEAD key must be {self.key_len} bytes, got {len(key)}")
+        return self._factory(key)
 
-    def open(self, key: bytes, nonce: bytes, aad: bytes, ct: bytes) -> bytes:
+    def seal(self, key: bytes, nonce: bytes, aad: bytes, pt: bytes, *, cache: bool = True) -> bytes:
+        c = self.cipher(key) if cache else self.fresh(key)
+        return c.encrypt(nonce, pt, aad)
+
+    def open(self, key: bytes, nonce: bytes, aad: bytes, ct: bytes, *, cache: bool = True) -> bytes:
+        c = self.cipher(key) if cache else self.fresh(key)
         try:
-            return self.cipher(key).decrypt(nonce, ct, aad)
+            return c.decrypt(nonce, ct, aad)
         except InvalidTag:
             raise CryptoError("AEAD authentication failed") from None
         except ValueError as e:  # e.g. wrong nonce length
