@@ -1,0 +1,57 @@
+"""roost.client: async client library for a Roost homeserver (HTTP API v1).
+
+Typical use::
+
+    client = await RoostClient.register("http://127.0.0.1:8448", "alice", password="...",
+                                        home=Home("~/.roost"))
+    await client.publish_key_packages(10)
+    bob = await client.lookup_user("bob@localhost")
+"""
+
+from .client import PendingClient, RoostClient, key_fingerprint
+from .credentials import VerifiedClient, verify_chain, verify_client_credential
+from .errors import CredentialError, RoostError, StateError
+from .models import (
+    ClientInfo,
+    ClientRequest,
+    Connection,
+    DirectEvent,
+    DirectFetch,
+    DirectoryPage,
+    FetchResult,
+    KeyPackageCount,
+    Me,
+    PublishResult,
+    QueueMessage,
+    ServerInfo,
+    UserInfo,
+)
+from .state import ClientState, Home, KeyPackageSecrets
+
+__all__ = [
+    "RoostClient",
+    "PendingClient",
+    "key_fingerprint",
+    "VerifiedClient",
+    "verify_chain",
+    "verify_client_credential",
+    "RoostError",
+    "CredentialError",
+    "StateError",
+    "ClientInfo",
+    "ClientRequest",
+    "Connection",
+    "DirectEvent",
+    "DirectFetch",
+    "DirectoryPage",
+    "FetchResult",
+    "KeyPackageCount",
+    "Me",
+    "PublishResult",
+    "QueueMessage",
+    "ServerInfo",
+    "UserInfo",
+    "ClientState",
+    "Home",
+    "KeyPackageSecrets",
+]

@@ -1,0 +1,43 @@
+"""Errors raised by the client library.
+
+Every failed request surfaces as a ``RoostError``: the server's problem+json answer
+(RFC 9457) mapped to ``status`` and the stable machine-readable ``code``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RoostError(Exception):
+    """A request the homeserver refused (or a transport failure, with status 0)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str = "",
+        *,
+        title: str = "",
+        problem: dict[str, Any] | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.title = title
+        self.problem = problem or {}
+        super().__init__(f"{status} {code}: {detail or title}".rstrip(": "))
+
+
+class CredentialError(RoostError):
+    """Another client's credential did not verify against its domain's AS certificate."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(0, "credential_invalid", detail)
+
+
+class StateError(RoostError):
+    """The local client state directory is missing, incomplete or unreadable."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(0, "local_state", detail)
