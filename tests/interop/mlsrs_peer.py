@@ -241,21 +241,41 @@ class MlsRsPeer:
 
     commit_pending = self_update
 
-    def remove(self, group_id: bytes, leaf_index: int) -> CommitBundle:
+    def _identity_at(self, group_id: bytes, leaf_index: int) -> Any:
         by_leaf = {m.leaf_index: m.signature_key for m in tree_members(self._tree(group_id))}
         if leaf_index not in by_leaf:
-            raise PeerError(f"mls-rs remove: leaf {leaf_index} is blank")
+            raise PeerError(f"mls-rs: leaf {leaf_index} is blank")
         ident = _known_identities.get(by_leaf[leaf_index])
         if ident is None:
             raise PeerUnsupported(
-                f"mls-rs remove: no SigningIdentity handle for leaf {leaf_index} (the wheel can "
-                "only remove members it has seen commit/propose or that live in this process)"
+                f"mls-rs: no SigningIdentity handle for leaf {leaf_index} (the wheel can only "
+                "remove members it has seen commit/propose or that live in this process)"
             )
+        return ident
+
+    def remove(self, group_id: bytes, leaf_index: int) -> CommitBundle:
+        ident = self._identity_at(group_id, leaf_index)
         try:
             out = self._group(group_id).remove_members([ident])
         except mls_rs.Error as e:
             raise _wrap_error("remove", e) from e
         return self._apply_own(group_id, out)
+
+    def propose_remove(self, group_id: bytes, leaf_index: int) -> bytes:
+        ident = self._identity_at(group_id, leaf_index)
+        try:
+            (msg,) = self._group(group_id).propose_remove_members([ident])
+        except mls_rs.Error as e:
+            raise _wrap_error("propose_remove", e) from e
+        return bytes(msg.to_bytes())
+
+    def propose_add(self, group_id: bytes, key_package: bytes) -> bytes:
+        try:
+            kp = mls_rs.Message.from_bytes(key_package)
+            (msg,) = self._group(group_id).propose_add_members([kp])
+        except mls_rs.Error as e:
+            raise _wrap_error("propose_add", e) from e
+        return bytes(msg.to_bytes())
 
     def export_group_info(self, group_id: bytes) -> PublicGroupState:
         # The wheel cannot produce a GroupInfo; the tree is all we can give.

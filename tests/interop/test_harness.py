@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from .mlsrs_peer import MlsRsPeer
-from .peer import MlsPeer, PeerUnsupported
+from .peer import MlsPeer, PeerError, PeerUnsupported
 from .scenario import (
     assert_agree,
     check_bundle,
@@ -21,7 +21,7 @@ from .scenario import (
     send_application,
 )
 from .tsmls_peer import TsMlsPeer
-from .wire import tree_members
+from .wire import WIRE_PUBLIC_MESSAGE, tree_members, wire_format
 
 Factory = Callable[..., MlsPeer]
 IMPLS: dict[str, Factory] = {"ts-mls": TsMlsPeer, "mls-rs": MlsRsPeer}
@@ -165,3 +165,65 @@ def test_mlsrs_limits_are_reported() -> None:
     bob.join(add.welcome, add.ratchet_tree)
     with pytest.raises(PeerUnsupported):
         alice.remove(gid, bob.state(gid).leaf_index)
+
+
+@pytest.mark.parametrize(
+    ("creator_impl", "joiner_impl"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS]
+)
+def test_proposals_committed_by_reference(creator_impl: str, joiner_impl: str) -> None:
+    """One implementation proposes (PublicMessage), the other commits the proposal by ref."""
+    creator = IMPLS[creator_impl](b"alice")
+    joiner = IMPLS[joiner_impl](b"bob")
+    carol = IMPLS[creator_impl](b"carol")
+    dave = IMPLS[joiner_impl](b"dave")
+    gid = new_group_id()
+    creator.create_group(gid)
+    add = creator.add_members(gid, [key_package(joiner), key_package(carol)])
+    joiner.join(add.welcome, add.ratchet_tree)
+    carol.join(add.welcome, add.ratchet_tree)
+    members = [creator, joiner, carol]
+
+    # Creator proposes removing carol and adding dave; the joiner commits both.
+    proposals = [
+        creator.propose_remove(gid, carol.state(gid).leaf_index),
+        creator.propose_add(gid, key_package(dave)),
+    ]
+    for p in proposals:
+        assert wire_format(p) == WIRE_PUBLIC_MESSAGE
+        for peer in (joiner, carol):
+            assert peer.process(p).kind == "proposal"
+    bundle = joiner.commit_pending(gid)
+    check_bundle(bundle, adds=True)
+    # dave takes carol's freed leaf. ts-mls 1.6.4 cannot process a commit that removes it
+    # while reusing its leaf (test_tsmls_removed_member_with_reused_leaf); mls-rs can.
+    if isinstance(carol, MlsRsPeer):
+        assert carol.process(bundle.commit).removed
+    deliver_commit(bundle, joiner, [creator])
+    assert dave.join(bundle.welcome, bundle.ratchet_tree) == gid
+    members = [creator, joiner, dave]
+    assert assert_agree(gid, members) == 2
+    assert creator.state(gid).identities() == {b"alice", b"bob", b"dave"}
+    send_application(dave, gid, members, b"joined through a proposal")
+
+
+def test_tsmls_removed_member_with_reused_leaf() -> None:
+    """Known ts-mls 1.6.4 bug (docs/interop.md): a member removed by a commit that also adds
+    a member into its freed leaf fails with an InternalError instead of noticing the removal.
+    mls-rs handles the same commit. If this test fails, ts-mls fixed it: update the docs."""
+    alice, carol, dave = TsMlsPeer(b"alice"), TsMlsPeer(b"carol"), MlsRsPeer(b"dave")
+    bob = MlsRsPeer(b"bob")
+    gid = new_group_id()
+    alice.create_group(gid)
+    add = alice.add_members(gid, [key_package(bob), key_package(carol)])
+    bob.join(add.welcome, add.ratchet_tree)
+    carol.join(add.welcome, add.ratchet_tree)
+    for p in (alice.propose_remove(gid, 2), alice.propose_add(gid, key_package(dave))):
+        bob.process(p)
+        carol.process(p)
+    bundle = bob.commit_pending(gid)
+    with pytest.raises(PeerError, match="No overlap between provided private keys"):
+        carol.process(bundle.commit)
+    deliver_commit(bundle, bob, [alice])
+    dave.join(bundle.welcome, bundle.ratchet_tree)
+    assert dave.state(gid).leaf_index == 2
+    assert assert_agree(gid, [alice, bob, dave]) == 2

@@ -210,6 +210,10 @@ class TsMlsPeer:
         r = self._call("propose_remove", group_id=group_id.hex(), leaf_index=leaf_index)
         return bytes.fromhex(r["proposal"])
 
+    def propose_add(self, group_id: bytes, key_package: bytes) -> bytes:
+        r = self._call("propose_add", group_id=group_id.hex(), key_package=key_package.hex())
+        return bytes.fromhex(r["proposal"])
+
     def commit_pending(self, group_id: bytes) -> CommitBundle:
         return _bundle(self._call("commit_pending", group_id=group_id.hex()))
 

@@ -172,6 +172,15 @@ const ops = {
     return { proposal: hex(encodeMlsMessage(r.message)) };
   },
 
+  async propose_add({ client: name, group_id, key_package }) {
+    const g = group(client(name), group_id);
+    const m = decodeMessage(key_package);
+    if (m.wireformat !== "mls_key_package") throw new Error(`expected a KeyPackage, got ${m.wireformat}`);
+    const r = await createProposal(g.state, true, { proposalType: "add", add: { keyPackage: m.keyPackage } }, g.cs);
+    g.state = r.newState;
+    return { proposal: hex(encodeMlsMessage(r.message)) };
+  },
+
   async join({ client: name, welcome, ratchet_tree = null }) {
     const c = client(name);
     const m = decodeMessage(welcome);
