@@ -2,8 +2,8 @@
 
 ``RatchetTree`` is the array form of a left-balanced binary tree: leaves at even node indices,
 parent nodes at odd ones, ``None`` for a blank node. RFC 9420 trees are always *full* (the leaf
-count is a power of two: the tree grows by doubling and shrinks by halving), so the node index
-math below is the closed-form bit arithmetic of Appendix C for full trees.
+count is a power of two: the tree grows by doubling and shrinks by halving), so the parent of a
+node is one closed-form bit operation (``tree_math`` handles general widths).
 
 Tree hashes are cached per node. Invariant: a cached node hash implies cached child hashes, so
 invalidating a node walks up only until it meets an ancestor that is already invalid.
@@ -22,6 +22,7 @@ from .constants import LeafNodeSource, NodeType
 from .crypto import CipherSuite
 from .errors import DecodeError, ValidationError
 from .leaf_node import LeafNode
+from .tree_math import left, level, right
 from .tree_nodes import Node, ParentNode, decode_ratchet_tree, encode_ratchet_tree
 from .update_path import UpdatePath
 
@@ -30,29 +31,11 @@ TreeNode = LeafNode | ParentNode
 _LEAF_NODE_TBS = b"LeafNodeTBS"
 
 
-# --- full-tree node math (RFC 9420 Appendix C, specialised to full trees) ----------------
-
-
-def level(x: int) -> int:
-    """Number of trailing one bits: 0 for leaves."""
-    return ((x ^ (x + 1)).bit_length()) - 1
-
-
-def left(x: int) -> int:
-    k = level(x)
-    if k == 0:
-        raise ValueError("leaf has no children")
-    return x ^ (1 << (k - 1))
-
-
-def right(x: int) -> int:
-    k = level(x)
-    if k == 0:
-        raise ValueError("leaf has no children")
-    return x ^ (3 << (k - 1))
+# --- full-tree node math -----------------------------------------------------------------
 
 
 def _parent(x: int) -> int:
+    """Parent in a full tree: ``tree_math.parent`` without the walk for non-full trees."""
     k = level(x)
     return (x | (1 << k)) & ~(1 << (k + 1))
 
@@ -64,21 +47,6 @@ def subtree_leaves(x: int) -> range:
     return range(first, first + (1 << k))
 
 
-def common_ancestor(a: int, b: int) -> int:
-    """Lowest common ancestor of node indices ``a`` and ``b`` (leaves or parents)."""
-    if a == b:
-        return a
-    la, lb = level(a), level(b)
-    # Bring both to the same level, then climb together.
-    while la < lb:
-        a, la = _parent(a), la + 1
-    while lb < la:
-        b, lb = _parent(b), lb + 1
-    while a != b:
-        a, b = _parent(a), _parent(b)
-    return a
-
-
 class RatchetTree:
     __slots__ = ("cs", "_nodes", "_hashes", "_key_index")
 
@@ -86,7 +54,8 @@ class RatchetTree:
         nodes = list(nodes)
         if not nodes:
             raise ValueError("a ratchet tree has at least one leaf")
-        n_leaves = 1 << (((len(nodes) + 1) // 2) - 1).bit_length()
+        # Smallest full tree (power-of-two leaf count) whose width covers every entry.
+        n_leaves = 1 << (len(nodes) // 2).bit_length()
         nodes.extend([None] * (2 * n_leaves - 1 - len(nodes)))
         self.cs = cs
         self._nodes: list[TreeNode | None] = nodes
@@ -250,11 +219,11 @@ class RatchetTree:
         """Drop the right half while it holds no non-blank leaf (12.1.3)."""
         nodes = self._nodes
         while len(nodes) > 1:
-            half = (len(nodes) + 1) // 2  # first node index of the right subtree, plus one
-            if any(nodes[x] is not None for x in range(half + 1, len(nodes), 2)):
+            root = (len(nodes) - 1) // 2  # the right subtree is everything after the root
+            if any(nodes[x] is not None for x in range(root + 1, len(nodes), 2)):
                 break
-            del nodes[half - 1 :]
-            del self._hashes[half - 1 :]
+            del nodes[root:]
+            del self._hashes[root:]
             self._key_index = None
 
     # --- membership changes (12.1.1-12.1.3) ----------------------------------------------------

@@ -25,7 +25,8 @@ from .constants import LeafNodeSource
 from .crypto import CipherSuite
 from .errors import ValidationError
 from .leaf_node import LeafNode
-from .ratchet_tree import RatchetTree, common_ancestor
+from .ratchet_tree import RatchetTree
+from .tree_math import common_ancestor
 from .update_path import HPKECiphertext, UpdatePath, UpdatePathNode
 
 _UPDATE_PATH_NODE = b"UpdatePathNode"
