@@ -26,7 +26,7 @@ from roost.mls.key_package import KeyPackage
 from roost.mls.key_package_gen import generate_key_package
 from roost.mls.leaf_node import Lifetime
 
-from .credentials import VerifiedClient, certificate_identities, load_certificate, verify_chain
+from .credentials import VerifiedClient, certificate_client_ids, load_certificate, verify_chain
 from .credentials import verify_client_credential as _verify_chain_for
 from .errors import CredentialError, RoostError, StateError
 from .models import (
@@ -610,10 +610,7 @@ class RoostClient:
             raise CredentialError("KeyPackage credential is not x509")
         domain = user_id.rpartition("@")[2]
         leaf = verify_chain(list(cred.certificates), await self.as_certificate(domain))
-        prefix = f"roost:client:{user_id}/"
-        client_ids = [
-            n[len("roost:client:") :] for n in certificate_identities(leaf) if n.startswith(prefix)
-        ]
+        client_ids = [c for c in certificate_client_ids(leaf) if c.startswith(user_id + "/")]
         if not client_ids:
             raise CredentialError(f"KeyPackage credential names no client of {user_id}")
         client_id = client_ids[0]

@@ -4,7 +4,7 @@ The AS of each domain is a certificate authority. A client's credential is an X.
 (leaf first) whose leaf binds the client id to the client's MLS signature key. Verification
 checks: every link is signed by the next, the chain ends at (or directly under) the AS
 certificate, every certificate is inside its validity window, issuers are CAs, the leaf is not
-a CA, the leaf names the expected client id, and the leaf's public key is the MLS signature key.
+a CA, the leaf's SAN URI ``roost:client:<client id>`` names the expected client, and the leaf's public key is the MLS signature key.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
 from .errors import CredentialError
 
+CLIENT_URI_PREFIX = "roost:client:"
 _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -43,26 +43,18 @@ def load_certificate(data: bytes | str | x509.Certificate) -> x509.Certificate:
         raise CredentialError(f"not a certificate: {e}") from e
 
 
-def certificate_identities(cert: x509.Certificate) -> set[str]:
-    """Every name the certificate carries: SAN URIs, emails, DNS names, and the subject CN."""
-    names: set[str] = set()
+def certificate_client_ids(cert: x509.Certificate) -> list[str]:
+    """The client ids a leaf binds: its SubjectAlternativeName URIs ``roost:client:<id>``
+    (the authoritative binding; the subject CN is informational and not trusted)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        san = None
-    if san is not None:
-        for kind in (x509.UniformResourceIdentifier, x509.RFC822Name, x509.DNSName):
-            names.update(str(v) for v in san.get_values_for_type(kind))
-    for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        names.add(str(attr.value))
-    return names
-
-
-def _names_client(names: set[str], client_id: str) -> bool:
-    # The client id may appear bare or as the path/opaque part of a URI (e.g. "roost:client:<id>").
-    return any(
-        n == client_id or n.endswith(":" + client_id) or n.endswith("/" + client_id) for n in names
-    )
+        return []
+    return [
+        uri[len(CLIENT_URI_PREFIX) :]
+        for uri in san.get_values_for_type(x509.UniformResourceIdentifier)
+        if uri.startswith(CLIENT_URI_PREFIX)
+    ]
 
 
 def public_key_bytes(cert: x509.Certificate) -> bytes:
@@ -139,7 +131,7 @@ def verify_client_credential(
     when given, the leaf certificate must certify exactly that key.
     """
     leaf = verify_chain(chain, as_certificate, now=now)
-    if not _names_client(certificate_identities(leaf), client_id):
+    if client_id not in certificate_client_ids(leaf):
         raise CredentialError(f"certificate does not name client {client_id}")
     key = public_key_bytes(leaf)
     if signature_key is not None and key != signature_key:
