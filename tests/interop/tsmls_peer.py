@@ -12,6 +12,7 @@ import itertools
 import json
 import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,14 @@ class TsMlsDriver:
         ensure_installed()
         self._ids = itertools.count()
         self._lock = threading.Lock()
+        # stderr goes to a file, not a pipe: an unread pipe could fill up and block node.
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in close())
         self._proc = subprocess.Popen(
             ["node", str(DRIVER_DIR / "driver.mjs")],
             cwd=DRIVER_DIR,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             text=True,
             bufsize=1,
         )
@@ -100,9 +103,12 @@ class TsMlsDriver:
         return reply["result"]
 
     def _stderr_tail(self) -> str:
-        if self._proc.poll() is None or self._proc.stderr is None:
-            return "(still running)"
-        return self._proc.stderr.read()[-2000:]
+        try:
+            self._proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return "(driver still running)"
+        self._stderr.seek(0)
+        return self._stderr.read()[-2000:]
 
     def close(self) -> None:
         if self._proc.poll() is None:
@@ -113,9 +119,9 @@ class TsMlsDriver:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        for stream in (self._proc.stdout, self._proc.stderr):
-            if stream is not None:
-                stream.close()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._stderr.close()
 
 
 _shared: TsMlsDriver | None = None
