@@ -1,0 +1,1 @@
+"""The ``roost`` command line (entry point ``roost.cli.main:main``)."""
