@@ -179,6 +179,9 @@ class RatchetTree:
         return sum(1 for x in range(0, len(self._nodes), 2) if self._nodes[x] is not None)
 
     def encryption_key(self, x: int) -> bytes | None:
+        """The node's public key; None when blank or outside the (possibly truncated) tree."""
+        if not 0 <= x < len(self._nodes):
+            return None
         node = self._nodes[x]
         return None if node is None else node.encryption_key
 
