@@ -193,7 +193,7 @@ def apply_proposals(
 
     for q in by_type.get(ProposalType.REMOVE, ()):
         removed = q.proposal.body.removed
-        if removed >= new_tree.n_leaves or new_tree.leaf(removed) is None:
+        if removed >= new_tree.leaf_count or new_tree.leaf(removed) is None:
             raise ValidationError(f"Remove of blank or missing leaf {removed}")
         new_tree.remove_leaf(removed)
         out.removed.append(removed)

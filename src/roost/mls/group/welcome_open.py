@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from ..errors import CryptoError, DecodeError, ValidationError
 from ..group_info import GroupInfo
 from ..key_package import KeyPackage
+from ..key_schedule import EpochSecrets, welcome_key_nonce, welcome_secret_from_joiner
 from ..psk import PreSharedKeyID
 from ..welcome import GroupSecrets, Welcome
-from .epoch import EpochSecrets, epoch_secrets_from_joiner, welcome_key_nonce
 
 # Looks up the secret of a PSK id (external PSKs and resumption PSKs); None when unknown.
 PskLookup = Callable[[PreSharedKeyID], bytes | None]
@@ -64,7 +64,7 @@ def open_welcome(
     if len({p.encode() for p in secrets.psks}) != len(secrets.psks):
         raise ValidationError("duplicate PSK in Welcome")
     psk = resolve_psks(cs, secrets.psks, psk_lookup)
-    key, nonce = welcome_key_nonce(cs, secrets.joiner_secret, psk)
+    key, nonce = welcome_key_nonce(cs, welcome_secret_from_joiner(cs, secrets.joiner_secret, psk))
     gi_bytes = cs.aead_open(key, nonce, b"", welcome.encrypted_group_info)
     try:
         group_info = GroupInfo.decode(gi_bytes)
@@ -85,7 +85,7 @@ def verify_group_info_signature(cs, group_info: GroupInfo, signer_key: bytes) ->
 def epoch_from_welcome(cs, opened: OpenedWelcome) -> EpochSecrets:
     """The new epoch's secrets; checks the GroupInfo's confirmation tag (section 12.4.3.1)."""
     gc = opened.group_info.group_context
-    secrets = epoch_secrets_from_joiner(
+    secrets = EpochSecrets.from_joiner(
         cs, opened.group_secrets.joiner_secret, opened.psk_secret, gc.encode()
     )
     if not cs.verify_mac(

@@ -1,0 +1,268 @@
+"""The public group state and the side-effect-free commit pipeline.
+
+``PublicState`` is what both a member and the server's observer know: GroupContext, ratchet
+tree and interim transcript hash. ``stage_commit`` computes the next public state from a
+Commit without touching the current one; callers swap it in only after every check passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..codec import Reader, Writer, opaque
+from ..constants import ContentType, LeafNodeSource, ProposalType, SenderType
+from ..errors import CryptoError, DecodeError, ValidationError
+from ..extension_types import ExternalSenders
+from ..extensions import find_extension
+from ..framing import AuthenticatedContent, FramedContent, Sender
+from ..group_context import GroupContext
+from ..proposals import Proposal
+from ..ratchet_tree import RatchetTree
+from ..update_path import UpdatePath
+from .proposal_rules import AppliedProposals, QueuedProposal, apply_proposals, check_proposal_list
+from .validation import CredentialPolicy, validate_leaf_node
+
+STATE_VERSION = 1
+
+
+@dataclass(slots=True)
+class PublicState:
+    """Public group state; ``context_bytes`` caches the GroupContext encoding."""
+
+    cs: object  # CipherSuite
+    context: GroupContext
+    tree: RatchetTree
+    interim_transcript_hash: bytes
+    context_bytes: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.context_bytes:
+            self.context_bytes = self.context.encode()
+
+    @property
+    def epoch(self) -> int:
+        return self.context.epoch
+
+    @property
+    def group_id(self) -> bytes:
+        return self.context.group_id
+
+    def roster(self) -> list[tuple[int, object, bytes]]:
+        """(leaf index, credential, signature key) of every member."""
+        return [(i, leaf.credential, leaf.signature_key) for i, leaf in self.tree.leaves()]
+
+    # --- strict, versioned encoding (no pickle) ---------------------------------------------
+
+    def encode_to(self, w: Writer) -> None:
+        w.u16(STATE_VERSION)
+        w.opaque(self.context_bytes)
+        w.opaque(self.tree.to_bytes())
+        w.opaque(self.interim_transcript_hash)
+
+    @classmethod
+    def decode_from(cls, r: Reader, cs_lookup) -> PublicState:
+        version = r.u16()
+        if version != STATE_VERSION:
+            raise DecodeError(f"unsupported group state version {version}")
+        context_bytes = r.opaque()
+        context = GroupContext.decode(context_bytes)
+        cs = cs_lookup(context.cipher_suite)
+        tree = RatchetTree.from_bytes(cs, r.opaque())
+        return cls(cs, context, tree, r.opaque(), context_bytes)
+
+
+def confirmed_transcript_hash(cs, interim: bytes, ac: AuthenticatedContent) -> bytes:
+    return cs.hash(interim + ac.confirmed_transcript_hash_input())
+
+
+def interim_transcript_hash(cs, confirmed: bytes, confirmation_tag: bytes) -> bytes:
+    return cs.hash(confirmed + opaque(confirmation_tag))
+
+
+# --- signature checks ------------------------------------------------------------------------
+
+
+def external_sender_key(state: PublicState, index: int) -> bytes:
+    ext = find_extension(state.context.extensions, ExternalSenders.extension_type)
+    if ext is None:
+        raise ValidationError("external sender but the group has no external_senders extension")
+    try:
+        senders = ExternalSenders.from_extension(ext).senders
+    except DecodeError as e:
+        raise ValidationError(f"invalid external_senders extension: {e}") from None
+    if index >= len(senders):
+        raise ValidationError(f"external sender index {index} out of range")
+    return senders[index].signature_key
+
+
+def sender_signature_key(state: PublicState, ac: AuthenticatedContent) -> bytes:
+    """The key that must have signed ``ac`` (section 6.1)."""
+    sender = ac.content.sender
+    st = sender.sender_type
+    if st == SenderType.MEMBER:
+        leaf = state.tree.leaf(sender.index) if sender.index < state.tree.leaf_count else None
+        if leaf is None:
+            raise ValidationError(f"sender leaf {sender.index} is not a member")
+        return leaf.signature_key
+    if st == SenderType.EXTERNAL:
+        return external_sender_key(state, sender.index)
+    body = ac.content.content
+    if st == SenderType.NEW_MEMBER_PROPOSAL:
+        if not isinstance(body, Proposal) or body.proposal_type != ProposalType.ADD:
+            raise ValidationError("a new_member_proposal sender may only send an Add proposal")
+        return body.body.key_package.leaf_node.signature_key
+    if st == SenderType.NEW_MEMBER_COMMIT:
+        if ac.content.content_type != ContentType.COMMIT or body.path is None:
+            raise ValidationError("a new_member_commit must be a Commit with a path")
+        return body.path.leaf_node.signature_key
+    raise ValidationError(f"unknown sender type {st}")
+
+
+def verify_content_signature(state: PublicState, ac: AuthenticatedContent) -> None:
+    key = sender_signature_key(state, ac)
+    if not state.cs.verify_with_label(
+        key, b"FramedContentTBS", ac.tbs(state.context_bytes), ac.auth.signature
+    ):
+        raise CryptoError("invalid FramedContent signature")
+
+
+def check_content_header(state: PublicState, content: FramedContent) -> None:
+    if content.group_id != state.group_id:
+        raise ValidationError("message for another group")
+    if content.epoch != state.epoch:
+        raise ValidationError(f"message for epoch {content.epoch}, group is at {state.epoch}")
+
+
+# --- proposal resolution ----------------------------------------------------------------------
+
+
+def queued_from_content(cs, ac: AuthenticatedContent) -> QueuedProposal:
+    """A received proposal message as a cache entry keyed by its ProposalRef."""
+    sender = ac.content.sender
+    return QueuedProposal(
+        ac.content.content,  # type: ignore[arg-type]
+        sender.sender_type,
+        sender.index,
+        cs.proposal_ref(ac.encode()),
+    )
+
+
+def resolve_proposals(
+    commit, committer: Sender, cache: dict[bytes, QueuedProposal]
+) -> list[QueuedProposal]:
+    out: list[QueuedProposal] = []
+    for por in commit.proposals:
+        if por.proposal is not None:
+            out.append(QueuedProposal(por.proposal, committer.sender_type, committer.index))
+        else:
+            q = cache.get(por.reference)  # type: ignore[arg-type]
+            if q is None:
+                raise ValidationError(f"commit references unknown proposal {por.reference.hex()}")
+            out.append(q)
+    return out
+
+
+# --- the commit pipeline ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StagedCommit:
+    """Everything a commit changes, computed on copies; nothing is applied yet."""
+
+    state: PublicState  # the next epoch's public state
+    applied: AppliedProposals
+    committer: int  # the committer's leaf index in the new tree
+    path: UpdatePath | None
+    provisional_context_bytes: bytes  # GroupContext used to encrypt the path secrets
+    proposals: list[QueuedProposal]
+
+
+def stage_commit(
+    state: PublicState,
+    ac: AuthenticatedContent,
+    proposals: list[QueuedProposal],
+    *,
+    check_lifetime: bool = True,
+    now: int | None = None,
+    credential_policy: CredentialPolicy | None = None,
+) -> StagedCommit:
+    """Validate and apply a commit to copies of the public state (sections 12.2-12.4.2).
+
+    The caller has already checked the header and the signature. The confirmation tag is
+    taken from ``ac`` as is; only a member can verify it.
+    """
+    cs = state.cs
+    ctx = state.context
+    commit = ac.content.content
+    sender = ac.content.sender
+    external = sender.sender_type == SenderType.NEW_MEMBER_COMMIT
+    if sender.sender_type not in (SenderType.MEMBER, SenderType.NEW_MEMBER_COMMIT):
+        raise ValidationError("a commit must come from a member or a new_member_commit sender")
+    if ac.auth.confirmation_tag is None:
+        raise ValidationError("commit without confirmation tag")
+    committer = None if external else sender.index
+    check_proposal_list(
+        proposals,
+        committer_type=sender.sender_type,
+        committer_index=committer,
+        hash_len=cs.hash_len,
+    )
+    applied = apply_proposals(
+        cs,
+        state.tree,
+        group_id=ctx.group_id,
+        cipher_suite=ctx.cipher_suite,
+        extensions=ctx.extensions,
+        proposals=proposals,
+        check_lifetime=check_lifetime,
+        now=now,
+        credential_policy=credential_policy,
+    )
+    tree = applied.tree
+    path: UpdatePath | None = commit.path
+    if applied.path_required and path is None:
+        raise ValidationError("this commit requires a path")
+    if external:
+        assert path is not None  # sender_signature_key enforced it
+        committer = tree.add_leaf(path.leaf_node)
+    elif tree.leaf(committer) is None:
+        raise ValidationError(f"committer leaf {committer} was removed by its own commit")
+    if path is not None:
+        old_leaf = None if external else tree.leaf(committer)
+        new_leaf = path.leaf_node
+        validate_leaf_node(
+            cs,
+            new_leaf,
+            source=LeafNodeSource.COMMIT,
+            group_id=ctx.group_id,
+            leaf_index=committer,
+            group_extensions=applied.extensions,
+            members=tree.leaves(),
+            replaces=committer,
+            credential_policy=(
+                credential_policy
+                if old_leaf is None or old_leaf.credential != new_leaf.credential
+                else None
+            ),
+        )
+        if old_leaf is not None and old_leaf.encryption_key == new_leaf.encryption_key:
+            raise ValidationError("commit path must change the committer's encryption key")
+        tree.merge_update_path(committer, path)
+    provisional = GroupContext(
+        ctx.version,
+        ctx.cipher_suite,
+        ctx.group_id,
+        ctx.epoch + 1,
+        tree.tree_hash(),
+        ctx.confirmed_transcript_hash,
+        applied.extensions,
+    )
+    confirmed = confirmed_transcript_hash(cs, state.interim_transcript_hash, ac)
+    new_context = replace(provisional, confirmed_transcript_hash=confirmed)
+    new_state = PublicState(
+        cs,
+        new_context,
+        tree,
+        interim_transcript_hash(cs, confirmed, ac.auth.confirmation_tag),
+    )
+    return StagedCommit(new_state, applied, committer, path, provisional.encode(), proposals)
