@@ -451,7 +451,6 @@ class Group:
         received this epoch by reference. A path (self-update) is added when required or
         when ``force_path``. The result is pending until ``merge_pending_commit``."""
         self._check_active()
-        cs = self.cs
         me = Sender.member(self.leaf_index)
         by_value: list[Proposal] = []
         if group_context_extensions is not None:
@@ -463,9 +462,9 @@ class Group:
         refs: list[bytes] = []
         if include_pending:
             for ref, q in self._proposals.items():
-                if q.sender_type == SenderType.MEMBER and q.sender_index == self.leaf_index:
-                    if q.proposal.proposal_type == ProposalType.UPDATE:
-                        continue  # our own Update cannot be committed by us (12.2)
+                own = q.sender_type == SenderType.MEMBER and q.sender_index == self.leaf_index
+                if own and q.proposal.proposal_type == ProposalType.UPDATE:
+                    continue  # our own Update cannot be committed by us (12.2)
                 refs.append(ref)
                 queued.append(q)
         return self._build_commit(
@@ -812,11 +811,13 @@ class Group:
             if ac.content.content_type == ContentType.APPLICATION:
                 raise ValidationError("application data must be sent as PrivateMessage")
             verify_content_signature(e.public, ac)
-            if ac.content.sender.sender_type == SenderType.MEMBER:
-                if body.membership_tag is None or not self.cs.verify_mac(
+            if ac.content.sender.sender_type == SenderType.MEMBER and (
+                body.membership_tag is None
+                or not self.cs.verify_mac(
                     e.secrets.membership_key, ac.tbm(e.public.context_bytes), body.membership_tag
-                ):
-                    raise CryptoError("invalid membership tag")
+                )
+            ):
+                raise CryptoError("invalid membership tag")
         elif isinstance(body, PrivateMessage):
             if body.group_id != self.group_id or body.epoch != self.epoch:
                 raise ValidationError(
