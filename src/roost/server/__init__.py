@@ -1,0 +1,1 @@
+"""The Roost homeserver: ASGI app, configuration, storage and one package per module."""

@@ -1,0 +1,112 @@
+"""Assembly: build the services, wire the modules' deletion hooks, mount the routes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from .auth.routes import router as auth_router
+from .auth.service import AuthService
+from .config import Config
+from .connections.routes import router as connections_router
+from .connections.service import ConnectionService
+from .deps import Services
+from .errors import install_error_handlers
+from .keypackages.routes import router as keypackages_router
+from .keypackages.service import KeyPackageService
+from .limits import BodyLimitMiddleware
+from .queues.routes import router as queues_router
+from .queues.service import QueueService
+from .ratelimit import RateLimiter
+from .store import Database
+from .store.migrate import check_schema
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details with a stable machine-readable code",
+    "required": ["type", "title", "status", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "code": {"type": "string"},
+        "detail": {"type": "string"},
+    },
+}
+
+
+def build_services(
+    db: Database, config: Config, clock: Callable[[], float] = time.time
+) -> Services:
+    auth = AuthService(db, config, clock)
+    queues = QueueService(db, config.limits, clock)
+    connections = ConnectionService(db, auth, queues, clock)
+    keypackages = KeyPackageService(
+        db, config.limits, connections.authorize_claim, auth.client_uuids_of, clock
+    )
+    # Modules never touch each other's tables; deletions fan out through these hooks, all
+    # inside the AS's transaction so an account is removed entirely or not at all.
+    auth.on_client_removed += [keypackages.delete_client_packages, queues.delete_client_queues]
+    auth.on_user_deleted += [
+        keypackages.delete_user_packages,
+        queues.delete_user_queues,
+        connections.delete_user_connections,
+    ]
+    limits = config.limits
+    return Services(
+        config=config,
+        auth=auth,
+        queues=queues,
+        keypackages=keypackages,
+        connections=connections,
+        registration_limiter=RateLimiter(limits.registrations_per_minute),
+        claim_limiter=RateLimiter(limits.claims_per_minute),
+        auth_limiter=RateLimiter(limits.auth_per_minute),
+    )
+
+
+def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAPI:
+    """The ASGI app. The schema must be current (``roost db upgrade``) or start-up fails."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(config.sqlalchemy_url)
+        try:
+            await check_schema(db)
+            services = build_services(db, config, clock)
+            await services.auth.ensure_ca()
+            app.state.services = services
+            yield
+        finally:
+            await db.dispose()
+
+    app = FastAPI(
+        title="Roost homeserver",
+        version="1",
+        description="Homeserver for end-to-end encrypted messaging over MLS (RFC 9420). "
+        "See docs/api.md.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (auth_router, connections_router, keypackages_router, queues_router):
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.limits.max_body_bytes)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
+                PROBLEM_SCHEMA
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,168 @@
+"""Implementations of ``roost serve``, ``roost db upgrade`` and ``roost registration-token``.
+
+The CLI module parses arguments and calls these; each returns a process exit code and prints
+operator-facing messages (never secrets other than a freshly created registration token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+from pathlib import Path
+
+from .config import Config, ConfigError, _redact, load_config
+from .store import Database
+from .store.migrate import MigrationError, check_schema, schema_status, upgrade
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_SCHEMA = 3
+
+
+def load(config_path: str | Path | None = None) -> Config:
+    """Load and validate the configuration (raises ConfigError with every problem listed)."""
+    return load_config(config_path)
+
+
+def _err(message: str) -> None:
+    print(f"roost: {message}", file=sys.stderr)
+
+
+def _prepare_data_dir(config: Config) -> None:
+    if config.is_default_sqlite:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def describe_database(config: Config) -> str:
+    if config.is_default_sqlite:
+        return f"SQLite at {(config.data_dir / 'roost.db').resolve()}"
+    return _redact(config.database_url)
+
+
+async def _upgrade(config: Config) -> tuple[tuple[str, ...], str]:
+    db = Database(config.sqlalchemy_url)
+    try:
+        return await upgrade(db)
+    finally:
+        await db.dispose()
+
+
+def db_upgrade(config: Config) -> int:
+    """Apply pending migrations (forward-only)."""
+    _prepare_data_dir(config)
+    try:
+        before, head = asyncio.run(_upgrade(config))
+    except Exception as e:  # report, do not dump a traceback at the operator
+        _err(f"database upgrade failed ({describe_database(config)}): {type(e).__name__}: {e}")
+        return EXIT_SCHEMA
+    if before == (head,):
+        print(f"database {describe_database(config)} is already at revision {head}")
+    else:
+        start = before[0] if before else "empty"
+        print(f"database {describe_database(config)} upgraded from {start} to {head}")
+    return EXIT_OK
+
+
+async def _check_or_auto_upgrade(config: Config) -> str | None:
+    """None if the schema is current; an error message otherwise.
+
+    The embedded SQLite default is upgraded automatically while it is still empty (a fresh data
+    directory), so the quick start is one command; anything else needs ``roost db upgrade``.
+    """
+    db = Database(config.sqlalchemy_url)
+    try:
+        if config.is_default_sqlite:
+            status = await schema_status(db)
+            if status.empty and not status.current and not status.partial:
+                await upgrade(db)
+                print(f"initialised a new database: {describe_database(config)}")
+        await check_schema(db)
+    except MigrationError as e:
+        return str(e)
+    except Exception as e:
+        return f"cannot open the database {describe_database(config)}: {type(e).__name__}: {e}"
+    finally:
+        await db.dispose()
+    return None
+
+
+class RedactingFilter(logging.Filter):
+    """Keeps queue ids and client-request ids out of access logs (privacy, DESIGN.md)."""
+
+    _pattern = re.compile(r"(/v1/(?:queues|client-requests)/)[^/\s?\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and isinstance(record.args, tuple):
+            record.args = tuple(
+                self._pattern.sub(r"\1…", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+def serve(config: Config) -> int:
+    """Check (or initialise) the schema, then run the ASGI app with uvicorn until stopped."""
+    import uvicorn
+
+    from .app import create_app
+
+    _prepare_data_dir(config)
+    problem = asyncio.run(_check_or_auto_upgrade(config))
+    if problem is not None:
+        _err(problem)
+        return EXIT_SCHEMA
+    logging.getLogger("uvicorn.access").addFilter(RedactingFilter())
+    print(
+        f"Roost homeserver for {config.home_domain} on http://{config.listen} "
+        f"(database: {describe_database(config)}, registration: {config.registration_policy})",
+        flush=True,
+    )
+    uvicorn.run(
+        create_app(config),
+        host=config.listen_host,
+        port=config.listen_port,
+        log_level=config.log_level.lower(),
+        server_header=False,
+    )
+    return EXIT_OK
+
+
+async def _create_token(config: Config, uses: int | None, ttl: int | None) -> str:
+    from .app import build_services
+
+    db = Database(config.sqlalchemy_url)
+    try:
+        await check_schema(db)
+        return await build_services(db, config).auth.create_registration_token(uses, ttl)
+    finally:
+        await db.dispose()
+
+
+def registration_token_create(
+    config: Config, uses: int | None = 1, ttl_seconds: int | None = None
+) -> int:
+    """Create an operator-issued registration token and print it (once) to stdout."""
+    try:
+        token = asyncio.run(_create_token(config, uses, ttl_seconds))
+    except MigrationError as e:
+        _err(str(e))
+        return EXIT_SCHEMA
+    print(token)
+    return EXIT_OK
+
+
+def run(command: str, config_path: str | Path | None = None, **kwargs: object) -> int:
+    """Convenience entry for the CLI: load config, run ``serve``/``db-upgrade``/``registration-token``."""
+    try:
+        config = load(config_path)
+    except ConfigError as e:
+        _err(str(e))
+        return EXIT_CONFIG
+    if command == "serve":
+        return serve(config)
+    if command == "db-upgrade":
+        return db_upgrade(config)
+    if command == "registration-token":
+        return registration_token_create(config, **kwargs)  # type: ignore[arg-type]
+    raise ValueError(f"unknown command {command}")

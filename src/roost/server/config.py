@@ -1,0 +1,227 @@
+"""Server configuration: a TOML file plus ``ROOST_*`` environment overrides, validated at start.
+
+Precedence: built-in defaults < TOML file < environment. Every problem is collected and reported
+together in one ``ConfigError`` so an operator can fix a file in one pass.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_LISTEN = "127.0.0.1:8448"
+_DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message lists every problem found."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_bytes: int = 1024 * 1024
+    max_message_bytes: int = 512 * 1024
+    max_list_length: int = 100
+    max_keypackages_per_batch: int = 100
+    keypackage_max_lifetime_days: int = 90
+    max_fetch_messages: int = 500
+    max_fetch_bytes: int = 4 * 1024 * 1024
+    max_queues_per_client: int = 100
+    max_clients_per_user: int = 16
+    # token-bucket rates: events per minute (burst = the same number)
+    registrations_per_minute: int = 10
+    claims_per_minute: int = 60
+    auth_per_minute: int = 120
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    home_domain: str = "localhost"
+    listen: str = DEFAULT_LISTEN
+    data_dir: Path = Path("./data")
+    database_url: str = ""  # empty: SQLite at <data_dir>/roost.db
+    registration_policy: str = "open"  # "open" | "token"
+    token_ttl_seconds: int = 900
+    client_certificate_days: int = 365
+    log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def is_default_sqlite(self) -> bool:
+        return not self.database_url
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the async driver filled in."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'roost.db').resolve()}"
+        for prefix, driver in (
+            ("sqlite:", "sqlite+aiosqlite:"),
+            ("postgresql:", "postgresql+asyncpg:"),
+            ("postgres:", "postgresql+asyncpg:"),
+        ):
+            if url.startswith(prefix):
+                return driver + url[len(prefix) :]
+        return url
+
+
+_ENV_TOP = {
+    "ROOST_HOME_DOMAIN": "home_domain",
+    "ROOST_LISTEN": "listen",
+    "ROOST_DATA_DIR": "data_dir",
+    "ROOST_DATABASE_URL": "database_url",
+    "ROOST_REGISTRATION_POLICY": "registration_policy",
+    "ROOST_TOKEN_TTL_SECONDS": "token_ttl_seconds",
+    "ROOST_CLIENT_CERTIFICATE_DAYS": "client_certificate_days",
+    "ROOST_LOG_LEVEL": "log_level",
+}
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read ``path`` (or ``$ROOST_CONFIG``, or ``./roost.toml`` if present), apply env overrides."""
+    env = dict(os.environ) if env is None else env
+    raw: dict[str, Any] = {}
+    if path is None and env.get("ROOST_CONFIG"):
+        path = env["ROOST_CONFIG"]
+    if path is None and Path("roost.toml").is_file():
+        path = "roost.toml"
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    return build_config(raw, env)
+
+
+def build_config(raw: dict[str, Any], env: dict[str, str] | None = None) -> Config:
+    """Validate a parsed TOML mapping plus env overrides into a ``Config``."""
+    env = env or {}
+    problems: list[str] = []
+    top = {f.name for f in fields(Config)} - {"limits"}
+    limit_names = {f.name for f in fields(Limits)}
+    values: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "limits":
+            if not isinstance(value, dict):
+                problems.append("[limits] must be a table")
+                continue
+            for lk, lv in value.items():
+                if lk not in limit_names:
+                    problems.append(f"unknown setting limits.{lk}")
+                else:
+                    limits[lk] = lv
+        elif key in top:
+            values[key] = value
+        else:
+            problems.append(f"unknown setting {key}")
+    for var, name in _ENV_TOP.items():
+        if var in env:
+            values[name] = env[var]
+    for name in limit_names:
+        var = f"ROOST_LIMITS_{name.upper()}"
+        if var in env:
+            limits[name] = env[var]
+
+    config = Config()
+    for name, value in values.items():
+        default = getattr(config, name)
+        coerced = _coerce(name, value, default, problems)
+        if coerced is not None:
+            config = replace(config, **{name: coerced})
+    lim = Limits()
+    for name, value in limits.items():
+        coerced = _coerce(f"limits.{name}", value, getattr(lim, name), problems)
+        if coerced is not None:
+            lim = replace(lim, **{name: coerced})
+    config = replace(config, limits=lim)
+    config = replace(config, home_domain=config.home_domain.lower())
+    problems.extend(_validate(config))
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return config
+
+
+def _coerce(name: str, value: Any, default: Any, problems: list[str]) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+            return value.lower() in ("1", "true", "yes")
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif isinstance(default, Path):
+        if isinstance(value, str) and value:
+            return Path(value)
+    elif isinstance(default, str) and isinstance(value, str):
+        return value
+    problems.append(f"{name} must be a {type(default).__name__}, got {value!r}")
+    return None
+
+
+def _validate(c: Config) -> list[str]:
+    problems: list[str] = []
+    if not is_valid_domain(c.home_domain):
+        problems.append(f"home_domain {c.home_domain!r} is not a valid domain name")
+    host, sep, port = c.listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        problems.append(f"listen {c.listen!r} must be host:port with a port in 1-65535")
+    elif host.strip("[]") not in ("localhost",) and not _is_ip(host.strip("[]")):
+        problems.append(f"listen host {host!r} must be an IP address or localhost")
+    if c.registration_policy not in ("open", "token"):
+        problems.append(
+            f"registration_policy must be 'open' or 'token', got {c.registration_policy!r}"
+        )
+    url = c.database_url
+    if url and not url.startswith(("sqlite:", "sqlite+aiosqlite:", "postgresql", "postgres:")):
+        problems.append(
+            f"database_url {_redact(url)!r} must start with sqlite:/// or postgresql://"
+        )
+    if c.log_level.lower() not in ("debug", "info", "warning", "error"):
+        problems.append("log_level must be one of debug, info, warning, error")
+    for name, minimum in (("token_ttl_seconds", 30), ("client_certificate_days", 1)):
+        if getattr(c, name) < minimum:
+            problems.append(f"{name} must be at least {minimum}")
+    for f in fields(Limits):
+        if getattr(c.limits, f.name) < 1:
+            problems.append(f"limits.{f.name} must be a positive integer")
+    if c.limits.max_message_bytes > c.limits.max_body_bytes:
+        problems.append("limits.max_message_bytes must not exceed limits.max_body_bytes")
+    return problems
+
+
+def is_valid_domain(domain: str) -> bool:
+    if not domain or len(domain) > 253:
+        return False
+    return all(_DOMAIN_LABEL.match(label) for label in domain.split("."))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL before it reaches a message or log."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)

@@ -1,0 +1,94 @@
+"""Request dependencies shared by the route modules: services, the caller, raw bodies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .auth.service import AuthService, Principal
+from .config import Config
+from .connections.service import ConnectionService
+from .encoding import MLS_MEDIA_TYPE
+from .errors import Problem
+from .keypackages.service import KeyPackageService
+from .queues.service import QueueService
+from .ratelimit import RateLimiter
+
+
+@dataclass(slots=True)
+class Services:
+    config: Config
+    auth: AuthService
+    queues: QueueService
+    keypackages: KeyPackageService
+    connections: ConnectionService
+    registration_limiter: RateLimiter
+    claim_limiter: RateLimiter
+    auth_limiter: RateLimiter
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+_bearer = HTTPBearer(auto_error=False, description="Bearer token from POST /v1/auth/token")
+
+
+async def principal(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise Problem(
+            401,
+            "unauthenticated",
+            "a bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return await services(request).auth.authenticate(creds.credentials)
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+def remote_key(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def mls_body(
+    request: Request, *, required: bool = True, max_bytes: int | None = None
+) -> bytes:
+    """Read a ``message/mls`` body (size already capped by the body-limit middleware)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if not body and not required:
+        return b""
+    if ctype != MLS_MEDIA_TYPE:
+        raise Problem(415, "unsupported_media_type", f"the body must be {MLS_MEDIA_TYPE}")
+    if not body:
+        raise Problem(400, "malformed_mls", "the body is empty")
+    if max_bytes is not None and len(body) > max_bytes:
+        raise Problem(413, "body_too_large", f"the message exceeds {max_bytes} bytes")
+    return body
+
+
+def mls_request_body(description: str, required: bool = True) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` for a raw ``message/mls`` body."""
+    return {
+        "requestBody": {
+            "required": required,
+            "description": description,
+            "content": {MLS_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+
+
+def binary_response(media_type: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+    }

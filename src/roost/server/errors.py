@@ -1,0 +1,124 @@
+"""RFC 9457 problem details with a stable ``code``, and the handlers that map failures to them.
+
+Route code raises ``Problem``; the handlers here also turn request validation errors, MLS decode
+errors and oversized bodies into 4xx answers so that bad input never becomes a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from roost.mls.errors import DecodeError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("roost.server")
+
+
+class Problem(Exception):
+    """An error answer: HTTP status, stable machine-readable code, human detail."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str = "",
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or code)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra or {}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str = "",
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:roost:problem:{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "code": code,
+    }
+    if detail:
+        body["detail"] = detail
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+# Default codes for HTTP errors raised by the framework itself (unknown route, wrong method).
+_STATUS_CODES = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc.status, exc.code, exc.detail, exc.headers, exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        return problem_response(
+            400,
+            "invalid_request",
+            "the request does not match the schema",
+            extra={"errors": errors},
+        )
+
+    @app.exception_handler(DecodeError)
+    async def _decode(_: Request, exc: DecodeError) -> JSONResponse:
+        return problem_response(400, "malformed_mls", f"malformed MLS data: {exc}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        detail = exc.detail if isinstance(exc.detail, str) else ""
+        return problem_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Never leak internals; the traceback goes to the log without request payloads.
+        log.exception("internal error: %s", type(exc).__name__)
+        return problem_response(500, "internal_error", "internal server error")
+
+
+def problem_responses(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem+json answers of a route."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status, code in codes:
+        entry = out.setdefault(
+            status,
+            {
+                "description": "",
+                "content": {
+                    PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                },
+            },
+        )
+        entry["description"] = (entry["description"] + ", " if entry["description"] else "") + code
+    return out

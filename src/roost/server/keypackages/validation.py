@@ -1,0 +1,145 @@
+"""Validate a published KeyPackage batch with roost.mls (docs/api.md "KeyPackages")."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from roost.mls.codec import Reader
+from roost.mls.constants import CredentialType, ExtensionType, LeafNodeSource, ProtocolVersion
+from roost.mls.crypto.ciphersuite import get_cipher_suite
+from roost.mls.errors import DecodeError, UnsupportedError
+from roost.mls.key_package import KeyPackage
+
+from ..encoding import mls_vector_reader
+from ..errors import Problem
+
+WIRE_FORMAT_KEY_PACKAGE = 5
+CLOCK_SKEW_SECONDS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ValidPackage:
+    data: bytes  # the MLSMessage encoding, served back verbatim on claim
+    cipher_suite: int
+    last_resort: bool
+    init_key_hash: bytes
+    not_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Publisher:
+    """What the publishing client's packages must match."""
+
+    signature_key: bytes
+    certificate: bytes
+
+
+def split_batch(body: bytes, max_items: int) -> list[tuple[bytes, KeyPackage]]:
+    """Decode ``MLSMessage key_packages<V>``; raises DecodeError or a Problem."""
+    r = mls_vector_reader(body)
+    out: list[tuple[bytes, KeyPackage]] = []
+    while r.remaining():
+        if len(out) >= max_items:
+            raise Problem(
+                422, "too_many_keypackages", f"a batch holds at most {max_items} KeyPackages"
+            )
+        start = r.pos
+        version = r.u16()
+        wire_format = r.u16()
+        if version != ProtocolVersion.MLS10:
+            raise Problem(422, "unsupported_version", f"MLS version {version} is not supported")
+        if wire_format != WIRE_FORMAT_KEY_PACKAGE:
+            raise Problem(
+                422,
+                "wrong_wire_format",
+                f"expected mls_key_package messages, got wire format {wire_format}",
+            )
+        kp = _decode_key_package(r)
+        out.append((body[start : r.pos], kp))
+    if not out:
+        raise Problem(422, "empty_batch", "the batch holds no KeyPackages")
+    return out
+
+
+def _decode_key_package(r: Reader) -> KeyPackage:
+    try:
+        return KeyPackage.decode_from(r)
+    except DecodeError:
+        raise
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:
+        raise DecodeError(f"invalid KeyPackage: {e}") from None
+
+
+def validate_package(
+    data: bytes, kp: KeyPackage, publisher: Publisher, now: int, max_lifetime: int
+) -> ValidPackage:
+    if kp.version != ProtocolVersion.MLS10:
+        raise Problem(
+            422, "unsupported_version", f"KeyPackage version {kp.version} is not supported"
+        )
+    try:
+        cs = get_cipher_suite(kp.cipher_suite)
+    except UnsupportedError:
+        raise Problem(
+            422, "unsupported_cipher_suite", f"cipher suite {kp.cipher_suite} is not supported"
+        ) from None
+    leaf = kp.leaf_node
+    if leaf.leaf_node_source != LeafNodeSource.KEY_PACKAGE or leaf.lifetime is None:
+        raise Problem(422, "invalid_keypackage", "the leaf node source must be key_package")
+    if kp.init_key == leaf.encryption_key:
+        raise Problem(422, "invalid_keypackage", "init_key must differ from the encryption key")
+    if kp.cipher_suite not in leaf.capabilities.cipher_suites:
+        raise Problem(
+            422, "invalid_keypackage", "the leaf does not list the package's cipher suite"
+        )
+    cred = leaf.credential
+    if (
+        leaf.signature_key != publisher.signature_key
+        or cred.credential_type != CredentialType.X509
+        or not cred.certificates
+        or cred.certificates[0] != publisher.certificate
+    ):
+        raise Problem(
+            422,
+            "credential_mismatch",
+            "the KeyPackage must carry the publishing client's signature key and issued credential",
+        )
+    lifetime = leaf.lifetime
+    if (
+        lifetime.not_before > now + CLOCK_SKEW_SECONDS
+        or lifetime.not_after <= now
+        or lifetime.not_after > now + max_lifetime
+        or lifetime.not_before > lifetime.not_after
+    ):
+        raise Problem(
+            422,
+            "invalid_lifetime",
+            f"the lifetime must include now and end within {max_lifetime // 86400} days",
+        )
+    if not cs.verify_with_label(leaf.signature_key, b"LeafNodeTBS", leaf.tbs(), leaf.signature):
+        raise Problem(422, "invalid_signature", "the leaf node signature does not verify")
+    if not cs.verify_with_label(leaf.signature_key, b"KeyPackageTBS", kp.tbs(), kp.signature):
+        raise Problem(422, "invalid_signature", "the KeyPackage signature does not verify")
+    last_resort = any(e.extension_type == ExtensionType.LAST_RESORT for e in kp.extensions)
+    return ValidPackage(
+        data=data,
+        cipher_suite=kp.cipher_suite,
+        last_resort=last_resort,
+        init_key_hash=hashlib.sha256(kp.init_key).digest(),
+        not_after=lifetime.not_after,
+    )
+
+
+def validate_batch(
+    body: bytes, publisher: Publisher, now: int, max_items: int, max_lifetime: int
+) -> list[ValidPackage]:
+    packages = [
+        validate_package(data, kp, publisher, now, max_lifetime)
+        for data, kp in split_batch(body, max_items)
+    ]
+    if len({p.init_key_hash for p in packages}) != len(packages):
+        raise Problem(422, "duplicate_init_key", "two KeyPackages in the batch share an init key")
+    if not any(p.last_resort for p in packages):
+        raise Problem(422, "no_last_resort", "a batch needs at least one last-resort KeyPackage")
+    return packages

@@ -1,0 +1,262 @@
+"""Queues: per-client pseudonymous group-message queues (QS) and per-user direct queues (AS).
+
+Sequence numbers are gap-free per queue: the counter row is locked (``FOR UPDATE`` on
+PostgreSQL; the SQLite write transaction is exclusive anyway) and bumped in the same
+transaction as the insert, so a rollback leaves no hole.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..config import Limits
+from ..errors import Problem
+from ..store import Database
+from .tables import direct_cursors, direct_messages, direct_queues, queue_messages, queues
+
+QUEUE_ID_LEN = 16
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    messages: list[tuple[int, bytes]]
+    last_seq: int
+    has_more: bool
+
+
+class QueueService:
+    def __init__(self, db: Database, limits: Limits, clock: Callable[[], float] = time.time):
+        self.db = db
+        self.limits = limits
+        self.clock = clock
+        # Wake-up hooks (realtime listeners) run after an enqueue committed.
+        self.listeners: list[Callable[[bytes], None]] = []
+
+    # ---- group-message queues -----------------------------------------------------------
+
+    async def create_queue(self, owner_client_uuid: str) -> bytes:
+        queue_id = secrets.token_bytes(QUEUE_ID_LEN)
+        async with self.db.transaction() as conn:
+            count = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(queues)
+                    .where(queues.c.owner_client_uuid == owner_client_uuid)
+                )
+            ).scalar_one()
+            if count >= self.limits.max_queues_per_client:
+                raise Problem(
+                    409, "too_many_queues", "this client has the maximum number of queues"
+                )
+            await conn.execute(
+                sa.insert(queues).values(
+                    id=queue_id,
+                    owner_client_uuid=owner_client_uuid,
+                    last_seq=0,
+                    created_at=int(self.clock()),
+                )
+            )
+        return queue_id
+
+    async def _owned(self, conn: AsyncConnection, queue_id: bytes, client_uuid: str) -> None:
+        owner = (
+            await conn.execute(sa.select(queues.c.owner_client_uuid).where(queues.c.id == queue_id))
+        ).scalar_one_or_none()
+        if owner is None:
+            raise Problem(404, "queue_not_found", "no such queue")
+        if owner != client_uuid:
+            raise Problem(403, "forbidden", "only the queue's owner may do this")
+
+    async def delete_queue(self, queue_id: bytes, client_uuid: str) -> None:
+        async with self.db.transaction() as conn:
+            await self._owned(conn, queue_id, client_uuid)
+            await conn.execute(
+                sa.delete(queue_messages).where(queue_messages.c.queue_id == queue_id)
+            )
+            await conn.execute(sa.delete(queues).where(queues.c.id == queue_id))
+
+    async def enqueue(self, queue_id: bytes, payload: bytes, message_id: str | None = None) -> int:
+        """Append ``payload``; a repeated ``message_id`` returns the first copy's seq."""
+        async with self.db.transaction() as conn:
+            seq = await self.enqueue_in(conn, queue_id, payload, message_id)
+        for wake in self.listeners:
+            wake(queue_id)
+        return seq
+
+    async def enqueue_in(
+        self, conn: AsyncConnection, queue_id: bytes, payload: bytes, message_id: str | None
+    ) -> int:
+        """Enqueue inside the caller's transaction (used by the DS and federation)."""
+        last = (
+            await conn.execute(
+                sa.select(queues.c.last_seq).where(queues.c.id == queue_id).with_for_update()
+            )
+        ).scalar_one_or_none()
+        if last is None:
+            raise Problem(404, "queue_not_found", "no such queue")
+        if message_id is not None:
+            existing = (
+                await conn.execute(
+                    sa.select(queue_messages.c.seq).where(
+                        queue_messages.c.queue_id == queue_id,
+                        queue_messages.c.message_id == message_id,
+                    )
+                )
+            ).scalar_one_or_none()
+            if existing is not None:
+                return existing
+        seq = last + 1
+        await conn.execute(sa.update(queues).where(queues.c.id == queue_id).values(last_seq=seq))
+        await conn.execute(
+            sa.insert(queue_messages).values(
+                queue_id=queue_id,
+                seq=seq,
+                message_id=message_id,
+                payload=payload,
+                created_at=int(self.clock()),
+            )
+        )
+        return seq
+
+    async def fetch(
+        self, queue_id: bytes, client_uuid: str, after: int, limit: int, max_bytes: int
+    ) -> FetchResult:
+        async with self.db.engine.connect() as conn:
+            await self._owned(conn, queue_id, client_uuid)
+            rows = await conn.execute(
+                sa.select(queue_messages.c.seq, queue_messages.c.payload)
+                .where(queue_messages.c.queue_id == queue_id, queue_messages.c.seq > after)
+                .order_by(queue_messages.c.seq)
+                .limit(limit + 1)
+            )
+            return _cap(list(rows), after, limit, max_bytes)
+
+    async def ack(self, queue_id: bytes, client_uuid: str, up_to: int) -> None:
+        async with self.db.transaction() as conn:
+            await self._owned(conn, queue_id, client_uuid)
+            await conn.execute(
+                sa.delete(queue_messages).where(
+                    queue_messages.c.queue_id == queue_id, queue_messages.c.seq <= up_to
+                )
+            )
+
+    async def delete_client_queues(self, conn: AsyncConnection, client_uuid: str) -> None:
+        """Deletion hook: a removed client's queues and their messages go with it."""
+        owned = sa.select(queues.c.id).where(queues.c.owner_client_uuid == client_uuid)
+        await conn.execute(sa.delete(queue_messages).where(queue_messages.c.queue_id.in_(owned)))
+        await conn.execute(sa.delete(queues).where(queues.c.owner_client_uuid == client_uuid))
+        await conn.execute(
+            sa.delete(direct_cursors).where(direct_cursors.c.client_uuid == client_uuid)
+        )
+
+    async def delete_user_queues(
+        self, conn: AsyncConnection, user_uuid: str, client_uuids: list[str]
+    ) -> None:
+        """Deletion hook for account deletion: group queues of every client and the direct queue."""
+        for client_uuid in client_uuids:
+            await self.delete_client_queues(conn, client_uuid)
+        await conn.execute(
+            sa.delete(direct_messages).where(direct_messages.c.user_uuid == user_uuid)
+        )
+        await conn.execute(sa.delete(direct_cursors).where(direct_cursors.c.user_uuid == user_uuid))
+        await conn.execute(sa.delete(direct_queues).where(direct_queues.c.user_uuid == user_uuid))
+
+    # ---- direct queues (one per user, every client has its own ack cursor) -------------------
+
+    async def enqueue_direct(self, conn: AsyncConnection, user_uuid: str, payload: bytes) -> int:
+        """Append to a user's direct queue inside the caller's transaction."""
+        last = (
+            await conn.execute(
+                sa.select(direct_queues.c.last_seq)
+                .where(direct_queues.c.user_uuid == user_uuid)
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
+        if last is None:
+            await conn.execute(sa.insert(direct_queues).values(user_uuid=user_uuid, last_seq=0))
+            last = 0
+        seq = last + 1
+        await conn.execute(
+            sa.update(direct_queues)
+            .where(direct_queues.c.user_uuid == user_uuid)
+            .values(last_seq=seq)
+        )
+        await conn.execute(
+            sa.insert(direct_messages).values(
+                user_uuid=user_uuid, seq=seq, payload=payload, created_at=int(self.clock())
+            )
+        )
+        return seq
+
+    async def fetch_direct(
+        self, user_uuid: str, after: int, limit: int, max_bytes: int
+    ) -> FetchResult:
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(direct_messages.c.seq, direct_messages.c.payload)
+                .where(direct_messages.c.user_uuid == user_uuid, direct_messages.c.seq > after)
+                .order_by(direct_messages.c.seq)
+                .limit(limit + 1)
+            )
+            return _cap(list(rows), after, limit, max_bytes)
+
+    async def ack_direct(
+        self, user_uuid: str, client_uuid: str, up_to: int, all_client_uuids: list[str]
+    ) -> None:
+        async with self.db.transaction() as conn:
+            current = (
+                await conn.execute(
+                    sa.select(direct_cursors.c.acked_seq).where(
+                        direct_cursors.c.user_uuid == user_uuid,
+                        direct_cursors.c.client_uuid == client_uuid,
+                    )
+                )
+            ).scalar_one_or_none()
+            if current is None:
+                await conn.execute(
+                    sa.insert(direct_cursors).values(
+                        user_uuid=user_uuid, client_uuid=client_uuid, acked_seq=up_to
+                    )
+                )
+            elif up_to > current:
+                await conn.execute(
+                    sa.update(direct_cursors)
+                    .where(
+                        direct_cursors.c.user_uuid == user_uuid,
+                        direct_cursors.c.client_uuid == client_uuid,
+                    )
+                    .values(acked_seq=up_to)
+                )
+            cursors = {
+                r.client_uuid: r.acked_seq
+                for r in await conn.execute(
+                    sa.select(direct_cursors).where(direct_cursors.c.user_uuid == user_uuid)
+                )
+            }
+            # A client that never acked holds everything back (its cursor counts as 0).
+            floor = min(cursors.get(c, 0) for c in all_client_uuids) if all_client_uuids else up_to
+            if floor > 0:
+                await conn.execute(
+                    sa.delete(direct_messages).where(
+                        direct_messages.c.user_uuid == user_uuid, direct_messages.c.seq <= floor
+                    )
+                )
+
+
+def _cap(rows: list, after: int, limit: int, max_bytes: int) -> FetchResult:
+    """Apply the count and byte caps; at least one waiting message is always returned."""
+    out: list[tuple[int, bytes]] = []
+    total = 0
+    for seq, payload in rows[:limit]:
+        if out and total + len(payload) > max_bytes:
+            break
+        out.append((seq, payload))
+        total += len(payload)
+    has_more = len(out) < len(rows)
+    return FetchResult(out, out[-1][0] if out else after, has_more)

@@ -1,0 +1,9 @@
+"""Import every module's tables so that ``metadata`` describes the whole schema."""
+
+from ..auth import tables as _auth  # noqa: F401
+from ..connections import tables as _connections  # noqa: F401
+from ..keypackages import tables as _keypackages  # noqa: F401
+from ..queues import tables as _queues  # noqa: F401
+from .metadata import metadata
+
+__all__ = ["metadata"]
