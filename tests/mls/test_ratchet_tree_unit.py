@@ -267,3 +267,25 @@ def test_shape_matches_tree_math(n_leaves: int) -> None:
         leaves = subtree_leaves(x)
         assert all(tree_math.is_in_subtree(x, 2 * i) for i in leaves)
         assert len(leaves) == 1 << tree_math.level(x)
+
+
+def test_update_path_with_a_reused_key_is_rejected() -> None:
+    tree, sigs = tree_of(4)
+    staged = tree.copy()
+    prepared = prepare_path(CS, staged, 0)
+    leaf = tree.leaf(0)
+    assert leaf is not None
+    new_leaf_node = commit_leaf_node(
+        CS, leaf, prepared.leaf_public_key, prepared.leaf_parent_hash, sigs[0], GROUP_ID, 0
+    )
+    keys = [staged.encryption_key(p) or b"" for p, _ in prepared.path]
+    good = UpdatePath(new_leaf_node, tuple(UpdatePathNode(k) for k in keys))
+    tree.copy().merge_update_path(0, good)
+    # Same path, but the leaf reuses leaf 2's key: parent hashes still match, the key does not.
+    other = tree.leaf(2)
+    assert other is not None
+    reused = commit_leaf_node(
+        CS, leaf, other.encryption_key, prepared.leaf_parent_hash, sigs[0], GROUP_ID, 0
+    )
+    with pytest.raises(ValidationError):
+        tree.copy().merge_update_path(0, UpdatePath(reused, good.nodes))

@@ -237,9 +237,9 @@ class RatchetTree:
         The new leaf index joins the unmerged_leaves of every non-blank parent on its direct
         path (7.7), since those nodes' keys are not known to the new member.
         """
-        nodes = self._nodes
-        index = next((x >> 1 for x in range(0, len(nodes), 2) if nodes[x] is None), None)
-        if index is None:
+        try:
+            index = self._nodes[::2].index(None)  # C-speed scan of the leaf slots
+        except ValueError:
             index = self.leaf_count
             self._extend()
         self.set_leaf(index, leaf)
@@ -442,10 +442,22 @@ class RatchetTree:
         leaf = path.leaf_node
         if leaf.leaf_node_source != LeafNodeSource.COMMIT:
             raise ValidationError("update path leaf node must have source commit")
-        expected = self.merge_path_keys(sender, [n.encryption_key for n in path.nodes])
+        keys = [n.encryption_key for n in path.nodes]
+        expected = self.merge_path_keys(sender, keys)
         if leaf.parent_hash != expected:
             raise ValidationError("update path leaf parent_hash does not match the path")
         self.set_leaf(sender, leaf)
+        # Fresh keys only: a key reused from elsewhere in the tree would hand the path
+        # secrets to that node's holder (7.3 asks the same of leaf encryption keys).
+        keys.append(leaf.encryption_key)
+        own = {2 * sender, *self.filtered_direct_path(sender)}
+        elsewhere = {
+            node.encryption_key
+            for x, node in enumerate(self._nodes)
+            if node is not None and x not in own
+        }
+        if len(set(keys)) != len(keys) or not elsewhere.isdisjoint(keys):
+            raise ValidationError("update path reuses an encryption key")
 
     def verify_parent_hashes(self) -> None:
         """7.9.2: every non-blank parent node must be parent-hash valid, i.e. the end of a chain
