@@ -1,0 +1,297 @@
+"""``GroupObserver``: the homeserver's non-member view of a group (DESIGN.md "MLS on the wire").
+
+The observer tracks the public state (GroupContext, ratchet tree, interim transcript hash)
+from PublicMessage handshakes. It verifies every signature against the tracked tree and runs
+the full commit pipeline (proposal rules, leaf and KeyPackage validation, parent hashes, the
+next GroupContext and transcript hashes).
+
+What it cannot check without the group's secrets: membership tags (membership_key),
+confirmation tags (confirmation_key), path secret encryption, and PrivateMessage content.
+PrivateMessage handshakes are therefore rejected: the server requires PublicMessage.
+Every failure raises ``ValidationError``/``DecodeError`` and leaves the observer unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..codec import Reader, Writer
+from ..constants import ContentType, ExtensionType, SenderType
+from ..credential import Credential
+from ..crypto.ciphersuite import get_cipher_suite
+from ..errors import DecodeError, ValidationError
+from ..extensions import find_extension
+from ..framing import MLSMessage, PrivateMessage, PublicMessage, Sender
+from ..group_context import GroupContext
+from ..group_info import GroupInfo
+from ..proposals import Proposal
+from ..ratchet_tree import RatchetTree
+from .proposal_rules import QueuedProposal
+from .state import (
+    PublicState,
+    check_content_header,
+    interim_transcript_hash,
+    queued_from_content,
+    resolve_proposals,
+    stage_commit,
+    verify_content_signature,
+)
+from .validation import CredentialPolicy
+from .welcome_open import verify_group_info_signature
+
+OBSERVER_MAGIC = b"RMLSO"
+OBSERVER_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedMessage:
+    """What ``GroupObserver.apply`` accepted: a proposal (with its ref) or a commit."""
+
+    kind: str  # "proposal" or "commit"
+    sender: Sender
+    proposal: Proposal | None = None
+    proposal_ref: bytes | None = None
+    epoch: int = 0  # the observer's epoch after the message
+    added: tuple[int, ...] = ()
+    removed: tuple[int, ...] = ()
+
+
+class GroupObserver:
+    __slots__ = ("_state", "_confirmation_tag", "_proposals", "credential_policy", "check_lifetime")
+
+    def __init__(
+        self,
+        state: PublicState,
+        confirmation_tag: bytes,
+        *,
+        credential_policy: CredentialPolicy | None = None,
+        check_lifetime: bool = True,
+    ) -> None:
+        self._state = state
+        self._confirmation_tag = confirmation_tag
+        self._proposals: dict[bytes, QueuedProposal] = {}
+        self.credential_policy = credential_policy
+        self.check_lifetime = check_lifetime
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_group_info(
+        cls,
+        group_info: bytes | MLSMessage | GroupInfo,
+        ratchet_tree: RatchetTree | bytes | None = None,
+        **kwargs,
+    ) -> GroupObserver:
+        """Start following a group from its signed GroupInfo and tree (given here or in the
+        GroupInfo's ratchet_tree extension): checks the signature by the ``signer`` leaf,
+        the tree hash against the GroupContext, and the tree's validity."""
+        gi = _group_info(group_info)
+        gc = gi.group_context
+        cs = get_cipher_suite(gc.cipher_suite)
+        tree = _tree(cs, gi, ratchet_tree)
+        if tree.tree_hash() != gc.tree_hash:
+            raise ValidationError("ratchet tree does not match the GroupContext tree_hash")
+        tree.verify(gc.group_id)
+        signer = tree.leaf(gi.signer)
+        if signer is None:
+            raise ValidationError(f"GroupInfo signer leaf {gi.signer} is blank")
+        verify_group_info_signature(cs, gi, signer.signature_key)
+        state = PublicState(
+            cs,
+            gc,
+            tree,
+            interim_transcript_hash(cs, gc.confirmed_transcript_hash, gi.confirmation_tag),
+        )
+        return cls(state, gi.confirmation_tag, **kwargs)
+
+    @classmethod
+    def from_public_state(
+        cls, state: PublicState, confirmation_tag: bytes = b"", **kwargs
+    ) -> GroupObserver:
+        """Follow a group whose public state is already trusted (e.g. a member's view)."""
+        copy = PublicState(
+            state.cs,
+            state.context,
+            state.tree.copy(),
+            state.interim_transcript_hash,
+            state.context_bytes,
+        )
+        return cls(copy, confirmation_tag, **kwargs)
+
+    # --- views --------------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self._state.epoch
+
+    @property
+    def group_id(self) -> bytes:
+        return self._state.group_id
+
+    @property
+    def group_context(self) -> GroupContext:
+        return self._state.context
+
+    @property
+    def tree(self) -> RatchetTree:
+        return self._state.tree
+
+    @property
+    def public_state(self) -> PublicState:
+        return self._state
+
+    @property
+    def confirmation_tag(self) -> bytes:
+        """The confirmation tag of the commit that started the current epoch."""
+        return self._confirmation_tag
+
+    def roster(self) -> list[tuple[int, Credential, bytes]]:
+        return self._state.roster()  # type: ignore[return-value]
+
+    def pending_proposal_refs(self) -> list[bytes]:
+        return list(self._proposals)
+
+    # --- messages -------------------------------------------------------------------------------
+
+    def apply(self, message: bytes | MLSMessage | PublicMessage) -> ObservedMessage:
+        """Verify and apply a PublicMessage proposal or commit of the current epoch."""
+        pm = _public_message(message)
+        state = self._state
+        ac = pm.authenticated_content()
+        check_content_header(state, ac.content)
+        ctype = ac.content.content_type
+        if ctype == ContentType.APPLICATION:
+            raise ValidationError("application data must be sent as PrivateMessage")
+        sender = ac.content.sender
+        if sender.sender_type == SenderType.MEMBER and pm.membership_tag is None:
+            raise ValidationError("member PublicMessage without membership tag")
+        verify_content_signature(state, ac)
+        if ctype == ContentType.PROPOSAL:
+            if sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
+                raise ValidationError("a new_member_commit sender cannot send proposals")
+            q = queued_from_content(state.cs, ac)
+            self._proposals[q.ref] = q  # type: ignore[index]
+            return ObservedMessage("proposal", sender, q.proposal, q.ref, state.epoch)
+        proposals = resolve_proposals(ac.content.content, sender, self._proposals)
+        staged = stage_commit(
+            state,
+            ac,
+            proposals,
+            check_lifetime=self.check_lifetime,
+            credential_policy=self.credential_policy,
+        )
+        # Everything succeeded: swap in the new epoch.
+        self._state = staged.state
+        self._confirmation_tag = ac.auth.confirmation_tag  # type: ignore[assignment]
+        self._proposals = {}
+        return ObservedMessage(
+            "commit",
+            sender,
+            epoch=staged.state.epoch,
+            added=tuple(i for i, _ in staged.applied.added),
+            removed=tuple(staged.applied.removed),
+        )
+
+    def check_group_info(self, group_info: bytes | MLSMessage | GroupInfo) -> GroupInfo:
+        """Check a GroupInfo submitted with the latest commit against the computed state:
+        same GroupContext, the commit's confirmation tag, a member signer with a valid
+        signature, and (if present) a ratchet_tree extension equal to the tracked tree."""
+        gi = _group_info(group_info)
+        state = self._state
+        if gi.group_context.encode() != state.context_bytes:
+            raise ValidationError("GroupInfo GroupContext differs from the group's state")
+        if gi.confirmation_tag != self._confirmation_tag:
+            raise ValidationError("GroupInfo confirmation tag differs from the commit's")
+        signer = state.tree.leaf(gi.signer)
+        if signer is None:
+            raise ValidationError(f"GroupInfo signer leaf {gi.signer} is not a member")
+        verify_group_info_signature(state.cs, gi, signer.signature_key)
+        ext = find_extension(gi.extensions, ExtensionType.RATCHET_TREE)
+        if ext is not None and ext.extension_data != state.tree.to_bytes():
+            raise ValidationError("GroupInfo ratchet_tree differs from the group's tree")
+        return gi
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        w = Writer()
+        w.fixed(OBSERVER_MAGIC)
+        w.u16(OBSERVER_VERSION)
+        self._state.encode_to(w)
+        w.opaque(self._confirmation_tag)
+        w.u32(len(self._proposals))
+        for q in self._proposals.values():
+            _write_queued(w, q)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, **kwargs) -> GroupObserver:
+        r = Reader(data)
+        try:
+            if r.fixed(len(OBSERVER_MAGIC)) != OBSERVER_MAGIC:
+                raise DecodeError("not a serialised GroupObserver")
+            version = r.u16()
+            if version != OBSERVER_VERSION:
+                raise DecodeError(f"unsupported observer state version {version}")
+            state = PublicState.decode_from(r, get_cipher_suite)
+            tag = r.opaque()
+            proposals = [_read_queued(r) for _ in range(r.u32())]
+            r.finish()
+        except DecodeError:
+            raise
+        except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:
+            raise DecodeError(f"invalid observer state: {e}") from None
+        obs = cls(state, tag, **kwargs)
+        obs._proposals = {q.ref: q for q in proposals}  # type: ignore[misc]
+        return obs
+
+
+def _write_queued(w: Writer, q: QueuedProposal) -> None:
+    q.proposal.encode_to(w)
+    w.u8(q.sender_type)
+    w.optional(q.sender_index, Writer.u32)
+    w.optional(q.ref, Writer.opaque)
+
+
+def _read_queued(r: Reader) -> QueuedProposal:
+    proposal = Proposal.decode_from(r)
+    sender_type = SenderType(r.u8())
+    index = r.optional(Reader.u32)
+    ref = r.optional(Reader.opaque)
+    return QueuedProposal(proposal, sender_type, index, ref)
+
+
+def _public_message(message) -> PublicMessage:
+    if isinstance(message, PublicMessage):
+        return message
+    msg = MLSMessage.decode(message) if isinstance(message, bytes) else message
+    if not isinstance(msg, MLSMessage):
+        raise ValidationError("expected an MLSMessage")
+    if isinstance(msg.body, PrivateMessage):
+        raise ValidationError(
+            "the server cannot read PrivateMessage handshakes: send proposals and commits "
+            "as PublicMessage"
+        )
+    if not isinstance(msg.body, PublicMessage):
+        raise ValidationError(f"expected a PublicMessage, got {msg.wire_format.name}")
+    return msg.body
+
+
+def _group_info(value) -> GroupInfo:
+    if isinstance(value, GroupInfo):
+        return value
+    msg = MLSMessage.decode(value) if isinstance(value, bytes) else value
+    if not isinstance(msg, MLSMessage) or not isinstance(msg.body, GroupInfo):
+        raise ValidationError("expected a GroupInfo message")
+    return msg.body
+
+
+def _tree(cs, gi: GroupInfo, ratchet_tree) -> RatchetTree:
+    if isinstance(ratchet_tree, RatchetTree):
+        return ratchet_tree.copy()
+    if isinstance(ratchet_tree, bytes):
+        return RatchetTree.from_bytes(cs, ratchet_tree)
+    ext = find_extension(gi.extensions, ExtensionType.RATCHET_TREE)
+    if ext is None:
+        raise ValidationError("no ratchet tree: GroupInfo lacks the extension and none given")
+    return RatchetTree.from_bytes(cs, ext.extension_data)
