@@ -13,12 +13,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+try:  # the C function behind hmac.digest, without its Python wrapper (hot path)
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - non-CPython / no OpenSSL
+    _hmac_digest = hmac.digest
+
 from ..codec import encode_varint
 from ..errors import CryptoError, UnsupportedError
 from . import hpke, kdf, signature
 from .aead import AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305
 
 _PREFIX = b"MLS 1.0 "
+_LABEL_HEADS: dict[tuple[bytes, int], bytes] = {}
+
+
+def _label_head(label: bytes, n: int) -> bytes:
+    """``uint16 length || opaque label<V>`` of KDFLabel, memoised for the few fixed labels."""
+    head = n.to_bytes(2, "big") + encode_varint(len(label) + 8) + _PREFIX + label
+    if len(_LABEL_HEADS) < 1024:  # labels are protocol constants; bound it anyway
+        _LABEL_HEADS[(label, n)] = head
+    return head
 
 
 def _opaque(b: bytes) -> bytes:
@@ -79,10 +93,10 @@ class CipherSuite:
         return self._hash_ctor(b).digest()
 
     def mac(self, key: bytes, b: bytes) -> bytes:
-        return hmac.digest(key, b, self.hash_name)
+        return _hmac_digest(key, b, self.hash_name)
 
     def verify_mac(self, key: bytes, b: bytes, tag: bytes) -> bool:
-        return hmac.compare_digest(hmac.digest(key, b, self.hash_name), tag)
+        return hmac.compare_digest(_hmac_digest(key, b, self.hash_name), tag)
 
     def kdf_extract(self, salt: bytes, ikm: bytes) -> bytes:
         return kdf.extract(self.hash_name, self.hash_len, salt, ikm)
@@ -91,14 +105,15 @@ class CipherSuite:
         return kdf.expand(self.hash_name, self.hash_len, prk, info, n)
 
     def expand_with_label(self, secret: bytes, label: bytes, context: bytes, n: int) -> bytes:
-        info = (
-            n.to_bytes(2, "big")
-            + encode_varint(len(label) + 8)
-            + _PREFIX
-            + label
-            + encode_varint(len(context))
-            + context
-        )
+        # Hot path (several calls per message): the KDFLabel head depends only on
+        # (label, n), so it is cached; single-block outputs call HMAC directly.
+        head = _LABEL_HEADS.get((label, n))
+        if head is None:
+            head = _label_head(label, n)
+        lc = len(context)
+        info = head + (bytes((lc,)) if lc < 0x40 else encode_varint(lc)) + context
+        if n <= self.hash_len:
+            return _hmac_digest(secret, info + b"\x01", self.hash_name)[:n]
         return kdf.expand(self.hash_name, self.hash_len, secret, info, n)
 
     def derive_secret(self, secret: bytes, label: bytes) -> bytes:
