@@ -154,11 +154,14 @@ def test_decoding_rejects_trailing_blank_wrong_positions_and_empty() -> None:
 def test_copy_is_independent_and_cached_hash_matches_fresh_computation() -> None:
     tree, sigs = tree_of(5)
     before = tree.tree_hash()
+    encoded = tree.to_bytes()  # cached, and shared with the copy until either changes
     staged = tree.copy()
     staged.add_leaf(new_leaf("n")[0])
     commit_from(staged, 1, sigs[1])
     staged.remove_leaf(4)
     assert tree.tree_hash() == before == fresh_hash(tree)
+    assert tree.to_bytes() == encoded != staged.to_bytes()
+    assert RatchetTree.from_bytes(CS, staged.to_bytes()) == staged
     assert staged.tree_hash() == fresh_hash(staged) != before
 
 

@@ -48,7 +48,7 @@ def subtree_leaves(x: int) -> range:
 
 
 class RatchetTree:
-    __slots__ = ("cs", "_nodes", "_hashes", "_key_index")
+    __slots__ = ("cs", "_nodes", "_hashes", "_key_index", "_encoded")
 
     def __init__(self, cs: CipherSuite, nodes: Sequence[TreeNode | None] = ()) -> None:
         nodes = list(nodes)
@@ -62,6 +62,8 @@ class RatchetTree:
         self._hashes: list[bytes | None] = [None] * len(nodes)
         # Lazily built map from every encryption / signature key to its node (7.3 uniqueness).
         self._key_index: tuple[dict[bytes, int], dict[bytes, int]] | None = None
+        # Cached ratchet_tree encoding: the observer compares it with every GroupInfo.
+        self._encoded: bytes | None = None
 
     # --- construction and encoding ------------------------------------------------------
 
@@ -92,7 +94,9 @@ class RatchetTree:
 
     def to_bytes(self) -> bytes:
         """The ratchet_tree extension data; trailing blank nodes are dropped."""
-        return encode_ratchet_tree(self._nodes)
+        if self._encoded is None:
+            self._encoded = encode_ratchet_tree(self._nodes)
+        return self._encoded
 
     def nodes(self) -> list[TreeNode | None]:
         """The full array (a copy): leaves at even indices, ``None`` for blank."""
@@ -103,7 +107,9 @@ class RatchetTree:
         new.cs = self.cs
         new._nodes = self._nodes.copy()
         new._hashes = self._hashes.copy()
-        new._key_index = None
+        # Both caches are never mutated in place, so the copy may share them.
+        new._key_index = self._key_index
+        new._encoded = self._encoded
         return new
 
     def __eq__(self, other: object) -> bool:
@@ -202,6 +208,7 @@ class RatchetTree:
             raise ValueError(f"node {x} cannot hold a {type(node).__name__}")
         self._nodes[x] = node
         self._key_index = None
+        self._encoded = None
         self._invalidate(x)
 
     def set_leaf(self, leaf_index: int, leaf: LeafNode | None) -> None:
@@ -228,6 +235,7 @@ class RatchetTree:
             del nodes[root:]
             del self._hashes[root:]
             self._key_index = None
+            self._encoded = None
 
     # --- membership changes (12.1.1-12.1.3) ----------------------------------------------------
 
