@@ -81,3 +81,29 @@ def test_single_leaf_tree():
     tree = SecretTree(cs, b"e" * 32, 1)
     gen, key, nonce = tree.ratchet(0, ContentType.APPLICATION).next()
     assert gen == 0 and len(key) == 16 and len(nonce) == 12
+
+
+def test_state_roundtrip_preserves_keys_and_deletions():
+    cs = get_cipher_suite(1)
+    tree = SecretTree(cs, b"e" * 32, 8, window=50)
+    reference = SecretTree(cs, b"e" * 32, 8, window=50)
+    tree.ratchet(2, ContentType.APPLICATION).get(5)  # keeps 0..5 as skipped keys
+    tree.ratchet(2, ContentType.APPLICATION).consume(3)
+    tree.ratchet(5, ContentType.COMMIT).next()
+    restored = SecretTree.decode_state(cs, tree.encode_state())
+    assert restored.encode_state() == tree.encode_state()
+    assert restored.held_node_secrets == tree.held_node_secrets
+    app = restored.ratchet(2, ContentType.APPLICATION)
+    ref_app = reference.ratchet(2, ContentType.APPLICATION)
+    assert app.get(1) == ref_app.get(1)
+    with pytest.raises(ValidationError):
+        app.get(3)  # consumed before saving
+    assert app.get(9) == ref_app.get(9)
+    assert restored.ratchet(5, ContentType.COMMIT).next()[0] == 1
+    assert restored.ratchet(7, ContentType.PROPOSAL).get(0) == reference.ratchet(
+        7, ContentType.PROPOSAL
+    ).get(0)
+    from roost.mls.errors import DecodeError
+
+    with pytest.raises(DecodeError):
+        SecretTree.decode_state(cs, tree.encode_state() + b"\x00")

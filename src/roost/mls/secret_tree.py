@@ -10,12 +10,15 @@
   skipped keys are kept, older ones dropped), then ``ratchet.consume(generation)`` once the
   message decrypted, so that a forged message cannot burn a key.
 - ``sender_data_key_nonce(cs, sender_data_secret, ciphertext)`` (section 6.3.2).
+- Persistence: ``tree.encode_state() -> bytes`` and ``SecretTree.decode_state(cs, data)``
+  (remaining node secrets, both ratchets of each initialised leaf, skipped keys).
 Errors are ``ValidationError`` (unknown leaf, generation consumed or out of the window).
 """
 
 from __future__ import annotations
 
 from . import tree_math
+from .codec import Reader, Writer
 from .constants import ContentType
 from .crypto.ciphersuite import CipherSuite
 from .errors import ValidationError
@@ -74,6 +77,28 @@ class HashRatchet:
         """Delete the key of ``generation`` (forward secrecy after successful decryption)."""
         self._skipped.pop(generation, None)
 
+    def write_state(self, w: Writer) -> None:
+        w.optional(self._secret, Writer.opaque)
+        w.u32(self.next_generation)
+        w.u32(self._window)
+        w.u32(len(self._skipped))
+        for gen, (key, nonce) in self._skipped.items():
+            w.u32(gen)
+            w.opaque(key)
+            w.opaque(nonce)
+
+    @classmethod
+    def read_state(cls, r: Reader, cs: CipherSuite) -> HashRatchet:
+        secret = r.optional(Reader.opaque)
+        ratchet = cls(cs, b"", 1)
+        ratchet._secret = secret
+        ratchet.next_generation = r.u32()
+        ratchet._window = r.u32()
+        for _ in range(r.u32()):
+            gen = r.u32()
+            ratchet._skipped[gen] = (r.opaque(), r.opaque())
+        return ratchet
+
     def _evict(self) -> None:
         skipped = self._skipped
         oldest_allowed = self.next_generation - self._window
@@ -127,6 +152,37 @@ class SecretTree:
         self._application[leaf] = HashRatchet(
             cs, cs.expand_with_label(leaf_secret, b"application", b"", cs.hash_len), self._window
         )
+
+    def encode_state(self) -> bytes:
+        w = Writer()
+        w.u32(self.n_leaves)
+        w.u32(self._window)
+        w.u32(len(self._nodes))
+        for node in sorted(self._nodes):
+            w.u32(node)
+            w.opaque(self._nodes[node])
+        for ratchets in (self._handshake, self._application):
+            w.u32(len(ratchets))
+            for leaf in sorted(ratchets):
+                w.u32(leaf)
+                ratchets[leaf].write_state(w)
+        return w.getvalue()
+
+    @classmethod
+    def decode_state(cls, cs: CipherSuite, data: bytes) -> SecretTree:
+        """Inverse of ``encode_state``; raises ``DecodeError`` on malformed input."""
+        r = Reader(data)
+        tree = cls(cs, b"", max(1, r.u32()), r.u32())
+        tree._nodes = {}
+        for _ in range(r.u32()):
+            node = r.u32()
+            tree._nodes[node] = r.opaque()
+        for ratchets in (tree._handshake, tree._application):
+            for _ in range(r.u32()):
+                leaf = r.u32()
+                ratchets[leaf] = HashRatchet.read_state(r, cs)
+        r.finish()
+        return tree
 
     @property
     def held_node_secrets(self) -> int:
