@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from roost.mls.codec import Struct
+from roost.mls.codec import Reader, Struct
 from roost.mls.commit import Commit
 from roost.mls.constants import (
     ContentType,
@@ -59,7 +59,13 @@ from roost.mls.proposals import (
     Update,
 )
 from roost.mls.psk import PreSharedKeyID
-from roost.mls.tree_nodes import Node, ParentNode, decode_ratchet_tree, encode_ratchet_tree
+from roost.mls.tree_nodes import (
+    Node,
+    ParentNode,
+    decode_ratchet_tree,
+    encode_ratchet_tree,
+    read_ratchet_tree,
+)
 from roost.mls.update_path import HPKECiphertext, UpdatePath, UpdatePathNode
 from roost.mls.welcome import EncryptedGroupSecrets, GroupSecrets, Welcome
 
@@ -76,8 +82,21 @@ class Target:
     seeds: Callable[[], list[bytes]]
 
 
+def _strictly(read: Callable[[Reader], object]) -> Callable[[bytes], object]:
+    """Decode a whole buffer WITHOUT Struct.decode's conversion of stray exceptions, so the
+    fuzzers prove the decoders raise DecodeError themselves."""
+
+    def decode(data: bytes) -> object:
+        r = Reader(data)
+        value = read(r)
+        r.finish()
+        return value
+
+    return decode
+
+
 def _struct(cls: type[Struct], seeds: Callable[[], list[bytes]]) -> Target:
-    return Target(cls.decode, lambda v: v.encode(), seeds)  # type: ignore[attr-defined]
+    return Target(_strictly(cls.decode_from), lambda v: v.encode(), seeds)  # type: ignore[attr-defined]
 
 
 def _field(name: str, skip: int = 0) -> Callable[[], list[bytes]]:
@@ -145,7 +164,7 @@ def _decode_private_content(data: bytes) -> PrivateMessageContent:
     # in the first byte so that all three content selects get exercised by one input stream.
     if not data or data[0] not in (1, 2, 3):
         raise DecodeError("harness: no content type prefix")
-    return PrivateMessageContent.decode_for(data[1:], ContentType(data[0]))
+    return _strictly(lambda r: PrivateMessageContent.read(r, ContentType(data[0])))(data[1:])
 
 
 def _private_content_target() -> Target:
@@ -162,7 +181,9 @@ TARGETS: dict[str, Target] = {
     "Welcome": _struct(Welcome, _field("mls_welcome", 4)),
     "GroupInfo": _struct(GroupInfo, _field("mls_group_info", 4)),
     "GroupSecrets": _struct(GroupSecrets, _field("group_secrets")),
-    "RatchetTree": Target(decode_ratchet_tree, encode_ratchet_tree, _field("ratchet_tree")),  # type: ignore[arg-type]
+    "RatchetTree": Target(
+        _strictly(read_ratchet_tree), encode_ratchet_tree, _field("ratchet_tree")
+    ),  # type: ignore[arg-type]
     "Commit": _struct(Commit, _field("commit")),
     "Proposal": _struct(Proposal, _proposal_seeds),
     "LeafNode": _struct(LeafNode, _field("update_proposal")),

@@ -84,6 +84,12 @@ class Sender(Struct):
             raise ValueError(f"{self.sender_type.name} sender has no leaf index")
         return self.index
 
+    @property
+    def sender_index(self) -> int:
+        if self.sender_type != SenderType.EXTERNAL or self.index is None:
+            raise ValueError(f"{self.sender_type.name} sender has no external sender index")
+        return self.index
+
     def encode_to(self, w: Writer) -> None:
         w.u8(self.sender_type)
         has_index = self.sender_type in (SenderType.MEMBER, SenderType.EXTERNAL)
@@ -318,20 +324,27 @@ class PrivateMessageContent(Struct):
         raise DecodeError("PrivateMessageContent needs its content type: use decode_for()")
 
     @classmethod
+    def read(cls, r: Reader, content_type: ContentType) -> PrivateMessageContent:
+        """Read the rest of ``r`` as a payload; the padding must be all zero bytes (6.3.1)."""
+        body = _read_body(r, content_type)
+        auth = FramedContentAuthData.read(r, content_type)
+        padding = r.remaining()
+        # One C-level scan instead of a Python loop over possibly kilobytes of padding.
+        if padding and r.data[r.pos : r.end].lstrip(b"\x00"):
+            raise DecodeError("PrivateMessageContent padding is not all zero bytes")
+        r.pos = r.end
+        return cls(body, auth, padding)
+
+    @classmethod
     def decode_for(cls, data: bytes, content_type: ContentType) -> PrivateMessageContent:
-        """Decode a decrypted payload; the padding must be all zero bytes (section 6.3.1)."""
+        """Decode a decrypted payload whose content type comes from the PrivateMessage."""
         r = Reader(data)
         try:
-            body = _read_body(r, content_type)
-            auth = FramedContentAuthData.read(r, content_type)
+            return cls.read(r, content_type)
         except DecodeError:
             raise
         except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:
             raise DecodeError(f"invalid PrivateMessageContent: {e}") from None
-        padding = r.remaining()
-        if padding and data[r.pos :].lstrip(b"\x00"):
-            raise DecodeError("PrivateMessageContent padding is not all zero bytes")
-        return cls(body, auth, padding)
 
 
 @dataclass(frozen=True, slots=True)
