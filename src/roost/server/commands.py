@@ -49,8 +49,25 @@ async def _upgrade(config: Config) -> tuple[tuple[str, ...], str]:
         await db.dispose()
 
 
-def db_upgrade(config: Config) -> int:
+ConfigLike = Config | str | Path | None
+
+
+def _config(config: ConfigLike) -> Config | None:
+    """Accept a loaded Config or a config path (None: $ROOST_CONFIG / ./roost.toml / defaults)."""
+    if isinstance(config, Config):
+        return config
+    try:
+        return load(config)
+    except ConfigError as e:
+        _err(str(e))
+        return None
+
+
+def db_upgrade(config: ConfigLike = None) -> int:
     """Apply pending migrations (forward-only)."""
+    config = _config(config)
+    if config is None:
+        return EXIT_CONFIG
     _prepare_data_dir(config)
     try:
         before, head = asyncio.run(_upgrade(config))
@@ -101,11 +118,15 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def serve(config: Config) -> int:
+def serve(config: ConfigLike = None) -> int:
     """Check (or initialise) the schema, then run the ASGI app with uvicorn until stopped."""
     import uvicorn
 
     from .app import create_app
+
+    config = _config(config)
+    if config is None:
+        return EXIT_CONFIG
 
     _prepare_data_dir(config)
     problem = asyncio.run(_check_or_auto_upgrade(config))
@@ -140,9 +161,12 @@ async def _create_token(config: Config, uses: int | None, ttl: int | None) -> st
 
 
 def registration_token_create(
-    config: Config, uses: int | None = 1, ttl_seconds: int | None = None
+    config: ConfigLike = None, uses: int | None = 1, ttl_seconds: int | None = None
 ) -> int:
     """Create an operator-issued registration token and print it (once) to stdout."""
+    config = _config(config)
+    if config is None:
+        return EXIT_CONFIG
     try:
         token = asyncio.run(_create_token(config, uses, ttl_seconds))
     except MigrationError as e:
@@ -150,19 +174,3 @@ def registration_token_create(
         return EXIT_SCHEMA
     print(token)
     return EXIT_OK
-
-
-def run(command: str, config_path: str | Path | None = None, **kwargs: object) -> int:
-    """Convenience entry for the CLI: load config, run ``serve``/``db-upgrade``/``registration-token``."""
-    try:
-        config = load(config_path)
-    except ConfigError as e:
-        _err(str(e))
-        return EXIT_CONFIG
-    if command == "serve":
-        return serve(config)
-    if command == "db-upgrade":
-        return db_upgrade(config)
-    if command == "registration-token":
-        return registration_token_create(config, **kwargs)  # type: ignore[arg-type]
-    raise ValueError(f"unknown command {command}")

@@ -1,0 +1,152 @@
+"""Server unit-test fixtures: the app on SQLite and on PostgreSQL, driven through ASGI.
+
+PostgreSQL: ``$ROOST_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``).
+A uniquely named database is created for the session and dropped at the end; tests truncate all
+tables before they run. If the server is unreachable the PostgreSQL cases skip with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from roost.server.app import create_app
+from roost.server.config import build_config
+from roost.server.store import Database
+from roost.server.store.migrate import upgrade
+from roost.server.store.tables import metadata
+
+from .helpers import FakeClock, TestUser, register_user
+
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _pg_admin_url() -> str:
+    return os.environ.get("ROOST_TEST_POSTGRES_URL", PG_DEFAULT)
+
+
+async def _pg_exec(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=3)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _run(coro_fn, *args):  # type: ignore[no-untyped-def]
+    """Run a coroutine to completion on a private loop (safe inside a running test loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coro_fn(*args))).result()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session (asyncpg URL)."""
+    admin = _pg_admin_url()
+    name = f"roost_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        _run(_pg_exec, admin, f'CREATE DATABASE "{name}"')
+    except Exception as e:
+        pytest.skip(
+            f"PostgreSQL not reachable at {admin} ({type(e).__name__}: {e}); set ROOST_TEST_POSTGRES_URL"
+        )
+    base = admin.rsplit("/", 1)[0]
+    url = f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+
+    async def migrate() -> None:
+        db = Database(url)
+        try:
+            await upgrade(db)
+        finally:
+            await db.dispose()
+
+    _run(migrate)
+    try:
+        yield url
+    finally:
+        _run(_pg_exec, admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _truncate(url: str) -> None:
+    db = Database(url)
+    try:
+        async with db.transaction() as conn:
+            names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+            await conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database on each engine."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'roost.db'}"
+        db = Database(url)
+        try:
+            await upgrade(db)
+        finally:
+            await db.dispose()
+        return url
+    url = request.getfixturevalue("postgres_url")
+    await _truncate(url)
+    return url
+
+
+@dataclass
+class Server:
+    """An app instance plus an HTTP client talking to it in-process."""
+
+    http: httpx.AsyncClient
+    clock: FakeClock
+    app: object
+    users: dict[str, TestUser] = field(default_factory=dict)
+
+    async def user(self, name: str, **kwargs: object) -> TestUser:
+        u = await register_user(self.http, name, **kwargs)
+        self.users[name] = u
+        return u
+
+
+def make_config(db_url: str, **overrides: object):  # type: ignore[no-untyped-def]
+    raw: dict[str, object] = {
+        "database_url": db_url,
+        "limits": {"registrations_per_minute": 1000, "claims_per_minute": 1000},
+    }
+    raw.update(overrides)
+    return build_config(raw, {})
+
+
+@pytest.fixture
+async def server(db_url: str) -> AsyncIterator[Server]:
+    async with running_server(make_config(db_url)) as s:
+        yield s
+
+
+class running_server:  # noqa: N801 - used like a function
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        self.config = config
+        self.clock = FakeClock()
+
+    async def __aenter__(self) -> Server:
+        self.app = create_app(self.config, clock=self.clock)
+        self._lifespan = self.app.router.lifespan_context(self.app)
+        await self._lifespan.__aenter__()
+        transport = httpx.ASGITransport(app=self.app)
+        self.http = httpx.AsyncClient(transport=transport, base_url="http://roost.test")
+        return Server(self.http, self.clock, self.app)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        await self._lifespan.__aexit__(None, None, None)
