@@ -33,6 +33,7 @@ from roost.mls.constants import (
 )
 from roost.mls.credential import Credential
 from roost.mls.errors import DecodeError
+from roost.mls.extension_types import ExternalPub, RequiredCapabilities
 from roost.mls.extensions import Extension
 from roost.mls.framing import (
     FramedContent,
@@ -148,6 +149,23 @@ def _update_path_seeds() -> list[bytes]:
     return out
 
 
+def _group_context_seeds() -> list[bytes]:
+    return [GroupInfo.decode(d).group_context.encode() for d in _field("mls_group_info", 4)()]
+
+
+def _extension_seeds(cls: type) -> Callable[[], list[bytes]]:
+    def seeds() -> list[bytes]:
+        out = []
+        for d in _field("mls_group_info", 4)():
+            gi = GroupInfo.decode(d)
+            for ext in gi.extensions + gi.group_context.extensions:
+                if ext.extension_type == cls.extension_type:
+                    out.append(ext.extension_data)
+        return out
+
+    return seeds
+
+
 def _private_content_seeds() -> list[bytes]:
     """PrivateMessageContent plaintexts built from the public messages' content and auth,
     each prefixed with its content type (see ``_decode_private_content``)."""
@@ -191,6 +209,9 @@ TARGETS: dict[str, Target] = {
     "PrivateMessage": _struct(PrivateMessage, _field("private_message", 4)),
     "UpdatePath": _struct(UpdatePath, _update_path_seeds),
     "PrivateMessageContent": _private_content_target(),
+    "GroupContext": _struct(GroupContext, _group_context_seeds),
+    "RequiredCapabilities": _struct(RequiredCapabilities, _extension_seeds(RequiredCapabilities)),
+    "ExternalPub": _struct(ExternalPub, _extension_seeds(ExternalPub)),
 }
 
 # Bytes that hit varint prefixes, presence bytes, enum edges and length extremes.
