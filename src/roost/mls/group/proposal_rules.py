@@ -18,6 +18,7 @@ from ..proposals import ExternalInit, Proposal, ReInit
 from ..psk import PreSharedKeyID
 from .validation import (
     CredentialPolicy,
+    MemberIndex,
     check_supports_extensions,
     validate_key_package,
     validate_leaf_node,
@@ -171,12 +172,15 @@ def apply_proposals(
         for idx, leaf in new_tree.leaves():
             check_supports_extensions(leaf, out.extensions, f"leaf {idx}")
 
+    members = MemberIndex(new_tree.leaves())
     for q in by_type.get(ProposalType.UPDATE, ()):
         idx = q.sender_index
         assert idx is not None
-        if new_tree.leaf(idx) is None:
+        old = new_tree.leaf(idx)
+        if old is None:
             raise ValidationError(f"Update from blank leaf {idx}")
         leaf = q.proposal.body.leaf_node
+        members.remove(idx, old)
         validate_leaf_node(
             cs,
             leaf,
@@ -184,17 +188,19 @@ def apply_proposals(
             group_id=group_id,
             leaf_index=idx,
             group_extensions=out.extensions,
-            members=new_tree.leaves(),
-            replaces=idx,
-            credential_policy=credential_policy,
+            members=members,
+            credential_policy=(credential_policy if old.credential != leaf.credential else None),
         )
+        members.add(idx, leaf)
         new_tree.update_leaf(idx, leaf)
         out.updated.append(idx)
 
     for q in by_type.get(ProposalType.REMOVE, ()):
         removed = q.proposal.body.removed
-        if removed >= new_tree.leaf_count or new_tree.leaf(removed) is None:
+        old = new_tree.leaf(removed)
+        if old is None:
             raise ValidationError(f"Remove of blank or missing leaf {removed}")
+        members.remove(removed, old)
         new_tree.remove_leaf(removed)
         out.removed.append(removed)
 
@@ -206,12 +212,14 @@ def apply_proposals(
             cipher_suite=cipher_suite,
             group_id=group_id,
             group_extensions=out.extensions,
-            members=new_tree.leaves(),
+            members=members,
             check_lifetime=check_lifetime,
             now=now,
             credential_policy=credential_policy,
         )
-        out.added.append((new_tree.add_leaf(kp.leaf_node), kp))
+        index = new_tree.add_leaf(kp.leaf_node)
+        members.add(index, kp.leaf_node)
+        out.added.append((index, kp))
 
     out.psks = [q.proposal.body.psk for q in by_type.get(ProposalType.PSK, ())]
     for q in by_type.get(ProposalType.EXTERNAL_INIT, ()):

@@ -61,6 +61,63 @@ def check_supports_extensions(leaf: LeafNode, extensions: Iterable[Extension], w
             raise ValidationError(f"{who} lacks required credential type {t}")
 
 
+class MemberIndex:
+    """What section 7.3 compares a new leaf with, kept incrementally so that validating n
+    new leaves costs O(n), not O(n * members): key owners, credential types in use, and how
+    many members support each credential type."""
+
+    __slots__ = ("enc", "sig", "used", "supported", "count")
+
+    def __init__(self, leaves: Iterable[tuple[int, LeafNode]] = ()) -> None:
+        self.enc: dict[bytes, int] = {}
+        self.sig: dict[bytes, int] = {}
+        self.used: dict[int, int] = {}  # credential type -> members using it
+        self.supported: dict[int, int] = {}  # credential type -> members supporting it
+        self.count = 0
+        for i, leaf in leaves:
+            self.add(i, leaf)
+
+    def add(self, index: int, leaf: LeafNode) -> None:
+        self.enc[leaf.encryption_key] = index
+        self.sig[leaf.signature_key] = index
+        t = leaf.credential.credential_type
+        self.used[t] = self.used.get(t, 0) + 1
+        for c in set(leaf.capabilities.credentials):
+            self.supported[c] = self.supported.get(c, 0) + 1
+        self.count += 1
+
+    def remove(self, index: int, leaf: LeafNode) -> None:
+        if self.enc.get(leaf.encryption_key) == index:
+            del self.enc[leaf.encryption_key]
+        if self.sig.get(leaf.signature_key) == index:
+            del self.sig[leaf.signature_key]
+        t = leaf.credential.credential_type
+        self.used[t] -= 1
+        if not self.used[t]:
+            del self.used[t]
+        for c in set(leaf.capabilities.credentials):
+            self.supported[c] -= 1
+        self.count -= 1
+
+    def check(self, leaf: LeafNode, who: str) -> None:
+        """Compare ``leaf`` with the members (a replaced leaf must be removed first)."""
+        ctype = leaf.credential.credential_type
+        if self.supported.get(ctype, 0) < self.count:
+            raise ValidationError(f"{who}: credential type {ctype} is not supported by all members")
+        caps = leaf.capabilities.credentials
+        for t in self.used:
+            if t not in caps:
+                raise ValidationError(
+                    f"{who} does not support credential type {t} used in the group"
+                )
+        owner = self.enc.get(leaf.encryption_key)
+        if owner is not None:
+            raise ValidationError(f"{who}: encryption key already used by leaf {owner}")
+        owner = self.sig.get(leaf.signature_key)
+        if owner is not None:
+            raise ValidationError(f"{who}: signature key already used by leaf {owner}")
+
+
 def validate_leaf_node(
     cs,
     leaf: LeafNode,
@@ -69,7 +126,7 @@ def validate_leaf_node(
     group_id: bytes,
     leaf_index: int | None,
     group_extensions: tuple[Extension, ...],
-    members: Iterable[tuple[int, LeafNode]],
+    members: MemberIndex | Iterable[tuple[int, LeafNode]],
     replaces: int | None = None,
     check_lifetime: bool = False,
     now: int | None = None,
@@ -78,8 +135,9 @@ def validate_leaf_node(
 ) -> None:
     """Section 7.3: every rule a new or changed leaf must satisfy.
 
-    ``members`` are the current leaves (index, LeafNode) the leaf must be consistent with;
-    ``replaces`` is the index of the leaf this one replaces (excluded from uniqueness checks).
+    ``members`` are the current leaves the leaf must be consistent with: a ``MemberIndex``
+    (the leaf being replaced already removed from it) or (index, leaf) pairs, in which case
+    the pair at index ``replaces`` is left out.
     """
     who = f"leaf {leaf_index}" if leaf_index is not None else "new leaf"
     if leaf.leaf_node_source != source:
@@ -107,20 +165,9 @@ def validate_leaf_node(
     ctype = leaf.credential.credential_type
     if ctype not in caps.credentials:
         raise ValidationError(f"{who}: own credential type {ctype} missing from its capabilities")
-    for idx, other in members:
-        if idx == replaces:
-            continue
-        if ctype not in other.capabilities.credentials:
-            raise ValidationError(f"{who}: credential type {ctype} not supported by leaf {idx}")
-        if other.credential.credential_type not in caps.credentials:
-            raise ValidationError(
-                f"{who} does not support credential type "
-                f"{other.credential.credential_type} used by leaf {idx}"
-            )
-        if other.encryption_key == leaf.encryption_key:
-            raise ValidationError(f"{who}: encryption key already used by leaf {idx}")
-        if other.signature_key == leaf.signature_key:
-            raise ValidationError(f"{who}: signature key already used by leaf {idx}")
+    if not isinstance(members, MemberIndex):
+        members = MemberIndex((i, m) for i, m in members if i != replaces)
+    members.check(leaf, who)
     if credential_policy is not None:
         try:
             ok = credential_policy(leaf.credential, leaf.signature_key)
@@ -132,6 +179,28 @@ def validate_leaf_node(
             raise ValidationError(f"{who}: credential rejected by policy")
 
 
+# KeyPackages whose two signatures were already verified, by (suite, KeyPackageRef): the
+# verdict is a pure function of the bytes, and the server verifies each KeyPackage at upload,
+# so a commit adding many members need not verify them again. Bounded.
+_VERIFIED_KEY_PACKAGES: dict[tuple[int, bytes], None] = {}
+_VERIFIED_MAX = 8192
+
+
+def verify_key_package_signatures(cs, kp: KeyPackage) -> None:
+    """Check the KeyPackage and LeafNode signatures (sections 10.1, 7.3), with a cache."""
+    key = (cs.suite_id, cs.key_package_ref(kp.encode()))
+    if key in _VERIFIED_KEY_PACKAGES:
+        return
+    leaf = kp.leaf_node
+    if not cs.verify_with_label(leaf.signature_key, b"KeyPackageTBS", kp.tbs(), kp.signature):
+        raise CryptoError("invalid KeyPackage signature")
+    if not cs.verify_with_label(leaf.signature_key, b"LeafNodeTBS", leaf.tbs(), leaf.signature):
+        raise CryptoError("invalid LeafNode signature in KeyPackage")
+    if len(_VERIFIED_KEY_PACKAGES) >= _VERIFIED_MAX:
+        _VERIFIED_KEY_PACKAGES.clear()
+    _VERIFIED_KEY_PACKAGES[key] = None
+
+
 def validate_key_package(
     cs,
     kp: KeyPackage,
@@ -139,7 +208,7 @@ def validate_key_package(
     cipher_suite: int,
     group_id: bytes,
     group_extensions: tuple[Extension, ...],
-    members: Iterable[tuple[int, LeafNode]],
+    members: MemberIndex | Iterable[tuple[int, LeafNode]],
     check_lifetime: bool = True,
     now: int | None = None,
     credential_policy: CredentialPolicy | None = None,
@@ -153,10 +222,7 @@ def validate_key_package(
         )
     if kp.init_key == kp.leaf_node.encryption_key:
         raise ValidationError("KeyPackage init_key equals its leaf encryption_key")
-    if not cs.verify_with_label(
-        kp.leaf_node.signature_key, b"KeyPackageTBS", kp.tbs(), kp.signature
-    ):
-        raise CryptoError("invalid KeyPackage signature")
+    verify_key_package_signatures(cs, kp)
     validate_leaf_node(
         cs,
         kp.leaf_node,
@@ -168,4 +234,5 @@ def validate_key_package(
         check_lifetime=check_lifetime,
         now=now,
         credential_policy=credential_policy,
+        check_signature=False,  # verified with the KeyPackage signature above
     )
