@@ -82,7 +82,7 @@ from .state import (
     stage_commit,
     verify_content_signature,
 )
-from .validation import CredentialPolicy, validate_leaf_node
+from .validation import CredentialPolicy, validate_leaf_node, validate_tree_leaves
 from .welcome_open import OpenedWelcome, open_welcome, resolve_psks, verify_group_info_signature
 
 GROUP_STATE_MAGIC = b"RMLSG"
@@ -104,6 +104,9 @@ class ReceivedMessage:
     authenticated_data: bytes = b""
     proposal: Proposal | None = None
     removed_self: bool = False
+    added: tuple[int, ...] = ()  # commits: leaf indices of new members
+    removed: tuple[int, ...] = ()  # commits: leaf indices removed
+    epoch: int = 0  # the group's epoch after the message
 
 
 @dataclass(frozen=True, slots=True)
@@ -801,7 +804,13 @@ class Group:
         """Process a PublicMessage or PrivateMessage of this group. Raises DecodeError /
         ValidationError / CryptoError and leaves the group unchanged on any failure."""
         self._check_active()
-        raw = message if isinstance(message, bytes) else None
+        if (
+            self._pending is not None
+            and (message if isinstance(message, bytes) else message.encode()) == self._pending[1]
+        ):
+            # The DS echoed our own commit: it was accepted, so move to the new epoch.
+            self.merge_pending_commit()
+            return ReceivedMessage("commit", Sender.member(self.leaf_index), epoch=self.epoch)
         msg = MLSMessage.decode(message) if isinstance(message, bytes) else message
         body = msg.body
         e = self._epoch
@@ -841,7 +850,7 @@ class Group:
             )
         if ctype == ContentType.PROPOSAL:
             return self._receive_proposal(ac)
-        return self._receive_commit(ac, raw)
+        return self._receive_commit(ac)
 
     def _receive_proposal(self, ac: AuthenticatedContent) -> ReceivedMessage:
         sender = ac.content.sender
@@ -854,14 +863,11 @@ class Group:
         self._proposals[q.ref] = q  # type: ignore[index]
         return ReceivedMessage("proposal", sender, b"", ac.content.authenticated_data, prop)
 
-    def _receive_commit(self, ac: AuthenticatedContent, raw: bytes | None) -> ReceivedMessage:
+    def _receive_commit(self, ac: AuthenticatedContent) -> ReceivedMessage:
         cs = self.cs
         cur = self._epoch
         sender = ac.content.sender
         if sender.sender_type == SenderType.MEMBER and sender.index == self.leaf_index:
-            if self._pending is not None and raw is not None and raw == self._pending[1]:
-                self.merge_pending_commit()
-                return ReceivedMessage("commit", sender)
             raise ValidationError("cannot process our own commit; use merge_pending_commit")
         proposals = resolve_proposals(ac.content.content, sender, self._proposals)
         staged = stage_commit(cur.public, ac, proposals, credential_policy=self.credential_policy)
@@ -870,7 +876,14 @@ class Group:
         if self.leaf_index in applied.removed:
             self.active = False
             self._pending = None
-            return ReceivedMessage("commit", sender, removed_self=True)
+            return ReceivedMessage(
+                "commit",
+                sender,
+                removed_self=True,
+                added=tuple(i for i, _ in applied.added),
+                removed=tuple(applied.removed),
+                epoch=new_public.epoch,
+            )
         keys = cur.tree_keys.copy()
         _drop_outside(keys, new_public.tree)  # the tree may have shrunk (truncation)
         # An Update we proposed that got committed: install its private key.
@@ -920,7 +933,14 @@ class Group:
                 self.leaf_index,
             )
         )
-        return ReceivedMessage("commit", sender, authenticated_data=ac.content.authenticated_data)
+        return ReceivedMessage(
+            "commit",
+            sender,
+            authenticated_data=ac.content.authenticated_data,
+            added=tuple(i for i, _ in applied.added),
+            removed=tuple(applied.removed),
+            epoch=self.epoch,
+        )
 
     def _check_active(self) -> None:
         if not self.active:
@@ -984,4 +1004,5 @@ def verify_public_tree(cs, tree: RatchetTree, gc: GroupContext) -> None:
     if tree.tree_hash() != gc.tree_hash:
         raise ValidationError("ratchet tree does not match the GroupContext tree_hash")
     tree.verify(gc.group_id)
+    validate_tree_leaves(tree, gc.extensions)
     del cs

@@ -36,7 +36,7 @@ from .state import (
     stage_commit,
     verify_content_signature,
 )
-from .validation import CredentialPolicy
+from .validation import CredentialPolicy, validate_tree_leaves
 from .welcome_open import verify_group_info_signature
 
 OBSERVER_MAGIC = b"RMLSO"
@@ -92,6 +92,7 @@ class GroupObserver:
         if tree.tree_hash() != gc.tree_hash:
             raise ValidationError("ratchet tree does not match the GroupContext tree_hash")
         tree.verify(gc.group_id)
+        validate_tree_leaves(tree, gc.extensions)
         signer = tree.leaf(gi.signer)
         if signer is None:
             raise ValidationError(f"GroupInfo signer leaf {gi.signer} is blank")

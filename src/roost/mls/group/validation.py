@@ -236,3 +236,29 @@ def validate_key_package(
         credential_policy=credential_policy,
         check_signature=False,  # verified with the KeyPackage signature above
     )
+
+
+def validate_tree_leaves(tree, extensions: tuple[Extension, ...]) -> None:
+    """Section 7.3 checks a joiner or observer runs on every leaf of a received tree, beyond
+    the tree's own structural checks (signatures, keys, parent hashes): capabilities cover
+    the group's extensions and required capabilities, leaf extensions are listed in the
+    leaf's capabilities, and every credential type in use is supported by every member."""
+    leaves = list(tree.leaves())
+    members = MemberIndex(leaves)
+    for idx, leaf in leaves:
+        who = f"leaf {idx}"
+        caps = leaf.capabilities
+        if ProtocolVersion.MLS10 not in caps.versions:
+            raise ValidationError(f"{who} does not support protocol version mls10")
+        check_supports_extensions(leaf, extensions, who)
+        for e in leaf.extensions:
+            t = e.extension_type
+            if t not in DEFAULT_EXTENSION_TYPES and t not in caps.extensions:
+                raise ValidationError(
+                    f"{who} uses extension type {t} missing from its capabilities"
+                )
+        for t in members.used:
+            if t not in caps.credentials:
+                raise ValidationError(
+                    f"{who} does not support credential type {t} used in the group"
+                )
