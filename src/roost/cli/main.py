@@ -414,6 +414,13 @@ def run_db(args: argparse.Namespace) -> int:
     return int(_server_commands().db_upgrade(args.config) or 0)
 
 
+def run_registration_token(args: argparse.Namespace) -> int:
+    uses = None if args.unlimited else args.uses
+    return int(
+        _server_commands().registration_token_create(args.config, uses, args.ttl_seconds) or 0
+    )
+
+
 # ---- parser -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roost", description="Roost homeserver and client.")
@@ -437,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade"], help="apply pending migrations")
     db.add_argument("--config", help="TOML config file")
     db.set_defaults(sync_handler=run_db)
+    rt = sub.add_parser("registration-token", help="create an operator-issued registration token")
+    rt.add_argument("action", choices=["create"])
+    rt.add_argument("--config", help="TOML config file")
+    rt.add_argument("--uses", type=int, default=1, help="how many registrations it allows")
+    rt.add_argument("--unlimited", action="store_true", help="no use limit")
+    rt.add_argument("--ttl-seconds", type=int, help="expire after this many seconds")
+    rt.set_defaults(sync_handler=run_registration_token)
 
     r = add("register", cmd_register, "register a new user with this device as first client")
     r.add_argument("name")

@@ -56,8 +56,10 @@ from .wire import (
     unb64u,
 )
 
-# Refresh a token this many seconds before the server would consider it expired.
+# Refresh a token this long before the server would consider it expired (at most this
+# fraction of its lifetime, so short-lived tokens are still used).
 TOKEN_REFRESH_MARGIN = 15.0
+TOKEN_REFRESH_FRACTION = 0.2
 AUTH_LABEL = b"roost auth"
 PROOF_LABEL = b"roost client key"
 
@@ -129,6 +131,7 @@ class RoostClient:
         self._http = http or _new_http(state.server, timeout)
         self._owns_http = http is None
         self._auth_lock = asyncio.Lock()
+        self._refresh_margin = TOKEN_REFRESH_MARGIN
 
     # ---- life cycle ---------------------------------------------------------------------
     async def __aenter__(self) -> RoostClient:
@@ -357,13 +360,15 @@ class RoostClient:
         tok = (await _call(self._http, "POST", "/v1/auth/token", json=body)).json()
         st.token = tok["token"]
         st.token_expires_at = float(tok["expires_at"])
+        lifetime = max(0.0, st.token_expires_at - time.time())
+        self._refresh_margin = min(TOKEN_REFRESH_MARGIN, lifetime * TOKEN_REFRESH_FRACTION)
         self.save()
         return st.token
 
     async def _token(self, stale: str | None = None) -> str:
         async with self._auth_lock:  # many concurrent requests share one refresh
             st = self.state
-            fresh = st.token and st.token_expires_at - TOKEN_REFRESH_MARGIN > time.time()
+            fresh = st.token and st.token_expires_at - self._refresh_margin > time.time()
             if fresh and st.token != stale:
                 return st.token
             return await self.authenticate()
@@ -762,9 +767,13 @@ class PendingClient:
         return self.state.pending_request
 
     @property
-    def fingerprint(self) -> str:
+    def signature_key(self) -> bytes:
         cs = get_cipher_suite(self.state.cipher_suite)
-        return key_fingerprint(cs.signature_public_key(self.state.signature_private))
+        return cs.signature_public_key(self.state.signature_private)
+
+    @property
+    def fingerprint(self) -> str:
+        return key_fingerprint(self.signature_key)
 
     async def aclose(self) -> None:
         await self._http.aclose()

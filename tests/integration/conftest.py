@@ -1,0 +1,103 @@
+"""Integration fixtures: real ``roost serve`` processes (SQLite and PostgreSQL) and clients.
+
+One server process per engine for the whole session (``server``), plus one with a very short
+token lifetime for the expiry tests (``short_ttl_server``). Every test makes its own users, so
+tests never depend on each other's data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from roost.client import RoostClient
+
+from .harness import ServerProcess
+
+ENGINES = ["sqlite", "postgresql"]
+SHORT_TOKEN_TTL = 30  # seconds; the lowest the server configuration accepts
+PASSWORD = "correct horse battery staple"
+
+
+def _start(request, tmp_path_factory, label: str, extra_env: dict[str, str]) -> ServerProcess:
+    engine = request.param
+    database_url = ""
+    if engine == "postgresql":
+        database_url = request.getfixturevalue("postgres_database")()
+    data_dir = tmp_path_factory.mktemp(f"{label}-{engine}")
+    server = ServerProcess(engine, data_dir, database_url, extra_env)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def server(request, tmp_path_factory):
+    srv = _start(request, tmp_path_factory, "roost", {})
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def short_ttl_server(request, tmp_path_factory):
+    srv = _start(
+        request, tmp_path_factory, "roost-ttl", {"ROOST_TOKEN_TTL_SECONDS": str(SHORT_TOKEN_TTL)}
+    )
+    yield srv
+    srv.stop()
+
+
+def unique_name(prefix: str = "u", n: int = 10) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:n]}"
+
+
+class Users:
+    """Registers users on one server and closes their clients at the end of the test."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._clients: list[RoostClient] = []
+
+    def track(self, client: RoostClient) -> RoostClient:
+        self._clients.append(client)
+        return client
+
+    async def new(
+        self,
+        prefix: str = "u",
+        *,
+        password: str | None = PASSWORD,
+        keypackages: int = 0,
+        **kwargs,
+    ) -> RoostClient:
+        client = await RoostClient.register(
+            self.url, unique_name(prefix), password=password, **kwargs
+        )
+        self.track(client)
+        if keypackages:
+            await client.publish_key_packages(keypackages)
+        return client
+
+    async def second_client(self, first: RoostClient, password: str = PASSWORD) -> RoostClient:
+        return self.track(await RoostClient.add_with_password(self.url, first.user_id, password))
+
+    async def connected_pair(self, **kwargs) -> tuple[RoostClient, RoostClient]:
+        """Two users with an accepted connection."""
+        a = await self.new("a", **kwargs)
+        b = await self.new("b", **kwargs)
+        conn = await a.open_connection(b.user_id)
+        await a.send_connection_request(conn.connection_id, b"hello")
+        await b.accept_connection(conn.connection_id)
+        return a, b
+
+    async def aclose(self) -> None:
+        for c in self._clients:
+            await c.aclose()
+
+
+@pytest.fixture
+async def users(server) -> AsyncIterator[Users]:
+    u = Users(server.url)
+    yield u
+    await u.aclose()
