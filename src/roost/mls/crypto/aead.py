@@ -1,7 +1,10 @@
-"""AEAD algorithms (RFC 5116 / RFC 9180 ids) with a bounded cache of keyed cipher objects.
+"""AEAD algorithms (RFC 5116 / RFC 9180 ids).
 
-Why the cache: constructing an ``AESGCM`` object per operation costs about as much as
-sealing a short message; keys such as the sender-data key or a Welcome key get reused.
+Every AEAD key MLS derives is used once (ratchet keys, sender-data keys bound to a
+ciphertext sample, Welcome and HPKE keys), so by default cipher objects are not kept: a
+consumed key must not linger. Callers that really reuse a key (e.g. an application key
+derived with the exporter) can pass ``cache=True``: a bounded cache of keyed cipher objects
+saves the few microseconds of construction per call.
 """
 
 from __future__ import annotations
@@ -43,17 +46,20 @@ class Aead:
         return c
 
     def fresh(self, key: bytes) -> AESGCM | ChaCha20Poly1305:
-        """A cipher object that is NOT cached: for one-time keys (secret-tree ratchets), so
-        consumed keys do not linger in memory."""
+        """A cipher object that is NOT cached (the default for seal/open)."""
         if len(key) != self.key_len:
             raise CryptoError(f"AEAD key must be {self.key_len} bytes, got {len(key)}")
         return self._factory(key)
 
-    def seal(self, key: bytes, nonce: bytes, aad: bytes, pt: bytes, *, cache: bool = True) -> bytes:
+    def seal(
+        self, key: bytes, nonce: bytes, aad: bytes, pt: bytes, *, cache: bool = False
+    ) -> bytes:
         c = self.cipher(key) if cache else self.fresh(key)
         return c.encrypt(nonce, pt, aad)
 
-    def open(self, key: bytes, nonce: bytes, aad: bytes, ct: bytes, *, cache: bool = True) -> bytes:
+    def open(
+        self, key: bytes, nonce: bytes, aad: bytes, ct: bytes, *, cache: bool = False
+    ) -> bytes:
         c = self.cipher(key) if cache else self.fresh(key)
         try:
             return c.decrypt(nonce, ct, aad)

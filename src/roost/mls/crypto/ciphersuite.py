@@ -188,11 +188,16 @@ class CipherSuite:
         return self.kem.public_key(priv)
 
     # Symmetric encryption ----------------------------------------------------------------
-    def aead_seal(self, key: bytes, nonce: bytes, aad: bytes, pt: bytes) -> bytes:
-        return self.aead.seal(key, nonce, aad, pt)
+    def aead_seal(
+        self, key: bytes, nonce: bytes, aad: bytes, pt: bytes, *, cache: bool = False
+    ) -> bytes:
+        return self.aead.seal(key, nonce, aad, pt, cache=cache)
 
-    def aead_open(self, key: bytes, nonce: bytes, aad: bytes, ct: bytes) -> bytes:
-        return self.aead.open(key, nonce, aad, ct)
+    def aead_open(
+        self, key: bytes, nonce: bytes, aad: bytes, ct: bytes, *, cache: bool = False
+    ) -> bytes:
+        """Raises ``CryptoError`` if authentication fails."""
+        return self.aead.open(key, nonce, aad, ct, cache=cache)
 
 
 _SUITES: dict[int, CipherSuite] = {

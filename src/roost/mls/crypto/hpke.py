@@ -15,7 +15,6 @@ Every failure raises ``CryptoError``.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
@@ -150,7 +149,8 @@ class _XDHKEM(DHKEM):
         super().__init__(kem_id, n_secret, n_key, n_key, kdf_id, name)
         self._priv_cls = priv_cls
         self._pub_cls = pub_cls
-        self._load_sk = lru_cache(maxsize=256)(priv_cls.from_private_bytes)
+        # Private keys are not cached: old path keys must not outlive their epoch.
+        self._load_sk = priv_cls.from_private_bytes
         self._load_pk = lru_cache(maxsize=1024)(pub_cls.from_public_bytes)
 
     def _serialize_pk(self, pub) -> bytes:
@@ -172,7 +172,7 @@ class _ECDHKEM(DHKEM):
         self._curve = curve
         self._bitmask = bitmask
         self._order = _ORDERS[curve.name]
-        self._load_sk = lru_cache(maxsize=256)(self._parse_sk)
+        self._load_sk = self._parse_sk  # not cached, see _XDHKEM
         self._load_pk = lru_cache(maxsize=1024)(self._parse_pk)
 
     def _parse_sk(self, sk: bytes):
@@ -290,7 +290,3 @@ class Hpke:
         shared_secret = self.kem.decap(enc, sk_r)
         _, _, exporter_secret = self._key_schedule(shared_secret, info)
         return self._labeled.expand(exporter_secret, b"sec", exporter_context, n)
-
-
-def random_bytes(n: int) -> bytes:
-    return os.urandom(n)
