@@ -103,6 +103,13 @@ class Reader:
         self.pos = end
         return out
 
+    def u16_list(self) -> list[int]:
+        """``uint16 items<V>`` decoded from one slice (Capabilities lists are hot)."""
+        raw = self.opaque()
+        if len(raw) & 1:
+            raise DecodeError("uint16 vector with odd byte length")
+        return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
+
     def finish(self) -> None:
         if self.pos != self.end:
             raise DecodeError(f"{self.end - self.pos} trailing bytes")

@@ -30,7 +30,7 @@ class Capabilities(Struct):
 
     @classmethod
     def decode_from(cls, r: Reader) -> Capabilities:
-        return cls(*(tuple(r.vector(Reader.u16)) for _ in range(5)))
+        return cls(*(tuple(r.u16_list()) for _ in range(5)))
 
 
 @dataclass(frozen=True, slots=True)
