@@ -1,0 +1,192 @@
+"""Queues (group-message and direct) and the connection flow."""
+
+from __future__ import annotations
+
+import json
+
+from roost.server.encoding import unb64u
+
+from .helpers import MLS, client_from, login, messages, new_key
+
+
+async def new_queue(server, user) -> str:
+    r = await server.http.post("/v1/queues", headers=user.headers)
+    assert r.status_code == 201
+    return r.json()["queue_id"]
+
+
+async def enqueue(server, user, qid: str, payload: bytes, message_id: str | None = None):
+    headers = {**user.headers, **MLS}
+    if message_id:
+        headers["Roost-Message-Id"] = message_id
+    return await server.http.post(f"/v1/queues/{qid}/messages", content=payload, headers=headers)
+
+
+async def test_queue_seq_fetch_caps_ack_and_idempotency(server):
+    alice = await server.user("alice")
+    bob = await server.user("bob")
+    qid = await new_queue(server, alice)
+    seqs = [(await enqueue(server, bob, qid, bytes([i]) * 100)).json()["seq"] for i in range(10)]
+    assert seqs == list(range(1, 11))
+    r = await enqueue(server, bob, qid, b"retry", message_id="m-1")
+    again = await enqueue(server, bob, qid, b"retry", message_id="m-1")
+    assert r.json()["seq"] == again.json()["seq"] == 11
+    r = await server.http.get(f"/v1/queues/{qid}/messages?after=3&limit=4", headers=alice.headers)
+    assert r.headers["content-type"] == "application/vnd.roost.messages"
+    got = messages(r.content)
+    assert [s for s, _ in got] == [4, 5, 6, 7] and got[0][1] == bytes([3]) * 100
+    assert r.headers["roost-last-seq"] == "7" and r.headers["roost-has-more"] == "true"
+    r = await server.http.get(
+        f"/v1/queues/{qid}/messages?after=0&max_bytes=250", headers=alice.headers
+    )
+    assert [s for s, _ in messages(r.content)] == [1, 2]
+    r = await server.http.get(
+        f"/v1/queues/{qid}/messages?after=0&max_bytes=1", headers=alice.headers
+    )
+    assert [s for s, _ in messages(r.content)] == [1]  # always at least one
+    # owner only
+    r = await server.http.get(f"/v1/queues/{qid}/messages", headers=bob.headers)
+    assert r.status_code == 403
+    r = await server.http.post(f"/v1/queues/{qid}/ack", json={"up_to": 5}, headers=bob.headers)
+    assert r.status_code == 403
+    r = await server.http.post(f"/v1/queues/{qid}/ack", json={"up_to": 5}, headers=alice.headers)
+    assert r.status_code == 204
+    r = await server.http.get(f"/v1/queues/{qid}/messages", headers=alice.headers)
+    assert [s for s, _ in messages(r.content)] == [6, 7, 8, 9, 10, 11]
+    assert r.headers["roost-has-more"] == "false"
+    # seq numbers continue after an ack (gap-free, never reused)
+    assert (await enqueue(server, bob, qid, b"x")).json()["seq"] == 12
+    r = await server.http.get("/v1/queues/AAAAAAAAAAAAAAAAAAAAAA/messages", headers=alice.headers)
+    assert r.status_code == 404 and r.json()["code"] == "queue_not_found"
+    r = await server.http.delete(f"/v1/queues/{qid}", headers=bob.headers)
+    assert r.status_code == 403
+    assert (await server.http.delete(f"/v1/queues/{qid}", headers=alice.headers)).status_code == 204
+    assert (await enqueue(server, bob, qid, b"x")).status_code == 404
+
+
+async def test_queue_limits(server):
+    alice = await server.user("alice")
+    qid = await new_queue(server, alice)
+    big = b"x" * (server.app.state.services.config.limits.max_message_bytes + 1)
+    r = await enqueue(server, alice, qid, big)
+    assert r.status_code == 413 and r.json()["code"] == "body_too_large"
+    huge = b"x" * (server.app.state.services.config.limits.max_body_bytes + 1)
+    r = await enqueue(server, alice, qid, huge)
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    r = await server.http.get(f"/v1/queues/{qid}/messages", headers=alice.headers)
+    assert messages(r.content) == []
+
+
+async def direct_events(server, user, after: int = 0) -> list[tuple[int, dict]]:
+    r = await server.http.get(f"/v1/direct/messages?after={after}", headers=user.headers)
+    assert r.status_code == 200
+    return [(s, json.loads(p)) for s, p in messages(r.content)]
+
+
+async def test_connection_request_accept_and_reject(server):
+    alice = await server.user("alice")
+    bob = await server.user("bob")
+    carol = await server.user("carol")
+    r = await server.http.post("/v1/connections", json={"to": bob.user_id}, headers=alice.headers)
+    assert r.status_code == 201 and r.json()["state"] == "opening"
+    cid = r.json()["connection_id"]
+    r = await server.http.post("/v1/connections", json={"to": bob.user_id}, headers=alice.headers)
+    assert r.status_code == 409 and r.json()["code"] == "connection_exists"
+    r = await server.http.post("/v1/connections", json={"to": alice.user_id}, headers=alice.headers)
+    assert r.status_code == 422
+    r = await server.http.post("/v1/connections", json={"to": "x@localhost"}, headers=alice.headers)
+    assert r.status_code == 404
+    # only the responder answers, only once the request was sent
+    r = await server.http.post(f"/v1/connections/{cid}/accept", headers=bob.headers)
+    assert r.status_code == 409 and r.json()["code"] == "invalid_state"
+    r = await server.http.post(
+        f"/v1/connections/{cid}/request", content=b"welcome-bytes", headers={**alice.headers, **MLS}
+    )
+    assert r.json()["state"] == "pending"
+    ((seq, event),) = await direct_events(server, bob)
+    assert event["type"] == "connection_request" and event["from"] == alice.user_id
+    assert event["connection_id"] == cid and unb64u(event["payload"]) == b"welcome-bytes"
+    assert (
+        await server.http.post(f"/v1/connections/{cid}/accept", headers=carol.headers)
+    ).status_code == 404
+    assert (
+        await server.http.post(f"/v1/connections/{cid}/accept", headers=alice.headers)
+    ).status_code == 404
+    r = await server.http.post(
+        f"/v1/connections/{cid}/accept", content=b"hi", headers={**bob.headers, **MLS}
+    )
+    assert r.status_code == 200 and r.json()["state"] == "accepted"
+    ((_, event),) = await direct_events(server, alice)
+    assert event["type"] == "connection_accepted" and event["from"] == bob.user_id
+    # connected users may message each other's direct queues; strangers may not
+    r = await server.http.post(
+        f"/v1/users/{bob.user_id}/direct", content=b"w2", headers={**alice.headers, **MLS}
+    )
+    assert r.status_code == 202
+    r = await server.http.post(
+        f"/v1/users/{bob.user_id}/direct", content=b"w2", headers={**carol.headers, **MLS}
+    )
+    assert r.status_code == 403 and r.json()["code"] == "no_connection"
+    assert [e["type"] for _, e in await direct_events(server, bob)] == [
+        "connection_request",
+        "message",
+    ]
+    # rejection is reported too
+    r = await server.http.post("/v1/connections", json={"to": bob.user_id}, headers=carol.headers)
+    cid2 = r.json()["connection_id"]
+    await server.http.post(
+        f"/v1/connections/{cid2}/request", content=b"x", headers={**carol.headers, **MLS}
+    )
+    r = await server.http.post(f"/v1/connections/{cid2}/reject", headers=bob.headers)
+    assert r.json()["state"] == "rejected"
+    ((_, event),) = await direct_events(server, carol)
+    assert event["type"] == "connection_rejected" and event["from"] == bob.user_id
+    listed = (await server.http.get("/v1/connections", headers=bob.headers)).json()["connections"]
+    assert sorted(c["state"] for c in listed) == ["accepted", "rejected"]
+
+
+async def test_direct_queue_acks_per_client(server):
+    alice = await server.user("alice")
+    bob = await server.user("bob")
+    priv, pub, key = new_key(bob.user_id)
+    r = await server.http.post(
+        "/v1/clients", json={"user_id": bob.user_id, "password": bob.password, "client": key}
+    )
+    bob2 = client_from(r.json(), priv, pub)
+    await login(server.http, bob2)
+    r = await server.http.post("/v1/connections", json={"to": bob.user_id}, headers=alice.headers)
+    cid = r.json()["connection_id"]
+    await server.http.post(
+        f"/v1/connections/{cid}/request", content=b"x", headers={**alice.headers, **MLS}
+    )
+    assert len(await direct_events(server, bob)) == 1
+    r = await server.http.post("/v1/direct/ack", json={"up_to": 1}, headers=bob.headers)
+    assert r.status_code == 204
+    # bob's second client has not acked yet: the message is still there for it
+    r = await server.http.get("/v1/direct/messages", headers=bob2.headers)
+    assert len(messages(r.content)) == 1
+    await server.http.post("/v1/direct/ack", json={"up_to": 1}, headers=bob2.headers)
+    r = await server.http.get("/v1/direct/messages", headers=bob2.headers)
+    assert messages(r.content) == []
+
+
+async def test_account_deletion_removes_queues_and_packages(server):
+    from .helpers import batch, make_kp, publish
+
+    alice = await server.user("alice")
+    bob = await server.user("bob")
+    qid = await new_queue(server, alice)
+    await enqueue(server, bob, qid, b"m")
+    now = server.clock.now
+    await publish(
+        server.http, alice.client, batch(make_kp(alice.client, last_resort=True, now=now))
+    )
+    r = await server.http.post("/v1/connections", json={"to": bob.user_id}, headers=alice.headers)
+    assert r.status_code == 201
+    assert (await server.http.delete("/v1/me", headers=alice.headers)).status_code == 204
+    assert (await enqueue(server, bob, qid, b"m")).status_code == 404
+    r = await server.http.post(f"/v1/users/{alice.user_id}/keypackages/claim", headers=bob.headers)
+    assert r.status_code == 404
+    assert (await server.http.get("/v1/connections", headers=bob.headers)).json()[
+        "connections"
+    ] == []
