@@ -672,6 +672,9 @@ class Group:
         if signer is None:
             raise ValidationError(f"GroupInfo signer leaf {gi.signer} is blank")
         verify_group_info_signature(cs, gi, signer.signature_key)
+        if credential_policy is not None:
+            for i, leaf in tree.leaves():
+                validate_leaf_policy(credential_policy, leaf, i)
         ext = find_extension(gi.extensions, ExtensionType.EXTERNAL_PUB)
         if ext is None:
             raise ValidationError("GroupInfo has no external_pub extension")

@@ -189,7 +189,12 @@ def apply_proposals(
             leaf_index=idx,
             group_extensions=out.extensions,
             members=members,
-            credential_policy=(credential_policy if old.credential != leaf.credential else None),
+            # The policy judges (credential, signature key): re-ask only if either changed.
+            credential_policy=(
+                credential_policy
+                if (old.credential, old.signature_key) != (leaf.credential, leaf.signature_key)
+                else None
+            ),
         )
         members.add(idx, leaf)
         new_tree.update_leaf(idx, leaf)

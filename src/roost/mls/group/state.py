@@ -241,7 +241,9 @@ def stage_commit(
             replaces=committer,
             credential_policy=(
                 credential_policy
-                if old_leaf is None or old_leaf.credential != new_leaf.credential
+                if old_leaf is None
+                or (old_leaf.credential, old_leaf.signature_key)
+                != (new_leaf.credential, new_leaf.signature_key)
                 else None
             ),
         )

@@ -49,6 +49,8 @@ def open_welcome(
         raise ValidationError(
             f"Welcome cipher suite {welcome.cipher_suite} differs from the KeyPackage's"
         )
+    if key_package.cipher_suite != welcome.cipher_suite:
+        raise ValidationError("Welcome cipher suite differs from the KeyPackage's")
     ref = cs.key_package_ref(key_package.encode())
     entry = welcome.find_secrets(ref)
     if entry is None:
