@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from roost.mls.constants import ResumptionPSKUsage
 from roost.mls.credential import Credential
-from roost.mls.crypto.ciphersuite import get_cipher_suite
+from roost.mls.crypto.ciphersuite import SUPPORTED_SUITES, get_cipher_suite
 from roost.mls.errors import MLSError, ValidationError
+from roost.mls.extension_types import RequiredCapabilities
 from roost.mls.group import Group
 from roost.mls.group.observer import GroupObserver
 from roost.mls.key_package_gen import generate_key_package
+from roost.mls.psk import PreSharedKeyID
 
-SUITES = [1, 2, 3]
+SUITES = list(SUPPORTED_SUITES)
 
 
 def _identity(suite: int, name: bytes):
@@ -181,3 +184,50 @@ def test_credential_policy_rejects_new_member():
     with pytest.raises(ValidationError, match="policy"):
         alice.commit(add=[_kp(1, b"mallory").key_package])
     assert alice.epoch == 0 and len(alice.roster()) == 1
+
+
+def test_psk_and_group_context_extensions_commits():
+    cs = get_cipher_suite(1)
+    cred, priv = _identity(1, b"alice")
+    alice = Group.create(1, cred, priv)
+    bob_kp = _kp(1, b"bob")
+    out = alice.commit(add=[bob_kp.key_package])
+    alice.merge_pending_commit()
+    bob = Group.join_from_welcome(out.welcome, bob_kp)
+    observer = GroupObserver.from_group_info(out.group_info)
+
+    # External PSK known to both members, committed by value.
+    for g in (alice, bob):
+        g.external_psks[b"shared"] = b"psk secret"
+    ext = PreSharedKeyID.external(b"shared", bytes(cs.hash_len))
+    out = alice.commit(psks=[ext])
+    _deliver(out.commit, [bob], observer)
+    alice.merge_pending_commit()
+    assert alice.epoch_authenticator == bob.epoch_authenticator
+
+    # Resumption PSK of the previous epoch, proposed by Bob and committed by reference.
+    res = PreSharedKeyID.resumption(
+        ResumptionPSKUsage.APPLICATION, alice.group_id, alice.epoch - 1, bytes(cs.hash_len)
+    )
+    _deliver(bob.propose_psk(res), [alice], observer)
+    out = alice.commit()
+    _deliver(out.commit, [bob], observer)
+    alice.merge_pending_commit()
+    assert alice.epoch_authenticator == bob.epoch_authenticator
+
+    # An unknown PSK makes the receiver reject the commit (and stay in its epoch).
+    alice.external_psks[b"alice-only"] = b"x"
+    out = alice.commit(psks=[PreSharedKeyID.external(b"alice-only", bytes(cs.hash_len))])
+    epoch = bob.epoch
+    with pytest.raises(ValidationError, match="unknown pre-shared key"):
+        bob.process(out.commit)
+    assert bob.epoch == epoch
+    alice.clear_pending_commit()
+
+    # GroupContextExtensions: require basic credentials from now on.
+    req = RequiredCapabilities((), (), (1,)).to_extension()
+    out = alice.commit(group_context_extensions=[req])
+    _deliver(out.commit, [bob], observer)
+    alice.merge_pending_commit()
+    assert bob.group_context.extensions == (req,)
+    assert observer.group_context == bob.group_context
