@@ -108,10 +108,10 @@ async def test_connection_request_accept_and_reject(server):
     assert event["connection_id"] == cid and unb64u(event["payload"]) == b"welcome-bytes"
     assert (
         await server.http.post(f"/v1/connections/{cid}/accept", headers=carol.headers)
-    ).status_code == 404
+    ).status_code == 403
     assert (
         await server.http.post(f"/v1/connections/{cid}/accept", headers=alice.headers)
-    ).status_code == 404
+    ).status_code == 403
     r = await server.http.post(
         f"/v1/connections/{cid}/accept", content=b"hi", headers={**bob.headers, **MLS}
     )

@@ -413,6 +413,15 @@ class AuthService:
                 )
             ).first()
         if row is None:
+            async with self.db.engine.connect() as conn:
+                other = await conn.execute(
+                    sa.select(client_requests.c.user_uuid).where(
+                        client_requests.c.public_id == public_id
+                    )
+                )
+                owner = other.scalar_one_or_none()
+            if owner is not None and owner != principal.user_uuid:
+                raise Problem(403, "forbidden", "the request is for another user")
             raise Problem(404, "request_not_found", "no pending client request with this id")
         info = None
         if approve:
@@ -452,7 +461,9 @@ class AuthService:
             ).all()
             own = {r.uuid for r in rows}
             if client_uuid not in own:
-                raise Problem(404, "client_not_found", "no such client of this user")
+                if await self.get_client(client_uuid, conn) is not None:
+                    raise Problem(403, "forbidden", "the client belongs to another user")
+                raise Problem(404, "client_not_found", "no such client")
             if len(own) == 1:
                 raise Problem(
                     409,

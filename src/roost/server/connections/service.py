@@ -131,7 +131,7 @@ class ConnectionService:
         async with self.db.transaction() as conn:
             row = await self._load(conn, conn_id)
             if row.requester_uuid != principal.user_uuid:
-                raise Problem(404, "connection_not_found", "no such connection")
+                raise Problem(403, "forbidden", "only the requester sends the request")
             if row.state != "opening":
                 raise Problem(409, "invalid_state", f"the connection is {row.state}")
             await conn.execute(
@@ -151,7 +151,7 @@ class ConnectionService:
         async with self.db.transaction() as conn:
             row = await self._load(conn, conn_id)
             if row.responder_uuid != principal.user_uuid:
-                raise Problem(404, "connection_not_found", "no such connection")
+                raise Problem(403, "forbidden", "only the responder answers a request")
             if row.state != "pending":
                 raise Problem(409, "invalid_state", f"the connection is {row.state}")
             state = "accepted" if accept else "rejected"
