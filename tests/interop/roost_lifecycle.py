@@ -1,0 +1,210 @@
+"""Roost against another implementation: the scenarios shared by test_roost_tsmls.py and
+test_roost_mlsrs.py. A roost ``GroupObserver`` (the DS's view) follows every group, fed each
+PublicMessage proposal and commit, and must match the members after every commit.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+from .peer import MlsPeer, PublicGroupState
+from .roost_peer import ObserverTap, RoostPeer
+from .scenario import assert_agree, check_bundle, deliver_commit, key_package, send_application
+from .wire import WIRE_PUBLIC_MESSAGE, wire_format
+
+Factory = Callable[..., MlsPeer]
+_ids = itertools.count()
+
+
+def new_group_id(tag: str) -> bytes:
+    return f"roost-{tag}-{next(_ids)}".encode()
+
+
+def start_observer(created: PublicGroupState) -> ObserverTap | None:
+    """From the creator's epoch-0 GroupInfo; an mls-rs creator has none (docs/interop.md),
+    then the caller starts the observer later from a roost member's GroupInfo."""
+    return None if created.group_info is None else ObserverTap(created)
+
+
+def roost_observer(created: PublicGroupState) -> ObserverTap:
+    tap = start_observer(created)
+    assert tap is not None, "roost always hands out a GroupInfo"
+    return tap
+
+
+def observe(tap: ObserverTap | None, members: list[MlsPeer], group_id: bytes) -> int:
+    epoch = assert_agree(group_id, members)
+    if tap is not None:
+        for m in members:
+            tap.assert_tracks(m.state(group_id))
+    return epoch
+
+
+def lifecycle_roost_creates(other: Factory, third_impl: Factory) -> None:
+    """Roost creates and adds the other implementation, which later adds a third member."""
+    alice = RoostPeer(b"alice")
+    bob = other(b"bob")
+    carol = third_impl(b"carol")
+    gid = new_group_id("rc")
+
+    tap = roost_observer(alice.create_group(gid))
+    add = alice.add_members(gid, [key_package(bob)])
+    check_bundle(add, adds=True)
+    tap.apply(add.commit, add)
+    assert bob.join(add.welcome, add.ratchet_tree) == gid
+    assert observe(tap, [alice, bob], gid) == 1
+
+    send_application(alice, gid, [bob], b"hello from roost")
+    send_application(bob, gid, [alice], b"hello from " + bob.name.encode())
+
+    for committer, receiver in ((bob, alice), (alice, bob)):
+        upd = committer.self_update(gid)
+        check_bundle(upd, adds=False)
+        deliver_commit(upd, committer, [receiver], tap.apply)
+    assert observe(tap, [alice, bob], gid) == 3
+
+    add3 = bob.add_members(gid, [key_package(carol)])
+    check_bundle(add3, adds=True)
+    deliver_commit(add3, bob, [alice], tap.apply)
+    assert carol.join(add3.welcome, add3.ratchet_tree) == gid
+    everyone = [alice, bob, carol]
+    assert observe(tap, everyone, gid) == 4
+    for sender in everyone:
+        send_application(sender, gid, everyone, b"three members, from " + sender.name.encode())
+    upd = carol.self_update(gid)
+    deliver_commit(upd, carol, everyone, tap.apply)
+    assert observe(tap, everyone, gid) == 5
+
+    # Roost removes the other implementation's member.
+    rm = alice.remove(gid, bob.state(gid).leaf_index)
+    check_bundle(rm, adds=False)
+    assert bob.process(rm.commit).removed
+    deliver_commit(rm, alice, [carol], tap.apply)
+    assert observe(tap, [alice, carol], gid) == 6
+    send_application(carol, gid, [alice], b"after the removal")
+    assert tap.commits == 6
+
+
+def lifecycle_other_creates(other: Factory, third_impl: Factory) -> None:
+    """The other implementation creates and adds roost, then adds a third member."""
+    alice = other(b"alice")
+    bob = RoostPeer(b"bob")
+    carol = third_impl(b"carol")
+    gid = new_group_id("oc")
+
+    tap = start_observer(alice.create_group(gid))
+    add = alice.add_members(gid, [key_package(bob)])
+    check_bundle(add, adds=True)
+    if tap is not None:
+        tap.apply(add.commit, add)
+    assert bob.join(add.welcome, add.ratchet_tree) == gid
+    if tap is None:
+        # No GroupInfo from the creator: the DS starts from the roost member's one.
+        tap = ObserverTap(bob.export_group_info(gid))
+    assert observe(tap, [alice, bob], gid) == 1
+
+    send_application(bob, gid, [alice], b"hello from roost")
+    send_application(alice, gid, [bob], b"hello from " + alice.name.encode())
+
+    for committer, receiver in ((bob, alice), (alice, bob)):
+        upd = committer.self_update(gid)
+        check_bundle(upd, adds=False)
+        deliver_commit(upd, committer, [receiver], tap.apply)
+    assert observe(tap, [alice, bob], gid) == 3
+
+    add3 = alice.add_members(gid, [key_package(carol)])
+    deliver_commit(add3, alice, [bob], tap.apply)
+    assert carol.join(add3.welcome, add3.ratchet_tree) == gid
+    everyone = [alice, bob, carol]
+    assert observe(tap, everyone, gid) == 4
+    for sender in everyone:
+        send_application(sender, gid, everyone, b"three members, from " + sender.name.encode())
+
+    # The other implementation removes the roost member (roost committed, so mls-rs knows it).
+    rm = alice.remove(gid, bob.state(gid).leaf_index)
+    got = bob.process(rm.commit)
+    assert got.kind == "commit" and got.removed
+    deliver_commit(rm, alice, [carol], tap.apply)
+    assert observe(tap, [alice, carol], gid) == 5
+    send_application(carol, gid, [alice], b"after the removal")
+
+
+def proposals_by_reference(other: Factory) -> None:
+    """Proposals from one side committed by reference by the other; the observer caches them."""
+    alice = RoostPeer(b"alice")
+    bob = other(b"bob")
+    carol = other(b"carol")
+    dave = RoostPeer(b"dave")
+    gid = new_group_id("pr")
+    tap = roost_observer(alice.create_group(gid))
+    add = alice.add_members(gid, [key_package(bob), key_package(carol)])
+    tap.apply(add.commit, add)
+    bob.join(add.welcome, add.ratchet_tree)
+    carol.join(add.welcome, add.ratchet_tree)
+    members = [alice, bob, carol]
+    # carol commits once so that an mls-rs peer can name her in a proposal.
+    upd = carol.self_update(gid)
+    deliver_commit(upd, carol, members, tap.apply)
+
+    # Roost proposes adding dave; the other side commits it.
+    prop = alice.propose_add(gid, key_package(dave))
+    assert wire_format(prop) == WIRE_PUBLIC_MESSAGE
+    tap.apply_proposal(prop)
+    for peer in (bob, carol):
+        assert peer.process(prop).kind == "proposal"
+    bundle = bob.commit_pending(gid)
+    check_bundle(bundle, adds=True)
+    deliver_commit(bundle, bob, [alice, carol], tap.apply)
+    assert dave.join(bundle.welcome, bundle.ratchet_tree) == gid
+    members = [alice, bob, carol, dave]
+    assert observe(tap, members, gid) == 3
+
+    # The other side proposes removing carol; roost commits it.
+    prop = bob.propose_remove(gid, carol.state(gid).leaf_index)
+    tap.apply_proposal(prop)
+    for peer in (alice, carol, dave):
+        assert peer.process(prop).kind == "proposal"
+    bundle = alice.commit_pending(gid)
+    check_bundle(bundle, adds=False)
+    assert carol.process(bundle.commit).removed
+    deliver_commit(bundle, alice, [bob, dave], tap.apply)
+    members = [alice, bob, dave]
+    assert observe(tap, members, gid) == 4
+    send_application(dave, gid, members, b"after proposals by reference")
+
+
+def join_with_tree_extension(other: Factory, roost_creates: bool) -> None:
+    """Welcome carries the ratchet tree in the GroupInfo; no out-of-band tree."""
+    if roost_creates:
+        creator, joiner = RoostPeer(b"alice", ratchet_tree_extension=True), other(b"bob")
+    else:
+        creator, joiner = other(b"alice", ratchet_tree_extension=True), RoostPeer(b"bob")
+    gid = new_group_id("rt")
+    creator.create_group(gid)
+    add = creator.add_members(gid, [key_package(joiner)])
+    assert joiner.join(add.welcome) == gid
+    assert assert_agree(gid, [creator, joiner]) == 1
+    send_application(joiner, gid, [creator], b"joined without an out-of-band tree")
+    send_application(creator, gid, [joiner], b"welcome")
+
+
+def add_many(other: Factory, roost_creates: bool, n: int = 10) -> None:
+    """One commit adds ``n`` members of the other implementation (or roost members)."""
+    creator: MlsPeer = RoostPeer(b"alice") if roost_creates else other(b"alice")
+    joiner_impl = other if roost_creates else RoostPeer
+    joiners = [joiner_impl(b"member-%d" % i) for i in range(n)]
+    gid = new_group_id("many")
+    created = creator.create_group(gid)
+    add = creator.add_members(gid, [key_package(j) for j in joiners])
+    for j in joiners:
+        assert j.join(add.welcome, add.ratchet_tree) == gid
+    everyone = [creator, *joiners]
+    tap = start_observer(created)
+    if tap is not None:
+        tap.apply(add.commit, add)
+    assert observe(tap, everyone, gid) == 1
+    upd = joiners[n // 2].self_update(gid)
+    deliver_commit(upd, joiners[n // 2], everyone, tap.apply if tap else None)
+    assert observe(tap, everyone, gid) == 2
+    send_application(joiners[-1], gid, everyone, b"many members")

@@ -1,0 +1,204 @@
+"""roost.mls as an interop peer (same interface as TsMlsPeer / MlsRsPeer), plus the observer tap.
+
+``RoostPeer`` wraps ``roost.mls.Group``: commits are merged at once (the harness's convention),
+handshakes are PublicMessage (roost's default). ``ObserverTap`` is the Delivery Service's view:
+a ``roost.mls.GroupObserver`` fed every PublicMessage commit, checked against the members.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roost.mls import (
+    Credential,
+    Group,
+    GroupObserver,
+    KeyPackageBundle,
+    MLSMessage,
+    generate_key_package,
+    get_cipher_suite,
+)
+from roost.mls.key_package import KeyPackage
+from roost.mls.welcome import Welcome
+
+from .peer import (
+    EXPORTER_CONTEXT,
+    EXPORTER_LABEL,
+    EXPORTER_LENGTH,
+    CommitBundle,
+    EpochState,
+    Member,
+    PeerError,
+    PublicGroupState,
+    Received,
+)
+from .wire import message_group_id
+
+SUITE = 1
+
+
+def _key_package(data: bytes) -> KeyPackage:
+    body = MLSMessage.decode(data).body
+    if not isinstance(body, KeyPackage):
+        raise PeerError(f"expected an MLSMessage(KeyPackage), got {type(body).__name__}")
+    return body
+
+
+class RoostPeer:
+    """One roost.mls client (basic credential, cipher suite 1)."""
+
+    implementation = "roost"
+
+    def __init__(self, identity: bytes, *, ratchet_tree_extension: bool = False) -> None:
+        self.identity = identity
+        self.name = f"roost:{identity.decode(errors='replace')}"
+        self.cs = get_cipher_suite(SUITE)
+        self._sig_priv, self.signature_key = self.cs.generate_signature_key_pair()
+        self.credential = Credential.basic(identity)
+        self.ratchet_tree_extension = ratchet_tree_extension
+        self._bundles: list[tuple[bytes, KeyPackageBundle]] = []  # (KeyPackageRef, bundle)
+        self.groups: dict[bytes, Group] = {}
+
+    def _group(self, group_id: bytes) -> Group:
+        try:
+            return self.groups[group_id]
+        except KeyError:
+            raise PeerError(f"roost: not a member of group {group_id.hex()}") from None
+
+    def _merged(self, group: Group, out: Any) -> CommitBundle:
+        group.merge_pending_commit()
+        return CommitBundle(
+            commit=out.commit,
+            welcome=out.welcome,
+            group_info=out.group_info,
+            ratchet_tree=group.tree.to_bytes(),
+            epoch=group.epoch,
+        )
+
+    def key_package(self) -> bytes:
+        bundle = generate_key_package(SUITE, self.credential, self._sig_priv)
+        kp_bytes = bundle.key_package.encode()
+        self._bundles.append((self.cs.key_package_ref(kp_bytes), bundle))
+        return MLSMessage(bundle.key_package).encode()
+
+    def create_group(self, group_id: bytes) -> PublicGroupState:
+        g = Group.create(SUITE, self.credential, self._sig_priv, group_id=group_id)
+        self.groups[group_id] = g
+        return PublicGroupState(g.group_info(with_tree=False), g.tree.to_bytes())
+
+    def add_members(self, group_id: bytes, key_packages: list[bytes]) -> CommitBundle:
+        g = self._group(group_id)
+        kps = [_key_package(kp) for kp in key_packages]
+        out = g.commit(
+            add=kps, include_pending=False, ratchet_tree_in_welcome=self.ratchet_tree_extension
+        )
+        return self._merged(g, out)
+
+    def join(self, welcome: bytes, ratchet_tree: bytes | None = None) -> bytes:
+        w = MLSMessage.decode(welcome).body
+        if not isinstance(w, Welcome):
+            raise PeerError(f"expected an MLSMessage(Welcome), got {type(w).__name__}")
+        for i, (ref, bundle) in enumerate(self._bundles):
+            if w.find_secrets(ref) is not None:
+                g = Group.join_from_welcome(w, bundle, ratchet_tree)
+                del self._bundles[i]  # single use
+                self.groups[g.group_id] = g
+                return g.group_id
+        raise PeerError("roost join: Welcome is not addressed to any of our KeyPackages")
+
+    def process(self, message: bytes) -> Received:
+        group_id = message_group_id(message)
+        g = self._group(group_id)
+        r = g.process(message)
+        return Received(
+            kind=r.kind,
+            group_id=group_id,
+            epoch=g.epoch,
+            data=r.data if r.kind == "application" else None,
+            removed=r.removed_self,
+            sender=r.sender,
+        )
+
+    def encrypt(self, group_id: bytes, plaintext: bytes) -> bytes:
+        return self._group(group_id).encrypt(plaintext)
+
+    def self_update(self, group_id: bytes) -> CommitBundle:
+        g = self._group(group_id)
+        return self._merged(g, g.commit(include_pending=False, force_path=True))
+
+    def commit_pending(self, group_id: bytes) -> CommitBundle:
+        g = self._group(group_id)
+        out = g.commit(include_pending=True, ratchet_tree_in_welcome=self.ratchet_tree_extension)
+        return self._merged(g, out)
+
+    def remove(self, group_id: bytes, leaf_index: int) -> CommitBundle:
+        g = self._group(group_id)
+        return self._merged(g, g.commit(remove=[leaf_index], include_pending=False))
+
+    def propose_add(self, group_id: bytes, key_package: bytes) -> bytes:
+        return self._group(group_id).propose_add(_key_package(key_package))
+
+    def propose_remove(self, group_id: bytes, leaf_index: int) -> bytes:
+        return self._group(group_id).propose_remove(leaf_index)
+
+    def export_group_info(self, group_id: bytes) -> PublicGroupState:
+        g = self._group(group_id)
+        return PublicGroupState(g.group_info(with_tree=False), g.tree.to_bytes())
+
+    def state(
+        self,
+        group_id: bytes,
+        label: bytes = EXPORTER_LABEL,
+        context: bytes = EXPORTER_CONTEXT,
+        length: int = EXPORTER_LENGTH,
+    ) -> EpochState:
+        g = self._group(group_id)
+        members = tuple(
+            Member(i, cred.identity if cred.credential_type == 1 else None, key)
+            for i, cred, key in g.roster()
+        )
+        return EpochState(
+            group_id=group_id,
+            epoch=g.epoch,
+            exporter=g.export_secret(label, context, length),
+            epoch_authenticator=g.epoch_authenticator,
+            tree_hash=g.group_context.tree_hash,
+            leaf_index=g.leaf_index,
+            members=members,
+        )
+
+
+class ObserverTap:
+    """The DS's view of one group: a GroupObserver fed every PublicMessage commit."""
+
+    def __init__(self, start: PublicGroupState) -> None:
+        if start.group_info is None:
+            raise PeerError("the observer needs a signed GroupInfo to start")
+        self.observer = GroupObserver.from_group_info(start.group_info, start.ratchet_tree)
+        self.commits = 0
+
+    def apply(self, commit: bytes, bundle: CommitBundle | None = None) -> None:
+        got = self.observer.apply(commit)
+        assert got.kind == "commit", got
+        self.commits += 1
+        if bundle is not None:
+            if bundle.group_info is not None:
+                self.observer.check_group_info(bundle.group_info)
+            if bundle.epoch is not None:
+                assert self.observer.epoch == bundle.epoch
+            if bundle.ratchet_tree is not None:
+                assert self.observer.tree.to_bytes() == bundle.ratchet_tree
+
+    def apply_proposal(self, proposal: bytes) -> None:
+        assert self.observer.apply(proposal).kind == "proposal"
+
+    def assert_tracks(self, state: EpochState) -> None:
+        """The observer's public state equals a member's view."""
+        assert self.observer.epoch == state.epoch
+        assert self.observer.group_context.tree_hash == state.tree_hash
+        roster = {(i, key) for i, _cred, key in self.observer.roster()}
+        assert roster == {(m.leaf_index, m.signature_key) for m in state.members}
+
+
+def roost_observer_for(start: PublicGroupState) -> ObserverTap:
+    return ObserverTap(start)
