@@ -1,0 +1,218 @@
+"""Authorisation of every secured route: no token, another client's token and an expired token
+are refused (401/403/404 problem+json) and change nothing.
+
+The route list comes from the served OpenAPI document, so a new route that is not classified
+here fails the test instead of going unchecked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from roost.client import RoostClient
+from roost.client.wire import encode_key_package_batch
+
+from .conftest import PASSWORD, Users
+
+PROBLEM = "application/problem+json"
+
+# Routes that act on an object named in the path which belongs to someone else: refused.
+CROSS_DENIED = {
+    ("DELETE", "/v1/clients/{client_uuid}"),
+    ("POST", "/v1/client-requests/{request_id}/approve"),
+    ("POST", "/v1/client-requests/{request_id}/reject"),
+    ("POST", "/v1/connections/{connection_id}/request"),
+    ("POST", "/v1/connections/{connection_id}/accept"),
+    ("POST", "/v1/connections/{connection_id}/reject"),
+    ("POST", "/v1/users/{user_id}/direct"),
+    ("POST", "/v1/users/{user_id}/keypackages/claim"),
+    ("DELETE", "/v1/queues/{queue_id}"),
+    ("GET", "/v1/queues/{queue_id}/messages"),
+    ("POST", "/v1/queues/{queue_id}/ack"),
+}
+# Discovery: any authenticated client may read these (and they change nothing).
+CROSS_READABLE = {
+    ("GET", "/v1/users/{user_id}"),
+    ("GET", "/v1/users/{user_id}/clients"),
+    ("GET", "/v1/directory"),
+}
+# The token selects the account: another client's token only ever reaches its own data.
+SELF_SCOPED = {
+    ("GET", "/v1/me"),
+    ("PATCH", "/v1/me"),
+    ("DELETE", "/v1/me"),
+    ("GET", "/v1/client-requests"),
+    ("GET", "/v1/connections"),
+    ("POST", "/v1/connections"),
+    ("POST", "/v1/keypackages"),
+    ("GET", "/v1/keypackages/count"),
+    ("POST", "/v1/queues"),
+    ("GET", "/v1/direct/messages"),
+    ("POST", "/v1/direct/ack"),
+}
+# The queue id is the capability to enqueue (docs/api.md): no owner check by design.
+CAPABILITY = {("POST", "/v1/queues/{queue_id}/messages")}
+
+
+@dataclass
+class Victim:
+    client: RoostClient
+    phone: RoostClient
+    queue_id: str
+    outgoing: str  # connection in state "opening", victim is the requester
+    incoming: str  # connection in state "pending", victim is the responder
+    request_id: str  # a pending new-device request (public id)
+    kp_batch: bytes
+
+    async def snapshot(self) -> tuple:
+        c = self.client
+        me = await c.me()
+        conns = sorted((x.connection_id, x.state) for x in await c.connections())
+        return (
+            me.display_name,
+            me.discoverable,
+            sorted(ci.client_id for ci in me.clients),
+            await c.key_package_count(),
+            (await c.fetch_queue(self.queue_id)).messages,
+            (await c.fetch_direct()).events,
+            conns,
+            sorted(r.request_id for r in await c.client_requests()),
+        )
+
+
+async def _make_victim(users: Users, url: str) -> Victim:
+    victim = await users.new("v", keypackages=3, display_name="Victim")
+    phone = await users.second_client(victim, PASSWORD)
+    peer1 = await users.new("p", keypackages=1)
+    peer2 = await users.new("q", keypackages=1)
+    outgoing = (await victim.open_connection(peer1.user_id)).connection_id
+    incoming = (await peer2.open_connection(victim.user_id)).connection_id
+    await peer2.send_connection_request(incoming, b"join me")
+    queue_id = await victim.create_queue()
+    await victim.enqueue(queue_id, b"queued")
+    pending = await RoostClient.request_approval(url, victim.user_id)
+    await pending.aclose()
+    [req] = await victim.client_requests()
+    kps, _ = victim.generate_key_packages(2)
+    return Victim(
+        victim, phone, queue_id, outgoing, incoming, req.request_id, encode_key_package_batch(kps)
+    )
+
+
+def _secured_routes(openapi: dict) -> list[tuple[str, str]]:
+    return sorted(
+        (method.upper(), path)
+        for path, ops in openapi["paths"].items()
+        for method, op in ops.items()
+        if op.get("security")
+    )
+
+
+def _build(route: tuple[str, str], v: Victim) -> dict:
+    """A request to ``route`` aimed at the victim's objects, with a well-formed body."""
+    method, template = route
+    values = {
+        "user_id": v.client.user_id,
+        "client_uuid": v.phone.client_uuid,
+        "request_id": v.request_id,
+        "queue_id": v.queue_id,
+        "connection_id": v.outgoing if template.endswith("/request") else v.incoming,
+    }
+    path = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
+    req: dict = {"method": method, "url": path}
+    if route == ("PATCH", "/v1/me"):
+        req["json"] = {"display_name": "Owned"}
+    elif route == ("POST", "/v1/connections"):
+        req["json"] = {"to": v.client.user_id}
+    elif template.endswith("/ack"):
+        req["json"] = {"up_to": 1000}
+    elif route == ("POST", "/v1/keypackages"):
+        req["content"] = v.kp_batch
+        req["headers"] = {"Content-Type": "message/mls"}
+    elif method == "POST" and (
+        template.endswith(("/request", "/accept", "/direct")) or template.endswith("/messages")
+    ):
+        req["content"] = b"\x00\x01opaque"
+        req["headers"] = {"Content-Type": "message/mls"}
+    if template.endswith("/claim"):
+        req["params"] = {"cipher_suite": 1}
+    if route == ("GET", "/v1/directory"):
+        req["params"] = {"q": v.client.user_id[:5]}
+    return req
+
+
+async def _send(http: httpx.AsyncClient, req: dict, token: str | None) -> httpx.Response:
+    headers = dict(req.get("headers", {}))
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return await http.request(**{**req, "headers": headers})
+
+
+def _assert_problem(resp: httpx.Response, statuses: set[int], route, codes=None) -> None:
+    assert resp.status_code in statuses, (route, resp.status_code, resp.text)
+    assert resp.headers["content-type"].startswith(PROBLEM), (route, resp.headers)
+    body = resp.json()
+    assert body["status"] == resp.status_code and body["code"], (route, body)
+    if codes is not None:
+        assert body["code"] in codes, (route, body)
+
+
+async def test_every_secured_route_refuses_bad_tokens(short_ttl_server):
+    users = Users(short_ttl_server.url)
+    try:
+        async with httpx.AsyncClient(base_url=short_ttl_server.url, timeout=30) as http:
+            openapi = (await http.get("/openapi.json")).json()
+            routes = _secured_routes(openapi)
+            classified = CROSS_DENIED | CROSS_READABLE | SELF_SCOPED | CAPABILITY
+            assert set(routes) == classified, "classify new secured routes in this test"
+
+            v = await _make_victim(users, short_ttl_server.url)
+            attacker = await users.new("x", keypackages=1)
+            expired_token = await v.client.authenticate()
+            expires_at = v.client.state.token_expires_at
+            before = await v.snapshot()
+
+            # 1. No token, and a token the server never issued.
+            for route in routes:
+                req = _build(route, v)
+                _assert_problem(await _send(http, req, None), {401}, route, {"unauthenticated"})
+                _assert_problem(
+                    await _send(http, req, "bogus-token"), {401}, route, {"unauthenticated"}
+                )
+            assert await v.snapshot() == before
+
+            # 2. Another user's client, aimed at the victim's objects.
+            token = await attacker.authenticate()
+            for route in sorted(CROSS_DENIED):
+                resp = await _send(http, _build(route, v), token)
+                _assert_problem(resp, {403, 404}, route)
+            for route in sorted(CROSS_READABLE):
+                resp = await _send(http, _build(route, v), token)
+                assert resp.status_code == 200, (route, resp.text)
+            for route in (("GET", "/v1/me"), ("GET", "/v1/connections")):
+                resp = await _send(http, _build(route, v), token)
+                assert resp.status_code == 200 and v.client.client_id not in resp.text
+            assert await v.snapshot() == before
+            # ... and the victim's other client cannot use the victim's client-owned queue.
+            phone_token = await v.phone.authenticate()
+            for route in (("GET", "/v1/queues/{queue_id}/messages"),):
+                resp = await _send(http, _build(route, v), phone_token)
+                _assert_problem(resp, {403, 404}, route)
+
+            # 3. The victim's own token once it has expired.
+            await asyncio.sleep(max(0.0, expires_at - time.time()) + 1.5)
+            for route in routes:
+                resp = await _send(http, _build(route, v), expired_token)
+                _assert_problem(resp, {401}, route, {"token_expired"})
+            # The client library recovers on its own: the server's 401 makes it fetch a fresh
+            # token and retry (here it believes the expired token is still good).
+            v.client.state.token_expires_at = time.time() + 3600  # pretend it looks fresh
+            assert await v.snapshot() == before
+            assert v.client.state.token != expired_token
+    finally:
+        await users.aclose()

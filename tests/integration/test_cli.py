@@ -1,0 +1,94 @@
+"""The ``roost`` command drives a real server end to end, keeping state under ``--home``."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+from .conftest import PASSWORD, unique_name
+
+
+class Cli:
+    def __init__(self, url: str, home) -> None:
+        self.url = url
+        self.home = home
+
+    def run(self, *args: str, ok: bool = True, stdin: str | None = None) -> dict | list:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
+        env["ROOST_PASSWORD"] = PASSWORD
+        proc = subprocess.run(
+            [sys.executable, "-m", "roost.cli.main", *args]
+            + ["--home", str(self.home), "--server", self.url, "--json"],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if ok:
+            assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        else:
+            assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
+        return json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def test_cli_end_to_end(server, tmp_path):
+    alice = Cli(server.url, tmp_path / "alice")
+    bob = Cli(server.url, tmp_path / "bob")
+    a_name, b_name = unique_name("ca"), unique_name("cb")
+    reg = alice.run("register", a_name, "--display-name", "Alice", "--keypackages", "3")
+    assert reg["user_id"] == f"{a_name}@localhost"
+    bob.run("register", b_name, "--discoverable", "--keypackages", "2")
+    # Keys and state are private to the user running the client.
+    for f in (tmp_path / "alice").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    assert stat.S_IMODE((tmp_path / "alice").stat().st_mode) == 0o700
+
+    me = alice.run("whoami")
+    assert me["user_id"] == reg["user_id"] and me["display_name"] == "Alice"
+    assert alice.run("login")["client_id"] == reg["client_id"]
+    assert alice.run("keypackages", "count")["count"] == 3
+    assert alice.run("set-name", "Alice L.")["display_name"] == "Alice L."
+    assert alice.run("lookup", f"{b_name}@localhost")["user_id"] == f"{b_name}@localhost"
+    found = alice.run("search", b_name)
+    assert [u["user_id"] for u in found["users"]] == [f"{b_name}@localhost"]
+    verified = alice.run("verify", bob.run("whoami")["client_id"])
+    assert verified["client_id"].startswith(f"{b_name}@localhost/")
+
+    # Claims need a connection; the request carries one of Bob's KeyPackages.
+    err = bob.run("keypackages", "claim", reg["user_id"], ok=False)
+    assert err["error"] == "no_connection"
+    conn = bob.run("connections", "request", reg["user_id"])
+    assert conn["state"] == "pending"
+    fetched = alice.run("queue", "fetch")
+    [event] = fetched["events"]
+    assert (event["type"], event["connection_id"]) == ("connection_request", conn["connection_id"])
+    assert alice.run("connections", "accept", conn["connection_id"])["state"] == "accepted"
+    alice.run("queue", "ack", "--up-to", str(fetched["last_seq"]))
+    assert alice.run("queue", "fetch", "--after", str(fetched["last_seq"]))["events"] == []
+    claimed = bob.run("keypackages", "claim", reg["user_id"])
+    assert len(claimed["key_package_refs"]) == 1
+    told = bob.run("queue", "fetch")["events"]
+    assert [e["type"] for e in told] == ["connection_accepted"]
+
+    # Group-message queue round trip.
+    qid = alice.run("queue", "create")["queue_id"]
+    assert alice.run("queue", "send", "--queue", qid, stdin="hello")["seq"] == 1
+    msgs = alice.run("queue", "fetch", "--queue", qid)
+    assert [m["seq"] for m in msgs["messages"]] == [1]
+
+    # A second client by password, then removed again.
+    phone = Cli(server.url, tmp_path / "phone")
+    added = phone.run("add-client", "--user", reg["user_id"])
+    assert added["client_id"].startswith(reg["user_id"] + "/")
+    assert len(alice.run("whoami")["clients"]) == 2
+    alice.run("remove-client", added["client_id"].rsplit("/", 1)[1])
+    assert len(alice.run("whoami")["clients"]) == 1
+
+    assert alice.run("delete-account", ok=False)["error"] == "confirmation_required"
+    alice.run("delete-account", "--yes")
+    assert not (tmp_path / "alice" / "signature.key").exists()
+    assert bob.run("lookup", reg["user_id"], ok=False)["error"] == "user_not_found"
