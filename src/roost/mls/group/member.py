@@ -15,21 +15,11 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from ..commit import Commit
-from ..constants import (
-    ContentType,
-    ExtensionType,
-    LeafNodeSource,
-    ProposalType,
-    PSKType,
-    SenderType,
-    WireFormat,
-)
+from ..constants import ContentType, LeafNodeSource, ProposalType, PSKType, SenderType, WireFormat
 from ..credential import Credential
 from ..crypto.ciphersuite import get_cipher_suite
 from ..errors import CryptoError, ValidationError
-from ..extension_types import ExternalPub
-from ..extensions import Extension, find_extension
+from ..extensions import Extension
 from ..framing import (
     AuthenticatedContent,
     FramedContent,
@@ -43,20 +33,10 @@ from ..group_context import GroupContext
 from ..group_info import GroupInfo
 from ..key_package import KeyPackage
 from ..key_package_gen import KeyPackageBundle, default_capabilities, sign_leaf_node
-from ..key_schedule import (
-    EpochSecrets,
-    external_init_receiver,
-    external_init_sender,
-    external_pub,
-    joiner_secret,
-    mls_exporter,
-    welcome_key_nonce,
-    welcome_secret_from_joiner,
-)
+from ..key_schedule import EpochSecrets, external_init_receiver, mls_exporter
 from ..leaf_node import Capabilities, LeafNode, Lifetime
 from ..proposals import (
     Add,
-    ExternalInit,
     GroupContextExtensions,
     PreSharedKey,
     Proposal,
@@ -66,27 +46,25 @@ from ..proposals import (
 )
 from ..psk import PreSharedKeyID
 from ..ratchet_tree import RatchetTree
-from ..secret_tree import SecretTree
-from ..treekem import TreePrivateState, commit_leaf_node, decap, encap
-from ..update_path import HPKECiphertext
-from ..welcome import EncryptedGroupSecrets, GroupSecrets, Welcome
+from ..treekem import TreePrivateState, decap
+from ..welcome import Welcome
 from . import private_message
-from .proposal_rules import QueuedProposal, apply_proposals, check_proposal_list
+from .commit_builder import build_commit
+from .epoch_state import EpochState, drop_outside
+from .join import build_welcome, epoch_from_welcome, external_commit, sign_group_info, unwrap
+from .proposal_rules import QueuedProposal
 from .state import (
     PublicState,
     check_content_header,
-    confirmed_transcript_hash,
     interim_transcript_hash,
     queued_from_content,
     resolve_proposals,
     stage_commit,
     verify_content_signature,
 )
-from .validation import CredentialPolicy, validate_leaf_node, validate_tree_leaves
-from .welcome_open import OpenedWelcome, open_welcome, resolve_psks, verify_group_info_signature
+from .validation import CredentialPolicy, validate_leaf_node
+from .welcome_open import open_welcome, resolve_psks
 
-GROUP_STATE_MAGIC = b"RMLSG"
-GROUP_STATE_VERSION = 1
 RESUMPTION_PSKS_KEPT = 8  # past epochs whose resumption PSK stays available
 
 
@@ -119,17 +97,6 @@ class CommitOutput:
     group_info: bytes  # MLSMessage (GroupInfo) of the new epoch
 
 
-@dataclass(slots=True)
-class _Epoch:
-    """Everything that changes together at a commit: swapped in one assignment."""
-
-    public: PublicState
-    secrets: EpochSecrets
-    tree_keys: TreePrivateState
-    secret_tree: SecretTree
-    leaf_index: int
-
-
 def _members_tree_leaf(tree: RatchetTree, index: int) -> LeafNode:
     leaf = tree.leaf(index)
     if leaf is None:
@@ -143,7 +110,7 @@ class Group:
 
     def __init__(
         self,
-        epoch: _Epoch,
+        epoch: EpochState,
         signature_private_key: bytes,
         *,
         credential_policy: CredentialPolicy | None = None,
@@ -157,7 +124,7 @@ class Group:
         self.external_psks: dict[bytes, bytes] = dict(external_psks or {})
         self._resumption: dict[int, bytes] = dict(resumption_psks or {})
         self._proposals: dict[bytes, QueuedProposal] = {}
-        self._pending: tuple[_Epoch, bytes] | None = None  # (next epoch, our commit bytes)
+        self._pending: tuple[EpochState, bytes] | None = None  # (next epoch, our commit bytes)
         self.handshake_wire_format = handshake_wire_format
         # Private keys of our Update proposals, by public key, until one is committed.
         self._update_keys: dict[bytes, bytes] = {}
@@ -270,13 +237,7 @@ class Group:
         secrets = EpochSecrets.from_init(cs, os.urandom(cs.hash_len), None, None, context)
         tag = cs.mac(secrets.confirmation_key, b"")
         public = PublicState(cs, context, tree, interim_transcript_hash(cs, b"", tag))
-        epoch = _Epoch(
-            public,
-            secrets,
-            TreePrivateState.for_leaf(cs, 0, enc_priv),
-            SecretTree(cs, secrets.encryption_secret, 1),
-            0,
-        )
+        epoch = EpochState.start(public, secrets, TreePrivateState.for_leaf(cs, 0, enc_priv), 0)
         return cls(epoch, signature_private_key, credential_policy=credential_policy)
 
     @classmethod
@@ -293,7 +254,7 @@ class Group:
         """Join from a Welcome (section 12.4.3.1). ``key_package`` is the bundle from
         ``generate_key_package`` or (KeyPackage, init_priv, encryption_priv, signature_priv).
         ``ratchet_tree`` is needed when the GroupInfo carries no ratchet_tree extension."""
-        w = _unwrap(welcome, Welcome)
+        w = unwrap(welcome, Welcome)
         if isinstance(key_package, KeyPackageBundle):
             kp, init_priv = key_package.key_package, key_package.init_private_key
             enc_priv, sig_priv = (
@@ -311,56 +272,8 @@ class Group:
             return (resumption_psks or {}).get(pid.psk_epoch)
 
         opened = open_welcome(cs, w, kp, init_priv, lookup)
-        return cls._from_opened_welcome(
-            cs, opened, kp, enc_priv, sig_priv, ratchet_tree, ext_psks, credential_policy
-        )
-
-    @classmethod
-    def _from_opened_welcome(
-        cls, cs, opened: OpenedWelcome, kp, enc_priv, sig_priv, ratchet_tree, ext_psks, policy
-    ) -> Group:
-        gi = opened.group_info
-        gc = gi.group_context
-        tree = _tree_from(cs, gi.extensions, ratchet_tree)
-        verify_public_tree(cs, tree, gc)
-        signer = tree.leaf(gi.signer)
-        if signer is None:
-            raise ValidationError(f"GroupInfo signer leaf {gi.signer} is blank")
-        verify_group_info_signature(cs, gi, signer.signature_key)
-        my_index = tree.find_leaf(kp.leaf_node)
-        if my_index is None:
-            raise ValidationError("our KeyPackage leaf is not in the ratchet tree")
-        if policy is not None:
-            for i, leaf in tree.leaves():
-                if i != my_index:
-                    validate_leaf_policy(policy, leaf, i)
-        keys = TreePrivateState.for_leaf(cs, my_index, enc_priv)
-        if keys.keys[2 * my_index][1] != kp.leaf_node.encryption_key:
-            raise ValidationError("encryption private key does not match the KeyPackage")
-        ps = opened.group_secrets.path_secret
-        if ps is not None:
-            keys.add_joiner_path(cs, tree, gi.signer, ps)
-        secrets = EpochSecrets.from_joiner(
-            cs, opened.group_secrets.joiner_secret, opened.psk_secret, gc.encode()
-        )
-        if not cs.verify_mac(
-            secrets.confirmation_key, gc.confirmed_transcript_hash, gi.confirmation_tag
-        ):
-            raise CryptoError("GroupInfo confirmation tag does not match the derived epoch")
-        public = PublicState(
-            cs,
-            gc,
-            tree,
-            interim_transcript_hash(cs, gc.confirmed_transcript_hash, gi.confirmation_tag),
-        )
-        epoch = _Epoch(
-            public,
-            secrets,
-            keys,
-            SecretTree(cs, secrets.encryption_secret, tree.leaf_count),
-            my_index,
-        )
-        return cls(epoch, sig_priv, credential_policy=policy, external_psks=ext_psks)
+        epoch = epoch_from_welcome(cs, opened, kp, enc_priv, ratchet_tree, credential_policy)
+        return cls(epoch, sig_priv, credential_policy=credential_policy, external_psks=ext_psks)
 
     # --- proposals --------------------------------------------------------------------------
 
@@ -377,7 +290,7 @@ class Group:
         )
         return replace(unsigned, auth=FramedContentAuthData(sig)), wf
 
-    def _send(self, ac: AuthenticatedContent, epoch: _Epoch | None = None) -> bytes:
+    def _send(self, ac: AuthenticatedContent, epoch: EpochState | None = None) -> bytes:
         e = epoch or self._epoch
         if ac.wire_format == WireFormat.PUBLIC_MESSAGE:
             tag = self.cs.mac(e.secrets.membership_key, ac.tbm(e.public.context_bytes))
@@ -470,166 +383,36 @@ class Group:
                     continue  # our own Update cannot be committed by us (12.2)
                 refs.append(ref)
                 queued.append(q)
-        return self._build_commit(
-            queued,
-            tuple(ProposalOrRef.by_value(p) for p in by_value)
-            + tuple(ProposalOrRef.by_reference(r) for r in refs),
-            force_path=force_path,
-            ratchet_tree_in_welcome=ratchet_tree_in_welcome,
-            authenticated_data=authenticated_data,
-            now=now,
+        built = build_commit(
+            self.cs,
+            self._epoch.public,
             sender=me,
-        )
-
-    def _build_commit(
-        self,
-        queued: list[QueuedProposal],
-        proposal_refs: tuple[ProposalOrRef, ...],
-        *,
-        force_path: bool,
-        ratchet_tree_in_welcome: bool,
-        authenticated_data: bytes,
-        now: int | None,
-        sender: Sender,
-    ) -> CommitOutput:
-        cs = self.cs
-        cur = self._epoch
-        ctx = cur.public.context
-        # Order the by-reference proposals as the receivers will see them.
-        check_proposal_list(
-            queued,
-            committer_type=SenderType.MEMBER,
-            committer_index=self.leaf_index,
-            hash_len=cs.hash_len,
-        )
-        applied = apply_proposals(
-            cs,
-            cur.public.tree,
-            group_id=ctx.group_id,
-            cipher_suite=ctx.cipher_suite,
-            extensions=ctx.extensions,
             proposals=queued,
+            proposal_refs=tuple(ProposalOrRef.by_value(p) for p in by_value)
+            + tuple(ProposalOrRef.by_reference(r) for r in refs),
+            signature_private_key=self._sig_priv,
+            init_secret=self._epoch.secrets.init_secret,
+            tree_keys=self._epoch.tree_keys,
+            psk_lookup=self._psk_lookup,
+            force_path=force_path,
+            wire_format=self.handshake_wire_format,
+            authenticated_data=authenticated_data,
             now=now,
             credential_policy=self.credential_policy,
         )
-        tree = applied.tree
-        if applied.reinit is not None:
-            raise ValidationError("committing a ReInit is not supported")
-        if tree.leaf(self.leaf_index) is None:
-            raise ValidationError("a commit cannot remove the committer")
-        added = [i for i, _ in applied.added]
-        keys = cur.tree_keys.copy()
-        commit_secret = None
-        path = None
-        prepared = None
-        if applied.path_required or force_path:
-            current_leaf = _members_tree_leaf(tree, self.leaf_index)
-
-            def make_leaf(enc_key: bytes, parent_hash: bytes) -> LeafNode:
-                return commit_leaf_node(
-                    cs,
-                    current_leaf,
-                    enc_key,
-                    parent_hash,
-                    self._sig_priv,
-                    ctx.group_id,
-                    self.leaf_index,
-                )
-
-            def make_context(tree_hash: bytes) -> bytes:
-                return GroupContext(
-                    ctx.version,
-                    ctx.cipher_suite,
-                    ctx.group_id,
-                    ctx.epoch + 1,
-                    tree_hash,
-                    ctx.confirmed_transcript_hash,
-                    applied.extensions,
-                ).encode()
-
-            result = encap(cs, tree, self.leaf_index, make_leaf, make_context, added)
-            path, commit_secret, prepared = (
-                result.update_path,
-                result.commit_secret,
-                result.prepared,
-            )
-            keys = result.private_state
-        _drop_outside(keys, tree)
-        keys.prune(tree)
-        commit = Commit(proposal_refs, path)
-        ac, wf = self._frame(commit, authenticated_data=authenticated_data)
-        confirmed = confirmed_transcript_hash(cs, cur.public.interim_transcript_hash, ac)
-        new_ctx = GroupContext(
-            ctx.version,
-            ctx.cipher_suite,
-            ctx.group_id,
-            ctx.epoch + 1,
-            tree.tree_hash(),
-            confirmed,
-            applied.extensions,
+        commit_bytes = self._send(built.ac)
+        group_info = sign_group_info(
+            self.cs, built.next, self._sig_priv, with_tree=ratchet_tree_in_welcome
         )
-        psk_secret = resolve_psks(cs, applied.psks, self._psk_lookup)
-        new_ctx_bytes = new_ctx.encode()
-        joiner = joiner_secret(cs, cur.secrets.init_secret, commit_secret, new_ctx_bytes)
-        secrets = EpochSecrets.from_joiner(cs, joiner, psk_secret, new_ctx_bytes)
-        tag = cs.mac(secrets.confirmation_key, confirmed)
-        ac = replace(ac, auth=FramedContentAuthData(ac.auth.signature, tag))
-        commit_bytes = self._send(ac)
-        public = PublicState(
-            cs, new_ctx, tree, interim_transcript_hash(cs, confirmed, tag), new_ctx_bytes
-        )
-        nxt = _Epoch(
-            public,
-            secrets,
-            keys,
-            SecretTree(cs, secrets.encryption_secret, tree.leaf_count),
-            self.leaf_index,
-        )
-        group_info = self._sign_group_info(nxt, with_tree=ratchet_tree_in_welcome)
-        welcome = None
-        if applied.added:
-            welcome = self._welcome(
-                nxt, group_info, applied.added, applied.psks, prepared, psk_secret
-            )
-        self._pending = (nxt, commit_bytes)
+        welcome = build_welcome(self.cs, built, group_info) if built.applied.added else None
+        self._pending = (built.next, commit_bytes)
         return CommitOutput(commit_bytes, welcome, MLSMessage(group_info).encode())
-
-    def _welcome(
-        self, nxt: _Epoch, group_info: GroupInfo, added, psks, prepared, psk_secret
-    ) -> bytes:
-        cs = self.cs
-        key, nonce = welcome_key_nonce(
-            cs, welcome_secret_from_joiner(cs, nxt.secrets.joiner_secret, psk_secret)
-        )
-        encrypted_group_info = cs.aead_seal(key, nonce, b"", group_info.encode())
-        entries = []
-        for index, kp in added:
-            ps = prepared.path_secret_for(index) if prepared is not None else None
-            gs = GroupSecrets(nxt.secrets.joiner_secret, ps[1] if ps else None, tuple(psks))
-            kem_output, ct = cs.encrypt_with_label(
-                kp.init_key, b"Welcome", encrypted_group_info, gs.encode()
-            )
-            entries.append(
-                EncryptedGroupSecrets(
-                    cs.key_package_ref(kp.encode()), HPKECiphertext(kem_output, ct)
-                )
-            )
-        return MLSMessage(Welcome(cs.suite_id, tuple(entries), encrypted_group_info)).encode()
-
-    def _sign_group_info(self, e: _Epoch, *, with_tree: bool) -> GroupInfo:
-        cs = self.cs
-        exts = [ExternalPub(external_pub(cs, e.secrets.external_secret)).to_extension()]
-        if with_tree:
-            exts.append(Extension(ExtensionType.RATCHET_TREE, e.public.tree.to_bytes()))
-        tag = cs.mac(e.secrets.confirmation_key, e.public.context.confirmed_transcript_hash)
-        unsigned = GroupInfo(e.public.context, tuple(exts), tag, e.leaf_index, b"")
-        sig = cs.sign_with_label(self._sig_priv, b"GroupInfoTBS", unsigned.tbs())
-        return replace(unsigned, signature=sig)
 
     def group_info(self, *, with_tree: bool = True) -> bytes:
         """A signed GroupInfo of the current epoch (MLSMessage), with external_pub so that
         others can join by external commit, and the ratchet tree unless ``with_tree=False``."""
-        return MLSMessage(self._sign_group_info(self._epoch, with_tree=with_tree)).encode()
+        gi = sign_group_info(self.cs, self._epoch, self._sig_priv, with_tree=with_tree)
+        return MLSMessage(gi).encode()
 
     def merge_pending_commit(self) -> None:
         if self._pending is None:
@@ -639,7 +422,7 @@ class Group:
     def clear_pending_commit(self) -> None:
         self._pending = None
 
-    def _advance(self, nxt: _Epoch) -> None:
+    def _advance(self, nxt: EpochState) -> None:
         self._epoch = nxt
         self._proposals = {}
         self._pending = None
@@ -663,129 +446,22 @@ class Group:
     ) -> tuple[Group, bytes]:
         """Join by external commit (section 12.4.3.2). Returns the group (already at the new
         epoch) and the commit (MLSMessage/PublicMessage) to submit to the DS."""
-        gi = _unwrap(group_info, GroupInfo)
-        gc = gi.group_context
-        cs = get_cipher_suite(gc.cipher_suite)
-        tree = _tree_from(cs, gi.extensions, ratchet_tree)
-        verify_public_tree(cs, tree, gc)
-        signer = tree.leaf(gi.signer)
-        if signer is None:
-            raise ValidationError(f"GroupInfo signer leaf {gi.signer} is blank")
-        verify_group_info_signature(cs, gi, signer.signature_key)
-        if credential_policy is not None:
-            for i, leaf in tree.leaves():
-                validate_leaf_policy(credential_policy, leaf, i)
-        ext = find_extension(gi.extensions, ExtensionType.EXTERNAL_PUB)
-        if ext is None:
-            raise ValidationError("GroupInfo has no external_pub extension")
-        ext_pub = ExternalPub.from_extension(ext).external_pub
-        kem_output, init_secret = external_init_sender(cs, ext_pub)
-        public = PublicState(
+        gi = unwrap(group_info, GroupInfo)
+        cs = get_cipher_suite(gi.group_context.cipher_suite)
+        built = external_commit(
             cs,
-            gc,
-            tree,
-            interim_transcript_hash(cs, gc.confirmed_transcript_hash, gi.confirmation_tag),
-        )
-        proposals = [Proposal(ExternalInit(kem_output))]
-        if remove_prior is not None:
-            proposals.append(Proposal(Remove(remove_prior)))
-        queued = [QueuedProposal(p, SenderType.NEW_MEMBER_COMMIT, None) for p in proposals]
-        check_proposal_list(
-            queued,
-            committer_type=SenderType.NEW_MEMBER_COMMIT,
-            committer_index=None,
-            hash_len=cs.hash_len,
-        )
-        applied = apply_proposals(
-            cs,
-            tree,
-            group_id=gc.group_id,
-            cipher_suite=gc.cipher_suite,
-            extensions=gc.extensions,
-            proposals=queued,
+            gi,
+            ratchet_tree,
+            credential,
+            signature_private_key,
+            capabilities or default_capabilities(cs.suite_id),
+            remove_prior=remove_prior,
             credential_policy=credential_policy,
+            authenticated_data=authenticated_data,
         )
-        new_tree = applied.tree
-        enc_priv, enc_pub = cs.generate_hpke_key_pair()
-        sig_pub = cs.signature_public_key(signature_private_key)
-        caps = capabilities or default_capabilities(gc.cipher_suite)
-        placeholder = LeafNode(
-            enc_pub, sig_pub, credential, caps, LeafNodeSource.COMMIT, None, b"", (), b""
-        )
-        my_index = new_tree.add_leaf(placeholder)
-
-        def make_leaf(key: bytes, parent_hash: bytes) -> LeafNode:
-            return commit_leaf_node(
-                cs, placeholder, key, parent_hash, signature_private_key, gc.group_id, my_index
-            )
-
-        def make_context(tree_hash: bytes) -> bytes:
-            return GroupContext(
-                gc.version,
-                gc.cipher_suite,
-                gc.group_id,
-                gc.epoch + 1,
-                tree_hash,
-                gc.confirmed_transcript_hash,
-                applied.extensions,
-            ).encode()
-
-        result = encap(cs, new_tree, my_index, make_leaf, make_context, ())
-        validate_leaf_node(
-            cs,
-            new_tree.leaf(my_index),
-            source=LeafNodeSource.COMMIT,
-            group_id=gc.group_id,
-            leaf_index=my_index,
-            group_extensions=applied.extensions,
-            members=new_tree.leaves(),
-            replaces=my_index,
-            credential_policy=credential_policy,
-        )
-        content = FramedContent(
-            gc.group_id,
-            gc.epoch,
-            Sender.new_member_commit(),
-            authenticated_data,
-            Commit(tuple(ProposalOrRef.by_value(p) for p in proposals), result.update_path),
-        )
-        unsigned = AuthenticatedContent(
-            WireFormat.PUBLIC_MESSAGE, content, FramedContentAuthData(b"")
-        )
-        sig = cs.sign_with_label(
-            signature_private_key, b"FramedContentTBS", unsigned.tbs(public.context_bytes)
-        )
-        ac = replace(unsigned, auth=FramedContentAuthData(sig))
-        confirmed = confirmed_transcript_hash(cs, public.interim_transcript_hash, ac)
-        new_ctx = GroupContext(
-            gc.version,
-            gc.cipher_suite,
-            gc.group_id,
-            gc.epoch + 1,
-            new_tree.tree_hash(),
-            confirmed,
-            applied.extensions,
-        )
-        new_ctx_bytes = new_ctx.encode()
-        psk_secret = resolve_psks(cs, applied.psks, None)
-        secrets = EpochSecrets.from_init(
-            cs, init_secret, result.commit_secret, psk_secret, new_ctx_bytes
-        )
-        tag = cs.mac(secrets.confirmation_key, confirmed)
-        ac = replace(ac, auth=FramedContentAuthData(sig, tag))
-        commit_bytes = MLSMessage(PublicMessage.from_authenticated(ac, None)).encode()
-        keys = result.private_state
-        keys.prune(new_tree)
-        epoch = _Epoch(
-            PublicState(
-                cs, new_ctx, new_tree, interim_transcript_hash(cs, confirmed, tag), new_ctx_bytes
-            ),
-            secrets,
-            keys,
-            SecretTree(cs, secrets.encryption_secret, new_tree.leaf_count),
-            my_index,
-        )
-        return cls(epoch, signature_private_key, credential_policy=credential_policy), commit_bytes
+        commit = MLSMessage(PublicMessage.from_authenticated(built.ac, None)).encode()
+        group = cls(built.next, signature_private_key, credential_policy=credential_policy)
+        return group, commit
 
     # --- application messages ---------------------------------------------------------------
 
@@ -888,7 +564,7 @@ class Group:
                 epoch=new_public.epoch,
             )
         keys = cur.tree_keys.copy()
-        _drop_outside(keys, new_public.tree)  # the tree may have shrunk (truncation)
+        drop_outside(keys, new_public.tree)  # the tree may have shrunk (truncation)
         # An Update we proposed that got committed: install its private key.
         for idx in applied.updated:
             if idx == self.leaf_index:
@@ -909,8 +585,6 @@ class Group:
                 [i for i, _ in applied.added],
             )
             commit_secret, keys = result.commit_secret, result.private_state
-        _drop_outside(keys, new_public.tree)
-        keys.prune(new_public.tree)
         if applied.external_init is not None:
             init_secret = external_init_receiver(
                 cs, cur.secrets.external_secret, applied.external_init.kem_output
@@ -927,15 +601,7 @@ class Group:
             ac.auth.confirmation_tag,
         ):
             raise CryptoError("confirmation tag does not match")
-        self._advance(
-            _Epoch(
-                new_public,
-                secrets,
-                keys,
-                SecretTree(cs, secrets.encryption_secret, new_public.tree.leaf_count),
-                self.leaf_index,
-            )
-        )
+        self._advance(EpochState.start(new_public, secrets, keys, self.leaf_index))
         return ReceivedMessage(
             "commit",
             sender,
@@ -962,50 +628,3 @@ class Group:
         from .persist import decode_group
 
         return decode_group(cls, data, credential_policy)
-
-
-def _drop_outside(keys: TreePrivateState, tree: RatchetTree) -> None:
-    width = tree.node_width
-    for x in [x for x in keys.keys if x >= width]:
-        del keys.keys[x]
-        keys.path_secrets.pop(x, None)
-
-
-def validate_leaf_policy(policy: CredentialPolicy, leaf: LeafNode, index: int) -> None:
-    try:
-        ok = policy(leaf.credential, leaf.signature_key)
-    except ValidationError:
-        raise
-    except Exception as e:
-        raise ValidationError(f"leaf {index}: credential rejected by policy: {e}") from None
-    if ok is False:
-        raise ValidationError(f"leaf {index}: credential rejected by policy")
-
-
-def _unwrap(value, cls):
-    if isinstance(value, cls):
-        return value
-    msg = MLSMessage.decode(value) if isinstance(value, bytes) else value
-    if not isinstance(msg, MLSMessage) or not isinstance(msg.body, cls):
-        raise ValidationError(f"expected a {cls.__name__} message")
-    return msg.body
-
-
-def _tree_from(cs, extensions, ratchet_tree) -> RatchetTree:
-    if isinstance(ratchet_tree, RatchetTree):
-        return ratchet_tree.copy()
-    if isinstance(ratchet_tree, bytes):
-        return RatchetTree.from_bytes(cs, ratchet_tree)
-    ext = find_extension(tuple(extensions), ExtensionType.RATCHET_TREE)
-    if ext is None:
-        raise ValidationError("no ratchet tree: GroupInfo lacks the extension and none given")
-    return RatchetTree.from_bytes(cs, ext.extension_data)
-
-
-def verify_public_tree(cs, tree: RatchetTree, gc: GroupContext) -> None:
-    """A received tree must hash to the GroupContext's tree_hash and be valid (12.4.3.1)."""
-    if tree.tree_hash() != gc.tree_hash:
-        raise ValidationError("ratchet tree does not match the GroupContext tree_hash")
-    tree.verify(gc.group_id)
-    validate_tree_leaves(tree, gc.extensions)
-    del cs

@@ -26,6 +26,7 @@ from ..group_context import GroupContext
 from ..group_info import GroupInfo
 from ..proposals import Proposal
 from ..ratchet_tree import RatchetTree
+from .join import tree_from, unwrap, verify_group_info
 from .proposal_rules import QueuedProposal
 from .state import (
     PublicState,
@@ -36,7 +37,7 @@ from .state import (
     stage_commit,
     verify_content_signature,
 )
-from .validation import CredentialPolicy, validate_tree_leaves
+from .validation import CredentialPolicy
 from .welcome_open import verify_group_info_signature
 
 OBSERVER_MAGIC = b"RMLSO"
@@ -85,18 +86,11 @@ class GroupObserver:
         """Start following a group from its signed GroupInfo and tree (given here or in the
         GroupInfo's ratchet_tree extension): checks the signature by the ``signer`` leaf,
         the tree hash against the GroupContext, and the tree's validity."""
-        gi = _group_info(group_info)
+        gi = unwrap(group_info, GroupInfo)
         gc = gi.group_context
         cs = get_cipher_suite(gc.cipher_suite)
-        tree = _tree(cs, gi, ratchet_tree)
-        if tree.tree_hash() != gc.tree_hash:
-            raise ValidationError("ratchet tree does not match the GroupContext tree_hash")
-        tree.verify(gc.group_id)
-        validate_tree_leaves(tree, gc.extensions)
-        signer = tree.leaf(gi.signer)
-        if signer is None:
-            raise ValidationError(f"GroupInfo signer leaf {gi.signer} is blank")
-        verify_group_info_signature(cs, gi, signer.signature_key)
+        tree = tree_from(cs, gi.extensions, ratchet_tree)
+        verify_group_info(cs, gi, tree)
         state = PublicState(
             cs,
             gc,
@@ -197,7 +191,7 @@ class GroupObserver:
         """Check a GroupInfo submitted with the latest commit against the computed state:
         same GroupContext, the commit's confirmation tag, a member signer with a valid
         signature, and (if present) a ratchet_tree extension equal to the tracked tree."""
-        gi = _group_info(group_info)
+        gi = unwrap(group_info, GroupInfo)
         state = self._state
         if gi.group_context.encode() != state.context_bytes:
             raise ValidationError("GroupInfo GroupContext differs from the group's state")
@@ -276,23 +270,3 @@ def _public_message(message) -> PublicMessage:
     if not isinstance(msg.body, PublicMessage):
         raise ValidationError(f"expected a PublicMessage, got {msg.wire_format.name}")
     return msg.body
-
-
-def _group_info(value) -> GroupInfo:
-    if isinstance(value, GroupInfo):
-        return value
-    msg = MLSMessage.decode(value) if isinstance(value, bytes) else value
-    if not isinstance(msg, MLSMessage) or not isinstance(msg.body, GroupInfo):
-        raise ValidationError("expected a GroupInfo message")
-    return msg.body
-
-
-def _tree(cs, gi: GroupInfo, ratchet_tree) -> RatchetTree:
-    if isinstance(ratchet_tree, RatchetTree):
-        return ratchet_tree.copy()
-    if isinstance(ratchet_tree, bytes):
-        return RatchetTree.from_bytes(cs, ratchet_tree)
-    ext = find_extension(gi.extensions, ExtensionType.RATCHET_TREE)
-    if ext is None:
-        raise ValidationError("no ratchet tree: GroupInfo lacks the extension and none given")
-    return RatchetTree.from_bytes(cs, ext.extension_data)

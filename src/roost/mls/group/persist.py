@@ -156,7 +156,7 @@ def encode_group(group) -> bytes:
 
 
 def decode_group(cls, data: bytes, credential_policy):
-    from .member import _Epoch
+    from .epoch_state import EpochState as _Epoch
 
     r = Reader(data)
     try:
