@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from ..constants import ExtensionType, LeafNodeSource, SenderType
 from ..credential import Credential
-from ..errors import CryptoError, ValidationError
+from ..errors import CryptoError, DecodeError, ValidationError
 from ..extension_types import ExternalPub
 from ..extensions import Extension, find_extension
 from ..framing import MLSMessage, Sender
@@ -166,6 +166,18 @@ def build_welcome(
     return MLSMessage(Welcome(cs.suite_id, tuple(entries), encrypted_group_info)).encode()
 
 
+def _external_pub(data: bytes) -> bytes:
+    """The key of an ``external_pub`` extension (``opaque HPKEPublicKey<V>``).
+
+    Interop: ts-mls 1.6.4 writes the bare key without its length prefix; a body that is not
+    a valid ``ExternalPub`` is taken as such a bare key (HPKE rejects a malformed one).
+    """
+    try:
+        return ExternalPub.decode(data).external_pub
+    except DecodeError:
+        return data
+
+
 def external_commit(
     cs,
     gi: GroupInfo,
@@ -187,7 +199,7 @@ def external_commit(
     ext = find_extension(gi.extensions, ExtensionType.EXTERNAL_PUB)
     if ext is None:
         raise ValidationError("GroupInfo has no external_pub extension")
-    kem_output, init_secret = external_init_sender(cs, ExternalPub.from_extension(ext).external_pub)
+    kem_output, init_secret = external_init_sender(cs, _external_pub(ext.extension_data))
     interim = interim_transcript_hash(cs, gc.confirmed_transcript_hash, gi.confirmation_tag)
     public = PublicState(cs, gc, tree, interim)
     proposals = [Proposal(ExternalInit(kem_output))]
