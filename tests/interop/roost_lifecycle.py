@@ -208,3 +208,30 @@ def add_many(other: Factory, roost_creates: bool, n: int = 10) -> None:
     deliver_commit(upd, joiners[n // 2], everyone, tap.apply if tap else None)
     assert observe(tap, everyone, gid) == 2
     send_application(joiners[-1], gid, everyone, b"many members")
+
+
+def external_join(other: Factory, roost_hosts: bool) -> None:
+    """A newcomer joins by external commit from the GroupInfo the DS serves; members and the
+    observer accept it. ``roost_hosts``: roost made the group and roost joins externally."""
+    host = RoostPeer(b"alice") if roost_hosts else other(b"alice")
+    member = other(b"bob") if roost_hosts else RoostPeer(b"bob")
+    newcomer = other(b"erin") if roost_hosts else RoostPeer(b"erin")
+    gid = new_group_id("ext")
+    host.create_group(gid)
+    add = host.add_members(gid, [key_package(member)])
+    member.join(add.welcome, add.ratchet_tree)
+    members = [host, member]
+    served = host.export_group_info(gid, external_pub=True)
+    tap = ObserverTap(served)
+
+    joined, bundle = newcomer.join_external(served.group_info, served.ratchet_tree)
+    assert joined == gid
+    check_bundle(bundle, adds=False)
+    deliver_commit(bundle, newcomer, members, tap.apply)
+    everyone = [*members, newcomer]
+    assert observe(tap, everyone, gid) == 2
+    for sender in everyone:
+        send_application(sender, gid, everyone, b"after the external join")
+    upd = host.self_update(gid)
+    deliver_commit(upd, host, everyone, tap.apply)
+    assert observe(tap, everyone, gid) == 3

@@ -141,9 +141,19 @@ class RoostPeer:
     def propose_remove(self, group_id: bytes, leaf_index: int) -> bytes:
         return self._group(group_id).propose_remove(leaf_index)
 
-    def export_group_info(self, group_id: bytes) -> PublicGroupState:
+    def export_group_info(self, group_id: bytes, **_ignored: bool) -> PublicGroupState:
+        """Roost's GroupInfo always carries external_pub (others may join externally)."""
         g = self._group(group_id)
         return PublicGroupState(g.group_info(with_tree=False), g.tree.to_bytes())
+
+    def join_external(
+        self, group_info: bytes, ratchet_tree: bytes | None = None
+    ) -> tuple[bytes, CommitBundle]:
+        """Join by external commit; returns (group id, the commit for the group and the DS)."""
+        g, commit = Group.join_external(group_info, ratchet_tree, self.credential, self._sig_priv)
+        self.groups[g.group_id] = g
+        bundle = CommitBundle(commit, None, g.group_info(), g.tree.to_bytes(), g.epoch)
+        return g.group_id, bundle
 
     def state(
         self,

@@ -37,3 +37,40 @@ def test_join_with_ratchet_tree_extension(roost_creates: bool) -> None:
 @pytest.mark.parametrize("roost_creates", [True, False], ids=["roost-adds-10", "ts-mls-adds-10"])
 def test_add_ten_in_one_commit(roost_creates: bool) -> None:
     lifecycle.add_many(TsMlsPeer, roost_creates)
+
+
+@pytest.mark.parametrize(
+    "roost_hosts", [True, False], ids=["ts-mls-joins-roost", "roost-joins-ts-mls"]
+)
+def test_external_commit_join(roost_hosts: bool) -> None:
+    lifecycle.external_join(TsMlsPeer, roost_hosts)
+
+
+def test_tsmls_external_pub_encoding_is_not_rfc() -> None:
+    """Known ts-mls 1.6.4 bug (docs/interop.md): its external_pub extension holds the bare key,
+    not `opaque HPKEPublicKey<V>`, and it cannot use an RFC one. The driver's shim (on by
+    default) fixes both directions for the tests above; roost itself accepts the bare form
+    when joining. If this test fails, ts-mls changed: update the docs and drop the shim."""
+    from roost.mls import MLSMessage
+    from roost.mls.constants import ExtensionType
+
+    from .peer import PeerError
+
+    host, erin = TsMlsPeer(b"alice"), RoostPeer(b"erin")
+    gid = lifecycle.new_group_id("xpub")
+    host.create_group(gid)
+    native = host.export_group_info(gid, external_pub=True, rfc_external_pub=False)
+    (ext,) = [
+        e
+        for e in MLSMessage.decode(native.group_info).body.extensions
+        if e.extension_type == ExtensionType.EXTERNAL_PUB
+    ]
+    assert len(ext.extension_data) == 32  # bare X25519 key, no length prefix
+    assert erin.join_external(native.group_info, native.ratchet_tree)[0] == gid
+
+    roost_host, ts_erin = RoostPeer(b"alice"), TsMlsPeer(b"erin")
+    gid = lifecycle.new_group_id("xpub")
+    roost_host.create_group(gid)
+    served = roost_host.export_group_info(gid)
+    with pytest.raises(PeerError, match="Invalid public key"):
+        ts_erin.join_external(served.group_info, served.ratchet_tree, rfc_external_pub=False)

@@ -224,12 +224,41 @@ class TsMlsPeer:
         return _bundle(self._call("commit_pending", group_id=group_id.hex()))
 
     def export_group_info(
-        self, group_id: bytes, *, ratchet_tree_extension: bool = False
+        self,
+        group_id: bytes,
+        *,
+        ratchet_tree_extension: bool = False,
+        external_pub: bool = False,
+        rfc_external_pub: bool = True,
     ) -> PublicGroupState:
+        """``rfc_external_pub=False`` gives ts-mls's own (non-RFC) external_pub encoding."""
         r = self._call(
-            "group_info", group_id=group_id.hex(), ratchet_tree_extension=ratchet_tree_extension
+            "group_info",
+            group_id=group_id.hex(),
+            ratchet_tree_extension=ratchet_tree_extension,
+            external_pub=external_pub,
+            rfc_external_pub=rfc_external_pub,
         )
         return PublicGroupState(_b(r["group_info"]), bytes.fromhex(r["ratchet_tree"]))
+
+    def join_external(
+        self,
+        group_info: bytes,
+        ratchet_tree: bytes | None = None,
+        *,
+        rfc_external_pub: bool = True,
+    ) -> tuple[bytes, CommitBundle]:
+        """Join by external commit; returns (group id, the commit for the group and the DS).
+
+        ``rfc_external_pub=False`` leaves ts-mls's own (non-RFC) external_pub parsing alone."""
+        r = self._call(
+            "join_external",
+            identity=self.identity.hex(),
+            group_info=group_info.hex(),
+            ratchet_tree=None if ratchet_tree is None else ratchet_tree.hex(),
+            rfc_external_pub=rfc_external_pub,
+        )
+        return bytes.fromhex(r["group_id"]), _bundle(r)
 
     def state(
         self,

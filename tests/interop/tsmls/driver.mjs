@@ -28,6 +28,7 @@ import {
   getCiphersuiteImpl,
   ciphersuites,
   joinGroup,
+  joinGroupExternal,
   mlsExporter,
   processMessage,
   acceptAll,
@@ -73,12 +74,47 @@ function decodeMessage(bytesHex) {
 
 const wrap = (content) => hex(encodeMlsMessage({ version: "mls10", ...content }));
 
-async function groupInfoAndTree(g, withTreeExtension = false) {
+// RFC 9420 section 2.1.2 variable-length size prefix (sizes < 2^14 suffice here).
+function opaqueV(bytes) {
+  const n = bytes.length;
+  const prefix = n < 64 ? [n] : [0x40 | (n >> 8), n & 0xff];
+  return new Uint8Array([...prefix, ...bytes]);
+}
+
+// ts-mls 1.6.4 writes the external_pub extension as the bare HPKE public key, but RFC 9420
+// section 12.4.3.2 defines it as `struct { HPKEPublicKey external_pub; }` with
+// `opaque HPKEPublicKey<V>`, i.e. length-prefixed. With rfcExternalPub we build the RFC
+// encoding ourselves (same key ts-mls would derive from the external secret).
+async function externalPubExtension(state, cs, rfcExternalPub) {
+  const keyPair = await cs.hpke.deriveKeyPair(state.keySchedule.externalSecret);
+  const pub = await cs.hpke.exportPublicKey(keyPair.publicKey);
+  return { extensionType: "external_pub", extensionData: rfcExternalPub ? opaqueV(pub) : pub };
+}
+
+// The same bug on the joining side: ts-mls imports the extension data as the key. This view
+// of the suite strips the RFC length prefix from a prefixed X25519 key (33 bytes, 0x20 first)
+// and passes every other key through unchanged.
+function acceptRfcExternalPub(cs) {
+  const hpke = new Proxy(cs.hpke, {
+    get(target, prop) {
+      const value = target[prop];
+      if (prop === "importPublicKey") {
+        return (key) => value.call(target, key.length === 33 && key[0] === 32 ? key.subarray(1) : key);
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { ...cs, hpke };
+}
+
+async function groupInfoAndTree(g, withTreeExtension = false, externalPub = false, rfcExternalPub = true) {
   const { state, cs } = g;
   let extensions = [];
   if (withTreeExtension) {
     extensions = [{ extensionType: "ratchet_tree", extensionData: encodeRatchetTree(state.ratchetTree) }];
   }
+  // external_pub lets others join by external commit (RFC 9420 section 12.4.3.2).
+  if (externalPub) extensions.push(await externalPubExtension(state, cs, rfcExternalPub));
   const gi = await createGroupInfo(state.groupContext, state.confirmationTag, state, extensions, cs);
   return {
     group_info: wrap({ wireformat: "mls_group_info", groupInfo: gi }),
@@ -228,8 +264,44 @@ const ops = {
     return { message: wrap({ wireformat: "mls_private_message", privateMessage: r.privateMessage }) };
   },
 
-  async group_info({ client: name, group_id, ratchet_tree_extension = false }) {
-    return groupInfoAndTree(group(client(name), group_id), ratchet_tree_extension);
+  async group_info({
+    client: name,
+    group_id,
+    ratchet_tree_extension = false,
+    external_pub = false,
+    rfc_external_pub = true,
+  }) {
+    const g = group(client(name), group_id);
+    return groupInfoAndTree(g, ratchet_tree_extension, external_pub, rfc_external_pub);
+  },
+
+  async join_external({
+    client: name,
+    identity,
+    group_info,
+    ratchet_tree = null,
+    suite: suiteId = 1,
+    rfc_external_pub = true,
+  }) {
+    const c = client(name);
+    const m = decodeMessage(group_info);
+    if (m.wireformat !== "mls_group_info") throw new Error(`expected a GroupInfo, got ${m.wireformat}`);
+    const cs = await suite(suiteId);
+    const credential = { credentialType: "basic", identity: unhex(identity) };
+    const kp = await generateKeyPackage(credential, defaultCapabilities(), defaultLifetime, [], cs);
+    let tree;
+    if (ratchet_tree !== null) {
+      const decoded = decodeRatchetTree(unhex(ratchet_tree), 0);
+      if (decoded === undefined) throw new Error("could not decode ratchet tree");
+      tree = decoded[0];
+    }
+    const joinCs = rfc_external_pub ? acceptRfcExternalPub(cs) : cs;
+    const r = await joinGroupExternal(m.groupInfo, kp.publicPackage, kp.privatePackage, false, joinCs, tree);
+    const groupId = hex(r.newState.groupContext.groupId);
+    const g = { state: r.newState, cs, treeExtension: false };
+    c.groups.set(groupId, g);
+    const commitMsg = wrap({ wireformat: "mls_public_message", publicMessage: r.publicMessage });
+    return { commit: commitMsg, welcome: null, ...(await groupInfoAndTree(g)), epoch: Number(r.newState.groupContext.epoch), group_id: groupId };
   },
 
   async state({ client: name, group_id, exporter_label = "", exporter_context = "", exporter_length = 32 }) {
