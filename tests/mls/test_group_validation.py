@@ -268,3 +268,17 @@ def test_welcome_without_tree_needs_out_of_band_tree():
         Group.join_from_welcome(out.welcome, bob_kp)
     bob = Group.join_from_welcome(out.welcome, bob_kp, alice.tree.to_bytes())
     assert bob.epoch_authenticator == alice.epoch_authenticator
+
+
+def test_committer_leaves_out_conflicting_pending_proposals():
+    alice, bob, carol = _group(3)
+    observer = GroupObserver.from_group_info(alice.group_info())
+    # Bob and Carol both propose to remove each other and both propose Alice's removal.
+    props = [bob.propose_remove(2), carol.propose_remove(1), carol.propose_remove(0)]
+    for p in props:
+        alice.process(p)
+        observer.apply(p)
+    out = alice.commit()  # keeps the first Remove of leaf 2 and Remove of 1; never removes us
+    assert observer.apply(out.commit).removed == (2, 1)
+    alice.merge_pending_commit()
+    assert observer.group_context == alice.group_context

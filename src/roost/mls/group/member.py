@@ -52,7 +52,7 @@ from . import private_message
 from .commit_builder import build_commit
 from .epoch_state import EpochState, drop_outside
 from .join import build_welcome, epoch_from_welcome, external_commit, sign_group_info, unwrap
-from .proposal_rules import QueuedProposal
+from .proposal_rules import QueuedProposal, select_pending
 from .state import (
     PublicState,
     check_content_header,
@@ -177,6 +177,10 @@ class Group:
 
     def pending_proposal_refs(self) -> list[bytes]:
         return list(self._proposals)
+
+    def discard_proposal(self, ref: bytes) -> None:
+        """Drop a received proposal so that ``commit`` does not include it."""
+        self._proposals.pop(ref, None)
 
     def _remember_resumption(self) -> None:
         self._resumption[self.epoch] = self._epoch.secrets.resumption_psk
@@ -377,10 +381,7 @@ class Group:
         queued = [QueuedProposal(p, SenderType.MEMBER, self.leaf_index) for p in by_value]
         refs: list[bytes] = []
         if include_pending:
-            for ref, q in self._proposals.items():
-                own = q.sender_type == SenderType.MEMBER and q.sender_index == self.leaf_index
-                if own and q.proposal.proposal_type == ProposalType.UPDATE:
-                    continue  # our own Update cannot be committed by us (12.2)
+            for ref, q in select_pending(self._proposals, queued, self.tree, self.leaf_index):
                 refs.append(ref)
                 queued.append(q)
         built = build_commit(

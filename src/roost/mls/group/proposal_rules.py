@@ -234,3 +234,57 @@ def apply_proposals(
         if q.proposal.body.version < 1:
             raise ValidationError("ReInit to an older protocol version")
     return out
+
+
+def select_pending(
+    cache: dict[bytes, QueuedProposal],
+    by_value: list[QueuedProposal],
+    tree,
+    committer: int,
+) -> list[tuple[bytes, QueuedProposal]]:
+    """The received proposals a committer can include next to ``by_value`` without breaking
+    section 12.2: a committer must leave out proposals that conflict (12.4). Skipped: our own
+    Updates, a second Update/Remove of a leaf, Removes of blank leaves or of ourselves, Adds
+    of a signature key already present, extra GroupContextExtensions, duplicate PSKs, ReInit.
+    KeyPackage and leaf validity are still checked when the commit is built."""
+    touched: set[int] = {committer}
+    sig_keys: set[bytes] = set()
+    psks: set[bytes] = set()
+    have_gce = False
+    for q in by_value:
+        t = q.proposal.proposal_type
+        body = q.proposal.body
+        if t == ProposalType.REMOVE:
+            touched.add(body.removed)
+        elif t == ProposalType.ADD:
+            sig_keys.add(body.key_package.leaf_node.signature_key)
+        elif t == ProposalType.PSK:
+            psks.add(body.psk.encode())
+        elif t == ProposalType.GROUP_CONTEXT_EXTENSIONS:
+            have_gce = True
+    out = []
+    for ref, q in cache.items():
+        t = q.proposal.proposal_type
+        body = q.proposal.body
+        if t in (ProposalType.UPDATE, ProposalType.REMOVE):
+            leaf = q.sender_index if t == ProposalType.UPDATE else body.removed
+            if leaf in touched or tree.leaf(leaf) is None:
+                continue
+            touched.add(leaf)
+        elif t == ProposalType.ADD:
+            key = body.key_package.leaf_node.signature_key
+            if key in sig_keys or tree.find_signature_key(key) is not None:
+                continue
+            sig_keys.add(key)
+        elif t == ProposalType.PSK:
+            if body.psk.encode() in psks:
+                continue
+            psks.add(body.psk.encode())
+        elif t == ProposalType.GROUP_CONTEXT_EXTENSIONS:
+            if have_gce:
+                continue
+            have_gce = True
+        elif t in (ProposalType.REINIT, ProposalType.EXTERNAL_INIT):
+            continue
+        out.append((ref, q))
+    return out
