@@ -1,0 +1,633 @@
+"""Robustness of the server's ``GroupObserver`` against hostile input (issue 2).
+
+A real group is built with our member-side ``Group`` (adds, a path commit, Update/Add/Remove
+proposals committed by reference, an external join, removals) while an observer follows it.
+The recorded PublicMessages and GroupInfos are then the seeds for well over 100,000 inputs fed
+to an observer walking the same history: random bytes, byte-level mutations (bit flips,
+inserts, deletes, truncations, splices between messages), field splices between decoded
+messages, mutated contents re-signed with the real sender keys (so that they pass the
+signature check and reach the proposal rules, leaf/path validation and parent hashes), and
+hypothesis-driven structural edits.
+
+For every input:
+* only ``DecodeError`` / ``ValidationError`` (and subclasses) may come out;
+* a rejected input leaves the observer exactly as it was (serialised state and tree nodes);
+* an accepted input that was not re-signed must carry the signed content of a real message of
+  that epoch (only the fields the server cannot check -- membership tag, confirmation tag --
+  may differ). A changed confirmation tag is then caught by ``check_group_info``.
+After each step's inputs the same (never rebuilt) observer applies the real message, so it
+follows the real group to the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from roost.mls.constants import ContentType, SenderType, WireFormat
+from roost.mls.credential import Credential
+from roost.mls.crypto.ciphersuite import get_cipher_suite
+from roost.mls.errors import DecodeError, ValidationError
+from roost.mls.framing import (
+    FramedContent,
+    FramedContentAuthData,
+    MLSMessage,
+    PublicMessage,
+    Sender,
+    framed_content_tbs,
+)
+from roost.mls.group import Group
+from roost.mls.group.observer import GroupObserver
+from roost.mls.key_package_gen import generate_key_package, sign_leaf_node
+from roost.mls.proposals import ProposalOrRef, Remove
+from roost.mls.update_path import HPKECiphertext
+
+SUITE = 1
+CS = get_cipher_suite(SUITE)
+DOCUMENTED = (DecodeError, ValidationError)  # CryptoError is a ValidationError
+
+# Input budget per family (summed over all steps); the total is asserted >= 100,000.
+RANDOM_INPUTS = 16_000
+BYTE_MUTATIONS = 70_000
+FIELD_SPLICES = 8_000
+RESIGNED_MUTATIONS = 6_000
+GROUP_INFO_MUTATIONS = 6_000
+HYPOTHESIS_EXAMPLES = 1_500
+MIN_TOTAL = 100_000
+
+
+# --- the real group ---------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """One real message and the observer state around it."""
+
+    kind: str  # "proposal" or "commit"
+    message: bytes
+    before: bytes  # observer.to_bytes() before the message
+    after: bytes  # ... and after it
+    keys: dict[int, bytes]  # leaf index -> signature private key of that epoch's members
+    signer_key: bytes  # the key that signed this message
+    group_info: bytes | None = None  # submitted with a commit
+    decoded: PublicMessage = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decoded = MLSMessage.decode(self.message).body  # type: ignore[assignment]
+
+
+@dataclass
+class History:
+    steps: list[Step]
+    initial_group_info: bytes
+    final_state: bytes
+    members: list[Group]
+
+
+def _identity(name: bytes) -> tuple[Credential, bytes]:
+    return Credential.basic(name), CS.generate_signature_key_pair()[0]
+
+
+def _key_package(name: bytes):
+    cred, priv = _identity(name)
+    return generate_key_package(SUITE, cred, priv)
+
+
+def _build_history() -> History:
+    cred, priv = _identity(b"alice")
+    alice = Group.create(SUITE, cred, priv)
+    keys: dict[int, bytes] = {}  # id(group) -> signature key
+    groups: list[Group] = [alice]
+    keys[id(alice)] = priv
+    initial_gi = alice.group_info()
+    observer = GroupObserver.from_group_info(initial_gi)
+    steps: list[Step] = []
+
+    def epoch_keys() -> dict[int, bytes]:
+        return {g.leaf_index: keys[id(g)] for g in groups}
+
+    def send(sender: Group | None, msg: bytes, kind: str, signer_key: bytes, gi=None) -> None:
+        before, ek = observer.to_bytes(), epoch_keys()
+        observer.apply(msg)
+        if gi is not None:
+            observer.check_group_info(gi)
+        for g in list(groups):
+            if g is sender:
+                continue
+            result = g.process(msg)
+            if result.removed_self:
+                groups.remove(g)
+        steps.append(Step(kind, msg, before, observer.to_bytes(), ek, signer_key, gi))
+
+    def commit(committer: Group, **kwargs):
+        out = committer.commit(**kwargs)
+        send(committer, out.commit, "commit", keys[id(committer)], out.group_info)
+        committer.merge_pending_commit()
+        return out
+
+    def join(out, bundle) -> Group:
+        g = Group.join_from_welcome(out.welcome, bundle)
+        keys[id(g)] = bundle.signature_private_key
+        groups.append(g)
+        return g
+
+    # epoch 0: two adds by value (no path needed)
+    bob_kp, carol_kp = _key_package(b"bob"), _key_package(b"carol")
+    out = commit(alice, add=[bob_kp.key_package, carol_kp.key_package])
+    bob, carol = join(out, bob_kp), join(out, carol_kp)
+    # epoch 1: a path-only commit
+    commit(bob, force_path=True)
+    # epoch 2: Update and Add proposals, committed by reference
+    send(carol, carol.propose_update(), "proposal", keys[id(carol)])
+    dave_kp = _key_package(b"dave")
+    send(bob, bob.propose_add(dave_kp.key_package), "proposal", keys[id(bob)])
+    out = commit(alice)
+    dave = join(out, dave_kp)
+    # epoch 3: a Remove proposal by reference plus an Add by value
+    send(dave, dave.propose_remove(carol.leaf_index), "proposal", keys[id(dave)])
+    erin_kp = _key_package(b"erin")
+    out = commit(bob, add=[erin_kp.key_package])
+    erin = join(out, erin_kp)
+    # epoch 4: external join
+    fcred, fpriv = _identity(b"frank")
+    frank, ext_commit = Group.join_external(alice.group_info(), None, fcred, fpriv)
+    keys[id(frank)] = fpriv
+    send(frank, ext_commit, "commit", fpriv, frank.group_info())
+    groups.append(frank)
+    # epoch 5: Update by reference + Remove by value, committed by the newcomer
+    send(erin, erin.propose_update(), "proposal", keys[id(erin)])
+    commit(frank, remove=[dave.leaf_index])
+    # epoch 6: one more path commit
+    commit(alice, force_path=True)
+    for g in groups:
+        assert g.group_context == observer.group_context
+    return History(steps, initial_gi, observer.to_bytes(), groups)
+
+
+@pytest.fixture(scope="module")
+def history() -> History:
+    return _build_history()
+
+
+# --- feeding the observer -----------------------------------------------------------------------
+
+
+@dataclass
+class Feeder:
+    """Feeds one step's inputs to a live observer, restoring it only after an acceptance."""
+
+    step: Step
+    observer: GroupObserver
+    same_epoch: list[Step]  # real messages of this epoch (a proposal may be replayed)
+    stats: Counter
+    _before: bytes = b""
+    _nodes: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._snapshot()
+
+    def _snapshot(self) -> None:
+        self._before = self.observer.to_bytes()
+        assert self._before == self.step.before
+        self._nodes = self.observer.tree.nodes()
+
+    def restore(self) -> None:
+        self.observer = GroupObserver.from_bytes(self.step.before)
+        self._snapshot()
+
+    def feed(self, data: bytes, *, resigned: bool = False) -> bool:
+        """Apply ``data``; True if the observer accepted it."""
+        self.stats["inputs"] += 1
+        try:
+            self.observer.apply(data)
+        except DOCUMENTED as e:
+            self.stats[type(e).__name__] += 1
+            # Exactly unchanged: serialised state (context, tree, transcript, proposals) and
+            # the very same node objects (nothing mutated in place behind a cache).
+            assert self.observer.to_bytes() == self._before, f"state changed by {e!r}"
+            assert self.observer.tree.nodes() == self._nodes
+            return False
+        self.stats["accepted_resigned" if resigned else "accepted"] += 1
+        if resigned:
+            self._check_accepted_resigned()
+        else:
+            self._check_accepted_unsigned_change(data)
+        self.restore()
+        return True
+
+    def _check_accepted_resigned(self) -> None:
+        # A re-signed variant the server cannot tell apart from a real one (e.g. a garbled
+        # encrypted path secret): its state must at least persist and reload identically.
+        state = self.observer.to_bytes()
+        assert GroupObserver.from_bytes(state).to_bytes() == state
+
+    def _check_accepted_unsigned_change(self, data: bytes) -> None:
+        pm = MLSMessage.decode(data).body
+        assert isinstance(pm, PublicMessage)
+        real = next(
+            (
+                s
+                for s in self.same_epoch
+                if s.decoded.content == pm.content and s.decoded.auth.signature == pm.auth.signature
+            ),
+            None,
+        )
+        assert real is not None, "accepted a message whose signed content is not a real one"
+        if real is not self.step:  # a replayed proposal of this epoch: nothing new
+            assert real.kind == "proposal"
+            assert self.observer.to_bytes() == self._before
+            self.stats["accepted_replay"] += 1
+        elif pm.auth.confirmation_tag == real.decoded.auth.confirmation_tag:
+            # Only the membership tag differs: the server cannot check it (no membership_key).
+            assert self.observer.to_bytes() == self.step.after
+            self.stats["accepted_membership_tag_changed"] += 1
+        else:
+            # Only members can check a confirmation tag; the server catches the change when
+            # it checks the GroupInfo signed by the committer.
+            with pytest.raises(ValidationError, match="confirmation tag"):
+                self.observer.check_group_info(self.step.group_info)
+            self.stats["accepted_confirmation_tag_changed"] += 1
+
+
+def _walk(history: History, per_step: Callable[[Feeder, int], None]) -> Counter:
+    """Walk the real history with one observer, feeding each step's inputs first."""
+    stats: Counter = Counter()
+    observer = GroupObserver.from_group_info(history.initial_group_info)
+    for i, step in enumerate(history.steps):
+        epoch = step.decoded.content.epoch
+        same = [s for s in history.steps if s.decoded.content.epoch == epoch]
+        feeder = Feeder(step, observer, same, stats)
+        per_step(feeder, i)
+        observer = feeder.observer
+        # The real message is still accepted after all the junk.
+        result = observer.apply(step.message)
+        assert result.kind == step.kind
+        if step.group_info is not None:
+            observer.check_group_info(step.group_info)
+        assert observer.to_bytes() == step.after
+    assert observer.to_bytes() == history.final_state
+    for g in history.members:
+        assert g.group_context == observer.group_context
+        assert g.tree.to_bytes() == observer.tree.to_bytes()
+    return stats
+
+
+def _report(name: str, stats: Counter) -> None:
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(stats.items()) if k != "inputs")
+    print(f"\n{name}: {stats['inputs']} inputs fed to the observer ({detail})")
+    _TOTALS[name] = stats["inputs"]
+
+
+_TOTALS: dict[str, int] = {}
+
+
+# --- byte-level inputs ----------------------------------------------------------------------------
+
+
+def _random_input(rng: random.Random) -> bytes:
+    n = rng.choice((0, 1, 2, 3, 4, 5, 8, 16, 64, 200, 1000))
+    body = rng.randbytes(rng.randint(0, n))
+    r = rng.random()
+    if r < 0.4:  # right envelope: MLS 1.0, PublicMessage; random rest
+        return b"\x00\x01\x00\x01" + body
+    if r < 0.5:
+        return b"\x00\x01" + rng.randbytes(2) + body
+    return body
+
+
+def _byte_mutation(rng: random.Random, data: bytes, donors: list[bytes]) -> bytes:
+    b = bytearray(data)
+    op = rng.randrange(11)
+    pos = rng.randrange(len(b))
+    if op <= 2:  # 1-3 bit flips (weighted: the most common real corruption)
+        for _ in range(op + 1):
+            p = rng.randrange(len(b))
+            b[p] ^= 1 << rng.randrange(8)
+    elif op == 3:
+        b[pos] = rng.randrange(256)
+    elif op == 4:
+        b[pos] = rng.choice((0x00, 0x01, 0x3F, 0x40, 0x7F, 0x80, 0xBF, 0xC0, 0xFF))
+    elif op == 5:
+        b[pos:pos] = rng.randbytes(rng.choice((1, 1, 2, 4, 32)))
+    elif op == 6:
+        del b[pos : pos + rng.choice((1, 1, 2, 4, 32))]
+    elif op == 7:
+        del b[pos:]
+    elif op == 8:
+        b += rng.randbytes(rng.choice((1, 2, 32)))
+    elif op == 9:  # splice: our prefix, another message's suffix
+        donor = rng.choice(donors)
+        b[pos:] = donor[rng.randrange(len(donor)) :]
+    else:  # copy a chunk of another message over ours
+        donor = rng.choice(donors)
+        start = rng.randrange(len(donor))
+        chunk = donor[start : start + rng.randint(1, 64)]
+        b[pos : pos + len(chunk)] = chunk
+    return bytes(b)
+
+
+def test_random_and_byte_mutated_inputs(history: History):
+    rng = random.Random(0x5EED)
+    donors = [s.message for s in history.steps] + [
+        s.group_info for s in history.steps if s.group_info
+    ]
+    n = len(history.steps)
+
+    def per_step(f: Feeder, _i: int) -> None:
+        for _ in range(RANDOM_INPUTS // n):
+            f.feed(_random_input(rng))
+        for _ in range(BYTE_MUTATIONS // n):
+            f.feed(_byte_mutation(rng, f.step.message, donors))
+        # Every truncation point of the real message.
+        for cut in range(len(f.step.message)):
+            f.feed(f.step.message[:cut])
+
+    stats = _walk(history, per_step)
+    _report("random + byte mutations", stats)
+    assert stats["inputs"] >= RANDOM_INPUTS + BYTE_MUTATIONS
+
+
+# --- field splices between decoded messages ------------------------------------------------------
+
+
+def _field_splices(rng: random.Random, pm: PublicMessage, other: PublicMessage) -> Iterator:
+    """PublicMessages mixing fields of two real messages (no re-signing)."""
+    c, o = pm.content, other.content
+    yield dataclasses.replace(pm, auth=other.auth)
+    yield dataclasses.replace(pm, content=dataclasses.replace(c, content=o.content))
+    yield dataclasses.replace(pm, content=dataclasses.replace(c, sender=o.sender))
+    yield dataclasses.replace(pm, content=dataclasses.replace(c, epoch=o.epoch))
+    yield dataclasses.replace(pm, content=dataclasses.replace(c, group_id=rng.randbytes(16)))
+    yield dataclasses.replace(pm, content=dataclasses.replace(c, authenticated_data=b"x"))
+    yield dataclasses.replace(pm, membership_tag=other.membership_tag)
+    yield dataclasses.replace(
+        pm, auth=dataclasses.replace(pm.auth, signature=rng.randbytes(len(pm.auth.signature)))
+    )
+    yield dataclasses.replace(pm, auth=dataclasses.replace(pm.auth, signature=b""))
+
+
+def _encode_or_none(pm: PublicMessage) -> bytes | None:
+    try:
+        return MLSMessage(pm).encode()
+    except (ValueError, OverflowError):  # not encodable (e.g. tag presence): skip it
+        return None
+
+
+def test_field_splices(history: History):
+    rng = random.Random(7)
+    decoded = [s.decoded for s in history.steps]
+    per = FIELD_SPLICES // (len(history.steps) * 9)
+
+    def per_step(f: Feeder, _i: int) -> None:
+        for _ in range(per):
+            for pm in _field_splices(rng, f.step.decoded, rng.choice(decoded)):
+                data = _encode_or_none(pm)
+                if data is not None:
+                    f.feed(data)
+
+    stats = _walk(history, per_step)
+    _report("field splices", stats)
+    assert stats["inputs"] >= FIELD_SPLICES // 2
+
+
+# --- mutations re-signed with the real keys ---------------------------------------------------------
+
+
+def _sign_content(f: Feeder, content: FramedContent, auth: FramedContentAuthData) -> bytes | None:
+    """``content`` as a PublicMessage signed by the key of its sender (if we know it)."""
+    sender = content.sender
+    if sender.sender_type == SenderType.MEMBER:
+        key = f.step.keys.get(sender.index, f.step.signer_key)
+    else:
+        key = f.step.signer_key
+    ctx = f.observer.public_state.context_bytes
+    try:
+        tbs = framed_content_tbs(WireFormat.PUBLIC_MESSAGE, content, ctx)
+        signed = dataclasses.replace(
+            auth, signature=CS.sign_with_label(key, b"FramedContentTBS", tbs)
+        )
+        if content.content_type == ContentType.COMMIT and signed.confirmation_tag is None:
+            signed = dataclasses.replace(signed, confirmation_tag=bytes(CS.hash_len))
+        if content.content_type != ContentType.COMMIT:
+            signed = dataclasses.replace(signed, confirmation_tag=None)
+        tag = bytes(CS.hash_len) if sender.sender_type == SenderType.MEMBER else None
+        return MLSMessage(PublicMessage(content, signed, tag)).encode()
+    except (ValueError, OverflowError):
+        return None
+
+
+def test_resigned_content_mutations(history: History):
+    """Byte mutations of the FramedContent, re-signed: these get past the signature check
+    and exercise decoding of the body, the proposal rules, leaf and path validation."""
+    rng = random.Random(11)
+    donors = [s.decoded.content.encode() for s in history.steps]
+    per = RESIGNED_MUTATIONS // len(history.steps)
+
+    def per_step(f: Feeder, _i: int) -> None:
+        pm = f.step.decoded
+        raw = pm.content.encode()
+        fed = 0
+        while fed < per:
+            try:
+                content = FramedContent.decode(_byte_mutation(rng, raw, donors))
+            except DecodeError:
+                continue
+            data = _sign_content(f, content, pm.auth)
+            if data is not None:
+                f.feed(data, resigned=True)
+                fed += 1
+
+    stats = _walk(history, per_step)
+    _report("re-signed content mutations", stats)
+    assert stats["inputs"] >= RESIGNED_MUTATIONS * 9 // 10
+
+
+# --- GroupInfo checks ------------------------------------------------------------------------------
+
+
+def test_group_info_mutations(history: History):
+    """``check_group_info`` and ``from_group_info`` on mutated GroupInfos."""
+    rng = random.Random(13)
+    gis = [history.initial_group_info] + [s.group_info for s in history.steps if s.group_info]
+    stats: Counter = Counter()
+    observer = GroupObserver.from_group_info(history.initial_group_info)
+    commits = [s for s in history.steps if s.group_info is not None]
+    per = GROUP_INFO_MUTATIONS // len(commits)
+    for step in history.steps:
+        observer.apply(step.message)
+        if step.group_info is None:
+            continue
+        before = observer.to_bytes()
+        real = MLSMessage.decode(step.group_info).body
+        for k in range(per):
+            data = _byte_mutation(rng, step.group_info, gis)
+            stats["inputs"] += 1
+            try:
+                gi = observer.check_group_info(data)
+            except DOCUMENTED as e:
+                stats[type(e).__name__] += 1
+            else:
+                assert gi == real  # strict codec: accepted means the same GroupInfo
+                stats["accepted"] += 1
+            assert observer.to_bytes() == before
+            if k % 20 == 0:  # the bootstrap path is heavier (full tree validation)
+                stats["inputs"] += 1
+                try:
+                    fresh = GroupObserver.from_group_info(data)
+                except DOCUMENTED as e:
+                    stats["bootstrap_" + type(e).__name__] += 1
+                else:
+                    assert fresh.group_context == observer.group_context
+                    stats["bootstrap_accepted"] += 1
+        observer.check_group_info(step.group_info)
+    _report("GroupInfo mutations", stats)
+
+
+# --- hypothesis: structural edits, re-signed --------------------------------------------------------
+
+_OPS = (
+    "epoch",
+    "group_id",
+    "sender",
+    "authenticated_data",
+    "body_from_other",
+    "drop_proposal",
+    "dup_proposal",
+    "reverse_proposals",
+    "random_ref",
+    "remove_by_value",
+    "value_from_other",
+    "drop_path",
+    "path_from_other",
+    "path_leaf_key",
+    "path_node_key",
+    "path_drop_node",
+    "path_garble_secret",
+)
+
+
+def _edit(data, f: Feeder, steps: list[Step], content: FramedContent, op: str) -> FramedContent:
+    body = content.content
+    draw = data.draw
+    if op == "epoch":
+        return dataclasses.replace(
+            content,
+            epoch=draw(
+                st.sampled_from((0, max(0, content.epoch - 1), content.epoch + 1, 2**64 - 1))
+            ),
+        )
+    if op == "group_id":
+        return dataclasses.replace(content, group_id=draw(st.binary(max_size=20)))
+    if op == "sender":
+        sender = draw(
+            st.one_of(
+                st.integers(0, 9).map(Sender.member),
+                st.integers(0, 2).map(Sender.external),
+                st.just(Sender.new_member_commit()),
+                st.just(Sender.new_member_proposal()),
+            )
+        )
+        return dataclasses.replace(content, sender=sender)
+    if op == "authenticated_data":
+        return dataclasses.replace(content, authenticated_data=draw(st.binary(max_size=40)))
+    if op == "body_from_other":
+        other = draw(st.sampled_from(steps)).decoded.content.content
+        return dataclasses.replace(content, content=other)
+    if not hasattr(body, "proposals"):  # the remaining edits are for commits
+        return content
+    props = list(body.proposals)
+    path = body.path
+    if op == "drop_proposal" and props:
+        del props[draw(st.integers(0, len(props) - 1))]
+    elif op == "dup_proposal" and props:
+        props.append(draw(st.sampled_from(props)))
+    elif op == "reverse_proposals":
+        props.reverse()
+    elif op == "random_ref":
+        props.append(ProposalOrRef.by_reference(draw(st.binary(min_size=32, max_size=32))))
+    elif op == "remove_by_value":
+        props.append(ProposalOrRef.by_value(Remove(draw(st.integers(0, 9)))))
+    elif op == "value_from_other":
+        proposals = [s.decoded.content.content for s in steps if s.kind == "proposal"]
+        props.append(ProposalOrRef.by_value(draw(st.sampled_from(proposals))))
+    elif op == "drop_path":
+        path = None
+    elif op == "path_from_other":
+        paths = [s.decoded.content.content.path for s in steps if s.kind == "commit"]
+        path = draw(st.sampled_from(paths))
+    elif path is not None and op == "path_leaf_key":
+        # A fresh encryption key on the committer's leaf, validly re-signed: the parent
+        # hash chain and key uniqueness must still be checked.
+        leaf = dataclasses.replace(path.leaf_node, encryption_key=CS.generate_hpke_key_pair()[1])
+        index = content.sender.index if content.sender.sender_type == SenderType.MEMBER else 0
+        leaf = sign_leaf_node(CS, leaf, f.step.signer_key, content.group_id, index)
+        path = dataclasses.replace(path, leaf_node=leaf)
+    elif path is not None and path.nodes and op == "path_node_key":
+        nodes = list(path.nodes)
+        i = draw(st.integers(0, len(nodes) - 1))
+        nodes[i] = dataclasses.replace(nodes[i], encryption_key=draw(st.binary(max_size=33)))
+        path = dataclasses.replace(path, nodes=tuple(nodes))
+    elif path is not None and path.nodes and op == "path_drop_node":
+        path = dataclasses.replace(path, nodes=path.nodes[:-1])
+    elif path is not None and path.nodes and op == "path_garble_secret":
+        nodes = list(path.nodes)
+        i = draw(st.integers(0, len(nodes) - 1))
+        cts = list(nodes[i].encrypted_path_secret) or [HPKECiphertext(b"", b"")]
+        cts[0] = HPKECiphertext(cts[0].kem_output, draw(st.binary(max_size=64)))
+        nodes[i] = dataclasses.replace(nodes[i], encrypted_path_secret=tuple(cts))
+        path = dataclasses.replace(path, nodes=tuple(nodes))
+    return dataclasses.replace(
+        content, content=dataclasses.replace(body, proposals=tuple(props), path=path)
+    )
+
+
+_HYPOTHESIS_STATS: Counter = Counter()
+
+
+@pytest.fixture(scope="module")
+def feeders(history: History) -> list[Feeder]:
+    """One live observer per step (at that step's state), reused across examples."""
+    out = []
+    for step in history.steps:
+        epoch = step.decoded.content.epoch
+        same = [s for s in history.steps if s.decoded.content.epoch == epoch]
+        out.append(Feeder(step, GroupObserver.from_bytes(step.before), same, _HYPOTHESIS_STATS))
+    return out
+
+
+@settings(
+    max_examples=HYPOTHESIS_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_hypothesis_structural_edits(history: History, feeders: list[Feeder], data):
+    f = feeders[data.draw(st.integers(0, len(feeders) - 1))]
+    content = f.step.decoded.content
+    for op in data.draw(st.lists(st.sampled_from(_OPS), min_size=1, max_size=3)):
+        content = _edit(data, f, history.steps, content, op)
+    resign = data.draw(st.booleans())
+    if resign:
+        encoded = _sign_content(f, content, f.step.decoded.auth)
+    else:
+        encoded = _encode_or_none(dataclasses.replace(f.step.decoded, content=content))
+    if encoded is not None:
+        f.feed(encoded, resigned=resign)
+
+
+def test_hypothesis_report_and_total_count(history: History):
+    """Runs last in this file: prints the hypothesis counts and the grand total."""
+    _report("hypothesis structural edits", _HYPOTHESIS_STATS)
+    total = sum(_TOTALS.values())
+    print(f"observer fuzz total: {total} inputs ({_TOTALS})")
+    if len(_TOTALS) == 5:  # the whole file ran (not a -k selection)
+        assert total >= MIN_TOTAL
