@@ -19,10 +19,11 @@ from ..key_schedule import EpochSecrets
 from ..leaf_node import LeafNode
 from ..proposals import ProposalOrRef
 from ..psk import PreSharedKeyID
+from ..transcript import confirmed_transcript_hash, interim_transcript_hash
 from ..treekem import PreparedPath, TreePrivateState, commit_leaf_node, encap
 from .epoch_state import EpochState
 from .proposal_rules import AppliedProposals, QueuedProposal, apply_proposals, check_proposal_list
-from .state import PublicState, confirmed_transcript_hash, interim_transcript_hash
+from .state import PublicState
 from .validation import CredentialPolicy, validate_leaf_node
 from .welcome_open import resolve_psks
 

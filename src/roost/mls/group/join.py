@@ -28,13 +28,14 @@ from ..key_schedule import (
 from ..leaf_node import Capabilities, LeafNode
 from ..proposals import ExternalInit, Proposal, ProposalOrRef, Remove
 from ..ratchet_tree import RatchetTree
+from ..transcript import interim_transcript_hash
 from ..treekem import PreparedPath, TreePrivateState
 from ..update_path import HPKECiphertext
 from ..welcome import EncryptedGroupSecrets, GroupSecrets, Welcome
 from .commit_builder import BuiltCommit, build_commit
 from .epoch_state import EpochState
 from .proposal_rules import QueuedProposal
-from .state import PublicState, interim_transcript_hash
+from .state import PublicState
 from .validation import CredentialPolicy, validate_tree_leaves
 from .welcome_open import OpenedWelcome, verify_group_info_signature
 

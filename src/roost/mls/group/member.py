@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from .. import protection
 from ..constants import ContentType, LeafNodeSource, ProposalType, PSKType, SenderType, WireFormat
 from ..credential import Credential
 from ..crypto.ciphersuite import get_cipher_suite
@@ -46,9 +47,9 @@ from ..proposals import (
 )
 from ..psk import PreSharedKeyID
 from ..ratchet_tree import RatchetTree
+from ..transcript import interim_transcript_hash
 from ..treekem import TreePrivateState, decap
 from ..welcome import Welcome
-from . import private_message
 from .commit_builder import build_commit
 from .epoch_state import EpochState, drop_outside
 from .join import build_welcome, epoch_from_welcome, external_commit, sign_group_info, unwrap
@@ -56,7 +57,6 @@ from .proposal_rules import QueuedProposal, select_pending
 from .state import (
     PublicState,
     check_content_header,
-    interim_transcript_hash,
     queued_from_content,
     resolve_proposals,
     stage_commit,
@@ -299,7 +299,7 @@ class Group:
         if ac.wire_format == WireFormat.PUBLIC_MESSAGE:
             tag = self.cs.mac(e.secrets.membership_key, ac.tbm(e.public.context_bytes))
             return MLSMessage(PublicMessage.from_authenticated(ac, tag)).encode()
-        pm = private_message.encrypt(self.cs, e.secret_tree, e.secrets.sender_data_secret, ac)
+        pm = protection.encrypt(self.cs, ac, e.secret_tree, e.secrets.sender_data_secret)
         return MLSMessage(pm).encode()
 
     def _propose(self, body, authenticated_data: bytes = b"") -> bytes:
@@ -473,9 +473,7 @@ class Group:
             data, authenticated_data=authenticated_data, wire_format=WireFormat.PRIVATE_MESSAGE
         )
         e = self._epoch
-        pm = private_message.encrypt(
-            self.cs, e.secret_tree, e.secrets.sender_data_secret, ac, padding
-        )
+        pm = protection.encrypt(self.cs, ac, e.secret_tree, e.secrets.sender_data_secret, padding)
         return MLSMessage(pm).encode()
 
     # --- incoming messages ----------------------------------------------------------------------
@@ -514,7 +512,7 @@ class Group:
                 )
             # Decrypt on a copy of the secret tree state? The ratchet only advances for keys
             # that decrypt, so a forged message cannot change it.
-            ac = private_message.decrypt(self.cs, e.secret_tree, e.secrets.sender_data_secret, body)
+            ac, _ = protection.decrypt(self.cs, body, e.secret_tree, e.secrets.sender_data_secret)
             if e.public.tree.leaf(ac.content.sender.index) is None:
                 raise ValidationError(f"PrivateMessage from blank leaf {ac.content.sender.index}")
             verify_content_signature(e.public, ac)

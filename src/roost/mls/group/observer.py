@@ -26,12 +26,12 @@ from ..group_context import GroupContext
 from ..group_info import GroupInfo
 from ..proposals import Proposal
 from ..ratchet_tree import RatchetTree
+from ..transcript import interim_transcript_hash
 from .join import tree_from, unwrap, verify_group_info
 from .proposal_rules import QueuedProposal
 from .state import (
     PublicState,
     check_content_header,
-    interim_transcript_hash,
     queued_from_content,
     resolve_proposals,
     stage_commit,

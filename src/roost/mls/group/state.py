@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..codec import Reader, Writer, opaque
+from ..codec import Reader, Writer
 from ..constants import ContentType, LeafNodeSource, ProposalType, SenderType
 from ..errors import CryptoError, DecodeError, ValidationError
 from ..extension_types import ExternalSenders
@@ -18,6 +18,7 @@ from ..framing import AuthenticatedContent, FramedContent, Sender
 from ..group_context import GroupContext
 from ..proposals import Proposal
 from ..ratchet_tree import RatchetTree
+from ..transcript import confirmed_transcript_hash, interim_transcript_hash
 from ..update_path import UpdatePath
 from .proposal_rules import AppliedProposals, QueuedProposal, apply_proposals, check_proposal_list
 from .validation import CredentialPolicy, validate_leaf_node
@@ -69,14 +70,6 @@ class PublicState:
         cs = cs_lookup(context.cipher_suite)
         tree = RatchetTree.from_bytes(cs, r.opaque())
         return cls(cs, context, tree, r.opaque(), context_bytes)
-
-
-def confirmed_transcript_hash(cs, interim: bytes, ac: AuthenticatedContent) -> bytes:
-    return cs.hash(interim + ac.confirmed_transcript_hash_input())
-
-
-def interim_transcript_hash(cs, confirmed: bytes, confirmation_tag: bytes) -> bytes:
-    return cs.hash(confirmed + opaque(confirmation_tag))
 
 
 # --- signature checks ------------------------------------------------------------------------
