@@ -12,6 +12,8 @@ used here, all confined to this file:
   and (b) every member whose PublicMessage (commit/proposal) this peer has processed. A leaf
   outside both sets cannot be removed by an mls-rs peer (``PeerUnsupported``).
 * Own commits: mls-rs leaves them pending; we apply them at once by processing our own commit.
+* External / new-member senders: the wheel panics (``todo!``) and poisons the group, so
+  ``process`` refuses such PublicMessages with ``PeerUnsupported`` before calling it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ from .peer import (
     PublicGroupState,
     Received,
 )
-from .wire import message_group_id, public_message_sender_leaf, tree_members
+from .wire import (
+    SENDER_MEMBER,
+    message_group_id,
+    public_message_sender,
+    public_message_sender_leaf,
+    tree_members,
+)
 
 try:
     import mls_rs_uniffi as mls_rs
@@ -171,7 +179,11 @@ class MlsRsPeer:
     def key_package(self) -> bytes:
         return bytes(self._client.generate_key_package_message().to_bytes())
 
-    def create_group(self, group_id: bytes) -> PublicGroupState:
+    def create_group(
+        self, group_id: bytes, extensions: list[tuple[int, bytes]] = ()
+    ) -> PublicGroupState:
+        if extensions:
+            raise PeerUnsupported("mls-rs wheel: no GroupContext extensions at group creation")
         self._groups[group_id] = self._client.create_group(group_id)
         return PublicGroupState(None, self._tree(group_id))
 
@@ -200,6 +212,11 @@ class MlsRsPeer:
     def process(self, message: bytes) -> Received:
         group_id = message_group_id(message)
         group = self._group(group_id)
+        sender = public_message_sender(message)
+        if sender is not None and sender[0] != SENDER_MEMBER:
+            # The wheel panics on external / new-member senders ("not yet implemented") and
+            # the panic poisons the group's lock for good; refuse before handing it over.
+            raise PeerUnsupported(f"mls-rs wheel cannot process sender type {sender[0]}")
         sender_leaf = public_message_sender_leaf(message)
         sender_key = None
         if sender_leaf is not None:

@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Callable
 
 from .peer import MlsPeer, PublicGroupState
-from .roost_peer import ObserverTap, RoostPeer
+from .roost_peer import Homeserver, ObserverTap, RoostPeer
 from .scenario import assert_agree, check_bundle, deliver_commit, key_package, send_application
 from .wire import WIRE_PUBLIC_MESSAGE, wire_format
 
@@ -235,3 +235,41 @@ def external_join(other: Factory, roost_hosts: bool) -> None:
     upd = host.self_update(gid)
     deliver_commit(upd, host, everyone, tap.apply)
     assert observe(tap, everyone, gid) == 3
+
+
+def homeserver_removes() -> None:
+    """The homeserver (external sender) proposes a Remove; a member commits it by reference,
+    the observer follows. This is how Roost removes a deleted account's clients. Roost-only:
+    neither ts-mls 1.6.4 nor the mls-rs wheel can process external proposals (pinned tests)."""
+    server = Homeserver()
+    alice, bob, carol = RoostPeer(b"alice"), RoostPeer(b"bob"), RoostPeer(b"carol")
+    gid = new_group_id("hs")
+    tap = roost_observer(alice.create_group(gid, [server.extension]))
+    add = alice.add_members(gid, [key_package(bob), key_package(carol)])
+    tap.apply(add.commit, add)
+    for p in (bob, carol):
+        assert p.join(add.welcome, add.ratchet_tree) == gid
+    members = [alice, bob, carol]
+    proposal = server.remove(tap, carol.state(gid).leaf_index)
+    assert wire_format(proposal) == WIRE_PUBLIC_MESSAGE
+    tap.apply_proposal(proposal)
+    for p in members:
+        assert p.process(proposal).kind == "proposal", p.name
+    bundle = bob.commit_pending(gid)
+    assert carol.process(bundle.commit).removed
+    deliver_commit(bundle, bob, [alice], tap.apply)
+    assert observe(tap, [alice, bob], gid) == 2
+
+
+def homeserver_group_with(other: Factory) -> tuple[Homeserver, ObserverTap, MlsPeer, bytes]:
+    """A roost group with the homeserver as external sender and an ``other`` member; returns
+    (server, observer, the other member, group id) with a Remove proposal not yet sent."""
+    server = Homeserver()
+    alice, bob = RoostPeer(b"alice"), other(b"bob")
+    gid = new_group_id("hs")
+    tap = roost_observer(alice.create_group(gid, [server.extension]))
+    add = alice.add_members(gid, [key_package(bob)])
+    tap.apply(add.commit, add)
+    assert bob.join(add.welcome, add.ratchet_tree) == gid
+    assert observe(tap, [alice, bob], gid) == 1
+    return server, tap, bob, gid

@@ -18,6 +18,7 @@ from roost.mls import (
     generate_key_package,
     get_cipher_suite,
 )
+from roost.mls.extensions import Extension
 from roost.mls.key_package import KeyPackage
 from roost.mls.welcome import Welcome
 
@@ -81,8 +82,12 @@ class RoostPeer:
         self._bundles.append((self.cs.key_package_ref(kp_bytes), bundle))
         return MLSMessage(bundle.key_package).encode()
 
-    def create_group(self, group_id: bytes) -> PublicGroupState:
-        g = Group.create(SUITE, self.credential, self._sig_priv, group_id=group_id)
+    def create_group(
+        self, group_id: bytes, extensions: list[tuple[int, bytes]] = ()
+    ) -> PublicGroupState:
+        """``extensions``: GroupContext extensions as (type, extension_data)."""
+        exts = [Extension(t, d) for t, d in extensions]
+        g = Group.create(SUITE, self.credential, self._sig_priv, group_id=group_id, extensions=exts)
         self.groups[group_id] = g
         return PublicGroupState(g.group_info(with_tree=False), g.tree.to_bytes())
 
@@ -212,3 +217,21 @@ class ObserverTap:
 
 def roost_observer_for(start: PublicGroupState) -> ObserverTap:
     return ObserverTap(start)
+
+
+class Homeserver:
+    """The DS as an external sender (the group's ``external_senders`` extension, index 0)."""
+
+    def __init__(self, name: bytes = b"homeserver") -> None:
+        from roost.mls import external_senders_extension
+
+        cs = get_cipher_suite(SUITE)
+        self._sig_priv, self.signature_key = cs.generate_signature_key_pair()
+        ext = external_senders_extension([(self.signature_key, Credential.basic(name))])
+        self.extension = (ext.extension_type, ext.extension_data)
+
+    def remove(self, tap: ObserverTap, leaf_index: int) -> bytes:
+        """A Remove proposal for the observed group's current epoch (PublicMessage)."""
+        from roost.mls import external_remove
+
+        return external_remove(tap.observer.group_context, 0, self._sig_priv, leaf_index)

@@ -37,3 +37,17 @@ def test_join_with_ratchet_tree_extension(roost_creates: bool) -> None:
 @pytest.mark.parametrize("roost_creates", [True, False], ids=["roost-adds-10", "mls-rs-adds-10"])
 def test_add_ten_in_one_commit(roost_creates: bool) -> None:
     lifecycle.add_many(MlsRsPeer, roost_creates)
+
+
+def test_mlsrs_cannot_process_external_proposals() -> None:
+    """The wheel panics on external senders (poisoning the group), so MlsRsPeer refuses them
+    (docs/interop.md); it also cannot create a group with external_senders."""
+    from .peer import PeerUnsupported
+    from .roost_peer import Homeserver
+
+    server, tap, bob, gid = lifecycle.homeserver_group_with(MlsRsPeer)
+    with pytest.raises(PeerUnsupported):
+        bob.process(server.remove(tap, 0))
+    bob.self_update(gid)  # the group is still usable afterwards
+    with pytest.raises(PeerUnsupported):
+        MlsRsPeer(b"alice").create_group(lifecycle.new_group_id("hs"), [Homeserver().extension])

@@ -74,3 +74,23 @@ def test_tsmls_external_pub_encoding_is_not_rfc() -> None:
     served = roost_host.export_group_info(gid)
     with pytest.raises(PeerError, match="Invalid public key"):
         ts_erin.join_external(served.group_info, served.ratchet_tree, rfc_external_pub=False)
+
+
+def test_homeserver_remove_proposal_roost_only() -> None:
+    """Baseline for the pinned failure below: roost members and observer handle it."""
+    lifecycle.homeserver_removes()
+
+
+def test_tsmls_cannot_use_rfc_external_senders() -> None:
+    """Known ts-mls 1.6.4 bug (also in 2.0.0-rc.10; docs/interop.md): it reads each
+    external_senders extension as ONE ExternalSender instead of `ExternalSender
+    external_senders<V>` (RFC 9420 section 12.1.8.1), so it can neither create a group with
+    Roost's homeserver as external sender nor process the homeserver's Remove proposal."""
+    from .peer import PeerError
+    from .roost_peer import Homeserver
+
+    server, tap, bob, gid = lifecycle.homeserver_group_with(TsMlsPeer)
+    with pytest.raises(PeerError, match="Could not decode ExternalSender"):
+        bob.process(server.remove(tap, 0))
+    with pytest.raises(PeerError, match="Could not decode external_senders"):
+        TsMlsPeer(b"alice").create_group(lifecycle.new_group_id("hs"), [Homeserver().extension])

@@ -173,12 +173,16 @@ class TsMlsPeer:
     def key_package(self) -> bytes:
         return bytes.fromhex(self._call("key_package", identity=self.identity.hex())["key_package"])
 
-    def create_group(self, group_id: bytes) -> PublicGroupState:
+    def create_group(
+        self, group_id: bytes, extensions: list[tuple[int, bytes]] = ()
+    ) -> PublicGroupState:
+        """``extensions``: GroupContext extensions as (type, extension_data)."""
         r = self._call(
             "create_group",
             identity=self.identity.hex(),
             group_id=group_id.hex(),
             ratchet_tree_extension=self.ratchet_tree_extension,
+            extensions=[[t, d.hex()] for t, d in extensions],
         )
         return PublicGroupState(_b(r["group_info"]), bytes.fromhex(r["ratchet_tree"]))
 

@@ -17,6 +17,7 @@ WIRE_GROUP_INFO = 4
 WIRE_KEY_PACKAGE = 5
 
 SENDER_MEMBER = 1
+SENDER_EXTERNAL = 2
 CREDENTIAL_BASIC = 1
 CREDENTIAL_X509 = 2
 
@@ -37,17 +38,25 @@ def message_group_id(message: bytes) -> bytes:
     return r.opaque()
 
 
-def public_message_sender_leaf(message: bytes) -> int | None:
-    """Leaf index of a member-sent PublicMessage; None for other senders / wire formats."""
+def public_message_sender(message: bytes) -> tuple[int, int | None] | None:
+    """(sender_type, leaf or sender index) of a PublicMessage; None for other wire formats."""
     r = Reader(message)
     r.u16()
     if r.u16() != WIRE_PUBLIC_MESSAGE:
         return None
     r.opaque()  # group_id
     r.u64()  # epoch
-    if r.u8() != SENDER_MEMBER:
+    sender_type = r.u8()
+    index = r.u32() if sender_type in (SENDER_MEMBER, SENDER_EXTERNAL) else None
+    return sender_type, index
+
+
+def public_message_sender_leaf(message: bytes) -> int | None:
+    """Leaf index of a member-sent PublicMessage; None for other senders / wire formats."""
+    sender = public_message_sender(message)
+    if sender is None or sender[0] != SENDER_MEMBER:
         return None
-    return r.u32()
+    return sender[1]
 
 
 def _skip_leaf_node(r: Reader) -> tuple[bytes | None, bytes]:

@@ -20,6 +20,7 @@ import {
   createProposal,
   decodeMlsMessage,
   defaultCapabilities,
+  defaultExtensionTypes,
   defaultLifetime,
   emptyPskIndex,
   encodeMlsMessage,
@@ -70,6 +71,12 @@ function decodeMessage(bytesHex) {
   const decoded = decodeMlsMessage(unhex(bytesHex), 0);
   if (decoded === undefined) throw new Error("could not decode MLSMessage");
   return decoded[0];
+}
+
+// ts-mls names the RFC 9420 default extension types and uses numbers for the others.
+function extensionTypeName(type) {
+  const name = Object.keys(defaultExtensionTypes).find((n) => defaultExtensionTypes[n] === type);
+  return name ?? type;
 }
 
 const wrap = (content) => hex(encodeMlsMessage({ version: "mls10", ...content }));
@@ -164,11 +171,19 @@ const ops = {
     return { key_package: wrap({ wireformat: "mls_key_package", keyPackage: kp.publicPackage }), ref: hex(ref) };
   },
 
-  async create_group({ client: name, identity, group_id, suite: suiteId = 1, ratchet_tree_extension = false }) {
+  async create_group({
+    client: name,
+    identity,
+    group_id,
+    suite: suiteId = 1,
+    ratchet_tree_extension = false,
+    extensions = [], // [[type number, data hex], ...] group context extensions
+  }) {
     const cs = await suite(suiteId);
     const credential = { credentialType: "basic", identity: unhex(identity) };
     const kp = await generateKeyPackage(credential, defaultCapabilities(), defaultLifetime, [], cs);
-    const state = await createGroup(unhex(group_id), kp.publicPackage, kp.privatePackage, [], cs);
+    const exts = extensions.map(([type, data]) => ({ extensionType: extensionTypeName(type), extensionData: unhex(data) }));
+    const state = await createGroup(unhex(group_id), kp.publicPackage, kp.privatePackage, exts, cs);
     const g = { state, cs, treeExtension: ratchet_tree_extension };
     client(name).groups.set(group_id, g);
     return { epoch: 0, ...(await groupInfoAndTree(g, false)) };
