@@ -155,6 +155,20 @@ def resolve_proposals(
     return out
 
 
+def check_path_keys_fresh(tree: RatchetTree, committer: int, path: UpdatePath) -> None:
+    """Encryption keys are unique in the tree (7.3, 7.9): the path's keys must be new, apart
+    from nodes of the committer's own direct path, which the path replaces."""
+    replaced = set(tree.direct_path(2 * committer))
+    seen: set[bytes] = set()
+    for key in (path.leaf_node.encryption_key, *(n.encryption_key for n in path.nodes)):
+        if key in seen:
+            raise ValidationError("update path repeats an encryption key")
+        seen.add(key)
+        holder = tree.find_encryption_key(key)
+        if holder is not None and holder not in replaced:
+            raise ValidationError(f"update path reuses the encryption key of node {holder}")
+
+
 # --- the commit pipeline ------------------------------------------------------------------------
 
 
@@ -242,6 +256,7 @@ def stage_commit(
         )
         if old_leaf is not None and old_leaf.encryption_key == new_leaf.encryption_key:
             raise ValidationError("commit path must change the committer's encryption key")
+        check_path_keys_fresh(tree, committer, path)
         tree.merge_update_path(committer, path)
     provisional = GroupContext(
         ctx.version,
