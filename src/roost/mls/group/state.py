@@ -158,7 +158,8 @@ def resolve_proposals(
 def check_path_keys_fresh(tree: RatchetTree, committer: int, path: UpdatePath) -> None:
     """Encryption keys are unique in the tree (7.3, 7.9): the path's keys must be new, apart
     from nodes of the committer's own direct path, which the path replaces."""
-    replaced = set(tree.direct_path(2 * committer))
+    # An external committer's leaf is already in the tree with the path's leaf node.
+    replaced = {2 * committer, *tree.direct_path(2 * committer)}
     seen: set[bytes] = set()
     for key in (path.leaf_node.encryption_key, *(n.encryption_key for n in path.nodes)):
         if key in seen:
