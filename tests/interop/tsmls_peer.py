@@ -8,6 +8,7 @@ default (Node start-up costs ~100 ms; clients are isolated by name inside the dr
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import json
 import shutil
@@ -31,12 +32,14 @@ from .peer import (
 )
 
 DRIVER_DIR = Path(__file__).resolve().parent / "tsmls"
+MIN_NODE_MAJOR = 20
 
 
 def _b(value: str | None) -> bytes | None:
     return None if value is None else bytes.fromhex(value)
 
 
+@functools.cache
 def ensure_installed() -> None:
     """Fail with a clear message unless node is present and ts-mls is installed.
 
@@ -44,6 +47,11 @@ def ensure_installed() -> None:
     """
     if shutil.which("node") is None:
         raise PeerUnavailable("ts-mls interop needs Node.js >= 20 ('node' not found on PATH)")
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
+    major = int(version.lstrip("v").split(".")[0] or 0) if version.startswith("v") else 0
+    if major < MIN_NODE_MAJOR:
+        # ts-mls needs the global WebCrypto object, default only from Node 20 on.
+        raise PeerUnavailable(f"ts-mls interop needs Node.js >= 20, found {version.strip()!r}")
     if (DRIVER_DIR / "node_modules" / "ts-mls").is_dir():
         return
     if shutil.which("npm") is None:
