@@ -282,3 +282,21 @@ def test_committer_leaves_out_conflicting_pending_proposals():
     assert observer.apply(out.commit).removed == (2, 1)
     alice.merge_pending_commit()
     assert observer.group_context == alice.group_context
+
+
+def test_update_path_reusing_a_tree_key_is_rejected():
+    from roost.mls.group.state import check_path_keys_fresh
+    from roost.mls.update_path import UpdatePath
+
+    alice, bob, carol = _group(3)
+    out = bob.commit(force_path=True)
+    path = MLSMessage.decode(out.commit).body.content.content.path
+    check_path_keys_fresh(alice.tree, bob.leaf_index, path)
+    carol_key = alice.tree.leaf(carol.leaf_index).encryption_key
+    stolen = replace(path.nodes[0], encryption_key=carol_key)
+    bad = UpdatePath(path.leaf_node, (stolen, *path.nodes[1:]))
+    with pytest.raises(ValidationError, match="reuses the encryption key"):
+        check_path_keys_fresh(alice.tree, bob.leaf_index, bad)
+    twice = UpdatePath(path.leaf_node, (path.nodes[0], path.nodes[0]))
+    with pytest.raises(ValidationError, match="repeats"):
+        check_path_keys_fresh(alice.tree, bob.leaf_index, twice)
