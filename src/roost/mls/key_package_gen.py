@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .constants import DEFAULT_CREDENTIAL_TYPES, ExtensionType, LeafNodeSource, ProtocolVersion
 from .credential import Credential
@@ -93,7 +93,7 @@ def generate_key_package(
         signature=b"",
     )
     signature = cs.sign_with_label(signature_private_key, b"KeyPackageTBS", unsigned_kp.tbs())
-    kp = _replace(unsigned_kp, signature=signature)
+    kp = replace(unsigned_kp, signature=signature)
     return KeyPackageBundle(kp, init_priv, enc_priv, signature_private_key)
 
 
@@ -106,10 +106,4 @@ def sign_leaf_node(
 ) -> LeafNode:
     """Return ``leaf`` with its signature over LeafNodeTBS (section 7.2)."""
     sig = cs.sign_with_label(signature_private_key, b"LeafNodeTBS", leaf.tbs(group_id, leaf_index))
-    return _replace(leaf, signature=sig)
-
-
-def _replace(obj, **changes):
-    from dataclasses import replace
-
-    return replace(obj, **changes)
+    return replace(leaf, signature=sig)
