@@ -231,3 +231,31 @@ def test_psk_and_group_context_extensions_commits():
     alice.merge_pending_commit()
     assert bob.group_context.extensions == (req,)
     assert observer.group_context == bob.group_context
+
+
+def test_late_application_message_of_previous_epoch():
+    cred, priv = _identity(1, b"alice")
+    alice = Group.create(1, cred, priv)
+    kps = [_kp(1, b"bob"), _kp(1, b"carol")]
+    out = alice.commit(add=[k.key_package for k in kps])
+    alice.merge_pending_commit()
+    bob, carol = (Group.join_from_welcome(out.welcome, k) for k in kps)
+    late = alice.encrypt(b"sent before the commit")
+    old_proposal = bob.propose_update()
+    out = bob.commit(force_path=True, include_pending=False)
+    bob.merge_pending_commit()
+    for g in (alice, carol):
+        g.process(out.commit)
+    # One epoch late: still readable, and restoring the state keeps that ability.
+    carol = Group.from_bytes(carol.to_bytes())
+    assert carol.process(late).data == b"sent before the commit"
+    with pytest.raises(ValidationError, match="epoch"):
+        carol.process(old_proposal)  # only application messages get the grace epoch
+    # Two epochs late: refused.
+    stale = alice.encrypt(b"two epochs behind")
+    for _ in range(2):
+        out = bob.commit(force_path=True)
+        bob.merge_pending_commit()
+        carol.process(out.commit)
+    with pytest.raises(ValidationError, match="epoch"):
+        carol.process(stale)

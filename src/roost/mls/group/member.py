@@ -128,6 +128,8 @@ class Group:
         self.handshake_wire_format = handshake_wire_format
         # Private keys of our Update proposals, by public key, until one is committed.
         self._update_keys: dict[bytes, bytes] = {}
+        # The epoch before the current one, kept only to read late application messages.
+        self._previous: EpochState | None = None
         self.active = True
         self._remember_resumption()
 
@@ -424,6 +426,7 @@ class Group:
         self._pending = None
 
     def _advance(self, nxt: EpochState) -> None:
+        self._previous = self._epoch
         self._epoch = nxt
         self._proposals = {}
         self._pending = None
@@ -506,12 +509,11 @@ class Group:
             ):
                 raise CryptoError("invalid membership tag")
         elif isinstance(body, PrivateMessage):
-            if body.group_id != self.group_id or body.epoch != self.epoch:
-                raise ValidationError(
-                    f"PrivateMessage for epoch {body.epoch}, group is at {self.epoch}"
-                )
-            # Decrypt on a copy of the secret tree state? The ratchet only advances for keys
-            # that decrypt, so a forged message cannot change it.
+            if body.group_id != self.group_id:
+                raise ValidationError("message for another group")
+            if body.epoch != self.epoch:
+                e = self._late_application_epoch(body)
+            # The ratchet only moves for keys that decrypted: a forgery cannot change it.
             ac, _ = protection.decrypt(self.cs, body, e.secret_tree, e.secrets.sender_data_secret)
             if e.public.tree.leaf(ac.content.sender.index) is None:
                 raise ValidationError(f"PrivateMessage from blank leaf {ac.content.sender.index}")
@@ -529,6 +531,18 @@ class Group:
         if ctype == ContentType.PROPOSAL:
             return self._receive_proposal(ac)
         return self._receive_commit(ac)
+
+    def _late_application_epoch(self, pm: PrivateMessage) -> EpochState:
+        """Application messages of the previous epoch stay readable (a member may have sent
+        one while the commit that ended its epoch was in flight); nothing else does."""
+        prev = self._previous
+        if (
+            prev is None
+            or pm.epoch != prev.public.epoch
+            or pm.content_type != ContentType.APPLICATION
+        ):
+            raise ValidationError(f"PrivateMessage for epoch {pm.epoch}, group is at {self.epoch}")
+        return prev
 
     def _receive_proposal(self, ac: AuthenticatedContent) -> ReceivedMessage:
         sender = ac.content.sender

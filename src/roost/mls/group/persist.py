@@ -1,7 +1,7 @@
 """Strict, versioned binary encoding of a member's whole ``Group`` state (no pickle).
 
 Layout: magic "RMLSG", u16 version, then the current epoch, the optional pending commit,
-the proposal cache, our pending Update keys, resumption and external PSKs, and flags. The
+the optional previous epoch (late application messages), the proposal cache, our pending Update keys, resumption and external PSKs, and flags. The
 result holds every secret of the group: store it encrypted at rest.
 
 The secret tree is written with its ratchet positions and skipped keys so that a restored
@@ -143,6 +143,7 @@ def encode_group(group) -> bytes:
     w.u16(VERSION)
     _write_epoch(w, group._epoch)
     w.optional(group._pending, lambda w, p: (_write_epoch(w, p[0]), w.opaque(p[1])))
+    w.optional(group._previous, _write_epoch)
     w.u32(len(group._proposals))
     for q in group._proposals.values():
         _write_queued(w, q)
@@ -167,6 +168,7 @@ def decode_group(cls, data: bytes, credential_policy):
             raise DecodeError(f"unsupported group state version {version}")
         epoch = _read_epoch(r, _Epoch)
         pending = r.optional(lambda r: (_read_epoch(r, _Epoch), r.opaque()))
+        previous = r.optional(lambda r: _read_epoch(r, _Epoch))
         proposals = [_read_queued(r) for _ in range(r.u32())]
         update_keys = _read_bytes_map(r)
         resumption = _read_map(r)
@@ -188,6 +190,7 @@ def decode_group(cls, data: bytes, credential_policy):
         handshake_wire_format=wire_format,
     )
     group._pending = pending
+    group._previous = previous
     group._proposals = {q.ref: q for q in proposals}
     group._update_keys = update_keys
     group.active = active
