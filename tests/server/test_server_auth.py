@@ -202,3 +202,12 @@ async def test_account_deletion(server, db_url):
     payload = json.loads(rows[0].payload)
     assert payload["user_id"] == "alice@localhost"
     assert payload["client_ids"] == [alice.client.client_id]
+
+
+async def test_longest_name_gets_a_valid_certificate(server):
+    name = "a" * 63
+    user = await server.user(name)
+    leaf, as_cert = user.client.credential
+    assert (
+        verify_client_certificate(leaf, as_cert)[0] == f"{name}@localhost/{user.client.client_uuid}"
+    )

@@ -77,7 +77,8 @@ class CertificateAuthority:
     def generate(cls, domain: str, now: dt.datetime | None = None) -> CertificateAuthority:
         now = now or dt.datetime.now(dt.UTC)
         key = ed25519.Ed25519PrivateKey.generate()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Roost AS {domain}")])
+        # Name attributes are capped at 64 characters; the domain (up to 253) goes in the SAN.
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Roost AS")])
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)
@@ -104,6 +105,7 @@ class CertificateAuthority:
             .add_extension(
                 x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
             )
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
             .sign(key, None)
         )
         return cls(domain, key, cert)
@@ -139,7 +141,15 @@ class CertificateAuthority:
         )
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, client_id)]))
+            # CN is capped at 64 characters (RFC 5280), so it holds the client uuid only; the
+            # full client id is in the SAN URI, which is the authoritative binding.
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.COMMON_NAME, client_id.rsplit("/", 1)[1]),
+                    ]
+                )
+            )
             .issuer_name(self.certificate.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())

@@ -88,7 +88,9 @@ def validate_package(
     if leaf.leaf_node_source != LeafNodeSource.KEY_PACKAGE or leaf.lifetime is None:
         raise Problem(422, "invalid_keypackage", "the leaf node source must be key_package")
     if kp.init_key == leaf.encryption_key:
-        raise Problem(422, "invalid_keypackage", "init_key must differ from the encryption key")
+        raise Problem(
+            422, "duplicate_init_key", "init_key must differ from the leaf's encryption key"
+        )
     if kp.cipher_suite not in leaf.capabilities.cipher_suites:
         raise Problem(
             422, "invalid_keypackage", "the leaf does not list the package's cipher suite"
