@@ -17,7 +17,22 @@ from roost.client import RoostClient
 from .harness import ServerProcess
 
 ENGINES = ["sqlite", "postgresql"]
-SHORT_TOKEN_TTL = 30  # seconds; the lowest the server configuration accepts
+
+
+def _short_token_ttl() -> int:
+    """The shortest token lifetime the server's configuration accepts (3 s if allowed)."""
+    from roost.server.config import ConfigError, build_config
+
+    for ttl in (3, 5, 10, 30, 60):
+        try:
+            build_config({}, {"ROOST_TOKEN_TTL_SECONDS": str(ttl)})
+        except ConfigError:
+            continue
+        return ttl
+    raise RuntimeError("no short token lifetime is accepted by the server configuration")
+
+
+SHORT_TOKEN_TTL = _short_token_ttl()
 PASSWORD = "correct horse battery staple"
 
 
@@ -67,7 +82,7 @@ class Users:
         self,
         prefix: str = "u",
         *,
-        password: str | None = PASSWORD,
+        password: str | None = None,  # argon2 costs time: only where a test needs it
         keypackages: int = 0,
         **kwargs,
     ) -> RoostClient:
@@ -79,8 +94,20 @@ class Users:
             await client.publish_key_packages(keypackages)
         return client
 
-    async def second_client(self, first: RoostClient, password: str = PASSWORD) -> RoostClient:
-        return self.track(await RoostClient.add_with_password(self.url, first.user_id, password))
+    async def second_client(self, first: RoostClient, password: str | None = None) -> RoostClient:
+        """Another client of ``first``'s user: by password if given, else approved by ``first``."""
+        if password is not None:
+            return self.track(
+                await RoostClient.add_with_password(self.url, first.user_id, password)
+            )
+        pending = await RoostClient.request_approval(self.url, first.user_id)
+        [req] = [
+            r for r in await first.client_requests() if r.signature_key == pending.signature_key
+        ]
+        await first.approve_client(req.request_id)
+        client = await pending.poll()
+        assert client is not None
+        return self.track(client)
 
     async def connected_pair(self, **kwargs) -> tuple[RoostClient, RoostClient]:
         """Two users with an accepted connection."""

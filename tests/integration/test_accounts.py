@@ -56,8 +56,8 @@ async def test_register_twice_and_bad_names(users, server):
 
 
 async def test_second_client_with_password(users, server):
-    alice = await users.new("alice")
-    phone = await users.second_client(alice)
+    alice = await users.new("alice", password=PASSWORD)
+    phone = await users.second_client(alice, PASSWORD)
     assert phone.user_id == alice.user_id and phone.client_id != alice.client_id
     me = await phone.me()
     assert {c.client_id for c in me.clients} == {alice.client_id, phone.client_id}
@@ -71,7 +71,7 @@ async def test_second_client_with_password(users, server):
 
 
 async def test_second_client_approved_by_an_existing_client(users, server):
-    alice = await users.new("alice", password=None)
+    alice = await users.new("alice")
     pending = await RoostClient.request_approval(server.url, alice.user_id, device_name="laptop")
     assert await pending.poll() is None
     # The approver sees the new device's key (to compare fingerprints out of band) under a

@@ -17,7 +17,7 @@ import httpx
 from roost.client import RoostClient
 from roost.client.wire import encode_key_package_batch
 
-from .conftest import PASSWORD, Users
+from .conftest import Users
 
 PROBLEM = "application/problem+json"
 
@@ -87,7 +87,7 @@ class Victim:
 
 async def _make_victim(users: Users, url: str) -> Victim:
     victim = await users.new("v", keypackages=3, display_name="Victim")
-    phone = await users.second_client(victim, PASSWORD)
+    phone = await users.second_client(victim)
     peer1 = await users.new("p", keypackages=1)
     peer2 = await users.new("q", keypackages=1)
     outgoing = (await victim.open_connection(peer1.user_id)).connection_id
@@ -187,21 +187,19 @@ async def test_every_secured_route_refuses_bad_tokens(short_ttl_server):
             assert await v.snapshot() == before
 
             # 2. Another user's client, aimed at the victim's objects.
-            token = await attacker.authenticate()
             for route in sorted(CROSS_DENIED):
-                resp = await _send(http, _build(route, v), token)
+                resp = await _send(http, _build(route, v), await attacker.bearer_token())
                 _assert_problem(resp, {403, 404}, route)
             for route in sorted(CROSS_READABLE):
-                resp = await _send(http, _build(route, v), token)
+                resp = await _send(http, _build(route, v), await attacker.bearer_token())
                 assert resp.status_code == 200, (route, resp.text)
             for route in (("GET", "/v1/me"), ("GET", "/v1/connections")):
-                resp = await _send(http, _build(route, v), token)
+                resp = await _send(http, _build(route, v), await attacker.bearer_token())
                 assert resp.status_code == 200 and v.client.client_id not in resp.text
             assert await v.snapshot() == before
             # ... and the victim's other client cannot use the victim's client-owned queue.
-            phone_token = await v.phone.authenticate()
             for route in (("GET", "/v1/queues/{queue_id}/messages"),):
-                resp = await _send(http, _build(route, v), phone_token)
+                resp = await _send(http, _build(route, v), await v.phone.bearer_token())
                 _assert_problem(resp, {403, 404}, route)
 
             # 3. The victim's own token once it has expired.
@@ -211,6 +209,7 @@ async def test_every_secured_route_refuses_bad_tokens(short_ttl_server):
                 _assert_problem(resp, {401}, route, {"token_expired"})
             # The client library recovers on its own: the server's 401 makes it fetch a fresh
             # token and retry (here it believes the expired token is still good).
+            v.client.state.token = expired_token
             v.client.state.token_expires_at = time.time() + 3600  # pretend it looks fresh
             assert await v.snapshot() == before
             assert v.client.state.token != expired_token

@@ -19,7 +19,7 @@ PROBLEM = "application/problem+json"
 async def _raw(client: RoostClient, method: str, path: str, **kwargs) -> httpx.Response:
     """Send with the client's token but without the library's own checks."""
     headers = kwargs.pop("headers", {})
-    headers["Authorization"] = f"Bearer {await client._token()}"
+    headers["Authorization"] = f"Bearer {await client.bearer_token()}"
     return await client.http.request(method, path, headers=headers, **kwargs)
 
 

@@ -21,9 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from roost.mls.credential import Credential
 from roost.mls.crypto.ciphersuite import CipherSuite, get_cipher_suite
 from roost.mls.errors import MLSError
-from roost.mls.group.validation import validate_key_package
 from roost.mls.key_package import KeyPackage
-from roost.mls.key_package_gen import generate_key_package
 from roost.mls.leaf_node import Lifetime
 
 from .credentials import VerifiedClient, certificate_client_ids, load_certificate, verify_chain
@@ -365,6 +363,10 @@ class RoostClient:
         self.save()
         return st.token
 
+    async def bearer_token(self) -> str:
+        """A bearer token valid for a while yet (fetching a fresh one when needed)."""
+        return await self._token()
+
     async def _token(self, stale: str | None = None) -> str:
         async with self._auth_lock:  # many concurrent requests share one refresh
             st = self.state
@@ -527,6 +529,8 @@ class RoostClient:
         lifetime_seconds: int | None = None,
     ) -> tuple[list[KeyPackage], dict[str, KeyPackageSecrets]]:
         """Fresh KeyPackages (the last ``last_resort`` of them marked last-resort) and secrets."""
+        from roost.mls.key_package_gen import generate_key_package  # heavy: import on use
+
         cs = self.cs
         credential = self.credential
         lifetime = None
@@ -609,6 +613,8 @@ class RoostClient:
         self, kp: KeyPackage, *, user_id: str, cipher_suite: int | None = None
     ) -> str:
         """Validate a KeyPackage of one of ``user_id``'s clients; return that client id."""
+        from roost.mls.group.validation import validate_key_package  # heavy: import on use
+
         suite = cipher_suite or kp.cipher_suite
         cred = kp.leaf_node.credential
         if cred.credential_type != 2 or not cred.certificates:
