@@ -157,3 +157,11 @@ def test_db_upgrade_command(tmp_path, capsys):
     assert "upgraded from empty" in capsys.readouterr().out
     assert db_upgrade(config) == 0
     assert "already at revision" in capsys.readouterr().out
+
+
+def test_commands_report_bad_config(tmp_path, capsys):
+    from roost.server.commands import serve
+
+    assert serve(tmp_path / "missing.toml") == 2
+    assert db_upgrade(tmp_path / "missing.toml") == 2
+    assert "not found" in capsys.readouterr().err

@@ -190,3 +190,20 @@ async def test_account_deletion_removes_queues_and_packages(server):
     assert (await server.http.get("/v1/connections", headers=bob.headers)).json()[
         "connections"
     ] == []
+
+
+async def test_streamed_body_over_the_cap_is_refused(server):
+    alice = await server.user("alice")
+    qid = await new_queue(server, alice)
+    limit = server.app.state.services.config.limits.max_body_bytes
+
+    async def chunks():  # no Content-Length: the cap is enforced while streaming
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+
+    r = await server.http.post(
+        f"/v1/queues/{qid}/messages", content=chunks(), headers={**alice.headers, **MLS}
+    )
+    assert r.status_code == 413 and r.json()["code"] == "body_too_large"
+    r = await server.http.get(f"/v1/queues/{qid}/messages", headers=alice.headers)
+    assert messages(r.content) == []
