@@ -300,3 +300,18 @@ def test_update_path_reusing_a_tree_key_is_rejected():
     twice = UpdatePath(path.leaf_node, (path.nodes[0], path.nodes[0]))
     with pytest.raises(ValidationError, match="repeats"):
         check_path_keys_fresh(alice.tree, bob.leaf_index, twice)
+
+
+def test_observer_applies_commit_and_group_info_together():
+    alice, bob = _group(2)
+    observer = GroupObserver.from_group_info(alice.group_info())
+    before = observer.to_bytes()
+    out = alice.commit(force_path=True)
+    wrong = bob.group_info()  # a valid GroupInfo, but of the old epoch
+    with pytest.raises(ValidationError, match="GroupContext"):
+        observer.apply(out.commit, group_info=wrong)
+    assert observer.to_bytes() == before
+    assert observer.apply(out.commit, group_info=out.group_info).epoch == alice.epoch + 1
+    bob.process(out.commit)
+    with pytest.raises(ValidationError, match="commits"):
+        observer.apply(bob.propose_update(), group_info=out.group_info)

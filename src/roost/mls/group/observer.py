@@ -148,8 +148,16 @@ class GroupObserver:
 
     # --- messages -------------------------------------------------------------------------------
 
-    def apply(self, message: bytes | MLSMessage | PublicMessage) -> ObservedMessage:
-        """Verify and apply a PublicMessage proposal or commit of the current epoch."""
+    def apply(
+        self,
+        message: bytes | MLSMessage | PublicMessage,
+        group_info: bytes | MLSMessage | GroupInfo | None = None,
+    ) -> ObservedMessage:
+        """Verify and apply a PublicMessage proposal or commit of the current epoch.
+
+        With ``group_info`` (a commit's companion GroupInfo), the commit is applied only if
+        that GroupInfo also matches the new epoch (see ``check_group_info``): both are
+        accepted together or not at all."""
         pm = _public_message(message)
         state = self._state
         ac = pm.authenticated_content()
@@ -164,6 +172,8 @@ class GroupObserver:
         if ctype == ContentType.PROPOSAL:
             if sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
                 raise ValidationError("a new_member_commit sender cannot send proposals")
+            if group_info is not None:
+                raise ValidationError("a GroupInfo accompanies commits, not proposals")
             q = queued_from_content(state.cs, ac)
             self._proposals[q.ref] = q  # type: ignore[index]
             return ObservedMessage("proposal", sender, q.proposal, q.ref, state.epoch)
@@ -175,9 +185,12 @@ class GroupObserver:
             check_lifetime=self.check_lifetime,
             credential_policy=self.credential_policy,
         )
+        tag: bytes = ac.auth.confirmation_tag  # type: ignore[assignment]
+        if group_info is not None:
+            _check_group_info(staged.state, tag, group_info)
         # Everything succeeded: swap in the new epoch.
         self._state = staged.state
-        self._confirmation_tag = ac.auth.confirmation_tag  # type: ignore[assignment]
+        self._confirmation_tag = tag
         self._proposals = {}
         return ObservedMessage(
             "commit",
@@ -191,20 +204,7 @@ class GroupObserver:
         """Check a GroupInfo submitted with the latest commit against the computed state:
         same GroupContext, the commit's confirmation tag, a member signer with a valid
         signature, and (if present) a ratchet_tree extension equal to the tracked tree."""
-        gi = unwrap(group_info, GroupInfo)
-        state = self._state
-        if gi.group_context.encode() != state.context_bytes:
-            raise ValidationError("GroupInfo GroupContext differs from the group's state")
-        if gi.confirmation_tag != self._confirmation_tag:
-            raise ValidationError("GroupInfo confirmation tag differs from the commit's")
-        signer = state.tree.leaf(gi.signer)
-        if signer is None:
-            raise ValidationError(f"GroupInfo signer leaf {gi.signer} is not a member")
-        verify_group_info_signature(state.cs, gi, signer.signature_key)
-        ext = find_extension(gi.extensions, ExtensionType.RATCHET_TREE)
-        if ext is not None and ext.extension_data != state.tree.to_bytes():
-            raise ValidationError("GroupInfo ratchet_tree differs from the group's tree")
-        return gi
+        return _check_group_info(self._state, self._confirmation_tag, group_info)
 
     # --- persistence ----------------------------------------------------------------------------
 
@@ -239,6 +239,22 @@ class GroupObserver:
         obs = cls(state, tag, **kwargs)
         obs._proposals = {q.ref: q for q in proposals}  # type: ignore[misc]
         return obs
+
+
+def _check_group_info(state: PublicState, confirmation_tag: bytes, group_info) -> GroupInfo:
+    gi = unwrap(group_info, GroupInfo)
+    if gi.group_context.encode() != state.context_bytes:
+        raise ValidationError("GroupInfo GroupContext differs from the group's state")
+    if gi.confirmation_tag != confirmation_tag:
+        raise ValidationError("GroupInfo confirmation tag differs from the commit's")
+    signer = state.tree.leaf(gi.signer)
+    if signer is None:
+        raise ValidationError(f"GroupInfo signer leaf {gi.signer} is not a member")
+    verify_group_info_signature(state.cs, gi, signer.signature_key)
+    ext = find_extension(gi.extensions, ExtensionType.RATCHET_TREE)
+    if ext is not None and ext.extension_data != state.tree.to_bytes():
+        raise ValidationError("GroupInfo ratchet_tree differs from the group's tree")
+    return gi
 
 
 def _write_queued(w: Writer, q: QueuedProposal) -> None:
