@@ -424,12 +424,24 @@ def run_registration_token(args: argparse.Namespace) -> int:
 # ---- parser -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roost", description="Roost homeserver and client.")
+    # The client options work before or after the command; after it, SUPPRESS keeps the
+    # sub-parser from overwriting a value given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", help="client state directory (default ~/.roost, $ROOST_HOME)")
-    common.add_argument(
-        "--server", help=f"homeserver URL (default {DEFAULT_SERVER}, $ROOST_SERVER)"
-    )
-    common.add_argument("--json", action="store_true", help="print results as JSON")
+    for parser, default in ((p, None), (common, argparse.SUPPRESS)):
+        parser.add_argument(
+            "--home", default=default, help="client state directory (default ~/.roost, $ROOST_HOME)"
+        )
+        parser.add_argument(
+            "--server",
+            default=default,
+            help=f"homeserver URL (default {DEFAULT_SERVER}, $ROOST_SERVER)",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            default=False if default is None else default,
+            help="print results as JSON",
+        )
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
 
     def add(name: str, fn: Handler, help: str) -> argparse.ArgumentParser:
