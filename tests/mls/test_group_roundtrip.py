@@ -259,3 +259,25 @@ def test_late_application_message_of_previous_epoch():
         carol.process(out.commit)
     with pytest.raises(ValidationError, match="epoch"):
         carol.process(stale)
+
+
+def test_reinit_closes_the_group():
+    cred, priv = _identity(1, b"alice")
+    alice = Group.create(1, cred, priv)
+    bob_kp = _kp(1, b"bob")
+    out = alice.commit(add=[bob_kp.key_package])
+    alice.merge_pending_commit()
+    bob = Group.join_from_welcome(out.welcome, bob_kp)
+    observer = GroupObserver.from_group_info(out.group_info)
+    prop = bob.propose_reinit(b"new-group", 1)
+    _deliver(prop, [alice], observer)
+    out = alice.commit()  # the ReInit alone, by reference
+    observer.apply(out.commit)
+    got = bob.process(out.commit)
+    assert got.reinit is not None and got.reinit.group_id == b"new-group"
+    alice.merge_pending_commit()
+    assert alice.reinit == got.reinit and alice.epoch_authenticator == bob.epoch_authenticator
+    bob = Group.from_bytes(bob.to_bytes())
+    for g in (alice, bob):
+        with pytest.raises(ValidationError, match="re-initialised"):
+            g.encrypt(b"too late")

@@ -75,8 +75,6 @@ def build_commit(
         now=now,
         credential_policy=credential_policy,
     )
-    if applied.reinit is not None:
-        raise ValidationError("committing a ReInit is not supported")
     tree = applied.tree
     if external:
         if new_leaf is None:

@@ -42,6 +42,7 @@ from ..proposals import (
     PreSharedKey,
     Proposal,
     ProposalOrRef,
+    ReInit,
     Remove,
     Update,
 )
@@ -85,6 +86,7 @@ class ReceivedMessage:
     added: tuple[int, ...] = ()  # commits: leaf indices of new members
     removed: tuple[int, ...] = ()  # commits: leaf indices removed
     epoch: int = 0  # the group's epoch after the message
+    reinit: ReInit | None = None  # commits: a committed ReInit closes the group
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +126,13 @@ class Group:
         self.external_psks: dict[bytes, bytes] = dict(external_psks or {})
         self._resumption: dict[int, bytes] = dict(resumption_psks or {})
         self._proposals: dict[bytes, QueuedProposal] = {}
-        self._pending: tuple[EpochState, bytes] | None = None  # (next epoch, our commit bytes)
+        # Our own commit until the DS accepts it: (next epoch, commit bytes, committed ReInit).
+        self._pending: tuple[EpochState, bytes, ReInit | None] | None = None
         self.handshake_wire_format = handshake_wire_format
         # Private keys of our Update proposals, by public key, until one is committed.
         self._update_keys: dict[bytes, bytes] = {}
+        # Set once a ReInit was committed: the group is then closed (section 12.1.5).
+        self.reinit: ReInit | None = None
         # The epoch before the current one, kept only to read late application messages.
         self._previous: EpochState | None = None
         self.active = True
@@ -348,6 +353,18 @@ class Group:
         self._check_active()
         return self._propose(PreSharedKey(psk_id), authenticated_data)
 
+    def propose_reinit(
+        self,
+        group_id: bytes,
+        cipher_suite: int,
+        extensions: Iterable[Extension] = (),
+        authenticated_data: bytes = b"",
+    ) -> bytes:
+        """Propose to close this group and continue in a new one (section 12.1.5)."""
+        self._check_active()
+        body = ReInit(group_id, 1, cipher_suite, tuple(extensions))
+        return self._propose(body, authenticated_data)
+
     def propose_group_context_extensions(
         self, extensions: Iterable[Extension], authenticated_data: bytes = b""
     ) -> bytes:
@@ -408,7 +425,7 @@ class Group:
             self.cs, built.next, self._sig_priv, with_tree=ratchet_tree_in_welcome
         )
         welcome = build_welcome(self.cs, built, group_info) if built.applied.added else None
-        self._pending = (built.next, commit_bytes)
+        self._pending = (built.next, commit_bytes, built.applied.reinit)
         return CommitOutput(commit_bytes, welcome, MLSMessage(group_info).encode())
 
     def group_info(self, *, with_tree: bool = True) -> bytes:
@@ -420,7 +437,9 @@ class Group:
     def merge_pending_commit(self) -> None:
         if self._pending is None:
             raise ValidationError("no pending commit")
-        self._advance(self._pending[0])
+        nxt, _, reinit = self._pending
+        self._advance(nxt)
+        self.reinit = reinit
 
     def clear_pending_commit(self) -> None:
         self._pending = None
@@ -615,6 +634,7 @@ class Group:
         ):
             raise CryptoError("confirmation tag does not match")
         self._advance(EpochState.start(new_public, secrets, keys, self.leaf_index))
+        self.reinit = applied.reinit
         return ReceivedMessage(
             "commit",
             sender,
@@ -622,9 +642,12 @@ class Group:
             added=tuple(i for i, _ in applied.added),
             removed=tuple(applied.removed),
             epoch=self.epoch,
+            reinit=applied.reinit,
         )
 
     def _check_active(self) -> None:
+        if self.reinit is not None:
+            raise ValidationError("this group was re-initialised (ReInit): use the new group")
         if not self.active:
             raise ValidationError("we were removed from this group")
 

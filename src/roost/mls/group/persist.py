@@ -15,6 +15,7 @@ from ..constants import WireFormat
 from ..crypto.ciphersuite import get_cipher_suite
 from ..errors import DecodeError
 from ..key_schedule import EpochSecrets
+from ..proposals import Proposal, ReInit
 from ..secret_tree import HashRatchet, SecretTree
 from ..treekem import TreePrivateState
 from .observer import _read_queued, _write_queued
@@ -137,12 +138,30 @@ def _read_epoch(r: Reader, epoch_cls):
     return epoch_cls(public, secrets, keys, secret_tree, leaf_index)
 
 
+def _write_reinit(w: Writer, body: ReInit) -> None:
+    Proposal(body).encode_to(w)
+
+
+def _write_pending(w: Writer, pending) -> None:
+    nxt, commit, reinit = pending
+    _write_epoch(w, nxt)
+    w.opaque(commit)
+    w.optional(reinit, _write_reinit)
+
+
+def _read_reinit(r: Reader) -> ReInit:
+    body = Proposal.decode_from(r).body
+    if not isinstance(body, ReInit):
+        raise DecodeError("saved ReInit is another proposal type")
+    return body
+
+
 def encode_group(group) -> bytes:
     w = Writer()
     w.fixed(MAGIC)
     w.u16(VERSION)
     _write_epoch(w, group._epoch)
-    w.optional(group._pending, lambda w, p: (_write_epoch(w, p[0]), w.opaque(p[1])))
+    w.optional(group._pending, _write_pending)
     w.optional(group._previous, _write_epoch)
     w.u32(len(group._proposals))
     for q in group._proposals.values():
@@ -152,6 +171,7 @@ def encode_group(group) -> bytes:
     _write_bytes_map(w, group.external_psks)
     w.opaque(group._sig_priv)
     w.boolean(group.active)
+    w.optional(group.reinit, _write_reinit)
     w.u16(group.handshake_wire_format)
     return w.getvalue()
 
@@ -167,7 +187,9 @@ def decode_group(cls, data: bytes, credential_policy):
         if version != VERSION:
             raise DecodeError(f"unsupported group state version {version}")
         epoch = _read_epoch(r, _Epoch)
-        pending = r.optional(lambda r: (_read_epoch(r, _Epoch), r.opaque()))
+        pending = r.optional(
+            lambda r: (_read_epoch(r, _Epoch), r.opaque(), r.optional(_read_reinit))
+        )
         previous = r.optional(lambda r: _read_epoch(r, _Epoch))
         proposals = [_read_queued(r) for _ in range(r.u32())]
         update_keys = _read_bytes_map(r)
@@ -175,6 +197,7 @@ def decode_group(cls, data: bytes, credential_policy):
         external = _read_bytes_map(r)
         sig_priv = r.opaque()
         active = r.boolean()
+        reinit = r.optional(_read_reinit)
         wire_format = WireFormat(r.u16())
         r.finish()
     except DecodeError:
@@ -194,4 +217,5 @@ def decode_group(cls, data: bytes, credential_policy):
     group._proposals = {q.ref: q for q in proposals}
     group._update_keys = update_keys
     group.active = active
+    group.reinit = reinit
     return group

@@ -245,7 +245,8 @@ def select_pending(
     """The received proposals a committer can include next to ``by_value`` without breaking
     section 12.2: a committer must leave out proposals that conflict (12.4). Skipped: our own
     Updates, a second Update/Remove of a leaf, Removes of blank leaves or of ourselves, Adds
-    of a signature key already present, extra GroupContextExtensions, duplicate PSKs, ReInit.
+    of a signature key already present, extra GroupContextExtensions, duplicate PSKs, and a
+    ReInit unless it is the only proposal.
     KeyPackage and leaf validity are still checked when the commit is built."""
     touched: set[int] = {committer}
     sig_keys: set[bytes] = set()
@@ -287,4 +288,9 @@ def select_pending(
         elif t in (ProposalType.REINIT, ProposalType.EXTERNAL_INIT):
             continue
         out.append((ref, q))
+    if not out and not by_value:
+        # A ReInit must be committed alone (12.2): only when nothing else is on the table.
+        for ref, q in cache.items():
+            if q.proposal.proposal_type == ProposalType.REINIT:
+                return [(ref, q)]
     return out
