@@ -49,6 +49,9 @@ CS = get_cipher_suite(SUITE)
 Bench = Callable[[], Callable[[], object]]  # set-up (untimed) returning the timed call
 
 
+STAT = statistics.median  # --stat min: more robust for before/after runs on a busy machine
+
+
 def median_ms(make: Bench, runs: int) -> float:
     samples = []
     for _ in range(runs):
@@ -57,7 +60,7 @@ def median_ms(make: Bench, runs: int) -> float:
         t0 = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(samples)
+    return STAT(samples)
 
 
 def batch_median_ms(fn: Callable[[], object], runs: int, batch: int) -> float:
@@ -69,7 +72,7 @@ def batch_median_ms(fn: Callable[[], object], runs: int, batch: int) -> float:
         for _ in range(batch):
             fn()
         samples.append((time.perf_counter() - t0) * 1000 / batch)
-    return statistics.median(samples)
+    return STAT(samples)
 
 
 def _identity(name: bytes) -> tuple[Credential, bytes]:
@@ -198,7 +201,11 @@ def main() -> None:
     ap.add_argument("--adds", type=int, default=100)
     ap.add_argument("--leaves", type=int, default=1000)
     ap.add_argument("--profile", default=None, help="row key to profile (see the table)")
+    ap.add_argument("--stat", choices=("median", "min"), default="median")
+    ap.add_argument("--only", default=None, help="comma-separated row keys to run")
     args = ap.parse_args()
+    global STAT
+    STAT = min if args.stat == "min" else statistics.median
     runs = max(1, args.runs)
 
     t0 = time.perf_counter()
@@ -275,11 +282,13 @@ def main() -> None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         return
 
+    if args.only:
+        rows = [r for r in rows if r[0] in args.only.split(",")]
     width = max(len(r[1]) for r in rows)
-    print(f"{'operation':<{width}}  {'median ms':>10}  {'target ms':>9}")
+    print(f"{'operation':<{width}}  {args.stat + ' ms':>10}  {'target ms':>9}")
     print("-" * (width + 23))
-    for _key, label, measure, target in rows:
-        print(f"{label:<{width}}  {measure():>10.3f}  {target:>9}", flush=True)
+    for key, label, measure, target in rows:
+        print(f"{label:<{width}}  {measure():>10.3f}  {target:>9}  [{key}]", flush=True)
 
 
 if __name__ == "__main__":

@@ -218,6 +218,30 @@ class Struct:
         value.encode_to(w)
 
 
+class Memoized(Struct):
+    """A ``Struct`` that keeps its (partial) encoding once computed or decoded.
+
+    Only for frozen structures: their encoding can never change, so signatures, hashes and
+    references over them need not re-encode (the hot paths verify and hash the very
+    structures they just decoded). The memo lives in a slot that is not a dataclass field:
+    it takes no part in ``==``, ``repr`` or ``dataclasses.replace`` (a replaced copy starts
+    without one). Read it with ``_memo_of``; set it with ``_set_memo``.
+    """
+
+    __slots__ = ("_memo",)
+
+
+def _memo_of(obj: Memoized) -> bytes | None:
+    try:
+        return obj._memo  # type: ignore[attr-defined]
+    except AttributeError:
+        return None
+
+
+def _set_memo(obj: Memoized, value: bytes) -> None:
+    object.__setattr__(obj, "_memo", value)  # frozen dataclasses refuse plain assignment
+
+
 def enum_value(enum_cls: type, value: int, what: str) -> Any:
     """Convert an integer to a member of ``enum_cls`` or raise ``DecodeError``."""
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .codec import Reader, Struct, Writer, enum_value
+from .codec import Memoized, Reader, Struct, Writer, _memo_of, _set_memo, enum_value
 from .commit import Commit
 from .constants import ContentType, ProtocolVersion, SenderType, WireFormat
 from .errors import DecodeError
@@ -107,7 +107,10 @@ class Sender(Struct):
 
 
 @dataclass(frozen=True, slots=True)
-class FramedContent(Struct):
+class FramedContent(Memoized):
+    """The memo holds the encoding: a received message's FramedContentTBS, membership tag
+    input, transcript hash input and ProposalRef all reuse the decoded bytes."""
+
     group_id: bytes
     epoch: int
     sender: Sender
@@ -119,21 +122,30 @@ class FramedContent(Struct):
         return content_type_of(self.content)
 
     def encode_to(self, w: Writer) -> None:
-        w.opaque(self.group_id)
-        w.u64(self.epoch)
-        self.sender.encode_to(w)
-        w.opaque(self.authenticated_data)
-        w.u8(content_type_of(self.content))
-        _write_body(w, self.content)
+        raw = _memo_of(self)
+        if raw is None:
+            inner = Writer()
+            inner.opaque(self.group_id)
+            inner.u64(self.epoch)
+            self.sender.encode_to(inner)
+            inner.opaque(self.authenticated_data)
+            inner.u8(content_type_of(self.content))
+            _write_body(inner, self.content)
+            raw = bytes(inner.buf)
+            _set_memo(self, raw)
+        w.fixed(raw)
 
     @classmethod
     def decode_from(cls, r: Reader) -> FramedContent:
+        start = r.pos
         group_id = r.opaque()
         epoch = r.u64()
         sender = Sender.decode_from(r)
         authenticated_data = r.opaque()
         body = _read_body(r, _read_content_type(r))
-        return cls(group_id, epoch, sender, authenticated_data, body)
+        content = cls(group_id, epoch, sender, authenticated_data, body)
+        _set_memo(content, r.data[start : r.pos])  # canonical: equal to re-encoding
+        return content
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .codec import Reader, Struct, Writer
+from .codec import Memoized, Reader, Writer, _memo_of, _set_memo
 from .extensions import Extension, read_extensions, write_extensions
 from .leaf_node import LeafNode
 
 
 @dataclass(frozen=True, slots=True)
-class KeyPackage(Struct):
+class KeyPackage(Memoized):
+    """The memo holds the KeyPackageTBS encoding (everything but the signature)."""
+
     # version and cipher_suite stay ints: an unknown value is a validation failure
     # (section 10.1), not a malformed encoding.
     version: int
@@ -29,21 +31,25 @@ class KeyPackage(Struct):
 
     def tbs(self) -> bytes:
         """KeyPackageTBS: everything but the signature (signed with label "KeyPackageTBS")."""
-        w = Writer()
-        self._encode_tbs(w)
-        return w.getvalue()
+        tbs = _memo_of(self)
+        if tbs is None:
+            w = Writer()
+            self._encode_tbs(w)
+            tbs = bytes(w.buf)
+            _set_memo(self, tbs)
+        return tbs
 
     def encode_to(self, w: Writer) -> None:
-        self._encode_tbs(w)
+        w.fixed(self.tbs())
         w.opaque(self.signature)
 
     @classmethod
     def decode_from(cls, r: Reader) -> KeyPackage:
-        return cls(
-            r.u16(),
-            r.u16(),
-            r.opaque(),
-            LeafNode.decode_from(r),
-            read_extensions(r),
-            r.opaque(),
-        )
+        start = r.pos
+        version, suite, init_key = r.u16(), r.u16(), r.opaque()
+        leaf = LeafNode.decode_from(r)
+        extensions = read_extensions(r)
+        tbs = r.data[start : r.pos]  # canonical (strict decoder): equal to re-encoding
+        kp = cls(version, suite, init_key, leaf, extensions, r.opaque())
+        _set_memo(kp, tbs)
+        return kp

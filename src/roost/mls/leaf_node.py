@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .codec import Reader, Struct, Writer, enum_value
+from .codec import Memoized, Reader, Struct, Writer, _memo_of, _set_memo, enum_value
 from .constants import LeafNodeSource
 from .credential import Credential
 from .extensions import Extension, read_extensions, write_extensions
@@ -48,7 +48,10 @@ class Lifetime(Struct):
 
 
 @dataclass(frozen=True, slots=True)
-class LeafNode(Struct):
+class LeafNode(Memoized):
+    """The memo holds the LeafNodeContent encoding (everything but the signature): tree
+    hashes, LeafNodeTBS and KeyPackage encodings reuse it."""
+
     encryption_key: bytes
     signature_key: bytes
     credential: Credential
@@ -72,23 +75,36 @@ class LeafNode(Struct):
             w.opaque(self.parent_hash)
         write_extensions(w, self.extensions)
 
+    def content_bytes(self) -> bytes:
+        """The LeafNodeContent encoding (memoised: the node is immutable)."""
+        content = _memo_of(self)
+        if content is None:
+            w = Writer()
+            self._encode_content(w)
+            content = bytes(w.buf)
+            _set_memo(self, content)
+        return content
+
     def encode_to(self, w: Writer) -> None:
-        self._encode_content(w)
+        w.fixed(self.content_bytes())
         w.opaque(self.signature)
 
     def tbs(self, group_id: bytes | None = None, leaf_index: int | None = None) -> bytes:
         """LeafNodeTBS: group id and leaf index are bound for update and commit sources."""
+        content = self.content_bytes()
+        if self.leaf_node_source == LeafNodeSource.KEY_PACKAGE:
+            return content
+        if group_id is None or leaf_index is None:
+            raise ValueError("update/commit leaf TBS needs group_id and leaf_index")
         w = Writer()
-        self._encode_content(w)
-        if self.leaf_node_source != LeafNodeSource.KEY_PACKAGE:
-            if group_id is None or leaf_index is None:
-                raise ValueError("update/commit leaf TBS needs group_id and leaf_index")
-            w.opaque(group_id)
-            w.u32(leaf_index)
+        w.fixed(content)
+        w.opaque(group_id)
+        w.u32(leaf_index)
         return w.getvalue()
 
     @classmethod
     def decode_from(cls, r: Reader) -> LeafNode:
+        start = r.pos
         encryption_key = r.opaque()
         signature_key = r.opaque()
         credential = Credential.decode_from(r)
@@ -101,8 +117,11 @@ class LeafNode(Struct):
         elif source == LeafNodeSource.COMMIT:
             parent_hash = r.opaque()
         extensions = read_extensions(r)
+        # The strict decoder accepts only canonical encodings, so these bytes are exactly
+        # what encoding the node would produce.
+        content = r.data[start : r.pos]
         signature = r.opaque()
-        return cls(
+        node = cls(
             encryption_key,
             signature_key,
             credential,
@@ -113,3 +132,5 @@ class LeafNode(Struct):
             extensions,
             signature,
         )
+        _set_memo(node, content)
+        return node
