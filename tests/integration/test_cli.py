@@ -61,12 +61,15 @@ def test_cli_end_to_end(server, tmp_path):
     # Claims need a connection; the request carries one of Bob's KeyPackages.
     err = bob.run("keypackages", "claim", reg["user_id"], ok=False)
     assert err["error"] == "no_connection"
+    # The request carries the Welcome to a new two-user MLS group; accepting joins it.
     conn = bob.run("connections", "request", reg["user_id"])
-    assert conn["state"] == "pending"
+    assert conn["state"] == "pending" and conn["group_id"]
     fetched = alice.run("queue", "fetch")
     [event] = fetched["events"]
     assert (event["type"], event["connection_id"]) == ("connection_request", conn["connection_id"])
-    assert alice.run("connections", "accept", conn["connection_id"])["state"] == "accepted"
+    accepted = alice.run("connections", "accept", conn["connection_id"])
+    assert (accepted["state"], accepted["group_id"]) == ("accepted", conn["group_id"])
+    assert (tmp_path / "alice" / "groups" / f"{conn['group_id']}.mls").exists()
     alice.run("queue", "ack", "--up-to", str(fetched["last_seq"]))
     assert alice.run("queue", "fetch", "--after", str(fetched["last_seq"]))["events"] == []
     claimed = bob.run("keypackages", "claim", reg["user_id"])

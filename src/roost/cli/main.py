@@ -327,22 +327,26 @@ async def cmd_connections(args: argparse.Namespace) -> None:
         if not args.target:
             raise RoostError(0, "invalid_arguments", f"{args.action} needs a target")
         payload = _read_payload(args.payload)
+        group = None
         if args.action == "request":
-            conn = await c.open_connection(args.target)
             if payload is None:
-                # Without a group payload, send one of our KeyPackages: what the responder
-                # needs to add this client to a group it creates.
-                kps, secrets = c.generate_key_packages(1, last_resort=0)
-                c.state.keypackages.update(secrets)
-                c.save()
-                from roost.mls.framing import MLSMessage
-
-                payload = MLSMessage(kps[0]).encode()
-            conn = await c.send_connection_request(conn.connection_id, payload)
+                # The usual way: the request carries the Welcome to a new two-user group.
+                conn, group = await c.request_connection(args.target)
+            else:
+                conn = await c.open_connection(args.target)
+                conn = await c.send_connection_request(conn.connection_id, payload)
         elif args.action == "accept":
-            conn = await c.accept_connection(args.target, payload)
+            conn, group = await c.accept_connection_request(args.target, reply=payload)
         else:
             conn = await c.reject_connection(args.target)
+        if group is not None:
+            _emit(
+                args,
+                {**_jsonable(conn), "group_id": group.group_id.hex()},
+                f"{conn.connection_id}  {conn.requester} -> {conn.responder}  {conn.state}"
+                f"  group {group.group_id.hex()}",
+            )
+            return
         _emit(
             args, conn, f"{conn.connection_id}  {conn.requester} -> {conn.responder}  {conn.state}"
         )

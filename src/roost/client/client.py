@@ -12,7 +12,7 @@ import hashlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -24,6 +24,7 @@ from roost.mls.errors import MLSError
 from roost.mls.key_package import KeyPackage
 from roost.mls.leaf_node import Lifetime
 
+from . import groups
 from .credentials import VerifiedClient, certificate_client_ids, load_certificate, verify_chain
 from .credentials import verify_client_credential as _verify_chain_for
 from .errors import CredentialError, RoostError, StateError
@@ -53,6 +54,10 @@ from .wire import (
     opaque_concat,
     unb64u,
 )
+
+if TYPE_CHECKING:
+    from roost.mls.group import Group
+    from roost.mls.group.validation import CredentialPolicy
 
 # Refresh a token this long before the server would consider it expired (at most this
 # fraction of its lifetime, so short-lived tokens are still used).
@@ -555,6 +560,7 @@ class RoostClient:
                 bundle.encryption_private_key,
                 i >= count - last_resort,
                 lt.not_after if lt is not None else 0,
+                kp.encode(),
             )
             kps.append(kp)
         return kps, secrets
@@ -688,6 +694,104 @@ class RoostClient:
             content=payload,
             content_type=MLS_MEDIA_TYPE,
         )
+
+    # ---- MLS groups (connection groups) ------------------------------------------------
+    def credential_policy(self) -> CredentialPolicy:
+        """Accept group members only with credentials issued by our domain's AS."""
+        if not self.state.as_certificate:
+            raise StateError("no AS certificate pinned; register or log in first")
+        return groups.credential_policy(self.state.as_certificate)
+
+    def save_group(self, group: Group) -> None:
+        if self.home is not None:
+            self.home.save_group(group.group_id, group.to_bytes())
+
+    def load_group(self, group_id: bytes) -> Group:
+        from roost.mls.group import Group
+
+        if self.home is None:
+            raise StateError("no home directory: groups are not persisted")
+        return Group.from_bytes(
+            self.home.load_group(group_id), credential_policy=self.credential_policy()
+        )
+
+    async def request_connection(self, user_id: str) -> tuple[Connection, Group]:
+        """Open a connection to ``user_id`` and send the Welcome to a new two-user group
+        holding this client and one KeyPackage of each of the responder's clients."""
+        from roost.mls.group import Group
+
+        conn = await self.open_connection(user_id)
+        kps = await self.claim_key_packages(user_id)  # the request's single claim, verified
+        if not kps:
+            raise RoostError(0, "no_key_packages", f"{user_id} has no KeyPackages to claim")
+        group = Group.create(
+            self.state.cipher_suite,
+            self.credential,
+            self.state.signature_private,
+            credential_policy=self.credential_policy(),
+        )
+        out = group.commit(add=kps)
+        group.merge_pending_commit()  # no Delivery Service yet: the group starts here
+        assert out.welcome is not None
+        conn = await self.send_connection_request(conn.connection_id, out.welcome)
+        self.save_group(group)
+        return conn, group
+
+    def join_from_welcome(self, welcome: bytes) -> Group:
+        """Join a group from a Welcome addressed to one of our published KeyPackages."""
+        from roost.mls.group import Group
+
+        try:
+            w, ref, secrets = groups.welcome_target(welcome, self.state.keypackages)
+            group = Group.join_from_welcome(
+                w,
+                (
+                    groups.decode_key_package(secrets),
+                    secrets.init_private,
+                    secrets.encryption_private,
+                    self.state.signature_private,
+                ),
+                credential_policy=self.credential_policy(),
+            )
+        except MLSError as e:
+            raise RoostError(0, "invalid_welcome", str(e)) from e
+        if not secrets.last_resort:  # a normal KeyPackage is single-use: drop its keys
+            del self.state.keypackages[ref]
+        self.save()
+        self.save_group(group)
+        return group
+
+    async def accept_connection_request(
+        self, connection_id: str, *, welcome: bytes | None = None, reply: bytes | None = None
+    ) -> tuple[Connection, Group | None]:
+        """Join the connection's group from its Welcome (looked up in the direct queue when
+        not given), then accept. A request that carries no Welcome for us is accepted without
+        a group."""
+        if welcome is None:
+            welcome = await self._connection_payload(connection_id)
+        group = None
+        if welcome:
+            try:
+                group = self.join_from_welcome(welcome)
+            except RoostError as e:
+                if e.code != "invalid_welcome":
+                    raise
+                # Not a Welcome for this client (or not a Welcome at all): accept anyway,
+                # another of the user's clients may hold the KeyPackage it names.
+                group = None
+        conn = await self.accept_connection(connection_id, reply)
+        return conn, group
+
+    async def _connection_payload(self, connection_id: str) -> bytes | None:
+        after = 0
+        while True:
+            page = await self.fetch_direct(after)
+            for e in page.events:
+                if e.type == "connection_request" and e.connection_id == connection_id:
+                    return e.payload
+            if not page.has_more or not page.events:
+                return None
+            after = page.last_seq
 
     # ---- queues -------------------------------------------------------------------------
     async def _fetch(

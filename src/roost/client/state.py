@@ -6,6 +6,7 @@ Layout (directory 0700, every file 0600, each written atomically):
                        bearer token and expiry
 - ``signature.key``    the client's MLS signature private key (raw bytes)
 - ``keypackages.json`` private HPKE keys of published KeyPackages, by KeyPackageRef (hex)
+- ``groups/<id>.mls``  the member state of each MLS group this client is in (contains secrets)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ DEFAULT_HOME = Path("~/.roost")
 _CLIENT_FILE = "client.json"
 _KEY_FILE = "signature.key"
 _KEYPACKAGES_FILE = "keypackages.json"
+_GROUPS_DIR = "groups"
 
 
 @dataclass(slots=True)
@@ -33,6 +35,7 @@ class KeyPackageSecrets:
     encryption_private: bytes
     last_resort: bool = False
     not_after: int = 0  # the KeyPackage's lifetime end: the secrets can go after it
+    key_package: bytes = b""  # the encoded KeyPackage (a Welcome names it by reference)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class KeyPackageSecrets:
             "encryption_private": self.encryption_private.hex(),
             "last_resort": self.last_resort,
             "not_after": self.not_after,
+            "key_package": self.key_package.hex(),
         }
 
     @classmethod
@@ -49,6 +53,7 @@ class KeyPackageSecrets:
             bytes.fromhex(d["encryption_private"]),
             bool(d.get("last_resort", False)),
             int(d.get("not_after", 0)),
+            bytes.fromhex(d.get("key_package", "")),
         )
 
 
@@ -149,7 +154,29 @@ class Home:
         except (KeyError, TypeError, ValueError) as e:
             raise StateError(f"corrupt client state in {self.path}: {e}") from e
 
+    def _group_path(self, group_id: bytes) -> Path:
+        return self.path / _GROUPS_DIR / f"{group_id.hex()}.mls"
+
+    def save_group(self, group_id: bytes, data: bytes) -> None:
+        self.ensure_dir()
+        (self.path / _GROUPS_DIR).mkdir(mode=0o700, exist_ok=True)
+        _write_private(self._group_path(group_id), data)
+
+    def load_group(self, group_id: bytes) -> bytes:
+        try:
+            return self._group_path(group_id).read_bytes()
+        except FileNotFoundError as e:
+            raise StateError(f"no group {group_id.hex()} in {self.path}") from e
+
+    def group_ids(self) -> list[bytes]:
+        folder = self.path / _GROUPS_DIR
+        if not folder.is_dir():
+            return []
+        return sorted(bytes.fromhex(p.stem) for p in folder.glob("*.mls"))
+
     def delete(self) -> None:
         """Forget this client (after account deletion or client removal)."""
         for name in (_CLIENT_FILE, _KEY_FILE, _KEYPACKAGES_FILE):
             (self.path / name).unlink(missing_ok=True)
+        for group_id in self.group_ids():
+            self._group_path(group_id).unlink(missing_ok=True)
