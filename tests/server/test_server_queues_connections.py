@@ -207,3 +207,38 @@ async def test_streamed_body_over_the_cap_is_refused(server):
     assert r.status_code == 413 and r.json()["code"] == "body_too_large"
     r = await server.http.get(f"/v1/queues/{qid}/messages", headers=alice.headers)
     assert messages(r.content) == []
+
+
+async def test_concurrent_opens_and_first_direct_enqueues(server):
+    import asyncio
+
+    bob = await server.user("bob")
+    senders = [await server.user(f"s{i}") for i in range(6)]
+    # many users write to bob's (not yet existing) direct queue at once: gap-free seqs
+    opened = [
+        (
+            await server.http.post("/v1/connections", json={"to": bob.user_id}, headers=s.headers)
+        ).json()
+        for s in senders
+    ]
+    results = await asyncio.gather(
+        *(
+            server.http.post(
+                f"/v1/connections/{c['connection_id']}/request",
+                content=b"x",
+                headers={**s.headers, **MLS},
+            )
+            for c, s in zip(opened, senders, strict=True)
+        )
+    )
+    assert all(r.status_code == 200 for r in results)
+    assert [seq for seq, _ in await direct_events(server, bob)] == [1, 2, 3, 4, 5, 6]
+    # the same pair opened concurrently: exactly one wins
+    alice = await server.user("alice")
+    answers = await asyncio.gather(
+        *(
+            server.http.post("/v1/connections", json={"to": bob.user_id}, headers=alice.headers)
+            for _ in range(8)
+        )
+    )
+    assert sorted(r.status_code for r in answers) == [201] + [409] * 7

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from roost.mls.errors import DecodeError
@@ -99,6 +100,13 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else ""
         return problem_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        # A concurrent request won a uniqueness race the code did not anticipate; the
+        # transaction was rolled back, so the client may simply retry.
+        log.warning("integrity conflict: %s", type(exc.orig).__name__)
+        return problem_response(409, "conflict", "a concurrent change conflicted; retry")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

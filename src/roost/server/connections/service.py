@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..auth.service import AuthService, Principal
@@ -21,8 +22,6 @@ from ..errors import Problem
 from ..queues.service import QueueService
 from ..store import Database
 from .tables import connections
-
-OPEN_STATES = ("opening", "pending", "accepted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +48,11 @@ def _conn(row: sa.Row) -> Connection:
     return Connection(
         row.id, row.requester_id, row.responder_id, row.state, row.created_at, row.updated_at
     )
+
+
+def open_pair(a: str, b: str) -> str:
+    """The unique key of a pair of users while they have an open connection."""
+    return f"{a}|{b}" if a < b else f"{b}|{a}"
 
 
 def _between(a: str, b: str) -> sa.ColumnElement[bool]:
@@ -86,30 +90,30 @@ class ConnectionService:
         if target.uuid == principal.user_uuid:
             raise Problem(422, "invalid_target", "a user cannot connect to themselves")
         now = int(self.clock())
-        async with self.db.transaction() as conn:
-            existing = await conn.execute(
-                sa.select(connections.c.id)
-                .where(
-                    _between(principal.user_uuid, target.uuid), connections.c.state.in_(OPEN_STATES)
+        exists = Problem(409, "connection_exists", "a connection with this user exists or is open")
+        pair = open_pair(principal.user_uuid, target.uuid)
+        row = {
+            "id": str(uuid.uuid4()),
+            "requester_uuid": principal.user_uuid,
+            "responder_uuid": target.uuid,
+            "requester_id": principal.user_id,
+            "responder_id": target.user_id,
+            "state": "opening",
+            "claim_used": False,
+            "open_pair": pair,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            async with self.db.transaction() as conn:
+                taken = await conn.execute(
+                    sa.select(connections.c.id).where(connections.c.open_pair == pair)
                 )
-                .with_for_update()
-            )
-            if existing.first() is not None:
-                raise Problem(
-                    409, "connection_exists", "a connection with this user exists or is open"
-                )
-            row = {
-                "id": str(uuid.uuid4()),
-                "requester_uuid": principal.user_uuid,
-                "responder_uuid": target.uuid,
-                "requester_id": principal.user_id,
-                "responder_id": target.user_id,
-                "state": "opening",
-                "claim_used": False,
-                "created_at": now,
-                "updated_at": now,
-            }
-            await conn.execute(sa.insert(connections).values(**row))
+                if taken.first() is not None:
+                    raise exists
+                await conn.execute(sa.insert(connections).values(**row))
+        except IntegrityError:
+            raise exists from None  # a concurrent open for the same pair won the unique index
         return Connection(row["id"], principal.user_id, target.user_id, "opening", now, now)
 
     async def _load(self, conn: AsyncConnection, conn_id: str) -> sa.Row:
@@ -158,7 +162,7 @@ class ConnectionService:
             await conn.execute(
                 sa.update(connections)
                 .where(connections.c.id == conn_id)
-                .values(state=state, updated_at=now)
+                .values(state=state, updated_at=now, open_pair=row.open_pair if accept else None)
             )
             kind = "connection_accepted" if accept else "connection_rejected"
             event = self._event(kind, conn_id, principal.user_id, payload)

@@ -91,9 +91,16 @@ def validate_package(
         raise Problem(
             422, "duplicate_init_key", "init_key must differ from the leaf's encryption key"
         )
-    if kp.cipher_suite not in leaf.capabilities.cipher_suites:
+    caps = leaf.capabilities
+    if (
+        kp.cipher_suite not in caps.cipher_suites
+        or ProtocolVersion.MLS10 not in caps.versions
+        or CredentialType.X509 not in caps.credentials
+    ):
         raise Problem(
-            422, "invalid_keypackage", "the leaf does not list the package's cipher suite"
+            422,
+            "invalid_keypackage",
+            "the leaf's capabilities must list mls10, the package's suite and x509 credentials",
         )
     cred = leaf.credential
     if (

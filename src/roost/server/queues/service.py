@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..config import Limits
@@ -171,16 +173,20 @@ class QueueService:
 
     async def enqueue_direct(self, conn: AsyncConnection, user_uuid: str, payload: bytes) -> int:
         """Append to a user's direct queue inside the caller's transaction."""
+        # Create the counter row if missing without racing a concurrent first enqueue.
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        await conn.execute(
+            insert(direct_queues)
+            .values(user_uuid=user_uuid, last_seq=0)
+            .on_conflict_do_nothing(index_elements=["user_uuid"])
+        )
         last = (
             await conn.execute(
                 sa.select(direct_queues.c.last_seq)
                 .where(direct_queues.c.user_uuid == user_uuid)
                 .with_for_update()
             )
-        ).scalar_one_or_none()
-        if last is None:
-            await conn.execute(sa.insert(direct_queues).values(user_uuid=user_uuid, last_seq=0))
-            last = 0
+        ).scalar_one()
         seq = last + 1
         await conn.execute(
             sa.update(direct_queues)
