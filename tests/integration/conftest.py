@@ -1,7 +1,7 @@
 """Integration fixtures: real ``roost serve`` processes (SQLite and PostgreSQL) and clients.
 
 One server process per engine for the whole session (``server``), plus one with a very short
-token lifetime for the expiry tests (``short_ttl_server``). Every test makes its own users, so
+token lifetime and a low claim rate limit (``strict_server``) for the expiry and limit tests. Every test makes its own users, so
 tests never depend on each other's data.
 """
 
@@ -33,6 +33,7 @@ def _short_token_ttl() -> int:
 
 
 SHORT_TOKEN_TTL = _short_token_ttl()
+STRICT_CLAIMS_PER_MINUTE = 5
 PASSWORD = "correct horse battery staple"
 
 
@@ -55,9 +56,15 @@ def server(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="session", params=ENGINES)
-def short_ttl_server(request, tmp_path_factory):
+def strict_server(request, tmp_path_factory):
     srv = _start(
-        request, tmp_path_factory, "roost-ttl", {"ROOST_TOKEN_TTL_SECONDS": str(SHORT_TOKEN_TTL)}
+        request,
+        tmp_path_factory,
+        "roost-strict",
+        {
+            "ROOST_TOKEN_TTL_SECONDS": str(SHORT_TOKEN_TTL),
+            "ROOST_LIMITS_CLAIMS_PER_MINUTE": str(STRICT_CLAIMS_PER_MINUTE),
+        },
     )
     yield srv
     srv.stop()

@@ -162,16 +162,16 @@ def _assert_problem(resp: httpx.Response, statuses: set[int], route, codes=None)
         assert body["code"] in codes, (route, body)
 
 
-async def test_every_secured_route_refuses_bad_tokens(short_ttl_server):
-    users = Users(short_ttl_server.url)
+async def test_every_secured_route_refuses_bad_tokens(strict_server):
+    users = Users(strict_server.url)
     try:
-        async with httpx.AsyncClient(base_url=short_ttl_server.url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=strict_server.url, timeout=30) as http:
             openapi = (await http.get("/openapi.json")).json()
             routes = _secured_routes(openapi)
             classified = CROSS_DENIED | CROSS_READABLE | SELF_SCOPED | CAPABILITY
             assert set(routes) == classified, "classify new secured routes in this test"
 
-            v = await _make_victim(users, short_ttl_server.url)
+            v = await _make_victim(users, strict_server.url)
             attacker = await users.new("x", keypackages=1)
             expired_token = await v.client.authenticate()
             expires_at = v.client.state.token_expires_at
