@@ -54,7 +54,7 @@ from ..welcome import Welcome
 from .commit_builder import build_commit
 from .epoch_state import EpochState, drop_outside
 from .join import build_welcome, epoch_from_welcome, external_commit, sign_group_info, unwrap
-from .proposal_rules import QueuedProposal, select_pending
+from .proposal_rules import QueuedProposal, cache_proposal, select_pending
 from .state import (
     PublicState,
     check_content_header,
@@ -312,7 +312,7 @@ class Group:
     def _propose(self, body, authenticated_data: bytes = b"") -> bytes:
         ac, _ = self._frame(Proposal(body), authenticated_data=authenticated_data)
         q = queued_from_content(self.cs, ac)
-        self._proposals[q.ref] = q  # type: ignore[index]
+        cache_proposal(self._proposals, q)
         return self._send(ac)
 
     def propose_add(self, key_package: KeyPackage, authenticated_data: bytes = b"") -> bytes:
@@ -571,7 +571,7 @@ class Group:
         prop = q.proposal
         if prop.proposal_type == ProposalType.UPDATE and sender.sender_type != SenderType.MEMBER:
             raise ValidationError("Update proposal from a non-member")
-        self._proposals[q.ref] = q  # type: ignore[index]
+        cache_proposal(self._proposals, q)
         return ReceivedMessage("proposal", sender, b"", ac.content.authenticated_data, prop)
 
     def _receive_commit(self, ac: AuthenticatedContent) -> ReceivedMessage:

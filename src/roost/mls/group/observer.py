@@ -28,7 +28,7 @@ from ..proposals import Proposal
 from ..ratchet_tree import RatchetTree
 from ..transcript import interim_transcript_hash
 from .join import tree_from, unwrap, verify_group_info
-from .proposal_rules import QueuedProposal
+from .proposal_rules import QueuedProposal, cache_proposal
 from .state import (
     PublicState,
     check_content_header,
@@ -175,7 +175,7 @@ class GroupObserver:
             if group_info is not None:
                 raise ValidationError("a GroupInfo accompanies commits, not proposals")
             q = queued_from_content(state.cs, ac)
-            self._proposals[q.ref] = q  # type: ignore[index]
+            cache_proposal(self._proposals, q)
             return ObservedMessage("proposal", sender, q.proposal, q.ref, state.epoch)
         proposals = resolve_proposals(ac.content.content, sender, self._proposals)
         staged = stage_commit(

@@ -77,6 +77,17 @@ class AppliedProposals:
     path_required: bool = False
 
 
+# Proposals cached per epoch are bounded (DESIGN.md: bounded caches only); a group that
+# needs more in one epoch is misbehaving.
+MAX_PENDING_PROPOSALS = 4096
+
+
+def cache_proposal(cache: dict[bytes, QueuedProposal], q: QueuedProposal) -> None:
+    if q.ref not in cache and len(cache) >= MAX_PENDING_PROPOSALS:
+        raise ValidationError(f"more than {MAX_PENDING_PROPOSALS} proposals in one epoch")
+    cache[q.ref] = q  # type: ignore[index]
+
+
 def check_proposal_list(
     proposals: list[QueuedProposal],
     *,
