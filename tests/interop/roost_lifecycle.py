@@ -273,3 +273,87 @@ def homeserver_group_with(other: Factory) -> tuple[Homeserver, ObserverTap, MlsP
     assert bob.join(add.welcome, add.ratchet_tree) == gid
     assert observe(tap, [alice, bob], gid) == 1
     return server, tap, bob, gid
+
+
+def _two_member_group(other: Factory, roost_creates: bool):
+    roost, peer = RoostPeer(b"roost"), other(b"peer")
+    creator, joiner = (roost, peer) if roost_creates else (peer, roost)
+    gid = new_group_id("msg")
+    created = creator.create_group(gid)
+    add = creator.add_members(gid, [key_package(joiner)])
+    assert joiner.join(add.welcome, add.ratchet_tree) == gid
+    return gid, roost, peer, created, add
+
+
+def application_edge_cases(other: Factory) -> None:
+    """Out-of-order delivery within an epoch, empty and large payloads, padding, and a roost
+    restart (state persisted and restored) between messages."""
+    gid, roost, peer, _created, _add = _two_member_group(other, roost_creates=True)
+    for sender, receiver in ((peer, roost), (roost, peer)):
+        msgs = [sender.encrypt(gid, b"message %d" % i) for i in range(5)]
+        for i in (3, 0, 4, 2, 1):  # later generations first: the receiver ratchets ahead
+            got = receiver.process(msgs[i])
+            assert got.data == b"message %d" % i
+        for payload in (b"", bytes(range(256)) * 400):  # empty and 100 KiB
+            got = receiver.process(sender.encrypt(gid, payload))
+            assert got.data == payload
+    padded = roost.encrypt(gid, b"padded", padding=256)
+    assert peer.process(padded).data == b"padded"
+    roost.reload(gid)
+    send_application(peer, gid, [roost], b"after the restart")
+    upd = peer.self_update(gid)
+    deliver_commit(upd, peer, [roost])
+    roost.reload(gid)
+    send_application(roost, gid, [peer], b"restored state, new epoch")
+    assert_agree(gid, [roost, peer])
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    b = bytearray(data)
+    b[index] ^= 0x01
+    return bytes(b)
+
+
+def tampered_messages_rejected(other: Factory) -> None:
+    """Commits and application messages from the other implementation with one flipped bit
+    are rejected by roost members and the observer, which stay unchanged and then accept
+    the genuine message."""
+    from roost.mls import MLSError
+
+    gid, roost, peer, created, add = _two_member_group(other, roost_creates=True)
+    tap = roost_observer(created)
+    tap.apply(add.commit, add)
+    before = roost.state(gid)
+
+    upd = peer.self_update(gid)
+    # From the end: membership_tag<V> (33), confirmation_tag<V> (33), signature<V> (65).
+    bad_signature = _flip(upd.commit, len(upd.commit) - 33 - 33 - 10)
+    bad_membership_tag = _flip(upd.commit, len(upd.commit) - 5)
+    bad_content = _flip(upd.commit, 20)
+    for bad in (bad_signature, bad_membership_tag, bad_content):
+        try:
+            roost.process(bad)
+        except MLSError:
+            pass
+        else:
+            raise AssertionError("roost accepted a tampered commit")
+    for bad in (bad_signature, bad_content):  # the observer has no membership key
+        try:
+            tap.observer.apply(bad)
+        except MLSError:
+            pass
+        else:
+            raise AssertionError("the observer accepted a tampered commit")
+    assert roost.state(gid) == before
+    deliver_commit(upd, peer, [roost], tap.apply)
+    assert observe(tap, [roost, peer], gid) == 2
+
+    msg = peer.encrypt(gid, b"genuine")
+    for i in (len(msg) - 1, len(msg) - 20, 30):
+        try:
+            roost.process(_flip(msg, i))
+        except MLSError:
+            pass
+        else:
+            raise AssertionError(f"roost accepted an application message tampered at {i}")
+    assert roost.process(msg).data == b"genuine"

@@ -124,8 +124,12 @@ class RoostPeer:
             sender=r.sender,
         )
 
-    def encrypt(self, group_id: bytes, plaintext: bytes) -> bytes:
-        return self._group(group_id).encrypt(plaintext)
+    def encrypt(self, group_id: bytes, plaintext: bytes, *, padding: int = 0) -> bytes:
+        return self._group(group_id).encrypt(plaintext, padding=padding)
+
+    def reload(self, group_id: bytes) -> None:
+        """Persist the member state and continue from the stored bytes (a client restart)."""
+        self.groups[group_id] = Group.from_bytes(self._group(group_id).to_bytes())
 
     def self_update(self, group_id: bytes) -> CommitBundle:
         g = self._group(group_id)
@@ -184,7 +188,10 @@ class RoostPeer:
 
 
 class ObserverTap:
-    """The DS's view of one group: a GroupObserver fed every PublicMessage commit."""
+    """The DS's view of one group: a GroupObserver fed every PublicMessage commit.
+
+    Like the DS, it persists the observer after every message and continues from the stored
+    bytes (``GroupObserver.to_bytes`` / ``from_bytes``), so persistence is exercised too."""
 
     def __init__(self, start: PublicGroupState) -> None:
         if start.group_info is None:
@@ -192,10 +199,14 @@ class ObserverTap:
         self.observer = GroupObserver.from_group_info(start.group_info, start.ratchet_tree)
         self.commits = 0
 
+    def _reload(self) -> None:
+        self.observer = GroupObserver.from_bytes(self.observer.to_bytes())
+
     def apply(self, commit: bytes, bundle: CommitBundle | None = None) -> None:
         got = self.observer.apply(commit)
         assert got.kind == "commit", got
         self.commits += 1
+        self._reload()
         if bundle is not None:
             if bundle.group_info is not None:
                 self.observer.check_group_info(bundle.group_info)
@@ -206,6 +217,7 @@ class ObserverTap:
 
     def apply_proposal(self, proposal: bytes) -> None:
         assert self.observer.apply(proposal).kind == "proposal"
+        self._reload()
 
     def assert_tracks(self, state: EpochState) -> None:
         """The observer's public state equals a member's view."""

@@ -51,3 +51,11 @@ def test_mlsrs_cannot_process_external_proposals() -> None:
     bob.self_update(gid)  # the group is still usable afterwards
     with pytest.raises(PeerUnsupported):
         MlsRsPeer(b"alice").create_group(lifecycle.new_group_id("hs"), [Homeserver().extension])
+
+
+def test_application_edge_cases() -> None:
+    lifecycle.application_edge_cases(MlsRsPeer)
+
+
+def test_tampered_messages_rejected() -> None:
+    lifecycle.tampered_messages_rejected(MlsRsPeer)

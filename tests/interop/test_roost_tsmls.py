@@ -94,3 +94,11 @@ def test_tsmls_cannot_use_rfc_external_senders() -> None:
         bob.process(server.remove(tap, 0))
     with pytest.raises(PeerError, match="Could not decode external_senders"):
         TsMlsPeer(b"alice").create_group(lifecycle.new_group_id("hs"), [Homeserver().extension])
+
+
+def test_application_edge_cases() -> None:
+    lifecycle.application_edge_cases(TsMlsPeer)
+
+
+def test_tampered_messages_rejected() -> None:
+    lifecycle.tampered_messages_rejected(TsMlsPeer)
