@@ -6,6 +6,7 @@ bytes (``Reader.finish``). Every failure raises ``DecodeError`` and nothing else
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -74,6 +75,15 @@ class Reader:
 
     def opaque(self) -> bytes:
         """``opaque data<V>``: varint length followed by that many bytes."""
+        # Hot: every key, signature and nested vector. Inline the one-byte length case.
+        p = self.pos
+        if p < self.end and self.data[p] < 0x40:
+            n = self.data[p]
+            q = p + 1 + n
+            if q > self.end:
+                raise DecodeError(f"truncated: need {n} bytes at offset {p + 1}")
+            self.pos = q
+            return self.data[p + 1 : q]
         return self._take(self.varint())
 
     def boolean(self) -> bool:
@@ -108,11 +118,24 @@ class Reader:
         raw = self.opaque()
         if len(raw) & 1:
             raise DecodeError("uint16 vector with odd byte length")
-        return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
+        return list(_unpack_u16s(raw))
 
     def finish(self) -> None:
         if self.pos != self.end:
             raise DecodeError(f"{self.end - self.pos} trailing bytes")
+
+
+def _unpack_u16s(raw: bytes) -> tuple[int, ...]:
+    n = len(raw) >> 1
+    fmt = _U16_FORMATS.get(n)
+    if fmt is None:
+        fmt = struct.Struct(f">{n}H")
+        if n < 64:
+            _U16_FORMATS[n] = fmt
+    return fmt.unpack(raw)
+
+
+_U16_FORMATS: dict[int, struct.Struct] = {}
 
 
 class Writer:
@@ -244,7 +267,8 @@ def _set_memo(obj: Memoized, value: bytes) -> None:
 
 def enum_value(enum_cls: type, value: int, what: str) -> Any:
     """Convert an integer to a member of ``enum_cls`` or raise ``DecodeError``."""
-    try:
-        return enum_cls(value)
-    except ValueError:
-        raise DecodeError(f"unknown {what} {value}") from None
+    # A dict lookup instead of EnumMeta.__call__ (several microseconds per decoded field).
+    member = enum_cls._value2member_map_.get(value)  # type: ignore[attr-defined]
+    if member is None:
+        raise DecodeError(f"unknown {what} {value}")
+    return member

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
+from itertools import compress, count, repeat
+from operator import is_
 
 from .codec import Writer
 from .constants import LeafNodeSource, NodeType
@@ -245,11 +247,14 @@ class RatchetTree:
         The new leaf index joins the unmerged_leaves of every non-blank parent on its direct
         path (7.7), since those nodes' keys are not known to the new member.
         """
-        try:
-            index = self._nodes[::2].index(None)  # C-speed scan of the leaf slots
-        except ValueError:
+        # C-speed identity scan of the leaf slots (list.index(None) would call the
+        # dataclass __eq__ of every occupied leaf: quadratic work over a 100-add commit).
+        blank = next(compress(count(), map(is_, self._nodes[::2], repeat(None))), None)
+        if blank is None:
             index = self.leaf_count
             self._extend()
+        else:
+            index = blank
         self.set_leaf(index, leaf)
         for p in self.direct_path(2 * index):
             node = self._nodes[p]
