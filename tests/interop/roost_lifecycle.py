@@ -357,3 +357,22 @@ def tampered_messages_rejected(other: Factory) -> None:
         else:
             raise AssertionError(f"roost accepted an application message tampered at {i}")
     assert roost.process(msg).data == b"genuine"
+
+
+def psk_commits(other: Factory, roost_creates: bool) -> None:
+    """External and resumption PSKs injected by commits from either side (key schedule with a
+    non-zero psk_secret); the observer follows (it needs no PSK)."""
+    gid, roost, peer, created, add = _two_member_group(other, roost_creates)
+    tap = start_observer(created) or ObserverTap(roost.export_group_info(gid))
+    if created.group_info is not None:
+        tap.apply(add.commit, add)
+    for p in (roost, peer):
+        p.add_external_psk(b"shared psk", b"\x42" * 32)
+    epoch = 1
+    for committer, receiver in ((roost, peer), (peer, roost)):
+        for kwargs in ({"psk_id": b"shared psk"}, {"resumption_epoch": epoch}):
+            bundle = committer.commit_psk(gid, **kwargs)
+            deliver_commit(bundle, committer, [receiver], tap.apply)
+            epoch += 1
+            assert observe(tap, [roost, peer], gid) == epoch
+    send_application(peer, gid, [roost], b"after four PSK commits")

@@ -7,6 +7,7 @@ a ``roost.mls.GroupObserver`` fed every PublicMessage commit, checked against th
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from roost.mls import (
@@ -15,9 +16,11 @@ from roost.mls import (
     GroupObserver,
     KeyPackageBundle,
     MLSMessage,
+    PreSharedKeyID,
     generate_key_package,
     get_cipher_suite,
 )
+from roost.mls.constants import ResumptionPSKUsage
 from roost.mls.extensions import Extension
 from roost.mls.key_package import KeyPackage
 from roost.mls.welcome import Welcome
@@ -59,6 +62,7 @@ class RoostPeer:
         self.ratchet_tree_extension = ratchet_tree_extension
         self._bundles: list[tuple[bytes, KeyPackageBundle]] = []  # (KeyPackageRef, bundle)
         self.groups: dict[bytes, Group] = {}
+        self.external_psks: dict[bytes, bytes] = {}
 
     def _group(self, group_id: bytes) -> Group:
         try:
@@ -105,7 +109,9 @@ class RoostPeer:
             raise PeerError(f"expected an MLSMessage(Welcome), got {type(w).__name__}")
         for i, (ref, bundle) in enumerate(self._bundles):
             if w.find_secrets(ref) is not None:
-                g = Group.join_from_welcome(w, bundle, ratchet_tree)
+                g = Group.join_from_welcome(
+                    w, bundle, ratchet_tree, external_psks=self.external_psks
+                )
                 del self._bundles[i]  # single use
                 self.groups[g.group_id] = g
                 return g.group_id
@@ -139,6 +145,26 @@ class RoostPeer:
         g = self._group(group_id)
         out = g.commit(include_pending=True, ratchet_tree_in_welcome=self.ratchet_tree_extension)
         return self._merged(g, out)
+
+    def add_external_psk(self, psk_id: bytes, secret: bytes) -> None:
+        self.external_psks[psk_id] = secret
+        for g in self.groups.values():
+            g.external_psks[psk_id] = secret
+
+    def commit_psk(
+        self, group_id: bytes, *, psk_id: bytes | None = None, resumption_epoch: int | None = None
+    ) -> CommitBundle:
+        """Commit one PreSharedKey proposal: external ``psk_id`` or a resumption PSK."""
+        g = self._group(group_id)
+        nonce = os.urandom(self.cs.hash_len)
+        if psk_id is not None:
+            pid = PreSharedKeyID.external(psk_id, nonce)
+        else:
+            assert resumption_epoch is not None
+            pid = PreSharedKeyID.resumption(
+                ResumptionPSKUsage.APPLICATION, group_id, resumption_epoch, nonce
+            )
+        return self._merged(g, g.commit(psks=[pid], include_pending=False))
 
     def remove(self, group_id: bytes, leaf_index: int) -> CommitBundle:
         g = self._group(group_id)

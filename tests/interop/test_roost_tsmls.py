@@ -102,3 +102,8 @@ def test_application_edge_cases() -> None:
 
 def test_tampered_messages_rejected() -> None:
     lifecycle.tampered_messages_rejected(TsMlsPeer)
+
+
+@pytest.mark.parametrize("roost_creates", [True, False], ids=["roost-group", "ts-mls-group"])
+def test_psk_commits(roost_creates: bool) -> None:
+    lifecycle.psk_commits(TsMlsPeer, roost_creates)

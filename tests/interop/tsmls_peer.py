@@ -232,6 +232,22 @@ class TsMlsPeer:
         r = self._call("propose_add", group_id=group_id.hex(), key_package=key_package.hex())
         return bytes.fromhex(r["proposal"])
 
+    def add_external_psk(self, psk_id: bytes, secret: bytes) -> None:
+        self._call("add_external_psk", psk_id=psk_id.hex(), secret=secret.hex())
+
+    def commit_psk(
+        self, group_id: bytes, *, psk_id: bytes | None = None, resumption_epoch: int | None = None
+    ) -> CommitBundle:
+        """Commit one PreSharedKey proposal: external ``psk_id`` or a resumption PSK."""
+        return _bundle(
+            self._call(
+                "commit_psk",
+                group_id=group_id.hex(),
+                psk_id=None if psk_id is None else psk_id.hex(),
+                resumption_epoch=resumption_epoch,
+            )
+        )
+
     def commit_pending(self, group_id: bytes) -> CommitBundle:
         return _bundle(self._call("commit_pending", group_id=group_id.hex()))
 

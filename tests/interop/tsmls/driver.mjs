@@ -29,6 +29,7 @@ import {
   getCiphersuiteImpl,
   ciphersuites,
   joinGroup,
+  makePskIndex,
   joinGroupExternal,
   mlsExporter,
   processMessage,
@@ -57,7 +58,8 @@ async function suite(id = 1) {
 const clients = new Map(); // name -> {keyPackages: [{publicPackage, privatePackage, ref, suite}], groups: Map}
 
 function client(name) {
-  if (!clients.has(name)) clients.set(name, { keyPackages: [], groups: new Map() });
+  // psks: external PSKs by base64 id (the form ts-mls's makePskIndex looks up)
+  if (!clients.has(name)) clients.set(name, { keyPackages: [], groups: new Map(), psks: {} });
   return clients.get(name);
 }
 
@@ -133,7 +135,7 @@ async function groupInfoAndTree(g, withTreeExtension = false, externalPub = fals
 // the DS and the other members need.
 async function commit(g, options) {
   const result = await createCommit(
-    { state: g.state, cipherSuite: g.cs },
+    { state: g.state, cipherSuite: g.cs, pskIndex: makePskIndex(g.state, g.client.psks) },
     { wireAsPublicMessage: true, ratchetTreeExtension: g.treeExtension, ...options },
   );
   g.state = result.newState;
@@ -184,7 +186,7 @@ const ops = {
     const kp = await generateKeyPackage(credential, defaultCapabilities(), defaultLifetime, [], cs);
     const exts = extensions.map(([type, data]) => ({ extensionType: extensionTypeName(type), extensionData: unhex(data) }));
     const state = await createGroup(unhex(group_id), kp.publicPackage, kp.privatePackage, exts, cs);
-    const g = { state, cs, treeExtension: ratchet_tree_extension };
+    const g = { state, cs, treeExtension: ratchet_tree_extension, client: client(name) };
     client(name).groups.set(group_id, g);
     return { epoch: 0, ...(await groupInfoAndTree(g, false)) };
   },
@@ -232,6 +234,29 @@ const ops = {
     return { proposal: hex(encodeMlsMessage(r.message)) };
   },
 
+  async add_external_psk({ client: name, psk_id, secret }) {
+    client(name).psks[Buffer.from(psk_id, "hex").toString("base64")] = unhex(secret);
+    return {};
+  },
+
+  async commit_psk({ client: name, group_id, psk_id = null, resumption_epoch = null }) {
+    // One PreSharedKey proposal by value: an external PSK, or a resumption PSK of this group.
+    const g = group(client(name), group_id);
+    const nonce = new Uint8Array(g.cs.kdf.size);
+    globalThis.crypto.getRandomValues(nonce);
+    const preSharedKeyId =
+      psk_id !== null
+        ? { psktype: "external", pskId: unhex(psk_id), pskNonce: nonce }
+        : {
+            psktype: "resumption",
+            usage: "application",
+            pskGroupId: g.state.groupContext.groupId,
+            pskEpoch: BigInt(resumption_epoch),
+            pskNonce: nonce,
+          };
+    return commit(g, { extraProposals: [{ proposalType: "psk", psk: { preSharedKeyId } }] });
+  },
+
   async join({ client: name, welcome, ratchet_tree = null }) {
     const c = client(name);
     const m = decodeMessage(welcome);
@@ -247,10 +272,11 @@ const ops = {
       if (decoded === undefined) throw new Error("could not decode ratchet tree");
       tree = decoded[0];
     }
-    const state = await joinGroup(m.welcome, kp.publicPackage, kp.privatePackage, emptyPskIndex, cs, tree);
+    const psks = makePskIndex(undefined, c.psks);
+    const state = await joinGroup(m.welcome, kp.publicPackage, kp.privatePackage, psks, cs, tree);
     c.keyPackages.splice(idx, 1); // a KeyPackage is single-use
     const groupId = hex(state.groupContext.groupId);
-    c.groups.set(groupId, { state, cs, treeExtension: false });
+    c.groups.set(groupId, { state, cs, treeExtension: false, client: c });
     return { group_id: groupId, epoch: Number(state.groupContext.epoch), leaf_index: state.privatePath.leafIndex };
   },
 
@@ -264,7 +290,7 @@ const ops = {
     const g = group(c, gid);
     const contentType =
       m.wireformat === "mls_public_message" ? m.publicMessage.content.contentType : m.privateMessage.contentType;
-    const r = await processMessage(m, g.state, emptyPskIndex, acceptAll, g.cs);
+    const r = await processMessage(m, g.state, makePskIndex(g.state, c.psks), acceptAll, g.cs);
     g.state = r.newState;
     const base = { group_id: gid, epoch: Number(g.state.groupContext.epoch) };
     if (r.kind === "applicationMessage") return { ...base, kind: "application", data: hex(r.message) };
@@ -313,7 +339,7 @@ const ops = {
     const joinCs = rfc_external_pub ? acceptRfcExternalPub(cs) : cs;
     const r = await joinGroupExternal(m.groupInfo, kp.publicPackage, kp.privatePackage, false, joinCs, tree);
     const groupId = hex(r.newState.groupContext.groupId);
-    const g = { state: r.newState, cs, treeExtension: false };
+    const g = { state: r.newState, cs, treeExtension: false, client: c };
     c.groups.set(groupId, g);
     const commitMsg = wrap({ wireformat: "mls_public_message", publicMessage: r.publicMessage });
     return { commit: commitMsg, welcome: null, ...(await groupInfoAndTree(g)), epoch: Number(r.newState.groupContext.epoch), group_id: groupId };
