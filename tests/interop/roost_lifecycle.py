@@ -171,7 +171,17 @@ def proposals_by_reference(other: Factory) -> None:
     deliver_commit(bundle, alice, [bob, dave], tap.apply)
     members = [alice, bob, dave]
     assert observe(tap, members, gid) == 4
+
+    # Roost proposes an Update of its own leaf; the other side commits it.
+    prop = alice.propose_update(gid)
+    tap.apply_proposal(prop)
+    for peer in (bob, dave):
+        assert peer.process(prop).kind == "proposal"
+    bundle = bob.commit_pending(gid)
+    deliver_commit(bundle, bob, [alice, dave], tap.apply)
+    assert observe(tap, members, gid) == 5
     send_application(dave, gid, members, b"after proposals by reference")
+    send_application(alice, gid, members, b"alice with her updated leaf")
 
 
 def join_with_tree_extension(other: Factory, roost_creates: bool) -> None:

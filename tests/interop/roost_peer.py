@@ -176,6 +176,10 @@ class RoostPeer:
     def propose_remove(self, group_id: bytes, leaf_index: int) -> bytes:
         return self._group(group_id).propose_remove(leaf_index)
 
+    def propose_update(self, group_id: bytes) -> bytes:
+        """An Update proposal with a fresh leaf encryption key (committed by someone else)."""
+        return self._group(group_id).propose_update()
+
     def export_group_info(self, group_id: bytes, **_ignored: bool) -> PublicGroupState:
         """Roost's GroupInfo always carries external_pub (others may join externally)."""
         g = self._group(group_id)
