@@ -19,7 +19,7 @@ from dataclasses import replace
 from itertools import compress, count, repeat
 from operator import is_
 
-from .codec import Writer
+from .codec import Writer, opaque
 from .constants import LeafNodeSource, NodeType
 from .crypto import CipherSuite
 from .errors import DecodeError, ValidationError
@@ -29,6 +29,10 @@ from .tree_nodes import Node, ParentNode, decode_ratchet_tree, encode_ratchet_tr
 from .update_path import UpdatePath
 
 TreeNode = LeafNode | ParentNode
+
+_LEAF_TYPE = bytes((NodeType.LEAF,))
+_PARENT_BLANK = bytes((NodeType.PARENT, 0))
+_PARENT_PRESENT = bytes((NodeType.PARENT, 1))
 
 _LEAF_NODE_TBS = b"LeafNodeTBS"
 
@@ -365,27 +369,33 @@ class RatchetTree:
         return hashes[x]  # type: ignore[return-value]
 
     def _leaf_hash(self, leaf_index: int, leaf: LeafNode | None) -> bytes:
-        w = Writer()
-        w.u8(NodeType.LEAF)
-        w.u32(leaf_index)
+        # TreeHashInput for a leaf, fed to the hash in pieces (no Writer, no joined copy):
+        # node_type || leaf_index || optional<LeafNode>; the leaf's content is memoised.
+        head = _LEAF_TYPE + leaf_index.to_bytes(4, "big")
         if leaf is None:
-            w.u8(0)
-        else:
-            w.u8(1)
-            leaf.encode_to(w)
-        return self.cs.hash(bytes(w.buf))
+            return self.cs.hash(head + b"\x00")
+        h = self.cs.hasher(head + b"\x01")
+        h.update(leaf.content_bytes())
+        h.update(opaque(leaf.signature))
+        return h.digest()
 
     def _parent_hash_input_hash(self, node: ParentNode | None, lh: bytes, rh: bytes) -> bytes:
-        w = Writer()
-        w.u8(NodeType.PARENT)
+        # TreeHashInput for a parent: node_type || optional<ParentNode> || left || right.
         if node is None:
-            w.u8(0)
+            head = _PARENT_BLANK
         else:
-            w.u8(1)
-            node.encode_to(w)
-        w.opaque(lh)
-        w.opaque(rh)
-        return self.cs.hash(bytes(w.buf))
+            unmerged = node.unmerged_leaves
+            head = b"".join(
+                (
+                    _PARENT_PRESENT,
+                    opaque(node.encryption_key),
+                    opaque(node.parent_hash),
+                    opaque(b"".join(i.to_bytes(4, "big") for i in unmerged))
+                    if unmerged
+                    else b"\x00",
+                )
+            )
+        return self.cs.hash(head + opaque(lh) + opaque(rh))
 
     def _tree_hash_excluding(self, x: int, exclude: frozenset[int]) -> bytes:
         """Tree hash of the subtree at ``x`` as if the leaves in ``exclude`` were never added:

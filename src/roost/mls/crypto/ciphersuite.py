@@ -92,6 +92,10 @@ class CipherSuite:
     def hash(self, b: bytes) -> bytes:
         return self._hash_ctor(b).digest()
 
+    def hasher(self, b: bytes = b""):
+        """An incremental hash object of the suite's hash (``update`` / ``digest``)."""
+        return self._hash_ctor(b)
+
     def mac(self, key: bytes, b: bytes) -> bytes:
         return _hmac_digest(key, b, self.hash_name)
 
