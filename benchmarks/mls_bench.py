@@ -128,7 +128,8 @@ class _RoostBench:
 
         from roost.mls.group import validation
 
-        self.Peer = RoostPeer
+        # Welcomes carry the ratchet tree, as with mls-rs's default client config.
+        self.Peer = lambda identity: RoostPeer(identity, ratchet_tree_extension=True)
         self.observer_for = roost_observer_for
         self._n = 0
         # roost caches KeyPackage signature verdicts process-wide (the DS verifies at upload).
