@@ -167,16 +167,15 @@ def build_welcome(
     return MLSMessage(Welcome(cs.suite_id, tuple(entries), encrypted_group_info)).encode()
 
 
-def _external_pub(data: bytes) -> bytes:
+def _external_pub(cs, data: bytes) -> bytes:
     """The key of an ``external_pub`` extension (``opaque HPKEPublicKey<V>``).
 
-    Interop: ts-mls 1.6.4 writes the bare key without its length prefix; a body that is not
-    a valid ``ExternalPub`` is taken as such a bare key (HPKE rejects a malformed one).
+    Interop: ts-mls 1.6.4 writes the bare key without its length prefix. A body exactly one
+    KEM public key long is that bare form; the RFC form is always longer (length prefix).
     """
-    try:
-        return ExternalPub.decode(data).external_pub
-    except DecodeError:
+    if len(data) == cs.kem.n_pk:
         return data
+    return ExternalPub.decode(data).external_pub
 
 
 def external_commit(
@@ -200,7 +199,7 @@ def external_commit(
     ext = find_extension(gi.extensions, ExtensionType.EXTERNAL_PUB)
     if ext is None:
         raise ValidationError("GroupInfo has no external_pub extension")
-    kem_output, init_secret = external_init_sender(cs, _external_pub(ext.extension_data))
+    kem_output, init_secret = external_init_sender(cs, _external_pub(cs, ext.extension_data))
     interim = interim_transcript_hash(cs, gc.confirmed_transcript_hash, gi.confirmation_tag)
     public = PublicState(cs, gc, tree, interim)
     proposals = [Proposal(ExternalInit(kem_output))]
