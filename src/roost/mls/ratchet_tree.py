@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
+from functools import lru_cache
 from itertools import compress, count, repeat
 from operator import is_
 
@@ -44,6 +45,27 @@ def _parent(x: int) -> int:
     """Parent in a full tree: ``tree_math.parent`` without the walk for non-full trees."""
     k = level(x)
     return (x | (1 << k)) & ~(1 << (k + 1))
+
+
+# Paths depend only on (node, root) and every add, commit and hash walks them: memoise
+# (bounded; the tuples are shared, callers get fresh lists).
+@lru_cache(maxsize=1 << 15)
+def _direct_path(x: int, root: int) -> tuple[int, ...]:
+    out = []
+    while x != root:
+        x = _parent(x)
+        out.append(x)
+    return tuple(out)
+
+
+@lru_cache(maxsize=1 << 15)
+def _copath(x: int, root: int) -> tuple[int, ...]:
+    out = []
+    while x != root:
+        p = _parent(x)
+        out.append(right(p) if x < p else left(p))
+        x = p
+    return tuple(out)
 
 
 def subtree_leaves(x: int) -> range:
@@ -150,21 +172,10 @@ class RatchetTree:
 
     def direct_path(self, x: int) -> list[int]:
         """Ancestors of node ``x`` from its parent up to the root."""
-        root = self.root
-        out = []
-        while x != root:
-            x = _parent(x)
-            out.append(x)
-        return out
+        return list(_direct_path(x, self.root))
 
     def copath(self, x: int) -> list[int]:
-        root = self.root
-        out = []
-        while x != root:
-            p = _parent(x)
-            out.append(right(p) if x < p else left(p))
-            x = p
-        return out
+        return list(_copath(x, self.root))
 
     # --- node access ----------------------------------------------------------------------
 
