@@ -2,44 +2,73 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+
+import pytest
+
+from roost.cli.main import main
 
 from .conftest import PASSWORD, unique_name
 
 
 class Cli:
+    """Runs ``roost`` with ``--json``: in this process (fast) or as a real subprocess."""
+
     def __init__(self, url: str, home) -> None:
         self.url = url
         self.home = home
 
-    def run(self, *args: str, ok: bool = True, stdin: str | None = None) -> dict | list:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
-        env["ROOST_PASSWORD"] = PASSWORD
-        proc = subprocess.run(
-            [sys.executable, "-m", "roost.cli.main", *args]
-            + ["--home", str(self.home), "--server", self.url, "--json"],
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if ok:
-            assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    def run(
+        self, *args: str, ok: bool = True, stdin: str | None = None, subprocess_: bool = False
+    ) -> dict | list:
+        argv = [*args, "--home", str(self.home), "--server", self.url, "--json"]
+        if subprocess_:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
+            env["ROOST_PASSWORD"] = PASSWORD
+            proc = subprocess.run(
+                [sys.executable, "-m", "roost.cli.main", *argv],
+                env=env,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
         else:
-            assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
-        return json.loads(proc.stdout) if proc.stdout.strip() else {}
+            out_buf, err_buf = io.StringIO(), io.StringIO()
+            old_stdin = sys.stdin
+            sys.stdin = io.StringIO(stdin or "")
+            sys.stdin.buffer = io.BytesIO((stdin or "").encode())  # type: ignore[misc]
+            try:
+                with redirect_stdout(out_buf), redirect_stderr(err_buf):
+                    code = main(argv)
+            finally:
+                sys.stdin = old_stdin
+            out, err = out_buf.getvalue(), err_buf.getvalue()
+        assert code == (0 if ok else 1), (args, out, err)
+        return json.loads(out) if out.strip() else {}
+
+
+@pytest.fixture(autouse=True)
+def _password_env(monkeypatch):
+    for k in [k for k in os.environ if k.startswith("ROOST_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("ROOST_PASSWORD", PASSWORD)
 
 
 def test_cli_end_to_end(server, tmp_path):
     alice = Cli(server.url, tmp_path / "alice")
     bob = Cli(server.url, tmp_path / "bob")
     a_name, b_name = unique_name("ca"), unique_name("cb")
-    reg = alice.run("register", a_name, "--display-name", "Alice", "--keypackages", "3")
+    reg = alice.run(
+        "register", a_name, "--display-name", "Alice", "--keypackages", "3", subprocess_=True
+    )
     assert reg["user_id"] == f"{a_name}@localhost"
     bob.run("register", b_name, "--discoverable", "--keypackages", "2")
     # Keys and state are private to the user running the client.
@@ -47,7 +76,7 @@ def test_cli_end_to_end(server, tmp_path):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     assert stat.S_IMODE((tmp_path / "alice").stat().st_mode) == 0o700
 
-    me = alice.run("whoami")
+    me = alice.run("whoami", subprocess_=True)
     assert me["user_id"] == reg["user_id"] and me["display_name"] == "Alice"
     assert alice.run("login")["client_id"] == reg["client_id"]
     assert alice.run("keypackages", "count")["count"] == 3
