@@ -118,14 +118,15 @@ class Reader:
         raw = self.opaque()
         if len(raw) & 1:
             raise DecodeError("uint16 vector with odd byte length")
-        return list(_unpack_u16s(raw))
+        return list(unpack_u16s(raw))
 
     def finish(self) -> None:
         if self.pos != self.end:
             raise DecodeError(f"{self.end - self.pos} trailing bytes")
 
 
-def _unpack_u16s(raw: bytes) -> tuple[int, ...]:
+def unpack_u16s(raw: bytes) -> tuple[int, ...]:
+    """The uint16 values of ``raw`` (even length, checked by the caller)."""
     n = len(raw) >> 1
     fmt = _U16_FORMATS.get(n)
     if fmt is None:

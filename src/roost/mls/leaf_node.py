@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .codec import Memoized, Reader, Struct, Writer, _memo_of, _set_memo, enum_value
+from .codec import Memoized, Reader, Struct, Writer, _memo_of, _set_memo, enum_value, unpack_u16s
 from .constants import LeafNodeSource
 from .credential import Credential
+from .errors import DecodeError
 from .extensions import Extension, read_extensions, write_extensions
 
 
@@ -30,7 +31,24 @@ class Capabilities(Struct):
 
     @classmethod
     def decode_from(cls, r: Reader) -> Capabilities:
-        return cls(*(tuple(r.u16_list()) for _ in range(5)))
+        # Most leaves of a group carry byte-identical capabilities: intern the decoded
+        # (immutable) value by its encoding and skip the five list decodes on a hit.
+        start = r.pos
+        raws = [r.opaque() for _ in range(5)]
+        encoded = r.data[start : r.pos]
+        caps = _INTERNED_CAPABILITIES.get(encoded)
+        if caps is None:
+            if any(len(raw) & 1 for raw in raws):
+                raise DecodeError("uint16 vector with odd byte length")
+            caps = cls(*(unpack_u16s(raw) for raw in raws))
+            if len(_INTERNED_CAPABILITIES) >= _INTERNED_MAX:
+                _INTERNED_CAPABILITIES.clear()
+            _INTERNED_CAPABILITIES[encoded] = caps
+        return caps
+
+
+_INTERNED_CAPABILITIES: dict[bytes, Capabilities] = {}
+_INTERNED_MAX = 256
 
 
 @dataclass(frozen=True, slots=True)
