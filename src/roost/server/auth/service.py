@@ -336,7 +336,11 @@ class AuthService:
         self.check_client_key(key, user.user_id)
         return await self._create_client(user, key)
 
-    async def _create_client(self, user: UserInfo, key: ClientKey) -> ClientInfo:
+    async def _create_client(
+        self, user: UserInfo, key: ClientKey, approving: bytes | None = None
+    ) -> ClientInfo:
+        """Insert a client; with ``approving`` (a request's id hash) also settle that request
+        in the same transaction, so a request is approved at most once."""
         client_uuid = str(uuid.uuid4())
         cid = ids.client_id(user.name, self.domain, client_uuid)
         cert = self._issue(cid, key)
@@ -348,6 +352,17 @@ class AuthService:
                 )
                 if exists.first() is None:
                     raise Problem(404, "user_not_found", f"no user {user.user_id}")
+                if approving is not None:
+                    settled = await conn.execute(
+                        sa.update(client_requests)
+                        .where(
+                            client_requests.c.id_hash == approving,
+                            client_requests.c.state == "pending",
+                        )
+                        .values(state="approved", client_uuid=client_uuid)
+                    )
+                    if settled.rowcount != 1:
+                        raise Problem(404, "request_not_found", "the request was already decided")
                 await self._insert_client(conn, user.uuid, client_uuid, key, cert, now)
         except IntegrityError:
             raise Problem(409, "signature_key_in_use", "this signature key is in use") from None
@@ -423,22 +438,20 @@ class AuthService:
             if owner is not None and owner != principal.user_uuid:
                 raise Problem(403, "forbidden", "the request is for another user")
             raise Problem(404, "request_not_found", "no pending client request with this id")
-        info = None
         if approve:
             user = await self.find_user(principal.user_id)
             assert user is not None
             key = ClientKey(row.cipher_suite, row.signature_key, b"")
-            info = await self._create_client(user, key)
+            return await self._create_client(user, key, approving=row.id_hash)
         async with self.db.transaction() as conn:
             await conn.execute(
                 sa.update(client_requests)
-                .where(client_requests.c.id_hash == row.id_hash)
-                .values(
-                    state="approved" if approve else "rejected",
-                    client_uuid=info.uuid if info else None,
+                .where(
+                    client_requests.c.id_hash == row.id_hash, client_requests.c.state == "pending"
                 )
+                .values(state="rejected")
             )
-        return info
+        return None
 
     async def poll_client_request(self, request_id: bytes) -> tuple[str, ClientInfo | None]:
         async with self.db.engine.connect() as conn:

@@ -1,7 +1,8 @@
 """Async engine set-up and the transaction helper for both engines.
 
-SQLite: WAL, a busy timeout, and every transaction opened with ``BEGIN IMMEDIATE`` behind an
-in-process lock, so writers are serialised (this is what makes KeyPackage claims atomic there).
+SQLite: WAL, a busy timeout, and every write transaction opened with ``BEGIN IMMEDIATE`` behind
+an in-process lock, so writers are serialised (this is what makes KeyPackage claims atomic there);
+reads (``engine.connect()``) use deferred transactions and run alongside.
 PostgreSQL: READ COMMITTED transactions; modules use row locks (``FOR UPDATE``) where they must.
 """
 
@@ -37,7 +38,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (no lock-upgrade deadlocks); readers use a
+        # deferred transaction, which in WAL mode runs alongside a writer.
+        write = conn.get_execution_options().get("roost_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 class Database:
@@ -54,8 +58,10 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """Commit on success, roll back on any exception (so errors change nothing)."""
         if self._sqlite_lock is not None:
-            async with self._sqlite_lock, self.engine.begin() as conn:
-                yield conn
+            async with self._sqlite_lock, self.engine.connect() as conn:
+                await conn.execution_options(roost_write=True)
+                async with conn.begin():
+                    yield conn
         else:
             async with self.engine.begin() as conn:
                 yield conn
