@@ -13,6 +13,8 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 
 from roost.cli.main import main
+from roost.client import key_fingerprint
+from roost.client.wire import unb64u
 
 from .conftest import PASSWORD, unique_name
 
@@ -124,3 +126,21 @@ def test_cli_end_to_end(server, tmp_path):
     alice.run("delete-account", "--yes")
     assert not (tmp_path / "alice" / "signature.key").exists()
     assert bob.run("lookup", reg["user_id"], ok=False)["error"] == "user_not_found"
+
+
+def test_cli_add_client_by_approval(server, tmp_path):
+    alice = Cli(server.url, tmp_path / "alice")
+    laptop = Cli(server.url, tmp_path / "laptop")
+    reg = alice.run("register", unique_name("cc"), "--no-password")
+    asked = laptop.run(
+        "add-client", "--user", reg["user_id"], "--approval", "--device-name", "laptop"
+    )
+    assert laptop.run("add-client", "--complete")["state"] == "pending"
+    [req] = alice.run("client-requests", "list")
+    assert req["device_name"] == "laptop"
+    # The approver compares the fingerprint the new device showed.
+    assert key_fingerprint(unb64u(req["signature_key"])) == asked["fingerprint"]
+    approved = alice.run("client-requests", "approve", req["request_id"])
+    done = laptop.run("add-client", "--complete")
+    assert done["client_id"] == approved["client_id"]
+    assert laptop.run("whoami")["client_id"] == approved["client_id"]
