@@ -21,6 +21,7 @@ async def test_claims_are_rate_limited_per_client(strict_server):
         with pytest.raises(RoostError) as e:
             await alice.claim_key_packages(bob.user_id)
         assert (e.value.status, e.value.code) == (429, "rate_limited")
+        assert e.value.retry_after is not None and e.value.retry_after >= 1
         resp = await alice.http.post(
             f"/v1/users/{bob.user_id}/keypackages/claim",
             headers={"Authorization": f"Bearer {await alice.bearer_token()}"},

@@ -8,6 +8,7 @@ Every refused request raises ``RoostError`` with the problem's ``status`` and ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Iterable, Mapping
@@ -89,12 +90,16 @@ def _problem(resp: httpx.Response) -> RoostError:
         except ValueError:
             problem = {}
     code = str(problem.get("code") or f"http_{resp.status_code}")
+    retry_after = None
+    with contextlib.suppress(KeyError, ValueError):
+        retry_after = float(resp.headers["Retry-After"])
     return RoostError(
         resp.status_code,
         code,
         str(problem.get("detail") or ""),
         title=str(problem.get("title") or resp.reason_phrase),
         problem=problem,
+        retry_after=retry_after,
     )
 
 
@@ -135,6 +140,7 @@ class RoostClient:
         self._owns_http = http is None
         self._auth_lock = asyncio.Lock()
         self._refresh_margin = TOKEN_REFRESH_MARGIN
+        self._signature_key: bytes | None = None
 
     # ---- life cycle ---------------------------------------------------------------------
     async def __aenter__(self) -> RoostClient:
@@ -170,7 +176,9 @@ class RoostClient:
 
     @property
     def signature_key(self) -> bytes:
-        return self.cs.signature_public_key(self.state.signature_private)
+        if self._signature_key is None:  # derived once: used for every credential check
+            self._signature_key = self.cs.signature_public_key(self.state.signature_private)
+        return self._signature_key
 
     @property
     def credential(self) -> Credential:

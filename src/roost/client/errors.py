@@ -20,12 +20,14 @@ class RoostError(Exception):
         *,
         title: str = "",
         problem: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.status = status
         self.code = code
         self.detail = detail
         self.title = title
         self.problem = problem or {}
+        self.retry_after = retry_after  # seconds, from Retry-After (429 rate_limited)
         super().__init__(f"{status} {code}: {detail or title}".rstrip(": "))
 
 
