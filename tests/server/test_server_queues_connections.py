@@ -242,3 +242,47 @@ async def test_concurrent_opens_and_first_direct_enqueues(server):
         )
     )
     assert sorted(r.status_code for r in answers) == [201] + [409] * 7
+
+
+async def test_connection_list_is_paginated(db_url):
+    from .conftest import make_config, running_server
+
+    async with running_server(make_config(db_url, limits={"max_list_length": 2})) as s:
+        hub = await s.user("hub")
+        for i in range(5):
+            other = await s.user(f"p{i}")
+            r = await s.http.post(
+                "/v1/connections", json={"to": hub.user_id}, headers=other.headers
+            )
+            assert r.status_code == 201
+            s.clock.advance(1)
+        seen, cursor = [], None
+        while True:
+            params = {"cursor": cursor} if cursor else {}
+            page = (await s.http.get("/v1/connections", params=params, headers=hub.headers)).json()
+            assert len(page["connections"]) <= 2
+            seen += [c["requester"] for c in page["connections"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == [f"p{i}@localhost" for i in range(5)]
+        r = await s.http.get("/v1/connections?cursor=bogus", headers=hub.headers)
+        assert r.status_code == 400
+
+
+def test_access_log_redacts_queue_and_request_ids():
+    import logging
+
+    from roost.server.commands import RedactingFilter
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "GET", "/v1/queues/q3Jabc_-/messages?after=3", "1.1", 200),
+        None,
+    )
+    assert RedactingFilter().filter(record)
+    assert "q3Jabc" not in record.getMessage() and "/v1/queues/…/messages" in record.getMessage()

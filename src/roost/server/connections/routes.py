@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..deps import PrincipalDep, ServicesDep, mls_body, mls_request_body
-from ..errors import problem_responses
+from ..errors import Problem, problem_responses
 
 router = APIRouter(tags=["connections"])
 
@@ -29,6 +31,7 @@ class ConnectionOut(BaseModel):
 
 class ConnectionsOut(BaseModel):
     connections: list[ConnectionOut]
+    next_cursor: str | None = None
 
 
 @router.post(
@@ -108,11 +111,32 @@ async def reject(
     return await _answer(connection_id, request, p, s, False)
 
 
-@router.get("/v1/connections", response_model=ConnectionsOut, responses=_AUTH)
-async def list_connections(p: PrincipalDep, s: ServicesDep) -> ConnectionsOut:
-    """The caller's connections in either direction."""
+@router.get(
+    "/v1/connections",
+    response_model=ConnectionsOut,
+    responses={**_AUTH, **problem_responses((400, "invalid_request"))},
+)
+async def list_connections(
+    p: PrincipalDep,
+    s: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> ConnectionsOut:
+    """The caller's connections in either direction, oldest first, paginated by cursor."""
+    limit = min(limit, s.config.limits.max_list_length)
+    after = None
+    if cursor is not None:
+        created, _, cid = cursor.partition(":")
+        if not created.isdigit() or not cid:
+            raise Problem(400, "invalid_request", "invalid cursor")
+        after = (int(created), cid)
+    found = await s.connections.list_for(p, limit + 1, after)
+    more = len(found) > limit
+    found = found[:limit]
+    last = found[-1] if found else None
     return ConnectionsOut(
-        connections=[ConnectionOut(**c.to_json()) for c in await s.connections.list_for(p)]
+        connections=[ConnectionOut(**c.to_json()) for c in found],
+        next_cursor=f"{last.created_at}:{last.id}" if more and last else None,
     )
 
 

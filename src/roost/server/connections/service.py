@@ -170,19 +170,26 @@ class ConnectionService:
             row = await self._load(conn, conn_id)
         return _conn(row)
 
-    async def list_for(self, principal: Principal) -> list[Connection]:
-        async with self.db.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(connections)
-                .where(
-                    sa.or_(
-                        connections.c.requester_uuid == principal.user_uuid,
-                        connections.c.responder_uuid == principal.user_uuid,
-                    )
-                )
-                .order_by(connections.c.created_at, connections.c.id)
+    async def list_for(
+        self, principal: Principal, limit: int, after: tuple[int, str] | None = None
+    ) -> list[Connection]:
+        """Oldest first; ``after`` is the (created_at, id) of the last row already seen."""
+        query = sa.select(connections).where(
+            sa.or_(
+                connections.c.requester_uuid == principal.user_uuid,
+                connections.c.responder_uuid == principal.user_uuid,
             )
-            return [_conn(r) for r in rows]
+        )
+        if after is not None:
+            query = query.where(
+                sa.or_(
+                    connections.c.created_at > after[0],
+                    sa.and_(connections.c.created_at == after[0], connections.c.id > after[1]),
+                )
+            )
+        query = query.order_by(connections.c.created_at, connections.c.id).limit(limit)
+        async with self.db.engine.connect() as conn:
+            return [_conn(r) for r in await conn.execute(query)]
 
     async def is_connected(self, conn: AsyncConnection, a: str, b: str) -> bool:
         row = await conn.execute(

@@ -91,7 +91,7 @@ async def claim(
     cipher_suite: Annotated[int, Query(ge=0, le=65535)] = 1,
 ) -> Response:
     """Claim one KeyPackage for every client of the user (atomic, never handed out twice)."""
-    s.claim_limiter.hit(p.client_uuid)
+    s.claim_limiter.hit(p.user_uuid)  # per requesting user: extra clients add no budget
     target = await s.auth.find_user(user_id)
     if target is None:
         raise Problem(404, "user_not_found", f"no user {user_id}")
