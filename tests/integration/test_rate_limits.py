@@ -1,4 +1,4 @@
-"""Per-client claim rate limit: 429 rate_limited with Retry-After, nothing handed out."""
+"""Per-user claim rate limit: 429 rate_limited with Retry-After, nothing handed out."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from roost.client import RoostError
 from .conftest import STRICT_CLAIMS_PER_MINUTE, Users
 
 
-async def test_claims_are_rate_limited_per_client(strict_server):
+async def test_claims_are_rate_limited_per_user(strict_server):
     users = Users(strict_server.url)
     try:
         alice, bob = await users.connected_pair()
         await bob.publish_key_packages(20)
+        await alice.publish_key_packages(2)
         phone = await users.second_client(alice)
         for _ in range(STRICT_CLAIMS_PER_MINUTE):
             await alice.claim_key_packages(bob.user_id)
@@ -29,7 +30,10 @@ async def test_claims_are_rate_limited_per_client(strict_server):
         assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
         assert resp.headers["content-type"].startswith("application/problem+json")
         assert (await bob.key_package_count()).count == left  # nothing handed out
-        # The limit is per requesting client: another client of the same user still claims.
-        assert len(await phone.claim_key_packages(bob.user_id)) == 1
+        # The budget is the requesting user's: more clients add none, other users keep theirs.
+        with pytest.raises(RoostError) as e:
+            await phone.claim_key_packages(bob.user_id)
+        assert e.value.code == "rate_limited"
+        assert len(await bob.claim_key_packages(alice.user_id)) == 1
     finally:
         await users.aclose()
