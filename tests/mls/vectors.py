@@ -36,5 +36,6 @@ def cases(name: str, ids=None) -> list:
     for i, case in enumerate(data):
         suite = case.get("cipher_suite")
         cid = f"{i}-suite{suite}" if suite is not None else str(i)
-        out.append(pytest.param(case, id=ids(i, case) if ids else cid))
+        mark = pytest.mark.mls_vector(name, i)
+        out.append(pytest.param(case, id=ids(i, case) if ids else cid, marks=mark))
     return out
