@@ -37,6 +37,12 @@ class Limits:
     registrations_per_minute: int = 10
     claims_per_minute: int = 60
     auth_per_minute: int = 120
+    # realtime WebSocket (notify/): app-level ping cadence advertised to clients, idle cut-off,
+    # and the per-connection window of items sent but not yet acked (bounds server memory)
+    realtime_ping_interval_seconds: int = 20
+    realtime_idle_timeout_seconds: int = 60
+    realtime_window_messages: int = 1000
+    realtime_window_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
