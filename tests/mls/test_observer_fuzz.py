@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,6 +38,7 @@ from roost.mls.credential import Credential
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.mls.errors import DecodeError, ValidationError
 from roost.mls.framing import (
+    AuthenticatedContent,
     FramedContent,
     FramedContentAuthData,
     MLSMessage,
@@ -77,6 +80,7 @@ class Step:
     keys: dict[int, bytes]  # leaf index -> signature private key of that epoch's members
     signer_key: bytes  # the key that signed this message
     group_info: bytes | None = None  # submitted with a commit
+    witness: bytes | None = None  # Group.to_bytes() of a receiving member before the message
     decoded: PublicMessage = field(init=False)
 
     def __post_init__(self) -> None:
@@ -118,13 +122,16 @@ def _build_history() -> History:
         observer.apply(msg)
         if gi is not None:
             observer.check_group_info(gi)
+        witness = None
         for g in list(groups):
             if g is sender:
                 continue
+            if witness is None:
+                witness = g.to_bytes()
             result = g.process(msg)
             if result.removed_self:
                 groups.remove(g)
-        steps.append(Step(kind, msg, before, observer.to_bytes(), ek, signer_key, gi))
+        steps.append(Step(kind, msg, before, observer.to_bytes(), ek, signer_key, gi, witness))
 
     def commit(committer: Group, **kwargs):
         out = committer.commit(**kwargs)
@@ -413,8 +420,14 @@ def test_field_splices(history: History):
 # --- mutations re-signed with the real keys ---------------------------------------------------------
 
 
-def _sign_content(f: Feeder, content: FramedContent, auth: FramedContentAuthData) -> bytes | None:
-    """``content`` as a PublicMessage signed by the key of its sender (if we know it)."""
+def _sign_content(
+    f: Feeder,
+    content: FramedContent,
+    auth: FramedContentAuthData,
+    membership_key: bytes | None = None,
+) -> bytes | None:
+    """``content`` as a PublicMessage signed by the key of its sender (if we know it), with
+    a membership tag under ``membership_key`` (zeros without one: the server cannot tell)."""
     sender = content.sender
     if sender.sender_type == SenderType.MEMBER:
         key = f.step.keys.get(sender.index, f.step.signer_key)
@@ -430,7 +443,12 @@ def _sign_content(f: Feeder, content: FramedContent, auth: FramedContentAuthData
             signed = dataclasses.replace(signed, confirmation_tag=bytes(CS.hash_len))
         if content.content_type != ContentType.COMMIT:
             signed = dataclasses.replace(signed, confirmation_tag=None)
-        tag = bytes(CS.hash_len) if sender.sender_type == SenderType.MEMBER else None
+        tag = None
+        if sender.sender_type == SenderType.MEMBER:
+            tag = bytes(CS.hash_len)
+            if membership_key is not None:
+                ac = AuthenticatedContent(WireFormat.PUBLIC_MESSAGE, content, signed)
+                tag = CS.mac(membership_key, ac.tbm(ctx))
         return MLSMessage(PublicMessage(content, signed, tag)).encode()
     except (ValueError, OverflowError):
         return None
@@ -460,6 +478,67 @@ def test_resigned_content_mutations(history: History):
     stats = _walk(history, per_step)
     _report("re-signed content mutations", stats)
     assert stats["inputs"] >= RESIGNED_MUTATIONS * 9 // 10
+
+
+# --- differential: the observer against a member ---------------------------------------------
+
+# What only a member can check: path secret decryption, the confirmation tag (both need the
+# group's secrets), and rules about its own messages.
+MEMBER_ONLY = re.compile(r"confirmation tag|AEAD|HPKE|decrypt|own proposal|own commit")
+DIFFERENTIAL_INPUTS = 1_600
+
+
+def _membership_key(member: Group) -> bytes:
+    # Test-only peek at the member's epoch secrets: lets the mutated messages carry a valid
+    # membership tag, so the member runs its full pipeline instead of stopping at the tag.
+    return member._epoch.secrets.membership_key  # noqa: SLF001
+
+
+def _check_agreement(witness_state: bytes, data: bytes, observer_accepted: bool, outcomes) -> None:
+    try:
+        Group.from_bytes(witness_state).process(data)
+    except DOCUMENTED as e:
+        if observer_accepted:
+            assert MEMBER_ONLY.search(str(e)), f"observer accepted, member rejected: {e!r}"
+            outcomes["member-only rejection"] += 1
+        else:
+            outcomes["both rejected"] += 1
+    else:
+        assert observer_accepted, "the observer rejected what a member accepts"
+        outcomes["both accepted"] += 1
+
+
+def test_observer_agrees_with_a_member_on_resigned_mutations(history: History):
+    """Re-signed content mutations with a valid membership tag, fed to the observer and to a
+    receiving member: the observer must reject whatever the member rejects, except for the
+    reasons only a member can check (MEMBER_ONLY), and accept whatever the member accepts."""
+    rng = random.Random(17)
+    donors = [s.decoded.content.encode() for s in history.steps]
+    per = DIFFERENTIAL_INPUTS // sum(s.witness is not None for s in history.steps)
+    outcomes: Counter = Counter()
+
+    def per_step(f: Feeder, _i: int) -> None:
+        witness_state = f.step.witness
+        if witness_state is None:  # the creator's first commit: no other member yet
+            return
+        key = _membership_key(Group.from_bytes(witness_state))
+        raw = f.step.decoded.content.encode()
+        fed = 0
+        while fed < per:
+            try:
+                content = FramedContent.decode(_byte_mutation(rng, raw, donors))
+            except DecodeError:
+                continue
+            data = _sign_content(f, content, f.step.decoded.auth, key)
+            if data is None:
+                continue
+            fed += 1
+            _check_agreement(witness_state, data, f.feed(data, resigned=True), outcomes)
+
+    stats = _walk(history, per_step)
+    _report("observer vs member (re-signed, valid membership tag)", stats)
+    print(f"  agreement: {dict(outcomes)}")
+    assert stats["inputs"] >= DIFFERENTIAL_INPUTS * 9 // 10
 
 
 # --- GroupInfo checks ------------------------------------------------------------------------------
@@ -629,18 +708,32 @@ def test_hypothesis_structural_edits(history: History, feeders: list[Feeder], da
     for op in data.draw(st.lists(st.sampled_from(_OPS), min_size=1, max_size=3)):
         content = _edit(data, f, history.steps, content, op)
     resign = data.draw(st.booleans())
+    witness = f.step.witness
     if resign:
-        encoded = _sign_content(f, content, f.step.decoded.auth)
+        key = _membership_keys(witness) if witness is not None else None
+        encoded = _sign_content(f, content, f.step.decoded.auth, key)
     else:
         encoded = _encode_or_none(dataclasses.replace(f.step.decoded, content=content))
-    if encoded is not None:
-        f.feed(encoded, resigned=resign)
+    if encoded is None:
+        return
+    accepted = f.feed(encoded, resigned=resign)
+    if resign and witness is not None:  # the member must agree (see MEMBER_ONLY)
+        _check_agreement(witness, encoded, accepted, _HYPOTHESIS_AGREEMENT)
+
+
+_HYPOTHESIS_AGREEMENT: Counter = Counter()
+
+
+@cache
+def _membership_keys(witness_state: bytes) -> bytes:
+    return _membership_key(Group.from_bytes(witness_state))
 
 
 def test_hypothesis_report_and_total_count(history: History):
     """Runs last in this file: prints the hypothesis counts and the grand total."""
     _report("hypothesis structural edits", _HYPOTHESIS_STATS)
+    print(f"  agreement with a member: {dict(_HYPOTHESIS_AGREEMENT)}")
     total = sum(_TOTALS.values())
     print(f"observer fuzz total: {total} inputs ({_TOTALS})")
-    if len(_TOTALS) == 5:  # the whole file ran (not a -k selection)
+    if len(_TOTALS) == 6:  # the whole file ran (not a -k selection)
         assert total >= MIN_TOTAL
