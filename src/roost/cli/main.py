@@ -425,6 +425,12 @@ def run_registration_token(args: argparse.Namespace) -> int:
     )
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(args)
+
+
 # ---- parser -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roost", description="Roost homeserver and client.")
@@ -533,6 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--up-to", type=int)
     q.add_argument("--payload", help="(send) payload file ('-' for stdin)")
     q.add_argument("--message-id", help="(send) idempotency key")
+
+    from . import groups as group_cli  # MLS groups via the Delivery Service
+
+    group_cli.add_group_command(add, sys.modules[__name__])
+    demo = sub.add_parser("demo", help="run a homeserver and a scripted three-user conversation")
+    demo.set_defaults(sync_handler=run_demo)
     return p
 
 

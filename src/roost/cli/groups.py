@@ -1,0 +1,157 @@
+"""``roost group …``: MLS groups through the Delivery Service, on the client in ``--home``.
+
+Groups are named by the base64url of their group id (as ``roost group list`` prints them).
+Incoming traffic (Welcomes, commits, messages, server notices) is processed by ``sync`` and
+``listen``; every command that changes a group first catches up with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from roost.client import RoostClient, RoostError
+from roost.client.groups import GroupEvent, Groups
+from roost.client.wire import b64u, unb64u
+
+ACTIONS = [
+    "create",
+    "list",
+    "info",
+    "invite",
+    "send",
+    "sync",
+    "listen",
+    "history",
+    "update",
+    "commit",
+    "leave",
+    "remove",
+    "promote",
+    "demote",
+    "policy",
+    "delete",
+    "join",
+]
+
+
+def format_event(ev: GroupEvent) -> str:
+    gid = b64u(ev.group_id)[:8] if ev.group_id else "-"
+    if ev.kind == "message":
+        return f"[{gid} #{ev.group_seq}] {ev.sender}: {ev.message}"
+    if ev.kind == "notice":
+        return f"[{gid} #{ev.group_seq}] homeserver notice (verified): {ev.text}"
+    return f"[{gid} #{ev.group_seq}] {ev.kind}: {ev.text}".rstrip(": ")
+
+
+def _gid(args: argparse.Namespace) -> bytes:
+    if not args.group:
+        raise RoostError(0, "invalid_arguments", f"group {args.action} needs a group id")
+    try:
+        return unb64u(args.group)
+    except ValueError as e:
+        raise RoostError(0, "invalid_arguments", f"bad group id: {e}") from None
+
+
+def _need(args: argparse.Namespace, n: int, what: str) -> list[str]:
+    if len(args.rest) < n:
+        raise RoostError(0, "invalid_arguments", f"group {args.action} needs {what}")
+    return args.rest
+
+
+async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., None]) -> None:
+    g = Groups(c)
+    action = args.action
+    if action == "create":
+        invitees = ([args.group] if args.group else []) + args.rest  # no group id yet
+        group = await g.create(external_join=args.external_join)
+        out = {"group_id": b64u(group.group_id), "epoch": group.epoch}
+        if invitees:
+            await g.invite(group.group_id, invitees)
+            out["epoch"] = g.group(group.group_id).epoch
+        return emit(out, f"created group {out['group_id']} (epoch {out['epoch']})")
+    if action == "list":
+        groups = await g.list()
+        lines = [
+            f"{b64u(s.group_id)}  epoch {s.epoch}  seq {s.group_seq}  roles {s.roles}"
+            for s in groups
+        ]
+        return emit(groups, lines or "no groups")
+    if action == "info":
+        s = await g.info(_gid(args))
+        return emit(s, f"{b64u(s.group_id)}  epoch {s.epoch}  roles {s.roles}")
+    if action in ("sync", "listen"):
+        seconds = args.seconds if action == "listen" else 0.0
+        events = await g.sync()
+        for ev in events:
+            emit(ev, format_event(ev))
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
+            for ev in await g.sync():
+                emit(ev, format_event(ev))
+        return None
+    if action == "history":
+        entries = g.history.entries(_gid(args), last=args.last)
+        lines = [
+            f"#{e.seq} {'>' if e.outgoing else '<'} {e.sender or 'homeserver'}: {e.text}"
+            for e in entries
+        ]
+        return emit(entries, lines or "no history")
+    if action == "join":
+        ev = await g.join_external(_gid(args))
+        return emit(ev, format_event(ev))
+    gid = _gid(args)
+    await g.sync()  # act on the current epoch
+    if action == "invite":
+        ev = await g.invite(gid, _need(args, 1, "user ids"))
+    elif action == "send":
+        text = " ".join(_need(args, 1, "a message"))
+        sent = await g.send(gid, text, message_id=args.message_id)
+        return emit(sent, f"sent #{sent.group_seq} (message id {sent.message_id})")
+    elif action in ("update", "commit"):
+        ev = await g.commit(gid)
+    elif action == "leave":
+        seq = await g.leave(gid)
+        return emit({"group_seq": seq}, f"left (proposal #{seq}; a member commits it)")
+    elif action == "remove":
+        ev = await g.remove(gid, _need(args, 1, "a user id")[0])
+    elif action in ("promote", "demote"):
+        user = _need(args, 1, "a user id")[0]
+        role = "admin" if action == "promote" else "member"
+        await g.set_role(gid, user, role)
+        return emit({"user_id": user, "role": role}, f"{user} is now {role}")
+    elif action == "policy":
+        policy = None if args.clear else " ".join(_need(args, 1, "a policy (or --clear)"))
+        await g.set_policy(gid, policy)
+        return emit({"policy": policy}, f"notification policy: {policy or 'default'}")
+    elif action == "delete":
+        await g.delete(gid)
+        return emit({"deleted": b64u(gid)}, "group deleted")
+    else:  # pragma: no cover - argparse restricts the choices
+        raise RoostError(0, "invalid_arguments", action)
+    return emit(ev, format_event(ev))
+
+
+def add_group_command(add: Callable[..., argparse.ArgumentParser], helpers: Any) -> None:
+    """Register ``roost group``; ``helpers`` is the main module (``_with_client``, ``_emit``)."""
+
+    async def cmd_group(args: argparse.Namespace) -> None:
+        def emit(value: Any, text: Any = None) -> None:
+            helpers._emit(args, value, text)
+
+        await helpers._with_client(args, lambda c: _run(args, c, emit))
+
+    gp = add("group", cmd_group, "MLS groups: create, invite, send, sync/listen, leave, …")
+    gp.add_argument("action", choices=ACTIONS)
+    gp.add_argument("group", nargs="?", help="group id (base64url, from `roost group list`)")
+    gp.add_argument("rest", nargs="*", help="user ids (invite/remove/promote) or message text")
+    gp.add_argument("--external-join", action="store_true", help="(create) allow external joins")
+    gp.add_argument("--message-id", help="(send) idempotency key for a retried send")
+    gp.add_argument("--seconds", type=float, default=30.0, help="(listen) how long")
+    gp.add_argument("--interval", type=float, default=1.0, help="(listen) poll interval")
+    gp.add_argument("--last", type=int, help="(history) only the last N entries")
+    gp.add_argument("--clear", action="store_true", help="(policy) back to the default")
