@@ -20,9 +20,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..config import Limits
 from ..errors import Problem
 from ..store import Database
+from ..store.engine import after_commit
 from .tables import direct_cursors, direct_messages, direct_queues, queue_messages, queues
 
 QUEUE_ID_LEN = 16
+
+
+@dataclass(frozen=True, slots=True)
+class WakeUp:
+    """One committed enqueue, as told to the realtime listeners."""
+
+    owner: str  # the owning client uuid (group queue) or user uuid (direct queue)
+    queue_id: bytes | None  # None: the user's direct queue
+    seq: int
+    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +48,17 @@ class QueueService:
         self.db = db
         self.limits = limits
         self.clock = clock
-        # Wake-up hooks (realtime listeners) run after an enqueue committed.
-        self.listeners: list[Callable[[bytes], None]] = []
+        # Wake-up hooks (realtime listeners) run after the enqueuing transaction committed,
+        # whichever module's transaction it is (see ``_wake_after_commit``).
+        self.listeners: list[Callable[[WakeUp], None]] = []
+
+    def _wake_after_commit(self, conn: AsyncConnection, wake: WakeUp) -> None:
+        if self.listeners:
+            after_commit(conn, lambda: self._wake(wake))
+
+    def _wake(self, wake: WakeUp) -> None:
+        for listener in self.listeners:
+            listener(wake)
 
     # ---- group-message queues -----------------------------------------------------------
 
@@ -86,22 +106,24 @@ class QueueService:
     async def enqueue(self, queue_id: bytes, payload: bytes, message_id: str | None = None) -> int:
         """Append ``payload``; a repeated ``message_id`` returns the first copy's seq."""
         async with self.db.transaction() as conn:
-            seq = await self.enqueue_in(conn, queue_id, payload, message_id)
-        for wake in self.listeners:
-            wake(queue_id)
-        return seq
+            return await self.enqueue_in(conn, queue_id, payload, message_id)
 
     async def enqueue_in(
         self, conn: AsyncConnection, queue_id: bytes, payload: bytes, message_id: str | None
     ) -> int:
-        """Enqueue inside the caller's transaction (used by the DS and federation)."""
-        last = (
+        """Enqueue inside the caller's transaction (used by the DS and federation).
+
+        Realtime listeners are woken after that transaction commits."""
+        row = (
             await conn.execute(
-                sa.select(queues.c.last_seq).where(queues.c.id == queue_id).with_for_update()
+                sa.select(queues.c.last_seq, queues.c.owner_client_uuid)
+                .where(queues.c.id == queue_id)
+                .with_for_update()
             )
-        ).scalar_one_or_none()
-        if last is None:
+        ).first()
+        if row is None:
             raise Problem(404, "queue_not_found", "no such queue")
+        last, owner = row
         if message_id is not None:
             existing = (
                 await conn.execute(
@@ -124,6 +146,7 @@ class QueueService:
                 created_at=int(self.clock()),
             )
         )
+        self._wake_after_commit(conn, WakeUp(owner, queue_id, seq, payload))
         return seq
 
     async def fetch(
@@ -138,6 +161,40 @@ class QueueService:
                 .limit(limit + 1)
             )
             return _cap(list(rows), after, limit, max_bytes)
+
+    async def owned_queue_ids(self, client_uuid: str) -> list[bytes]:
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(queues.c.id).where(queues.c.owner_client_uuid == client_uuid)
+            )
+            return [r[0] for r in rows]
+
+    async def read_after(
+        self, queue_id: bytes, after: int, limit: int, max_bytes: int
+    ) -> FetchResult:
+        """``fetch`` without the ownership check, for a caller that already made it (realtime:
+        queue ids never change owner; a deleted queue simply reads empty)."""
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(queue_messages.c.seq, queue_messages.c.payload)
+                .where(queue_messages.c.queue_id == queue_id, queue_messages.c.seq > after)
+                .order_by(queue_messages.c.seq)
+                .limit(limit + 1)
+            )
+            return _cap(list(rows), after, limit, max_bytes)
+
+    async def direct_cursor(self, user_uuid: str, client_uuid: str) -> int:
+        """The client's ack cursor on its user's direct queue (0 if it never acked)."""
+        async with self.db.engine.connect() as conn:
+            acked = (
+                await conn.execute(
+                    sa.select(direct_cursors.c.acked_seq).where(
+                        direct_cursors.c.user_uuid == user_uuid,
+                        direct_cursors.c.client_uuid == client_uuid,
+                    )
+                )
+            ).scalar_one_or_none()
+        return acked or 0
 
     async def ack(self, queue_id: bytes, client_uuid: str, up_to: int) -> None:
         async with self.db.transaction() as conn:
@@ -198,6 +255,7 @@ class QueueService:
                 user_uuid=user_uuid, seq=seq, payload=payload, created_at=int(self.clock())
             )
         )
+        self._wake_after_commit(conn, WakeUp(user_uuid, None, seq, payload))
         return seq
 
     async def fetch_direct(

@@ -9,7 +9,8 @@ PostgreSQL: READ COMMITTED transactions; modules use row locks (``FOR UPDATE``) 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy import event
@@ -44,6 +45,24 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+log = logging.getLogger("roost.server")
+
+AFTER_COMMIT = "roost_after_commit"
+
+
+def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` after the ``Database.transaction()`` that ``conn`` belongs to commits.
+
+    For wake-ups that must not fire before the data is visible to other connections (realtime
+    delivery). Outside such a transaction the callback runs at once (nothing to wait for).
+    """
+    pending = conn.info.get(AFTER_COMMIT)
+    if pending is None:
+        callback()
+    else:
+        pending.append(callback)
+
+
 class Database:
     """The engine plus ``transaction()``: one atomic unit of work on either engine."""
 
@@ -56,15 +75,33 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """Commit on success, roll back on any exception (so errors change nothing)."""
+        """Commit on success, roll back on any exception (so errors change nothing).
+
+        Callbacks registered with ``after_commit(conn, fn)`` run once the commit is done (and
+        the SQLite write lock released); a rollback drops them.
+        """
+        callbacks: list[Callable[[], None]] = []
         if self._sqlite_lock is not None:
             async with self._sqlite_lock, self.engine.connect() as conn:
                 await conn.execution_options(roost_write=True)
                 async with conn.begin():
-                    yield conn
+                    conn.info[AFTER_COMMIT] = callbacks
+                    try:
+                        yield conn
+                    finally:
+                        conn.info.pop(AFTER_COMMIT, None)
         else:
             async with self.engine.begin() as conn:
-                yield conn
+                conn.info[AFTER_COMMIT] = callbacks
+                try:
+                    yield conn
+                finally:
+                    conn.info.pop(AFTER_COMMIT, None)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # the data is committed: a failed wake-up must not undo the answer
+                log.exception("after-commit callback failed")
 
     async def dispose(self) -> None:
         await self.engine.dispose()
