@@ -338,7 +338,7 @@ async def cmd_connections(args: argparse.Namespace) -> None:
         elif args.action == "accept":
             conn, group = await c.accept_connection_request(args.target, reply=payload)
         else:
-            conn = await c.reject_connection(args.target)
+            conn = await c.reject_connection(args.target, payload)
         if group is not None:
             _emit(
                 args,
@@ -366,7 +366,7 @@ async def cmd_queue(args: argparse.Namespace) -> None:
         elif args.action == "fetch":
             if args.queue:
                 r = await c.fetch_queue(
-                    args.queue, args.after, limit=args.limit, max_bytes=args.max_bytes
+                    args.queue, args.after or 0, limit=args.limit, max_bytes=args.max_bytes
                 )
                 lines = [f"{m.seq}  {len(m.payload)} bytes" for m in r.messages]
                 _emit(args, r, lines + [f"last {r.last_seq}, more: {r.has_more}"])
@@ -533,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = add("queue", cmd_queue, "fetch/ack the direct queue, or a group queue with --queue")
     q.add_argument("action", choices=["fetch", "ack", "create", "delete", "send"])
     q.add_argument("--queue", help="group-message queue id (default: the direct queue)")
-    q.add_argument("--after", type=int, default=0)
+    q.add_argument("--after", type=int, help="default: 0 (group), this client's last ack (direct)")
     q.add_argument("--limit", type=int)
     q.add_argument("--max-bytes", type=int)
     q.add_argument("--up-to", type=int)

@@ -687,13 +687,37 @@ class RoostClient:
             resp = await self.request("POST", path, content=payload, content_type=MLS_MEDIA_TYPE)
         return Connection.from_json(resp.json())
 
-    async def reject_connection(self, connection_id: str) -> Connection:
+    async def reject_connection(
+        self, connection_id: str, payload: bytes | None = None
+    ) -> Connection:
         path = f"/v1/connections/{quote(connection_id, safe='')}/reject"
-        return Connection.from_json((await self.request("POST", path)).json())
+        if payload is None:
+            resp = await self.request("POST", path)
+        else:
+            resp = await self.request("POST", path, content=payload, content_type=MLS_MEDIA_TYPE)
+        return Connection.from_json(resp.json())
+
+    async def connections_page(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> tuple[list[Connection], str | None]:
+        """One page of this user's connections (oldest first) and the next page's cursor."""
+        params: dict[str, Any] = {}
+        if limit is not None:
+            params["limit"] = limit
+        if cursor:
+            params["cursor"] = cursor
+        d = (await self.request("GET", "/v1/connections", params=params)).json()
+        return [Connection.from_json(c) for c in d["connections"]], d.get("next_cursor")
 
     async def connections(self) -> list[Connection]:
-        d = (await self.request("GET", "/v1/connections")).json()
-        return [Connection.from_json(c) for c in d["connections"]]
+        """All of this user's connections (every page)."""
+        out: list[Connection] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.connections_page(cursor=cursor)
+            out += page
+            if not cursor or not page:
+                return out
 
     async def send_direct(self, user_id: str, payload: bytes) -> None:
         await self.request(
@@ -793,7 +817,7 @@ class RoostClient:
     async def _connection_payload(self, connection_id: str) -> bytes | None:
         after = 0
         while True:
-            page = await self.fetch_direct(after)
+            page = await self.fetch_direct(after)  # from 0: the request may be acked already
             for e in page.events:
                 if e.type == "connection_request" and e.connection_id == connection_id:
                     return e.payload
@@ -821,14 +845,21 @@ class RoostClient:
         return FetchResult(messages, last, has_more)
 
     async def fetch_direct(
-        self, after: int = 0, *, limit: int | None = None, max_bytes: int | None = None
+        self, after: int | None = None, *, limit: int | None = None, max_bytes: int | None = None
     ) -> DirectFetch:
+        """Events of the user's direct queue after ``after`` (default: this client's last
+        ack; the server keeps messages until every client of the user has acked them)."""
+        if after is None:
+            after = self.state.direct_acked
         r = await self._fetch("/v1/direct/messages", after, limit, max_bytes)
         events = tuple(DirectEvent.from_message(m) for m in r.messages)
         return DirectFetch(events, r.last_seq, r.has_more)
 
     async def ack_direct(self, up_to: int) -> None:
         await self.request("POST", "/v1/direct/ack", json={"up_to": up_to})
+        if up_to > self.state.direct_acked:
+            self.state.direct_acked = up_to
+            self.save()
 
     async def create_queue(self) -> str:
         return (await self.request("POST", "/v1/queues")).json()["queue_id"]

@@ -179,16 +179,19 @@ class DirectEvent:
     """One entry of the user's direct queue."""
 
     seq: int
-    type: str  # connection_request | connection_accepted | connection_rejected | message
+    type: str  # connection_request | connection_accepted | connection_rejected | message | welcome
     sender: str | None
     connection_id: str | None
     payload: bytes | None
     sent_at: Any = None
+    group_id: bytes | None = None  # welcome: the group the Welcome is for
+    group_seq: int | None = None
 
     @classmethod
     def from_message(cls, m: QueueMessage) -> DirectEvent:
         d = json.loads(m.payload)
         payload = d.get("payload")
+        group_id = d.get("group_id")
         return cls(
             m.seq,
             d["type"],
@@ -196,6 +199,8 @@ class DirectEvent:
             d.get("connection_id"),
             unb64u(payload) if payload else None,
             d.get("sent_at"),
+            unb64u(group_id) if group_id else None,
+            d.get("group_seq"),
         )
 
 

@@ -72,6 +72,7 @@ class ClientState:
     token: str = ""
     token_expires_at: float = 0.0
     pending_request: str = ""  # a client request awaiting approval by another client
+    direct_acked: int = 0  # this client's ack cursor on the user's direct queue
     keypackages: dict[str, KeyPackageSecrets] = field(default_factory=dict)
 
     @property
@@ -119,6 +120,7 @@ class Home:
             "token": state.token,
             "token_expires_at": state.token_expires_at,
             "pending_request": state.pending_request,
+            "direct_acked": state.direct_acked,
         }
         _write_private(self.path / _KEY_FILE, state.signature_private)
         kps = {ref: s.to_json() for ref, s in state.keypackages.items()}
@@ -149,6 +151,7 @@ class Home:
                 token=meta.get("token", ""),
                 token_expires_at=float(meta.get("token_expires_at", 0.0)),
                 pending_request=meta.get("pending_request", ""),
+                direct_acked=int(meta.get("direct_acked", 0)),
                 keypackages={ref: KeyPackageSecrets.from_json(d) for ref, d in kps.items()},
             )
         except (KeyError, TypeError, ValueError) as e:
