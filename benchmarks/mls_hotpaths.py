@@ -1,6 +1,7 @@
 """MLS hot paths of roost.mls: median wall time per operation, printed as a table.
 
-    python benchmarks/mls_hotpaths.py [--runs N] [--adds M] [--leaves L] [--profile ROW]
+    python benchmarks/mls_hotpaths.py [--runs N] [--adds M] [--leaves L] [--members B]
+                                      [--stat median|min] [--only ROW,..] [--profile ROW]
 
 Rows (cipher suite 1; set-up such as restoring a state from bytes is outside the timing):
 
@@ -12,6 +13,8 @@ Rows (cipher suite 1; set-up such as restoring a state from bytes is outside the
   included), and the protection layer alone without signatures
 * KeyPackage generation
 * tree hash of an L-leaf tree with every node filled (nothing cached)
+* in a group of B members (--members): the observer's state load/save, applying a path
+  commit and checking the GroupInfo that comes with it
 
 ``--profile ROW`` runs one row under cProfile and prints the top functions instead.
 Targets come from the project's performance goals; compare rows within one run only (the
@@ -134,6 +137,47 @@ class Scenario:
         return make
 
 
+class BigGroup:
+    """An N-member group after one path commit: what the DS handles most of the time."""
+
+    def __init__(self, members: int) -> None:
+        cred, priv = _identity(b"owner")
+        owner = Group.create(SUITE, cred, priv)
+        out = owner.commit(add=_key_packages(b"big", members - 1))
+        owner.merge_pending_commit()
+        observer = GroupObserver.from_group_info(out.group_info)
+        self.observer_state = observer.to_bytes()
+        out = owner.commit(force_path=True)
+        self.path_commit, self.group_info = out.commit, out.group_info
+        observer.apply(out.commit)
+        self.after_state = observer.to_bytes()
+
+    def restore(self) -> Bench:
+        return lambda: lambda: GroupObserver.from_bytes(self.observer_state)
+
+    def save(self) -> Bench:
+        def make():
+            obs = GroupObserver.from_bytes(self.after_state)
+            obs.tree._encoded = None  # as after a commit: the tree encoding is new
+            return obs.to_bytes
+
+        return make
+
+    def apply_path_commit(self) -> Bench:
+        def make():
+            obs = GroupObserver.from_bytes(self.observer_state)
+            return lambda: obs.apply(self.path_commit)
+
+        return make
+
+    def check_group_info(self) -> Bench:
+        def make():
+            obs = GroupObserver.from_bytes(self.after_state)
+            return lambda: obs.check_group_info(self.group_info)
+
+        return make
+
+
 def app_message_roundtrip(alice: Group, bob: Group) -> Callable[[], object]:
     data = os.urandom(1024)
 
@@ -200,6 +244,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--adds", type=int, default=100)
     ap.add_argument("--leaves", type=int, default=1000)
+    ap.add_argument("--members", type=int, default=1000, help="size of the big group")
     ap.add_argument("--profile", default=None, help="row key to profile (see the table)")
     ap.add_argument("--stat", choices=("median", "min"), default="median")
     ap.add_argument("--only", default=None, help="comma-separated row keys to run")
@@ -211,6 +256,10 @@ def main() -> None:
     t0 = time.perf_counter()
     sc = Scenario(args.adds)
     tree_bytes = full_tree_bytes(args.leaves)
+    big = BigGroup(args.members)
+    sig_priv, sig_pub = CS.generate_signature_key_pair()
+    tbs = os.urandom(1100)
+    sig = CS.sign_with_label(sig_priv, b"FramedContentTBS", tbs)
     print(f"set-up: {time.perf_counter() - t0:.1f} s (suite {SUITE}, {args.adds} adds)")
 
     rows: list[tuple[str, str, Callable[[], float], str]] = [
@@ -251,6 +300,22 @@ def main() -> None:
             "<= 0.3",
         ),
         (
+            "sign",
+            "  of which: Ed25519 sign_with_label (1.1 KB)",
+            lambda: batch_median_ms(
+                lambda: CS.sign_with_label(sig_priv, b"FramedContentTBS", tbs), runs, 50
+            ),
+            "",
+        ),
+        (
+            "verify",
+            "  of which: Ed25519 verify_with_label (1.1 KB)",
+            lambda: batch_median_ms(
+                lambda: CS.verify_with_label(sig_pub, b"FramedContentTBS", tbs, sig), runs, 50
+            ),
+            "",
+        ),
+        (
             "app_nosig",
             "1 KiB app message encrypt+decrypt (protection only)",
             lambda: batch_median_ms(protection_only(), runs, 200),
@@ -266,6 +331,30 @@ def main() -> None:
             "tree_hash",
             f"tree hash of a {args.leaves}-leaf full tree (uncached)",
             lambda: median_ms(tree_hash_bench(tree_bytes), runs),
+            "",
+        ),
+        (
+            "big_restore",
+            f"observer state load (from_bytes), {args.members} members",
+            lambda: median_ms(big.restore(), runs),
+            "",
+        ),
+        (
+            "big_save",
+            f"observer state save (to_bytes), {args.members} members",
+            lambda: median_ms(big.save(), runs),
+            "",
+        ),
+        (
+            "big_commit",
+            f"observer applies a path commit, {args.members} members",
+            lambda: median_ms(big.apply_path_commit(), runs),
+            "",
+        ),
+        (
+            "big_group_info",
+            f"observer checks the GroupInfo (with tree), {args.members} members",
+            lambda: median_ms(big.check_group_info(), runs),
             "",
         ),
     ]

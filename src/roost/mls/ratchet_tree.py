@@ -354,8 +354,13 @@ class RatchetTree:
         return h
 
     def _compute_hash(self, x: int) -> bytes:
-        # Iterative post-order so deep trees never hit the recursion limit and each cached
-        # subtree is reused as is.
+        k = level(x)
+        lo, hi = x - (1 << k) + 1, x + (1 << k)  # x's subtree is nodes[lo:hi]
+        if k >= 4 and self._hashes[lo:hi].count(None) > (hi - lo) >> 2:
+            self._fill_subtree(lo, hi, k)  # mostly uncached (a decoded tree): bottom-up
+            return self._hashes[x]  # type: ignore[return-value]
+        # A few stale nodes (after a path update): iterative post-order from x, so deep
+        # trees never hit the recursion limit and each cached subtree is reused as is.
         hashes = self._hashes
         stack = [x]
         while stack:
@@ -378,6 +383,20 @@ class RatchetTree:
             hashes[y] = self._parent_hash_input_hash(self._nodes[y], lh, rh)  # type: ignore[arg-type]
             stack.pop()
         return hashes[x]  # type: ignore[return-value]
+
+    def _fill_subtree(self, lo: int, hi: int, k: int) -> None:
+        """Hash every uncached node of the level-``k`` subtree ``nodes[lo:hi]``, level by
+        level: no stack, and a level-j node's children are simply x -/+ 2^(j-1)."""
+        hashes, nodes = self._hashes, self._nodes
+        leaf_hash, parent_hash = self._leaf_hash, self._parent_hash_input_hash
+        for y in range(lo, hi, 2):
+            if hashes[y] is None:
+                hashes[y] = leaf_hash(y >> 1, nodes[y])  # type: ignore[arg-type]
+        for j in range(1, k + 1):
+            half = 1 << (j - 1)
+            for y in range(lo + (1 << j) - 1, hi, 1 << (j + 1)):
+                if hashes[y] is None:
+                    hashes[y] = parent_hash(nodes[y], hashes[y - half], hashes[y + half])  # type: ignore[arg-type]
 
     def _leaf_hash(self, leaf_index: int, leaf: LeafNode | None) -> bytes:
         # TreeHashInput for a leaf, fed to the hash in pieces (no Writer, no joined copy):
