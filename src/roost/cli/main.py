@@ -395,6 +395,31 @@ async def cmd_queue(args: argparse.Namespace) -> None:
     await _with_client(args, run)
 
 
+async def cmd_listen(args: argparse.Namespace) -> None:
+    from roost.client.realtime import listen
+
+    async def run(c: RoostClient) -> None:
+        got = 0
+        async for d in listen(c):
+            where = d.queue_id or "direct"
+            if args.json:
+                print(json.dumps(_jsonable(d)), flush=True)
+            else:
+                for m in d.messages:
+                    print(f"{where}  {m.seq}  {len(m.payload)} bytes", flush=True)
+            if args.ack:
+                # Acks go over HTTP here: simple, and the socket keeps delivering meanwhile.
+                if d.queue_id is None:
+                    await c.ack_direct(d.last_seq)
+                else:
+                    await c.ack_queue(d.queue_id, d.last_seq)
+            got += len(d.messages)
+            if args.count and got >= args.count:
+                return
+
+    await _with_client(args, run)
+
+
 def _need_queue(args: argparse.Namespace) -> str:
     if not args.queue:
         raise RoostError(0, "invalid_arguments", f"{args.action} needs --queue")
@@ -545,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     group_cli.add_group_command(add, sys.modules[__name__])
     demo = sub.add_parser("demo", help="run a homeserver and a scripted three-user conversation")
     demo.set_defaults(sync_handler=run_demo)
+    li = add("listen", cmd_listen, "print deliveries as they arrive (realtime WebSocket)")
+    li.add_argument("--ack", action="store_true", help="ack each delivery after printing it")
+    li.add_argument("--count", type=int, default=0, help="stop after N messages")
     return p
 
 

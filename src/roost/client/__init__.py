@@ -26,10 +26,15 @@ from .models import (
     ServerInfo,
     UserInfo,
 )
+from .realtime import Delivery, Realtime, RealtimeClosed, listen
 from .state import ClientState, Home, KeyPackageSecrets
 
 __all__ = [
     "RoostClient",
+    "Realtime",
+    "RealtimeClosed",
+    "Delivery",
+    "listen",
     "PendingClient",
     "key_fingerprint",
     "VerifiedClient",

@@ -1,0 +1,322 @@
+"""Realtime delivery over one WebSocket per client (docs/api.md, "Realtime (WebSocket)").
+
+``Realtime`` connects to ``/v1/realtime``, says ``hello`` with the last processed seq of each
+queue, and yields ``Delivery`` batches as the server pushes them. It answers for the protocol's
+chores: app-level pings, switching to a fresh token before the old one expires, and (with
+``listen``) reconnecting with capped backoff and resuming from the kept positions, so nothing is
+lost or repeated across drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from roost.mls.codec import Reader
+from roost.mls.errors import DecodeError
+
+from .errors import RoostError
+from .models import DirectEvent, QueueMessage
+from .wire import b64u
+
+if TYPE_CHECKING:
+    from .client import RoostClient
+
+KIND_GROUP_QUEUE = 1
+KIND_DIRECT = 2
+QUEUE_ID_LEN = 16
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+
+# Close codes (docs/api.md): which ones end listening for good.
+CLOSE_NORMAL = 1000
+CLOSE_TOKEN = 4001
+CLOSE_PROTOCOL = 4400
+CLOSE_REPLACED = 4409
+_FINAL_CLOSES = {CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_REPLACED, 1009}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Consecutive items of one queue: a group-message queue (``queue_id``) or the direct
+    queue (``queue_id`` is None)."""
+
+    queue_id: str | None
+    messages: tuple[QueueMessage, ...]
+
+    @property
+    def last_seq(self) -> int:
+        return self.messages[-1].seq
+
+    def direct_events(self) -> tuple[DirectEvent, ...]:
+        return tuple(DirectEvent.from_message(m) for m in self.messages)
+
+
+def parse_delivery_frame(frame: bytes) -> Delivery:
+    """``uint8 kind || [queue_id[16]] || (uint64 seq || opaque payload<V>)+``."""
+    r = Reader(frame)
+    kind = r.u8()
+    if kind == KIND_GROUP_QUEUE:
+        queue_id: str | None = b64u(r.fixed(QUEUE_ID_LEN))
+    elif kind == KIND_DIRECT:
+        queue_id = None
+    else:
+        raise DecodeError(f"unknown delivery kind {kind}")
+    messages: list[QueueMessage] = []
+    while r.remaining():
+        seq = r.u64()
+        messages.append(QueueMessage(seq, r.opaque()))
+    if not messages:
+        raise DecodeError("delivery frame without entries")
+    return Delivery(queue_id, tuple(messages))
+
+
+class RealtimeClosed(RoostError):
+    """The server closed the socket; ``close_code`` says why (docs/api.md close codes)."""
+
+    def __init__(self, close_code: int | None, reason: str = "") -> None:
+        super().__init__(0, "realtime_closed", f"closed {close_code}: {reason}")
+        self.close_code = close_code
+
+
+def _ws_url(server: str) -> str:
+    if server.startswith("https://"):
+        return "wss://" + server[len("https://") :] + "/v1/realtime"
+    if server.startswith("http://"):
+        return "ws://" + server[len("http://") :] + "/v1/realtime"
+    raise ValueError(f"cannot derive a WebSocket URL from {server!r}")
+
+
+class Realtime:
+    """One realtime connection of a client. ``positions`` maps b64u queue ids to the last seq
+    processed; ``direct`` is the same for the direct queue (None: the server uses this client's
+    direct ack cursor). Both advance as deliveries are handed out."""
+
+    def __init__(
+        self,
+        client: RoostClient,
+        *,
+        positions: dict[str, int] | None = None,
+        direct: int | None = None,
+    ) -> None:
+        self.client = client
+        self.positions: dict[str, int] = dict(positions or {})
+        self.direct = direct
+        self.ready: dict[str, Any] = {}
+        self._ws: ClientConnection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ack_ids = 0
+        self._pending_acks: dict[int, asyncio.Future[None]] = {}
+        self._deliveries: asyncio.Queue[Delivery | BaseException] = asyncio.Queue()
+
+    # ---- connection ---------------------------------------------------------------------
+    async def connect(self) -> dict[str, Any]:
+        """Open the socket, send ``hello`` and wait for ``ready`` (returned)."""
+        token = await self.client.bearer_token()
+        try:
+            ws = await connect(
+                _ws_url(self.client.state.server),
+                additional_headers={"Authorization": f"Bearer {token}"},
+                compression=None,  # payloads are ciphertext: nothing to gain
+                proxy=None,
+                ping_interval=None,  # the protocol uses app-level pings
+                max_size=MAX_FRAME_BYTES,
+                open_timeout=15,
+            )
+        except InvalidStatus as e:
+            resp = e.response
+            code = f"http_{resp.status_code}"
+            with contextlib.suppress(ValueError, AttributeError):
+                code = json.loads(resp.body or b"{}").get("code", code)
+            raise RoostError(resp.status_code, code, "realtime upgrade refused") from e
+        except (OSError, TimeoutError) as e:
+            raise RoostError(0, "transport_error", f"realtime: {e!r}") from e
+        self._ws = ws
+        hello: dict[str, Any] = {"type": "hello", "queues": self.positions}
+        if self.direct is not None:
+            hello["direct"] = self.direct
+        await ws.send(json.dumps(hello))
+        while True:
+            frame = await asyncio.wait_for(ws.recv(), timeout=15)
+            if isinstance(frame, str):
+                msg = json.loads(frame)
+                if msg.get("type") == "ready":
+                    self.ready = msg
+                    break
+                await self._control(msg)
+            else:  # deliveries never precede ready; be lenient and keep them
+                self._deliveries.put_nowait(parse_delivery_frame(frame))
+        self._tasks = [
+            asyncio.create_task(self._reader(ws)),
+            asyncio.create_task(self._pinger(ws, float(self.ready.get("ping_interval", 20)))),
+            asyncio.create_task(self._token_keeper(ws)),
+        ]
+        return self.ready
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
+
+    async def __aenter__(self) -> Realtime:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- receiving ----------------------------------------------------------------------
+    async def _reader(self, ws: ClientConnection) -> None:
+        try:
+            async for frame in ws:
+                if isinstance(frame, bytes):
+                    self._deliveries.put_nowait(parse_delivery_frame(frame))
+                else:
+                    await self._control(json.loads(frame))
+            self._deliveries.put_nowait(RealtimeClosed(ws.close_code, ws.close_reason or ""))
+        except ConnectionClosed as e:
+            code = e.rcvd.code if e.rcvd else None
+            self._deliveries.put_nowait(RealtimeClosed(code, e.rcvd.reason if e.rcvd else ""))
+        except (DecodeError, ValueError) as e:  # a malformed frame: stop, the caller reconnects
+            self._deliveries.put_nowait(RealtimeClosed(None, f"bad frame: {e}"))
+            await ws.close()
+        finally:
+            for fut in self._pending_acks.values():
+                if not fut.done():
+                    fut.set_exception(RealtimeClosed(ws.close_code, "closed before the ack"))
+
+    async def _control(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "acked" or (kind == "error" and "id" in msg):
+            fut = self._pending_acks.pop(msg.get("id"), None)
+            if fut is not None and not fut.done():
+                if kind == "acked":
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(RoostError(0, str(msg.get("code")), "ack refused"))
+        # pong / authed / other notices need no action
+
+    async def receive(self, timeout: float | None = None) -> Delivery:
+        """The next delivery; positions advance to it (the caller has now got it)."""
+        item = await asyncio.wait_for(self._deliveries.get(), timeout)
+        if isinstance(item, BaseException):
+            self._deliveries.put_nowait(item)  # stays closed for every later call
+            raise item
+        if item.queue_id is None:
+            self.direct = max(self.direct or 0, item.last_seq)
+        else:
+            self.positions[item.queue_id] = max(self.positions.get(item.queue_id, 0), item.last_seq)
+        return item
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Delivery]:
+        while True:
+            try:
+                yield await self.receive()
+            except RealtimeClosed as e:
+                if e.close_code == CLOSE_NORMAL:
+                    return
+                raise
+
+    # ---- sending ------------------------------------------------------------------------
+    async def _send(self, msg: dict[str, Any]) -> None:
+        if self._ws is None:
+            raise RealtimeClosed(None, "not connected")
+        await self._ws.send(json.dumps(msg))
+
+    async def ack(
+        self,
+        queues: dict[str, int] | None = None,
+        *,
+        direct: int | None = None,
+        wait: bool = True,
+        timeout: float = 15.0,
+    ) -> None:
+        """Delete up to the given seqs (group queues by b64u id, and/or the direct queue).
+        With ``wait``, return once the server has committed the ack."""
+        msg: dict[str, Any] = {"type": "ack", "queues": dict(queues or {})}
+        if direct is not None:
+            msg["direct"] = direct
+        fut: asyncio.Future[None] | None = None
+        if wait:
+            self._ack_ids += 1
+            msg["id"] = self._ack_ids
+            fut = asyncio.get_running_loop().create_future()
+            self._pending_acks[self._ack_ids] = fut
+        await self._send(msg)
+        if fut is not None:
+            await asyncio.wait_for(fut, timeout)
+        if direct is not None and direct > self.client.state.direct_acked:
+            self.client.state.direct_acked = direct
+            self.client.save()
+
+    async def _pinger(self, ws: ClientConnection, interval: float) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(max(1.0, interval))
+            n += 1
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(json.dumps({"type": "ping", "id": n}))
+
+    async def _token_keeper(self, ws: ClientConnection) -> None:
+        """Switch the socket to a fresh token shortly before the current one expires."""
+        while True:
+            st = self.client.state
+            wait = max(
+                1.0, st.token_expires_at - time.time() - max(5.0, self.client._refresh_margin)
+            )
+            await asyncio.sleep(wait)
+            token = await self.client.authenticate()
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(json.dumps({"type": "auth", "token": token}))
+
+
+async def listen(
+    client: RoostClient,
+    *,
+    positions: dict[str, int] | None = None,
+    direct: int | None = None,
+    max_backoff: float = 30.0,
+) -> AsyncIterator[Delivery]:
+    """Deliveries for ever: reconnects with capped, jittered backoff and resumes from the
+    positions reached. Stops on a normal close, a protocol error, or when replaced (4409)."""
+    rt = Realtime(client, positions=positions, direct=direct)
+    backoff = 0.5
+    while True:
+        try:
+            await rt.connect()
+            backoff = 0.5
+            async for delivery in rt:
+                yield delivery
+            return
+        except RealtimeClosed as e:
+            if e.close_code in _FINAL_CLOSES:
+                raise
+            if e.close_code == CLOSE_TOKEN:
+                client.state.token = ""  # the next connect authenticates afresh
+        except RoostError as e:
+            if e.code in ("token_expired", "unauthenticated"):
+                client.state.token = ""  # stale or revoked token: get a new one and retry
+            elif e.status not in (0, 429, 502, 503, 504):
+                raise  # e.g. auth_failed: this client no longer exists
+        finally:
+            await rt.close()
+            rt = Realtime(client, positions=rt.positions, direct=rt.direct)
+        await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+        backoff = min(max_backoff, backoff * 2)
