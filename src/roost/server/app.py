@@ -15,6 +15,8 @@ from .auth.service import AuthService
 from .config import Config
 from .connections.routes import router as connections_router
 from .connections.service import ConnectionService
+from .delivery.routes import router as delivery_router
+from .delivery.service import DeliveryService
 from .deps import Services
 from .errors import install_error_handlers
 from .keypackages.routes import router as keypackages_router
@@ -57,6 +59,8 @@ def build_services(
         queues.delete_user_queues,
         connections.delete_user_connections,
     ]
+    delivery = DeliveryService(db, config, auth, queues, connections, clock)
+    delivery.install_hooks()
     limits = config.limits
     return Services(
         config=config,
@@ -67,6 +71,7 @@ def build_services(
         registration_limiter=RateLimiter(limits.registrations_per_minute),
         claim_limiter=RateLimiter(limits.claims_per_minute),
         auth_limiter=RateLimiter(limits.auth_per_minute),
+        delivery=delivery,
     )
 
 
@@ -81,7 +86,11 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
             services = build_services(db, config, clock)
             await services.auth.ensure_ca()
             app.state.services = services
-            yield
+            await services.delivery.start()
+            try:
+                yield
+            finally:
+                await services.delivery.stop()
         finally:
             await db.dispose()
 
@@ -93,7 +102,13 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (auth_router, connections_router, keypackages_router, queues_router):
+    for router in (
+        auth_router,
+        connections_router,
+        keypackages_router,
+        queues_router,
+        delivery_router,
+    ):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.limits.max_body_bytes)
 

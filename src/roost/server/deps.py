@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .auth.service import AuthService, Principal
 from .config import Config
 from .connections.service import ConnectionService
+from .delivery.service import DeliveryService
 from .encoding import MLS_MEDIA_TYPE
 from .errors import Problem
 from .keypackages.service import KeyPackageService
@@ -28,6 +29,7 @@ class Services:
     registration_limiter: RateLimiter
     claim_limiter: RateLimiter
     auth_limiter: RateLimiter
+    delivery: DeliveryService
 
 
 def services(request: Request) -> Services:

@@ -149,6 +149,52 @@ class QueueService:
         self._wake_after_commit(conn, WakeUp(owner, queue_id, seq, payload))
         return seq
 
+    async def check_owner(self, conn: AsyncConnection, queue_id: bytes, client_uuid: str) -> None:
+        """404 for an unknown queue, 403 for another client's (used by the DS)."""
+        await self._owned(conn, queue_id, client_uuid)
+
+    async def enqueue_many_in(
+        self, conn: AsyncConnection, items: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Fan-out for the DS: one payload to each of several distinct queues in the caller's
+        transaction — one counter update and one multi-row insert. The counters are locked in
+        queue-id order (no deadlock between concurrent fan-outs); unknown queues are skipped."""
+        payloads = dict(items)
+        locked = (
+            sa.select(queues.c.id)
+            .where(queues.c.id.in_(sorted(payloads)))
+            .order_by(queues.c.id)
+            .with_for_update()
+        )
+        rows = list(
+            await conn.execute(
+                sa.update(queues)
+                .where(queues.c.id.in_(locked.scalar_subquery()))
+                .values(last_seq=queues.c.last_seq + 1)
+                .returning(queues.c.id, queues.c.last_seq, queues.c.owner_client_uuid)
+            )
+        )
+        if not rows:
+            return
+        now = int(self.clock())
+        await conn.execute(
+            sa.insert(queue_messages).values(
+                [
+                    {
+                        "queue_id": qid,
+                        "seq": seq,
+                        "message_id": None,
+                        "payload": payloads[qid],
+                        "created_at": now,
+                    }
+                    for qid, seq, _ in rows
+                ]
+            )
+        )
+        if self.listeners:
+            for qid, seq, owner in rows:
+                self._wake_after_commit(conn, WakeUp(owner, qid, seq, payloads[qid]))
+
     async def fetch(
         self, queue_id: bytes, client_uuid: str, after: int, limit: int, max_bytes: int
     ) -> FetchResult:

@@ -1,0 +1,1 @@
+"""Delivery Service: MLS groups followed by a server-side observer, ordered fan-out, roles."""

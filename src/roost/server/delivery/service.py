@@ -1,0 +1,1151 @@
+"""Delivery Service: groups, commits (one per epoch), ordered fan-out, roles, server notices.
+
+Every group is followed by a ``GroupObserver`` whose state lives in ``ds_groups.state``: a
+handshake is applied to a freshly loaded observer outside the write transaction (CPU work), and
+the result is stored by a *conditional* update — on the epoch for commits (first commit of an
+epoch wins, atomically, on both engines), on ``rev`` for proposals (lost updates retried). The
+same update bumps ``last_seq``, the group-wide order shared by every item the group fans out,
+and the fan-out rows are written in that transaction, so order, state and delivery commit
+together or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from roost.mls.constants import ContentType, CredentialType, ExtensionType, SenderType
+from roost.mls.credential import Credential
+from roost.mls.crypto.ciphersuite import SUPPORTED_SUITES, get_cipher_suite
+from roost.mls.errors import DecodeError, MLSError, UnsupportedError, ValidationError
+from roost.mls.extension_types import ExternalSenders
+from roost.mls.extensions import find_extension
+from roost.mls.group import GroupObserver
+from roost.mls.group.external import external_remove
+from roost.mls.group.proposal_rules import QueuedProposal
+from roost.mls.group.state import resolve_proposals
+from roost.mls.proposals import Add, GroupContextExtensions, ReInit, Remove
+
+from ..auth.ca import verify_client_certificate
+from ..auth.service import AuthService, Principal
+from ..config import Config
+from ..connections.service import ConnectionService
+from ..encoding import b64u
+from ..errors import Problem
+from ..queues.service import QueueService
+from ..store import Database
+from . import wire
+from .keys import ServerKey, ServerKeys
+from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
+
+log = logging.getLogger("roost.server.delivery")
+
+ADMIN = "admin"
+MEMBER = "member"
+ROLES = (ADMIN, MEMBER)
+# Application messages of the current epoch or this many before it are accepted: members keep
+# one epoch of grace for messages sent while a commit was in flight.
+APP_EPOCH_WINDOW = 1
+SEND_ID_RETENTION = 24 * 3600
+PROPOSAL_RETRIES = 8
+_GROUP_ID_RE = re.compile(rb"^[A-Za-z0-9_-]{22}@([a-z0-9.-]{1,253}(?::[0-9]{1,5})?)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    leaf_index: int
+    client_uuid: str
+    user_id: str
+    queue_id: bytes | None
+    policy: str | None
+    gone: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    group_id: bytes
+    cipher_suite: int
+    epoch: int
+    group_seq: int
+    external_join: bool
+    roles: dict[str, str]
+    my_leaf: int | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "group_id": b64u(self.group_id),
+            "cipher_suite": self.cipher_suite,
+            "epoch": self.epoch,
+            "group_seq": self.group_seq,
+            "external_join": self.external_join,
+            "roles": self.roles,
+            "my_leaf": self.my_leaf,
+        }
+
+
+def _mls_problem(code: str, e: Exception) -> Problem:
+    return Problem(422, code, f"{type(e).__name__}: {e}")
+
+
+class _ClientCache:
+    """Bounded map leaf certificate -> (client id, key): X.509 checks are the costly part."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._map: OrderedDict[bytes, tuple[str, bytes]] = OrderedDict()
+
+    def get(self, cert: bytes) -> tuple[str, bytes] | None:
+        hit = self._map.get(cert)
+        if hit is not None:
+            self._map.move_to_end(cert)
+        return hit
+
+    def put(self, cert: bytes, value: tuple[str, bytes]) -> None:
+        self._map[cert] = value
+        if len(self._map) > self.size:
+            self._map.popitem(last=False)
+
+
+class DeliveryService:
+    def __init__(
+        self,
+        db: Database,
+        config: Config,
+        auth: AuthService,
+        queues: QueueService,
+        connections: ConnectionService,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.domain = config.home_domain
+        self.auth = auth
+        self.queues = queues
+        self.connections = connections
+        self.clock = clock
+        self.keys = ServerKeys(db, lambda: auth.ca, clock)  # type: ignore[arg-type, return-value]
+        self._clients = _ClientCache()
+        self._events_wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    # ---- identities ---------------------------------------------------------------------------
+
+    def check_group_id(self, group_id: bytes) -> None:
+        m = _GROUP_ID_RE.match(group_id)
+        if m is None or m.group(1).decode() != self.domain:
+            raise Problem(
+                422,
+                "invalid_group_id",
+                f"a group id is '<22 chars of base64url>@{self.domain}' (ASCII)",
+            )
+
+    def client_of(self, credential: Credential, signature_key: bytes) -> tuple[str, str]:
+        """(client uuid, user id) of a leaf credential issued by this AS; raises Problem."""
+        if credential.credential_type != CredentialType.X509 or not credential.certificates:
+            raise Problem(422, "credential_mismatch", "leaves need the AS-issued x509 credential")
+        leaf = credential.certificates[0]
+        hit = self._clients.get(leaf)
+        if hit is None:
+            try:
+                hit = verify_client_certificate(leaf, self.auth.ca.certificate_der)  # type: ignore[union-attr]
+            except ValueError as e:
+                raise Problem(422, "credential_mismatch", str(e)) from None
+            self._clients.put(leaf, hit)
+        client_id, key = hit
+        if key != signature_key:
+            raise Problem(422, "credential_mismatch", "credential key differs from the leaf key")
+        user_id, _, client_uuid = client_id.rpartition("/")
+        return client_uuid, user_id
+
+    def _policy(self, credential: Credential, signature_key: bytes) -> bool:
+        """Observer credential policy: every new or changed leaf carries our AS's credential."""
+        try:
+            self.client_of(credential, signature_key)
+        except Problem as p:
+            raise ValidationError(p.detail) from None
+        return True
+
+    def _observer(self, state: bytes) -> GroupObserver:
+        return GroupObserver.from_bytes(state, credential_policy=self._policy)
+
+    async def external_sender(self, cipher_suite: int) -> ServerKey:
+        try:
+            return await self.keys.get(cipher_suite)
+        except UnsupportedError:
+            raise Problem(422, "unsupported_cipher_suite", "cipher suite not supported") from None
+
+    async def _sender_index(self, obs: GroupObserver) -> tuple[ServerKey, int] | None:
+        key = await self.external_sender(obs.group_context.cipher_suite)
+        ext = find_extension(obs.group_context.extensions, ExtensionType.EXTERNAL_SENDERS)
+        if ext is None:
+            return None
+        try:
+            senders = ExternalSenders.from_extension(ext).senders
+        except DecodeError:
+            return None
+        for i, s in enumerate(senders):
+            if s.signature_key == key.public_key:
+                return key, i
+        return None
+
+    async def _require_external_sender(self, obs: GroupObserver) -> tuple[ServerKey, int]:
+        found = await self._sender_index(obs)
+        if found is None:
+            raise Problem(
+                422,
+                "missing_external_sender",
+                "the group's external_senders extension must list the homeserver "
+                "(GET /v1/ds/external-sender)",
+            )
+        return found
+
+    # ---- loading --------------------------------------------------------------------------------
+
+    async def _group(self, conn: AsyncConnection, group_id: bytes) -> sa.Row:
+        row = (await conn.execute(sa.select(ds_groups).where(ds_groups.c.id == group_id))).first()
+        if row is None:
+            raise Problem(404, "group_not_found", "no such group")
+        return row
+
+    async def _members(self, conn: AsyncConnection, group_id: bytes) -> list[Member]:
+        rows = await conn.execute(
+            sa.select(
+                ds_members.c.leaf_index,
+                ds_members.c.client_uuid,
+                ds_members.c.user_id,
+                ds_members.c.queue_id,
+                ds_members.c.policy,
+                ds_members.c.gone,
+            ).where(ds_members.c.group_id == group_id)
+        )
+        return [Member(*r) for r in rows]
+
+    async def _roles(self, conn: AsyncConnection, group_id: bytes) -> dict[str, str]:
+        rows = await conn.execute(
+            sa.select(ds_roles.c.user_id, ds_roles.c.role).where(ds_roles.c.group_id == group_id)
+        )
+        return {r.user_id: r.role for r in rows}
+
+    def _my_leaf(self, members: Iterable[Member], client_uuid: str) -> Member | None:
+        for m in members:
+            if m.client_uuid == client_uuid and not m.gone:
+                return m
+        return None
+
+    async def _view(self, conn: AsyncConnection, row: sa.Row, client_uuid: str | None) -> GroupView:
+        members = await self._members(conn, row.id)
+        mine = self._my_leaf(members, client_uuid) if client_uuid else None
+        return GroupView(
+            row.id,
+            row.cipher_suite,
+            row.epoch,
+            row.last_seq,
+            row.external_join,
+            await self._roles(conn, row.id),
+            mine.leaf_index if mine else None,
+        )
+
+    # ---- fan-out --------------------------------------------------------------------------------
+
+    async def _fanout(
+        self,
+        conn: AsyncConnection,
+        group_id: bytes,
+        group_seq: int,
+        item_type: int,
+        body: bytes,
+        members: Iterable[Member],
+        exclude_leaf: int | None = None,
+    ) -> None:
+        """One item to every member but ``exclude_leaf``: one multi-row enqueue for registered
+        queues; leaves without a queue yet (fresh joiners) get it held, in group order."""
+        items: list[tuple[bytes, bytes]] = []
+        held: list[dict[str, object]] = []
+        for m in members:
+            if m.leaf_index == exclude_leaf or m.gone:
+                continue
+            if m.queue_id is None:
+                held.append(
+                    {
+                        "group_id": group_id,
+                        "leaf_index": m.leaf_index,
+                        "group_seq": group_seq,
+                        "item_type": item_type,
+                        "body": body,
+                    }
+                )
+            else:
+                policy = m.policy.encode() if m.policy else b""
+                items.append(
+                    (m.queue_id, wire.queue_item(group_id, group_seq, policy, item_type, body))
+                )
+        if items:
+            await self.queues.enqueue_many_in(conn, items)
+        if held:
+            await conn.execute(sa.insert(ds_held), held)
+
+    # ---- group creation -------------------------------------------------------------------------
+
+    async def create_group(
+        self, p: Principal, body: bytes, queue_id: bytes, external_join: bool
+    ) -> GroupView:
+        bundle = wire.decode_group_state(body)
+        try:
+            obs = GroupObserver.from_group_info(
+                bundle.group_info, bundle.ratchet_tree, credential_policy=self._policy
+            )
+        except UnsupportedError as e:
+            raise Problem(422, "unsupported_cipher_suite", str(e)) from None
+        except MLSError as e:
+            raise _mls_problem("invalid_group", e) from None
+        group_id = obs.group_id
+        self.check_group_id(group_id)
+        if obs.group_context.cipher_suite not in SUPPORTED_SUITES:
+            raise Problem(422, "unsupported_cipher_suite", "cipher suite not offered here")
+        roster = obs.roster()
+        if obs.epoch != 0 or len(roster) != 1:
+            raise Problem(422, "invalid_group", "a new group is at epoch 0 with one member")
+        leaf, credential, key = roster[0]
+        client_uuid, user_id = self.client_of(credential, key)
+        if client_uuid != p.client_uuid:
+            raise Problem(422, "credential_mismatch", "the creator's leaf is not the caller")
+        await self._require_external_sender(obs)
+        async with self.db.transaction() as conn:
+            await self.queues.check_owner(conn, queue_id, p.client_uuid)
+            exists = (
+                await conn.execute(sa.select(ds_groups.c.id).where(ds_groups.c.id == group_id))
+            ).first()
+            if exists is not None:
+                raise Problem(409, "group_exists", "a group with this id exists")
+            await conn.execute(
+                sa.insert(ds_groups).values(
+                    id=group_id,
+                    cipher_suite=obs.group_context.cipher_suite,
+                    epoch=0,
+                    last_seq=0,
+                    rev=0,
+                    external_join=external_join,
+                    state=obs.to_bytes(),
+                    group_info=bundle.group_info,
+                    last_commit_hash=None,
+                    last_commit_seq=0,
+                    created_at=self.now(),
+                )
+            )
+            await conn.execute(
+                sa.insert(ds_members).values(
+                    group_id=group_id,
+                    leaf_index=leaf,
+                    client_uuid=client_uuid,
+                    user_id=user_id,
+                    queue_id=queue_id,
+                    policy=None,
+                    gone=False,
+                )
+            )
+            await conn.execute(
+                sa.insert(ds_roles).values(group_id=group_id, user_id=user_id, role=ADMIN)
+            )
+            return GroupView(
+                group_id,
+                obs.group_context.cipher_suite,
+                0,
+                0,
+                external_join,
+                {user_id: ADMIN},
+                leaf,
+            )
+
+    # ---- reads ----------------------------------------------------------------------------------
+
+    async def list_groups(self, p: Principal) -> list[GroupView]:
+        async with self.db.engine.connect() as conn:
+            ids = [
+                r.group_id
+                for r in await conn.execute(
+                    sa.select(ds_members.c.group_id)
+                    .where(ds_members.c.client_uuid == p.client_uuid, ds_members.c.gone.is_(False))
+                    .order_by(ds_members.c.group_id)
+                )
+            ]
+            out = []
+            for gid in ids:
+                out.append(await self._view(conn, await self._group(conn, gid), p.client_uuid))
+            return out
+
+    async def get_group(self, p: Principal, group_id: bytes) -> GroupView:
+        async with self.db.engine.connect() as conn:
+            row = await self._group(conn, group_id)
+            view = await self._view(conn, row, p.client_uuid)
+        if view.my_leaf is None:
+            raise Problem(403, "not_member", "the calling client holds no leaf in this group")
+        return view
+
+    async def group_state(self, p: Principal, group_id: bytes) -> bytes:
+        """``RoostGroupState`` for members (fresh joiners included) or, if the group allows
+        external joins, any authenticated client."""
+        async with self.db.engine.connect() as conn:
+            row = await self._group(conn, group_id)
+            if not row.external_join:
+                members = await self._members(conn, group_id)
+                if self._my_leaf(members, p.client_uuid) is None:
+                    raise Problem(403, "not_member", "not a member of this group")
+        obs = self._observer(row.state)
+        return wire.encode_group_state(row.group_info, obs.tree.to_bytes())
+
+    # ---- commits --------------------------------------------------------------------------------
+
+    async def submit_commit(
+        self, p: Principal, group_id: bytes, body: bytes, queue_id: bytes | None
+    ) -> tuple[int, int]:
+        bundle = wire.decode_commit_bundle(body)
+        pm = self._public(bundle.commit)
+        content = pm.content
+        if content.content_type != ContentType.COMMIT:
+            raise Problem(422, "wrong_wire_format", "the first message must be a commit")
+        if content.group_id != group_id:
+            raise Problem(422, "wrong_group", "the commit is for another group")
+        commit_hash = hashlib.sha256(bundle.commit).digest()
+        async with self.db.engine.connect() as conn:
+            row = await self._group(conn, group_id)
+            members = await self._members(conn, group_id)
+            roles = await self._roles(conn, group_id)
+        if content.epoch != row.epoch:
+            if content.epoch + 1 == row.epoch and row.last_commit_hash == commit_hash:
+                return row.epoch, row.last_commit_seq  # a retried success: same answer
+            raise self._epoch_conflict(row)
+        by_leaf = {m.leaf_index: m for m in members}
+        obs = self._observer(row.state)
+        sender = content.sender
+        external = sender.sender_type == SenderType.NEW_MEMBER_COMMIT
+        committer_leaf: int | None = None
+        if external:
+            if not row.external_join:
+                raise Problem(403, "external_join_disabled", "this group does not allow joins")
+            if queue_id is None:
+                raise Problem(422, "queue_required", "an external commit registers a queue_id")
+            committer_user = p.user_id
+        elif sender.sender_type == SenderType.MEMBER:
+            m = by_leaf.get(sender.index)  # type: ignore[arg-type]
+            if m is None or m.gone or m.client_uuid != p.client_uuid:
+                raise Problem(403, "not_member", "the commit's sender is not the calling client")
+            committer_leaf = m.leaf_index
+            committer_user = m.user_id
+        else:
+            raise Problem(422, "invalid_commit", "commits come from members or new members")
+        try:
+            proposals = resolve_proposals(content.content, sender, obs._proposals)  # noqa: SLF001
+        except MLSError as e:
+            raise _mls_problem("invalid_commit", e) from None
+        adds = self._check_roles(proposals, by_leaf, roles, committer_user, p, external)
+        try:
+            observed = obs.apply(pm, group_info=bundle.group_info)
+        except MLSError as e:
+            raise _mls_problem("invalid_commit", e) from None
+        if any(isinstance(q.proposal.body, GroupContextExtensions) for q in proposals):
+            await self._require_external_sender(obs)
+        if adds and bundle.welcome is None:
+            raise Problem(422, "welcome_required", "a commit with Adds carries the Welcome")
+        if not adds and bundle.welcome is not None:
+            raise Problem(422, "unexpected_welcome", "a Welcome without Adds")
+        # The new roster: removed leaves go, added leaves come (client from the credential).
+        removed = set(observed.removed)
+        new_rows: dict[int, tuple[str, str]] = {}
+        for leaf, credential, key in obs.roster():
+            old = by_leaf.get(leaf)
+            if old is not None and leaf not in removed:
+                cu, _ = self.client_of(credential, key)
+                if cu != old.client_uuid:
+                    raise Problem(422, "invalid_commit", "a leaf cannot change its client")
+                continue
+            new_rows[leaf] = self.client_of(credential, key)
+        if external:
+            mine = [leaf for leaf, (cu, _) in new_rows.items() if cu == p.client_uuid]
+            if len(mine) != 1:
+                raise Problem(422, "credential_mismatch", "the joiner's leaf is not the caller")
+            committer_leaf = mine[0]
+            for leaf in removed:
+                if by_leaf[leaf].client_uuid != p.client_uuid if leaf in by_leaf else True:
+                    raise Problem(
+                        403, "role_required", "an external commit may only remove its own leaf"
+                    )
+        added_users = await self._check_adds(p, committer_user, new_rows, committer_leaf)
+        new_state = obs.to_bytes()
+        async with self.db.transaction() as conn:
+            if queue_id is not None:
+                await self.queues.check_owner(conn, queue_id, p.client_uuid)
+            seq = (
+                await conn.execute(
+                    sa.update(ds_groups)
+                    .where(ds_groups.c.id == group_id, ds_groups.c.epoch == row.epoch)
+                    .values(
+                        epoch=observed.epoch,
+                        last_seq=ds_groups.c.last_seq + 1,
+                        rev=ds_groups.c.rev + 1,
+                        state=new_state,
+                        group_info=bundle.group_info,
+                        last_commit_hash=commit_hash,
+                        last_commit_seq=ds_groups.c.last_seq + 1,
+                    )
+                    .returning(ds_groups.c.last_seq)
+                )
+            ).scalar_one_or_none()
+            if seq is None:
+                current = await conn.execute(
+                    sa.select(ds_groups.c.epoch, ds_groups.c.last_seq).where(
+                        ds_groups.c.id == group_id
+                    )
+                )
+                cur = current.first()
+                if cur is None:
+                    raise Problem(404, "group_not_found", "no such group")
+                raise self._epoch_conflict(cur)
+            gone_leaves = [
+                leaf for leaf in by_leaf if leaf in removed or leaf in new_rows
+            ]  # replaced leaves too
+            if gone_leaves:
+                for t in (ds_members, ds_held):
+                    await conn.execute(
+                        sa.delete(t).where(
+                            t.c.group_id == group_id, t.c.leaf_index.in_(gone_leaves)
+                        )
+                    )
+            if new_rows:
+                await conn.execute(
+                    sa.insert(ds_members),
+                    [
+                        {
+                            "group_id": group_id,
+                            "leaf_index": leaf,
+                            "client_uuid": cu,
+                            "user_id": uid,
+                            "queue_id": queue_id if leaf == committer_leaf else None,
+                            "policy": None,
+                            "gone": False,
+                        }
+                        for leaf, (cu, uid) in new_rows.items()
+                    ],
+                )
+            remaining = await self._members(conn, group_id)
+            # New members start from the Welcome at the new epoch: not from this commit.
+            existing = [m for m in remaining if m.leaf_index not in new_rows]
+            await self._fanout(
+                conn, group_id, seq, wire.ITEM_MLS_MESSAGE, bundle.commit, existing, committer_leaf
+            )
+            if bundle.welcome is not None:
+                await self._deliver_welcome(
+                    conn, group_id, seq, committer_user, added_users, bundle.welcome
+                )
+            # Roles of users who left the group entirely go with them.
+            still = {m.user_id for m in remaining}
+            for uid in roles:
+                if uid not in still:
+                    await conn.execute(
+                        sa.delete(ds_roles).where(
+                            ds_roles.c.group_id == group_id, ds_roles.c.user_id == uid
+                        )
+                    )
+            await conn.execute(
+                sa.delete(ds_sends).where(
+                    ds_sends.c.group_id == group_id,
+                    ds_sends.c.created_at < self.now() - SEND_ID_RETENTION,
+                )
+            )
+        if any(m.gone for m in remaining):
+            self.wake_events()  # outstanding server Removes are issued again for the new epoch
+        return observed.epoch, seq
+
+    def _epoch_conflict(self, row: sa.Row) -> Problem:
+        return Problem(
+            409,
+            "epoch_conflict",
+            f"the group is at epoch {row.epoch}",
+            extra={"epoch": row.epoch, "group_seq": row.last_seq},
+        )
+
+    def _public(self, data: bytes):  # type: ignore[no-untyped-def]
+        try:
+            return wire.public_message(data)
+        except wire.WrongWireFormat:
+            raise Problem(
+                422, "wrong_wire_format", "handshake messages must be PublicMessage"
+            ) from None
+
+    def _check_roles(
+        self,
+        proposals: list[QueuedProposal],
+        by_leaf: dict[int, Member],
+        roles: dict[str, str],
+        committer_user: str,
+        p: Principal,
+        external: bool,
+    ) -> list[Add]:
+        """Role rules by proposer (docs/api.md): returns the Adds."""
+        adds: list[Add] = []
+        for q in proposals:
+            body = q.proposal.body
+            if q.sender_type == SenderType.EXTERNAL:
+                continue  # the homeserver's own Remove proposals
+            if q.sender_type == SenderType.MEMBER:
+                proposer = by_leaf.get(q.sender_index)  # type: ignore[arg-type]
+                proposer_user = proposer.user_id if proposer else None
+            else:  # new_member_proposal / new_member_commit: judged by the committer
+                proposer_user = committer_user if not external else None
+            is_admin = proposer_user is not None and roles.get(proposer_user) == ADMIN
+            if isinstance(body, Add):
+                adds.append(body)
+                if not is_admin:
+                    raise Problem(403, "role_required", "only admins add members")
+            elif isinstance(body, Remove):
+                target = by_leaf.get(body.removed)
+                own = target is not None and target.user_id == proposer_user
+                if external:
+                    continue  # checked against the joiner's own leaves by the caller
+                if not (own or is_admin):
+                    raise Problem(403, "role_required", "only admins remove other members")
+            elif isinstance(body, GroupContextExtensions | ReInit) and not is_admin:
+                raise Problem(403, "role_required", "only admins change the group")
+        return adds
+
+    async def _check_adds(
+        self,
+        p: Principal,
+        committer_user: str,
+        new_rows: dict[int, tuple[str, str]],
+        committer_leaf: int | None,
+    ) -> dict[str, str]:
+        """Added clients exist and belong to the committer's user or a connected user; returns
+        user id -> user uuid of the added users (for Welcome delivery)."""
+        out: dict[str, str] = {}
+        async with self.db.engine.connect() as conn:
+            committer = await self.auth.find_user(committer_user, conn)
+            for leaf, (cu, uid) in new_rows.items():
+                if leaf == committer_leaf:
+                    continue
+                if await self.auth.get_client(cu, conn) is None:
+                    raise Problem(422, "credential_mismatch", "an added client does not exist")
+                user = await self.auth.find_user(uid, conn)
+                if user is None or committer is None:
+                    raise Problem(422, "credential_mismatch", "an added user does not exist")
+                if user.uuid != committer.uuid and not await self.connections.is_connected(
+                    conn, committer.uuid, user.uuid
+                ):
+                    raise Problem(403, "no_connection", f"{uid} is not connected to the committer")
+                out[uid] = user.uuid
+        return out
+
+    async def _deliver_welcome(
+        self,
+        conn: AsyncConnection,
+        group_id: bytes,
+        seq: int,
+        committer_user: str,
+        added_users: dict[str, str],
+        welcome: bytes,
+    ) -> None:
+        encoded = base64.urlsafe_b64encode(welcome).rstrip(b"=").decode()
+        for user_uuid in sorted(set(added_users.values())):
+            event = {
+                "type": "welcome",
+                "group_id": b64u(group_id),
+                "from": committer_user,
+                "group_seq": seq,
+                "payload": encoded,
+                "sent_at": self.now(),
+            }
+            await self.queues.enqueue_direct(conn, user_uuid, json.dumps(event).encode())
+
+    # ---- joiners register their queue ----------------------------------------------------------
+
+    async def register_queue(self, p: Principal, group_id: bytes, queue_id: bytes) -> None:
+        async with self.db.transaction() as conn:
+            row = await self._group(conn, group_id)
+            await self.queues.check_owner(conn, queue_id, p.client_uuid)
+            members = await self._members(conn, group_id)
+            mine = self._my_leaf(members, p.client_uuid)
+            if mine is None:
+                raise Problem(403, "not_member", "the calling client holds no leaf in this group")
+            await conn.execute(
+                sa.update(ds_members)
+                .where(
+                    ds_members.c.group_id == group_id, ds_members.c.leaf_index == mine.leaf_index
+                )
+                .values(queue_id=queue_id)
+            )
+            held = list(
+                await conn.execute(
+                    sa.select(ds_held.c.group_seq, ds_held.c.item_type, ds_held.c.body)
+                    .where(ds_held.c.group_id == group_id, ds_held.c.leaf_index == mine.leaf_index)
+                    .order_by(ds_held.c.group_seq)
+                )
+            )
+            policy = mine.policy.encode() if mine.policy else b""
+            for h in held:
+                await self.queues.enqueue_in(
+                    conn,
+                    queue_id,
+                    wire.queue_item(row.id, h.group_seq, policy, h.item_type, h.body),
+                    None,
+                )
+            if held:
+                await conn.execute(
+                    sa.delete(ds_held).where(
+                        ds_held.c.group_id == group_id, ds_held.c.leaf_index == mine.leaf_index
+                    )
+                )
+
+    # ---- application messages (hot path) -------------------------------------------------------
+
+    async def send(self, p: Principal, group_id: bytes, message_id: str, body: bytes) -> int:
+        try:
+            header = wire.read_private_header(body)
+        except wire.WrongWireFormat:
+            raise Problem(
+                422, "wrong_wire_format", "application messages are PrivateMessage"
+            ) from None
+        if header.content_type != ContentType.APPLICATION:
+            raise Problem(422, "wrong_wire_format", "handshakes must be sent as PublicMessage")
+        if header.group_id != group_id:
+            raise Problem(422, "wrong_group", "the message is for another group")
+        async with self.db.transaction() as conn:
+            done = (
+                await conn.execute(
+                    sa.select(ds_sends.c.group_seq).where(
+                        ds_sends.c.group_id == group_id,
+                        ds_sends.c.client_uuid == p.client_uuid,
+                        ds_sends.c.message_id == message_id,
+                    )
+                )
+            ).scalar_one_or_none()
+            if done is not None:
+                return done
+            # Taking the next seq locks the group row: the members read below are the ones of
+            # this position in the group order (a commit cannot interleave).
+            got = (
+                await conn.execute(
+                    sa.update(ds_groups)
+                    .where(ds_groups.c.id == group_id)
+                    .values(last_seq=ds_groups.c.last_seq + 1)
+                    .returning(ds_groups.c.last_seq, ds_groups.c.epoch)
+                )
+            ).first()
+            if got is None:
+                raise Problem(404, "group_not_found", "no such group")
+            seq, epoch = got
+            members = await self._members(conn, group_id)
+            mine = self._my_leaf(members, p.client_uuid)
+            if mine is None:
+                raise Problem(403, "not_member", "the calling client holds no leaf in this group")
+            if header.epoch > epoch:
+                raise Problem(
+                    409,
+                    "epoch_conflict",
+                    f"the group is at epoch {epoch}",
+                    extra={"epoch": epoch, "group_seq": seq - 1},
+                )
+            if header.epoch + APP_EPOCH_WINDOW < epoch:
+                raise Problem(
+                    409,
+                    "epoch_too_old",
+                    f"the group is at epoch {epoch}",
+                    extra={"epoch": epoch, "group_seq": seq - 1},
+                )
+            await self._fanout(
+                conn, group_id, seq, wire.ITEM_MLS_MESSAGE, body, members, mine.leaf_index
+            )
+            await conn.execute(
+                sa.insert(ds_sends).values(
+                    group_id=group_id,
+                    client_uuid=p.client_uuid,
+                    message_id=message_id,
+                    group_seq=seq,
+                    created_at=self.now(),
+                )
+            )
+            return seq
+
+    # ---- standalone proposals ------------------------------------------------------------------
+
+    async def submit_proposal(self, p: Principal, group_id: bytes, body: bytes) -> int:
+        pm = self._public(body)
+        content = pm.content
+        if content.content_type != ContentType.PROPOSAL:
+            raise Problem(422, "wrong_wire_format", "expected a proposal")
+        if content.group_id != group_id:
+            raise Problem(422, "wrong_group", "the proposal is for another group")
+        if content.sender.sender_type != SenderType.MEMBER:
+            raise Problem(403, "not_member", "proposals come from members")
+        for _ in range(PROPOSAL_RETRIES):
+            async with self.db.engine.connect() as conn:
+                row = await self._group(conn, group_id)
+                members = await self._members(conn, group_id)
+                roles = await self._roles(conn, group_id)
+            if content.epoch != row.epoch:
+                raise self._epoch_conflict(row)
+            by_leaf = {m.leaf_index: m for m in members}
+            m = by_leaf.get(content.sender.index)  # type: ignore[arg-type]
+            if m is None or m.gone or m.client_uuid != p.client_uuid:
+                raise Problem(403, "not_member", "the proposal's sender is not the calling client")
+            obs = self._observer(row.state)
+            try:
+                observed = obs.apply(pm)
+            except MLSError as e:
+                raise _mls_problem("invalid_proposal", e) from None
+            q = QueuedProposal(observed.proposal, SenderType.MEMBER, m.leaf_index)  # type: ignore[arg-type]
+            adds = self._check_roles([q], by_leaf, roles, m.user_id, p, False)
+            if adds:
+                cu, uid = self.client_of(
+                    adds[0].key_package.leaf_node.credential,
+                    adds[0].key_package.leaf_node.signature_key,
+                )
+                await self._check_adds(p, m.user_id, {-1: (cu, uid)}, None)
+            seq = await self._store_proposals(
+                group_id, row.rev, obs.to_bytes(), [body], members, m.leaf_index
+            )
+            if seq is not None:
+                return seq
+        raise Problem(409, "conflict", "the group changed concurrently; retry")
+
+    async def _store_proposals(
+        self,
+        group_id: bytes,
+        rev: int,
+        state: bytes,
+        messages: list[bytes],
+        members: list[Member],
+        exclude_leaf: int | None,
+    ) -> int | None:
+        """Store the observer with new cached proposals if nobody changed it meanwhile, and fan
+        the proposal messages out (one group_seq each). None: lost the race, retry."""
+        n = len(messages)
+        async with self.db.transaction() as conn:
+            last = (
+                await conn.execute(
+                    sa.update(ds_groups)
+                    .where(ds_groups.c.id == group_id, ds_groups.c.rev == rev)
+                    .values(state=state, rev=rev + 1, last_seq=ds_groups.c.last_seq + n)
+                    .returning(ds_groups.c.last_seq)
+                )
+            ).scalar_one_or_none()
+            if last is None:
+                return None
+            for i, msg in enumerate(messages):
+                await self._fanout(
+                    conn,
+                    group_id,
+                    last - n + 1 + i,
+                    wire.ITEM_MLS_MESSAGE,
+                    msg,
+                    members,
+                    exclude_leaf,
+                )
+            return last
+
+    # ---- roles, settings, policy ---------------------------------------------------------------
+
+    async def _require_admin(self, conn: AsyncConnection, group_id: bytes, p: Principal) -> None:
+        await self._group(conn, group_id)
+        members = await self._members(conn, group_id)
+        if self._my_leaf(members, p.client_uuid) is None:
+            raise Problem(403, "not_member", "not a member of this group")
+        role = (
+            await conn.execute(
+                sa.select(ds_roles.c.role).where(
+                    ds_roles.c.group_id == group_id, ds_roles.c.user_id == p.user_id
+                )
+            )
+        ).scalar_one_or_none()
+        if role != ADMIN:
+            raise Problem(403, "role_required", "only admins may do this")
+
+    async def set_role(self, p: Principal, group_id: bytes, user_id: str, role: str) -> None:
+        async with self.db.transaction() as conn:
+            await self._require_admin(conn, group_id, p)
+            members = await self._members(conn, group_id)
+            if not any(m.user_id == user_id and not m.gone for m in members):
+                raise Problem(404, "user_not_member", f"{user_id} has no client in this group")
+            await conn.execute(
+                sa.delete(ds_roles).where(
+                    ds_roles.c.group_id == group_id, ds_roles.c.user_id == user_id
+                )
+            )
+            if role != MEMBER:
+                await conn.execute(
+                    sa.insert(ds_roles).values(group_id=group_id, user_id=user_id, role=role)
+                )
+
+    async def update_settings(
+        self, p: Principal, group_id: bytes, external_join: bool
+    ) -> GroupView:
+        async with self.db.transaction() as conn:
+            await self._require_admin(conn, group_id, p)
+            await conn.execute(
+                sa.update(ds_groups)
+                .where(ds_groups.c.id == group_id)
+                .values(external_join=external_join)
+            )
+            return await self._view(conn, await self._group(conn, group_id), p.client_uuid)
+
+    async def set_policy(self, p: Principal, group_id: bytes, policy: str | None) -> None:
+        async with self.db.transaction() as conn:
+            await self._group(conn, group_id)
+            mine = self._my_leaf(await self._members(conn, group_id), p.client_uuid)
+            if mine is None:
+                raise Problem(403, "not_member", "not a member of this group")
+            await conn.execute(
+                sa.update(ds_members)
+                .where(
+                    ds_members.c.group_id == group_id, ds_members.c.leaf_index == mine.leaf_index
+                )
+                .values(policy=policy)
+            )
+
+    # ---- deletion and notices -------------------------------------------------------------------
+
+    async def _notice(self, cipher_suite: int, notice: dict[str, object]) -> bytes:
+        key = await self.external_sender(cipher_suite)
+        return wire.signed_notice(get_cipher_suite(cipher_suite), key.private_key, notice)
+
+    async def delete_group(self, p: Principal, group_id: bytes) -> None:
+        async with self.db.engine.connect() as conn:
+            row = await self._group(conn, group_id)
+        notice = await self._notice(
+            row.cipher_suite,
+            {
+                "type": "group_deleted",
+                "group_id": b64u(group_id),
+                "user_id": p.user_id,
+                "at": self.now(),
+            },
+        )
+        async with self.db.transaction() as conn:
+            await self._require_admin(conn, group_id, p)
+            seq = (
+                await conn.execute(
+                    sa.update(ds_groups)
+                    .where(ds_groups.c.id == group_id)
+                    .values(last_seq=ds_groups.c.last_seq + 1)
+                    .returning(ds_groups.c.last_seq)
+                )
+            ).scalar_one()
+            members = [m for m in await self._members(conn, group_id) if m.queue_id is not None]
+            await self._fanout(conn, group_id, seq, wire.ITEM_SERVER_NOTICE, notice, members)
+            await self._delete_group_rows(conn, group_id)
+
+    async def _delete_group_rows(self, conn: AsyncConnection, group_id: bytes) -> None:
+        # Explicit deletes: SQLite does not enforce ON DELETE CASCADE without a pragma.
+        for t in (ds_members, ds_roles, ds_held, ds_sends):
+            await conn.execute(sa.delete(t).where(t.c.group_id == group_id))
+        await conn.execute(sa.delete(ds_groups).where(ds_groups.c.id == group_id))
+
+    # ---- account events: server Remove proposals and notices -----------------------------------
+
+    def wake_events(self) -> None:
+        self._events_wake.set()
+
+    async def _hook_client_removed(self, conn: AsyncConnection, client_uuid: str) -> None:
+        self.wake_events()
+
+    async def _hook_user_deleted(
+        self, conn: AsyncConnection, user_uuid: str, client_uuids: list[str]
+    ) -> None:
+        self.wake_events()
+
+    def install_hooks(self) -> None:
+        self.auth.on_client_removed.append(self._hook_client_removed)
+        self.auth.on_user_deleted.append(self._hook_user_deleted)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run_events())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run_events(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._events_wake.wait(), timeout=1.0)
+            self._events_wake.clear()
+            try:
+                # Let the transaction that woke us commit first.
+                await asyncio.sleep(0.02)
+                await self.process_account_events()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("processing account events failed")
+
+    async def process_account_events(self) -> int:
+        """Consume the AS outbox: mark deleted clients gone, issue Remove proposals, notices."""
+        done = 0
+        while True:
+            events = await self.auth.pending_account_events()
+            if not events:
+                break
+            touched: set[bytes] = set()
+            for ev in events:
+                payload = json.loads(ev.payload)
+                if ev.event_type == "client_removed":
+                    touched |= await self._clients_gone([payload["client_id"]])
+                elif ev.event_type == "user_deleted":
+                    touched |= await self._clients_gone(payload.get("client_ids", []))
+                    await self._user_notice(
+                        ev.user_id,
+                        {
+                            "type": "user_deleted",
+                            "user_id": ev.user_id,
+                            "client_ids": payload.get("client_ids", []),
+                        },
+                        drop_roles=True,
+                    )
+                elif ev.event_type == "display_name_changed":
+                    await self._user_notice(
+                        ev.user_id,
+                        {
+                            "type": "display_name_changed",
+                            "user_id": ev.user_id,
+                            "display_name": payload.get("display_name"),
+                        },
+                    )
+            await self.auth.mark_account_events_processed([ev.id for ev in events])
+            done += len(events)
+            for gid in touched:
+                await self.issue_removes(gid)
+        # Groups whose outstanding Removes were dropped by a commit get them again.
+        async with self.db.engine.connect() as conn:
+            pending = [
+                r.group_id
+                for r in await conn.execute(
+                    sa.select(ds_members.c.group_id).where(ds_members.c.gone.is_(True)).distinct()
+                )
+            ]
+        for gid in pending:
+            await self.issue_removes(gid)
+        return done
+
+    async def _clients_gone(self, client_ids: list[str]) -> set[bytes]:
+        uuids = [c.rpartition("/")[2] for c in client_ids]
+        if not uuids:
+            return set()
+        async with self.db.transaction() as conn:
+            rows = list(
+                await conn.execute(
+                    sa.select(ds_members.c.group_id, ds_members.c.leaf_index).where(
+                        ds_members.c.client_uuid.in_(uuids)
+                    )
+                )
+            )
+            await conn.execute(
+                sa.update(ds_members)
+                .where(ds_members.c.client_uuid.in_(uuids))
+                .values(gone=True, queue_id=None)
+            )
+            for r in rows:
+                await conn.execute(
+                    sa.delete(ds_held).where(
+                        ds_held.c.group_id == r.group_id, ds_held.c.leaf_index == r.leaf_index
+                    )
+                )
+        return {r.group_id for r in rows}
+
+    async def _user_notice(
+        self, user_id: str, notice: dict[str, object], drop_roles: bool = False
+    ) -> None:
+        async with self.db.engine.connect() as conn:
+            gids = [
+                r.group_id
+                for r in await conn.execute(
+                    sa.select(ds_members.c.group_id)
+                    .where(ds_members.c.user_id == user_id)
+                    .distinct()
+                )
+            ]
+        for gid in gids:
+            async with self.db.engine.connect() as conn:
+                row = (
+                    await conn.execute(sa.select(ds_groups).where(ds_groups.c.id == gid))
+                ).first()
+            if row is None:
+                continue
+            signed = await self._notice(
+                row.cipher_suite, {**notice, "group_id": b64u(gid), "at": self.now()}
+            )
+            async with self.db.transaction() as conn:
+                seq = (
+                    await conn.execute(
+                        sa.update(ds_groups)
+                        .where(ds_groups.c.id == gid)
+                        .values(last_seq=ds_groups.c.last_seq + 1)
+                        .returning(ds_groups.c.last_seq)
+                    )
+                ).scalar_one_or_none()
+                if seq is None:
+                    continue
+                members = await self._members(conn, gid)
+                await self._fanout(conn, gid, seq, wire.ITEM_SERVER_NOTICE, signed, members)
+                if drop_roles:
+                    await conn.execute(
+                        sa.delete(ds_roles).where(
+                            ds_roles.c.group_id == gid, ds_roles.c.user_id == user_id
+                        )
+                    )
+
+    async def issue_removes(self, group_id: bytes) -> int:
+        """External Remove proposals for this epoch for every gone leaf not yet proposed."""
+        for _ in range(PROPOSAL_RETRIES):
+            async with self.db.engine.connect() as conn:
+                row = (
+                    await conn.execute(sa.select(ds_groups).where(ds_groups.c.id == group_id))
+                ).first()
+                if row is None:
+                    return 0
+                members = await self._members(conn, group_id)
+            gone = [m.leaf_index for m in members if m.gone]
+            if not gone:
+                return 0
+            obs = self._observer(row.state)
+            found = await self._sender_index(obs)
+            if found is None:
+                log.warning("group without the homeserver as external sender; cannot remove")
+                return 0
+            key, index = found
+            proposed = {
+                q.proposal.body.removed
+                for q in obs._proposals.values()  # noqa: SLF001
+                if q.sender_type == SenderType.EXTERNAL and isinstance(q.proposal.body, Remove)
+            }
+            in_tree = {leaf for leaf, _, _ in obs.roster()}
+            messages = []
+            for leaf in gone:
+                if leaf in proposed or leaf not in in_tree:
+                    continue
+                msg = external_remove(obs.group_context, index, key.private_key, leaf)
+                obs.apply(msg)
+                messages.append(msg)
+            if not messages:
+                return 0
+            seq = await self._store_proposals(
+                group_id, row.rev, obs.to_bytes(), messages, members, None
+            )
+            if seq is not None:
+                return len(messages)
+        return 0

@@ -1,0 +1,107 @@
+"""Tables owned by the Delivery Service (prefix ``ds_``)."""
+
+import sqlalchemy as sa
+
+from ..store.metadata import metadata
+
+GROUP_ID_MAX = 255
+
+# One row per group: the observer state, the latest GroupInfo and the two counters that order
+# everything: ``epoch`` (one commit per epoch, conditional update) and ``last_seq`` (group-wide
+# order of every fanned-out item). ``rev`` bumps on every state change so that concurrent
+# proposal writers detect lost updates.
+ds_groups = sa.Table(
+    "ds_groups",
+    metadata,
+    sa.Column("id", sa.LargeBinary(GROUP_ID_MAX), primary_key=True),
+    sa.Column("cipher_suite", sa.Integer, nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("rev", sa.BigInteger, nullable=False),
+    sa.Column("external_join", sa.Boolean, nullable=False),
+    sa.Column("state", sa.LargeBinary, nullable=False),
+    sa.Column("group_info", sa.LargeBinary, nullable=False),
+    sa.Column("last_commit_hash", sa.LargeBinary(32), nullable=True),
+    sa.Column("last_commit_seq", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+# Leaf -> client and queue. The client is public anyway (it is in the leaf's credential); the
+# queue id is what the member registered, nothing links it to the user here.
+ds_members = sa.Table(
+    "ds_members",
+    metadata,
+    sa.Column(
+        "group_id",
+        sa.LargeBinary(GROUP_ID_MAX),
+        sa.ForeignKey("ds_groups.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("leaf_index", sa.Integer, primary_key=True),
+    sa.Column("client_uuid", sa.String(36), nullable=False),
+    sa.Column("user_id", sa.String(320), nullable=False),
+    sa.Column("queue_id", sa.LargeBinary(16), nullable=True),
+    sa.Column("policy", sa.String(64), nullable=True),
+    # The client was deleted: it gets nothing; a server Remove proposal is outstanding.
+    sa.Column("gone", sa.Boolean, nullable=False),
+    sa.Index("ix_ds_members_client", "client_uuid"),
+    sa.Index("ix_ds_members_user", "user_id"),
+)
+
+# Roles per user; users without a row are plain members.
+ds_roles = sa.Table(
+    "ds_roles",
+    metadata,
+    sa.Column(
+        "group_id",
+        sa.LargeBinary(GROUP_ID_MAX),
+        sa.ForeignKey("ds_groups.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("user_id", sa.String(320), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+)
+
+# Items for a leaf that has not registered its queue yet (a fresh joiner), in group order.
+ds_held = sa.Table(
+    "ds_held",
+    metadata,
+    sa.Column(
+        "group_id",
+        sa.LargeBinary(GROUP_ID_MAX),
+        sa.ForeignKey("ds_groups.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("leaf_index", sa.Integer, primary_key=True),
+    sa.Column("group_seq", sa.BigInteger, primary_key=True),
+    sa.Column("item_type", sa.Integer, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+)
+
+# Idempotency of application sends: (group, sending client, message id) -> group_seq.
+ds_sends = sa.Table(
+    "ds_sends",
+    metadata,
+    sa.Column(
+        "group_id",
+        sa.LargeBinary(GROUP_ID_MAX),
+        sa.ForeignKey("ds_groups.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("client_uuid", sa.String(36), primary_key=True),
+    sa.Column("message_id", sa.String(128), primary_key=True),
+    sa.Column("group_seq", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_ds_sends_created", "created_at"),
+)
+
+# The homeserver's external-sender signature key and certificate per cipher suite.
+ds_keys = sa.Table(
+    "ds_keys",
+    metadata,
+    sa.Column("cipher_suite", sa.Integer, primary_key=True),
+    sa.Column("private_key", sa.LargeBinary, nullable=False),
+    sa.Column("public_key", sa.LargeBinary, nullable=False),
+    sa.Column("certificate", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
