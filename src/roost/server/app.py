@@ -22,6 +22,8 @@ from .errors import install_error_handlers
 from .keypackages.routes import router as keypackages_router
 from .keypackages.service import KeyPackageService
 from .limits import BodyLimitMiddleware
+from .notify import install_notify
+from .notify.routes import router as notify_router
 from .queues.routes import router as queues_router
 from .queues.service import QueueService
 from .ratelimit import RateLimiter
@@ -86,6 +88,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
             services = build_services(db, config, clock)
             await services.auth.ensure_ca()
             app.state.services = services
+            app.state.notify = install_notify(services)
             await services.delivery.start()
             try:
                 yield
@@ -108,6 +111,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
         keypackages_router,
         queues_router,
         delivery_router,
+        notify_router,
     ):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.limits.max_body_bytes)

@@ -1,0 +1,106 @@
+"""In-process realtime hub: which live connection listens for which client, and wake-ups.
+
+Producers never talk to connections. They tell the hub, through three calls, what happened:
+
+- ``queue_item(wake)``: an enqueue committed (the QueueService's post-commit listener); the
+  wake-up names the owner (client uuid for a group queue, user uuid for a direct queue), the
+  queue, the seq and the payload, so a connection can usually send it without reading it back;
+- ``client_gone(client_uuid)`` / ``user_gone(user_uuid)``: credentials revoked (after the
+  deleting transaction committed), so the sockets close at once.
+
+Several processes on one PostgreSQL would put a LISTEN/NOTIFY bridge behind the same three
+calls: publish ``(owner, queue, seq)`` with NOTIFY and, in every process, turn received
+notifications into ``queue_item`` calls with ``payload=None`` (connections then read the item
+from the database, as they already do whenever their in-memory view has a gap). Callers do not
+change.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..queues.service import WakeUp
+from ..store.engine import after_commit
+from .protocol import CloseCode
+
+log = logging.getLogger("roost.server.notify")
+
+
+class Subscriber(Protocol):
+    client_uuid: str
+    user_uuid: str
+
+    def on_item(self, wake: WakeUp) -> None: ...
+
+    def terminate(self, code: int, reason: str) -> None: ...
+
+
+class Hub:
+    """Live connections by client (one each) and by user (for the shared direct queue)."""
+
+    def __init__(self) -> None:
+        self._by_client: dict[str, Subscriber] = {}
+        self._by_user: dict[str, set[Subscriber]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_client)
+
+    def attach(self, sub: Subscriber) -> None:
+        """Register ``sub``; an older connection of the same client is told to close (4409)."""
+        old = self._by_client.get(sub.client_uuid)
+        if old is not None and old is not sub:
+            self.detach(old)
+            old.terminate(CloseCode.REPLACED, "replaced by a newer connection of this client")
+        self._by_client[sub.client_uuid] = sub
+        self._by_user.setdefault(sub.user_uuid, set()).add(sub)
+
+    def detach(self, sub: Subscriber) -> None:
+        if self._by_client.get(sub.client_uuid) is sub:
+            del self._by_client[sub.client_uuid]
+        peers = self._by_user.get(sub.user_uuid)
+        if peers is not None:
+            peers.discard(sub)
+            if not peers:
+                del self._by_user[sub.user_uuid]
+
+    # ---- producers -----------------------------------------------------------------------
+
+    def queue_item(self, wake: WakeUp) -> None:
+        if wake.queue_id is None:
+            for sub in tuple(self._by_user.get(wake.owner, ())):
+                self._deliver(sub, wake)
+        else:
+            sub = self._by_client.get(wake.owner)
+            if sub is not None:
+                self._deliver(sub, wake)
+
+    def client_gone(self, client_uuid: str) -> None:
+        sub = self._by_client.get(client_uuid)
+        if sub is not None:
+            self.detach(sub)
+            sub.terminate(CloseCode.UNAUTHENTICATED, "the client was removed")
+
+    def user_gone(self, user_uuid: str) -> None:
+        for sub in tuple(self._by_user.get(user_uuid, ())):
+            self.detach(sub)
+            sub.terminate(CloseCode.UNAUTHENTICATED, "the account was deleted")
+
+    @staticmethod
+    def _deliver(sub: Subscriber, wake: WakeUp) -> None:
+        try:
+            sub.on_item(wake)
+        except Exception:  # one broken connection must not stop the others' wake-ups
+            log.exception("realtime wake-up failed")
+
+    # ---- deletion hooks (run inside the AS's transaction; act after it commits) -----------
+
+    async def on_client_removed(self, conn: AsyncConnection, client_uuid: str) -> None:
+        after_commit(conn, lambda: self.client_gone(client_uuid))
+
+    async def on_user_deleted(
+        self, conn: AsyncConnection, user_uuid: str, _client_uuids: list[str]
+    ) -> None:
+        after_commit(conn, lambda: self.user_gone(user_uuid))

@@ -1,0 +1,413 @@
+"""One realtime WebSocket connection: resume from the client's positions, deliver, take acks,
+answer pings, and close on idleness, revoked tokens or a reader that stopped reading.
+
+Memory per connection is bounded: wake-ups carry the committed item, which is kept only while
+it fits in the unacked window (else dropped and re-read from the database later); at most
+``window_messages`` / ``window_bytes`` are sent and not yet acked; a send waits for the socket
+buffer to drain (uvicorn applies back-pressure), and one stalled for too long closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
+
+from ..auth.service import Principal
+from ..config import Limits
+from ..encoding import b64u
+from ..errors import Problem
+from ..queues.service import WakeUp
+from .protocol import (
+    CloseCode,
+    Positions,
+    ProtocolError,
+    control,
+    delivery_frame,
+    parse_positions,
+    parse_text,
+)
+
+if TYPE_CHECKING:
+    from ..deps import Services
+    from .hub import Hub
+
+log = logging.getLogger("roost.server.notify")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    ping_interval: float
+    idle_timeout: float
+    window_messages: int
+    window_bytes: int
+    max_frame_bytes: int = 1024 * 1024  # a frame holds at least one item, even a larger one
+    hello_timeout: float = 10.0
+    auth_recheck: float = 30.0
+    send_stall: float = 30.0
+
+    @classmethod
+    def from_limits(cls, limits: Limits) -> Settings:
+        return cls(
+            ping_interval=limits.realtime_ping_interval_seconds,
+            idle_timeout=limits.realtime_idle_timeout_seconds,
+            window_messages=limits.realtime_window_messages,
+            window_bytes=limits.realtime_window_bytes,
+        )
+
+
+class _Queue:
+    """Delivery state of one queue on this connection (``queue_id`` None: the direct queue)."""
+
+    __slots__ = ("queue_id", "sent", "pending", "pending_bytes", "stale", "inflight")
+
+    def __init__(self, queue_id: bytes | None, sent: int) -> None:
+        self.queue_id = queue_id
+        self.sent = sent  # highest seq sent, or skipped by the client's position / ack
+        self.pending: dict[int, bytes] = {}  # committed items from wake-ups, seq > sent
+        self.pending_bytes = 0
+        self.stale = True  # the database may hold items after `sent` that are not in `pending`
+        self.inflight: deque[tuple[int, int]] = deque()  # (seq, size) sent, not yet acked
+
+    def drop_pending_upto(self, seq: int) -> None:
+        for s in [s for s in self.pending if s <= seq]:
+            self.pending_bytes -= len(self.pending.pop(s))
+
+    def forget_pending(self) -> None:
+        self.pending.clear()
+        self.pending_bytes = 0
+        self.stale = True
+
+
+class _Close(Exception):
+    """End the connection with this close code (``None``: the peer is already gone)."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class RealtimeSession:
+    def __init__(
+        self,
+        ws: WebSocket,
+        principal: Principal,
+        token: str,
+        services: Services,
+        hub: Hub,
+        settings: Settings,
+    ) -> None:
+        self.client_uuid = principal.client_uuid
+        self.user_uuid = principal.user_uuid
+        self._principal = principal
+        self._ws = ws
+        self._token = token
+        self._services = services
+        self._hub = hub
+        self._settings = settings
+        self._queues: dict[bytes | None, _Queue] = {}
+        self._positions: dict[bytes, int] = {}
+        self._ready: OrderedDict[bytes | None, None] = OrderedDict()  # queues with work, FIFO
+        self._wake = asyncio.Event()
+        self._done = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+        self._inflight_msgs = 0
+        self._inflight_bytes = 0
+        self._last_recv = time.monotonic()
+        self._send_since: float | None = None
+        self._send_lock = asyncio.Lock()
+
+    # ---- hub interface (called synchronously, from committed transactions' callbacks) -----
+
+    def on_item(self, wake: WakeUp) -> None:
+        st = self._queues.get(wake.queue_id)
+        if st is None:
+            if wake.queue_id is None:
+                return  # not started yet: the start reads the direct queue anyway
+            # A queue created after connecting (owned by this client: the hub routes by owner).
+            st = self._queues[wake.queue_id] = _Queue(
+                wake.queue_id, self._positions.get(wake.queue_id, 0)
+            )
+        if wake.seq <= st.sent:
+            return
+        payload = wake.payload
+        if payload is None or st.pending_bytes + len(payload) > self._settings.window_bytes:
+            st.forget_pending()  # too much buffered: read it back from the database instead
+        elif wake.seq not in st.pending:
+            st.pending[wake.seq] = payload
+            st.pending_bytes += len(payload)
+        self._ready[wake.queue_id] = None
+        self._wake.set()
+
+    def terminate(self, code: int, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason)
+        self._done.set()
+
+    # ---- life cycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        tasks: list[asyncio.Task[Any]] = []
+        code: int | None = CloseCode.NORMAL
+        reason = ""
+        try:
+            await self._start(await self._receive_hello())
+            tasks = [
+                asyncio.create_task(self._reader()),
+                asyncio.create_task(self._writer()),
+                asyncio.create_task(self._watchdog()),
+                asyncio.create_task(self._done.wait()),
+            ]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if self._close is None:
+                exc = next(iter(done)).exception()
+                if exc is not None:
+                    raise exc
+        except BaseException as exc:  # noqa: BLE001 - mapped to a close code, or re-raised
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            code, reason = _close_for(exc)
+        finally:
+            self._hub.detach(self)
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(BaseException):
+                    await t
+        if self._close is not None:
+            code, reason = self._close
+        if code is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(code, reason[:120]), 2.0)
+
+    async def _receive_hello(self) -> Positions:
+        try:
+            message = await asyncio.wait_for(self._ws.receive(), self._settings.hello_timeout)
+        except TimeoutError:
+            raise _Close(CloseCode.PROTOCOL_ERROR, "no hello in time") from None
+        frame = parse_text(self._text_of(message))
+        if frame["type"] != "hello":
+            raise ProtocolError("the first frame must be hello")
+        return parse_positions(frame)
+
+    async def _start(self, hello: Positions) -> None:
+        queues = self._services.queues
+        self._positions = hello.queues
+        direct_after = hello.direct
+        if direct_after is None:
+            direct_after = await queues.direct_cursor(self.user_uuid, self.client_uuid)
+        self._queues[None] = _Queue(None, direct_after)
+        # Subscribe before the first reads: an item committed in between is then either read
+        # or announced (or both; seq numbers drop the duplicate), never missed.
+        self._hub.attach(self)
+        owned = await queues.owned_queue_ids(self.client_uuid)
+        for qid in owned:
+            if qid not in self._queues:
+                self._queues[qid] = _Queue(qid, hello.queues.get(qid, 0))
+        for key in self._queues:
+            self._ready[key] = None
+        s = self._settings
+        await self._send_text(
+            control(
+                "ready",
+                client_id=self._principal.client_id,
+                queues=[b64u(q) for q in owned],
+                ping_interval=s.ping_interval,
+                idle_timeout=s.idle_timeout,
+                window_messages=s.window_messages,
+                window_bytes=s.window_bytes,
+                max_frame_bytes=s.max_frame_bytes,
+            )
+        )
+        self._wake.set()
+
+    # ---- sending ---------------------------------------------------------------------------
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        async with self._send_lock:
+            self._send_since = time.monotonic()
+            try:
+                await self._ws.send(message)
+            finally:
+                self._send_since = None
+
+    async def _send_text(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
+
+    def _has_credit(self) -> bool:
+        s = self._settings
+        return self._inflight_msgs < s.window_messages and self._inflight_bytes < s.window_bytes
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._ready and self._has_credit():
+                key, _ = self._ready.popitem(last=False)
+                st = self._queues.get(key)
+                if st is not None and await self._serve(st):
+                    self._ready[key] = None  # more waiting: after the other queues' turn
+
+    async def _serve(self, st: _Queue) -> bool:
+        """Send one frame of ``st`` if anything is waiting; True if more may be waiting."""
+        s = self._settings
+        max_items = s.window_messages - self._inflight_msgs
+        max_bytes = min(s.max_frame_bytes, s.window_bytes - self._inflight_bytes)
+        items = self._take_pending(st, max_items, max_bytes)
+        if not items and (st.stale or st.pending):
+            known = max(st.pending, default=0)
+            result = await self._read(st, max_items, max_bytes)
+            items = [(seq, p) for seq, p in result.messages if seq > st.sent]
+            st.stale = result.has_more
+            if items:
+                st.drop_pending_upto(items[-1][0])
+            elif not result.has_more:
+                # Announced before the read yet not in the database: acked (deleted) meanwhile.
+                st.drop_pending_upto(known)
+        if not items:
+            return False
+        size = sum(len(p) for _, p in items)
+        # Account before the await: an ack racing with the send then finds them in flight.
+        st.inflight.extend((seq, len(p)) for seq, p in items)
+        st.sent = items[-1][0]
+        self._inflight_msgs += len(items)
+        self._inflight_bytes += size
+        await self._send({"type": "websocket.send", "bytes": delivery_frame(st.queue_id, items)})
+        return st.stale or bool(st.pending)
+
+    @staticmethod
+    def _take_pending(st: _Queue, max_items: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        """The contiguous run of announced items right after ``sent``, within the caps."""
+        items: list[tuple[int, bytes]] = []
+        size = 0
+        seq = st.sent + 1
+        while len(items) < max_items and seq in st.pending:
+            payload = st.pending[seq]
+            if items and size + len(payload) > max_bytes:
+                break
+            del st.pending[seq]
+            st.pending_bytes -= len(payload)
+            items.append((seq, payload))
+            size += len(payload)
+            seq += 1
+        return items
+
+    async def _read(self, st: _Queue, max_items: int, max_bytes: int):  # type: ignore[no-untyped-def]
+        queues = self._services.queues
+        if st.queue_id is None:
+            return await queues.fetch_direct(self.user_uuid, st.sent, max_items, max_bytes)
+        return await queues.read_after(st.queue_id, st.sent, max_items, max_bytes)
+
+    # ---- receiving -------------------------------------------------------------------------
+
+    @staticmethod
+    def _text_of(message: dict[str, Any]) -> str:
+        if message["type"] == "websocket.disconnect":
+            raise _Close(None)
+        text = message.get("text")
+        if text is None:
+            raise ProtocolError("clients send text frames only")
+        return text
+
+    async def _reader(self) -> None:
+        while True:
+            message = await self._ws.receive()
+            self._last_recv = time.monotonic()
+            frame = parse_text(self._text_of(message))
+            kind = frame["type"]
+            if kind == "ping":
+                await self._send_text(control("pong", id=frame.get("id")))
+            elif kind == "ack":
+                await self._on_ack(parse_positions(frame))
+            elif kind == "auth":
+                await self._on_auth(frame)
+            elif kind == "hello":
+                raise ProtocolError("hello was already received")
+            else:
+                raise ProtocolError(f"unknown frame type {kind[:32]!r}")
+
+    async def _on_ack(self, ack: Positions) -> None:
+        queues = self._services.queues
+        errors: list[str] = []
+        for qid, up_to in ack.queues.items():
+            try:
+                await queues.ack(qid, self.client_uuid, up_to)
+            except Problem as p:
+                errors.append(p.code)
+                continue
+            st = self._queues.get(qid)
+            if st is not None:
+                self._acked(st, up_to)
+        if ack.direct is not None:
+            async with queues.db.engine.connect() as conn:
+                clients = await self._services.auth.client_uuids_of(self.user_uuid, conn)
+            await queues.ack_direct(self.user_uuid, self.client_uuid, ack.direct, clients)
+            self._acked(self._queues[None], ack.direct)
+        for code in errors:
+            await self._send_text(control("error", code=code, id=ack.id))
+        if ack.id is not None and not errors:
+            await self._send_text(control("acked", id=ack.id))
+        self._wake.set()  # the window may have room again
+
+    def _acked(self, st: _Queue, up_to: int) -> None:
+        while st.inflight and st.inflight[0][0] <= up_to:
+            _, size = st.inflight.popleft()
+            self._inflight_msgs -= 1
+            self._inflight_bytes -= size
+        if up_to > st.sent:  # acked ahead of what this socket sent (e.g. fetched over HTTP)
+            st.sent = up_to
+            st.drop_pending_upto(up_to)
+        if st.pending or st.stale:
+            self._ready[st.queue_id] = None
+
+    async def _on_auth(self, frame: dict[str, Any]) -> None:
+        token = frame.get("token")
+        if not isinstance(token, str):
+            raise ProtocolError('"auth" needs a "token" string')
+        try:
+            principal = await self._services.auth.authenticate(token)
+        except Problem as p:
+            raise _Close(CloseCode.UNAUTHENTICATED, p.code) from None
+        if principal.client_uuid != self.client_uuid:
+            raise _Close(CloseCode.UNAUTHENTICATED, "the token belongs to another client")
+        self._token = token
+        await self._send_text(control("authed"))
+
+    # ---- timers ----------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        s = self._settings
+        tick = min(1.0, s.idle_timeout / 4)
+        next_auth = time.monotonic() + s.auth_recheck
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if now - self._last_recv > s.idle_timeout:
+                raise _Close(CloseCode.IDLE_TIMEOUT, "idle timeout")
+            since = self._send_since
+            if since is not None and now - since > s.send_stall:
+                raise _Close(CloseCode.TOO_SLOW, "the client stopped reading")
+            if now >= next_auth:
+                next_auth = now + s.auth_recheck
+                try:
+                    await self._services.auth.authenticate(self._token)
+                except Problem as p:
+                    raise _Close(CloseCode.UNAUTHENTICATED, p.code) from None
+
+
+def _close_for(exc: BaseException) -> tuple[int | None, str]:
+    if isinstance(exc, _Close):
+        return exc.code, exc.reason
+    if isinstance(exc, ProtocolError):
+        return CloseCode.PROTOCOL_ERROR, str(exc)
+    if isinstance(exc, (WebSocketDisconnect, WebSocketDisconnected, OSError)):
+        return None, ""  # the peer is gone
+    log.error("realtime connection failed", exc_info=exc)
+    return CloseCode.INTERNAL_ERROR, "internal error"
