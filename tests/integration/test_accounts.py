@@ -187,22 +187,37 @@ async def test_display_name_change(users):
 
 
 async def test_account_deletion(users, server):
-    alice = await users.new("alice", keypackages=3)
+    alice, bob = await users.connected_pair(keypackages=3)
     phone = await users.second_client(alice)
-    bob = await users.new("bob")
+    phone_queue = await phone.create_queue()
     queue = await alice.create_queue()
     await alice.enqueue(queue, b"x")
+    await bob.send_direct(alice.user_id, b"for alice")
+    alice_token = await alice.bearer_token()
     await alice.delete_account()
+
     with pytest.raises(RoostError) as e:
         await bob.lookup_user(alice.user_id)
     assert e.value.code == "user_not_found"
+    # Every client is gone: old tokens stop working and no new ones are issued.
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.get("/v1/me", headers={"Authorization": f"Bearer {alice_token}"})
+        assert r.status_code == 401
     for client in (alice, phone):
         with pytest.raises(RoostError) as e:
             await client.authenticate()
         assert e.value.status == 401
-    with pytest.raises(RoostError) as e:
-        await bob.enqueue(queue, b"y")
-    assert e.value.code == "queue_not_found"
+    # Queues, KeyPackages and the connection went with the account.
+    for q in (queue, phone_queue):
+        with pytest.raises(RoostError) as e:
+            await bob.enqueue(q, b"y")
+        assert e.value.code == "queue_not_found"
+    for call in (bob.claim_key_packages(alice.user_id), bob.send_direct(alice.user_id, b"?")):
+        with pytest.raises(RoostError) as e:
+            await call
+        assert e.value.code == "user_not_found"
+    assert await bob.connections() == []
+    assert alice.home is None or not alice.home.exists()  # local keys are forgotten too
     with pytest.raises(RoostError) as e:
         await RoostClient.register(server.url, alice.user_id.split("@")[0])
     assert e.value.code == "user_exists"  # user names are never reused
