@@ -201,3 +201,30 @@ async def test_no_double_hand_out_under_50_concurrent_claims(server):
     assert len(normal) == 30 and len(set(normal)) == 30  # each normal package exactly once
     assert handed.count(kp_message(kps[-1])) == 20  # then only the last-resort one
     assert (await count(server, bob))["count"] == 1
+
+
+async def test_sweep_and_self_claims(server):
+    from roost.server.maintenance import sweep
+
+    bob = await server.user("bob")
+    from .helpers import client_from, login, new_key
+
+    priv, pub, key = new_key(bob.user_id)
+    r = await server.http.post(
+        "/v1/clients", json={"user_id": bob.user_id, "password": bob.password, "client": key}
+    )
+    bob2 = client_from(r.json(), priv, pub)
+    await login(server.http, bob2)
+    now = server.clock.now
+    for c in (bob.client, bob2):
+        await publish(
+            server.http, c, batch(make_kp(c, now=now), make_kp(c, last_resort=True, now=now))
+        )
+    # a user claiming its own packages gets its other clients' ones, never the caller's own
+    kps = split_claim((await claim(server, bob, bob)).content)
+    assert [kp.leaf_node.signature_key for kp in kps] == [bob2.sig_pub]
+    server.clock.advance(91 * 86400)  # every package and token has expired
+    removed = await sweep(server.app.state.services)
+    assert removed["keypackages"] == 3 and removed["auth"] >= 2
+    await login(server.http, bob.client)
+    assert (await count(server, bob))["count"] == 0

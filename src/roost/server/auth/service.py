@@ -560,6 +560,16 @@ class AuthService:
                 .values(processed_at=self.now())
             )
 
+    async def sweep(self) -> int:
+        """Delete expired tokens, challenges and client requests (periodic maintenance)."""
+        now = self.now()
+        removed = 0
+        async with self.db.transaction() as conn:
+            for table in (auth_tokens, auth_challenges, client_requests):
+                result = await conn.execute(sa.delete(table).where(table.c.expires_at <= now))
+                removed += result.rowcount or 0
+        return removed
+
     # ---- request authentication ------------------------------------------------------------
 
     async def create_challenge(self, client_id_text: str) -> tuple[str, bytes, int]:

@@ -95,5 +95,5 @@ async def claim(
     target = await s.auth.find_user(user_id)
     if target is None:
         raise Problem(404, "user_not_found", f"no user {user_id}")
-    items = await s.keypackages.claim(p.user_uuid, target.uuid, cipher_suite)
+    items = await s.keypackages.claim(p.user_uuid, target.uuid, cipher_suite, p.client_uuid)
     return Response(join_mls_vector(items), media_type=MLS_MEDIA_TYPE)

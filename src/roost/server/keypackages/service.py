@@ -113,14 +113,21 @@ class KeyPackageService:
         return Counts(total, last_resort, by_suite)
 
     async def claim(
-        self, requester_user_uuid: str, target_user_uuid: str, cipher_suite: int
+        self,
+        requester_user_uuid: str,
+        target_user_uuid: str,
+        cipher_suite: int,
+        requester_client_uuid: str | None = None,
     ) -> list[bytes]:
-        """One package per client of the target user (clients without one are skipped)."""
+        """One package per client of the target user (clients without one are skipped; the
+        requesting client itself is skipped when a user claims its own other clients')."""
         now = int(self.clock())
         out: list[bytes] = []
         async with self.db.transaction() as conn:
             await self.authorize_claim(conn, requester_user_uuid, target_user_uuid)
             for client_uuid in await self.clients_of(target_user_uuid, conn):
+                if client_uuid == requester_client_uuid:
+                    continue
                 data = await self._claim_one(conn, client_uuid, cipher_suite, now)
                 if data is not None:
                     out.append(data)
@@ -152,6 +159,14 @@ class KeyPackageService:
         if len(rows) > 1:
             await conn.execute(sa.delete(key_packages).where(key_packages.c.id == chosen.id))
         return chosen.data
+
+    async def sweep(self) -> int:
+        """Delete expired packages (periodic maintenance); returns how many went."""
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                sa.delete(key_packages).where(key_packages.c.not_after <= int(self.clock()))
+            )
+        return result.rowcount or 0
 
     async def delete_client_packages(self, conn: AsyncConnection, client_uuid: str) -> None:
         """Deletion hook: a removed client's packages go with it."""
