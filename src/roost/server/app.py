@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +24,7 @@ from .errors import install_error_handlers
 from .keypackages.routes import router as keypackages_router
 from .keypackages.service import KeyPackageService
 from .limits import BodyLimitMiddleware
+from .maintenance import run_periodically
 from .notify import install_notify
 from .notify.routes import router as notify_router
 from .queues.routes import router as queues_router
@@ -90,10 +93,14 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
             app.state.services = services
             app.state.notify = install_notify(services)
             await services.delivery.start()
+            sweeper = asyncio.create_task(run_periodically(services))
             try:
                 yield
             finally:
                 await services.delivery.stop()
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
         finally:
             await db.dispose()
 
