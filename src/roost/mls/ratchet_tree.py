@@ -26,7 +26,7 @@ from .crypto import CipherSuite
 from .errors import DecodeError, ValidationError
 from .leaf_node import LeafNode
 from .tree_math import left, level, right
-from .tree_nodes import Node, ParentNode, decode_ratchet_tree, encode_ratchet_tree
+from .tree_nodes import Node, ParentNode, decode_tree_entries, encode_ratchet_tree
 from .update_path import UpdatePath
 
 TreeNode = LeafNode | ParentNode
@@ -118,7 +118,7 @@ class RatchetTree:
     @classmethod
     def from_bytes(cls, cs: CipherSuite, data: bytes) -> RatchetTree:
         """Decode ``optional<Node> ratchet_tree<V>`` (the ratchet_tree extension's data)."""
-        return cls.from_nodes(cs, decode_ratchet_tree(data))
+        return cls(cs, decode_tree_entries(data))  # checked as from_nodes does
 
     def to_bytes(self) -> bytes:
         """The ratchet_tree extension data; trailing blank nodes are dropped."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .codec import Reader, Struct, Writer
+from .codec import Reader, Struct, Writer, encode_varint
 from .constants import NodeType
 from .errors import DecodeError
 from .leaf_node import LeafNode
@@ -119,9 +119,30 @@ def write_ratchet_tree(w: Writer, nodes: Sequence[TreeEntry]) -> None:
 
 def encode_ratchet_tree(nodes: Sequence[TreeEntry]) -> bytes:
     """Encode the ratchet tree array (entries may be Node, LeafNode, ParentNode or None)."""
+    # Hot (every GroupInfo and state save): one buffer, no Node wrapper or inner Writer
+    # per entry; a LeafNode's memoised content is copied as is.
+    end = len(nodes)
+    while end and nodes[end - 1] is None:
+        end -= 1
     w = Writer()
-    write_ratchet_tree(w, nodes)
-    return w.getvalue()
+    for node in nodes[:end]:
+        if node is None:
+            w.buf.append(0)
+            continue
+        if isinstance(node, Node):
+            node = node.value
+        if isinstance(node, LeafNode):
+            w.buf += _PRESENT_LEAF
+        elif isinstance(node, ParentNode):
+            w.buf += _PRESENT_PARENT
+        else:
+            raise TypeError(f"not a tree node: {type(node).__name__}")
+        node.encode_to(w)
+    return encode_varint(len(w.buf)) + w.buf
+
+
+_PRESENT_LEAF = bytes((1, NodeType.LEAF))
+_PRESENT_PARENT = bytes((1, NodeType.PARENT))
 
 
 def _read_optional_node(r: Reader) -> Node | None:
@@ -141,6 +162,46 @@ def read_ratchet_tree(r: Reader) -> list[Node | None]:
         if node.node_type != want:
             raise DecodeError(f"ratchet tree entry {i} is a {node.node_type.name.lower()} node")
     return nodes
+
+
+def decode_tree_entries(data: bytes) -> list[LeafNode | ParentNode | None]:
+    """Like ``decode_ratchet_tree`` but returns the bare LeafNode/ParentNode values (no
+    ``Node`` wrappers): the form ``RatchetTree`` keeps. Same checks, same errors."""
+    r = Reader(data)
+    try:
+        length = r.varint()
+        end = r.pos + length
+        if end != r.end:
+            raise DecodeError(f"ratchet tree length {length} does not fill the buffer")
+        out: list[LeafNode | ParentNode | None] = []
+        append = out.append
+        while r.pos < end:
+            present = r.u8()
+            if present == 0:
+                append(None)
+                continue
+            if present != 1:
+                raise DecodeError(f"invalid optional presence byte {present}")
+            t = r.u8()
+            i = len(out)
+            if t == NodeType.LEAF and not i & 1:
+                append(LeafNode.decode_from(r))
+            elif t == NodeType.PARENT and i & 1:
+                append(ParentNode.decode_from(r))
+            elif t in (NodeType.LEAF, NodeType.PARENT):
+                name = "leaf" if t == NodeType.LEAF else "parent"
+                raise DecodeError(f"ratchet tree entry {i} is a {name} node")
+            else:
+                raise DecodeError(f"unknown node type {t}")
+    except DecodeError:
+        raise
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:
+        raise DecodeError(f"invalid ratchet tree: {e}") from None
+    if not out:
+        raise DecodeError("empty ratchet tree")
+    if out[-1] is None:
+        raise DecodeError("ratchet tree ends with a blank node")
+    return out
 
 
 def decode_ratchet_tree(data: bytes) -> list[Node | None]:
