@@ -1,14 +1,15 @@
 """In-process realtime hub: which live connection listens for which client, and wake-ups.
 
-Producers never talk to connections. They tell the hub, through three calls, what happened:
+Producers never talk to connections. They tell the hub, through four calls, what happened:
 
 - ``queue_item(wake)``: an enqueue committed (the QueueService's post-commit listener); the
   wake-up names the owner (client uuid for a group queue, user uuid for a direct queue), the
   queue, the seq and the payload, so a connection can usually send it without reading it back;
+- ``acked(client_uuid, queue, up_to)``: an ack committed, over the socket or over HTTP;
 - ``client_gone(client_uuid)`` / ``user_gone(user_uuid)``: credentials revoked (after the
   deleting transaction committed), so the sockets close at once.
 
-Several processes on one PostgreSQL would put a LISTEN/NOTIFY bridge behind the same three
+Several processes on one PostgreSQL would put a LISTEN/NOTIFY bridge behind the same
 calls: publish ``(owner, queue, seq)`` with NOTIFY and, in every process, turn received
 notifications into ``queue_item`` calls with ``payload=None`` (connections then read the item
 from the database, as they already do whenever their in-memory view has a gap). Callers do not
@@ -34,6 +35,8 @@ class Subscriber(Protocol):
     user_uuid: str
 
     def on_item(self, wake: WakeUp) -> None: ...
+
+    def on_acked(self, queue_id: bytes | None, up_to: int) -> None: ...
 
     def terminate(self, code: int, reason: str) -> None: ...
 
@@ -76,6 +79,12 @@ class Hub:
             sub = self._by_client.get(wake.owner)
             if sub is not None:
                 self._deliver(sub, wake)
+
+    def acked(self, client_uuid: str, queue_id: bytes | None, up_to: int) -> None:
+        """An ack committed (over the socket or HTTP): the connection's window frees."""
+        sub = self._by_client.get(client_uuid)
+        if sub is not None:
+            sub.on_acked(queue_id, up_to)
 
     def client_gone(self, client_uuid: str) -> None:
         sub = self._by_client.get(client_uuid)

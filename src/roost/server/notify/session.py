@@ -146,6 +146,12 @@ class RealtimeSession:
         self._ready[wake.queue_id] = None
         self._wake.set()
 
+    def on_acked(self, queue_id: bytes | None, up_to: int) -> None:
+        st = self._queues.get(queue_id)
+        if st is not None:
+            self._acked(st, up_to)
+            self._wake.set()
+
     def terminate(self, code: int, reason: str) -> None:
         if self._close is None:
             self._close = (code, reason)

@@ -33,7 +33,7 @@ class WakeUp:
     owner: str  # the owning client uuid (group queue) or user uuid (direct queue)
     queue_id: bytes | None  # None: the user's direct queue
     seq: int
-    payload: bytes
+    payload: bytes | None  # None: not carried along (e.g. from another process); read it
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +51,19 @@ class QueueService:
         # Wake-up hooks (realtime listeners) run after the enqueuing transaction committed,
         # whichever module's transaction it is (see ``_wake_after_commit``).
         self.listeners: list[Callable[[WakeUp], None]] = []
+        # Ack hooks: (client uuid, queue id or None for the direct queue, up_to) after commit,
+        # so a realtime connection's unacked window also frees on acks made over HTTP.
+        self.ack_listeners: list[Callable[[str, bytes | None, int], None]] = []
 
     def _wake_after_commit(self, conn: AsyncConnection, wake: WakeUp) -> None:
         if self.listeners:
             after_commit(conn, lambda: self._wake(wake))
+
+    def _acked_after_commit(
+        self, conn: AsyncConnection, client_uuid: str, queue_id: bytes | None, up_to: int
+    ) -> None:
+        for listener in self.ack_listeners:
+            after_commit(conn, lambda f=listener: f(client_uuid, queue_id, up_to))
 
     def _wake(self, wake: WakeUp) -> None:
         for listener in self.listeners:
@@ -250,6 +259,7 @@ class QueueService:
                     queue_messages.c.queue_id == queue_id, queue_messages.c.seq <= up_to
                 )
             )
+            self._acked_after_commit(conn, client_uuid, queue_id, up_to)
 
     async def delete_client_queues(self, conn: AsyncConnection, client_uuid: str) -> None:
         """Deletion hook: a removed client's queues and their messages go with it."""
@@ -320,6 +330,7 @@ class QueueService:
         self, user_uuid: str, client_uuid: str, up_to: int, all_client_uuids: list[str]
     ) -> None:
         async with self.db.transaction() as conn:
+            self._acked_after_commit(conn, client_uuid, None, up_to)
             current = (
                 await conn.execute(
                     sa.select(direct_cursors.c.acked_seq).where(
