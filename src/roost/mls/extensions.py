@@ -28,6 +28,9 @@ def write_extensions(w: Writer, exts: tuple[Extension, ...]) -> None:
 
 def read_extensions(r: Reader) -> tuple[Extension, ...]:
     """A list of extensions; RFC 9420 section 13.4 forbids duplicate types."""
+    if r.pos < r.end and r.data[r.pos] == 0:  # the common empty list: one byte
+        r.pos += 1
+        return ()
     exts = tuple(r.vector(Extension.decode_from))
     if len(exts) > 1 and len({e.extension_type for e in exts}) != len(exts):
         raise DecodeError("duplicate extension type")
