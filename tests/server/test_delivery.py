@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
-
 from roost.server.encoding import b64u
 
 from .delivery_helpers import (
     add_members,
     connect,
     create_group,
-    fetch,
     member,
     process_all,
     send,
     welcome_bytes,
     welcomes,
 )
-from .helpers import MLS
 
 
 async def test_create_add_send_roundtrip(server) -> None:  # type: ignore[no-untyped-def]

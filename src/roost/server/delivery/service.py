@@ -138,6 +138,8 @@ class DeliveryService:
         self.keys = ServerKeys(db, lambda: auth.ca, clock)  # type: ignore[arg-type, return-value]
         self._clients = _ClientCache()
         self._events_wake = asyncio.Event()
+        # One consumer of the account-event outbox at a time (the background task, tests).
+        self._events_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     def now(self) -> int:
@@ -515,6 +517,13 @@ class DeliveryService:
                 if cur is None:
                     raise Problem(404, "group_not_found", "no such group")
                 raise self._epoch_conflict(cur)
+            # The commit goes to the members of the old epoch, the removed ones included (so
+            # they learn it); new members start from the Welcome. Nothing after it reaches the
+            # removed leaves: their rows go below.
+            before = await self._members(conn, group_id)
+            await self._fanout(
+                conn, group_id, seq, wire.ITEM_MLS_MESSAGE, bundle.commit, before, committer_leaf
+            )
             gone_leaves = [
                 leaf for leaf in by_leaf if leaf in removed or leaf in new_rows
             ]  # replaced leaves too
@@ -542,11 +551,6 @@ class DeliveryService:
                     ],
                 )
             remaining = await self._members(conn, group_id)
-            # New members start from the Welcome at the new epoch: not from this commit.
-            existing = [m for m in remaining if m.leaf_index not in new_rows]
-            await self._fanout(
-                conn, group_id, seq, wire.ITEM_MLS_MESSAGE, bundle.commit, existing, committer_leaf
-            )
             if bundle.welcome is not None:
                 await self._deliver_welcome(
                     conn, group_id, seq, committer_user, added_users, bundle.welcome
@@ -996,6 +1000,10 @@ class DeliveryService:
 
     async def process_account_events(self) -> int:
         """Consume the AS outbox: mark deleted clients gone, issue Remove proposals, notices."""
+        async with self._events_lock:
+            return await self._process_account_events()
+
+    async def _process_account_events(self) -> int:
         done = 0
         while True:
             events = await self.auth.pending_account_events()

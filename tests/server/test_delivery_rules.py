@@ -1,0 +1,357 @@
+"""Delivery Service rules over ASGI on both engines: one commit per epoch, roles, membership,
+idempotence, joins, removal, deletion, server Removes and signed notices."""
+
+from __future__ import annotations
+
+import asyncio
+
+from roost.mls import Group
+from roost.mls.constants import SenderType
+from roost.mls.crypto.ciphersuite import get_cipher_suite
+from roost.mls.framing import MLSMessage
+from roost.server.delivery.wire import (
+    ITEM_SERVER_NOTICE,
+    decode_group_state,
+    encode_commit_bundle,
+    verify_notice,
+)
+from roost.server.encoding import b64u, unb64u
+
+from .delivery_helpers import (
+    add_members,
+    connect,
+    create_group,
+    fetch,
+    member,
+    post_commit,
+    process_all,
+    send,
+    send_raw,
+)
+from .helpers import MLS
+
+
+async def trio(server):  # type: ignore[no-untyped-def]
+    """alice (admin) with bob and carol in a group at epoch 1 (all connected to alice)."""
+    http = server.http
+    alice = await member(http, await server.user("alice"))
+    bob = await member(http, await server.user("bob"))
+    carol = await member(http, await server.user("carol"))
+    gid, r = await create_group(http, alice)
+    assert r.status_code == 201, r.text
+    await connect(http, alice.user, bob.user)
+    await connect(http, alice.user, carol.user)
+    r = await add_members(http, alice, gid, [bob, carol])
+    assert r.status_code == 201, r.text
+    return http, gid, alice, bob, carol
+
+
+async def test_creation_checks(server) -> None:  # type: ignore[no-untyped-def]
+    http = server.http
+    alice = await member(http, await server.user("alice"))
+    gid, r = await create_group(http, alice, with_server=False)
+    assert r.status_code == 422 and r.json()["code"] == "missing_external_sender"
+    _, r = await create_group(http, alice, group_id=b"x" * 22 + b"@elsewhere.example")
+    assert r.status_code == 422 and r.json()["code"] == "invalid_group_id"
+    gid, r = await create_group(http, alice)
+    assert r.status_code == 201
+    _, r = await create_group(http, alice, group_id=gid)
+    assert r.status_code == 409 and r.json()["code"] == "group_exists"
+    # someone else's queue cannot be used
+    bob = await member(http, await server.user("bob"))
+    bob.queue_id = alice.queue_id
+    _, r = await create_group(http, bob)
+    assert r.status_code == 403
+    r = await http.post(
+        "/v1/groups",
+        params={"queue_id": alice.queue_id},
+        content=b"\x00\x01",
+        headers={**alice.headers, **MLS},
+    )
+    assert r.status_code == 400 and r.json()["code"] == "malformed_mls"
+
+
+async def test_one_commit_per_epoch(server) -> None:  # type: ignore[no-untyped-def]
+    http, gid, alice, bob, carol = await trio(server)
+    await process_all(http, bob)
+    await process_all(http, carol)
+    outs = [m.group.commit(force_path=True) for m in (alice, bob, carol)]
+    rs = await asyncio.gather(
+        *(post_commit(http, m, gid, o) for m, o in zip((alice, bob, carol), outs, strict=True))
+    )
+    codes = sorted(r.status_code for r in rs)
+    assert codes == [201, 409, 409]
+    for r in rs:
+        if r.status_code == 409:
+            assert r.json()["code"] == "epoch_conflict" and r.json()["epoch"] == 2
+    winner = next(i for i, r in enumerate(rs) if r.status_code == 201)
+    members = (alice, bob, carol)
+    for i, m in enumerate(members):
+        if i == winner:
+            m.group.merge_pending_commit()
+        else:
+            m.group.clear_pending_commit()
+            got = await process_all(http, m)
+            assert [g.kind for g in got] == ["commit"]
+    assert len({m.group.epoch_authenticator for m in members}) == 1
+    # a stale commit (built for epoch 1) is refused with the current epoch
+    r = await post_commit(http, alice, gid, outs[(winner + 1) % 3])
+    assert r.status_code == 409 and r.json()["epoch"] == 2
+    # the winner's retry of the identical commit gets the same answer
+    again = await post_commit(http, members[winner], gid, outs[winner])
+    assert again.status_code == 201 and again.json() == rs[winner].json()
+
+
+async def test_roles_and_connections(server) -> None:  # type: ignore[no-untyped-def]
+    http, gid, alice, bob, carol = await trio(server)
+    for m in (bob, carol):
+        await process_all(http, m)
+    dave = await member(http, await server.user("dave"))
+    await connect(http, bob.user, dave.user)
+    r = await add_members(http, bob, gid, [dave])  # bob is no admin
+    assert r.status_code == 403 and r.json()["code"] == "role_required"
+    out = bob.group.commit(remove=[carol.group.leaf_index])
+    r = await post_commit(http, bob, gid, out)
+    assert r.status_code == 403 and r.json()["code"] == "role_required"
+    bob.group.clear_pending_commit()
+    # alice is admin but not connected to dave
+    r = await add_members(http, alice, gid, [dave])
+    assert r.status_code == 403 and r.json()["code"] == "no_connection"
+    # role changes: only admins
+    r = await http.put(
+        f"/v1/groups/{b64u(gid)}/roles/carol@localhost", json={"role": "admin"}, headers=bob.headers
+    )
+    assert r.status_code == 403 and r.json()["code"] == "role_required"
+    r = await http.put(
+        f"/v1/groups/{b64u(gid)}/roles/bob@localhost", json={"role": "admin"}, headers=alice.headers
+    )
+    assert r.status_code == 204
+    r = await http.put(
+        f"/v1/groups/{b64u(gid)}/roles/dave@localhost",
+        json={"role": "admin"},
+        headers=alice.headers,
+    )
+    assert r.status_code == 404 and r.json()["code"] == "user_not_member"
+    r = await add_members(http, bob, gid, [dave])  # now admin and connected
+    assert r.status_code == 201, r.text
+    info = (await http.get(f"/v1/groups/{b64u(gid)}", headers=dave.headers)).json()
+    assert info["roles"] == {"alice@localhost": "admin", "bob@localhost": "admin"}
+    # anyone may update itself
+    await process_all(http, alice)
+    await process_all(http, carol)
+    out = carol.group.commit(force_path=True)
+    r = await post_commit(http, carol, gid, out)
+    assert r.status_code == 201, r.text
+
+
+async def test_membership_and_idempotent_send(server) -> None:  # type: ignore[no-untyped-def]
+    http, gid, alice, bob, carol = await trio(server)
+    for m in (bob, carol):
+        await process_all(http, m)
+    r1 = await send(http, bob, gid, b"once", message_id="m-1")
+    msg = bob.group.encrypt(b"twice?")
+    r2 = await send_raw(http, bob, gid, msg, message_id="m-1")
+    assert r1.status_code == r2.status_code == 201
+    assert r1.json() == r2.json()
+    got = await process_all(http, carol)
+    assert [g.data for g in got] == [b"once"]
+    # a stranger (not in the group) cannot send, even with a well-formed message
+    eve = await member(http, await server.user("eve"))
+    eve.group = alice.group
+    r = await send_raw(http, eve, gid, alice.group.encrypt(b"x"))
+    assert r.status_code == 403 and r.json()["code"] == "not_member"
+    # handshakes are not application messages; garbage is 400; another group's id is refused
+    out = alice.group.commit(force_path=True)
+    r = await send_raw(http, alice, gid, out.commit)
+    assert r.status_code == 422 and r.json()["code"] == "wrong_wire_format"
+    alice.group.clear_pending_commit()
+    r = await send_raw(http, alice, gid, b"\x00\x01\x00\x02garbage")
+    assert r.status_code == 400
+    r = await send_raw(http, alice, b"nope", alice.group.encrypt(b"x"))
+    assert r.status_code == 422 and r.json()["code"] == "wrong_group"
+    r = await http.post(
+        f"/v1/groups/{b64u(gid)}/messages",
+        content=alice.group.encrypt(b"x"),
+        headers={**alice.headers, **MLS},
+    )
+    assert r.status_code == 400  # Roost-Message-Id is required
+
+
+async def test_epoch_window(server) -> None:  # type: ignore[no-untyped-def]
+    http, gid, alice, bob, carol = await trio(server)
+    for m in (bob, carol):
+        await process_all(http, m)
+    old = bob.group.encrypt(b"epoch 1")
+    for _ in range(2):
+        out = alice.group.commit(force_path=True)
+        assert (await post_commit(http, alice, gid, out)).status_code == 201
+        alice.group.merge_pending_commit()
+    r = await send_raw(http, bob, gid, old)
+    assert r.status_code == 409 and r.json()["code"] == "epoch_too_old" and r.json()["epoch"] == 3
+
+
+async def test_remove_and_leave(server) -> None:  # type: ignore[no-untyped-def]
+    http, gid, alice, bob, carol = await trio(server)
+    for m in (bob, carol):
+        await process_all(http, m)
+    carol_late = carol.group.encrypt(b"written before the removal")
+    out = alice.group.commit(remove=[carol.group.leaf_index])
+    r = await post_commit(http, alice, gid, out)
+    assert r.status_code == 201, r.text
+    alice.group.merge_pending_commit()
+    got = await process_all(http, carol)
+    assert got[0].removed_self  # the removing commit still reaches her
+    assert [g.kind for g in await process_all(http, bob)] == ["commit"]
+    r = await send(http, bob, gid, b"after carol left")
+    assert r.status_code == 201
+    assert await fetch(http, carol) == []  # nothing further for the removed member
+    r = await send_raw(http, carol, gid, carol_late)
+    assert r.status_code == 403 and r.json()["code"] == "not_member"
+    r = await http.get(f"/v1/groups/{b64u(gid)}/group-info", headers=carol.headers)
+    assert r.status_code == 403
+    # bob leaves: a Remove proposal for his own leaf, committed by alice
+    proposal = bob.group.propose_remove(bob.group.leaf_index)
+    r = await http.post(
+        f"/v1/groups/{b64u(gid)}/proposals", content=proposal, headers={**bob.headers, **MLS}
+    )
+    assert r.status_code == 201, r.text
+    got = await process_all(http, alice)
+    assert [g.kind for g in got] == ["application", "proposal"]
+    out = alice.group.commit()
+    r = await post_commit(http, alice, gid, out)
+    assert r.status_code == 201, r.text
+    alice.group.merge_pending_commit()
+    assert [m for m in alice.group.roster()] and len(alice.group.roster()) == 1
+    # a non-admin may not propose to remove someone else
+    r = await http.get(f"/v1/groups/{b64u(gid)}", headers=bob.headers)
+    assert r.status_code == 403
+
+
+async def test_external_join_and_group_info(server) -> None:  # type: ignore[no-untyped-def]
+    http = server.http
+    alice = await member(http, await server.user("alice"))
+    bob = await member(http, await server.user("bob"))
+    gid, r = await create_group(http, alice)
+    path = f"/v1/groups/{b64u(gid)}"
+    r = await http.get(f"{path}/group-info", headers=bob.headers)
+    assert r.status_code == 403
+    r = await http.patch(path, json={"external_join": True}, headers=alice.headers)
+    assert r.status_code == 200 and r.json()["external_join"] is True
+    r = await http.get(f"{path}/group-info", headers=bob.headers)
+    assert r.status_code == 200 and r.headers["content-type"] == "message/mls"
+    state = decode_group_state(r.content)
+    assert state.ratchet_tree is not None
+    bob.group, commit = Group.join_external(
+        state.group_info, state.ratchet_tree, bob.client.mls_credential, bob.client.sig_priv
+    )
+    gi = bob.group.group_info()
+    body = encode_commit_bundle(commit, gi, None)
+    r = await http.post(f"{path}/commits", content=body, headers={**bob.headers, **MLS})
+    assert r.status_code == 422 and r.json()["code"] == "queue_required"
+    r = await http.post(
+        f"{path}/commits",
+        content=body,
+        params={"queue_id": bob.queue_id},
+        headers={**bob.headers, **MLS},
+    )
+    assert r.status_code == 201, r.text
+    got = await process_all(http, alice)
+    assert [g.kind for g in got] == ["commit"]
+    r = await send(http, alice, gid, b"welcome, bob")
+    assert [g.data for g in await process_all(http, bob)] == [b"welcome, bob"]
+
+
+async def test_held_until_queue_registered_and_policy(server) -> None:  # type: ignore[no-untyped-def]
+    http, gid, alice, bob, carol = await trio(server)
+    # a fourth member added but registering late still gets everything after its Add, in order
+    dave = await member(http, await server.user("dave"))
+    await connect(http, alice.user, dave.user)
+    from .delivery_helpers import kp_bundle
+
+    bundle = kp_bundle(dave)
+    out = alice.group.commit(add=[bundle.key_package])
+    assert (await post_commit(http, alice, gid, out)).status_code == 201
+    alice.group.merge_pending_commit()
+    dave.group = Group.join_from_welcome(out.welcome, bundle)
+    for i in range(3):
+        assert (await send(http, alice, gid, f"m{i}".encode())).status_code == 201
+    r = await http.put(
+        f"/v1/groups/{b64u(gid)}/policy", json={"policy": "mute"}, headers=dave.headers
+    )
+    assert r.status_code == 204
+    r = await http.put(
+        f"/v1/groups/{b64u(gid)}/queue", json={"queue_id": dave.queue_id}, headers=dave.headers
+    )
+    assert r.status_code == 204
+    got = await process_all(http, dave)
+    assert [g.data for g in got] == [b"m0", b"m1", b"m2"]
+    assert all(i.policy == b"mute" for i in dave.seen)
+    assert all(i.policy == b"" for i in await fetch(http, bob))
+    seqs = [i.group_seq for i in dave.seen]
+    assert seqs == sorted(seqs)
+
+
+async def test_delete_group_notifies_members(server) -> None:  # type: ignore[no-untyped-def]
+    http, gid, alice, bob, carol = await trio(server)
+    for m in (bob, carol):
+        await process_all(http, m)
+    r = await http.delete(f"/v1/groups/{b64u(gid)}", headers=bob.headers)
+    assert r.status_code == 403 and r.json()["code"] == "role_required"
+    r = await http.delete(f"/v1/groups/{b64u(gid)}", headers=alice.headers)
+    assert r.status_code == 204
+    key = (await http.get("/v1/ds/external-sender")).json()
+    cs = get_cipher_suite(1)
+    for m in (bob, carol):
+        [item] = await fetch(http, m)
+        assert item.item_type == ITEM_SERVER_NOTICE
+        notice = verify_notice(cs, unb64u(key["signature_key"]), item.body)
+        assert notice["type"] == "group_deleted" and notice["group_id"] == b64u(gid)
+    r = await http.get(f"/v1/groups/{b64u(gid)}", headers=alice.headers)
+    assert r.status_code == 404
+    r = await send(http, bob, gid, b"hello?")
+    assert r.status_code == 404
+
+
+async def test_account_deletion_removes_and_notices(server) -> None:  # type: ignore[no-untyped-def]
+    http, gid, alice, bob, carol = await trio(server)
+    for m in (bob, carol):
+        await process_all(http, m)
+    r = await http.patch("/v1/me", json={"display_name": "Caroline"}, headers=carol.headers)
+    assert r.status_code == 200
+    r = await http.delete("/v1/me", headers=bob.headers)
+    assert r.status_code == 204
+    ds = server.app.state.services.delivery
+    await ds.process_account_events()
+    key = unb64u((await http.get("/v1/ds/external-sender")).json()["signature_key"])
+    cs = get_cipher_suite(1)
+    items = await fetch(http, alice)
+    notices = [verify_notice(cs, key, i.body) for i in items if i.item_type == ITEM_SERVER_NOTICE]
+    assert [(n["type"], n["user_id"]) for n in notices] == [
+        ("display_name_changed", "carol@localhost"),
+        ("user_deleted", "bob@localhost"),
+    ]
+    assert notices[0]["display_name"] == "Caroline"
+    proposals = [i.body for i in items if i.item_type == 1]
+    assert len(proposals) == 1
+    got = alice.group.process(proposals[0])
+    assert got.kind == "proposal" and got.sender.sender_type == SenderType.EXTERNAL
+    await process_all(http, carol)
+    out = carol.group.commit()  # any member commits the server's Remove
+    r = await post_commit(http, carol, gid, out)
+    assert r.status_code == 201, r.text
+    carol.group.merge_pending_commit()
+    assert len(carol.group.roster()) == 2
+    got = await process_all(http, alice)
+    assert [g.kind for g in got] == ["commit"] and len(alice.group.roster()) == 2
+
+
+async def test_external_sender_endpoint(server) -> None:  # type: ignore[no-untyped-def]
+    r = await server.http.get("/v1/ds/external-sender", params={"cipher_suite": 1})
+    assert r.status_code == 200
+    body = r.json()
+    assert len(body["credential"]) == 2
+    r2 = await server.http.get("/v1/ds/external-sender")
+    assert r2.json() == body  # stable
+    r = await server.http.get("/v1/ds/external-sender", params={"cipher_suite": 99})
+    assert r.status_code == 422
+    assert MLSMessage  # imported for type use in other tests
