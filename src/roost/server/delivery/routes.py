@@ -152,6 +152,7 @@ async def list_groups(p: PrincipalDep, s: ServicesDep) -> GroupList:
 
 @router.get("/v1/groups/{group_id}", response_model=GroupOut, responses=_GROUP)
 async def get_group(group_id: str, p: PrincipalDep, s: ServicesDep) -> GroupOut:
+    """The group's epoch, order position, settings and roles (members only)."""
     return _out(await s.delivery.get_group(p, _group_id(group_id)))
 
 
