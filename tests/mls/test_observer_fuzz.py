@@ -260,14 +260,20 @@ class Feeder:
             None,
         )
         assert real is not None, "accepted a message whose signed content is not a real one"
-        if real is not self.step:  # a replayed proposal of this epoch: nothing new
-            assert real.kind == "proposal"
-            assert self.observer.to_bytes() == self._before
-            self.stats["accepted_replay"] += 1
+        if real is not self.step:  # another real message of this epoch (replay / reorder)
+            obs = self.observer
+            if real.kind == "proposal":  # queued next to the ones already received
+                assert obs.public_state is self._state
+                ref = CS.proposal_ref(pm.authenticated_content().encode())
+                assert set(obs.pending_proposal_refs()) == {*self._refs, ref}
+            else:  # a commit whose proposals were all received already
+                assert obs.to_bytes() == real.after
+            self.stats["accepted_other_real_message"] += 1
         elif pm.auth.confirmation_tag == real.decoded.auth.confirmation_tag:
-            # Only the membership tag differs: the server cannot check it (no membership_key).
+            # Same signed content; at most the membership tag differs (the server has no
+            # membership_key to check it).
             assert self.observer.to_bytes() == self.step.after
-            self.stats["accepted_membership_tag_changed"] += 1
+            self.stats["accepted_same_signed_content"] += 1
         else:
             # Only members can check a confirmation tag; the server catches the change when
             # it checks the GroupInfo signed by the committer.
@@ -306,6 +312,11 @@ def _report(name: str, stats: Counter) -> None:
 
 
 _TOTALS: dict[str, int] = {}
+
+
+def _budget(n: int):
+    """Parametrize with the input budget so that ``pytest -v`` shows the count in the id."""
+    return pytest.mark.parametrize("budget", [n], ids=lambda b: f"{b}-inputs")
 
 
 # --- byte-level inputs ----------------------------------------------------------------------------
@@ -353,7 +364,8 @@ def _byte_mutation(rng: random.Random, data: bytes, donors: list[bytes]) -> byte
     return bytes(b)
 
 
-def test_random_and_byte_mutated_inputs(history: History):
+@_budget(RANDOM_INPUTS + BYTE_MUTATIONS)
+def test_random_and_byte_mutated_inputs(history: History, budget: int):
     rng = random.Random(0x5EED)
     donors = [s.message for s in history.steps] + [
         s.group_info for s in history.steps if s.group_info
@@ -400,12 +412,16 @@ def _encode_or_none(pm: PublicMessage) -> bytes | None:
         return None
 
 
-def test_field_splices(history: History):
+@_budget(FIELD_SPLICES)
+def test_field_splices(history: History, budget: int):
     rng = random.Random(7)
     decoded = [s.decoded for s in history.steps]
     per = FIELD_SPLICES // (len(history.steps) * 9)
 
     def per_step(f: Feeder, _i: int) -> None:
+        # Replays: every real message of the whole history, valid only in its own epoch.
+        for other in history.steps:
+            f.feed(other.message)
         for _ in range(per):
             for pm in _field_splices(rng, f.step.decoded, rng.choice(decoded)):
                 data = _encode_or_none(pm)
@@ -413,7 +429,7 @@ def test_field_splices(history: History):
                     f.feed(data)
 
     stats = _walk(history, per_step)
-    _report("field splices", stats)
+    _report("field splices and replays", stats)
     assert stats["inputs"] >= FIELD_SPLICES // 2
 
 
@@ -454,7 +470,8 @@ def _sign_content(
         return None
 
 
-def test_resigned_content_mutations(history: History):
+@_budget(RESIGNED_MUTATIONS)
+def test_resigned_content_mutations(history: History, budget: int):
     """Byte mutations of the FramedContent, re-signed: these get past the signature check
     and exercise decoding of the body, the proposal rules, leaf and path validation."""
     rng = random.Random(11)
@@ -508,7 +525,8 @@ def _check_agreement(witness_state: bytes, data: bytes, observer_accepted: bool,
         outcomes["both accepted"] += 1
 
 
-def test_observer_agrees_with_a_member_on_resigned_mutations(history: History):
+@_budget(DIFFERENTIAL_INPUTS)
+def test_observer_agrees_with_a_member_on_resigned_mutations(history: History, budget: int):
     """Re-signed content mutations with a valid membership tag, fed to the observer and to a
     receiving member: the observer must reject whatever the member rejects, except for the
     reasons only a member can check (MEMBER_ONLY), and accept whatever the member accepts."""
@@ -544,7 +562,8 @@ def test_observer_agrees_with_a_member_on_resigned_mutations(history: History):
 # --- GroupInfo checks ------------------------------------------------------------------------------
 
 
-def test_group_info_mutations(history: History):
+@_budget(GROUP_INFO_MUTATIONS)
+def test_group_info_mutations(history: History, budget: int):
     """``check_group_info`` and ``from_group_info`` on mutated GroupInfos."""
     rng = random.Random(13)
     gis = [history.initial_group_info] + [s.group_info for s in history.steps if s.group_info]
@@ -558,6 +577,13 @@ def test_group_info_mutations(history: History):
             continue
         before = observer.to_bytes()
         real = MLSMessage.decode(step.group_info).body
+        for other in gis:  # GroupInfos of other epochs are refused
+            stats["inputs"] += 1
+            if other == step.group_info:
+                continue
+            with pytest.raises(ValidationError):
+                observer.check_group_info(other)
+            stats["replay_rejected"] += 1
         for k in range(per):
             data = _byte_mutation(rng, step.group_info, gis)
             stats["inputs"] += 1
@@ -694,6 +720,7 @@ def feeders(history: History) -> list[Feeder]:
     return out
 
 
+@_budget(HYPOTHESIS_EXAMPLES)
 @settings(
     max_examples=HYPOTHESIS_EXAMPLES,
     deadline=None,
@@ -702,7 +729,7 @@ def feeders(history: History) -> list[Feeder]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
-def test_hypothesis_structural_edits(history: History, feeders: list[Feeder], data):
+def test_hypothesis_structural_edits(history: History, feeders: list[Feeder], budget, data):
     f = feeders[data.draw(st.integers(0, len(feeders) - 1))]
     content = f.step.decoded.content
     for op in data.draw(st.lists(st.sampled_from(_OPS), min_size=1, max_size=3)):
