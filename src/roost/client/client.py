@@ -107,8 +107,17 @@ def _user_path(user_id: str) -> str:
     return quote(user_id, safe="@")
 
 
+# Drop idle connections well before the server does (uvicorn closes them after 5 s): reusing
+# one the server is closing at that moment fails with "Server disconnected".
+KEEPALIVE_EXPIRY = 2.0
+
+
 def _new_http(server: str, timeout: float) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=server.rstrip("/"), timeout=timeout)
+    return httpx.AsyncClient(
+        base_url=server.rstrip("/"),
+        timeout=timeout,
+        limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY),
+    )
 
 
 async def _call(http: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -1,0 +1,77 @@
+"""Group members for end-to-end tests: a client plus its ``Groups``, and small waits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from roost.client import RoostClient
+from roost.client.groups import GroupEvent, Groups
+
+
+@dataclass
+class Member:
+    client: RoostClient
+    groups: Groups
+    seen: list[GroupEvent] = field(default_factory=list)
+
+    @property
+    def user_id(self) -> str:
+        return self.client.user_id
+
+    @property
+    def client_id(self) -> str:
+        return self.client.client_id
+
+    async def sync(self) -> list[GroupEvent]:
+        events = await self.groups.sync()
+        self.seen.extend(events)
+        return events
+
+    def messages(self, group_id: bytes) -> list[tuple[str, str]]:
+        return [
+            (e.sender, e.message)
+            for e in self.seen
+            if e.kind == "message" and e.group_id == group_id
+        ]
+
+
+def member(client: RoostClient) -> Member:
+    return Member(client, Groups(client))
+
+
+async def new_member(users, prefix: str, keypackages: int = 3) -> Member:
+    return member(await users.new(prefix, keypackages=keypackages))
+
+
+async def second_member(users, first: Member, keypackages: int = 3) -> Member:
+    client = await users.second_client(first.client)
+    await client.publish_key_packages(keypackages)
+    return member(client)
+
+
+async def connect(a: Member, b: Member) -> None:
+    conn = await a.client.open_connection(b.user_id)
+    await a.client.send_connection_request(conn.connection_id, b"hello")
+    await b.client.accept_connection(conn.connection_id)
+
+
+async def sync_all(*members: Member) -> None:
+    for m in members:
+        await m.sync()
+
+
+async def sync_until(
+    m: Member, pred: Callable[[GroupEvent], bool], timeout: float = 10.0
+) -> GroupEvent:
+    """Sync ``m`` until an event matching ``pred`` shows up (server work in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for e in await m.sync():
+            if pred(e):
+                return e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no matching event within {timeout}s; saw {m.seen[-5:]}")
+        await asyncio.sleep(0.1)

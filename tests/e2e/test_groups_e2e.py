@@ -1,0 +1,251 @@
+"""Issue 4, "Must show": MLS groups end to end against a real homeserver process (SQLite and
+PostgreSQL): roost clients create, invite, talk, commit, remove and delete through the DS."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from roost.client import RoostError
+
+from .helpers import Member, connect, new_member, second_member, sync_all, sync_until
+
+
+async def _trio(users) -> tuple[Member, Member, Member, Member]:
+    """alice (admin), bob with two clients, carol; alice is connected to bob and carol."""
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    bob_phone = await second_member(users, bob)
+    carol = await new_member(users, "carol")
+    await connect(alice, bob)
+    await connect(alice, carol)
+    return alice, bob, bob_phone, carol
+
+
+def _agree(group_id: bytes, *members: Member) -> int:
+    states = {
+        (m.groups.group(group_id).epoch, m.groups.group(group_id).epoch_authenticator)
+        for m in members
+    }
+    assert len(states) == 1, states
+    return next(iter(states))[0]
+
+
+async def test_three_users_two_clients_talk_and_commit_both_ways(users):
+    alice, bob, bob_phone, carol = await _trio(users)
+    group = await alice.groups.create()
+    gid = group.group_id
+    info = await alice.groups.info(gid)
+    assert info.roles == {alice.user_id: "admin"} and info.epoch == 0
+    await alice.groups.invite(gid, [bob.user_id, carol.user_id])
+    await sync_all(bob, bob_phone, carol)
+    for m in (bob, bob_phone, carol):
+        assert [e.kind for e in m.seen] == ["joined"]
+    assert len(group.roster()) == 4
+    assert _agree(gid, alice, bob, bob_phone, carol) == 1
+
+    # Messages in every direction, each read by every other client exactly once, in order.
+    await alice.groups.send(gid, "hello from alice")
+    await bob_phone.groups.send(gid, "bob's phone here")
+    await carol.groups.send(gid, "carol too")
+    await sync_all(alice, bob, bob_phone, carol)
+    assert alice.messages(gid) == [
+        (bob_phone.client_id, "bob's phone here"),
+        (carol.client_id, "carol too"),
+    ]
+    assert bob.messages(gid) == [
+        (alice.client_id, "hello from alice"),
+        (bob_phone.client_id, "bob's phone here"),
+        (carol.client_id, "carol too"),
+    ]
+    assert bob_phone.messages(gid) == [
+        (alice.client_id, "hello from alice"),
+        (carol.client_id, "carol too"),
+    ]
+
+    # Commits in both directions: a non-admin member updates itself, then the admin does.
+    await bob_phone.groups.update(gid)
+    await sync_all(alice, bob, carol)
+    assert _agree(gid, alice, bob, bob_phone, carol) == 2
+    await alice.groups.update(gid)
+    await sync_all(bob, bob_phone, carol)
+    assert _agree(gid, alice, bob, bob_phone, carol) == 3
+    await carol.groups.send(gid, "after two commits")
+    await sync_all(alice, bob, bob_phone)
+    for m in (alice, bob, bob_phone):
+        assert m.messages(gid)[-1] == (carol.client_id, "after two commits")
+
+    # The local history holds the conversation, ours included; the group state persists.
+    history = [(e.sender, e.text, e.outgoing) for e in bob.groups.history.messages(gid)]
+    assert (bob_phone.client_id, "bob's phone here", False) in history
+    assert history[-1] == (carol.client_id, "after two commits", False)
+    assert [e.text for e in carol.groups.history.messages(gid) if e.outgoing] == [
+        "carol too",
+        "after two commits",
+    ]
+    assert {s.group_id for s in await bob_phone.groups.list()} == {gid}
+
+
+async def test_add_and_remove_with_welcome_removed_member_cannot_read_or_send(users):
+    alice, bob, bob_phone, carol = await _trio(users)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id])
+    await sync_all(bob, bob_phone)
+    await alice.groups.send(gid, "before carol")
+    # Add carol later: her Welcome arrives in her direct queue, she joins and reads on.
+    await alice.groups.invite(gid, [carol.user_id])
+    await sync_all(bob, bob_phone, carol)
+    assert [e.kind for e in carol.seen] == ["joined"]
+    await bob.groups.send(gid, "welcome carol")
+    await sync_all(carol, alice)
+    assert carol.messages(gid) == [(bob.client_id, "welcome carol")]  # nothing from before
+    _agree(gid, alice, bob, bob_phone, carol)
+
+    # Remove carol: the others move on; she gets nothing further.
+    event = await alice.groups.remove(gid, carol.user_id)
+    assert event.removed == (carol.client_id,)
+    await sync_all(bob, bob_phone, carol)
+    assert carol.groups.group(gid).epoch == alice.groups.group(gid).epoch - 1
+    sent = await alice.groups.send(gid, "carol is gone")
+    assert await carol.sync() == []  # no commit, no message reaches her queue
+    # Even handed the ciphertext, her old epoch's keys cannot read it ...
+    with pytest.raises(Exception):  # noqa: B017 - any MLS rejection
+        carol.groups.group(gid).process(sent.ciphertext)
+    # ... and the DS refuses her sends.
+    with pytest.raises(RoostError) as e:
+        await carol.groups.send(gid, "let me in")
+    assert (e.value.status, e.value.code) == (403, "not_member")
+    await sync_all(bob, bob_phone)
+    assert bob_phone.messages(gid)[-1] == (alice.client_id, "carol is gone")
+    assert "let me in" not in [t for _, t in bob.messages(gid)]
+
+
+async def test_idempotent_resend(users):
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id])
+    await bob.sync()
+    first = await alice.groups.send(gid, "only once", message_id="m-1")
+    again = await alice.groups.send_raw(gid, first.ciphertext, message_id="m-1")
+    assert again.group_seq == first.group_seq
+    await bob.sync()
+    assert bob.messages(gid) == [(alice.client_id, "only once")]
+
+
+async def test_non_member_sends_and_role_violations_are_rejected(users):
+    alice, bob, _phone, carol = await _trio(users)
+    await connect(bob, carol)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id])
+    await bob.sync()
+
+    # carol is no member: she cannot send (even a well-formed message) nor read state.
+    stolen = bob.groups.group(gid).encrypt(b"forged by carol")
+    bob.groups._keep(bob.groups.group(gid))
+    with pytest.raises(RoostError) as e:
+        await carol.groups.send_raw(gid, stolen, message_id="x")
+    assert (e.value.status, e.value.code) == (403, "not_member")
+    with pytest.raises(RoostError) as e:
+        await carol.groups.info(gid)
+    assert e.value.status in (403, 404)
+
+    # bob is a plain member: no adds, no removing others, no role changes.
+    epoch = bob.groups.group(gid).epoch
+    for attempt in (
+        bob.groups.invite(gid, [carol.user_id], retries=0),
+        bob.groups.remove(gid, alice.user_id, retries=0),
+    ):
+        with pytest.raises(RoostError) as e:
+            await attempt
+        assert (e.value.status, e.value.code) == (403, "role_required")
+    with pytest.raises(RoostError) as e:
+        await bob.groups.promote(gid, bob.user_id)
+    assert e.value.status == 403
+    assert bob.groups.group(gid).epoch == epoch  # nothing was merged
+    assert (await alice.groups.info(gid)).roles == {alice.user_id: "admin"}
+
+    # Once promoted, bob may add carol (they are connected).
+    await alice.groups.promote(gid, bob.user_id)
+    await alice.sync()
+    await bob.groups.invite(gid, [carol.user_id])
+    await carol.sync()
+    await alice.sync()
+    _agree(gid, alice, bob, carol)
+
+
+async def test_fifty_clients_race_one_epoch_exactly_one_wins_no_fork(users):
+    admin = await new_member(users, "admin", keypackages=1)
+    others = await asyncio.gather(*(new_member(users, f"r{i}", keypackages=1) for i in range(49)))
+    for m in others:
+        await connect(admin, m)
+    gid = (await admin.groups.create()).group_id
+    await admin.groups.invite(gid, [m.user_id for m in others])
+    await asyncio.gather(*(m.sync() for m in others))
+    everyone = [admin, *others]
+    epoch = _agree(gid, *everyone)
+    assert len(admin.groups.group(gid).roster()) == 50
+
+    # Every member builds a self-update for the same epoch; all submit at once.
+    results = await asyncio.gather(
+        *(m.groups.update(gid, retries=0) for m in everyone), return_exceptions=True
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    losers = [r for r in results if isinstance(r, BaseException)]
+    assert len(winners) == 1, results
+    assert all(isinstance(r, RoostError) and r.code == "epoch_conflict" for r in losers), losers
+    assert {r.problem.get("epoch") for r in losers} <= {epoch, epoch + 1}
+    await asyncio.gather(*(m.sync() for m in everyone))
+    assert _agree(gid, *everyone) == epoch + 1  # the group did not fork
+    # And it still works: a loser retries and wins the next epoch.
+    loser = everyone[[isinstance(r, BaseException) for r in results].index(True)]
+    await loser.groups.update(gid)
+    await asyncio.gather(*(m.sync() for m in everyone if m is not loser))
+    assert _agree(gid, *everyone) == epoch + 2
+
+
+async def test_group_deletion_tells_members_with_a_verified_notice(users):
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id])
+    await bob.sync()
+    with pytest.raises(RoostError) as e:
+        await bob.groups.delete(gid)
+    assert e.value.status == 403
+    await alice.groups.delete(gid)
+    [notice] = [e for e in await bob.sync() if e.kind == "notice"]
+    assert notice.notice["type"] == "group_deleted" and notice.group_id == gid
+    assert gid not in bob.groups.local_group_ids()
+    with pytest.raises(RoostError) as e:
+        await alice.groups.info(gid)
+    assert (e.value.status, e.value.code) == (404, "group_not_found")
+
+
+async def test_display_name_and_account_deletion_notices_and_server_removes(users):
+    alice, bob, bob_phone, carol = await _trio(users)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id, carol.user_id])
+    await sync_all(bob, bob_phone, carol)
+
+    await bob.client.set_display_name("Robert")
+    notice = await sync_until(carol, lambda e: e.kind == "notice")
+    assert notice.notice["type"] == "display_name_changed"
+    assert (notice.notice["user_id"], notice.notice["display_name"]) == (bob.user_id, "Robert")
+
+    await carol.client.delete_account()
+    gone = await sync_until(
+        alice, lambda e: e.kind == "notice" and e.notice["type"] == "user_deleted"
+    )
+    assert (gone.notice["type"], gone.notice["user_id"]) == ("user_deleted", carol.user_id)
+    # The homeserver proposed carol's removal as external sender; a member commits it.
+    if not alice.groups.group(gid).pending_proposal_refs():
+        await sync_until(alice, lambda e: e.kind == "proposal")
+    event = await alice.groups.commit(gid)
+    assert event.removed == (carol.client_id,)
+    await sync_all(bob, bob_phone)
+    _agree(gid, alice, bob, bob_phone)
+    assert len(alice.groups.group(gid).roster()) == 3
