@@ -147,11 +147,16 @@ async def run_script(
             for ev in await p.groups.sync():
                 show(p, ev)
 
+    def name(text: str) -> str:  # client ids are long: print the demo's labels instead
+        for q in people:
+            text = text.replace(q.client.client_id, q.label)
+        return text
+
     def show(p: Person, ev: GroupEvent) -> None:
         if ev.kind == "message":
-            line = f"{p.label:>10} sees  {ev.sender.split('/')[0]}: {ev.message}"
+            line = f"{p.label:>10} sees  {name(ev.sender)}: {ev.message}"
         elif ev.kind in ("commit", "joined", "removed", "notice"):
-            line = f"{p.label:>10} sees  [{ev.kind}] {ev.text}"
+            line = f"{p.label:>10} sees  [{ev.kind}] {name(ev.text)}"
         else:
             return
         seen.setdefault(p.label, []).append(line)
