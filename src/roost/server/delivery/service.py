@@ -18,12 +18,15 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.mls.constants import ContentType, CredentialType, ExtensionType, SenderType
@@ -59,6 +62,7 @@ ROLES = (ADMIN, MEMBER)
 # one epoch of grace for messages sent while a commit was in flight.
 APP_EPOCH_WINDOW = 1
 SEND_ID_RETENTION = 24 * 3600
+MEMBER_CACHE_SIZE = 10_000
 PROPOSAL_RETRIES = 8
 _GROUP_ID_RE = re.compile(rb"^[A-Za-z0-9_-]{22}@([a-z0-9.-]{1,253}(?::[0-9]{1,5})?)$")
 
@@ -118,6 +122,14 @@ class _ClientCache:
             self._map.popitem(last=False)
 
 
+class _Duplicate(Exception):
+    """A send whose message id was already stored: roll back, answer with the stored seq."""
+
+
+def _insert(conn: AsyncConnection, table: sa.Table):  # type: ignore[no-untyped-def]
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
 class DeliveryService:
     def __init__(
         self,
@@ -137,6 +149,7 @@ class DeliveryService:
         self.clock = clock
         self.keys = ServerKeys(db, lambda: auth.ca, clock)  # type: ignore[arg-type, return-value]
         self._clients = _ClientCache()
+        self._member_cache: OrderedDict[bytes, tuple[int, list[Member]]] = OrderedDict()
         self._events_wake = asyncio.Event()
         # One consumer of the account-event outbox at a time (the background task, tests).
         self._events_lock = asyncio.Lock()
@@ -340,7 +353,8 @@ class DeliveryService:
                     cipher_suite=obs.group_context.cipher_suite,
                     epoch=0,
                     last_seq=0,
-                    rev=0,
+                    # A random start: a re-created group id never matches a cached member list.
+                    rev=secrets.randbits(48),
                     external_join=external_join,
                     state=obs.to_bytes(),
                     group_info=bundle.group_info,
@@ -691,6 +705,7 @@ class DeliveryService:
                 )
                 .values(queue_id=queue_id)
             )
+            await self._bump_rev(conn, group_id)
             held = list(
                 await conn.execute(
                     sa.select(ds_held.c.group_seq, ds_held.c.item_type, ds_held.c.body)
@@ -726,62 +741,92 @@ class DeliveryService:
             raise Problem(422, "wrong_wire_format", "handshakes must be sent as PublicMessage")
         if header.group_id != group_id:
             raise Problem(422, "wrong_group", "the message is for another group")
-        async with self.db.transaction() as conn:
-            done = (
-                await conn.execute(
-                    sa.select(ds_sends.c.group_seq).where(
-                        ds_sends.c.group_id == group_id,
-                        ds_sends.c.client_uuid == p.client_uuid,
-                        ds_sends.c.message_id == message_id,
+        try:
+            async with self.db.transaction() as conn:
+                return await self._send_in(conn, p, group_id, message_id, header, body)
+        except _Duplicate:
+            # A retried send: answer with the first copy's position (nothing was stored now).
+            async with self.db.engine.connect() as conn:
+                return (
+                    await conn.execute(
+                        sa.select(ds_sends.c.group_seq).where(
+                            ds_sends.c.group_id == group_id,
+                            ds_sends.c.client_uuid == p.client_uuid,
+                            ds_sends.c.message_id == message_id,
+                        )
                     )
-                )
-            ).scalar_one_or_none()
-            if done is not None:
-                return done
-            # Taking the next seq locks the group row: the members read below are the ones of
-            # this position in the group order (a commit cannot interleave).
-            got = (
-                await conn.execute(
-                    sa.update(ds_groups)
-                    .where(ds_groups.c.id == group_id)
-                    .values(last_seq=ds_groups.c.last_seq + 1)
-                    .returning(ds_groups.c.last_seq, ds_groups.c.epoch)
-                )
-            ).first()
-            if got is None:
-                raise Problem(404, "group_not_found", "no such group")
-            seq, epoch = got
-            members = await self._members(conn, group_id)
-            mine = self._my_leaf(members, p.client_uuid)
-            if mine is None:
-                raise Problem(403, "not_member", "the calling client holds no leaf in this group")
-            if header.epoch > epoch:
-                raise Problem(
-                    409,
-                    "epoch_conflict",
-                    f"the group is at epoch {epoch}",
-                    extra={"epoch": epoch, "group_seq": seq - 1},
-                )
-            if header.epoch + APP_EPOCH_WINDOW < epoch:
-                raise Problem(
-                    409,
-                    "epoch_too_old",
-                    f"the group is at epoch {epoch}",
-                    extra={"epoch": epoch, "group_seq": seq - 1},
-                )
-            await self._fanout(
-                conn, group_id, seq, wire.ITEM_MLS_MESSAGE, body, members, mine.leaf_index
-            )
+                ).scalar_one()
+
+    async def _send_in(
+        self,
+        conn: AsyncConnection,
+        p: Principal,
+        group_id: bytes,
+        message_id: str,
+        header: wire.AppHeader,
+        body: bytes,
+    ) -> int:
+        # Taking the next seq locks the group row: the members read below are the ones of this
+        # position in the group order (a commit cannot interleave).
+        got = (
             await conn.execute(
-                sa.insert(ds_sends).values(
-                    group_id=group_id,
-                    client_uuid=p.client_uuid,
-                    message_id=message_id,
-                    group_seq=seq,
-                    created_at=self.now(),
-                )
+                sa.update(ds_groups)
+                .where(ds_groups.c.id == group_id)
+                .values(last_seq=ds_groups.c.last_seq + 1)
+                .returning(ds_groups.c.last_seq, ds_groups.c.epoch, ds_groups.c.rev)
             )
-            return seq
+        ).first()
+        if got is None:
+            raise Problem(404, "group_not_found", "no such group")
+        seq, epoch, rev = got
+        members = await self._members_at(conn, group_id, rev)
+        mine = self._my_leaf(members, p.client_uuid)
+        if mine is None:
+            raise Problem(403, "not_member", "the calling client holds no leaf in this group")
+        # Idempotence without a prior lookup: a concurrent or earlier copy makes this a no-op
+        # (PostgreSQL waits for an in-flight copy's transaction, then skips).
+        inserted = await conn.execute(
+            _insert(conn, ds_sends)
+            .values(
+                group_id=group_id,
+                client_uuid=p.client_uuid,
+                message_id=message_id,
+                group_seq=seq,
+                created_at=self.now(),
+            )
+            .on_conflict_do_nothing(index_elements=["group_id", "client_uuid", "message_id"])
+        )
+        if inserted.rowcount == 0:
+            raise _Duplicate
+        if header.epoch > epoch or header.epoch + APP_EPOCH_WINDOW < epoch:
+            raise Problem(
+                409,
+                "epoch_conflict" if header.epoch > epoch else "epoch_too_old",
+                f"the group is at epoch {epoch}",
+                extra={"epoch": epoch, "group_seq": seq - 1},
+            )
+        await self._fanout(
+            conn, group_id, seq, wire.ITEM_MLS_MESSAGE, body, members, mine.leaf_index
+        )
+        return seq
+
+    async def _members_at(self, conn: AsyncConnection, group_id: bytes, rev: int) -> list[Member]:
+        """The member list at ``rev``: every change to ds_members bumps ``rev`` in the same
+        transaction, so (group, rev) names one immutable list (safe across processes too)."""
+        hit = self._member_cache.get(group_id)
+        if hit is not None and hit[0] == rev:
+            self._member_cache.move_to_end(group_id)
+            return hit[1]
+        members = await self._members(conn, group_id)
+        self._member_cache[group_id] = (rev, members)
+        if len(self._member_cache) > MEMBER_CACHE_SIZE:
+            self._member_cache.popitem(last=False)
+        return members
+
+    async def _bump_rev(self, conn: AsyncConnection, group_id: bytes) -> None:
+        await conn.execute(
+            sa.update(ds_groups).where(ds_groups.c.id == group_id).values(rev=ds_groups.c.rev + 1)
+        )
 
     # ---- standalone proposals ------------------------------------------------------------------
 
@@ -918,6 +963,7 @@ class DeliveryService:
                 )
                 .values(policy=policy)
             )
+            await self._bump_rev(conn, group_id)
 
     # ---- deletion and notices -------------------------------------------------------------------
 
@@ -1067,6 +1113,8 @@ class DeliveryService:
                 .where(ds_members.c.client_uuid.in_(uuids))
                 .values(gone=True, queue_id=None)
             )
+            for gid in {r.group_id for r in rows}:
+                await self._bump_rev(conn, gid)
             for r in rows:
                 await conn.execute(
                     sa.delete(ds_held).where(
