@@ -93,14 +93,25 @@ async def close_code(ws: ClientConnection, timeout: float = 10.0) -> int | None:
     return ws.close_code
 
 
+class _Link:
+    def __init__(self, *writers: asyncio.StreamWriter) -> None:
+        self.writers = writers
+        self.frozen = False  # swallow bytes both ways: a link dead without a FIN
+
+    def abort(self) -> None:
+        for w in self.writers:
+            w.transport.abort()
+
+
 class Proxy:
-    """A TCP relay to the server whose ``cut()`` aborts every connection through it, like a
-    network failure (HTTP keeps working: clients reconnect)."""
+    """A TCP relay to the server: ``cut()`` aborts every connection through it (a network
+    failure; HTTP keeps working, clients reconnect), ``freeze()`` silently drops everything on
+    the current connections (a dead link that only pings can detect)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
-        self._links: list[asyncio.StreamWriter] = []
+        self._links: list[_Link] = []
         self._server: asyncio.Server | None = None
 
     @property
@@ -118,21 +129,27 @@ class Proxy:
         except OSError:
             writer.transport.abort()
             return
-        self._links += [writer, up_writer]
+        link = _Link(writer, up_writer)
+        self._links.append(link)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
+                    if not link.frozen:
+                        dst.write(data)
+                        await dst.drain()
             dst.transport.abort()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
+    def freeze(self) -> None:
+        for link in self._links:
+            link.frozen = True
+
     def cut(self) -> None:
         links, self._links = self._links, []
-        for w in links:
-            w.transport.abort()
+        for link in links:
+            link.abort()
 
     async def aclose(self) -> None:
         self.cut()
@@ -461,3 +478,28 @@ async def test_protocol_errors_and_replacement(server, users):
         assert await recv_items(new, 1) == [(q, 1, b"to the new one")]
     finally:
         await new.close()
+
+
+async def test_library_detects_a_dead_link_by_its_pings(short_server):
+    """A link that swallows everything (no FIN): the library notices the missing pongs,
+    reconnects, and resumes; items enqueued meanwhile arrive once."""
+    proxy = await Proxy(short_server.port).start()
+    alice = await RoostClient.register(proxy.url, unique_name("d"))
+    sender = await RoostClient.register(short_server.url, unique_name("s"))  # not via the proxy
+    try:
+        q = await alice.create_queue()
+        deliveries = listen(alice, max_backoff=0.5)
+        await sender.enqueue(q, b"before")
+        first = await asyncio.wait_for(deliveries.__anext__(), 10)
+        assert [(m.seq, m.payload) for m in first.messages] == [(1, b"before")]
+        proxy.freeze()
+        t0 = time.monotonic()
+        await sender.enqueue(q, b"during")
+        second = await asyncio.wait_for(deliveries.__anext__(), 15)
+        assert [(m.seq, m.payload) for m in second.messages] == [(2, b"during")]
+        assert time.monotonic() - t0 < 10  # ping interval 1 s: dead after 3 s, then resumed
+        await deliveries.aclose()
+    finally:
+        await proxy.aclose()
+        await alice.aclose()
+        await sender.aclose()

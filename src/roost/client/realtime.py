@@ -41,6 +41,7 @@ CLOSE_NORMAL = 1000
 CLOSE_TOKEN = 4001
 CLOSE_PROTOCOL = 4400
 CLOSE_REPLACED = 4409
+DEAD_AFTER_PINGS = 3  # ping intervals without any frame (not even a pong): the link is dead
 _FINAL_CLOSES = {CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_REPLACED, 1009}
 
 
@@ -116,6 +117,7 @@ class Realtime:
         self._ack_ids = 0
         self._pending_acks: dict[int, asyncio.Future[None]] = {}
         self._deliveries: asyncio.Queue[Delivery | BaseException] = asyncio.Queue()
+        self._last_frame = time.monotonic()  # any frame from the server proves it is alive
 
     # ---- connection ---------------------------------------------------------------------
     async def connect(self) -> dict[str, Any]:
@@ -183,6 +185,7 @@ class Realtime:
     async def _reader(self, ws: ClientConnection) -> None:
         try:
             async for frame in ws:
+                self._last_frame = time.monotonic()
                 if isinstance(frame, bytes):
                     self._deliveries.put_nowait(parse_delivery_frame(frame))
                 else:
@@ -268,8 +271,15 @@ class Realtime:
 
     async def _pinger(self, ws: ClientConnection, interval: float) -> None:
         n = 0
+        interval = max(1.0, interval)
+        self._last_frame = time.monotonic()
         while True:
-            await asyncio.sleep(max(1.0, interval))
+            await asyncio.sleep(interval)
+            if time.monotonic() - self._last_frame > DEAD_AFTER_PINGS * interval:
+                # No pong (nor anything else) for a while: the network is gone without a FIN.
+                # Abort so the reader ends with RealtimeClosed and ``listen`` reconnects.
+                ws.transport.abort()
+                return
             n += 1
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(json.dumps({"type": "ping", "id": n}))
