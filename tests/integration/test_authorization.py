@@ -8,13 +8,17 @@ here fails the test instead of going unchecked.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
-from roost.client import RoostClient
+from roost.client import Realtime, RoostClient, RoostError
 from roost.client.wire import encode_key_package_batch
 
 from .conftest import Users
@@ -159,6 +163,23 @@ def _build(route: tuple[str, str], v: Victim, op: dict | None = None) -> dict:
     return req
 
 
+def _with_token(client: RoostClient, token: str) -> RoostClient:
+    """A copy of ``client`` that presents ``token`` as if it were fresh."""
+    return RoostClient(replace(client.state, token=token, token_expires_at=time.time() + 3600))
+
+
+async def _upgrade(url: str, token: str | None) -> tuple[int, str]:
+    """Try the realtime WebSocket upgrade; (HTTP status, problem code) of the refusal."""
+    ws_url = url.replace("http://", "ws://") + "/v1/realtime"
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    try:
+        async with connect(ws_url, additional_headers=headers, proxy=None):
+            return 101, ""
+    except InvalidStatus as e:
+        assert e.response.headers["Content-Type"].startswith(PROBLEM)
+        return e.response.status_code, json.loads(e.response.body)["code"]
+
+
 async def _send(http: httpx.AsyncClient, req: dict, token: str | None) -> httpx.Response:
     headers = dict(req.get("headers", {}))
     if token is not None:
@@ -203,6 +224,8 @@ async def test_every_secured_route_refuses_bad_tokens(strict_server):
                 _assert_problem(
                     await _send(http, req, "bogus-token"), {401}, route, {"unauthenticated"}
                 )
+            for token in (None, "bogus-token"):
+                assert await _upgrade(strict_server.url, token) == (401, "unauthenticated")
             assert await v.snapshot() == before
 
             # 2. Another user's client, aimed at the victim's objects.
@@ -226,6 +249,10 @@ async def test_every_secured_route_refuses_bad_tokens(strict_server):
             for route in routes:
                 resp = await _send(http, _build(route, v, ops[route]), expired_token)
                 _assert_problem(resp, {401}, route, {"token_expired"})
+            assert await _upgrade(strict_server.url, expired_token) == (401, "token_expired")
+            with pytest.raises(RoostError) as e:  # as the client library reports it
+                await Realtime(_with_token(v.client, expired_token)).connect()
+            assert (e.value.status, e.value.code) == (401, "token_expired")
             # The client library recovers on its own: the server's 401 makes it fetch a fresh
             # token and retry (here it believes the expired token is still good).
             v.client.state.token = expired_token
