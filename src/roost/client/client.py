@@ -418,9 +418,7 @@ class RoostClient:
             if auth:
                 hdrs["Authorization"] = f"Bearer {await self._token(stale)}"
             try:
-                resp = await self._http.request(
-                    method, path, json=json, content=content, params=params, headers=hdrs
-                )
+                resp = await self._send_once(method, path, json, content, params, hdrs)
             except httpx.TransportError as e:
                 raise RoostError(0, "transport_error", f"{method} {path}: {e!r}") from e
             if auth and attempt == 0 and resp.status_code == 401:
@@ -432,6 +430,30 @@ class RoostClient:
         if resp.is_error:
             raise _problem(resp)
         return resp
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        content: bytes | None,
+        params: Mapping[str, Any] | None,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        """One request; resent once if the server closed a kept-alive connection just as we
+        reused it (it then saw no request: "Server disconnected without sending a response").
+        A busy client loop can notice a response late and reuse a connection the server has
+        already timed out."""
+        try:
+            return await self._http.request(
+                method, path, json=json, content=content, params=params, headers=headers
+            )
+        except httpx.RemoteProtocolError as e:
+            if "without sending a response" not in str(e):
+                raise
+            return await self._http.request(
+                method, path, json=json, content=content, params=params, headers=headers
+            )
 
     # ---- account and clients ------------------------------------------------------------
     async def me(self) -> Me:

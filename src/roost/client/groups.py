@@ -213,6 +213,7 @@ class Groups:
         self._servers: dict[int, ServerSender] = {}
         self._lock = asyncio.Lock()
         self._cursors = self._load_cursors()
+        self.realtime: Any = None  # the live realtime connection while ``listen`` runs
 
     # ---- local state ------------------------------------------------------------------------
     def _cursor_path(self):
@@ -795,11 +796,13 @@ class Groups:
         on_event: Callable[[GroupEvent], Any] | None = None,
         *,
         stop: asyncio.Event | None = None,
+        realtime: bool = True,
         poll_interval: float = 1.0,
+        max_backoff: float = 10.0,
     ) -> None:
-        """Process group traffic as it arrives until ``stop`` is set: over the realtime
-        WebSocket when the server offers it (items are handled as they are pushed), else by
-        polling every ``poll_interval`` seconds."""
+        """Process group traffic as it arrives until ``stop`` is set: pushed over the realtime
+        WebSocket (reconnecting with capped backoff and resuming from the processed positions:
+        no loss, no duplicates), or with ``realtime=False`` by polling every ``poll_interval``."""
         stop = stop or asyncio.Event()
 
         async def emit(events: list[GroupEvent]) -> None:
@@ -811,10 +814,72 @@ class Groups:
                     await r
 
         await emit(await self.sync())
+        if not realtime:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=poll_interval)
+                await emit(await self.sync())
+            return
+        from .realtime import _FINAL_CLOSES, Realtime, RealtimeClosed
+
+        queue_id = await self._ensure_queue()
+        backoff = 0.5
         while not stop.is_set():
+            rt = Realtime(
+                self.client,
+                positions={queue_id: self._cursors.queue_after},
+                direct=self._cursors.direct_after,
+            )
+            self.realtime = rt
+            try:
+                await rt.connect()
+                backoff = 0.5
+                while not stop.is_set():
+                    try:
+                        delivery = await rt.receive(timeout=0.25)
+                    except TimeoutError:
+                        continue
+                    await emit(await self._handle_delivery(rt, delivery, queue_id))
+            except RealtimeClosed as e:
+                if e.close_code in _FINAL_CLOSES:
+                    raise
+                if e.close_code == 4001:
+                    self.client.state.token = ""
+            except RoostError as e:
+                if e.code in ("token_expired", "unauthenticated"):
+                    self.client.state.token = ""
+                elif e.status not in (0, 429, 502, 503, 504):
+                    raise
+            finally:
+                self.realtime = None
+                await rt.close()
+            if stop.is_set():
+                return
+            # Catch up over HTTP too (cheap when nothing waits), then reconnect.
+            with contextlib.suppress(RoostError):
+                await emit(await self.sync())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=poll_interval)
-            await emit(await self.sync())
+                await asyncio.wait_for(stop.wait(), timeout=backoff)
+            backoff = min(max_backoff, backoff * 2)
+
+    async def _handle_delivery(self, rt: Any, delivery: Any, queue_id: str) -> list[GroupEvent]:
+        events: list[GroupEvent] = []
+        if delivery.queue_id is None:  # the direct queue: Welcomes
+            for e in delivery.direct_events():
+                if e.seq <= self._cursors.direct_after:
+                    continue
+                if e.type == "welcome" and e.payload:
+                    event = await self._join(e.payload, e.sender or "")
+                    if event is not None:
+                        events.append(event)
+                self._cursors.direct_after = e.seq
+            self._save_cursors()
+            await rt.ack(direct=self._cursors.direct_after, wait=False)
+        elif delivery.queue_id == queue_id:
+            for m in delivery.messages:
+                events.extend(await self.handle_queue_message(m.seq, m.payload))
+            await rt.ack({queue_id: self._cursors.queue_after}, wait=False)
+        return events
 
 
 def _sender_name(sender: Any, leaves: dict[int, str]) -> str:
