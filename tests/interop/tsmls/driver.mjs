@@ -25,6 +25,7 @@ import {
   emptyPskIndex,
   encodeMlsMessage,
   generateKeyPackage,
+  generateKeyPackageWithKey,
   getCiphersuiteFromName,
   getCiphersuiteImpl,
   ciphersuites,
@@ -168,6 +169,35 @@ const ops = {
     const cs = await suite(suiteId);
     const credential = { credentialType: "basic", identity: unhex(identity) };
     const kp = await generateKeyPackage(credential, defaultCapabilities(), defaultLifetime, [], cs);
+    const ref = await makeKeyPackageRef(kp.publicPackage, cs.hash);
+    client(name).keyPackages.push({ ...kp, ref, suite: suiteId });
+    return { key_package: wrap({ wireformat: "mls_key_package", keyPackage: kp.publicPackage }), ref: hex(ref) };
+  },
+
+  // A KeyPackage for a client whose keys and credential were made elsewhere: an x509 chain
+  // (hex DER, leaf first) issued by a Roost AS for the given Ed25519 signature key pair (the
+  // e2e ts-mls-over-HTTP test registers the client with the homeserver first).
+  async key_package_x509({
+    client: name,
+    certificates,
+    signature_private,
+    signature_public,
+    lifetime_seconds = 30 * 86400, // Roost's KeyPackage directory takes at most 90 days
+    last_resort = false, // the last_resort KeyPackage extension (type 10), also in capabilities
+    suite: suiteId = 1,
+  }) {
+    const cs = await suite(suiteId);
+    const now = BigInt(Math.floor(Date.now() / 1000));
+    const lifetime = { notBefore: now - 60n, notAfter: now + BigInt(lifetime_seconds) };
+    const credential = { credentialType: "x509", certificates: certificates.map(unhex) };
+    const keys = { signKey: unhex(signature_private), publicKey: unhex(signature_public) };
+    const capabilities = defaultCapabilities();
+    const extensions = [];
+    if (last_resort) {
+      capabilities.extensions = [...capabilities.extensions, 10];
+      extensions.push({ extensionType: 10, extensionData: new Uint8Array() });
+    }
+    const kp = await generateKeyPackageWithKey(credential, capabilities, lifetime, extensions, keys, cs);
     const ref = await makeKeyPackageRef(kp.publicPackage, cs.hash);
     client(name).keyPackages.push({ ...kp, ref, suite: suiteId });
     return { key_package: wrap({ wireformat: "mls_key_package", keyPackage: kp.publicPackage }), ref: hex(ref) };

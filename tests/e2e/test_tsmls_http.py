@@ -1,0 +1,181 @@
+"""Issue 4, "Must show": a ts-mls client joins a Roost group through the HTTP API alongside
+roost clients and exchanges messages and commits with them — including the homeserver's
+external Remove proposal.
+
+ts-mls 1.6.4 reads `external_senders` as one ExternalSender instead of the RFC's vector
+(docs/interop.md). The harness patches its decoder (tests/interop/tsmls/patches/, applied by
+npm's postinstall and again here), switched on only in this test's driver by
+ROOST_TSMLS_RFC_EXTERNAL_SENDERS=1; the server's requirement is unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from roost.client.group_wire import ITEM_MLS_MESSAGE, QueueItem, encode_commit_bundle
+from roost.client.groups import Groups, group_path
+from roost.client.wire import encode_key_package_batch
+from tests.interop.tsmls_peer import DRIVER_DIR, TsMlsDriver, TsMlsPeer, ensure_installed
+
+from .helpers import connect, new_member, sync_all
+
+PATCH_SWITCH = "ROOST_TSMLS_RFC_EXTERNAL_SENDERS"
+
+
+def _driver(rfc_external_senders: bool) -> TsMlsDriver:
+    ensure_installed()
+    subprocess.run(["node", str(DRIVER_DIR / "patches" / "rfc-external-senders.mjs")], check=True)
+    before = os.environ.get(PATCH_SWITCH)
+    os.environ[PATCH_SWITCH] = "1" if rfc_external_senders else "0"
+    try:
+        return TsMlsDriver()  # the node process inherits the switch
+    finally:
+        if before is None:
+            del os.environ[PATCH_SWITCH]
+        else:
+            os.environ[PATCH_SWITCH] = before
+
+
+@pytest.fixture(scope="module")
+def patched_driver():
+    d = _driver(True)
+    yield d
+    d.close()
+
+
+def test_patch_is_what_makes_ts_mls_read_rfc_external_senders(patched_driver):
+    """Upstream ts-mls (switch off) still has the bug; the patched reading accepts the
+    homeserver's RFC-encoded extension."""
+    from tests.interop.roost_peer import Homeserver
+
+    ext = Homeserver().extension
+    upstream = _driver(False)
+    try:
+        with pytest.raises(Exception, match="Could not decode external_senders"):
+            TsMlsPeer(b"up", upstream).create_group(uuid.uuid4().bytes, [ext])
+    finally:
+        upstream.close()
+    TsMlsPeer(b"patched", patched_driver).create_group(uuid.uuid4().bytes, [ext])
+
+
+class TsMlsMember:
+    """A ts-mls MLS client whose HTTP side (registration, token, queues) is a RoostClient."""
+
+    def __init__(self, client, driver: TsMlsDriver) -> None:
+        self.client = client
+        self.peer = TsMlsPeer(client.user_id.encode(), driver)
+        self.queue_id = ""
+        self.after = 0
+
+    async def publish_key_package(self) -> None:
+        st = self.client.state
+        kps = [
+            self.peer._call(
+                "key_package_x509",
+                certificates=[c.hex() for c in st.credential_chain],
+                signature_private=st.signature_private.hex(),
+                signature_public=self.client.signature_key.hex(),
+                last_resort=last_resort,
+            )["key_package"]
+            for last_resort in (False, True)  # the directory wants a last-resort one too
+        ]
+        batch = encode_key_package_batch([bytes.fromhex(kp) for kp in kps])
+        await self.client.publish_raw_key_packages(batch)
+
+    async def join(self) -> bytes:
+        welcomes = [e for e in (await self.client.fetch_direct(0)).events if e.type == "welcome"]
+        assert welcomes, "no Welcome in the direct queue"
+        gid = self.peer.join(welcomes[-1].payload)
+        self.queue_id = await self.client.create_queue()
+        await self.client.request(
+            "PUT", f"/v1/groups/{group_path(gid)}/queue", json={"queue_id": self.queue_id}
+        )
+        return gid
+
+    async def receive(self) -> list:
+        page = await self.client.fetch_queue(self.queue_id, self.after)
+        out = []
+        for m in page.messages:
+            item = QueueItem.decode(m.payload)
+            if item.item_type == ITEM_MLS_MESSAGE:
+                out.append(self.peer.process(item.body))
+            self.after = m.seq
+        if page.messages:
+            await self.client.ack_queue(self.queue_id, self.after)
+        return out
+
+
+async def test_tsmls_client_joins_over_http_and_talks_with_roost_clients(users, patched_driver):
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    dave = TsMlsMember(await users.new("dave"), patched_driver)
+    await dave.publish_key_package()
+    await connect(alice, bob)
+    dave_conn = await alice.client.open_connection(dave.client.user_id)
+    await alice.client.send_connection_request(dave_conn.connection_id, b"hi")
+    await dave.client.accept_connection(dave_conn.connection_id)
+
+    # alice (roost) creates the group with the homeserver as external sender, adds bob and the
+    # ts-mls client (its KeyPackage claimed and verified like any other: x509 from our AS).
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id, dave.client.user_id])
+    assert await dave.join() == gid
+    await bob.sync()
+    a = alice.groups.group(gid)
+    assert dave.peer.state(gid).epoch_authenticator == a.epoch_authenticator
+
+    # Messages both ways.
+    await alice.groups.send(gid, "hello ts-mls")
+    [got] = await dave.receive()
+    assert (got.kind, got.data) == ("application", b"hello ts-mls")
+    sent = await Groups(dave.client).send_raw(gid, dave.peer.encrypt(gid, b"hello roost"))
+    assert sent.group_seq > 0
+    await sync_all(alice, bob)
+    for m in (alice, bob):
+        assert m.messages(gid)[-1] == (dave.client.client_id, "hello roost")
+
+    # Commits both ways: a roost update, then a ts-mls self-update through the DS.
+    await bob.groups.update(gid)
+    assert [r.kind for r in await dave.receive()] == ["commit"]
+    bundle = dave.peer.self_update(gid)
+    await dave.client.request(
+        "POST",
+        f"/v1/groups/{group_path(gid)}/commits",
+        content=encode_commit_bundle(bundle.commit, bundle.group_info, None),
+        content_type="message/mls",
+    )
+    await sync_all(alice, bob)
+    epoch = a.epoch
+    assert epoch == bob.groups.group(gid).epoch == dave.peer.state(gid).epoch
+    assert dave.peer.state(gid).epoch_authenticator == a.epoch_authenticator
+    await bob.groups.send(gid, "after your update")
+    assert [r.data for r in await dave.receive()] == [b"after your update"]
+
+    # bob deletes his account: the homeserver proposes his removal as external sender (the
+    # patched ts-mls verifies it), alice commits it, everyone stays in step.
+    await bob.client.delete_account()
+    import asyncio
+
+    kinds: list[str] = []
+    for _ in range(100):
+        kinds += [r.kind for r in await dave.receive()]
+        if "proposal" in kinds:
+            break
+        await asyncio.sleep(0.1)
+    assert "proposal" in kinds
+    for _ in range(100):
+        await alice.sync()
+        if a.pending_proposal_refs():
+            break
+        await asyncio.sleep(0.1)
+    event = await alice.groups.commit(gid)
+    assert event.removed == (bob.client_id,)
+    [commit] = await dave.receive()
+    assert commit.kind == "commit"
+    assert dave.peer.state(gid).epoch_authenticator == a.epoch_authenticator
+    await alice.groups.send(gid, "just us two")
+    assert [r.data for r in await dave.receive()] == [b"just us two"]
