@@ -393,6 +393,25 @@ async def test_unacked_window_bounds_what_is_sent(short_server):
         await alice.aclose()
 
 
+async def test_deleting_a_queue_frees_the_window(short_server):
+    alice = await RoostClient.register(short_server.url, unique_name("w"))
+    try:
+        full, other = await alice.create_queue(), await alice.create_queue()
+        for i in range(SHORT_WINDOW):
+            await alice.enqueue(full, bytes([i]))
+        ws, _ = await open_raw(short_server.url, await alice.bearer_token())
+        try:
+            assert len(await recv_items(ws, SHORT_WINDOW)) == SHORT_WINDOW
+            await alice.enqueue(other, b"waiting")
+            assert await nothing_more(ws)  # the window is full of the first queue's items
+            await alice.delete_queue(full)  # never acked, but gone: no longer in flight
+            assert await recv_items(ws, 1) == [(other, 1, b"waiting")]
+        finally:
+            await ws.close()
+    finally:
+        await alice.aclose()
+
+
 async def test_pings_keep_an_idle_connection_alive_and_silence_closes_it(short_server):
     alice = await RoostClient.register(short_server.url, unique_name("p"))
     try:

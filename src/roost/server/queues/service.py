@@ -111,6 +111,8 @@ class QueueService:
                 sa.delete(queue_messages).where(queue_messages.c.queue_id == queue_id)
             )
             await conn.execute(sa.delete(queues).where(queues.c.id == queue_id))
+            # Everything in it is gone: as if acked (frees a realtime connection's window).
+            self._acked_after_commit(conn, client_uuid, queue_id, (1 << 63) - 1)
 
     async def enqueue(self, queue_id: bytes, payload: bytes, message_id: str | None = None) -> int:
         """Append ``payload``; a repeated ``message_id`` returns the first copy's seq."""
