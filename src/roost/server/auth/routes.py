@@ -244,6 +244,8 @@ async def add_client_with_password(
 ) -> ClientOut:
     """Add a client to an existing user with the user's password."""
     s.registration_limiter.hit(remote_key(request))
+    # Also per target user, so password guessing from many addresses is throttled too.
+    s.registration_limiter.hit("password:" + body.user_id.strip().lower())
     info = await s.auth.add_client_with_password(body.user_id, body.password, body.client.to_key())
     return client_out(s, info)
 
