@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -35,9 +36,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True, slots=True)
+class EmbeddedServer:
+    url: str
+    pid: int
+
+
 @contextmanager
-def embedded_server(data_dir: Path, *, quiet: bool = True) -> Iterator[str]:
-    """Run ``roost db upgrade`` and ``roost serve`` on SQLite in ``data_dir``; yield the URL."""
+def embedded_server(
+    data_dir: Path, *, quiet: bool = True, extra_env: dict[str, str] | None = None
+) -> Iterator[EmbeddedServer]:
+    """Run ``roost db upgrade`` and ``roost serve`` in ``data_dir`` (SQLite there unless
+    ``extra_env`` names a database) on a free loopback port; yield its URL and process id."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
     env.update(
@@ -49,6 +59,7 @@ def embedded_server(data_dir: Path, *, quiet: bool = True) -> Iterator[str]:
             "ROOST_LOG_LEVEL": "warning",
         }
     )
+    env.update(extra_env or {})
     roost = [sys.executable, "-m", "roost.cli.main"]
     subprocess.run(
         [*roost, "db", "upgrade"],
@@ -84,7 +95,7 @@ def embedded_server(data_dir: Path, *, quiet: bool = True) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("the homeserver did not start in time")
             time.sleep(0.1)
-        yield url
+        yield EmbeddedServer(url, proc.pid)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -201,8 +212,8 @@ def main(args: object = None) -> int:
         data = Path(tmp) / "server"
         data.mkdir()
         print(f"starting a homeserver (SQLite in {data})")
-        with embedded_server(data) as url:
-            print(f"homeserver at {url}")
-            asyncio.run(run_script(url, Path(tmp) / "clients"))
+        with embedded_server(data) as srv:
+            print(f"homeserver at {srv.url}")
+            asyncio.run(run_script(srv.url, Path(tmp) / "clients"))
     print("demo finished")
     return 0

@@ -1,0 +1,284 @@
+"""Delivery Service benchmark: 1 KiB application messages to groups of 3 and of 50, delivered
+in realtime (WebSocket) to every other member, on SQLite and on PostgreSQL.
+
+For each engine a real ``roost serve`` process is started (``roost.cli.demo.embedded_server``);
+users, connections and groups are set up through the client library (not timed). Then the
+load generator (this process) sends pre-encrypted PrivateMessages from one member of each group
+with ``--concurrency`` requests in flight, while every other member holds a realtime socket,
+reads each delivery frame, decodes the queue item and acks. Printed per engine and group size:
+
+- sends/s: messages accepted by the DS per second of the timed run (until the last POST);
+- send p50/p99: POST ``/v1/groups/{id}/messages`` round trip;
+- send→recv p50/p99: from the start of the POST to the arrival of the item on each receiver's
+  socket (every receiver of every message counts);
+- server RSS after the run and server CPU (user+system) per message during it.
+
+Receivers do not decrypt (that is the clients' CPU, not the server's); they would only add
+load-generator work on the same 2 cores. PostgreSQL: ``--postgres-url`` (default
+``$ROOST_BENCH_POSTGRES_URL`` or ``postgresql://postgres@127.0.0.1:5432/test``) names a server
+where a throw-away database is created and dropped; it runs with its default durable commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from roost.cli.demo import embedded_server
+from roost.client import RoostClient
+from roost.client.group_wire import QueueItem
+from roost.client.groups import Groups, group_path
+from roost.client.realtime import Realtime
+
+MESSAGE_BYTES = 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---- server process metrics ----------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# ---- set-up ----------------------------------------------------------------------------------
+@dataclass
+class BenchGroup:
+    group_id: bytes
+    sender: RoostClient
+    ciphertexts: list[bytes]
+    receivers: list[tuple[RoostClient, str]]  # client, its group-message queue id
+
+
+async def make_group(url: str, size: int, messages: int) -> BenchGroup:
+    tag = uuid.uuid4().hex[:8]
+    members = [await RoostClient.register(url, f"b{tag}{i}") for i in range(size)]
+    for m in members[1:]:
+        await m.publish_key_packages(1)
+    owner = members[0]
+    for m in members[1:]:
+        conn = await owner.open_connection(m.user_id)
+        await owner.send_connection_request(conn.connection_id, b"bench")
+        await m.accept_connection(conn.connection_id)
+    owner_groups = Groups(owner)
+    group = await owner_groups.create()
+    gid = group.group_id
+    # Invite in chunks: one commit per up to 49 users keeps the requests small.
+    others = [m.user_id for m in members[1:]]
+    for i in range(0, len(others), 49):
+        await owner_groups.invite(gid, others[i : i + 49])
+    receivers = []
+    for m in members[1:]:
+        g = Groups(m)
+        await g.sync()
+        receivers.append((m, g.queue_id))
+    payload = os.urandom(MESSAGE_BYTES)
+    ciphertexts = [group.encrypt(payload) for _ in range(messages)]
+    return BenchGroup(gid, owner, ciphertexts, receivers)
+
+
+# ---- the timed run ---------------------------------------------------------------------------
+@dataclass
+class Timings:
+    send_ms: list[float] = field(default_factory=list)
+    start: dict[tuple[bytes, int], float] = field(default_factory=dict)  # (group, seq) -> t0
+    received: list[tuple[bytes, int, float]] = field(default_factory=list)
+
+
+async def receiver(client: RoostClient, queue_id: str, t: Timings, done: asyncio.Event) -> None:
+    async with Realtime(client, positions={queue_id: 0}) as rt:
+        while not done.is_set():
+            try:
+                d = await rt.receive(timeout=0.2)
+            except TimeoutError:
+                continue
+            now = time.perf_counter()
+            for m in d.messages:
+                item = QueueItem.decode(m.payload)
+                t.received.append((item.group_id, item.group_seq, now))
+            if d.queue_id is not None:
+                await rt.ack({d.queue_id: d.last_seq}, wait=False)
+
+
+async def run(groups: list[BenchGroup], concurrency: int, pid: int) -> dict[str, float]:
+    t = Timings()
+    done = asyncio.Event()
+    expected = sum(len(g.ciphertexts) * len(g.receivers) for g in groups)
+    tasks = [asyncio.create_task(receiver(c, q, t, done)) for g in groups for c, q in g.receivers]
+    await asyncio.sleep(1.0)  # sockets connected and idle
+    tokens = {id(g): await g.sender.bearer_token() for g in groups}
+    longest = max(len(g.ciphertexts) for g in groups)
+    work = iter(  # round robin over the groups
+        [(g, g.ciphertexts[i]) for i in range(longest) for g in groups if i < len(g.ciphertexts)]
+    )
+    url = groups[0].sender.state.server
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+
+        async def sender() -> None:
+            for g, ct in work:
+                headers = {
+                    "Authorization": f"Bearer {tokens[id(g)]}",
+                    "Content-Type": "message/mls",
+                    "Roost-Message-Id": uuid.uuid4().hex,
+                }
+                t0 = time.perf_counter()
+                r = await http.post(
+                    f"/v1/groups/{group_path(g.group_id)}/messages", content=ct, headers=headers
+                )
+                t1 = time.perf_counter()
+                r.raise_for_status()
+                t.send_ms.append((t1 - t0) * 1000)
+                t.start[(g.group_id, r.json()["group_seq"])] = t0
+
+        cpu0, w0 = cpu_seconds(pid), time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        wall = time.perf_counter() - w0
+        deadline = time.monotonic() + 60
+        while len(t.received) < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        cpu = cpu_seconds(pid) - cpu0
+    done.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    e2e = [
+        (now - t.start[(gid, seq)]) * 1000 for gid, seq, now in t.received if (gid, seq) in t.start
+    ]
+    sent = len(t.send_ms)
+    return {
+        "messages": sent,
+        "deliveries": len(t.received),
+        "expected": expected,
+        "sends_per_s": sent / wall,
+        "send_p50": pct(t.send_ms, 50),
+        "send_p99": pct(t.send_ms, 99),
+        "e2e_p50": pct(e2e, 50),
+        "e2e_p99": pct(e2e, 99),
+        "rss_mib": rss_mib(pid),
+        "cpu_ms_per_msg": cpu * 1000 / max(1, sent),
+    }
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+
+
+# ---- engines -------------------------------------------------------------------------------
+async def _pg_admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def bench_engine(engine: str, args: argparse.Namespace) -> list[tuple[str, int, dict]]:
+    rows = []
+    extra: dict[str, str] = {}
+    db_name = ""
+    if engine == "postgresql":
+        db_name = f"roost_bench_{uuid.uuid4().hex[:10]}"
+        await _pg_admin(args.postgres_url, f'CREATE DATABASE "{db_name}"')
+        parts = urlsplit(args.postgres_url)
+        extra["ROOST_DATABASE_URL"] = urlunsplit(parts._replace(path="/" + db_name))
+    extra.update(
+        {
+            "ROOST_LIMITS_REGISTRATIONS_PER_MINUTE": "100000",
+            "ROOST_LIMITS_CLAIMS_PER_MINUTE": "100000",
+            "ROOST_LIMITS_AUTH_PER_MINUTE": "100000",
+        }
+    )
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="roost-bench-") as tmp,
+            embedded_server(Path(tmp), extra_env=extra) as srv,
+        ):
+            for size, n_groups, messages in (
+                (3, args.groups3, args.messages3),
+                (50, 1, args.messages50),
+            ):
+                per_group = max(1, messages // n_groups)
+                groups = [await make_group(srv.url, size, per_group) for _ in range(n_groups)]
+                result = await run(groups, args.concurrency, srv.pid)
+                rows.append((engine, size, result))
+                print_row(engine, size, result, file=sys.stderr)
+                for g in groups:
+                    await g.sender.aclose()
+                    for c, _ in g.receivers:
+                        await c.aclose()
+    finally:
+        if db_name:
+            await _pg_admin(args.postgres_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    return rows
+
+
+HEADER = (
+    "engine      | group | msgs  | sends/s | send p50 | send p99 | send→recv p50 | "
+    "send→recv p99 | server RSS | CPU/msg"
+)
+
+
+def print_row(engine: str, size: int, r: dict, file=sys.stdout) -> None:
+    lost = (
+        ""
+        if r["deliveries"] >= r["expected"]
+        else f"  (delivered {r['deliveries']}/{r['expected']})"
+    )
+    print(
+        f"{engine:<11} | {size:>5} | {r['messages']:>5} | {r['sends_per_s']:>7.0f} | "
+        f"{r['send_p50']:>6.1f}ms | {r['send_p99']:>6.1f}ms | {r['e2e_p50']:>11.1f}ms | "
+        f"{r['e2e_p99']:>11.1f}ms | {r['rss_mib']:>6.0f} MiB | {r['cpu_ms_per_msg']:>5.2f}ms{lost}",
+        file=file,
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--engines", default="sqlite,postgresql")
+    p.add_argument("--messages3", type=int, default=3000, help="messages to groups of 3 (total)")
+    p.add_argument("--groups3", type=int, default=8, help="how many groups of 3 share the load")
+    p.add_argument("--messages50", type=int, default=300, help="messages to the group of 50")
+    p.add_argument("--concurrency", type=int, default=32, help="sends in flight")
+    p.add_argument(
+        "--postgres-url",
+        default=os.environ.get("ROOST_BENCH_POSTGRES_URL")
+        or "postgresql://postgres@127.0.0.1:5432/test",
+    )
+    args = p.parse_args()
+    rows = []
+    for engine in args.engines.split(","):
+        rows += asyncio.run(bench_engine(engine.strip(), args))
+    print(
+        f"1 KiB application messages, realtime delivery to every other member "
+        f"(concurrency {args.concurrency})"
+    )
+    print(HEADER)
+    print("-" * len(HEADER))
+    for engine, size, r in rows:
+        print_row(engine, size, r)
+
+
+if __name__ == "__main__":
+    main()
