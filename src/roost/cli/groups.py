@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -83,16 +82,21 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
     if action == "info":
         s = await g.info(_gid(args))
         return emit(s, f"{b64u(s.group_id)}  epoch {s.epoch}  roles {s.roles}")
-    if action in ("sync", "listen"):
-        seconds = args.seconds if action == "listen" else 0.0
+    if action == "sync":
         events = await g.sync()
-        for ev in events:
-            emit(ev, format_event(ev))
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            await asyncio.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
-            for ev in await g.sync():
-                emit(ev, format_event(ev))
+        return emit(events, [format_event(ev) for ev in events] or "nothing new")
+    if action == "listen":
+        # Pushed over the realtime socket (--poll: HTTP polling every --interval seconds);
+        # JSON output: one object per line. --seconds 0: until interrupted.
+        stop = asyncio.Event()
+        if args.seconds > 0:
+            asyncio.get_running_loop().call_later(args.seconds, stop.set)
+        await g.listen(
+            lambda ev: emit(ev, format_event(ev)),
+            stop=stop,
+            realtime=not args.poll,
+            poll_interval=args.interval,
+        )
         return None
     if action == "history":
         entries = g.history.entries(_gid(args), last=args.last)
@@ -151,7 +155,8 @@ def add_group_command(add: Callable[..., argparse.ArgumentParser], helpers: Any)
     gp.add_argument("rest", nargs="*", help="user ids (invite/remove/promote) or message text")
     gp.add_argument("--external-join", action="store_true", help="(create) allow external joins")
     gp.add_argument("--message-id", help="(send) idempotency key for a retried send")
-    gp.add_argument("--seconds", type=float, default=30.0, help="(listen) how long")
-    gp.add_argument("--interval", type=float, default=1.0, help="(listen) poll interval")
+    gp.add_argument("--seconds", type=float, default=0.0, help="(listen) how long (0: ever)")
+    gp.add_argument("--poll", action="store_true", help="(listen) poll instead of realtime")
+    gp.add_argument("--interval", type=float, default=1.0, help="(listen --poll) poll interval")
     gp.add_argument("--last", type=int, help="(history) only the last N entries")
     gp.add_argument("--clear", action="store_true", help="(policy) back to the default")
