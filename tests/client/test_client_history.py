@@ -52,3 +52,15 @@ def test_memory_mode_and_forget(tmp_path):
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError):
         History().append(GID, HistoryEntry("bogus", "", ""))
+
+
+def test_home_delete_removes_history_and_group_cursors(tmp_path):
+    from roost.client import ClientState, Home
+
+    home = Home(tmp_path / "h")
+    home.save(ClientState(server="http://x", signature_private=b"k"))
+    History.in_home(home.path).append(GID, HistoryEntry("message", "a", "secret"))
+    (home.path / "group_client.json").write_text("{}")
+    home.delete()
+    assert not (home.path / "history").exists()
+    assert not (home.path / "group_client.json").exists()

@@ -183,3 +183,10 @@ class Home:
             (self.path / name).unlink(missing_ok=True)
         for group_id in self.group_ids():
             self._group_path(group_id).unlink(missing_ok=True)
+        # The group client's queue cursors and the plaintext message history go too.
+        (self.path / "group_client.json").unlink(missing_ok=True)
+        history = self.path / "history"
+        if history.is_dir():
+            for f in history.glob("*.jsonl"):
+                f.unlink(missing_ok=True)
+            history.rmdir()
