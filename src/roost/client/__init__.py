@@ -11,6 +11,8 @@ Typical use::
 from .client import PendingClient, RoostClient, key_fingerprint
 from .credentials import VerifiedClient, verify_chain, verify_client_credential
 from .errors import CredentialError, RoostError, StateError
+from .groups import GroupEvent, Groups, GroupSummary, SentMessage
+from .history import History, HistoryEntry
 from .models import (
     ClientInfo,
     ClientRequest,
@@ -31,6 +33,12 @@ from .state import ClientState, Home, KeyPackageSecrets
 
 __all__ = [
     "RoostClient",
+    "Groups",
+    "GroupEvent",
+    "GroupSummary",
+    "SentMessage",
+    "History",
+    "HistoryEntry",
     "Realtime",
     "RealtimeClosed",
     "Delivery",
