@@ -669,11 +669,18 @@ class Groups:
         queue_id = await self._ensure_queue()
         async with self._lock:
             self._groups[group.group_id] = group
-            await self.client.request(
-                "PUT",
-                f"/v1/groups/{group_path(group.group_id)}/queue",
-                json={"queue_id": queue_id},
-            )
+            try:
+                await self.client.request(
+                    "PUT",
+                    f"/v1/groups/{group_path(group.group_id)}/queue",
+                    json={"queue_id": queue_id},
+                )
+            except RoostError as e:
+                if e.status not in (403, 404):
+                    raise
+                # Deleted, or we were removed again, before we got here: nothing to join.
+                self._forget(group.group_id)
+                return GroupEvent("rejected", group.group_id, inviter, text=f"stale Welcome: {e}")
             return self._record(
                 GroupEvent(
                     "joined",
