@@ -76,14 +76,26 @@ class Reader:
     def opaque(self) -> bytes:
         """``opaque data<V>``: varint length followed by that many bytes."""
         # Hot: every key, signature and nested vector. Inline the one-byte length case.
-        p = self.pos
-        if p < self.end and self.data[p] < 0x40:
-            n = self.data[p]
-            q = p + 1 + n
+        # Hot: every key, signature and nested vector. Inline the one- and two-byte length
+        # cases (keys, signatures); longer ones go through varint().
+        p, data = self.pos, self.data
+        if p < self.end:
+            first = data[p]
+            if first < 0x40:
+                p += 1
+                n = first
+            elif first < 0x80 and p + 1 < self.end:
+                n = ((first & 0x3F) << 8) | data[p + 1]
+                if n < 0x40:
+                    raise DecodeError("non-minimal varint")
+                p += 2
+            else:
+                return self._take(self.varint())
+            q = p + n
             if q > self.end:
-                raise DecodeError(f"truncated: need {n} bytes at offset {p + 1}")
+                raise DecodeError(f"truncated: need {n} bytes at offset {p}")
             self.pos = q
-            return self.data[p + 1 : q]
+            return data[p:q]
         return self._take(self.varint())
 
     def boolean(self) -> bool:
