@@ -37,7 +37,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    names = sorted({name for name, _ in _case_of.values()})
+    names = sorted({name for name, _ in _outcomes})
     if not names:
         return
     tr = terminalreporter
