@@ -93,6 +93,9 @@ class History:
     initial_group_info: bytes
     final_state: bytes
     members: list[Group]
+    # Other real MLSMessages the server sees but must never apply: PrivateMessages
+    # (application and handshake), a Welcome, a KeyPackage.
+    other_messages: list[bytes] = field(default_factory=list)
 
 
 def _identity(name: bytes) -> tuple[Credential, bytes]:
@@ -149,6 +152,10 @@ def _build_history() -> History:
     bob_kp, carol_kp = _key_package(b"bob"), _key_package(b"carol")
     out = commit(alice, add=[bob_kp.key_package, carol_kp.key_package])
     bob, carol = join(out, bob_kp), join(out, carol_kp)
+    others = [out.welcome, MLSMessage(bob_kp.key_package).encode(), bob.encrypt(b"hello")]
+    carol.handshake_wire_format = WireFormat.PRIVATE_MESSAGE
+    others.append(carol.propose_remove(bob.leaf_index))  # never delivered
+    carol.handshake_wire_format = WireFormat.PUBLIC_MESSAGE
     # epoch 1: a path-only commit
     commit(bob, force_path=True)
     # epoch 2: Update and Add proposals, committed by reference
@@ -175,7 +182,8 @@ def _build_history() -> History:
     commit(alice, force_path=True)
     for g in groups:
         assert g.group_context == observer.group_context
-    return History(steps, initial_gi, observer.to_bytes(), groups)
+    others.append(alice.encrypt(b"bye"))
+    return History(steps, initial_gi, observer.to_bytes(), groups, others)
 
 
 @pytest.fixture(scope="module")
@@ -370,6 +378,7 @@ def test_random_and_byte_mutated_inputs(history: History, budget: int):
     donors = [s.message for s in history.steps] + [
         s.group_info for s in history.steps if s.group_info
     ]
+    donors += history.other_messages
     n = len(history.steps)
 
     def per_step(f: Feeder, _i: int) -> None:
@@ -419,9 +428,12 @@ def test_field_splices(history: History, budget: int):
     per = FIELD_SPLICES // (len(history.steps) * 9)
 
     def per_step(f: Feeder, _i: int) -> None:
-        # Replays: every real message of the whole history, valid only in its own epoch.
+        # Replays: every real message of the whole history, valid only in its own epoch,
+        # and the non-PublicMessage ones, never valid for the observer.
         for other in history.steps:
             f.feed(other.message)
+        for other in history.other_messages:
+            assert not f.feed(other)
         for _ in range(per):
             for pm in _field_splices(rng, f.step.decoded, rng.choice(decoded)):
                 data = _encode_or_none(pm)
