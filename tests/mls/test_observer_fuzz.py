@@ -221,11 +221,13 @@ class Feeder:
         self.observer = GroupObserver.from_bytes(self.step.before)
         self._snapshot()
 
-    def feed(self, data: bytes, *, resigned: bool = False) -> bool:
-        """Apply ``data``; True if the observer accepted it."""
+    def feed(self, data: bytes, *, resigned: bool = False, with_group_info: bool = False) -> bool:
+        """Apply ``data``; True if the observer accepted it. ``with_group_info``: a commit
+        step's input goes through the DS's atomic form, ``apply(commit, group_info=...)``."""
         self.stats["inputs"] += 1
+        gi = self.step.group_info if with_group_info else None
         try:
-            self.observer.apply(data)
+            self.observer.apply(data, group_info=gi)
         except DOCUMENTED as e:
             self.stats[type(e).__name__] += 1
             self._assert_unchanged(e)
@@ -234,7 +236,7 @@ class Feeder:
         if resigned:
             self._check_accepted_resigned()
         else:
-            self._check_accepted_unsigned_change(data)
+            self._check_accepted_unsigned_change(data, atomic=gi is not None)
         self.restore()
         return True
 
@@ -256,7 +258,7 @@ class Feeder:
         state = self.observer.to_bytes()
         assert GroupObserver.from_bytes(state).to_bytes() == state
 
-    def _check_accepted_unsigned_change(self, data: bytes) -> None:
+    def _check_accepted_unsigned_change(self, data: bytes, *, atomic: bool = False) -> None:
         pm = MLSMessage.decode(data).body
         assert isinstance(pm, PublicMessage)
         real = next(
@@ -284,7 +286,9 @@ class Feeder:
             self.stats["accepted_same_signed_content"] += 1
         else:
             # Only members can check a confirmation tag; the server catches the change when
-            # it checks the GroupInfo signed by the committer.
+            # it checks the GroupInfo signed by the committer: at once in the atomic form,
+            # afterwards (too late: the state moved on) in the plain one.
+            assert not atomic, "apply(commit, group_info) accepted a changed confirmation tag"
             with pytest.raises(ValidationError, match="confirmation tag"):
                 self.observer.check_group_info(self.step.group_info)
             self.stats["accepted_confirmation_tag_changed"] += 1
@@ -384,8 +388,9 @@ def test_random_and_byte_mutated_inputs(history: History, budget: int):
     def per_step(f: Feeder, _i: int) -> None:
         for _ in range(RANDOM_INPUTS // n):
             f.feed(_random_input(rng))
-        for _ in range(BYTE_MUTATIONS // n):
-            f.feed(_byte_mutation(rng, f.step.message, donors))
+        atomic = f.step.group_info is not None
+        for k in range(BYTE_MUTATIONS // n):  # commits: every other one with its GroupInfo
+            f.feed(_byte_mutation(rng, f.step.message, donors), with_group_info=atomic and k & 1)
         # Every truncation point of the real message.
         for cut in range(len(f.step.message)):
             f.feed(f.step.message[:cut])
