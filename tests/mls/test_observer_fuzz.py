@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from roost.mls.constants import ContentType, SenderType, WireFormat
 from roost.mls.credential import Credential
 from roost.mls.crypto.ciphersuite import get_cipher_suite
-from roost.mls.errors import DecodeError, UnsupportedError, ValidationError
+from roost.mls.errors import DecodeError, ValidationError
 from roost.mls.framing import (
     AuthenticatedContent,
     FramedContent,
@@ -642,9 +642,6 @@ def test_persisted_state_mutations(history: History, budget: int):
             obs = GroupObserver.from_bytes(data)
         except DOCUMENTED as e:
             stats[type(e).__name__] += 1
-        except UnsupportedError as e:  # known bug, pinned by the xfail test below
-            assert "ciphersuite" in str(e)
-            stats["UnsupportedError(known)"] += 1
         else:
             assert obs.to_bytes() == data
             stats["loaded"] += 1
@@ -655,13 +652,6 @@ def _with_suite(data: bytes, offset: int, suite: int) -> bytes:
     return data[:offset] + suite.to_bytes(2, "big") + data[offset + 2 :]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnsupportedError,
-    reason="group/: GroupObserver.from_bytes lets UnsupportedError escape when a stored state's "
-    "GroupContext names an unknown cipher suite (PublicState.decode_from calls "
-    "get_cipher_suite outside the DecodeError conversion); a corrupt row must be DecodeError",
-)
 def test_stored_state_with_unknown_suite_is_a_decode_error(history: History):
     state = history.final_state
     gc = GroupObserver.from_bytes(state).group_context.encode()
@@ -670,13 +660,6 @@ def test_stored_state_with_unknown_suite_is_a_decode_error(history: History):
         GroupObserver.from_bytes(_with_suite(state, at, 0x0401))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnsupportedError,
-    reason="group/: GroupObserver.from_group_info raises UnsupportedError for a GroupInfo whose "
-    "GroupContext names an unknown cipher suite, while the observer documents only "
-    "DecodeError/ValidationError (convert it, or document UnsupportedError)",
-)
 def test_group_info_with_unknown_suite_raises_a_documented_error(history: History):
     gi = history.initial_group_info  # MLSMessage: version, wire_format, then GroupContext
     with pytest.raises(DOCUMENTED):

@@ -22,5 +22,8 @@ class CryptoError(ValidationError):
     """A signature, MAC, AEAD or HPKE operation failed."""
 
 
-class UnsupportedError(MLSError):
-    """A ciphersuite, credential type or feature this implementation does not support."""
+class UnsupportedError(ValidationError):
+    """A ciphersuite, credential type or feature this implementation does not support.
+
+    A ``ValidationError``: the input is well formed, but we reject what it asks for.
+    """

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from ..codec import Reader, Writer
 from ..constants import ContentType, LeafNodeSource, ProposalType, SenderType
-from ..errors import CryptoError, DecodeError, ValidationError
+from ..errors import CryptoError, DecodeError, UnsupportedError, ValidationError
 from ..extension_types import ExternalSenders
 from ..extensions import find_extension
 from ..framing import AuthenticatedContent, FramedContent, Sender
@@ -67,7 +67,10 @@ class PublicState:
             raise DecodeError(f"unsupported group state version {version}")
         context_bytes = r.opaque()
         context = GroupContext.decode(context_bytes)
-        cs = cs_lookup(context.cipher_suite)
+        try:
+            cs = cs_lookup(context.cipher_suite)
+        except UnsupportedError as e:  # stored state names a suite we never accepted: corrupt
+            raise DecodeError(f"stored group state: {e}") from None
         tree = RatchetTree.from_bytes(cs, r.opaque())
         return cls(cs, context, tree, r.opaque(), context_bytes)
 
