@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from ..constants import ExtensionType, LeafNodeSource, SenderType
 from ..credential import Credential
-from ..errors import CryptoError, DecodeError, ValidationError
+from ..errors import CryptoError, ValidationError
 from ..extension_types import ExternalPub
 from ..extensions import Extension, find_extension
 from ..framing import MLSMessage, Sender

@@ -75,6 +75,8 @@ class AppliedProposals:
     external_init: ExternalInit | None = None
     reinit: ReInit | None = None
     path_required: bool = False
+    # The members after these proposals, kept incrementally (section 7.3 checks of the path leaf).
+    members: MemberIndex | None = None
 
 
 # Proposals cached per epoch are bounded (DESIGN.md: bounded caches only); a group that
@@ -183,7 +185,7 @@ def apply_proposals(
         for idx, leaf in new_tree.leaves():
             check_supports_extensions(leaf, out.extensions, f"leaf {idx}")
 
-    members = MemberIndex(new_tree.leaves())
+    members = out.members = MemberIndex(new_tree.leaves())
     for q in by_type.get(ProposalType.UPDATE, ()):
         idx = q.sender_index
         assert idx is not None

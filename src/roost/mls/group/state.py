@@ -241,6 +241,9 @@ def stage_commit(
     if path is not None:
         old_leaf = None if external else tree.leaf(committer)
         new_leaf = path.leaf_node
+        members = applied.members  # never holds an external joiner's leaf
+        if old_leaf is not None:
+            members.remove(committer, old_leaf)
         validate_leaf_node(
             cs,
             new_leaf,
@@ -248,8 +251,7 @@ def stage_commit(
             group_id=ctx.group_id,
             leaf_index=committer,
             group_extensions=applied.extensions,
-            members=tree.leaves(),
-            replaces=committer,
+            members=members,
             credential_policy=(
                 credential_policy
                 if old_leaf is None
