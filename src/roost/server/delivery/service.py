@@ -531,12 +531,12 @@ class DeliveryService:
                 if cur is None:
                     raise Problem(404, "group_not_found", "no such group")
                 raise self._epoch_conflict(cur)
-            # The commit goes to the members of the old epoch, the removed ones included (so
-            # they learn it); new members start from the Welcome. Nothing after it reaches the
-            # removed leaves: their rows go below.
+            # The commit goes to the members that stay; removed leaves get nothing from this
+            # commit on (they learn it from 403 not_member), new members start from the Welcome.
             before = await self._members(conn, group_id)
+            staying = [m for m in before if m.leaf_index not in removed]
             await self._fanout(
-                conn, group_id, seq, wire.ITEM_MLS_MESSAGE, bundle.commit, before, committer_leaf
+                conn, group_id, seq, wire.ITEM_MLS_MESSAGE, bundle.commit, staying, committer_leaf
             )
             gone_leaves = [
                 leaf for leaf in by_leaf if leaf in removed or leaf in new_rows
