@@ -486,6 +486,9 @@ async def test_protocol_errors_and_replacement(server, users):
     ws, _ = await open_raw(server.url, token)
     await ws.send(json.dumps({"type": "nonsense"}))
     assert await close_code(ws) == 4400
+    ws, _ = await open_raw(server.url, token)
+    await ws.send(json.dumps({"type": "ping", "id": "x" * 100_000}))  # above 64 KiB
+    assert await close_code(ws) == 1009
 
     # One socket per client: a newer connection replaces the older one (4409).
     old, _ = await open_raw(server.url, token)

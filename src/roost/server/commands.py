@@ -145,6 +145,9 @@ def serve(config: ConfigLike = None) -> int:
         port=config.listen_port,
         log_level=config.log_level.lower(),
         server_header=False,
+        # Clients send only small JSON control frames on the realtime socket (notify/): refuse
+        # big frames in uvicorn (close 1009) instead of buffering up to its 16 MiB default.
+        ws_max_size=64 * 1024,
     )
     return EXIT_OK
 
