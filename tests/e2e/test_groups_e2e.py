@@ -255,3 +255,34 @@ async def test_display_name_and_account_deletion_notices_and_server_removes(user
     await sync_all(bob, bob_phone)
     _agree(gid, alice, bob, bob_phone)
     assert len(alice.groups.group(gid).roster()) == 3
+
+
+async def test_every_member_auto_commits_a_leave_and_server_removes_without_forking(users):
+    alice, bob, bob_phone, carol = await _trio(users)
+    dave = await new_member(users, "dave")
+    await connect(alice, dave)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id, carol.user_id, dave.user_id])
+    await sync_all(bob, bob_phone, carol, dave)
+    members = [alice, bob, bob_phone, dave]
+
+    # carol leaves (a Remove proposal for herself): everyone tries to commit it at once.
+    await carol.groups.leave(gid)
+    epoch = alice.groups.group(gid).epoch
+    results = await asyncio.gather(*(m.groups.sync(auto_commit=True) for m in members))
+    commits = [e for events in results for e in events if e.kind == "commit" and e.removed]
+    await sync_all(*members)
+    assert _agree(gid, *members) == epoch + 1
+    assert len(alice.groups.group(gid).roster()) == 4
+    assert len({c.epoch for c in commits}) <= 1
+
+    # dave deletes his account: the homeserver's Remove proposal is committed the same way.
+    members.remove(dave)
+    await dave.client.delete_account()
+    for _ in range(100):
+        await asyncio.gather(*(m.groups.sync(auto_commit=True) for m in members))
+        if all(len(m.groups.group(gid).roster()) == 3 for m in members):
+            break
+        await asyncio.sleep(0.1)
+    await sync_all(*members)
+    assert _agree(gid, *members) == epoch + 2

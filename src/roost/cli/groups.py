@@ -83,7 +83,7 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
         s = await g.info(_gid(args))
         return emit(s, f"{b64u(s.group_id)}  epoch {s.epoch}  roles {s.roles}")
     if action == "sync":
-        events = await g.sync()
+        events = await g.sync(auto_commit=args.auto_commit)
         return emit(events, [format_event(ev) for ev in events] or "nothing new")
     if action == "listen":
         # Pushed over the realtime socket (--poll: HTTP polling every --interval seconds);
@@ -96,6 +96,7 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
             stop=stop,
             realtime=not args.poll,
             poll_interval=args.interval,
+            auto_commit=args.auto_commit,
         )
         return None
     if action == "history":
@@ -157,6 +158,11 @@ def add_group_command(add: Callable[..., argparse.ArgumentParser], helpers: Any)
     gp.add_argument("--message-id", help="(send) idempotency key for a retried send")
     gp.add_argument("--seconds", type=float, default=0.0, help="(listen) how long (0: ever)")
     gp.add_argument("--poll", action="store_true", help="(listen) poll instead of realtime")
+    gp.add_argument(
+        "--auto-commit",
+        action="store_true",
+        help="(sync/listen) commit received proposals (leaves, the homeserver's Removes)",
+    )
     gp.add_argument("--interval", type=float, default=1.0, help="(listen --poll) poll interval")
     gp.add_argument("--last", type=int, help="(history) only the last N entries")
     gp.add_argument("--clear", action="store_true", help="(policy) back to the default")

@@ -431,6 +431,27 @@ class Groups:
             group_id, lambda g: g.commit(force_path=force_path), retries=retries
         )
 
+    async def commit_pending(
+        self, group_id: bytes, *, attempts: int = COMMIT_RETRIES
+    ) -> GroupEvent | None:
+        """Commit the proposals received this epoch (a member's leave, the homeserver's
+        Removes), unless another member commits them first; ``None`` when nothing is left to
+        commit. Safe to run on every member at once: the DS takes one commit per epoch and the
+        losers find the proposals already committed."""
+        for _ in range(attempts):
+            try:
+                if not self.group(group_id).pending_proposal_refs():
+                    return None
+            except RoostError:
+                return None  # no longer in the group
+            try:
+                return await self._commit(group_id, lambda g: g.commit(), retries=0)
+            except RoostError as e:
+                if e.code != "epoch_conflict":
+                    raise
+            await self.sync()
+        return None
+
     async def update(self, group_id: bytes, *, retries: int = COMMIT_RETRIES) -> GroupEvent:
         """A self-update: fresh keys for our leaf (plus whatever proposals are pending)."""
         return await self.commit(group_id, retries=retries)
@@ -610,9 +631,21 @@ class Groups:
         return SentMessage(int(resp.json()["group_seq"]), mid, ciphertext)
 
     # ---- receiving -------------------------------------------------------------------------------
-    async def sync(self, *, limit: int | None = None) -> list[GroupEvent]:
+    async def sync(
+        self, *, limit: int | None = None, auto_commit: bool = False
+    ) -> list[GroupEvent]:
         """Join from any new Welcome, then process everything waiting in our group queue (in
-        order) and ack it. Returns what happened, oldest first."""
+        order) and ack it. With ``auto_commit``, proposals received (leaves, the homeserver's
+        Removes) are then committed (``commit_pending``). Returns what happened, oldest first."""
+        events = await self._sync(limit)
+        if auto_commit:
+            for gid in sorted({e.group_id for e in events if e.kind == "proposal"}):
+                event = await self.commit_pending(gid)
+                if event is not None:
+                    events.append(event)
+        return events
+
+    async def _sync(self, limit: int | None) -> list[GroupEvent]:
         events = await self._sync_welcomes()
         if not self._cursors.queue_id:
             return events
@@ -806,6 +839,7 @@ class Groups:
         realtime: bool = True,
         poll_interval: float = 1.0,
         max_backoff: float = 10.0,
+        auto_commit: bool = False,
     ) -> None:
         """Process group traffic as it arrives until ``stop`` is set: pushed over the realtime
         WebSocket (reconnecting with capped backoff and resuming from the processed positions:
@@ -813,6 +847,11 @@ class Groups:
         stop = stop or asyncio.Event()
 
         async def emit(events: list[GroupEvent]) -> None:
+            if auto_commit:  # commit what was proposed (leaves, the homeserver's Removes)
+                for gid in sorted({e.group_id for e in events if e.kind == "proposal"}):
+                    event = await self.commit_pending(gid)
+                    if event is not None:
+                        events = [*events, event]
             if on_event is None:
                 return
             for ev in events:
@@ -820,12 +859,12 @@ class Groups:
                 if asyncio.iscoroutine(r):
                     await r
 
-        await emit(await self.sync())
+        await emit(await self._sync(None))
         if not realtime:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=poll_interval)
-                await emit(await self.sync())
+                await emit(await self._sync(None))
             return
         from .realtime import _FINAL_CLOSES, Realtime, RealtimeClosed
 
@@ -864,7 +903,7 @@ class Groups:
                 return
             # Catch up over HTTP too (cheap when nothing waits), then reconnect.
             with contextlib.suppress(RoostError):
-                await emit(await self.sync())
+                await emit(await self._sync(None))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
             backoff = min(max_backoff, backoff * 2)
