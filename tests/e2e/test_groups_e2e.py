@@ -134,11 +134,13 @@ async def test_idempotent_resend(users):
     gid = (await alice.groups.create()).group_id
     await alice.groups.invite(gid, [bob.user_id])
     await bob.sync()
+    await bob.groups.set_policy(gid, "mentions")
     first = await alice.groups.send(gid, "only once", message_id="m-1")
     again = await alice.groups.send_raw(gid, first.ciphertext, message_id="m-1")
     assert again.group_seq == first.group_seq
     await bob.sync()
     assert bob.messages(gid) == [(alice.client_id, "only once")]
+    assert [e.policy for e in bob.seen if e.kind == "message"] == ["mentions"]
 
 
 async def test_non_member_sends_and_role_violations_are_rejected(users):

@@ -133,6 +133,7 @@ class GroupEvent:
     notice: dict[str, Any] | None = None
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    policy: str = ""  # our notification policy for the group, when set (for notifications)
 
     @property
     def message(self) -> str:
@@ -729,6 +730,12 @@ class Groups:
             item = QueueItem.decode(payload)
         except MLSError as e:
             return [GroupEvent("rejected", b"", text=f"undecodable queue item: {e}")]
+        events = await self._handle_item(item)
+        if item.policy:  # our notification policy for the group, as the DS attached it
+            events = [replace(e, policy=item.policy) for e in events]
+        return events
+
+    async def _handle_item(self, item: QueueItem) -> list[GroupEvent]:
         if item.item_type == ITEM_SERVER_NOTICE:
             return [await self._handle_notice(item)]
         if item.group_id not in self._groups and item.group_id not in self.local_group_ids():
