@@ -354,3 +354,30 @@ async def test_external_sender_endpoint(server) -> None:  # type: ignore[no-unty
     r = await server.http.get("/v1/ds/external-sender", params={"cipher_suite": 99})
     assert r.status_code == 422
     assert MLSMessage  # imported for type use in other tests
+
+
+async def test_commit_and_group_info_validated_together(server) -> None:  # type: ignore[no-untyped-def]
+    http, gid, alice, bob, carol = await trio(server)
+    old_gi = alice.group.group_info()
+    out = alice.group.commit(force_path=True)
+    path = f"/v1/groups/{b64u(gid)}/commits"
+    headers = {**alice.headers, **MLS}
+    r = await http.post(
+        path, content=encode_commit_bundle(out.commit, old_gi, None), headers=headers
+    )
+    assert r.status_code == 422 and r.json()["code"] == "invalid_group_info"
+    tampered = bytearray(out.commit)
+    tampered[-40] ^= 1  # inside the signature / tags
+    r = await http.post(
+        path, content=encode_commit_bundle(bytes(tampered), out.group_info, None), headers=headers
+    )
+    assert r.status_code in (400, 422), r.text
+    r = await http.post(
+        path,
+        content=encode_commit_bundle(out.commit, out.group_info, out.group_info),
+        headers=headers,
+    )
+    assert r.status_code == 422 and r.json()["code"] == "wrong_wire_format"
+    # nothing was stored: the untouched commit still goes through, as epoch 2
+    r = await post_commit(http, alice, gid, out)
+    assert r.status_code == 201 and r.json()["epoch"] == 2

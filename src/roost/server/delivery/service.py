@@ -29,12 +29,19 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from roost.mls.constants import ContentType, CredentialType, ExtensionType, SenderType
+from roost.mls.constants import (
+    ContentType,
+    CredentialType,
+    ExtensionType,
+    SenderType,
+    WireFormat,
+)
 from roost.mls.credential import Credential
 from roost.mls.crypto.ciphersuite import SUPPORTED_SUITES, get_cipher_suite
 from roost.mls.errors import DecodeError, MLSError, UnsupportedError, ValidationError
 from roost.mls.extension_types import ExternalSenders
 from roost.mls.extensions import find_extension
+from roost.mls.framing import MLSMessage
 from roost.mls.group import GroupObserver
 from roost.mls.group.external import external_remove
 from roost.mls.group.proposal_rules import QueuedProposal
@@ -470,9 +477,19 @@ class DeliveryService:
             raise _mls_problem("invalid_commit", e) from None
         adds = self._check_roles(proposals, by_leaf, roles, committer_user, p, external)
         try:
-            observed = obs.apply(pm, group_info=bundle.group_info)
+            observed = obs.apply(pm)
         except MLSError as e:
             raise _mls_problem("invalid_commit", e) from None
+        try:
+            # On failure this observer copy is simply not stored: commit and GroupInfo are
+            # accepted together or not at all.
+            obs.check_group_info(bundle.group_info)
+        except MLSError as e:
+            raise _mls_problem("invalid_group_info", e) from None
+        if bundle.welcome is not None and MLSMessage.decode(bundle.welcome).wire_format != (
+            WireFormat.WELCOME
+        ):
+            raise Problem(422, "wrong_wire_format", "the third message must be a Welcome")
         if any(isinstance(q.proposal.body, GroupContextExtensions) for q in proposals):
             await self._require_external_sender(obs)
         if adds and bundle.welcome is None:
@@ -693,6 +710,8 @@ class DeliveryService:
     async def register_queue(self, p: Principal, group_id: bytes, queue_id: bytes) -> None:
         async with self.db.transaction() as conn:
             row = await self._group(conn, group_id)
+            # Lock order everywhere: the group row, then member rows, then queue counters.
+            await self._bump_rev(conn, group_id)
             await self.queues.check_owner(conn, queue_id, p.client_uuid)
             members = await self._members(conn, group_id)
             mine = self._my_leaf(members, p.client_uuid)
@@ -705,7 +724,6 @@ class DeliveryService:
                 )
                 .values(queue_id=queue_id)
             )
-            await self._bump_rev(conn, group_id)
             held = list(
                 await conn.execute(
                     sa.select(ds_held.c.group_seq, ds_held.c.item_type, ds_held.c.body)
@@ -953,6 +971,7 @@ class DeliveryService:
     async def set_policy(self, p: Principal, group_id: bytes, policy: str | None) -> None:
         async with self.db.transaction() as conn:
             await self._group(conn, group_id)
+            await self._bump_rev(conn, group_id)  # lock the group row first (see above)
             mine = self._my_leaf(await self._members(conn, group_id), p.client_uuid)
             if mine is None:
                 raise Problem(403, "not_member", "not a member of this group")
@@ -963,7 +982,6 @@ class DeliveryService:
                 )
                 .values(policy=policy)
             )
-            await self._bump_rev(conn, group_id)
 
     # ---- deletion and notices -------------------------------------------------------------------
 
@@ -1108,13 +1126,13 @@ class DeliveryService:
                     )
                 )
             )
+            for gid in sorted({r.group_id for r in rows}):  # group rows first, in order
+                await self._bump_rev(conn, gid)
             await conn.execute(
                 sa.update(ds_members)
                 .where(ds_members.c.client_uuid.in_(uuids))
                 .values(gone=True, queue_id=None)
             )
-            for gid in {r.group_id for r in rows}:
-                await self._bump_rev(conn, gid)
             for r in rows:
                 await conn.execute(
                     sa.delete(ds_held).where(
