@@ -27,6 +27,7 @@ from .limits import BodyLimitMiddleware
 from .maintenance import run_periodically
 from .notify import install_notify
 from .notify.routes import router as notify_router
+from .observability import configure_logging, install_observability
 from .queues.routes import router as queues_router
 from .queues.service import QueueService
 from .ratelimit import RateLimiter
@@ -85,6 +86,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(config)  # after uvicorn set up its handlers
         db = Database(config.sqlalchemy_url)
         try:
             await check_schema(db)
@@ -122,6 +124,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
     ):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.limits.max_body_bytes)
+    install_observability(app, config)  # outermost middleware: counts every answer
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

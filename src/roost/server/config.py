@@ -55,6 +55,9 @@ class Config:
     token_ttl_seconds: int = 900
     client_certificate_days: int = 365
     log_level: str = "info"
+    log_format: str = "text"  # "text" | "json" (one JSON object per line; observability/)
+    metrics_enabled: bool = True  # serve GET /metrics (Prometheus text format)
+    metrics_token: str = ""  # non-empty: /metrics requires "Authorization: Bearer <token>"
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -92,6 +95,9 @@ _ENV_TOP = {
     "ROOST_TOKEN_TTL_SECONDS": "token_ttl_seconds",
     "ROOST_CLIENT_CERTIFICATE_DAYS": "client_certificate_days",
     "ROOST_LOG_LEVEL": "log_level",
+    "ROOST_LOG_FORMAT": "log_format",
+    "ROOST_METRICS_ENABLED": "metrics_enabled",
+    "ROOST_METRICS_TOKEN": "metrics_token",
 }
 
 
@@ -203,6 +209,10 @@ def _validate(c: Config) -> list[str]:
         )
     if c.log_level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("log_level must be one of debug, info, warning, error")
+    if c.log_format not in ("text", "json"):
+        problems.append(f"log_format must be 'text' or 'json', got {c.log_format!r}")
+    if c.metrics_token and len(c.metrics_token) < 16:
+        problems.append("metrics_token must be empty (no token) or at least 16 characters")
     for name, minimum in (("token_ttl_seconds", 30), ("client_certificate_days", 1)):
         if getattr(c, name) < minimum:
             problems.append(f"{name} must be at least {minimum}")

@@ -92,6 +92,11 @@ class ClientInfo:
     created_at: int
 
 
+def _suspended() -> Problem:
+    # Set by `roost admin users suspend` (operator/): no tokens, no requests, no new clients.
+    return Problem(403, "account_suspended", "this account is suspended by the operator")
+
+
 def _hash(secret: bytes) -> bytes:
     return hashlib.sha256(secret).digest()
 
@@ -323,16 +328,21 @@ class AuthService:
         self, user_id_text: str, password: str, key: ClientKey
     ) -> ClientInfo:
         user = await self.find_user(user_id_text)
-        stored = None
+        stored = found = None
         if user is not None:
             async with self.db.engine.connect() as conn:
-                stored = (
+                found = (
                     await conn.execute(
-                        sa.select(users.c.password_hash).where(users.c.uuid == user.uuid)
+                        sa.select(users.c.password_hash, users.c.suspended_at).where(
+                            users.c.uuid == user.uuid
+                        )
                     )
-                ).scalar_one_or_none()
+                ).first()
+                stored = found.password_hash if found is not None else None
         if not await self.verify_password(stored, password) or user is None:
             raise Problem(403, "invalid_password", "wrong user id or password")
+        if found is not None and found.suspended_at is not None:
+            raise _suspended()
         self.check_client_key(key, user.user_id)
         return await self._create_client(user, key)
 
@@ -626,11 +636,17 @@ class AuthService:
         expires = now + self.config.token_ttl_seconds
         async with self.db.transaction() as conn:
             await conn.execute(sa.delete(auth_tokens).where(auth_tokens.c.expires_at <= now))
-            exists = await conn.execute(
-                sa.select(clients.c.uuid).where(clients.c.uuid == client.uuid)
-            )
-            if exists.first() is None:
+            exists = (
+                await conn.execute(
+                    sa.select(users.c.suspended_at)
+                    .join(clients, clients.c.user_uuid == users.c.uuid)
+                    .where(clients.c.uuid == client.uuid)
+                )
+            ).first()
+            if exists is None:
                 raise failed
+            if exists.suspended_at is not None:
+                raise _suspended()
             await conn.execute(
                 sa.insert(auth_tokens).values(
                     token_hash=_hash(token), client_uuid=client.uuid, expires_at=expires
@@ -660,6 +676,7 @@ class AuthService:
                         clients.c.uuid.label("client_uuid"),
                         users.c.uuid.label("user_uuid"),
                         users.c.name,
+                        users.c.suspended_at,
                     )
                     .join(clients, clients.c.uuid == auth_tokens.c.client_uuid)
                     .join(users, users.c.uuid == clients.c.user_uuid)
@@ -671,6 +688,8 @@ class AuthService:
             raise Problem(401, "unauthenticated", "invalid bearer token")
         if row.expires_at <= self.now():
             raise Problem(401, "token_expired", "the bearer token has expired")
+        if row.suspended_at is not None:
+            raise _suspended()
         return Principal(
             row.user_uuid,
             row.name,

@@ -13,6 +13,8 @@ users = sa.Table(
     sa.Column("discoverable", sa.Boolean, nullable=False, default=False),
     sa.Column("password_hash", sa.String(256), nullable=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    # set by `roost admin users suspend`: the AS refuses tokens and requests while it is set
+    sa.Column("suspended_at", sa.BigInteger, nullable=True),
 )
 
 # Names of deleted accounts: a user id is immutable, so it is never handed to someone else.

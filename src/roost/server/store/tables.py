@@ -4,6 +4,7 @@ from ..auth import tables as _auth  # noqa: F401
 from ..connections import tables as _connections  # noqa: F401
 from ..delivery import tables as _delivery  # noqa: F401
 from ..keypackages import tables as _keypackages  # noqa: F401
+from ..operator import tables as _operator  # noqa: F401
 from ..queues import tables as _queues  # noqa: F401
 from .metadata import metadata
 

@@ -1,0 +1,59 @@
+"""Structured JSON logs (``log_format = "json"``): one object per line on stderr.
+
+Only whitelisted ``extra`` fields are emitted, so a careless ``extra={"token": ...}`` cannot leak;
+access lines carry the route template, never the concrete path (queue ids stay out).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from ..config import Config
+
+SAFE_FIELDS = ("method", "route", "status", "duration_ms", "event", "count")
+_HANDLED = ("", "uvicorn", "uvicorn.error", "roost")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in SAFE_FIELDS:
+            if key in record.__dict__:
+                out[key] = record.__dict__[key]
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def configure_logging(config: Config) -> None:
+    """Switch the process's log output to JSON lines (called at app start-up, after uvicorn
+    installed its own handlers). Text format keeps uvicorn's defaults untouched."""
+    if config.log_format != "json":
+        return
+    formatter = JsonFormatter()
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    level = getattr(logging, config.log_level.upper(), logging.INFO)
+    for name in _HANDLED:
+        logger = logging.getLogger(name)
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "roost"):
+        logging.getLogger(name).propagate = True
+    # uvicorn's access lines carry the concrete path; MetricsMiddleware logs the route template.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
+    access.disabled = True
+    logging.getLogger("roost.access").setLevel(level)

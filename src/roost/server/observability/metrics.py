@@ -1,0 +1,180 @@
+"""Prometheus metrics: HTTP requests by route template, latency, and gauges read at scrape time.
+
+Each app has its own ``CollectorRegistry`` (several apps may live in one test process). Labels
+are route *templates* (``/v1/queues/{queue_id}``), never concrete paths, so no queue id or user
+id reaches a metric and label cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..operator.status import outbox_status, queue_status
+
+if TYPE_CHECKING:
+    from ..deps import Services
+    from ..notify.hub import Hub
+
+UNMATCHED = "<unmatched>"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Database gauges are refreshed at most this often, however many scrapers ask.
+REFRESH_SECONDS = 5.0
+
+access_log = logging.getLogger("roost.access")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "roost_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "roost_http_request_duration_seconds",
+            "HTTP request latency by method and route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "roost_queue_depth", "Stored, unacknowledged queue items", ["kind"], registry=r
+        )
+        self.queue_oldest = Gauge(
+            "roost_queue_oldest_age_seconds",
+            "Age of the oldest unacknowledged queue item (0 when empty)",
+            ["kind"],
+            registry=r,
+        )
+        self.queues = Gauge("roost_queues", "Number of queues", ["kind"], registry=r)
+        self.outbox_depth = Gauge(
+            "roost_outbox_depth", "Unprocessed outbox entries", ["outbox"], registry=r
+        )
+        self.outbox_oldest = Gauge(
+            "roost_outbox_oldest_age_seconds",
+            "Age of the oldest unprocessed outbox entry (0 when empty)",
+            ["outbox"],
+            registry=r,
+        )
+        # Filled once federation (issue 5) registers its source in operator.status.OUTBOX_SOURCES.
+        self.federation_outbox = Gauge(
+            "roost_federation_outbox_depth",
+            "Outbound federation items waiting per destination domain",
+            ["destination"],
+            registry=r,
+        )
+        self.realtime = Gauge(
+            "roost_realtime_connections", "Connected realtime WebSocket clients", registry=r
+        )
+        self.pool_size = Gauge("roost_db_pool_size", "Database pool size", registry=r)
+        self.pool_checked_out = Gauge(
+            "roost_db_pool_checked_out", "Database connections in use", registry=r
+        )
+        self.pool_overflow = Gauge(
+            "roost_db_pool_overflow", "Database connections beyond the pool size", registry=r
+        )
+        # process_resident_memory_bytes, CPU seconds, open fds (Linux /proc).
+        ProcessCollector(registry=r)
+        self._refreshed_at = 0.0
+
+    async def refresh(self, services: Services, hub: Hub | None) -> None:
+        """Update the gauges that reflect database and process state (cached briefly)."""
+        self.realtime.set(len(hub) if hub is not None else 0)
+        db = services.auth.db
+        pool = db.engine.pool
+        for gauge, attr in (
+            (self.pool_size, "size"),
+            (self.pool_checked_out, "checkedout"),
+            (self.pool_overflow, "overflow"),
+        ):
+            fn = getattr(pool, attr, None)
+            if fn is not None:
+                gauge.set(max(0, fn()))
+        now = time.monotonic()
+        if now - self._refreshed_at < REFRESH_SECONDS:
+            return
+        self._refreshed_at = now
+        wall = services.auth.clock()
+        async with db.engine.connect() as conn:
+            queues = await queue_status(conn, wall)
+            outboxes = await outbox_status(conn, wall)
+        for q in queues:
+            self.queue_depth.labels(q.kind).set(q.depth)
+            self.queue_oldest.labels(q.kind).set(q.oldest_age_seconds or 0)
+            self.queues.labels(q.kind).set(q.queues)
+        self.federation_outbox.clear()
+        for o in outboxes:
+            if o.destination is not None:
+                self.federation_outbox.labels(o.destination).inc(o.depth)
+                continue
+            self.outbox_depth.labels(o.outbox).set(o.depth)
+            self.outbox_oldest.labels(o.outbox).set(o.oldest_age_seconds or 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request; with ``access_log`` also logs it (route template,
+    status, duration — no path parameters, query strings, headers or bodies)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = False) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log_access = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = route_template(scope)
+            method = scope.get("method", "GET")
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(elapsed)
+            if self.log_access:
+                access_log.info(
+                    "%s %s %d",
+                    method,
+                    route,
+                    status,
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )

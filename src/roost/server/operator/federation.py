@@ -1,0 +1,133 @@
+"""The stored federation policy: mode plus explicit allow and block lists.
+
+Rules (docs/operations.md): in ``allowlist`` mode only listed domains are admitted, so an EMPTY
+allowlist admits nobody; in ``open`` mode every domain is admitted except blocked ones. The
+blocklist wins in both modes. The policy lives in the database so ``roost admin federation``
+changes reach running servers (each re-reads it at most ``cache_seconds`` later).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ..config import is_valid_domain
+from ..store import Database
+from .tables import federation_domains, federation_settings
+
+MODES = ("allowlist", "open")
+LIST_KINDS = ("allow", "block")
+# Closed by default: a fresh server federates with nobody until the operator says otherwise.
+DEFAULT_MODE = "allowlist"
+
+
+class PolicyError(ValueError):
+    """An invalid mode, list name or domain (operator input)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FederationPolicy:
+    mode: str
+    allow: frozenset[str]
+    block: frozenset[str]
+
+    def admits(self, domain: str) -> bool:
+        """Whether traffic to or from ``domain`` is allowed (apply inbound and outbound)."""
+        domain = domain.lower()
+        if domain in self.block:
+            return False
+        return self.mode == "open" or domain in self.allow
+
+
+def normalize_domain(domain: str) -> str:
+    d = domain.strip().lower()
+    if not is_valid_domain(d):
+        raise PolicyError(f"{domain!r} is not a valid domain name")
+    return d
+
+
+class FederationPolicyStore:
+    def __init__(
+        self, db: Database, clock: Callable[[], float] = time.time, cache_seconds: float = 5.0
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.cache_seconds = cache_seconds
+        self._cached: FederationPolicy | None = None
+        self._loaded_at = 0.0
+
+    async def load(self, *, fresh: bool = False) -> FederationPolicy:
+        now = time.monotonic()
+        if not fresh and self._cached is not None and now - self._loaded_at < self.cache_seconds:
+            return self._cached
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(federation_settings.c.mode).where(federation_settings.c.id == 1)
+                )
+            ).first()
+            lists: dict[str, set[str]] = {k: set() for k in LIST_KINDS}
+            for d in await conn.execute(sa.select(federation_domains)):
+                lists.setdefault(d.list_kind, set()).add(d.domain)
+        policy = FederationPolicy(
+            row.mode if row is not None else DEFAULT_MODE,
+            frozenset(lists["allow"]),
+            frozenset(lists["block"]),
+        )
+        self._cached, self._loaded_at = policy, now
+        return policy
+
+    async def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise PolicyError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        now = int(self.clock())
+        async with self.db.transaction() as conn:
+            updated = await conn.execute(
+                sa.update(federation_settings)
+                .where(federation_settings.c.id == 1)
+                .values(mode=mode, updated_at=now)
+            )
+            if not updated.rowcount:
+                await conn.execute(
+                    sa.insert(federation_settings).values(id=1, mode=mode, updated_at=now)
+                )
+        self._cached = None
+
+    async def add(self, list_kind: str, domain: str) -> bool:
+        """Add ``domain`` to a list; False if it was already there."""
+        kind, d = _check_kind(list_kind), normalize_domain(domain)
+        async with self.db.transaction() as conn:
+            exists = await conn.execute(
+                sa.select(federation_domains.c.domain).where(
+                    federation_domains.c.domain == d, federation_domains.c.list_kind == kind
+                )
+            )
+            if exists.first() is not None:
+                return False
+            await conn.execute(
+                sa.insert(federation_domains).values(
+                    domain=d, list_kind=kind, added_at=int(self.clock())
+                )
+            )
+        self._cached = None
+        return True
+
+    async def remove(self, list_kind: str, domain: str) -> bool:
+        kind, d = _check_kind(list_kind), normalize_domain(domain)
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                sa.delete(federation_domains).where(
+                    federation_domains.c.domain == d, federation_domains.c.list_kind == kind
+                )
+            )
+        self._cached = None
+        return bool(result.rowcount)
+
+
+def _check_kind(list_kind: str) -> str:
+    if list_kind not in LIST_KINDS:
+        raise PolicyError(f"list must be 'allow' or 'block', got {list_kind!r}")
+    return list_kind

@@ -1,0 +1,135 @@
+"""Read-only status for operators and metrics: queue depths, outboxes, storage.
+
+Only aggregates are reported (counts, ages, sizes): never queue ids, user ids or payloads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..auth.tables import account_events
+from ..queues.tables import direct_messages, direct_queues, queue_messages, queues
+from ..store import Database
+from ..store.tables import metadata
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKindStatus:
+    kind: str  # "group" (QS group-message queues) | "direct" (per-user direct queues)
+    queues: int
+    depth: int  # stored, not yet acked items
+    oldest_age_seconds: int | None  # None: empty
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    outbox: str  # "account_events" now; "federation" once issue 5 registers its source
+    depth: int
+    oldest_age_seconds: int | None
+    destination: str | None = None  # per-destination rows (federation)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStats:
+    engine: str
+    database_bytes: int
+    rows: dict[str, int]
+    asset_bytes: int | None  # None: no assets module in this installation
+
+
+def _age(now: float, oldest: int | None) -> int | None:
+    return None if oldest is None else max(0, int(now - oldest))
+
+
+async def queue_status(conn: AsyncConnection, now: float) -> list[QueueKindStatus]:
+    out = []
+    for kind, holder, items in (
+        ("group", queues, queue_messages),
+        ("direct", direct_queues, direct_messages),
+    ):
+        count, oldest = (
+            await conn.execute(sa.select(sa.func.count(), sa.func.min(items.c.created_at)))
+        ).one()
+        n_queues = (await conn.execute(sa.select(sa.func.count()).select_from(holder))).scalar_one()
+        out.append(QueueKindStatus(kind, n_queues, count, _age(now, oldest)))
+    return out
+
+
+OutboxSource = Callable[[AsyncConnection, float], Awaitable[list[OutboxStatus]]]
+
+
+async def account_events_outbox(conn: AsyncConnection, now: float) -> list[OutboxStatus]:
+    """The AS -> DS outbox (deletions that become server-issued Removes)."""
+    count, oldest = (
+        await conn.execute(
+            sa.select(sa.func.count(), sa.func.min(account_events.c.created_at)).where(
+                account_events.c.processed_at.is_(None)
+            )
+        )
+    ).one()
+    return [OutboxStatus("account_events", count, _age(now, oldest))]
+
+
+# Hook for issue 5: the federation module appends its per-destination outbox source here (at
+# import time of roost.server.federation); `roost admin outbox` and /metrics then show it.
+OUTBOX_SOURCES: list[OutboxSource] = [account_events_outbox]
+
+
+async def outbox_status(conn: AsyncConnection, now: float) -> list[OutboxStatus]:
+    out: list[OutboxStatus] = []
+    for source in OUTBOX_SOURCES:
+        out.extend(await source(conn, now))
+    return out
+
+
+def federation_available() -> bool:
+    return any(s is not account_events_outbox for s in OUTBOX_SOURCES)
+
+
+async def database_bytes(db: Database, conn: AsyncConnection) -> int:
+    if db.is_sqlite:
+        pages = (await conn.exec_driver_sql("PRAGMA page_count")).scalar_one()
+        size = (await conn.exec_driver_sql("PRAGMA page_size")).scalar_one()
+        path = db.engine.url.database or ""
+        wal = os.path.getsize(path + "-wal") if path and os.path.exists(path + "-wal") else 0
+        return int(pages) * int(size) + wal
+    return int(
+        (await conn.execute(sa.text("SELECT pg_database_size(current_database())"))).scalar_one()
+    )
+
+
+_ASSET_SIZE_COLUMNS = ("size", "size_bytes", "byte_size", "length")
+
+
+async def asset_bytes(conn: AsyncConnection) -> int | None:
+    """Sum of stored asset sizes if an assets module (issue 6 item 2) is installed."""
+    total: int | None = None
+    for table in metadata.sorted_tables:
+        if not table.name.startswith("asset"):
+            continue
+        col = next((table.c[c] for c in _ASSET_SIZE_COLUMNS if c in table.c), None)
+        if col is None:
+            continue
+        value = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(col), 0)))).scalar_one()
+        total = (total or 0) + int(value)
+    return total
+
+
+async def storage_stats(db: Database) -> StorageStats:
+    async with db.engine.connect() as conn:
+        rows = {}
+        for table in metadata.sorted_tables:
+            rows[table.name] = (
+                await conn.execute(sa.select(sa.func.count()).select_from(table))
+            ).scalar_one()
+        return StorageStats(
+            "sqlite" if db.is_sqlite else "postgresql",
+            await database_bytes(db, conn),
+            dict(sorted(rows.items())),
+            await asset_bytes(conn),
+        )
