@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import hmac
 import json
@@ -30,6 +29,7 @@ from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.mls.errors import UnsupportedError
 
 from ..config import Config
+from ..encoding import b64u, unb64u
 from ..errors import Problem
 from ..store import Database
 from . import ids
@@ -406,8 +406,6 @@ class AuthService:
                     expires_at=expires,
                 )
             )
-        from ..encoding import b64u
-
         return b64u(request_id), expires
 
     async def list_client_requests(self, principal: Principal) -> list[sa.Row]:
@@ -652,15 +650,11 @@ class AuthService:
                     token_hash=_hash(token), client_uuid=client.uuid, expires_at=expires
                 )
             )
-        from ..encoding import b64u
-
         user_id = client.client_id.rsplit("/", 1)[0]
         return b64u(token), expires, client, user_id
 
     async def authenticate(self, token: str) -> Principal:
         """Resolve a bearer token; raises 401 problems."""
-        from ..encoding import unb64u
-
         try:
             raw = unb64u(token)
         except ValueError:
@@ -807,7 +801,3 @@ class AuthService:
 
 
 _DUMMY_HASH = PasswordHasher().hash("roost-dummy-password")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
