@@ -228,3 +228,66 @@ async def test_sweep_and_self_claims(server):
     assert removed["keypackages"] == 3 and removed["auth"] >= 2
     await login(server.http, bob.client)
     assert (await count(server, bob))["count"] == 0
+
+
+def _fuzz_target():
+    """A valid one-package batch and its publisher, built once for the fuzz tests."""
+    import functools
+
+    @functools.cache
+    def build():
+        from roost.mls.credential import Credential
+        from roost.mls.crypto.ciphersuite import get_cipher_suite
+        from roost.server.auth.ca import CertificateAuthority
+        from roost.server.keypackages.validation import Publisher
+
+        from .helpers import TestClient
+
+        cs = get_cipher_suite(1)
+        priv, pub = cs.generate_signature_key_pair()
+        ca = CertificateAuthority.generate("localhost")
+        leaf = ca.issue_client_certificate("f@localhost/" + "0" * 36, 1, pub, 30)
+        client = TestClient("f", "0", 1, priv, pub, [leaf, ca.certificate_der])
+        assert Credential.x509(client.credential)
+        body = batch(make_kp(client, last_resort=True))
+        return body, Publisher(pub, leaf)
+
+    return build()
+
+
+def _check_only_client_errors(body: bytes) -> None:
+    import time
+
+    from roost.mls.errors import DecodeError
+    from roost.server.errors import Problem
+    from roost.server.keypackages.validation import validate_batch
+
+    _, publisher = _fuzz_target()
+    try:
+        validate_batch(body, publisher, int(time.time()), 100, 90 * 86400)
+    except DecodeError:
+        pass
+    except Problem as e:
+        assert 400 <= e.status < 500
+
+
+def test_fuzz_batches_only_ever_fail_as_client_errors():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    valid, _ = _fuzz_target()
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=600))
+    def random_bytes(data: bytes) -> None:
+        _check_only_client_errors(data)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.integers(0, len(valid) - 1), st.integers(1, 255), st.integers(0, 8))
+    def mutated(pos: int, xor: int, cut: int) -> None:
+        body = bytearray(valid)
+        body[pos] ^= xor
+        _check_only_client_errors(bytes(body[: len(body) - cut]))
+
+    random_bytes()
+    mutated()
