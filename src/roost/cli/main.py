@@ -570,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     group_cli.add_group_command(add, sys.modules[__name__])
     demo = sub.add_parser("demo", help="run a homeserver and a scripted three-user conversation")
     demo.set_defaults(sync_handler=run_demo)
+    from .admin import add_admin_command  # operator tools on the configured database
+
+    add_admin_command(sub)
     li = add("listen", cmd_listen, "print deliveries as they arrive (realtime WebSocket)")
     li.add_argument("--ack", action="store_true", help="ack each delivery after printing it")
     li.add_argument("--count", type=int, default=0, help="stop after N messages")
