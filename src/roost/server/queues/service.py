@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +25,29 @@ from ..store.engine import after_commit
 from .tables import direct_cursors, direct_messages, direct_queues, queue_messages, queues
 
 QUEUE_ID_LEN = 16
+
+# The DS fan-out on PostgreSQL as one statement (data-modifying CTEs all run).
+_FANOUT_PG = sa.text(
+    """
+    WITH locked AS (
+        SELECT id FROM queues WHERE id = ANY(:ids) ORDER BY id FOR UPDATE
+    ), bumped AS (
+        UPDATE queues SET last_seq = queues.last_seq + 1 FROM locked
+        WHERE queues.id = locked.id
+        RETURNING queues.id, queues.last_seq, queues.owner_client_uuid
+    ), inserted AS (
+        INSERT INTO queue_messages (queue_id, seq, message_id, payload, created_at)
+        SELECT b.id, b.last_seq, NULL, p.payload, :now
+        FROM bumped b
+        JOIN unnest(CAST(:ids AS bytea[]), CAST(:payloads AS bytea[])) AS p(id, payload)
+        ON p.id = b.id
+    )
+    SELECT id, last_seq, owner_client_uuid FROM bumped
+    """
+).bindparams(
+    sa.bindparam("ids", type_=ARRAY(sa.LargeBinary)),
+    sa.bindparam("payloads", type_=ARRAY(sa.LargeBinary)),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +195,28 @@ class QueueService:
         transaction — one counter update and one multi-row insert. The counters are locked in
         queue-id order (no deadlock between concurrent fan-outs); unknown queues are skipped."""
         payloads = dict(items)
+        if conn.dialect.name == "postgresql":
+            rows = await self._enqueue_many_pg(conn, payloads)
+        else:
+            rows = await self._enqueue_many_generic(conn, payloads)
+        if self.listeners:
+            for qid, seq, owner in rows:
+                self._wake_after_commit(conn, WakeUp(owner, qid, seq, payloads[qid]))
+
+    async def _enqueue_many_pg(
+        self, conn: AsyncConnection, payloads: dict[bytes, bytes]
+    ) -> list[tuple[bytes, int, str]]:
+        # One round trip: lock in id order, bump the counters, insert the rows (the hot path).
+        ids = sorted(payloads)
+        result = await conn.execute(
+            _FANOUT_PG,
+            {"ids": ids, "payloads": [payloads[i] for i in ids], "now": int(self.clock())},
+        )
+        return [(r[0], r[1], r[2]) for r in result]
+
+    async def _enqueue_many_generic(
+        self, conn: AsyncConnection, payloads: dict[bytes, bytes]
+    ) -> list[tuple[bytes, int, str]]:
         locked = (
             sa.select(queues.c.id)
             .where(queues.c.id.in_(sorted(payloads)))
@@ -185,26 +231,23 @@ class QueueService:
                 .returning(queues.c.id, queues.c.last_seq, queues.c.owner_client_uuid)
             )
         )
-        if not rows:
-            return
-        now = int(self.clock())
-        await conn.execute(
-            sa.insert(queue_messages).values(
-                [
-                    {
-                        "queue_id": qid,
-                        "seq": seq,
-                        "message_id": None,
-                        "payload": payloads[qid],
-                        "created_at": now,
-                    }
-                    for qid, seq, _ in rows
-                ]
+        if rows:
+            now = int(self.clock())
+            await conn.execute(
+                sa.insert(queue_messages).values(
+                    [
+                        {
+                            "queue_id": qid,
+                            "seq": seq,
+                            "message_id": None,
+                            "payload": payloads[qid],
+                            "created_at": now,
+                        }
+                        for qid, seq, _ in rows
+                    ]
+                )
             )
-        )
-        if self.listeners:
-            for qid, seq, owner in rows:
-                self._wake_after_commit(conn, WakeUp(owner, qid, seq, payloads[qid]))
+        return [(r[0], r[1], r[2]) for r in rows]
 
     async def fetch(
         self, queue_id: bytes, client_uuid: str, after: int, limit: int, max_bytes: int
