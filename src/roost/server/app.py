@@ -12,6 +12,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from .assets.factory import make_asset_service
+from .assets.routes import UPLOAD_PATH as ASSET_UPLOAD_PATH
+from .assets.routes import router as assets_router
 from .auth.routes import router as auth_router
 from .auth.service import AuthService
 from .config import Config
@@ -67,6 +70,8 @@ def build_services(
     ]
     delivery = DeliveryService(db, config, auth, queues, connections, clock)
     delivery.install_hooks()
+    assets = make_asset_service(db, config, clock)
+    auth.on_user_deleted.append(assets.delete_user_assets)
     limits = config.limits
     return Services(
         config=config,
@@ -78,6 +83,7 @@ def build_services(
         claim_limiter=RateLimiter(limits.claims_per_minute),
         auth_limiter=RateLimiter(limits.auth_per_minute),
         delivery=delivery,
+        assets=assets,
     )
 
 
@@ -95,7 +101,9 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
             app.state.services = services
             app.state.notify = install_notify(services)
             await services.delivery.start()
-            sweeper = asyncio.create_task(run_periodically(services))
+            sweeper = asyncio.create_task(
+                run_periodically(services, config.maintenance_interval_seconds)
+            )
             try:
                 yield
             finally:
@@ -103,6 +111,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
+                await services.assets.close()
         finally:
             await db.dispose()
 
@@ -121,9 +130,14 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
         queues_router,
         delivery_router,
         notify_router,
+        assets_router,
     ):
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.limits.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=config.limits.max_body_bytes,
+        exempt_paths=frozenset({ASSET_UPLOAD_PATH}),
+    )
     install_observability(app, config)  # outermost middleware: counts every answer
 
     def openapi() -> dict[str, Any]:

@@ -43,6 +43,11 @@ class Limits:
     realtime_idle_timeout_seconds: int = 60
     realtime_window_messages: int = 1000
     realtime_window_bytes: int = 4 * 1024 * 1024
+    # encrypted assets (assets/): per-blob size cap, per-user quota, lifetimes
+    max_asset_bytes: int = 100 * 1024 * 1024
+    asset_quota_bytes: int = 1024 * 1024 * 1024
+    asset_default_ttl_seconds: int = 30 * 86400
+    asset_max_ttl_seconds: int = 365 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,15 @@ class Config:
     metrics_enabled: bool = True  # serve GET /metrics (Prometheus text format)
     metrics_token: str = ""  # non-empty: /metrics requires "Authorization: Bearer <token>"
     limits: Limits = field(default_factory=Limits)
+    # encrypted asset blobs: "filesystem" (<data_dir>/assets) or "s3" (any S3-compatible store)
+    assets_storage: str = "filesystem"
+    assets_s3_bucket: str = ""
+    assets_s3_endpoint_url: str = ""  # empty: AWS S3 itself
+    assets_s3_region: str = "us-east-1"
+    assets_s3_prefix: str = "assets/"
+    assets_s3_access_key_id: str = ""  # empty: boto3's default chain (AWS_* env, profile, role)
+    assets_s3_secret_access_key: str = ""
+    maintenance_interval_seconds: int = 300  # expired-row and asset garbage-collection sweep
 
     @property
     def listen_host(self) -> str:
@@ -87,6 +101,14 @@ class Config:
 
 
 _ENV_TOP = {
+    "ROOST_ASSETS_STORAGE": "assets_storage",
+    "ROOST_ASSETS_S3_BUCKET": "assets_s3_bucket",
+    "ROOST_ASSETS_S3_ENDPOINT_URL": "assets_s3_endpoint_url",
+    "ROOST_ASSETS_S3_REGION": "assets_s3_region",
+    "ROOST_ASSETS_S3_PREFIX": "assets_s3_prefix",
+    "ROOST_ASSETS_S3_ACCESS_KEY_ID": "assets_s3_access_key_id",
+    "ROOST_ASSETS_S3_SECRET_ACCESS_KEY": "assets_s3_secret_access_key",
+    "ROOST_MAINTENANCE_INTERVAL_SECONDS": "maintenance_interval_seconds",
     "ROOST_HOME_DOMAIN": "home_domain",
     "ROOST_LISTEN": "listen",
     "ROOST_DATA_DIR": "data_dir",
@@ -221,6 +243,26 @@ def _validate(c: Config) -> list[str]:
             problems.append(f"limits.{f.name} must be a positive integer")
     if c.limits.max_message_bytes > c.limits.max_body_bytes:
         problems.append("limits.max_message_bytes must not exceed limits.max_body_bytes")
+    problems.extend(_validate_assets(c))
+    return problems
+
+
+def _validate_assets(c: Config) -> list[str]:
+    problems: list[str] = []
+    if c.assets_storage not in ("filesystem", "s3"):
+        problems.append(f"assets_storage must be 'filesystem' or 's3', got {c.assets_storage!r}")
+    if c.assets_storage == "s3" and not c.assets_s3_bucket:
+        problems.append("assets_s3_bucket is required when assets_storage is 's3'")
+    if c.assets_s3_endpoint_url and not c.assets_s3_endpoint_url.startswith(
+        ("http://", "https://")
+    ):
+        problems.append("assets_s3_endpoint_url must be an http:// or https:// URL")
+    if bool(c.assets_s3_access_key_id) != bool(c.assets_s3_secret_access_key):
+        problems.append("assets_s3_access_key_id and assets_s3_secret_access_key go together")
+    if c.limits.asset_default_ttl_seconds > c.limits.asset_max_ttl_seconds:
+        problems.append("limits.asset_default_ttl_seconds must not exceed asset_max_ttl_seconds")
+    if c.maintenance_interval_seconds < 1:
+        problems.append("maintenance_interval_seconds must be at least 1")
     return problems
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from .assets.service import AssetService
 from .auth.service import AuthService, Principal
 from .config import Config
 from .connections.service import ConnectionService
@@ -30,6 +31,7 @@ class Services:
     claim_limiter: RateLimiter
     auth_limiter: RateLimiter
     delivery: DeliveryService
+    assets: AssetService
 
 
 def services(request: Request) -> Services:

@@ -18,6 +18,7 @@ async def sweep(services: Services) -> dict[str, int]:
     return {
         "auth": await services.auth.sweep(),
         "keypackages": await services.keypackages.sweep(),
+        "assets": await services.assets.sweep(),
     }
 
 

@@ -1,5 +1,6 @@
 """Import every module's tables so that ``metadata`` describes the whole schema."""
 
+from ..assets import tables as _assets  # noqa: F401
 from ..auth import tables as _auth  # noqa: F401
 from ..connections import tables as _connections  # noqa: F401
 from ..delivery import tables as _delivery  # noqa: F401

@@ -1,0 +1,333 @@
+"""Asset service: streamed uploads under a size cap and a per-user quota, capability downloads,
+deletion by the uploader, expiry and the garbage-collection sweep.
+
+Capabilities: each asset has a public 128-bit id and a 256-bit secret; only SHA-256(secret) is
+stored and it is compared in constant time. A wrong secret, an unknown id, an unfinished upload
+and an expired asset all answer the same 404, so nothing can be probed.
+
+Quota: a user's finished assets are counted in ``asset_usage``; an upload reserves its bytes
+with one conditional UPDATE (``used + n <= quota``) at the end, which is atomic on both engines
+and across processes. The stream is also cut as soon as it exceeds what was free at its start.
+
+Rows are the source of truth for blobs: a row is written (not ready, short expiry) before the
+blob, so a crash mid-upload leaves a row the sweep later collects together with any blob.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..errors import Problem
+from ..store import Database
+from .storage import Blob, BlobStore, FilesystemStore
+from .tables import asset_usage, assets
+
+log = logging.getLogger("roost.server.assets")
+
+SWEEP_BATCH = 500
+_NOT_FOUND_DETAIL = "no such asset, or the capability is wrong or expired"
+# Compared against when the id is unknown, so that path costs the same as a wrong secret.
+_DUMMY_HASH = hashlib.sha256(b"roost asset: no such capability").digest()
+
+
+@dataclass(frozen=True, slots=True)
+class AssetSettings:
+    max_asset_bytes: int
+    quota_bytes: int
+    default_ttl_seconds: int
+    max_ttl_seconds: int
+    upload_timeout_seconds: int = 3600  # an upload still unfinished after this is collected
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    asset_id: str
+    capability: str  # base64url (no padding) of the 32-byte secret
+    size: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    used_bytes: int
+    quota_bytes: int
+
+
+class _CapExceeded(Exception):
+    """Raised from inside the upload stream to make the backend abandon the blob."""
+
+
+def _hash_capability(capability: str) -> bytes | None:
+    try:
+        secret = base64.urlsafe_b64decode(capability + "=" * (-len(capability) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return hashlib.sha256(secret).digest() if len(secret) == 32 else None
+
+
+def _not_found() -> Problem:
+    return Problem(404, "asset_not_found", _NOT_FOUND_DETAIL)
+
+
+class AssetService:
+    def __init__(
+        self,
+        db: Database,
+        store: BlobStore,
+        settings: AssetSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+
+    # ---- queries -------------------------------------------------------------------------
+    async def usage(self, user_uuid: str) -> Usage:
+        async with self.db.engine.connect() as conn:
+            used = await conn.scalar(
+                sa.select(asset_usage.c.used_bytes).where(asset_usage.c.user_uuid == user_uuid)
+            )
+        return Usage(int(used or 0), self.settings.quota_bytes)
+
+    # ---- upload ----------------------------------------------------------------------------
+    async def upload(
+        self,
+        user_uuid: str,
+        client_uuid: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        declared_length: int | None = None,
+        ttl_seconds: int | None = None,
+    ) -> Uploaded:
+        s = self.settings
+        ttl = s.default_ttl_seconds if ttl_seconds is None else ttl_seconds
+        if not 1 <= ttl <= s.max_ttl_seconds:
+            raise Problem(
+                400, "invalid_expiry", f"expires_in must be between 1 and {s.max_ttl_seconds}"
+            )
+        free = max(0, s.quota_bytes - (await self.usage(user_uuid)).used_bytes)
+        if declared_length is not None:
+            self._check_size(declared_length, free)
+        cap = min(s.max_asset_bytes, free)
+
+        asset_id = secrets.token_hex(16)
+        secret = secrets.token_bytes(32)
+        now = int(self.clock())
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                sa.insert(assets).values(
+                    id=asset_id,
+                    user_uuid=user_uuid,
+                    client_uuid=client_uuid,
+                    capability_hash=hashlib.sha256(secret).digest(),
+                    size=0,
+                    ready=False,
+                    created_at=now,
+                    expires_at=now + s.upload_timeout_seconds,
+                )
+            )
+        try:
+            size = await self.store.put(asset_id, self._capped(chunks, cap))
+        except _CapExceeded:
+            await self._forget_pending(asset_id)
+            self._check_size(cap + 1, free)
+            raise AssertionError("unreachable") from None
+        except BaseException:
+            await self._forget_pending(asset_id)
+            raise
+
+        expires_at = int(self.clock()) + ttl
+        try:
+            await self._finish(asset_id, user_uuid, size, expires_at)
+        except BaseException:
+            await self.store.delete(asset_id)
+            await self._forget_pending(asset_id)
+            raise
+        capability = base64.urlsafe_b64encode(secret).rstrip(b"=").decode()
+        return Uploaded(asset_id, capability, size, expires_at)
+
+    def _check_size(self, size: int, free: int) -> None:
+        if size > self.settings.max_asset_bytes:
+            raise Problem(
+                413,
+                "asset_too_large",
+                f"an asset may hold at most {self.settings.max_asset_bytes} bytes",
+            )
+        if size > free:
+            raise Problem(
+                413,
+                "quota_exceeded",
+                f"the upload exceeds the {free} bytes left of your asset quota",
+                extra={"quota_bytes": self.settings.quota_bytes},
+            )
+
+    @staticmethod
+    async def _capped(chunks: AsyncIterable[bytes], cap: int) -> AsyncIterator[bytes]:
+        # Enforced while streaming: the upload is cut at the first byte over the cap.
+        seen = 0
+        async for chunk in chunks:
+            seen += len(chunk)
+            if seen > cap:
+                raise _CapExceeded
+            if chunk:
+                yield chunk
+
+    async def _finish(self, asset_id: str, user_uuid: str, size: int, expires_at: int) -> None:
+        async with self.db.transaction() as conn:
+            await self._ensure_usage_row(conn, user_uuid)
+            reserved = await conn.execute(
+                sa.update(asset_usage)
+                .where(
+                    asset_usage.c.user_uuid == user_uuid,
+                    asset_usage.c.used_bytes + size <= self.settings.quota_bytes,
+                )
+                .values(used_bytes=asset_usage.c.used_bytes + size)
+            )
+            if reserved.rowcount != 1:  # a concurrent upload took the room first
+                raise Problem(
+                    413,
+                    "quota_exceeded",
+                    "the upload exceeds what is left of your asset quota",
+                    extra={"quota_bytes": self.settings.quota_bytes},
+                )
+            finished = await conn.execute(
+                sa.update(assets)
+                .where(assets.c.id == asset_id, assets.c.ready.is_(False))
+                .values(ready=True, size=size, expires_at=expires_at)
+            )
+            if finished.rowcount != 1:  # the sweep collected an upload that outlived its timeout
+                raise Problem(408, "upload_timeout", "the upload took too long")
+
+    async def _ensure_usage_row(self, conn: AsyncConnection, user_uuid: str) -> None:
+        insert = (postgresql.insert if not self.db.is_sqlite else sqlite.insert)(asset_usage)
+        await conn.execute(
+            insert.values(user_uuid=user_uuid, used_bytes=0).on_conflict_do_nothing(
+                index_elements=[asset_usage.c.user_uuid]
+            )
+        )
+
+    async def _forget_pending(self, asset_id: str) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                sa.delete(assets).where(assets.c.id == asset_id, assets.c.ready.is_(False))
+            )
+
+    # ---- download --------------------------------------------------------------------------
+    async def open(self, asset_id: str, capability: str) -> Blob:
+        """The ciphertext, if ``capability`` is the asset's and it has not expired."""
+        presented = _hash_capability(capability)
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(assets.c.capability_hash, assets.c.ready, assets.c.expires_at).where(
+                        assets.c.id == asset_id
+                    )
+                )
+            ).first()
+        stored = row.capability_hash if row is not None else _DUMMY_HASH
+        matches = hmac.compare_digest(stored, presented or b"\0" * 32)
+        if (
+            row is None
+            or presented is None
+            or not matches
+            or not row.ready
+            or row.expires_at <= self.clock()
+        ):
+            raise _not_found()
+        blob = await self.store.get(asset_id)
+        if blob is None:
+            log.warning("asset %s has a row but no blob in the %s store", asset_id, self.store.kind)
+            raise _not_found()
+        return blob
+
+    # ---- deletion and collection ---------------------------------------------------------
+    async def delete(self, user_uuid: str, asset_id: str) -> None:
+        """The uploader (any client of the user) withdraws an asset: downloads stop at once."""
+        async with self.db.transaction() as conn:
+            expired = await conn.execute(
+                sa.update(assets)
+                .where(
+                    assets.c.id == asset_id,
+                    assets.c.user_uuid == user_uuid,
+                    assets.c.ready.is_(True),
+                    assets.c.expires_at > int(self.clock()),
+                )
+                .values(expires_at=0)
+            )
+        if expired.rowcount != 1:
+            raise _not_found()
+        try:
+            await self._collect([asset_id])
+        except Exception:  # the row is expired: the next sweep finishes the job
+            log.exception("collecting deleted asset %s failed; the sweep will retry", asset_id)
+
+    async def sweep(self) -> int:
+        """Collect expired assets and abandoned uploads (blob first, then the row and the
+        quota); safe to run in several processes at once. Returns how many were collected."""
+        total = 0
+        while True:
+            async with self.db.engine.connect() as conn:
+                ids = (
+                    await conn.scalars(
+                        sa.select(assets.c.id)
+                        .where(assets.c.expires_at <= int(self.clock()))
+                        .limit(SWEEP_BATCH)
+                    )
+                ).all()
+            total += await self._collect(list(ids))
+            if len(ids) < SWEEP_BATCH:
+                break
+        if isinstance(self.store, FilesystemStore):
+            await self.store.sweep_temporary(self.clock() - self.settings.upload_timeout_seconds)
+        return total
+
+    async def _collect(self, ids: list[str]) -> int:
+        for asset_id in ids:
+            await self.store.delete(asset_id)
+        removed = 0
+        now = int(self.clock())
+        async with self.db.transaction() as conn:
+            for asset_id in ids:
+                row = (
+                    await conn.execute(
+                        sa.delete(assets)
+                        .where(assets.c.id == asset_id, assets.c.expires_at <= now)
+                        .returning(assets.c.user_uuid, assets.c.size, assets.c.ready)
+                    )
+                ).first()
+                if row is None:  # another process collected it first
+                    continue
+                removed += 1
+                if row.ready and row.size:
+                    await conn.execute(
+                        sa.update(asset_usage)
+                        .where(asset_usage.c.user_uuid == row.user_uuid)
+                        .values(used_bytes=asset_usage.c.used_bytes - row.size)
+                    )
+        return removed
+
+    async def delete_user_assets(
+        self, conn: AsyncConnection, user_uuid: str, _clients: list[str]
+    ) -> None:
+        """Deletion hook (inside the AS's transaction): a deleted user's assets expire now and
+        the next sweep removes their blobs; blob I/O never runs inside the transaction."""
+        await conn.execute(
+            sa.update(assets).where(assets.c.user_uuid == user_uuid).values(expires_at=0)
+        )
+        await conn.execute(sa.delete(asset_usage).where(asset_usage.c.user_uuid == user_uuid))
+
+    async def close(self) -> None:
+        await self.store.close()
