@@ -129,6 +129,24 @@ class _ClientCache:
             self._map.popitem(last=False)
 
 
+# The send's bookkeeping on PostgreSQL in one round trip: the next group_seq (locking the group
+# row) and the idempotency record. No row back: a duplicate message id (or no such group).
+_SEND_PG = sa.text(
+    """
+    WITH g AS (
+        UPDATE ds_groups SET last_seq = last_seq + 1 WHERE id = :gid
+        RETURNING last_seq, epoch, rev
+    ), s AS (
+        INSERT INTO ds_sends (group_id, client_uuid, message_id, group_seq, created_at)
+        SELECT :gid, :cu, :mid, g.last_seq, :now FROM g
+        ON CONFLICT DO NOTHING
+        RETURNING group_seq
+    )
+    SELECT s.group_seq, g.epoch, g.rev FROM s, g
+    """
+).bindparams(sa.bindparam("gid", type_=sa.LargeBinary))
+
+
 class _Duplicate(Exception):
     """A send whose message id was already stored: roll back, answer with the stored seq."""
 
@@ -785,37 +803,54 @@ class DeliveryService:
         body: bytes,
     ) -> int:
         # Taking the next seq locks the group row: the members read below are the ones of this
-        # position in the group order (a commit cannot interleave).
-        got = (
-            await conn.execute(
-                sa.update(ds_groups)
-                .where(ds_groups.c.id == group_id)
-                .values(last_seq=ds_groups.c.last_seq + 1)
-                .returning(ds_groups.c.last_seq, ds_groups.c.epoch, ds_groups.c.rev)
+        # position in the group order (a commit cannot interleave). Idempotence needs no prior
+        # lookup: an earlier or concurrent copy of the message id makes the insert a no-op
+        # (PostgreSQL waits for an in-flight copy's transaction, then skips) and we roll back.
+        now = self.now()
+        if conn.dialect.name == "postgresql":
+            got = (
+                await conn.execute(
+                    _SEND_PG,
+                    {"gid": group_id, "cu": p.client_uuid, "mid": message_id, "now": now},
+                )
+            ).first()
+            if got is None:
+                await self._group(conn, group_id)  # 404 if it does not exist
+                raise _Duplicate
+            seq, epoch, rev = got
+            members = await self._members_at(conn, group_id, rev)
+            mine = self._my_leaf(members, p.client_uuid)
+            if mine is None:
+                raise Problem(403, "not_member", "the calling client holds no leaf in this group")
+        else:
+            got = (
+                await conn.execute(
+                    sa.update(ds_groups)
+                    .where(ds_groups.c.id == group_id)
+                    .values(last_seq=ds_groups.c.last_seq + 1)
+                    .returning(ds_groups.c.last_seq, ds_groups.c.epoch, ds_groups.c.rev)
+                )
+            ).first()
+            if got is None:
+                raise Problem(404, "group_not_found", "no such group")
+            seq, epoch, rev = got
+            members = await self._members_at(conn, group_id, rev)
+            mine = self._my_leaf(members, p.client_uuid)
+            if mine is None:
+                raise Problem(403, "not_member", "the calling client holds no leaf in this group")
+            inserted = await conn.execute(
+                _insert(conn, ds_sends)
+                .values(
+                    group_id=group_id,
+                    client_uuid=p.client_uuid,
+                    message_id=message_id,
+                    group_seq=seq,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["group_id", "client_uuid", "message_id"])
             )
-        ).first()
-        if got is None:
-            raise Problem(404, "group_not_found", "no such group")
-        seq, epoch, rev = got
-        members = await self._members_at(conn, group_id, rev)
-        mine = self._my_leaf(members, p.client_uuid)
-        if mine is None:
-            raise Problem(403, "not_member", "the calling client holds no leaf in this group")
-        # Idempotence without a prior lookup: a concurrent or earlier copy makes this a no-op
-        # (PostgreSQL waits for an in-flight copy's transaction, then skips).
-        inserted = await conn.execute(
-            _insert(conn, ds_sends)
-            .values(
-                group_id=group_id,
-                client_uuid=p.client_uuid,
-                message_id=message_id,
-                group_seq=seq,
-                created_at=self.now(),
-            )
-            .on_conflict_do_nothing(index_elements=["group_id", "client_uuid", "message_id"])
-        )
-        if inserted.rowcount == 0:
-            raise _Duplicate
+            if inserted.rowcount == 0:
+                raise _Duplicate
         if header.epoch > epoch or header.epoch + APP_EPOCH_WINDOW < epoch:
             raise Problem(
                 409,
