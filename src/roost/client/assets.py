@@ -1,0 +1,310 @@
+"""Encrypted assets, client side: encrypt a file with a fresh key, upload the ciphertext, and
+share an ``AssetReference`` inside an MLS application message; recipients download by the
+reference's capability and decrypt. The homeserver only ever holds ciphertext.
+
+Encryption: AES-256-GCM with a fresh random key per asset, in 64 KiB segments so files stream
+in both directions with bounded memory. Segment ``i`` uses the nonce ``i`` (11 bytes, big
+endian) followed by a final-segment flag byte; the final segment always holds fewer than 64 KiB
+(possibly none), so truncating, reordering or extending the ciphertext fails to decrypt. A key
+is never reused, so the deterministic nonces are safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import RoostError
+
+if TYPE_CHECKING:
+    from .client import RoostClient
+
+SEGMENT = 64 * 1024
+TAG = 16
+KEY_BYTES = 32
+AAD = b"roost asset v1"
+REFERENCE_TYPE = "roost.asset.v1"
+CAPABILITY_HEADER = "Roost-Capability"
+OCTET_STREAM = "application/octet-stream"
+
+
+class AssetError(RoostError):
+    """A downloaded asset does not decrypt with its reference (corrupted or tampered with)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(0, "asset_corrupt", detail)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True, slots=True)
+class AssetReference:
+    """Everything a recipient needs to fetch and decrypt an asset. It contains the key: send it
+    only inside an end-to-end encrypted (MLS) message."""
+
+    server: str  # base URL of the homeserver holding the ciphertext
+    asset_id: str
+    capability: str
+    key: bytes
+    size: int  # plaintext bytes
+    expires_at: int
+    media_type: str = OCTET_STREAM
+    name: str | None = None
+
+    @property
+    def ciphertext_size(self) -> int:
+        return ciphertext_size(self.size)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": REFERENCE_TYPE,
+            "server": self.server,
+            "asset_id": self.asset_id,
+            "capability": self.capability,
+            "key": _b64(self.key),
+            "size": self.size,
+            "expires_at": self.expires_at,
+            "media_type": self.media_type,
+        }
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON, ready to be the payload of an MLS application message."""
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, obj: Any) -> AssetReference:
+        try:
+            if obj["type"] != REFERENCE_TYPE:
+                raise ValueError(f"not an asset reference: {obj['type']!r}")
+            key = _unb64(obj["key"])
+            size = obj["size"]
+            if len(key) != KEY_BYTES or not isinstance(size, int) or size < 0:
+                raise ValueError("bad key or size")
+            return cls(
+                server=str(obj["server"]),
+                asset_id=str(obj["asset_id"]),
+                capability=str(obj["capability"]),
+                key=key,
+                size=size,
+                expires_at=int(obj["expires_at"]),
+                media_type=str(obj.get("media_type", OCTET_STREAM)),
+                name=None if obj.get("name") is None else str(obj["name"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"malformed asset reference: {e}") from None
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AssetReference:
+        try:
+            obj = json.loads(data)
+        except ValueError as e:
+            raise ValueError(f"malformed asset reference: {e}") from None
+        return cls.from_json(obj)
+
+
+# ---- segmented AES-GCM ------------------------------------------------------------------------
+def ciphertext_size(plaintext_size: int) -> int:
+    return plaintext_size + TAG * (plaintext_size // SEGMENT + 1)
+
+
+def _nonce(index: int, final: bool) -> bytes:
+    return index.to_bytes(11, "big") + (b"\x01" if final else b"\x00")
+
+
+def encrypt_segments(key: bytes, plaintext: bytes) -> Iterator[bytes]:
+    aead = AESGCM(key)
+    view = memoryview(plaintext)
+    full = len(plaintext) // SEGMENT
+    for i in range(full):
+        yield aead.encrypt(_nonce(i, False), view[i * SEGMENT : (i + 1) * SEGMENT], AAD)
+    yield aead.encrypt(_nonce(full, True), view[full * SEGMENT :], AAD)
+
+
+class Decryptor:
+    """Incremental decryption: ``feed`` ciphertext as it arrives, then ``finish``."""
+
+    PIECE = SEGMENT + TAG
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+        self._buffer = bytearray()
+        self._index = 0
+
+    def _open(self, piece: bytes, final: bool) -> bytes:
+        try:
+            return self._aead.decrypt(_nonce(self._index, final), piece, AAD)
+        except InvalidTag:
+            raise AssetError("the asset does not decrypt with this reference") from None
+        finally:
+            self._index += 1
+
+    def feed(self, data: bytes) -> bytes:
+        self._buffer += data
+        out = bytearray()
+        # A full piece is final only if nothing follows it, which we cannot know yet: keep it.
+        while len(self._buffer) > self.PIECE:
+            out += self._open(bytes(self._buffer[: self.PIECE]), False)
+            del self._buffer[: self.PIECE]
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        if not TAG <= len(self._buffer) < self.PIECE:
+            raise AssetError("the asset is truncated or padded")
+        out = self._open(bytes(self._buffer), True)
+        self._buffer.clear()
+        return out
+
+
+def encrypt(key: bytes, plaintext: bytes) -> bytes:
+    return b"".join(encrypt_segments(key, plaintext))
+
+
+def decrypt(key: bytes, ciphertext: bytes) -> bytes:
+    d = Decryptor(key)
+    return d.feed(ciphertext) + d.finish()
+
+
+# ---- HTTP -----------------------------------------------------------------------------------
+def _problem(resp: httpx.Response) -> RoostError:
+    from .client import _problem as problem_of
+
+    return problem_of(resp)
+
+
+async def upload_asset(
+    client: RoostClient,
+    data: bytes | os.PathLike[str] | str,
+    *,
+    media_type: str = OCTET_STREAM,
+    name: str | None = None,
+    expires_in: int | None = None,
+) -> AssetReference:
+    """Encrypt ``data`` (bytes, or a file path) with a fresh key and upload the ciphertext.
+
+    Returns the reference to share inside an MLS message. Raises RoostError with the server's
+    code (``asset_too_large``, ``quota_exceeded``, ``invalid_expiry``) when refused.
+    """
+    if not isinstance(data, bytes):
+        path = Path(data)
+        data = await asyncio.to_thread(path.read_bytes)
+        if name is None:
+            name = path.name
+    key = secrets.token_bytes(KEY_BYTES)
+    params = {} if expires_in is None else {"expires_in": expires_in}
+
+    async def body() -> AsyncIterator[bytes]:
+        for segment in encrypt_segments(key, data):
+            yield segment
+
+    resp: httpx.Response | None = None
+    for _ in range(2):  # once more with a fresh token if it expired in between
+        headers = {
+            "Authorization": f"Bearer {await client.bearer_token()}",
+            "Content-Type": OCTET_STREAM,
+            "Content-Length": str(ciphertext_size(len(data))),
+        }
+        try:
+            resp = await client.http.post(
+                "/v1/assets", content=body(), headers=headers, params=params
+            )
+        except httpx.TransportError as e:
+            raise RoostError(0, "transport_error", f"POST /v1/assets: {e!r}") from e
+        if resp.status_code != 401:
+            break
+        client.state.token = ""
+    assert resp is not None
+    if resp.is_error:
+        raise _problem(resp)
+    out = resp.json()
+    return AssetReference(
+        server=str(client.http.base_url).rstrip("/"),
+        asset_id=out["asset_id"],
+        capability=out["capability"],
+        key=key,
+        size=len(data),
+        expires_at=out["expires_at"],
+        media_type=media_type,
+        name=name,
+    )
+
+
+async def _stream(ref: AssetReference, http: httpx.AsyncClient | None) -> AsyncIterator[bytes]:
+    own = http is None
+    http = http or httpx.AsyncClient(timeout=60)
+    url = f"{ref.server}/v1/assets/{ref.asset_id}"
+    try:
+        async with http.stream("GET", url, headers={CAPABILITY_HEADER: ref.capability}) as resp:
+            if resp.is_error:
+                await resp.aread()
+                raise _problem(resp)
+            d = Decryptor(ref.key)
+            async for chunk in resp.aiter_bytes():
+                if plain := d.feed(chunk):
+                    yield plain
+            yield d.finish()
+    except httpx.TransportError as e:
+        raise RoostError(0, "transport_error", f"GET {url}: {e!r}") from e
+    finally:
+        if own:
+            await http.aclose()
+
+
+async def download_asset(ref: AssetReference, *, http: httpx.AsyncClient | None = None) -> bytes:
+    """Fetch by capability and decrypt (no account needed). A wrong, guessed or expired
+    capability raises RoostError(404, "asset_not_found"); tampering raises AssetError."""
+    parts = [chunk async for chunk in _stream(ref, http)]
+    plaintext = b"".join(parts)
+    if len(plaintext) != ref.size:
+        raise AssetError("the asset's size differs from its reference")
+    return plaintext
+
+
+async def download_asset_to(
+    ref: AssetReference, path: os.PathLike[str] | str, *, http: httpx.AsyncClient | None = None
+) -> None:
+    """Like ``download_asset`` but streams into ``path`` (written atomically: a failed or
+    tampered download leaves no file behind)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    written = 0
+    try:
+        with open(tmp, "wb") as f:
+            async for chunk in _stream(ref, http):
+                written += len(chunk)
+                await asyncio.to_thread(f.write, chunk)
+        if written != ref.size:
+            raise AssetError("the asset's size differs from its reference")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+async def delete_asset(client: RoostClient, ref: AssetReference) -> None:
+    """Withdraw an asset this user uploaded (recipients can no longer fetch it)."""
+    await client.request("DELETE", f"/v1/assets/{ref.asset_id}")
+
+
+async def asset_usage(client: RoostClient) -> dict[str, int]:
+    """The user's quota and the server's asset limits (``GET /v1/assets/usage``)."""
+    return (await client.request("GET", "/v1/assets/usage")).json()
