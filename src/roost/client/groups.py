@@ -215,6 +215,7 @@ class Groups:
         self._lock = asyncio.Lock()
         self._cursors = self._load_cursors()
         self.realtime: Any = None  # the live realtime connection while ``listen`` runs
+        self._dirty: set[bytes] = set()  # groups changed by received items, not yet saved
 
     # ---- local state ------------------------------------------------------------------------
     def _cursor_path(self):
@@ -272,9 +273,25 @@ class Groups:
 
     def _keep(self, group: Group) -> None:
         self._groups[group.group_id] = group
+        self._dirty.discard(group.group_id)
         self.client.save_group(group)
 
+    def _touch(self, group: Group) -> None:
+        """A received item changed this state: saved by the next ``_flush`` (one write per
+        group per batch, not per message)."""
+        self._groups[group.group_id] = group
+        self._dirty.add(group.group_id)
+
+    def _flush(self) -> None:
+        for gid in sorted(self._dirty):
+            group = self._groups.get(gid)
+            if group is not None:
+                self.client.save_group(group)
+        self._dirty.clear()
+        self._save_cursors()
+
     def _forget(self, group_id: bytes) -> None:
+        self._dirty.discard(group_id)
         self._groups.pop(group_id, None)
         home = self.client.home
         if home is not None:
@@ -660,7 +677,7 @@ class Groups:
                         continue  # already processed (at-least-once delivery)
                     events.extend(await self._handle_payload(m.payload))
                     self._cursors.queue_after = m.seq
-                self._save_cursors()
+                self._flush()
             if page.messages:
                 await self.client.ack_queue(self._cursors.queue_id, self._cursors.queue_after)
             if not page.has_more or not page.messages:
@@ -669,12 +686,19 @@ class Groups:
     async def handle_queue_message(self, seq: int, payload: bytes) -> list[GroupEvent]:
         """Process one item of our group queue delivered by other means (e.g. the realtime
         socket); items at or below the processed cursor are skipped (no duplicates)."""
+        return await self.handle_queue_messages([(seq, payload)])
+
+    async def handle_queue_messages(self, items: Iterable[tuple[int, bytes]]) -> list[GroupEvent]:
+        """A batch of ``handle_queue_message``: the changed group states and the cursor are
+        saved once, after the batch (states first, so a crash never skips an item)."""
+        events: list[GroupEvent] = []
         async with self._lock:
-            if seq <= self._cursors.queue_after:
-                return []
-            events = await self._handle_payload(payload)
-            self._cursors.queue_after = seq
-            self._save_cursors()
+            for seq, payload in items:
+                if seq <= self._cursors.queue_after:
+                    continue
+                events.extend(await self._handle_payload(payload))
+                self._cursors.queue_after = seq
+            self._flush()
         return events
 
     async def _sync_welcomes(self) -> list[GroupEvent]:
@@ -755,7 +779,7 @@ class Groups:
             return [GroupEvent("rejected", item.group_id, group_seq=item.group_seq, text=str(e))]
         sender = _sender_name(received.sender, senders_before)
         if received.kind == "application":
-            self._keep(group)  # the receive ratchet moved
+            self._touch(group)  # the receive ratchet moved
             return [
                 self._record(
                     GroupEvent(
@@ -764,7 +788,7 @@ class Groups:
                 )
             ]
         if received.kind == "proposal":
-            self._keep(group)
+            self._touch(group)
             return [
                 GroupEvent(
                     "proposal",
@@ -789,7 +813,7 @@ class Groups:
                     )
                 )
             ]
-        self._keep(group)
+        self._touch(group)
         after = {i: _client_of(group, i) for i, _, _ in group.roster()}
         event = GroupEvent(
             "commit",
@@ -929,8 +953,9 @@ class Groups:
             self._save_cursors()
             await rt.ack(direct=self._cursors.direct_after, wait=False)
         elif delivery.queue_id == queue_id:
-            for m in delivery.messages:
-                events.extend(await self.handle_queue_message(m.seq, m.payload))
+            events += await self.handle_queue_messages(
+                (m.seq, m.payload) for m in delivery.messages
+            )
             await rt.ack({queue_id: self._cursors.queue_after}, wait=False)
         return events
 
