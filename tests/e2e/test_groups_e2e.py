@@ -288,3 +288,36 @@ async def test_every_member_auto_commits_a_leave_and_server_removes_without_fork
         await asyncio.sleep(0.1)
     await sync_all(*members)
     assert _agree(gid, *members) == epoch + 2
+
+
+async def test_state_history_and_cursors_survive_a_restart(users, tmp_path):
+    from roost.client import Home, RoostClient
+    from roost.client.groups import Groups
+
+    from .helpers import member
+
+    alice = await new_member(users, "alice")
+    bob = member(await users.new("bob", keypackages=2, home=Home(tmp_path / "bob")))
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id])
+    await alice.groups.send(gid, "one")
+    await bob.sync()
+    await bob.groups.send(gid, "two")
+    await bob.client.aclose()
+
+    # A new process: the client, its group state, queue cursor and history come from the home.
+    await alice.groups.send(gid, "three")
+    again = users.track(RoostClient.open(tmp_path / "bob"))
+    groups = Groups(again)
+    assert groups.local_group_ids() == [gid]
+    events = await groups.sync()
+    assert [(e.kind, e.message) for e in events] == [("message", "three")]
+    assert [(e.text, e.outgoing) for e in groups.history.messages(gid)] == [
+        ("one", False),
+        ("two", True),
+        ("three", False),
+    ]
+    await groups.send(gid, "four")
+    await alice.sync()
+    assert alice.messages(gid)[-2:] == [(bob.client_id, "two"), (bob.client_id, "four")]
