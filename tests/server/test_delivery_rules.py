@@ -381,3 +381,36 @@ async def test_commit_and_group_info_validated_together(server) -> None:  # type
     # nothing was stored: the untouched commit still goes through, as epoch 2
     r = await post_commit(http, alice, gid, out)
     assert r.status_code == 201 and r.json()["epoch"] == 2
+
+
+async def test_send_refusals_on_the_fast_path(server) -> None:  # type: ignore[no-untyped-def]
+    http, gid, alice, bob, carol = await trio(server)
+    path = f"/v1/groups/{b64u(gid)}/messages"
+    msg = alice.group.encrypt(b"x")
+    r = await http.post(path, content=msg, headers={**MLS, "Roost-Message-Id": "a"})
+    assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
+    assert r.headers["content-type"] == "application/problem+json"
+    r = await http.post(path, content=msg, headers={**alice.headers, "Roost-Message-Id": "a"})
+    assert r.status_code == 415 and r.json()["code"] == "unsupported_media_type"
+    r = await http.post(path, content=msg, headers={**alice.headers, **MLS})
+    assert r.status_code == 400 and r.json()["code"] == "invalid_request"
+    big = b"\x00" * (server.app.state.services.config.limits.max_message_bytes + 1)
+    r = await http.post(
+        path, content=big, headers={**alice.headers, **MLS, "Roost-Message-Id": "b"}
+    )
+    assert r.status_code == 413 and r.json()["code"] == "body_too_large"
+    r = await http.post(
+        path, content=b"", headers={**alice.headers, **MLS, "Roost-Message-Id": "c"}
+    )
+    assert r.status_code == 400 and r.json()["code"] == "malformed_mls"
+    r = await http.post(
+        "/v1/groups/%2A%2A/messages",
+        content=msg,
+        headers={**alice.headers, **MLS, "Roost-Message-Id": "d"},
+    )
+    assert r.status_code == 404 and r.json()["code"] == "group_not_found"
+    r = await http.post(
+        path, content=msg, headers={**alice.headers, **MLS, "Roost-Message-Id": "e"}
+    )
+    assert r.status_code == 201 and r.headers["content-type"] == "application/json"
+    assert r.json() == {"group_seq": 2}  # after the Add commit (1); refusals took no seq

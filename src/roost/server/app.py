@@ -20,6 +20,7 @@ from .auth.service import AuthService
 from .config import Config
 from .connections.routes import router as connections_router
 from .connections.service import ConnectionService
+from .delivery.fastpath import SendFastPath
 from .delivery.routes import router as delivery_router
 from .delivery.service import DeliveryService
 from .deps import Services
@@ -133,6 +134,8 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
         assets_router,
     ):
         app.include_router(router)
+    # The send route answered without FastAPI's routing (hot path; same contract).
+    app.add_middleware(SendFastPath)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=config.limits.max_body_bytes,
