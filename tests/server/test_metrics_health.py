@@ -115,3 +115,12 @@ def test_json_log_lines_carry_only_whitelisted_fields():
     assert line["level"] == "info" and line["logger"] == "roost.access"
     assert line["route"] == "/v1/queues/{queue_id}" and line["status"] == 200
     assert "token" not in line and "payload" not in line and "secret" not in json.dumps(line)
+
+
+def test_fast_path_sends_get_their_route_template():
+    from roost.server.observability.metrics import UNMATCHED, route_template
+
+    send = {"type": "http", "method": "POST", "path": "/v1/groups/AbC_-x/messages"}
+    assert route_template(send) == "/v1/groups/{group_id}/messages"
+    assert route_template({**send, "method": "GET"}) == UNMATCHED
+    assert route_template({**send, "path": "/v1/groups/a/b/messages"}) == UNMATCHED

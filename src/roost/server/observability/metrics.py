@@ -8,6 +8,7 @@ id reaches a metric and label cardinality stays bounded.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -129,10 +130,22 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+# Routes answered by raw-ASGI fast paths (delivery/fastpath.py) never reach FastAPI's router,
+# so no route lands in the scope: name their templates here.
+_RAW_ROUTES = (
+    (re.compile(r"^/v1/groups/[^/]+/messages$"), "POST", "/v1/groups/{group_id}/messages"),
+)
+
+
 def route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else UNMATCHED
+    if isinstance(path, str):
+        return path
+    for pattern, method, template in _RAW_ROUTES:
+        if scope.get("method") == method and pattern.match(scope.get("path", "")):
+            return template
+    return UNMATCHED
 
 
 class MetricsMiddleware:
