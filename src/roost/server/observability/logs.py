@@ -57,3 +57,5 @@ def configure_logging(config: Config) -> None:
     access.propagate = False
     access.disabled = True
     logging.getLogger("roost.access").setLevel(level)
+    # alembic announces its context at info on every schema check: noise, not events
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 from typing import Any
 
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import Problem, problem_responses
-from ..store.migrate import MigrationError, check_schema
+from ..store.migrate import MigrationError, check_schema, head_revision
 
 router = APIRouter(tags=["operations"])
 
@@ -42,15 +43,30 @@ async def ready(request: Request) -> JSONResponse:
         raise Problem(503, "not_ready", "the server is starting")
     db = services.auth.db
     try:
+        # Two tiny queries per probe; the full check (which reads the migration scripts) runs
+        # only to explain a mismatch.
         async with db.engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+            versions = [r[0] for r in await conn.execute(sa.text(_VERSION_SQL))]
+            in_progress = (await conn.execute(sa.text(_LOCK_SQL))).scalar_one()
     except Exception as e:
         raise Problem(503, "not_ready", f"database unreachable ({type(e).__name__})") from None
-    try:
-        await check_schema(db)
-    except MigrationError as e:
-        raise Problem(503, "not_ready", str(e)) from None
+    if versions != [_head()] or in_progress:
+        try:
+            await check_schema(db)
+            detail = "the schema is changing"
+        except MigrationError as e:
+            detail = str(e)
+        raise Problem(503, "not_ready", detail)
     return JSONResponse({"status": "ready", "database": "ok", "schema": "current"})
+
+
+_VERSION_SQL = "SELECT version_num FROM alembic_version"
+_LOCK_SQL = "SELECT count(*) FROM roost_migration_lock"
+
+
+@functools.cache
+def _head() -> str:
+    return head_revision()
 
 
 METRICS_DESCRIPTION = (
