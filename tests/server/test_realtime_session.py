@@ -18,6 +18,7 @@ from roost.server.encoding import b64u
 from roost.server.errors import Problem
 from roost.server.notify.hub import Hub
 from roost.server.notify.protocol import (
+    MAX_SEQ,
     CloseCode,
     ProtocolError,
     delivery_frame,
@@ -351,6 +352,11 @@ async def test_acks_over_http_free_the_window_and_skip_acked_items(h: Harness):
     await h.queues.ack(Q1, "c1", 4)  # e.g. POST /v1/queues/{id}/ack, acking ahead
     h.hub.acked("c1", Q1, 4)
     assert [s for _, s, _ in await h.items(2)] == [5, 6]
+    # Deleting the queue acks all of it: nothing stays in flight and its state goes.
+    session = h.session
+    assert session is not None and session._inflight_msgs == 2
+    h.hub.acked("c1", Q1, MAX_SEQ)
+    assert session._inflight_msgs == 0 and Q1 not in session._queues
 
 
 async def test_acks_are_confirmed_or_refused_per_frame(h: Harness):

@@ -25,6 +25,7 @@ from ..encoding import b64u
 from ..errors import Problem
 from ..queues.service import WakeUp
 from .protocol import (
+    MAX_SEQ,
     CloseCode,
     Positions,
     ProtocolError,
@@ -150,6 +151,9 @@ class RealtimeSession:
         st = self._queues.get(queue_id)
         if st is not None:
             self._acked(st, up_to)
+            if queue_id is not None and up_to >= MAX_SEQ:  # the queue was deleted
+                del self._queues[queue_id]
+                self._ready.pop(queue_id, None)
             self._wake.set()
 
     def terminate(self, code: int, reason: str) -> None:
