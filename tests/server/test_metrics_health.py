@@ -124,3 +124,17 @@ def test_fast_path_sends_get_their_route_template():
     assert route_template(send) == "/v1/groups/{group_id}/messages"
     assert route_template({**send, "method": "GET"}) == UNMATCHED
     assert route_template({**send, "path": "/v1/groups/a/b/messages"}) == UNMATCHED
+
+
+def test_observability_settings_are_validated():
+    import pytest
+
+    from roost.server.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError) as e:
+        build_config({"log_format": "xml", "metrics_token": "short"}, {})
+    assert "log_format" in str(e.value) and "metrics_token" in str(e.value)
+    c = build_config(
+        {}, {"ROOST_LOG_FORMAT": "json", "ROOST_METRICS_ENABLED": "no", "ROOST_METRICS_TOKEN": ""}
+    )
+    assert (c.log_format, c.metrics_enabled, c.metrics_token) == ("json", False, "")
