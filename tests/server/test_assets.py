@@ -350,3 +350,7 @@ async def test_deleted_account_assets_are_collected(srv: Server) -> None:
     assert await stored_blobs(srv) == 0
     async with service(srv).db.engine.connect() as conn:
         assert (await conn.scalar(sa.select(sa.func.count()).select_from(asset_usage))) == 0
+    # Let the DS finish the account event now, so shutdown does not cancel it mid-transaction.
+    delivery = srv.app.state.services.delivery  # type: ignore[attr-defined]
+    while await delivery.process_account_events():
+        pass
