@@ -175,6 +175,22 @@ class Decryptor:
         return out
 
 
+def _encrypt_file_segments(key: bytes, path: Path, size: int) -> Iterator[bytes]:
+    """Like ``encrypt_segments`` over a file of ``size`` bytes, reading one segment at a time."""
+    aead = AESGCM(key)
+    full = size // SEGMENT
+    with open(path, "rb") as f:
+        for i in range(full):
+            segment = f.read(SEGMENT)
+            if len(segment) != SEGMENT:
+                raise OSError(f"{path} changed while it was being uploaded")
+            yield aead.encrypt(_nonce(i, False), segment, AAD)
+        last = f.read(SEGMENT)
+        if len(last) != size - full * SEGMENT:
+            raise OSError(f"{path} changed while it was being uploaded")
+        yield aead.encrypt(_nonce(full, True), last, AAD)
+
+
 def encrypt(key: bytes, plaintext: bytes) -> bytes:
     return b"".join(encrypt_segments(key, plaintext))
 
@@ -204,24 +220,37 @@ async def upload_asset(
     Returns the reference to share inside an MLS message. Raises RoostError with the server's
     code (``asset_too_large``, ``quota_exceeded``, ``invalid_expiry``) when refused.
     """
-    if not isinstance(data, bytes):
-        path = Path(data)
-        data = await asyncio.to_thread(path.read_bytes)
-        if name is None:
-            name = path.name
     key = secrets.token_bytes(KEY_BYTES)
     params = {} if expires_in is None else {"expires_in": expires_in}
+    if isinstance(data, bytes):
+        size = len(data)
+        plaintext = data
+
+        def segments() -> Iterator[bytes]:
+            return encrypt_segments(key, plaintext)
+    else:
+        # a file is read and encrypted segment by segment: memory stays bounded
+        path = Path(data)
+        size = (await asyncio.to_thread(path.stat)).st_size
+        name = path.name if name is None else name
+
+        def segments() -> Iterator[bytes]:
+            return _encrypt_file_segments(key, path, size)
 
     async def body() -> AsyncIterator[bytes]:
-        for segment in encrypt_segments(key, data):
-            yield segment
+        it = segments()
+        try:
+            while (segment := await asyncio.to_thread(next, it, None)) is not None:
+                yield segment
+        finally:
+            it.close()  # type: ignore[attr-defined]  # the file, if the server cut us off
 
     resp: httpx.Response | None = None
     for _ in range(2):  # once more with a fresh token if it expired in between
         headers = {
             "Authorization": f"Bearer {await client.bearer_token()}",
             "Content-Type": OCTET_STREAM,
-            "Content-Length": str(ciphertext_size(len(data))),
+            "Content-Length": str(ciphertext_size(size)),
         }
         try:
             resp = await client.http.post(
@@ -241,7 +270,7 @@ async def upload_asset(
         asset_id=out["asset_id"],
         capability=out["capability"],
         key=key,
-        size=len(data),
+        size=size,
         expires_at=out["expires_at"],
         media_type=media_type,
         name=name,
