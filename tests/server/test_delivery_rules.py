@@ -414,3 +414,19 @@ async def test_send_refusals_on_the_fast_path(server) -> None:  # type: ignore[n
     )
     assert r.status_code == 201 and r.headers["content-type"] == "application/json"
     assert r.json() == {"group_seq": 2}  # after the Add commit (1); refusals took no seq
+
+
+async def test_send_token_cache_honours_deletion_and_expiry(server) -> None:  # type: ignore[no-untyped-def]
+    http, gid, alice, bob, carol = await trio(server)
+    for m in (bob, carol):
+        await process_all(http, m)
+    assert (await send(http, bob, gid, b"cached now")).status_code == 201
+    assert (await send(http, carol, gid, b"cached too")).status_code == 201
+    r = await http.delete("/v1/me", headers=bob.headers)
+    assert r.status_code == 204
+    r = await send(http, bob, gid, b"after deletion")
+    assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
+    ttl = server.app.state.services.config.token_ttl_seconds
+    server.clock.advance(ttl + 1)
+    r = await send(http, carol, gid, b"expired")
+    assert r.status_code == 401 and r.json()["code"] == "token_expired"

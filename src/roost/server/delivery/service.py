@@ -179,6 +179,7 @@ class DeliveryService:
         # One consumer of the account-event outbox at a time (the background task, tests).
         self._events_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def now(self) -> int:
         return int(self.clock())
@@ -1074,20 +1075,27 @@ class DeliveryService:
         self.auth.on_user_deleted.append(self._hook_user_deleted)
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run_events())
 
     async def stop(self) -> None:
+        self._stopping = True
+        self._events_wake.set()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # A cancellation landing inside a database call can surface as another error
+            # (e.g. PendingRollbackError); the loop exits on the flag either way.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, timeout=5.0)
             self._task = None
 
     async def _run_events(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._events_wake.wait(), timeout=1.0)
             self._events_wake.clear()
+            if self._stopping:
+                return
             try:
                 # Let the transaction that woke us commit first.
                 await asyncio.sleep(0.02)
@@ -1095,6 +1103,8 @@ class DeliveryService:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if self._stopping:
+                    return
                 log.exception("processing account events failed")
 
     async def process_account_events(self) -> int:
