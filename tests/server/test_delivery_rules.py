@@ -28,7 +28,7 @@ from .delivery_helpers import (
     send,
     send_raw,
 )
-from .helpers import MLS
+from .helpers import MLS, login
 
 
 async def trio(server):  # type: ignore[no-untyped-def]
@@ -430,3 +430,15 @@ async def test_send_token_cache_honours_deletion_and_expiry(server) -> None:  # 
     server.clock.advance(ttl + 1)
     r = await send(http, carol, gid, b"expired")
     assert r.status_code == 401 and r.json()["code"] == "token_expired"
+
+
+async def test_idempotency_records_are_pruned(server) -> None:  # type: ignore[no-untyped-def]
+    http, gid, alice, bob, carol = await trio(server)
+    first = await send(http, alice, gid, b"one", message_id="same")
+    ds = server.app.state.services.delivery
+    assert await ds.prune() == 0
+    server.clock.advance(24 * 3600 + 1)
+    await login(http, alice.client)  # the old token expired with the clock
+    assert await ds.prune() == 1
+    again = await send(http, alice, gid, b"one", message_id="same")
+    assert again.json()["group_seq"] == first.json()["group_seq"] + 1

@@ -70,6 +70,7 @@ ROLES = (ADMIN, MEMBER)
 APP_EPOCH_WINDOW = 1
 SEND_ID_RETENTION = 24 * 3600
 MEMBER_CACHE_SIZE = 10_000
+PRUNE_INTERVAL = 300.0
 PROPOSAL_RETRIES = 8
 _GROUP_ID_RE = re.compile(rb"^[A-Za-z0-9_-]{22}@([a-z0-9.-]{1,253}(?::[0-9]{1,5})?)$")
 
@@ -180,6 +181,7 @@ class DeliveryService:
         self._events_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._last_prune = 0.0
 
     def now(self) -> int:
         return int(self.clock())
@@ -1100,12 +1102,23 @@ class DeliveryService:
                 # Let the transaction that woke us commit first.
                 await asyncio.sleep(0.02)
                 await self.process_account_events()
+                if self.clock() - self._last_prune >= PRUNE_INTERVAL:
+                    await self.prune()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 if self._stopping:
                     return
                 log.exception("processing account events failed")
+
+    async def prune(self) -> int:
+        """Delete idempotency records older than the retention (they only answer retries)."""
+        self._last_prune = self.clock()
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                sa.delete(ds_sends).where(ds_sends.c.created_at < self.now() - SEND_ID_RETENTION)
+            )
+        return result.rowcount or 0
 
     async def process_account_events(self) -> int:
         """Consume the AS outbox: mark deleted clients gone, issue Remove proposals, notices."""
