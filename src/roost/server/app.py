@@ -31,6 +31,8 @@ from .limits import BodyLimitMiddleware
 from .maintenance import run_periodically
 from .notify import install_notify
 from .notify.routes import router as notify_router
+from .push.routes import router as push_router
+from .push.wiring import install_push
 from .observability import configure_logging, install_observability
 from .queues.routes import router as queues_router
 from .queues.service import QueueService
@@ -101,6 +103,8 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
             await services.auth.ensure_ca()
             app.state.services = services
             app.state.notify = install_notify(services)
+            app.state.push = install_push(services, app.state.notify, clock)
+            await app.state.push.start()
             await services.delivery.start()
             sweeper = asyncio.create_task(
                 run_periodically(services, config.maintenance_interval_seconds)
@@ -108,6 +112,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
             try:
                 yield
             finally:
+                await app.state.push.stop()
                 await services.delivery.stop()
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -131,6 +136,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
         queues_router,
         delivery_router,
         notify_router,
+        push_router,
         assets_router,
     ):
         app.include_router(router)

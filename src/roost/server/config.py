@@ -73,6 +73,21 @@ class Config:
     assets_s3_access_key_id: str = ""  # empty: boto3's default chain (AWS_* env, profile, role)
     assets_s3_secret_access_key: str = ""
     maintenance_interval_seconds: int = 300  # expired-row and asset garbage-collection sweep
+    # push notifications (push/): see docs/operations.md, "Push notifications"
+    push_coalesce_seconds: int = 10  # at most one push per client per window
+    push_queue_size: int = 10000  # pending wake-ups; beyond it wake-ups are dropped (logged)
+    push_timeout_seconds: int = 10
+    push_allow_insecure_endpoints: bool = False  # http:// and internal hosts: tests only
+    push_vapid_private_key_file: str = ""  # PEM P-256 key; empty: generated, kept in the DB
+    push_vapid_subject: str = ""  # empty: mailto:postmaster@<home_domain>
+    push_apns_key_file: str = ""  # .p8 (PEM) token-signing key; empty: APNs disabled
+    push_apns_key_id: str = ""
+    push_apns_team_id: str = ""
+    push_apns_topic: str = ""  # the app's bundle id
+    push_apns_base_url: str = "https://api.push.apple.com"
+    push_fcm_service_account_file: str = ""  # service-account JSON; empty: FCM disabled
+    push_fcm_project_id: str = ""
+    push_fcm_base_url: str = "https://fcm.googleapis.com"
 
     @property
     def listen_host(self) -> str:
@@ -121,6 +136,10 @@ _ENV_TOP = {
     "ROOST_METRICS_ENABLED": "metrics_enabled",
     "ROOST_METRICS_TOKEN": "metrics_token",
 }
+# every push_* setting: ROOST_PUSH_<NAME>
+_ENV_TOP.update(
+    {f"ROOST_{f.name.upper()}": f.name for f in fields(Config) if f.name.startswith("push_")}
+)
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
@@ -244,6 +263,32 @@ def _validate(c: Config) -> list[str]:
     if c.limits.max_message_bytes > c.limits.max_body_bytes:
         problems.append("limits.max_message_bytes must not exceed limits.max_body_bytes")
     problems.extend(_validate_assets(c))
+    problems.extend(_validate_push(c))
+    return problems
+
+
+def _validate_push(c: Config) -> list[str]:
+    problems: list[str] = []
+    for name in ("push_coalesce_seconds", "push_queue_size", "push_timeout_seconds"):
+        if getattr(c, name) < (0 if name == "push_coalesce_seconds" else 1):
+            problems.append(f"{name} must not be negative or zero")
+    for name in ("push_apns_base_url", "push_fcm_base_url"):
+        if not getattr(c, name).startswith(("https://", "http://")):
+            problems.append(f"{name} must be an http(s):// URL")
+    apns = ("push_apns_key_id", "push_apns_team_id", "push_apns_topic")
+    if c.push_apns_key_file and not all(getattr(c, n) for n in apns):
+        problems.append("push_apns_key_file needs push_apns_key_id, _team_id and _topic")
+    if c.push_fcm_service_account_file and not c.push_fcm_project_id:
+        problems.append("push_fcm_service_account_file needs push_fcm_project_id")
+    for name in (
+        "push_vapid_private_key_file",
+        "push_apns_key_file",
+        "push_fcm_service_account_file",
+    ):
+        if getattr(c, name) and not Path(getattr(c, name)).is_file():
+            problems.append(f"{name}: {getattr(c, name)} is not a readable file")
+    if c.push_vapid_subject and not c.push_vapid_subject.startswith(("mailto:", "https://")):
+        problems.append("push_vapid_subject must be a mailto: or https: URI")
     return problems
 
 

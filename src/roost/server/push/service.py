@@ -1,0 +1,346 @@
+"""Push service: registrations, the decision to push, coalescing and the background sender.
+
+Flow: the QueueService tells ``on_wake`` about every committed enqueue (synchronously, after
+commit, on the request path), which only drops the wake-up into a bounded queue. A single
+background task resolves the target clients, skips those connected over realtime, applies the
+policy, coalesces per client and sends. Nothing here ever blocks or fails a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..config import Config
+from ..delivery.wire import decode_queue_item
+from ..errors import Problem
+from ..queues.service import WakeUp
+from ..store import Database
+from . import policy
+from .senders import ApnsSender, FcmSender, Outcome, Registration, Sender, WebPushSender
+from .tables import push_registrations, push_vapid_key
+from .webpush import Vapid, generate_vapid_private_bytes
+
+log = logging.getLogger("roost.server.push")
+KINDS = ("webpush", "apns", "fcm")
+FLUSH_INTERVAL_SECONDS = 1.0  # how often deferred (coalesced) pushes are looked at
+
+
+class PushService:
+    def __init__(
+        self,
+        db: Database,
+        config: Config,
+        clock: Callable[[], float] = time.time,
+        is_connected: Callable[[str], bool] = lambda _client: False,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.clock = clock
+        self.is_connected = is_connected
+        self.vapid: Vapid | None = None
+        self.senders: dict[str, Sender] = {}
+        self._queue: asyncio.Queue[WakeUp] = asyncio.Queue(config.push_queue_size)
+        self._last_push: dict[str, float] = {}  # client uuid -> app-clock time of its last push
+        self._deferred: set[str] = set()  # clients with a wake-up swallowed by coalescing
+        self._http: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0  # pushes the services accepted (observable in tests and metrics)
+        self.dropped = 0  # wake-ups dropped because the queue was full
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.vapid = Vapid.from_private_bytes(await self._vapid_private_bytes(), self._subject())
+        self._http = httpx.AsyncClient(
+            timeout=self.config.push_timeout_seconds, follow_redirects=False
+        )
+        self.senders = {"webpush": WebPushSender(self._http, self.vapid)}
+        c = self.config
+        if c.push_apns_key_file:
+            self.senders["apns"] = ApnsSender(
+                self._http,
+                c.push_apns_base_url,
+                c.push_apns_team_id,
+                c.push_apns_key_id,
+                Path(c.push_apns_key_file),
+                c.push_apns_topic,
+            )
+        if c.push_fcm_service_account_file:
+            self.senders["fcm"] = FcmSender(
+                self._http,
+                c.push_fcm_base_url,
+                c.push_fcm_project_id,
+                Path(c.push_fcm_service_account_file),
+            )
+        self._task = asyncio.create_task(self._run(), name="push-sender")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._http is not None:
+            await self._http.aclose()
+
+    def _subject(self) -> str:
+        return self.config.push_vapid_subject or f"mailto:postmaster@{self.config.home_domain}"
+
+    async def _vapid_private_bytes(self) -> bytes:
+        if self.config.push_vapid_private_key_file:
+            pem = Path(self.config.push_vapid_private_key_file).read_bytes()
+            key = serialization.load_pem_private_key(pem, password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise ValueError("push_vapid_private_key_file must hold a P-256 private key")
+            return key.private_numbers().private_value.to_bytes(32, "big")
+        # Generated once and shared by every process through the database.
+        insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(push_vapid_key)
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                insert.values(
+                    id=1, private_key=generate_vapid_private_bytes()
+                ).on_conflict_do_nothing(index_elements=["id"])
+            )
+            row = await conn.execute(sa.select(push_vapid_key.c.private_key))
+            return bytes(row.scalar_one())
+
+    # ---- registrations -----------------------------------------------------------------------
+
+    async def register(
+        self,
+        user_uuid: str,
+        client_uuid: str,
+        kind: str,
+        target: str,
+        p256dh: bytes | None,
+        auth: bytes | None,
+        default_policy: str,
+    ) -> None:
+        if kind not in self.senders:
+            raise Problem(
+                422, "push_kind_unavailable", f"this server does not send {kind} notifications"
+            )
+        if kind == "webpush":
+            self._check_endpoint(target)
+            if p256dh is None or auth is None or len(auth) != 16:
+                raise Problem(400, "invalid_subscription", "keys.p256dh and keys.auth are required")
+            try:
+                ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), p256dh)
+            except ValueError:
+                raise Problem(
+                    400, "invalid_subscription", "keys.p256dh is not a P-256 point"
+                ) from None
+        else:
+            p256dh = auth = None
+        values = {
+            "user_uuid": user_uuid,
+            "kind": kind,
+            "target": target,
+            "p256dh": p256dh,
+            "auth": auth,
+            "default_policy": default_policy,
+            "created_at": int(self.clock()),
+        }
+        insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(push_registrations)
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                insert.values(client_uuid=client_uuid, **values).on_conflict_do_update(
+                    index_elements=["client_uuid"], set_=values
+                )
+            )
+
+    def _check_endpoint(self, endpoint: str) -> None:
+        """https only; loopback/private hosts only when the operator allows it (tests)."""
+        try:
+            parts = urlsplit(endpoint)
+            host = parts.hostname or ""
+        except ValueError:
+            raise Problem(400, "invalid_subscription", "the endpoint is not a URL") from None
+        insecure_ok = self.config.push_allow_insecure_endpoints
+        if parts.scheme != "https" and not (insecure_ok and parts.scheme == "http"):
+            raise Problem(400, "invalid_subscription", "the endpoint must be an https:// URL")
+        if not host or len(endpoint) > 2048:
+            raise Problem(400, "invalid_subscription", "the endpoint has no host or is too long")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        internal = host == "localhost" or (ip is not None and not ip.is_global)
+        if internal and not insecure_ok:
+            raise Problem(400, "invalid_subscription", "the endpoint must be a public host")
+
+    async def get(self, client_uuid: str) -> Registration | None:
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(push_registrations).where(
+                        push_registrations.c.client_uuid == client_uuid
+                    )
+                )
+            ).first()
+        return None if row is None else _registration(row)
+
+    async def unregister(self, client_uuid: str) -> bool:
+        async with self.db.transaction() as conn:
+            r = await conn.execute(
+                sa.delete(push_registrations).where(push_registrations.c.client_uuid == client_uuid)
+            )
+        self._forget(client_uuid)
+        return r.rowcount > 0
+
+    def _forget(self, client_uuid: str) -> None:
+        self._last_push.pop(client_uuid, None)
+        self._deferred.discard(client_uuid)
+
+    # deletion hooks: inside the AS's transaction, so a removed client's registration goes with it
+    async def on_client_removed(self, conn: AsyncConnection, client_uuid: str) -> None:
+        await conn.execute(
+            sa.delete(push_registrations).where(push_registrations.c.client_uuid == client_uuid)
+        )
+
+    async def on_user_deleted(
+        self, conn: AsyncConnection, user_uuid: str, _client_uuids: list[str]
+    ) -> None:
+        await conn.execute(
+            sa.delete(push_registrations).where(push_registrations.c.user_uuid == user_uuid)
+        )
+
+    # ---- wake-ups ----------------------------------------------------------------------------
+
+    def on_wake(self, wake: WakeUp) -> None:
+        """QueueService listener (after commit, request path): hand over, never block."""
+        try:
+            self._queue.put_nowait(wake)
+        except asyncio.QueueFull:
+            # The client still gets its messages on its next fetch; only the nudge is lost.
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.warning("push queue full: wake-ups dropped (%d so far)", self.dropped)
+
+    async def idle(self) -> None:
+        """Wait until every queued wake-up was handled (tests)."""
+        await self._queue.join()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                wake = await asyncio.wait_for(self._queue.get(), FLUSH_INTERVAL_SECONDS)
+            except TimeoutError:
+                await self._guarded(self._flush_deferred())
+                continue
+            try:
+                await self._guarded(self._handle(wake))
+                await self._guarded(self._flush_deferred())
+            finally:
+                self._queue.task_done()
+
+    @staticmethod
+    async def _guarded(coro: object) -> None:
+        try:
+            await coro  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # one bad wake-up or database hiccup must not stop the sender
+            log.warning("push handling failed: %s", type(e).__name__)
+
+    async def _handle(self, wake: WakeUp) -> None:
+        attached: str | None = None
+        column = push_registrations.c.user_uuid  # direct queue: every client of the user
+        if wake.queue_id is not None:
+            column = push_registrations.c.client_uuid
+            attached = _attached_policy(wake.payload)
+        # Cheap check first: a connected client needs no database read at all.
+        if wake.queue_id is not None and self.is_connected(wake.owner):
+            return
+        async with self.db.engine.connect() as conn:
+            rows = (
+                await conn.execute(sa.select(push_registrations).where(column == wake.owner))
+            ).all()
+        for row in rows:
+            reg = _registration(row)
+            if self.is_connected(reg.client_uuid):
+                continue
+            # Direct-queue items (Welcomes, connection events) follow the default policy.
+            if not policy.should_push(attached, reg.default_policy):
+                continue
+            await self._push_coalesced(reg)
+
+    async def _push_coalesced(self, reg: Registration) -> None:
+        now = self.clock()
+        last = self._last_push.get(reg.client_uuid)
+        if last is not None and now - last < self.config.push_coalesce_seconds:
+            self._deferred.add(reg.client_uuid)  # one trailing push when the window ends
+            return
+        self._last_push[reg.client_uuid] = now
+        await self._send(reg)
+
+    async def _flush_deferred(self) -> None:
+        now = self.clock()
+        window = self.config.push_coalesce_seconds
+        due = [c for c in self._deferred if now - self._last_push.get(c, 0) >= window]
+        for client_uuid in due:
+            self._deferred.discard(client_uuid)
+            if self.is_connected(client_uuid):
+                continue
+            reg = await self.get(client_uuid)
+            if reg is not None:
+                self._last_push[client_uuid] = now
+                await self._send(reg)
+        # Bounded memory: forget windows that ended and have nothing deferred.
+        if len(self._last_push) > 10_000:
+            for c, t in list(self._last_push.items()):
+                if now - t >= window and c not in self._deferred:
+                    del self._last_push[c]
+
+    async def _send(self, reg: Registration) -> None:
+        sender = self.senders.get(reg.kind)
+        if sender is None:
+            log.warning("push kind %s is no longer configured; skipped", reg.kind)
+            return
+        try:
+            outcome = await sender.send(reg)
+        except (httpx.HTTPError, OSError, ValueError, KeyError) as e:
+            log.warning("push via %s failed: %s", reg.kind, type(e).__name__)
+            return
+        if outcome is Outcome.SENT:
+            self.sent += 1
+        elif outcome is Outcome.GONE:
+            log.info("push registration gone at the %s service; unregistered", reg.kind)
+            await self.unregister(reg.client_uuid)
+        else:
+            log.warning("push via %s refused by the service", reg.kind)
+
+
+def _attached_policy(payload: bytes | None) -> str | None:
+    """The member's per-group policy carried in a RoostQueueItem, if readable."""
+    if payload is None:
+        return None  # woken from another process without the payload: the default decides
+    try:
+        raw = decode_queue_item(payload).policy
+        return raw.decode() if raw else None
+    except Exception:  # not a DS item (or damaged): the default policy decides
+        return None
+
+
+def _registration(row: sa.Row) -> Registration:  # type: ignore[type-arg]
+    return Registration(
+        client_uuid=row.client_uuid,
+        kind=row.kind,
+        target=row.target,
+        p256dh=None if row.p256dh is None else bytes(row.p256dh),
+        auth=None if row.auth is None else bytes(row.auth),
+        default_policy=row.default_policy,
+    )
