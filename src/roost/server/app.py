@@ -30,6 +30,7 @@ from .keypackages.service import KeyPackageService
 from .limits import BodyLimitMiddleware
 from .maintenance import run_periodically
 from .notify import install_notify
+from .notify.pg_bridge import install_pg_bridge
 from .notify.routes import router as notify_router
 from .push.routes import router as push_router
 from .push.wiring import install_push
@@ -105,6 +106,11 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
             app.state.notify = install_notify(services)
             app.state.push = install_push(services, app.state.notify, clock)
             await app.state.push.start()
+            # Several processes on one PostgreSQL: wake-ups cross them via LISTEN/NOTIFY.
+            bridge = None if db.is_sqlite else install_pg_bridge(app.state.notify, services, db.url)
+            app.state.pg_bridge = bridge
+            if bridge is not None:
+                await bridge.start()
             await services.delivery.start()
             sweeper = asyncio.create_task(
                 run_periodically(services, config.maintenance_interval_seconds)
@@ -114,6 +120,8 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
             finally:
                 await app.state.push.stop()
                 await services.delivery.stop()
+                if bridge is not None:
+                    await bridge.stop()
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper

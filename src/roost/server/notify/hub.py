@@ -97,6 +97,14 @@ class Hub:
             self.detach(sub)
             sub.terminate(CloseCode.UNAUTHENTICATED, "the account was deleted")
 
+    def resync(self) -> None:
+        """Wake-ups may have been missed (the cross-process LISTEN connection was down): every
+        connection re-reads its queues from the database."""
+        for sub in tuple(self._by_client.values()):
+            resync = getattr(sub, "resync", None)
+            if resync is not None:
+                resync()
+
     @staticmethod
     def _deliver(sub: Subscriber, wake: WakeUp) -> None:
         try:

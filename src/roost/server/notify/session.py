@@ -156,6 +156,13 @@ class RealtimeSession:
                 self._ready.pop(queue_id, None)
             self._wake.set()
 
+    def resync(self) -> None:
+        """Re-read every queue from the database (wake-ups may have been missed)."""
+        for key, st in self._queues.items():
+            st.stale = True
+            self._ready[key] = None
+        self._wake.set()
+
     def terminate(self, code: int, reason: str) -> None:
         if self._close is None:
             self._close = (code, reason)

@@ -78,14 +78,22 @@ class QueueService:
         # Ack hooks: (client uuid, queue id or None for the direct queue, up_to) after commit,
         # so a realtime connection's unacked window also frees on acks made over HTTP.
         self.ack_listeners: list[Callable[[str, bytes | None, int], None]] = []
+        # The same events told inside the transaction, before it commits (the PostgreSQL
+        # LISTEN/NOTIFY bridge publishes them there, so other processes hear only commits).
+        self.tx_listeners: list[Callable[[AsyncConnection, WakeUp], None]] = []
+        self.tx_ack_listeners: list[Callable[[AsyncConnection, str, bytes | None, int], None]] = []
 
     def _wake_after_commit(self, conn: AsyncConnection, wake: WakeUp) -> None:
+        for tx_listener in self.tx_listeners:
+            tx_listener(conn, wake)
         if self.listeners:
             after_commit(conn, lambda: self._wake(wake))
 
     def _acked_after_commit(
         self, conn: AsyncConnection, client_uuid: str, queue_id: bytes | None, up_to: int
     ) -> None:
+        for tx_listener in self.tx_ack_listeners:
+            tx_listener(conn, client_uuid, queue_id, up_to)
         for listener in self.ack_listeners:
             after_commit(conn, lambda f=listener: f(client_uuid, queue_id, up_to))
 
@@ -199,7 +207,7 @@ class QueueService:
             rows = await self._enqueue_many_pg(conn, payloads)
         else:
             rows = await self._enqueue_many_generic(conn, payloads)
-        if self.listeners:
+        if self.listeners or self.tx_listeners:
             for qid, seq, owner in rows:
                 self._wake_after_commit(conn, WakeUp(owner, qid, seq, payloads[qid]))
 

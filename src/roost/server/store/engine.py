@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy import event
@@ -63,6 +63,22 @@ def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
         pending.append(callback)
 
 
+BEFORE_COMMIT = "roost_before_commit"
+
+
+def before_commit(
+    conn: AsyncConnection, hook: Callable[[AsyncConnection], Awaitable[None]]
+) -> bool:
+    """Await ``hook(conn)`` inside the ``Database.transaction()`` of ``conn``, just before it
+    commits (e.g. a batched ``pg_notify``, delivered only if the commit succeeds). False when
+    ``conn`` is not in such a transaction (the caller then acts at once)."""
+    pending = conn.info.get(BEFORE_COMMIT)
+    if pending is None:
+        return False
+    pending.append(hook)
+    return True
+
+
 class Database:
     """The engine plus ``transaction()``: one atomic unit of work on either engine."""
 
@@ -81,22 +97,29 @@ class Database:
         the SQLite write lock released); a rollback drops them.
         """
         callbacks: list[Callable[[], None]] = []
+        hooks: list[Callable[[AsyncConnection], Awaitable[None]]] = []
         if self._sqlite_lock is not None:
             async with self._sqlite_lock, self.engine.connect() as conn:
                 await conn.execution_options(roost_write=True)
                 async with conn.begin():
                     conn.info[AFTER_COMMIT] = callbacks
+                    conn.info[BEFORE_COMMIT] = hooks
                     try:
                         yield conn
+                        await _run_hooks(conn, hooks)
                     finally:
                         conn.info.pop(AFTER_COMMIT, None)
+                        conn.info.pop(BEFORE_COMMIT, None)
         else:
             async with self.engine.begin() as conn:
                 conn.info[AFTER_COMMIT] = callbacks
+                conn.info[BEFORE_COMMIT] = hooks
                 try:
                     yield conn
+                    await _run_hooks(conn, hooks)
                 finally:
                     conn.info.pop(AFTER_COMMIT, None)
+                    conn.info.pop(BEFORE_COMMIT, None)
         for callback in callbacks:
             try:
                 callback()
@@ -105,3 +128,12 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def _run_hooks(
+    conn: AsyncConnection, hooks: list[Callable[[AsyncConnection], Awaitable[None]]]
+) -> None:
+    i = 0
+    while i < len(hooks):  # a hook may register another
+        await hooks[i](conn)
+        i += 1

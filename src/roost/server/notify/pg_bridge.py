@@ -1,0 +1,232 @@
+"""Realtime wake-ups across ``roost serve`` processes sharing one PostgreSQL (LISTEN/NOTIFY).
+
+Publishing: the hub's events are told to the bridge *inside* the transaction that caused them
+(``QueueService.tx_listeners`` / ``tx_ack_listeners``, the AS's deletion hooks). They are
+batched per transaction and sent with ``pg_notify`` just before the commit, so PostgreSQL
+delivers them only if the transaction commits, and in commit order. A notification carries what
+the hub needs and nothing more: the owner, the queue, the seq (never the message payload);
+each is at most ``MAX_PAYLOAD`` bytes (PostgreSQL's limit is 8000), a large batch is split.
+
+Receiving: each process holds one dedicated asyncpg connection that LISTENs. Notifications
+from other processes become ``Hub`` calls (``queue_item`` with ``payload=None``: the session
+reads the items from the database); a process ignores its own (the hub already had them in
+memory, after commit). When the LISTEN connection drops it is re-opened with backoff, and then
+every local session re-reads its queues from the database, so a wake-up missed while deaf is
+only late, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..queues.service import WakeUp
+from ..store.engine import before_commit
+from .hub import Hub
+
+log = logging.getLogger("roost.server.notify")
+
+CHANNEL = "roost_realtime"
+MAX_PAYLOAD = 7900  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
+APPLICATION_NAME = "roost-realtime-listen"
+_BATCH = "roost_pg_notify_batch"
+_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+
+# Event kinds on the wire: [kind, ...] inside {"o": origin, "e": [...]}.
+_ITEM, _ACK, _CLIENT_GONE, _USER_GONE = "q", "a", "c", "u"
+
+
+def listen_dsn(database_url: str) -> str:
+    """asyncpg's DSN for the configured ``postgresql://`` URL (no SQLAlchemy driver part)."""
+    for prefix in ("postgresql+asyncpg://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql://" + database_url[len(prefix) :]
+    return database_url
+
+
+def encode_batches(origin: str, events: list[list[Any]]) -> list[str]:
+    """Split ``events`` into notification payloads of at most ``MAX_PAYLOAD`` bytes each."""
+    head = f'{{"o":"{origin}","e":['
+    out: list[str] = []
+    parts: list[str] = []
+    size = len(head) + 2
+    for event in events:
+        part = json.dumps(event, separators=(",", ":"))
+        if parts and size + len(part) + 1 > MAX_PAYLOAD:
+            out.append(head + ",".join(parts) + "]}")
+            parts, size = [], len(head) + 2
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        out.append(head + ",".join(parts) + "]}")
+    return out
+
+
+def _qid(queue_id: bytes | None) -> str:
+    return "" if queue_id is None else queue_id.hex()
+
+
+def _unqid(text: str) -> bytes | None:
+    return None if text == "" else bytes.fromhex(text)
+
+
+class PgBridge:
+    def __init__(
+        self,
+        hub: Hub,
+        database_url: str,
+        *,
+        min_backoff: float = 0.2,
+        max_backoff: float = 10.0,
+        keepalive: float = 5.0,
+    ) -> None:
+        self._hub = hub
+        self._dsn = listen_dsn(database_url)
+        self.origin = secrets.token_hex(8)  # this process, so its own notifications are skipped
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._keepalive = keepalive
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0  # LISTEN connections opened after the first (metrics / tests)
+
+    # ---- publishing (inside the producing transaction) -------------------------------------
+
+    def on_enqueue(self, conn: AsyncConnection, wake: WakeUp) -> None:
+        self._add(conn, [_ITEM, wake.owner, _qid(wake.queue_id), wake.seq])
+
+    def on_ack(
+        self, conn: AsyncConnection, client_uuid: str, queue_id: bytes | None, up_to: int
+    ) -> None:
+        self._add(conn, [_ACK, client_uuid, _qid(queue_id), up_to])
+
+    async def on_client_removed(self, conn: AsyncConnection, client_uuid: str) -> None:
+        self._add(conn, [_CLIENT_GONE, client_uuid])
+
+    async def on_user_deleted(
+        self, conn: AsyncConnection, user_uuid: str, _client_uuids: list[str]
+    ) -> None:
+        self._add(conn, [_USER_GONE, user_uuid])
+
+    def _add(self, conn: AsyncConnection, event: list[Any]) -> None:
+        batch: list[list[Any]] | None = conn.info.get(_BATCH)
+        if batch is None:
+            batch = conn.info[_BATCH] = []
+            if not before_commit(conn, self._flush):
+                # Not in a Database.transaction(): publish on the caller's own transaction.
+                conn.info.pop(_BATCH, None)
+                asyncio.ensure_future(self._notify_now(conn, [event]))
+                return
+        batch.append(event)
+
+    async def _flush(self, conn: AsyncConnection) -> None:
+        events = conn.info.pop(_BATCH, None)
+        if events:
+            await self._notify_now(conn, events)
+
+    async def _notify_now(self, conn: AsyncConnection, events: list[list[Any]]) -> None:
+        for payload in encode_batches(self.origin, events):
+            await conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})
+
+    # ---- receiving ------------------------------------------------------------------------
+
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            if message.get("o") == self.origin:
+                return  # ours: the hub already woke the local sessions after our commit
+            for event in message["e"]:
+                self._dispatch(event)
+        except Exception:  # a malformed notification must not stop the listener
+            log.exception("bad realtime notification")
+
+    def _dispatch(self, event: list[Any]) -> None:
+        kind = event[0]
+        if kind == _ITEM:
+            self._hub.queue_item(WakeUp(event[1], _unqid(event[2]), int(event[3]), None))
+        elif kind == _ACK:
+            self._hub.acked(event[1], _unqid(event[2]), int(event[3]))
+        elif kind == _CLIENT_GONE:
+            self._hub.client_gone(event[1])
+        elif kind == _USER_GONE:
+            self._hub.user_gone(event[1])
+
+    # ---- life cycle -----------------------------------------------------------------------
+
+    async def start(self, wait: float = 10.0) -> None:
+        """Start listening; wait up to ``wait`` seconds for the first LISTEN (then go on: the
+        loop keeps retrying and sessions re-read once it is up)."""
+        self._task = asyncio.create_task(self._run(), name="roost-pg-listen")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), wait)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = self._min_backoff
+        first = True
+        while True:
+            try:
+                await self._listen_once(first)
+                first = False
+                backoff = self._min_backoff  # it was up: retry quickly
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect with backoff
+                log.warning("realtime LISTEN connection failed: %s", type(exc).__name__)
+            self.connected.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+
+    async def _listen_once(self, first: bool) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self._dsn, server_settings={"application_name": APPLICATION_NAME}, timeout=10
+        )
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _c: lost.set())
+        try:
+            await conn.add_listener(CHANNEL, self._on_notification)
+            self._conn = conn
+            if not first:
+                self.reconnects += 1
+            # Anything committed while no LISTEN was up was not heard: read it back.
+            self._hub.resync()
+            self.connected.set()
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), self._keepalive)
+                if not lost.is_set():  # a half-open TCP connection tells nobody: probe it
+                    await conn.fetchval("SELECT 1", timeout=self._keepalive)
+            raise ConnectionError("LISTEN connection closed")
+        finally:
+            self._conn = None
+            with contextlib.suppress(Exception):
+                conn.terminate()
+
+
+def install_pg_bridge(hub: Hub, services: Any, database_url: str) -> PgBridge:
+    """Connect the bridge's publishing side to the producers (receiving starts with
+    ``start()``)."""
+    bridge = PgBridge(hub, database_url)
+    services.queues.tx_listeners.append(bridge.on_enqueue)
+    services.queues.tx_ack_listeners.append(bridge.on_ack)
+    services.auth.on_client_removed.append(bridge.on_client_removed)
+    services.auth.on_user_deleted.append(bridge.on_user_deleted)
+    return bridge
+
+
+__all__ = ["PgBridge", "encode_batches", "install_pg_bridge", "listen_dsn"]
