@@ -310,6 +310,14 @@ async def test_interrupted_upload_leaves_nothing(srv: Server) -> None:
     with pytest.raises(ConnectionResetError):
         await service(srv).upload(alice.user_uuid, alice.client.client_uuid, broken())
     assert await stored_blobs(srv) == 0
+    store = service(srv).store
+    if not isinstance(store, FilesystemStore):  # the multipart upload was aborted
+        answer = await asyncio.to_thread(
+            store.client.list_multipart_uploads, Bucket=store.settings.bucket
+        )
+        assert not answer.get("Uploads")
+    else:
+        assert not list(store.tmp.iterdir())  # no temporary file left
     async with service(srv).db.engine.connect() as conn:
         assert (await conn.scalar(sa.select(sa.func.count()).select_from(assets))) == 0
 
