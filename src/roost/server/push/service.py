@@ -57,6 +57,7 @@ class PushService:
         self._last_push: dict[str, float] = {}  # client uuid -> app-clock time of its last push
         self._deferred: set[str] = set()  # clients with a wake-up swallowed by coalescing
         self._http: httpx.AsyncClient | None = None
+        self._apns_http: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
         self.sent = 0  # pushes the services accepted (observable in tests and metrics)
         self.dropped = 0  # wake-ups dropped because the queue was full
@@ -71,8 +72,12 @@ class PushService:
         self.senders = {"webpush": WebPushSender(self._http, self.vapid)}
         c = self.config
         if c.push_apns_key_file:
+            # Apple's provider API speaks HTTP/2 only (h2 installed through httpx[http2]).
+            self._apns_http = httpx.AsyncClient(
+                http2=True, timeout=c.push_timeout_seconds, follow_redirects=False
+            )
             self.senders["apns"] = ApnsSender(
-                self._http,
+                self._apns_http,
                 c.push_apns_base_url,
                 c.push_apns_team_id,
                 c.push_apns_key_id,
@@ -93,8 +98,9 @@ class PushService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._http is not None:
-            await self._http.aclose()
+        for client in (self._http, self._apns_http):
+            if client is not None:
+                await client.aclose()
 
     def _subject(self) -> str:
         return self.config.push_vapid_subject or f"mailto:postmaster@{self.config.home_domain}"
