@@ -32,9 +32,9 @@ from .maintenance import run_periodically
 from .notify import install_notify
 from .notify.pg_bridge import install_pg_bridge
 from .notify.routes import router as notify_router
+from .observability import configure_logging, install_observability
 from .push.routes import router as push_router
 from .push.wiring import install_push
-from .observability import configure_logging, install_observability
 from .queues.routes import router as queues_router
 from .queues.service import QueueService
 from .ratelimit import RateLimiter
