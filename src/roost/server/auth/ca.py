@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 
+SERVER_URI_PREFIX = "roost:server:"
 CLIENT_URI_PREFIX = "roost:client:"
 AS_VALIDITY_DAYS = 3650
 _BACKDATE = dt.timedelta(minutes=5)  # tolerate clients whose clocks run a little behind
@@ -134,31 +135,55 @@ class CertificateAuthority:
         now: dt.datetime | None = None,
     ) -> bytes:
         """DER leaf certificate binding ``client_id`` to the MLS ``signature_key``."""
+        # CN is capped at 64 characters (RFC 5280), so it holds the client uuid only; the
+        # full client id is in the SAN URI, which is the authoritative binding.
+        return self._issue_leaf(
+            client_id.rsplit("/", 1)[1],
+            CLIENT_URI_PREFIX + client_id,
+            mls_public_key_to_x509(cipher_suite, signature_key),
+            validity_days,
+            now,
+        )
+
+    def issue_server_certificate(
+        self,
+        cipher_suite: int,
+        signature_key: bytes,
+        validity_days: int,
+        now: dt.datetime | None = None,
+    ) -> bytes:
+        """DER leaf certificate naming this homeserver (SAN ``roost:server:<domain>``): the
+        credential of its MLS external-sender key."""
+        return self._issue_leaf(
+            "Roost homeserver",
+            SERVER_URI_PREFIX + self.domain,
+            mls_public_key_to_x509(cipher_suite, signature_key),
+            validity_days,
+            now,
+        )
+
+    def _issue_leaf(
+        self,
+        common_name: str,
+        san_uri: str,
+        public_key,  # type: ignore[no-untyped-def]
+        validity_days: int,
+        now: dt.datetime | None,
+    ) -> bytes:
         now = now or dt.datetime.now(dt.UTC)
-        public_key = mls_public_key_to_x509(cipher_suite, signature_key)
         not_after = min(
             now + dt.timedelta(days=validity_days), self.certificate.not_valid_after_utc
         )
         cert = (
             x509.CertificateBuilder()
-            # CN is capped at 64 characters (RFC 5280), so it holds the client uuid only; the
-            # full client id is in the SAN URI, which is the authoritative binding.
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.COMMON_NAME, client_id.rsplit("/", 1)[1]),
-                    ]
-                )
-            )
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(self.certificate.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _BACKDATE)
             .not_valid_after(not_after)
             .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.UniformResourceIdentifier(CLIENT_URI_PREFIX + client_id)]
-                ),
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(san_uri)]),
                 critical=False,
             )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

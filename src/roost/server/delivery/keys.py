@@ -3,14 +3,10 @@ with an X.509 certificate from the AS CA naming the server (SAN ``roost:server:<
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -18,11 +14,10 @@ from roost.mls.credential import Credential
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.mls.extension_types import ExternalSender
 
-from ..auth.ca import CertificateAuthority, mls_public_key_to_x509
+from ..auth.ca import CertificateAuthority
 from ..store import Database
 from .tables import ds_keys
 
-SERVER_URI_PREFIX = "roost:server:"
 SERVER_CERT_DAYS = 3650
 
 
@@ -36,46 +31,6 @@ class ServerKey:
     @property
     def external_sender(self) -> ExternalSender:
         return ExternalSender(self.public_key, self.credential)
-
-
-def issue_server_certificate(
-    ca: CertificateAuthority, cipher_suite: int, signature_key: bytes
-) -> bytes:
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Roost homeserver")]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(mls_public_key_to_x509(cipher_suite, signature_key))
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(
-            min(now + dt.timedelta(days=SERVER_CERT_DAYS), ca.certificate.not_valid_after_utc)
-        )
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(SERVER_URI_PREFIX + ca.domain)]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca.private_key, None)
-    )
-    return cert.public_bytes(serialization.Encoding.DER)
 
 
 class ServerKeys:
@@ -104,7 +59,7 @@ class ServerKeys:
             ).first()
             if row is None:
                 priv, pub = cs.generate_signature_key_pair()
-                cert = issue_server_certificate(ca, cipher_suite, pub)
+                cert = ca.issue_server_certificate(cipher_suite, pub, SERVER_CERT_DAYS)
                 insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
                 await conn.execute(
                     insert(ds_keys)
