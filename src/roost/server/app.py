@@ -32,6 +32,7 @@ from .maintenance import run_periodically
 from .notify import install_notify
 from .notify.pg_bridge import install_pg_bridge
 from .notify.routes import router as notify_router
+from .notify.sqlite_guard import SqliteServeLock, sqlite_path
 from .observability import configure_logging, install_observability
 from .push.routes import router as push_router
 from .push.wiring import install_push
@@ -109,6 +110,8 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
             # Several processes on one PostgreSQL: wake-ups cross them via LISTEN/NOTIFY.
             bridge = None if db.is_sqlite else install_pg_bridge(app.state.notify, services, db.url)
             app.state.pg_bridge = bridge
+            sqlite_file = sqlite_path(db.url) if db.is_sqlite else None
+            serve_lock = SqliteServeLock(sqlite_file).acquire() if sqlite_file else None
             if bridge is not None:
                 await bridge.start()
             await services.delivery.start()
@@ -122,6 +125,8 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
                 await services.delivery.stop()
                 if bridge is not None:
                     await bridge.stop()
+                if serve_lock is not None:
+                    serve_lock.release()
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
