@@ -44,3 +44,72 @@ def test_a_second_server_on_one_sqlite_file_is_told(tmp_path, caplog):
     third = SqliteServeLock(path).acquire()  # the first one gone: no warning any more
     assert not third.shared
     third.release()
+
+
+class _RecordingHub:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def queue_item(self, wake) -> None:
+        self.events.append(("q", wake.owner, wake.queue_id, wake.seq, wake.payload))
+
+    def acked(self, client_uuid, queue_id, up_to) -> None:
+        self.events.append(("a", client_uuid, queue_id, up_to))
+
+    def client_gone(self, client_uuid) -> None:
+        self.events.append(("c", client_uuid))
+
+    def user_gone(self, user_uuid) -> None:
+        self.events.append(("u", user_uuid))
+
+    def resync(self) -> None:
+        self.events.append(("resync",))
+
+
+async def test_notifications_are_sent_only_by_committed_transactions(postgres_url):
+    """Two bridges on one database (two 'processes'): B hears A's committed events, in commit
+    order, and nothing of a rolled-back transaction; A skips its own."""
+    import asyncio
+
+    import pytest
+    import sqlalchemy as sa
+
+    from roost.server.notify.pg_bridge import PgBridge
+    from roost.server.queues.service import WakeUp
+    from roost.server.store import Database
+
+    db = Database(postgres_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    hub_a, hub_b = _RecordingHub(), _RecordingHub()
+    a, b = PgBridge(hub_a, postgres_url), PgBridge(hub_b, postgres_url)
+    await a.start()
+    await b.start()
+    try:
+        assert a.connected.is_set() and b.connected.is_set()
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+                a.on_enqueue(conn, WakeUp("lost", b"\x01" * 16, 1, b"x"))
+                raise RuntimeError("roll back")
+        async with db.transaction() as conn:
+            a.on_enqueue(conn, WakeUp("client-1", b"\x02" * 16, 5, b"secret payload"))
+            a.on_enqueue(conn, WakeUp("user-1", None, 9, b"secret"))
+            a.on_ack(conn, "client-1", b"\x02" * 16, 5)
+            await a.on_client_removed(conn, "client-2")
+            await a.on_user_deleted(conn, "user-2", ["client-3"])
+        for _ in range(100):
+            if len(hub_b.events) >= 6:
+                break
+            await asyncio.sleep(0.05)
+        assert hub_b.events == [
+            ("resync",),
+            ("q", "client-1", b"\x02" * 16, 5, None),  # never the payload
+            ("q", "user-1", None, 9, None),
+            ("a", "client-1", b"\x02" * 16, 5),
+            ("c", "client-2"),
+            ("u", "user-2"),
+        ]
+        assert hub_a.events == [("resync",)]  # its own events are not heard back
+    finally:
+        await a.stop()
+        await b.stop()
+        await db.dispose()

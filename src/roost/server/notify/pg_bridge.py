@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..queues.service import WakeUp
-from ..store.engine import before_commit
+from ..store.engine import BEFORE_COMMIT, before_commit
 from .hub import Hub
 
 log = logging.getLogger("roost.server.notify")
@@ -118,20 +118,24 @@ class PgBridge:
         self._add(conn, [_USER_GONE, user_uuid])
 
     def _add(self, conn: AsyncConnection, event: list[Any]) -> None:
-        batch: list[list[Any]] | None = conn.info.get(_BATCH)
-        if batch is None:
-            batch = conn.info[_BATCH] = []
-            if not before_commit(conn, self._flush):
-                # Not in a Database.transaction(): publish on the caller's own transaction.
-                conn.info.pop(_BATCH, None)
-                asyncio.ensure_future(self._notify_now(conn, [event]))
-                return
-        batch.append(event)
+        # conn.info outlives the transaction (it is the pooled connection's), so the batch is
+        # tied to this transaction's hook list: a rolled-back batch is never reused.
+        tx = conn.info.get(BEFORE_COMMIT)
+        entry = conn.info.get(_BATCH)
+        if entry is not None and entry[0] is tx and tx is not None:
+            entry[1].append(event)
+            return
+        if tx is None or not before_commit(conn, self._flush):
+            # Every producer runs in a Database.transaction(); should one not, the other
+            # processes' sessions still get the item on their next read (a late wake-up).
+            log.warning("realtime event outside a transaction not published across processes")
+            return
+        conn.info[_BATCH] = (tx, [event])
 
     async def _flush(self, conn: AsyncConnection) -> None:
-        events = conn.info.pop(_BATCH, None)
-        if events:
-            await self._notify_now(conn, events)
+        entry = conn.info.pop(_BATCH, None)
+        if entry is not None and entry[1]:
+            await self._notify_now(conn, entry[1])
 
     async def _notify_now(self, conn: AsyncConnection, events: list[list[Any]]) -> None:
         for payload in encode_batches(self.origin, events):
