@@ -241,7 +241,12 @@ class PushService:
         await self._queue.join()
 
     async def _run(self) -> None:
+        me = asyncio.current_task()
         while True:
+            if me is not None and me.cancelling():
+                # Python 3.11's wait_for can swallow a cancel that races a completed get():
+                # stop anyway, or shutdown waits for ever.
+                raise asyncio.CancelledError
             try:
                 wake = await asyncio.wait_for(self._queue.get(), FLUSH_INTERVAL_SECONDS)
             except TimeoutError:
@@ -260,6 +265,11 @@ class PushService:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # one bad wake-up or database hiccup must not stop the sender
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancel landing inside a database call can surface as another error
+                # (e.g. SQLAlchemy's PendingRollbackError): still stop, or shutdown hangs.
+                raise asyncio.CancelledError from e
             log.warning("push handling failed: %s", type(e).__name__)
 
     async def _handle(self, wake: WakeUp) -> None:
