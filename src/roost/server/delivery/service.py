@@ -19,9 +19,11 @@ import json
 import logging
 import re
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -117,17 +119,20 @@ class _ClientCache:
     def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._map: OrderedDict[bytes, tuple[str, bytes]] = OrderedDict()
+        self._lock = threading.Lock()  # used from the observer threads too
 
     def get(self, cert: bytes) -> tuple[str, bytes] | None:
-        hit = self._map.get(cert)
-        if hit is not None:
-            self._map.move_to_end(cert)
-        return hit
+        with self._lock:
+            hit = self._map.get(cert)
+            if hit is not None:
+                self._map.move_to_end(cert)
+            return hit
 
     def put(self, cert: bytes, value: tuple[str, bytes]) -> None:
-        self._map[cert] = value
-        if len(self._map) > self.size:
-            self._map.popitem(last=False)
+        with self._lock:
+            self._map[cert] = value
+            if len(self._map) > self.size:
+                self._map.popitem(last=False)
 
 
 # The send's bookkeeping on PostgreSQL in one round trip: the next group_seq (locking the group
@@ -146,6 +151,23 @@ _SEND_PG = sa.text(
     SELECT s.group_seq, g.epoch, g.rev FROM s, g
     """
 ).bindparams(sa.bindparam("gid", type_=sa.LargeBinary))
+
+
+# Observer work (decode state, validate, encode) runs here so the event loop keeps serving
+# sends and socket timers while a big commit is checked.
+_CPU = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ds-observer")
+
+
+@dataclass(slots=True)
+class _StagedCommit:
+    observer: GroupObserver
+    observed: object
+    committer_leaf: int | None
+    committer_user: str
+    new_rows: dict[int, tuple[str, str]]
+    removed: set[int]
+    check_senders: bool
+    state: bytes
 
 
 class _Duplicate(Exception):
@@ -454,25 +476,18 @@ class DeliveryService:
 
     # ---- commits --------------------------------------------------------------------------------
 
-    async def submit_commit(
-        self, p: Principal, group_id: bytes, body: bytes, queue_id: bytes | None
-    ) -> tuple[int, int]:
-        bundle = wire.decode_commit_bundle(body)
-        pm = self._public(bundle.commit)
+    def _stage_commit(
+        self,
+        p: Principal,
+        row: sa.Row,
+        members: list[Member],
+        roles: dict[str, str],
+        pm,  # type: ignore[no-untyped-def]
+        bundle: wire.CommitBundle,
+        queue_id: bytes | None,
+    ) -> _StagedCommit:
+        """The CPU part of a commit (observer, roles, roster diff), run off the event loop."""
         content = pm.content
-        if content.content_type != ContentType.COMMIT:
-            raise Problem(422, "wrong_wire_format", "the first message must be a commit")
-        if content.group_id != group_id:
-            raise Problem(422, "wrong_group", "the commit is for another group")
-        commit_hash = hashlib.sha256(bundle.commit).digest()
-        async with self.db.engine.connect() as conn:
-            row = await self._group(conn, group_id)
-            members = await self._members(conn, group_id)
-            roles = await self._roles(conn, group_id)
-        if content.epoch != row.epoch:
-            if content.epoch + 1 == row.epoch and row.last_commit_hash == commit_hash:
-                return row.epoch, row.last_commit_seq  # a retried success: same answer
-            raise self._epoch_conflict(row)
         by_leaf = {m.leaf_index: m for m in members}
         obs = self._observer(row.state)
         sender = content.sender
@@ -511,8 +526,7 @@ class DeliveryService:
             WireFormat.WELCOME
         ):
             raise Problem(422, "wrong_wire_format", "the third message must be a Welcome")
-        if any(isinstance(q.proposal.body, GroupContextExtensions) for q in proposals):
-            await self._require_external_sender(obs)
+        check_senders = any(isinstance(q.proposal.body, GroupContextExtensions) for q in proposals)
         if adds and bundle.welcome is None:
             raise Problem(422, "welcome_required", "a commit with Adds carries the Welcome")
         if not adds and bundle.welcome is not None:
@@ -538,8 +552,51 @@ class DeliveryService:
                     raise Problem(
                         403, "role_required", "an external commit may only remove its own leaf"
                     )
+        return _StagedCommit(
+            obs,
+            observed,
+            committer_leaf,
+            committer_user,
+            new_rows,
+            removed,
+            check_senders,
+            obs.to_bytes(),
+        )
+
+    async def submit_commit(
+        self, p: Principal, group_id: bytes, body: bytes, queue_id: bytes | None
+    ) -> tuple[int, int]:
+        bundle = wire.decode_commit_bundle(body)
+        pm = self._public(bundle.commit)
+        content = pm.content
+        if content.content_type != ContentType.COMMIT:
+            raise Problem(422, "wrong_wire_format", "the first message must be a commit")
+        if content.group_id != group_id:
+            raise Problem(422, "wrong_group", "the commit is for another group")
+        commit_hash = hashlib.sha256(bundle.commit).digest()
+        async with self.db.engine.connect() as conn:
+            row = await self._group(conn, group_id)
+            members = await self._members(conn, group_id)
+            roles = await self._roles(conn, group_id)
+        if content.epoch != row.epoch:
+            if content.epoch + 1 == row.epoch and row.last_commit_hash == commit_hash:
+                return row.epoch, row.last_commit_seq  # a retried success: same answer
+            raise self._epoch_conflict(row)
+        loop = asyncio.get_running_loop()
+        staged = await loop.run_in_executor(
+            _CPU, self._stage_commit, p, row, members, roles, pm, bundle, queue_id
+        )
+        obs, observed = staged.observer, staged.observed
+        committer_leaf, committer_user = staged.committer_leaf, staged.committer_user
+        new_rows, removed, by_leaf = (
+            staged.new_rows,
+            staged.removed,
+            {m.leaf_index: m for m in members},
+        )
+        if staged.check_senders:
+            await self._require_external_sender(obs)
         added_users = await self._check_adds(p, committer_user, new_rows, committer_leaf)
-        new_state = obs.to_bytes()
+        new_state = staged.state
         async with self.db.transaction() as conn:
             if queue_id is not None:
                 await self.queues.check_owner(conn, queue_id, p.client_uuid)
