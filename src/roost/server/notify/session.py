@@ -280,9 +280,10 @@ class RealtimeSession:
         items = self._take_pending(st, max_items, max_bytes)
         if not items and (st.stale or st.pending):
             known = max(st.pending, default=0)
+            st.stale = False  # a payload-less wake-up during the read sets it again (kept)
             result = await self._read(st, max_items, max_bytes)
             items = [(seq, p) for seq, p in result.messages if seq > st.sent]
-            st.stale = result.has_more
+            st.stale = st.stale or result.has_more
             if items:
                 st.drop_pending_upto(items[-1][0])
             elif not result.has_more:
