@@ -13,7 +13,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from roost.mls.errors import DecodeError
@@ -73,6 +74,22 @@ _STATUS_CODES = {
 }
 
 
+# SQLSTATE classes of an unavailable database: connection exception, insufficient resources
+# (too many connections), object not in prerequisite state (lock not available, database not
+# accepting connections), operator intervention (shutting down, cannot connect now).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "55", "57"})
+
+
+def _database_unavailable(exc: Exception) -> bool:
+    if isinstance(exc, PoolTimeoutError | OperationalError):
+        return True
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return isinstance(code, str) and code[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -107,6 +124,18 @@ def install_error_handlers(app: FastAPI) -> None:
         # transaction was rolled back, so the client may simply retry.
         log.warning("integrity conflict: %s", type(exc.orig).__name__)
         return problem_response(409, "conflict", "a concurrent change conflicted; retry")
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if not _database_unavailable(exc):
+            return await _unexpected(request, exc)
+        # The database is unreachable, out of connections or locked past the busy timeout:
+        # an overload or outage, not a bug; nothing was committed, so a retry is safe.
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return problem_response(
+            503, "service_unavailable", "the server is busy; retry", {"Retry-After": "1"}
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
