@@ -62,6 +62,9 @@ from . import wire
 from .keys import ServerKey, ServerKeys
 from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
 
+# pg_advisory_lock key of the account-events consumer (any fixed 64-bit value of our own).
+ACCOUNT_EVENTS_LOCK_KEY = 0x526F6F7374414501
+
 log = logging.getLogger("roost.server.delivery")
 
 ADMIN = "admin"
@@ -1178,9 +1181,28 @@ class DeliveryService:
         return result.rowcount or 0
 
     async def process_account_events(self) -> int:
-        """Consume the AS outbox: mark deleted clients gone, issue Remove proposals, notices."""
-        async with self._events_lock:
-            return await self._process_account_events()
+        """Consume the AS outbox: mark deleted clients gone, issue Remove proposals, notices.
+
+        One consumer at a time: a lock within the process, and on PostgreSQL an advisory lock
+        across the processes sharing the database (a process that does not get it leaves the
+        events to the one that holds it), so no event yields two Removes or two notices."""
+        async with self._events_lock, self._account_events_consumer() as mine:
+            return await self._process_account_events() if mine else 0
+
+    @contextlib.asynccontextmanager
+    async def _account_events_consumer(self):  # type: ignore[no-untyped-def]
+        if self.db.is_sqlite:  # SQLite serves one process (docs/operations.md)
+            yield True
+            return
+        # Transaction-scoped: whatever ends this block (even a cancellation) ends the
+        # transaction, and with it the lock.
+        async with self.db.engine.connect() as conn:
+            got = (
+                await conn.execute(
+                    sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ACCOUNT_EVENTS_LOCK_KEY}
+                )
+            ).scalar()
+            yield bool(got)
 
     async def _process_account_events(self) -> int:
         done = 0
