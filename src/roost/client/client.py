@@ -711,17 +711,17 @@ class RoostClient:
     async def accept_connection(
         self, connection_id: str, payload: bytes | None = None
     ) -> Connection:
-        path = f"/v1/connections/{quote(connection_id, safe='')}/accept"
-        if payload is None:
-            resp = await self.request("POST", path)
-        else:
-            resp = await self.request("POST", path, content=payload, content_type=MLS_MEDIA_TYPE)
-        return Connection.from_json(resp.json())
+        return await self._answer_connection(connection_id, "accept", payload)
 
     async def reject_connection(
         self, connection_id: str, payload: bytes | None = None
     ) -> Connection:
-        path = f"/v1/connections/{quote(connection_id, safe='')}/reject"
+        return await self._answer_connection(connection_id, "reject", payload)
+
+    async def _answer_connection(
+        self, connection_id: str, answer: str, payload: bytes | None
+    ) -> Connection:
+        path = f"/v1/connections/{quote(connection_id, safe='')}/{answer}"
         if payload is None:
             resp = await self.request("POST", path)
         else:
