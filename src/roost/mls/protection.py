@@ -21,6 +21,12 @@ PrivateMessage (member senders only; ``ac.wire_format`` must be private_message)
   sender's leaf: call ``verify_content_signature`` next (and check the leaf is occupied).
 - ``protect_private`` / ``unprotect_private`` do sign+encrypt / decrypt+verify in one go.
 
+Application messages of a member (the hot path): ``ApplicationKeys`` holds what is constant
+for one epoch (TBS, AAD and wire prefixes, GroupContext bytes, the sender-data HMAC key, the
+members' verifiers); ``seal_application`` signs and encrypts straight to MLSMessage bytes and
+``open_application`` decrypts and verifies the fields from ``read_private_application``.
+Both produce and accept exactly what the generic functions do, with every check kept.
+
 ``group_context`` is a GroupContext or its encoding (pass bytes on hot paths: it is
 encoded once per epoch by the caller). Failures: ``CryptoError`` for bad signatures, tags
 and AEAD; ``ValidationError`` for rule violations; ``DecodeError`` for malformed plaintext.
@@ -29,8 +35,11 @@ and AEAD; ``ValidationError`` for rule violations; ``DecodeError`` for malformed
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
-from .codec import encode_varint
+from cryptography.exceptions import InvalidTag
+
+from .codec import Reader, encode_varint
 from .constants import ContentType, SenderType, WireFormat
 from .crypto.ciphersuite import CipherSuite
 from .errors import CryptoError, DecodeError, ValidationError
@@ -166,7 +175,9 @@ def encrypt(
     secret_tree: SecretTree,
     sender_data_secret: bytes,
     padding: int = 0,
+    reuse_guard: bytes | None = None,
 ) -> PrivateMessage:
+    """``reuse_guard`` is random unless given (tests compare two encoders with it)."""
     content = ac.content
     if ac.wire_format != WireFormat.PRIVATE_MESSAGE:
         raise ValidationError("content was not authenticated for a PrivateMessage")
@@ -178,7 +189,10 @@ def encrypt(
         raise ValueError("negative padding")
 
     generation, key, nonce = secret_tree.ratchet(leaf, content_type).next()
-    reuse_guard = os.urandom(4)
+    if reuse_guard is None:
+        reuse_guard = os.urandom(4)
+    elif len(reuse_guard) != 4:
+        raise ValueError("reuse_guard must be 4 bytes")
     body = content.content
     if isinstance(body, bytes):  # application data: skip the generic encoder
         auth = ac.auth
@@ -272,3 +286,193 @@ def unprotect_private(
     ac, _ = decrypt(cs, pm, secret_tree, sender_data_secret)
     verify_content_signature(cs, sig_pub, ac, group_context)
     return ac
+
+
+# Application messages of a member: the hot path -----------------------------------------------
+_TBS_LABEL_OPAQUE = _opaque(b"MLS 1.0 " + _TBS_LABEL)  # SignWithLabel's label, encoded once
+_MLS10_PRIVATE = b"\x00\x01\x00\x02"  # MLSMessage header: mls10, private_message
+_APPLICATION = bytes((ContentType.APPLICATION,))
+_MEMBER = bytes((SenderType.MEMBER,))
+
+
+def read_private_application(data: bytes) -> tuple[bytes, int, bytes, bytes, bytes] | None:
+    """``(group_id, epoch, authenticated_data, encrypted_sender_data, ciphertext)`` of an
+    MLSMessage holding an application PrivateMessage, read as strictly as
+    ``MLSMessage.decode`` (``DecodeError``); None for any other message (decode it fully)."""
+    if data[:4] != _MLS10_PRIVATE:
+        return None
+    r = Reader(data, 4)
+    group_id = r.opaque()
+    epoch = r.u64()
+    if r.u8() != ContentType.APPLICATION:
+        return None
+    fields = (group_id, epoch, r.opaque(), r.opaque(), r.opaque())
+    r.finish()
+    return fields
+
+
+class ApplicationKeys:
+    """What one epoch's application messages share, computed once per epoch.
+
+    ``secret_tree`` is the epoch's secret tree itself (the ratchets move as messages go);
+    ``signature_key_of(leaf_index)`` gives a sender's signature key, None for a blank leaf
+    (asked once per sender and epoch).
+    """
+
+    __slots__ = (
+        "cs",
+        "secret_tree",
+        "signature_key_of",
+        "group_id",
+        "epoch",
+        "_context",
+        "_sd_key",
+        "_sd_aad",
+        "_tbs_head",
+        "_wire_head",
+        "_verifiers",
+        "_senders",
+    )
+
+    def __init__(
+        self,
+        cs: CipherSuite,
+        group_id: bytes,
+        epoch: int,
+        context_bytes: bytes,
+        secret_tree: SecretTree,
+        sender_data_secret: bytes,
+        signature_key_of: Callable[[int], bytes | None],
+    ) -> None:
+        self.cs = cs
+        self.secret_tree = secret_tree
+        self.signature_key_of = signature_key_of
+        self.group_id = group_id
+        self.epoch = epoch
+        self._context = context_bytes
+        self._sd_key = cs.hmac_key(sender_data_secret)
+        gid_epoch = _opaque(group_id) + epoch.to_bytes(8, "big")
+        self._sd_aad = gid_epoch + _APPLICATION  # SenderDataAAD; + authenticated_data: AAD
+        # FramedContentTBS up to the sender's leaf index: version, wire format, group_id,
+        # epoch, sender type.
+        self._tbs_head = _MLS10_PRIVATE + gid_epoch + _MEMBER
+        # MLSMessage up to authenticated_data: version, wire format, group_id, epoch, type.
+        self._wire_head = _MLS10_PRIVATE + gid_epoch + _APPLICATION
+        self._verifiers: dict[int, Callable[[bytes, bytes], bool]] = {}
+        self._senders: dict[int, Sender] = {}
+
+    def _sign_content(self, leaf: bytes, ad_len: bytes, ad: bytes, data: bytes) -> bytes:
+        """SignWithLabel's SignContent over the FramedContentTBS, built by one join."""
+        data_len = _vlen(len(data))
+        ctx = self._context
+        head = self._tbs_head
+        # FramedContentTBS: head, leaf index (4), authenticated_data, content type (1),
+        # application data, GroupContext.
+        n = len(head) + 5 + len(ad_len) + len(ad) + len(data_len) + len(data) + len(ctx)
+        return b"".join(
+            (_TBS_LABEL_OPAQUE, _vlen(n), head, leaf, ad_len, ad, _APPLICATION, data_len, data, ctx)
+        )
+
+    def seal_application(
+        self,
+        sign: Callable[[bytes], bytes],
+        leaf_index: int,
+        data: bytes,
+        authenticated_data: bytes = b"",
+        padding: int = 0,
+        reuse_guard: bytes | None = None,
+    ) -> bytes:
+        """Sign (``sign`` takes SignContent) and encrypt an application message from our
+        leaf; returns the MLSMessage bytes, equal to ``authenticate`` + ``encrypt``."""
+        if padding < 0:
+            raise ValueError("negative padding")
+        if reuse_guard is None:
+            reuse_guard = os.urandom(4)
+        elif len(reuse_guard) != 4:
+            raise ValueError("reuse_guard must be 4 bytes")
+        cs = self.cs
+        leaf = leaf_index.to_bytes(4, "big")
+        ad = authenticated_data
+        ad_len = _vlen(len(ad))
+        signature = sign(self._sign_content(leaf, ad_len, ad, data))
+        generation, key, nonce = self.secret_tree.application_ratchet(leaf_index).next()
+        plaintext = b"".join((_vlen(len(data)), data, _vlen(len(signature)), signature))
+        if padding:
+            plaintext += bytes(padding)
+        aead = cs.aead
+        ciphertext = aead.fresh(key).encrypt(
+            _apply_reuse_guard(nonce, reuse_guard), plaintext, self._sd_aad + ad_len + ad
+        )
+        sd_key, sd_nonce = cs.sender_data_key_nonce(self._sd_key, ciphertext)
+        encrypted_sender_data = aead.fresh(sd_key).encrypt(
+            sd_nonce, leaf + generation.to_bytes(4, "big") + reuse_guard, self._sd_aad
+        )
+        return b"".join(
+            (
+                self._wire_head,
+                ad_len,
+                ad,
+                _vlen(len(encrypted_sender_data)),
+                encrypted_sender_data,
+                _vlen(len(ciphertext)),
+                ciphertext,
+            )
+        )
+
+    def open_application(
+        self, authenticated_data: bytes, encrypted_sender_data: bytes, ciphertext: bytes
+    ) -> tuple[Sender, bytes]:
+        """Decrypt and verify an application message of this epoch (fields from
+        ``read_private_application``; the caller checked group and epoch). Returns the sender
+        and the data; raises ``CryptoError``, ``ValidationError`` or ``DecodeError`` exactly
+        where ``decrypt`` + ``verify_content_signature`` would."""
+        cs = self.cs
+        aead = cs.aead
+        sd_aad = self._sd_aad
+        sd_key, sd_nonce = cs.sender_data_key_nonce(self._sd_key, ciphertext)
+        sender_data = _aead_open(aead, sd_key, sd_nonce, encrypted_sender_data, sd_aad)
+        if len(sender_data) != 12:
+            raise DecodeError(f"SenderData must be 12 bytes, got {len(sender_data)}")
+        leaf = sender_data[:4]
+        leaf_index = int.from_bytes(leaf, "big")
+        generation = int.from_bytes(sender_data[4:8], "big")
+        ratchet = self.secret_tree.application_ratchet(leaf_index)
+        key, nonce = ratchet.get(generation)
+        ad = authenticated_data
+        ad_len = _vlen(len(ad))
+        plain = _aead_open(
+            aead, key, _apply_reuse_guard(nonce, sender_data[8:]), ciphertext, sd_aad + ad_len + ad
+        )
+        # Only a message that decrypted may use up the key (a forgery must not burn it).
+        ratchet.consume(generation)
+        r = Reader(plain)
+        data = r.opaque()
+        signature = r.opaque()
+        if r.pos != r.end and plain[r.pos :].lstrip(b"\x00"):
+            raise DecodeError("PrivateMessageContent padding is not all zero bytes")
+        verify = self._verifiers.get(leaf_index)
+        if verify is None:
+            key = self.signature_key_of(leaf_index)
+            if key is None:
+                raise ValidationError(f"PrivateMessage from blank leaf {leaf_index}")
+            verify = self._verifiers[leaf_index] = cs.signature.verifier(key)
+        if not verify(self._sign_content(leaf, ad_len, ad, data), signature):
+            raise CryptoError("invalid FramedContent signature")
+        sender = self._senders.get(leaf_index)
+        if sender is None:
+            sender = self._senders[leaf_index] = Sender.member(leaf_index)
+        return sender, data
+
+
+def _vlen(n: int) -> bytes:
+    """The varint length prefix of an opaque<V> of ``n`` bytes."""
+    return bytes((n,)) if n < 0x40 else encode_varint(n)
+
+
+def _aead_open(aead, key: bytes, nonce: bytes, ct: bytes, aad: bytes) -> bytes:
+    try:
+        return aead.fresh(key).decrypt(nonce, ct, aad)
+    except InvalidTag:
+        raise CryptoError("AEAD authentication failed") from None
+    except ValueError as e:  # as Aead.open
+        raise CryptoError(f"AEAD open failed: {e}") from None

@@ -43,10 +43,7 @@ class HashRatchet:
         cs, secret, gen = self._cs, self._secret, self.next_generation
         if secret is None or gen >= 0xFFFFFFFF:
             raise ValidationError("hash ratchet exhausted")
-        ctx = gen.to_bytes(4, "big")
-        key = cs.expand_with_label(secret, b"key", ctx, cs.aead_key_len)
-        nonce = cs.expand_with_label(secret, b"nonce", ctx, cs.aead_nonce_len)
-        self._secret = cs.expand_with_label(secret, b"secret", ctx, cs.hash_len)
+        key, nonce, self._secret = cs.ratchet_step(secret, gen)
         self.next_generation = gen + 1
         return gen, key, nonce
 
@@ -102,6 +99,8 @@ class HashRatchet:
     def _evict(self) -> None:
         skipped = self._skipped
         oldest_allowed = self.next_generation - self._window
+        if len(skipped) <= self._window and next(iter(skipped)) >= oldest_allowed:
+            return  # the common case: nothing to drop
         while skipped:
             first = next(iter(skipped))
             if first >= oldest_allowed and len(skipped) <= self._window:
@@ -141,17 +140,18 @@ class SecretTree:
                 raise ValidationError(f"secrets of leaf {leaf} are no longer available")
             x = tree_math.parent(x, n)
             path.append(x)
+        nh = cs.hash_len
         for x in reversed(path[1:]):
-            secret = nodes.pop(x)
-            nodes[tree_math.left(x)] = cs.expand_with_label(secret, b"tree", b"left", cs.hash_len)
-            nodes[tree_math.right(x)] = cs.expand_with_label(secret, b"tree", b"right", cs.hash_len)
-        leaf_secret = nodes.pop(target)
-        self._handshake[leaf] = HashRatchet(
-            cs, cs.expand_with_label(leaf_secret, b"handshake", b"", cs.hash_len), self._window
+            left, right = cs.expand_with_labels(
+                nodes.pop(x), (b"tree", b"left", nh), (b"tree", b"right", nh)
+            )
+            nodes[tree_math.left(x)] = left
+            nodes[tree_math.right(x)] = right
+        handshake, application = cs.expand_with_labels(
+            nodes.pop(target), (b"handshake", b"", nh), (b"application", b"", nh)
         )
-        self._application[leaf] = HashRatchet(
-            cs, cs.expand_with_label(leaf_secret, b"application", b"", cs.hash_len), self._window
-        )
+        self._handshake[leaf] = HashRatchet(cs, handshake, self._window)
+        self._application[leaf] = HashRatchet(cs, application, self._window)
 
     def encode_state(self) -> bytes:
         w = Writer()

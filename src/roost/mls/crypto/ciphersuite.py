@@ -23,6 +23,23 @@ from ..errors import CryptoError, UnsupportedError
 from . import hpke, kdf, signature
 from .aead import AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305
 
+# CPython's own SHA-2 for HMACs under a precomputed key (``hmac_key``): copying its state is
+# a memcpy, where an OpenSSL digest context costs a provider round trip per call.
+try:
+    from _sha2 import sha256 as _sha256  # 3.12+
+    from _sha2 import sha384 as _sha384
+    from _sha2 import sha512 as _sha512
+except ImportError:  # pragma: no cover - depends on the Python version
+    try:
+        from _sha256 import sha256 as _sha256
+        from _sha512 import sha384 as _sha384
+        from _sha512 import sha512 as _sha512
+    except ImportError:
+        _sha256, _sha384, _sha512 = hashlib.sha256, hashlib.sha384, hashlib.sha512
+_HMAC_HASH = {"sha256": (_sha256, 64), "sha384": (_sha384, 128), "sha512": (_sha512, 128)}
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
 _PREFIX = b"MLS 1.0 "
 _LABEL_HEADS: dict[tuple[bytes, int], bytes] = {}
 
@@ -37,6 +54,20 @@ def _label_head(label: bytes, n: int) -> bytes:
 
 def _opaque(b: bytes) -> bytes:
     return encode_varint(len(b)) + b
+
+
+_SIGN_LABELS: dict[bytes, bytes] = {}
+
+
+def _sign_content(label: bytes, content: bytes) -> bytes:
+    """SignWithLabel's SignContent: ``opaque label<V>`` (memoised, labels are protocol
+    constants) then ``opaque content<V>``, joined once."""
+    head = _SIGN_LABELS.get(label)
+    if head is None:
+        head = _opaque(_PREFIX + label)
+        if len(_SIGN_LABELS) < 64:
+            _SIGN_LABELS[label] = head
+    return b"".join((head, encode_varint(len(content)), content))
 
 
 class CipherSuite:
@@ -55,6 +86,10 @@ class CipherSuite:
         "signature",
         "_hash_ctor",
         "_zero",
+        "_hmac_hash",
+        "_hmac_block",
+        "_ratchet_heads",
+        "_sd_heads",
     )
 
     def __init__(
@@ -79,6 +114,20 @@ class CipherSuite:
         self.aead_nonce_len = self.aead.nonce_len
         self.signature = sig
         self._zero = bytes(self.hash_len)
+        self._hmac_hash, self._hmac_block = _HMAC_HASH[hash_name]
+        # The one-block HKDF-Expand shortcut below needs every derived key to fit a block.
+        assert max(self.aead_key_len, self.aead_nonce_len) <= self.hash_len
+        # KDFLabel prefixes of the secret-tree ratchet (context: a 4-byte generation) and of
+        # the sender-data key and nonce (context: the ciphertext sample, its length added).
+        self._ratchet_heads = (
+            _label_head(b"key", self.aead_key_len) + b"\x04",
+            _label_head(b"nonce", self.aead_nonce_len) + b"\x04",
+            _label_head(b"secret", self.hash_len) + b"\x04",
+        )
+        self._sd_heads = (
+            _label_head(b"key", self.aead_key_len),
+            _label_head(b"nonce", self.aead_nonce_len),
+        )
 
     def __repr__(self) -> str:
         return f"CipherSuite({self.suite_id}, {self.name})"
@@ -101,6 +150,85 @@ class CipherSuite:
 
     def verify_mac(self, key: bytes, b: bytes, tag: bytes) -> bool:
         return hmac.compare_digest(_hmac_digest(key, b, self.hash_name), tag)
+
+    def hmac_key(self, key: bytes) -> tuple:
+        """``key`` prepared for several MACs (RFC 2104): the inner and outer hash states with
+        the padded key already absorbed. ``mac_with`` then skips two of the four compression
+        calls and the per-call OpenSSL set-up of ``mac``."""
+        h, block = self._hmac_hash, self._hmac_block
+        if len(key) > block:
+            key = h(key).digest()
+        key = key.ljust(block, b"\0")
+        return h(key.translate(_IPAD)), h(key.translate(_OPAD))
+
+    @staticmethod
+    def mac_with(hmac_key: tuple, b: bytes) -> bytes:
+        """HMAC of ``b`` under a key from ``hmac_key`` (equal to ``mac(key, b)``)."""
+        inner = hmac_key[0].copy()
+        inner.update(b)
+        outer = hmac_key[1].copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def ratchet_step(self, secret: bytes, generation: int) -> tuple[bytes, bytes, bytes]:
+        """One generation of a secret-tree hash ratchet (RFC 9420 section 9.1): the
+        ``(key, nonce, next secret)`` of DeriveTreeSecret with labels "key", "nonce" and
+        "secret", from one HMAC key set-up instead of three."""
+        h, block = self._hmac_hash, self._hmac_block
+        if len(secret) > block:  # pragma: no cover - tree secrets are Nh <= block bytes
+            secret = h(secret).digest()
+        k = secret.ljust(block, b"\0")
+        ipad, opad = h(k.translate(_IPAD)), h(k.translate(_OPAD))
+        tail = generation.to_bytes(4, "big") + b"\x01"
+        key_head, nonce_head, secret_head = self._ratchet_heads
+        inner = ipad.copy()  # unrolled: this runs for every message, sent and received
+        inner.update(key_head + tail)
+        outer = opad.copy()
+        outer.update(inner.digest())
+        key = outer.digest()[: self.aead_key_len]
+        inner = ipad.copy()
+        inner.update(nonce_head + tail)
+        outer = opad.copy()
+        outer.update(inner.digest())
+        nonce = outer.digest()[: self.aead_nonce_len]
+        ipad.update(secret_head + tail)  # last use: no copies needed
+        opad.update(ipad.digest())
+        return key, nonce, opad.digest()
+
+    def expand_with_labels(self, secret: bytes, *requests: tuple[bytes, bytes, int]) -> list[bytes]:
+        """``expand_with_label(secret, label, context, n)`` for each ``(label, context, n)``,
+        with one HMAC key set-up for all (every ``n`` at most Nh)."""
+        key = self.hmac_key(secret)
+        out = []
+        for label, context, n in requests:
+            if n > self.hash_len:
+                raise ValueError("expand_with_labels: output longer than one hash block")
+            head = _LABEL_HEADS.get((label, n))
+            if head is None:
+                head = _label_head(label, n)
+            lc = len(context)
+            info = head + (bytes((lc,)) if lc < 0x40 else encode_varint(lc)) + context
+            out.append(self.mac_with(key, info + b"\x01")[:n])
+        return out
+
+    def sender_data_key_nonce(self, hmac_key: tuple, ciphertext: bytes) -> tuple[bytes, bytes]:
+        """Key and nonce protecting SenderData (section 6.3.2), under the sender-data
+        secret prepared with ``hmac_key``, bound to a sample of the content ciphertext."""
+        sample = ciphertext[: self.hash_len]
+        n = len(sample)
+        tail = (bytes((n,)) if n < 0x40 else encode_varint(n)) + sample + b"\x01"
+        ipad, opad = hmac_key
+        kh, nh = self._sd_heads
+        inner = ipad.copy()
+        inner.update(kh + tail)
+        outer = opad.copy()
+        outer.update(inner.digest())
+        key = outer.digest()[: self.aead_key_len]
+        inner = ipad.copy()
+        inner.update(nh + tail)
+        outer = opad.copy()
+        outer.update(inner.digest())
+        return key, outer.digest()[: self.aead_nonce_len]
 
     def kdf_extract(self, salt: bytes, ikm: bytes) -> bytes:
         return kdf.extract(self.hash_name, self.hash_len, salt, ikm)
@@ -138,14 +266,12 @@ class CipherSuite:
 
     # Signatures -----------------------------------------------------------------------
     def sign_with_label(self, sig_priv: bytes, label: bytes, content: bytes) -> bytes:
-        return self.signature.sign(sig_priv, _opaque(_PREFIX + label) + _opaque(content))
+        return self.signature.sign(sig_priv, _sign_content(label, content))
 
     def verify_with_label(
         self, sig_pub: bytes, label: bytes, content: bytes, signature: bytes
     ) -> bool:
-        return self.signature.verify(
-            sig_pub, _opaque(_PREFIX + label) + _opaque(content), signature
-        )
+        return self.signature.verify(sig_pub, _sign_content(label, content), signature)
 
     def generate_signature_key_pair(self) -> tuple[bytes, bytes]:
         return self.signature.generate()

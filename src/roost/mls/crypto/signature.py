@@ -9,7 +9,8 @@ Parsed key objects are cached (bounded) because the same member keys verify many
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, partial
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -36,6 +37,14 @@ class SignatureScheme:
     def public_key(self, priv: bytes) -> bytes:
         raise NotImplementedError
 
+    def signer(self, priv: bytes) -> Callable[[bytes], bytes]:
+        """``sign`` bound to a parsed key, for callers that sign many messages with it."""
+        return partial(self.sign, priv)
+
+    def verifier(self, pub: bytes) -> Callable[[bytes, bytes], bool]:
+        """``verify(msg, sig)`` bound to a parsed key (an invalid key verifies nothing)."""
+        return lambda msg, sig: self.verify(pub, msg, sig)
+
 
 class EdDSA(SignatureScheme):
     __slots__ = ("_priv_cls", "_pub_cls", "_key_len", "_load_priv", "_load_pub")
@@ -61,6 +70,27 @@ class EdDSA(SignatureScheme):
         except (InvalidSignature, ValueError):
             return False
         return True
+
+    def signer(self, priv: bytes) -> Callable[[bytes], bytes]:
+        try:
+            return self._load_priv(priv).sign  # the key object's own method: no wrapper
+        except ValueError as e:
+            raise CryptoError(f"invalid signature private key: {e}") from None
+
+    def verifier(self, pub: bytes) -> Callable[[bytes, bytes], bool]:
+        try:
+            key_verify = self._load_pub(pub).verify
+        except ValueError:
+            return lambda msg, sig: False
+
+        def verify(msg: bytes, sig: bytes) -> bool:
+            try:
+                key_verify(sig, msg)
+            except (InvalidSignature, ValueError):
+                return False
+            return True
+
+        return verify
 
     def generate(self) -> tuple[bytes, bytes]:
         priv = os.urandom(self._key_len)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..key_schedule import EpochSecrets
+from ..protection import ApplicationKeys
 from ..ratchet_tree import RatchetTree
 from ..secret_tree import SecretTree
 from ..treekem import TreePrivateState
@@ -22,6 +23,29 @@ class EpochState:
     tree_keys: TreePrivateState
     secret_tree: SecretTree
     leaf_index: int
+    # Per-epoch constants of application messages, made on first use (not persisted).
+    _app: ApplicationKeys | None = field(default=None, repr=False, compare=False)
+
+    def application_keys(self) -> ApplicationKeys:
+        app = self._app
+        if app is None:
+            public = self.public
+            tree = public.tree
+
+            def signature_key_of(leaf_index: int) -> bytes | None:
+                leaf = tree.leaf(leaf_index)
+                return None if leaf is None else leaf.signature_key
+
+            app = self._app = ApplicationKeys(
+                public.cs,  # type: ignore[arg-type]
+                public.group_id,
+                public.epoch,
+                public.context_bytes,
+                self.secret_tree,
+                self.secrets.sender_data_secret,
+                signature_key_of,
+            )
+        return app
 
     @classmethod
     def start(

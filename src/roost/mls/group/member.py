@@ -12,7 +12,7 @@ application messages are always PrivateMessage and always signature-checked.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from .. import protection
@@ -29,6 +29,7 @@ from ..framing import (
     PrivateMessage,
     PublicMessage,
     Sender,
+    framed_content_tbs,
 )
 from ..group_context import GroupContext
 from ..group_info import GroupInfo
@@ -135,6 +136,9 @@ class Group:
         self.reinit: ReInit | None = None
         # The epoch before the current one, kept only to read late application messages.
         self._previous: EpochState | None = None
+        # Our signing key parsed on first use (application messages), with the bytes it
+        # was parsed from.
+        self._signer: tuple[bytes, Callable[[bytes], bytes]] | None = None
         self.active = True
         self._remember_resumption()
 
@@ -295,11 +299,9 @@ class Group:
         content = FramedContent(
             self.group_id, self.epoch, Sender.member(self.leaf_index), authenticated_data, body
         )
-        unsigned = AuthenticatedContent(wf, content, FramedContentAuthData(b""))
-        sig = self.cs.sign_with_label(
-            self._sig_priv, b"FramedContentTBS", unsigned.tbs(self._epoch.public.context_bytes)
-        )
-        return replace(unsigned, auth=FramedContentAuthData(sig)), wf
+        tbs = framed_content_tbs(wf, content, self._epoch.public.context_bytes)
+        sig = self.cs.sign_with_label(self._sig_priv, b"FramedContentTBS", tbs)
+        return AuthenticatedContent(wf, content, FramedContentAuthData(sig)), wf
 
     def _send(self, ac: AuthenticatedContent, epoch: EpochState | None = None) -> bytes:
         e = epoch or self._epoch
@@ -491,12 +493,15 @@ class Group:
     def encrypt(self, data: bytes, authenticated_data: bytes = b"", padding: int = 0) -> bytes:
         """An application message (PrivateMessage, signed by us)."""
         self._check_active()
-        ac, _ = self._frame(
-            data, authenticated_data=authenticated_data, wire_format=WireFormat.PRIVATE_MESSAGE
-        )
+        if not isinstance(data, bytes) or not isinstance(authenticated_data, bytes):
+            raise TypeError("application data and authenticated data must be bytes")
+        signer = self._signer
+        if signer is None or signer[0] is not self._sig_priv:
+            signer = self._signer = (self._sig_priv, self.cs.signature.signer(self._sig_priv))
         e = self._epoch
-        pm = protection.encrypt(self.cs, ac, e.secret_tree, e.secrets.sender_data_secret, padding)
-        return MLSMessage(pm).encode()
+        return e.application_keys().seal_application(
+            signer[1], e.leaf_index, data, authenticated_data, padding
+        )
 
     # --- incoming messages ----------------------------------------------------------------------
 
@@ -511,6 +516,10 @@ class Group:
             # The DS echoed our own commit: it was accepted, so move to the new epoch.
             self.merge_pending_commit()
             return ReceivedMessage("commit", Sender.member(self.leaf_index), epoch=self.epoch)
+        if isinstance(message, bytes):
+            app = protection.read_private_application(message)
+            if app is not None:  # the hot path: no framing objects
+                return self._receive_application(*app)
         msg = MLSMessage.decode(message) if isinstance(message, bytes) else message
         body = msg.body
         e = self._epoch
@@ -531,7 +540,7 @@ class Group:
             if body.group_id != self.group_id:
                 raise ValidationError("message for another group")
             if body.epoch != self.epoch:
-                e = self._late_application_epoch(body)
+                e = self._late_application_epoch(body.epoch, body.content_type)
             # The ratchet only moves for keys that decrypted: a forgery cannot change it.
             ac, _ = protection.decrypt(self.cs, body, e.secret_tree, e.secrets.sender_data_secret)
             if e.public.tree.leaf(ac.content.sender.index) is None:
@@ -551,16 +560,25 @@ class Group:
             return self._receive_proposal(ac)
         return self._receive_commit(ac)
 
-    def _late_application_epoch(self, pm: PrivateMessage) -> EpochState:
+    def _receive_application(
+        self, group_id: bytes, epoch: int, authenticated_data: bytes, esd: bytes, ct: bytes
+    ) -> ReceivedMessage:
+        """An application PrivateMessage: the checks of ``process``, without framing objects
+        (``protection.ApplicationKeys``)."""
+        if group_id != self.group_id:
+            raise ValidationError("message for another group")
+        e = self._epoch
+        if epoch != e.public.epoch:
+            e = self._late_application_epoch(epoch, ContentType.APPLICATION)
+        sender, data = e.application_keys().open_application(authenticated_data, esd, ct)
+        return ReceivedMessage("application", sender, data, authenticated_data)
+
+    def _late_application_epoch(self, epoch: int, content_type: ContentType) -> EpochState:
         """Application messages of the previous epoch stay readable (a member may have sent
         one while the commit that ended its epoch was in flight); nothing else does."""
         prev = self._previous
-        if (
-            prev is None
-            or pm.epoch != prev.public.epoch
-            or pm.content_type != ContentType.APPLICATION
-        ):
-            raise ValidationError(f"PrivateMessage for epoch {pm.epoch}, group is at {self.epoch}")
+        if prev is None or epoch != prev.public.epoch or content_type != ContentType.APPLICATION:
+            raise ValidationError(f"PrivateMessage for epoch {epoch}, group is at {self.epoch}")
         return prev
 
     def _receive_proposal(self, ac: AuthenticatedContent) -> ReceivedMessage:
