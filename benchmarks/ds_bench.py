@@ -25,7 +25,9 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,11 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
 from roost.cli.demo import embedded_server
 from roost.client import RoostClient
-from roost.client.group_wire import QueueItem
 from roost.client.groups import Groups, group_path
-from roost.client.realtime import Realtime
 
 MESSAGE_BYTES = 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -101,19 +104,69 @@ class Timings:
     received: list[tuple[bytes, int, float]] = field(default_factory=list)
 
 
-async def receiver(client: RoostClient, queue_id: str, t: Timings, done: asyncio.Event) -> None:
-    async with Realtime(client, positions={queue_id: 0}) as rt:
-        while not done.is_set():
-            try:
-                d = await rt.receive(timeout=0.2)
-            except TimeoutError:
-                continue
-            now = time.perf_counter()
-            for m in d.messages:
-                item = QueueItem.decode(m.payload)
-                t.received.append((item.group_id, item.group_seq, now))
-            if d.queue_id is not None:
-                await rt.ack({d.queue_id: d.last_seq}, wait=False)
+def _varint(frame: bytes, i: int) -> tuple[int, int]:
+    """An MLS (RFC 9000) variable-length integer at ``i``: (value, next index)."""
+    first = frame[i]
+    size = 1 << (first >> 6)
+    value = first & 0x3F
+    for b in frame[i + 1 : i + size]:
+        value = (value << 8) | b
+    return value, i + size
+
+
+def parse_items(frame: bytes) -> tuple[list[tuple[bytes, int]], int]:
+    """(group id, group seq) of each item of a group-queue delivery frame, and its last queue
+    seq — only what the benchmark needs, without the client library's objects."""
+    items = []
+    i = 17  # kind (1) + queue id (16)
+    seq = 0
+    while i < len(frame):
+        seq = int.from_bytes(frame[i : i + 8], "big")
+        length, i = _varint(frame, i + 8)
+        end = i + length
+        # RoostQueueItem: u8 type || opaque group_id<V> || u64 group_seq || ...
+        gid_len, j = _varint(frame, i + 1)
+        gid = frame[j : j + gid_len]
+        items.append((gid, int.from_bytes(frame[j + gid_len : j + gid_len + 8], "big")))
+        i = end
+    return items, seq
+
+
+async def receiver(
+    client: RoostClient, queue_id: str, t: Timings, done: asyncio.Event, ready: asyncio.Event
+) -> None:
+    """A lean realtime reader (shares the cores with the server): raw WebSocket, minimal frame
+    parsing, an ack (no id: not waited for) after every frame."""
+    url = client.state.server.replace("http://", "ws://", 1) + "/v1/realtime"
+    token = await client.bearer_token()
+    async with ws_connect(
+        url,
+        additional_headers={"Authorization": f"Bearer {token}"},
+        compression=None,
+        ping_interval=None,
+        max_size=None,
+    ) as ws:
+        await ws.send(json.dumps({"type": "hello", "queues": {queue_id: 0}}))
+        while json.loads(await ws.recv()).get("type") != "ready":
+            pass
+        ready.set()
+        stopper = asyncio.create_task(done.wait())
+        stopper.add_done_callback(lambda _f: asyncio.ensure_future(ws.close()))
+        ack_head = '{"type":"ack","queues":{"' + queue_id + '":'
+        received = t.received
+        try:
+            async for frame in ws:
+                if isinstance(frame, str):
+                    continue  # pong / acked / error: nothing to do
+                now = time.perf_counter()
+                items, last = parse_items(frame)
+                for gid, seq in items:
+                    received.append((gid, seq, now))
+                await ws.send(f"{ack_head}{last}}}}}")
+        except ConnectionClosed:
+            pass
+        finally:
+            stopper.cancel()
 
 
 class RawHttp:
@@ -144,12 +197,20 @@ class RawHttp:
         self.writer.close()
 
 
-async def run(groups: list[BenchGroup], concurrency: int, pid: int) -> dict[str, float]:
+async def run(
+    groups: list[BenchGroup], concurrency: int, pid: int, profile: str | None = None
+) -> dict[str, float]:
     t = Timings()
     done = asyncio.Event()
     expected = sum(len(g.ciphertexts) * len(g.receivers) for g in groups)
-    tasks = [asyncio.create_task(receiver(c, q, t, done)) for g in groups for c, q in g.receivers]
-    await asyncio.sleep(1.0)  # sockets connected and idle
+    readies = [asyncio.Event() for g in groups for _ in g.receivers]
+    pairs = [(c, q) for g in groups for c, q in g.receivers]
+    tasks = [
+        asyncio.create_task(receiver(c, q, t, done, r))
+        for (c, q), r in zip(pairs, readies, strict=True)
+    ]
+    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
+    await asyncio.sleep(0.5)  # sockets connected and idle
     tokens = {id(g): await g.sender.bearer_token() for g in groups}
     longest = max(len(g.ciphertexts) for g in groups)
     work = iter(  # round robin over the groups
@@ -176,6 +237,15 @@ async def run(groups: list[BenchGroup], concurrency: int, pid: int) -> dict[str,
             t.send_ms.append((t1 - t0) * 1000)
             t.start[(g.group_id, json.loads(body)["group_seq"])] = t0
 
+    spy = None
+    if profile:
+        # Sampling profile of the server during the timed phase (py-spy must be installed).
+        spy = subprocess.Popen(
+            ["py-spy", "record", "-p", str(pid), "-o", profile, "-f", "speedscope", "-r", "200"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await asyncio.sleep(1.0)
     cpu0, w0 = cpu_seconds(pid), time.perf_counter()
     await asyncio.gather(*(sender(c) for c in conns))
     wall = time.perf_counter() - w0
@@ -183,6 +253,9 @@ async def run(groups: list[BenchGroup], concurrency: int, pid: int) -> dict[str,
     while len(t.received) < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     cpu = cpu_seconds(pid) - cpu0
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
     for c in conns:
         c.close()
     done.set()
@@ -245,13 +318,17 @@ async def bench_engine(engine: str, args: argparse.Namespace) -> list[tuple[str,
             tempfile.TemporaryDirectory(prefix="roost-bench-") as tmp,
             embedded_server(Path(tmp), extra_env=extra) as srv,
         ):
+            sizes = {int(x) for x in args.sizes.split(",")}
             for size, n_groups, messages in (
                 (3, args.groups3, args.messages3),
                 (50, 1, args.messages50),
             ):
+                if size not in sizes:
+                    continue
                 per_group = max(1, messages // n_groups)
                 groups = [await make_group(srv.url, size, per_group) for _ in range(n_groups)]
-                result = await run(groups, args.concurrency, srv.pid)
+                profile = f"{args.py_spy}-{engine}-{size}.json" if args.py_spy else None
+                result = await run(groups, args.concurrency, srv.pid, profile)
                 rows.append((engine, size, result))
                 print_row(engine, size, result, file=sys.stderr)
                 for g in groups:
@@ -291,6 +368,10 @@ def main() -> None:
     p.add_argument("--groups3", type=int, default=8, help="how many groups of 3 share the load")
     p.add_argument("--messages50", type=int, default=300, help="messages to the group of 50")
     p.add_argument("--concurrency", type=int, default=32, help="sends in flight")
+    p.add_argument("--sizes", default="3,50", help="group sizes to run (3, 50)")
+    p.add_argument(
+        "--py-spy", metavar="PREFIX", help="record a py-spy profile of the server (measurement)"
+    )
     p.add_argument(
         "--postgres-url",
         default=os.environ.get("ROOST_BENCH_POSTGRES_URL")

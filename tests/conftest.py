@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -27,7 +28,14 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
-async def _admin(url: str, sql: str) -> None:
+def run_off_loop(coro_fn, *args):  # type: ignore[no-untyped-def]
+    """Run a coroutine to completion on a private loop: safe inside a running test loop (an
+    async fixture may be the first to ask for a session fixture)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coro_fn(*args))).result()
+
+
+async def _admin_async(url: str, sql: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(url, timeout=5)
@@ -35,6 +43,10 @@ async def _admin(url: str, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+def _admin(url: str, sql: str) -> None:
+    run_off_loop(_admin_async, url, sql)
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +59,7 @@ def postgres_database():
     def create() -> str:
         name = f"roost_test_{uuid.uuid4().hex[:12]}"
         try:
-            asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
+            _admin(admin, f'CREATE DATABASE "{name}"')
         except Exception as e:  # unreachable server, bad credentials, missing driver
             pytest.skip(
                 f"PostgreSQL not reachable at {admin} ({type(e).__name__}: {e}); "
@@ -58,7 +70,7 @@ def postgres_database():
 
     yield create
     for name in made:
-        asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

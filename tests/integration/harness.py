@@ -91,6 +91,10 @@ class ServerProcess:
                 f"roost db upgrade failed ({self.engine}):\n"
                 f"{upgrade.stdout.decode(errors='replace')}{upgrade.stderr.decode(errors='replace')}"
             )
+        return self.spawn()
+
+    def spawn(self) -> ServerProcess:
+        """Start ``roost serve`` on the current port and data (schema already upgraded)."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process keeps it open
         self.proc = subprocess.Popen(
             self._roost("serve"),

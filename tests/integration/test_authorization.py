@@ -62,7 +62,8 @@ SELF_SCOPED = {
 # The queue id is the capability to enqueue (docs/api.md): no owner check by design.
 CAPABILITY = {("POST", "/v1/queues/{queue_id}/messages")}
 # Path prefixes of modules outside this suite's scope (only the token checks apply).
-OTHER_MODULES = ("/v1/groups", "/v1/ds/", "/v1/assets", "/v1/push")  # tests/server/test_<module>.py
+# /v1/domains: other domains' public AS certificates (tests/federation/test_as_flows.py).
+OTHER_MODULES = ("/v1/groups", "/v1/ds/", "/v1/assets", "/v1/push", "/v1/domains")
 
 
 @dataclass

@@ -7,11 +7,7 @@ tables before they run. If the server is unreachable the PostgreSQL cases skip w
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,44 +21,18 @@ from roost.server.store import Database
 from roost.server.store.migrate import upgrade
 from roost.server.store.tables import metadata
 
+from ..conftest import postgres_admin_url, run_off_loop
 from .helpers import FakeClock, TestUser, register_user
-
-PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _pg_admin_url() -> str:
-    return os.environ.get("ROOST_TEST_POSTGRES_URL", PG_DEFAULT)
-
-
-async def _pg_exec(url: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url, timeout=3)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _run(coro_fn, *args):  # type: ignore[no-untyped-def]
-    """Run a coroutine to completion on a private loop (safe inside a running test loop)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(coro_fn(*args))).result()
+    return postgres_admin_url()
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+def migrated_postgres_url(postgres_database) -> str:  # type: ignore[no-untyped-def]
     """A fresh, migrated PostgreSQL database for this test session (asyncpg URL)."""
-    admin = _pg_admin_url()
-    name = f"roost_test_{os.getpid()}_{secrets.token_hex(4)}"
-    try:
-        _run(_pg_exec, admin, f'CREATE DATABASE "{name}"')
-    except Exception as e:
-        pytest.skip(
-            f"PostgreSQL not reachable at {admin} ({type(e).__name__}: {e}); set ROOST_TEST_POSTGRES_URL"
-        )
-    base = admin.rsplit("/", 1)[0]
-    url = f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+    url = postgres_database().replace("postgresql://", "postgresql+asyncpg://", 1)
 
     async def migrate() -> None:
         db = Database(url)
@@ -71,11 +41,8 @@ def postgres_url() -> Iterator[str]:
         finally:
             await db.dispose()
 
-    _run(migrate)
-    try:
-        yield url
-    finally:
-        _run(_pg_exec, admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    run_off_loop(migrate)
+    return url
 
 
 async def _truncate(url: str) -> None:
@@ -99,7 +66,7 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         finally:
             await db.dispose()
         return url
-    url = request.getfixturevalue("postgres_url")
+    url = request.getfixturevalue("migrated_postgres_url")
     await _truncate(url)
     return url
 

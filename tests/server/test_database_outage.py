@@ -17,9 +17,9 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-async def test_postgres_outage_is_503_then_recovers(postgres_url: str) -> None:
-    name = postgres_url.rsplit("/", 1)[1]
-    async with running_server(make_config(postgres_url)) as s:
+async def test_postgres_outage_is_503_then_recovers(migrated_postgres_url: str) -> None:
+    name = migrated_postgres_url.rsplit("/", 1)[1]
+    async with running_server(make_config(migrated_postgres_url)) as s:
         alice = await s.user("outage-alice")
         assert (await s.http.get("/v1/me", headers=alice.client.headers)).status_code == 200
         try:

@@ -100,6 +100,17 @@ class FakeQueues:
         for s in [s for s in self.stored[queue] if s <= up_to]:
             del self.stored[queue][s]
 
+    async def ack_many(
+        self, client_uuid: str, acks: dict[bytes, int], owned: set[bytes]
+    ) -> dict[bytes, str]:
+        failed: dict[bytes, str] = {}
+        for queue, up_to in acks.items():
+            try:
+                await self.ack(queue, client_uuid, up_to)
+            except Problem as p:
+                failed[queue] = p.code
+        return failed
+
     async def ack_direct(self, user: str, client: str, up_to: int, clients: list[str]) -> None:
         self.acks.append((None, up_to))
 

@@ -44,6 +44,11 @@ ROUTES: dict[tuple[str, str], tuple[str, dict, int | None]] = {
     ("GET", "/v1/me"): ("/v1/me", {}, None),
     ("PATCH", "/v1/me"): ("/v1/me", {"json": {"display_name": "X"}}, None),
     ("DELETE", "/v1/me"): ("/v1/me", {}, None),
+    ("GET", "/v1/domains/{domain}/as-certificate"): (
+        "/v1/domains/localhost/as-certificate",
+        {},
+        None,
+    ),
     ("GET", "/v1/users/{user_id}"): ("/v1/users/alice@localhost", {}, None),
     ("GET", "/v1/users/{user_id}/clients"): ("/v1/users/alice@localhost/clients", {}, None),
     ("GET", "/v1/directory"): ("/v1/directory?q=a", {}, None),

@@ -85,7 +85,7 @@ async def empty_db(request, tmp_path):
     if request.param == "sqlite":
         db = Database(f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}")
     else:
-        url = request.getfixturevalue("postgres_url")
+        url = request.getfixturevalue("migrated_postgres_url")
         db = Database(url)
         async with db.transaction() as conn:
             await conn.execute(sa.text("DROP SCHEMA public CASCADE"))

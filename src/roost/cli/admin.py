@@ -174,6 +174,33 @@ async def federation_change(admin: Any, args: argparse.Namespace) -> tuple[Any, 
     return policy, [note, *_policy_lines(policy)]
 
 
+async def federation_rotate_key(admin: Any, args: argparse.Namespace) -> tuple[Any, list[str]]:
+    from roost.server.federation.identity import ServerIdentity
+
+    identity = ServerIdentity(admin.db, admin.clock)
+    old = await identity.current()
+    new = await identity.rotate()
+    grace_h = identity.grace_seconds // 3600
+    lines = [f"signing key is now {new.key_id}"]
+    if old is not None:
+        lines.append(f"{old.key_id} retired; still published for {grace_h} h (in-flight requests)")
+    lines.append("running servers sign with the new key within seconds (no restart)")
+    return {"key_id": new.key_id, "retired": old.key_id if old else None}, lines
+
+
+async def federation_ping(admin: Any, args: argparse.Namespace) -> tuple[Any, list[str]]:
+    from roost.server.errors import Problem
+
+    fed = admin.services.federation
+    try:
+        answer = await fed.client.json(args.domain, "GET", "/federation/v1/whoami")
+    except Problem as e:
+        raise _Refused(f"{e.code}: {e.detail}") from None
+    finally:
+        await fed.client.aclose()
+    return answer, [f"{args.domain} verified this server's signature as {answer['origin']}"]
+
+
 # ---- status ---------------------------------------------------------------------------------
 async def queues_status(admin: Any, args: argparse.Namespace) -> tuple[Any, list[str]]:
     rows = await admin.queue_status()
@@ -184,18 +211,42 @@ async def queues_status(admin: Any, args: argparse.Namespace) -> tuple[Any, list
     return rows, lines
 
 
+def _outbox_line(o: Any) -> str:
+    line = (
+        f"{o.outbox + (' → ' + o.destination if o.destination else ''):30} depth={o.depth:<8} "
+        f"oldest={_age(o.oldest_age_seconds)}"
+    )
+    if o.destination is None:
+        return line
+    line += f" attempts={o.attempts} next={_age(o.next_attempt_in_seconds)}"
+    if o.blocked:
+        line += " BLOCKED by policy (held, not sent)"
+    if o.last_error:
+        line += f" last_error={o.last_error}"
+    return line
+
+
 async def outbox_status(admin: Any, args: argparse.Namespace) -> tuple[Any, list[str]]:
+    import roost.server.federation.outbox  # noqa: F401 - registers the federation source
     from roost.server.operator.status import federation_available
 
     rows = await admin.outbox_status()
-    lines = [
-        f"{o.outbox + (' → ' + o.destination if o.destination else ''):30} depth={o.depth:<8} "
-        f"oldest={_age(o.oldest_age_seconds)}"
-        for o in rows
-    ]
+    lines = [_outbox_line(o) for o in rows]
     if not federation_available():
         lines.append("federation outbox: not in this version (federation is not built yet)")
+    elif not any(o.outbox == "federation" for o in rows):
+        lines.append("federation outbox: nothing queued for other domains")
     return rows, lines
+
+
+async def federation_retry(admin: Any, args: argparse.Namespace) -> tuple[Any, list[str]]:
+    from roost.server.federation.outbox import request_retry
+
+    n = await request_retry(admin.db, args.domain, int(admin.clock() * 1000))
+    what = args.domain or "every destination with queued items"
+    if args.domain and not n:
+        return {"destinations": 0}, [f"nothing queued for {args.domain}"]
+    return {"destinations": n}, [f"next attempt due now for {what} ({n} destination(s))"]
 
 
 async def storage_stats(admin: Any, args: argparse.Namespace) -> tuple[Any, list[str]]:
@@ -302,7 +353,9 @@ def add_admin_command(sub: Any) -> None:
     tr = leaf(t, "revoke", tokens_revoke, "revoke a token by its id (or a unique prefix)")
     tr.add_argument("token_id")
 
-    fed = groups.add_parser("federation", help="federation policy: mode, allowlist, blocklist")
+    fed = groups.add_parser(
+        "federation", help="federation policy (mode, allowlist, blocklist) and outbound retry"
+    )
     f = fed.add_subparsers(dest="fed_action", required=True, metavar="action")
     leaf(f, "show", federation_show, "show the stored policy")
     fm = leaf(f, "mode", federation_change, "allowlist (listed only) or open (all but blocked)")
@@ -314,10 +367,15 @@ def add_admin_command(sub: Any) -> None:
         ("unblock", "remove a domain from the blocklist"),
     ):
         leaf(f, name, federation_change, text).add_argument("value", metavar="domain")
+    fr = leaf(f, "retry", federation_retry, "retry the outbound queue now (one domain or all)")
+    fr.add_argument("domain", nargs="?", help="only this destination domain")
+    leaf(f, "rotate-key", federation_rotate_key, "new server signing key (old one kept 1 day)")
+    fp = leaf(f, "ping", federation_ping, "send a signed request to a domain (connectivity check)")
+    fp.add_argument("domain")
 
     for name, fn, text in (
         ("queues", queues_status, "queue depth and oldest item age per queue kind"),
-        ("outbox", outbox_status, "outbox depth (account events; federation when built)"),
+        ("outbox", outbox_status, "outbox depth (account events; federation per destination)"),
         ("storage", storage_stats, "rows per table, database size, asset bytes"),
     ):
         leaf(groups, name, fn, text)

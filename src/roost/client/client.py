@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from roost.mls.credential import Credential
 from roost.mls.crypto.ciphersuite import CipherSuite, get_cipher_suite
-from roost.mls.errors import MLSError
+from roost.mls.errors import MLSError, ValidationError
 from roost.mls.key_package import KeyPackage
 from roost.mls.leaf_node import Lifetime
 
@@ -101,6 +101,20 @@ def _problem(resp: httpx.Response) -> RoostError:
         problem=problem,
         retry_after=retry_after,
     )
+
+
+def _credential_domain(credential: Credential) -> str | None:
+    """The domain of the client id an x509 credential's leaf names (which AS must have
+    issued it), or None when there is none to read (the home policy then refuses it)."""
+    if credential.credential_type != 2 or not credential.certificates:
+        return None
+    try:
+        client_ids = certificate_client_ids(load_certificate(credential.certificates[0]))
+    except CredentialError:
+        return None
+    if len(client_ids) != 1:
+        return None
+    return client_ids[0].split("/", 1)[0].rpartition("@")[2] or None
 
 
 def _user_path(user_id: str) -> str:
@@ -521,10 +535,18 @@ class RoostClient:
 
     # ---- credential verification --------------------------------------------------------
     async def as_certificate(self, domain: str | None = None) -> bytes:
-        """The AS certificate (DER) of ``domain``: the one pinned at registration for ours."""
-        domain = domain or self.state.home_domain
+        """The AS certificate (DER) of ``domain``: the one pinned at registration for ours;
+        another domain's is fetched through our home server once and kept in the state."""
+        domain = (domain or self.state.home_domain).strip().lower()
         if domain != self.state.home_domain:
-            raise CredentialError(f"cannot verify clients of {domain}: federation is not available")
+            cached = self.state.remote_as_certificates.get(domain)
+            if cached is None:
+                path = f"/v1/domains/{quote(domain, safe='')}/as-certificate"
+                cached = (await self.request("GET", path)).content
+                load_certificate(cached)  # refuse to keep something that is not a certificate
+                self.state.remote_as_certificates[domain] = cached
+                self.save()
+            return cached
         if not self.state.as_certificate:
             resp = await self.request("GET", "/v1/as/certificate", auth=False)
             self.state.as_certificate = resp.content
@@ -665,7 +687,8 @@ class RoostClient:
         if cred.credential_type != 2 or not cred.certificates:
             raise CredentialError("KeyPackage credential is not x509")
         domain = user_id.rpartition("@")[2]
-        leaf = verify_chain(list(cred.certificates), await self.as_certificate(domain))
+        as_cert = await self.as_certificate(domain)
+        leaf = verify_chain(list(cred.certificates), as_cert)
         client_ids = [c for c in certificate_client_ids(leaf) if c.startswith(user_id + "/")]
         if not client_ids:
             raise CredentialError(f"KeyPackage credential names no client of {user_id}")
@@ -674,7 +697,7 @@ class RoostClient:
         def policy(credential: Credential, signature_key: bytes) -> bool:
             _verify_chain_for(
                 list(credential.certificates),
-                self.state.as_certificate,
+                as_cert,
                 client_id=client_id,
                 signature_key=signature_key,
             )
@@ -760,10 +783,28 @@ class RoostClient:
 
     # ---- MLS groups (connection groups) ------------------------------------------------
     def credential_policy(self) -> CredentialPolicy:
-        """Accept group members only with credentials issued by our domain's AS."""
+        """Accept group members only with credentials issued by the AS of the domain in their
+        client id: ours (pinned), or another's already fetched (``ensure_as_certificates``)."""
         if not self.state.as_certificate:
             raise StateError("no AS certificate pinned; register or log in first")
-        return groups.credential_policy(self.state.as_certificate)
+        home = groups.credential_policy(self.state.as_certificate)
+        remote = self.state.remote_as_certificates
+
+        def check(credential: Credential, signature_key: bytes) -> bool:
+            domain = _credential_domain(credential)
+            if domain is None or domain == self.state.home_domain:
+                return home(credential, signature_key)
+            if domain not in remote:
+                raise ValidationError(f"the AS certificate of {domain} has not been fetched")
+            return groups.credential_policy(remote[domain])(credential, signature_key)
+
+        return check
+
+    async def ensure_as_certificates(self, domains: Iterable[str]) -> None:
+        """Fetch (through the home server) the AS certificates of these domains that the state
+        does not hold yet, so the synchronous group credential policy can check their members."""
+        for domain in sorted({d.strip().lower() for d in domains}):
+            await self.as_certificate(domain)
 
     def save_group(self, group: Group) -> None:
         if self.home is not None:
@@ -830,8 +871,17 @@ class RoostClient:
         """Join the connection's group from its Welcome (looked up in the direct queue when
         not given), then accept. A request that carries no Welcome for us is accepted without
         a group."""
+        requester: str | None = None
         if welcome is None:
-            welcome = await self._connection_payload(connection_id)
+            welcome, requester = await self._connection_request(connection_id)
+        else:
+            requester = next(
+                (c.requester for c in await self.connections() if c.connection_id == connection_id),
+                None,
+            )
+        if welcome and requester and "@" in requester:
+            # The group's members include the requester: its domain's AS must be at hand.
+            await self.ensure_as_certificates([requester.rpartition("@")[2]])
         group = None
         if welcome:
             try:
@@ -845,15 +895,16 @@ class RoostClient:
         conn = await self.accept_connection(connection_id, reply)
         return conn, group
 
-    async def _connection_payload(self, connection_id: str) -> bytes | None:
+    async def _connection_request(self, connection_id: str) -> tuple[bytes | None, str | None]:
+        """The payload and sender of the connection's request event in the direct queue."""
         after = 0
         while True:
             page = await self.fetch_direct(after)  # from 0: the request may be acked already
             for e in page.events:
                 if e.type == "connection_request" and e.connection_id == connection_id:
-                    return e.payload
+                    return e.payload, e.sender
             if not page.has_more or not page.events:
-                return None
+                return None, None
             after = page.last_seq
 
     # ---- queues -------------------------------------------------------------------------

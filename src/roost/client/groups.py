@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,16 @@ if TYPE_CHECKING:
     from roost.mls.group.validation import CredentialPolicy
 
     from .client import RoostClient
+
+
+# What RoostClient.credential_policy says about a member of a domain whose AS certificate the
+# client has not fetched yet (groups spanning domains).
+_MISSING_AS = re.compile(r"the AS certificate of (\S+) has not been fetched")
+
+
+def missing_as_domain(error: Exception) -> str | None:
+    m = _MISSING_AS.search(str(error))
+    return m.group(1) if m else None
 
 
 def credential_policy(as_certificate: bytes) -> CredentialPolicy:
@@ -308,6 +319,21 @@ class Groups:
         )
         return event
 
+    async def _with_as_certificates(self, work: Callable[[], Any]) -> Any:
+        """Run MLS ``work`` under the credential policy; when a member of another domain whose
+        AS certificate we have not fetched yet made it fail, fetch that certificate (through
+        our home server) and run it again."""
+        fetched: set[str] = set()
+        while True:
+            try:
+                return work()
+            except (MLSError, RoostError) as e:
+                domain = missing_as_domain(e)
+                if domain is None or domain in fetched:
+                    raise
+                fetched.add(domain)
+                await self.client.ensure_as_certificates([domain])
+
     # ---- the homeserver as external sender ----------------------------------------------------
     async def server_sender(self, cipher_suite: int | None = None) -> ServerSender:
         """The homeserver's external-sender key and credential, verified against the pinned AS
@@ -359,8 +385,20 @@ class Groups:
 
     # ---- DS calls ----------------------------------------------------------------------------
     async def list(self) -> list[GroupSummary]:
+        """The groups this client is in: the home DS's list, plus the groups of other domains
+        this client holds, asked of their DS (through the home server)."""
         d = (await self.client.request("GET", "/v1/groups")).json()
-        return [GroupSummary.from_json(g) for g in d["groups"]]
+        out = [GroupSummary.from_json(g) for g in d["groups"]]
+        home = self.client.state.home_domain.encode()
+        for group_id in self.local_group_ids():
+            if group_id.rpartition(b"@")[2] == home:
+                continue
+            try:
+                out.append(await self.info(group_id))
+            except RoostError as e:
+                if e.status not in (403, 404):  # no longer a member, or deleted: not listed
+                    raise
+        return out
 
     async def info(self, group_id: bytes) -> GroupSummary:
         resp = await self.client.request("GET", f"/v1/groups/{group_path(group_id)}")
@@ -582,12 +620,14 @@ class Groups:
         gi, tree = await self.group_state(group_id)
         st = self.client.state
         async with self._lock:
-            group, commit = Group.join_external(
-                gi,
-                tree or None,
-                self.client.credential,
-                st.signature_private,
-                credential_policy=self.client.credential_policy(),
+            group, commit = await self._with_as_certificates(
+                lambda: Group.join_external(
+                    gi,
+                    tree or None,
+                    self.client.credential,
+                    st.signature_private,
+                    credential_policy=self.client.credential_policy(),
+                )
             )
             resp = await self.client.request(
                 "POST",
@@ -719,7 +759,7 @@ class Groups:
 
     async def _join(self, welcome: bytes, inviter: str) -> GroupEvent | None:
         try:
-            group = self.client.join_from_welcome(welcome)
+            group = await self._with_as_certificates(lambda: self.client.join_from_welcome(welcome))
         except RoostError as e:
             if e.code == "invalid_welcome":
                 return None  # for another client of our user
@@ -774,7 +814,7 @@ class Groups:
         group = self.group(item.group_id)
         senders_before = {i: _client_of(group, i) for i, _, _ in group.roster()}
         try:
-            received = group.process(item.body)
+            received = await self._with_as_certificates(lambda: group.process(item.body))
         except MLSError as e:
             return [GroupEvent("rejected", item.group_id, group_seq=item.group_seq, text=str(e))]
         sender = _sender_name(received.sender, senders_before)
@@ -830,10 +870,10 @@ class Groups:
         try:
             signed = SignedNotice.decode(item.body)
             suite = self._suite_of(item.group_id)
-            server = await self.server_sender(suite)
+            key = await self._notice_key(item.group_id, suite)
             from roost.mls.crypto.ciphersuite import get_cipher_suite
 
-            notice = signed.verified(get_cipher_suite(suite), server.signature_key)
+            notice = signed.verified(get_cipher_suite(suite), key)
             if unb64u(str(notice.get("group_id", ""))) != item.group_id:
                 raise ValueError("notice names another group")
         except (MLSError, ValueError, KeyError) as e:
@@ -855,6 +895,43 @@ class Groups:
         if notice["type"] == "group_deleted":
             self._forget(item.group_id)
         return event
+
+    async def _notice_key(self, group_id: bytes, suite: int) -> bytes:
+        """The key that signs a group's server notices: the external-sender key of the DS of
+        the group's domain — ours, or for a group of another domain the group's external sender
+        certified by that domain's AS (SAN ``roost:server:<domain>``)."""
+        from cryptography import x509
+
+        from roost.mls.constants import ExtensionType
+        from roost.mls.extension_types import ExternalSenders
+        from roost.mls.extensions import find_extension
+
+        from .credentials import public_key_bytes
+
+        domain = group_id.decode("ascii", "replace").rpartition("@")[2]
+        if not domain or domain == self.client.state.home_domain:
+            return (await self.server_sender(suite)).signature_key
+        try:
+            group = self.group(group_id)
+            as_cert = await self.client.as_certificate(domain)
+        except RoostError as e:
+            raise ValueError(f"cannot check notices of {domain}: {e}") from None
+        ext = find_extension(group.group_context.extensions, ExtensionType.EXTERNAL_SENDERS)
+        senders = ExternalSenders.from_extension(ext).senders if ext is not None else ()
+        for sender in senders:
+            cred = sender.credential
+            if cred.credential_type != CredentialType.X509 or not cred.certificates:
+                continue
+            try:
+                leaf = verify_chain(list(cred.certificates), as_cert)
+                san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            except (CredentialError, x509.ExtensionNotFound):
+                continue
+            uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+            certified = SERVER_URI_PREFIX + domain in uris
+            if certified and public_key_bytes(leaf) == sender.signature_key:
+                return sender.signature_key
+        raise ValueError(f"the group lists no external sender certified for {domain}")
 
     def _suite_of(self, group_id: bytes) -> int:
         try:

@@ -3,7 +3,8 @@
 Layout (directory 0700, every file 0600, each written atomically):
 
 - ``client.json``      server URL, ids, credential chain and pinned AS certificate (DER, hex),
-                       bearer token and expiry
+                       other domains' AS certificates fetched through the home server (by
+                       domain, DER hex), bearer token and expiry
 - ``signature.key``    the client's MLS signature private key (raw bytes)
 - ``keypackages.json`` private HPKE keys of published KeyPackages, by KeyPackageRef (hex)
 - ``groups/<id>.mls``  the member state of each MLS group this client is in (contains secrets)
@@ -69,6 +70,8 @@ class ClientState:
     credential_chain: list[bytes] = field(default_factory=list)
     # The AS certificate seen at registration, pinned: credentials are verified against it.
     as_certificate: bytes = b""
+    # Other domains' AS certificates (DER), fetched through the home server on first use.
+    remote_as_certificates: dict[str, bytes] = field(default_factory=dict)
     token: str = ""
     token_expires_at: float = 0.0
     pending_request: str = ""  # a client request awaiting approval by another client
@@ -117,6 +120,9 @@ class Home:
             "cipher_suite": state.cipher_suite,
             "credential_chain": [c.hex() for c in state.credential_chain],
             "as_certificate": state.as_certificate.hex(),
+            "remote_as_certificates": {
+                d: c.hex() for d, c in sorted(state.remote_as_certificates.items())
+            },
             "token": state.token,
             "token_expires_at": state.token_expires_at,
             "pending_request": state.pending_request,
@@ -148,6 +154,10 @@ class Home:
                 cipher_suite=int(meta.get("cipher_suite", 1)),
                 credential_chain=[bytes.fromhex(c) for c in meta.get("credential_chain", [])],
                 as_certificate=bytes.fromhex(meta.get("as_certificate", "")),
+                remote_as_certificates={
+                    str(d): bytes.fromhex(c)
+                    for d, c in meta.get("remote_as_certificates", {}).items()
+                },
                 token=meta.get("token", ""),
                 token_expires_at=float(meta.get("token_expires_at", 0.0)),
                 pending_request=meta.get("pending_request", ""),

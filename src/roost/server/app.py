@@ -25,6 +25,14 @@ from .delivery.routes import router as delivery_router
 from .delivery.service import DeliveryService
 from .deps import Services
 from .errors import install_error_handlers
+from .federation.account_events import install_account_events
+from .federation.as_flows import install_as_flows
+from .federation.ds_flows import GroupForwarder, install_ds_flows
+from .federation.routes_as import router as federation_as_router
+from .federation.routes_ds import router as federation_ds_router
+from .federation.routes_inbox import router as federation_inbox_router
+from .federation.routes_keys import router as federation_keys_router
+from .federation.wiring import build_federation
 from .keypackages.routes import router as keypackages_router
 from .keypackages.service import KeyPackageService
 from .limits import BodyLimitMiddleware
@@ -59,6 +67,8 @@ PROBLEM_SCHEMA = {
 def build_services(
     db: Database, config: Config, clock: Callable[[], float] = time.time
 ) -> Services:
+    # Built first so the other services can be handed what federated flows need.
+    federation = build_federation(db, config, clock)
     auth = AuthService(db, config, clock)
     queues = QueueService(db, config.limits, clock)
     connections = ConnectionService(db, auth, queues, clock)
@@ -89,6 +99,7 @@ def build_services(
         auth_limiter=RateLimiter(limits.auth_per_minute),
         delivery=delivery,
         assets=assets,
+        federation=federation,
     )
 
 
@@ -102,6 +113,9 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
         try:
             await check_schema(db)
             services = build_services(db, config, clock)
+            install_as_flows(services)
+            install_ds_flows(services)
+            install_account_events(services)
             await services.auth.ensure_ca()
             app.state.services = services
             app.state.notify = install_notify(services)
@@ -115,6 +129,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
             if bridge is not None:
                 await bridge.start()
             await services.delivery.start()
+            await services.federation.start()
             sweeper = asyncio.create_task(
                 run_periodically(services, config.maintenance_interval_seconds)
             )
@@ -122,6 +137,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
                 yield
             finally:
                 await app.state.push.stop()
+                await services.federation.stop()
                 await services.delivery.stop()
                 if bridge is not None:
                     await bridge.stop()
@@ -151,10 +167,16 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
         notify_router,
         push_router,
         assets_router,
+        federation_keys_router,
+        federation_inbox_router,
+        federation_as_router,
+        federation_ds_router,
     ):
         app.include_router(router)
     # The send route answered without FastAPI's routing (hot path; same contract).
     app.add_middleware(SendFastPath)
+    # In front of it: requests on groups of other domains are forwarded to their DS.
+    app.add_middleware(GroupForwarder)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=config.limits.max_body_bytes,

@@ -78,6 +78,8 @@ class Config:
     push_queue_size: int = 10000  # pending wake-ups; beyond it wake-ups are dropped (logged)
     push_timeout_seconds: int = 10
     push_allow_insecure_endpoints: bool = False  # http:// and internal hosts: tests only
+    # several processes (PostgreSQL): a crashed process's clients count as online this long
+    push_presence_ttl_seconds: int = 30
     push_vapid_private_key_file: str = ""  # PEM P-256 key; empty: generated, kept in the DB
     push_vapid_subject: str = ""  # empty: mailto:postmaster@<home_domain>
     push_apns_key_file: str = ""  # .p8 (PEM) token-signing key; empty: APNs disabled
@@ -88,6 +90,11 @@ class Config:
     push_fcm_service_account_file: str = ""  # service-account JSON; empty: FCM disabled
     push_fcm_project_id: str = ""
     push_fcm_base_url: str = "https://fcm.googleapis.com"
+    # federation (federation/): see docs/operations.md, "Federation"
+    federation_resolve: dict[str, str] = field(default_factory=dict)  # domain -> "host:port"
+    federation_insecure_domains: tuple[str, ...] = ()  # plain http:// towards these (tests)
+    federation_timeout_seconds: int = 10
+    federation_signature_window_seconds: int = 300
 
     @property
     def listen_host(self) -> str:
@@ -135,6 +142,10 @@ _ENV_TOP = {
     "ROOST_LOG_FORMAT": "log_format",
     "ROOST_METRICS_ENABLED": "metrics_enabled",
     "ROOST_METRICS_TOKEN": "metrics_token",
+    "ROOST_FEDERATION_RESOLVE": "federation_resolve",
+    "ROOST_FEDERATION_INSECURE_DOMAINS": "federation_insecure_domains",
+    "ROOST_FEDERATION_TIMEOUT_SECONDS": "federation_timeout_seconds",
+    "ROOST_FEDERATION_SIGNATURE_WINDOW_SECONDS": "federation_signature_window_seconds",
 }
 # every push_* setting: ROOST_PUSH_<NAME>
 _ENV_TOP.update(
@@ -211,6 +222,21 @@ def build_config(raw: dict[str, Any], env: dict[str, str] | None = None) -> Conf
 
 
 def _coerce(name: str, value: Any, default: Any, problems: list[str]) -> Any:
+    if isinstance(default, dict):  # TOML table, or env "a.test=host:port,b.test=host:port"
+        if isinstance(value, str):
+            pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+            if all(sep for _, sep, _ in pairs):
+                return {k.strip().lower(): v.strip() for k, _, v in pairs}
+        elif isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return {str(k).lower(): v.strip() for k, v in value.items()}
+        problems.append(f'{name} must be a table of domain = "host:port", got {value!r}')
+        return None
+    if isinstance(default, tuple):  # TOML array of strings, or env comma list
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, list | tuple) and all(isinstance(i, str) for i in items):
+            return tuple(i.strip().lower() for i in items if i.strip())
+        problems.append(f"{name} must be a list of strings, got {value!r}")
+        return None
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -264,6 +290,25 @@ def _validate(c: Config) -> list[str]:
         problems.append("limits.max_message_bytes must not exceed limits.max_body_bytes")
     problems.extend(_validate_assets(c))
     problems.extend(_validate_push(c))
+    problems.extend(_validate_federation(c))
+    return problems
+
+
+def _validate_federation(c: Config) -> list[str]:
+    problems: list[str] = []
+    for domain, address in c.federation_resolve.items():
+        host, sep, port = address.rpartition(":")
+        if not is_valid_domain(domain):
+            problems.append(f"federation_resolve: {domain!r} is not a valid domain name")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"federation_resolve: {domain} -> {address!r} must be host:port")
+    for domain in c.federation_insecure_domains:
+        if not is_valid_domain(domain):
+            problems.append(f"federation_insecure_domains: {domain!r} is not a valid domain")
+    if c.federation_timeout_seconds < 1:
+        problems.append("federation_timeout_seconds must be at least 1")
+    if not 30 <= c.federation_signature_window_seconds <= 3600:
+        problems.append("federation_signature_window_seconds must be between 30 and 3600")
     return problems
 
 
@@ -272,6 +317,8 @@ def _validate_push(c: Config) -> list[str]:
     for name in ("push_coalesce_seconds", "push_queue_size", "push_timeout_seconds"):
         if getattr(c, name) < (0 if name == "push_coalesce_seconds" else 1):
             problems.append(f"{name} must not be negative or zero")
+    if c.push_presence_ttl_seconds < 3:  # refreshed every ttl/3 seconds
+        problems.append("push_presence_ttl_seconds must be at least 3")
     for name in ("push_apns_base_url", "push_fcm_base_url"):
         if not getattr(c, name).startswith(("https://", "http://")):
             problems.append(f"{name} must be an http(s):// URL")

@@ -10,11 +10,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .assets.service import AssetService
 from .auth.service import AuthService, Principal
+from .auth.token_cache import token_cache
 from .config import Config
 from .connections.service import ConnectionService
 from .delivery.service import DeliveryService
 from .encoding import MLS_MEDIA_TYPE
 from .errors import Problem
+from .federation import FederationServices
 from .keypackages.service import KeyPackageService
 from .queues.service import QueueService
 from .ratelimit import RateLimiter
@@ -32,6 +34,7 @@ class Services:
     auth_limiter: RateLimiter
     delivery: DeliveryService
     assets: AssetService
+    federation: FederationServices
 
 
 def services(request: Request) -> Services:
@@ -52,7 +55,13 @@ async def principal(
             "a bearer token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return await services(request).auth.authenticate(creds.credentials)
+    svc = services(request)
+    if svc.auth.db.is_sqlite:
+        # No channel tells this process of a revocation made by `roost admin` (another
+        # process) on SQLite: ask the database each time there.
+        return await svc.auth.authenticate(creds.credentials)
+    # PostgreSQL: every process and `roost admin` publish revocations (notify/pg_bridge.py).
+    return await token_cache(svc.auth).authenticate(creds.credentials)
 
 
 ServicesDep = Annotated[Services, Depends(services)]

@@ -90,6 +90,20 @@ def _database_unavailable(exc: Exception) -> bool:
     return isinstance(code, str) and code[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
 
 
+def unexpected_error_response(exc: Exception) -> JSONResponse:
+    """The answer to an exception no route turned into a Problem (also for raw-ASGI paths)."""
+    if _database_unavailable(exc):
+        # The database is unreachable, out of connections or locked past the busy timeout:
+        # an overload or outage, not a bug; nothing was committed, so a retry is safe.
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return problem_response(
+            503, "service_unavailable", "the server is busy; retry", {"Retry-After": "1"}
+        )
+    # Never leak internals; the traceback goes to the log without request payloads.
+    log.exception("internal error: %s", type(exc).__name__)
+    return problem_response(500, "internal_error", "internal server error")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -127,21 +141,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     @app.exception_handler(PoolTimeoutError)
-    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-        if not _database_unavailable(exc):
-            return await _unexpected(request, exc)
-        # The database is unreachable, out of connections or locked past the busy timeout:
-        # an overload or outage, not a bug; nothing was committed, so a retry is safe.
-        log.warning("database unavailable: %s", type(exc).__name__)
-        return problem_response(
-            503, "service_unavailable", "the server is busy; retry", {"Retry-After": "1"}
-        )
-
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # Never leak internals; the traceback goes to the log without request payloads.
-        log.exception("internal error: %s", type(exc).__name__)
-        return problem_response(500, "internal_error", "internal server error")
+        return unexpected_error_response(exc)
 
 
 def problem_responses(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:

@@ -19,6 +19,7 @@ async def sweep(services: Services) -> dict[str, int]:
         "auth": await services.auth.sweep(),
         "keypackages": await services.keypackages.sweep(),
         "assets": await services.assets.sweep(),
+        "federation_nonces": await services.federation.verifier.sweep(),
     }
 
 

@@ -12,6 +12,8 @@ from roost.mls.crypto.ciphersuite import SUPPORTED_SUITES
 from ..deps import PrincipalDep, ServicesDep, binary_response, remote_key
 from ..encoding import b64u, unb64u
 from ..errors import Problem, problem_responses
+from ..federation import as_flows
+from ..federation.routes_keys import FederationOut, federation_document
 from .service import ClientInfo, ClientKey, UserInfo
 
 router = APIRouter()
@@ -153,6 +155,7 @@ class WellKnownOut(BaseModel):
     cipher_suites: list[int]
     registration: str
     as_certificate: str
+    federation: FederationOut
 
 
 def client_out(s: ServicesDep, c: ClientInfo) -> ClientOut:
@@ -171,6 +174,9 @@ def user_out(u: UserInfo) -> UserOut:
     return UserOut(user_id=u.user_id, user_uuid=u.uuid, display_name=u.display_name)
 
 
+# A user of another domain is asked of its server (docs/federation.md).
+_FEDERATED = ((403, "federation_refused"), (502, "federation_unavailable"))
+
 _KEY_ERRORS = (
     (422, "unsupported_cipher_suite"),
     (422, "invalid_signature_key"),
@@ -188,6 +194,7 @@ async def well_known(s: ServicesDep) -> WellKnownOut:
         cipher_suites=list(SUPPORTED_SUITES),
         registration=s.config.registration_policy,
         as_certificate=s.auth.ca.certificate_pem,
+        federation=await federation_document(s),
     )
 
 
@@ -201,6 +208,27 @@ async def as_certificate(s: ServicesDep) -> Response:
     """The domain's AS (CA) certificate, DER encoded."""
     assert s.auth.ca is not None
     return Response(s.auth.ca.certificate_der, media_type="application/pkix-cert")
+
+
+@router.get(
+    "/v1/domains/{domain}/as-certificate",
+    response_class=Response,
+    responses={
+        200: binary_response("application/pkix-cert", "DER of the domain's AS certificate"),
+        **_AUTH,
+        **problem_responses((403, "federation_refused"), (502, "federation_unavailable")),
+    },
+    tags=["discovery"],
+)
+async def domain_as_certificate(domain: str, _p: PrincipalDep, s: ServicesDep) -> Response:
+    """The AS certificate (DER) of any domain: ours, or another's fetched by this server from
+    that domain's well-known document (cached), to verify its clients' credentials."""
+    assert s.auth.ca is not None
+    if domain.strip().lower() == s.config.home_domain:
+        der = s.auth.ca.certificate_der
+    else:
+        der = await as_flows.remote_as_certificate(s, domain)
+    return Response(der, media_type="application/pkix-cert")
 
 
 @router.post(
@@ -419,11 +447,13 @@ async def delete_me(p: PrincipalDep, s: ServicesDep) -> Response:
 @router.get(
     "/v1/users/{user_id}",
     response_model=UserOut,
-    responses={**_AUTH, **problem_responses((404, "user_not_found"))},
+    responses={**_AUTH, **problem_responses((404, "user_not_found"), *_FEDERATED)},
     tags=["users"],
 )
 async def lookup_user(user_id: str, _p: PrincipalDep, s: ServicesDep) -> UserOut:
-    """Exact lookup by user id."""
+    """Exact lookup by user id (a user of another domain: asked of its server)."""
+    if s.connections.remote_domain(user_id) is not None:
+        return await as_flows.remote_user(s, user_id, UserOut)
     user = await s.auth.find_user(user_id)
     if user is None:
         raise Problem(404, "user_not_found", f"no user {user_id}")
@@ -433,11 +463,13 @@ async def lookup_user(user_id: str, _p: PrincipalDep, s: ServicesDep) -> UserOut
 @router.get(
     "/v1/users/{user_id}/clients",
     response_model=ClientsOut,
-    responses={**_AUTH, **problem_responses((404, "user_not_found"))},
+    responses={**_AUTH, **problem_responses((404, "user_not_found"), *_FEDERATED)},
     tags=["users"],
 )
 async def user_clients(user_id: str, _p: PrincipalDep, s: ServicesDep) -> ClientsOut:
-    """A user's clients and their public credentials."""
+    """A user's clients and their public credentials (of another domain: from its server)."""
+    if s.connections.remote_domain(user_id) is not None:
+        return await as_flows.remote_clients(s, user_id, ClientsOut)
     user = await s.auth.find_user(user_id)
     if user is None:
         raise Problem(404, "user_not_found", f"no user {user_id}")

@@ -53,6 +53,8 @@ CLIENT_REQUEST_TTL = 600
 
 ClientRemovedHook = Callable[[AsyncConnection, str], Awaitable[None]]
 UserDeletedHook = Callable[[AsyncConnection, str, list[str]], Awaitable[None]]
+# (conn, event_type, user_id, payload): an account event was written in ``conn``'s transaction.
+AccountEventHook = Callable[[AsyncConnection, str, str, dict], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ class AuthService:
         self.on_client_removed: list[ClientRemovedHook] = []
         self.on_user_deleted: list[UserDeletedHook] = []
         self.on_client_added: list[ClientRemovedHook] = []
+        self.on_account_event: list[AccountEventHook] = []
         # argon2id with the library defaults (RFC 9106 "second recommended" profile)
         self._hasher = PasswordHasher()
 
@@ -512,18 +515,7 @@ class AuthService:
                     sa.select(clients.c.uuid).where(clients.c.user_uuid == principal.user_uuid)
                 )
             ]
-            for hook in self.on_user_deleted:
-                await hook(conn, principal.user_uuid, client_uuids)
-            for table in (auth_tokens,):
-                await conn.execute(sa.delete(table).where(table.c.client_uuid.in_(client_uuids)))
-            await conn.execute(
-                sa.delete(client_requests).where(client_requests.c.user_uuid == principal.user_uuid)
-            )
-            await conn.execute(sa.delete(clients).where(clients.c.user_uuid == principal.user_uuid))
-            await conn.execute(sa.delete(users).where(users.c.uuid == principal.user_uuid))
-            await conn.execute(
-                sa.insert(retired_names).values(name=principal.name, retired_at=self.now())
-            )
+            # Before the hooks: account-event hooks read what they delete (connections).
             await self._record_event(
                 conn,
                 "user_deleted",
@@ -536,8 +528,34 @@ class AuthService:
                     ],
                 },
             )
+            for hook in self.on_user_deleted:
+                await hook(conn, principal.user_uuid, client_uuids)
+            for table in (auth_tokens,):
+                await conn.execute(sa.delete(table).where(table.c.client_uuid.in_(client_uuids)))
+            await conn.execute(
+                sa.delete(client_requests).where(client_requests.c.user_uuid == principal.user_uuid)
+            )
+            await conn.execute(sa.delete(clients).where(clients.c.user_uuid == principal.user_uuid))
+            await conn.execute(sa.delete(users).where(users.c.uuid == principal.user_uuid))
+            await conn.execute(
+                sa.insert(retired_names).values(name=principal.name, retired_at=self.now())
+            )
 
     async def _record_event(
+        self, conn: AsyncConnection, event_type: str, user_id: str, payload: dict
+    ) -> None:
+        await self._insert_event(conn, event_type, user_id, payload)
+        for hook in self.on_account_event:  # e.g. federation tells the user's other domains
+            await hook(conn, event_type, user_id, payload)
+
+    async def record_remote_account_event(
+        self, conn: AsyncConnection, event_type: str, user_id: str, payload: dict
+    ) -> None:
+        """An account event of a user of another domain (federation inbox): queued for this
+        server's Delivery Service like a local one, without the ``on_account_event`` hooks."""
+        await self._insert_event(conn, event_type, user_id, payload)
+
+    async def _insert_event(
         self, conn: AsyncConnection, event_type: str, user_id: str, payload: dict
     ) -> None:
         await conn.execute(

@@ -41,7 +41,11 @@ class ConnectionsOut(BaseModel):
     responses={
         **_AUTH,
         **problem_responses(
-            (404, "user_not_found"), (409, "connection_exists"), (422, "invalid_target")
+            (404, "user_not_found"),
+            (409, "connection_exists"),
+            (422, "invalid_target"),
+            (403, "federation_refused"),
+            (502, "federation_unavailable"),
         ),
     },
 )

@@ -8,25 +8,21 @@ as much CPU per send as the database work, so this middleware answers the send i
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 
+import asyncpg
 from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from roost.mls.errors import DecodeError
 
+from ..auth.token_cache import token_cache
 from ..encoding import MLS_MEDIA_TYPE
-from ..errors import Problem, problem_response
+from ..errors import Problem, problem_response, unexpected_error_response
 from .routes import _group_id
 
 log = logging.getLogger("roost.server")
 
 _PREFIX = "/v1/groups/"
-TOKEN_CACHE_SIZE = 10_000
-# A cached token is re-checked against the database after this many seconds (app clock), so
-# an expiring token is honoured here at most this long after its expiry. Removed clients and
-# deleted users are evicted at once (AS hooks, and again after their transaction commits).
-TOKEN_CACHE_SECONDS = 5.0
 _SUFFIX = "/messages"
 
 
@@ -40,50 +36,9 @@ def _is_send(scope: Scope) -> bool:
     return bool(middle) and "/" not in middle
 
 
-class TokenCache:
-    """Bounded bearer token -> Principal cache for the send path."""
-
-    def __init__(self, auth, clock) -> None:  # type: ignore[no-untyped-def]
-        self.auth = auth
-        self.clock = clock
-        self._map: OrderedDict[str, tuple[object, float]] = OrderedDict()
-        auth.on_client_removed.append(self._client_removed)
-        auth.on_user_deleted.append(self._user_deleted)
-
-    async def authenticate(self, token: str):  # type: ignore[no-untyped-def]
-        now = self.clock()
-        hit = self._map.get(token)
-        if hit is not None and now - hit[1] < TOKEN_CACHE_SECONDS:
-            return hit[0]
-        principal = await self.auth.authenticate(token)  # raises 401 problems
-        self._map[token] = (principal, now)
-        self._map.move_to_end(token)
-        if len(self._map) > TOKEN_CACHE_SIZE:
-            self._map.popitem(last=False)
-        return principal
-
-    def evict_clients(self, client_uuids: set[str]) -> None:
-        for token in [t for t, (p, _) in self._map.items() if p.client_uuid in client_uuids]:  # type: ignore[attr-defined]
-            self._map.pop(token, None)
-
-    async def _client_removed(self, conn, client_uuid: str) -> None:  # type: ignore[no-untyped-def]
-        self._evict_now_and_after_commit(conn, {client_uuid})
-
-    async def _user_deleted(self, conn, user_uuid: str, client_uuids: list[str]) -> None:  # type: ignore[no-untyped-def]
-        self._evict_now_and_after_commit(conn, set(client_uuids))
-
-    def _evict_now_and_after_commit(self, conn, client_uuids: set[str]) -> None:  # type: ignore[no-untyped-def]
-        from ..store.engine import after_commit
-
-        self.evict_clients(client_uuids)
-        # A request that authenticated before the deletion committed may have re-cached it.
-        after_commit(conn, lambda: self.evict_clients(client_uuids))
-
-
 class SendFastPath:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._tokens: TokenCache | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not _is_send(scope):
@@ -101,17 +56,15 @@ class SendFastPath:
                 scope, receive, send
             )
             return
-        except IntegrityError as e:
-            log.warning("integrity conflict: %s", type(e.orig).__name__)
+        except (IntegrityError, asyncpg.IntegrityConstraintViolationError) as e:
+            # The PostgreSQL send statements run on the driver (store/pg_driver.py).
+            log.warning("integrity conflict: %s", type(getattr(e, "orig", e)).__name__)
             await problem_response(409, "conflict", "a concurrent change conflicted; retry")(
                 scope, receive, send
             )
             return
         except Exception as e:
-            log.exception("internal error: %s", type(e).__name__)
-            await problem_response(500, "internal_error", "internal server error")(
-                scope, receive, send
-            )
+            await unexpected_error_response(e)(scope, receive, send)
             return
         await send(
             {
@@ -143,9 +96,8 @@ class SendFastPath:
                 "a bearer token is required",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if self._tokens is None or self._tokens.auth is not services.auth:
-            self._tokens = TokenCache(services.auth, services.delivery.clock)
-        principal = await self._tokens.authenticate(credentials.strip())
+        # The process's shared, revocation-aware cache (auth/token_cache.py).
+        principal = await token_cache(services.auth).authenticate(credentials.strip())
         gid = _group_id(scope["path"][len(_PREFIX) : -len(_SUFFIX)])
         if message_id is None or not 1 <= len(message_id) <= 128:
             raise Problem(

@@ -22,11 +22,13 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import sqlalchemy as sa
+from cryptography import x509
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -50,7 +52,7 @@ from roost.mls.group.proposal_rules import QueuedProposal
 from roost.mls.group.state import resolve_proposals
 from roost.mls.proposals import Add, GroupContextExtensions, ReInit, Remove
 
-from ..auth.ca import verify_client_certificate
+from ..auth.ca import client_id_of_certificate, verify_client_certificate
 from ..auth.service import AuthService, Principal
 from ..config import Config
 from ..connections.service import ConnectionService
@@ -58,6 +60,7 @@ from ..encoding import b64u
 from ..errors import Problem
 from ..queues.service import QueueService
 from ..store import Database
+from ..store.pg_driver import pg_driver
 from . import wire
 from .keys import ServerKey, ServerKeys
 from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
@@ -77,7 +80,38 @@ SEND_ID_RETENTION = 24 * 3600
 MEMBER_CACHE_SIZE = 10_000
 PRUNE_INTERVAL = 300.0
 PROPOSAL_RETRIES = 8
+SEND_BATCH_MAX = 64  # sends of one group written in one transaction at most
 _GROUP_ID_RE = re.compile(rb"^[A-Za-z0-9_-]{22}@([a-z0-9.-]{1,253}(?::[0-9]{1,5})?)$")
+# A remote domain's AS certificate is re-read (through the federation directory's own cache)
+# at most this often for the synchronous credential policy.
+REMOTE_AS_TTL = 600.0
+MAX_NEW_DOMAINS_PER_COMMIT = 8  # other domains' AS certificates loaded for one commit
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePrincipal(Principal):
+    """A client of another domain acting through its home server (federation/routes_ds.py):
+    its queues live on ``domain``'s QS, which checked their ownership."""
+
+    domain: str
+
+
+class DsFederation(Protocol):
+    """What the DS needs from federation (federation/ds_flows.py) for remote members."""
+
+    async def as_certificate(self, domain: str) -> bytes: ...
+
+    # Inside the caller's transaction: items for remote queues, in order, per destination.
+    def items_in(
+        self, conn: AsyncConnection, domain: str, items: list[tuple[bytes, bytes]]
+    ) -> Awaitable[None]: ...
+
+    def welcome_in(
+        self, conn: AsyncConnection, domain: str, user_id: str, event: bytes
+    ) -> Awaitable[None]: ...
+
+    # Before a transaction's first item: lock its destinations in one order (no deadlock).
+    def lock_destinations_in(self, conn: AsyncConnection, domains: set[str]) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +122,7 @@ class Member:
     queue_id: bytes | None
     policy: str | None
     gone: bool
+    queue_domain: str | None = None  # None: the queue is on this server's QS
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +145,10 @@ class GroupView:
             "roles": self.roles,
             "my_leaf": self.my_leaf,
         }
+
+
+def _domain_of(user_id: str) -> str:
+    return user_id.rpartition("@")[2]
 
 
 def _mls_problem(code: str, e: Exception) -> Problem:
@@ -140,20 +179,38 @@ class _ClientCache:
 
 # The send's bookkeeping on PostgreSQL in one round trip: the next group_seq (locking the group
 # row) and the idempotency record. No row back: a duplicate message id (or no such group).
-_SEND_PG = sa.text(
-    """
+# Run on the driver connection (``store/pg_driver.py``; SQLAlchemy's execution path cost more
+# CPU than the statement): $1 group id, $2 sending client uuid, $3 message id, $4 created_at.
+_SEND_PG = """
     WITH g AS (
-        UPDATE ds_groups SET last_seq = last_seq + 1 WHERE id = :gid
+        UPDATE ds_groups SET last_seq = last_seq + 1 WHERE id = $1::bytea
         RETURNING last_seq, epoch, rev
     ), s AS (
         INSERT INTO ds_sends (group_id, client_uuid, message_id, group_seq, created_at)
-        SELECT :gid, :cu, :mid, g.last_seq, :now FROM g
+        SELECT $1::bytea, $2::text, $3::text, g.last_seq, $4::bigint FROM g
         ON CONFLICT DO NOTHING
         RETURNING group_seq
     )
     SELECT s.group_seq, g.epoch, g.rev FROM s, g
-    """
-).bindparams(sa.bindparam("gid", type_=sa.LargeBinary))
+"""
+
+
+# A batch of sends to one group (group commit) in one round trip: $5 consecutive group_seqs
+# (the k-th send gets the k-th) and their idempotency records. Fewer rows back than sends: a
+# duplicate message id or no such group (the batch is then written send by send).
+_SEND_MANY_PG = """
+    WITH g AS (
+        UPDATE ds_groups SET last_seq = last_seq + $5::bigint WHERE id = $1::bytea
+        RETURNING last_seq, epoch, rev
+    ), s AS (
+        INSERT INTO ds_sends (group_id, client_uuid, message_id, group_seq, created_at)
+        SELECT $1::bytea, m.cu, m.mid, g.last_seq - $5::bigint + m.k, $4::bigint
+        FROM g, unnest($2::text[], $3::text[]) WITH ORDINALITY AS m(cu, mid, k)
+        ON CONFLICT DO NOTHING
+        RETURNING group_seq
+    )
+    SELECT s.group_seq, g.epoch, g.rev FROM s, g ORDER BY s.group_seq
+"""
 
 
 # Observer work (decode state, validate, encode) runs here so the event loop keeps serving
@@ -171,6 +228,18 @@ class _StagedCommit:
     removed: set[int]
     check_senders: bool
     state: bytes
+
+
+@dataclass(slots=True)
+class _PendingSend:
+    """A send waiting for its group's next group-committed transaction."""
+
+    p: Principal
+    group_id: bytes
+    message_id: str
+    header: wire.AppHeader
+    body: bytes
+    done: asyncio.Future[int]
 
 
 class _Duplicate(Exception):
@@ -207,6 +276,13 @@ class DeliveryService:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_prune = 0.0
+        # Group commit of sends (PostgreSQL): per group, the sends waiting for the next write.
+        self._send_waiting: dict[bytes, list[_PendingSend]] = {}
+        self._send_writers: set[asyncio.Task[None]] = set()
+        # Set when federation runs (federation/ds_flows.py): remote members and credentials.
+        self.federation: DsFederation | None = None
+        self._remote_as: dict[str, tuple[bytes, float]] = {}
+        self._missing_as: set[str] = set()
 
     def now(self) -> int:
         return int(self.clock())
@@ -230,7 +306,7 @@ class DeliveryService:
         hit = self._clients.get(leaf)
         if hit is None:
             try:
-                hit = verify_client_certificate(leaf, self.auth.ca.certificate_der)  # type: ignore[union-attr]
+                hit = verify_client_certificate(leaf, self._issuer_for(leaf))
             except ValueError as e:
                 raise Problem(422, "credential_mismatch", str(e)) from None
             self._clients.put(leaf, hit)
@@ -239,6 +315,47 @@ class DeliveryService:
             raise Problem(422, "credential_mismatch", "credential key differs from the leaf key")
         user_id, _, client_uuid = client_id.rpartition("/")
         return client_uuid, user_id
+
+    def _issuer_for(self, leaf_der: bytes) -> bytes:
+        """The AS certificate that must have issued ``leaf_der``: the one of the domain its
+        client id names (ours, or a prefetched remote one; a missing one is noted for
+        ``_prefetch_missing`` and the leaf refused for now)."""
+        try:
+            client_id = client_id_of_certificate(x509.load_der_x509_certificate(leaf_der))
+        except ValueError:
+            client_id = None
+        domain = (client_id or "").partition("/")[0].rpartition("@")[2]
+        if not domain or domain == self.domain or self.federation is None:
+            return self.auth.ca.certificate_der  # type: ignore[union-attr]
+        hit = self._remote_as.get(domain)
+        if hit is None or self.clock() - hit[1] > REMOTE_AS_TTL:
+            self._missing_as.add(domain)
+            if hit is None:
+                raise ValueError(f"the AS certificate of {domain} is not available")
+        return hit[0]
+
+    async def _prefetch_as(self, domains: Iterable[str]) -> None:
+        """Load remote AS certificates before the (synchronous) credential policy runs."""
+        if self.federation is None:
+            return
+        for domain in set(domains) - {self.domain, ""}:
+            hit = self._remote_as.get(domain)
+            if hit is not None and self.clock() - hit[1] <= REMOTE_AS_TTL:
+                continue
+            try:
+                der = await self.federation.as_certificate(domain)
+            except Problem:
+                continue  # refused or unreachable: its leaves are refused
+            self._remote_as[domain] = (der, self.clock())
+            if len(self._remote_as) > 4096:
+                self._remote_as.pop(next(iter(self._remote_as)))
+
+    async def _prefetch_missing(self) -> bool:
+        """Fetch the AS certificates the policy found missing; True if any was fetched."""
+        missing, self._missing_as = self._missing_as, set()
+        before = {d: self._remote_as.get(d) for d in missing}
+        await self._prefetch_as(missing)
+        return any(self._remote_as.get(d) != before[d] for d in missing)
 
     def _policy(self, credential: Credential, signature_key: bytes) -> bool:
         """Observer credential policy: every new or changed leaf carries our AS's credential."""
@@ -299,6 +416,7 @@ class DeliveryService:
                 ds_members.c.queue_id,
                 ds_members.c.policy,
                 ds_members.c.gone,
+                ds_members.c.queue_domain,
             ).where(ds_members.c.group_id == group_id)
         )
         return [Member(*r) for r in rows]
@@ -343,6 +461,7 @@ class DeliveryService:
         """One item to every member but ``exclude_leaf``: one multi-row enqueue for registered
         queues; leaves without a queue yet (fresh joiners) get it held, in group order."""
         items: list[tuple[bytes, bytes]] = []
+        remote: dict[str, list[tuple[bytes, bytes]]] = {}
         held: list[dict[str, object]] = []
         for m in members:
             if m.leaf_index == exclude_leaf or m.gone:
@@ -359,13 +478,26 @@ class DeliveryService:
                 )
             else:
                 policy = m.policy.encode() if m.policy else b""
-                items.append(
-                    (m.queue_id, wire.queue_item(group_id, group_seq, policy, item_type, body))
-                )
+                item = wire.queue_item(group_id, group_seq, policy, item_type, body)
+                if m.queue_domain is None:
+                    items.append((m.queue_id, item))
+                else:  # on the member's home QS, through the outbox (same transaction)
+                    remote.setdefault(m.queue_domain, []).append((m.queue_id, item))
         if items:
             await self.queues.enqueue_many_in(conn, items)
         if held:
             await conn.execute(sa.insert(ds_held), held)
+        if remote:
+            await self._remote_items(conn, remote)
+
+    async def _remote_items(
+        self, conn: AsyncConnection, by_domain: dict[str, list[tuple[bytes, bytes]]]
+    ) -> None:
+        if self.federation is None:
+            log.warning("items for remote members dropped: federation is not running")
+            return
+        for domain in sorted(by_domain):
+            await self.federation.items_in(conn, domain, by_domain[domain])
 
     # ---- group creation -------------------------------------------------------------------------
 
@@ -586,9 +718,26 @@ class DeliveryService:
                 return row.epoch, row.last_commit_seq  # a retried success: same answer
             raise self._epoch_conflict(row)
         loop = asyncio.get_running_loop()
-        staged = await loop.run_in_executor(
-            _CPU, self._stage_commit, p, row, members, roles, pm, bundle, queue_id
-        )
+        await self._prefetch_as(_domain_of(m.user_id) for m in members)
+        try:
+            staged = await loop.run_in_executor(
+                _CPU, self._stage_commit, p, row, members, roles, pm, bundle, queue_id
+            )
+        except Problem:
+            # New members of other domains: each refusal names the next missing AS certificate;
+            # load it and try again (bounded: a commit naming more new domains is refused).
+            for _ in range(MAX_NEW_DOMAINS_PER_COMMIT):
+                if not await self._prefetch_missing():
+                    raise
+                try:
+                    staged = await loop.run_in_executor(
+                        _CPU, self._stage_commit, p, row, members, roles, pm, bundle, queue_id
+                    )
+                    break
+                except Problem:
+                    continue
+            else:
+                raise
         obs, observed = staged.observer, staged.observed
         committer_leaf, committer_user = staged.committer_leaf, staged.committer_user
         new_rows, removed, by_leaf = (
@@ -600,8 +749,9 @@ class DeliveryService:
             await self._require_external_sender(obs)
         added_users = await self._check_adds(p, committer_user, new_rows, committer_leaf)
         new_state = staged.state
+        queue_domain = p.domain if isinstance(p, RemotePrincipal) else None
         async with self.db.transaction() as conn:
-            if queue_id is not None:
+            if queue_id is not None and queue_domain is None:  # a remote one: its QS checked
                 await self.queues.check_owner(conn, queue_id, p.client_uuid)
             seq = (
                 await conn.execute(
@@ -633,6 +783,11 @@ class DeliveryService:
             # commit on (they learn it from 403 not_member), new members start from the Welcome.
             before = await self._members(conn, group_id)
             staying = [m for m in before if m.leaf_index not in removed]
+            remote_domains = {m.queue_domain for m in staying if m.queue_domain} | {
+                _domain_of(u) for u in added_users if _domain_of(u) != self.domain
+            }
+            if remote_domains and self.federation is not None:
+                await self.federation.lock_destinations_in(conn, remote_domains)
             await self._fanout(
                 conn, group_id, seq, wire.ITEM_MLS_MESSAGE, bundle.commit, staying, committer_leaf
             )
@@ -656,6 +811,7 @@ class DeliveryService:
                             "client_uuid": cu,
                             "user_id": uid,
                             "queue_id": queue_id if leaf == committer_leaf else None,
+                            "queue_domain": queue_domain if leaf == committer_leaf else None,
                             "policy": None,
                             "gone": False,
                         }
@@ -749,21 +905,60 @@ class DeliveryService:
         user id -> user uuid of the added users (for Welcome delivery)."""
         out: dict[str, str] = {}
         async with self.db.engine.connect() as conn:
-            committer = await self.auth.find_user(committer_user, conn)
+            if committer_user == p.user_id:  # also a remote principal (uuid its server reported)
+                committer_uuid: str | None = p.user_uuid
+            else:
+                committer = await self.auth.find_user(committer_user, conn)
+                committer_uuid = committer.uuid if committer else None
             for leaf, (cu, uid) in new_rows.items():
                 if leaf == committer_leaf:
                     continue
-                if await self.auth.get_client(cu, conn) is None:
-                    raise Problem(422, "credential_mismatch", "an added client does not exist")
-                user = await self.auth.find_user(uid, conn)
-                if user is None or committer is None:
+                if _domain_of(uid) == self.domain:
+                    if await self.auth.get_client(cu, conn) is None:
+                        raise Problem(422, "credential_mismatch", "an added client does not exist")
+                    user = await self.auth.find_user(uid, conn)
+                    user_uuid = user.uuid if user else None
+                else:
+                    user_uuid = await self._remote_add(conn, p, committer_user, cu, uid)
+                    if user_uuid == "":
+                        out[uid] = ""
+                        continue
+                if user_uuid is None or committer_uuid is None:
                     raise Problem(422, "credential_mismatch", "an added user does not exist")
-                if user.uuid != committer.uuid and not await self.connections.is_connected(
-                    conn, committer.uuid, user.uuid
+                if user_uuid != committer_uuid and not await self.connections.is_connected(
+                    conn, committer_uuid, user_uuid
                 ):
                     raise Problem(403, "no_connection", f"{uid} is not connected to the committer")
-                out[uid] = user.uuid
+                out[uid] = user_uuid
         return out
+
+    async def client_uuid_taken(
+        self, conn: AsyncConnection, client_uuid: str, user_id: str
+    ) -> bool:
+        """Members are matched by client uuid: a remote client's may not be a local client's
+        or another user's member client's."""
+        taken = await conn.execute(
+            sa.select(ds_members.c.client_uuid)
+            .where(ds_members.c.client_uuid == client_uuid, ds_members.c.user_id != user_id)
+            .limit(1)
+        )
+        if taken.first() is not None:
+            return True
+        return await self.auth.get_client(client_uuid, conn) is not None
+
+    async def _remote_add(
+        self, conn: AsyncConnection, p: Principal, committer_user: str, cu: str, uid: str
+    ) -> str | None:
+        """An added client of another domain (credential already verified against its AS):
+        the uuid its server reported for the user (from the connection rows), or "" when the
+        committer is of another domain too: their connection lives on their servers, not here —
+        the added user's server gave out the KeyPackage under its claim rule and checks the
+        inviter's connection again when the Welcome arrives (``ds.welcome``)."""
+        if await self.client_uuid_taken(conn, cu, uid):
+            raise Problem(422, "credential_mismatch", "the added client's id is already in use")
+        if isinstance(p, RemotePrincipal) and _domain_of(committer_user) == p.domain:
+            return ""
+        return await self.connections.remote_user_uuid(conn, uid)
 
     async def _deliver_welcome(
         self,
@@ -775,8 +970,8 @@ class DeliveryService:
         welcome: bytes,
     ) -> None:
         encoded = base64.urlsafe_b64encode(welcome).rstrip(b"=").decode()
-        for user_uuid in sorted(set(added_users.values())):
-            event = {
+        event = json.dumps(
+            {
                 "type": "welcome",
                 "group_id": b64u(group_id),
                 "from": committer_user,
@@ -784,7 +979,16 @@ class DeliveryService:
                 "payload": encoded,
                 "sent_at": self.now(),
             }
-            await self.queues.enqueue_direct(conn, user_uuid, json.dumps(event).encode())
+        ).encode()
+        local = {u for uid, u in added_users.items() if _domain_of(uid) == self.domain}
+        for user_uuid in sorted(local):
+            await self.queues.enqueue_direct(conn, user_uuid, event)
+        for uid in sorted(u for u in added_users if _domain_of(u) != self.domain):
+            # To the user's direct queue on its server (outbox, same transaction).
+            if self.federation is None:
+                log.warning("a Welcome for a remote user dropped: federation is not running")
+                continue
+            await self.federation.welcome_in(conn, _domain_of(uid), uid, event)
 
     # ---- joiners register their queue ----------------------------------------------------------
 
@@ -793,7 +997,9 @@ class DeliveryService:
             row = await self._group(conn, group_id)
             # Lock order everywhere: the group row, then member rows, then queue counters.
             await self._bump_rev(conn, group_id)
-            await self.queues.check_owner(conn, queue_id, p.client_uuid)
+            queue_domain = p.domain if isinstance(p, RemotePrincipal) else None
+            if queue_domain is None:  # a remote member's QS checked its ownership
+                await self.queues.check_owner(conn, queue_id, p.client_uuid)
             members = await self._members(conn, group_id)
             mine = self._my_leaf(members, p.client_uuid)
             if mine is None:
@@ -803,7 +1009,7 @@ class DeliveryService:
                 .where(
                     ds_members.c.group_id == group_id, ds_members.c.leaf_index == mine.leaf_index
                 )
-                .values(queue_id=queue_id)
+                .values(queue_id=queue_id, queue_domain=queue_domain)
             )
             held = list(
                 await conn.execute(
@@ -813,13 +1019,16 @@ class DeliveryService:
                 )
             )
             policy = mine.policy.encode() if mine.policy else b""
-            for h in held:
-                await self.queues.enqueue_in(
-                    conn,
-                    queue_id,
-                    wire.queue_item(row.id, h.group_seq, policy, h.item_type, h.body),
-                    None,
-                )
+            queued = [
+                (queue_id, wire.queue_item(row.id, h.group_seq, policy, h.item_type, h.body))
+                for h in held
+            ]
+            if queue_domain is not None:
+                if queued:
+                    await self._remote_items(conn, {queue_domain: queued})
+            else:
+                for qid, item in queued:
+                    await self.queues.enqueue_in(conn, qid, item, None)
             if held:
                 await conn.execute(
                     sa.delete(ds_held).where(
@@ -840,6 +1049,117 @@ class DeliveryService:
             raise Problem(422, "wrong_wire_format", "handshakes must be sent as PublicMessage")
         if header.group_id != group_id:
             raise Problem(422, "wrong_group", "the message is for another group")
+        if self.db.is_sqlite:  # one writer at a time there anyway
+            return await self._send_alone(p, group_id, message_id, header, body)
+        # Group commit (PostgreSQL): sends to one group that arrive while one of its sends is
+        # being written go together in the next transaction — one BEGIN/NOTIFY/COMMIT (and
+        # fsync) for all, each answered only after that commit.
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        item = _PendingSend(p, group_id, message_id, header, body, done)
+        waiting = self._send_waiting.get(group_id)
+        if waiting is not None:
+            waiting.append(item)
+        else:
+            self._send_waiting[group_id] = [item]
+            writer = asyncio.create_task(self._group_sends(group_id))
+            self._send_writers.add(writer)
+            writer.add_done_callback(self._send_writers.discard)
+        return await done
+
+    async def _group_sends(self, group_id: bytes) -> None:
+        """Write a group's waiting sends, a batch per transaction, until none are left."""
+        waiting = self._send_waiting[group_id]
+        batch: list[_PendingSend] = []
+        try:
+            while waiting:
+                batch = waiting[:SEND_BATCH_MAX]
+                del waiting[: len(batch)]
+                await self._write_sends(batch)
+        finally:
+            del self._send_waiting[group_id]
+            for item in batch + waiting:  # cancelled (shutdown) mid-way: do not hang them
+                if not item.done.done():
+                    item.done.set_exception(Problem(503, "service_unavailable", "retry later"))
+
+    async def _write_sends(self, batch: list[_PendingSend]) -> None:
+        if len(batch) > 1:
+            try:
+                async with self.db.transaction() as conn:
+                    seqs = await self._send_many_in(conn, batch)
+            except Exception:  # noqa: BLE001 - a send refused or retried (rare): rolled back,
+                pass  # written alone below, so only that one fails
+            else:
+                for item, seq in zip(batch, seqs, strict=True):
+                    if not item.done.done():
+                        item.done.set_result(seq)
+                return
+        for item in batch:
+            try:
+                seq = await self._send_alone(
+                    item.p, item.group_id, item.message_id, item.header, item.body
+                )
+            except Exception as e:  # noqa: BLE001 - handed to the waiting request
+                if not item.done.done():
+                    item.done.set_exception(e)
+            else:
+                if not item.done.done():
+                    item.done.set_result(seq)
+
+    async def _send_many_in(self, conn: AsyncConnection, batch: list[_PendingSend]) -> list[int]:
+        """A group's batch of sends (PostgreSQL) in two statements: the seqs and idempotency
+        records, then the fan-out of every send. Any send refused (duplicate, not a member,
+        epoch) raises: the caller rolls back and writes them one by one."""
+        group_id = batch[0].group_id
+        driver = await pg_driver(conn)
+        rows = await driver.fetch(
+            _SEND_MANY_PG,
+            group_id,
+            [i.p.client_uuid for i in batch],
+            [i.message_id for i in batch],
+            self.now(),
+            len(batch),
+        )
+        if len(rows) != len(batch):
+            raise _Duplicate
+        epoch, rev = rows[0][1], rows[0][2]
+        members = await self._members_at(conn, group_id, rev)
+        senders: list[Member] = []
+        for item in batch:
+            mine = self._my_leaf(members, item.p.client_uuid)
+            if mine is None:
+                raise Problem(403, "not_member", "the calling client holds no leaf in this group")
+            epoch_of = item.header.epoch
+            if epoch_of > epoch or epoch_of + APP_EPOCH_WINDOW < epoch:
+                raise Problem(409, "epoch_conflict", f"the group is at epoch {epoch}")
+            senders.append(mine)
+        seqs = [r[0] for r in rows]
+        if any(m.queue_id is None or m.queue_domain is not None for m in members if not m.gone):
+            # Held items or remote queues (outbox): the general fan-out, send by send.
+            for item, mine, seq in zip(batch, senders, seqs, strict=True):
+                await self._fanout(
+                    conn, group_id, seq, wire.ITEM_MLS_MESSAGE, item.body, members, mine.leaf_index
+                )
+            return seqs
+        items: list[tuple[bytes, bytes]] = []
+        for item, mine, seq in zip(batch, senders, seqs, strict=True):
+            for m in members:
+                if m.gone or m is mine:
+                    continue
+                policy = m.policy.encode() if m.policy else b""
+                assert m.queue_id is not None
+                items.append(
+                    (
+                        m.queue_id,
+                        wire.queue_item(group_id, seq, policy, wire.ITEM_MLS_MESSAGE, item.body),
+                    )
+                )
+        if items:
+            await self.queues.enqueue_sequence_in(conn, items)
+        return seqs
+
+    async def _send_alone(
+        self, p: Principal, group_id: bytes, message_id: str, header: wire.AppHeader, body: bytes
+    ) -> int:
         try:
             async with self.db.transaction() as conn:
                 return await self._send_in(conn, p, group_id, message_id, header, body)
@@ -871,12 +1191,8 @@ class DeliveryService:
         # (PostgreSQL waits for an in-flight copy's transaction, then skips) and we roll back.
         now = self.now()
         if conn.dialect.name == "postgresql":
-            got = (
-                await conn.execute(
-                    _SEND_PG,
-                    {"gid": group_id, "cu": p.client_uuid, "mid": message_id, "now": now},
-                )
-            ).first()
+            driver = await pg_driver(conn)
+            got = await driver.fetchrow(_SEND_PG, group_id, p.client_uuid, message_id, now)
             if got is None:
                 await self._group(conn, group_id)  # 404 if it does not exist
                 raise _Duplicate
@@ -970,6 +1286,8 @@ class DeliveryService:
             try:
                 observed = obs.apply(pm)
             except MLSError as e:
+                if await self._prefetch_missing():
+                    continue  # an Add of another domain's client: its AS certificate is here now
                 raise _mls_problem("invalid_proposal", e) from None
             q = QueuedProposal(observed.proposal, SenderType.MEMBER, m.leaf_index)  # type: ignore[arg-type]
             adds = self._check_roles([q], by_leaf, roles, m.user_id, p, False)
@@ -1252,24 +1570,26 @@ class DeliveryService:
         return done
 
     async def _clients_gone(self, client_ids: list[str]) -> set[bytes]:
-        uuids = [c.rpartition("/")[2] for c in client_ids]
-        if not uuids:
+        # Matched on user id AND client uuid: an event from another domain names only that
+        # domain's users, so it cannot reach a member of a third domain by its client uuid.
+        owners = [c.rpartition("/") for c in client_ids]
+        if not owners:
             return set()
+        match = sa.or_(
+            *(
+                sa.and_(ds_members.c.user_id == user_id, ds_members.c.client_uuid == uuid)
+                for user_id, _, uuid in owners
+            )
+        )
         async with self.db.transaction() as conn:
             rows = list(
                 await conn.execute(
-                    sa.select(ds_members.c.group_id, ds_members.c.leaf_index).where(
-                        ds_members.c.client_uuid.in_(uuids)
-                    )
+                    sa.select(ds_members.c.group_id, ds_members.c.leaf_index).where(match)
                 )
             )
             for gid in sorted({r.group_id for r in rows}):  # group rows first, in order
                 await self._bump_rev(conn, gid)
-            await conn.execute(
-                sa.update(ds_members)
-                .where(ds_members.c.client_uuid.in_(uuids))
-                .values(gone=True, queue_id=None)
-            )
+            await conn.execute(sa.update(ds_members).where(match).values(gone=True, queue_id=None))
             for r in rows:
                 await conn.execute(
                     sa.delete(ds_held).where(

@@ -41,6 +41,8 @@ ds_members = sa.Table(
     sa.Column("client_uuid", sa.String(36), nullable=False),
     sa.Column("user_id", sa.String(320), nullable=False),
     sa.Column("queue_id", sa.LargeBinary(16), nullable=True),
+    # NULL: the queue is on this server's QS; else the domain whose QS holds it (federation).
+    sa.Column("queue_domain", sa.String(253), nullable=True),
     sa.Column("policy", sa.String(64), nullable=True),
     # The client was deleted: it gets nothing; a server Remove proposal is outstanding.
     sa.Column("gone", sa.Boolean, nullable=False),

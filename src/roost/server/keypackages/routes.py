@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
 from ..encoding import MLS_MEDIA_TYPE, join_mls_vector
 from ..errors import Problem, problem_responses
+from ..federation import as_flows
 from .validation import Publisher
 
 router = APIRouter(tags=["keypackages"])
@@ -81,7 +82,13 @@ async def count(p: PrincipalDep, s: ServicesDep) -> CountOut:
     responses={
         200: binary_response(MLS_MEDIA_TYPE, "MLSMessage key_packages<V>: one per client"),
         **_AUTH,
-        **problem_responses((404, "user_not_found"), (403, "no_connection"), (429, "rate_limited")),
+        **problem_responses(
+            (404, "user_not_found"),
+            (403, "no_connection"),
+            (429, "rate_limited"),
+            (403, "federation_refused"),
+            (502, "federation_unavailable"),
+        ),
     },
 )
 async def claim(
@@ -92,6 +99,9 @@ async def claim(
 ) -> Response:
     """Claim one KeyPackage for every client of the user (atomic, never handed out twice)."""
     s.claim_limiter.hit(p.user_uuid)  # per requesting user: extra clients add no budget
+    if s.connections.remote_domain(user_id) is not None:
+        body = await as_flows.claim_remote(s, p, user_id, cipher_suite)
+        return Response(body, media_type=MLS_MEDIA_TYPE)
     target = await s.auth.find_user(user_id)
     if target is None:
         raise Problem(404, "user_not_found", f"no user {user_id}")

@@ -41,15 +41,35 @@ class Subscriber(Protocol):
     def terminate(self, code: int, reason: str) -> None: ...
 
 
+class PresenceSink(Protocol):
+    """Told when a client gains or loses its connection to this process (notify/presence.py
+    publishes that for the other processes on PostgreSQL)."""
+
+    def mark(self, client_uuid: str, connected: bool) -> None: ...
+
+    async def settled(self) -> None: ...
+
+
 class Hub:
     """Live connections by client (one each) and by user (for the shared direct queue)."""
 
     def __init__(self) -> None:
         self._by_client: dict[str, Subscriber] = {}
         self._by_user: dict[str, set[Subscriber]] = {}
+        self.presence: PresenceSink | None = None  # set when several processes share a database
 
     def __len__(self) -> int:
         return len(self._by_client)
+
+    def is_connected(self, client_uuid: str) -> bool:
+        """Whether ``client_uuid`` has a live connection to *this* process."""
+        return client_uuid in self._by_client
+
+    async def presence_settled(self) -> None:
+        """Wait (briefly, never failing) until the other processes can see this process's
+        connections, so a client told "ready" gets no push sent through another process."""
+        if self.presence is not None:
+            await self.presence.settled()
 
     def attach(self, sub: Subscriber) -> None:
         """Register ``sub``; an older connection of the same client is told to close (4409)."""
@@ -59,10 +79,14 @@ class Hub:
             old.terminate(CloseCode.REPLACED, "replaced by a newer connection of this client")
         self._by_client[sub.client_uuid] = sub
         self._by_user.setdefault(sub.user_uuid, set()).add(sub)
+        if self.presence is not None:
+            self.presence.mark(sub.client_uuid, True)
 
     def detach(self, sub: Subscriber) -> None:
         if self._by_client.get(sub.client_uuid) is sub:
             del self._by_client[sub.client_uuid]
+            if self.presence is not None:
+                self.presence.mark(sub.client_uuid, False)
         peers = self._by_user.get(sub.user_uuid)
         if peers is not None:
             peers.discard(sub)

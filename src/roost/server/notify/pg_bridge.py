@@ -28,6 +28,7 @@ import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..auth.token_cache import TokenCache, token_cache
 from ..queues.service import WakeUp
 from ..store.engine import BEFORE_COMMIT, before_commit
 from .hub import Hub
@@ -98,6 +99,7 @@ class PgBridge:
         self._conn: asyncpg.Connection | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0  # LISTEN connections opened after the first (metrics / tests)
+        self.tokens: TokenCache | None = None  # evicted on the other processes' revocations
 
     # ---- publishing (inside the producing transaction) -------------------------------------
 
@@ -160,8 +162,12 @@ class PgBridge:
         elif kind == _ACK:
             self._hub.acked(event[1], _unqid(event[2]), int(event[3]))
         elif kind == _CLIENT_GONE:
+            if self.tokens is not None:  # its tokens stop working here at once too
+                self.tokens.evict_clients({event[1]})
             self._hub.client_gone(event[1])
         elif kind == _USER_GONE:
+            if self.tokens is not None:
+                self.tokens.evict_user(event[1])
             self._hub.user_gone(event[1])
 
     # ---- life cycle -----------------------------------------------------------------------
@@ -230,7 +236,16 @@ def install_pg_bridge(hub: Hub, services: Any, database_url: str) -> PgBridge:
     services.queues.tx_ack_listeners.append(bridge.on_ack)
     services.auth.on_client_removed.append(bridge.on_client_removed)
     services.auth.on_user_deleted.append(bridge.on_user_deleted)
+    bridge.tokens = token_cache(services.auth)
     return bridge
 
 
-__all__ = ["PgBridge", "encode_batches", "install_pg_bridge", "listen_dsn"]
+async def publish_user_revoked(conn: AsyncConnection, user_uuid: str) -> None:
+    """Tell every serving process, when ``conn``'s transaction commits, that all tokens of
+    ``user_uuid`` are gone (for ``roost admin``, which runs no bridge). No-op on SQLite."""
+    if conn.dialect.name == "postgresql":
+        for payload in encode_batches("admin", [[_USER_GONE, user_uuid]]):
+            await conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})
+
+
+__all__ = ["PgBridge", "encode_batches", "install_pg_bridge", "listen_dsn", "publish_user_revoked"]

@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roost.server.notify")
 
+# Ack frames read but not yet written before the reader waits for the acker.
+MAX_PENDING_ACK_FRAMES = 256
+# On close, acks already read get this long to be written.
+ACK_DRAIN_SECONDS = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -124,6 +129,15 @@ class RealtimeSession:
         self._last_recv = time.monotonic()
         self._send_since: float | None = None
         self._send_lock = asyncio.Lock()
+        # Acks are coalesced: frames read while a write is in flight are merged (per queue the
+        # highest up_to) and written together by the acker task, one transaction per burst.
+        self._ack_queues: dict[bytes, int] = {}
+        self._ack_direct: int | None = None
+        self._ack_frames: list[tuple[Any, set[bytes]]] = []  # (id, its queues): answered later
+        self._ack_wake = asyncio.Event()
+        self._ack_room = asyncio.Event()
+        self._ack_room.set()
+        self._closing = False
 
     # ---- hub interface (called synchronously, from committed transactions' callbacks) -----
 
@@ -181,6 +195,7 @@ class RealtimeSession:
                 asyncio.create_task(self._writer()),
                 asyncio.create_task(self._watchdog()),
                 asyncio.create_task(self._done.wait()),
+                asyncio.create_task(self._acker()),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if self._close is None:
@@ -193,11 +208,18 @@ class RealtimeSession:
             code, reason = _close_for(exc)
         finally:
             self._hub.detach(self)
+            acker = tasks.pop() if tasks else None
             for t in tasks:
                 t.cancel()
             for t in tasks:
                 with contextlib.suppress(BaseException):
                     await t
+            if acker is not None:
+                # Acks already read are still written (briefly): the client may not resend them.
+                self._closing = True
+                self._ack_wake.set()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(acker, ACK_DRAIN_SECONDS)
         if self._close is not None:
             code, reason = self._close
         if code is not None:
@@ -224,6 +246,7 @@ class RealtimeSession:
         # Subscribe before the first reads: an item committed in between is then either read
         # or announced (or both; seq numbers drop the duplicate), never missed.
         self._hub.attach(self)
+        await self._hub.presence_settled()  # other processes now see this client as online
         owned = await queues.owned_queue_ids(self.client_uuid)
         for qid in owned:
             if qid not in self._queues:
@@ -343,7 +366,7 @@ class RealtimeSession:
             if kind == "ping":
                 await self._send_text(control("pong", id=frame.get("id")))
             elif kind == "ack":
-                await self._on_ack(parse_positions(frame))
+                await self._queue_ack(parse_positions(frame))
             elif kind == "auth":
                 await self._on_auth(frame)
             elif kind == "hello":
@@ -351,28 +374,59 @@ class RealtimeSession:
             else:
                 raise ProtocolError(f"unknown frame type {kind[:32]!r}")
 
-    async def _on_ack(self, ack: Positions) -> None:
-        queues = self._services.queues
-        errors: list[str] = []
+    async def _queue_ack(self, ack: Positions) -> None:
+        """Merge ``ack`` into the pending acks; the acker writes them (reading goes on)."""
+        await self._ack_room.wait()  # back-pressure: a flood of acks waits for the write
         for qid, up_to in ack.queues.items():
-            try:
-                await queues.ack(qid, self.client_uuid, up_to)
-            except Problem as p:
-                errors.append(p.code)
-                continue
-            st = self._queues.get(qid)
-            if st is not None:
-                self._acked(st, up_to)
-        if ack.direct is not None:
+            if up_to > self._ack_queues.get(qid, -1):
+                self._ack_queues[qid] = up_to
+        if ack.direct is not None and (self._ack_direct is None or ack.direct > self._ack_direct):
+            self._ack_direct = ack.direct
+        self._ack_frames.append((ack.id, set(ack.queues)))
+        if len(self._ack_frames) >= MAX_PENDING_ACK_FRAMES:
+            self._ack_room.clear()
+        self._ack_wake.set()
+
+    async def _acker(self) -> None:
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            if self._ack_frames:
+                await self._write_acks()
+            elif self._closing:
+                return
+
+    async def _write_acks(self) -> None:
+        """Write every pending ack in one go; answer the frames once committed."""
+        acks, self._ack_queues = self._ack_queues, {}
+        direct, self._ack_direct = self._ack_direct, None
+        frames, self._ack_frames = self._ack_frames, []
+        self._ack_room.set()
+        queues = self._services.queues
+        failed: dict[bytes, str] = {}
+        if acks:
+            # Queues this connection serves are the client's (checked at start, or routed here
+            # by owner): their ownership needs no second look.
+            known = {q for q in acks if q in self._queues}
+            failed = await queues.ack_many(self.client_uuid, acks, known)
+            for qid, up_to in acks.items():
+                st = self._queues.get(qid)
+                if st is not None and qid not in failed:
+                    self._acked(st, up_to)
+        if direct is not None:
             async with queues.db.engine.connect() as conn:
                 clients = await self._services.auth.client_uuids_of(self.user_uuid, conn)
-            await queues.ack_direct(self.user_uuid, self.client_uuid, ack.direct, clients)
-            self._acked(self._queues[None], ack.direct)
-        for code in errors:
-            await self._send_text(control("error", code=code, id=ack.id))
-        if ack.id is not None and not errors:
-            await self._send_text(control("acked", id=ack.id))
+            await queues.ack_direct(self.user_uuid, self.client_uuid, direct, clients)
+            self._acked(self._queues[None], direct)
         self._wake.set()  # the window may have room again
+        if self._closing:
+            return  # the socket is going: no answers
+        for ack_id, qids in frames:
+            codes = [failed[q] for q in qids if q in failed]
+            for code in codes:
+                await self._send_text(control("error", code=code, id=ack_id))
+            if ack_id is not None and not codes:
+                await self._send_text(control("acked", id=ack_id))
 
     def _acked(self, st: _Queue, up_to: int) -> None:
         while st.inflight and st.inflight[0][0] <= up_to:

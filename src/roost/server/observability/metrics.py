@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -20,13 +21,18 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..operator.status import outbox_status, queue_status
+from ..push.stats import EVENTS as PUSH_EVENTS
+from ..push.stats import PROVIDERS as PUSH_PROVIDERS
 
 if TYPE_CHECKING:
     from ..deps import Services
     from ..notify.hub import Hub
+    from ..push.service import PushService
 
 UNMATCHED = "<unmatched>"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -72,10 +78,28 @@ class Metrics:
             ["outbox"],
             registry=r,
         )
-        # Filled once federation (issue 5) registers its source in operator.status.OUTBOX_SOURCES.
+        # Per destination domain, from the federation source in operator.status.OUTBOX_SOURCES.
         self.federation_outbox = Gauge(
             "roost_federation_outbox_depth",
             "Outbound federation items waiting per destination domain",
+            ["destination"],
+            registry=r,
+        )
+        self.federation_oldest = Gauge(
+            "roost_federation_outbox_oldest_age_seconds",
+            "Age of the oldest outbound federation item per destination (0 when empty)",
+            ["destination"],
+            registry=r,
+        )
+        self.federation_attempts = Gauge(
+            "roost_federation_outbox_attempts",
+            "Consecutive failed delivery attempts per destination (0 after a success)",
+            ["destination"],
+            registry=r,
+        )
+        self.federation_blocked = Gauge(
+            "roost_federation_outbox_blocked",
+            "1 when the policy no longer admits the destination (items held, not sent)",
             ["destination"],
             registry=r,
         )
@@ -91,11 +115,16 @@ class Metrics:
         )
         # process_resident_memory_bytes, CPU seconds, open fds (Linux /proc).
         ProcessCollector(registry=r)
+        self.push = _PushCollector()
+        r.register(self.push)
         self._refreshed_at = 0.0
 
-    async def refresh(self, services: Services, hub: Hub | None) -> None:
+    async def refresh(
+        self, services: Services, hub: Hub | None, push: PushService | None = None
+    ) -> None:
         """Update the gauges that reflect database and process state (cached briefly)."""
         self.realtime.set(len(hub) if hub is not None else 0)
+        self.push.service = push
         db = services.auth.db
         pool = db.engine.pool
         for gauge, attr in (
@@ -118,16 +147,51 @@ class Metrics:
             self.queue_depth.labels(q.kind).set(q.depth)
             self.queue_oldest.labels(q.kind).set(q.oldest_age_seconds or 0)
             self.queues.labels(q.kind).set(q.queues)
-        self.federation_outbox.clear()
+        federation = (
+            self.federation_outbox,
+            self.federation_oldest,
+            self.federation_attempts,
+            self.federation_blocked,
+        )
+        for gauge in federation:
+            gauge.clear()
         for o in outboxes:
             if o.destination is not None:
-                self.federation_outbox.labels(o.destination).inc(o.depth)
+                values = (o.depth, o.oldest_age_seconds or 0, o.attempts, int(o.blocked))
+                for gauge, value in zip(federation, values, strict=True):
+                    gauge.labels(o.destination).set(value)
                 continue
             self.outbox_depth.labels(o.outbox).set(o.depth)
             self.outbox_oldest.labels(o.outbox).set(o.oldest_age_seconds or 0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PushCollector(Collector):
+    """The push sender's own counts (push/stats.py), read at scrape time: every provider is
+    listed, at 0 until it pushes, so rates work from the first scrape."""
+
+    def __init__(self) -> None:
+        self.service: PushService | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        push = self.service
+        for event, help_text in PUSH_EVENTS.items():
+            family = CounterMetricFamily(f"roost_push_{event}", help_text, labels=["provider"])
+            for provider in PUSH_PROVIDERS:
+                family.add_metric([provider], push.stats.get(event, provider) if push else 0)
+            yield family
+        yield CounterMetricFamily(
+            "roost_push_dropped",
+            "Wake-ups dropped because the push queue was full",
+            value=push.stats.dropped if push else 0,
+        )
+        yield GaugeMetricFamily(
+            "roost_push_queue_depth",
+            "Wake-ups waiting for the push sender",
+            value=push.queue_depth() if push else 0,
+        )
 
 
 # Routes answered by raw-ASGI fast paths (delivery/fastpath.py) never reach FastAPI's router,

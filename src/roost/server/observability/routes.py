@@ -100,5 +100,5 @@ async def metrics(request: Request) -> Response:
                 headers={"WWW-Authenticate": "Bearer"},
             )
     m = state.metrics
-    await m.refresh(state.services, getattr(state, "notify", None))
+    await m.refresh(state.services, getattr(state, "notify", None), getattr(state, "push", None))
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -8,6 +8,7 @@ changes reach running servers (each re-reads it at most ``cache_seconds`` later)
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,9 +38,24 @@ class FederationPolicy:
     def admits(self, domain: str) -> bool:
         """Whether traffic to or from ``domain`` is allowed (apply inbound and outbound)."""
         domain = domain.lower()
-        if domain in self.block:
+        if domain in self.block or not is_valid_domain(domain):
             return False
-        return self.mode == "open" or domain in self.allow
+        if domain in self.allow:
+            return True
+        # Open mode admits names of the public DNS only: an IP address or a dotless name
+        # (localhost, an intranet host) that a client or a signed request's Roost-Origin names
+        # would otherwise make this server connect inside its own network (SSRF). The operator
+        # can still allow such a domain explicitly.
+        return self.mode == "open" and "." in domain and not _is_ip_address(domain)
+
+
+def _is_ip_address(domain: str) -> bool:
+    try:
+        ipaddress.ip_address(domain)
+    except ValueError:
+        # An all-numeric last label is no DNS name either (e.g. "10.1", "0x7f.1").
+        return domain.rsplit(".", 1)[-1].isdigit()
+    return True
 
 
 def normalize_domain(domain: str) -> str:

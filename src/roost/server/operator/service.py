@@ -22,6 +22,7 @@ from ..auth.tables import auth_tokens, clients, registration_tokens, retired_nam
 from ..config import Config
 from ..deps import Services
 from ..errors import Problem
+from ..notify.pg_bridge import publish_user_revoked
 from ..store import Database
 from .federation import FederationPolicyStore
 from .status import (
@@ -203,6 +204,8 @@ class AdminService:
                         )
                     )
                 )
+                # Serving processes drop cached tokens and sockets of the user at commit.
+                await publish_user_revoked(conn, row.uuid)
         return await self.get_user(name)
 
     async def delete_user(self, user: str) -> str:
@@ -211,6 +214,8 @@ class AdminService:
         # delete_account reads only the user fields of the principal (no client acts here).
         principal = Principal(info.uuid, name, info.user_id, "", "")
         await self.services.auth.delete_account(principal)
+        async with self.db.transaction() as conn:
+            await publish_user_revoked(conn, info.uuid)  # serving processes: tokens, sockets
         return info.user_id
 
     # ---- registration tokens ---------------------------------------------------------------

@@ -28,10 +28,16 @@ class QueueKindStatus:
 
 @dataclass(frozen=True, slots=True)
 class OutboxStatus:
-    outbox: str  # "account_events" now; "federation" once issue 5 registers its source
+    outbox: str  # "account_events" | "federation" (one row per destination)
     depth: int
     oldest_age_seconds: int | None
     destination: str | None = None  # per-destination rows (federation)
+    # federation only: consecutive failed attempts, seconds until the next one (None: nothing
+    # queued), the last failure (no payloads), and whether the policy now holds the items
+    attempts: int = 0
+    next_attempt_in_seconds: int | None = None
+    last_error: str | None = None
+    blocked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +81,8 @@ async def account_events_outbox(conn: AsyncConnection, now: float) -> list[Outbo
     return [OutboxStatus("account_events", count, _age(now, oldest))]
 
 
-# Hook for issue 5: the federation module appends its per-destination outbox source here (at
-# import time of roost.server.federation); `roost admin outbox` and /metrics then show it.
+# The federation outbox appends its per-destination source here when
+# roost.server.federation.outbox is imported; `roost admin outbox` and /metrics then show it.
 OUTBOX_SOURCES: list[OutboxSource] = [account_events_outbox]
 
 

@@ -2,8 +2,10 @@
 
 Flow: the QueueService tells ``on_wake`` about every committed enqueue (synchronously, after
 commit, on the request path), which only drops the wake-up into a bounded queue. A single
-background task resolves the target clients, skips those connected over realtime, applies the
-policy, coalesces per client and sends. Nothing here ever blocks or fails a request.
+background task resolves the target clients, applies the policy, coalesces per client, skips
+clients connected over realtime (to this process: the hub; to another process on the same
+PostgreSQL: notify/presence.py, one indexed read just before a push would go out) and sends.
+Nothing here ever blocks or fails a request.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,11 +34,15 @@ from ..queues.service import WakeUp
 from ..store import Database
 from . import policy
 from .senders import ApnsSender, FcmSender, Outcome, Registration, Sender, WebPushSender
+from .stats import PROVIDERS, PushStats
 from .tables import push_registrations, push_vapid_key
 from .webpush import Vapid, generate_vapid_private_bytes
 
+if TYPE_CHECKING:
+    from ..notify.presence import Presence
+
 log = logging.getLogger("roost.server.push")
-KINDS = ("webpush", "apns", "fcm")
+KINDS = PROVIDERS
 FLUSH_INTERVAL_SECONDS = 1.0  # how often deferred (coalesced) pushes are looked at
 
 
@@ -46,11 +53,13 @@ class PushService:
         config: Config,
         clock: Callable[[], float] = time.time,
         is_connected: Callable[[str], bool] = lambda _client: False,
+        presence: Presence | None = None,
     ) -> None:
         self.db = db
         self.config = config
         self.clock = clock
-        self.is_connected = is_connected
+        self.is_connected = is_connected  # a live socket to this process (the hub)
+        self.presence = presence  # sockets to the other processes (PostgreSQL only)
         self.vapid: Vapid | None = None
         self.senders: dict[str, Sender] = {}
         self._queue: asyncio.Queue[WakeUp] = asyncio.Queue(config.push_queue_size)
@@ -59,8 +68,7 @@ class PushService:
         self._http: httpx.AsyncClient | None = None
         self._apns_http: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
-        self.sent = 0  # pushes the services accepted (observable in tests and metrics)
-        self.dropped = 0  # wake-ups dropped because the queue was full
+        self.stats = PushStats()  # exposed on /metrics
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -91,6 +99,8 @@ class PushService:
                 c.push_fcm_project_id,
                 Path(c.push_fcm_service_account_file),
             )
+        if self.presence is not None:
+            await self.presence.start()
         self._task = asyncio.create_task(self._run(), name="push-sender")
 
     async def stop(self) -> None:
@@ -98,6 +108,8 @@ class PushService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.presence is not None:
+            await self.presence.stop()
         for client in (self._http, self._apns_http):
             if client is not None:
                 await client.aclose()
@@ -232,9 +244,13 @@ class PushService:
             self._queue.put_nowait(wake)
         except asyncio.QueueFull:
             # The client still gets its messages on its next fetch; only the nudge is lost.
-            self.dropped += 1
-            if self.dropped % 1000 == 1:
-                log.warning("push queue full: wake-ups dropped (%d so far)", self.dropped)
+            self.stats.dropped += 1
+            if self.stats.dropped % 1000 == 1:
+                log.warning("push queue full: wake-ups dropped (%d so far)", self.stats.dropped)
+
+    def queue_depth(self) -> int:
+        """Wake-ups waiting for the sender (metrics)."""
+        return self._queue.qsize()
 
     async def idle(self) -> None:
         """Wait until every queued wake-up was handled (tests)."""
@@ -278,17 +294,16 @@ class PushService:
         if wake.queue_id is not None:
             column = push_registrations.c.client_uuid
             attached = _attached_policy(wake.payload)
-        # Cheap check first: a connected client needs no database read at all.
-        if wake.queue_id is not None and self.is_connected(wake.owner):
-            return
+            # Cheap check first: a client connected to this process needs no database read
+            # (nor a count: whether it has a registration is not even known here).
+            if self.is_connected(wake.owner):
+                return
         async with self.db.engine.connect() as conn:
             rows = (
                 await conn.execute(sa.select(push_registrations).where(column == wake.owner))
             ).all()
         for row in rows:
             reg = _registration(row)
-            if self.is_connected(reg.client_uuid):
-                continue
             # Direct-queue items (Welcomes, connection events) follow the default policy.
             if not policy.should_push(attached, reg.default_policy):
                 continue
@@ -299,9 +314,24 @@ class PushService:
         last = self._last_push.get(reg.client_uuid)
         if last is not None and now - last < self.config.push_coalesce_seconds:
             self._deferred.add(reg.client_uuid)  # one trailing push when the window ends
+            self.stats.count("coalesced", reg.kind)
+            return
+        if await self._online(reg):
             return
         self._last_push[reg.client_uuid] = now
         await self._send(reg)
+
+    async def _online(self, reg: Registration) -> bool:
+        """Connected over realtime, to this process or (PostgreSQL) to another one."""
+        online = self.is_connected(reg.client_uuid)
+        if not online and self.presence is not None:
+            try:
+                online = await self.presence.online_elsewhere(reg.client_uuid)
+            except Exception as e:  # noqa: BLE001 - unknown: a spare wake-up beats a lost one
+                log.warning("presence lookup failed: %s", type(e).__name__)
+        if online:
+            self.stats.count("suppressed_online", reg.kind)
+        return online
 
     async def _flush_deferred(self) -> None:
         now = self.clock()
@@ -309,10 +339,8 @@ class PushService:
         due = [c for c in self._deferred if now - self._last_push.get(c, 0) >= window]
         for client_uuid in due:
             self._deferred.discard(client_uuid)
-            if self.is_connected(client_uuid):
-                continue
             reg = await self.get(client_uuid)
-            if reg is not None:
+            if reg is not None and not await self._online(reg):
                 self._last_push[client_uuid] = now
                 await self._send(reg)
         # Bounded memory: forget windows that ended and have nothing deferred.
@@ -322,21 +350,26 @@ class PushService:
                     del self._last_push[c]
 
     async def _send(self, reg: Registration) -> None:
+        self.stats.count("attempts", reg.kind)
         sender = self.senders.get(reg.kind)
         if sender is None:
+            self.stats.count("failed", reg.kind)
             log.warning("push kind %s is no longer configured; skipped", reg.kind)
             return
         try:
             outcome = await sender.send(reg)
         except (httpx.HTTPError, OSError, ValueError, KeyError) as e:
+            self.stats.count("failed", reg.kind)
             log.warning("push via %s failed: %s", reg.kind, type(e).__name__)
             return
         if outcome is Outcome.SENT:
-            self.sent += 1
+            self.stats.count("sent", reg.kind)
         elif outcome is Outcome.GONE:
+            self.stats.count("unregistered", reg.kind)
             log.info("push registration gone at the %s service; unregistered", reg.kind)
             await self.unregister(reg.client_uuid)
         else:
+            self.stats.count("failed", reg.kind)
             log.warning("push via %s refused by the service", reg.kind)
 
 

@@ -7,6 +7,7 @@ transaction as the insert, so a rollback leaves no hole.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable
@@ -22,32 +23,77 @@ from ..config import Limits
 from ..errors import Problem
 from ..store import Database
 from ..store.engine import after_commit
+from ..store.pg_driver import pg_driver
 from .tables import direct_cursors, direct_messages, direct_queues, queue_messages, queues
 
 QUEUE_ID_LEN = 16
 
-# The DS fan-out on PostgreSQL as one statement (data-modifying CTEs all run).
-_FANOUT_PG = sa.text(
-    """
+# The DS fan-out on PostgreSQL as one statement (data-modifying CTEs all run), run on the
+# driver connection (``store/pg_driver.py``): $1 queue ids, $2 payloads, $3 created_at.
+_FANOUT_PG = """
     WITH locked AS (
-        SELECT id FROM queues WHERE id = ANY(:ids) ORDER BY id FOR UPDATE
+        SELECT id FROM queues WHERE id = ANY($1::bytea[]) ORDER BY id FOR UPDATE
     ), bumped AS (
         UPDATE queues SET last_seq = queues.last_seq + 1 FROM locked
         WHERE queues.id = locked.id
         RETURNING queues.id, queues.last_seq, queues.owner_client_uuid
     ), inserted AS (
         INSERT INTO queue_messages (queue_id, seq, message_id, payload, created_at)
-        SELECT b.id, b.last_seq, NULL, p.payload, :now
+        SELECT b.id, b.last_seq, NULL, p.payload, $3::bigint
         FROM bumped b
-        JOIN unnest(CAST(:ids AS bytea[]), CAST(:payloads AS bytea[])) AS p(id, payload)
+        JOIN unnest($1::bytea[], $2::bytea[]) AS p(id, payload)
         ON p.id = b.id
     )
     SELECT id, last_seq, owner_client_uuid FROM bumped
+"""
+
+
+# Several payloads per queue in one statement (a group-committed batch of DS sends): each
+# queue's counter goes up by its number of items, its k-th item (in array order) gets the k-th
+# new seq. Rows come back in array order ($4: created_at).
+_FANOUT_SEQ_PG = """
+    WITH p AS (
+        SELECT id, payload, ord, row_number() OVER (PARTITION BY id ORDER BY ord) AS k
+        FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS p(id, payload, ord)
+    ), n AS (
+        SELECT id, count(*) AS c FROM p GROUP BY id
+    ), locked AS (
+        SELECT id FROM queues WHERE id = ANY($3::bytea[]) ORDER BY id FOR UPDATE
+    ), bumped AS (
+        UPDATE queues SET last_seq = queues.last_seq + n.c FROM locked JOIN n ON n.id = locked.id
+        WHERE queues.id = locked.id
+        RETURNING queues.id, queues.last_seq - n.c AS base, queues.owner_client_uuid
+    ), inserted AS (
+        INSERT INTO queue_messages (queue_id, seq, message_id, payload, created_at)
+        SELECT b.id, b.base + p.k, NULL, p.payload, $4::bigint
+        FROM bumped b JOIN p ON p.id = b.id
+    )
+    SELECT b.id, b.base + p.k, b.owner_client_uuid, p.ord
+    FROM bumped b JOIN p ON p.id = b.id ORDER BY p.ord
+"""
+
+
+# Several queues' acks as one statement (PostgreSQL).
+_ACK_PG = sa.text(
+    """
+    DELETE FROM queue_messages m
+    USING unnest(CAST(:ids AS bytea[]), CAST(:upto AS bigint[])) AS a(id, up_to)
+    WHERE m.queue_id = a.id AND m.seq <= a.up_to
     """
 ).bindparams(
     sa.bindparam("ids", type_=ARRAY(sa.LargeBinary)),
-    sa.bindparam("payloads", type_=ARRAY(sa.LargeBinary)),
+    sa.bindparam("upto", type_=ARRAY(sa.BigInteger)),
 )
+# Acks written in one transaction at most (a burst beyond waits for the next).
+ACK_BATCH_MAX = 512
+
+
+@dataclass(slots=True)
+class _PendingAck:
+    client_uuid: str
+    acks: dict[bytes, int]
+    owned: set[bytes]
+    done: asyncio.Future[dict[bytes, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +128,9 @@ class QueueService:
         # LISTEN/NOTIFY bridge publishes them there, so other processes hear only commits).
         self.tx_listeners: list[Callable[[AsyncConnection, WakeUp], None]] = []
         self.tx_ack_listeners: list[Callable[[AsyncConnection, str, bytes | None, int], None]] = []
+        # Group commit of realtime acks (``ack_many``): waiting acks and the writer task.
+        self._ack_pending: list[_PendingAck] = []
+        self._ack_writer: asyncio.Task[None] | None = None
 
     def _wake_after_commit(self, conn: AsyncConnection, wake: WakeUp) -> None:
         for tx_listener in self.tx_listeners:
@@ -211,16 +260,33 @@ class QueueService:
             for qid, seq, owner in rows:
                 self._wake_after_commit(conn, WakeUp(owner, qid, seq, payloads[qid]))
 
+    async def enqueue_sequence_in(
+        self, conn: AsyncConnection, items: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Like ``enqueue_many_in`` but a queue may appear several times (PostgreSQL, the DS's
+        batched sends): each queue's items get consecutive seqs in list order, in one round
+        trip. Unknown queues are skipped."""
+        driver = await pg_driver(conn)
+        rows = await driver.fetch(
+            _FANOUT_SEQ_PG,
+            [qid for qid, _ in items],
+            [payload for _, payload in items],
+            sorted({qid for qid, _ in items}),
+            int(self.clock()),
+        )
+        if self.listeners or self.tx_listeners:
+            for qid, seq, owner, ord_ in rows:
+                self._wake_after_commit(conn, WakeUp(owner, qid, seq, items[ord_ - 1][1]))
+
     async def _enqueue_many_pg(
         self, conn: AsyncConnection, payloads: dict[bytes, bytes]
     ) -> list[tuple[bytes, int, str]]:
-        # One round trip: lock in id order, bump the counters, insert the rows (the hot path).
+        # One round trip: lock in id order, bump the counters, insert the rows (the hot path;
+        # on the driver: SQLAlchemy's execution path cost more CPU than the statement).
         ids = sorted(payloads)
-        result = await conn.execute(
-            _FANOUT_PG,
-            {"ids": ids, "payloads": [payloads[i] for i in ids], "now": int(self.clock())},
-        )
-        return [(r[0], r[1], r[2]) for r in result]
+        driver = await pg_driver(conn)
+        rows = await driver.fetch(_FANOUT_PG, ids, [payloads[i] for i in ids], int(self.clock()))
+        return [(r[0], r[1], r[2]) for r in rows]
 
     async def _enqueue_many_generic(
         self, conn: AsyncConnection, payloads: dict[bytes, bytes]
@@ -313,6 +379,88 @@ class QueueService:
                 )
             )
             self._acked_after_commit(conn, client_uuid, queue_id, up_to)
+
+    async def ack_many(
+        self, client_uuid: str, acks: dict[bytes, int], owned: set[bytes]
+    ) -> dict[bytes, str]:
+        """Several queues' acks (a realtime connection's coalesced burst), group-committed:
+        acks of every connection that arrive while a write is in flight are written together
+        in the next transaction (one DELETE, one notification), answered after its commit.
+
+        ``owned``: queues the caller already knows to be ``client_uuid``'s (no ownership read);
+        the others are checked in one query. Returns the refused ones' problem codes
+        (``queue_not_found`` / ``forbidden``); the rest are applied."""
+        done: asyncio.Future[dict[bytes, str]] = asyncio.get_running_loop().create_future()
+        self._ack_pending.append(_PendingAck(client_uuid, acks, owned, done))
+        if self._ack_writer is None:
+            self._ack_writer = asyncio.create_task(self._ack_writer_loop())
+        return await done
+
+    async def _ack_writer_loop(self) -> None:
+        try:
+            while self._ack_pending:
+                batch = self._ack_pending[:ACK_BATCH_MAX]
+                del self._ack_pending[: len(batch)]
+                try:
+                    results = await self._write_acks(batch)
+                except Exception as e:  # noqa: BLE001 - each waiting caller gets the error
+                    for entry in batch:
+                        if not entry.done.done():
+                            entry.done.set_exception(e)
+                    continue
+                for entry, failed in zip(batch, results, strict=True):
+                    if not entry.done.done():
+                        entry.done.set_result(failed)
+        finally:
+            self._ack_writer = None
+            if self._ack_pending:  # cancelled with callers waiting: they must not hang
+                for entry in self._ack_pending:
+                    if not entry.done.done():
+                        entry.done.set_exception(asyncio.CancelledError())
+                self._ack_pending.clear()
+
+    async def _write_acks(self, batch: list[_PendingAck]) -> list[dict[bytes, str]]:
+        async with self.db.transaction() as conn:
+            unknown = {q for e in batch for q in e.acks if q not in e.owned}
+            owners: dict[bytes, str] = {}
+            if unknown:
+                rows = await conn.execute(
+                    sa.select(queues.c.id, queues.c.owner_client_uuid).where(
+                        queues.c.id.in_(sorted(unknown))
+                    )
+                )
+                owners = {r[0]: r[1] for r in rows}
+            merged: dict[bytes, tuple[str, int]] = {}  # queue -> (owner, highest up_to)
+            results: list[dict[bytes, str]] = []
+            for e in batch:
+                failed: dict[bytes, str] = {}
+                for qid, up_to in e.acks.items():
+                    if qid not in e.owned:
+                        owner = owners.get(qid)
+                        if owner is None:
+                            failed[qid] = "queue_not_found"
+                            continue
+                        if owner != e.client_uuid:
+                            failed[qid] = "forbidden"
+                            continue
+                    prev = merged.get(qid)
+                    if prev is None or up_to > prev[1]:
+                        merged[qid] = (e.client_uuid, up_to)
+                results.append(failed)
+            if merged:
+                if conn.dialect.name == "postgresql":
+                    ids = sorted(merged)
+                    await conn.execute(_ACK_PG, {"ids": ids, "upto": [merged[q][1] for q in ids]})
+                else:
+                    for qid, (_, up_to) in merged.items():
+                        await conn.execute(
+                            sa.delete(queue_messages).where(
+                                queue_messages.c.queue_id == qid, queue_messages.c.seq <= up_to
+                            )
+                        )
+                for qid, (owner, up_to) in merged.items():
+                    self._acked_after_commit(conn, owner, qid, up_to)
+        return results
 
     async def delete_client_queues(self, conn: AsyncConnection, client_uuid: str) -> None:
         """Deletion hook: a removed client's queues and their messages go with it."""

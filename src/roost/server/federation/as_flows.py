@@ -1,0 +1,272 @@
+"""Authentication-Service flows across domains (docs/federation.md, "AS flows").
+
+Outbound: discovery, AS certificates, connection opening and KeyPackage claims are forwarded
+synchronously (signed) to the user's home server; connection requests, answers and direct
+messages travel through the durable outbox. Inbound: the inbox handlers below apply those
+items. A remote server speaks only for its own users: every user id it sends must be of its
+(verified) domain, and the user uuid it reports must not name anybody else.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..auth import ids
+from ..auth.service import Principal
+from ..config import is_valid_domain
+from ..encoding import MLS_MEDIA_TYPE, mls_vector_reader, unb64u
+from ..errors import Problem
+from .outbox import item_json
+from .transport import RemoteUnavailable
+
+if TYPE_CHECKING:
+    from ..deps import Services
+    from . import FederationServices
+
+CLIENT_HEADER = "Roost-Client"
+USER_UUID_HEADER = "Roost-User-Uuid"
+FED_PREFIX = "/federation/v1"
+
+
+def user_domain(user_id: str) -> str:
+    parsed = ids.parse_user_id(user_id)
+    if parsed is None:
+        raise Problem(404, "user_not_found", f"no user {user_id}")
+    return parsed[1]
+
+
+def speaks_for(origin: str, user_id: str) -> str:
+    """``user_id`` normalised, if it is a user of ``origin``; else 403 forbidden."""
+    parsed = ids.parse_user_id(user_id)
+    if parsed is None or parsed[1] != origin:
+        raise Problem(403, "forbidden", "a server speaks only for its own users")
+    return ids.user_id(*parsed)
+
+
+def federation_of(s: Services) -> FederationServices:
+    fed = getattr(s, "federation", None)
+    if fed is None:
+        raise Problem(403, "federation_refused", "federation is not enabled on this server")
+    return fed
+
+
+def user_path(user_id: str) -> str:
+    return f"{FED_PREFIX}/users/{quote(user_id.strip().lower(), safe='@')}"
+
+
+def principal_headers(p: Principal) -> dict[str, str]:
+    return {CLIENT_HEADER: p.client_id, USER_UUID_HEADER: p.user_uuid}
+
+
+def _broken(domain: str, what: str) -> RemoteUnavailable:
+    return RemoteUnavailable(domain, f"answered a malformed {what}")
+
+
+async def _json(s: Services, domain: str, method: str, path: str, **kw: Any) -> Any:
+    """A forwarded call; the remote's authentication failures are ours, not the client's."""
+    try:
+        return await federation_of(s).client.json(domain, method, path, **kw)
+    except Problem as e:
+        if e.status in (401, 421):
+            raise RemoteUnavailable(domain, f"refused our request ({e.code})") from None
+        raise
+
+
+def _model(model: type[BaseModel], data: Any, domain: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        raise _broken(domain, model.__name__) from None
+
+
+# ---- discovery ------------------------------------------------------------------------------
+
+
+async def remote_user(s: Services, user_id: str, model: type[BaseModel]) -> Any:
+    """``GET /v1/users/{user_id}`` for a user of another domain (same shape as local)."""
+    domain = user_domain(user_id)
+    out = _model(model, await _json(s, domain, "GET", user_path(user_id)), domain)
+    if speaks_for(domain, out.user_id) != user_id.strip().lower():
+        raise _broken(domain, "user (another user id)")
+    return out
+
+
+async def remote_clients(s: Services, user_id: str, model: type[BaseModel]) -> Any:
+    """``GET /v1/users/{user_id}/clients`` for a user of another domain."""
+    domain = user_domain(user_id)
+    wanted = user_id.strip().lower()
+    out = _model(model, await _json(s, domain, "GET", user_path(user_id) + "/clients"), domain)
+    for client in out.clients:
+        parsed = ids.parse_client_id(client.client_id)
+        if parsed is None or ids.user_id(parsed[0], parsed[1]) != wanted:
+            raise _broken(domain, "client list (a client of another user)")
+    return out
+
+
+async def remote_as_certificate(s: Services, domain: str) -> bytes:
+    """Another domain's AS certificate (DER), from the directory's cache of its well-known."""
+    domain = domain.strip().lower()
+    if not is_valid_domain(domain):
+        raise Problem(400, "invalid_request", "not a valid domain name")
+    # The directory applies the policy (403 federation_refused) before fetching anything.
+    return await federation_of(s).directory.as_certificate(domain)
+
+
+# ---- KeyPackage claims ----------------------------------------------------------------------
+
+
+async def claim_remote(s: Services, p: Principal, user_id: str, cipher_suite: int) -> bytes:
+    """Our claim rule first (it may use the opening request's one claim), then the target's
+    server checks its own; if that fails, the claim is given back."""
+    domain = user_domain(user_id)
+    federation_of(s)
+    connections = s.connections
+    async with connections.db.transaction() as conn:
+        target = await connections.remote_user_uuid(conn, user_id)
+        if target is None:
+            raise Problem(403, "no_connection", "KeyPackages are only given to connected users")
+        await connections.authorize_claim(conn, p.user_uuid, target)
+    try:
+        response = await federation_of(s).client.request(
+            domain,
+            "POST",
+            user_path(user_id) + "/keypackages/claim",
+            params={"cipher_suite": str(cipher_suite)},
+            headers=principal_headers(p),
+        )
+        ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != MLS_MEDIA_TYPE:
+            raise _broken(domain, "claim answer (media type)")
+        try:
+            mls_vector_reader(response.content)
+        except Exception:
+            raise _broken(domain, "claim answer (not an MLS vector)") from None
+    except Exception as e:
+        await connections.release_claim(p.user_uuid, target)
+        if isinstance(e, Problem) and e.status in (401, 421):
+            raise RemoteUnavailable(domain, f"refused our request ({e.code})") from None
+        raise
+    return response.content
+
+
+# ---- connections (outbound) -----------------------------------------------------------------
+
+
+class RemoteConnectionsBridge:
+    """``ConnectionService.remote``: opens connections on the responder's server and relays
+    requests, answers and direct messages through the outbox."""
+
+    def __init__(self, s: Services) -> None:
+        self.s = s
+
+    async def open(self, principal: Principal, to: str, connection_id: str) -> tuple[str, str]:
+        domain = user_domain(to)
+        payload = {
+            "connection_id": connection_id,
+            "requester": principal.user_id,
+            "requester_uuid": principal.user_uuid,
+            "responder": to,
+        }
+        d = await _json(
+            self.s,
+            domain,
+            "POST",
+            f"{FED_PREFIX}/connections",
+            payload=payload,
+            headers=principal_headers(principal),
+        )
+        if not isinstance(d, dict):
+            raise _broken(domain, "connection answer")
+        responder, responder_uuid = d.get("responder"), d.get("responder_uuid")
+        if not isinstance(responder, str) or not isinstance(responder_uuid, str):
+            raise _broken(domain, "connection answer")
+        if speaks_for(domain, responder) != to or not ids.is_uuid(responder_uuid):
+            raise _broken(domain, "connection answer (another user)")
+        async with self.s.connections.db.engine.connect() as conn:
+            await check_remote_uuid(self.s, conn, responder_uuid, responder)
+        return responder_uuid, responder
+
+    async def relay(self, conn: AsyncConnection, to: str, kind: str, body: dict[str, Any]) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        await federation_of(self.s).outbox.enqueue_in(conn, user_domain(to), kind, data)
+
+
+async def check_remote_uuid(
+    s: Services, conn: AsyncConnection, user_uuid: str, user_id: str
+) -> None:
+    """A uuid a remote server reports for its user must not name a local user or another
+    remote user (uuid-keyed checks such as the claim rule would then apply to them)."""
+    if await s.auth.find_user_by_uuid(user_uuid, conn) is not None:
+        raise Problem(403, "forbidden", "the reported user uuid belongs to another user")
+    known = await s.connections.remote_user_id(conn, user_uuid)
+    if known is not None and known != user_id:
+        raise Problem(403, "forbidden", "the reported user uuid belongs to another user")
+
+
+# ---- inbox handlers (inbound) ---------------------------------------------------------------
+
+
+def _item(body: bytes, *fields: str) -> dict[str, Any]:
+    d = item_json(body)
+    if not isinstance(d, dict) or any(not isinstance(d.get(f), str) for f in fields):
+        raise Problem(400, "invalid_request", f"the item needs the string fields {fields}")
+    if "payload" in d and not isinstance(d["payload"], str):
+        raise Problem(400, "invalid_request", "payload must be b64u text")
+    return d
+
+
+def _payload(d: dict[str, Any]) -> bytes | None:
+    if d.get("payload") is None:
+        return None
+    try:
+        return unb64u(d["payload"])
+    except ValueError:
+        raise Problem(400, "invalid_request", "payload is not b64u") from None
+
+
+def _local(s: Services, user_id: str) -> str:
+    parsed = ids.parse_user_id(user_id)
+    if parsed is None or parsed[1] != s.config.home_domain:
+        raise Problem(404, "user_not_found", f"{user_id} is not a user of this server")
+    return ids.user_id(*parsed)
+
+
+def install_as_flows(s: Services) -> None:
+    """Route connections with remote users through federation and register the AS items."""
+    fed = getattr(s, "federation", None)
+    if fed is None:
+        return
+    s.connections.remote = RemoteConnectionsBridge(s)
+    connections = s.connections
+
+    async def on_request(conn: AsyncConnection, origin: str, body: bytes) -> None:
+        d = _item(body, "connection_id", "from", "to", "payload")
+        _local(s, d["to"])
+        requester = speaks_for(origin, d["from"])
+        await connections.receive_request(conn, d["connection_id"], requester, _payload(d) or b"")
+
+    def on_answer(accept: bool):  # type: ignore[no-untyped-def]
+        async def handler(conn: AsyncConnection, origin: str, body: bytes) -> None:
+            d = _item(body, "connection_id", "from", "to")
+            _local(s, d["to"])
+            responder = speaks_for(origin, d["from"])
+            await connections.receive_answer(
+                conn, d["connection_id"], responder, accept, _payload(d)
+            )
+
+        return handler
+
+    async def on_direct(conn: AsyncConnection, origin: str, body: bytes) -> None:
+        d = _item(body, "from", "to", "payload")
+        sender = speaks_for(origin, d["from"])
+        await connections.receive_direct(conn, sender, _local(s, d["to"]), _payload(d) or b"")
+
+    fed.inbox.register("conn.request", on_request)
+    fed.inbox.register("conn.accept", on_answer(True))
+    fed.inbox.register("conn.reject", on_answer(False))
+    fed.inbox.register("direct.message", on_direct)

@@ -1,0 +1,234 @@
+"""``FederationClient``: signed outbound requests to other homeservers (docs/federation.md).
+
+The policy is applied before anything is sent; a domain it does not admit gets
+``FederationRefused`` and no connection is opened.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from ..errors import PROBLEM_MEDIA_TYPE, Problem
+from ..operator.federation import FederationPolicyStore
+from . import signing
+from .identity import ServerIdentity
+from .resolver import Resolver
+
+log = logging.getLogger("roost.federation")
+
+# The most of a remote answer that is read (a claim of many KeyPackages or a large group's
+# state fits; anything larger is a broken or hostile peer).
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+# Query parameters: a mapping, or pairs when a name repeats.
+Params = Mapping[str, str] | Sequence[tuple[str, str]] | None
+
+
+class FederationRefused(Problem):
+    """This server's federation policy does not admit the domain (403 ``federation_refused``)."""
+
+    def __init__(self, domain: str, detail: str | None = None) -> None:
+        super().__init__(
+            403,
+            "federation_refused",
+            detail or f"federation with {domain} is not allowed by this server's policy",
+        )
+        self.domain = domain
+
+
+class RemoteUnavailable(Problem):
+    """The remote homeserver could not be reached or failed (502 ``federation_unavailable``)."""
+
+    def __init__(self, domain: str, reason: str) -> None:
+        super().__init__(502, "federation_unavailable", f"{domain}: {reason}")
+        self.domain = domain
+        self.reason = reason
+
+
+class FederationClient:
+    """Signs and sends requests to other domains' ``/federation/v1/`` endpoints."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        identity: ServerIdentity,
+        policy: FederationPolicyStore,
+        resolver: Resolver,
+        home_domain: str,
+        clock: Callable[[], float] = time.time,
+        window_seconds: int = 300,
+    ) -> None:
+        self.http = http
+        self.identity = identity
+        self.policy = policy
+        self.resolver = resolver
+        self.home_domain = home_domain
+        self.clock = clock
+        self.window_seconds = window_seconds
+
+    async def request(
+        self,
+        domain: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: dict[str, str] | None = None,
+        params: Params = None,
+    ) -> httpx.Response:
+        """Send one signed request; ``path`` is the full path ("/federation/v1/...").
+
+        Raises ``FederationRefused`` if the policy does not admit ``domain`` (nothing sent),
+        ``RemoteUnavailable`` on connect errors, timeouts, 5xx and refusals of our signature
+        (401, 421: this server's problem, never the client's), and ``Problem`` with the remote
+        status and code for another problem+json 4xx answer. Other answers are returned.
+        """
+        response = await self.send(
+            domain,
+            method,
+            path,
+            body=body,
+            content_type=content_type,
+            headers=headers,
+            params=params,
+        )
+        if response.status_code >= 400:
+            raise _remote_problem(domain.lower(), response)
+        return response
+
+    async def send(
+        self,
+        domain: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: dict[str, str] | None = None,
+        params: Params = None,
+    ) -> httpx.Response:
+        """As ``request``, but every 4xx other than 401/421 is returned as it is (for callers
+        that forward a remote answer with all its fields)."""
+        domain = domain.lower()
+        if not (await self.policy.load()).admits(domain):
+            raise FederationRefused(domain)
+        url = httpx.URL(self.resolver.base_url(domain) + path, params=params)
+        wire_headers = {k.lower(): v for k, v in (headers or {}).items()}
+        wire_headers.update(
+            {
+                "content-digest": signing.content_digest(body),
+                "roost-origin": self.home_domain,
+                "roost-destination": domain,
+            }
+        )
+        if content_type is not None:
+            wire_headers["content-type"] = content_type
+        target = signing.Target(
+            method.upper(), url.raw_path.split(b"?", 1)[0].decode(), url.query.decode()
+        )
+        key = await self.identity.signing_key()
+        wire_headers.update(
+            signing.sign(
+                key,
+                target,
+                wire_headers,
+                created=int(self.clock()),
+                window_seconds=self.window_seconds,
+            )
+        )
+        try:
+            request = self.http.build_request(
+                method.upper(), url, content=body, headers=wire_headers
+            )
+            response = await _bounded(domain, await self.http.send(request, stream=True))
+        except httpx.TimeoutException:
+            raise RemoteUnavailable(domain, "timed out") from None
+        except httpx.HTTPError as e:
+            raise RemoteUnavailable(domain, f"could not connect ({type(e).__name__})") from None
+        if response.status_code >= 500:
+            raise RemoteUnavailable(domain, f"answered {response.status_code}")
+        if response.status_code in (401, 421):
+            raise RemoteUnavailable(
+                domain, f"refused this server's signature ({_code_of(response)})"
+            )
+        return response
+
+    async def json(
+        self,
+        domain: str,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> Any:
+        """``request`` with a JSON body (if ``payload``) and a decoded JSON answer (or None)."""
+        if payload is not None:
+            kw["body"] = jsonlib.dumps(payload, separators=(",", ":")).encode()
+            kw.setdefault("content_type", "application/json")
+        response = await self.request(domain, method, path, **kw)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise RemoteUnavailable(domain, "answered with invalid JSON") from None
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+async def _bounded(domain: str, streamed: httpx.Response) -> httpx.Response:
+    """The streamed answer read into memory, at most ``MAX_RESPONSE_BYTES`` of it: a peer
+    answering a huge body must not make this server buffer it all."""
+    try:
+        content = bytearray()
+        async for chunk in streamed.aiter_bytes():
+            content += chunk
+            if len(content) > MAX_RESPONSE_BYTES:
+                raise RemoteUnavailable(domain, "answered too large a body")
+    finally:
+        await streamed.aclose()
+    # A new response with the decoded bytes (so without the transfer's content headers).
+    headers = [
+        (k, v)
+        for k, v in streamed.headers.multi_items()
+        if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        streamed.status_code, headers=headers, content=bytes(content), request=streamed.request
+    )
+
+
+def _problem_document(response: httpx.Response) -> dict[str, Any] | None:
+    ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in (PROBLEM_MEDIA_TYPE, "application/json"):
+        return None
+    try:
+        doc = response.json()
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("code"), str) else None
+
+
+def _code_of(response: httpx.Response) -> str:
+    doc = _problem_document(response)
+    return doc["code"][:64] if doc else str(response.status_code)
+
+
+def _remote_problem(domain: str, response: httpx.Response) -> Problem:
+    """A remote 4xx: its problem+json passes through; anything else is a broken remote."""
+    doc = _problem_document(response)
+    if doc is None:
+        return RemoteUnavailable(domain, f"answered {response.status_code} without a problem")
+    detail = doc.get("detail")
+    return Problem(
+        response.status_code,
+        doc["code"][:64],
+        f"{domain}: {detail}"[:500] if isinstance(detail, str) else f"{domain} refused",
+    )

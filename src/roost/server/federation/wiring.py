@@ -1,0 +1,65 @@
+"""Assemble the federation services of one process (docs/federation.md)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+
+from ..config import Config
+from ..operator.federation import FederationPolicyStore
+from ..store import Database
+from . import FederationServices
+from .directory import RemoteDirectory
+from .identity import ServerIdentity
+from .inbound import InboundVerifier
+from .outbox import InboxDispatcher, Outbox
+from .resolver import Resolver
+from .transport import FederationClient
+
+
+def build_federation(
+    db: Database, config: Config, clock: Callable[[], float] = time.time
+) -> FederationServices:
+    """Build (not start) the federation services; ``await services.start()`` in the lifespan."""
+    policy = FederationPolicyStore(db, clock)
+    identity = ServerIdentity(db, clock)
+    resolver = Resolver(config)
+    # One pooled client per process: keep-alive connections to each remote domain.
+    http = httpx.AsyncClient(
+        timeout=config.federation_timeout_seconds,
+        follow_redirects=False,
+        trust_env=False,  # no HTTP(S)_PROXY / netrc from the environment for server traffic
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    )
+    directory = RemoteDirectory(http, resolver, policy, clock)
+    client = FederationClient(
+        http,
+        identity,
+        policy,
+        resolver,
+        config.home_domain,
+        clock,
+        window_seconds=config.federation_signature_window_seconds,
+    )
+    verifier = InboundVerifier(
+        db,
+        directory,
+        policy,
+        config.home_domain,
+        clock,
+        window_seconds=config.federation_signature_window_seconds,
+    )
+    outbox = Outbox(db, client, policy, clock, config.home_domain)
+    inbox = InboxDispatcher(db, clock)
+    return FederationServices(
+        identity=identity,
+        policy=policy,
+        directory=directory,
+        client=client,
+        outbox=outbox,
+        inbox=inbox,
+        resolver=resolver,
+        verifier=verifier,
+    )
