@@ -493,3 +493,45 @@ async def test_account_events_have_one_consumer_across_processes(server, db_url)
     notices = [i for i in items if i.item_type == ITEM_SERVER_NOTICE]
     assert len(notices) == 1
     assert len([i for i in items if i.item_type == 1]) == 1  # one Remove proposal
+
+
+async def test_commit_racing_another_commit_gets_a_conflict_not_a_role_error(server) -> None:  # type: ignore[no-untyped-def]
+    """A commit whose group row was read just before another commit landed must be answered
+    409 epoch_conflict. Reading the member list after that commit (without bob) used to make
+    carol's commit of bob's leave look like a non-admin removing someone: 403 role_required."""
+    http, gid, alice, bob, carol = await trio(server)
+    for m in (bob, carol):
+        await process_all(http, m)
+    proposal = bob.group.propose_remove(bob.group.leaf_index)
+    r = await http.post(
+        f"/v1/groups/{b64u(gid)}/proposals", content=proposal, headers={**bob.headers, **MLS}
+    )
+    assert r.status_code == 201, r.text
+    for m in (alice, carol):
+        assert [g.kind for g in await process_all(http, m)] == ["proposal"]
+    alice_out, carol_out = alice.group.commit(), carol.group.commit()
+
+    # Land alice's commit between the DS's read of the group row and of its members for
+    # carol's commit: the widest window of the race, made certain.
+    ds = server.app.state.services.delivery
+    members_of = ds._members
+    landed: list[int] = []
+
+    async def members_after_alice_commits(conn, group_id):  # type: ignore[no-untyped-def]
+        if not landed:
+            landed.append(0)  # once: alice's own commit reads members through here too
+            landed[0] = (await post_commit(http, alice, gid, alice_out)).status_code
+        return await members_of(conn, group_id)
+
+    ds._members = members_after_alice_commits
+    try:
+        r = await post_commit(http, carol, gid, carol_out)
+    finally:
+        ds._members = members_of
+    assert landed == [201]
+    assert r.status_code == 409 and r.json()["code"] == "epoch_conflict", r.text
+    assert r.json()["epoch"] == 2
+    alice.group.merge_pending_commit()
+    carol.group.clear_pending_commit()
+    assert [g.kind for g in await process_all(http, carol)] == ["commit"]
+    assert carol.group.epoch_authenticator == alice.group.epoch_authenticator

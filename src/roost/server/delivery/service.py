@@ -427,6 +427,23 @@ class DeliveryService:
         )
         return {r.user_id: r.role for r in rows}
 
+    async def _snapshot(self, group_id: bytes) -> tuple[sa.Row, list[Member], dict[str, str]]:
+        """The group row with its members and roles as of the same ``rev``. Read without a lock,
+        so a commit landing between the reads would pair one epoch's row with the next epoch's
+        members (a valid commit then refused as a role violation instead of a conflict). Every
+        change to members or roles bumps ``rev`` in its transaction: re-read until it holds."""
+        async with self.db.engine.connect() as conn:
+            for _ in range(PROPOSAL_RETRIES):
+                row = await self._group(conn, group_id)
+                members = await self._members(conn, group_id)
+                roles = await self._roles(conn, group_id)
+                rev = await conn.scalar(
+                    sa.select(ds_groups.c.rev).where(ds_groups.c.id == group_id)
+                )
+                if rev == row.rev:
+                    return row, members, roles
+        raise Problem(409, "conflict", "the group changed concurrently; retry")
+
     def _my_leaf(self, members: Iterable[Member], client_uuid: str) -> Member | None:
         for m in members:
             if m.client_uuid == client_uuid and not m.gone:
@@ -709,10 +726,7 @@ class DeliveryService:
         if content.group_id != group_id:
             raise Problem(422, "wrong_group", "the commit is for another group")
         commit_hash = hashlib.sha256(bundle.commit).digest()
-        async with self.db.engine.connect() as conn:
-            row = await self._group(conn, group_id)
-            members = await self._members(conn, group_id)
-            roles = await self._roles(conn, group_id)
+        row, members, roles = await self._snapshot(group_id)
         if content.epoch != row.epoch:
             if content.epoch + 1 == row.epoch and row.last_commit_hash == commit_hash:
                 return row.epoch, row.last_commit_seq  # a retried success: same answer
@@ -1272,10 +1286,7 @@ class DeliveryService:
         if content.sender.sender_type != SenderType.MEMBER:
             raise Problem(403, "not_member", "proposals come from members")
         for _ in range(PROPOSAL_RETRIES):
-            async with self.db.engine.connect() as conn:
-                row = await self._group(conn, group_id)
-                members = await self._members(conn, group_id)
-                roles = await self._roles(conn, group_id)
+            row, members, roles = await self._snapshot(group_id)
             if content.epoch != row.epoch:
                 raise self._epoch_conflict(row)
             by_leaf = {m.leaf_index: m for m in members}
@@ -1358,6 +1369,7 @@ class DeliveryService:
 
     async def set_role(self, p: Principal, group_id: bytes, user_id: str, role: str) -> None:
         async with self.db.transaction() as conn:
+            await self._bump_rev(conn, group_id)  # lock the group row first; see _snapshot
             await self._require_admin(conn, group_id, p)
             members = await self._members(conn, group_id)
             if not any(m.user_id == user_id and not m.gone for m in members):
@@ -1625,7 +1637,11 @@ class DeliveryService:
                     await conn.execute(
                         sa.update(ds_groups)
                         .where(ds_groups.c.id == gid)
-                        .values(last_seq=ds_groups.c.last_seq + 1)
+                        .values(
+                            last_seq=ds_groups.c.last_seq + 1,
+                            # Dropping roles changes what _snapshot pairs with the row.
+                            rev=ds_groups.c.rev + int(drop_roles),
+                        )
                         .returning(ds_groups.c.last_seq)
                     )
                 ).scalar_one_or_none()
