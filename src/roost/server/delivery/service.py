@@ -80,7 +80,7 @@ SEND_ID_RETENTION = 24 * 3600
 MEMBER_CACHE_SIZE = 10_000
 PRUNE_INTERVAL = 300.0
 PROPOSAL_RETRIES = 8
-SEND_BATCH_MAX = 64  # sends of one group written in one transaction at most
+SEND_BATCH_MAX = 256  # sends written in one transaction at most
 _GROUP_ID_RE = re.compile(rb"^[A-Za-z0-9_-]{22}@([a-z0-9.-]{1,253}(?::[0-9]{1,5})?)$")
 # A remote domain's AS certificate is re-read (through the federation directory's own cache)
 # at most this often for the synchronous credential policy.
@@ -195,21 +195,36 @@ _SEND_PG = """
 """
 
 
-# A batch of sends to one group (group commit) in one round trip: $5 consecutive group_seqs
-# (the k-th send gets the k-th) and their idempotency records. Fewer rows back than sends: a
-# duplicate message id or no such group (the batch is then written send by send).
-_SEND_MANY_PG = """
-    WITH g AS (
-        UPDATE ds_groups SET last_seq = last_seq + $5::bigint WHERE id = $1::bytea
-        RETURNING last_seq, epoch, rev
+# A batch of sends to any groups (group commit) in one round trip: the group rows locked in id
+# order ($5: the distinct group ids, sorted), each group's last_seq bumped by its count of sends
+# (the k-th send of a group in the batch gets its k-th new seq), and the idempotency records.
+# One row per send, in batch order, with its group's epoch and rev; ``stored`` counts the
+# records written: fewer than the sends means a duplicate message id, fewer rows a missing
+# group (either way the batch is rolled back and written send by send).
+_SEND_BATCH_PG = """
+    WITH m AS (
+        SELECT gid, cu, mid, k
+        FROM unnest($1::bytea[], $2::text[], $3::text[]) WITH ORDINALITY AS m(gid, cu, mid, k)
+    ), n AS (
+        SELECT gid, count(*) AS c FROM m GROUP BY gid
+    ), locked AS (
+        SELECT id FROM ds_groups WHERE id = ANY($5::bytea[]) ORDER BY id FOR UPDATE
+    ), g AS (
+        UPDATE ds_groups SET last_seq = ds_groups.last_seq + n.c
+        FROM locked JOIN n ON n.gid = locked.id
+        WHERE ds_groups.id = locked.id
+        RETURNING ds_groups.id, ds_groups.last_seq - n.c AS base, ds_groups.epoch, ds_groups.rev
+    ), q AS (
+        SELECT m.k, m.gid, m.cu, m.mid, g.epoch, g.rev,
+               g.base + row_number() OVER (PARTITION BY m.gid ORDER BY m.k) AS seq
+        FROM m JOIN g ON g.id = m.gid
     ), s AS (
         INSERT INTO ds_sends (group_id, client_uuid, message_id, group_seq, created_at)
-        SELECT $1::bytea, m.cu, m.mid, g.last_seq - $5::bigint + m.k, $4::bigint
-        FROM g, unnest($2::text[], $3::text[]) WITH ORDINALITY AS m(cu, mid, k)
+        SELECT gid, cu, mid, seq, $4::bigint FROM q
         ON CONFLICT DO NOTHING
-        RETURNING group_seq
+        RETURNING 1
     )
-    SELECT s.group_seq, g.epoch, g.rev FROM s, g ORDER BY s.group_seq
+    SELECT q.seq, q.epoch, q.rev, (SELECT count(*) FROM s) AS stored FROM q ORDER BY q.k
 """
 
 
@@ -276,9 +291,11 @@ class DeliveryService:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_prune = 0.0
-        # Group commit of sends (PostgreSQL): per group, the sends waiting for the next write.
-        self._send_waiting: dict[bytes, list[_PendingSend]] = {}
-        self._send_writers: set[asyncio.Task[None]] = set()
+        # Group commit of sends (PostgreSQL): the sends waiting for the next write, and the
+        # one task writing them.
+        self._send_waiting: list[_PendingSend] = []
+        self._send_writer: asyncio.Task[None] | None = None
+        self._epoch_seen: dict[bytes, int] = {}  # group -> epoch at its last batched send
         # Set when federation runs (federation/ds_flows.py): remote members and credentials.
         self.federation: DsFederation | None = None
         self._remote_as: dict[str, tuple[bytes, float]] = {}
@@ -1065,24 +1082,18 @@ class DeliveryService:
             raise Problem(422, "wrong_group", "the message is for another group")
         if self.db.is_sqlite:  # one writer at a time there anyway
             return await self._send_alone(p, group_id, message_id, header, body)
-        # Group commit (PostgreSQL): sends to one group that arrive while one of its sends is
-        # being written go together in the next transaction — one BEGIN/NOTIFY/COMMIT (and
-        # fsync) for all, each answered only after that commit.
+        # Group commit (PostgreSQL): sends that arrive while a batch is being written go
+        # together in the next transaction, whatever their groups: one BEGIN/NOTIFY/COMMIT
+        # (and fsync) and two statements for all, each answered only after that commit.
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        item = _PendingSend(p, group_id, message_id, header, body, done)
-        waiting = self._send_waiting.get(group_id)
-        if waiting is not None:
-            waiting.append(item)
-        else:
-            self._send_waiting[group_id] = [item]
-            writer = asyncio.create_task(self._group_sends(group_id))
-            self._send_writers.add(writer)
-            writer.add_done_callback(self._send_writers.discard)
+        self._send_waiting.append(_PendingSend(p, group_id, message_id, header, body, done))
+        if self._send_writer is None:
+            self._send_writer = asyncio.create_task(self._write_waiting_sends())
         return await done
 
-    async def _group_sends(self, group_id: bytes) -> None:
-        """Write a group's waiting sends, a batch per transaction, until none are left."""
-        waiting = self._send_waiting[group_id]
+    async def _write_waiting_sends(self) -> None:
+        """Write the waiting sends, a batch per transaction, until none are left."""
+        waiting = self._send_waiting
         batch: list[_PendingSend] = []
         try:
             while waiting:
@@ -1090,12 +1101,19 @@ class DeliveryService:
                 del waiting[: len(batch)]
                 await self._write_sends(batch)
         finally:
-            del self._send_waiting[group_id]
+            self._send_writer = None
             for item in batch + waiting:  # cancelled (shutdown) mid-way: do not hang them
                 if not item.done.done():
                     item.done.set_exception(Problem(503, "service_unavailable", "retry later"))
+            waiting.clear()
 
     async def _write_sends(self, batch: list[_PendingSend]) -> None:
+        # A refused send rolls its whole batch back (its seq must not leave a gap): sends that
+        # the cached view of their group already refuses (not a member, outside the epoch
+        # window) are written alone, so a stale or hostile sender cannot slow the others.
+        alone = [i for i in batch if self._likely_refused(i)]
+        if alone:
+            batch = [i for i in batch if not self._likely_refused(i)]
         if len(batch) > 1:
             try:
                 async with self.db.transaction() as conn:
@@ -1106,8 +1124,8 @@ class DeliveryService:
                 for item, seq in zip(batch, seqs, strict=True):
                     if not item.done.done():
                         item.done.set_result(seq)
-                return
-        for item in batch:
+                batch = []
+        for item in alone + batch:
             try:
                 seq = await self._send_alone(
                     item.p, item.group_id, item.message_id, item.header, item.body
@@ -1119,26 +1137,46 @@ class DeliveryService:
                 if not item.done.done():
                     item.done.set_result(seq)
 
+    def _likely_refused(self, item: _PendingSend) -> bool:
+        """What the last seen state of the group says of ``item`` (may be stale either way)."""
+        cached = self._member_cache.get(item.group_id)
+        if cached is None:
+            return False
+        if self._my_leaf(cached[1], item.p.client_uuid) is None:
+            return True
+        epoch = self._epoch_seen.get(item.group_id)
+        return epoch is not None and item.header.epoch + APP_EPOCH_WINDOW < epoch
+
     async def _send_many_in(self, conn: AsyncConnection, batch: list[_PendingSend]) -> list[int]:
-        """A group's batch of sends (PostgreSQL) in two statements: the seqs and idempotency
-        records, then the fan-out of every send. Any send refused (duplicate, not a member,
-        epoch) raises: the caller rolls back and writes them one by one."""
-        group_id = batch[0].group_id
+        """A batch of sends to any groups (PostgreSQL) in two statements: the seqs and
+        idempotency records, then the fan-out of every send. Any send refused (duplicate, not a
+        member, epoch, no such group) raises: the caller rolls back and writes them one by one."""
         driver = await pg_driver(conn)
         rows = await driver.fetch(
-            _SEND_MANY_PG,
-            group_id,
+            _SEND_BATCH_PG,
+            [i.group_id for i in batch],
             [i.p.client_uuid for i in batch],
             [i.message_id for i in batch],
             self.now(),
-            len(batch),
+            sorted({i.group_id for i in batch}),
         )
-        if len(rows) != len(batch):
+        if len(rows) != len(batch) or rows[0][3] != len(batch):
             raise _Duplicate
-        epoch, rev = rows[0][1], rows[0][2]
-        members = await self._members_at(conn, group_id, rev)
+        by_group: dict[bytes, list[Member]] = {}
+        local_only = True
+        items: list[tuple[bytes, bytes]] = []
         senders: list[Member] = []
-        for item in batch:
+        for item, (seq, epoch, rev, _) in zip(batch, rows, strict=True):
+            members = by_group.get(item.group_id)
+            if members is None:
+                members = by_group[item.group_id] = await self._members_at(conn, item.group_id, rev)
+                # Held items or remote queues (outbox) take the general fan-out below.
+                local_only = local_only and all(
+                    m.queue_id is not None and m.queue_domain is None for m in members if not m.gone
+                )
+            self._epoch_seen[item.group_id] = epoch
+            if len(self._epoch_seen) > MEMBER_CACHE_SIZE:
+                del self._epoch_seen[next(iter(self._epoch_seen))]
             mine = self._my_leaf(members, item.p.client_uuid)
             if mine is None:
                 raise Problem(403, "not_member", "the calling client holds no leaf in this group")
@@ -1146,28 +1184,31 @@ class DeliveryService:
             if epoch_of > epoch or epoch_of + APP_EPOCH_WINDOW < epoch:
                 raise Problem(409, "epoch_conflict", f"the group is at epoch {epoch}")
             senders.append(mine)
-        seqs = [r[0] for r in rows]
-        if any(m.queue_id is None or m.queue_domain is not None for m in members if not m.gone):
-            # Held items or remote queues (outbox): the general fan-out, send by send.
-            for item, mine, seq in zip(batch, senders, seqs, strict=True):
-                await self._fanout(
-                    conn, group_id, seq, wire.ITEM_MLS_MESSAGE, item.body, members, mine.leaf_index
-                )
-            return seqs
-        items: list[tuple[bytes, bytes]] = []
-        for item, mine, seq in zip(batch, senders, seqs, strict=True):
             for m in members:
-                if m.gone or m is mine:
+                if m.gone or m is mine or m.queue_id is None:
                     continue
                 policy = m.policy.encode() if m.policy else b""
-                assert m.queue_id is not None
                 items.append(
                     (
                         m.queue_id,
-                        wire.queue_item(group_id, seq, policy, wire.ITEM_MLS_MESSAGE, item.body),
+                        wire.queue_item(
+                            item.group_id, seq, policy, wire.ITEM_MLS_MESSAGE, item.body
+                        ),
                     )
                 )
-        if items:
+        seqs = [r[0] for r in rows]
+        if not local_only:
+            for item, mine, seq in zip(batch, senders, seqs, strict=True):
+                await self._fanout(
+                    conn,
+                    item.group_id,
+                    seq,
+                    wire.ITEM_MLS_MESSAGE,
+                    item.body,
+                    by_group[item.group_id],
+                    mine.leaf_index,
+                )
+        elif items:
             await self.queues.enqueue_sequence_in(conn, items)
         return seqs
 
