@@ -156,6 +156,9 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
         description="Homeserver for end-to-end encrypted messaging over MLS (RFC 9420). "
         "See docs/api.md.",
         lifespan=lifespan,
+        # Roost exports Prometheus metrics (observability/); FastAPI's OpenTelemetry hooks
+        # would only look up providers and environment variables on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     for router in (
