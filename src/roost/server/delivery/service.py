@@ -21,7 +21,7 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,6 +60,7 @@ from ..encoding import b64u
 from ..errors import Problem
 from ..queues.service import QueueService
 from ..store import Database
+from ..store.counters import reserve_ranges
 from ..store.pg_driver import pg_driver
 from . import wire
 from .keys import ServerKey, ServerKeys
@@ -1080,11 +1081,9 @@ class DeliveryService:
             raise Problem(422, "wrong_wire_format", "handshakes must be sent as PublicMessage")
         if header.group_id != group_id:
             raise Problem(422, "wrong_group", "the message is for another group")
-        if self.db.is_sqlite:  # one writer at a time there anyway
-            return await self._send_alone(p, group_id, message_id, header, body)
-        # Group commit (PostgreSQL): sends that arrive while a batch is being written go
-        # together in the next transaction, whatever their groups: one BEGIN/NOTIFY/COMMIT
-        # (and fsync) and two statements for all, each answered only after that commit.
+        # Group commit: sends that arrive while a batch is being written go together in the
+        # next transaction, whatever their groups: one BEGIN/NOTIFY/COMMIT (and fsync) and, on
+        # PostgreSQL, two statements for all; each is answered only after that commit.
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._send_waiting.append(_PendingSend(p, group_id, message_id, header, body, done))
         if self._send_writer is None:
@@ -1148,25 +1147,19 @@ class DeliveryService:
         return epoch is not None and item.header.epoch + APP_EPOCH_WINDOW < epoch
 
     async def _send_many_in(self, conn: AsyncConnection, batch: list[_PendingSend]) -> list[int]:
-        """A batch of sends to any groups (PostgreSQL) in two statements: the seqs and
-        idempotency records, then the fan-out of every send. Any send refused (duplicate, not a
-        member, epoch, no such group) raises: the caller rolls back and writes them one by one."""
-        driver = await pg_driver(conn)
-        rows = await driver.fetch(
-            _SEND_BATCH_PG,
-            [i.group_id for i in batch],
-            [i.p.client_uuid for i in batch],
-            [i.message_id for i in batch],
-            self.now(),
-            sorted({i.group_id for i in batch}),
-        )
-        if len(rows) != len(batch) or rows[0][3] != len(batch):
-            raise _Duplicate
+        """A batch of sends to any groups: the seqs and idempotency records, then the fan-out
+        of every send at once (on PostgreSQL two statements in all). Any send refused
+        (duplicate, not a member, epoch, no such group) raises: the caller rolls back and
+        writes them one by one."""
+        if conn.dialect.name == "postgresql":
+            rows = await self._take_seqs_pg(conn, batch)
+        else:
+            rows = await self._take_seqs_generic(conn, batch)
         by_group: dict[bytes, list[Member]] = {}
         local_only = True
         items: list[tuple[bytes, bytes]] = []
         senders: list[Member] = []
-        for item, (seq, epoch, rev, _) in zip(batch, rows, strict=True):
+        for item, (seq, epoch, rev) in zip(batch, rows, strict=True):
             members = by_group.get(item.group_id)
             if members is None:
                 members = by_group[item.group_id] = await self._members_at(conn, item.group_id, rev)
@@ -1211,6 +1204,57 @@ class DeliveryService:
         elif items:
             await self.queues.enqueue_sequence_in(conn, items)
         return seqs
+
+    async def _take_seqs_pg(
+        self, conn: AsyncConnection, batch: list[_PendingSend]
+    ) -> list[tuple[int, int, int]]:
+        """(group_seq, epoch, rev) of each send, idempotency records written: one statement."""
+        driver = await pg_driver(conn)
+        rows = await driver.fetch(
+            _SEND_BATCH_PG,
+            [i.group_id for i in batch],
+            [i.p.client_uuid for i in batch],
+            [i.message_id for i in batch],
+            self.now(),
+            sorted({i.group_id for i in batch}),
+        )
+        if len(rows) != len(batch) or rows[0][3] != len(batch):
+            raise _Duplicate
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def _take_seqs_generic(
+        self, conn: AsyncConnection, batch: list[_PendingSend]
+    ) -> list[tuple[int, int, int]]:
+        """The same on SQLite: one counter update per group, one insert for the records."""
+        counts = Counter(i.group_id for i in batch)
+        # group -> [last seq handed out, epoch, rev]
+        next_of = await reserve_ranges(conn, ds_groups, counts, ds_groups.c.epoch, ds_groups.c.rev)
+        if len(next_of) != len(counts):
+            raise _Duplicate  # no such group: written alone, which answers 404
+        rows: list[tuple[int, int, int]] = []
+        for item in batch:
+            st = next_of[item.group_id]
+            st[0] += 1
+            rows.append((st[0], st[1], st[2]))
+        now = self.now()
+        stored = await conn.execute(
+            _insert(conn, ds_sends).on_conflict_do_nothing(
+                index_elements=["group_id", "client_uuid", "message_id"]
+            ),
+            [
+                {
+                    "group_id": item.group_id,
+                    "client_uuid": item.p.client_uuid,
+                    "message_id": item.message_id,
+                    "group_seq": seq,
+                    "created_at": now,
+                }
+                for item, (seq, _, _) in zip(batch, rows, strict=True)
+            ],
+        )
+        if stored.rowcount != len(batch):
+            raise _Duplicate
+        return rows
 
     async def _send_alone(
         self, p: Principal, group_id: bytes, message_id: str, header: wire.AppHeader, body: bytes

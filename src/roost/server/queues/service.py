@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..config import Limits
 from ..errors import Problem
 from ..store import Database
+from ..store.counters import reserve_ranges
 from ..store.engine import after_commit
 from ..store.pg_driver import pg_driver
 from .tables import direct_cursors, direct_messages, direct_queues, queue_messages, queues
@@ -262,20 +264,55 @@ class QueueService:
     async def enqueue_sequence_in(
         self, conn: AsyncConnection, items: list[tuple[bytes, bytes]]
     ) -> None:
-        """Like ``enqueue_many_in`` but a queue may appear several times (PostgreSQL, the DS's
-        batched sends): each queue's items get consecutive seqs in list order, in one round
-        trip. Unknown queues are skipped."""
-        driver = await pg_driver(conn)
-        rows = await driver.fetch(
-            _FANOUT_SEQ_PG,
-            [qid for qid, _ in items],
-            [payload for _, payload in items],
-            sorted({qid for qid, _ in items}),
-            int(self.clock()),
-        )
+        """Like ``enqueue_many_in`` but a queue may appear several times (the DS's batched
+        sends): each queue's items get consecutive seqs in list order — on PostgreSQL in one
+        round trip. Unknown queues are skipped."""
+        if conn.dialect.name == "postgresql":
+            driver = await pg_driver(conn)
+            rows = await driver.fetch(
+                _FANOUT_SEQ_PG,
+                [qid for qid, _ in items],
+                [payload for _, payload in items],
+                sorted({qid for qid, _ in items}),
+                int(self.clock()),
+            )
+        else:
+            rows = await self._enqueue_sequence_generic(conn, items)
         if self.listeners or self.tx_listeners:
             for qid, seq, owner, ord_ in rows:
                 self._wake_after_commit(conn, WakeUp(owner, qid, seq, items[ord_ - 1][1]))
+
+    async def _enqueue_sequence_generic(
+        self, conn: AsyncConnection, items: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, int, str, int]]:
+        """(queue, seq, owner, 1-based position in ``items``): one counter update per queue,
+        in id order, then one insert."""
+        # queue -> [last seq handed out, owner]
+        next_of = await reserve_ranges(
+            conn, queues, Counter(qid for qid, _ in items), queues.c.owner_client_uuid
+        )
+        out: list[tuple[bytes, int, str, int]] = []
+        for ord_, (qid, _) in enumerate(items, 1):
+            st = next_of.get(qid)
+            if st is not None:
+                st[0] += 1
+                out.append((qid, st[0], st[1], ord_))
+        if out:
+            now = int(self.clock())
+            await conn.execute(
+                sa.insert(queue_messages),
+                [
+                    {
+                        "queue_id": qid,
+                        "seq": seq,
+                        "message_id": None,
+                        "payload": items[ord_ - 1][1],
+                        "created_at": now,
+                    }
+                    for qid, seq, _, ord_ in out
+                ],
+            )
+        return out
 
     async def _enqueue_many_pg(
         self, conn: AsyncConnection, payloads: dict[bytes, bytes]
