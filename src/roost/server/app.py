@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -103,8 +104,11 @@ def build_services(
     )
 
 
-def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAPI:
-    """The ASGI app. The schema must be current (``roost db upgrade``) or start-up fails."""
+def create_app(
+    config: Config, clock: Callable[[], float] = time.time, *, freeze_gc: bool = False
+) -> FastAPI:
+    """The ASGI app. The schema must be current (``roost db upgrade``) or start-up fails.
+    ``freeze_gc``: for a process serving this one app (``roost serve``), see below."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,6 +137,12 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> FastAP
             sweeper = asyncio.create_task(
                 run_periodically(services, config.maintenance_interval_seconds)
             )
+            if freeze_gc:
+                # What start-up built (modules, tables, app) lives as long as the process: keep
+                # it out of the cyclic collector, so full collections walk only request-time
+                # objects (a full walk of the ~140k start-up objects takes ~90 ms here).
+                gc.collect()
+                gc.freeze()
             try:
                 yield
             finally:

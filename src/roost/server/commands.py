@@ -140,7 +140,7 @@ def serve(config: ConfigLike = None) -> int:
         flush=True,
     )
     uvicorn.run(
-        create_app(config),
+        create_app(config, freeze_gc=True),
         host=config.listen_host,
         port=config.listen_port,
         log_level=config.log_level.lower(),
