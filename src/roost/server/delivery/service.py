@@ -292,7 +292,7 @@ class DeliveryService:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_prune = 0.0
-        # Group commit of sends (PostgreSQL): the sends waiting for the next write, and the
+        # Group commit of sends (both engines): the sends waiting for the next write, and the
         # one task writing them.
         self._send_waiting: list[_PendingSend] = []
         self._send_writer: asyncio.Task[None] | None = None
