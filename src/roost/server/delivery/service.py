@@ -1110,9 +1110,11 @@ class DeliveryService:
         # A refused send rolls its whole batch back (its seq must not leave a gap): sends that
         # the cached view of their group already refuses (not a member, outside the epoch
         # window) are written alone, so a stale or hostile sender cannot slow the others.
-        alone = [i for i in batch if self._likely_refused(i)]
-        if alone:
-            batch = [i for i in batch if not self._likely_refused(i)]
+        alone: list[_PendingSend] = []
+        together: list[_PendingSend] = []
+        for item in batch:
+            (alone if self._likely_refused(item) else together).append(item)
+        batch = together
         if len(batch) > 1:
             try:
                 async with self.db.transaction() as conn:
