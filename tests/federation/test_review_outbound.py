@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
@@ -77,4 +78,35 @@ async def test_a_huge_remote_answer_is_refused_not_buffered(tmp_path: Path) -> N
             with pytest.raises(RemoteUnavailable, match="too large"):
                 await client.send("big.test", "GET", "/federation/v1/whoami")
         assert len(big.requests) == 1  # it was asked, signed
+    await db.dispose()
+
+
+async def test_an_unreadable_domain_is_not_asked_again_for_a_while(tmp_path: Path) -> None:
+    """Each request naming a domain whose server answers nonsense (or nothing) no longer makes
+    its own outbound fetch: the failure is remembered for ``failure_ttl_seconds``."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'roost.db'}")
+    await upgrade(db)
+    policy = FederationPolicyStore(db)
+    await policy.set_mode("open")
+    with RecordingServer({"not": "a roost document"}) as odd:
+        config = load_config(
+            env={
+                "ROOST_HOME_DOMAIN": "a.test",
+                "ROOST_FEDERATION_RESOLVE": f"odd.test=127.0.0.1:{odd.port}",
+                "ROOST_FEDERATION_INSECURE_DOMAINS": "odd.test",
+            }
+        )
+        async with httpx.AsyncClient(timeout=5) as http:
+            directory = RemoteDirectory(http, Resolver(config), policy, failure_ttl_seconds=0.5)
+            with pytest.raises(RemoteUnavailable, match="invalid"):
+                await directory.server_keys("odd.test")
+            for _ in range(5):
+                with pytest.raises(RemoteUnavailable, match="not asked again yet"):
+                    await directory.as_certificate("odd.test")
+            assert len(odd.requests) == 1
+            await asyncio.sleep(0.6)  # the window is over: asked once more
+            with pytest.raises(RemoteUnavailable, match="invalid"):
+                await directory.server_keys("odd.test")
+            assert len(odd.requests) == 2
+            assert directory._locks == {} and len(directory._cache) == 0
     await db.dispose()

@@ -3,7 +3,10 @@
 Read from ``<base>/.well-known/roost`` of the domain (resolved by ``Resolver``; the policy
 applies as for any outbound traffic), cached for ``ttl_seconds``. A forced refresh (an unknown
 key id after a rotation) happens at most once per ``refresh_interval_seconds`` per domain, so a
-peer sending garbage key ids cannot make us hammer the origin. The cache is bounded (LRU).
+peer sending garbage key ids cannot make us hammer the origin. A domain that could not be read
+is not asked again for ``failure_ttl_seconds``: requests naming it meanwhile fail at once
+instead of each waiting for a connection or timeout (and each making an outbound request).
+Both caches are bounded (LRU).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class RemoteDirectory:
         *,
         ttl_seconds: float = 3600.0,
         refresh_interval_seconds: float = 10.0,
+        failure_ttl_seconds: float = 10.0,
         max_domains: int = 1000,
     ) -> None:
         self.http = http
@@ -57,8 +61,10 @@ class RemoteDirectory:
         self.clock = clock
         self.ttl_seconds = ttl_seconds
         self.refresh_interval_seconds = refresh_interval_seconds
+        self.failure_ttl_seconds = failure_ttl_seconds
         self.max_domains = max_domains
         self._cache: OrderedDict[str, RemoteServer] = OrderedDict()
+        self._failed: OrderedDict[str, tuple[float, str]] = OrderedDict()  # when, why
         self._forced_at: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -99,7 +105,18 @@ class RemoteDirectory:
                     return cached
                 if refresh and fresh:
                     self._forced_at[domain] = now
-            server = await self._fetch(domain)
+            failed = self._failed.get(domain)
+            if failed is not None and now - failed[0] < self.failure_ttl_seconds:
+                raise RemoteUnavailable(domain, f"{failed[1]} (not asked again yet)")
+            try:
+                server = await self._fetch(domain)
+            except RemoteUnavailable as e:
+                self._failed[domain] = (now, e.reason)
+                self._failed.move_to_end(domain)
+                while len(self._failed) > self.max_domains:
+                    self._failed.popitem(last=False)
+                raise
+            self._failed.pop(domain, None)
             self._cache[domain] = server
             self._cache.move_to_end(domain)
             while len(self._cache) > self.max_domains:
@@ -110,6 +127,7 @@ class RemoteDirectory:
 
     def forget(self, domain: str) -> None:
         self._cache.pop(domain.lower(), None)
+        self._failed.pop(domain.lower(), None)
 
     async def _fetch(self, domain: str) -> RemoteServer:
         url = self.resolver.base_url(domain) + WELL_KNOWN_PATH
