@@ -106,13 +106,16 @@ class _Link:
 class Proxy:
     """A TCP relay to the server: ``cut()`` aborts every connection through it (a network
     failure; HTTP keeps working, clients reconnect), ``freeze()`` silently drops everything on
-    the current connections (a dead link that only pings can detect)."""
+    the current connections (a dead link that only pings can detect). ``drop_upgrades = n``:
+    the next n WebSocket connections are cut right after the server accepted the upgrade (a
+    link lost during the realtime handshake)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
         self._links: list[_Link] = []
         self._server: asyncio.Server | None = None
+        self.drop_upgrades = 0
 
     @property
     def url(self) -> str:
@@ -138,6 +141,9 @@ class Proxy:
                     if not link.frozen:
                         dst.write(data)
                         await dst.drain()
+                    if dst is writer and self.drop_upgrades and b" 101 " in data[:16]:
+                        self.drop_upgrades -= 1
+                        link.abort()
             dst.transport.abort()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
@@ -290,6 +296,25 @@ async def test_resume_after_drop_mid_stream_without_loss_or_duplicates(server, u
         assert again == list(range(4, 16))
     finally:
         await ws.close()
+
+
+async def test_library_listen_reconnects_when_the_link_drops_during_the_handshake(server, users):
+    """A link lost after the upgrade but before ``ready`` is a closed connection like any
+    other: ``listen`` reconnects (it used to end with a websockets exception)."""
+    proxy = await Proxy(server.port).start()
+    alice = await users.new("a")
+    bob = users.track(await RoostClient.register(proxy.url, unique_name("b")))
+    q = await bob.create_queue()
+    await alice.enqueue(q, b"waiting")
+    proxy.drop_upgrades = 2  # the first two realtime connections die in the handshake
+    deliveries = listen(bob, max_backoff=0.2)
+    try:
+        d = await asyncio.wait_for(anext(deliveries), 30)
+        assert d.queue_id == q and [m.payload for m in d.messages] == [b"waiting"]
+        assert proxy.drop_upgrades == 0
+    finally:
+        await deliveries.aclose()
+        await proxy.aclose()
 
 
 async def test_library_listen_survives_network_drops(server, users):

@@ -145,17 +145,26 @@ class Realtime:
         hello: dict[str, Any] = {"type": "hello", "queues": self.positions}
         if self.direct is not None:
             hello["direct"] = self.direct
-        await ws.send(json.dumps(hello))
-        while True:
-            frame = await asyncio.wait_for(ws.recv(), timeout=15)
-            if isinstance(frame, str):
-                msg = json.loads(frame)
-                if msg.get("type") == "ready":
-                    self.ready = msg
-                    break
-                await self._control(msg)
-            else:  # deliveries never precede ready; be lenient and keep them
-                self._deliveries.put_nowait(parse_delivery_frame(frame))
+        # A socket lost during the handshake is a closed connection like any later one (the
+        # caller reconnects on RealtimeClosed), not a websockets exception escaping.
+        try:
+            await ws.send(json.dumps(hello))
+            while True:
+                frame = await asyncio.wait_for(ws.recv(), timeout=15)
+                if isinstance(frame, str):
+                    msg = json.loads(frame)
+                    if msg.get("type") == "ready":
+                        self.ready = msg
+                        break
+                    await self._control(msg)
+                else:  # deliveries never precede ready; be lenient and keep them
+                    self._deliveries.put_nowait(parse_delivery_frame(frame))
+        except ConnectionClosed as e:
+            raise RealtimeClosed(
+                e.rcvd.code if e.rcvd else None, e.rcvd.reason if e.rcvd else ""
+            ) from e
+        except TimeoutError as e:
+            raise RoostError(0, "transport_error", "realtime: no ready within 15 s") from e
         self._tasks = [
             asyncio.create_task(self._reader(ws)),
             asyncio.create_task(self._pinger(ws, float(self.ready.get("ping_interval", 20)))),
