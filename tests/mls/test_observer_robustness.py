@@ -89,3 +89,56 @@ def test_mutated_group_info_and_state(seed):
     for mutant in _mutants(state, rng, 150):
         with contextlib.suppress(MLSError):
             Group.from_bytes(mutant)
+
+
+def test_a_path_node_with_the_wrong_number_of_ciphertexts_is_refused_by_the_observer():
+    """Each UpdatePath node carries one ciphertext per node in its copath resolution
+    (12.4.2). A member decrypts only one node, so a committer could send a path that some
+    members refuse while the others and the server accept it (the group forks); the observer
+    now checks every node. Found by the differential fuzz test (observer vs member)."""
+    import dataclasses
+
+    from roost.mls.constants import WireFormat
+    from roost.mls.errors import ValidationError
+    from roost.mls.framing import (
+        AuthenticatedContent,
+        MLSMessage,
+        PublicMessage,
+        framed_content_tbs,
+    )
+
+    priv, _ = CS.generate_signature_key_pair()
+    alice = Group.create(1, Credential.basic(b"alice"), priv)
+    kps = []
+    for name in (b"bob", b"carol", b"dave"):
+        p, _ = CS.generate_signature_key_pair()
+        kps.append(generate_key_package(1, Credential.basic(name), p))
+    out = alice.commit(add=[k.key_package for k in kps])
+    alice.merge_pending_commit()
+    observer = GroupObserver.from_group_info(out.group_info)
+    before = observer.to_bytes()
+    membership_key = alice._epoch.secrets.membership_key  # noqa: SLF001 - to pass the tag
+    ctx = observer.public_state.context_bytes
+    pm = MLSMessage.decode(alice.commit(force_path=True).commit).body
+    alice.clear_pending_commit()
+    commit = pm.content.content
+    top = commit.path.nodes[-1]  # its copath (carol and dave's subtree) resolves to 2 nodes
+    assert len(top.encrypted_path_secret) == 2
+
+    def resigned(nodes) -> bytes:
+        path = dataclasses.replace(commit.path, nodes=nodes)
+        content = dataclasses.replace(pm.content, content=dataclasses.replace(commit, path=path))
+        tbs = framed_content_tbs(WireFormat.PUBLIC_MESSAGE, content, ctx)
+        auth = dataclasses.replace(
+            pm.auth, signature=CS.sign_with_label(priv, b"FramedContentTBS", tbs)
+        )
+        ac = AuthenticatedContent(WireFormat.PUBLIC_MESSAGE, content, auth)
+        tag = CS.mac(membership_key, ac.tbm(ctx))
+        return MLSMessage(PublicMessage(content, auth, tag)).encode()
+
+    for wrong in (top.encrypted_path_secret[:1], top.encrypted_path_secret * 2):
+        nodes = [*commit.path.nodes[:-1], dataclasses.replace(top, encrypted_path_secret=wrong)]
+        with pytest.raises(ValidationError, match="wrong number of ciphertexts"):
+            observer.apply(resigned(nodes))
+        assert observer.to_bytes() == before
+    assert observer.apply(resigned(list(commit.path.nodes))).kind == "commit"  # re-signed as is

@@ -173,6 +173,20 @@ def check_path_keys_fresh(tree: RatchetTree, committer: int, path: UpdatePath) -
             raise ValidationError(f"update path reuses the encryption key of node {holder}")
 
 
+def check_path_ciphertext_counts(
+    tree: RatchetTree, committer: int, path: UpdatePath, new_leaves: list[int]
+) -> None:
+    """Each UpdatePath node holds one path-secret ciphertext per node in the resolution of its
+    copath child, less the leaves this commit adds (12.4.2). A public check: a member decrypts
+    only one node, so without it the observer accepted paths its members refuse."""
+    fdp = tree.filtered_direct_path_with_copath(committer)
+    if len(fdp) != len(path.nodes):
+        raise ValidationError("update path length does not match the filtered direct path")
+    for (_, copath), node in zip(fdp, path.nodes, strict=True):
+        if len(node.encrypted_path_secret) != len(tree.resolution(copath, new_leaves)):
+            raise ValidationError("update path node has the wrong number of ciphertexts")
+
+
 # --- the commit pipeline ------------------------------------------------------------------------
 
 
@@ -264,6 +278,7 @@ def stage_commit(
             raise ValidationError("commit path must change the committer's encryption key")
         check_path_keys_fresh(tree, committer, path)
         tree.merge_update_path(committer, path)
+        check_path_ciphertext_counts(tree, committer, path, [i for i, _ in applied.added])
     provisional = GroupContext(
         ctx.version,
         ctx.cipher_suite,
