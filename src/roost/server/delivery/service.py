@@ -1169,9 +1169,9 @@ class DeliveryService:
                 local_only = local_only and all(
                     m.queue_id is not None and m.queue_domain is None for m in members if not m.gone
                 )
-            self._epoch_seen[item.group_id] = epoch
-            if len(self._epoch_seen) > MEMBER_CACHE_SIZE:
-                del self._epoch_seen[next(iter(self._epoch_seen))]
+                self._epoch_seen[item.group_id] = epoch  # one epoch per group in a batch
+                if len(self._epoch_seen) > MEMBER_CACHE_SIZE:
+                    del self._epoch_seen[next(iter(self._epoch_seen))]
             mine = self._my_leaf(members, item.p.client_uuid)
             if mine is None:
                 raise Problem(403, "not_member", "the calling client holds no leaf in this group")
