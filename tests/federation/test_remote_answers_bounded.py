@@ -1,10 +1,12 @@
-"""Review fixes (issue 5), outbound side: what a remote domain can make this server hold.
+"""What a remote domain can make this server hold, through the remote directory and the
+federation client.
 
 - The remote directory keeps nothing for domains it could not read: in open mode any valid
   ``Roost-Origin`` makes the server look up that domain's keys, and a per-domain lock left
-  behind for every unreadable domain grew without bound (the cache is an LRU).
+  behind for every unreadable domain would grow without bound (the cache is an LRU).
+- A domain that could not be read is not asked again for a while (``failure_ttl_seconds``).
 - A remote answer is read only up to a bound: a peer answering a huge body must not make this
-  server buffer it all (the directory already capped the well-known document)."""
+  server buffer it all (the directory already caps the well-known document)."""
 
 from __future__ import annotations
 
