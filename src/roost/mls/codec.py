@@ -125,13 +125,6 @@ class Reader:
         self.pos = end
         return out
 
-    def u16_list(self) -> list[int]:
-        """``uint16 items<V>`` decoded from one slice (Capabilities lists are hot)."""
-        raw = self.opaque()
-        if len(raw) & 1:
-            raise DecodeError("uint16 vector with odd byte length")
-        return list(unpack_u16s(raw))
-
     def finish(self) -> None:
         if self.pos != self.end:
             raise DecodeError(f"{self.end - self.pos} trailing bytes")

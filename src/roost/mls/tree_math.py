@@ -27,10 +27,6 @@ def root(n: int) -> int:
     return (1 << log2(node_width(n))) - 1
 
 
-def is_leaf(x: int) -> bool:
-    return x & 1 == 0
-
-
 def leaf_to_node(leaf_index: int) -> int:
     return leaf_index << 1
 

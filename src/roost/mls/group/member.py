@@ -189,10 +189,6 @@ class Group:
     def pending_proposal_refs(self) -> list[bytes]:
         return list(self._proposals)
 
-    def discard_proposal(self, ref: bytes) -> None:
-        """Drop a received proposal so that ``commit`` does not include it."""
-        self._proposals.pop(ref, None)
-
     def _remember_resumption(self) -> None:
         self._resumption[self.epoch] = self._epoch.secrets.resumption_psk
         while len(self._resumption) > RESUMPTION_PSKS_KEPT:

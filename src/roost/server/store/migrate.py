@@ -35,10 +35,6 @@ class SchemaStatus:
     partial: bool
     empty: bool  # no Roost tables at all (a fresh database)
 
-    @property
-    def up_to_date(self) -> bool:
-        return not self.partial and self.current == (self.head,)
-
 
 def alembic_config() -> AlembicConfig:
     cfg = AlembicConfig()
