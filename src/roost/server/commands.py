@@ -106,7 +106,7 @@ async def _check_or_auto_upgrade(config: Config) -> str | None:
 
 
 class RedactingFilter(logging.Filter):
-    """Keeps queue ids and client-request ids out of access logs (privacy, DESIGN.md)."""
+    """Keeps queue ids and client-request ids out of access logs (docs/design.md, "Privacy")."""
 
     _pattern = re.compile(r"(/v1/(?:queues|client-requests)/)[^/\s?\"]+")
 

@@ -1,5 +1,5 @@
 """The asyncpg connection under a SQLAlchemy one, for the few hot-path statements that skip
-SQLAlchemy's execution path (DESIGN.md: drop to the driver only where a benchmark shows the
+SQLAlchemy's execution path (docs/design.md: drop to the driver only where a benchmark shows the
 gain; benchmarks/README.md ``ds_bench.py`` has the figures).
 
 Statements run through ``fetch``/``fetchrow`` with ``$n`` parameters use asyncpg's own
