@@ -1,4 +1,4 @@
-"""Issue 4, "Must show": MLS groups end to end against a real homeserver process (SQLite and
+"""MLS groups end to end against a real homeserver process (SQLite and
 PostgreSQL): roost clients create, invite, talk, commit, remove and delete through the DS."""
 
 from __future__ import annotations

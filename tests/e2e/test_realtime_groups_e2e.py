@@ -1,4 +1,4 @@
-"""Issue 4, "Must show": group messages pushed over the realtime WebSocket, through a dropped
+"""Group messages pushed over the realtime WebSocket, through a dropped
 connection and a restart — no loss, no duplicates, order kept."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 4, "Must show": a ts-mls client joins a Roost group through the HTTP API alongside
+"""A ts-mls client joins a Roost group through the HTTP API alongside
 roost clients and exchanges messages and commits with them — including the homeserver's
 external Remove proposal.
 

@@ -1,4 +1,4 @@
-"""Issue 5: account events across domains. Two real homeserver processes (a.test, b.test;
+"""Account events across domains. Two real homeserver processes (a.test, b.test;
 separate databases): a group lives on a.test's DS with bob@b.test as a member. When bob removes
 a client, changes his display name or deletes his account on b.test, b.test tells a.test
 through its outbox, and a.test's DS reacts as for a local user: server Remove proposals for

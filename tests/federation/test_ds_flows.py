@@ -1,4 +1,4 @@
-"""Issue 5: groups spanning domains, the Delivery-Service half. Two real homeserver processes
+"""Groups spanning domains, the Delivery-Service half. Two real homeserver processes
 (a.test, b.test; separate SQLite databases; open federation): the group lives on its creator's
 DS (a.test); b.test's clients reach it only through their own server, which forwards signed;
 a.test delivers to b.test's queues through the outbox."""

@@ -1,4 +1,4 @@
-"""Issue 5, "Must show": federation scenarios across three real homeserver processes (a.test,
+"""Federation scenarios across three real homeserver processes (a.test,
 b.test, c.test; separate databases; loopback ports), driven only through the client API
 (``RoostClient`` + ``Groups``) and the operator CLI, the way users and operators would.
 

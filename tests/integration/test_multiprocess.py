@@ -1,4 +1,4 @@
-"""Two real ``roost serve`` processes on one PostgreSQL database (issue 6, several processes).
+"""Two real ``roost serve`` processes on one PostgreSQL database (several processes).
 
 A client connected by WebSocket to process A receives, without polling and in order, what
 another client sent through process B: DS group traffic and direct/queue items — also after

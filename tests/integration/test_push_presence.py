@@ -1,4 +1,4 @@
-"""Push decisions across ``roost serve`` processes on one PostgreSQL (issue 6).
+"""Push decisions across ``roost serve`` processes on one PostgreSQL.
 
 A client whose realtime WebSocket is open to process 2 gets no push for a message sent through
 process 1; once it disconnects, the next message brings exactly one push (checked by the local

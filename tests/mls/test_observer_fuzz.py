@@ -1,4 +1,4 @@
-"""Robustness of the server's ``GroupObserver`` against hostile input (issue 2).
+"""Robustness of the server's ``GroupObserver`` against hostile input.
 
 A real group is built with our member-side ``Group`` (adds, a path commit, Update/Add/Remove
 proposals committed by reference, an external join, removals) while an observer follows it.

@@ -113,7 +113,7 @@ _ASSET_SIZE_COLUMNS = ("size", "size_bytes", "byte_size", "length")
 
 
 async def asset_bytes(conn: AsyncConnection) -> int | None:
-    """Sum of stored asset sizes if an assets module (issue 6 item 2) is installed."""
+    """Sum of stored asset sizes if an assets module is installed."""
     total: int | None = None
     for table in metadata.sorted_tables:
         if not table.name.startswith("asset"):
