@@ -86,6 +86,8 @@ class RatchetTree:
         n_leaves = 1 << (len(nodes) // 2).bit_length()
         nodes.extend([None] * (2 * n_leaves - 1 - len(nodes)))
         self.cs = cs
+        # Leaves at even indices, parents at odd ones: a checker cannot see that invariant,
+        # hence the narrow ``type: ignore``s where this class reads a node as its kind.
         self._nodes: list[TreeNode | None] = nodes
         self._hashes: list[bytes | None] = [None] * len(nodes)
         # Lazily built map from every encryption / signature key to its node (7.3 uniqueness).
