@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from roost.client import Home, PendingClient, RoostClient, RoostError, key_fingerprint
@@ -427,7 +428,7 @@ def _need_queue(args: argparse.Namespace) -> str:
 
 
 # ---- operator -----------------------------------------------------------------------------
-def _server_commands():  # type: ignore[no-untyped-def]
+def _server_commands() -> ModuleType:
     try:
         from roost.server import commands
     except ImportError as e:  # the server extra is part of the package; this is a broken install

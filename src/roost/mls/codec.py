@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
+from enum import Enum
 from typing import Any, ClassVar, Self, TypeVar
 
 from .errors import DecodeError
@@ -258,11 +259,12 @@ class Memoized(Struct):
     """
 
     __slots__ = ("_memo",)
+    _memo: bytes  # unset until computed or decoded
 
 
 def _memo_of(obj: Memoized) -> bytes | None:
     try:
-        return obj._memo  # type: ignore[attr-defined]
+        return obj._memo
     except AttributeError:
         return None
 
@@ -271,10 +273,10 @@ def _set_memo(obj: Memoized, value: bytes) -> None:
     object.__setattr__(obj, "_memo", value)  # frozen dataclasses refuse plain assignment
 
 
-def enum_value(enum_cls: type, value: int, what: str) -> Any:
+def enum_value(enum_cls: type[Enum], value: int, what: str) -> Any:
     """Convert an integer to a member of ``enum_cls`` or raise ``DecodeError``."""
     # A dict lookup instead of EnumMeta.__call__ (several microseconds per decoded field).
-    member = enum_cls._value2member_map_.get(value)  # type: ignore[attr-defined]
+    member = enum_cls._value2member_map_.get(value)
     if member is None:
         raise DecodeError(f"unknown {what} {value}")
     return member

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 from .codec import Memoized, Reader, Struct, Writer, _memo_of, _set_memo, enum_value, unpack_u16s
 from .constants import LeafNodeSource
@@ -63,6 +64,16 @@ class Lifetime(Struct):
     @classmethod
     def decode_from(cls, r: Reader) -> Lifetime:
         return cls(r.u64(), r.u64())
+
+
+class LeafNodeChanges(TypedDict, total=False):
+    """The fields a member may choose for its own new leaf (Update or commit path); the
+    encryption key, source, lifetime, parent hash and signature are the caller's to set."""
+
+    signature_key: bytes
+    credential: Credential
+    capabilities: Capabilities
+    extensions: tuple[Extension, ...]
 
 
 @dataclass(frozen=True, slots=True)

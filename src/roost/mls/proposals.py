@@ -169,14 +169,14 @@ class ProposalOrRef(Struct):
         return cls(reference=ref)
 
     def encode_to(self, w: Writer) -> None:
-        if (self.proposal is None) == (self.reference is None):
-            raise ValueError("ProposalOrRef needs exactly one of proposal / reference")
-        if self.proposal is not None:
+        if self.proposal is not None and self.reference is None:
             w.u8(ProposalOrRefType.PROPOSAL)
             self.proposal.encode_to(w)
-        else:
+        elif self.reference is not None and self.proposal is None:
             w.u8(ProposalOrRefType.REFERENCE)
-            w.opaque(self.reference)  # type: ignore[arg-type]
+            w.opaque(self.reference)
+        else:
+            raise ValueError("ProposalOrRef needs exactly one of proposal / reference")
 
     @classmethod
     def decode_from(cls, r: Reader) -> ProposalOrRef:

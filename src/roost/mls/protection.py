@@ -41,6 +41,7 @@ from cryptography.exceptions import InvalidTag
 
 from .codec import Reader, encode_varint
 from .constants import ContentType, SenderType, WireFormat
+from .crypto.aead import Aead
 from .crypto.ciphersuite import CipherSuite
 from .errors import CryptoError, DecodeError, ValidationError
 from .framing import (
@@ -165,7 +166,9 @@ def _sender_data_aad(group_id: bytes, epoch: int, content_type: int) -> bytes:
     return _opaque(group_id) + epoch.to_bytes(8, "big") + bytes((content_type,))
 
 
-def _content_aad(group_id: bytes, epoch: int, content_type: int, authenticated_data: bytes):
+def _content_aad(
+    group_id: bytes, epoch: int, content_type: int, authenticated_data: bytes
+) -> bytes:
     return _sender_data_aad(group_id, epoch, content_type) + _opaque(authenticated_data)
 
 
@@ -452,10 +455,10 @@ class ApplicationKeys:
             raise DecodeError("PrivateMessageContent padding is not all zero bytes")
         verify = self._verifiers.get(leaf_index)
         if verify is None:
-            key = self.signature_key_of(leaf_index)
-            if key is None:
+            signature_key = self.signature_key_of(leaf_index)
+            if signature_key is None:
                 raise ValidationError(f"PrivateMessage from blank leaf {leaf_index}")
-            verify = self._verifiers[leaf_index] = cs.signature.verifier(key)
+            verify = self._verifiers[leaf_index] = cs.signature.verifier(signature_key)
         if not verify(self._sign_content(leaf, ad_len, ad, data), signature):
             raise CryptoError("invalid FramedContent signature")
         sender = self._senders.get(leaf_index)
@@ -469,7 +472,7 @@ def _vlen(n: int) -> bytes:
     return bytes((n,)) if n < 0x40 else encode_varint(n)
 
 
-def _aead_open(aead, key: bytes, nonce: bytes, ct: bytes, aad: bytes) -> bytes:
+def _aead_open(aead: Aead, key: bytes, nonce: bytes, ct: bytes, aad: bytes) -> bytes:
     try:
         return aead.fresh(key).decrypt(nonce, ct, aad)
     except InvalidTag:

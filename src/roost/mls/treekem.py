@@ -20,11 +20,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Unpack
 
 from .constants import LeafNodeSource
 from .crypto import CipherSuite
 from .errors import ValidationError
-from .leaf_node import LeafNode
+from .leaf_node import LeafNode, LeafNodeChanges
 from .ratchet_tree import RatchetTree
 from .tree_math import common_ancestor
 from .update_path import HPKECiphertext, UpdatePath, UpdatePathNode
@@ -174,7 +175,7 @@ def commit_leaf_node(
     signature_private_key: bytes,
     group_id: bytes,
     leaf_index: int,
-    **changes: object,
+    **changes: Unpack[LeafNodeChanges],
 ) -> LeafNode:
     """The committer's new leaf: source commit, new key and parent hash, signed (7.2).
     ``changes`` may override other fields (credential, capabilities, extensions)."""

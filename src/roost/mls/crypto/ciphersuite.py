@@ -12,30 +12,51 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-
-try:  # the C function behind hmac.digest, without its Python wrapper (hot path)
-    from _hashlib import hmac_digest as _hmac_digest
-except ImportError:  # pragma: no cover - non-CPython / no OpenSSL
-    _hmac_digest = hmac.digest
+import importlib
+from collections.abc import Callable
+from typing import Protocol
 
 from ..codec import encode_varint
 from ..errors import CryptoError, UnsupportedError
 from . import hpke, kdf, signature
 from .aead import AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305
 
-# CPython's own SHA-2 for HMACs under a precomputed key (``hmac_key``): copying its state is
-# a memcpy, where an OpenSSL digest context costs a provider round trip per call.
-try:
-    from _sha2 import sha256 as _sha256  # 3.12+
-    from _sha2 import sha384 as _sha384
-    from _sha2 import sha512 as _sha512
-except ImportError:  # pragma: no cover - depends on the Python version
-    try:
-        from _sha256 import sha256 as _sha256
-        from _sha512 import sha384 as _sha384
-        from _sha512 import sha512 as _sha512
-    except ImportError:
-        _sha256, _sha384, _sha512 = hashlib.sha256, hashlib.sha384, hashlib.sha512
+_hmac_digest: Callable[[bytes, bytes, str], bytes]
+try:  # the C function behind hmac.digest, without its Python wrapper (hot path)
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - non-CPython / no OpenSSL
+    _hmac_digest = hmac.digest
+
+
+class HashState(Protocol):
+    """An incremental hash (``hashlib`` object or CPython's own SHA-2 state)."""
+
+    def update(self, data: bytes, /) -> None: ...
+    def copy(self) -> HashState: ...
+    def digest(self) -> bytes: ...
+
+
+HashConstructor = Callable[[bytes], HashState]
+# ``hmac_key``'s result: the inner and outer hash states with the padded key absorbed.
+HmacKey = tuple[HashState, HashState]
+
+
+def _builtin_sha2() -> tuple[HashConstructor, HashConstructor, HashConstructor]:
+    """CPython's own SHA-2 for HMACs under a precomputed key (``hmac_key``): copying its state
+    is a memcpy, where an OpenSSL digest context costs a provider round trip per call. Its
+    private modules (``_sha2`` from 3.12, ``_sha256`` / ``_sha512`` before) have no type stubs,
+    hence the import by name."""
+    for sha256_module, sha512_module in (("_sha2", "_sha2"), ("_sha256", "_sha512")):
+        try:
+            small = importlib.import_module(sha256_module)
+            big = importlib.import_module(sha512_module)
+        except ImportError:  # pragma: no cover - depends on the Python version
+            continue
+        return small.sha256, big.sha384, big.sha512
+    return hashlib.sha256, hashlib.sha384, hashlib.sha512  # pragma: no cover
+
+
+_sha256, _sha384, _sha512 = _builtin_sha2()
 _HMAC_HASH = {"sha256": (_sha256, 64), "sha384": (_sha384, 128), "sha512": (_sha512, 128)}
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
@@ -96,7 +117,7 @@ class CipherSuite:
         self,
         suite_id: int,
         name: str,
-        kem: hpke.DHKEM,
+        kem: hpke.AnyDHKEM,
         kdf_id: int,
         aead_id: int,
         hash_name: str,
@@ -105,7 +126,7 @@ class CipherSuite:
         self.suite_id = suite_id
         self.name = name
         self.hash_name = hash_name
-        self._hash_ctor = getattr(hashlib, hash_name)
+        self._hash_ctor: HashConstructor = getattr(hashlib, hash_name)
         self.hash_len = self._hash_ctor().digest_size
         self.kem = kem
         self.hpke = hpke.Hpke(kem, kdf_id, aead_id)
@@ -141,7 +162,7 @@ class CipherSuite:
     def hash(self, b: bytes) -> bytes:
         return self._hash_ctor(b).digest()
 
-    def hasher(self, b: bytes = b""):
+    def hasher(self, b: bytes = b"") -> HashState:
         """An incremental hash object of the suite's hash (``update`` / ``digest``)."""
         return self._hash_ctor(b)
 
@@ -151,7 +172,7 @@ class CipherSuite:
     def verify_mac(self, key: bytes, b: bytes, tag: bytes) -> bool:
         return hmac.compare_digest(_hmac_digest(key, b, self.hash_name), tag)
 
-    def hmac_key(self, key: bytes) -> tuple:
+    def hmac_key(self, key: bytes) -> HmacKey:
         """``key`` prepared for several MACs (RFC 2104): the inner and outer hash states with
         the padded key already absorbed. ``mac_with`` then skips two of the four compression
         calls and the per-call OpenSSL set-up of ``mac``."""
@@ -162,7 +183,7 @@ class CipherSuite:
         return h(key.translate(_IPAD)), h(key.translate(_OPAD))
 
     @staticmethod
-    def mac_with(hmac_key: tuple, b: bytes) -> bytes:
+    def mac_with(hmac_key: HmacKey, b: bytes) -> bytes:
         """HMAC of ``b`` under a key from ``hmac_key`` (equal to ``mac(key, b)``)."""
         inner = hmac_key[0].copy()
         inner.update(b)
@@ -211,7 +232,7 @@ class CipherSuite:
             out.append(self.mac_with(key, info + b"\x01")[:n])
         return out
 
-    def sender_data_key_nonce(self, hmac_key: tuple, ciphertext: bytes) -> tuple[bytes, bytes]:
+    def sender_data_key_nonce(self, hmac_key: HmacKey, ciphertext: bytes) -> tuple[bytes, bytes]:
         """Key and nonce protecting SenderData (section 6.3.2), under the sender-data
         secret prepared with ``hmac_key``, bound to a sample of the content ciphertext."""
         sample = ciphertext[: self.hash_len]

@@ -15,7 +15,9 @@ Every failure raises ``CryptoError``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any, Generic, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -57,8 +59,19 @@ class _Labeled:
         return kdf.expand(self.hash_name, self.hash_len, prk, labeled_info, n)
 
 
-class DHKEM:
-    """DHKEM(Group, HKDF) from RFC 9180 section 4.1."""
+# A KEM's private and public key objects (``cryptography`` classes; each group has its own).
+_Priv = TypeVar("_Priv")
+_Pub = TypeVar("_Pub")
+
+
+class DHKEM(Generic[_Priv, _Pub]):
+    """DHKEM(Group, HKDF) from RFC 9180 section 4.1.
+
+    Subclasses supply the group: key loading (set as attributes, so that public keys can be
+    cached per instance), serialization, generation and the DH itself."""
+
+    _load_sk: Callable[[bytes], _Priv]  # raises ValueError / TypeError on a bad key
+    _load_pk: Callable[[bytes], _Pub]
 
     def __init__(
         self, kem_id: int, n_secret: int, n_enc: int, n_sk: int, kdf_id: int, name: str
@@ -73,19 +86,19 @@ class DHKEM:
         self._labeled = _Labeled(b"KEM" + kem_id.to_bytes(2, "big"), hash_name, hash_len)
 
     # Group-specific hooks -------------------------------------------------------------
-    def _load_sk(self, sk: bytes):  # pragma: no cover - abstract
+    def _serialize_pk(self, pub: _Pub) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _load_pk(self, pk: bytes):  # pragma: no cover - abstract
+    def _serialize_sk(self, key: _Priv) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _serialize_pk(self, pub) -> bytes:  # pragma: no cover - abstract
+    def _generate(self) -> _Priv:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _serialize_sk(self, key) -> bytes:  # pragma: no cover - abstract
+    def _public_of(self, key: _Priv) -> _Pub:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _generate(self):  # pragma: no cover - abstract
+    def _exchange(self, key: _Priv, pub: _Pub) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _sk_from_dkp_prk(self, dkp_prk: bytes) -> bytes:  # pragma: no cover - abstract
@@ -99,31 +112,28 @@ class DHKEM:
 
     def generate_key_pair(self) -> tuple[bytes, bytes]:
         key = self._generate()
-        return self._serialize_sk(key), self._serialize_pk(key.public_key())
+        return self._serialize_sk(key), self._serialize_pk(self._public_of(key))
 
     def public_key(self, sk: bytes) -> bytes:
-        return self._serialize_pk(self._private(sk).public_key())
+        return self._serialize_pk(self._public_of(self._private(sk)))
 
-    def _private(self, sk: bytes):
+    def _private(self, sk: bytes) -> _Priv:
         try:
             return self._load_sk(sk)
         except (ValueError, TypeError) as e:
             raise CryptoError(f"invalid {self.name} private key: {e}") from None
 
-    def _public(self, pk: bytes):
+    def _public(self, pk: bytes) -> _Pub:
         try:
             return self._load_pk(pk)
         except (ValueError, TypeError) as e:
             raise CryptoError(f"invalid {self.name} public key: {e}") from None
 
-    def _dh(self, key, pub) -> bytes:
+    def _dh(self, key: _Priv, pub: _Pub) -> bytes:
         try:
             return self._exchange(key, pub)
         except ValueError as e:  # e.g. X25519 all-zero output (small-order point)
             raise CryptoError(f"{self.name} key exchange failed: {e}") from None
-
-    def _exchange(self, key, pub) -> bytes:
-        return key.exchange(pub)
 
     def _extract_and_expand(self, dh: bytes, kem_context: bytes) -> bytes:
         eae_prk = self._labeled.extract(b"", b"eae_prk", dh)
@@ -132,7 +142,7 @@ class DHKEM:
     def encap(self, pk_r: bytes) -> tuple[bytes, bytes]:
         pub_r = self._public(pk_r)
         eph = self._generate()
-        enc = self._serialize_pk(eph.public_key())
+        enc = self._serialize_pk(self._public_of(eph))
         dh = self._dh(eph, pub_r)
         return self._extract_and_expand(dh, enc + pk_r), enc
 
@@ -140,34 +150,77 @@ class DHKEM:
         key = self._private(sk_r)
         pub_e = self._public(enc)
         dh = self._dh(key, pub_e)
-        pk_r = self._serialize_pk(key.public_key())
+        pk_r = self._serialize_pk(self._public_of(key))
         return self._extract_and_expand(dh, enc + pk_r)
 
 
-class _XDHKEM(DHKEM):
-    def __init__(self, kem_id, n_secret, n_key, kdf_id, name, priv_cls, pub_cls) -> None:
-        super().__init__(kem_id, n_secret, n_key, n_key, kdf_id, name)
-        self._priv_cls = priv_cls
-        self._pub_cls = pub_cls
-        # Private keys are not cached: old path keys must not outlive their epoch.
-        self._load_sk = priv_cls.from_private_bytes
-        self._load_pk = lru_cache(maxsize=1024)(pub_cls.from_public_bytes)
+# A KEM of any group: its key objects never leave it (its API speaks serialized bytes).
+AnyDHKEM = DHKEM[Any, Any]
 
-    def _serialize_pk(self, pub) -> bytes:
+
+class _RawPublicKey(Protocol):
+    def public_bytes_raw(self) -> bytes: ...
+
+
+_XPub = TypeVar("_XPub", bound=_RawPublicKey)
+
+
+class _XPrivateKey(Protocol[_XPub]):
+    """What X25519 and X448 private keys share (each pairs with its own public key class)."""
+
+    def public_key(self) -> _XPub: ...
+    def private_bytes_raw(self) -> bytes: ...
+    def exchange(self, peer_public_key: _XPub, /) -> bytes: ...
+
+
+class _XDHKEM(DHKEM[_XPrivateKey[_XPub], _XPub]):
+    def __init__(
+        self,
+        kem_id: int,
+        n_secret: int,
+        n_key: int,
+        kdf_id: int,
+        name: str,
+        load_sk: Callable[[bytes], _XPrivateKey[_XPub]],
+        load_pk: Callable[[bytes], _XPub],
+        generate: Callable[[], _XPrivateKey[_XPub]],
+    ) -> None:
+        super().__init__(kem_id, n_secret, n_key, n_key, kdf_id, name)
+        # Private keys are not cached: old path keys must not outlive their epoch.
+        self._load_sk = load_sk
+        self._load_pk = lru_cache(maxsize=1024)(load_pk)
+        self._generate_sk = generate
+
+    def _serialize_pk(self, pub: _XPub) -> bytes:
         return pub.public_bytes_raw()
 
-    def _serialize_sk(self, key) -> bytes:
+    def _serialize_sk(self, key: _XPrivateKey[_XPub]) -> bytes:
         return key.private_bytes_raw()
 
-    def _generate(self):
-        return self._priv_cls.generate()
+    def _generate(self) -> _XPrivateKey[_XPub]:
+        return self._generate_sk()
+
+    def _public_of(self, key: _XPrivateKey[_XPub]) -> _XPub:
+        return key.public_key()
+
+    def _exchange(self, key: _XPrivateKey[_XPub], pub: _XPub) -> bytes:
+        return key.exchange(pub)
 
     def _sk_from_dkp_prk(self, dkp_prk: bytes) -> bytes:
         return self._labeled.expand(dkp_prk, b"sk", b"", self.n_sk)
 
 
-class _ECDHKEM(DHKEM):
-    def __init__(self, kem_id, n_secret, n_sk, kdf_id, name, curve, bitmask: int) -> None:
+class _ECDHKEM(DHKEM[ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey]):
+    def __init__(
+        self,
+        kem_id: int,
+        n_secret: int,
+        n_sk: int,
+        kdf_id: int,
+        name: str,
+        curve: ec.EllipticCurve,
+        bitmask: int,
+    ) -> None:
         super().__init__(kem_id, n_secret, 1 + 2 * n_sk, n_sk, kdf_id, name)
         self._curve = curve
         self._bitmask = bitmask
@@ -175,27 +228,30 @@ class _ECDHKEM(DHKEM):
         self._load_sk = self._parse_sk  # not cached, see _XDHKEM
         self._load_pk = lru_cache(maxsize=1024)(self._parse_pk)
 
-    def _parse_sk(self, sk: bytes):
+    def _parse_sk(self, sk: bytes) -> ec.EllipticCurvePrivateKey:
         # Some encoders drop leading zero bytes of the scalar (seen in the P-521 vectors).
         if not 0 < len(sk) <= self.n_sk:
             raise ValueError(f"private key must be at most {self.n_sk} bytes")
         return ec.derive_private_key(int.from_bytes(sk, "big"), self._curve)
 
-    def _parse_pk(self, pk: bytes):
+    def _parse_pk(self, pk: bytes) -> ec.EllipticCurvePublicKey:
         if len(pk) != self.n_pk or pk[0] != 4:
             raise ValueError("public key must be an uncompressed point")
         return ec.EllipticCurvePublicKey.from_encoded_point(self._curve, pk)
 
-    def _serialize_pk(self, pub) -> bytes:
+    def _serialize_pk(self, pub: ec.EllipticCurvePublicKey) -> bytes:
         return pub.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
-    def _serialize_sk(self, key) -> bytes:
+    def _serialize_sk(self, key: ec.EllipticCurvePrivateKey) -> bytes:
         return key.private_numbers().private_value.to_bytes(self.n_sk, "big")
 
-    def _generate(self):
+    def _generate(self) -> ec.EllipticCurvePrivateKey:
         return ec.generate_private_key(self._curve)
 
-    def _exchange(self, key, pub) -> bytes:
+    def _public_of(self, key: ec.EllipticCurvePrivateKey) -> ec.EllipticCurvePublicKey:
+        return key.public_key()
+
+    def _exchange(self, key: ec.EllipticCurvePrivateKey, pub: ec.EllipticCurvePublicKey) -> bytes:
         return key.exchange(ec.ECDH(), pub)
 
     def _sk_from_dkp_prk(self, dkp_prk: bytes) -> bytes:
@@ -232,18 +288,26 @@ DHKEM_X25519 = _XDHKEM(
     32,
     KDF_HKDF_SHA256,
     "DHKEM(X25519)",
-    x25519.X25519PrivateKey,
-    x25519.X25519PublicKey,
+    x25519.X25519PrivateKey.from_private_bytes,
+    x25519.X25519PublicKey.from_public_bytes,
+    x25519.X25519PrivateKey.generate,
 )
 DHKEM_X448 = _XDHKEM(
-    0x0021, 64, 56, KDF_HKDF_SHA512, "DHKEM(X448)", x448.X448PrivateKey, x448.X448PublicKey
+    0x0021,
+    64,
+    56,
+    KDF_HKDF_SHA512,
+    "DHKEM(X448)",
+    x448.X448PrivateKey.from_private_bytes,
+    x448.X448PublicKey.from_public_bytes,
+    x448.X448PrivateKey.generate,
 )
 
 
 class Hpke:
     """One HPKE suite (KEM, KDF, AEAD) in base mode."""
 
-    def __init__(self, kem: DHKEM, kdf_id: int, aead_id: int) -> None:
+    def __init__(self, kem: AnyDHKEM, kdf_id: int, aead_id: int) -> None:
         self.kem = kem
         self.aead = Aead(aead_id)
         hash_name, hash_len = _KDF_HASH[kdf_id]

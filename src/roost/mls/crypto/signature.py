@@ -46,16 +46,33 @@ class SignatureScheme:
         return lambda msg, sig: self.verify(pub, msg, sig)
 
 
+_EdPrivateKey = ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+_EdPublicKey = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+
+
 class EdDSA(SignatureScheme):
     __slots__ = ("_priv_cls", "_pub_cls", "_key_len", "_load_priv", "_load_pub")
 
-    def __init__(self, scheme_id: int, priv_cls, pub_cls, key_len: int) -> None:
+    def __init__(
+        self,
+        scheme_id: int,
+        priv_cls: type[ed25519.Ed25519PrivateKey] | type[ed448.Ed448PrivateKey],
+        pub_cls: type[ed25519.Ed25519PublicKey] | type[ed448.Ed448PublicKey],
+        key_len: int,
+    ) -> None:
         self.scheme_id = scheme_id
         self._priv_cls = priv_cls
         self._pub_cls = pub_cls
         self._key_len = key_len
-        self._load_priv = lru_cache(maxsize=64)(priv_cls.from_private_bytes)
-        self._load_pub = lru_cache(maxsize=4096)(pub_cls.from_public_bytes)
+
+        def load_priv(priv: bytes) -> _EdPrivateKey:
+            return priv_cls.from_private_bytes(priv)
+
+        def load_pub(pub: bytes) -> _EdPublicKey:
+            return pub_cls.from_public_bytes(pub)
+
+        self._load_priv = lru_cache(maxsize=64)(load_priv)
+        self._load_pub = lru_cache(maxsize=4096)(load_pub)
 
     def sign(self, priv: bytes, msg: bytes) -> bytes:
         try:
@@ -106,7 +123,13 @@ class EdDSA(SignatureScheme):
 class ECDSA(SignatureScheme):
     __slots__ = ("_curve", "_algorithm", "_scalar_len", "_load_priv", "_load_pub")
 
-    def __init__(self, scheme_id: int, curve: ec.EllipticCurve, hash_alg, scalar_len: int):
+    def __init__(
+        self,
+        scheme_id: int,
+        curve: ec.EllipticCurve,
+        hash_alg: hashes.HashAlgorithm,
+        scalar_len: int,
+    ) -> None:
         self.scheme_id = scheme_id
         self._curve = curve
         self._algorithm = ec.ECDSA(hash_alg)

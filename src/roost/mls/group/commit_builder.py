@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from ..commit import Commit
 from ..constants import LeafNodeSource, SenderType, WireFormat
+from ..crypto import CipherSuite
 from ..errors import ValidationError
 from ..framing import AuthenticatedContent, FramedContent, FramedContentAuthData, Sender
 from ..group_context import GroupContext
@@ -38,7 +39,7 @@ class BuiltCommit:
 
 
 def build_commit(
-    cs,
+    cs: CipherSuite,
     public: PublicState,
     *,
     sender: Sender,
@@ -81,15 +82,15 @@ def build_commit(
             raise ValidationError("an external commit needs the joiner's leaf node")
         leaf_index = tree.add_leaf(new_leaf)
     else:
-        leaf_index = sender.index
-        if tree.leaf(leaf_index) is None:
-            raise ValidationError("a commit cannot remove the committer")
+        leaf_index = sender.leaf_index
+    current = tree.leaf(leaf_index)
+    if current is None:
+        raise ValidationError("a commit cannot remove the committer")
     keys = tree_keys.copy()
     commit_secret = None
     path = None
     prepared = None
     if external or applied.path_required or force_path:
-        current = tree.leaf(leaf_index)
 
         def make_leaf(enc_key: bytes, parent_hash: bytes) -> LeafNode:
             return commit_leaf_node(

@@ -37,7 +37,7 @@ class EpochState:
                 return None if leaf is None else leaf.signature_key
 
             app = self._app = ApplicationKeys(
-                public.cs,  # type: ignore[arg-type]
+                public.cs,
                 public.group_id,
                 public.epoch,
                 public.context_bytes,

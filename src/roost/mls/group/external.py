@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from ..constants import WireFormat
 from ..credential import Credential
+from ..crypto import CipherSuite
 from ..crypto.ciphersuite import get_cipher_suite
 from ..extension_types import ExternalSender, ExternalSenders
 from ..extensions import Extension
@@ -32,7 +33,7 @@ def external_senders_extension(senders: list[tuple[bytes, Credential]]) -> Exten
     return ExternalSenders(tuple(ExternalSender(k, c) for k, c in senders)).to_extension()
 
 
-def _sign(cs, context: FramedContent, signature_private_key: bytes) -> bytes:
+def _sign(cs: CipherSuite, context: FramedContent, signature_private_key: bytes) -> bytes:
     unsigned = AuthenticatedContent(WireFormat.PUBLIC_MESSAGE, context, FramedContentAuthData(b""))
     # External and new_member_proposal senders do not bind the GroupContext (section 6.1).
     sig = cs.sign_with_label(signature_private_key, b"FramedContentTBS", unsigned.tbs(None))

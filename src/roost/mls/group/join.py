@@ -7,10 +7,13 @@ Joiner side: ``epoch_from_welcome`` turns an opened Welcome into our first epoch
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
+from typing import TypeVar
 
 from ..constants import ExtensionType, LeafNodeSource, SenderType
 from ..credential import Credential
+from ..crypto import CipherSuite
 from ..errors import CryptoError, ValidationError
 from ..extension_types import ExternalPub
 from ..extensions import Extension, find_extension
@@ -39,8 +42,10 @@ from .state import PublicState
 from .validation import CredentialPolicy, validate_tree_leaves
 from .welcome_open import OpenedWelcome, verify_group_info_signature
 
+_Body = TypeVar("_Body", Welcome, GroupInfo)
 
-def unwrap(value, cls):
+
+def unwrap(value: _Body | MLSMessage | bytes, cls: type[_Body]) -> _Body:
     """``value`` as a ``cls`` body: accepts the struct, an MLSMessage or its bytes."""
     if isinstance(value, cls):
         return value
@@ -50,7 +55,9 @@ def unwrap(value, cls):
     return msg.body
 
 
-def tree_from(cs, extensions, ratchet_tree: RatchetTree | bytes | None) -> RatchetTree:
+def tree_from(
+    cs: CipherSuite, extensions: Iterable[Extension], ratchet_tree: RatchetTree | bytes | None
+) -> RatchetTree:
     """The tree given out of band, else the one in the ``ratchet_tree`` extension."""
     if isinstance(ratchet_tree, RatchetTree):
         return ratchet_tree.copy()
@@ -70,7 +77,7 @@ def verify_public_tree(tree: RatchetTree, gc: GroupContext) -> None:
     validate_tree_leaves(tree, gc.extensions)
 
 
-def verify_group_info(cs, gi: GroupInfo, tree: RatchetTree) -> None:
+def verify_group_info(cs: CipherSuite, gi: GroupInfo, tree: RatchetTree) -> None:
     """Tree valid for the GroupContext, and signed by the member at ``signer``."""
     verify_public_tree(tree, gi.group_context)
     signer = tree.leaf(gi.signer)
@@ -96,7 +103,7 @@ def check_tree_policy(policy: CredentialPolicy | None, tree: RatchetTree, skip: 
 
 
 def epoch_from_welcome(
-    cs,
+    cs: CipherSuite,
     opened: OpenedWelcome,
     key_package: KeyPackage,
     encryption_private_key: bytes,
@@ -128,7 +135,7 @@ def epoch_from_welcome(
 
 
 def sign_group_info(
-    cs, e: EpochState, signature_private_key: bytes, *, with_tree: bool
+    cs: CipherSuite, e: EpochState, signature_private_key: bytes, *, with_tree: bool
 ) -> GroupInfo:
     """A GroupInfo for epoch ``e`` with external_pub (and the tree unless ``with_tree`` is
     false), signed by us."""
@@ -142,7 +149,7 @@ def sign_group_info(
 
 
 def build_welcome(
-    cs,
+    cs: CipherSuite,
     built: BuiltCommit,
     group_info: GroupInfo,
 ) -> bytes:
@@ -167,7 +174,7 @@ def build_welcome(
     return MLSMessage(Welcome(cs.suite_id, tuple(entries), encrypted_group_info)).encode()
 
 
-def _external_pub(cs, data: bytes) -> bytes:
+def _external_pub(cs: CipherSuite, data: bytes) -> bytes:
     """The key of an ``external_pub`` extension (``opaque HPKEPublicKey<V>``).
 
     Interop: ts-mls 1.6.4 writes the bare key without its length prefix. A body exactly one
@@ -179,7 +186,7 @@ def _external_pub(cs, data: bytes) -> bytes:
 
 
 def external_commit(
-    cs,
+    cs: CipherSuite,
     gi: GroupInfo,
     ratchet_tree: RatchetTree | bytes | None,
     credential: Credential,

@@ -14,15 +14,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Unpack
 
 from .. import protection
 from ..constants import ContentType, LeafNodeSource, ProposalType, PSKType, SenderType, WireFormat
 from ..credential import Credential
+from ..crypto import CipherSuite
 from ..crypto.ciphersuite import get_cipher_suite
 from ..errors import CryptoError, ValidationError
 from ..extensions import Extension
 from ..framing import (
     AuthenticatedContent,
+    ContentBody,
     FramedContent,
     FramedContentAuthData,
     MLSMessage,
@@ -36,12 +39,13 @@ from ..group_info import GroupInfo
 from ..key_package import KeyPackage
 from ..key_package_gen import KeyPackageBundle, default_capabilities, sign_leaf_node
 from ..key_schedule import EpochSecrets, external_init_receiver, mls_exporter
-from ..leaf_node import Capabilities, LeafNode, Lifetime
+from ..leaf_node import Capabilities, LeafNode, LeafNodeChanges, Lifetime
 from ..proposals import (
     Add,
     GroupContextExtensions,
     PreSharedKey,
     Proposal,
+    ProposalBody,
     ProposalOrRef,
     ReInit,
     Remove,
@@ -145,7 +149,7 @@ class Group:
     # --- read-only views ------------------------------------------------------------------
 
     @property
-    def cs(self):
+    def cs(self) -> CipherSuite:
         return self._epoch.public.cs
 
     @property
@@ -181,7 +185,7 @@ class Group:
         return self._epoch.public.interim_transcript_hash
 
     def roster(self) -> list[tuple[int, Credential, bytes]]:
-        return self._epoch.public.roster()  # type: ignore[return-value]
+        return self._epoch.public.roster()
 
     def export_secret(self, label: bytes, context: bytes, length: int) -> bytes:
         return mls_exporter(self.cs, self._epoch.secrets.exporter_secret, label, context, length)
@@ -289,7 +293,11 @@ class Group:
     # --- proposals --------------------------------------------------------------------------
 
     def _frame(
-        self, body, *, authenticated_data: bytes = b"", wire_format: WireFormat | None = None
+        self,
+        body: ContentBody,
+        *,
+        authenticated_data: bytes = b"",
+        wire_format: WireFormat | None = None,
     ) -> tuple[AuthenticatedContent, WireFormat]:
         wf = wire_format or self.handshake_wire_format
         content = FramedContent(
@@ -307,7 +315,7 @@ class Group:
         pm = protection.encrypt(self.cs, ac, e.secret_tree, e.secrets.sender_data_secret)
         return MLSMessage(pm).encode()
 
-    def _propose(self, body, authenticated_data: bytes = b"") -> bytes:
+    def _propose(self, body: ProposalBody, authenticated_data: bytes = b"") -> bytes:
         ac, _ = self._frame(Proposal(body), authenticated_data=authenticated_data)
         q = queued_from_content(self.cs, ac)
         cache_proposal(self._proposals, q)
@@ -322,7 +330,9 @@ class Group:
         _members_tree_leaf(self.tree, leaf_index)
         return self._propose(Remove(leaf_index), authenticated_data)
 
-    def propose_update(self, authenticated_data: bytes = b"", **leaf_changes) -> bytes:
+    def propose_update(
+        self, authenticated_data: bytes = b"", **leaf_changes: Unpack[LeafNodeChanges]
+    ) -> bytes:
         """An Update proposal with a fresh encryption key (section 12.1.2)."""
         self._check_active()
         cs = self.cs
@@ -539,20 +549,18 @@ class Group:
                 e = self._late_application_epoch(body.epoch, body.content_type)
             # The ratchet only moves for keys that decrypted: a forgery cannot change it.
             ac, _ = protection.decrypt(self.cs, body, e.secret_tree, e.secrets.sender_data_secret)
-            if e.public.tree.leaf(ac.content.sender.index) is None:
-                raise ValidationError(f"PrivateMessage from blank leaf {ac.content.sender.index}")
+            sender_leaf = ac.content.sender.leaf_index  # a PrivateMessage's sender is a member
+            if e.public.tree.leaf(sender_leaf) is None:
+                raise ValidationError(f"PrivateMessage from blank leaf {sender_leaf}")
             verify_content_signature(e.public, ac)
         else:
             raise ValidationError(f"cannot process a {msg.wire_format.name} here")
-        ctype = ac.content.content_type
-        if ctype == ContentType.APPLICATION:
+        content = ac.content.content
+        if isinstance(content, bytes):  # application data
             return ReceivedMessage(
-                "application",
-                ac.content.sender,
-                ac.content.content,  # type: ignore[arg-type]
-                ac.content.authenticated_data,
+                "application", ac.content.sender, content, ac.content.authenticated_data
             )
-        if ctype == ContentType.PROPOSAL:
+        if isinstance(content, Proposal):
             return self._receive_proposal(ac)
         return self._receive_commit(ac)
 
@@ -615,6 +623,7 @@ class Group:
         for idx in applied.updated:
             if idx == self.leaf_index:
                 leaf = new_public.tree.leaf(idx)
+                assert leaf is not None  # 12.2: a leaf is not both updated and removed
                 priv = self._update_keys.get(leaf.encryption_key)
                 if priv is None:
                     raise ValidationError("committed Update for our leaf that we did not send")
@@ -641,10 +650,9 @@ class Group:
         secrets = EpochSecrets.from_init(
             cs, init_secret, commit_secret, psk_secret, new_public.context_bytes
         )
-        if not cs.verify_mac(
-            secrets.confirmation_key,
-            new_public.context.confirmed_transcript_hash,
-            ac.auth.confirmation_tag,
+        tag = ac.auth.confirmation_tag  # stage_commit refused a commit without one
+        if tag is None or not cs.verify_mac(
+            secrets.confirmation_key, new_public.context.confirmed_transcript_hash, tag
         ):
             raise CryptoError("confirmation tag does not match")
         self._advance(EpochState.start(new_public, secrets, keys, self.leaf_index))

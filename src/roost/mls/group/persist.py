@@ -10,16 +10,25 @@ member neither reuses a generation nor accepts a replayed one.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..codec import Reader, Writer
 from ..constants import WireFormat
+from ..crypto import CipherSuite
 from ..crypto.ciphersuite import get_cipher_suite
 from ..errors import DecodeError
 from ..key_schedule import EpochSecrets
 from ..proposals import Proposal, ReInit
 from ..secret_tree import HashRatchet, SecretTree
 from ..treekem import TreePrivateState
+from .epoch_state import EpochState
 from .observer import _read_queued, _write_queued
+from .proposal_rules import QueuedProposal
 from .state import PublicState
+from .validation import CredentialPolicy
+
+if TYPE_CHECKING:  # member.py imports this module lazily, from Group.to_bytes / from_bytes
+    from .member import Group
 
 MAGIC = b"RMLSG"
 VERSION = 1
@@ -70,7 +79,7 @@ def _write_ratchet(w: Writer, rt: HashRatchet) -> None:
         w.opaque(nonce)
 
 
-def _read_ratchet(r: Reader, cs) -> HashRatchet:
+def _read_ratchet(r: Reader, cs: CipherSuite) -> HashRatchet:
     secret = r.optional(Reader.opaque)
     rt = HashRatchet(cs, b"", 1)
     rt._secret = secret
@@ -93,7 +102,7 @@ def _write_secret_tree(w: Writer, st: SecretTree) -> None:
             _write_ratchet(w, ratchets[leaf])
 
 
-def _read_secret_tree(r: Reader, cs) -> SecretTree:
+def _read_secret_tree(r: Reader, cs: CipherSuite) -> SecretTree:
     n_leaves = r.u32()
     window = r.u32()
     st = SecretTree(cs, b"\0", n_leaves, window)
@@ -108,7 +117,7 @@ def _read_secret_tree(r: Reader, cs) -> SecretTree:
 # --- epochs -----------------------------------------------------------------------------------
 
 
-def _write_epoch(w: Writer, e) -> None:
+def _write_epoch(w: Writer, e: EpochState) -> None:
     e.public.encode_to(w)
     w.u32(e.leaf_index)
     for name in _SECRET_FIELDS:
@@ -124,7 +133,7 @@ def _write_epoch(w: Writer, e) -> None:
     _write_secret_tree(w, e.secret_tree)
 
 
-def _read_epoch(r: Reader, epoch_cls):
+def _read_epoch(r: Reader) -> EpochState:
     public = PublicState.decode_from(r, get_cipher_suite)
     cs = public.cs
     leaf_index = r.u32()
@@ -135,14 +144,14 @@ def _read_epoch(r: Reader, epoch_cls):
         keys.keys[x] = (r.opaque(), r.opaque())
     keys.path_secrets = _read_map(r)
     secret_tree = _read_secret_tree(r, cs)
-    return epoch_cls(public, secrets, keys, secret_tree, leaf_index)
+    return EpochState(public, secrets, keys, secret_tree, leaf_index)
 
 
 def _write_reinit(w: Writer, body: ReInit) -> None:
     Proposal(body).encode_to(w)
 
 
-def _write_pending(w: Writer, pending) -> None:
+def _write_pending(w: Writer, pending: tuple[EpochState, bytes, ReInit | None]) -> None:
     nxt, commit, reinit = pending
     _write_epoch(w, nxt)
     w.opaque(commit)
@@ -156,7 +165,7 @@ def _read_reinit(r: Reader) -> ReInit:
     return body
 
 
-def encode_group(group) -> bytes:
+def encode_group(group: Group) -> bytes:
     w = Writer()
     w.fixed(MAGIC)
     w.u16(VERSION)
@@ -176,9 +185,9 @@ def encode_group(group) -> bytes:
     return w.getvalue()
 
 
-def decode_group(cls, data: bytes, credential_policy):
-    from .epoch_state import EpochState as _Epoch
-
+def decode_group(
+    cls: type[Group], data: bytes, credential_policy: CredentialPolicy | None
+) -> Group:
     r = Reader(data)
     try:
         if r.fixed(len(MAGIC)) != MAGIC:
@@ -186,12 +195,15 @@ def decode_group(cls, data: bytes, credential_policy):
         version = r.u16()
         if version != VERSION:
             raise DecodeError(f"unsupported group state version {version}")
-        epoch = _read_epoch(r, _Epoch)
-        pending = r.optional(
-            lambda r: (_read_epoch(r, _Epoch), r.opaque(), r.optional(_read_reinit))
-        )
-        previous = r.optional(lambda r: _read_epoch(r, _Epoch))
-        proposals = [_read_queued(r) for _ in range(r.u32())]
+        epoch = _read_epoch(r)
+        pending = r.optional(lambda r: (_read_epoch(r), r.opaque(), r.optional(_read_reinit)))
+        previous = r.optional(_read_epoch)
+        proposals: dict[bytes, QueuedProposal] = {}
+        for _ in range(r.u32()):
+            q = _read_queued(r)
+            if q.ref is None:  # only received proposals are cached, each under its ref
+                raise DecodeError("saved proposal without a ProposalRef")
+            proposals[q.ref] = q
         update_keys = _read_bytes_map(r)
         resumption = _read_map(r)
         external = _read_bytes_map(r)
@@ -214,7 +226,7 @@ def decode_group(cls, data: bytes, credential_policy):
     )
     group._pending = pending
     group._previous = previous
-    group._proposals = {q.ref: q for q in proposals}
+    group._proposals = proposals
     group._update_keys = update_keys
     group.active = active
     group.reinit = reinit

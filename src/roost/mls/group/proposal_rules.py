@@ -4,6 +4,9 @@
 ``apply_proposals`` applies the list to a *copy* of the tree in the RFC's order
 (GroupContextExtensions, Update, Remove, Add, PreSharedKey), validating every new leaf and
 KeyPackage against the state it lands in. Nothing is mutated in the caller's state.
+
+Each rule dispatches with ``match`` on the proposal body's class, so every branch knows the
+body's type (the ``proposal_type`` tag alone tells a type checker nothing).
 """
 
 from __future__ import annotations
@@ -11,11 +14,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..constants import LeafNodeSource, ProposalType, PSKType, ResumptionPSKUsage, SenderType
+from ..crypto import CipherSuite
 from ..errors import ValidationError
 from ..extensions import Extension
 from ..key_package import KeyPackage
-from ..proposals import ExternalInit, Proposal, ReInit
+from ..proposals import (
+    Add,
+    ExternalInit,
+    GroupContextExtensions,
+    PreSharedKey,
+    Proposal,
+    ReInit,
+    Remove,
+    Update,
+)
 from ..psk import PreSharedKeyID
+from ..ratchet_tree import RatchetTree
 from .validation import (
     CredentialPolicy,
     MemberIndex,
@@ -35,7 +49,7 @@ _PATH_REQUIRED = frozenset(
     }
 )
 # What each sender type may propose (section 12.1.8 and the "External" column of 17.4).
-_ALLOWED_BY_SENDER = {
+_ALLOWED_BY_SENDER: dict[SenderType, frozenset[ProposalType]] = {
     SenderType.MEMBER: frozenset(ProposalType) - {ProposalType.EXTERNAL_INIT},
     SenderType.EXTERNAL: frozenset(
         {
@@ -66,8 +80,10 @@ class QueuedProposal:
 
 @dataclass(slots=True)
 class AppliedProposals:
-    tree: object  # RatchetTree (a private copy)
+    tree: RatchetTree  # a private copy
     extensions: tuple[Extension, ...]
+    # The members after these proposals, kept incrementally (section 7.3 checks of the path leaf).
+    members: MemberIndex
     added: list[tuple[int, KeyPackage]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
     updated: list[int] = field(default_factory=list)
@@ -75,8 +91,6 @@ class AppliedProposals:
     external_init: ExternalInit | None = None
     reinit: ReInit | None = None
     path_required: bool = False
-    # The members after these proposals, kept incrementally (section 7.3 checks of the path leaf).
-    members: MemberIndex | None = None
 
 
 # Proposals cached per epoch are bounded (docs/design.md: caches are bounded); a group that
@@ -85,9 +99,19 @@ MAX_PENDING_PROPOSALS = 4096
 
 
 def cache_proposal(cache: dict[bytes, QueuedProposal], q: QueuedProposal) -> None:
-    if q.ref not in cache and len(cache) >= MAX_PENDING_PROPOSALS:
+    ref = q.ref
+    if ref is None:  # only received (framed) proposals are cached, and they all have a ref
+        raise ValueError("a proposal without a ProposalRef cannot be cached")
+    if ref not in cache and len(cache) >= MAX_PENDING_PROPOSALS:
         raise ValidationError(f"more than {MAX_PENDING_PROPOSALS} proposals in one epoch")
-    cache[q.ref] = q  # type: ignore[index]
+    cache[ref] = q
+
+
+def _updated_leaf(q: QueuedProposal) -> int:
+    """The leaf an Update replaces: its sender's (only members may send one, section 12.1.2)."""
+    if q.sender_type != SenderType.MEMBER or q.sender_index is None:
+        raise ValidationError("Update proposal from a non-member")
+    return q.sender_index
 
 
 def check_proposal_list(
@@ -112,36 +136,39 @@ def check_proposal_list(
                 f"{ProposalType(t).name} proposal not allowed from a "
                 f"{SenderType(q.sender_type).name.lower()} sender"
             )
-        body = q.proposal.body
-        if t == ProposalType.UPDATE:
-            if q.ref is None:
-                raise ValidationError("Update proposals must be committed by reference")
-            if q.sender_index == committer_index and committer_type == SenderType.MEMBER:
-                raise ValidationError("the committer cannot commit its own Update proposal")
-            if q.sender_index in touched:
-                raise ValidationError(f"more than one Update/Remove for leaf {q.sender_index}")
-            touched.add(q.sender_index)  # type: ignore[arg-type]
-        elif t == ProposalType.REMOVE:
-            if committer_type == SenderType.MEMBER and body.removed == committer_index:
-                raise ValidationError("the committer cannot remove itself")
-            if body.removed in touched:
-                raise ValidationError(f"more than one Update/Remove for leaf {body.removed}")
-            touched.add(body.removed)
-        elif t == ProposalType.ADD:
-            sk = body.key_package.leaf_node.signature_key
-            if sk in add_keys:
-                raise ValidationError("two Add proposals for the same signature key")
-            add_keys.add(sk)
-        elif t == ProposalType.PSK:
-            psk = body.psk
-            key = psk.encode()
-            if key in psk_ids:
-                raise ValidationError("duplicate PreSharedKey proposal")
-            psk_ids.add(key)
-            if len(psk.psk_nonce) != hash_len:
-                raise ValidationError("PSK nonce length differs from the hash length")
-            if psk.psktype == PSKType.RESUMPTION and psk.usage != ResumptionPSKUsage.APPLICATION:
-                raise ValidationError("resumption PSK in a commit must have usage application")
+        match q.proposal.body:
+            case Update():
+                if q.ref is None:
+                    raise ValidationError("Update proposals must be committed by reference")
+                leaf = _updated_leaf(q)
+                if leaf == committer_index and committer_type == SenderType.MEMBER:
+                    raise ValidationError("the committer cannot commit its own Update proposal")
+                if leaf in touched:
+                    raise ValidationError(f"more than one Update/Remove for leaf {leaf}")
+                touched.add(leaf)
+            case Remove(removed=removed):
+                if committer_type == SenderType.MEMBER and removed == committer_index:
+                    raise ValidationError("the committer cannot remove itself")
+                if removed in touched:
+                    raise ValidationError(f"more than one Update/Remove for leaf {removed}")
+                touched.add(removed)
+            case Add(key_package=kp):
+                sk = kp.leaf_node.signature_key
+                if sk in add_keys:
+                    raise ValidationError("two Add proposals for the same signature key")
+                add_keys.add(sk)
+            case PreSharedKey(psk=psk):
+                key = psk.encode()
+                if key in psk_ids:
+                    raise ValidationError("duplicate PreSharedKey proposal")
+                psk_ids.add(key)
+                if len(psk.psk_nonce) != hash_len:
+                    raise ValidationError("PSK nonce length differs from the hash length")
+                if (
+                    psk.psktype == PSKType.RESUMPTION
+                    and psk.usage != ResumptionPSKUsage.APPLICATION
+                ):
+                    raise ValidationError("resumption PSK in a commit must have usage application")
     if counts.get(ProposalType.GROUP_CONTEXT_EXTENSIONS, 0) > 1:
         raise ValidationError("more than one GroupContextExtensions proposal")
     if counts.get(ProposalType.REINIT, 0) and len(proposals) != 1:
@@ -161,9 +188,44 @@ def path_required(proposals: list[QueuedProposal]) -> bool:
     return not proposals or any(q.proposal.proposal_type in _PATH_REQUIRED for q in proposals)
 
 
+@dataclass(slots=True)
+class _ByKind:
+    """A proposal list split by body class, each part in list order (section 12.3 applies
+    the kinds in a fixed order, not in list order)."""
+
+    group_context_extensions: list[GroupContextExtensions] = field(default_factory=list)
+    updates: list[tuple[int, Update]] = field(default_factory=list)  # (sender leaf, body)
+    removes: list[Remove] = field(default_factory=list)
+    adds: list[Add] = field(default_factory=list)
+    psks: list[PreSharedKey] = field(default_factory=list)
+    external_inits: list[ExternalInit] = field(default_factory=list)
+    reinits: list[ReInit] = field(default_factory=list)
+
+
+def _split_by_kind(proposals: list[QueuedProposal]) -> _ByKind:
+    kinds = _ByKind()
+    for q in proposals:
+        match q.proposal.body:
+            case GroupContextExtensions() as gce:
+                kinds.group_context_extensions.append(gce)
+            case Update() as update:
+                kinds.updates.append((_updated_leaf(q), update))
+            case Remove() as remove:
+                kinds.removes.append(remove)
+            case Add() as add:
+                kinds.adds.append(add)
+            case PreSharedKey() as psk:
+                kinds.psks.append(psk)
+            case ExternalInit() as external_init:
+                kinds.external_inits.append(external_init)
+            case ReInit() as reinit:
+                kinds.reinits.append(reinit)
+    return kinds
+
+
 def apply_proposals(
-    cs,
-    tree,
+    cs: CipherSuite,
+    tree: RatchetTree,
     *,
     group_id: bytes,
     cipher_suite: int,
@@ -174,25 +236,20 @@ def apply_proposals(
     credential_policy: CredentialPolicy | None = None,
 ) -> AppliedProposals:
     """Apply ``proposals`` to a copy of ``tree`` (section 12.3) and validate each change."""
+    kinds = _split_by_kind(proposals)
     new_tree = tree.copy()
-    out = AppliedProposals(new_tree, extensions, path_required=path_required(proposals))
-    by_type: dict[int, list[QueuedProposal]] = {}
-    for q in proposals:
-        by_type.setdefault(q.proposal.proposal_type, []).append(q)
-
-    for q in by_type.get(ProposalType.GROUP_CONTEXT_EXTENSIONS, ()):
-        out.extensions = q.proposal.body.extensions
+    for gce in kinds.group_context_extensions:
+        extensions = gce.extensions
         for idx, leaf in new_tree.leaves():
-            check_supports_extensions(leaf, out.extensions, f"leaf {idx}")
+            check_supports_extensions(leaf, extensions, f"leaf {idx}")
 
-    members = out.members = MemberIndex(new_tree.leaves())
-    for q in by_type.get(ProposalType.UPDATE, ()):
-        idx = q.sender_index
-        assert idx is not None
+    members = MemberIndex(new_tree.leaves())
+    out = AppliedProposals(new_tree, extensions, members, path_required=path_required(proposals))
+    for idx, update in kinds.updates:
         old = new_tree.leaf(idx)
         if old is None:
             raise ValidationError(f"Update from blank leaf {idx}")
-        leaf = q.proposal.body.leaf_node
+        leaf = update.leaf_node
         members.remove(idx, old)
         validate_leaf_node(
             cs,
@@ -213,8 +270,8 @@ def apply_proposals(
         new_tree.update_leaf(idx, leaf)
         out.updated.append(idx)
 
-    for q in by_type.get(ProposalType.REMOVE, ()):
-        removed = q.proposal.body.removed
+    for remove in kinds.removes:
+        removed = remove.removed
         old = new_tree.leaf(removed)
         if old is None:
             raise ValidationError(f"Remove of blank or missing leaf {removed}")
@@ -222,8 +279,8 @@ def apply_proposals(
         new_tree.remove_leaf(removed)
         out.removed.append(removed)
 
-    for q in by_type.get(ProposalType.ADD, ()):
-        kp = q.proposal.body.key_package
+    for add in kinds.adds:
+        kp = add.key_package
         validate_key_package(
             cs,
             kp,
@@ -239,12 +296,12 @@ def apply_proposals(
         members.add(index, kp.leaf_node)
         out.added.append((index, kp))
 
-    out.psks = [q.proposal.body.psk for q in by_type.get(ProposalType.PSK, ())]
-    for q in by_type.get(ProposalType.EXTERNAL_INIT, ()):
-        out.external_init = q.proposal.body
-    for q in by_type.get(ProposalType.REINIT, ()):
-        out.reinit = q.proposal.body
-        if q.proposal.body.version < 1:
+    out.psks = [psk.psk for psk in kinds.psks]
+    for external_init in kinds.external_inits:
+        out.external_init = external_init
+    for reinit in kinds.reinits:
+        out.reinit = reinit
+        if reinit.version < 1:
             raise ValidationError("ReInit to an older protocol version")
     return out
 
@@ -252,7 +309,7 @@ def apply_proposals(
 def select_pending(
     cache: dict[bytes, QueuedProposal],
     by_value: list[QueuedProposal],
-    tree,
+    tree: RatchetTree,
     committer: int,
 ) -> list[tuple[bytes, QueuedProposal]]:
     """The received proposals a committer can include next to ``by_value`` without breaking
@@ -266,44 +323,51 @@ def select_pending(
     psks: set[bytes] = set()
     have_gce = False
     for q in by_value:
-        t = q.proposal.proposal_type
-        body = q.proposal.body
-        if t == ProposalType.REMOVE:
-            touched.add(body.removed)
-        elif t == ProposalType.ADD:
-            sig_keys.add(body.key_package.leaf_node.signature_key)
-        elif t == ProposalType.PSK:
-            psks.add(body.psk.encode())
-        elif t == ProposalType.GROUP_CONTEXT_EXTENSIONS:
-            have_gce = True
+        match q.proposal.body:
+            case Remove(removed=removed):
+                touched.add(removed)
+            case Add(key_package=kp):
+                sig_keys.add(kp.leaf_node.signature_key)
+            case PreSharedKey(psk=psk):
+                psks.add(psk.encode())
+            case GroupContextExtensions():
+                have_gce = True
+
+    def claim_leaf(leaf: int | None) -> bool:
+        """Whether an Update/Remove of ``leaf`` fits: a filled leaf nobody else touches."""
+        if leaf is None or leaf in touched or tree.leaf(leaf) is None:
+            return False
+        touched.add(leaf)
+        return True
+
     out = []
     for ref, q in cache.items():
-        t = q.proposal.proposal_type
-        body = q.proposal.body
-        if t in (ProposalType.UPDATE, ProposalType.REMOVE):
-            leaf = q.sender_index if t == ProposalType.UPDATE else body.removed
-            if leaf in touched or tree.leaf(leaf) is None:
+        match q.proposal.body:
+            case Update():
+                if not claim_leaf(q.sender_index):
+                    continue
+            case Remove(removed=removed):
+                if not claim_leaf(removed):
+                    continue
+            case Add(key_package=kp):
+                key = kp.leaf_node.signature_key
+                if key in sig_keys or tree.find_signature_key(key) is not None:
+                    continue
+                sig_keys.add(key)
+            case PreSharedKey(psk=psk):
+                if psk.encode() in psks:
+                    continue
+                psks.add(psk.encode())
+            case GroupContextExtensions():
+                if have_gce:
+                    continue
+                have_gce = True
+            case ReInit() | ExternalInit():
                 continue
-            touched.add(leaf)
-        elif t == ProposalType.ADD:
-            key = body.key_package.leaf_node.signature_key
-            if key in sig_keys or tree.find_signature_key(key) is not None:
-                continue
-            sig_keys.add(key)
-        elif t == ProposalType.PSK:
-            if body.psk.encode() in psks:
-                continue
-            psks.add(body.psk.encode())
-        elif t == ProposalType.GROUP_CONTEXT_EXTENSIONS:
-            if have_gce:
-                continue
-            have_gce = True
-        elif t in (ProposalType.REINIT, ProposalType.EXTERNAL_INIT):
-            continue
         out.append((ref, q))
     if not out and not by_value:
         # A ReInit must be committed alone (12.2): only when nothing else is on the table.
         for ref, q in cache.items():
-            if q.proposal.proposal_type == ProposalType.REINIT:
+            if isinstance(q.proposal.body, ReInit):
                 return [(ref, q)]
     return out

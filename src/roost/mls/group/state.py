@@ -7,16 +7,20 @@ Commit without touching the current one; callers swap it in only after every che
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ..codec import Reader, Writer
-from ..constants import ContentType, LeafNodeSource, ProposalType, SenderType
+from ..commit import Commit
+from ..constants import LeafNodeSource, SenderType
+from ..credential import Credential
+from ..crypto import CipherSuite
 from ..errors import CryptoError, DecodeError, UnsupportedError, ValidationError
 from ..extension_types import ExternalSenders
 from ..extensions import find_extension
-from ..framing import AuthenticatedContent, FramedContent, Sender
+from ..framing import AuthenticatedContent, ContentBody, FramedContent, Sender
 from ..group_context import GroupContext
-from ..proposals import Proposal
+from ..proposals import Add, Proposal
 from ..ratchet_tree import RatchetTree
 from ..transcript import confirmed_transcript_hash, interim_transcript_hash
 from ..update_path import UpdatePath
@@ -30,7 +34,7 @@ STATE_VERSION = 1
 class PublicState:
     """Public group state; ``context_bytes`` caches the GroupContext encoding."""
 
-    cs: object  # CipherSuite
+    cs: CipherSuite
     context: GroupContext
     tree: RatchetTree
     interim_transcript_hash: bytes
@@ -48,7 +52,7 @@ class PublicState:
     def group_id(self) -> bytes:
         return self.context.group_id
 
-    def roster(self) -> list[tuple[int, object, bytes]]:
+    def roster(self) -> list[tuple[int, Credential, bytes]]:
         """(leaf index, credential, signature key) of every member."""
         return [(i, leaf.credential, leaf.signature_key) for i, leaf in self.tree.leaves()]
 
@@ -61,7 +65,7 @@ class PublicState:
         w.opaque(self.interim_transcript_hash)
 
     @classmethod
-    def decode_from(cls, r: Reader, cs_lookup) -> PublicState:
+    def decode_from(cls, r: Reader, cs_lookup: Callable[[int], CipherSuite]) -> PublicState:
         version = r.u16()
         if version != STATE_VERSION:
             raise DecodeError(f"unsupported group state version {version}")
@@ -94,24 +98,27 @@ def external_sender_key(state: PublicState, index: int) -> bytes:
 def sender_signature_key(state: PublicState, ac: AuthenticatedContent) -> bytes:
     """The key that must have signed ``ac`` (section 6.1)."""
     sender = ac.content.sender
-    st = sender.sender_type
-    if st == SenderType.MEMBER:
-        leaf = state.tree.leaf(sender.index) if sender.index < state.tree.leaf_count else None
-        if leaf is None:
-            raise ValidationError(f"sender leaf {sender.index} is not a member")
-        return leaf.signature_key
-    if st == SenderType.EXTERNAL:
-        return external_sender_key(state, sender.index)
     body = ac.content.content
-    if st == SenderType.NEW_MEMBER_PROPOSAL:
-        if not isinstance(body, Proposal) or body.proposal_type != ProposalType.ADD:
+    match sender.sender_type:
+        case SenderType.MEMBER:
+            index = sender.leaf_index
+            leaf = state.tree.leaf(index) if index < state.tree.leaf_count else None
+            if leaf is None:
+                raise ValidationError(f"sender leaf {index} is not a member")
+            return leaf.signature_key
+        case SenderType.EXTERNAL:
+            return external_sender_key(state, sender.sender_index)
+        case SenderType.NEW_MEMBER_PROPOSAL:
+            match body:
+                case Proposal(body=Add(key_package=kp)):
+                    return kp.leaf_node.signature_key
             raise ValidationError("a new_member_proposal sender may only send an Add proposal")
-        return body.body.key_package.leaf_node.signature_key
-    if st == SenderType.NEW_MEMBER_COMMIT:
-        if ac.content.content_type != ContentType.COMMIT or body.path is None:
+        case SenderType.NEW_MEMBER_COMMIT:
+            match body:
+                case Commit(path=UpdatePath(leaf_node=path_leaf)):
+                    return path_leaf.signature_key
             raise ValidationError("a new_member_commit must be a Commit with a path")
-        return body.path.leaf_node.signature_key
-    raise ValidationError(f"unknown sender type {st}")
+    raise ValidationError(f"unknown sender type {sender.sender_type}")
 
 
 def verify_content_signature(state: PublicState, ac: AuthenticatedContent) -> None:
@@ -132,11 +139,14 @@ def check_content_header(state: PublicState, content: FramedContent) -> None:
 # --- proposal resolution ----------------------------------------------------------------------
 
 
-def queued_from_content(cs, ac: AuthenticatedContent) -> QueuedProposal:
+def queued_from_content(cs: CipherSuite, ac: AuthenticatedContent) -> QueuedProposal:
     """A received proposal message as a cache entry keyed by its ProposalRef."""
     sender = ac.content.sender
+    proposal = ac.content.content
+    if not isinstance(proposal, Proposal):
+        raise ValidationError("expected a proposal message")
     return QueuedProposal(
-        ac.content.content,  # type: ignore[arg-type]
+        proposal,
         sender.sender_type,
         sender.index,
         cs.proposal_ref(ac.encode()),
@@ -144,17 +154,23 @@ def queued_from_content(cs, ac: AuthenticatedContent) -> QueuedProposal:
 
 
 def resolve_proposals(
-    commit, committer: Sender, cache: dict[bytes, QueuedProposal]
+    commit: ContentBody, committer: Sender, cache: dict[bytes, QueuedProposal]
 ) -> list[QueuedProposal]:
+    """The proposals a commit covers: its by-value ones (sent by the committer) and the cached
+    ones it references. Takes any content body (callers pass the framed content's) and
+    rejects what is not a Commit."""
+    if not isinstance(commit, Commit):
+        raise ValidationError("expected a commit message")
     out: list[QueuedProposal] = []
     for por in commit.proposals:
         if por.proposal is not None:
             out.append(QueuedProposal(por.proposal, committer.sender_type, committer.index))
-        else:
-            q = cache.get(por.reference)  # type: ignore[arg-type]
-            if q is None:
-                raise ValidationError(f"commit references unknown proposal {por.reference.hex()}")
-            out.append(q)
+            continue
+        ref = por.reference or b""  # decoding guarantees one of proposal / reference
+        q = cache.get(ref)
+        if q is None:
+            raise ValidationError(f"commit references unknown proposal {ref.hex()}")
+        out.append(q)
     return out
 
 
@@ -219,17 +235,18 @@ def stage_commit(
     cs = state.cs
     ctx = state.context
     commit = ac.content.content
+    if not isinstance(commit, Commit):
+        raise ValidationError("expected a commit message")
     sender = ac.content.sender
     external = sender.sender_type == SenderType.NEW_MEMBER_COMMIT
     if sender.sender_type not in (SenderType.MEMBER, SenderType.NEW_MEMBER_COMMIT):
         raise ValidationError("a commit must come from a member or a new_member_commit sender")
     if ac.auth.confirmation_tag is None:
         raise ValidationError("commit without confirmation tag")
-    committer = None if external else sender.index
     check_proposal_list(
         proposals,
         committer_type=sender.sender_type,
-        committer_index=committer,
+        committer_index=None if external else sender.index,
         hash_len=cs.hash_len,
     )
     applied = apply_proposals(
@@ -250,8 +267,10 @@ def stage_commit(
     if external:
         assert path is not None  # sender_signature_key enforced it
         committer = tree.add_leaf(path.leaf_node)
-    elif tree.leaf(committer) is None:
-        raise ValidationError(f"committer leaf {committer} was removed by its own commit")
+    else:
+        committer = sender.leaf_index
+        if tree.leaf(committer) is None:
+            raise ValidationError(f"committer leaf {committer} was removed by its own commit")
     if path is not None:
         old_leaf = None if external else tree.leaf(committer)
         new_leaf = path.leaf_node

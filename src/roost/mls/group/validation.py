@@ -17,11 +17,13 @@ from ..constants import (
     ProtocolVersion,
 )
 from ..credential import Credential
+from ..crypto import CipherSuite
 from ..errors import CryptoError, DecodeError, ValidationError
 from ..extension_types import RequiredCapabilities
 from ..extensions import Extension, find_extension
 from ..key_package import KeyPackage
 from ..leaf_node import LeafNode
+from ..ratchet_tree import RatchetTree
 
 # The application's credential policy: receives (credential, signature_key) and returns False
 # (or raises ValidationError) to reject a leaf.
@@ -119,7 +121,7 @@ class MemberIndex:
 
 
 def validate_leaf_node(
-    cs,
+    cs: CipherSuite,
     leaf: LeafNode,
     *,
     source: LeafNodeSource,
@@ -186,7 +188,7 @@ _VERIFIED_KEY_PACKAGES: dict[tuple[int, bytes], None] = {}
 _VERIFIED_MAX = 8192
 
 
-def verify_key_package_signatures(cs, kp: KeyPackage) -> None:
+def verify_key_package_signatures(cs: CipherSuite, kp: KeyPackage) -> None:
     """Check the KeyPackage and LeafNode signatures (sections 10.1, 7.3), with a cache."""
     key = (cs.suite_id, cs.key_package_ref(kp.encode()))
     if key in _VERIFIED_KEY_PACKAGES:
@@ -202,7 +204,7 @@ def verify_key_package_signatures(cs, kp: KeyPackage) -> None:
 
 
 def validate_key_package(
-    cs,
+    cs: CipherSuite,
     kp: KeyPackage,
     *,
     cipher_suite: int,
@@ -238,7 +240,7 @@ def validate_key_package(
     )
 
 
-def validate_tree_leaves(tree, extensions: tuple[Extension, ...]) -> None:
+def validate_tree_leaves(tree: RatchetTree, extensions: tuple[Extension, ...]) -> None:
     """Section 7.3 checks a joiner or observer runs on every leaf of a received tree, beyond
     the tree's own structural checks (signatures, keys, parent hashes): capabilities cover
     the group's extensions and required capabilities, leaf extensions are listed in the

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..crypto import CipherSuite
 from ..errors import CryptoError, DecodeError, ValidationError
 from ..group_info import GroupInfo
 from ..key_package import KeyPackage
@@ -23,7 +24,9 @@ class OpenedWelcome:
     psk_secret: bytes
 
 
-def resolve_psks(cs, psk_ids, lookup: PskLookup | None) -> bytes:
+def resolve_psks(
+    cs: CipherSuite, psk_ids: Sequence[PreSharedKeyID], lookup: PskLookup | None
+) -> bytes:
     """psk_secret over ``psk_ids`` (section 8.4); an unknown PSK is a ValidationError."""
     if not psk_ids:
         return bytes(cs.hash_len)
@@ -39,7 +42,7 @@ def resolve_psks(cs, psk_ids, lookup: PskLookup | None) -> bytes:
 
 
 def open_welcome(
-    cs,
+    cs: CipherSuite,
     welcome: Welcome,
     key_package: KeyPackage,
     init_private_key: bytes,
@@ -77,14 +80,14 @@ def open_welcome(
     return OpenedWelcome(secrets, group_info, psk)
 
 
-def verify_group_info_signature(cs, group_info: GroupInfo, signer_key: bytes) -> None:
+def verify_group_info_signature(cs: CipherSuite, group_info: GroupInfo, signer_key: bytes) -> None:
     if not cs.verify_with_label(
         signer_key, b"GroupInfoTBS", group_info.tbs(), group_info.signature
     ):
         raise CryptoError(f"invalid GroupInfo signature (signer leaf {group_info.signer})")
 
 
-def epoch_from_welcome(cs, opened: OpenedWelcome) -> EpochSecrets:
+def epoch_from_welcome(cs: CipherSuite, opened: OpenedWelcome) -> EpochSecrets:
     """The new epoch's secrets; checks the GroupInfo's confirmation tag (section 12.4.3.1)."""
     gc = opened.group_info.group_context
     secrets = EpochSecrets.from_joiner(

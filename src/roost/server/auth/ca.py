@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from roost.mls.crypto.ciphersuite import get_cipher_suite
@@ -33,7 +34,11 @@ class InvalidSignatureKey(ValueError):
     """The bytes are not a public key of the suite's signature scheme."""
 
 
-def mls_public_key_to_x509(cipher_suite: int, raw: bytes):  # type: ignore[no-untyped-def]
+# The public keys of the MLS signature schemes, as `cryptography` objects.
+SignaturePublicKey = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | ec.EllipticCurvePublicKey
+
+
+def mls_public_key_to_x509(cipher_suite: int, raw: bytes) -> SignaturePublicKey:
     """Load an MLS-encoded signature public key as a `cryptography` public key object."""
     name = get_cipher_suite(cipher_suite).name
     try:
@@ -49,7 +54,7 @@ def mls_public_key_to_x509(cipher_suite: int, raw: bytes):  # type: ignore[no-un
         ) from None
 
 
-def x509_public_key_to_mls(key) -> bytes:  # type: ignore[no-untyped-def]
+def x509_public_key_to_mls(key: CertificatePublicKeyTypes) -> bytes:
     """The MLS encoding of a certificate's public key (raw EdDSA key or uncompressed SEC1 point)."""
     if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         return key.public_bytes_raw()
@@ -166,7 +171,7 @@ class CertificateAuthority:
         self,
         common_name: str,
         san_uri: str,
-        public_key,  # type: ignore[no-untyped-def]
+        public_key: SignaturePublicKey,
         validity_days: int,
         now: dt.datetime | None,
     ) -> bytes:

@@ -97,8 +97,8 @@ class Hub:
 
     def queue_item(self, wake: WakeUp) -> None:
         if wake.queue_id is None:
-            for sub in tuple(self._by_user.get(wake.owner, ())):
-                self._deliver(sub, wake)
+            for peer in tuple(self._by_user.get(wake.owner, ())):
+                self._deliver(peer, wake)
         else:
             sub = self._by_client.get(wake.owner)
             if sub is not None:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from ..auth.service import Principal
 from ..config import Limits
 from ..encoding import b64u
 from ..errors import Problem
-from ..queues.service import WakeUp
+from ..queues.service import FetchResult, WakeUp
 from .protocol import (
     MAX_SEQ,
     CloseCode,
@@ -340,7 +341,7 @@ class RealtimeSession:
             seq += 1
         return items
 
-    async def _read(self, st: _Queue, max_items: int, max_bytes: int):  # type: ignore[no-untyped-def]
+    async def _read(self, st: _Queue, max_items: int, max_bytes: int) -> FetchResult:
         queues = self._services.queues
         if st.queue_id is None:
             return await queues.fetch_direct(self.user_uuid, st.sent, max_items, max_bytes)
@@ -349,7 +350,7 @@ class RealtimeSession:
     # ---- receiving -------------------------------------------------------------------------
 
     @staticmethod
-    def _text_of(message: dict[str, Any]) -> str:
+    def _text_of(message: Mapping[str, Any]) -> str:
         if message["type"] == "websocket.disconnect":
             raise _Close(None)
         text = message.get("text")

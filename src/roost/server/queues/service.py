@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -145,7 +146,7 @@ class QueueService:
         for tx_listener in self.tx_ack_listeners:
             tx_listener(conn, client_uuid, queue_id, up_to)
         for listener in self.ack_listeners:
-            after_commit(conn, lambda f=listener: f(client_uuid, queue_id, up_to))
+            after_commit(conn, partial(listener, client_uuid, queue_id, up_to))
 
     def _wake(self, wake: WakeUp) -> None:
         for listener in self.listeners:
