@@ -235,6 +235,23 @@ def test_a_credential_policy_error_propagates_unchanged() -> None:
         assert observer.to_bytes() == before
 
 
+def test_a_member_still_reports_a_policy_error_as_a_validation_error() -> None:
+    """Only the observer lets policy errors through: a ``Group`` (a client) keeps treating a
+    leaf its policy chokes on as an invalid message."""
+
+    def policy(credential: Credential, signature_key: bytes) -> bool:
+        if credential.identity == b"dave":
+            raise PolicyStoreDown("unparsable credential")
+        return True
+
+    alice, bob, _, _ = _three_members()
+    strict_bob = Group.from_bytes(bob.to_bytes(), credential_policy=policy)
+    out = alice.commit(add=[_key_package(b"dave").key_package])
+    with pytest.raises(ValidationError, match="unparsable credential"):
+        strict_bob.process(out.commit)
+    assert strict_bob.epoch == bob.epoch
+
+
 def test_a_credential_policy_still_refuses_leaves() -> None:
     def policy(credential: Credential, signature_key: bytes) -> bool:
         if credential.identity == b"mallory":

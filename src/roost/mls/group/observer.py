@@ -26,7 +26,7 @@ from ..codec import Reader, Writer
 from ..constants import ContentType, ExtensionType, SenderType
 from ..credential import Credential
 from ..crypto.ciphersuite import get_cipher_suite
-from ..errors import DecodeError, ValidationError
+from ..errors import DecodeError, MLSError, ValidationError
 from ..extensions import find_extension
 from ..framing import AuthenticatedContent, MLSMessage, PrivateMessage, PublicMessage, Sender
 from ..group_context import GroupContext
@@ -248,13 +248,20 @@ class GroupObserver:
         state = self._state
         sender = ac.content.sender
         proposals = resolve_proposals(ac.content.content, sender, self._proposals)
-        computed = stage_commit(
-            state,
-            ac,
-            proposals,
-            check_lifetime=self.check_lifetime,
-            credential_policy=self.credential_policy,
-        )
+        policy = self.credential_policy
+        application_error: Exception | None = None
+        try:
+            computed = stage_commit(
+                state,
+                ac,
+                proposals,
+                check_lifetime=self.check_lifetime,
+                credential_policy=None if policy is None else _passing_errors_out(policy),
+            )
+        except _PolicyError as e:
+            application_error = e.error
+        if application_error is not None:
+            raise application_error  # outside the handler: the exception stays as it was
         tag = ac.auth.confirmation_tag
         assert tag is not None  # stage_commit refuses a commit without one
         if group_info is not None:
@@ -300,6 +307,31 @@ class GroupObserver:
         obs = cls(state, tag, **kwargs)
         obs._proposals = {q.ref: q for q in proposals}  # type: ignore[misc]
         return obs
+
+
+class _PolicyError(ValidationError):
+    """Carries an application exception through the validation pipeline, which would turn
+    it into a ValidationError (the member side wants that; the DS does not)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _passing_errors_out(policy: CredentialPolicy) -> CredentialPolicy:
+    """``policy``, with any exception it raises that is not an MLSError kept for ``stage`` to
+    re-raise unchanged: a policy's own failure (e.g. a certificate store that is down) is not
+    the committer's fault and must not look like an invalid commit."""
+
+    def checked(credential: Credential, signature_key: bytes) -> bool | None:
+        try:
+            return policy(credential, signature_key)
+        except MLSError:
+            raise
+        except Exception as e:
+            raise _PolicyError(e) from None
+
+    return checked
 
 
 def _check_group_info(
