@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from .constants import DEFAULT_CREDENTIAL_TYPES, ExtensionType, LeafNodeSource, ProtocolVersion
 from .credential import Credential
-from .crypto.ciphersuite import get_cipher_suite
+from .crypto.ciphersuite import CipherSuite, get_cipher_suite
 from .extensions import Extension
 from .key_package import KeyPackage
 from .leaf_node import Capabilities, LeafNode, Lifetime
@@ -98,7 +98,7 @@ def generate_key_package(
 
 
 def sign_leaf_node(
-    cs,
+    cs: CipherSuite,
     leaf: LeafNode,
     signature_private_key: bytes,
     group_id: bytes | None = None,

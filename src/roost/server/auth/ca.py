@@ -216,11 +216,14 @@ class CertificateAuthority:
 
 
 def client_id_of_certificate(cert: x509.Certificate) -> str | None:
-    """The client id bound by a Roost leaf certificate, or None if it carries none."""
+    """The client id bound by a Roost leaf certificate, or None if it carries none; a
+    malformed certificate (a repeated extension) raises ValueError."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return None
+    except x509.DuplicateExtension as e:  # not a ValueError: callers refuse ValueErrors
+        raise ValueError(f"certificate repeats an extension: {e}") from None
     for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
         if uri.startswith(CLIENT_URI_PREFIX):
             return uri[len(CLIENT_URI_PREFIX) :]
