@@ -2,8 +2,10 @@
 
 Outbound: discovery, AS certificates, connection opening and KeyPackage claims are forwarded
 synchronously (signed) to the user's home server; connection requests, answers and direct
-messages travel through the durable outbox. Inbound: the inbox handlers below apply those
-items. A remote server speaks only for its own users: every user id it sends must be of its
+messages travel through the durable outbox. These are the narrow interfaces the AS-side modules
+define for users of other domains (``RemoteAccounts``, ``RemoteClaims``,
+``RemoteConnectionsBridge``), handed to their services at construction by ``build_services``.
+Inbound: the inbox handlers below apply those items. A remote server speaks only for its own users: every user id it sends must be of its
 (verified) domain, and the user uuid it reports must not name anybody else.
 """
 
