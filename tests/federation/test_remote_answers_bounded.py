@@ -20,13 +20,13 @@ import pytest
 from roost.server.config import load_config
 from roost.server.federation.directory import RemoteDirectory
 from roost.server.federation.identity import ServerIdentity
+from roost.server.federation.policy import FederationPolicyStore
 from roost.server.federation.resolver import Resolver
 from roost.server.federation.transport import (
     MAX_RESPONSE_BYTES,
     FederationClient,
     RemoteUnavailable,
 )
-from roost.server.operator.federation import FederationPolicyStore
 from roost.server.store import Database
 from roost.server.store.migrate import upgrade
 

@@ -28,10 +28,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from roost.server.config import ConfigError, build_config
 from roost.server.federation import signing
 from roost.server.federation.identity import SIGNING_KEY_CACHE_SECONDS, ServerIdentity, SigningKey
+from roost.server.federation.policy import FederationPolicyStore
 from roost.server.federation.resolver import Resolver
 from roost.server.federation.transport import FederationRefused, RemoteUnavailable
 from roost.server.federation.wiring import build_federation
-from roost.server.operator.federation import FederationPolicyStore
 from roost.server.store import Database
 from roost.server.store.migrate import upgrade
 

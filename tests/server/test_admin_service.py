@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from roost.server.auth.tables import account_events
-from roost.server.operator.federation import FederationPolicy, PolicyError
+from roost.server.federation.policy import FederationPolicy, PolicyError
 from roost.server.operator.service import AdminError, AdminService
 from roost.server.store import Database
 

@@ -277,7 +277,7 @@ async def _run(config: Any, action: Action, args: argparse.Namespace) -> tuple[A
 
 def run_admin(args: argparse.Namespace) -> int:
     from roost.server.config import ConfigError, load_config
-    from roost.server.operator.federation import PolicyError
+    from roost.server.federation.policy import PolicyError
     from roost.server.operator.service import AdminError
     from roost.server.store.migrate import MigrationError
 

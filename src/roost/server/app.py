@@ -27,7 +27,12 @@ from .delivery.service import DeliveryService
 from .deps import Services
 from .errors import install_error_handlers
 from .federation.account_events import install_account_events
-from .federation.as_flows import install_as_flows
+from .federation.as_flows import (
+    RemoteAccounts,
+    RemoteClaims,
+    RemoteConnectionsBridge,
+    install_as_flows,
+)
 from .federation.ds_flows import GroupForwarder, install_ds_flows
 from .federation.routes_as import router as federation_as_router
 from .federation.routes_ds import router as federation_ds_router
@@ -68,13 +73,28 @@ PROBLEM_SCHEMA = {
 def build_services(
     db: Database, config: Config, clock: Callable[[], float] = time.time
 ) -> Services:
-    # Built first so the other services can be handed what federated flows need.
+    # Built first: each service is handed, at construction, its narrow interface for users of
+    # other domains (federation/as_flows.py), so routes call one method whatever the domain.
     federation = build_federation(db, config, clock)
-    auth = AuthService(db, config, clock)
+    auth = AuthService(
+        db, config, clock, remote=RemoteAccounts(federation.client, federation.directory)
+    )
     queues = QueueService(db, config.limits, clock)
-    connections = ConnectionService(db, auth, queues, clock)
+    connections = ConnectionService(
+        db,
+        auth,
+        queues,
+        clock,
+        remote=RemoteConnectionsBridge(federation.client, federation.outbox),
+    )
     keypackages = KeyPackageService(
-        db, config.limits, connections.authorize_claim, auth.client_uuids_of, clock
+        db,
+        config.limits,
+        connections.authorize_claim,
+        auth.client_uuids_of,
+        clock,
+        targets=auth,
+        remote=RemoteClaims(federation.client, connections),
     )
     # Modules never touch each other's tables; deletions fan out through these hooks, all
     # inside the AS's transaction so an account is removed entirely or not at all.

@@ -12,8 +12,7 @@ from roost.mls.crypto.ciphersuite import SUPPORTED_SUITES
 from ..deps import PrincipalDep, ServicesDep, binary_response, remote_key
 from ..encoding import b64u, unb64u
 from ..errors import Problem, problem_responses
-from ..federation import as_flows
-from ..federation.routes_keys import FederationOut, federation_document
+from .schemas import ClientOut, ClientsOut, FederationOut, UserOut, client_out, user_out
 from .service import ClientInfo, ClientKey, UserInfo
 
 router = APIRouter()
@@ -35,17 +34,6 @@ class ClientKeyIn(Strict):
             return ClientKey(self.cipher_suite, unb64u(self.signature_key), unb64u(self.proof))
         except ValueError as e:
             raise Problem(400, "invalid_request", str(e)) from None
-
-
-class ClientOut(BaseModel):
-    client_id: str
-    client_uuid: str
-    cipher_suite: int
-    signature_key: str
-    credential: list[str] = Field(
-        description="[b64u leaf certificate DER, b64u AS certificate DER]"
-    )
-    created_at: int
 
 
 class RegisterIn(Strict):
@@ -120,12 +108,6 @@ class TokenOut(BaseModel):
     user_id: str
 
 
-class UserOut(BaseModel):
-    user_id: str
-    user_uuid: str
-    display_name: str | None
-
-
 class MeOut(BaseModel):
     user_id: str
     user_uuid: str
@@ -138,10 +120,6 @@ class MeOut(BaseModel):
 class ProfileIn(Strict):
     display_name: str | None = Field(None, min_length=1, max_length=128)
     discoverable: bool | None = None
-
-
-class ClientsOut(BaseModel):
-    clients: list[ClientOut]
 
 
 class DirectoryOut(BaseModel):
@@ -158,20 +136,12 @@ class WellKnownOut(BaseModel):
     federation: FederationOut
 
 
-def client_out(s: ServicesDep, c: ClientInfo) -> ClientOut:
-    assert s.auth.ca is not None
-    return ClientOut(
-        client_id=c.client_id,
-        client_uuid=c.uuid,
-        cipher_suite=c.cipher_suite,
-        signature_key=b64u(c.signature_key),
-        credential=[b64u(c.certificate), b64u(s.auth.ca.certificate_der)],
-        created_at=c.created_at,
-    )
+def _client_out(s: ServicesDep, c: ClientInfo) -> ClientOut:
+    return client_out(s.auth.public_client(c))
 
 
-def user_out(u: UserInfo) -> UserOut:
-    return UserOut(user_id=u.user_id, user_uuid=u.uuid, display_name=u.display_name)
+def _user_out(s: ServicesDep, u: UserInfo) -> UserOut:
+    return user_out(s.auth.public_user(u))
 
 
 # A user of another domain is asked of its server (docs/federation.md).
@@ -194,7 +164,7 @@ async def well_known(s: ServicesDep) -> WellKnownOut:
         cipher_suites=list(SUPPORTED_SUITES),
         registration=s.config.registration_policy,
         as_certificate=s.auth.ca.certificate_pem,
-        federation=await federation_document(s),
+        federation=FederationOut.model_validate(await s.federation.identity.document()),
     )
 
 
@@ -223,11 +193,7 @@ async def as_certificate(s: ServicesDep) -> Response:
 async def domain_as_certificate(domain: str, _p: PrincipalDep, s: ServicesDep) -> Response:
     """The AS certificate (DER) of any domain: ours, or another's fetched by this server from
     that domain's well-known document (cached), to verify its clients' credentials."""
-    assert s.auth.ca is not None
-    if domain.strip().lower() == s.config.home_domain:
-        der = s.auth.ca.certificate_der
-    else:
-        der = await as_flows.remote_as_certificate(s, domain)
+    der = await s.auth.domain_as_certificate(domain)
     return Response(der, media_type="application/pkix-cert")
 
 
@@ -255,7 +221,7 @@ async def register(body: RegisterIn, request: Request, s: ServicesDep) -> Regist
         registration_token=body.registration_token,
         discoverable=body.discoverable,
     )
-    return RegisterOut(user_id=user.user_id, user_uuid=user.uuid, client=client_out(s, client))
+    return RegisterOut(user_id=user.user_id, user_uuid=user.uuid, client=_client_out(s, client))
 
 
 @router.post(
@@ -275,7 +241,7 @@ async def add_client_with_password(
     # Also per target user, so password guessing from many addresses is throttled too.
     s.registration_limiter.hit("password:" + body.user_id.strip().lower())
     info = await s.auth.add_client_with_password(body.user_id, body.password, body.client.to_key())
-    return client_out(s, info)
+    return _client_out(s, info)
 
 
 @router.delete(
@@ -344,7 +310,7 @@ async def approve_client_request(request_id: str, p: PrincipalDep, s: ServicesDe
     """Approve a pending device request: the new client is created and its credential issued."""
     info = await s.auth.decide_client_request(p, request_id, approve=True)
     assert info is not None
-    return client_out(s, info)
+    return _client_out(s, info)
 
 
 @router.post(
@@ -373,7 +339,7 @@ async def poll_client_request(request_id: str, s: ServicesDep) -> ClientRequestS
     except ValueError:
         raise Problem(404, "request_not_found", "no client request with this id") from None
     state, client = await s.auth.poll_client_request(raw)
-    return ClientRequestState(state=state, client=client_out(s, client) if client else None)
+    return ClientRequestState(state=state, client=_client_out(s, client) if client else None)
 
 
 @router.post(
@@ -417,7 +383,7 @@ async def _me(p, s: ServicesDep) -> MeOut:  # type: ignore[no-untyped-def]
         display_name=user.display_name,
         discoverable=user.discoverable,
         client_id=p.client_id,
-        clients=[client_out(s, c) for c in clients],
+        clients=[_client_out(s, c) for c in clients],
     )
 
 
@@ -452,12 +418,7 @@ async def delete_me(p: PrincipalDep, s: ServicesDep) -> Response:
 )
 async def lookup_user(user_id: str, _p: PrincipalDep, s: ServicesDep) -> UserOut:
     """Exact lookup by user id (a user of another domain: asked of its server)."""
-    if s.connections.remote_domain(user_id) is not None:
-        return await as_flows.remote_user(s, user_id, UserOut)
-    user = await s.auth.find_user(user_id)
-    if user is None:
-        raise Problem(404, "user_not_found", f"no user {user_id}")
-    return user_out(user)
+    return user_out(await s.auth.lookup_user(user_id))
 
 
 @router.get(
@@ -468,12 +429,7 @@ async def lookup_user(user_id: str, _p: PrincipalDep, s: ServicesDep) -> UserOut
 )
 async def user_clients(user_id: str, _p: PrincipalDep, s: ServicesDep) -> ClientsOut:
     """A user's clients and their public credentials (of another domain: from its server)."""
-    if s.connections.remote_domain(user_id) is not None:
-        return await as_flows.remote_clients(s, user_id, ClientsOut)
-    user = await s.auth.find_user(user_id)
-    if user is None:
-        raise Problem(404, "user_not_found", f"no user {user_id}")
-    return ClientsOut(clients=[client_out(s, c) for c in await s.auth.list_clients(user.uuid)])
+    return ClientsOut(clients=[client_out(c) for c in await s.auth.lookup_clients(user_id)])
 
 
 @router.get("/v1/directory", response_model=DirectoryOut, responses=_AUTH, tags=["users"])
@@ -490,5 +446,6 @@ async def directory(
     more = len(found) > limit
     found = found[:limit]
     return DirectoryOut(
-        users=[user_out(u) for u in found], next_cursor=found[-1].name if more and found else None
+        users=[_user_out(s, u) for u in found],
+        next_cursor=found[-1].name if more and found else None,
     )

@@ -28,12 +28,13 @@ from roost.mls.codec import Writer
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.mls.errors import UnsupportedError
 
-from ..config import Config
+from ..config import Config, is_valid_domain
 from ..encoding import b64u, unb64u
 from ..errors import Problem
 from ..store import Database
 from . import ids
 from .ca import CertificateAuthority, InvalidSignatureKey, mls_public_key_to_x509
+from .public import PublicClient, PublicUser, RemoteUsers
 from .tables import (
     account_events,
     as_keys,
@@ -121,11 +122,19 @@ def proof_content(domain: str, user_id: str, signature_key: bytes) -> bytes:
 
 
 class AuthService:
-    def __init__(self, db: Database, config: Config, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        db: Database,
+        config: Config,
+        clock: Callable[[], float] = time.time,
+        remote: RemoteUsers | None = None,
+    ):
         self.db = db
         self.config = config
         self.domain = config.home_domain
         self.clock = clock
+        # Lookups of users of other domains (federation); None: such users are refused.
+        self.remote = remote
         self.ca: CertificateAuthority | None = None
         self.on_client_removed: list[ClientRemovedHook] = []
         self.on_user_deleted: list[UserDeletedHook] = []
@@ -725,6 +734,59 @@ class AuthService:
         else:
             row = (await conn.execute(query)).first()
         return None if row is None else self._user(row)
+
+    def remote_domain(self, user_id: str) -> str | None:
+        """The domain of a syntactically valid user id of another domain, else None (a
+        malformed domain is then nobody's: 404, and nothing is sent anywhere)."""
+        parsed = ids.parse_user_id(user_id)
+        if parsed is None or parsed[1] == self.domain or not is_valid_domain(parsed[1]):
+            return None
+        return parsed[1]
+
+    def _remote(self) -> RemoteUsers:
+        if self.remote is None:
+            raise Problem(403, "federation_refused", "federation is not enabled on this server")
+        return self.remote
+
+    def public_user(self, u: UserInfo) -> PublicUser:
+        return PublicUser(u.user_id, u.uuid, u.display_name)
+
+    def public_client(self, c: ClientInfo) -> PublicClient:
+        assert self.ca is not None, "ensure_ca() runs at start-up"
+        return PublicClient(
+            c.client_id,
+            c.uuid,
+            c.cipher_suite,
+            c.signature_key,
+            (c.certificate, self.ca.certificate_der),
+            c.created_at,
+        )
+
+    async def lookup_user(self, user_id: str) -> PublicUser:
+        """A user of any domain (of another one: asked of its server)."""
+        if self.remote_domain(user_id) is not None:
+            return await self._remote().user(user_id)
+        return self.public_user(await self._existing_user(user_id))
+
+    async def lookup_clients(self, user_id: str) -> list[PublicClient]:
+        """A user's clients and their credentials, of any domain."""
+        if self.remote_domain(user_id) is not None:
+            return await self._remote().clients(user_id)
+        user = await self._existing_user(user_id)
+        return [self.public_client(c) for c in await self.list_clients(user.uuid)]
+
+    async def domain_as_certificate(self, domain: str) -> bytes:
+        """The AS certificate (DER) of any domain: ours, or another's from its server."""
+        if domain.strip().lower() == self.domain:
+            assert self.ca is not None, "ensure_ca() runs at start-up"
+            return self.ca.certificate_der
+        return await self._remote().as_certificate(domain)
+
+    async def _existing_user(self, user_id: str) -> UserInfo:
+        user = await self.find_user(user_id)
+        if user is None:
+            raise Problem(404, "user_not_found", f"no user {user_id}")
+        return user
 
     async def find_user_by_uuid(self, user_uuid: str, conn: AsyncConnection) -> UserInfo | None:
         row = (await conn.execute(sa.select(users).where(users.c.uuid == user_uuid))).first()

@@ -17,9 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..auth import ids
 from ..auth.service import AuthService, Principal
-from ..config import is_valid_domain
 from ..encoding import b64u
 from ..errors import Problem
 from ..queues.service import QueueService
@@ -99,21 +97,28 @@ class ConnectionService:
         auth: AuthService,
         queues: QueueService,
         clock: Callable[[], float] = time.time,
+        remote: RemoteConnections | None = None,
     ):
         self.db = db
         self.auth = auth
         self.queues = queues
         self.clock = clock
-        # Set when federation runs: connections with users of other domains go through it.
-        self.remote: RemoteConnections | None = None
+        # Connections with users of other domains go through it (federation); None: such
+        # users are looked up locally, so they are not found.
+        self.remote = remote
 
     def remote_domain(self, user_id: str) -> str | None:
-        """The domain of a syntactically valid user id of another domain, else None (a
-        malformed domain is then nobody's: 404, and nothing is sent anywhere)."""
-        parsed = ids.parse_user_id(user_id)
-        if parsed is None or parsed[1] == self.auth.domain or not is_valid_domain(parsed[1]):
-            return None
-        return parsed[1]
+        """The domain of a valid user id of another domain, else None (``AuthService``)."""
+        return self.auth.remote_domain(user_id)
+
+    async def check_remote_uuid(self, conn: AsyncConnection, user_uuid: str, user_id: str) -> None:
+        """A uuid a remote server reports for its user must not name a local user or another
+        remote user (uuid-keyed checks such as the claim rule would then apply to them)."""
+        if await self.auth.find_user_by_uuid(user_uuid, conn) is not None:
+            raise Problem(403, "forbidden", "the reported user uuid belongs to another user")
+        known = await self.remote_user_id(conn, user_uuid)
+        if known is not None and known != user_id:
+            raise Problem(403, "forbidden", "the reported user uuid belongs to another user")
 
     def _event(self, kind: str, conn_id: str | None, sender: str, payload: bytes | None) -> bytes:
         event: dict[str, object] = {"type": kind, "from": sender, "sent_at": int(self.clock())}
@@ -143,6 +148,8 @@ class ConnectionService:
                 raise Problem(409, "connection_exists", "a connection with this user is open")
         conn_id = str(uuid.uuid4())
         responder_uuid, responder_id = await self.remote.open(principal, to, conn_id)
+        async with self.db.engine.connect() as conn:
+            await self.check_remote_uuid(conn, responder_uuid, responder_id)
         return await self.record_open(
             conn_id, principal.user_uuid, principal.user_id, responder_uuid, responder_id
         )

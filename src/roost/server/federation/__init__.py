@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..operator.federation import FederationPolicyStore
     from .directory import RemoteDirectory
     from .identity import ServerIdentity
     from .inbound import InboundVerifier
     from .outbox import InboxDispatcher, Outbox
+    from .policy import FederationPolicyStore
     from .resolver import Resolver
     from .transport import FederationClient
 

@@ -2,8 +2,10 @@
 
 Outbound: discovery, AS certificates, connection opening and KeyPackage claims are forwarded
 synchronously (signed) to the user's home server; connection requests, answers and direct
-messages travel through the durable outbox. Inbound: the inbox handlers below apply those
-items. A remote server speaks only for its own users: every user id it sends must be of its
+messages travel through the durable outbox. These are the narrow interfaces the AS-side modules
+define for users of other domains (``RemoteAccounts``, ``RemoteClaims``,
+``RemoteConnectionsBridge``), handed to their services at construction by ``build_services``.
+Inbound: the inbox handlers below apply those items. A remote server speaks only for its own users: every user id it sends must be of its
 (verified) domain, and the user uuid it reports must not name anybody else.
 """
 
@@ -17,16 +19,19 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..auth import ids
+from ..auth.public import PublicClient, PublicUser
+from ..auth.schemas import ClientsOut, UserOut
 from ..auth.service import Principal
 from ..config import is_valid_domain
 from ..encoding import MLS_MEDIA_TYPE, mls_vector_reader, unb64u
 from ..errors import Problem
-from .outbox import item_json
-from .transport import RemoteUnavailable
+from .directory import RemoteDirectory
+from .outbox import Outbox, item_json
+from .transport import FederationClient, RemoteUnavailable
 
 if TYPE_CHECKING:
+    from ..connections.service import ConnectionService
     from ..deps import Services
-    from . import FederationServices
 
 CLIENT_HEADER = "Roost-Client"
 USER_UUID_HEADER = "Roost-User-Uuid"
@@ -48,13 +53,6 @@ def speaks_for(origin: str, user_id: str) -> str:
     return ids.user_id(*parsed)
 
 
-def federation_of(s: Services) -> FederationServices:
-    fed = getattr(s, "federation", None)
-    if fed is None:
-        raise Problem(403, "federation_refused", "federation is not enabled on this server")
-    return fed
-
-
 def user_path(user_id: str) -> str:
     return f"{FED_PREFIX}/users/{quote(user_id.strip().lower(), safe='@')}"
 
@@ -67,10 +65,10 @@ def _broken(domain: str, what: str) -> RemoteUnavailable:
     return RemoteUnavailable(domain, f"answered a malformed {what}")
 
 
-async def _json(s: Services, domain: str, method: str, path: str, **kw: Any) -> Any:
+async def _json(client: FederationClient, domain: str, method: str, path: str, **kw: Any) -> Any:
     """A forwarded call; the remote's authentication failures are ours, not the client's."""
     try:
-        return await federation_of(s).client.json(domain, method, path, **kw)
+        return await client.json(domain, method, path, **kw)
     except Problem as e:
         if e.status in (401, 421):
             raise RemoteUnavailable(domain, f"refused our request ({e.code})") from None
@@ -84,85 +82,107 @@ def _model(model: type[BaseModel], data: Any, domain: str) -> Any:
         raise _broken(domain, model.__name__) from None
 
 
-# ---- discovery ------------------------------------------------------------------------------
+# ---- discovery (AuthService.remote) ---------------------------------------------------------
 
 
-async def remote_user(s: Services, user_id: str, model: type[BaseModel]) -> Any:
-    """``GET /v1/users/{user_id}`` for a user of another domain (same shape as local)."""
-    domain = user_domain(user_id)
-    out = _model(model, await _json(s, domain, "GET", user_path(user_id)), domain)
-    if speaks_for(domain, out.user_id) != user_id.strip().lower():
-        raise _broken(domain, "user (another user id)")
-    return out
+class RemoteAccounts:
+    """``RemoteUsers`` of the AS (auth/public.py): users, clients and AS certificates of other
+    domains, asked of their servers (same shapes as local answers)."""
+
+    def __init__(self, client: FederationClient, directory: RemoteDirectory) -> None:
+        self.client = client
+        self.directory = directory
+
+    async def user(self, user_id: str) -> PublicUser:
+        domain = user_domain(user_id)
+        out = _model(UserOut, await _json(self.client, domain, "GET", user_path(user_id)), domain)
+        if speaks_for(domain, out.user_id) != user_id.strip().lower():
+            raise _broken(domain, "user (another user id)")
+        return PublicUser(out.user_id, out.user_uuid, out.display_name)
+
+    async def clients(self, user_id: str) -> list[PublicClient]:
+        domain = user_domain(user_id)
+        wanted = user_id.strip().lower()
+        data = await _json(self.client, domain, "GET", user_path(user_id) + "/clients")
+        out = _model(ClientsOut, data, domain)
+        clients = []
+        for c in out.clients:
+            parsed = ids.parse_client_id(c.client_id)
+            if parsed is None or ids.user_id(parsed[0], parsed[1]) != wanted:
+                raise _broken(domain, "client list (a client of another user)")
+            try:
+                key, credential = unb64u(c.signature_key), tuple(unb64u(x) for x in c.credential)
+            except ValueError:
+                raise _broken(domain, "client list (not base64url)") from None
+            clients.append(
+                PublicClient(
+                    c.client_id, c.client_uuid, c.cipher_suite, key, credential, c.created_at
+                )
+            )
+        return clients
+
+    async def as_certificate(self, domain: str) -> bytes:
+        """From the directory's cache of the domain's well-known document."""
+        domain = domain.strip().lower()
+        if not is_valid_domain(domain):
+            raise Problem(400, "invalid_request", "not a valid domain name")
+        # The directory applies the policy (403 federation_refused) before fetching anything.
+        return await self.directory.as_certificate(domain)
 
 
-async def remote_clients(s: Services, user_id: str, model: type[BaseModel]) -> Any:
-    """``GET /v1/users/{user_id}/clients`` for a user of another domain."""
-    domain = user_domain(user_id)
-    wanted = user_id.strip().lower()
-    out = _model(model, await _json(s, domain, "GET", user_path(user_id) + "/clients"), domain)
-    for client in out.clients:
-        parsed = ids.parse_client_id(client.client_id)
-        if parsed is None or ids.user_id(parsed[0], parsed[1]) != wanted:
-            raise _broken(domain, "client list (a client of another user)")
-    return out
+# ---- KeyPackage claims (KeyPackageService.remote) -------------------------------------------
 
 
-async def remote_as_certificate(s: Services, domain: str) -> bytes:
-    """Another domain's AS certificate (DER), from the directory's cache of its well-known."""
-    domain = domain.strip().lower()
-    if not is_valid_domain(domain):
-        raise Problem(400, "invalid_request", "not a valid domain name")
-    # The directory applies the policy (403 federation_refused) before fetching anything.
-    return await federation_of(s).directory.as_certificate(domain)
+class RemoteClaims:
+    """``RemoteClaims`` of the KeyPackage service: claims for users of other domains."""
 
+    def __init__(self, client: FederationClient, connections: ConnectionService) -> None:
+        self.client = client
+        self.connections = connections
 
-# ---- KeyPackage claims ----------------------------------------------------------------------
-
-
-async def claim_remote(s: Services, p: Principal, user_id: str, cipher_suite: int) -> bytes:
-    """Our claim rule first (it may use the opening request's one claim), then the target's
-    server checks its own; if that fails, the claim is given back."""
-    domain = user_domain(user_id)
-    federation_of(s)
-    connections = s.connections
-    async with connections.db.transaction() as conn:
-        target = await connections.remote_user_uuid(conn, user_id)
-        if target is None:
-            raise Problem(403, "no_connection", "KeyPackages are only given to connected users")
-        await connections.authorize_claim(conn, p.user_uuid, target)
-    try:
-        response = await federation_of(s).client.request(
-            domain,
-            "POST",
-            user_path(user_id) + "/keypackages/claim",
-            params={"cipher_suite": str(cipher_suite)},
-            headers=principal_headers(p),
-        )
-        ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != MLS_MEDIA_TYPE:
-            raise _broken(domain, "claim answer (media type)")
+    async def claim(self, principal: Principal, user_id: str, cipher_suite: int) -> bytes:
+        """Our claim rule first (it may use the opening request's one claim), then the
+        target's server checks its own; if that fails, the claim is given back."""
+        domain = user_domain(user_id)
+        connections = self.connections
+        async with connections.db.transaction() as conn:
+            target = await connections.remote_user_uuid(conn, user_id)
+            if target is None:
+                raise Problem(403, "no_connection", "KeyPackages are only given to connected users")
+            await connections.authorize_claim(conn, principal.user_uuid, target)
         try:
-            mls_vector_reader(response.content)
-        except Exception:
-            raise _broken(domain, "claim answer (not an MLS vector)") from None
-    except Exception as e:
-        await connections.release_claim(p.user_uuid, target)
-        if isinstance(e, Problem) and e.status in (401, 421):
-            raise RemoteUnavailable(domain, f"refused our request ({e.code})") from None
-        raise
-    return response.content
+            response = await self.client.request(
+                domain,
+                "POST",
+                user_path(user_id) + "/keypackages/claim",
+                params={"cipher_suite": str(cipher_suite)},
+                headers=principal_headers(principal),
+            )
+            ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype != MLS_MEDIA_TYPE:
+                raise _broken(domain, "claim answer (media type)")
+            try:
+                mls_vector_reader(response.content)
+            except Exception:
+                raise _broken(domain, "claim answer (not an MLS vector)") from None
+        except Exception as e:
+            await connections.release_claim(principal.user_uuid, target)
+            if isinstance(e, Problem) and e.status in (401, 421):
+                raise RemoteUnavailable(domain, f"refused our request ({e.code})") from None
+            raise
+        return bytes(response.content)
 
 
-# ---- connections (outbound) -----------------------------------------------------------------
+# ---- connections (ConnectionService.remote) -------------------------------------------------
 
 
 class RemoteConnectionsBridge:
-    """``ConnectionService.remote``: opens connections on the responder's server and relays
-    requests, answers and direct messages through the outbox."""
+    """``RemoteConnections`` of the connection service: opens connections on the responder's
+    server and relays requests, answers and direct messages through the outbox."""
 
-    def __init__(self, s: Services) -> None:
-        self.s = s
+    def __init__(self, client: FederationClient, outbox: Outbox) -> None:
+        self.client = client
+        self.outbox = outbox
 
     async def open(self, principal: Principal, to: str, connection_id: str) -> tuple[str, str]:
         domain = user_domain(to)
@@ -173,7 +193,7 @@ class RemoteConnectionsBridge:
             "responder": to,
         }
         d = await _json(
-            self.s,
+            self.client,
             domain,
             "POST",
             f"{FED_PREFIX}/connections",
@@ -187,25 +207,19 @@ class RemoteConnectionsBridge:
             raise _broken(domain, "connection answer")
         if speaks_for(domain, responder) != to or not ids.is_uuid(responder_uuid):
             raise _broken(domain, "connection answer (another user)")
-        async with self.s.connections.db.engine.connect() as conn:
-            await check_remote_uuid(self.s, conn, responder_uuid, responder)
         return responder_uuid, responder
 
     async def relay(self, conn: AsyncConnection, to: str, kind: str, body: dict[str, Any]) -> None:
         data = json.dumps(body, separators=(",", ":")).encode()
-        await federation_of(self.s).outbox.enqueue_in(conn, user_domain(to), kind, data)
+        await self.outbox.enqueue_in(conn, user_domain(to), kind, data)
 
 
 async def check_remote_uuid(
     s: Services, conn: AsyncConnection, user_uuid: str, user_id: str
 ) -> None:
     """A uuid a remote server reports for its user must not name a local user or another
-    remote user (uuid-keyed checks such as the claim rule would then apply to them)."""
-    if await s.auth.find_user_by_uuid(user_uuid, conn) is not None:
-        raise Problem(403, "forbidden", "the reported user uuid belongs to another user")
-    known = await s.connections.remote_user_id(conn, user_uuid)
-    if known is not None and known != user_id:
-        raise Problem(403, "forbidden", "the reported user uuid belongs to another user")
+    remote user (``ConnectionService.check_remote_uuid``)."""
+    await s.connections.check_remote_uuid(conn, user_uuid, user_id)
 
 
 # ---- inbox handlers (inbound) ---------------------------------------------------------------
@@ -237,11 +251,10 @@ def _local(s: Services, user_id: str) -> str:
 
 
 def install_as_flows(s: Services) -> None:
-    """Route connections with remote users through federation and register the AS items."""
+    """Register the handlers of the AS's inbox items (connections, direct messages)."""
     fed = getattr(s, "federation", None)
     if fed is None:
         return
-    s.connections.remote = RemoteConnectionsBridge(s)
     connections = s.connections
 
     async def on_request(conn: AsyncConnection, origin: str, body: bytes) -> None:

@@ -24,8 +24,8 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..operator.federation import FederationPolicyStore
 from .identity import KEY_ALGORITHM
+from .policy import FederationPolicyStore
 from .resolver import Resolver
 from .transport import FederationRefused, RemoteUnavailable
 

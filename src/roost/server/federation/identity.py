@@ -21,6 +21,7 @@ from ..store import Database
 from .tables import fed_keys
 
 KEY_ALGORITHM = "ed25519"
+FEDERATION_API = "/federation/v1"  # the prefix of every server-to-server route
 DEFAULT_GRACE_SECONDS = 86400
 # A running server re-reads its signing key this often, so a rotation made by
 # `roost admin federation rotate-key` (another process) takes effect without a restart.
@@ -135,6 +136,11 @@ class ServerIdentity:
                 PublishedKey(r.key_id, bytes(r.public_key), r.created_at, r.retired_at)
                 for r in rows
             ]
+
+    async def document(self) -> dict[str, object]:
+        """The ``federation`` member of ``/.well-known/roost`` (and of ``/federation/v1/keys``):
+        where the federation API is and the published keys."""
+        return {"api": FEDERATION_API, "keys": [k.as_json() for k in await self.published()]}
 
     async def current(self) -> SigningKey | None:
         """The current signing key, or None before the first start."""

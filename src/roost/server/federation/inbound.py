@@ -18,10 +18,10 @@ from sqlalchemy.exc import IntegrityError
 
 from ..config import is_valid_domain
 from ..errors import Problem, problem_responses
-from ..operator.federation import FederationPolicyStore
 from ..store import Database
 from . import signing
 from .directory import RemoteDirectory
+from .policy import FederationPolicyStore
 from .tables import fed_nonces
 from .transport import FederationRefused
 

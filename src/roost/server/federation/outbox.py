@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -34,11 +35,9 @@ from roost.mls.codec import Reader, Writer
 
 from ..config import is_valid_domain
 from ..errors import Problem
-from ..operator.federation import DEFAULT_MODE, FederationPolicy
-from ..operator.status import OUTBOX_SOURCES, OutboxStatus
-from ..operator.tables import federation_domains, federation_settings
 from ..store import Database
 from ..store.engine import after_commit
+from .policy import read_policy
 from .tables import fed_destinations, fed_inbox_marks, fed_outbox
 from .transport import FederationRefused
 
@@ -161,27 +160,23 @@ async def request_retry(db: Database, destination: str | None, now_ms: int) -> i
     return int(result.rowcount or 0)
 
 
-async def read_policy(conn: AsyncConnection) -> FederationPolicy:
-    """The stored policy read on ``conn`` (status readers that have only a connection)."""
-    row = (
-        await conn.execute(
-            sa.select(federation_settings.c.mode).where(federation_settings.c.id == 1)
-        )
-    ).first()
-    lists: dict[str, set[str]] = {"allow": set(), "block": set()}
-    for d in await conn.execute(sa.select(federation_domains)):
-        lists.setdefault(d.list_kind, set()).add(d.domain)
-    return FederationPolicy(
-        row.mode if row is not None else DEFAULT_MODE,
-        frozenset(lists["allow"]),
-        frozenset(lists["block"]),
-    )
-
-
 # ---- operator status --------------------------------------------------------------------------
 
 
-async def federation_outbox_status(conn: AsyncConnection, now: float) -> list[OutboxStatus]:
+@dataclass(frozen=True, slots=True)
+class DestinationStatus:
+    """One destination's queue, for ``roost admin outbox`` and /metrics (operator/status.py)."""
+
+    destination: str
+    depth: int
+    oldest_age_seconds: int | None
+    attempts: int  # consecutive failed attempts
+    next_attempt_in_seconds: int | None  # None: nothing queued
+    last_error: str | None  # no payloads
+    blocked: bool  # the policy now holds the items
+
+
+async def federation_outbox_status(conn: AsyncConnection, now: float) -> list[DestinationStatus]:
     """Per destination with queued items (or a pending failure): depth, oldest age, attempts,
     next attempt, last error, blocked. Aggregates and domains only, never payloads."""
     per_dest = (
@@ -215,11 +210,10 @@ async def federation_outbox_status(conn: AsyncConnection, now: float) -> list[Ou
     for r in rows:
         next_in = None if not r.depth else max(0, int(r.next_attempt_ms / 1000 - now + 0.999))
         out.append(
-            OutboxStatus(
-                "federation",
+            DestinationStatus(
+                r.destination,
                 int(r.depth),
                 None if r.oldest is None else max(0, int(now - r.oldest)),
-                destination=r.destination,
                 attempts=int(r.attempts),
                 next_attempt_in_seconds=next_in,
                 last_error=r.last_error,
@@ -227,10 +221,6 @@ async def federation_outbox_status(conn: AsyncConnection, now: float) -> list[Ou
             )
         )
     return out
-
-
-if federation_outbox_status not in OUTBOX_SOURCES:
-    OUTBOX_SOURCES.append(federation_outbox_status)
 
 
 # ---- sending side -----------------------------------------------------------------------------
@@ -348,7 +338,7 @@ class Outbox:
         self._wake.set()
         return n
 
-    async def status(self) -> list[OutboxStatus]:
+    async def status(self) -> list[DestinationStatus]:
         async with self.db.engine.connect() as conn:
             return await federation_outbox_status(conn, self.clock())
 
@@ -417,7 +407,7 @@ class Outbox:
                 continue
             task = asyncio.create_task(self._deliver(lease), name="federation-deliver")
             self._deliveries[dest] = task
-            task.add_done_callback(lambda t, d=dest: self._delivery_done(d, t))
+            task.add_done_callback(functools.partial(self._delivery_done, dest))
 
     def _delivery_done(self, dest: str, task: asyncio.Task[None]) -> None:
         self._deliveries.pop(dest, None)

@@ -13,11 +13,12 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..auth import ids
-from ..auth.routes import ClientsOut, UserOut, client_out, user_out
+from ..auth.schemas import ClientsOut, UserOut, client_out, user_out
+from ..auth.service import UserInfo
 from ..deps import ServicesDep
 from ..encoding import MLS_MEDIA_TYPE, join_mls_vector
 from ..errors import Problem, problem_responses
-from .as_flows import check_remote_uuid, speaks_for
+from .as_flows import speaks_for
 from .inbound import SIGNED_REQUEST_ERRORS, FederationOrigin
 
 router = APIRouter(tags=["federation"])
@@ -25,7 +26,7 @@ router = APIRouter(tags=["federation"])
 _SIGNED = SIGNED_REQUEST_ERRORS
 
 
-async def _local_user(s: ServicesDep, user_id: str):  # type: ignore[no-untyped-def]
+async def _local_user(s: ServicesDep, user_id: str) -> UserInfo:
     user = await s.auth.find_user(user_id)
     if user is None:
         raise Problem(404, "user_not_found", f"no user {user_id}")
@@ -39,7 +40,7 @@ async def _local_user(s: ServicesDep, user_id: str):  # type: ignore[no-untyped-
 )
 async def fed_lookup_user(user_id: str, _origin: FederationOrigin, s: ServicesDep) -> UserOut:
     """A user of this server, for another server's client (same shape as `/v1/users/{id}`)."""
-    return user_out(await _local_user(s, user_id))
+    return user_out(s.auth.public_user(await _local_user(s, user_id)))
 
 
 @router.get(
@@ -50,7 +51,8 @@ async def fed_lookup_user(user_id: str, _origin: FederationOrigin, s: ServicesDe
 async def fed_user_clients(user_id: str, _origin: FederationOrigin, s: ServicesDep) -> ClientsOut:
     """A user's clients and their credentials (chains to this server's AS certificate)."""
     user = await _local_user(s, user_id)
-    return ClientsOut(clients=[client_out(s, c) for c in await s.auth.list_clients(user.uuid)])
+    clients = await s.auth.list_clients(user.uuid)
+    return ClientsOut(clients=[client_out(s.auth.public_client(c)) for c in clients])
 
 
 class FedOpenIn(BaseModel):
@@ -92,7 +94,7 @@ async def fed_open_connection(
     target = await _local_user(s, body.responder)
     requester_uuid = body.requester_uuid.lower()
     async with s.connections.db.engine.connect() as conn:
-        await check_remote_uuid(s, conn, requester_uuid, requester)
+        await s.connections.check_remote_uuid(conn, requester_uuid, requester)
     c = await s.connections.record_open(
         body.connection_id.lower(), requester_uuid, requester, target.uuid, target.user_id
     )

@@ -6,26 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
 
+from ..auth.schemas import FederationOut
 from ..deps import ServicesDep
+from .identity import FEDERATION_API
 from .inbound import SIGNED_REQUEST_ERRORS, FederationOrigin
 
-API_PREFIX = "/federation/v1"
+API_PREFIX = FEDERATION_API
 
 router = APIRouter(prefix=API_PREFIX, tags=["federation"])
-
-
-class FederationKeyOut(BaseModel):
-    key_id: str
-    public_key: str  # base64url, raw 32 bytes
-    algorithm: str
-    retired_at: int | None
-
-
-class FederationOut(BaseModel):
-    api: str
-    keys: list[FederationKeyOut]
 
 
 class KeysOut(FederationOut):
@@ -33,11 +22,8 @@ class KeysOut(FederationOut):
 
 
 async def federation_document(s: ServicesDep) -> FederationOut:
-    """The ``federation`` member of ``/.well-known/roost``."""
-    keys = await s.federation.identity.published()
-    return FederationOut(
-        api=API_PREFIX, keys=[FederationKeyOut.model_validate(k.as_json()) for k in keys]
-    )
+    """The keys document (also the ``federation`` member of ``/.well-known/roost``)."""
+    return FederationOut.model_validate(await s.federation.identity.document())
 
 
 @router.get("/keys", response_model=KeysOut)

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 from ..errors import PROBLEM_MEDIA_TYPE, Problem
-from ..operator.federation import FederationPolicyStore
 from . import signing
 from .identity import ServerIdentity
+from .policy import FederationPolicyStore
 from .resolver import Resolver
 
 log = logging.getLogger("roost.federation")

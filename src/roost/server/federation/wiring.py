@@ -8,13 +8,13 @@ from collections.abc import Callable
 import httpx
 
 from ..config import Config
-from ..operator.federation import FederationPolicyStore
 from ..store import Database
 from . import FederationServices
 from .directory import RemoteDirectory
 from .identity import ServerIdentity
 from .inbound import InboundVerifier
 from .outbox import InboxDispatcher, Outbox
+from .policy import FederationPolicyStore
 from .resolver import Resolver
 from .transport import FederationClient
 

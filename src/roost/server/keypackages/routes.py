@@ -8,9 +8,8 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
-from ..encoding import MLS_MEDIA_TYPE, join_mls_vector
+from ..encoding import MLS_MEDIA_TYPE
 from ..errors import Problem, problem_responses
-from ..federation import as_flows
 from .validation import Publisher
 
 router = APIRouter(tags=["keypackages"])
@@ -99,11 +98,5 @@ async def claim(
 ) -> Response:
     """Claim one KeyPackage for every client of the user (atomic, never handed out twice)."""
     s.claim_limiter.hit(p.user_uuid)  # per requesting user: extra clients add no budget
-    if s.connections.remote_domain(user_id) is not None:
-        body = await as_flows.claim_remote(s, p, user_id, cipher_suite)
-        return Response(body, media_type=MLS_MEDIA_TYPE)
-    target = await s.auth.find_user(user_id)
-    if target is None:
-        raise Problem(404, "user_not_found", f"no user {user_id}")
-    items = await s.keypackages.claim(p.user_uuid, target.uuid, cipher_suite, p.client_uuid)
-    return Response(join_mls_vector(items), media_type=MLS_MEDIA_TYPE)
+    body = await s.keypackages.claim_for_user(p, user_id, cipher_suite)
+    return Response(body, media_type=MLS_MEDIA_TYPE)

@@ -16,12 +16,15 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..auth.service import Principal, UserInfo
 from ..config import Limits
+from ..encoding import join_mls_vector
 from ..errors import Problem
 from ..store import Database
 from .tables import key_packages
@@ -31,6 +34,24 @@ from .validation import Publisher, VerifiedKeyPackage, validate_batch
 ClaimAuthorizer = Callable[[AsyncConnection, str, str], Awaitable[None]]
 # (conn, user uuid) -> the user's client uuids
 ClientLister = Callable[[str, AsyncConnection], Awaitable[list[str]]]
+
+
+class ClaimTargets(Protocol):
+    """Whose KeyPackages a claim names: the AS (``AuthService``)."""
+
+    def remote_domain(self, user_id: str) -> str | None: ...
+
+    async def find_user(
+        self, user_id_text: str, conn: AsyncConnection | None = None
+    ) -> UserInfo | None: ...
+
+
+class RemoteClaims(Protocol):
+    """Claims for users of other domains, made on their servers (federation/as_flows.py)."""
+
+    async def claim(self, principal: Principal, user_id: str, cipher_suite: int) -> bytes:
+        """The target server's answer: an MLS vector of one KeyPackage per client."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +69,17 @@ class KeyPackageService:
         authorize_claim: ClaimAuthorizer,
         clients_of: ClientLister,
         clock: Callable[[], float] = time.time,
+        *,
+        targets: ClaimTargets | None = None,
+        remote: RemoteClaims | None = None,
     ):
         self.db = db
         self.limits = limits
         self.authorize_claim = authorize_claim
         self.clients_of = clients_of
         self.clock = clock
+        self.targets = targets  # needed by claim_for_user (the claim route)
+        self.remote = remote  # None: users of other domains are not found
 
     async def publish(
         self, client_uuid: str, user_uuid: str, publisher: Publisher, body: bytes
@@ -131,6 +157,20 @@ class KeyPackageService:
                 if data is not None:
                     out.append(data)
         return out
+
+    async def claim_for_user(self, principal: Principal, user_id: str, cipher_suite: int) -> bytes:
+        """The claim route: one KeyPackage per client of ``user_id`` of any domain (of another
+        one: claimed on its server), as the MLS vector the client receives."""
+        assert self.targets is not None, "built with targets (build_services)"
+        if self.remote is not None and self.targets.remote_domain(user_id) is not None:
+            return await self.remote.claim(principal, user_id, cipher_suite)
+        target = await self.targets.find_user(user_id)
+        if target is None:
+            raise Problem(404, "user_not_found", f"no user {user_id}")
+        items = await self.claim(
+            principal.user_uuid, target.uuid, cipher_suite, principal.client_uuid
+        )
+        return join_mls_vector(items)
 
     async def _claim_one(
         self, conn: AsyncConnection, client_uuid: str, cipher_suite: int, now: int

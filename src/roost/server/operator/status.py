@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..auth.tables import account_events
-from ..queues.tables import direct_messages, direct_queues, queue_messages, queues
+from ..auth.admin import unprocessed_account_events
+from ..federation.outbox import federation_outbox_status
+from ..queues.status import queue_depths
 from ..store import Database
 from ..store.tables import metadata
 
@@ -53,17 +54,10 @@ def _age(now: float, oldest: int | None) -> int | None:
 
 
 async def queue_status(conn: AsyncConnection, now: float) -> list[QueueKindStatus]:
-    out = []
-    for kind, holder, items in (
-        ("group", queues, queue_messages),
-        ("direct", direct_queues, direct_messages),
-    ):
-        count, oldest = (
-            await conn.execute(sa.select(sa.func.count(), sa.func.min(items.c.created_at)))
-        ).one()
-        n_queues = (await conn.execute(sa.select(sa.func.count()).select_from(holder))).scalar_one()
-        out.append(QueueKindStatus(kind, n_queues, count, _age(now, oldest)))
-    return out
+    return [
+        QueueKindStatus(q.kind, q.queues, q.depth, _age(now, q.oldest_created_at))
+        for q in await queue_depths(conn)
+    ]
 
 
 OutboxSource = Callable[[AsyncConnection, float], Awaitable[list[OutboxStatus]]]
@@ -71,19 +65,28 @@ OutboxSource = Callable[[AsyncConnection, float], Awaitable[list[OutboxStatus]]]
 
 async def account_events_outbox(conn: AsyncConnection, now: float) -> list[OutboxStatus]:
     """The AS -> DS outbox (deletions that become server-issued Removes)."""
-    count, oldest = (
-        await conn.execute(
-            sa.select(sa.func.count(), sa.func.min(account_events.c.created_at)).where(
-                account_events.c.processed_at.is_(None)
-            )
-        )
-    ).one()
+    count, oldest = await unprocessed_account_events(conn)
     return [OutboxStatus("account_events", count, _age(now, oldest))]
 
 
-# The federation outbox appends its per-destination source here when
-# roost.server.federation.outbox is imported; `roost admin outbox` and /metrics then show it.
-OUTBOX_SOURCES: list[OutboxSource] = [account_events_outbox]
+async def federation_outbox(conn: AsyncConnection, now: float) -> list[OutboxStatus]:
+    """The federation outbox, one row per destination domain (federation/outbox.py)."""
+    return [
+        OutboxStatus(
+            "federation",
+            d.depth,
+            d.oldest_age_seconds,
+            destination=d.destination,
+            attempts=d.attempts,
+            next_attempt_in_seconds=d.next_attempt_in_seconds,
+            last_error=d.last_error,
+            blocked=d.blocked,
+        )
+        for d in await federation_outbox_status(conn, now)
+    ]
+
+
+OUTBOX_SOURCES: list[OutboxSource] = [account_events_outbox, federation_outbox]
 
 
 async def outbox_status(conn: AsyncConnection, now: float) -> list[OutboxStatus]:

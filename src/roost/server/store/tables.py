@@ -7,7 +7,6 @@ from ..delivery import tables as _delivery  # noqa: F401
 from ..federation import tables as _federation  # noqa: F401
 from ..keypackages import tables as _keypackages  # noqa: F401
 from ..notify import tables as _notify  # noqa: F401
-from ..operator import tables as _operator  # noqa: F401
 from ..push import tables as _push  # noqa: F401
 from ..queues import tables as _queues  # noqa: F401
 from .metadata import metadata

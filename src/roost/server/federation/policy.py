@@ -1,4 +1,5 @@
-"""The stored federation policy: mode plus explicit allow and block lists.
+"""The stored federation policy: mode plus explicit allow and block lists (owned by federation;
+``roost admin federation`` changes it through ``FederationPolicyStore``).
 
 Rules (docs/operations.md): in ``allowlist`` mode only listed domains are admitted, so an EMPTY
 allowlist admits nobody; in ``open`` mode every domain is admitted except blocked ones. The
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..config import is_valid_domain
 from ..store import Database
@@ -65,7 +67,27 @@ def normalize_domain(domain: str) -> str:
     return d
 
 
+async def read_policy(conn: AsyncConnection) -> FederationPolicy:
+    """The stored policy, read on ``conn`` (uncached: status readers that hold a connection)."""
+    row = (
+        await conn.execute(
+            sa.select(federation_settings.c.mode).where(federation_settings.c.id == 1)
+        )
+    ).first()
+    lists: dict[str, set[str]] = {k: set() for k in LIST_KINDS}
+    for d in await conn.execute(sa.select(federation_domains)):
+        lists.setdefault(d.list_kind, set()).add(d.domain)
+    return FederationPolicy(
+        row.mode if row is not None else DEFAULT_MODE,
+        frozenset(lists["allow"]),
+        frozenset(lists["block"]),
+    )
+
+
 class FederationPolicyStore:
+    """The policy as running servers read it (cached ``cache_seconds``) and ``roost admin
+    federation`` changes it (``cache_seconds=0``)."""
+
     def __init__(
         self, db: Database, clock: Callable[[], float] = time.time, cache_seconds: float = 5.0
     ) -> None:
@@ -80,19 +102,7 @@ class FederationPolicyStore:
         if not fresh and self._cached is not None and now - self._loaded_at < self.cache_seconds:
             return self._cached
         async with self.db.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(federation_settings.c.mode).where(federation_settings.c.id == 1)
-                )
-            ).first()
-            lists: dict[str, set[str]] = {k: set() for k in LIST_KINDS}
-            for d in await conn.execute(sa.select(federation_domains)):
-                lists.setdefault(d.list_kind, set()).add(d.domain)
-        policy = FederationPolicy(
-            row.mode if row is not None else DEFAULT_MODE,
-            frozenset(lists["allow"]),
-            frozenset(lists["block"]),
-        )
+            policy = await read_policy(conn)
         self._cached, self._loaded_at = policy, now
         return policy
 
