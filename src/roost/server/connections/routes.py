@@ -52,7 +52,7 @@ class ConnectionsOut(BaseModel):
 async def open_connection(body: OpenIn, p: PrincipalDep, s: ServicesDep) -> ConnectionOut:
     """Open a connection request (state `opening`): allows one claim of the responder's KeyPackages."""
     c = await s.connections.open(p, body.to)
-    return ConnectionOut(**c.to_json())
+    return ConnectionOut.model_validate(c.to_json())
 
 
 @router.post(
@@ -72,7 +72,7 @@ async def send_request(
     """Send the request: it lands in the responder's direct queue (state `pending`)."""
     payload = await mls_body(request, max_bytes=s.config.limits.max_message_bytes)
     c = await s.connections.send_request(p, connection_id, payload)
-    return ConnectionOut(**c.to_json())
+    return ConnectionOut.model_validate(c.to_json())
 
 
 async def _answer(
@@ -80,7 +80,7 @@ async def _answer(
 ) -> ConnectionOut:
     payload = await mls_body(request, required=False, max_bytes=s.config.limits.max_message_bytes)
     c = await s.connections.answer(p, connection_id, accept, payload or None)
-    return ConnectionOut(**c.to_json())
+    return ConnectionOut.model_validate(c.to_json())
 
 
 _ANSWER_ERRORS = {
@@ -139,7 +139,7 @@ async def list_connections(
     found = found[:limit]
     last = found[-1] if found else None
     return ConnectionsOut(
-        connections=[ConnectionOut(**c.to_json()) for c in found],
+        connections=[ConnectionOut.model_validate(c.to_json()) for c in found],
         next_cursor=f"{last.created_at}:{last.id}" if more and last else None,
     )
 

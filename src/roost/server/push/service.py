@@ -384,7 +384,7 @@ def _attached_policy(payload: bytes | None) -> str | None:
         return None
 
 
-def _registration(row: sa.Row) -> Registration:  # type: ignore[type-arg]
+def _registration(row: sa.Row) -> Registration:
     return Registration(
         client_uuid=row.client_uuid,
         kind=row.kind,
