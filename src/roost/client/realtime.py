@@ -23,13 +23,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from roost.mls.codec import Reader
 from roost.mls.errors import DecodeError
+from roost.protocol.base64url import b64u
 
 from .errors import RoostError
 from .models import DirectEvent, QueueMessage
-from .wire import b64u
 
 if TYPE_CHECKING:
-    from .client import RoostClient
+    from .session import Session
 
 KIND_GROUP_QUEUE = 1
 KIND_DIRECT = 2
@@ -103,7 +103,7 @@ class Realtime:
 
     def __init__(
         self,
-        client: RoostClient,
+        client: Session,
         *,
         positions: dict[str, int] | None = None,
         direct: int | None = None,
@@ -214,7 +214,8 @@ class Realtime:
     async def _control(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
         if kind == "acked" or (kind == "error" and "id" in msg):
-            fut = self._pending_acks.pop(msg.get("id"), None)
+            ack_id = msg.get("id")
+            fut = self._pending_acks.pop(ack_id, None) if isinstance(ack_id, int) else None
             if fut is not None and not fut.done():
                 if kind == "acked":
                     fut.set_result(None)
@@ -298,7 +299,7 @@ class Realtime:
         while True:
             st = self.client.state
             wait = max(
-                1.0, st.token_expires_at - time.time() - max(5.0, self.client._refresh_margin)
+                1.0, st.token_expires_at - time.time() - max(5.0, self.client.token_refresh_margin)
             )
             await asyncio.sleep(wait)
             token = await self.client.authenticate()
@@ -307,7 +308,7 @@ class Realtime:
 
 
 async def listen(
-    client: RoostClient,
+    client: Session,
     *,
     positions: dict[str, int] | None = None,
     direct: int | None = None,
