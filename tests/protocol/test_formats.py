@@ -1,5 +1,5 @@
 """The smaller formats of docs/api.md: base64url, the auth proofs' ``opaque_concat``, queue
-fetch batches and KeyPackage batches."""
+fetch batches, realtime delivery frames and KeyPackage batches."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ from roost.mls.errors import DecodeError
 from roost.mls.framing import MLSMessage
 from roost.mls.key_package_gen import generate_key_package
 from roost.protocol.base64url import b64u, unb64u
+from roost.protocol.delivery_frame import (
+    KIND_DIRECT_QUEUE,
+    KIND_GROUP_QUEUE,
+    decode_delivery_frame,
+    encode_delivery_frame,
+)
 from roost.protocol.key_package_batch import (
     decode_key_package_batch,
     encode_key_package_batch,
@@ -88,3 +94,28 @@ def test_key_package_batch_errors():
     gi = Group.create(1, Credential.basic(b"x"), sig).group_info()
     with pytest.raises(DecodeError):
         decode_key_package_batch(join_mls_vector([gi]))
+
+
+def test_delivery_frame_round_trip():
+    queue_id = bytes(range(16))
+    entries = [(5, b"one"), (6, b""), (2**63 - 1, b"z" * 300)]
+    frame = encode_delivery_frame(queue_id, entries)
+    assert frame[0] == KIND_GROUP_QUEUE and frame[1:17] == queue_id
+    assert frame[17:] == encode_message_batch(entries)  # the fetch entries, as they are
+    assert decode_delivery_frame(frame) == (queue_id, entries)
+    direct = encode_delivery_frame(None, [(1, b"{}")])
+    assert direct[0] == KIND_DIRECT_QUEUE
+    assert decode_delivery_frame(direct) == (None, [(1, b"{}")])
+
+
+def test_delivery_frame_errors():
+    for bad in (
+        b"",
+        b"\x03" + encode_message_batch([(1, b"x")]),  # unknown kind
+        encode_delivery_frame(None, []),  # no entries
+        encode_delivery_frame(bytes(16), []),
+        encode_delivery_frame(None, [(1, b"xy")])[:-1],  # truncated
+        b"\x01" + bytes(15),  # short queue id
+    ):
+        with pytest.raises(DecodeError):
+            decode_delivery_frame(bad)

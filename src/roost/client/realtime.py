@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from roost.mls.codec import Reader
 from roost.mls.errors import DecodeError
 from roost.protocol.base64url import b64u
+from roost.protocol.delivery_frame import decode_delivery_frame
 
 from .errors import RoostError
 from .models import DirectEvent, QueueMessage
@@ -31,9 +31,6 @@ from .models import DirectEvent, QueueMessage
 if TYPE_CHECKING:
     from .session import Session
 
-KIND_GROUP_QUEUE = 1
-KIND_DIRECT = 2
-QUEUE_ID_LEN = 16
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 
 # Close codes (docs/api.md): which ones end listening for good.
@@ -63,21 +60,9 @@ class Delivery:
 
 def parse_delivery_frame(frame: bytes) -> Delivery:
     """``uint8 kind || [queue_id[16]] || (uint64 seq || opaque payload<V>)+``."""
-    r = Reader(frame)
-    kind = r.u8()
-    if kind == KIND_GROUP_QUEUE:
-        queue_id: str | None = b64u(r.fixed(QUEUE_ID_LEN))
-    elif kind == KIND_DIRECT:
-        queue_id = None
-    else:
-        raise DecodeError(f"unknown delivery kind {kind}")
-    messages: list[QueueMessage] = []
-    while r.remaining():
-        seq = r.u64()
-        messages.append(QueueMessage(seq, r.opaque()))
-    if not messages:
-        raise DecodeError("delivery frame without entries")
-    return Delivery(queue_id, tuple(messages))
+    raw_queue_id, entries = decode_delivery_frame(frame)
+    queue_id = None if raw_queue_id is None else b64u(raw_queue_id)
+    return Delivery(queue_id, tuple(QueueMessage(seq, payload) for seq, payload in entries))
 
 
 class RealtimeClosed(RoostError):
