@@ -80,7 +80,7 @@ class FakeServer:
 
 
 def _b64(b: bytes) -> str:
-    from roost.client.wire import b64u
+    from roost.protocol.base64url import b64u
 
     return b64u(b)
 

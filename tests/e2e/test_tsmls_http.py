@@ -16,9 +16,10 @@ import uuid
 
 import pytest
 
-from roost.client.group_wire import ITEM_MLS_MESSAGE, QueueItem, encode_commit_bundle
 from roost.client.groups import Groups, group_path
-from roost.client.wire import encode_key_package_batch
+from roost.protocol.commit_bundle import encode_commit_bundle
+from roost.protocol.key_package_batch import encode_key_package_batch
+from roost.protocol.queue_item import ITEM_MLS_MESSAGE, QueueItem
 from tests.interop.tsmls_peer import DRIVER_DIR, TsMlsDriver, TsMlsPeer, ensure_installed
 
 from .helpers import connect, new_member, sync_all

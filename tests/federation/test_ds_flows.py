@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from roost.client import RoostError
-from roost.client.group_wire import encode_commit_bundle
 from roost.client.groups import group_path
+from roost.protocol.commit_bundle import encode_commit_bundle
 
 from ..e2e.helpers import Member, member, sync_until
 from .harness import Federation

@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from roost.client import Realtime, RoostClient, RoostError
-from roost.client.wire import encode_key_package_batch
+from roost.protocol.key_package_batch import encode_key_package_batch
 
 from .conftest import Users
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from roost.client import RoostClient, RoostError
-from roost.client.wire import encode_key_package_batch
+from roost.protocol.key_package_batch import encode_key_package_batch
 
 from .harness import TEST_ENV
 

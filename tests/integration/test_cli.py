@@ -14,7 +14,7 @@ import pytest
 
 from roost.cli.main import main
 from roost.client import key_fingerprint
-from roost.client.wire import unb64u
+from roost.protocol.base64url import unb64u
 
 from .conftest import PASSWORD, unique_name
 

@@ -10,13 +10,13 @@ from dataclasses import replace
 import pytest
 
 from roost.client import RoostClient, RoostError
-from roost.client.wire import encode_key_package_batch
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.mls.framing import MLSMessage
 from roost.mls.key_package import KeyPackage
 from roost.mls.key_package_gen import generate_key_package
 from roost.mls.leaf_node import Lifetime
 from roost.mls.welcome import Welcome
+from roost.protocol.key_package_batch import encode_key_package_batch
 
 
 def _is_last_resort(kp: KeyPackage) -> bool:

@@ -17,7 +17,8 @@ import asyncpg
 import httpx
 import pytest
 
-from roost.client.wire import MLS_MEDIA_TYPE, unb64u
+from roost.protocol.base64url import unb64u
+from roost.protocol.media_types import MLS_MEDIA_TYPE
 from roost.server.notify.pg_bridge import APPLICATION_NAME
 
 from .conftest import Users

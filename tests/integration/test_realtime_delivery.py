@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from roost.client import RoostClient
 from roost.client.realtime import Realtime, listen, parse_delivery_frame
-from roost.client.wire import b64u
+from roost.protocol.base64url import b64u
 
 from .conftest import ENGINES, _start, unique_name
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from roost.client.groups import group_path, new_group_id
-from roost.client.wire import MLS_MEDIA_TYPE
+from roost.protocol.media_types import MLS_MEDIA_TYPE
 
 from .conftest import Users
 from .test_multiprocess import two_servers  # noqa: F401 - the two-process fixture

@@ -286,8 +286,8 @@ async def test_held_until_queue_registered_and_policy(server) -> None:  # type: 
     assert r.status_code == 204
     got = await process_all(http, dave)
     assert [g.data for g in got] == [b"m0", b"m1", b"m2"]
-    assert all(i.policy == b"mute" for i in dave.seen)
-    assert all(i.policy == b"" for i in await fetch(http, bob))
+    assert all(i.policy == "mute" for i in dave.seen)
+    assert all(i.policy == "" for i in await fetch(http, bob))
     seqs = [i.group_seq for i in dave.seen]
     assert seqs == sorted(seqs)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from roost.client import RoostClient, RoostError
 from roost.client.groups import GroupEvent, Groups
-from roost.client.wire import b64u, unb64u
+from roost.protocol.base64url import b64u, unb64u
 
 ACTIONS = [
     "create",

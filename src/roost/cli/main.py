@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from roost.client import Home, PendingClient, RoostClient, RoostError, key_fingerprint
-from roost.client.wire import b64u
+from roost.protocol.base64url import b64u
 
 DEFAULT_SERVER = "http://127.0.0.1:8448"
 
@@ -297,7 +297,7 @@ async def cmd_keypackages(args: argparse.Namespace) -> None:
             kps = await c.claim_key_packages(args.user_id, verify=True)
             refs = [c.cs.key_package_ref(kp.encode()) for kp in kps]
             if args.out:
-                from roost.client.wire import encode_key_package_batch
+                from roost.protocol.key_package_batch import encode_key_package_batch
 
                 Path(args.out).write_bytes(encode_key_package_batch(kps))
             _emit(

@@ -10,7 +10,7 @@ Typical use::
 
 from .client import PendingClient, RoostClient, key_fingerprint
 from .credentials import VerifiedClient, verify_chain, verify_client_credential
-from .errors import CredentialError, RoostError, StateError
+from .errors import CredentialError, MissingAsCertificate, RoostError, StateError
 from .groups import GroupEvent, Groups, GroupSummary, SentMessage
 from .history import History, HistoryEntry
 from .models import (
@@ -50,6 +50,7 @@ __all__ = [
     "verify_client_credential",
     "RoostError",
     "CredentialError",
+    "MissingAsCertificate",
     "StateError",
     "ClientInfo",
     "ClientRequest",

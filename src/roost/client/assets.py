@@ -12,23 +12,22 @@ is never reused, so the deterministic nonces are safe.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import RoostError
+from roost.protocol.base64url import b64u, unb64u
 
-if TYPE_CHECKING:
-    from .client import RoostClient
+from .errors import RoostError
+from .session import Session, problem_error
 
 SEGMENT = 64 * 1024
 TAG = 16
@@ -44,14 +43,6 @@ class AssetError(RoostError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(0, "asset_corrupt", detail)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +69,7 @@ class AssetReference:
             "server": self.server,
             "asset_id": self.asset_id,
             "capability": self.capability,
-            "key": _b64(self.key),
+            "key": b64u(self.key),
             "size": self.size,
             "expires_at": self.expires_at,
             "media_type": self.media_type,
@@ -96,7 +87,7 @@ class AssetReference:
         try:
             if obj["type"] != REFERENCE_TYPE:
                 raise ValueError(f"not an asset reference: {obj['type']!r}")
-            key = _unb64(obj["key"])
+            key = unb64u(obj["key"])
             size = obj["size"]
             if len(key) != KEY_BYTES or not isinstance(size, int) or size < 0:
                 raise ValueError("bad key or size")
@@ -202,13 +193,11 @@ def decrypt(key: bytes, ciphertext: bytes) -> bytes:
 
 # ---- HTTP -----------------------------------------------------------------------------------
 def _problem(resp: httpx.Response) -> RoostError:
-    from .client import _problem as problem_of
-
-    return problem_of(resp)
+    return problem_error(resp)
 
 
 async def upload_asset(
-    client: RoostClient,
+    client: Session,
     data: bytes | os.PathLike[str] | str,
     *,
     media_type: str = OCTET_STREAM,
@@ -329,11 +318,11 @@ async def download_asset_to(
         raise
 
 
-async def delete_asset(client: RoostClient, ref: AssetReference) -> None:
+async def delete_asset(client: Session, ref: AssetReference) -> None:
     """Withdraw an asset this user uploaded (recipients can no longer fetch it)."""
     await client.request("DELETE", f"/v1/assets/{ref.asset_id}")
 
 
-async def asset_usage(client: RoostClient) -> dict[str, int]:
+async def asset_usage(client: Session) -> dict[str, int]:
     """The user's quota and the server's asset limits (``GET /v1/assets/usage``)."""
     return (await client.request("GET", "/v1/assets/usage")).json()

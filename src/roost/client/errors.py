@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from roost.mls.errors import ValidationError
+
 
 class RoostError(Exception):
     """A request the homeserver refused (or a transport failure, with status 0)."""
@@ -43,3 +45,15 @@ class StateError(RoostError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(0, "local_state", detail)
+
+
+class MissingAsCertificate(CredentialError, ValidationError):
+    """A group member's credential names a domain whose AS certificate this client has not
+    fetched yet: fetch it (``ensure_as_certificates``) and try again.
+
+    Also a ``ValidationError``, so the MLS layer lets it through from a credential policy
+    unchanged (it wraps any other exception of the policy in a ValidationError of its own)."""
+
+    def __init__(self, domain: str) -> None:
+        super().__init__(f"the AS certificate of {domain} has not been fetched")
+        self.domain = domain

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .wire import unb64u
+from roost.protocol.base64url import unb64u
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ A push only says "fetch your queues" (``{"type":"wake"}``); it never carries con
 
 from __future__ import annotations
 
-import base64
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,20 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from roost.protocol.base64url import b64u
+
 from .errors import RoostError
 
 if TYPE_CHECKING:
-    from .client import RoostClient
+    from .session import Session
 
 POLICIES = ("all", "mute")
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +43,7 @@ class WebPushKeys:
         )
 
     def subscription_keys(self) -> dict[str, str]:
-        return {"p256dh": _b64(self.p256dh), "auth": _b64(self.auth)}
+        return {"p256dh": b64u(self.p256dh), "auth": b64u(self.auth)}
 
     def decrypt(self, body: bytes) -> bytes:
         """Open one RFC 8291 ``aes128gcm`` message (single record)."""
@@ -78,13 +71,13 @@ def _hkdf(salt: bytes, ikm: bytes, info: bytes, n: int) -> bytes:
     return HKDF(hashes.SHA256(), n, salt, info).derive(ikm)
 
 
-async def push_server_info(client: RoostClient) -> dict[str, Any]:
+async def push_server_info(client: Session) -> dict[str, Any]:
     """``{"public_key" (VAPID applicationServerKey, b64u), "kinds", "policies"}``."""
     return (await client.request("GET", "/v1/push/server", auth=False)).json()
 
 
 async def register_web_push(
-    client: RoostClient, endpoint: str, keys: dict[str, str], default_policy: str = "all"
+    client: Session, endpoint: str, keys: dict[str, str], default_policy: str = "all"
 ) -> None:
     """Register a Web Push / UnifiedPush subscription (``keys``: p256dh and auth, b64u)."""
     body = {"kind": "webpush", "endpoint": endpoint, "keys": keys, "default_policy": default_policy}
@@ -92,14 +85,14 @@ async def register_web_push(
 
 
 async def register_device_token(
-    client: RoostClient, kind: str, token: str, default_policy: str = "all"
+    client: Session, kind: str, token: str, default_policy: str = "all"
 ) -> None:
     """Register an APNs device token (``kind="apns"``) or FCM registration token (``"fcm"``)."""
     body = {"kind": kind, "token": token, "default_policy": default_policy}
     await client.request("PUT", "/v1/push", json=body)
 
 
-async def push_registration(client: RoostClient) -> dict[str, Any] | None:
+async def push_registration(client: Session) -> dict[str, Any] | None:
     """This client's registration, or None (never registered, or dropped by the server after
     the push service reported it gone: register again)."""
     try:
@@ -110,10 +103,10 @@ async def push_registration(client: RoostClient) -> dict[str, Any] | None:
         raise
 
 
-async def unregister_push(client: RoostClient) -> None:
+async def unregister_push(client: Session) -> None:
     await client.request("DELETE", "/v1/push")
 
 
-async def set_group_policy(client: RoostClient, group_id_b64u: str, policy: str | None) -> None:
+async def set_group_policy(client: Session, group_id_b64u: str, policy: str | None) -> None:
     """This client's policy for one group (``all``, ``mute``, or None for the default)."""
     await client.request("PUT", f"/v1/groups/{group_id_b64u}/policy", json={"policy": policy})

@@ -21,19 +21,16 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from roost.mls.codec import Reader
 from roost.mls.errors import DecodeError
+from roost.protocol.base64url import b64u
+from roost.protocol.delivery_frame import decode_delivery_frame
 
 from .errors import RoostError
 from .models import DirectEvent, QueueMessage
-from .wire import b64u
 
 if TYPE_CHECKING:
-    from .client import RoostClient
+    from .session import Session
 
-KIND_GROUP_QUEUE = 1
-KIND_DIRECT = 2
-QUEUE_ID_LEN = 16
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 
 # Close codes (docs/api.md): which ones end listening for good.
@@ -63,21 +60,9 @@ class Delivery:
 
 def parse_delivery_frame(frame: bytes) -> Delivery:
     """``uint8 kind || [queue_id[16]] || (uint64 seq || opaque payload<V>)+``."""
-    r = Reader(frame)
-    kind = r.u8()
-    if kind == KIND_GROUP_QUEUE:
-        queue_id: str | None = b64u(r.fixed(QUEUE_ID_LEN))
-    elif kind == KIND_DIRECT:
-        queue_id = None
-    else:
-        raise DecodeError(f"unknown delivery kind {kind}")
-    messages: list[QueueMessage] = []
-    while r.remaining():
-        seq = r.u64()
-        messages.append(QueueMessage(seq, r.opaque()))
-    if not messages:
-        raise DecodeError("delivery frame without entries")
-    return Delivery(queue_id, tuple(messages))
+    raw_queue_id, entries = decode_delivery_frame(frame)
+    queue_id = None if raw_queue_id is None else b64u(raw_queue_id)
+    return Delivery(queue_id, tuple(QueueMessage(seq, payload) for seq, payload in entries))
 
 
 class RealtimeClosed(RoostError):
@@ -103,7 +88,7 @@ class Realtime:
 
     def __init__(
         self,
-        client: RoostClient,
+        client: Session,
         *,
         positions: dict[str, int] | None = None,
         direct: int | None = None,
@@ -214,7 +199,8 @@ class Realtime:
     async def _control(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
         if kind == "acked" or (kind == "error" and "id" in msg):
-            fut = self._pending_acks.pop(msg.get("id"), None)
+            ack_id = msg.get("id")
+            fut = self._pending_acks.pop(ack_id, None) if isinstance(ack_id, int) else None
             if fut is not None and not fut.done():
                 if kind == "acked":
                     fut.set_result(None)
@@ -298,7 +284,7 @@ class Realtime:
         while True:
             st = self.client.state
             wait = max(
-                1.0, st.token_expires_at - time.time() - max(5.0, self.client._refresh_margin)
+                1.0, st.token_expires_at - time.time() - max(5.0, self.client.token_refresh_margin)
             )
             await asyncio.sleep(wait)
             token = await self.client.authenticate()
@@ -307,7 +293,7 @@ class Realtime:
 
 
 async def listen(
-    client: RoostClient,
+    client: Session,
     *,
     positions: dict[str, int] | None = None,
     direct: int | None = None,

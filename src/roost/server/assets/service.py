@@ -15,8 +15,6 @@ blob, so a crash mid-upload leaves a row the sweep later collects together with 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -28,6 +26,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from roost.protocol.base64url import b64u, unb64u
 
 from ..errors import Problem
 from ..store import Database
@@ -71,8 +71,8 @@ class _CapExceeded(Exception):
 
 def _hash_capability(capability: str) -> bytes | None:
     try:
-        secret = base64.urlsafe_b64decode(capability + "=" * (-len(capability) % 4))
-    except (binascii.Error, ValueError):
+        secret = unb64u(capability)
+    except ValueError:
         return None
     return hashlib.sha256(secret).digest() if len(secret) == 32 else None
 
@@ -156,7 +156,7 @@ class AssetService:
             await self.store.delete(asset_id)
             await self._forget_pending(asset_id)
             raise
-        capability = base64.urlsafe_b64encode(secret).rstrip(b"=").decode()
+        capability = b64u(secret)
         return Uploaded(asset_id, capability, size, expires_at)
 
     def _check_size(self, size: int, free: int) -> None:

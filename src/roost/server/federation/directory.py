@@ -12,8 +12,6 @@ Both caches are bounded (LRU).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import time
 from collections import OrderedDict
@@ -23,6 +21,8 @@ from dataclasses import dataclass
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+
+from roost.protocol.base64url import unb64u
 
 from .identity import KEY_ALGORITHM
 from .policy import FederationPolicyStore
@@ -164,16 +164,9 @@ def _parse_document(domain: str, doc: object, now: float) -> RemoteServer:
     for entry in fed["keys"]:
         if entry.get("algorithm") != KEY_ALGORITHM:
             continue
-        raw = _b64u_decode(entry["public_key"])
+        raw = unb64u(entry["public_key"])
         if len(raw) != 32:
             raise ValueError("an ed25519 public key must be 32 bytes")
         keys[str(entry["key_id"])] = raw
     cert = x509.load_pem_x509_certificate(str(doc["as_certificate"]).encode())
     return RemoteServer(domain, keys, cert.public_bytes(Encoding.DER), str(fed["api"]), now)
-
-
-def _b64u_decode(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, TypeError) as e:
-        raise ValueError("bad base64url") from e

@@ -6,7 +6,6 @@ stays published for ``grace_seconds`` so requests signed just before the rotatio
 
 from __future__ import annotations
 
-import base64
 import secrets
 import time
 from collections.abc import Callable
@@ -16,6 +15,8 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from roost.protocol.base64url import b64u
 
 from ..store import Database
 from .tables import fed_keys
@@ -51,10 +52,6 @@ class PublishedKey:
             "algorithm": KEY_ALGORITHM,
             "retired_at": self.retired_at,
         }
-
-
-def b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def new_key_row(now: int) -> dict[str, object]:

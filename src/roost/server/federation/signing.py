@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from roost.protocol.base64url import b64u
+
 from .identity import KEY_ALGORITHM, SigningKey
 
 LABEL = "roost"
@@ -86,7 +88,7 @@ def digest_matches(header: str | None, body: bytes) -> bool:
 
 
 def new_nonce() -> str:
-    return base64.urlsafe_b64encode(secrets.token_bytes(NONCE_BYTES)).rstrip(b"=").decode()
+    return b64u(secrets.token_bytes(NONCE_BYTES))
 
 
 def signature_base(target: Target, headers: Mapping[str, str], params: SignatureParams) -> bytes:

@@ -7,18 +7,13 @@ client only) in the HTTP fetch entry format, so payloads are never base64-encode
 from __future__ import annotations
 
 import json
-import struct
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from roost.mls.codec import encode_varint
+from roost.protocol.delivery_frame import QUEUE_ID_LEN, encode_delivery_frame
 
 from ..encoding import unb64u
 
-KIND_GROUP_QUEUE = 1
-KIND_DIRECT_QUEUE = 2
-QUEUE_ID_LEN = 16
 MAX_CLIENT_FRAME = 64 * 1024
 MAX_SEQ = (1 << 63) - 1
 
@@ -38,17 +33,8 @@ class ProtocolError(Exception):
     """The client broke the protocol; the connection is closed with 4400."""
 
 
-def delivery_frame(queue_id: bytes | None, items: Iterable[tuple[int, bytes]]) -> bytes:
-    """``kind || queue_id? || (uint64 seq || opaque payload<V>)*`` built with one join."""
-    parts: list[bytes] = [
-        bytes((KIND_DIRECT_QUEUE,)) if queue_id is None else bytes((KIND_GROUP_QUEUE,)) + queue_id
-    ]
-    pack = struct.Struct(">Q").pack
-    for seq, payload in items:
-        parts.append(pack(seq))
-        parts.append(encode_varint(len(payload)))
-        parts.append(payload)
-    return b"".join(parts)
+# The binary frame is shared with the client (roost.protocol); the sessions use this name.
+delivery_frame = encode_delivery_frame
 
 
 def control(kind: str, **fields: Any) -> str:

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from roost.protocol.queue_item import QueueItem
+
 from ..config import Config
-from ..delivery.wire import decode_queue_item
 from ..errors import Problem
 from ..queues.service import WakeUp
 from ..store import Database
@@ -378,13 +379,12 @@ def _attached_policy(payload: bytes | None) -> str | None:
     if payload is None:
         return None  # woken from another process without the payload: the default decides
     try:
-        raw = decode_queue_item(payload).policy
-        return raw.decode() if raw else None
+        return QueueItem.decode(payload).policy or None
     except Exception:  # not a DS item (or damaged): the default policy decides
         return None
 
 
-def _registration(row: sa.Row) -> Registration:
+def _registration(row: sa.Row[Any]) -> Registration:
     return Registration(
         client_uuid=row.client_uuid,
         kind=row.kind,

@@ -1,0 +1,31 @@
+"""Finding users (docs/api.md, "Registration and clients"): exact lookup, a user's published
+clients, and the opt-in directory search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .models import ClientInfo, DirectoryPage, UserInfo
+from .session import Session, user_path
+
+
+class DirectoryApi(Session):
+    async def lookup_user(self, user_id: str) -> UserInfo:
+        resp = await self.request("GET", f"/v1/users/{user_path(user_id)}")
+        return UserInfo.from_json(resp.json())
+
+    async def user_clients(self, user_id: str) -> list[ClientInfo]:
+        resp = await self.request("GET", f"/v1/users/{user_path(user_id)}/clients")
+        return [ClientInfo.from_json(c) for c in resp.json()["clients"]]
+
+    async def search_users(
+        self, q: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> DirectoryPage:
+        params: dict[str, Any] = {"q": q}
+        if limit is not None:
+            params["limit"] = limit
+        if cursor:
+            params["cursor"] = cursor
+        d = (await self.request("GET", "/v1/directory", params=params)).json()
+        users = tuple(UserInfo.from_json(u) for u in d["users"])
+        return DirectoryPage(users, d.get("next_cursor"))

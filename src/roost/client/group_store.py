@@ -1,0 +1,160 @@
+"""Where a client's group states live: MLS group states saved in the home
+(``groups/<id>.mls``) and loaded under the client's credential policy; for ``Groups``, the
+states in use, which of them received items not saved yet, the group-queue cursors
+(``group_client.json``) and the history of what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .credential_policy import CredentialChecks
+from .errors import RoostError, StateError
+from .group_events import GroupEvent
+from .history import History, HistoryEntry
+from .state import _write_private
+
+if TYPE_CHECKING:
+    from roost.mls.group import Group
+
+_GROUP_CLIENT_FILE = "group_client.json"
+
+
+class GroupStates(CredentialChecks):
+    """Saving and loading one client's MLS group states in its home."""
+
+    def save_group(self, group: Group) -> None:
+        if self.home is not None:
+            self.home.save_group(group.group_id, group.to_bytes())
+
+    def load_group(self, group_id: bytes) -> Group:
+        from roost.mls.group import Group
+
+        if self.home is None:
+            raise StateError("no home directory: groups are not persisted")
+        return Group.from_bytes(
+            self.home.load_group(group_id), credential_policy=self.credential_policy()
+        )
+
+
+@dataclass(slots=True)
+class Cursors:
+    """This client's group-message queue and how far it has processed it and the direct queue."""
+
+    queue_id: str = ""
+    queue_after: int = 0
+    direct_after: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class GroupStore:
+    """The group states one ``Groups`` works on, its queue cursors and its history. ``lock``
+    serialises every operation on them (one MLS state must never be used by two at once)."""
+
+    def __init__(self, client: GroupStates, history: History | None = None) -> None:
+        self.client = client
+        home = client.home
+        self.history = history or History.in_home(home.path if home is not None else None)
+        self.lock = asyncio.Lock()
+        self.groups: dict[bytes, Group] = {}
+        self.dirty: set[bytes] = set()  # groups changed by received items, not yet saved
+        self.cursors = self._load_cursors()
+
+    # ---- cursors ----------------------------------------------------------------------------
+    def _cursor_path(self) -> Path | None:
+        home = self.client.home
+        return None if home is None else home.path / _GROUP_CLIENT_FILE
+
+    def _load_cursors(self) -> Cursors:
+        path = self._cursor_path()
+        if path is None or not path.exists():
+            return Cursors()
+        try:
+            d = json.loads(path.read_text())
+            return Cursors(
+                str(d.get("queue_id", "")),
+                int(d.get("queue_after", 0)),
+                int(d.get("direct_after", 0)),
+            )
+        except (OSError, ValueError, TypeError) as e:
+            raise StateError(f"unreadable {path}: {e}") from e
+
+    def save_cursors(self) -> None:
+        path = self._cursor_path()
+        if path is None:
+            return
+        assert self.client.home is not None
+        self.client.home.ensure_dir()
+        c = self.cursors
+        data = {
+            "queue_id": c.queue_id,
+            "queue_after": c.queue_after,
+            "direct_after": c.direct_after,
+        }
+        _write_private(path, json.dumps(data).encode())
+
+    # ---- group states -----------------------------------------------------------------------
+    def group(self, group_id: bytes) -> Group:
+        """The local MLS state of a group we are in (loaded from the home on first use)."""
+        g = self.groups.get(group_id)
+        if g is None:
+            try:
+                g = self.client.load_group(group_id)
+            except StateError as e:
+                raise RoostError(0, "unknown_group", f"not in group {group_id!r}") from e
+            self.groups[group_id] = g
+        return g
+
+    def local_group_ids(self) -> list[bytes]:
+        ids = set(self.groups)
+        if self.client.home is not None:
+            ids.update(self.client.home.group_ids())
+        return sorted(ids)
+
+    def holds(self, group_id: bytes) -> bool:
+        return group_id in self.groups or group_id in self.local_group_ids()
+
+    def keep(self, group: Group) -> None:
+        """Save a state now (after our own operations: before anything leaves)."""
+        self.groups[group.group_id] = group
+        self.dirty.discard(group.group_id)
+        self.client.save_group(group)
+
+    def touch(self, group: Group) -> None:
+        """A received item changed this state: saved by the next ``flush`` (one write per
+        group per batch, not per message)."""
+        self.groups[group.group_id] = group
+        self.dirty.add(group.group_id)
+
+    def flush(self) -> None:
+        """Save the touched states, then the cursors (so a crash never skips an item)."""
+        for gid in sorted(self.dirty):
+            group = self.groups.get(gid)
+            if group is not None:
+                self.client.save_group(group)
+        self.dirty.clear()
+        self.save_cursors()
+
+    def forget(self, group_id: bytes) -> None:
+        self.dirty.discard(group_id)
+        self.groups.pop(group_id, None)
+        home = self.client.home
+        if home is not None:
+            home._group_path(group_id).unlink(missing_ok=True)
+
+    # ---- history ----------------------------------------------------------------------------
+    def record(self, event: GroupEvent, *, outgoing: bool = False) -> GroupEvent:
+        """Keep the event in the history (proposals and rejected items are not part of the
+        conversation) and return it."""
+        text = event.message if event.kind == "message" else event.text
+        kind = {"message": "message", "notice": "notice"}.get(event.kind, "commit")
+        if event.kind in ("proposal", "rejected"):
+            return event
+        self.history.append(
+            event.group_id,
+            HistoryEntry(kind, event.sender, text, event.epoch, event.group_seq, outgoing),
+        )
+        return event
