@@ -123,6 +123,7 @@ def serve(config: ConfigLike = None) -> int:
     import uvicorn
 
     from .app import create_app
+    from .connection_limits import limited_http_protocol
 
     config = _config(config)
     if config is None:
@@ -139,12 +140,20 @@ def serve(config: ConfigLike = None) -> int:
         f"(database: {describe_database(config)}, registration: {config.registration_policy})",
         flush=True,
     )
+    limits = config.limits
     uvicorn.run(
         create_app(config, freeze_gc=True),
         host=config.listen_host,
         port=config.listen_port,
         log_level=config.log_level.lower(),
         server_header=False,
+        # Slow or idle clients are cut off and connections capped (connection_limits.py).
+        http=limited_http_protocol(limits),
+        timeout_keep_alive=limits.keepalive_timeout_seconds,
+        # X-Forwarded-For is believed from the configured proxies only; uvicorn's own default
+        # (believe 127.0.0.1) let any local process pick the address rate limits key on.
+        proxy_headers=bool(config.trusted_proxies),
+        forwarded_allow_ips=list(config.trusted_proxies),
         # Clients send only small JSON control frames on the realtime socket (notify/): refuse
         # big frames in uvicorn (close 1009) instead of buffering up to its 16 MiB default.
         ws_max_size=64 * 1024,
