@@ -7,8 +7,6 @@ operator-facing messages (never secrets other than a freshly created registratio
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
 import sys
 from pathlib import Path
 
@@ -105,19 +103,6 @@ async def _check_or_auto_upgrade(config: Config) -> str | None:
     return None
 
 
-class RedactingFilter(logging.Filter):
-    """Keeps queue ids and client-request ids out of access logs (privacy, DESIGN.md)."""
-
-    _pattern = re.compile(r"(/v1/(?:queues|client-requests)/)[^/\s?\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args and isinstance(record.args, tuple):
-            record.args = tuple(
-                self._pattern.sub(r"\1…", a) if isinstance(a, str) else a for a in record.args
-            )
-        return True
-
-
 def serve(config: ConfigLike = None) -> int:
     """Check (or initialise) the schema, then run the ASGI app with uvicorn until stopped."""
     import uvicorn
@@ -134,7 +119,6 @@ def serve(config: ConfigLike = None) -> int:
     if problem is not None:
         _err(problem)
         return EXIT_SCHEMA
-    logging.getLogger("uvicorn.access").addFilter(RedactingFilter())
     print(
         f"Roost homeserver for {config.home_domain} on http://{config.listen} "
         f"(database: {describe_database(config)}, registration: {config.registration_policy})",
