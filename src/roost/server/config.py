@@ -107,6 +107,10 @@ class Config:
     federation_insecure_domains: tuple[str, ...] = ()  # plain http:// towards these (tests)
     federation_timeout_seconds: int = 10
     federation_signature_window_seconds: int = 300
+    # outbound.py: connect to loopback/private/link-local/reserved addresses on behalf of
+    # clients (Web Push endpoints) and remote domains (federation). Off: SSRF protection.
+    # Hosts the operator names (federation_resolve, APNs/FCM URLs) are always allowed.
+    outbound_allow_private: bool = False
 
     @property
     def listen_host(self) -> str:
@@ -155,6 +159,7 @@ _ENV_TOP = {
     "ROOST_METRICS_ENABLED": "metrics_enabled",
     "ROOST_METRICS_TOKEN": "metrics_token",
     "ROOST_TRUSTED_PROXIES": "trusted_proxies",
+    "ROOST_OUTBOUND_ALLOW_PRIVATE": "outbound_allow_private",
     "ROOST_FEDERATION_RESOLVE": "federation_resolve",
     "ROOST_FEDERATION_INSECURE_DOMAINS": "federation_insecure_domains",
     "ROOST_FEDERATION_TIMEOUT_SECONDS": "federation_timeout_seconds",
