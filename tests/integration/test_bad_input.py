@@ -156,4 +156,5 @@ async def test_unauthenticated_bad_input(server):
         resp = await http.post("/v1/auth/token", json={"challenge_id": "nope", "signature": "AA"})
         _problem(resp, 401, "auth_failed")
         _problem(await http.get("/v1/no-such-route"), 404, "not_found")
-        _problem(await http.get("/v1/client-requests/%00%ff"), 404, "request_not_found")
+        # NUL and bytes that are not UTF-8 are refused before any lookup (input_guard.py)
+        _problem(await http.get("/v1/client-requests/%00%ff"), 400, "invalid_request")

@@ -273,7 +273,7 @@ async def test_connection_list_is_paginated(db_url):
 def test_access_log_redacts_queue_and_request_ids():
     import logging
 
-    from roost.server.commands import RedactingFilter
+    from roost.server.observability.redaction import RedactionFilter
 
     record = logging.LogRecord(
         "uvicorn.access",
@@ -284,5 +284,5 @@ def test_access_log_redacts_queue_and_request_ids():
         ("127.0.0.1:1", "GET", "/v1/queues/q3Jabc_-/messages?after=3", "1.1", 200),
         None,
     )
-    assert RedactingFilter().filter(record)
+    assert RedactionFilter().filter(record)
     assert "q3Jabc" not in record.getMessage() and "/v1/queues/…/messages" in record.getMessage()

@@ -39,6 +39,7 @@ from .federation.routes_ds import router as federation_ds_router
 from .federation.routes_inbox import router as federation_inbox_router
 from .federation.routes_keys import router as federation_keys_router
 from .federation.wiring import build_federation
+from .input_guard import InputGuardMiddleware
 from .keypackages.routes import router as keypackages_router
 from .keypackages.service import KeyPackageService
 from .limits import BodyLimitMiddleware
@@ -210,6 +211,8 @@ def create_app(
     app.add_middleware(SendFastPath)
     # In front of it: requests on groups of other domains are forwarded to their DS.
     app.add_middleware(GroupForwarder)
+    # Inside the body cap: refuses NUL / non-UTF-8 text before any route or fast path sees it.
+    app.add_middleware(InputGuardMiddleware, max_bytes=config.limits.max_body_bytes)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=config.limits.max_body_bytes,

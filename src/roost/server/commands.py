@@ -7,8 +7,6 @@ operator-facing messages (never secrets other than a freshly created registratio
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
 import sys
 from pathlib import Path
 
@@ -105,24 +103,12 @@ async def _check_or_auto_upgrade(config: Config) -> str | None:
     return None
 
 
-class RedactingFilter(logging.Filter):
-    """Keeps queue ids and client-request ids out of access logs (docs/design.md, "Privacy")."""
-
-    _pattern = re.compile(r"(/v1/(?:queues|client-requests)/)[^/\s?\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args and isinstance(record.args, tuple):
-            record.args = tuple(
-                self._pattern.sub(r"\1…", a) if isinstance(a, str) else a for a in record.args
-            )
-        return True
-
-
 def serve(config: ConfigLike = None) -> int:
     """Check (or initialise) the schema, then run the ASGI app with uvicorn until stopped."""
     import uvicorn
 
     from .app import create_app
+    from .connection_limits import limited_http_protocol
 
     config = _config(config)
     if config is None:
@@ -133,18 +119,25 @@ def serve(config: ConfigLike = None) -> int:
     if problem is not None:
         _err(problem)
         return EXIT_SCHEMA
-    logging.getLogger("uvicorn.access").addFilter(RedactingFilter())
     print(
         f"Roost homeserver for {config.home_domain} on http://{config.listen} "
         f"(database: {describe_database(config)}, registration: {config.registration_policy})",
         flush=True,
     )
+    limits = config.limits
     uvicorn.run(
         create_app(config, freeze_gc=True),
         host=config.listen_host,
         port=config.listen_port,
         log_level=config.log_level.lower(),
         server_header=False,
+        # Slow or idle clients are cut off and connections capped (connection_limits.py).
+        http=limited_http_protocol(limits),
+        timeout_keep_alive=limits.keepalive_timeout_seconds,
+        # X-Forwarded-For is believed from the configured proxies only; uvicorn's own default
+        # (believe 127.0.0.1) let any local process pick the address rate limits key on.
+        proxy_headers=bool(config.trusted_proxies),
+        forwarded_allow_ips=list(config.trusted_proxies),
         # Clients send only small JSON control frames on the realtime socket (notify/): refuse
         # big frames in uvicorn (close 1009) instead of buffering up to its 16 MiB default.
         ws_max_size=64 * 1024,

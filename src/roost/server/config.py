@@ -48,6 +48,15 @@ class Limits:
     asset_quota_bytes: int = 1024 * 1024 * 1024
     asset_default_ttl_seconds: int = 30 * 86400
     asset_max_ttl_seconds: int = 365 * 86400
+    # HTTP connections (connection_limits.py, docs/operations.md "Connection limits"): a client
+    # must send a request's headers within header_timeout (from connecting or from the request's
+    # first byte), its body within body_timeout (plus 1 s per 64 KiB declared), and may keep an
+    # idle connection open keepalive_timeout between requests; beyond max_connections open
+    # connections (realtime sockets included) a new one gets 503 and is closed.
+    header_timeout_seconds: int = 10
+    body_timeout_seconds: int = 30
+    keepalive_timeout_seconds: int = 5
+    max_connections: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +73,9 @@ class Config:
     metrics_enabled: bool = True  # serve GET /metrics (Prometheus text format)
     metrics_token: str = ""  # non-empty: /metrics requires "Authorization: Bearer <token>"
     limits: Limits = field(default_factory=Limits)
+    # addresses (or networks) of reverse proxies whose X-Forwarded-For / -Proto is believed;
+    # empty: nobody's, the peer address of the TCP connection is the client's
+    trusted_proxies: tuple[str, ...] = ()
     # encrypted asset blobs: "filesystem" (<data_dir>/assets) or "s3" (any S3-compatible store)
     assets_storage: str = "filesystem"
     assets_s3_bucket: str = ""
@@ -95,6 +107,10 @@ class Config:
     federation_insecure_domains: tuple[str, ...] = ()  # plain http:// towards these (tests)
     federation_timeout_seconds: int = 10
     federation_signature_window_seconds: int = 300
+    # outbound.py: connect to loopback/private/link-local/reserved addresses on behalf of
+    # clients (Web Push endpoints) and remote domains (federation). Off: SSRF protection.
+    # Hosts the operator names (federation_resolve, APNs/FCM URLs) are always allowed.
+    outbound_allow_private: bool = False
 
     @property
     def listen_host(self) -> str:
@@ -142,6 +158,8 @@ _ENV_TOP = {
     "ROOST_LOG_FORMAT": "log_format",
     "ROOST_METRICS_ENABLED": "metrics_enabled",
     "ROOST_METRICS_TOKEN": "metrics_token",
+    "ROOST_TRUSTED_PROXIES": "trusted_proxies",
+    "ROOST_OUTBOUND_ALLOW_PRIVATE": "outbound_allow_private",
     "ROOST_FEDERATION_RESOLVE": "federation_resolve",
     "ROOST_FEDERATION_INSECURE_DOMAINS": "federation_insecure_domains",
     "ROOST_FEDERATION_TIMEOUT_SECONDS": "federation_timeout_seconds",
@@ -278,6 +296,9 @@ def _validate(c: Config) -> list[str]:
         problems.append("log_level must be one of debug, info, warning, error")
     if c.log_format not in ("text", "json"):
         problems.append(f"log_format must be 'text' or 'json', got {c.log_format!r}")
+    for proxy in c.trusted_proxies:
+        if not _is_network(proxy):
+            problems.append(f"trusted_proxies: {proxy!r} is not an IP address or network")
     if c.metrics_token and len(c.metrics_token) < 16:
         problems.append("metrics_token must be empty (no token) or at least 16 characters")
     for name, minimum in (("token_ttl_seconds", 30), ("client_certificate_days", 1)):
@@ -367,6 +388,14 @@ def is_valid_domain(domain: str) -> bool:
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
     except ValueError:
         return False
     return True

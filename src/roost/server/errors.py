@@ -90,8 +90,30 @@ def _database_unavailable(exc: Exception) -> bool:
     return isinstance(code, str) and code[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
 
 
+# SQLSTATE 22021 character_not_in_repertoire (PostgreSQL refuses NUL in text); 22P05
+# untranslatable_character.
+_UNSTORABLE_TEXT_SQLSTATES = frozenset({"22021", "22P05"})
+
+
+def _unstorable_text(exc: Exception) -> bool:
+    """Text the database cannot hold. input_guard refuses it at the door; this is the backstop
+    for a path that bypasses it, so that both engines still answer 400, not 500."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return (
+        isinstance(exc, UnicodeEncodeError)
+        or isinstance(orig, UnicodeEncodeError)
+        or (isinstance(code, str) and code in _UNSTORABLE_TEXT_SQLSTATES)
+    )
+
+
 def unexpected_error_response(exc: Exception) -> JSONResponse:
     """The answer to an exception no route turned into a Problem (also for raw-ASGI paths)."""
+    if _unstorable_text(exc):
+        log.warning("refused text the database cannot store: %s", type(exc).__name__)
+        return problem_response(
+            400, "invalid_request", "the request holds text the server cannot store"
+        )
     if _database_unavailable(exc):
         # The database is unreachable, out of connections or locked past the busy timeout:
         # an overload or outage, not a bug; nothing was committed, so a retry is safe.

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from roost.protocol.base64url import unb64u
 
+from ..outbound import OutboundRefused
 from .identity import KEY_ALGORITHM
 from .policy import FederationPolicyStore
 from .resolver import Resolver
@@ -142,6 +143,8 @@ class RemoteDirectory:
                     content += chunk
                     if len(content) > MAX_DOCUMENT_BYTES:  # a peer cannot make us buffer more
                         raise RemoteUnavailable(domain, f"{WELL_KNOWN_PATH} is too large")
+        except OutboundRefused:
+            raise FederationRefused(domain, f"{domain} is not at a public address") from None
         except httpx.TimeoutException:
             raise RemoteUnavailable(domain, "timed out") from None
         except httpx.HTTPError as e:

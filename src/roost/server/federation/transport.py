@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from ..errors import PROBLEM_MEDIA_TYPE, Problem
+from ..outbound import OutboundRefused
 from . import signing
 from .identity import ServerIdentity
 from .policy import FederationPolicyStore
@@ -147,6 +148,8 @@ class FederationClient:
                 method.upper(), url, content=body, headers=wire_headers
             )
             response = await _bounded(domain, await self.http.send(request, stream=True))
+        except OutboundRefused:
+            raise FederationRefused(domain, f"{domain} is not at a public address") from None
         except httpx.TimeoutException:
             raise RemoteUnavailable(domain, "timed out") from None
         except httpx.HTTPError as e:

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from ..config import Config
 from .logs import configure_logging
 from .metrics import Metrics, MetricsMiddleware
+from .redaction import RedactionFilter, install_redaction, redact
 from .routes import router
 
 
@@ -30,4 +31,11 @@ def _without_metrics():  # type: ignore[no-untyped-def]
     return r
 
 
-__all__ = ["configure_logging", "install_observability", "Metrics"]
+__all__ = [
+    "configure_logging",
+    "install_observability",
+    "install_redaction",
+    "Metrics",
+    "RedactionFilter",
+    "redact",
+]

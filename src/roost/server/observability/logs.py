@@ -11,6 +11,7 @@ import logging
 import time
 
 from ..config import Config
+from .redaction import install_redaction
 
 SAFE_FIELDS = ("method", "route", "status", "duration_ms", "event", "count")
 _HANDLED = ("", "uvicorn", "uvicorn.error", "roost")
@@ -29,15 +30,21 @@ class JsonFormatter(logging.Formatter):
             if key in record.__dict__:
                 out[key] = record.__dict__[key]
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            # exc_text: the traceback as the redaction filter left it (redaction.py)
+            out["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
 def configure_logging(config: Config) -> None:
-    """Switch the process's log output to JSON lines (called at app start-up, after uvicorn
-    installed its own handlers). Text format keeps uvicorn's defaults untouched."""
-    if config.log_format != "json":
-        return
+    """Called at app start-up, after uvicorn installed its own handlers: switch the process's
+    log output to JSON lines if configured (text keeps uvicorn's handlers), then put the
+    redaction filter on every handler, whatever the format and level."""
+    if config.log_format == "json":
+        _use_json(config)
+    install_redaction()
+
+
+def _use_json(config: Config) -> None:
     formatter = JsonFormatter()
     handler = logging.StreamHandler()
     handler.setFormatter(formatter)

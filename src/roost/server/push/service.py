@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from roost.protocol.queue_item import QueueItem
 
 from ..config import Config
 from ..errors import Problem
+from ..outbound import OutboundPolicy, OutboundRefused, OutboundUnresolved, PinnedTransport
 from ..queues.service import WakeUp
 from ..store import Database
 from . import policy
@@ -68,6 +68,13 @@ class PushService:
         self._deferred: set[str] = set()  # clients with a wake-up swallowed by coalescing
         self._http: httpx.AsyncClient | None = None
         self._apns_http: httpx.AsyncClient | None = None
+        # Endpoints come from clients: checked at registration and again at every send (the
+        # transport connects only to the address it checked). APNs/FCM hosts are the
+        # operator's choice and trusted as configured.
+        self.outbound = OutboundPolicy(
+            allow_private=config.outbound_allow_private or config.push_allow_insecure_endpoints,
+            trusted_hosts=[_host(config.push_apns_base_url), _host(config.push_fcm_base_url)],
+        )
         self._task: asyncio.Task[None] | None = None
         self.stats = PushStats()  # exposed on /metrics
 
@@ -76,14 +83,18 @@ class PushService:
     async def start(self) -> None:
         self.vapid = Vapid.from_private_bytes(await self._vapid_private_bytes(), self._subject())
         self._http = httpx.AsyncClient(
-            timeout=self.config.push_timeout_seconds, follow_redirects=False
+            transport=PinnedTransport(self.outbound),
+            timeout=self.config.push_timeout_seconds,
+            follow_redirects=False,
         )
         self.senders = {"webpush": WebPushSender(self._http, self.vapid)}
         c = self.config
         if c.push_apns_key_file:
             # Apple's provider API speaks HTTP/2 only (h2 installed through httpx[http2]).
             self._apns_http = httpx.AsyncClient(
-                http2=True, timeout=c.push_timeout_seconds, follow_redirects=False
+                transport=PinnedTransport(self.outbound, http2=True),
+                timeout=c.push_timeout_seconds,
+                follow_redirects=False,
             )
             self.senders["apns"] = ApnsSender(
                 self._apns_http,
@@ -94,12 +105,14 @@ class PushService:
                 c.push_apns_topic,
             )
         if c.push_fcm_service_account_file:
-            self.senders["fcm"] = FcmSender(
+            fcm = FcmSender(
                 self._http,
                 c.push_fcm_base_url,
                 c.push_fcm_project_id,
                 Path(c.push_fcm_service_account_file),
             )
+            self.outbound.trust(_host(fcm.token_uri))  # from the operator's account file
+            self.senders["fcm"] = fcm
         if self.presence is not None:
             await self.presence.start()
         self._task = asyncio.create_task(self._run(), name="push-sender")
@@ -153,7 +166,7 @@ class PushService:
                 422, "push_kind_unavailable", f"this server does not send {kind} notifications"
             )
         if kind == "webpush":
-            self._check_endpoint(target)
+            await self._check_endpoint(target)
             if p256dh is None or auth is None or len(auth) != 16:
                 raise Problem(400, "invalid_subscription", "keys.p256dh and keys.auth are required")
             try:
@@ -181,8 +194,9 @@ class PushService:
                 )
             )
 
-    def _check_endpoint(self, endpoint: str) -> None:
-        """https only; loopback/private hosts only when the operator allows it (tests)."""
+    async def _check_endpoint(self, endpoint: str) -> None:
+        """https only, to a public address (outbound.py); http:// and internal hosts only
+        when the operator allows them (tests)."""
         try:
             parts = urlsplit(endpoint)
             host = parts.hostname or ""
@@ -194,12 +208,13 @@ class PushService:
         if not host or len(endpoint) > 2048:
             raise Problem(400, "invalid_subscription", "the endpoint has no host or is too long")
         try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            ip = None
-        internal = host == "localhost" or (ip is not None and not ip.is_global)
-        if internal and not insecure_ok:
-            raise Problem(400, "invalid_subscription", "the endpoint must be a public host")
+            await self.outbound.check_url(endpoint)
+        except OutboundUnresolved:
+            pass  # no address to judge now; the transport checks again at every send
+        except OutboundRefused:
+            raise Problem(
+                400, "invalid_subscription", "the endpoint must be a public host"
+            ) from None
 
     async def get(self, client_uuid: str) -> Registration | None:
         async with self.db.engine.connect() as conn:
@@ -372,6 +387,10 @@ class PushService:
         else:
             self.stats.count("failed", reg.kind)
             log.warning("push via %s refused by the service", reg.kind)
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or ""
 
 
 def _attached_policy(payload: bytes | None) -> str | None:

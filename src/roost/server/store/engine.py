@@ -18,11 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 
 def make_engine(url: str) -> AsyncEngine:
+    # hide_parameters: a logged database error shows the statement, never its values (tokens,
+    # password hashes, queue ids); observability/redaction.py keeps statements out of logs.
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         _configure_sqlite(engine)
         return engine
-    engine = create_async_engine(url, pool_size=10, max_overflow=10)
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
     _check_on_checkout(engine)
     return engine
 

@@ -1,0 +1,45 @@
+"""The redaction filter on its own: each shape of secret it knows, and SQL records dropped."""
+
+from __future__ import annotations
+
+import logging
+
+from roost.server.observability.redaction import RedactionFilter, redact
+
+
+def _record(name: str, msg: str, args: tuple[object, ...] = (), level: int = logging.INFO):
+    return logging.LogRecord(name, level, "", 0, msg, args, None)
+
+
+def test_secret_shapes_are_replaced() -> None:
+    cases = {
+        "< authorization: Bearer abc.def-123": "abc.def-123",
+        "< cookie: session=s3cr3t": "s3cr3t",
+        "sent Bearer tok_9f8e7d with the request": "tok_9f8e7d",
+        "POST /v1/groups?queue_id=Q-9zx&external_join=false": "Q-9zx",
+        "GET /v1/directory?q=alice&cursor=CUR55": "CUR55",
+        "GET /v1/queues/Qid123/messages": "Qid123",
+        '< TEXT \'{"type": "hello", "queues": {"Qx1": 0}}\' [40 bytes]': "Qx1",
+        "row ('$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA', 1)": "c2FsdA",
+        '{"password": "hunter2", "name": "a"}': "hunter2",
+    }
+    for line, secret in cases.items():
+        assert secret not in redact(line), line
+    assert redact("GET /health 200") == "GET /health 200"
+    assert "{queue_id}" in redact("POST /v1/queues/{queue_id}/messages 201")  # a route template
+
+
+def test_sql_records_are_dropped_and_access_args_redacted() -> None:
+    f = RedactionFilter()
+    assert not f.filter(_record("sqlalchemy.engine.Engine", "[generated] %r", (("tok",),)))
+    assert not f.filter(_record("aiosqlite", "executing %s", ("INSERT ...",), logging.DEBUG))
+    assert f.filter(_record("sqlalchemy.engine.Engine", "pool failure", (), logging.ERROR))
+    access = _record(
+        "uvicorn.access",
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "POST", "/v1/groups?queue_id=SECRETQ", "1.1", 201),
+    )
+    assert f.filter(access)
+    assert isinstance(access.args, tuple) and "SECRETQ" not in access.getMessage()
+    ws = _record("uvicorn.error", "< %s", ("authorization: Bearer SECRETTOKEN",), logging.DEBUG)
+    assert f.filter(ws) and "SECRETTOKEN" not in ws.getMessage()
