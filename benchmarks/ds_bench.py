@@ -310,6 +310,7 @@ async def bench_engine(engine: str, args: argparse.Namespace) -> list[tuple[str,
         {
             "ROOST_LIMITS_REGISTRATIONS_PER_MINUTE": "100000",
             "ROOST_LIMITS_CLAIMS_PER_MINUTE": "100000",
+            "ROOST_LIMITS_CLAIMS_PER_TARGET_PER_MINUTE": "100000",
             "ROOST_LIMITS_AUTH_PER_MINUTE": "100000",
         }
     )

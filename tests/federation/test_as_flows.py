@@ -241,7 +241,8 @@ async def test_only_the_responder_answers_and_only_once(fed: Federation) -> None
 
 async def test_claim_rule_holds_on_both_servers(fed: Federation) -> None:
     alice = await fed.users(A).new("alice")
-    bob = await fed.users(B).new("bob", keypackages=4)
+    # More ordinary packages than the reserve kept from users bob has not accepted.
+    bob = await fed.users(B).new("bob", keypackages=8)
 
     # No connection: a refuses without asking b.
     await expect_error(403, "no_connection", alice.claim_key_packages(bob.user_id))
@@ -266,8 +267,8 @@ async def test_claim_rule_holds_on_both_servers(fed: Federation) -> None:
     # ... and b enforces the one claim itself, whatever a says.
     r = await signed_request(fed[A], fed[B], "POST", path, headers=claim_as_a)
     assert (r.status_code, r.json()["code"]) == (403, "no_connection")
-    # Nothing was handed out twice: bob has 3 left (one claimed, the last-resort kept).
-    assert (await bob.key_package_count()).count == 3
+    # Nothing was handed out twice: bob has 7 left (one claimed, the last-resort kept).
+    assert (await bob.key_package_count()).count == 7
 
 
 async def test_a_peer_cannot_report_a_uuid_of_another_user(fed: Federation) -> None:

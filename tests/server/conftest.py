@@ -89,7 +89,11 @@ class Server:
 def make_config(db_url: str, **overrides: object):  # type: ignore[no-untyped-def]
     raw: dict[str, object] = {
         "database_url": db_url,
-        "limits": {"registrations_per_minute": 1000, "claims_per_minute": 1000},
+        "limits": {
+            "registrations_per_minute": 1000,
+            "claims_per_minute": 1000,
+            "claims_per_target_per_minute": 1000,
+        },
     }
     raw.update(overrides)
     return build_config(raw, {})

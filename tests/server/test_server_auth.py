@@ -146,7 +146,7 @@ async def test_add_client_by_approval(server):
         "requests"
     ] == []
     r = await server.http.post(f"/v1/client-requests/{public_id}/approve", headers=bob.headers)
-    assert r.status_code == 403
+    assert r.status_code == 404  # not disclosed: answered as an unknown id
     r = await server.http.post(f"/v1/client-requests/{public_id}/approve", headers=alice.headers)
     assert r.status_code == 201
     polled = (await server.http.get(f"/v1/client-requests/{request_id}")).json()

@@ -34,12 +34,12 @@ ROUTES: dict[tuple[str, str], tuple[str, dict, int | None]] = {
     ("POST", "/v1/client-requests/{request_id}/approve"): (
         "/v1/client-requests/{req}/approve",
         {},
-        403,
+        404,  # another user's request is not disclosed: as an unknown id
     ),
     ("POST", "/v1/client-requests/{request_id}/reject"): (
         "/v1/client-requests/{req}/reject",
         {},
-        403,
+        404,  # another user's request is not disclosed: as an unknown id
     ),
     ("GET", "/v1/me"): ("/v1/me", {}, None),
     ("PATCH", "/v1/me"): ("/v1/me", {"json": {"display_name": "X"}}, None),

@@ -95,7 +95,17 @@ async def _with_client(
 async def cmd_register(args: argparse.Namespace) -> None:
     home = _home(args)
     _refuse_overwrite(home)
-    password = None if args.no_password else _password(args, confirm=True, required=False)
+    password = None
+    if not args.no_password:
+        password = _password(args, confirm=True, required=False)
+        if password is None:  # no terminal to ask on (or an empty answer): never silently none
+            raise RoostError(
+                0,
+                "password_required",
+                "give a password with --password-stdin or $ROOST_PASSWORD, or register "
+                "without one with --no-password (new clients then need an existing client's "
+                "approval)",
+            )
     client = await RoostClient.register(
         _server(args),
         args.name,
@@ -271,7 +281,10 @@ async def cmd_search(args: argparse.Namespace) -> None:
 
 async def cmd_verify(args: argparse.Namespace) -> None:
     async def run(c: RoostClient) -> None:
-        v = await c.verify_client(args.client_id)
+        client_id = args.client_id
+        if "/" not in client_id:  # the short id `whoami` lists: a client of this user
+            client_id = f"{c.user_id}/{client_id}"
+        v = await c.verify_client(client_id)
         _emit(
             args,
             v,
@@ -303,7 +316,7 @@ async def cmd_keypackages(args: argparse.Namespace) -> None:
             _emit(
                 args,
                 {"key_package_refs": refs},
-                [f"claimed {len(kps)} KeyPackages"] + [f"  {r.hex()}" for r in refs],
+                [f"claimed {len(kps)} KeyPackages"] + [f"  {b64u(r)}" for r in refs],  # as --json
             )
 
     await _with_client(args, run)
@@ -542,7 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--limit", type=int)
     se.add_argument("--cursor")
     ve = add("verify", cmd_verify, "verify a client's credential against its domain's AS")
-    ve.add_argument("client_id")
+    ve.add_argument(
+        "client_id", help="user@domain/<uuid>, or the <uuid> of one of your clients (`whoami`)"
+    )
 
     kp = add("keypackages", cmd_keypackages, "publish, count or claim KeyPackages")
     kp.add_argument("action", choices=["publish", "count", "claim"])

@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import Config, ConfigError, _redact, load_config
 from .store import Database
 from .store.migrate import MigrationError, check_schema, schema_status, upgrade
+from .store.settings import HomeDomainMismatch, check_home_domain, recorded_home_domain
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -41,8 +42,15 @@ def describe_database(config: Config) -> str:
 
 async def _upgrade(config: Config) -> tuple[tuple[str, ...], str]:
     db = Database(config.sqlalchemy_url)
+    database = describe_database(config)
     try:
-        return await upgrade(db)
+        # Refuse before touching the schema of data made for another domain.
+        recorded = await recorded_home_domain(db)
+        if recorded is not None and recorded != config.home_domain:
+            await check_home_domain(db, config.home_domain, database)  # raises the mismatch
+        result = await upgrade(db)
+        await check_home_domain(db, config.home_domain, database)  # records it if new
+        return result
     finally:
         await db.dispose()
 
@@ -69,6 +77,9 @@ def db_upgrade(config: ConfigLike = None) -> int:
     _prepare_data_dir(config)
     try:
         before, head = asyncio.run(_upgrade(config))
+    except HomeDomainMismatch as e:
+        _err(str(e))
+        return EXIT_CONFIG
     except Exception as e:  # report, do not dump a traceback at the operator
         _err(f"database upgrade failed ({describe_database(config)}): {type(e).__name__}: {e}")
         return EXIT_SCHEMA
@@ -94,7 +105,8 @@ async def _check_or_auto_upgrade(config: Config) -> str | None:
                 await upgrade(db)
                 print(f"initialised a new database: {describe_database(config)}")
         await check_schema(db)
-    except MigrationError as e:
+        await check_home_domain(db, config.home_domain, describe_database(config))
+    except (MigrationError, HomeDomainMismatch) as e:
         return str(e)
     except Exception as e:
         return f"cannot open the database {describe_database(config)}: {type(e).__name__}: {e}"

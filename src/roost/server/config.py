@@ -36,6 +36,12 @@ class Limits:
     # token-bucket rates: events per minute (burst = the same number)
     registrations_per_minute: int = 10
     claims_per_minute: int = 60
+    # KeyPackage claims of one target user over all requesters (its own clients excepted), so
+    # that many requesters together cannot drain it (docs/api.md, "KeyPackages")
+    claims_per_target_per_minute: int = 10
+    # ordinary KeyPackages per client kept back from requesters the user has not accepted
+    # (an unanswered connection request): past it they get the last-resort package
+    keypackage_reserve: int = 5
     auth_per_minute: int = 120
     # realtime WebSocket (notify/): app-level ping cadence advertised to clients, idle cut-off,
     # and the per-connection window of items sent but not yet acked (bounds server memory)

@@ -1,4 +1,5 @@
-"""In-process token-bucket rate limits keyed by requester (bounded memory).
+"""In-process token-bucket rate limits keyed by requester, or by target user for KeyPackage
+claims (bounded memory).
 
 Limits are per server process; with several processes behind one database each enforces its own
 share (documented in docs/operations.md).

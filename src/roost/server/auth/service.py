@@ -447,16 +447,7 @@ class AuthService:
                     )
                 )
             ).first()
-        if row is None:
-            async with self.db.engine.connect() as conn:
-                other = await conn.execute(
-                    sa.select(client_requests.c.user_uuid).where(
-                        client_requests.c.public_id == public_id
-                    )
-                )
-                owner = other.scalar_one_or_none()
-            if owner is not None and owner != principal.user_uuid:
-                raise Problem(403, "forbidden", "the request is for another user")
+        if row is None:  # another user's request answers as an unknown one: no disclosure
             raise Problem(404, "request_not_found", "no pending client request with this id")
         if approve:
             user = await self.find_user(principal.user_id)

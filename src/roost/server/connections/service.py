@@ -349,27 +349,33 @@ class ConnectionService:
         )
         return row.first() is not None
 
-    async def authorize_claim(self, conn: AsyncConnection, requester: str, target: str) -> None:
-        """Inside the claim's transaction: allow, or consume the opening request's one claim."""
+    async def authorize_claim(self, conn: AsyncConnection, requester: str, target: str) -> bool:
+        """Inside the claim's transaction: allow, or consume the opening request's one claim.
+
+        Returns True when the claim is that one claim of an ``opening`` connection (the target
+        has not accepted the requester), False for the user itself or an accepted connection.
+        The one claim is per pair in total: a requester whose earlier request was rejected does
+        not get another by opening again.
+        """
         if requester == target or await self.is_connected(conn, requester, target):
-            return
-        row = (
+            return False
+        rows = (
             await conn.execute(
-                sa.select(connections.c.id)
+                sa.select(connections.c.id, connections.c.state, connections.c.claim_used)
                 .where(
                     connections.c.requester_uuid == requester,
                     connections.c.responder_uuid == target,
-                    connections.c.state == "opening",
-                    connections.c.claim_used.is_(False),
                 )
                 .with_for_update()
             )
-        ).first()
-        if row is None:
+        ).all()
+        opening = [r for r in rows if r.state == "opening"]
+        if not opening or any(r.claim_used for r in rows):
             raise Problem(403, "no_connection", "KeyPackages are only given to connected users")
         await conn.execute(
-            sa.update(connections).where(connections.c.id == row.id).values(claim_used=True)
+            sa.update(connections).where(connections.c.id == opening[0].id).values(claim_used=True)
         )
+        return True
 
     async def remote_user_uuid(self, conn: AsyncConnection, user_id: str) -> str | None:
         """The uuid a remote user's server reported for ``user_id`` (from a connection row)."""

@@ -3,8 +3,13 @@
 Atomic claims: on PostgreSQL the claim locks the target client's packages of the suite with
 ``SELECT ... FOR UPDATE`` (a concurrent claim waits, then sees the row deleted and takes the
 next one); on SQLite the whole transaction is an exclusive write (``BEGIN IMMEDIATE``). Either
-way no package is handed out twice, and the count check that protects the last package is
-made under the same lock.
+way no ordinary package is handed out twice, and the count checks that protect the last package
+and the reserve are made under the same lock.
+
+Drain protection (docs/api.md, "KeyPackages"): claims of one target user are rate-limited over
+all requesters, and a requester the target has not accepted (an ``opening`` connection's one
+claim) never takes a client's ordinary packages below ``limits.keypackage_reserve``: past it,
+it gets the client's last-resort package, which is not used up.
 
 Publish is the trust boundary (RFC 9420 section 10.1 checks, in ``validation``): the body is
 verified once into ``VerifiedKeyPackage`` values and only those are stored, so a claim serves
@@ -26,12 +31,14 @@ from ..auth.service import Principal, UserInfo
 from ..config import Limits
 from ..encoding import join_mls_vector
 from ..errors import Problem
+from ..ratelimit import RateLimiter
 from ..store import Database
 from .tables import key_packages
 from .validation import Publisher, VerifiedKeyPackage, validate_batch
 
-# (conn, requester user uuid, target user uuid) -> None or raises Problem
-ClaimAuthorizer = Callable[[AsyncConnection, str, str], Awaitable[None]]
+# (conn, requester user uuid, target user uuid) -> whether the claim is an ``opening``
+# connection's one claim (the target has not accepted the requester), or raises Problem
+ClaimAuthorizer = Callable[[AsyncConnection, str, str], Awaitable[bool]]
 # (conn, user uuid) -> the user's client uuids
 ClientLister = Callable[[str, AsyncConnection], Awaitable[list[str]]]
 
@@ -80,6 +87,8 @@ class KeyPackageService:
         self.clock = clock
         self.targets = targets  # needed by claim_for_user (the claim route)
         self.remote = remote  # None: users of other domains are not found
+        # Keyed by target user: many requesters together get no more than one would.
+        self.target_limiter = RateLimiter(limits.claims_per_target_per_minute)
 
     async def publish(
         self, client_uuid: str, user_uuid: str, publisher: Publisher, body: bytes
@@ -149,11 +158,16 @@ class KeyPackageService:
         now = int(self.clock())
         out: list[bytes] = []
         async with self.db.transaction() as conn:
-            await self.authorize_claim(conn, requester_user_uuid, target_user_uuid)
+            by_stranger = await self.authorize_claim(conn, requester_user_uuid, target_user_uuid)
+            if requester_user_uuid != target_user_uuid:
+                # After authorisation, so refused requesters spend none of the target's budget;
+                # a 429 here rolls back, so an opening request keeps its one claim.
+                self.target_limiter.hit(target_user_uuid)
+            reserve = self.limits.keypackage_reserve if by_stranger else 0
             for client_uuid in await self.clients_of(target_user_uuid, conn):
                 if client_uuid == requester_client_uuid:
                     continue
-                data = await self._claim_one(conn, client_uuid, cipher_suite, now)
+                data = await self._claim_one(conn, client_uuid, cipher_suite, now, reserve)
                 if data is not None:
                     out.append(data)
         return out
@@ -173,7 +187,7 @@ class KeyPackageService:
         return join_mls_vector(items)
 
     async def _claim_one(
-        self, conn: AsyncConnection, client_uuid: str, cipher_suite: int, now: int
+        self, conn: AsyncConnection, client_uuid: str, cipher_suite: int, now: int, reserve: int
     ) -> bytes | None:
         # Expired packages are never handed out; they are dropped here as they are met.
         await conn.execute(
@@ -183,7 +197,7 @@ class KeyPackageService:
         )
         rows = (
             await conn.execute(
-                sa.select(key_packages.c.id, key_packages.c.data)
+                sa.select(key_packages.c.id, key_packages.c.data, key_packages.c.last_resort)
                 .where(
                     key_packages.c.client_uuid == client_uuid,
                     key_packages.c.cipher_suite == cipher_suite,
@@ -192,6 +206,12 @@ class KeyPackageService:
                 .with_for_update()
             )
         ).all()
+        ordinary = sum(1 for r in rows if not r.last_resort)
+        if reserve and ordinary <= reserve:
+            # The reserve stays for users the target accepted; the last-resort package is
+            # meant to be reused (RFC 9420, 16.8), so it is served and kept.
+            last_resort = [r for r in rows if r.last_resort]
+            return last_resort[0].data if last_resort else None
         if not rows:
             return None
         chosen = rows[0]

@@ -9,6 +9,7 @@ from ..keypackages import tables as _keypackages  # noqa: F401
 from ..notify import tables as _notify  # noqa: F401
 from ..push import tables as _push  # noqa: F401
 from ..queues import tables as _queues  # noqa: F401
+from . import settings as _settings  # noqa: F401 - the store's own table
 from .metadata import metadata
 
 __all__ = ["metadata"]
