@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
@@ -98,6 +98,18 @@ class RouteDoc:
     description: str = ""
 
 
+_MESSAGE_ID_HEADER = {
+    "in": "header",
+    "name": "roost-message-id",
+    "required": True,
+    "schema": {
+        "maxLength": MESSAGE_ID_MAX,
+        "minLength": 1,
+        "title": "Roost-Message-Id",
+        "type": "string",
+    },
+}
+
 GROUP_ROUTES = (
     "get_group",
     "update_group",
@@ -169,16 +181,12 @@ def group_routes(
         await s.delivery.register_queue(p, group_id_param(group_id), queue_id_param(body.queue_id))
         return Response(status_code=204)
 
-    async def send_message(
-        group_id: str,
-        request: Request,
-        p: principal,
-        s: ServicesDep,
-        roost_message_id: Annotated[str, Header(min_length=1, max_length=MESSAGE_ID_MAX)],
-    ) -> SeqOut:
+    async def send_message(group_id: str, request: Request, p: principal, s: ServicesDep) -> SeqOut:
+        # The Roost-Message-Id header is documented below and checked by parse_send, as on
+        # the fast path (FastAPI's own validation would answer differently).
         send = parse_send(
             group_id,
-            roost_message_id,
+            request.headers.get("roost-message-id"),
             request.headers.get("content-type"),
             await request.body(),
             s.config.limits.max_message_bytes,
@@ -224,7 +232,10 @@ def group_routes(
         "POST",
         status_code=201,
         response_model=SeqOut,
-        openapi_extra=mls_request_body("an application PrivateMessage"),
+        openapi_extra={
+            **mls_request_body("an application PrivateMessage"),
+            "parameters": [_MESSAGE_ID_HEADER],
+        },
     )
     add(
         "submit_proposal",
