@@ -291,3 +291,37 @@ def test_fuzz_batches_only_ever_fail_as_client_errors():
 
     random_bytes()
     mutated()
+
+
+def test_only_validation_makes_a_verified_key_package():
+    import hashlib
+    import time
+
+    from roost.server.errors import Problem
+    from roost.server.keypackages.validation import (
+        KeyPackageIn,
+        VerifiedKeyPackage,
+        split_batch,
+    )
+
+    body, publisher = _fuzz_target()
+    now = int(time.time())
+    [package] = split_batch(body, 10)
+    assert isinstance(package, KeyPackageIn)  # decoded, not yet trusted
+    kp = package.key_package
+
+    verified = package.validate(publisher, now, 90 * 86400)
+    assert isinstance(verified, VerifiedKeyPackage)
+    assert verified.data == package.data and body.endswith(verified.data)
+    assert verified.cipher_suite == 1 and verified.last_resort
+    assert verified.init_key_hash == hashlib.sha256(kp.init_key).digest()
+    assert verified.not_after == kp.leaf_node.lifetime.not_after
+
+    # Decoding accepts a package whose signature is wrong; only validate refuses it.
+    forged = KeyPackageIn(package.data, dataclasses.replace(kp, signature=bytes(64)))
+    with pytest.raises(Problem) as refused:
+        forged.validate(publisher, now, 90 * 86400)
+    assert refused.value.code == "invalid_signature"
+
+    with pytest.raises(TypeError, match="only by KeyPackageIn.validate"):
+        VerifiedKeyPackage(package.data, 1, True, b"\0" * 32, now + 60)

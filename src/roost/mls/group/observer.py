@@ -1,19 +1,26 @@
-"""``GroupObserver``: the homeserver's non-member view of a group (DESIGN.md "MLS on the wire").
+"""``GroupObserver``: the homeserver's non-member view of a group (docs/mls.md, "Server side").
 
 The observer tracks the public state (GroupContext, ratchet tree, interim transcript hash)
-from PublicMessage handshakes. It verifies every signature against the tracked tree and runs
-the full commit pipeline (proposal rules, leaf and KeyPackage validation, parent hashes, the
-next GroupContext and transcript hashes).
+from PublicMessage handshakes (RFC 9420 section 6). It verifies every signature against the
+tracked tree and runs the full commit pipeline of section 12.4.2 (proposal rules of 12.2,
+leaf and KeyPackage validation of 7.3 and 10.1, parent hashes, the next GroupContext and
+transcript hashes of 8.2).
+
+A commit is handled in two steps: ``stage`` verifies it and returns a ``StagedCommit`` (the
+resolved proposals, the roster change, the next GroupContext) without changing anything;
+``merge`` swaps the staged epoch in. ``apply`` does both, and caches proposals.
 
 What it cannot check without the group's secrets: membership tags (membership_key),
 confirmation tags (confirmation_key), path secret encryption, and PrivateMessage content.
 PrivateMessage handshakes are therefore rejected: the server requires PublicMessage.
-Every failure raises ``ValidationError``/``DecodeError`` and leaves the observer unchanged.
+Every failure raises ``ValidationError``/``DecodeError`` and leaves the observer unchanged
+(an exception a credential policy raises that is not an ``MLSError`` propagates as it is).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..codec import Reader, Writer
 from ..constants import ContentType, ExtensionType, SenderType
@@ -21,7 +28,7 @@ from ..credential import Credential
 from ..crypto.ciphersuite import get_cipher_suite
 from ..errors import DecodeError, ValidationError
 from ..extensions import find_extension
-from ..framing import MLSMessage, PrivateMessage, PublicMessage, Sender
+from ..framing import AuthenticatedContent, MLSMessage, PrivateMessage, PublicMessage, Sender
 from ..group_context import GroupContext
 from ..group_info import GroupInfo
 from ..proposals import Proposal
@@ -29,6 +36,7 @@ from ..ratchet_tree import RatchetTree
 from ..transcript import interim_transcript_hash
 from .join import tree_from, unwrap, verify_group_info
 from .proposal_rules import QueuedProposal, cache_proposal
+from .staged import EpochMark, StagedCommit, staged_commit
 from .state import (
     PublicState,
     check_content_header,
@@ -81,7 +89,7 @@ class GroupObserver:
         cls,
         group_info: bytes | MLSMessage | GroupInfo,
         ratchet_tree: RatchetTree | bytes | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> GroupObserver:
         """Start following a group from its signed GroupInfo and tree (given here or in the
         GroupInfo's ratchet_tree extension): checks the signature by the ``signer`` leaf,
@@ -101,7 +109,7 @@ class GroupObserver:
 
     @classmethod
     def from_public_state(
-        cls, state: PublicState, confirmation_tag: bytes = b"", **kwargs
+        cls, state: PublicState, confirmation_tag: bytes = b"", **kwargs: Any
     ) -> GroupObserver:
         """Follow a group whose public state is already trusted (e.g. a member's view)."""
         copy = PublicState(
@@ -141,10 +149,14 @@ class GroupObserver:
         return self._confirmation_tag
 
     def roster(self) -> list[tuple[int, Credential, bytes]]:
-        return self._state.roster()  # type: ignore[return-value]
+        return [(i, leaf.credential, leaf.signature_key) for i, leaf in self.tree.leaves()]
 
     def pending_proposal_refs(self) -> list[bytes]:
         return list(self._proposals)
+
+    def pending_proposals(self) -> tuple[QueuedProposal, ...]:
+        """The proposals cached this epoch (with their senders and refs), oldest first."""
+        return tuple(self._proposals.values())
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -155,50 +167,99 @@ class GroupObserver:
     ) -> ObservedMessage:
         """Verify and apply a PublicMessage proposal or commit of the current epoch.
 
+        A proposal is cached for the epoch's commit; a commit is ``stage`` then ``merge``.
         With ``group_info`` (a commit's companion GroupInfo), the commit is applied only if
         that GroupInfo also matches the new epoch (see ``check_group_info``): both are
         accepted together or not at all."""
+        ac = self._verified_content(message)
+        if ac.content.content_type == ContentType.PROPOSAL:
+            return self._cache_proposal(ac, group_info)
+        staged = self._stage_verified(ac, group_info)
+        self.merge(staged)
+        adds = staged.roster.added
+        if staged.sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
+            adds = adds[:-1]  # the joiner's own leaf: ``added`` lists Add proposals only
+        return ObservedMessage(
+            "commit",
+            staged.sender,
+            epoch=staged.epoch,
+            added=tuple(c.leaf_index for c in adds),
+            removed=tuple(c.leaf_index for c in staged.roster.removed),
+        )
+
+    def stage(
+        self,
+        message: bytes | MLSMessage | PublicMessage,
+        group_info: bytes | MLSMessage | GroupInfo | None = None,
+    ) -> StagedCommit:
+        """Fully verify a PublicMessage commit of the current epoch (section 12.4.2) and return
+        what it would change; the observer itself is left as it is until ``merge``.
+
+        With ``group_info``, that companion GroupInfo is checked against the next epoch too
+        (as ``check_group_info`` does after a merge). A proposal is refused: use ``apply``."""
+        ac = self._verified_content(message)
+        if ac.content.content_type == ContentType.PROPOSAL:
+            raise ValidationError("stage takes a commit; proposals go through apply")
+        return self._stage_verified(ac, group_info)
+
+    def merge(self, staged: StagedCommit) -> None:
+        """Swap in the epoch ``staged`` leads to; it must have been staged from this epoch."""
+        if staged._staged_from != EpochMark.of(self._state):  # noqa: SLF001
+            raise ValidationError(
+                f"the commit was staged from another state than this observer's epoch "
+                f"{self._state.epoch}"
+            )
+        self._state = staged._next_state  # noqa: SLF001
+        self._confirmation_tag = staged.confirmation_tag
+        self._proposals = {}
+
+    def _verified_content(
+        self, message: bytes | MLSMessage | PublicMessage
+    ) -> AuthenticatedContent:
+        """A handshake of the current epoch whose signature checks out (section 6)."""
         pm = _public_message(message)
         state = self._state
         ac = pm.authenticated_content()
         check_content_header(state, ac.content)
-        ctype = ac.content.content_type
-        if ctype == ContentType.APPLICATION:
+        if ac.content.content_type == ContentType.APPLICATION:
             raise ValidationError("application data must be sent as PrivateMessage")
         sender = ac.content.sender
         if sender.sender_type == SenderType.MEMBER and pm.membership_tag is None:
             raise ValidationError("member PublicMessage without membership tag")
         verify_content_signature(state, ac)
-        if ctype == ContentType.PROPOSAL:
-            if sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
-                raise ValidationError("a new_member_commit sender cannot send proposals")
-            if group_info is not None:
-                raise ValidationError("a GroupInfo accompanies commits, not proposals")
-            q = queued_from_content(state.cs, ac)
-            cache_proposal(self._proposals, q)
-            return ObservedMessage("proposal", sender, q.proposal, q.ref, state.epoch)
+        return ac
+
+    def _cache_proposal(
+        self, ac: AuthenticatedContent, group_info: bytes | MLSMessage | GroupInfo | None
+    ) -> ObservedMessage:
+        sender = ac.content.sender
+        if sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
+            raise ValidationError("a new_member_commit sender cannot send proposals")
+        if group_info is not None:
+            raise ValidationError("a GroupInfo accompanies commits, not proposals")
+        state = self._state
+        q = queued_from_content(state.cs, ac)
+        cache_proposal(self._proposals, q)
+        return ObservedMessage("proposal", sender, q.proposal, q.ref, state.epoch)
+
+    def _stage_verified(
+        self, ac: AuthenticatedContent, group_info: bytes | MLSMessage | GroupInfo | None
+    ) -> StagedCommit:
+        state = self._state
+        sender = ac.content.sender
         proposals = resolve_proposals(ac.content.content, sender, self._proposals)
-        staged = stage_commit(
+        computed = stage_commit(
             state,
             ac,
             proposals,
             check_lifetime=self.check_lifetime,
             credential_policy=self.credential_policy,
         )
-        tag: bytes = ac.auth.confirmation_tag  # type: ignore[assignment]
+        tag = ac.auth.confirmation_tag
+        assert tag is not None  # stage_commit refuses a commit without one
         if group_info is not None:
-            _check_group_info(staged.state, tag, group_info)
-        # Everything succeeded: swap in the new epoch.
-        self._state = staged.state
-        self._confirmation_tag = tag
-        self._proposals = {}
-        return ObservedMessage(
-            "commit",
-            sender,
-            epoch=staged.state.epoch,
-            added=tuple(i for i, _ in staged.applied.added),
-            removed=tuple(staged.applied.removed),
-        )
+            _check_group_info(computed.state, tag, group_info)
+        return staged_commit(state, sender, computed, tag)
 
     def check_group_info(self, group_info: bytes | MLSMessage | GroupInfo) -> GroupInfo:
         """Check a GroupInfo submitted with the latest commit against the computed state:
@@ -220,7 +281,7 @@ class GroupObserver:
         return w.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes, **kwargs) -> GroupObserver:
+    def from_bytes(cls, data: bytes, **kwargs: Any) -> GroupObserver:
         r = Reader(data)
         try:
             if r.fixed(len(OBSERVER_MAGIC)) != OBSERVER_MAGIC:
@@ -241,7 +302,9 @@ class GroupObserver:
         return obs
 
 
-def _check_group_info(state: PublicState, confirmation_tag: bytes, group_info) -> GroupInfo:
+def _check_group_info(
+    state: PublicState, confirmation_tag: bytes, group_info: bytes | MLSMessage | GroupInfo
+) -> GroupInfo:
     gi = unwrap(group_info, GroupInfo)
     if gi.group_context.encode() != state.context_bytes:
         raise ValidationError("GroupInfo GroupContext differs from the group's state")
@@ -272,7 +335,7 @@ def _read_queued(r: Reader) -> QueuedProposal:
     return QueuedProposal(proposal, sender_type, index, ref)
 
 
-def _public_message(message) -> PublicMessage:
+def _public_message(message: bytes | MLSMessage | PublicMessage) -> PublicMessage:
     if isinstance(message, PublicMessage):
         return message
     msg = MLSMessage.decode(message) if isinstance(message, bytes) else message

@@ -79,7 +79,7 @@ class AppliedProposals:
     members: MemberIndex | None = None
 
 
-# Proposals cached per epoch are bounded (DESIGN.md: bounded caches only); a group that
+# Proposals cached per epoch are bounded (every cache in Roost is); a group that
 # needs more in one epoch is misbehaving.
 MAX_PENDING_PROPOSALS = 4096
 

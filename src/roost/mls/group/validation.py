@@ -169,12 +169,9 @@ def validate_leaf_node(
         members = MemberIndex((i, m) for i, m in members if i != replaces)
     members.check(leaf, who)
     if credential_policy is not None:
-        try:
-            ok = credential_policy(leaf.credential, leaf.signature_key)
-        except ValidationError:
-            raise
-        except Exception as e:  # the policy is application code: report, never crash
-            raise ValidationError(f"{who}: credential rejected by policy: {e}") from None
+        # Application code: its own failures (a database down, a bug) are not the peer's
+        # fault, so whatever it raises propagates unchanged rather than as a ValidationError.
+        ok = credential_policy(leaf.credential, leaf.signature_key)
         if ok is False:
             raise ValidationError(f"{who}: credential rejected by policy")
 

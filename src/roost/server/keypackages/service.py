@@ -5,6 +5,10 @@ Atomic claims: on PostgreSQL the claim locks the target client's packages of the
 next one); on SQLite the whole transaction is an exclusive write (``BEGIN IMMEDIATE``). Either
 way no package is handed out twice, and the count check that protects the last package is
 made under the same lock.
+
+Publish is the trust boundary (RFC 9420 section 10.1 checks, in ``validation``): the body is
+verified once into ``VerifiedKeyPackage`` values and only those are stored, so a claim serves
+stored bytes back verbatim without verifying them again.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from ..config import Limits
 from ..errors import Problem
 from ..store import Database
 from .tables import key_packages
-from .validation import Publisher, ValidPackage, validate_batch
+from .validation import Publisher, VerifiedKeyPackage, validate_batch
 
 # (conn, requester user uuid, target user uuid) -> None or raises Problem
 ClaimAuthorizer = Callable[[AsyncConnection, str, str], Awaitable[None]]
@@ -53,7 +57,9 @@ class KeyPackageService:
 
     async def publish(
         self, client_uuid: str, user_uuid: str, publisher: Publisher, body: bytes
-    ) -> list[ValidPackage]:
+    ) -> list[VerifiedKeyPackage]:
+        """Replace the client's packages with the batch in ``body``, verified here once (the
+        trust boundary); everything after it handles ``VerifiedKeyPackage``s only."""
         now = int(self.clock())
         packages = validate_batch(
             body,
@@ -62,6 +68,12 @@ class KeyPackageService:
             self.limits.max_keypackages_per_batch,
             self.limits.keypackage_max_lifetime_days * 86400,
         )
+        await self._replace(client_uuid, user_uuid, packages, now)
+        return packages
+
+    async def _replace(
+        self, client_uuid: str, user_uuid: str, packages: list[VerifiedKeyPackage], now: int
+    ) -> None:
         try:
             async with self.db.transaction() as conn:
                 # Lock the client's current packages so a concurrent claim cannot interleave.
@@ -75,25 +87,12 @@ class KeyPackageService:
                 )
                 await conn.execute(
                     sa.insert(key_packages),
-                    [
-                        {
-                            "client_uuid": client_uuid,
-                            "user_uuid": user_uuid,
-                            "cipher_suite": p.cipher_suite,
-                            "last_resort": p.last_resort,
-                            "init_key_hash": p.init_key_hash,
-                            "data": p.data,
-                            "not_after": p.not_after,
-                            "created_at": now,
-                        }
-                        for p in packages
-                    ],
+                    [_row(client_uuid, user_uuid, p, now) for p in packages],
                 )
         except IntegrityError:
             raise Problem(
                 422, "duplicate_init_key", "an init key of this batch is already published"
             ) from None
-        return packages
 
     async def counts(self, client_uuid: str) -> Counts:
         now = int(self.clock())
@@ -176,3 +175,17 @@ class KeyPackageService:
         self, conn: AsyncConnection, user_uuid: str, _clients: list[str]
     ) -> None:
         await conn.execute(sa.delete(key_packages).where(key_packages.c.user_uuid == user_uuid))
+
+
+def _row(client_uuid: str, user_uuid: str, p: VerifiedKeyPackage, now: int) -> dict[str, object]:
+    """The stored form of a verified package (claims serve ``data`` back verbatim)."""
+    return {
+        "client_uuid": client_uuid,
+        "user_uuid": user_uuid,
+        "cipher_suite": p.cipher_suite,
+        "last_resort": p.last_resort,
+        "init_key_hash": p.init_key_hash,
+        "data": p.data,
+        "not_after": p.not_after,
+        "created_at": now,
+    }

@@ -1,9 +1,13 @@
-"""Validate a published KeyPackage batch with roost.mls (docs/api.md "KeyPackages")."""
+"""The trust boundary of the KeyPackage directory (docs/api.md "KeyPackages"; RFC 9420
+sections 10 and 10.1): a published batch is decoded into ``KeyPackageIn`` values, which are
+unverified, and ``KeyPackageIn.validate`` turns each into a ``VerifiedKeyPackage``, the only
+kind the directory stores. Nothing else makes a ``VerifiedKeyPackage``."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from roost.mls.codec import Reader
 from roost.mls.constants import CredentialType, ExtensionType, LeafNodeSource, ProtocolVersion
@@ -17,14 +21,24 @@ from ..errors import Problem
 WIRE_FORMAT_KEY_PACKAGE = 5
 CLOCK_SKEW_SECONDS = 300
 
+# Held only by ``KeyPackageIn.validate``: a ``VerifiedKeyPackage`` built without it is refused.
+_VALIDATED = object()
+
 
 @dataclass(frozen=True, slots=True)
-class ValidPackage:
+class VerifiedKeyPackage:
+    """A published KeyPackage that passed every check of ``KeyPackageIn.validate``."""
+
     data: bytes  # the MLSMessage encoding, served back verbatim on claim
     cipher_suite: int
     last_resort: bool
     init_key_hash: bytes
     not_after: int
+    _made_by: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._made_by is not _VALIDATED:
+            raise TypeError("a VerifiedKeyPackage is made only by KeyPackageIn.validate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +49,22 @@ class Publisher:
     certificate: bytes
 
 
-def split_batch(body: bytes, max_items: int) -> list[tuple[bytes, KeyPackage]]:
+class KeyPackageIn(NamedTuple):
+    """A KeyPackage as decoded from a published batch: well formed, nothing else checked."""
+
+    data: bytes  # its MLSMessage encoding
+    key_package: KeyPackage
+
+    def validate(self, publisher: Publisher, now: int, max_lifetime: int) -> VerifiedKeyPackage:
+        """Section 10.1 and the directory's rules: version, suite, leaf source, distinct init
+        key, capabilities, the publisher's credential and key, lifetime, both signatures."""
+        return _validate(self.data, self.key_package, publisher, now, max_lifetime)
+
+
+def split_batch(body: bytes, max_items: int) -> list[KeyPackageIn]:
     """Decode ``MLSMessage key_packages<V>``; raises DecodeError or a Problem."""
     r = mls_vector_reader(body)
-    out: list[tuple[bytes, KeyPackage]] = []
+    out: list[KeyPackageIn] = []
     while r.remaining():
         if len(out) >= max_items:
             raise Problem(
@@ -56,7 +82,7 @@ def split_batch(body: bytes, max_items: int) -> list[tuple[bytes, KeyPackage]]:
                 f"expected mls_key_package messages, got wire format {wire_format}",
             )
         kp = _decode_key_package(r)
-        out.append((body[start : r.pos], kp))
+        out.append(KeyPackageIn(body[start : r.pos], kp))
     if not out:
         raise Problem(422, "empty_batch", "the batch holds no KeyPackages")
     return out
@@ -71,9 +97,9 @@ def _decode_key_package(r: Reader) -> KeyPackage:
         raise DecodeError(f"invalid KeyPackage: {e}") from None
 
 
-def validate_package(
+def _validate(
     data: bytes, kp: KeyPackage, publisher: Publisher, now: int, max_lifetime: int
-) -> ValidPackage:
+) -> VerifiedKeyPackage:
     if kp.version != ProtocolVersion.MLS10:
         raise Problem(
             422, "unsupported_version", f"KeyPackage version {kp.version} is not supported"
@@ -131,21 +157,23 @@ def validate_package(
     if not cs.verify_with_label(leaf.signature_key, b"KeyPackageTBS", kp.tbs(), kp.signature):
         raise Problem(422, "invalid_signature", "the KeyPackage signature does not verify")
     last_resort = any(e.extension_type == ExtensionType.LAST_RESORT for e in kp.extensions)
-    return ValidPackage(
+    return VerifiedKeyPackage(
         data=data,
         cipher_suite=kp.cipher_suite,
         last_resort=last_resort,
         init_key_hash=hashlib.sha256(kp.init_key).digest(),
         not_after=lifetime.not_after,
+        _made_by=_VALIDATED,
     )
 
 
 def validate_batch(
     body: bytes, publisher: Publisher, now: int, max_items: int, max_lifetime: int
-) -> list[ValidPackage]:
+) -> list[VerifiedKeyPackage]:
+    """Decode and verify a whole batch, then the batch rules (unique init keys, a last-resort
+    package); any failure refuses the batch."""
     packages = [
-        validate_package(data, kp, publisher, now, max_lifetime)
-        for data, kp in split_batch(body, max_items)
+        package.validate(publisher, now, max_lifetime) for package in split_batch(body, max_items)
     ]
     if len({p.init_key_hash for p in packages}) != len(packages):
         raise Problem(422, "duplicate_init_key", "two KeyPackages in the batch share an init key")
