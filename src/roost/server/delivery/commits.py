@@ -3,11 +3,13 @@ result, then written with a conditional update and fanned out in one transaction
 
 1. Snapshot the group once (row, members, roles as of one ``rev``); a commit for another epoch
    is ``409 epoch_conflict`` (a retried success gets its first answer).
-2. Stage the commit on a copy of the group's observer, off the event loop (``staging.py``):
-   signature, proposals, tree, transcript — everything MLS says.
-3. Judge the staged result: the credentials of every added or changed leaf (the remote AS
+2. Stage the commit (``GroupObserver.stage``, RFC 9420 §12.4.2) off the event loop: signature,
+   proposal resolution and rules, leaves, tree, transcript — everything MLS says. The observer
+   has no credential policy: the DS checks the staged roster itself, in step 3.
+3. Judge the staged result: the credentials of every added or updated leaf (the remote AS
    certificates they name fetched first, in one batch), the role rules on the resolved
-   proposals, the GroupInfo against the next epoch, the Welcome, and the roster diff.
+   proposals, the Welcome, the roster; then merge (a copy of the group's observer) and check
+   the GroupInfo against the next epoch.
 4. The connection requirement for Adds (database reads).
 5. One transaction: the update conditional on the epoch (first commit of an epoch wins, on both
    engines), the fan-out to the members that stay, the member rows, the Welcome, the roles of
@@ -27,7 +29,7 @@ import sqlalchemy as sa
 from roost.mls.constants import ContentType, SenderType, WireFormat
 from roost.mls.errors import MLSError
 from roost.mls.framing import MLSMessage, PublicMessage
-from roost.mls.group import GroupObserver
+from roost.mls.group import GroupObserver, StagedCommit
 from roost.mls.proposals import GroupContextExtensions
 
 from ..auth.service import Principal
@@ -40,19 +42,15 @@ from .external_sender import ExternalSender
 from .fanout import Fanout
 from .federation_port import RemotePrincipal, domain_of
 from .group_store import GroupSnapshot, GroupStore, Member
+from .handshake import mls_problem, public_handshake
 from .rules import AddedClient, AddRule, check_roles, epoch_conflict
 from .send_writer import SEND_ID_RETENTION
-from .staging import StagedCommit, public_handshake, stage_and_merge
 from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
 from .welcomes import Welcomes
 
 # Observer work (decode state, validate, encode) runs here so the event loop keeps serving
 # sends and socket timers while a big commit is checked.
 _CPU = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ds-observer")
-
-
-def mls_problem(code: str, e: Exception) -> Problem:
-    return Problem(422, code, f"{type(e).__name__}: {e}")
 
 
 @dataclass(slots=True)
@@ -155,10 +153,10 @@ class CommitPipeline:
 
     @staticmethod
     def _stage(state: bytes, pm: PublicMessage) -> tuple[GroupObserver, StagedCommit]:
-        """CPU work: the observer copy, staged and moved to the next epoch."""
+        """CPU work: a copy of the group's observer and the commit staged on it."""
         obs = GroupObserver.from_bytes(state)
         try:
-            return obs, stage_and_merge(obs, pm)
+            return obs, obs.stage(pm)
         except MLSError as e:
             raise mls_problem("invalid_commit", e) from None
 
@@ -184,9 +182,10 @@ class CommitPipeline:
             except Problem as e:  # as the observer's credential policy reported it
                 raise Problem(422, "invalid_commit", f"ValidationError: {e.detail}") from None
         adds = check_roles(staged.proposals, by_leaf, snap.roles, committer_user, external)
+        # This copy of the observer moves on; if the GroupInfo does not match, it is simply
+        # not stored: commit and GroupInfo are accepted together or not at all.
+        obs.merge(staged)
         try:
-            # On failure this observer copy is simply not stored: commit and GroupInfo are
-            # accepted together or not at all.
             obs.check_group_info(bundle.group_info)
         except MLSError as e:
             raise mls_problem("invalid_group_info", e) from None
@@ -200,7 +199,7 @@ class CommitPipeline:
             raise Problem(422, "unexpected_welcome", "a Welcome without Adds")
         # The new roster: removed leaves go, added leaves come (client from the credential);
         # a leaf that stays keeps its client.
-        removed = frozenset(staged.roster.removed)
+        removed = frozenset(c.leaf_index for c in staged.roster.removed)
         new_rows = {c.leaf_index: clients[c.leaf_index] for c in staged.roster.added}
         for change in staged.roster.updated:
             old = by_leaf.get(change.leaf_index)

@@ -25,8 +25,8 @@ from .credentials import Credentials
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .group_store import GroupStore, Member
+from .handshake import mls_problem, public_handshake
 from .rules import AddedClient, AddRule, check_roles, epoch_conflict
-from .staging import pending_proposals, public_handshake
 from .tables import ds_groups
 
 PROPOSAL_RETRIES = 8
@@ -86,7 +86,7 @@ class Proposals:
             try:
                 observed = obs.apply(pm)
             except MLSError as e:
-                raise Problem(422, "invalid_proposal", f"{type(e).__name__}: {e}") from None
+                raise mls_problem("invalid_proposal", e) from None
             proposal: Proposal = observed.proposal  # type: ignore[assignment]
             new_leaf = _new_leaf(proposal)
             client: tuple[str, str] | None = None
@@ -127,7 +127,7 @@ class Proposals:
             key, index = found
             proposed = {
                 q.proposal.body.removed
-                for q in pending_proposals(obs)
+                for q in obs.pending_proposals()
                 if q.sender_type == SenderType.EXTERNAL and isinstance(q.proposal.body, Remove)
             }
             in_tree = {leaf for leaf, _, _ in obs.roster()}

@@ -10,7 +10,8 @@ hands each only the others it needs:
 - ``rules.py``: role rules, the connection requirement for Adds, the epoch-window rule
 - ``fanout.py``: one item to the members' queues (local, remote through the outbox, held)
 - ``groups.py``: creation, views, GroupInfo, a joiner's queue registration
-- ``commits.py`` (on ``staging.py``): the commit pipeline; ``welcomes.py``: its Welcome
+- ``commits.py``: the commit pipeline, on the staged observer; ``welcomes.py``: its Welcome
+- ``handshake.py``: a handshake as received (PublicMessage), MLS refusals as problems
 - ``proposals.py``: member proposals and the server's own Remove proposals
 - ``sends.py`` + ``send_writer.py``: application sends, parsed once, written in batches
 - ``admin.py``: roles, settings, policy, deletion
