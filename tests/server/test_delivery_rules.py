@@ -535,3 +535,30 @@ async def test_commit_racing_another_commit_gets_a_conflict_not_a_role_error(ser
     carol.group.clear_pending_commit()
     assert [g.kind for g in await process_all(http, carol)] == ["commit"]
     assert carol.group.epoch_authenticator == alice.group.epoch_authenticator
+
+
+async def test_role_rules_judge_only_verified_commits(server) -> None:  # type: ignore[no-untyped-def]
+    """The DS's rules run on the staged commit, after MLS verified it: a commit whose signature
+    does not verify is an invalid commit, whatever it proposes (it used to be judged by the
+    role rules first and answered 403 role_required, so a forger learned about roles)."""
+    from dataclasses import replace
+
+    from roost.mls.framing import MLSMessage
+    from roost.server.delivery.wire import encode_commit_bundle
+
+    http, gid, alice, bob, carol = await trio(server)
+    for m in (bob, carol):
+        await process_all(http, m)
+    out = bob.group.commit(remove=[carol.group.leaf_index])  # bob is no admin
+    pm = MLSMessage.decode(out.commit).body
+    signature = bytes([pm.auth.signature[0] ^ 1]) + pm.auth.signature[1:]
+    forged = MLSMessage(replace(pm, auth=replace(pm.auth, signature=signature))).encode()
+    r = await http.post(
+        f"/v1/groups/{b64u(gid)}/commits",
+        content=encode_commit_bundle(forged, out.group_info, out.welcome),
+        headers={**bob.headers, **MLS},
+    )
+    assert r.status_code == 422 and r.json()["code"] == "invalid_commit", r.text
+    # The same commit, signed as it was: now the role rule speaks.
+    r = await post_commit(http, bob, gid, out)
+    assert r.status_code == 403 and r.json()["code"] == "role_required", r.text
