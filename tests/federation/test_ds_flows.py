@@ -269,7 +269,7 @@ def test_forwarder_tells_local_from_remote_group_ids():
     import types
 
     from roost.server.encoding import b64u
-    from roost.server.federation.ds_flows import GroupForwarder
+    from roost.server.federation.group_forwarder import GroupForwarder
 
     services = types.SimpleNamespace(
         config=types.SimpleNamespace(home_domain=A), federation=object()

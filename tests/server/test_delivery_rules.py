@@ -454,7 +454,7 @@ async def test_account_events_have_one_consumer_across_processes(server, db_url)
         pytest.skip("SQLite serves a single process; the cross-process lock is PostgreSQL's")
     import asyncpg
 
-    from roost.server.delivery.service import ACCOUNT_EVENTS_LOCK_KEY
+    from roost.server.delivery.account_events import ACCOUNT_EVENTS_LOCK_KEY
 
     http, gid, alice, bob, carol = await trio(server)
     for m in (bob, carol):
@@ -513,8 +513,8 @@ async def test_commit_racing_another_commit_gets_a_conflict_not_a_role_error(ser
 
     # Land alice's commit between the DS's read of the group row and of its members for
     # carol's commit: the widest window of the race, made certain.
-    ds = server.app.state.services.delivery
-    members_of = ds._members
+    store = server.app.state.services.delivery.store
+    members_of = store.members
     landed: list[int] = []
 
     async def members_after_alice_commits(conn, group_id):  # type: ignore[no-untyped-def]
@@ -523,11 +523,11 @@ async def test_commit_racing_another_commit_gets_a_conflict_not_a_role_error(ser
             landed[0] = (await post_commit(http, alice, gid, alice_out)).status_code
         return await members_of(conn, group_id)
 
-    ds._members = members_after_alice_commits
+    store.members = members_after_alice_commits
     try:
         r = await post_commit(http, carol, gid, carol_out)
     finally:
-        ds._members = members_of
+        store.members = members_of
     assert landed == [201]
     assert r.status_code == 409 and r.json()["code"] == "epoch_conflict", r.text
     assert r.json()["epoch"] == 2
@@ -535,3 +535,30 @@ async def test_commit_racing_another_commit_gets_a_conflict_not_a_role_error(ser
     carol.group.clear_pending_commit()
     assert [g.kind for g in await process_all(http, carol)] == ["commit"]
     assert carol.group.epoch_authenticator == alice.group.epoch_authenticator
+
+
+async def test_role_rules_judge_only_verified_commits(server) -> None:  # type: ignore[no-untyped-def]
+    """The DS's rules run on the staged commit, after MLS verified it: a commit whose signature
+    does not verify is an invalid commit, whatever it proposes (it used to be judged by the
+    role rules first and answered 403 role_required, so a forger learned about roles)."""
+    from dataclasses import replace
+
+    from roost.mls.framing import MLSMessage
+    from roost.server.delivery.wire import encode_commit_bundle
+
+    http, gid, alice, bob, carol = await trio(server)
+    for m in (bob, carol):
+        await process_all(http, m)
+    out = bob.group.commit(remove=[carol.group.leaf_index])  # bob is no admin
+    pm = MLSMessage.decode(out.commit).body
+    signature = bytes([pm.auth.signature[0] ^ 1]) + pm.auth.signature[1:]
+    forged = MLSMessage(replace(pm, auth=replace(pm.auth, signature=signature))).encode()
+    r = await http.post(
+        f"/v1/groups/{b64u(gid)}/commits",
+        content=encode_commit_bundle(forged, out.group_info, out.welcome),
+        headers={**bob.headers, **MLS},
+    )
+    assert r.status_code == 422 and r.json()["code"] == "invalid_commit", r.text
+    # The same commit, signed as it was: now the role rule speaks.
+    r = await post_commit(http, bob, gid, out)
+    assert r.status_code == 403 and r.json()["code"] == "role_required", r.text

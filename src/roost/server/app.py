@@ -33,7 +33,8 @@ from .federation.as_flows import (
     RemoteConnectionsBridge,
     install_as_flows,
 )
-from .federation.ds_flows import GroupForwarder, install_ds_flows
+from .federation.ds_flows import DsBridge, install_ds_flows
+from .federation.group_forwarder import GroupForwarder
 from .federation.routes_as import router as federation_as_router
 from .federation.routes_ds import router as federation_ds_router
 from .federation.routes_inbox import router as federation_inbox_router
@@ -105,7 +106,11 @@ def build_services(
         queues.delete_user_queues,
         connections.delete_user_connections,
     ]
-    delivery = DeliveryService(db, config, auth, queues, connections, clock)
+    # The DS reaches federation only through this narrow bridge (remote AS certificates, outbox).
+    ds_federation = DsBridge(federation.directory, federation.outbox)
+    delivery = DeliveryService(
+        db, config, auth, queues, connections, clock, federation=ds_federation
+    )
     delivery.install_hooks()
     assets = make_asset_service(db, config, clock)
     auth.on_user_deleted.append(assets.delete_user_assets)

@@ -1,8 +1,9 @@
 """A raw-ASGI fast path for the hottest route, ``POST /v1/groups/{group_id}/messages``.
 
-Same contract as the FastAPI route in ``routes.py`` (which stays for the OpenAPI document and
-is reached by every other request): routing, dependency solving and response models cost about
-as much CPU per send as the database work, so this middleware answers the send itself.
+Every such request is answered here: routing, dependency solving and response models cost
+about as much CPU per send as the database work. The FastAPI route in ``routes.py`` is declared
+for the OpenAPI document; both parse the request with ``sends.parse_send`` and answer alike
+(``tests/server/test_delivery_send_route.py`` compares them).
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from roost.mls.errors import DecodeError
 
 from ..auth.token_cache import token_cache
-from ..encoding import MLS_MEDIA_TYPE
 from ..errors import Problem, problem_response, unexpected_error_response
-from .routes import _group_id
+from .sends import body_too_large, check_send_body, parse_send_head
 
 log = logging.getLogger("roost.server")
 
@@ -98,14 +98,10 @@ class SendFastPath:
             )
         # The process's shared, revocation-aware cache (auth/token_cache.py).
         principal = await token_cache(services.auth).authenticate(credentials.strip())
-        gid = _group_id(scope["path"][len(_PREFIX) : -len(_SUFFIX)])
-        if message_id is None or not 1 <= len(message_id) <= 128:
-            raise Problem(
-                400,
-                "invalid_request",
-                "the Roost-Message-Id header (1-128 characters) is required",
-                extra={"errors": [{"loc": ["header", "roost-message-id"], "msg": "required"}]},
-            )
+        # The checks of sends.parse_send, split around the streamed body read.
+        group_id, message_id = parse_send_head(
+            scope["path"][len(_PREFIX) : -len(_SUFFIX)], message_id
+        )
         limit = services.config.limits.max_message_bytes
         chunks: list[bytes] = []
         size = 0
@@ -116,14 +112,11 @@ class SendFastPath:
                 raise Problem(400, "invalid_request", "the client went away")
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > limit:
-                raise Problem(413, "body_too_large", f"the message exceeds {limit} bytes")
+            if size > limit:  # stop reading
+                raise body_too_large(limit)
             chunks.append(chunk)
             more = message.get("more_body", False)
         payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if (ctype or "").split(";")[0].strip().lower() != MLS_MEDIA_TYPE:
-            raise Problem(415, "unsupported_media_type", f"the body must be {MLS_MEDIA_TYPE}")
-        if not payload:
-            raise Problem(400, "malformed_mls", "the body is empty")
-        seq = await services.delivery.send(principal, gid, message_id, payload)
+        check_send_body(ctype, payload, limit)
+        seq = await services.delivery.send(principal, group_id, message_id, payload)
         return 201, b'{"group_seq":%d}' % seq

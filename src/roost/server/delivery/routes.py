@@ -1,19 +1,32 @@
-"""HTTP routes of the Delivery Service (docs/api.md "Groups"). Thin: parse, call the service."""
+"""HTTP routes of the Delivery Service (docs/api.md "Groups"). Thin: parse, call the service.
 
-from __future__ import annotations
+The 10 routes on one group are defined once, in ``group_routes``, parametrised by who the
+caller is (a dependency yielding the principal) and the path prefix: this module mounts them
+for local clients at ``/v1/groups/{group_id}``, ``federation/routes_ds.py`` for clients of
+other domains at ``/federation/v1/groups/{group_id}``. Each surface brings its own OpenAPI
+documentation (``RouteDoc``: errors and description per route).
 
-from typing import Annotated, Literal
+``POST .../messages`` is served by the raw-ASGI fast path (``fastpath.py``) for local clients;
+the route here is declared for the OpenAPI document and answers alike (both parse with
+``sends.parse_send``; ``tests/server/test_delivery_send_route.py`` compares them).
+"""
 
-from fastapi import APIRouter, Header, Query, Request, Response
+# No ``from __future__ import annotations`` here: the handlers inside ``group_routes`` annotate
+# their principal with the factory's argument, which FastAPI must see as an object.
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
-from ..encoding import MLS_MEDIA_TYPE, b64u, unb64u
-from ..errors import Problem, problem_responses
-from ..queues.service import QUEUE_ID_LEN
-from .tables import GROUP_ID_MAX
-
-router = APIRouter(tags=["groups"])
+from ..encoding import MLS_MEDIA_TYPE, b64u
+from ..errors import problem_responses
+from .group_store import GroupView
+from .path_params import group_id_param, queue_id_param
+from .sends import MESSAGE_ID_MAX, parse_send
 
 _AUTH = problem_responses((401, "unauthenticated"), (401, "token_expired"))
 _GROUP = {**_AUTH, **problem_responses((404, "group_not_found"), (403, "not_member"))}
@@ -70,32 +83,184 @@ class PolicyIn(BaseModel):
     policy: str | None = Field(..., min_length=1, max_length=64)
 
 
-def _group_id(text: str) -> bytes:
-    try:
-        raw = unb64u(text)
-    except ValueError:
-        raw = b""
-    if not raw or len(raw) > GROUP_ID_MAX:
-        raise Problem(404, "group_not_found", "no such group")
-    return raw
+def _out(view: GroupView) -> GroupOut:
+    return GroupOut.model_validate(view.to_json())
 
 
-def _queue_id(text: str) -> bytes:
-    try:
-        raw = unb64u(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != QUEUE_ID_LEN:
-        raise Problem(404, "queue_not_found", "no such queue")
-    return raw
+# ---- the routes on one group, for any kind of caller --------------------------------------------
 
 
-def _out(view) -> GroupOut:  # type: ignore[no-untyped-def]
-    return GroupOut(**view.to_json())
+@dataclass(frozen=True, slots=True)
+class RouteDoc:
+    """How one surface documents a route: its error answers and its description."""
+
+    responses: dict[int | str, dict[str, Any]]
+    description: str = ""
+
+
+_MESSAGE_ID_HEADER = {
+    "in": "header",
+    "name": "roost-message-id",
+    "required": True,
+    "schema": {
+        "maxLength": MESSAGE_ID_MAX,
+        "minLength": 1,
+        "title": "Roost-Message-Id",
+        "type": "string",
+    },
+}
+
+GROUP_ROUTES = (
+    "get_group",
+    "update_group",
+    "delete_group",
+    "submit_commit",
+    "group_info",
+    "register_queue",
+    "send_message",
+    "submit_proposal",
+    "set_role",
+    "set_policy",
+)
+
+
+def group_routes(
+    principal: Any, prefix: str, *, tag: str, name_prefix: str, docs: dict[str, RouteDoc]
+) -> APIRouter:
+    """The routes on one group (``prefix`` ends in ``{group_id}``); ``principal`` is the
+    annotated dependency that authenticates the caller; ``docs`` documents each route."""
+    router = APIRouter()
+
+    def add(name: str, suffix: str, endpoint: Any, method: str, **kw: Any) -> None:
+        doc = docs[name]
+        router.add_api_route(
+            prefix + suffix,
+            endpoint,
+            methods=[method],
+            name=name_prefix + name,
+            responses=doc.responses,
+            description=doc.description,
+            tags=[tag],
+            **kw,
+        )
+
+    async def get_group(group_id: str, p: principal, s: ServicesDep) -> GroupOut:
+        return _out(await s.delivery.get_group(p, group_id_param(group_id)))
+
+    async def update_group(
+        group_id: str, body: SettingsIn, p: principal, s: ServicesDep
+    ) -> GroupOut:
+        return _out(
+            await s.delivery.update_settings(p, group_id_param(group_id), body.external_join)
+        )
+
+    async def delete_group(group_id: str, p: principal, s: ServicesDep) -> Response:
+        await s.delivery.delete_group(p, group_id_param(group_id))
+        return Response(status_code=204)
+
+    async def submit_commit(
+        group_id: str,
+        request: Request,
+        p: principal,
+        s: ServicesDep,
+        queue_id: str | None = None,
+    ) -> CommitOut:
+        gid = group_id_param(group_id)
+        qid = queue_id_param(queue_id) if queue_id is not None else None
+        body = await mls_body(request)
+        epoch, seq = await s.delivery.submit_commit(p, gid, body, qid)
+        return CommitOut(epoch=epoch, group_seq=seq)
+
+    async def group_info(group_id: str, p: principal, s: ServicesDep) -> Response:
+        state = await s.delivery.group_state(p, group_id_param(group_id))
+        return Response(state, media_type=MLS_MEDIA_TYPE)
+
+    async def register_queue(
+        group_id: str, body: QueueIn, p: principal, s: ServicesDep
+    ) -> Response:
+        await s.delivery.register_queue(p, group_id_param(group_id), queue_id_param(body.queue_id))
+        return Response(status_code=204)
+
+    async def send_message(group_id: str, request: Request, p: principal, s: ServicesDep) -> SeqOut:
+        # The Roost-Message-Id header is documented below and checked by parse_send, as on
+        # the fast path (FastAPI's own validation would answer differently).
+        send = parse_send(
+            group_id,
+            request.headers.get("roost-message-id"),
+            request.headers.get("content-type"),
+            await request.body(),
+            s.config.limits.max_message_bytes,
+        )
+        seq = await s.delivery.send(p, send.group_id, send.message_id, send.body)
+        return SeqOut(group_seq=seq)
+
+    async def submit_proposal(
+        group_id: str, request: Request, p: principal, s: ServicesDep
+    ) -> SeqOut:
+        gid = group_id_param(group_id)
+        return SeqOut(group_seq=await s.delivery.submit_proposal(p, gid, await mls_body(request)))
+
+    async def set_role(
+        group_id: str, user_id: str, body: RoleIn, p: principal, s: ServicesDep
+    ) -> Response:
+        await s.delivery.set_role(p, group_id_param(group_id), user_id.strip().lower(), body.role)
+        return Response(status_code=204)
+
+    async def set_policy(group_id: str, body: PolicyIn, p: principal, s: ServicesDep) -> Response:
+        await s.delivery.set_policy(p, group_id_param(group_id), body.policy)
+        return Response(status_code=204)
+
+    commit_body = mls_request_body("RoostCommitBundle: commit, GroupInfo, optional Welcome")
+    add("get_group", "", get_group, "GET", response_model=GroupOut)
+    add("update_group", "", update_group, "PATCH", response_model=GroupOut)
+    add("delete_group", "", delete_group, "DELETE", status_code=204, response_class=Response)
+    add(
+        "submit_commit",
+        "/commits",
+        submit_commit,
+        "POST",
+        status_code=201,
+        response_model=CommitOut,
+        openapi_extra=commit_body,
+    )
+    add("group_info", "/group-info", group_info, "GET", response_class=Response)
+    add("register_queue", "/queue", register_queue, "PUT", status_code=204, response_class=Response)
+    add(
+        "send_message",
+        "/messages",
+        send_message,
+        "POST",
+        status_code=201,
+        response_model=SeqOut,
+        openapi_extra={
+            **mls_request_body("an application PrivateMessage"),
+            "parameters": [_MESSAGE_ID_HEADER],
+        },
+    )
+    add(
+        "submit_proposal",
+        "/proposals",
+        submit_proposal,
+        "POST",
+        status_code=201,
+        response_model=SeqOut,
+        openapi_extra=mls_request_body("a PublicMessage proposal"),
+    )
+    add("set_role", "/roles/{user_id}", set_role, "PUT", status_code=204, response_class=Response)
+    add("set_policy", "/policy", set_policy, "PUT", status_code=204, response_class=Response)
+    return router
+
+
+# ---- local clients -------------------------------------------------------------------------------
+
+# Tags per route: the included group routes carry their own.
+router = APIRouter()
+_TAGS: list[str | Enum] = ["groups"]
 
 
 @router.get(
     "/v1/ds/external-sender",
+    tags=_TAGS,
     response_model=ExternalSenderOut,
     responses=problem_responses((422, "unsupported_cipher_suite")),
 )
@@ -114,6 +279,7 @@ async def external_sender(
 
 @router.post(
     "/v1/groups",
+    tags=_TAGS,
     status_code=201,
     response_model=GroupOut,
     openapi_extra=mls_request_body("RoostGroupState: epoch-0 GroupInfo MLSMessage + ratchet tree"),
@@ -139,183 +305,93 @@ async def create_group(
     external_join: bool = False,
 ) -> GroupOut:
     """Create a group from its epoch-0 GroupInfo and tree; the caller's user becomes admin."""
-    qid = _queue_id(queue_id)
+    qid = queue_id_param(queue_id)
     body = await mls_body(request)
     return _out(await s.delivery.create_group(p, body, qid, external_join))
 
 
-@router.get("/v1/groups", response_model=GroupList, responses=_AUTH)
+@router.get("/v1/groups", tags=_TAGS, response_model=GroupList, responses=_AUTH)
 async def list_groups(p: PrincipalDep, s: ServicesDep) -> GroupList:
     """Groups in which the calling client holds a leaf."""
     return GroupList(groups=[_out(v) for v in await s.delivery.list_groups(p)])
 
 
-@router.get("/v1/groups/{group_id}", response_model=GroupOut, responses=_GROUP)
-async def get_group(group_id: str, p: PrincipalDep, s: ServicesDep) -> GroupOut:
-    """The group's epoch, order position, settings and roles (members only)."""
-    return _out(await s.delivery.get_group(p, _group_id(group_id)))
+_ADMIN_ONLY = {**_GROUP, **problem_responses((403, "role_required"))}
+CLIENT_DOCS = {
+    "get_group": RouteDoc(
+        _GROUP, "The group's epoch, order position, settings and roles (members only)."
+    ),
+    "update_group": RouteDoc(_ADMIN_ONLY, "Admin: allow or forbid external joins."),
+    "delete_group": RouteDoc(
+        _ADMIN_ONLY, "Admin: delete the group; every member is sent a signed group_deleted notice."
+    ),
+    "submit_commit": RouteDoc(
+        {
+            **_GROUP,
+            **_MLS_ERRORS,
+            **problem_responses(
+                (409, "epoch_conflict"),
+                (403, "role_required"),
+                (403, "no_connection"),
+                (403, "external_join_disabled"),
+                (422, "invalid_commit"),
+                (422, "invalid_group_info"),
+                (422, "welcome_required"),
+                (422, "unexpected_welcome"),
+                (422, "queue_required"),
+                (422, "wrong_wire_format"),
+                (422, "credential_mismatch"),
+            ),
+        },
+        "Submit a PublicMessage commit with its GroupInfo (and Welcome); first one per epoch wins.",
+    ),
+    "group_info": RouteDoc(
+        {200: binary_response(MLS_MEDIA_TYPE, "RoostGroupState"), **_GROUP},
+        "Latest GroupInfo and the full ratchet tree (members, or anyone if external joins are on).",
+    ),
+    "register_queue": RouteDoc(
+        {**_GROUP, **problem_responses((404, "queue_not_found"), (403, "forbidden"))},
+        "Register the caller's leaf's queue; held messages move into it in group order.",
+    ),
+    "send_message": RouteDoc(
+        {
+            **_GROUP,
+            **_MLS_ERRORS,
+            **problem_responses(
+                (409, "epoch_conflict"),
+                (409, "epoch_too_old"),
+                (422, "wrong_wire_format"),
+                (422, "wrong_group"),
+                (413, "body_too_large"),
+            ),
+        },
+        "Send an application message; idempotent per (client, Roost-Message-Id).",
+    ),
+    "submit_proposal": RouteDoc(
+        {
+            **_GROUP,
+            **_MLS_ERRORS,
+            **problem_responses(
+                (409, "epoch_conflict"),
+                (403, "role_required"),
+                (422, "invalid_proposal"),
+                (422, "wrong_wire_format"),
+            ),
+        },
+        "A standalone proposal (e.g. Remove of one's own leaf to leave), fanned out in order.",
+    ),
+    "set_role": RouteDoc(
+        {**_GROUP, **problem_responses((403, "role_required"), (404, "user_not_member"))},
+        "Admin: make a member user admin or plain member.",
+    ),
+    "set_policy": RouteDoc(
+        _GROUP,
+        "The calling client's notification policy for the group (attached to its queue items).",
+    ),
+}
 
-
-@router.patch(
-    "/v1/groups/{group_id}",
-    response_model=GroupOut,
-    responses={**_GROUP, **problem_responses((403, "role_required"))},
+router.include_router(
+    group_routes(
+        PrincipalDep, "/v1/groups/{group_id}", tag="groups", name_prefix="", docs=CLIENT_DOCS
+    )
 )
-async def update_group(
-    group_id: str, body: SettingsIn, p: PrincipalDep, s: ServicesDep
-) -> GroupOut:
-    """Admin: allow or forbid external joins."""
-    return _out(await s.delivery.update_settings(p, _group_id(group_id), body.external_join))
-
-
-@router.delete(
-    "/v1/groups/{group_id}",
-    status_code=204,
-    response_class=Response,
-    responses={**_GROUP, **problem_responses((403, "role_required"))},
-)
-async def delete_group(group_id: str, p: PrincipalDep, s: ServicesDep) -> Response:
-    """Admin: delete the group; every member is sent a signed group_deleted notice."""
-    await s.delivery.delete_group(p, _group_id(group_id))
-    return Response(status_code=204)
-
-
-@router.post(
-    "/v1/groups/{group_id}/commits",
-    status_code=201,
-    response_model=CommitOut,
-    openapi_extra=mls_request_body("RoostCommitBundle: commit, GroupInfo, optional Welcome"),
-    responses={
-        **_GROUP,
-        **_MLS_ERRORS,
-        **problem_responses(
-            (409, "epoch_conflict"),
-            (403, "role_required"),
-            (403, "no_connection"),
-            (403, "external_join_disabled"),
-            (422, "invalid_commit"),
-            (422, "invalid_group_info"),
-            (422, "welcome_required"),
-            (422, "unexpected_welcome"),
-            (422, "queue_required"),
-            (422, "wrong_wire_format"),
-            (422, "credential_mismatch"),
-        ),
-    },
-)
-async def submit_commit(
-    group_id: str,
-    request: Request,
-    p: PrincipalDep,
-    s: ServicesDep,
-    queue_id: str | None = None,
-) -> CommitOut:
-    """Submit a PublicMessage commit with its GroupInfo (and Welcome); first one per epoch wins."""
-    gid = _group_id(group_id)
-    qid = _queue_id(queue_id) if queue_id is not None else None
-    body = await mls_body(request)
-    epoch, seq = await s.delivery.submit_commit(p, gid, body, qid)
-    return CommitOut(epoch=epoch, group_seq=seq)
-
-
-@router.get(
-    "/v1/groups/{group_id}/group-info",
-    response_class=Response,
-    responses={200: binary_response(MLS_MEDIA_TYPE, "RoostGroupState"), **_GROUP},
-)
-async def group_info(group_id: str, p: PrincipalDep, s: ServicesDep) -> Response:
-    """Latest GroupInfo and the full ratchet tree (members, or anyone if external joins are on)."""
-    return Response(await s.delivery.group_state(p, _group_id(group_id)), media_type=MLS_MEDIA_TYPE)
-
-
-@router.put(
-    "/v1/groups/{group_id}/queue",
-    status_code=204,
-    response_class=Response,
-    responses={**_GROUP, **problem_responses((404, "queue_not_found"), (403, "forbidden"))},
-)
-async def register_queue(group_id: str, body: QueueIn, p: PrincipalDep, s: ServicesDep) -> Response:
-    """Register the caller's leaf's queue; held messages move into it in group order."""
-    await s.delivery.register_queue(p, _group_id(group_id), _queue_id(body.queue_id))
-    return Response(status_code=204)
-
-
-@router.post(
-    "/v1/groups/{group_id}/messages",
-    status_code=201,
-    response_model=SeqOut,
-    openapi_extra=mls_request_body("an application PrivateMessage"),
-    responses={
-        **_GROUP,
-        **_MLS_ERRORS,
-        **problem_responses(
-            (409, "epoch_conflict"),
-            (409, "epoch_too_old"),
-            (422, "wrong_wire_format"),
-            (422, "wrong_group"),
-            (413, "body_too_large"),
-        ),
-    },
-)
-async def send_message(
-    group_id: str,
-    request: Request,
-    p: PrincipalDep,
-    s: ServicesDep,
-    roost_message_id: Annotated[str, Header(min_length=1, max_length=128)],
-) -> SeqOut:
-    """Send an application message; idempotent per (client, Roost-Message-Id)."""
-    gid = _group_id(group_id)
-    body = await mls_body(request, max_bytes=s.config.limits.max_message_bytes)
-    return SeqOut(group_seq=await s.delivery.send(p, gid, roost_message_id, body))
-
-
-@router.post(
-    "/v1/groups/{group_id}/proposals",
-    status_code=201,
-    response_model=SeqOut,
-    openapi_extra=mls_request_body("a PublicMessage proposal"),
-    responses={
-        **_GROUP,
-        **_MLS_ERRORS,
-        **problem_responses(
-            (409, "epoch_conflict"),
-            (403, "role_required"),
-            (422, "invalid_proposal"),
-            (422, "wrong_wire_format"),
-        ),
-    },
-)
-async def submit_proposal(
-    group_id: str, request: Request, p: PrincipalDep, s: ServicesDep
-) -> SeqOut:
-    """A standalone proposal (e.g. Remove of one's own leaf to leave), fanned out in order."""
-    gid = _group_id(group_id)
-    body = await mls_body(request)
-    return SeqOut(group_seq=await s.delivery.submit_proposal(p, gid, body))
-
-
-@router.put(
-    "/v1/groups/{group_id}/roles/{user_id}",
-    status_code=204,
-    response_class=Response,
-    responses={
-        **_GROUP,
-        **problem_responses((403, "role_required"), (404, "user_not_member")),
-    },
-)
-async def set_role(
-    group_id: str, user_id: str, body: RoleIn, p: PrincipalDep, s: ServicesDep
-) -> Response:
-    """Admin: make a member user admin or plain member."""
-    await s.delivery.set_role(p, _group_id(group_id), user_id.strip().lower(), body.role)
-    return Response(status_code=204)
-
-
-@router.put(
-    "/v1/groups/{group_id}/policy", status_code=204, response_class=Response, responses=_GROUP
-)
-async def set_policy(group_id: str, body: PolicyIn, p: PrincipalDep, s: ServicesDep) -> Response:
-    """The calling client's notification policy for the group (attached to its queue items)."""
-    await s.delivery.set_policy(p, _group_id(group_id), body.policy)
-    return Response(status_code=204)

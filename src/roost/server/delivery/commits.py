@@ -1,0 +1,353 @@
+"""The commit pipeline (docs/api.md "Commits"): one commit per epoch, judged on the staged
+result, then written with a conditional update and fanned out in one transaction.
+
+1. Snapshot the group once (row, members, roles as of one ``rev``); a commit for another epoch
+   is ``409 epoch_conflict`` (a retried success gets its first answer).
+2. Stage the commit (``GroupObserver.stage``, RFC 9420 §12.4.2) off the event loop: signature,
+   proposal resolution and rules, leaves, tree, transcript — everything MLS says. The observer
+   has no credential policy: the DS checks the staged roster itself, in step 3.
+3. Judge the staged result: the credentials of every added or updated leaf (the remote AS
+   certificates they name fetched first, in one batch), the role rules on the resolved
+   proposals, the Welcome, the roster; then merge (a copy of the group's observer) and check
+   the GroupInfo against the next epoch.
+4. The connection requirement for Adds (database reads).
+5. One transaction: the update conditional on the epoch (first commit of an epoch wins, on both
+   engines), the fan-out to the members that stay, the member rows, the Welcome, the roles of
+   users who left. The snapshot's member list serves unless the group changed since (``rev``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from roost.mls.constants import ContentType, SenderType, WireFormat
+from roost.mls.errors import MLSError
+from roost.mls.framing import MLSMessage, PublicMessage
+from roost.mls.group import GroupObserver, StagedCommit
+from roost.mls.proposals import GroupContextExtensions
+
+from ..auth.service import Principal
+from ..errors import Problem
+from ..queues.service import QueueService
+from ..store import Database
+from . import wire
+from .credentials import Credentials
+from .external_sender import ExternalSender
+from .fanout import Fanout
+from .federation_port import RemotePrincipal, domain_of
+from .group_store import GroupSnapshot, GroupStore, Member
+from .handshake import mls_problem, public_handshake
+from .rules import AddedClient, AddRule, check_roles, epoch_conflict
+from .send_writer import SEND_ID_RETENTION
+from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
+from .welcomes import Welcomes
+
+# Observer work (decode state, validate, encode) runs here so the event loop keeps serving
+# sends and socket timers while a big commit is checked.
+_CPU = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ds-observer")
+
+
+@dataclass(slots=True)
+class _Judged:
+    """A staged commit the DS rules accepted: what the write needs."""
+
+    observer: GroupObserver  # at the next epoch
+    state: bytes
+    epoch: int
+    committer_leaf: int | None
+    committer_user: str
+    new_rows: dict[int, tuple[str, str]]  # leaf -> (client uuid, user id)
+    removed: frozenset[int]
+    changes_extensions: bool
+
+
+class CommitPipeline:
+    def __init__(
+        self,
+        db: Database,
+        home_domain: str,
+        store: GroupStore,
+        credentials: Credentials,
+        external_sender: ExternalSender,
+        add_rule: AddRule,
+        fanout: Fanout,
+        welcomes: Welcomes,
+        queues: QueueService,
+        wake_account_events: Callable[[], None],
+        now: Callable[[], int],
+    ) -> None:
+        self.db = db
+        self.domain = home_domain
+        self.store = store
+        self.credentials = credentials
+        self.external_sender = external_sender
+        self.add_rule = add_rule
+        self.fanout = fanout
+        self.welcomes = welcomes
+        self.queues = queues
+        self.wake_account_events = wake_account_events
+        self.now = now
+
+    async def submit(
+        self, p: Principal, group_id: bytes, body: bytes, queue_id: bytes | None
+    ) -> tuple[int, int]:
+        """(new epoch, group_seq of the commit)."""
+        bundle = wire.decode_commit_bundle(body)
+        pm = public_handshake(bundle.commit)
+        content = pm.content
+        if content.content_type != ContentType.COMMIT:
+            raise Problem(422, "wrong_wire_format", "the first message must be a commit")
+        if content.group_id != group_id:
+            raise Problem(422, "wrong_group", "the commit is for another group")
+        commit_hash = hashlib.sha256(bundle.commit).digest()
+        snap = await self.store.snapshot(group_id)
+        row = snap.row
+        if content.epoch != row.epoch:
+            if content.epoch + 1 == row.epoch and row.last_commit_hash == commit_hash:
+                return row.epoch, row.last_commit_seq  # a retried success: same answer
+            raise epoch_conflict(row.epoch, row.last_seq)
+        committer_leaf, committer_user = self._committer(p, snap, pm, queue_id)
+        loop = asyncio.get_running_loop()
+        obs, staged = await loop.run_in_executor(_CPU, self._stage, row.state, pm)
+        # Every issuer the staged leaves name, fetched at once before verification.
+        changed = staged.roster.added + staged.roster.updated
+        await self.credentials.prefetch(
+            self.credentials.issuers_needed(c.credential for c in changed)
+        )
+        judged = await loop.run_in_executor(
+            _CPU, self._judge, p, snap, obs, staged, bundle, committer_leaf, committer_user
+        )
+        if judged.changes_extensions:
+            await self.external_sender.require_in(judged.observer)
+        added = [
+            AddedClient(leaf, cu, uid)
+            for leaf, (cu, uid) in judged.new_rows.items()
+            if leaf != judged.committer_leaf
+        ]
+        added_users = await self.add_rule.check(p, judged.committer_user, added)
+        return await self._write(p, snap, judged, bundle, commit_hash, queue_id, added_users)
+
+    def _committer(
+        self, p: Principal, snap: GroupSnapshot, pm: PublicMessage, queue_id: bytes | None
+    ) -> tuple[int | None, str]:
+        """The committing leaf (None for an external joiner, known once staged) and user."""
+        sender = pm.content.sender
+        if sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
+            if not snap.row.external_join:
+                raise Problem(403, "external_join_disabled", "this group does not allow joins")
+            if queue_id is None:
+                raise Problem(422, "queue_required", "an external commit registers a queue_id")
+            return None, p.user_id
+        if sender.sender_type == SenderType.MEMBER:
+            m = snap.by_leaf().get(sender.index)  # type: ignore[arg-type]
+            if m is None or m.gone or m.client_uuid != p.client_uuid:
+                raise Problem(403, "not_member", "the commit's sender is not the calling client")
+            return m.leaf_index, m.user_id
+        raise Problem(422, "invalid_commit", "commits come from members or new members")
+
+    @staticmethod
+    def _stage(state: bytes, pm: PublicMessage) -> tuple[GroupObserver, StagedCommit]:
+        """CPU work: a copy of the group's observer and the commit staged on it."""
+        obs = GroupObserver.from_bytes(state)
+        try:
+            return obs, obs.stage(pm)
+        except MLSError as e:
+            raise mls_problem("invalid_commit", e) from None
+
+    def _judge(
+        self,
+        p: Principal,
+        snap: GroupSnapshot,
+        obs: GroupObserver,
+        staged: StagedCommit,
+        bundle: wire.CommitBundle,
+        committer_leaf: int | None,
+        committer_user: str,
+    ) -> _Judged:
+        """The DS rules on the staged commit (CPU work: X.509 checks of new leaves)."""
+        external = committer_leaf is None
+        by_leaf = snap.by_leaf()
+        clients: dict[int, tuple[str, str]] = {}
+        for change in staged.roster.added + staged.roster.updated:
+            try:
+                clients[change.leaf_index] = self.credentials.client_of(
+                    change.credential, change.signature_key
+                )
+            except Problem as e:  # as the observer's credential policy reported it
+                raise Problem(422, "invalid_commit", f"ValidationError: {e.detail}") from None
+        adds = check_roles(staged.proposals, by_leaf, snap.roles, committer_user, external)
+        # This copy of the observer moves on; if the GroupInfo does not match, it is simply
+        # not stored: commit and GroupInfo are accepted together or not at all.
+        obs.merge(staged)
+        try:
+            obs.check_group_info(bundle.group_info)
+        except MLSError as e:
+            raise mls_problem("invalid_group_info", e) from None
+        if bundle.welcome is not None and MLSMessage.decode(bundle.welcome).wire_format != (
+            WireFormat.WELCOME
+        ):
+            raise Problem(422, "wrong_wire_format", "the third message must be a Welcome")
+        if adds and bundle.welcome is None:
+            raise Problem(422, "welcome_required", "a commit with Adds carries the Welcome")
+        if not adds and bundle.welcome is not None:
+            raise Problem(422, "unexpected_welcome", "a Welcome without Adds")
+        # The new roster: removed leaves go, added leaves come (client from the credential);
+        # a leaf that stays keeps its client.
+        removed = frozenset(c.leaf_index for c in staged.roster.removed)
+        new_rows = {c.leaf_index: clients[c.leaf_index] for c in staged.roster.added}
+        for change in staged.roster.updated:
+            old = by_leaf.get(change.leaf_index)
+            if old is None:
+                new_rows[change.leaf_index] = clients[change.leaf_index]
+            elif clients[change.leaf_index][0] != old.client_uuid:
+                raise Problem(422, "invalid_commit", "a leaf cannot change its client")
+        if external:
+            mine = [leaf for leaf, (cu, _) in new_rows.items() if cu == p.client_uuid]
+            if len(mine) != 1:
+                raise Problem(422, "credential_mismatch", "the joiner's leaf is not the caller")
+            committer_leaf = mine[0]
+            for leaf in removed:
+                target = by_leaf.get(leaf)
+                if target is None or target.client_uuid != p.client_uuid:
+                    raise Problem(
+                        403, "role_required", "an external commit may only remove its own leaf"
+                    )
+        changes_extensions = any(
+            isinstance(q.proposal.body, GroupContextExtensions) for q in staged.proposals
+        )
+        return _Judged(
+            obs,
+            obs.to_bytes(),
+            staged.epoch,
+            committer_leaf,
+            committer_user,
+            new_rows,
+            removed,
+            changes_extensions,
+        )
+
+    async def _write(
+        self,
+        p: Principal,
+        snap: GroupSnapshot,
+        judged: _Judged,
+        bundle: wire.CommitBundle,
+        commit_hash: bytes,
+        queue_id: bytes | None,
+        added_users: dict[str, str],
+    ) -> tuple[int, int]:
+        group_id, row = snap.row.id, snap.row
+        committer_leaf = judged.committer_leaf
+        queue_domain = p.domain if isinstance(p, RemotePrincipal) else None
+        async with self.db.transaction() as conn:
+            if queue_id is not None and queue_domain is None:  # a remote one: its QS checked
+                await self.queues.check_owner(conn, queue_id, p.client_uuid)
+            written = (
+                await conn.execute(
+                    sa.update(ds_groups)
+                    .where(ds_groups.c.id == group_id, ds_groups.c.epoch == row.epoch)
+                    .values(
+                        epoch=judged.epoch,
+                        last_seq=ds_groups.c.last_seq + 1,
+                        rev=ds_groups.c.rev + 1,
+                        state=judged.state,
+                        group_info=bundle.group_info,
+                        last_commit_hash=commit_hash,
+                        last_commit_seq=ds_groups.c.last_seq + 1,
+                    )
+                    .returning(ds_groups.c.last_seq, ds_groups.c.rev)
+                )
+            ).first()
+            if written is None:
+                current = await self.store.find_group(conn, group_id)
+                if current is None:
+                    raise Problem(404, "group_not_found", "no such group")
+                raise epoch_conflict(current.epoch, current.last_seq)
+            seq, rev = written
+            # The group row is locked now. Members and roles are the snapshot's unless they
+            # changed since (a joiner's queue, a policy, a client gone: ``rev`` moved on).
+            members, roles = snap.members, snap.roles
+            if rev != row.rev + 1:
+                members = await self.store.members(conn, group_id)
+                roles = await self.store.roles(conn, group_id)
+            # The commit goes to the members that stay; removed leaves get nothing from this
+            # commit on (they learn it from 403 not_member), new members start from the Welcome.
+            staying = [m for m in members if m.leaf_index not in judged.removed]
+            remote_domains = {m.queue_domain for m in staying if m.queue_domain} | {
+                domain_of(u) for u in added_users if domain_of(u) != self.domain
+            }
+            await self.fanout.lock_destinations(conn, remote_domains)
+            await self.fanout.fanout(
+                conn, group_id, seq, wire.ITEM_MLS_MESSAGE, bundle.commit, staying, committer_leaf
+            )
+            # Replaced leaves go too.
+            gone_leaves = {
+                m.leaf_index
+                for m in members
+                if m.leaf_index in judged.removed or m.leaf_index in judged.new_rows
+            }
+            if gone_leaves:
+                for t in (ds_members, ds_held):
+                    await conn.execute(
+                        sa.delete(t).where(
+                            t.c.group_id == group_id, t.c.leaf_index.in_(sorted(gone_leaves))
+                        )
+                    )
+            new_members = [
+                Member(
+                    leaf,
+                    cu,
+                    uid,
+                    queue_id if leaf == committer_leaf else None,
+                    None,
+                    False,
+                    queue_domain if leaf == committer_leaf else None,
+                )
+                for leaf, (cu, uid) in judged.new_rows.items()
+            ]
+            if new_members:
+                await conn.execute(
+                    sa.insert(ds_members),
+                    [
+                        {
+                            "group_id": group_id,
+                            "leaf_index": m.leaf_index,
+                            "client_uuid": m.client_uuid,
+                            "user_id": m.user_id,
+                            "queue_id": m.queue_id,
+                            "queue_domain": m.queue_domain,
+                            "policy": m.policy,
+                            "gone": m.gone,
+                        }
+                        for m in new_members
+                    ],
+                )
+            remaining = [m for m in members if m.leaf_index not in gone_leaves] + new_members
+            if bundle.welcome is not None:
+                await self.welcomes.deliver_in(
+                    conn, group_id, seq, judged.committer_user, added_users, bundle.welcome
+                )
+            # Roles of users who left the group entirely go with them.
+            still = {m.user_id for m in remaining}
+            for uid in roles:
+                if uid not in still:
+                    await conn.execute(
+                        sa.delete(ds_roles).where(
+                            ds_roles.c.group_id == group_id, ds_roles.c.user_id == uid
+                        )
+                    )
+            await conn.execute(
+                sa.delete(ds_sends).where(
+                    ds_sends.c.group_id == group_id,
+                    ds_sends.c.created_at < self.now() - SEND_ID_RETENTION,
+                )
+            )
+        if any(m.gone for m in remaining):
+            self.wake_account_events()  # outstanding server Removes issued again for the epoch
+        return judged.epoch, seq

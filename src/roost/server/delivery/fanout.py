@@ -1,0 +1,90 @@
+"""Fan-out: one item of a group's order to its members' queues, inside the caller's
+transaction — local queues in one multi-row enqueue, remote members' queues through the
+federation outbox, leaves without a queue yet (fresh joiners) held until they register one."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..queues.service import QueueService
+from . import wire
+from .federation_port import DsFederation
+from .group_store import Member
+from .tables import ds_held
+
+log = logging.getLogger("roost.server.delivery")
+
+
+class Fanout:
+    def __init__(self, queues: QueueService, federation: DsFederation | None) -> None:
+        self.queues = queues
+        self.federation = federation
+
+    async def fanout(
+        self,
+        conn: AsyncConnection,
+        group_id: bytes,
+        group_seq: int,
+        item_type: int,
+        body: bytes,
+        members: Iterable[Member],
+        exclude_leaf: int | None = None,
+    ) -> None:
+        """One item to every member but ``exclude_leaf``: one multi-row enqueue for registered
+        queues; leaves without a queue yet (fresh joiners) get it held, in group order."""
+        items: list[tuple[bytes, bytes]] = []
+        remote: dict[str, list[tuple[bytes, bytes]]] = {}
+        held: list[dict[str, object]] = []
+        for m in members:
+            if m.leaf_index == exclude_leaf or m.gone:
+                continue
+            if m.queue_id is None:
+                held.append(
+                    {
+                        "group_id": group_id,
+                        "leaf_index": m.leaf_index,
+                        "group_seq": group_seq,
+                        "item_type": item_type,
+                        "body": body,
+                    }
+                )
+            else:
+                policy = m.policy.encode() if m.policy else b""
+                item = wire.queue_item(group_id, group_seq, policy, item_type, body)
+                if m.queue_domain is None:
+                    items.append((m.queue_id, item))
+                else:  # on the member's home QS, through the outbox (same transaction)
+                    remote.setdefault(m.queue_domain, []).append((m.queue_id, item))
+        if items:
+            await self.queues.enqueue_many_in(conn, items)
+        if held:
+            await conn.execute(sa.insert(ds_held), held)
+        if remote:
+            await self.remote_items(conn, remote)
+
+    async def remote_items(
+        self, conn: AsyncConnection, by_domain: dict[str, list[tuple[bytes, bytes]]]
+    ) -> None:
+        if self.federation is None:
+            log.warning("items for remote members dropped: federation is not running")
+            return
+        for domain in sorted(by_domain):
+            await self.federation.items_in(conn, domain, by_domain[domain])
+
+    async def lock_destinations(self, conn: AsyncConnection, domains: set[str]) -> None:
+        """Before a transaction's first remote item: its destinations, locked in one order."""
+        if domains and self.federation is not None:
+            await self.federation.lock_destinations_in(conn, domains)
+
+    async def welcome_remote(
+        self, conn: AsyncConnection, domain: str, user_id: str, event: bytes
+    ) -> None:
+        """A Welcome event to a user of another domain (its direct queue there, via outbox)."""
+        if self.federation is None:
+            log.warning("a Welcome for a remote user dropped: federation is not running")
+            return
+        await self.federation.welcome_in(conn, domain, user_id, event)

@@ -1,0 +1,44 @@
+"""What the Delivery Service needs from federation, as a narrow interface given to it at
+construction (``federation/ds_flows.py`` implements it), and the principal of a client of
+another domain acting through its home server (docs/federation.md, "DS flows")."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..auth.service import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePrincipal(Principal):
+    """A client of another domain acting through its home server (federation/routes_ds.py):
+    its queues live on ``domain``'s QS, which checked their ownership."""
+
+    domain: str
+
+
+class DsFederation(Protocol):
+    """Remote AS certificates and the federation outbox, for remote members."""
+
+    async def as_certificate(self, domain: str) -> bytes: ...
+
+    # Inside the caller's transaction: items for remote queues, in order, per destination.
+    def items_in(
+        self, conn: AsyncConnection, domain: str, items: list[tuple[bytes, bytes]]
+    ) -> Awaitable[None]: ...
+
+    def welcome_in(
+        self, conn: AsyncConnection, domain: str, user_id: str, event: bytes
+    ) -> Awaitable[None]: ...
+
+    # Before a transaction's first item: lock its destinations in one order (no deadlock).
+    def lock_destinations_in(self, conn: AsyncConnection, domains: set[str]) -> Awaitable[None]: ...
+
+
+def domain_of(user_id: str) -> str:
+    """The domain of a user id ``name@domain``."""
+    return user_id.rpartition("@")[2]
