@@ -268,7 +268,7 @@ def test_forwarder_tells_local_from_remote_group_ids():
     import os
     import types
 
-    from roost.server.encoding import b64u
+    from roost.protocol.base64url import b64u
     from roost.server.federation.group_forwarder import GroupForwarder
 
     services = types.SimpleNamespace(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from roost.server.encoding import b64u
+from roost.protocol.base64url import b64u
 
 from .harness import Federation
 

@@ -13,13 +13,11 @@ from roost.mls import Group
 from roost.mls.credential import Credential
 from roost.mls.extension_types import ExternalSender, ExternalSenders
 from roost.mls.key_package_gen import generate_key_package
-from roost.server.delivery.wire import (
-    QueueItem,
-    decode_queue_item,
-    encode_commit_bundle,
-    encode_group_state,
-)
-from roost.server.encoding import b64u, decode_message_batch, unb64u
+from roost.protocol.base64url import b64u, unb64u
+from roost.protocol.commit_bundle import encode_commit_bundle
+from roost.protocol.group_state import encode_group_state
+from roost.protocol.message_batch import decode_message_batch
+from roost.protocol.queue_item import QueueItem, decode_queue_item
 
 from .helpers import DOMAIN, MLS, TestClient, TestUser
 

@@ -12,8 +12,10 @@ from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.mls.key_package import KeyPackage
 from roost.mls.key_package_gen import generate_key_package
 from roost.mls.leaf_node import Lifetime
+from roost.protocol.base64url import b64u, unb64u
+from roost.protocol.key_package_batch import join_mls_vector
+from roost.protocol.message_batch import decode_message_batch
 from roost.server.auth.service import AUTH_LABEL, PROOF_LABEL, auth_content, proof_content
-from roost.server.encoding import b64u, decode_message_batch, join_mls_vector, unb64u
 
 DOMAIN = "localhost"
 

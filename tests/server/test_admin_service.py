@@ -69,8 +69,8 @@ async def test_suspension_blocks_auth_and_sends_until_lifted(server, admin):
     assert r.status_code in (401, 403)
     r = await server.http.post("/v1/auth/challenge", json={"client_id": alice.client.client_id})
     from roost.mls.crypto.ciphersuite import get_cipher_suite
+    from roost.protocol.base64url import b64u, unb64u
     from roost.server.auth.service import AUTH_LABEL, auth_content
-    from roost.server.encoding import b64u, unb64u
 
     ch = r.json()
     sig = get_cipher_suite(1).sign_with_label(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from roost.server.encoding import b64u
+from roost.protocol.base64url import b64u
 
 from .delivery_helpers import (
     add_members,

@@ -11,13 +11,11 @@ from roost.mls import Group
 from roost.mls.constants import SenderType
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.mls.framing import MLSMessage
-from roost.server.delivery.wire import (
-    ITEM_SERVER_NOTICE,
-    decode_group_state,
-    encode_commit_bundle,
-    verify_notice,
-)
-from roost.server.encoding import b64u, unb64u
+from roost.protocol.base64url import b64u, unb64u
+from roost.protocol.commit_bundle import encode_commit_bundle
+from roost.protocol.group_state import decode_group_state
+from roost.protocol.queue_item import ITEM_SERVER_NOTICE
+from roost.protocol.signed_notice import verify_notice
 
 from .delivery_helpers import (
     add_members,
@@ -544,7 +542,7 @@ async def test_role_rules_judge_only_verified_commits(server) -> None:  # type: 
     from dataclasses import replace
 
     from roost.mls.framing import MLSMessage
-    from roost.server.delivery.wire import encode_commit_bundle
+    from roost.protocol.commit_bundle import encode_commit_bundle
 
     http, gid, alice, bob, carol = await trio(server)
     for m in (bob, carol):

@@ -9,9 +9,9 @@ import secrets
 
 import httpx
 
+from roost.protocol.base64url import b64u
 from roost.server.app import create_app
 from roost.server.delivery.fastpath import SendFastPath
-from roost.server.encoding import b64u
 
 from .delivery_helpers import member
 from .helpers import MLS

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from roost.server.encoding import b64u
+from roost.protocol.base64url import b64u
 from tests.push_services.process import StandIn
 
 from .conftest import Server, make_config, running_server

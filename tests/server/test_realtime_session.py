@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from roost.client.realtime import parse_delivery_frame
+from roost.protocol.base64url import b64u
 from roost.server.auth.service import Principal
-from roost.server.encoding import b64u
 from roost.server.errors import Problem
 from roost.server.notify.hub import Hub
 from roost.server.notify.protocol import (

@@ -6,9 +6,9 @@ import json
 
 import sqlalchemy as sa
 
+from roost.protocol.base64url import b64u, unb64u
 from roost.server.auth.ca import verify_client_certificate
 from roost.server.auth.tables import account_events
-from roost.server.encoding import b64u, unb64u
 from roost.server.store import Database
 
 from .conftest import make_config, running_server

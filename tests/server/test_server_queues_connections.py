@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from roost.server.encoding import unb64u
+from roost.protocol.base64url import unb64u
 
 from .helpers import MLS, client_from, login, messages, new_key
 

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from roost.protocol.media_types import MLS_MEDIA_TYPE
+
 from .assets.service import AssetService
 from .auth.service import AuthService, Principal
 from .auth.token_cache import token_cache
 from .config import Config
 from .connections.service import ConnectionService
 from .delivery.service import DeliveryService
-from .encoding import MLS_MEDIA_TYPE
 from .errors import Problem
 from .federation import FederationServices
 from .keypackages.service import KeyPackageService

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from roost.mls.crypto.ciphersuite import SUPPORTED_SUITES
+from roost.protocol.base64url import b64u, unb64u
 
 from ..deps import PrincipalDep, ServicesDep, binary_response, remote_key
-from ..encoding import b64u, unb64u
 from ..errors import Problem, problem_responses
 from .schemas import ClientOut, ClientsOut, FederationOut, UserOut, client_out, user_out
 from .service import ClientInfo, ClientKey, UserInfo

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from ..encoding import b64u
+from roost.protocol.base64url import b64u
+
 from .public import PublicClient, PublicUser
 
 

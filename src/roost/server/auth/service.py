@@ -27,9 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from roost.mls.codec import Writer
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.mls.errors import UnsupportedError
+from roost.protocol.base64url import b64u, unb64u
 
 from ..config import Config, is_valid_domain
-from ..encoding import b64u, unb64u
 from ..errors import Problem
 from ..store import Database
 from . import ids

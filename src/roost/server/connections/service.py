@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from roost.protocol.base64url import b64u
+
 from ..auth.service import AuthService, Principal
-from ..encoding import b64u
 from ..errors import Problem
 from ..queues.service import QueueService
 from ..store import Database

@@ -18,10 +18,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from roost.protocol.base64url import b64u
+from roost.protocol.queue_item import ITEM_SERVER_NOTICE
+
 from ..auth.service import AuthService
-from ..encoding import b64u
 from ..store import Database
-from . import wire
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .group_store import GroupStore
@@ -258,7 +259,7 @@ class AccountEvents:
                 if seq is None:
                     continue
                 members = await self.store.members(conn, gid)
-                await self.fanout.fanout(conn, gid, seq, wire.ITEM_SERVER_NOTICE, signed, members)
+                await self.fanout.fanout(conn, gid, seq, ITEM_SERVER_NOTICE, signed, members)
                 if drop_roles:
                     await conn.execute(
                         sa.delete(ds_roles).where(

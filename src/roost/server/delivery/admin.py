@@ -8,11 +8,12 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from roost.protocol.base64url import b64u
+from roost.protocol.queue_item import ITEM_SERVER_NOTICE
+
 from ..auth.service import Principal
-from ..encoding import b64u
 from ..errors import Problem
 from ..store import Database
-from . import wire
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .group_store import GroupStore, GroupView, leaf_of
@@ -109,5 +110,5 @@ class GroupAdmin:
             members = [
                 m for m in await self.store.members(conn, group_id) if m.queue_id is not None
             ]
-            await self.fanout.fanout(conn, group_id, seq, wire.ITEM_SERVER_NOTICE, notice, members)
+            await self.fanout.fanout(conn, group_id, seq, ITEM_SERVER_NOTICE, notice, members)
             await self.store.delete_group_rows(conn, group_id)

@@ -31,12 +31,13 @@ from roost.mls.errors import MLSError
 from roost.mls.framing import MLSMessage, PublicMessage
 from roost.mls.group import GroupObserver, StagedCommit
 from roost.mls.proposals import GroupContextExtensions
+from roost.protocol.commit_bundle import CommitBundle, decode_commit_bundle
+from roost.protocol.queue_item import ITEM_MLS_MESSAGE
 
 from ..auth.service import Principal
 from ..errors import Problem
 from ..queues.service import QueueService
 from ..store import Database
-from . import wire
 from .credentials import Credentials
 from .external_sender import ExternalSender
 from .fanout import Fanout
@@ -98,7 +99,7 @@ class CommitPipeline:
         self, p: Principal, group_id: bytes, body: bytes, queue_id: bytes | None
     ) -> tuple[int, int]:
         """(new epoch, group_seq of the commit)."""
-        bundle = wire.decode_commit_bundle(body)
+        bundle = decode_commit_bundle(body)
         pm = public_handshake(bundle.commit)
         content = pm.content
         if content.content_type != ContentType.COMMIT:
@@ -166,7 +167,7 @@ class CommitPipeline:
         snap: GroupSnapshot,
         obs: GroupObserver,
         staged: StagedCommit,
-        bundle: wire.CommitBundle,
+        bundle: CommitBundle,
         committer_leaf: int | None,
         committer_user: str,
     ) -> _Judged:
@@ -237,7 +238,7 @@ class CommitPipeline:
         p: Principal,
         snap: GroupSnapshot,
         judged: _Judged,
-        bundle: wire.CommitBundle,
+        bundle: CommitBundle,
         commit_hash: bytes,
         queue_id: bytes | None,
         added_users: dict[str, str],
@@ -284,7 +285,7 @@ class CommitPipeline:
             }
             await self.fanout.lock_destinations(conn, remote_domains)
             await self.fanout.fanout(
-                conn, group_id, seq, wire.ITEM_MLS_MESSAGE, bundle.commit, staying, committer_leaf
+                conn, group_id, seq, ITEM_MLS_MESSAGE, bundle.commit, staying, committer_leaf
             )
             # Replaced leaves go too.
             gone_leaves = {

@@ -9,9 +9,9 @@ from roost.mls.errors import DecodeError, UnsupportedError
 from roost.mls.extension_types import ExternalSenders
 from roost.mls.extensions import find_extension
 from roost.mls.group import GroupObserver
+from roost.protocol.signed_notice import sign_notice
 
 from ..errors import Problem
-from . import wire
 from .keys import ServerKey, ServerKeys
 
 
@@ -53,4 +53,4 @@ class ExternalSender:
 
     async def signed_notice(self, cipher_suite: int, notice: dict[str, object]) -> bytes:
         key = await self.key(cipher_suite)
-        return wire.signed_notice(get_cipher_suite(cipher_suite), key.private_key, notice)
+        return sign_notice(get_cipher_suite(cipher_suite), key.private_key, notice)

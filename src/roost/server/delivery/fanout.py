@@ -10,8 +10,9 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from roost.protocol.queue_item import encode_queue_item
+
 from ..queues.service import QueueService
-from . import wire
 from .federation_port import DsFederation
 from .group_store import Member
 from .tables import ds_held
@@ -54,7 +55,7 @@ class Fanout:
                 )
             else:
                 policy = m.policy.encode() if m.policy else b""
-                item = wire.queue_item(group_id, group_seq, policy, item_type, body)
+                item = encode_queue_item(group_id, group_seq, policy, item_type, body)
                 if m.queue_domain is None:
                     items.append((m.queue_id, item))
                 else:  # on the member's home QS, through the outbox (same transaction)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..encoding import b64u
+from roost.protocol.base64url import b64u
+
 from ..errors import Problem
 from ..store import Database
 from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends

@@ -12,12 +12,13 @@ import sqlalchemy as sa
 from roost.mls.crypto.ciphersuite import SUPPORTED_SUITES
 from roost.mls.errors import MLSError, UnsupportedError
 from roost.mls.group import GroupObserver
+from roost.protocol.group_state import decode_group_state, encode_group_state
+from roost.protocol.queue_item import encode_queue_item
 
 from ..auth.service import Principal
 from ..errors import Problem
 from ..queues.service import QueueService
 from ..store import Database
-from . import wire
 from .credentials import Credentials
 from .external_sender import ExternalSender
 from .fanout import Fanout
@@ -51,7 +52,7 @@ class Groups:
     async def create(
         self, p: Principal, body: bytes, queue_id: bytes, external_join: bool
     ) -> GroupView:
-        bundle = wire.decode_group_state(body)
+        bundle = decode_group_state(body)
         try:
             obs = GroupObserver.from_group_info(
                 bundle.group_info, bundle.ratchet_tree, credential_policy=self.credentials.policy
@@ -146,7 +147,7 @@ class Groups:
                 if leaf_of(members, p.client_uuid) is None:
                     raise Problem(403, "not_member", "not a member of this group")
         obs = GroupObserver.from_bytes(row.state)
-        return wire.encode_group_state(row.group_info, obs.tree.to_bytes())
+        return encode_group_state(row.group_info, obs.tree.to_bytes())
 
     async def register_queue(self, p: Principal, group_id: bytes, queue_id: bytes) -> None:
         async with self.db.transaction() as conn:
@@ -175,7 +176,7 @@ class Groups:
             )
             policy = mine.policy.encode() if mine.policy else b""
             queued = [
-                (queue_id, wire.queue_item(row.id, h.group_seq, policy, h.item_type, h.body))
+                (queue_id, encode_queue_item(row.id, h.group_seq, policy, h.item_type, h.body))
                 for h in held
             ]
             if queue_domain is not None:

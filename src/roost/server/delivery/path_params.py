@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..encoding import unb64u
+from roost.protocol.base64url import unb64u
+
 from ..errors import Problem
 from ..queues.service import QUEUE_ID_LEN
 from .tables import GROUP_ID_MAX

@@ -16,11 +16,11 @@ from roost.mls.group import GroupObserver
 from roost.mls.group.external import external_remove
 from roost.mls.group.proposal_rules import QueuedProposal
 from roost.mls.proposals import Add, Proposal, Remove, Update
+from roost.protocol.queue_item import ITEM_MLS_MESSAGE
 
 from ..auth.service import Principal
 from ..errors import Problem
 from ..store import Database
-from . import wire
 from .credentials import Credentials
 from .external_sender import ExternalSender
 from .fanout import Fanout
@@ -173,7 +173,7 @@ class Proposals:
                     conn,
                     group_id,
                     last - n + 1 + i,
-                    wire.ITEM_MLS_MESSAGE,
+                    ITEM_MLS_MESSAGE,
                     msg,
                     members,
                     exclude_leaf,

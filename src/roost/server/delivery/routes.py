@@ -21,8 +21,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from roost.protocol.base64url import b64u
+from roost.protocol.media_types import MLS_MEDIA_TYPE
+
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
-from ..encoding import MLS_MEDIA_TYPE, b64u
 from ..errors import problem_responses
 from .group_store import GroupView
 from .path_params import group_id_param, queue_id_param

@@ -22,6 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from roost.protocol.queue_item import ITEM_MLS_MESSAGE, encode_queue_item
+
 from ..auth.service import Principal
 from ..errors import Problem
 from ..queues.service import QueueService
@@ -232,9 +234,7 @@ class SendWriter:
                 items.append(
                     (
                         m.queue_id,
-                        wire.queue_item(
-                            item.group_id, seq, policy, wire.ITEM_MLS_MESSAGE, item.body
-                        ),
+                        encode_queue_item(item.group_id, seq, policy, ITEM_MLS_MESSAGE, item.body),
                     )
                 )
         seqs = [r[0] for r in rows]
@@ -244,7 +244,7 @@ class SendWriter:
                     conn,
                     item.group_id,
                     seq,
-                    wire.ITEM_MLS_MESSAGE,
+                    ITEM_MLS_MESSAGE,
                     item.body,
                     by_group[item.group_id],
                     mine.leaf_index,
@@ -368,6 +368,6 @@ class SendWriter:
         if refusal is not None:
             raise refusal
         await self.fanout.fanout(
-            conn, group_id, seq, wire.ITEM_MLS_MESSAGE, item.body, members, mine.leaf_index
+            conn, group_id, seq, ITEM_MLS_MESSAGE, item.body, members, mine.leaf_index
         )
         return seq

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from roost.mls.constants import ContentType
+from roost.protocol.media_types import MLS_MEDIA_TYPE
 
-from ..encoding import MLS_MEDIA_TYPE
 from ..errors import Problem
 from . import wire
 from .path_params import group_id_param

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..encoding import b64u
+from roost.protocol.base64url import b64u
+
 from ..queues.service import QueueService
 from .fanout import Fanout
 from .federation_port import domain_of

@@ -2,8 +2,7 @@
 of an application message on the hot path, and the PublicMessage of a handshake.
 
 The wire formats the client shares (group state, commit bundle, queue item, signed notice)
-live in ``roost.protocol``; they are re-exported here under their former names for the
-DS modules that still import them from this module.
+live in ``roost.protocol``.
 """
 
 from __future__ import annotations
@@ -11,44 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from roost.mls.codec import Reader
-from roost.mls.constants import ContentType, WireFormat
+from roost.mls.constants import WireFormat
 from roost.mls.errors import DecodeError
 from roost.mls.framing import MLSMessage, PrivateMessage, PublicMessage
-from roost.protocol.commit_bundle import CommitBundle as CommitBundle
-from roost.protocol.commit_bundle import decode_commit_bundle as decode_commit_bundle
-from roost.protocol.commit_bundle import encode_commit_bundle as encode_commit_bundle
-from roost.protocol.group_state import GroupState as GroupStateBundle
-from roost.protocol.group_state import decode_group_state as decode_group_state
-from roost.protocol.group_state import encode_group_state as encode_group_state
-from roost.protocol.queue_item import ITEM_MLS_MESSAGE as ITEM_MLS_MESSAGE
-from roost.protocol.queue_item import ITEM_SERVER_NOTICE as ITEM_SERVER_NOTICE
-from roost.protocol.queue_item import QueueItem as QueueItem
-from roost.protocol.queue_item import decode_queue_item as decode_queue_item
-from roost.protocol.queue_item import encode_queue_item as queue_item
-from roost.protocol.signed_notice import NOTICE_LABEL as NOTICE_LABEL
-from roost.protocol.signed_notice import sign_notice as signed_notice
-from roost.protocol.signed_notice import verify_notice as verify_notice
 
 __all__ = [
-    "ITEM_MLS_MESSAGE",
-    "ITEM_SERVER_NOTICE",
-    "NOTICE_LABEL",
     "AppHeader",
-    "CommitBundle",
-    "GroupStateBundle",
-    "QueueItem",
     "WrongWireFormat",
-    "decode_commit_bundle",
-    "decode_group_state",
-    "decode_queue_item",
-    "encode_commit_bundle",
-    "encode_group_state",
-    "is_application",
     "public_message",
-    "queue_item",
     "read_private_header",
-    "signed_notice",
-    "verify_notice",
 ]
 
 
@@ -86,7 +56,3 @@ def public_message(body: bytes) -> PublicMessage:
     if not isinstance(msg.body, PublicMessage):
         raise WrongWireFormat(int(msg.wire_format))
     return msg.body
-
-
-def is_application(content_type: int) -> bool:
-    return content_type == ContentType.APPLICATION

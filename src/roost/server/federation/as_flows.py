@@ -18,12 +18,15 @@ from urllib.parse import quote
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from roost.protocol.base64url import unb64u
+from roost.protocol.key_package_batch import mls_vector_reader
+from roost.protocol.media_types import MLS_MEDIA_TYPE
+
 from ..auth import ids
 from ..auth.public import PublicClient, PublicUser
 from ..auth.schemas import ClientsOut, UserOut
 from ..auth.service import Principal
 from ..config import is_valid_domain
-from ..encoding import MLS_MEDIA_TYPE, mls_vector_reader, unb64u
 from ..errors import Problem
 from .directory import RemoteDirectory
 from .outbox import Outbox, item_json

@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.mls.codec import Reader, Writer
 from roost.mls.errors import DecodeError
+from roost.protocol.base64url import unb64u
+from roost.protocol.queue_item import decode_queue_item
 
 from ..auth import ids
-from ..delivery import wire
-from ..encoding import unb64u
 from ..errors import Problem
 from ..queues.service import QUEUE_ID_LEN
 from .directory import RemoteDirectory
@@ -148,7 +148,7 @@ def _runs(items: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
 async def _apply_items(s: Services, conn: AsyncConnection, origin: str, body: bytes) -> None:
     try:
         items = decode_items(body)
-        decoded = [wire.decode_queue_item(item) for _, item in items]
+        decoded = [decode_queue_item(item) for _, item in items]
     except DecodeError:
         raise Problem(400, "invalid_request", "malformed ds.items") from None
     for (qid, _), item in zip(items, decoded, strict=True):

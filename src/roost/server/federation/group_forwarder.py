@@ -18,7 +18,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..encoding import b64u, unb64u
+from roost.protocol.base64url import b64u, unb64u
+
 from ..errors import PROBLEM_MEDIA_TYPE, Problem, problem_response, unexpected_error_response
 from ..queues.service import QUEUE_ID_LEN
 from .as_flows import CLIENT_HEADER, USER_UUID_HEADER

@@ -12,11 +12,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from roost.protocol.key_package_batch import join_mls_vector
+from roost.protocol.media_types import MLS_MEDIA_TYPE
+
 from ..auth import ids
 from ..auth.schemas import ClientsOut, UserOut, client_out, user_out
 from ..auth.service import UserInfo
 from ..deps import ServicesDep
-from ..encoding import MLS_MEDIA_TYPE, join_mls_vector
 from ..errors import Problem, problem_responses
 from .as_flows import speaks_for
 from .inbound import SIGNED_REQUEST_ERRORS, FederationOrigin

@@ -13,11 +13,12 @@ from typing import Annotated
 
 from fastapi import Depends, Header
 
+from roost.protocol.media_types import MLS_MEDIA_TYPE
+
 from ..auth import ids
 from ..delivery.federation_port import RemotePrincipal
 from ..delivery.routes import RouteDoc, group_routes
 from ..deps import ServicesDep, binary_response
-from ..encoding import MLS_MEDIA_TYPE
 from ..errors import Problem, problem_responses
 from .as_flows import CLIENT_HEADER, USER_UUID_HEADER, check_remote_uuid
 from .inbound import FederationOrigin

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
+from roost.protocol.media_types import MLS_MEDIA_TYPE
+
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
-from ..encoding import MLS_MEDIA_TYPE
 from ..errors import Problem, problem_responses
 from .validation import Publisher
 

@@ -27,9 +27,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from roost.protocol.key_package_batch import join_mls_vector
+
 from ..auth.service import Principal, UserInfo
 from ..config import Limits
-from ..encoding import join_mls_vector
 from ..errors import Problem
 from ..ratelimit import RateLimiter
 from ..store import Database

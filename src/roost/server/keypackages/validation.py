@@ -14,8 +14,8 @@ from roost.mls.constants import CredentialType, ExtensionType, LeafNodeSource, P
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.mls.errors import DecodeError, UnsupportedError
 from roost.mls.key_package import KeyPackage
+from roost.protocol.key_package_batch import mls_vector_reader
 
-from ..encoding import mls_vector_reader
 from ..errors import Problem
 
 WIRE_FORMAT_KEY_PACKAGE = 5

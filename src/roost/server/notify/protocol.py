@@ -10,9 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from roost.protocol.base64url import unb64u
 from roost.protocol.delivery_frame import QUEUE_ID_LEN, encode_delivery_frame
-
-from ..encoding import unb64u
 
 MAX_CLIENT_FRAME = 64 * 1024
 MAX_SEQ = (1 << 63) - 1

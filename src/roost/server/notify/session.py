@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
+from roost.protocol.base64url import b64u
+
 from ..auth.service import Principal
 from ..config import Limits
-from ..encoding import b64u
 from ..errors import Problem
 from ..queues.service import FetchResult, WakeUp
 from .protocol import (

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from ..encoding import b64u
+from roost.protocol.base64url import b64u
 
 
 def _segment(obj: dict[str, Any]) -> str:

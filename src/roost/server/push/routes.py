@@ -7,8 +7,9 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from roost.protocol.base64url import b64u, unb64u
+
 from ..deps import PrincipalDep
-from ..encoding import b64u, unb64u
 from ..errors import Problem, problem_responses
 from .policy import DEFAULT_POLICIES
 from .service import PushService

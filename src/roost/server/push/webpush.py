@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hmac import HMAC
 
-from ..encoding import b64u
+from roost.protocol.base64url import b64u
+
 from .jose import es256_jwt
 
 RECORD_SIZE = 4096

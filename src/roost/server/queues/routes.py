@@ -7,8 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from roost.protocol.base64url import b64u, unb64u
+from roost.protocol.media_types import MESSAGES_MEDIA_TYPE
+from roost.protocol.message_batch import encode_message_batch
+
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
-from ..encoding import MESSAGES_MEDIA_TYPE, b64u, encode_message_batch, unb64u
 from ..errors import Problem, problem_responses
 from .service import QUEUE_ID_LEN, FetchResult
 
