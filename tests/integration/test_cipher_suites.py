@@ -26,4 +26,6 @@ async def test_every_offered_suite(users, server):
         conn, group = await a.request_connection(b.user_id)
         [kp_owner] = [m for m in group.roster() if m[0] == 1]
         assert kp_owner[2] == b.signature_key, suite
-        assert (await b.key_package_count()).by_cipher_suite == {suite: 1}, suite
+        # A requester b has not accepted yet gets the last-resort package while b holds no more
+        # than the reserve (docs/api.md, "KeyPackages"): b's count is unchanged.
+        assert (await b.key_package_count()).by_cipher_suite == {suite: 2}, suite
