@@ -47,7 +47,11 @@ class RemoteAssets:
         except BaseException:
             await stack.aclose()
             raise
-        return Blob(size, _relay(domain, response, size, deadline, stack))
+        chunks = _relay(domain, response, size, deadline, stack)
+        # Started now, so the remote answer is closed even if the download never begins (a
+        # client gone before the first byte): a started generator is always finalised.
+        await anext(chunks)
+        return Blob(size, chunks)
 
 
 def _declared_size(domain: str, response: httpx.Response, max_bytes: int) -> int:
@@ -70,6 +74,7 @@ async def _relay(
     domain: str, response: httpx.Response, size: int, deadline: float, stack: AsyncExitStack
 ) -> AsyncIterator[bytes]:
     async with stack:  # the remote answer is closed however the download ends
+        yield b""  # taken by ``open``: see there
         received = 0
         chunks = response.aiter_raw()
         while True:
