@@ -5,6 +5,7 @@ library's encrypt-upload-share-download-decrypt path."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from dataclasses import replace
@@ -92,6 +93,7 @@ async def users(asset_server: AssetServer):
 
 async def test_share_an_encrypted_file(asset_server: AssetServer, users: Users, tmp_path):
     alice = await users.new("alice")
+    bob = await users.new("bob")
     # bigger than the server's global body cap: uploads stream past it
     assert int(TEST_ENV["ROOST_LIMITS_MAX_BODY_BYTES"]) < MAX_ASSET
     plaintext = secrets.token_bytes(PLAIN_MAX)
@@ -103,27 +105,30 @@ async def test_share_an_encrypted_file(asset_server: AssetServer, users: Users, 
 
     # the reference travels inside an MLS message as bytes; anyone holding it can fetch
     received = AssetReference.from_bytes(ref.to_bytes())
-    assert received == ref
-    assert await download_asset(received) == plaintext
+    assert received == ref and received.domain == bob.state.home_domain
+    assert await download_asset(bob, received) == plaintext
     out = tmp_path / "copy.jpg"
-    await download_asset_to(received, out)
+    await download_asset_to(bob, received, out)
     assert out.read_bytes() == plaintext
 
-    # the server holds only ciphertext: exactly the encrypted size, no plaintext in it
-    async with httpx.AsyncClient() as http:
-        r = await http.get(
-            f"{ref.server}/v1/assets/{ref.asset_id}", headers={"Roost-Capability": ref.capability}
-        )
-    assert r.status_code == 200
-    assert len(r.content) == ciphertext_size(len(plaintext))
-    assert plaintext[:64] not in r.content
-    assert decrypt(ref.key, r.content) == plaintext
+    # the server holds only ciphertext: exactly the encrypted size, no plaintext in it; a local
+    # asset needs no account, by the domain route or the first format's route alike
+    async with httpx.AsyncClient(base_url=asset_server.url) as http:
+        for path in (
+            f"/v1/assets/{ref.domain}/{ref.asset_id}",
+            f"/v1/assets/{ref.asset_id}",
+        ):
+            r = await http.get(path, headers={"Roost-Capability": ref.capability})
+            assert r.status_code == 200
+            assert len(r.content) == ciphertext_size(len(plaintext))
+            assert plaintext[:64] not in r.content
+            assert decrypt(ref.key, r.content) == plaintext
 
     usage = await asset_usage(alice)
     assert usage["used_bytes"] == ciphertext_size(len(plaintext))
     await delete_asset(alice, ref)
     with pytest.raises(RoostError) as e:
-        await download_asset(received)
+        await download_asset(bob, received)
     assert (e.value.status, e.value.code) == (404, "asset_not_found")
     assert not asset_server.blob_exists(ref.asset_id)
 
@@ -170,14 +175,15 @@ async def test_guessed_capabilities_are_refused(asset_server: AssetServer, users
             (secrets.token_hex(16), ref.capability),
             (ref.asset_id, ""),
         ):
-            r = await http.get(f"/v1/assets/{asset_id}", headers={"Roost-Capability": capability})
-            assert r.status_code == 404
-            assert r.headers["content-type"].startswith("application/problem+json")
-            assert r.json()["code"] == "asset_not_found"
+            for path in (f"/v1/assets/{asset_id}", f"/v1/assets/{ref.domain}/{asset_id}"):
+                r = await http.get(path, headers={"Roost-Capability": capability})
+                assert r.status_code == 404
+                assert r.headers["content-type"].startswith("application/problem+json")
+                assert r.json()["code"] == "asset_not_found"
     # a reference with a wrong key (or tampered ciphertext) never yields plaintext
     with pytest.raises(AssetError):
-        await download_asset(replace(ref, key=secrets.token_bytes(32)))
-    assert await download_asset(ref) == b"the plans"
+        await download_asset(alice, replace(ref, key=secrets.token_bytes(32)))
+    assert await download_asset(alice, ref) == b"the plans"
 
 
 async def test_expiry_and_collection(asset_server: AssetServer, users: Users):
@@ -186,7 +192,7 @@ async def test_expiry_and_collection(asset_server: AssetServer, users: Users):
     keep = await upload_asset(alice, b"kept", expires_in=600)
     await asyncio.sleep(1.2)
     with pytest.raises(RoostError) as e:
-        await download_asset(ref)
+        await download_asset(alice, ref)
     assert (e.value.status, e.value.code) == (404, "asset_not_found")
     # the periodic sweep (every second here) removes the blob and frees the quota
     deadline = time.monotonic() + 20
@@ -197,15 +203,16 @@ async def test_expiry_and_collection(asset_server: AssetServer, users: Users):
         assert time.monotonic() < deadline, "the quota was not given back"
         await asyncio.sleep(0.3)
     assert asset_server.blob_exists(keep.asset_id)
-    assert await download_asset(keep) == b"kept"
+    assert await download_asset(alice, keep) == b"kept"
 
 
 async def test_deleting_the_account_collects_its_assets(asset_server: AssetServer, users: Users):
     alice = await users.new("alice")
+    bob = await users.new("bob")
     ref = await upload_asset(alice, b"bye")
     await alice.delete_account()
     with pytest.raises(RoostError):
-        await download_asset(ref)
+        await download_asset(bob, ref)
     deadline = time.monotonic() + 20
     while asset_server.blob_exists(ref.asset_id):
         assert time.monotonic() < deadline
@@ -244,15 +251,46 @@ def test_segmented_encryption_detects_tampering() -> None:
 
 
 def test_reference_rejects_malformed_input() -> None:
-    good = AssetReference("http://h", "ab" * 16, "c", b"k" * 32, 3, 0).to_json()
+    good = AssetReference("h.test", "ab" * 16, "c", b"k" * 32, 3, 0).to_json()
+    assert good["type"] == "roost.asset.v2" and good["domain"] == "h.test"
+    assert "server" not in good
     for broken in (
         {**good, "type": "other"},
         {**good, "key": "AAAA"},
         {**good, "size": -1},
+        {**good, "domain": ""},
         {k: v for k, v in good.items() if k != "capability"},
+        {k: v for k, v in good.items() if k != "domain"},
+        # the first format names a server URL: one without a host names no domain
+        {**{k: v for k, v in good.items() if k != "domain"}, "type": "roost.asset.v1"},
+        {**good, "type": "roost.asset.v1", "server": "not a url"},
     ):
         with pytest.raises(ValueError):
             AssetReference.from_json(broken)
     with pytest.raises(ValueError):
         AssetReference.from_bytes(b"not json")
     assert RoostClient  # the reference needs no client to be parsed
+
+
+def test_first_format_references_are_still_read() -> None:
+    """``roost.asset.v1`` named the uploader's server URL: its host is taken as the domain (the
+    own server's URL is recognised by the client, see test_legacy_reference_to_own_server)."""
+    good = AssetReference("h.test", "ab" * 16, "c", b"k" * 32, 3, 0).to_json()
+    legacy = {k: v for k, v in good.items() if k != "domain"}
+    legacy.update(type="roost.asset.v1", server="https://Roost.H.test:8443/")
+    ref = AssetReference.from_json(legacy)
+    assert ref.domain == "roost.h.test" and ref.legacy_server == "https://Roost.H.test:8443/"
+    # written out again, it is a reference of the current format
+    assert "server" not in ref.to_json() and ref.to_json()["domain"] == "roost.h.test"
+
+
+async def test_legacy_reference_to_own_server(asset_server: AssetServer, users: Users):
+    """A first-format reference a client still holds, naming its own server's URL (whose host
+    is no domain here: 127.0.0.1), is downloaded from its own server."""
+    alice = await users.new("alice")
+    bob = await users.new("bob")
+    ref = await upload_asset(alice, b"an old photo")
+    legacy = {k: v for k, v in ref.to_json().items() if k != "domain"}
+    legacy.update(type="roost.asset.v1", server=asset_server.url)
+    old = AssetReference.from_bytes(json.dumps(legacy).encode())
+    assert await download_asset(bob, old) == b"an old photo"

@@ -231,6 +231,40 @@ async def test_guessed_and_wrong_capabilities_are_refused(srv: Server) -> None:
     assert (await download(srv, one["asset_id"], one["capability"])).content == b"one"
 
 
+async def test_download_through_the_domain_route(srv: Server) -> None:
+    """``GET /v1/assets/{domain}/{asset_id}``: this domain's assets as by the first route (no
+    account needed); another domain's only for this server's users, under its policy."""
+    alice = await srv.user("alice")
+    out = (await upload(srv, alice.headers, b"plans")).json()
+    home = service(srv).home_domain
+    cap = {CAPABILITY_HEADER: out["capability"]}
+    for domain in (home, home.upper()):
+        got = await srv.http.get(f"/v1/assets/{domain}/{out['asset_id']}", headers=cap)
+        assert got.status_code == 200 and got.content == b"plans"
+        assert got.headers["cache-control"] == "private, no-store"
+    r = await srv.http.get(f"/v1/assets/{home}/{out['asset_id']}", headers={CAPABILITY_HEADER: ""})
+    assert_problem(r, 404, "asset_not_found")
+
+    remote = f"/v1/assets/other.example/{out['asset_id']}"
+    # relaying is for this server's own users: no open proxy towards other domains
+    assert_problem(await srv.http.get(remote, headers=cap), 401, "unauthenticated")
+    # the default policy (an empty allowlist) refuses the domain: nothing is sent
+    r = await srv.http.get(remote, headers={**alice.headers, **cap})
+    assert_problem(r, 403, "federation_refused")
+    # what could never be a valid id or capability is answered here, without federation
+    for path, capability in (
+        ("/v1/assets/other.example/not-an-id", out["capability"]),
+        (remote, "!!not base64!!"),
+        (remote, ""),
+    ):
+        r = await srv.http.get(path, headers={**alice.headers, CAPABILITY_HEADER: capability})
+        assert_problem(r, 404, "asset_not_found")
+    r = await srv.http.get(
+        f"/v1/assets/not_a_domain!/{out['asset_id']}", headers={**alice.headers, **cap}
+    )
+    assert_problem(r, 400, "invalid_request")
+
+
 async def test_expiry_and_collection(srv: Server) -> None:
     alice = await srv.user("alice")
     short = (await upload(srv, alice.headers, b"short-lived", expires_in=60)).json()

@@ -2,6 +2,12 @@
 share an ``AssetReference`` inside an MLS application message; recipients download by the
 reference's capability and decrypt. The homeserver only ever holds ciphertext.
 
+A reference names the asset (its domain and id), never a server URL: every client downloads
+through its own homeserver (``GET /v1/assets/{domain}/{asset_id}``), which fetches another
+domain's asset over federation, so the uploader's server never sees the recipient (docs/api.md,
+"Assets"). References of the first format (``roost.asset.v1``, with a ``server`` URL) are still
+read: the URL's host is taken as the domain, or the own domain if the URL is the own server's.
+
 Encryption: AES-256-GCM with a fresh random key per asset, in 64 KiB segments so files stream
 in both directions with bounded memory. Segment ``i`` uses the nonce ``i`` (11 bytes, big
 endian) followed by a final-segment flag byte; the final segment always holds fewer than 64 KiB
@@ -16,9 +22,10 @@ import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from cryptography.exceptions import InvalidTag
@@ -27,13 +34,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from roost.protocol.base64url import b64u, unb64u
 
 from .errors import RoostError
-from .session import Session, problem_error
+from .session import Session, problem_error, segment
 
 SEGMENT = 64 * 1024
 TAG = 16
 KEY_BYTES = 32
 AAD = b"roost asset v1"
-REFERENCE_TYPE = "roost.asset.v1"
+REFERENCE_TYPE = "roost.asset.v2"
+LEGACY_REFERENCE_TYPE = "roost.asset.v1"  # named a server URL instead of a domain
 CAPABILITY_HEADER = "Roost-Capability"
 OCTET_STREAM = "application/octet-stream"
 
@@ -50,7 +58,7 @@ class AssetReference:
     """Everything a recipient needs to fetch and decrypt an asset. It contains the key: send it
     only inside an end-to-end encrypted (MLS) message."""
 
-    server: str  # base URL of the homeserver holding the ciphertext
+    domain: str  # the domain whose homeserver holds the ciphertext
     asset_id: str
     capability: str
     key: bytes
@@ -58,6 +66,9 @@ class AssetReference:
     expires_at: int
     media_type: str = OCTET_STREAM
     name: str | None = None
+    # The server URL of a first-format reference (never written out again): lets a client
+    # recognise its own server, whose address is not its domain.
+    legacy_server: str | None = field(default=None, compare=False)
 
     @property
     def ciphertext_size(self) -> int:
@@ -66,7 +77,7 @@ class AssetReference:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "type": REFERENCE_TYPE,
-            "server": self.server,
+            "domain": self.domain,
             "asset_id": self.asset_id,
             "capability": self.capability,
             "key": b64u(self.key),
@@ -85,14 +96,22 @@ class AssetReference:
     @classmethod
     def from_json(cls, obj: Any) -> AssetReference:
         try:
-            if obj["type"] != REFERENCE_TYPE:
+            legacy_server: str | None = None
+            if obj["type"] == REFERENCE_TYPE:
+                domain = obj["domain"]
+            elif obj["type"] == LEGACY_REFERENCE_TYPE:
+                legacy_server = str(obj["server"])
+                domain = urlsplit(legacy_server).hostname
+            else:
                 raise ValueError(f"not an asset reference: {obj['type']!r}")
+            if not isinstance(domain, str) or not domain:
+                raise ValueError("no domain")
             key = unb64u(obj["key"])
             size = obj["size"]
             if len(key) != KEY_BYTES or not isinstance(size, int) or size < 0:
                 raise ValueError("bad key or size")
             return cls(
-                server=str(obj["server"]),
+                domain=domain.lower(),
                 asset_id=str(obj["asset_id"]),
                 capability=str(obj["capability"]),
                 key=key,
@@ -100,6 +119,7 @@ class AssetReference:
                 expires_at=int(obj["expires_at"]),
                 media_type=str(obj.get("media_type", OCTET_STREAM)),
                 name=None if obj.get("name") is None else str(obj["name"]),
+                legacy_server=legacy_server,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed asset reference: {e}") from None
@@ -255,7 +275,7 @@ async def upload_asset(
         raise _problem(resp)
     out = resp.json()
     return AssetReference(
-        server=str(client.http.base_url).rstrip("/"),
+        domain=client.state.home_domain,
         asset_id=out["asset_id"],
         capability=out["capability"],
         key=key,
@@ -266,31 +286,50 @@ async def upload_asset(
     )
 
 
-async def _stream(ref: AssetReference, http: httpx.AsyncClient | None) -> AsyncIterator[bytes]:
-    own = http is None
-    http = http or httpx.AsyncClient(timeout=60)
-    url = f"{ref.server}/v1/assets/{ref.asset_id}"
+def _domain_of(client: Session, ref: AssetReference) -> str:
+    """The domain holding the asset; a first-format reference to the own server's URL names
+    the own domain (a server's URL need not be its domain)."""
+    legacy = ref.legacy_server
+    if legacy is not None and legacy.rstrip("/") == client.state.server.rstrip("/"):
+        return client.state.home_domain
+    return ref.domain
+
+
+async def _stream(client: Session, ref: AssetReference) -> AsyncIterator[bytes]:
+    domain = _domain_of(client, ref)
+    path = f"/v1/assets/{segment(domain)}/{segment(ref.asset_id)}"
+    # Another domain's asset is relayed by the home server for its own users only.
+    authenticate = domain != client.state.home_domain
+    headers = {CAPABILITY_HEADER: ref.capability}
     try:
-        async with http.stream("GET", url, headers={CAPABILITY_HEADER: ref.capability}) as resp:
-            if resp.is_error:
-                await resp.aread()
-                raise _problem(resp)
-            d = Decryptor(ref.key)
-            async for chunk in resp.aiter_bytes():
-                if plain := d.feed(chunk):
-                    yield plain
-            yield d.finish()
+        for attempt in range(2):  # once more with a fresh token if it expired in between
+            if authenticate:
+                headers["Authorization"] = f"Bearer {await client.bearer_token()}"
+            async with client.http.stream("GET", path, headers=headers) as resp:
+                if resp.status_code == 401 and authenticate and attempt == 0:
+                    await resp.aread()
+                    client.state.token = ""
+                    continue
+                if resp.is_error:
+                    await resp.aread()
+                    raise _problem(resp)
+                d = Decryptor(ref.key)
+                async for chunk in resp.aiter_bytes():
+                    if plain := d.feed(chunk):
+                        yield plain
+                yield d.finish()
+                return
     except httpx.TransportError as e:
-        raise RoostError(0, "transport_error", f"GET {url}: {e!r}") from e
-    finally:
-        if own:
-            await http.aclose()
+        raise RoostError(0, "transport_error", f"GET {path}: {e!r}") from e
 
 
-async def download_asset(ref: AssetReference, *, http: httpx.AsyncClient | None = None) -> bytes:
-    """Fetch by capability and decrypt (no account needed). A wrong, guessed or expired
-    capability raises RoostError(404, "asset_not_found"); tampering raises AssetError."""
-    parts = [chunk async for chunk in _stream(ref, http)]
+async def download_asset(client: Session, ref: AssetReference) -> bytes:
+    """Fetch by capability through the client's own homeserver and decrypt. A wrong, guessed
+    or expired capability raises RoostError(404, "asset_not_found"); tampering raises
+    AssetError; another domain's server that cannot be reached, RoostError(502,
+    "federation_unavailable"), and one this server does not federate with, (403,
+    "federation_refused")."""
+    parts = [chunk async for chunk in _stream(client, ref)]
     plaintext = b"".join(parts)
     if len(plaintext) != ref.size:
         raise AssetError("the asset's size differs from its reference")
@@ -298,7 +337,7 @@ async def download_asset(ref: AssetReference, *, http: httpx.AsyncClient | None 
 
 
 async def download_asset_to(
-    ref: AssetReference, path: os.PathLike[str] | str, *, http: httpx.AsyncClient | None = None
+    client: Session, ref: AssetReference, path: os.PathLike[str] | str
 ) -> None:
     """Like ``download_asset`` but streams into ``path`` (written atomically: a failed or
     tampered download leaves no file behind)."""
@@ -307,7 +346,7 @@ async def download_asset_to(
     written = 0
     try:
         with open(tmp, "wb") as f:
-            async for chunk in _stream(ref, http):
+            async for chunk in _stream(client, ref):
                 written += len(chunk)
                 await asyncio.to_thread(f.write, chunk)
         if written != ref.size:

@@ -33,9 +33,11 @@ from .federation.as_flows import (
     RemoteConnectionsBridge,
     install_as_flows,
 )
+from .federation.asset_flows import RemoteAssets
 from .federation.ds_flows import DsBridge, install_ds_flows
 from .federation.group_forwarder import GroupForwarder
 from .federation.routes_as import router as federation_as_router
+from .federation.routes_assets import router as federation_assets_router
 from .federation.routes_ds import router as federation_ds_router
 from .federation.routes_inbox import router as federation_inbox_router
 from .federation.routes_keys import router as federation_keys_router
@@ -112,7 +114,7 @@ def build_services(
         db, config, auth, queues, connections, clock, federation=ds_federation
     )
     delivery.install_hooks()
-    assets = make_asset_service(db, config, clock)
+    assets = make_asset_service(db, config, clock, remote=RemoteAssets(federation.client))
     auth.on_user_deleted.append(assets.delete_user_assets)
     limits = config.limits
     return Services(
@@ -210,6 +212,7 @@ def create_app(
         federation_inbox_router,
         federation_as_router,
         federation_ds_router,
+        federation_assets_router,
     ):
         app.include_router(router)
     # The send route answered without FastAPI's routing (hot path; same contract).

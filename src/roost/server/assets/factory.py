@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from ..config import Config
 from ..store import Database
+from .remote import RemoteAssetSource
 from .service import AssetService, AssetSettings
 from .storage import BlobStore, FilesystemStore, S3Settings, S3Store
 
@@ -27,8 +28,14 @@ def make_store(config: Config) -> BlobStore:
 
 
 def make_asset_service(
-    db: Database, config: Config, clock: Callable[[], float] = time.time
+    db: Database,
+    config: Config,
+    clock: Callable[[], float] = time.time,
+    *,
+    remote: RemoteAssetSource | None = None,
 ) -> AssetService:
+    """``remote``: how assets of other domains are fetched (federation); without it, only
+    this server's own assets can be downloaded."""
     limits = config.limits
     settings = AssetSettings(
         max_asset_bytes=limits.max_asset_bytes,
@@ -36,4 +43,6 @@ def make_asset_service(
         default_ttl_seconds=limits.asset_default_ttl_seconds,
         max_ttl_seconds=limits.asset_max_ttl_seconds,
     )
-    return AssetService(db, make_store(config), settings, clock)
+    return AssetService(
+        db, make_store(config), settings, clock, home_domain=config.home_domain, remote=remote
+    )

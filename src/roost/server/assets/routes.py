@@ -6,11 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
-from ..deps import PrincipalDep, ServicesDep, binary_response
+from ..deps import PrincipalDep, ServicesDep, binary_response, principal
 from ..errors import Problem, problem_responses
+from .storage import Blob
 
 router = APIRouter(tags=["assets"])
 
@@ -20,6 +22,8 @@ CAPABILITY_HEADER = "Roost-Capability"
 
 _AUTH = problem_responses((401, "unauthenticated"), (401, "token_expired"))
 _NOT_FOUND = problem_responses((404, "asset_not_found"))
+# Read by hand, not declared: a bearer token is needed only when the asset is another domain's.
+_optional_bearer = HTTPBearer(auto_error=False)
 
 
 class UploadOut(BaseModel):
@@ -110,6 +114,19 @@ async def usage(p: PrincipalDep, s: ServicesDep) -> UsageOut:
     )
 
 
+def blob_response(blob: Blob) -> Response:
+    """The ciphertext, streamed, never cached by intermediaries or sniffed by browsers."""
+    return StreamingResponse(
+        blob.chunks,
+        media_type=ASSET_MEDIA_TYPE,
+        headers={
+            "Content-Length": str(blob.size),
+            "Cache-Control": "private, no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
 @router.get(
     UPLOAD_PATH + "/{asset_id}",
     response_class=Response,
@@ -120,18 +137,39 @@ async def download(
     s: ServicesDep,
     capability: Annotated[str, Header(alias=CAPABILITY_HEADER)] = "",
 ) -> Response:
-    """Download by capability (no account needed: whoever was given the reference may fetch
-    it). The capability travels in a header, never in the URL, so it stays out of access logs."""
-    blob = await s.assets.open(asset_id, capability)
-    return StreamingResponse(
-        blob.chunks,
-        media_type=ASSET_MEDIA_TYPE,
-        headers={
-            "Content-Length": str(blob.size),
-            "Cache-Control": "private, no-store",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    """Download an asset of this server by capability (no account needed: whoever was given
+    the reference may fetch it). The capability travels in a header, never in the URL, so it
+    stays out of access logs. Kept for references of the first format; clients use
+    ``GET /v1/assets/{domain}/{asset_id}``."""
+    return blob_response(await s.assets.open(asset_id, capability))
+
+
+@router.get(
+    UPLOAD_PATH + "/{domain}/{asset_id}",
+    response_class=Response,
+    responses={
+        200: binary_response(ASSET_MEDIA_TYPE, "The encrypted blob"),
+        **_AUTH,
+        **_NOT_FOUND,
+        **problem_responses(
+            (400, "invalid_request"), (403, "federation_refused"), (502, "federation_unavailable")
+        ),
+    },
+)
+async def download_from_domain(
+    domain: str,
+    asset_id: str,
+    request: Request,
+    s: ServicesDep,
+    capability: Annotated[str, Header(alias=CAPABILITY_HEADER)] = "",
+) -> Response:
+    """Download an asset of any domain through this, the caller's own, homeserver: one of this
+    domain as ``GET /v1/assets/{asset_id}`` (capability only), another domain's fetched by
+    this server over federation and relayed as it arrives (a bearer token of this server is
+    then required: it relays for its own users only)."""
+    if not s.assets.is_local(domain):
+        await principal(request, await _optional_bearer(request))
+    return blob_response(await s.assets.open_anywhere(domain, asset_id, capability))
 
 
 @router.delete(UPLOAD_PATH + "/{asset_id}", status_code=204, responses={**_AUTH, **_NOT_FOUND})

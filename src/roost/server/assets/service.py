@@ -1,5 +1,6 @@
 """Asset service: streamed uploads under a size cap and a per-user quota, capability downloads,
-deletion by the uploader, expiry and the garbage-collection sweep.
+deletion by the uploader, expiry and the garbage-collection sweep, and downloads of assets held
+by other domains, relayed for this server's users (``open_anywhere``, see remote.py).
 
 Capabilities: each asset has a public 128-bit id and a 256-bit secret; only SHA-256(secret) is
 stored and it is compared in constant time. A wrong secret, an unknown id, an unfinished upload
@@ -29,8 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import b64u, unb64u
 
+from ..config import is_valid_domain
 from ..errors import Problem
 from ..store import Database
+from .remote import RemoteAssetSource
 from .storage import Blob, BlobStore, FilesystemStore
 from .tables import asset_usage, assets
 
@@ -49,6 +52,9 @@ class AssetSettings:
     default_ttl_seconds: int
     max_ttl_seconds: int
     upload_timeout_seconds: int = 3600  # an upload still unfinished after this is collected
+    # A relayed download of another domain's asset is cut off after this long in all: a remote
+    # dripping bytes must not hold a connection of this server for ever.
+    relay_timeout_seconds: int = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,10 @@ def _hash_capability(capability: str) -> bytes | None:
     return hashlib.sha256(secret).digest() if len(secret) == 32 else None
 
 
+def _is_asset_id(asset_id: str) -> bool:
+    return len(asset_id) == 32 and all(c in "0123456789abcdef" for c in asset_id)
+
+
 def _not_found() -> Problem:
     return Problem(404, "asset_not_found", _NOT_FOUND_DETAIL)
 
@@ -88,11 +98,16 @@ class AssetService:
         store: BlobStore,
         settings: AssetSettings,
         clock: Callable[[], float] = time.time,
+        *,
+        home_domain: str = "",
+        remote: RemoteAssetSource | None = None,
     ) -> None:
         self.db = db
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.home_domain = home_domain.lower()
+        self.remote = remote
 
     # ---- queries -------------------------------------------------------------------------
     async def usage(self, user_uuid: str) -> Usage:
@@ -252,6 +267,29 @@ class AssetService:
             log.warning("asset %s has a row but no blob in the %s store", asset_id, self.store.kind)
             raise _not_found()
         return blob
+
+    def is_local(self, domain: str) -> bool:
+        return domain.strip().lower() == self.home_domain
+
+    async def open_anywhere(self, domain: str, asset_id: str, capability: str) -> Blob:
+        """The ciphertext of an asset of any domain: ours from the store, another's fetched
+        from its homeserver and relayed under this server's size cap and relay timeout."""
+        if self.is_local(domain):
+            return await self.open(asset_id, capability)
+        domain = domain.strip().lower()
+        if not is_valid_domain(domain):
+            raise Problem(400, "invalid_request", "not a valid domain name")
+        # Nothing a remote could accept is sent on (ids are 128-bit hex, secrets 256-bit):
+        # the answer would be the same 404, without a federation request.
+        if self.remote is None or not _is_asset_id(asset_id) or not _hash_capability(capability):
+            raise _not_found()
+        return await self.remote.open(
+            domain,
+            asset_id,
+            capability,
+            max_bytes=self.settings.max_asset_bytes,
+            timeout=self.settings.relay_timeout_seconds,
+        )
 
     # ---- deletion and collection ---------------------------------------------------------
     async def delete(self, user_uuid: str, asset_id: str) -> None:

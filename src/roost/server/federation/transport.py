@@ -9,7 +9,8 @@ from __future__ import annotations
 import json as jsonlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -117,6 +118,41 @@ class FederationClient:
         """As ``request``, but every 4xx other than 401/421 is returned as it is (for callers
         that forward a remote answer with all its fields)."""
         domain = domain.lower()
+        request = await self._signed(domain, method, path, body, content_type, headers, params)
+        response = await _bounded(domain, await self._open(domain, request))
+        _check_status(domain, response)
+        return response
+
+    @asynccontextmanager
+    async def stream(
+        self, domain: str, method: str, path: str, *, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """Send one signed request without a body and yield its 2xx answer unread, for a
+        body too large to hold (an asset); the caller bounds what it reads. Raises as
+        ``request`` (a 4xx problem is read, at most ``MAX_RESPONSE_BYTES`` of it)."""
+        domain = domain.lower()
+        request = await self._signed(domain, method, path, b"", None, headers, None)
+        response = await self._open(domain, request)
+        try:
+            if response.status_code >= 400:
+                answer = await _bounded(domain, response)
+                _check_status(domain, answer)
+                raise _remote_problem(domain, answer)
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _signed(
+        self,
+        domain: str,
+        method: str,
+        path: str,
+        body: bytes,
+        content_type: str | None,
+        headers: dict[str, str] | None,
+        params: Params,
+    ) -> httpx.Request:
+        """The request, signed, if the policy admits ``domain`` (else ``FederationRefused``)."""
         if not (await self.policy.load()).admits(domain):
             raise FederationRefused(domain)
         url = httpx.URL(self.resolver.base_url(domain) + path, params=params)
@@ -143,24 +179,18 @@ class FederationClient:
                 window_seconds=self.window_seconds,
             )
         )
+        return self.http.build_request(method.upper(), url, content=body, headers=wire_headers)
+
+    async def _open(self, domain: str, request: httpx.Request) -> httpx.Response:
+        """Send and return the answer with its body still unread."""
         try:
-            request = self.http.build_request(
-                method.upper(), url, content=body, headers=wire_headers
-            )
-            response = await _bounded(domain, await self.http.send(request, stream=True))
+            return await self.http.send(request, stream=True)
         except OutboundRefused:
             raise FederationRefused(domain, f"{domain} is not at a public address") from None
         except httpx.TimeoutException:
             raise RemoteUnavailable(domain, "timed out") from None
         except httpx.HTTPError as e:
             raise RemoteUnavailable(domain, f"could not connect ({type(e).__name__})") from None
-        if response.status_code >= 500:
-            raise RemoteUnavailable(domain, f"answered {response.status_code}")
-        if response.status_code in (401, 421):
-            raise RemoteUnavailable(
-                domain, f"refused this server's signature ({_code_of(response)})"
-            )
-        return response
 
     async def json(
         self,
@@ -195,6 +225,10 @@ async def _bounded(domain: str, streamed: httpx.Response) -> httpx.Response:
             content += chunk
             if len(content) > MAX_RESPONSE_BYTES:
                 raise RemoteUnavailable(domain, "answered too large a body")
+    except httpx.TimeoutException:
+        raise RemoteUnavailable(domain, "timed out") from None
+    except httpx.HTTPError as e:
+        raise RemoteUnavailable(domain, f"could not connect ({type(e).__name__})") from None
     finally:
         await streamed.aclose()
     # A new response with the decoded bytes (so without the transfer's content headers).
@@ -206,6 +240,15 @@ async def _bounded(domain: str, streamed: httpx.Response) -> httpx.Response:
     return httpx.Response(
         streamed.status_code, headers=headers, content=bytes(content), request=streamed.request
     )
+
+
+def _check_status(domain: str, response: httpx.Response) -> None:
+    """5xx and refusals of our signature (401, 421) are this server's problem, never the
+    client's: ``RemoteUnavailable``."""
+    if response.status_code >= 500:
+        raise RemoteUnavailable(domain, f"answered {response.status_code}")
+    if response.status_code in (401, 421):
+        raise RemoteUnavailable(domain, f"refused this server's signature ({_code_of(response)})")
 
 
 def _problem_document(response: httpx.Response) -> dict[str, Any] | None:
