@@ -43,3 +43,11 @@ def test_sql_records_are_dropped_and_access_args_redacted() -> None:
     assert isinstance(access.args, tuple) and "SECRETQ" not in access.getMessage()
     ws = _record("uvicorn.error", "< %s", ("authorization: Bearer SECRETTOKEN",), logging.DEBUG)
     assert f.filter(ws) and "SECRETTOKEN" not in ws.getMessage()
+
+
+def test_asset_routes_lose_every_id_including_the_domain_form() -> None:
+    from roost.server.observability.redaction import redact_target
+
+    assert redact_target("/v1/assets/b.test/AbCdEf123") == "/v1/assets/…"
+    assert redact_target("/federation/v1/assets/AbCdEf123") == "/federation/v1/assets/…"
+    assert redact_target("/v1/queues/q1d/messages?after=3") == "/v1/queues/…/messages?after=…"

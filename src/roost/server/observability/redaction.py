@@ -17,7 +17,11 @@ REDACTED = "…"
 
 # The request target of a logged request line: ids in the path, and every query value (queue
 # ids, cursors, tokens travel there) replaced; parameter names stay, they help debugging.
-_SECRET_PATH_SEGMENT = re.compile(r"(/v1/(?:queues|client-requests|assets)/)(?!\{)[^/\s?\"']+")
+# The id after these prefixes; asset routes end in ids (``{id}`` or ``{domain}/{id}``).
+_SECRET_PATH_SEGMENT = re.compile(
+    r"(/v1/(?:queues|client-requests)/)(?!\{)[^/\s?\"']+"
+    r"|(/(?:federation/)?v1/assets/)(?!\{)[^\s?\"']+"
+)
 _QUERY = re.compile(r"(?<=[?&])([^=&\s\"'#]+)=[^&\s\"'#]*")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;]+")
 # A header line as websockets and h11 log it at debug ("< authorization: ...").
@@ -40,7 +44,7 @@ _SQL_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg")
 
 def redact_target(target: str) -> str:
     """A request path with query: ids in the path and every query value replaced."""
-    target = _SECRET_PATH_SEGMENT.sub(rf"\1{REDACTED}", target)
+    target = _SECRET_PATH_SEGMENT.sub(lambda m: f"{m.group(1) or m.group(2)}{REDACTED}", target)
     return _QUERY.sub(rf"\1={REDACTED}", target)
 
 
