@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from roost.server.observability.redaction import RedactionFilter, redact
+from roost.server.observability.redaction import RedactionFilter, redact, redact_target
 
 
 def _record(name: str, msg: str, args: tuple[object, ...] = (), level: int = logging.INFO):
@@ -46,8 +46,6 @@ def test_sql_records_are_dropped_and_access_args_redacted() -> None:
 
 
 def test_asset_routes_lose_every_id_including_the_domain_form() -> None:
-    from roost.server.observability.redaction import redact_target
-
     assert redact_target("/v1/assets/b.test/AbCdEf123") == "/v1/assets/…"
     assert redact_target("/federation/v1/assets/AbCdEf123") == "/federation/v1/assets/…"
     assert redact_target("/v1/queues/q1d/messages?after=3") == "/v1/queues/…/messages?after=…"
