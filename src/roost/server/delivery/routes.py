@@ -26,8 +26,9 @@ from roost.protocol.media_types import MLS_MEDIA_TYPE
 
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
 from ..errors import problem_responses
+from ..queues.params import queue_id_param
 from .group_store import GroupView
-from .path_params import group_id_param, queue_id_param
+from .path_params import group_id_param
 from .sends import MESSAGE_ID_MAX, parse_send
 
 _AUTH = problem_responses((401, "unauthenticated"), (401, "token_expired"))

@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from roost.protocol.base64url import b64u, unb64u
+from roost.protocol.base64url import b64u
 from roost.protocol.media_types import MESSAGES_MEDIA_TYPE
 from roost.protocol.message_batch import encode_message_batch
 
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
-from ..errors import Problem, problem_responses
-from .service import QUEUE_ID_LEN, FetchResult
+from ..errors import problem_responses
+from .params import queue_id_param
+from .service import FetchResult
 
 router = APIRouter(tags=["queues"])
 
@@ -37,16 +38,6 @@ class EnqueuedOut(BaseModel):
 class AckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     up_to: int = Field(..., ge=0, le=_MAX_SEQ)
-
-
-def _queue_id(text: str) -> bytes:
-    try:
-        raw = unb64u(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != QUEUE_ID_LEN:
-        raise Problem(404, "queue_not_found", "no such queue")
-    return raw
 
 
 def _fetch_response(result: FetchResult) -> Response:
@@ -87,7 +78,7 @@ async def create_queue(p: PrincipalDep, s: ServicesDep) -> QueueOut:
 @router.delete("/v1/queues/{queue_id}", status_code=204, response_class=Response, responses=_OWNER)
 async def delete_queue(queue_id: str, p: PrincipalDep, s: ServicesDep) -> Response:
     """Delete an owned queue and its messages."""
-    await s.queues.delete_queue(_queue_id(queue_id), p.client_uuid)
+    await s.queues.delete_queue(queue_id_param(queue_id), p.client_uuid)
     return Response(status_code=204)
 
 
@@ -109,7 +100,7 @@ async def enqueue(
     roost_message_id: Annotated[str | None, Header(min_length=1, max_length=128)] = None,
 ) -> EnqueuedOut:
     """Enqueue a message; the queue id is the capability. Idempotent per Roost-Message-Id."""
-    qid = _queue_id(queue_id)
+    qid = queue_id_param(queue_id)
     payload = await mls_body(request, max_bytes=s.config.limits.max_message_bytes)
     return EnqueuedOut(seq=await s.queues.enqueue(qid, payload, roost_message_id))
 
@@ -129,7 +120,9 @@ async def fetch(
 ) -> Response:
     """Messages after a sequence number, under count and byte caps (owner only)."""
     n, b = _caps(s, limit, max_bytes)
-    return _fetch_response(await s.queues.fetch(_queue_id(queue_id), p.client_uuid, after, n, b))
+    return _fetch_response(
+        await s.queues.fetch(queue_id_param(queue_id), p.client_uuid, after, n, b)
+    )
 
 
 @router.post(
@@ -137,7 +130,7 @@ async def fetch(
 )
 async def ack(queue_id: str, body: AckIn, p: PrincipalDep, s: ServicesDep) -> Response:
     """Delete messages up to and including a sequence number (owner only)."""
-    await s.queues.ack(_queue_id(queue_id), p.client_uuid, body.up_to)
+    await s.queues.ack(queue_id_param(queue_id), p.client_uuid, body.up_to)
     return Response(status_code=204)
 
 
