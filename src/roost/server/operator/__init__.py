@@ -1,1 +1,1 @@
-"""operator: what `roost admin` does against the database, and the stored federation policy."""
+"""operator: what `roost admin` does against the database, through the other modules' interfaces."""
