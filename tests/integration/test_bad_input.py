@@ -133,6 +133,15 @@ async def test_unknown_users(users):
     assert await alice.connections() == []
 
 
+async def test_a_connection_cursor_beyond_the_database_integer_range_is_400(users):
+    """Found by schemathesis: a cursor whose time part is too big for a 64-bit column reached
+    the database (500 on SQLite)."""
+    alice = await users.new("alice")
+    for cursor in ("9" * 19 + ":x", "99999999999999999999999999:x"):
+        resp = await _raw(alice, "GET", "/v1/connections", params={"cursor": cursor})
+        _problem(resp, 400, "invalid_request")
+
+
 async def test_invalid_json_and_parameters(users):
     alice = await users.new("alice", display_name="Alice")
     q = await alice.create_queue()
