@@ -92,6 +92,24 @@ async def test_oversized_bodies(users):
     assert e.value.code == "user_not_found"
 
 
+async def test_an_over_limit_body_is_413_whether_chunked_or_with_content_length(users):
+    """The cap answers alike however the length is told, also for JSON routes (whose body the
+    framework parses: a cut-off stream used to surface there as a 400 parse error)."""
+    alice = await users.new("alice")
+    body = b'{"display_name": "' + b"x" * MAX_BODY + b'"}'
+
+    async def chunks():  # no Content-Length: the cap is enforced while streaming
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    headers = {"Content-Type": "application/json"}
+    sized = await _raw(alice, "PATCH", "/v1/me", content=body, headers=dict(headers))
+    _problem(sized, 413, "body_too_large")
+    chunked = await _raw(alice, "PATCH", "/v1/me", content=chunks(), headers=dict(headers))
+    _problem(chunked, 413, "body_too_large")
+    assert (await alice.me()).display_name != "x" * MAX_BODY
+
+
 async def test_unknown_users(users):
     alice = await users.new("alice")
     for target in ("nobody-known@localhost", "alice@elsewhere.example", "not-a-user-id"):
@@ -113,6 +131,15 @@ async def test_unknown_users(users):
                 assert e.value.status == 403
                 assert e.value.code in ("federation_refused", "no_connection")
     assert await alice.connections() == []
+
+
+async def test_a_connection_cursor_beyond_the_database_integer_range_is_400(users):
+    """Found by schemathesis: a cursor whose time part is too big for a 64-bit column reached
+    the database (500 on SQLite)."""
+    alice = await users.new("alice")
+    for cursor in ("9" * 19 + ":x", "99999999999999999999999999:x"):
+        resp = await _raw(alice, "GET", "/v1/connections", params={"cursor": cursor})
+        _problem(resp, 400, "invalid_request")
 
 
 async def test_invalid_json_and_parameters(users):

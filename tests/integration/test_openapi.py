@@ -84,3 +84,39 @@ def test_operations_are_described_with_their_errors(served):
                     assert "application/problem+json" in resp.get("content", {}), (where, code)
             if op.get("security"):
                 assert "401" in responses, where
+
+
+def test_validation_errors_are_documented_as_the_400_the_server_answers(served):
+    assert "HTTPValidationError" not in served["components"]["schemas"]
+    for path, ops in served["paths"].items():
+        for method, op in ops.items():
+            where = f"{method.upper()} {path}"
+            responses = op.get("responses", {})
+            problem_422 = responses.get("422", {}).get("content", {})
+            assert "application/json" not in problem_422, where  # FastAPI's validation error
+            if op.get("parameters") or op.get("requestBody"):
+                assert "invalid_request" in responses.get("400", {}).get("description", ""), where
+
+
+def test_message_mls_bodies_are_described_as_binary(served):
+    described = 0
+    for path, ops in served["paths"].items():
+        for method, op in ops.items():
+            content = op.get("requestBody", {}).get("content", {})
+            if "message/mls" not in content:
+                continue
+            where = f"{method.upper()} {path}"
+            described += 1
+            assert content["message/mls"]["schema"] == {"type": "string", "format": "binary"}
+            assert "malformed_mls" in op["responses"]["400"]["description"], where
+            assert "415" in op["responses"], where
+    assert described >= 13
+
+
+def test_a_wrong_method_names_every_method_of_the_path_in_allow(server, served):
+    for path in ("/v1/me", "/v1/groups", "/v1/push", "/v1/assets/usage"):
+        resp = httpx.request("OPTIONS", server.url + path, timeout=10)
+        assert resp.status_code == 405, (path, resp.text)
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        allowed = {m.strip() for m in resp.headers["allow"].split(",")}
+        assert allowed == {m.upper() for m in served["paths"][path]}, path

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from .assets.factory import make_asset_service
 from .assets.routes import UPLOAD_PATH as ASSET_UPLOAD_PATH
@@ -52,6 +51,7 @@ from .notify.pg_bridge import install_pg_bridge
 from .notify.routes import router as notify_router
 from .notify.sqlite_guard import SqliteServeLock, sqlite_path
 from .observability import configure_logging, install_observability
+from .openapi import build_openapi
 from .push.routes import router as push_router
 from .push.wiring import install_push
 from .queues.routes import router as queues_router
@@ -59,19 +59,6 @@ from .queues.service import QueueService
 from .ratelimit import RateLimiter
 from .store import Database
 from .store.migrate import check_schema
-
-PROBLEM_SCHEMA = {
-    "type": "object",
-    "description": "RFC 9457 problem details with a stable machine-readable code",
-    "required": ["type", "title", "status", "code"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "code": {"type": "string"},
-        "detail": {"type": "string"},
-    },
-}
 
 
 def build_services(
@@ -230,13 +217,7 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
-                PROBLEM_SCHEMA
-            )
-            app.openapi_schema = schema
+            app.openapi_schema = build_openapi(app, config)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -90,6 +90,17 @@ async def mls_body(
     return body
 
 
+# base64url (roost.protocol.base64url: unpadded, padded input accepted) as a JSON Schema pattern.
+B64U_PATTERN = r"^[A-Za-z0-9_-]*={0,2}$"
+# A DNS name as config.is_valid_domain accepts it (labels of letters, digits and inner
+# hyphens; case-insensitive: the server lowers it). At most DOMAIN_MAX_LENGTH characters.
+DOMAIN_MAX_LENGTH = 253
+DOMAIN_PATTERN = (
+    r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
 def mls_request_body(description: str, required: bool = True) -> dict[str, Any]:
     """OpenAPI ``requestBody`` for a raw ``message/mls`` body."""
     return {

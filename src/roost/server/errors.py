@@ -7,6 +7,7 @@ errors and oversized bodies into 4xx answers so that bad input never becomes a 5
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from roost.mls.errors import DecodeError
 
@@ -126,6 +128,35 @@ def unexpected_error_response(exc: Exception) -> JSONResponse:
     return problem_response(500, "internal_error", "internal server error")
 
 
+def _leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:  # FastAPI keeps an included router as one node
+            yield from _leaf_routes(inner.routes)
+        else:
+            yield route
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the resource a path names: those of every route with the path template
+    of the first route matching it (routing order). Starlette's 405 names only that first
+    route's methods, while a resource may be served by several routes (GET and DELETE)."""
+    routes = list(_leaf_routes(request.app.router.routes))
+    template = next(
+        (
+            getattr(route, "path", None)
+            for route in routes
+            if route.matches(request.scope)[0] is not Match.NONE
+        ),
+        None,
+    )
+    methods: set[str] = set()
+    for route in routes:
+        if template is not None and getattr(route, "path", None) == template:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -149,10 +180,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(400, "malformed_mls", f"malformed MLS data: {exc}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else ""
-        return problem_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return problem_response(exc.status_code, code, detail, headers)
 
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from roost.mls.crypto.ciphersuite import SUPPORTED_SUITES
 from roost.protocol.base64url import b64u, unb64u
 
-from ..deps import PrincipalDep, ServicesDep, binary_response, remote_key
+from ..deps import (
+    B64U_PATTERN,
+    DOMAIN_MAX_LENGTH,
+    DOMAIN_PATTERN,
+    PrincipalDep,
+    ServicesDep,
+    binary_response,
+    remote_key,
+)
 from ..errors import Problem, problem_responses
 from .schemas import ClientOut, ClientsOut, FederationOut, UserOut, client_out, user_out
 from .service import ClientInfo, ClientKey, UserInfo
@@ -21,13 +29,18 @@ _AUTH = problem_responses((401, "unauthenticated"), (401, "token_expired"))
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON string is not taken for a number or a boolean, as the schema says.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ClientKeyIn(Strict):
     cipher_suite: int = Field(1, ge=0, le=65535)
-    signature_key: str = Field(..., max_length=512, description="b64u MLS signature public key")
-    proof: str = Field(..., max_length=512, description="b64u proof of possession")
+    signature_key: str = Field(
+        ..., max_length=512, pattern=B64U_PATTERN, description="b64u MLS signature public key"
+    )
+    proof: str = Field(
+        ..., max_length=512, pattern=B64U_PATTERN, description="b64u proof of possession"
+    )
 
     def to_key(self) -> ClientKey:
         try:
@@ -119,7 +132,8 @@ class MeOut(BaseModel):
 
 class ProfileIn(Strict):
     display_name: str | None = Field(None, min_length=1, max_length=128)
-    discoverable: bool | None = None
+    # Absent: unchanged; null is refused (a user is discoverable or not).
+    discoverable: bool = Field(None)  # type: ignore[assignment]  # None only as "absent"
 
 
 class DirectoryOut(BaseModel):
@@ -190,7 +204,11 @@ async def as_certificate(s: ServicesDep) -> Response:
     },
     tags=["discovery"],
 )
-async def domain_as_certificate(domain: str, _p: PrincipalDep, s: ServicesDep) -> Response:
+async def domain_as_certificate(
+    domain: Annotated[str, Path(max_length=DOMAIN_MAX_LENGTH, pattern=DOMAIN_PATTERN)],
+    _p: PrincipalDep,
+    s: ServicesDep,
+) -> Response:
     """The AS certificate (DER) of any domain: ours, or another's fetched by this server from
     that domain's well-known document (cached), to verify its clients' credentials."""
     der = await s.auth.domain_as_certificate(domain)

@@ -16,7 +16,7 @@ _AUTH = problem_responses((401, "unauthenticated"), (401, "token_expired"))
 
 
 class OpenIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     to: str = Field(..., max_length=320, description="user id of the responder")
 
 
@@ -124,7 +124,11 @@ async def list_connections(
     p: PrincipalDep,
     s: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    # A cursor is the `next_cursor` of the previous page: "<created_at>:<connection id (UUID)>";
+    # at most 18 digits of time, so that it fits the database's signed 64-bit integer.
+    cursor: Annotated[
+        str | None, Query(max_length=64, pattern=r"^[0-9]{1,18}:[0-9A-Za-z-]{1,36}$")
+    ] = None,
 ) -> ConnectionsOut:
     """The caller's connections in either direction, oldest first, paginated by cursor."""
     limit = min(limit, s.config.limits.max_list_length)

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from roost.mls.crypto.ciphersuite import SUPPORTED_SUITES
 from roost.protocol.base64url import b64u
 from roost.protocol.media_types import MLS_MEDIA_TYPE
 
@@ -67,22 +68,22 @@ class ExternalSenderOut(BaseModel):
 
 
 class QueueIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     queue_id: str
 
 
 class RoleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["admin", "member"]
 
 
 class SettingsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     external_join: bool
 
 
 class PolicyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     policy: str | None = Field(..., min_length=1, max_length=64)
 
 
@@ -268,7 +269,12 @@ _TAGS: list[str | Enum] = ["groups"]
     responses=problem_responses((422, "unsupported_cipher_suite")),
 )
 async def external_sender(
-    s: ServicesDep, cipher_suite: Annotated[int, Query(ge=1, le=0xFFFF)] = 1
+    s: ServicesDep,
+    # Any suite number parses (422 unsupported_cipher_suite beyond these); the document lists
+    # the ones served, so a client (or a generator) knows what it may ask for.
+    cipher_suite: Annotated[
+        int, Query(ge=1, le=0xFFFF, json_schema_extra={"enum": sorted(SUPPORTED_SUITES)})
+    ] = 1,
 ) -> ExternalSenderOut:
     """The homeserver's external-sender entry for the group's `external_senders` extension."""
     key = await s.delivery.external_sender(cipher_suite)

@@ -58,7 +58,7 @@ async def fed_user_clients(user_id: str, _origin: FederationOrigin, s: ServicesD
 
 
 class FedOpenIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     connection_id: str = Field(..., max_length=36)
     requester: str = Field(..., max_length=320)
     requester_uuid: str = Field(..., max_length=36)

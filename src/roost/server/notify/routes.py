@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Response, WebSocket
 
 from ..errors import Problem, problem_response, problem_responses
 from .protocol import CloseCode
@@ -47,13 +46,15 @@ async def realtime(websocket: WebSocket) -> None:
 @router.get(
     PATH,
     status_code=426,
-    response_class=JSONResponse,
+    # The answer is problem+json (documented below), not the JSON a JSONResponse would imply.
+    response_class=Response,
     responses={
-        426: {"description": "a plain GET: this endpoint is a WebSocket"},
-        **problem_responses((401, "unauthenticated"), (401, "token_expired")),
+        **problem_responses(
+            (426, "upgrade_required"), (401, "unauthenticated"), (401, "token_expired")
+        ),
     },
 )
-async def realtime_http() -> JSONResponse:
+async def realtime_http() -> Response:
     """Realtime delivery of the caller's queues over a **WebSocket** (upgrade this GET with
     `Authorization: Bearer`). Frames, acks, pings and close codes: docs/api.md, "Realtime"."""
     return problem_response(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from roost.protocol.base64url import b64u, unb64u
 
@@ -28,6 +28,7 @@ class WebPushKeys(BaseModel):
 
 
 class PushRegistrationIn(BaseModel):
+    model_config = ConfigDict(strict=True)
     kind: Literal["webpush", "apns", "fcm"]
     endpoint: str | None = Field(None, max_length=2048, description="Web Push: subscription URL")
     keys: WebPushKeys | None = Field(None, description="Web Push: the subscription's keys")

@@ -24,7 +24,9 @@ _FETCH_DOC = binary_response(
     MESSAGES_MEDIA_TYPE,
     "entries `uint64 seq || opaque payload<V>`; headers Roost-Last-Seq, Roost-Has-More",
 )
-_MAX_SEQ = (1 << 63) - 1
+# The largest integer every JSON implementation reads exactly (IEEE double): the document's
+# bound then means the same to every client and generator. Sequence numbers never come near.
+_MAX_SEQ = (1 << 53) - 1
 
 
 class QueueOut(BaseModel):
@@ -36,7 +38,7 @@ class EnqueuedOut(BaseModel):
 
 
 class AckIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     up_to: int = Field(..., ge=0, le=_MAX_SEQ)
 
 
