@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
-from ..deps import PrincipalDep, ServicesDep, binary_response, principal
+from ..deps import (
+    DOMAIN_MAX_LENGTH,
+    DOMAIN_PATTERN,
+    PrincipalDep,
+    ServicesDep,
+    binary_response,
+    principal,
+)
 from ..errors import Problem, problem_responses
 from .storage import Blob
 
@@ -157,7 +164,7 @@ async def download(
     },
 )
 async def download_from_domain(
-    domain: str,
+    domain: Annotated[str, Path(max_length=DOMAIN_MAX_LENGTH, pattern=DOMAIN_PATTERN)],
     asset_id: str,
     request: Request,
     s: ServicesDep,
