@@ -128,7 +128,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(config)  # after uvicorn set up its handlers
-        db = Database(config.sqlalchemy_url)
+        db = Database(config.sqlalchemy_url, sqlite_synchronous=config.sqlite_synchronous)
         try:
             await check_schema(db)
             services = build_services(db, config, clock)

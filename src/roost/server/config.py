@@ -18,6 +18,9 @@ DEFAULT_LISTEN = "127.0.0.1:8448"
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
+SQLITE_SYNCHRONOUS = ("full", "normal")
+
+
 class ConfigError(Exception):
     """The configuration is invalid; the message lists every problem found."""
 
@@ -71,6 +74,9 @@ class Config:
     listen: str = DEFAULT_LISTEN
     data_dir: Path = Path("./data")
     database_url: str = ""  # empty: SQLite at <data_dir>/roost.db
+    # SQLite: "full" syncs the WAL at every commit, so an answered write survives a power loss
+    # or OS crash; "normal" survives only a crash of Roost (faster, weaker). PostgreSQL: unused.
+    sqlite_synchronous: str = "full"
     registration_policy: str = "open"  # "open" | "token"
     token_ttl_seconds: int = 900
     client_certificate_days: int = 365
@@ -162,6 +168,7 @@ _ENV_TOP = {
     "ROOST_CLIENT_CERTIFICATE_DAYS": "client_certificate_days",
     "ROOST_LOG_LEVEL": "log_level",
     "ROOST_LOG_FORMAT": "log_format",
+    "ROOST_SQLITE_SYNCHRONOUS": "sqlite_synchronous",
     "ROOST_METRICS_ENABLED": "metrics_enabled",
     "ROOST_METRICS_TOKEN": "metrics_token",
     "ROOST_TRUSTED_PROXIES": "trusted_proxies",
@@ -300,6 +307,10 @@ def _validate(c: Config) -> list[str]:
         )
     if c.log_level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("log_level must be one of debug, info, warning, error")
+    if c.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+        problems.append(
+            f"sqlite_synchronous must be 'full' or 'normal', got {c.sqlite_synchronous!r}"
+        )
     if c.log_format not in ("text", "json"):
         problems.append(f"log_format must be 'text' or 'json', got {c.log_format!r}")
     for proxy in c.trusted_proxies:

@@ -17,12 +17,12 @@ from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, sqlite_synchronous: str = "full") -> AsyncEngine:
     # hide_parameters: a logged database error shows the statement, never its values (tokens,
     # password hashes, queue ids); observability/redaction.py keeps statements out of logs.
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_synchronous)
         return engine
     engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
     _check_on_checkout(engine)
@@ -41,7 +41,13 @@ def _check_on_checkout(engine: AsyncEngine) -> None:
             raise exc.DisconnectionError("the pooled connection is closed")
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
+    if synchronous not in ("full", "normal"):
+        raise ValueError(f"sqlite synchronous mode {synchronous!r}")
+    # WAL with FULL: every commit is on disk before it is answered (durable through a power
+    # loss); NORMAL would only survive a crash of the process (config sqlite_synchronous).
+    synchronous_pragma = f"PRAGMA synchronous={synchronous.upper()}"
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         # Take transaction control from the driver so BEGIN is ours (and DDL is transactional).
@@ -50,7 +56,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(synchronous_pragma)
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -98,9 +104,9 @@ def before_commit(
 class Database:
     """The engine plus ``transaction()``: one atomic unit of work on either engine."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "full") -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, sqlite_synchronous)
         self.is_sqlite = url.startswith("sqlite")
         # One writer at a time in this process; BEGIN IMMEDIATE covers other processes.
         self._sqlite_lock = asyncio.Lock() if self.is_sqlite else None
