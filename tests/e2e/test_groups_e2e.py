@@ -321,3 +321,34 @@ async def test_state_history_and_cursors_survive_a_restart(users, tmp_path):
     await groups.send(gid, "four")
     await alice.sync()
     assert alice.messages(gid)[-2:] == [(bob.client_id, "two"), (bob.client_id, "four")]
+
+
+async def test_a_client_receives_while_its_own_send_is_in_flight(users):
+    """The group lock covers encryption, not the round trip: a client's receiving does not wait
+    behind its own sends (a send held on the wire here until the same client has synced)."""
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id])
+    await bob.sync()
+    await bob.groups.send(gid, "from bob")
+
+    synced = asyncio.Event()
+    real_request = alice.client.request
+
+    async def request(method, path, **kwargs):  # the real request, started late
+        if method == "POST" and path.endswith("/messages"):
+            await synced.wait()
+        return await real_request(method, path, **kwargs)
+
+    alice.client.request = request
+    sending = asyncio.create_task(alice.groups.send(gid, "from alice"))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the send encrypts and goes on the wire
+    await asyncio.wait_for(alice.sync(), 10)
+    synced.set()
+    await asyncio.wait_for(sending, 10)
+    assert alice.messages(gid) == [(bob.client_id, "from bob")]
+    await bob.sync()
+    assert bob.messages(gid)[-1] == (alice.client_id, "from alice")

@@ -379,21 +379,20 @@ class Groups:
         self, group_id: bytes, data: bytes | str, *, message_id: str | None = None
     ) -> SentMessage:
         """Encrypt and send an application message; the state is saved before it leaves (a
-        ratchet generation is never used twice, even after a crash)."""
+        ratchet generation is never used twice, even after a crash). The group lock covers
+        the encryption and the history, not the round trip: this client's receiving never
+        waits behind its own sends (receivers take generations out of order)."""
         payload = data.encode() if isinstance(data, str) else data
         async with self.store.lock:
             group = self.group(group_id)
             ciphertext = group.encrypt(payload)
+            epoch = group.epoch
             self.store.keep(group)
-            sent = await self.send_raw(group_id, ciphertext, message_id=message_id)
+        sent = await self.send_raw(group_id, ciphertext, message_id=message_id)
+        async with self.store.lock:
             self.store.record(
                 GroupEvent(
-                    "message",
-                    group_id,
-                    self.client.client_id,
-                    payload,
-                    group.epoch,
-                    sent.group_seq,
+                    "message", group_id, self.client.client_id, payload, epoch, sent.group_seq
                 ),
                 outgoing=True,
             )
