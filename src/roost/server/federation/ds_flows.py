@@ -88,7 +88,7 @@ def _chunks(items: list[tuple[bytes, bytes]], limit: int) -> list[list[tuple[byt
     return out
 
 
-# ---- the DS's federation hooks (DeliveryService.federation) ---------------------------------
+# ---- the DS's federation bridge (given to DeliveryService by build_services) ------------------
 
 
 class DsBridge:
