@@ -1,4 +1,4 @@
-"""Assets across domains (issue 12, item 8): a recipient downloads every asset through its own
+"""Assets across domains: a recipient downloads every asset through its own
 homeserver, which fetches one held by another domain over the signed federation route
 ``GET /federation/v1/assets/{asset_id}``. Two real ``roost serve`` processes (a.test, b.test)
 on loopback, SQLite and PostgreSQL."""
@@ -61,7 +61,7 @@ async def test_recipient_downloads_a_foreign_asset_through_its_own_homeserver(fe
     plaintext = secrets.token_bytes(100_000)
     ref = await upload_asset(alice, plaintext, name="plans.pdf")
 
-    # The reference names the asset and its domain, never a server URL (issue 12: a URL leaks
+    # The reference names the asset and its domain, never a server URL (a URL leaks
     # the recipient's address to the uploader's server, and an internal URL is unreachable).
     wire = AssetReference.from_bytes(ref.to_bytes()).to_json()
     assert wire["domain"] == A and wire["asset_id"] == ref.asset_id

@@ -1,4 +1,4 @@
-"""A user's KeyPackages cannot be drained (issue 12, item 4).
+"""A user's KeyPackages cannot be drained.
 
 Claims are limited per target user over all requesters (as well as per requester), a pair whose
 connection was only ever opened gets one claim in total, and requesters the target has not

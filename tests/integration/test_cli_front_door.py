@@ -1,4 +1,4 @@
-"""Front-door papercuts of the ``roost`` command, tried as a new user would (issue 12, item 10).
+"""Front-door papercuts of the ``roost`` command, tried as a new user would.
 
 No silent password-less account without a terminal; ``verify`` takes the short client id that
 ``whoami`` prints; ``keypackages claim`` prints the same id encoding with and without ``--json``.

@@ -1,6 +1,6 @@
 """Idle, slow-header (slowloris) and slow-body clients are cut off within the configured time,
-connections beyond the cap are refused with a 503, and a normal client is served meanwhile
-(issue 12, item 5). Connection handling does not touch storage: one engine suffices."""
+connections beyond the cap are refused with a 503, and a normal client is served meanwhile.
+Connection handling does not touch storage: one engine suffices."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The data remembers the ``home_domain`` it was created with (issue 12, item 9).
+"""The data remembers the ``home_domain`` it was created with.
 
 ``roost serve`` and ``roost db upgrade`` refuse to run on data created for another domain
 (every user would be renamed and every client would get ``auth_failed``); a database from

@@ -1,6 +1,5 @@
 """Strings no database column can hold (NUL, lone surrogates, bytes that are not UTF-8) get a
-400 problem+json answer on both engines, never a 500, and leave stored data intact
-(issue 12, item 1)."""
+400 problem+json answer on both engines, never a 500, and leave stored data intact."""
 
 from __future__ import annotations
 

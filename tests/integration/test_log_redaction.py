@@ -1,6 +1,6 @@
 """At every level and in both formats the log holds no bearer token, queue id, password or
 password hash: not in access lines and their query strings, not in the realtime upgrade's
-headers or frames, not in SQL statements and their parameters (issue 12, item 3)."""
+headers or frames, not in SQL statements and their parameters."""
 
 from __future__ import annotations
 

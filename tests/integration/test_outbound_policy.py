@@ -1,6 +1,6 @@
 """Server-side request forgery: Web Push endpoints and federation hosts that are, or resolve
 to, loopback or private addresses are refused, in every numeric spelling, and no connection
-reaches a local listener; the transport connects to the address it checked (issue 12, item 2).
+reaches a local listener; the transport connects to the address it checked.
 """
 
 from __future__ import annotations

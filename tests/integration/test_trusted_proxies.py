@@ -1,5 +1,5 @@
 """``X-Forwarded-For`` is believed only from ``trusted_proxies`` (default: nobody), so a client
-cannot reset the per-address registration limit by naming another address (issue 12, item 6).
+cannot reset the per-address registration limit by naming another address.
 Rate limits live in memory, not storage: one engine suffices."""
 
 from __future__ import annotations

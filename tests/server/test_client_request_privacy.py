@@ -1,4 +1,4 @@
-"""Another user's device request is not found, not forbidden (issue 12, item 11).
+"""Another user's device request is not found, not forbidden.
 
 A request id names a pending request of one user; to anyone else it answers exactly as an
 unknown id does (``404 request_not_found``), so a request's existence is not disclosed.

@@ -1,7 +1,7 @@
 """The narrow interface through which the asset service reaches assets held by other domains
 (implemented over signed federation requests by ``federation/asset_flows.py``).
 
-A client only ever talks to its own homeserver (issue 12): for a reference naming another
+A client only ever talks to its own homeserver: for a reference naming another
 domain, this server fetches the ciphertext from that domain and relays it, so the uploader's
 server sees this server, never the recipient, and still only ever holds ciphertext.
 """
