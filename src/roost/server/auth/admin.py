@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import Problem
 from . import ids
-from .service import AuthService
-from .tables import account_events, auth_tokens, clients, registration_tokens, retired_names, users
+from .service import AuthService, insert_user
+from .tables import account_events, auth_tokens, clients, registration_tokens, users
 
 TOKEN_ID_HEX = 12
 
@@ -139,23 +139,10 @@ class AccountAdmin:
         user_uuid = str(uuid.uuid4())
         try:
             async with self.db.transaction() as conn:
-                taken = await conn.execute(
-                    sa.select(users.c.uuid)
-                    .where(users.c.name == name)
-                    .union_all(sa.select(retired_names.c.name).where(retired_names.c.name == name))
-                )
-                if taken.first() is not None:
+                if not await insert_user(
+                    conn, user_uuid, name, display_name, False, password_hash, now
+                ):
                     raise AdminError(f"the user name {name} is taken (or retired)")
-                await conn.execute(
-                    sa.insert(users).values(
-                        uuid=user_uuid,
-                        name=name,
-                        display_name=display_name,
-                        discoverable=False,
-                        password_hash=password_hash,
-                        created_at=now,
-                    )
-                )
         except IntegrityError:
             raise AdminError(f"the user name {name} is taken") from None
         return AdminUser(ids.user_id(name, self.domain), user_uuid, display_name, 0, now, None)

@@ -238,23 +238,10 @@ class AuthService:
             async with self.db.transaction() as conn:
                 if self.config.registration_policy == "token":
                     await self._use_registration_token(conn, registration_token)
-                taken = await conn.execute(
-                    sa.select(users.c.uuid)
-                    .where(users.c.name == name)
-                    .union_all(sa.select(retired_names.c.name).where(retired_names.c.name == name))
-                )
-                if taken.first() is not None:
+                if not await insert_user(
+                    conn, user_uuid, name, display_name, discoverable, password_hash, now
+                ):
                     raise Problem(409, "user_exists", f"the user name {name} is taken")
-                await conn.execute(
-                    sa.insert(users).values(
-                        uuid=user_uuid,
-                        name=name,
-                        display_name=display_name,
-                        discoverable=discoverable,
-                        password_hash=password_hash,
-                        created_at=now,
-                    )
-                )
                 await self._insert_client(conn, user_uuid, client_uuid, key, cert, now)
         except IntegrityError:
             # A concurrent registration won the name or the key between check and insert.
@@ -872,3 +859,34 @@ class AuthService:
 
 
 _DUMMY_HASH = PasswordHasher().hash("roost-dummy-password")
+
+
+async def insert_user(
+    conn: AsyncConnection,
+    user_uuid: str,
+    name: str,
+    display_name: str | None,
+    discoverable: bool,
+    password_hash: str | None,
+    now: int,
+) -> bool:
+    """Add a user row unless the name is in use or retired; False if it is. A concurrent insert
+    of the same name still fails on the unique index (``IntegrityError``) for the caller."""
+    taken = await conn.execute(
+        sa.select(users.c.uuid)
+        .where(users.c.name == name)
+        .union_all(sa.select(retired_names.c.name).where(retired_names.c.name == name))
+    )
+    if taken.first() is not None:
+        return False
+    await conn.execute(
+        sa.insert(users).values(
+            uuid=user_uuid,
+            name=name,
+            display_name=display_name,
+            discoverable=discoverable,
+            password_hash=password_hash,
+            created_at=now,
+        )
+    )
+    return True
