@@ -374,6 +374,14 @@ class Groups:
                 )
             )
 
+    async def resync(self, group_id: bytes, *, reason: str = "asked to") -> GroupEvent:
+        """Rejoin a group we are a member of in place of our own leaf (``group_resync``), from
+        the GroupInfo the DS holds: after our state was lost or went out of date. ``sync`` and
+        ``listen`` do this by themselves when an item shows it is needed. Returns the
+        ``resynced`` event."""
+        async with self.store.lock:
+            return await self._sync.resync.rejoin(group_id, reason)
+
     # ---- sending -------------------------------------------------------------------------------
     async def send(
         self, group_id: bytes, data: bytes | str, *, message_id: str | None = None
