@@ -4,12 +4,13 @@ commit that removes its own old leaf, and the group converges."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
 
 from roost.client import RoostError
-from roost.client.groups import group_path
+from roost.client.groups import GroupEvent, group_path
 from roost.mls.framing import MLSMessage, PublicMessage
 from roost.mls.group import Group
 from roost.protocol.commit_bundle import encode_commit_bundle
@@ -105,6 +106,46 @@ async def test_corrupted_membership_tag_heals_by_resync(users):
     assert len(alice.groups.group(gid).roster()) == 3
 
 
+async def test_two_members_resync_at_once_converge(users):
+    alice, bob, carol, gid = await _trio(users)
+    await _corrupted_self_update(alice, gid)
+    # Both rejoin concurrently: the DS takes one commit per epoch, the loser fetches the new
+    # state and tries again.
+    bob_events, carol_events = await asyncio.gather(bob.sync(), carol.sync())
+    assert "resynced" in [e.kind for e in bob_events], bob_events
+    assert "resynced" in [e.kind for e in carol_events], carol_events
+    await sync_all(alice, bob, carol)
+    _agree(gid, alice, bob, carol)
+    await alice.groups.update(gid)
+    await sync_all(bob, carol)
+    _agree(gid, alice, bob, carol)
+    await _all_talk(gid, alice, bob, carol)
+
+
+async def test_listen_resyncs_by_itself(users):
+    alice, bob, carol, gid = await _trio(users)
+    seen: list[GroupEvent] = []
+    resynced = asyncio.Event()
+    stop = asyncio.Event()
+
+    def on_event(ev: GroupEvent) -> None:
+        seen.append(ev)
+        if ev.kind == "resynced":
+            resynced.set()
+
+    task = asyncio.create_task(bob.groups.listen(on_event, stop=stop))
+    try:
+        await _corrupted_self_update(alice, gid)
+        await asyncio.wait_for(resynced.wait(), timeout=60)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)
+    assert [e.kind for e in seen] == ["rejected", "resynced"], seen
+    await sync_all(alice, carol)  # carol rejoins too (her sync), after bob
+    await sync_all(alice, bob)
+    assert _agree(gid, alice, bob, carol) == 4
+
+
 async def test_state_restored_from_old_copy_resyncs_on_next_sync(users):
     alice, bob, carol, gid = await _trio(users)
     old = bob.groups.group(gid).to_bytes()
@@ -126,15 +167,34 @@ async def test_state_restored_from_old_copy_resyncs_on_next_sync(users):
     await _all_talk(gid, alice, bob, carol)
 
 
-async def test_resync_keeps_admin_role_and_cli_api(users):
+async def test_commit_from_stale_state_resyncs_first(users):
+    alice, bob, carol, gid = await _trio(users)
+    old = bob.groups.group(gid).to_bytes()
+    await alice.groups.update(gid)
+    await sync_all(bob, carol)
+    # bob's state goes back to an old copy and nothing new arrives: his own commit finds out.
+    bob.groups.store.keep(Group.from_bytes(old))
+    event = await bob.groups.update(gid)
+    assert event.kind == "commit" and event.epoch == 4  # after his rejoin (epoch 3)
+    await sync_all(alice, carol)
+    _agree(gid, alice, bob, carol)
+
+
+async def test_resync_keeps_admin_role_queue_and_policy(users):
     alice, bob, carol, gid = await _trio(users)
     await alice.groups.promote(gid, bob.user_id)
+    await bob.groups.set_policy(gid, "mentions")
     event = await bob.groups.resync(gid)
     assert event.kind == "resynced" and event.epoch == 2
     info = await alice.groups.info(gid)
     assert info.roles == {alice.user_id: "admin", bob.user_id: "admin"}
+    assert (await bob.groups.info(gid)).my_leaf is not None
     await sync_all(alice, carol)
     _agree(gid, alice, bob, carol)
+    # His queue and notification policy came along.
+    await alice.groups.send(gid, "still there?")
+    got = [e for e in await bob.sync() if e.kind == "message"]
+    assert [(e.message, e.policy) for e in got] == [("still there?", "mentions")]
     # Still admin: bob can remove carol.
     await bob.groups.remove(gid, carol.user_id)
     await alice.sync()
