@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from roost.client import RoostError
+from roost.client.group_resync import GroupResync
 from roost.client.groups import GroupEvent, group_path
 from roost.mls.framing import MLSMessage, PublicMessage
 from roost.mls.group import Group
@@ -119,6 +120,33 @@ async def test_two_members_resync_at_once_converge(users):
     await alice.groups.update(gid)
     await sync_all(bob, carol)
     _agree(gid, alice, bob, carol)
+    await _all_talk(gid, alice, bob, carol)
+
+
+async def test_resync_that_loses_the_epoch_builds_again(users):
+    alice, bob, carol, gid = await _trio(users)
+
+    class CarolCommitsFirst(GroupResync):
+        """bob's rejoin, with carol's commit landing between his fetch and his post."""
+
+        built = 0
+
+        async def _build(self, path: str) -> tuple[Group, bytes]:
+            out = await super()._build(path)
+            self.built += 1
+            if self.built == 1:
+                await carol.groups.update(gid)
+            return out
+
+    racing = CarolCommitsFirst(bob.client, bob.groups.store, bob.groups._sync.ensure_queue)
+    bob.groups._sync.resync = racing
+    event = await bob.groups.resync(gid)
+    assert racing.built == 2  # 409 epoch_conflict, then built again on the new GroupInfo
+    assert event.kind == "resynced" and event.epoch == 3
+    await sync_all(alice, carol)
+    # carol's commit is older than bob's rejoin: reported as unreadable, no second rejoin.
+    assert [e.kind for e in await bob.sync()] == ["rejected"]
+    assert _agree(gid, alice, bob, carol) == 3
     await _all_talk(gid, alice, bob, carol)
 
 
