@@ -3,6 +3,7 @@ history, roles, leave + commit, delete — each user's state in its own ``--home
 
 from __future__ import annotations
 
+from roost.protocol.base64url import unb64u
 from tests.integration.conftest import unique_name
 from tests.integration.test_cli import Cli
 
@@ -60,3 +61,29 @@ def test_group_commands_end_to_end(server, tmp_path):
     [notice] = bob.run("group", "sync")
     assert notice["kind"] == "notice" and notice["notice"]["type"] == "group_deleted"
     assert bob.run("group", "list") == []
+
+
+def test_group_resync_after_lost_state(server, tmp_path):
+    alice, alice_id = _user(server, tmp_path, "alice")
+    bob, bob_id = _user(server, tmp_path, "bob")
+    _connect(alice, bob, bob_id)
+    gid = alice.run("group", "create", bob_id)["group_id"]
+    bob.run("group", "sync")
+    # bob loses his group state (the queue and his membership on the DS are still there).
+    [state] = (tmp_path / "bob").rglob(f"{unb64u(gid).hex()}.mls")
+    state.unlink()
+    err = bob.run("group", "send", gid, "lost", ok=False)
+    assert err["error"] == "unknown_group"
+    ev = bob.run("group", "resync", gid)
+    assert ev["kind"] == "resynced" and ev["epoch"] == 2
+    [commit] = alice.run("group", "sync")
+    assert commit["kind"] == "commit" and "rejoined" in commit["text"]
+    assert commit["sender"].startswith(bob_id + "/")
+    bob.run("group", "send", gid, "back again")
+    [msg] = alice.run("group", "sync")
+    assert msg["kind"] == "message" and msg["sender"].startswith(bob_id + "/")
+    assert alice.run("group", "info", gid)["roles"] == {alice_id: "admin"}
+    # A group we are not in cannot be "resynced" into.
+    carol, _ = _user(server, tmp_path, "carol")
+    err = carol.run("group", "resync", gid, ok=False)
+    assert err["error"] in ("not_member", "group_not_found")

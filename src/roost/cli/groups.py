@@ -34,6 +34,7 @@ ACTIONS = [
     "policy",
     "delete",
     "join",
+    "resync",
 ]
 
 
@@ -108,6 +109,9 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
         return emit(entries, lines or "no history")
     if action == "join":
         ev = await g.join_external(_gid(args))
+        return emit(ev, format_event(ev))
+    if action == "resync":  # rejoin in place of our own leaf: our state is lost or stale
+        ev = await g.resync(_gid(args))
         return emit(ev, format_event(ev))
     gid = _gid(args)
     await g.sync()  # act on the current epoch

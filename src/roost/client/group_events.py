@@ -22,7 +22,8 @@ class GroupEvent:
 
     ``kind``: ``message`` (application data), ``commit`` (epoch change), ``proposal``,
     ``joined``, ``removed`` (we were removed), ``notice`` (verified homeserver notice),
-    ``rejected`` (an item that failed to process; ``text`` says why)."""
+    ``resynced`` (we rejoined in place of our own leaf: ``group_resync``), ``rejected`` (an
+    item that failed to process; ``text`` says why)."""
 
     kind: str
     group_id: bytes
@@ -104,13 +105,16 @@ def proposal_text(received: Any) -> str:
 
 def describe_commit(event: GroupEvent) -> GroupEvent:
     """The event with its text: who changed the epoch and whom it added or removed."""
+    who = event.sender or "the homeserver"
+    if event.sender and event.sender in event.added:  # an external commit: it came in itself
+        how = "rejoined the group (resync)" if event.sender in event.removed else "joined"
+        return replace(event, text=f"epoch {event.epoch}: {who} {how}")
     parts = []
     if event.added:
         parts.append("added " + ", ".join(event.added))
     if event.removed:
         parts.append("removed " + ", ".join(event.removed))
     text = "; ".join(parts) or "updated keys"
-    who = event.sender or "the homeserver"
     return replace(event, text=f"epoch {event.epoch}: {who} {text}")
 
 

@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 
+from roost.mls.constants import SenderType
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.mls.errors import MLSError
 from roost.protocol.base64url import b64u, unb64u
@@ -26,6 +27,7 @@ from .group_events import (
     roster_clients,
     sender_name,
 )
+from .group_resync import GroupResync, joiner_of, needs_resync
 from .group_store import GroupStore
 from .realtime import _FINAL_CLOSES, Delivery, Realtime, RealtimeClosed
 from .server_keys import ServerKeys
@@ -46,6 +48,7 @@ class GroupSync:
         self.store = store
         self.server_keys = server_keys
         self.realtime: Realtime | None = None  # the live realtime connection while listening
+        self.resync = GroupResync(client, store, self.ensure_queue)
 
     # ---- queue set-up ------------------------------------------------------------------------
     async def ensure_queue(self) -> str:
@@ -173,7 +176,7 @@ class GroupSync:
         try:
             received = await self.client.with_as_certificates(lambda: group.process(item.body))
         except MLSError as e:
-            return [GroupEvent("rejected", item.group_id, group_seq=item.group_seq, text=str(e))]
+            return await self._unreadable(item, group.epoch, e)
         sender = sender_name(received.sender, senders_before)
         if received.kind == "application":
             self.store.touch(group)  # the receive ratchet moved
@@ -212,16 +215,43 @@ class GroupSync:
             ]
         self.store.touch(group)
         after = roster_clients(group)
+        added = tuple(after[i] for i in received.added if i in after)
+        if received.sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
+            sender = joiner_of(item.body) or sender  # who joined (or rejoined) by itself
+            added = (*added, sender)
         event = GroupEvent(
             "commit",
             item.group_id,
             sender,
             epoch=group.epoch,
             group_seq=item.group_seq,
-            added=tuple(after[i] for i in received.added if i in after),
+            added=added,
             removed=tuple(senders_before.get(i, "") for i in received.removed),
         )
         return [self.store.record(describe_commit(event))]
+
+    async def _unreadable(self, item: QueueItem, our_epoch: int, e: MLSError) -> list[GroupEvent]:
+        """An item we cannot process, reported as such; when it shows our state has left the
+        group's, we rejoin (``group_resync``) and say so, or say why we could not."""
+        events = [
+            GroupEvent(
+                "rejected", item.group_id, group_seq=item.group_seq, text=f"could not be read: {e}"
+            )
+        ]
+        if not needs_resync(item.body, our_epoch):
+            return events
+        try:
+            events.append(await self.resync.rejoin(item.group_id, str(e)))
+        except (RoostError, MLSError) as err:
+            events.append(
+                GroupEvent(
+                    "rejected",
+                    item.group_id,
+                    group_seq=item.group_seq,
+                    text=f"could not rejoin the group: {err}",
+                )
+            )
+        return events
 
     async def _handle_notice(self, item: QueueItem) -> GroupEvent:
         try:

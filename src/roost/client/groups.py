@@ -184,6 +184,7 @@ class Groups:
                     group.clear_pending_commit()
                     if e.code != "epoch_conflict" or attempt == retries:
                         raise
+                    ds_epoch = int(e.problem.get("epoch", 0))
                 else:
                     before = roster_clients(group)
                     group.merge_pending_commit()
@@ -201,6 +202,8 @@ class Groups:
                     )
                     return self.store.record(describe_commit(event), outgoing=True)
             await self.sync()
+            if self.group(group_id).epoch < ds_epoch:  # the queue cannot bring us there
+                await self.resync(group_id, reason=f"the group is at epoch {ds_epoch}")
         raise AssertionError("unreachable")
 
     async def commit(
@@ -373,6 +376,14 @@ class Groups:
                     text="joined by external commit",
                 )
             )
+
+    async def resync(self, group_id: bytes, *, reason: str = "asked to") -> GroupEvent:
+        """Rejoin a group we are a member of in place of our own leaf (``group_resync``), from
+        the GroupInfo the DS holds: after our state was lost or went out of date. ``sync`` and
+        ``listen`` do this by themselves when an item shows it is needed. Returns the
+        ``resynced`` event."""
+        async with self.store.lock:
+            return await self._sync.resync.rejoin(group_id, reason)
 
     # ---- sending -------------------------------------------------------------------------------
     async def send(

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from roost.mls.commit import Commit
 from roost.mls.constants import ContentType, SenderType, WireFormat
 from roost.mls.errors import MLSError
 from roost.mls.framing import MLSMessage, PublicMessage
 from roost.mls.group import GroupObserver, StagedCommit
-from roost.mls.proposals import GroupContextExtensions
+from roost.mls.proposals import GroupContextExtensions, Remove
 from roost.protocol.commit_bundle import CommitBundle, decode_commit_bundle
 from roost.protocol.queue_item import ITEM_MLS_MESSAGE
 
@@ -44,7 +45,7 @@ from .fanout import Fanout
 from .federation_port import RemotePrincipal, domain_of
 from .group_store import GroupSnapshot, GroupStore, Member
 from .handshake import mls_problem, public_handshake
-from .rules import AddedClient, AddRule, check_roles, epoch_conflict
+from .rules import AddedClient, AddRule, check_roles, epoch_conflict, resync_target
 from .send_writer import SEND_ID_RETENTION
 from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
 from .welcomes import Welcomes
@@ -66,6 +67,35 @@ class _Judged:
     new_rows: dict[int, tuple[str, str]]  # leaf -> (client uuid, user id)
     removed: frozenset[int]
     changes_extensions: bool
+    replaced: Member | None  # a resync: the joiner's old leaf, whose queue and policy it keeps
+
+
+def _removes_by_value(pm: PublicMessage) -> list[int]:
+    """The leaves an external commit's Remove proposals name (before staging)."""
+    commit = pm.content.content
+    if not isinstance(commit, Commit):
+        return []
+    return [
+        q.proposal.body.removed
+        for q in commit.proposals
+        if q.proposal is not None and isinstance(q.proposal.body, Remove)
+    ]
+
+
+def _joiner(
+    leaf: int,
+    client_uuid: str,
+    user_id: str,
+    queue_id: bytes | None,
+    queue_domain: str | None,
+    replaced: Member | None,
+) -> Member:
+    """The committer's new row: a resync keeps the old leaf's queue (unless it names a new
+    one) and notification policy."""
+    if replaced is not None and queue_id is None:
+        queue_id, queue_domain = replaced.queue_id, replaced.queue_domain
+    policy = replaced.policy if replaced is not None else None
+    return Member(leaf, client_uuid, user_id, queue_id, policy, False, queue_domain)
 
 
 class CommitPipeline:
@@ -140,10 +170,13 @@ class CommitPipeline:
         """The committing leaf (None for an external joiner, known once staged) and user."""
         sender = pm.content.sender
         if sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
-            if not snap.row.external_join:
-                raise Problem(403, "external_join_disabled", "this group does not allow joins")
-            if queue_id is None:
-                raise Problem(422, "queue_required", "an external commit registers a queue_id")
+            # A resync (the member rejoins in place of its own leaf) is allowed in every group;
+            # the staged Removes are judged again in ``_judge``.
+            if resync_target(_removes_by_value(pm), snap.by_leaf(), p.client_uuid) is None:
+                if not snap.row.external_join:
+                    raise Problem(403, "external_join_disabled", "this group does not allow joins")
+                if queue_id is None:
+                    raise Problem(422, "queue_required", "an external commit registers a queue_id")
             return None, p.user_id
         if sender.sender_type == SenderType.MEMBER:
             m = snap.by_leaf().get(sender.index)  # type: ignore[arg-type]
@@ -208,17 +241,15 @@ class CommitPipeline:
                 new_rows[change.leaf_index] = clients[change.leaf_index]
             elif clients[change.leaf_index][0] != old.client_uuid:
                 raise Problem(422, "invalid_commit", "a leaf cannot change its client")
+        replaced = None
         if external:
             mine = [leaf for leaf, (cu, _) in new_rows.items() if cu == p.client_uuid]
             if len(mine) != 1:
                 raise Problem(422, "credential_mismatch", "the joiner's leaf is not the caller")
             committer_leaf = mine[0]
-            for leaf in removed:
-                target = by_leaf.get(leaf)
-                if target is None or target.client_uuid != p.client_uuid:
-                    raise Problem(
-                        403, "role_required", "an external commit may only remove its own leaf"
-                    )
+            replaced = resync_target(sorted(removed), by_leaf, p.client_uuid)
+            if replaced is None and not snap.row.external_join:
+                raise Problem(403, "external_join_disabled", "this group does not allow joins")
         changes_extensions = any(
             isinstance(q.proposal.body, GroupContextExtensions) for q in staged.proposals
         )
@@ -231,6 +262,7 @@ class CommitPipeline:
             new_rows,
             removed,
             changes_extensions,
+            replaced,
         )
 
     async def _write(
@@ -301,15 +333,9 @@ class CommitPipeline:
                         )
                     )
             new_members = [
-                Member(
-                    leaf,
-                    cu,
-                    uid,
-                    queue_id if leaf == committer_leaf else None,
-                    None,
-                    False,
-                    queue_domain if leaf == committer_leaf else None,
-                )
+                Member(leaf, cu, uid, None, None, False)
+                if leaf != committer_leaf
+                else _joiner(leaf, cu, uid, queue_id, queue_domain, judged.replaced)
                 for leaf, (cu, uid) in judged.new_rows.items()
             ]
             if new_members:

@@ -343,6 +343,7 @@ CLIENT_DOCS = {
                 (403, "role_required"),
                 (403, "no_connection"),
                 (403, "external_join_disabled"),
+                (403, "not_own_leaf"),
                 (422, "invalid_commit"),
                 (422, "invalid_group_info"),
                 (422, "welcome_required"),
@@ -352,7 +353,8 @@ CLIENT_DOCS = {
                 (422, "credential_mismatch"),
             ),
         },
-        "Submit a PublicMessage commit with its GroupInfo (and Welcome); first one per epoch wins.",
+        "Submit a PublicMessage commit with its GroupInfo (and Welcome); first one per epoch wins."
+        " A member may rejoin in place of its own leaf by external commit (resync).",
     ),
     "group_info": RouteDoc(
         {200: binary_response(MLS_MEDIA_TYPE, "RoostGroupState"), **_GROUP},

@@ -1,5 +1,6 @@
 """The DS's rules on group changes and sends (docs/api.md "Groups"): role rules by proposer,
-the connection requirement for Adds, and the one epoch-window rule for application messages.
+the resync rule for external commits, the connection requirement for Adds, and the one
+epoch-window rule for application messages.
 
 The role rules judge proposals that the observer has already verified and resolved (the staged
 commit, or an applied standalone proposal); they never see unverified input.
@@ -7,7 +8,7 @@ commit, or an applied standalone proposal); they never see unverified input.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -93,6 +94,22 @@ def check_roles(
         elif isinstance(body, GroupContextExtensions | ReInit) and not is_admin:
             raise Problem(403, "role_required", "only admins change the group")
     return adds
+
+
+def resync_target(
+    removed: Sequence[int], by_leaf: dict[int, Member], client_uuid: str
+) -> Member | None:
+    """The resync rule (docs/api.md "Resync"; RFC 9420 §12.4.3.2): an external commit may
+    remove one leaf, the joining client's own, and only that client rejoins in its place.
+    Returns the member replaced (None: a plain external join), else ``403 not_own_leaf``."""
+    if not removed:
+        return None
+    target = by_leaf.get(removed[0]) if len(removed) == 1 else None
+    if target is None or target.gone or target.client_uuid != client_uuid:
+        raise Problem(
+            403, "not_own_leaf", "an external commit may only remove the joining client's own leaf"
+        )
+    return target
 
 
 @dataclass(frozen=True, slots=True)

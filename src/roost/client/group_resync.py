@@ -1,0 +1,141 @@
+"""Rejoining a group whose state this client lost track of (docs/api.md "Resync"; RFC 9420
+§12.4.3.2): an external commit from the GroupInfo and tree the DS holds that removes our own
+old leaf. The DS allows it in every group, only for the client that held that leaf, and keeps
+our roles, queue and notification policy.
+
+When: a handshake the DS accepted that we cannot process (a corrupted membership tag, a
+commit we cannot decrypt), or any message of a later epoch than ours (we missed a commit, or
+our state came back from an old copy). What we missed stays unreadable and is reported so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from roost.mls.commit import Commit
+from roost.mls.constants import ContentType
+from roost.mls.errors import MLSError
+from roost.mls.framing import MLSMessage, PrivateMessage, PublicMessage
+from roost.protocol.base64url import b64u
+from roost.protocol.commit_bundle import encode_commit_bundle
+from roost.protocol.group_state import decode_group_state
+from roost.protocol.media_types import MLS_MEDIA_TYPE
+
+from .client import RoostClient
+from .credential_policy import member_client_id
+from .errors import RoostError
+from .group_events import GroupEvent
+from .group_store import GroupStore
+
+if TYPE_CHECKING:
+    from roost.mls.group import Group
+
+# Another member's commit (or resync) can win the epoch between our fetch and our commit:
+# fetch the new state and build again, this many times.
+RESYNC_RETRIES = 5
+
+
+def message_epoch(message: bytes) -> tuple[int, bool] | None:
+    """(epoch, is a handshake) of a PublicMessage or PrivateMessage; None if neither."""
+    try:
+        body = MLSMessage.decode(message).body
+    except MLSError:
+        return None
+    if isinstance(body, PublicMessage):
+        return body.content.epoch, body.content.content_type != ContentType.APPLICATION
+    if isinstance(body, PrivateMessage):
+        return body.epoch, body.content_type != ContentType.APPLICATION
+    return None
+
+
+def needs_resync(message: bytes, our_epoch: int) -> bool:
+    """Whether a message we failed to process means our state left the group's: a handshake
+    of our epoch (the DS accepted it, so the other members moved on with it) or anything of a
+    later epoch. Older messages and application messages of our epoch do not."""
+    seen = message_epoch(message)
+    if seen is None:
+        return False
+    epoch, handshake = seen
+    return epoch > our_epoch or (epoch == our_epoch and handshake)
+
+
+def joiner_of(message: bytes) -> str:
+    """The client id of an external commit's committer (its path's new leaf; verified by
+    ``Group.process`` before this is asked), "" if it names none."""
+    body = MLSMessage.decode(message).body
+    commit = body.content.content if isinstance(body, PublicMessage) else None
+    if not isinstance(commit, Commit) or commit.path is None:
+        return ""
+    return member_client_id(commit.path.leaf_node.credential) or ""
+
+
+class GroupResync:
+    """Rejoins one group in place of our own leaf. The caller holds the store's lock."""
+
+    def __init__(
+        self,
+        client: RoostClient,
+        store: GroupStore,
+        ensure_queue: Callable[[], Awaitable[str]],
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.ensure_queue = ensure_queue
+
+    async def rejoin(self, group_id: bytes, reason: str) -> GroupEvent:
+        """Rejoin from the DS's current state; on ``409 epoch_conflict`` (someone committed
+        first, e.g. another member resyncing too) fetch again, up to ``RESYNC_RETRIES`` times.
+        Returns the ``resynced`` event (kept in the history)."""
+        path = f"/v1/groups/{b64u(group_id)}"
+        queue_id = await self.ensure_queue()
+        for attempt in range(RESYNC_RETRIES + 1):
+            group, commit = await self._build(path)
+            try:
+                resp = await self.client.request(
+                    "POST",
+                    f"{path}/commits",
+                    params={"queue_id": queue_id},
+                    content=encode_commit_bundle(commit, group.group_info(with_tree=True), None),
+                    content_type=MLS_MEDIA_TYPE,
+                )
+            except RoostError as e:
+                if e.code != "epoch_conflict" or attempt == RESYNC_RETRIES:
+                    raise
+                continue
+            self.store.keep(group)
+            return self.store.record(
+                GroupEvent(
+                    "resynced",
+                    group_id,
+                    self.client.client_id,
+                    epoch=group.epoch,
+                    group_seq=int(resp.json().get("group_seq", 0)),
+                    text=f"rejoined the group at epoch {group.epoch} ({reason})",
+                )
+            )
+        raise AssertionError("unreachable")
+
+    async def _build(self, path: str) -> tuple[Group, bytes]:
+        """Our external commit on the DS's current GroupInfo and tree, removing the leaf the
+        DS says is ours (our local state may be lost or out of date)."""
+        from roost.mls.group import Group
+
+        my_leaf = (await self.client.request("GET", path)).json().get("my_leaf")
+        if my_leaf is None:
+            raise RoostError(403, "not_member", "this client holds no leaf in the group")
+        resp = await self.client.request("GET", f"{path}/group-info")
+        try:
+            state = decode_group_state(resp.content)
+        except MLSError as e:
+            raise RoostError(0, "malformed_server_answer", f"group-info: {e}") from e
+        return await self.client.with_as_certificates(
+            lambda: Group.join_external(
+                state.group_info,
+                state.ratchet_tree,
+                self.client.credential,
+                self.client.state.signature_private,
+                remove_prior=int(my_leaf),
+                credential_policy=self.client.credential_policy(),
+            )
+        )
