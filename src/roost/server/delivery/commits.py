@@ -46,6 +46,7 @@ from .group_store import GroupSnapshot, GroupStore, Member
 from .handshake import mls_problem, public_handshake
 from .rules import AddedClient, AddRule, check_roles, epoch_conflict
 from .send_writer import SEND_ID_RETENTION
+from .succession import AdminSuccession
 from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
 from .welcomes import Welcomes
 
@@ -80,6 +81,7 @@ class CommitPipeline:
         fanout: Fanout,
         welcomes: Welcomes,
         queues: QueueService,
+        succession: AdminSuccession,
         wake_account_events: Callable[[], None],
         now: Callable[[], int],
     ) -> None:
@@ -92,6 +94,7 @@ class CommitPipeline:
         self.fanout = fanout
         self.welcomes = welcomes
         self.queues = queues
+        self.succession = succession
         self.wake_account_events = wake_account_events
         self.now = now
 
@@ -246,6 +249,8 @@ class CommitPipeline:
         group_id, row = snap.row.id, snap.row
         committer_leaf = judged.committer_leaf
         queue_domain = p.domain if isinstance(p, RemotePrincipal) else None
+        # Signs an admin_promoted notice should the commit take the last admin away.
+        server_key = await self.external_sender.key(row.cipher_suite)
         async with self.db.transaction() as conn:
             if queue_id is not None and queue_domain is None:  # a remote one: its QS checked
                 await self.queues.check_owner(conn, queue_id, p.client_uuid)
@@ -300,6 +305,8 @@ class CommitPipeline:
                             t.c.group_id == group_id, t.c.leaf_index.in_(sorted(gone_leaves))
                         )
                     )
+            # A client that replaced its own leaf (an external rejoin) keeps its standing.
+            joined = {m.client_uuid: m.joined_seq for m in members if m.leaf_index in gone_leaves}
             new_members = [
                 Member(
                     leaf,
@@ -309,6 +316,7 @@ class CommitPipeline:
                     None,
                     False,
                     queue_domain if leaf == committer_leaf else None,
+                    joined.get(cu, seq),
                 )
                 for leaf, (cu, uid) in judged.new_rows.items()
             ]
@@ -325,6 +333,7 @@ class CommitPipeline:
                             "queue_domain": m.queue_domain,
                             "policy": m.policy,
                             "gone": m.gone,
+                            "joined_seq": m.joined_seq,
                         }
                         for m in new_members
                     ],
@@ -334,7 +343,8 @@ class CommitPipeline:
                 await self.welcomes.deliver_in(
                     conn, group_id, seq, judged.committer_user, added_users, bundle.welcome
                 )
-            # Roles of users who left the group entirely go with them.
+            # Roles of users who left the group entirely go with them; if that took the last
+            # admin, the longest-standing member is promoted (a notice after the commit).
             still = {m.user_id for m in remaining}
             for uid in roles:
                 if uid not in still:
@@ -343,6 +353,8 @@ class CommitPipeline:
                             ds_roles.c.group_id == group_id, ds_roles.c.user_id == uid
                         )
                     )
+            kept_roles = {uid: role for uid, role in roles.items() if uid in still}
+            await self.succession.keep_admin_in(conn, group_id, server_key, remaining, kept_roles)
             await conn.execute(
                 sa.delete(ds_sends).where(
                     ds_sends.c.group_id == group_id,

@@ -105,6 +105,7 @@ class Groups:
                     queue_id=queue_id,
                     policy=None,
                     gone=False,
+                    joined_seq=0,
                 )
             )
             await conn.execute(

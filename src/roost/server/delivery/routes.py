@@ -390,8 +390,13 @@ CLIENT_DOCS = {
         "A standalone proposal (e.g. Remove of one's own leaf to leave), fanned out in order.",
     ),
     "set_role": RouteDoc(
-        {**_GROUP, **problem_responses((403, "role_required"), (404, "user_not_member"))},
-        "Admin: make a member user admin or plain member.",
+        {
+            **_GROUP,
+            **problem_responses(
+                (403, "role_required"), (404, "user_not_member"), (409, "last_admin")
+            ),
+        },
+        "Admin: make a member user admin or plain member (the last admin cannot step down).",
     ),
     "set_policy": RouteDoc(
         _GROUP,
