@@ -42,6 +42,7 @@ from .credentials import Credentials
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .federation_port import RemotePrincipal, domain_of
+from .group_info_check import check_extensions_of
 from .group_store import GroupSnapshot, GroupStore, Member
 from .handshake import mls_problem, public_handshake
 from .rules import AddedClient, AddRule, check_roles, epoch_conflict
@@ -118,7 +119,9 @@ class CommitPipeline:
             raise epoch_conflict(row.epoch, row.last_seq)
         committer_leaf, committer_user = self._committer(p, snap, pm, queue_id)
         loop = asyncio.get_running_loop()
-        obs, staged = await loop.run_in_executor(_CPU, self._stage, row.state, pm)
+        obs, staged = await loop.run_in_executor(
+            _CPU, self._stage, row.state, pm, bundle.group_info
+        )
         # Every issuer the staged leaves name, fetched at once before verification.
         changed = staged.roster.added + staged.roster.updated
         await self.credentials.prefetch(
@@ -156,8 +159,13 @@ class CommitPipeline:
         raise Problem(422, "invalid_commit", "commits come from members or new members")
 
     @staticmethod
-    def _stage(state: bytes, pm: PublicMessage) -> tuple[GroupObserver, StagedCommit]:
-        """CPU work: a copy of the group's observer and the commit staged on it."""
+    def _stage(
+        state: bytes, pm: PublicMessage, group_info: bytes
+    ) -> tuple[GroupObserver, StagedCommit]:
+        """CPU work: a copy of the group's observer and the commit staged on it. The
+        GroupInfo's extensions are checked first: they are what joiners will be served, and a
+        malformed one proposed in a GroupContextExtensions would fail staging less precisely."""
+        check_extensions_of(group_info)
         obs = GroupObserver.from_bytes(state)
         try:
             return obs, obs.stage(pm)

@@ -28,6 +28,7 @@ from roost.protocol.media_types import MLS_MEDIA_TYPE
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
 from ..errors import problem_responses
 from ..queues.params import queue_id_param
+from .group_info_check import GROUP_INFO_EXTENSION_PROBLEMS
 from .group_store import GroupView
 from .path_params import group_id_param
 from .sends import MESSAGE_ID_MAX, parse_send
@@ -299,6 +300,7 @@ async def external_sender(
             (409, "group_exists"),
             (422, "invalid_group_id"),
             (422, "invalid_group"),
+            *GROUP_INFO_EXTENSION_PROBLEMS,
             (422, "missing_external_sender"),
             (422, "credential_mismatch"),
             (404, "queue_not_found"),
@@ -345,6 +347,7 @@ CLIENT_DOCS = {
                 (403, "external_join_disabled"),
                 (422, "invalid_commit"),
                 (422, "invalid_group_info"),
+                *GROUP_INFO_EXTENSION_PROBLEMS,
                 (422, "welcome_required"),
                 (422, "unexpected_welcome"),
                 (422, "queue_required"),
