@@ -8,7 +8,7 @@ import pytest
 
 from roost.client import RoostError
 
-from .helpers import Member, connect, new_member, sync_all, sync_until
+from .helpers import Member, connect, new_member, second_member, sync_all, sync_until
 
 TIMEOUT = 30.0
 
@@ -91,3 +91,18 @@ async def test_the_last_admin_cannot_step_down(users):
     await alice.groups.promote(gid, carol.user_id)
     await alice.groups.set_role(gid, alice.user_id, "member")
     assert (await bob.groups.info(gid)).roles == {carol.user_id: "admin"}
+
+
+async def test_only_admins_last_client_in_the_group_removed(users):
+    alice, bob, carol, dave, gid = await _group(users)
+    laptop = await second_member(users, alice)  # alice's other device, not in the group
+    await laptop.client.remove_client(alice.client.client_uuid)
+    notice = await sync_until(carol, _promoted(gid), TIMEOUT)
+    assert notice.notice["user_id"] == bob.user_id
+    await sync_until(bob, _promoted(gid), TIMEOUT)
+    # bob, now admin, commits the homeserver's Remove of alice's leaf with dave's Add; alice's
+    # role went with her last leaf.
+    if not bob.groups.group(gid).pending_proposal_refs():
+        await sync_until(bob, lambda e: e.kind == "proposal", TIMEOUT)
+    await _new_admin_invites(bob, carol, dave, gid)
+    assert (await carol.groups.info(gid)).roles == {bob.user_id: "admin"}
