@@ -126,4 +126,6 @@ def notice_text(notice: dict[str, Any]) -> str:
         return f"{notice.get('user_id')} is now called {notice.get('display_name')!r}"
     if kind == "user_deleted":
         return f"{notice.get('user_id')} deleted their account"
+    if kind == "admin_promoted":
+        return f"{notice.get('user_id')} is now an admin: the group had no admin left"
     return f"notice {kind}"

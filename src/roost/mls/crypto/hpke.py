@@ -117,6 +117,10 @@ class DHKEM(Generic[_Priv, _Pub]):
     def public_key(self, sk: bytes) -> bytes:
         return self._serialize_pk(self._public_of(self._private(sk)))
 
+    def check_public_key(self, pk: bytes) -> None:
+        """``CryptoError`` unless ``pk`` is a public key of this KEM (length and encoding)."""
+        self._public(pk)
+
     def _private(self, sk: bytes) -> _Priv:
         try:
             return self._load_sk(sk)

@@ -37,6 +37,10 @@ class SignatureScheme:
     def public_key(self, priv: bytes) -> bytes:
         raise NotImplementedError
 
+    def check_public_key(self, pub: bytes) -> None:
+        """``CryptoError`` unless ``pub`` is a public key of this scheme (length, encoding)."""
+        raise NotImplementedError
+
     def signer(self, priv: bytes) -> Callable[[bytes], bytes]:
         """``sign`` bound to a parsed key, for callers that sign many messages with it."""
         return partial(self.sign, priv)
@@ -94,6 +98,12 @@ class EdDSA(SignatureScheme):
         except ValueError as e:
             raise CryptoError(f"invalid signature private key: {e}") from None
 
+    def check_public_key(self, pub: bytes) -> None:
+        try:
+            self._load_pub(pub)
+        except ValueError as e:
+            raise CryptoError(f"invalid signature public key: {e}") from None
+
     def verifier(self, pub: bytes) -> Callable[[bytes, bytes], bool]:
         try:
             key_verify = self._load_pub(pub).verify
@@ -145,6 +155,15 @@ class ECDSA(SignatureScheme):
 
     def _parse_pub(self, pub: bytes) -> ec.EllipticCurvePublicKey:
         return ec.EllipticCurvePublicKey.from_encoded_point(self._curve, pub)
+
+    def check_public_key(self, pub: bytes) -> None:
+        # RFC 9420 section 5.1.1: an uncompressed point.
+        if len(pub) != 1 + 2 * self._scalar_len or pub[:1] != b"\x04":
+            raise CryptoError("invalid signature public key: not an uncompressed point")
+        try:
+            self._load_pub(pub)
+        except ValueError as e:
+            raise CryptoError(f"invalid signature public key: {e}") from None
 
     def sign(self, priv: bytes, msg: bytes) -> bytes:
         try:

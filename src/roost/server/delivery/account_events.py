@@ -26,7 +26,9 @@ from ..store import Database
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .group_store import GroupStore
+from .keys import ServerKey
 from .send_writer import SEND_ID_RETENTION
+from .succession import AdminSuccession
 from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
 
 # pg_advisory_lock key of the account-events consumer (any fixed 64-bit value of our own).
@@ -44,6 +46,7 @@ class AccountEvents:
         store: GroupStore,
         external_sender: ExternalSender,
         fanout: Fanout,
+        succession: AdminSuccession,
         issue_removes: Callable[[bytes], Awaitable[int]],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -52,6 +55,7 @@ class AccountEvents:
         self.store = store
         self.external_sender = external_sender
         self.fanout = fanout
+        self.succession = succession
         self.issue_removes = issue_removes
         self.clock = clock
         self._wake = asyncio.Event()
@@ -206,13 +210,15 @@ class AccountEvents:
                 for user_id, _, uuid in owners
             )
         )
+        keys = await self._keys_of_groups_with(match)
         async with self.db.transaction() as conn:
             rows = list(
                 await conn.execute(
                     sa.select(ds_members.c.group_id, ds_members.c.leaf_index).where(match)
                 )
             )
-            for gid in sorted({r.group_id for r in rows}):  # group rows first, in order
+            gids = sorted({r.group_id for r in rows})
+            for gid in gids:  # group rows first, in order
                 await self.store.bump_rev(conn, gid)
             await conn.execute(sa.update(ds_members).where(match).values(gone=True, queue_id=None))
             for r in rows:
@@ -221,7 +227,30 @@ class AccountEvents:
                         ds_held.c.group_id == r.group_id, ds_held.c.leaf_index == r.leaf_index
                     )
                 )
-        return {r.group_id for r in rows}
+            # A group whose admins had no other live leaf gets its longest-standing member.
+            for gid in gids:
+                row = await self.store.group(conn, gid)
+                await self.succession.keep_admin_in(
+                    conn,
+                    gid,
+                    keys[row.cipher_suite],
+                    await self.store.members(conn, gid),
+                    await self.store.roles(conn, gid),
+                )
+        return set(gids)
+
+    async def _keys_of_groups_with(self, match: sa.ColumnElement[bool]) -> dict[int, ServerKey]:
+        """The homeserver's keys for the suites of the groups with matching leaves, loaded
+        before the write transaction (loading one may write)."""
+        async with self.db.engine.connect() as conn:
+            suites = list(
+                await conn.scalars(
+                    sa.select(ds_groups.c.cipher_suite)
+                    .where(ds_groups.c.id.in_(sa.select(ds_members.c.group_id).where(match)))
+                    .distinct()
+                )
+            )
+        return {suite: await self.external_sender.key(suite) for suite in suites}
 
     async def _user_notice(
         self, user_id: str, notice: dict[str, object], drop_roles: bool = False
@@ -243,6 +272,7 @@ class AccountEvents:
             signed = await self.external_sender.signed_notice(
                 row.cipher_suite, {**notice, "group_id": b64u(gid), "at": self.now()}
             )
+            key = await self.external_sender.key(row.cipher_suite)
             async with self.db.transaction() as conn:
                 seq = (
                     await conn.execute(
@@ -265,4 +295,13 @@ class AccountEvents:
                         sa.delete(ds_roles).where(
                             ds_roles.c.group_id == gid, ds_roles.c.user_id == user_id
                         )
+                    )
+                    # Normally the user's leaves went first (and a successor with them); a leaf
+                    # the event did not name must not make the deleted user the successor.
+                    await self.succession.keep_admin_in(
+                        conn,
+                        gid,
+                        key,
+                        [m for m in members if m.user_id != user_id],
+                        await self.store.roles(conn, gid),
                     )

@@ -18,6 +18,7 @@ from .external_sender import ExternalSender
 from .fanout import Fanout
 from .group_store import GroupStore, GroupView, leaf_of
 from .rules import ADMIN, MEMBER
+from .succession import has_live_admin
 from .tables import ds_groups, ds_members, ds_roles
 
 
@@ -51,6 +52,14 @@ class GroupAdmin:
             members = await self.store.members(conn, group_id)
             if not any(m.user_id == user_id and not m.gone for m in members):
                 raise Problem(404, "user_not_member", f"{user_id} has no client in this group")
+            after = await self.store.roles(conn, group_id)
+            after.pop(user_id, None)
+            if role != MEMBER:
+                after[user_id] = role
+            if not has_live_admin(members, after):
+                raise Problem(
+                    409, "last_admin", "the group's last admin cannot step down: promote another"
+                )
             await conn.execute(
                 sa.delete(ds_roles).where(
                     ds_roles.c.group_id == group_id, ds_roles.c.user_id == user_id

@@ -43,10 +43,12 @@ from .credentials import Credentials
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .federation_port import RemotePrincipal, domain_of
+from .group_info_check import check_extensions_of
 from .group_store import GroupSnapshot, GroupStore, Member
 from .handshake import mls_problem, public_handshake
 from .rules import AddedClient, AddRule, check_roles, epoch_conflict, resync_target
 from .send_writer import SEND_ID_RETENTION
+from .succession import AdminSuccession
 from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
 from .welcomes import Welcomes
 
@@ -89,13 +91,14 @@ def _joiner(
     queue_id: bytes | None,
     queue_domain: str | None,
     replaced: Member | None,
+    joined_seq: int,
 ) -> Member:
     """The committer's new row: a resync keeps the old leaf's queue (unless it names a new
-    one) and notification policy."""
+    one), notification policy and standing."""
     if replaced is not None and queue_id is None:
         queue_id, queue_domain = replaced.queue_id, replaced.queue_domain
     policy = replaced.policy if replaced is not None else None
-    return Member(leaf, client_uuid, user_id, queue_id, policy, False, queue_domain)
+    return Member(leaf, client_uuid, user_id, queue_id, policy, False, queue_domain, joined_seq)
 
 
 class CommitPipeline:
@@ -110,6 +113,7 @@ class CommitPipeline:
         fanout: Fanout,
         welcomes: Welcomes,
         queues: QueueService,
+        succession: AdminSuccession,
         wake_account_events: Callable[[], None],
         now: Callable[[], int],
     ) -> None:
@@ -122,6 +126,7 @@ class CommitPipeline:
         self.fanout = fanout
         self.welcomes = welcomes
         self.queues = queues
+        self.succession = succession
         self.wake_account_events = wake_account_events
         self.now = now
 
@@ -145,7 +150,9 @@ class CommitPipeline:
             raise epoch_conflict(row.epoch, row.last_seq)
         committer_leaf, committer_user = self._committer(p, snap, pm, queue_id)
         loop = asyncio.get_running_loop()
-        obs, staged = await loop.run_in_executor(_CPU, self._stage, row.state, pm)
+        obs, staged = await loop.run_in_executor(
+            _CPU, self._stage, row.state, pm, bundle.group_info
+        )
         # Every issuer the staged leaves name, fetched at once before verification.
         changed = staged.roster.added + staged.roster.updated
         await self.credentials.prefetch(
@@ -186,8 +193,13 @@ class CommitPipeline:
         raise Problem(422, "invalid_commit", "commits come from members or new members")
 
     @staticmethod
-    def _stage(state: bytes, pm: PublicMessage) -> tuple[GroupObserver, StagedCommit]:
-        """CPU work: a copy of the group's observer and the commit staged on it."""
+    def _stage(
+        state: bytes, pm: PublicMessage, group_info: bytes
+    ) -> tuple[GroupObserver, StagedCommit]:
+        """CPU work: a copy of the group's observer and the commit staged on it. The
+        GroupInfo's extensions are checked first: they are what joiners will be served, and a
+        malformed one proposed in a GroupContextExtensions would fail staging less precisely."""
+        check_extensions_of(group_info)
         obs = GroupObserver.from_bytes(state)
         try:
             return obs, obs.stage(pm)
@@ -278,6 +290,8 @@ class CommitPipeline:
         group_id, row = snap.row.id, snap.row
         committer_leaf = judged.committer_leaf
         queue_domain = p.domain if isinstance(p, RemotePrincipal) else None
+        # Signs an admin_promoted notice should the commit take the last admin away.
+        server_key = await self.external_sender.key(row.cipher_suite)
         async with self.db.transaction() as conn:
             if queue_id is not None and queue_domain is None:  # a remote one: its QS checked
                 await self.queues.check_owner(conn, queue_id, p.client_uuid)
@@ -332,10 +346,14 @@ class CommitPipeline:
                             t.c.group_id == group_id, t.c.leaf_index.in_(sorted(gone_leaves))
                         )
                     )
+            # A client that replaced its own leaf (an external rejoin) keeps its standing.
+            joined = {m.client_uuid: m.joined_seq for m in members if m.leaf_index in gone_leaves}
             new_members = [
-                Member(leaf, cu, uid, None, None, False)
+                Member(leaf, cu, uid, None, None, False, None, joined.get(cu, seq))
                 if leaf != committer_leaf
-                else _joiner(leaf, cu, uid, queue_id, queue_domain, judged.replaced)
+                else _joiner(
+                    leaf, cu, uid, queue_id, queue_domain, judged.replaced, joined.get(cu, seq)
+                )
                 for leaf, (cu, uid) in judged.new_rows.items()
             ]
             if new_members:
@@ -351,6 +369,7 @@ class CommitPipeline:
                             "queue_domain": m.queue_domain,
                             "policy": m.policy,
                             "gone": m.gone,
+                            "joined_seq": m.joined_seq,
                         }
                         for m in new_members
                     ],
@@ -360,7 +379,8 @@ class CommitPipeline:
                 await self.welcomes.deliver_in(
                     conn, group_id, seq, judged.committer_user, added_users, bundle.welcome
                 )
-            # Roles of users who left the group entirely go with them.
+            # Roles of users who left the group entirely go with them; if that took the last
+            # admin, the longest-standing member is promoted (a notice after the commit).
             still = {m.user_id for m in remaining}
             for uid in roles:
                 if uid not in still:
@@ -369,6 +389,8 @@ class CommitPipeline:
                             ds_roles.c.group_id == group_id, ds_roles.c.user_id == uid
                         )
                     )
+            kept_roles = {uid: role for uid, role in roles.items() if uid in still}
+            await self.succession.keep_admin_in(conn, group_id, server_key, remaining, kept_roles)
             await conn.execute(
                 sa.delete(ds_sends).where(
                     ds_sends.c.group_id == group_id,

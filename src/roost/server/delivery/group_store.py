@@ -36,6 +36,7 @@ class Member:
     policy: str | None
     gone: bool
     queue_domain: str | None = None  # None: the queue is on this server's QS
+    joined_seq: int = 0  # group_seq of the commit that added the leaf (0: the creator)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,7 @@ class GroupStore:
                 ds_members.c.policy,
                 ds_members.c.gone,
                 ds_members.c.queue_domain,
+                ds_members.c.joined_seq,
             ).where(ds_members.c.group_id == group_id)
         )
         return [Member(*r) for r in rows]

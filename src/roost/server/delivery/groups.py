@@ -23,6 +23,7 @@ from .credentials import Credentials
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .federation_port import RemotePrincipal
+from .group_info_check import check_extensions_of
 from .group_store import GroupStore, GroupView, check_group_id, leaf_of
 from .rules import ADMIN
 from .tables import ds_groups, ds_held, ds_members, ds_roles
@@ -53,10 +54,13 @@ class Groups:
         self, p: Principal, body: bytes, queue_id: bytes, external_join: bool
     ) -> GroupView:
         bundle = decode_group_state(body)
+        check_extensions_of(bundle.group_info)
         try:
             obs = GroupObserver.from_group_info(
                 bundle.group_info, bundle.ratchet_tree, credential_policy=self.credentials.policy
             )
+            # The GroupInfo is served as stored: a ratchet_tree in it must be the group's.
+            obs.check_group_info(bundle.group_info)
         except UnsupportedError as e:
             raise Problem(422, "unsupported_cipher_suite", str(e)) from None
         except MLSError as e:
@@ -105,6 +109,7 @@ class Groups:
                     queue_id=queue_id,
                     policy=None,
                     gone=False,
+                    joined_seq=0,
                 )
             )
             await conn.execute(

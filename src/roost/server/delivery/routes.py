@@ -28,6 +28,7 @@ from roost.protocol.media_types import MLS_MEDIA_TYPE
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
 from ..errors import problem_responses
 from ..queues.params import queue_id_param
+from .group_info_check import GROUP_INFO_EXTENSION_PROBLEMS
 from .group_store import GroupView
 from .path_params import group_id_param
 from .sends import MESSAGE_ID_MAX, parse_send
@@ -299,6 +300,7 @@ async def external_sender(
             (409, "group_exists"),
             (422, "invalid_group_id"),
             (422, "invalid_group"),
+            *GROUP_INFO_EXTENSION_PROBLEMS,
             (422, "missing_external_sender"),
             (422, "credential_mismatch"),
             (404, "queue_not_found"),
@@ -346,6 +348,7 @@ CLIENT_DOCS = {
                 (403, "not_own_leaf"),
                 (422, "invalid_commit"),
                 (422, "invalid_group_info"),
+                *GROUP_INFO_EXTENSION_PROBLEMS,
                 (422, "welcome_required"),
                 (422, "unexpected_welcome"),
                 (422, "queue_required"),
@@ -392,8 +395,13 @@ CLIENT_DOCS = {
         "A standalone proposal (e.g. Remove of one's own leaf to leave), fanned out in order.",
     ),
     "set_role": RouteDoc(
-        {**_GROUP, **problem_responses((403, "role_required"), (404, "user_not_member"))},
-        "Admin: make a member user admin or plain member.",
+        {
+            **_GROUP,
+            **problem_responses(
+                (403, "role_required"), (404, "user_not_member"), (409, "last_admin")
+            ),
+        },
+        "Admin: make a member user admin or plain member (the last admin cannot step down).",
     ),
     "set_policy": RouteDoc(
         _GROUP,

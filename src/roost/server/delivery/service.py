@@ -15,6 +15,7 @@ hands each only the others it needs:
 - ``proposals.py``: member proposals and the server's own Remove proposals
 - ``sends.py`` + ``send_writer.py``: application sends, parsed once, written in batches
 - ``admin.py``: roles, settings, policy, deletion
+- ``succession.py``: a group always has an admin (the longest-standing member is promoted)
 - ``account_events.py``: deleted clients and users, notices, pruning (background task)
 
 Every group is followed by a ``GroupObserver`` whose state lives in ``ds_groups.state``: a
@@ -55,6 +56,7 @@ from .proposals import Proposals
 from .rules import AddRule
 from .send_writer import SendWriter
 from .sends import read_app_header
+from .succession import AdminSuccession
 from .welcomes import Welcomes
 
 __all__ = ["DeliveryService", "DsFederation", "GroupView", "RemotePrincipal"]
@@ -81,6 +83,7 @@ class DeliveryService:
         self.external_sender_keys = ExternalSender(keys)
         self.add_rule = AddRule(db, self.domain, auth, connections, self.store)
         fanout = Fanout(queues, federation)
+        succession = AdminSuccession(self.store, fanout, self.now)
         self.groups = Groups(
             db,
             self.domain,
@@ -100,6 +103,7 @@ class DeliveryService:
             self.store,
             self.external_sender_keys,
             fanout,
+            succession,
             self.proposals.issue_removes,
             clock,
         )
@@ -113,6 +117,7 @@ class DeliveryService:
             fanout,
             Welcomes(self.domain, queues, fanout, self.now),
             queues,
+            succession,
             self.account_events.wake,
             self.now,
         )

@@ -46,6 +46,9 @@ ds_members = sa.Table(
     sa.Column("policy", sa.String(64), nullable=True),
     # The client was deleted: it gets nothing; a server Remove proposal is outstanding.
     sa.Column("gone", sa.Boolean, nullable=False),
+    # The group_seq of the commit that added the leaf (0 for the creator): the join order
+    # that admin succession goes by (succession.py).
+    sa.Column("joined_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_ds_members_client", "client_uuid"),
     sa.Index("ix_ds_members_user", "user_id"),
 )
