@@ -27,8 +27,10 @@ from .group_events import (
     sender_name,
 )
 from .group_store import GroupStore
+from .models import DirectEvent
 from .realtime import _FINAL_CLOSES, Delivery, Realtime, RealtimeClosed
 from .server_keys import ServerKeys
+from .welcome_join import WelcomeFailed, WelcomeJoiner, transient_welcome_error
 
 EventSink = Callable[[list[GroupEvent]], Awaitable[None]]
 
@@ -46,6 +48,7 @@ class GroupSync:
         self.store = store
         self.server_keys = server_keys
         self.realtime: Realtime | None = None  # the live realtime connection while listening
+        self.welcome_retry: RoostError | None = None  # a pushed Welcome to try again
 
     # ---- queue set-up ------------------------------------------------------------------------
     async def ensure_queue(self) -> str:
@@ -95,34 +98,47 @@ class GroupSync:
 
     # ---- Welcomes ----------------------------------------------------------------------------
     async def sync_welcomes(self) -> list[GroupEvent]:
+        """Join from the Welcomes waiting in the direct queue and ack them. A Welcome that
+        fails for a passing reason (``transient_welcome_error``) stops the pass before it,
+        unacked: the next sync tries it again."""
         events: list[GroupEvent] = []
         cursors = self.store.cursors
         while True:
             page = await self.client.fetch_direct(cursors.direct_after)
+            retry = False
             for e in page.events:
                 if e.type == "welcome" and e.payload:
-                    event = await self._join(e.payload, e.sender or "")
+                    try:
+                        event = await self._join(e)
+                    except RoostError as err:
+                        if not transient_welcome_error(err):
+                            raise
+                        retry = True
+                        break
                     if event is not None:
                         events.append(event)
                 cursors.direct_after = max(cursors.direct_after, e.seq)
             if page.events:
                 self.store.save_cursors()
                 await self.client.ack_direct(cursors.direct_after)
-            if not page.has_more or not page.events:
+            if retry or not page.has_more or not page.events:
                 return events
 
-    async def _join(self, welcome: bytes, inviter: str) -> GroupEvent | None:
+    async def _join(self, welcome: DirectEvent) -> GroupEvent | None:
+        """Join from one Welcome event: ``joined``; ``welcome_failed`` when it is for us but
+        unusable; None when it is for another client of our user."""
+        inviter = welcome.sender or ""
+        assert welcome.payload is not None
+        joiner = WelcomeJoiner(self.client)
         try:
-            group = await self.client.with_as_certificates(
-                lambda: self.client.join_from_welcome(welcome)
-            )
-        except RoostError as e:
-            if e.code == "invalid_welcome":
-                return None  # for another client of our user
-            raise
+            joined = await joiner.join(welcome.payload)
+        except WelcomeFailed as e:
+            return self._welcome_failed(welcome, e.group_id, e.reason)
+        if joined is None:
+            return None  # for another client of our user
+        group = joined.group
         queue_id = await self.ensure_queue()
         async with self.store.lock:
-            self.store.groups[group.group_id] = group
             try:
                 await self.client.request(
                     "PUT",
@@ -133,8 +149,10 @@ class GroupSync:
                 if e.status not in (403, 404):
                     raise
                 # Deleted, or we were removed again, before we got here: nothing to join.
-                self.store.forget(group.group_id)
-                return GroupEvent("rejected", group.group_id, inviter, text=f"stale Welcome: {e}")
+                joiner.keep(joined, save_group=False)
+                return self._welcome_failed(welcome, group.group_id, f"the DS refused: {e}")
+            joiner.keep(joined)
+            self.store.groups[group.group_id] = group
             return self.store.record(
                 GroupEvent(
                     "joined",
@@ -144,6 +162,20 @@ class GroupSync:
                     text=f"joined (invited by {inviter})",
                 )
             )
+
+    def _welcome_failed(
+        self, welcome: DirectEvent, group_id: bytes | None, reason: str
+    ) -> GroupEvent:
+        inviter = welcome.sender or ""
+        return self.store.record(
+            GroupEvent(
+                "welcome_failed",
+                group_id or welcome.group_id or b"",
+                inviter,
+                group_seq=welcome.group_seq or 0,
+                text=f"could not join (invited by {inviter}): {reason}",
+            )
+        )
 
     # ---- queue items -------------------------------------------------------------------------
     async def _handle_payload(self, payload: bytes) -> list[GroupEvent]:
@@ -296,6 +328,9 @@ class GroupSync:
                     except TimeoutError:
                         continue
                     await emit(await self._handle_delivery(rt, delivery, queue_id))
+                    if self.welcome_retry is not None:
+                        err, self.welcome_retry = self.welcome_retry, None
+                        raise err
             except RealtimeClosed as e:
                 if e.close_code in _FINAL_CLOSES:
                     raise
@@ -328,7 +363,13 @@ class GroupSync:
                 if e.seq <= cursors.direct_after:
                     continue
                 if e.type == "welcome" and e.payload:
-                    event = await self._join(e.payload, e.sender or "")
+                    try:
+                        event = await self._join(e)
+                    except RoostError as err:
+                        if not transient_welcome_error(err):
+                            raise
+                        self.welcome_retry = err  # unacked: the listener reconnects, retries
+                        break
                     if event is not None:
                         events.append(event)
                 cursors.direct_after = e.seq
