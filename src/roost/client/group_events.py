@@ -22,6 +22,7 @@ class GroupEvent:
 
     ``kind``: ``message`` (application data), ``commit`` (epoch change), ``proposal``,
     ``joined``, ``removed`` (we were removed), ``notice`` (verified homeserver notice),
+    ``welcome_failed`` (a Welcome for this client that cannot be used; ``text`` says why),
     ``rejected`` (an item that failed to process; ``text`` says why)."""
 
     kind: str
