@@ -1,0 +1,49 @@
+"""A Welcome without the ratchet tree for a group of another domain (a.test and b.test, real
+processes): the joiner on b.test fetches the tree through its home server from the group's
+DS. While that DS is down the Welcome stays unacked and nothing is reported; once it is back
+the next sync joins."""
+
+from __future__ import annotations
+
+from roost.mls.framing import MLSMessage
+from roost.mls.welcome import Welcome
+
+from .harness import Federation
+from .test_scenarios import TIMEOUT, connect, eventually, new, sync_until_count
+
+A, B = "a.test", "b.test"
+
+
+async def test_tree_fetch_from_a_down_ds_is_retried_then_joins(fed: Federation) -> None:
+    alice, bob = await new(fed, A, "alice"), await new(fed, B, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
+
+    async def welcome_arrived() -> bool:
+        page = await bob.client.fetch_direct(0)
+        return any(e.type == "welcome" for e in page.events)
+
+    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+    [event] = [e for e in (await bob.client.fetch_direct(0)).events if e.type == "welcome"]
+    assert isinstance(MLSMessage.decode(event.payload or b"").body, Welcome)
+
+    fed.stop(A)
+    try:
+        assert await bob.sync() == []  # the tree is out of reach: nothing to report yet
+        assert bob.groups.store.cursors.direct_after < event.seq  # not acked
+        page = await bob.client.fetch_direct(0)
+        assert event.seq in [e.seq for e in page.events]
+        assert await bob.sync() == []
+    finally:
+        fed.start(A)
+
+    async def joined() -> bool:
+        await bob.sync()
+        return any(e.kind == "joined" and e.group_id == gid for e in bob.seen)
+
+    await eventually(joined, TIMEOUT, "bob joins once a.test is back")
+    assert [e.kind for e in bob.seen] == ["joined"]
+    await alice.groups.send(gid, "hello from a.test")
+    await sync_until_count(bob, gid, 1)
+    assert bob.messages(gid) == [(alice.client_id, "hello from a.test")]
