@@ -5,8 +5,12 @@ one for another of the user's clients is passed over silently."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+
 from roost.client.credential_policy import member_client_id
-from roost.client.groups import group_path
+from roost.client.groups import GroupEvent, group_path
 from roost.mls.framing import MLSMessage
 from roost.mls.group import CommitOutput, Group
 from roost.mls.key_package import KeyPackage
@@ -159,3 +163,44 @@ async def test_welcome_whose_epoch_the_group_left_is_reported(users):
     events = await bob.sync()
     assert [(e.kind, e.group_id) for e in events] == [("welcome_failed", gid)], events
     assert "moved on to epoch 2" in events[0].text, events[0].text
+
+
+async def _until(pred: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_welcomes_pushed_over_the_websocket_join_or_are_reported(users):
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    good = (await alice.groups.create()).group_id
+    bad = (await alice.groups.create()).group_id
+    seen: list[GroupEvent] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(bob.groups.listen(seen.append, stop=stop))
+    try:
+        await _until(lambda: bob.groups.realtime is not None and bool(bob.groups.realtime.ready))
+        await alice.groups.invite(good, [bob.user_id], ratchet_tree_in_welcome=False)
+        await _until(lambda: any(e.kind == "joined" for e in seen))
+        await alice.groups.send(good, "pushed")
+        await _until(lambda: any(e.kind == "message" for e in seen))
+
+        [kp] = await alice.client.claim_key_packages(bob.user_id)
+        group = alice.groups.group(bad)
+        stray = group.commit(add=[kp], force_path=True, ratchet_tree_in_welcome=False)
+        group.clear_pending_commit()
+        real = group.commit(add=[kp], force_path=True, ratchet_tree_in_welcome=False)
+        await _submit(alice, bad, real, stray.welcome)
+        await _until(lambda: any(e.kind == "welcome_failed" for e in seen))
+    finally:
+        stop.set()
+        await task
+    assert [(e.kind, e.group_id) for e in seen] == [
+        ("joined", good),
+        ("message", good),
+        ("welcome_failed", bad),
+    ]
+    assert seen[1].message == "pushed"
