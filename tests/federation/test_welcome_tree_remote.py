@@ -5,6 +5,9 @@ the next sync joins."""
 
 from __future__ import annotations
 
+import asyncio
+
+from roost.client.groups import GroupEvent
 from roost.mls.framing import MLSMessage
 from roost.mls.welcome import Welcome
 
@@ -47,3 +50,51 @@ async def test_tree_fetch_from_a_down_ds_is_retried_then_joins(fed: Federation) 
     await alice.groups.send(gid, "hello from a.test")
     await sync_until_count(bob, gid, 1)
     assert bob.messages(gid) == [(alice.client_id, "hello from a.test")]
+
+
+async def test_listener_retries_a_welcome_whose_ds_is_down(fed: Federation) -> None:
+    """The same over the realtime socket: the listener leaves the Welcome (and what follows
+    it in the direct queue) unacked, tries again after a growing wait, and joins once the
+    group's DS is back — once, with nothing reported before."""
+    alice, bob = await new(fed, A, "alice"), await new(fed, B, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
+
+    async def welcome_arrived() -> bool:
+        page = await bob.client.fetch_direct(bob.groups.store.cursors.direct_after)
+        return any(e.type == "welcome" for e in page.events)
+
+    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+    seen: list[GroupEvent] = []
+    stop = asyncio.Event()
+    fed.stop(A)
+    task = asyncio.create_task(bob.groups.listen(seen.append, stop=stop))
+    try:
+
+        async def listening() -> bool:
+            rt = bob.groups.realtime
+            return rt is not None and bool(rt.ready)
+
+        await eventually(listening, TIMEOUT, "bob's listener is connected")
+        await asyncio.sleep(2.0)  # pushed and retried meanwhile
+        assert seen == []
+        assert await welcome_arrived()  # still unacked
+        fed.start(A)
+
+        async def joined() -> bool:
+            return any(e.kind == "joined" for e in seen)
+
+        await eventually(joined, TIMEOUT * 2, "bob joins once a.test is back")
+        await alice.groups.send(gid, "hello listener")
+
+        async def got_message() -> bool:
+            return any(e.kind == "message" for e in seen)
+
+        await eventually(got_message, TIMEOUT, "the message reaches bob's listener")
+    finally:
+        fed.start(A)
+        stop.set()
+        await task
+    assert [(e.kind, e.group_id) for e in seen] == [("joined", gid), ("message", gid)]
+    assert seen[1].message == "hello listener"

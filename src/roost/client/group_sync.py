@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 
@@ -34,6 +35,10 @@ from .welcome_join import WelcomeFailed, WelcomeJoiner, transient_welcome_error
 
 EventSink = Callable[[list[GroupEvent]], Awaitable[None]]
 
+# Waits before a listener tries a Welcome again after a passing failure (seconds).
+WELCOME_RETRY_FIRST = 1.0
+WELCOME_RETRY_MAX = 60.0
+
 
 def group_path(group_id: bytes) -> str:
     """A group id as a path segment (``/v1/groups/{group_id}``): b64u, which needs no quoting."""
@@ -48,7 +53,10 @@ class GroupSync:
         self.store = store
         self.server_keys = server_keys
         self.realtime: Realtime | None = None  # the live realtime connection while listening
-        self.welcome_retry: RoostError | None = None  # a pushed Welcome to try again
+        # While a Welcome waits for a passing failure to clear: when to try again (monotonic
+        # time) and the next wait. Pushed direct events are left for that retry meanwhile.
+        self.welcome_retry_at: float | None = None
+        self._welcome_backoff = WELCOME_RETRY_FIRST
 
     # ---- queue set-up ------------------------------------------------------------------------
     async def ensure_queue(self) -> str:
@@ -105,24 +113,37 @@ class GroupSync:
         cursors = self.store.cursors
         while True:
             page = await self.client.fetch_direct(cursors.direct_after)
-            retry = False
-            for e in page.events:
-                if e.type == "welcome" and e.payload:
-                    try:
-                        event = await self._join(e)
-                    except RoostError as err:
-                        if not transient_welcome_error(err):
-                            raise
-                        retry = True
-                        break
-                    if event is not None:
-                        events.append(event)
-                cursors.direct_after = max(cursors.direct_after, e.seq)
-            if page.events:
+            before = cursors.direct_after
+            done = await self._direct_events(page.events, events)
+            if cursors.direct_after > before:
                 self.store.save_cursors()
                 await self.client.ack_direct(cursors.direct_after)
-            if retry or not page.has_more or not page.events:
+            if not done or not page.has_more or not page.events:
                 return events
+
+    async def _direct_events(self, items: Iterable[DirectEvent], out: list[GroupEvent]) -> bool:
+        """Join from the Welcomes among ``items`` (in order, past the cursor), moving the
+        cursor over each one handled. False when a passing failure stopped before one (it
+        is then tried again after a growing wait); the cursor stays before it."""
+        cursors = self.store.cursors
+        for e in items:
+            if e.seq <= cursors.direct_after:
+                continue
+            if e.type == "welcome" and e.payload:
+                try:
+                    event = await self._join(e)
+                except RoostError as err:
+                    if not transient_welcome_error(err):
+                        raise
+                    self.welcome_retry_at = time.monotonic() + self._welcome_backoff
+                    self._welcome_backoff = min(WELCOME_RETRY_MAX, self._welcome_backoff * 2)
+                    return False
+                if event is not None:
+                    out.append(event)
+            cursors.direct_after = e.seq
+        self.welcome_retry_at = None
+        self._welcome_backoff = WELCOME_RETRY_FIRST
+        return True
 
     async def _join(self, welcome: DirectEvent) -> GroupEvent | None:
         """Join from one Welcome event: ``joined``; ``welcome_failed`` when it is for us but
@@ -323,14 +344,16 @@ class GroupSync:
                 await rt.connect()
                 backoff = 0.5
                 while not stop.is_set():
+                    if (
+                        self.welcome_retry_at is not None
+                        and time.monotonic() >= self.welcome_retry_at
+                    ):
+                        await emit(await self.sync_welcomes())
                     try:
                         delivery = await rt.receive(timeout=0.25)
                     except TimeoutError:
                         continue
                     await emit(await self._handle_delivery(rt, delivery, queue_id))
-                    if self.welcome_retry is not None:
-                        err, self.welcome_retry = self.welcome_retry, None
-                        raise err
             except RealtimeClosed as e:
                 if e.close_code in _FINAL_CLOSES:
                     raise
@@ -359,20 +382,9 @@ class GroupSync:
         events: list[GroupEvent] = []
         cursors = self.store.cursors
         if delivery.queue_id is None:  # the direct queue: Welcomes
-            for e in delivery.direct_events():
-                if e.seq <= cursors.direct_after:
-                    continue
-                if e.type == "welcome" and e.payload:
-                    try:
-                        event = await self._join(e)
-                    except RoostError as err:
-                        if not transient_welcome_error(err):
-                            raise
-                        self.welcome_retry = err  # unacked: the listener reconnects, retries
-                        break
-                    if event is not None:
-                        events.append(event)
-                cursors.direct_after = e.seq
+            if self.welcome_retry_at is not None:
+                return events  # a Welcome before these waits: its retry fetches them in order
+            await self._direct_events(delivery.direct_events(), events)
             self.store.save_cursors()
             await rt.ack(direct=cursors.direct_after, wait=False)
         elif delivery.queue_id == queue_id:
