@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from roost.client.credential_policy import member_client_id
 from roost.client.groups import GroupEvent, group_path
@@ -113,6 +114,29 @@ async def test_welcome_whose_tree_from_the_ds_does_not_match_is_reported(users):
     assert await bob.sync() == []  # acked: reported once
     assert [e.kind for e in bob.groups.history.entries(gid)] == ["commit"]
     assert "tree_hash" in bob.groups.history.entries(gid)[0].text
+
+
+async def test_welcome_that_fails_to_decrypt_with_our_key_package_is_reported(users):
+    """The Welcome names bob's KeyPackage but its ciphertext was damaged: not for another
+    client, so bob is told instead of the Welcome being passed over."""
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    [kp] = await alice.client.claim_key_packages(bob.user_id)
+    out = alice.groups.group(gid).commit(add=[kp])
+    assert out.welcome is not None
+    body = MLSMessage.decode(out.welcome).body
+    assert isinstance(body, Welcome)
+    egi = bytearray(body.encrypted_group_info)
+    egi[-1] ^= 1
+    damaged = MLSMessage(replace(body, encrypted_group_info=bytes(egi))).encode()
+    await _submit(alice, gid, out, damaged)
+
+    events = await bob.sync()
+    assert [(e.kind, e.group_id) for e in events] == [("welcome_failed", gid)], events
+    assert "cannot open the Welcome" in events[0].text, events[0].text
+    assert await bob.sync() == []
 
 
 async def test_welcome_for_a_member_removed_before_joining_is_reported(users):
