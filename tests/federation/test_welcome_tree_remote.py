@@ -14,7 +14,7 @@ from roost.mls.welcome import Welcome
 from .harness import Federation
 from .test_scenarios import TIMEOUT, connect, eventually, new, sync_until_count
 
-A, B = "a.test", "b.test"
+A, B, C = "a.test", "b.test", "c.test"
 
 
 async def test_tree_fetch_from_a_down_ds_is_retried_then_joins(fed: Federation) -> None:
@@ -98,3 +98,42 @@ async def test_listener_retries_a_welcome_whose_ds_is_down(fed: Federation) -> N
         await task
     assert [(e.kind, e.group_id) for e in seen] == [("joined", gid), ("message", gid)]
     assert seen[1].message == "hello listener"
+
+
+async def test_welcome_whose_member_domain_is_refused_is_reported(fed_users: Federation) -> None:
+    """Joining needs the AS certificate of every member's domain. When bob's server refuses
+    one (operator policy), the Welcome cannot be used however often it is tried: bob is told
+    why instead of seeing nothing, and the Welcome is acked."""
+    fed = fed_users
+    alice, bob, carol = (
+        await new(fed, A, "alice"),
+        await new(fed, B, "bob"),
+        await new(fed, C, "carol"),
+    )
+    await connect(alice, carol)
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [carol.user_id])
+
+    async def carol_joined() -> bool:
+        await carol.sync()
+        return any(e.kind == "joined" for e in carol.seen)
+
+    await eventually(carol_joined, TIMEOUT, "carol joins")
+    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
+
+    async def welcome_arrived() -> bool:
+        page = await bob.client.fetch_direct(bob.groups.store.cursors.direct_after)
+        return any(e.type == "welcome" for e in page.events)
+
+    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+    try:
+        fed.policy(B, "open", block=[C])
+        fed.wait_policy()
+        events = await bob.sync()
+    finally:
+        fed.policy(B, "open")
+        fed.wait_policy()
+    assert [(e.kind, e.group_id) for e in events] == [("welcome_failed", gid)], events
+    assert "AS certificate" in events[0].text and "c.test" in events[0].text, events[0].text
+    assert await bob.sync() == []

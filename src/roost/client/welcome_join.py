@@ -124,6 +124,10 @@ class WelcomeJoiner:
         except MLSError as e:
             where = "the DS's" if tree is not None else "the Welcome's"
             raise WelcomeFailed(f"cannot join with {where} ratchet tree: {e}", group_id) from e
+        except RoostError as e:  # fetching a member domain's AS certificate was refused
+            if e.status in FINAL_STATUSES:
+                raise WelcomeFailed(f"a member's AS certificate: {e}", group_id) from e
+            raise
         return JoinedWelcome(group, ref)
 
     def keep(self, joined: JoinedWelcome, *, save_group: bool = True) -> None:
