@@ -87,3 +87,29 @@ def test_group_resync_after_lost_state(server, tmp_path):
     carol, _ = _user(server, tmp_path, "carol")
     err = carol.run("group", "resync", gid, ok=False)
     assert err["error"] in ("not_member", "group_not_found")
+
+
+def test_group_invite_without_the_tree_joins_and_a_stale_one_is_reported(server, tmp_path):
+    alice, alice_id = _user(server, tmp_path, "alice")
+    bob, bob_id = _user(server, tmp_path, "bob")
+    carol, carol_id = _user(server, tmp_path, "carol")
+    _connect(alice, bob, bob_id)
+    _connect(alice, carol, carol_id)
+
+    gid = alice.run("group", "create", bob_id, "--no-tree")["group_id"]
+    [joined] = bob.run("group", "sync")
+    assert joined["kind"] == "joined"
+    alice.run("group", "send", gid, "hi bob")
+    [msg] = bob.run("group", "sync")
+    assert msg["kind"] == "message" and msg["sender"].startswith(alice_id + "/")
+
+    # carol's Welcome leaves the tree out and the group moves on before she syncs: she is
+    # told why she is not in the group, once, and it is in her history.
+    alice.run("group", "invite", gid, carol_id, "--no-tree")
+    alice.run("group", "update", gid)
+    [failed] = carol.run("group", "sync")
+    assert failed["kind"] == "welcome_failed", failed
+    assert "moved on" in failed["text"] and alice_id in failed["text"]
+    assert carol.run("group", "sync") == []
+    [entry] = carol.run("group", "history", gid)
+    assert "moved on" in entry["text"]

@@ -17,6 +17,7 @@ import uuid
 import pytest
 
 from roost.client.groups import Groups, group_path
+from roost.mls.framing import MLSMessage
 from roost.protocol.commit_bundle import encode_commit_bundle
 from roost.protocol.key_package_batch import encode_key_package_batch
 from roost.protocol.queue_item import ITEM_MLS_MESSAGE, QueueItem
@@ -180,3 +181,39 @@ async def test_tsmls_client_joins_over_http_and_talks_with_roost_clients(users, 
     assert dave.peer.state(gid).epoch_authenticator == a.epoch_authenticator
     await alice.groups.send(gid, "just us two")
     assert [r.data for r in await dave.receive()] == [b"just us two"]
+
+
+async def test_tsmls_inviter_without_the_tree_roost_joiner_fetches_it(users, patched_driver):
+    """ts-mls leaves the ratchet tree out of its Welcomes by default: the roost client it
+    invites joins with the tree from the DS, and everyone stays in step."""
+    alice = await new_member(users, "alice")
+    carol = await new_member(users, "carol")
+    dave = TsMlsMember(await users.new("dave"), patched_driver)
+    await dave.publish_key_package()
+    for requester, responder in ((alice.client, dave.client), (dave.client, carol.client)):
+        conn = await requester.open_connection(responder.user_id)
+        await requester.send_connection_request(conn.connection_id, b"hi")
+        await responder.accept_connection(conn.connection_id)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [dave.client.user_id])
+    assert await dave.join() == gid
+    await alice.groups.promote(gid, dave.client.user_id)  # adding takes an admin
+
+    [kp] = await dave.client.claim_key_packages(carol.user_id)
+    bundle = dave.peer.add_members(gid, [MLSMessage(kp).encode()])
+    assert bundle.welcome is not None
+    await dave.client.request(
+        "POST",
+        f"/v1/groups/{group_path(gid)}/commits",
+        content=encode_commit_bundle(bundle.commit, bundle.group_info, bundle.welcome),
+        content_type="message/mls",
+    )
+    await sync_all(alice, carol)
+    assert [e.kind for e in carol.seen] == ["joined"], carol.seen
+    a = alice.groups.group(gid)
+    assert carol.groups.group(gid).epoch_authenticator == a.epoch_authenticator
+    assert dave.peer.state(gid).epoch_authenticator == a.epoch_authenticator
+    await carol.groups.send(gid, "hello from the joiner")
+    await sync_all(alice)
+    assert alice.messages(gid) == [(carol.client_id, "hello from the joiner")]
+    assert [r.data for r in await dave.receive()] == [b"hello from the joiner"]

@@ -70,7 +70,7 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
         group = await g.create(external_join=args.external_join)
         out = {"group_id": b64u(group.group_id), "epoch": group.epoch}
         if invitees:
-            await g.invite(group.group_id, invitees)
+            await g.invite(group.group_id, invitees, ratchet_tree_in_welcome=not args.no_tree)
             out["epoch"] = g.group(group.group_id).epoch
         return emit(out, f"created group {out['group_id']} (epoch {out['epoch']})")
     if action == "list":
@@ -116,7 +116,9 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
     gid = _gid(args)
     await g.sync()  # act on the current epoch
     if action == "invite":
-        ev = await g.invite(gid, _need(args, 1, "user ids"))
+        ev = await g.invite(
+            gid, _need(args, 1, "user ids"), ratchet_tree_in_welcome=not args.no_tree
+        )
     elif action == "send":
         text = " ".join(_need(args, 1, "a message"))
         sent = await g.send(gid, text, message_id=args.message_id)
@@ -159,6 +161,11 @@ def add_group_command(add: Callable[..., argparse.ArgumentParser], helpers: Any)
     gp.add_argument("group", nargs="?", help="group id (base64url, from `roost group list`)")
     gp.add_argument("rest", nargs="*", help="user ids (invite/remove/promote) or message text")
     gp.add_argument("--external-join", action="store_true", help="(create) allow external joins")
+    gp.add_argument(
+        "--no-tree",
+        action="store_true",
+        help="(create/invite) a smaller Welcome without the ratchet tree (joiners fetch it)",
+    )
     gp.add_argument("--message-id", help="(send) idempotency key for a retried send")
     gp.add_argument("--seconds", type=float, default=0.0, help="(listen) how long (0: ever)")
     gp.add_argument("--poll", action="store_true", help="(listen) poll instead of realtime")

@@ -22,8 +22,9 @@ class GroupEvent:
 
     ``kind``: ``message`` (application data), ``commit`` (epoch change), ``proposal``,
     ``joined``, ``removed`` (we were removed), ``notice`` (verified homeserver notice),
-    ``resynced`` (we rejoined in place of our own leaf: ``group_resync``), ``rejected`` (an
-    item that failed to process; ``text`` says why)."""
+    ``resynced`` (we rejoined in place of our own leaf: ``group_resync``), ``welcome_failed``
+    (a Welcome for this client that cannot be used; ``text`` says why), ``rejected`` (an item
+    that failed to process; ``text`` says why)."""
 
     kind: str
     group_id: bytes

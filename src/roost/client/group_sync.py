@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 
@@ -29,10 +30,16 @@ from .group_events import (
 )
 from .group_resync import GroupResync, joiner_of, needs_resync
 from .group_store import GroupStore
+from .models import DirectEvent
 from .realtime import _FINAL_CLOSES, Delivery, Realtime, RealtimeClosed
 from .server_keys import ServerKeys
+from .welcome_join import WelcomeFailed, WelcomeJoiner, transient_welcome_error
 
 EventSink = Callable[[list[GroupEvent]], Awaitable[None]]
+
+# Waits before a listener tries a Welcome again after a passing failure (seconds).
+WELCOME_RETRY_FIRST = 1.0
+WELCOME_RETRY_MAX = 60.0
 
 
 def group_path(group_id: bytes) -> str:
@@ -49,6 +56,10 @@ class GroupSync:
         self.server_keys = server_keys
         self.realtime: Realtime | None = None  # the live realtime connection while listening
         self.resync = GroupResync(client, store, self.ensure_queue)
+        # While a Welcome waits for a passing failure to clear: when to try again (monotonic
+        # time) and the next wait. Pushed direct events are left for that retry meanwhile.
+        self.welcome_retry_at: float | None = None
+        self._welcome_backoff = WELCOME_RETRY_FIRST
 
     # ---- queue set-up ------------------------------------------------------------------------
     async def ensure_queue(self) -> str:
@@ -98,34 +109,60 @@ class GroupSync:
 
     # ---- Welcomes ----------------------------------------------------------------------------
     async def sync_welcomes(self) -> list[GroupEvent]:
+        """Join from the Welcomes waiting in the direct queue and ack them. A Welcome that
+        fails for a passing reason (``transient_welcome_error``) stops the pass before it,
+        unacked: the next sync tries it again."""
         events: list[GroupEvent] = []
         cursors = self.store.cursors
         while True:
             page = await self.client.fetch_direct(cursors.direct_after)
-            for e in page.events:
-                if e.type == "welcome" and e.payload:
-                    event = await self._join(e.payload, e.sender or "")
-                    if event is not None:
-                        events.append(event)
-                cursors.direct_after = max(cursors.direct_after, e.seq)
-            if page.events:
+            before = cursors.direct_after
+            done = await self._direct_events(page.events, events)
+            if cursors.direct_after > before:
                 self.store.save_cursors()
                 await self.client.ack_direct(cursors.direct_after)
-            if not page.has_more or not page.events:
+            if not done or not page.has_more or not page.events:
                 return events
 
-    async def _join(self, welcome: bytes, inviter: str) -> GroupEvent | None:
+    async def _direct_events(self, items: Iterable[DirectEvent], out: list[GroupEvent]) -> bool:
+        """Join from the Welcomes among ``items`` (in order, past the cursor), moving the
+        cursor over each one handled. False when a passing failure stopped before one (it
+        is then tried again after a growing wait); the cursor stays before it."""
+        cursors = self.store.cursors
+        for e in items:
+            if e.seq <= cursors.direct_after:
+                continue
+            if e.type == "welcome" and e.payload:
+                try:
+                    event = await self._join(e)
+                except RoostError as err:
+                    if not transient_welcome_error(err):
+                        raise
+                    self.welcome_retry_at = time.monotonic() + self._welcome_backoff
+                    self._welcome_backoff = min(WELCOME_RETRY_MAX, self._welcome_backoff * 2)
+                    return False
+                if event is not None:
+                    out.append(event)
+            cursors.direct_after = e.seq
+        self.welcome_retry_at = None
+        self._welcome_backoff = WELCOME_RETRY_FIRST
+        return True
+
+    async def _join(self, welcome: DirectEvent) -> GroupEvent | None:
+        """Join from one Welcome event: ``joined``; ``welcome_failed`` when it is for us but
+        unusable; None when it is for another client of our user."""
+        inviter = welcome.sender or ""
+        assert welcome.payload is not None
+        joiner = WelcomeJoiner(self.client)
         try:
-            group = await self.client.with_as_certificates(
-                lambda: self.client.join_from_welcome(welcome)
-            )
-        except RoostError as e:
-            if e.code == "invalid_welcome":
-                return None  # for another client of our user
-            raise
+            joined = await joiner.join(welcome.payload)
+        except WelcomeFailed as e:
+            return self._welcome_failed(welcome, e.group_id, e.reason)
+        if joined is None:
+            return None  # for another client of our user
+        group = joined.group
         queue_id = await self.ensure_queue()
         async with self.store.lock:
-            self.store.groups[group.group_id] = group
             try:
                 await self.client.request(
                     "PUT",
@@ -136,8 +173,10 @@ class GroupSync:
                 if e.status not in (403, 404):
                     raise
                 # Deleted, or we were removed again, before we got here: nothing to join.
-                self.store.forget(group.group_id)
-                return GroupEvent("rejected", group.group_id, inviter, text=f"stale Welcome: {e}")
+                joiner.keep(joined, save_group=False)
+                return self._welcome_failed(welcome, group.group_id, f"the DS refused: {e}")
+            joiner.keep(joined)
+            self.store.groups[group.group_id] = group
             return self.store.record(
                 GroupEvent(
                     "joined",
@@ -147,6 +186,20 @@ class GroupSync:
                     text=f"joined (invited by {inviter})",
                 )
             )
+
+    def _welcome_failed(
+        self, welcome: DirectEvent, group_id: bytes | None, reason: str
+    ) -> GroupEvent:
+        inviter = welcome.sender or ""
+        return self.store.record(
+            GroupEvent(
+                "welcome_failed",
+                group_id or welcome.group_id or b"",
+                inviter,
+                group_seq=welcome.group_seq or 0,
+                text=f"could not join (invited by {inviter}): {reason}",
+            )
+        )
 
     # ---- queue items -------------------------------------------------------------------------
     async def _handle_payload(self, payload: bytes) -> list[GroupEvent]:
@@ -321,6 +374,11 @@ class GroupSync:
                 await rt.connect()
                 backoff = 0.5
                 while not stop.is_set():
+                    if (
+                        self.welcome_retry_at is not None
+                        and time.monotonic() >= self.welcome_retry_at
+                    ):
+                        await emit(await self.sync_welcomes())
                     try:
                         delivery = await rt.receive(timeout=0.25)
                     except TimeoutError:
@@ -354,14 +412,9 @@ class GroupSync:
         events: list[GroupEvent] = []
         cursors = self.store.cursors
         if delivery.queue_id is None:  # the direct queue: Welcomes
-            for e in delivery.direct_events():
-                if e.seq <= cursors.direct_after:
-                    continue
-                if e.type == "welcome" and e.payload:
-                    event = await self._join(e.payload, e.sender or "")
-                    if event is not None:
-                        events.append(event)
-                cursors.direct_after = e.seq
+            if self.welcome_retry_at is not None:
+                return events  # a Welcome before these waits: its retry fetches them in order
+            await self._direct_events(delivery.direct_events(), events)
             self.store.save_cursors()
             await rt.ack(direct=cursors.direct_after, wait=False)
         elif delivery.queue_id == queue_id:

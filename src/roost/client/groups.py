@@ -241,10 +241,16 @@ class Groups:
         return await self.commit(group_id, retries=retries)
 
     async def invite(
-        self, group_id: bytes, user_ids: Iterable[str], *, retries: int = COMMIT_RETRIES
+        self,
+        group_id: bytes,
+        user_ids: Iterable[str],
+        *,
+        retries: int = COMMIT_RETRIES,
+        ratchet_tree_in_welcome: bool = True,
     ) -> GroupEvent:
         """Add every client of each user (one claimed, verified KeyPackage per client). Our
-        own user may be named to bring in our other clients."""
+        own user may be named to bring in our other clients. ``ratchet_tree_in_welcome=False``
+        sends a smaller Welcome without the tree: the joiners fetch it from the DS."""
         group = self.group(group_id)
         present = set(roster_clients(group).values())
         kps = []
@@ -254,7 +260,11 @@ class Groups:
                     kps.append(kp)
         if not kps:
             raise RoostError(0, "no_key_packages", "no client to add")
-        return await self._commit(group_id, lambda g: g.commit(add=kps), retries=retries)
+        return await self._commit(
+            group_id,
+            lambda g: g.commit(add=kps, ratchet_tree_in_welcome=ratchet_tree_in_welcome),
+            retries=retries,
+        )
 
     def leaves_of(self, group_id: bytes, user_id: str) -> builtins.list[int]:
         group = self.group(group_id)

@@ -69,7 +69,7 @@ from .state import (
     verify_content_signature,
 )
 from .validation import CredentialPolicy, validate_leaf_node
-from .welcome_open import open_welcome, resolve_psks
+from .welcome_open import OpenedWelcome, open_welcome, resolve_psks
 
 RESUMPTION_PSKS_KEPT = 8  # past epochs whose resumption PSK stays available
 
@@ -102,6 +102,20 @@ class CommitOutput:
     commit: bytes  # MLSMessage
     welcome: bytes | None  # MLSMessage (Welcome) when members were added
     group_info: bytes  # MLSMessage (GroupInfo) of the new epoch
+
+
+@dataclass(frozen=True, slots=True)
+class WelcomeToJoin:
+    """A Welcome opened with one of our KeyPackages, not joined yet (``Group.open_welcome``):
+    ``opened.group_id`` names the group, ``opened.carries_ratchet_tree`` says whether the tree
+    must be fetched first."""
+
+    cs: CipherSuite
+    opened: OpenedWelcome
+    key_package: KeyPackage
+    encryption_private_key: bytes
+    signature_private_key: bytes
+    external_psks: dict[bytes, bytes]
 
 
 def _members_tree_leaf(tree: RatchetTree, index: int) -> LeafNode:
@@ -269,6 +283,22 @@ class Group:
         """Join from a Welcome (section 12.4.3.1). ``key_package`` is the bundle from
         ``generate_key_package`` or (KeyPackage, init_priv, encryption_priv, signature_priv).
         ``ratchet_tree`` is needed when the GroupInfo carries no ratchet_tree extension."""
+        opened = cls.open_welcome(
+            welcome, key_package, external_psks=external_psks, resumption_psks=resumption_psks
+        )
+        return cls.join_opened(opened, ratchet_tree, credential_policy=credential_policy)
+
+    @staticmethod
+    def open_welcome(
+        welcome: bytes | MLSMessage | Welcome,
+        key_package: KeyPackageBundle | tuple[KeyPackage, bytes, bytes, bytes],
+        *,
+        external_psks: dict[bytes, bytes] | None = None,
+        resumption_psks: dict[int, bytes] | None = None,
+    ) -> WelcomeToJoin:
+        """The first half of ``join_from_welcome``: decrypt the group secrets and the GroupInfo
+        (section 12.4.3.1), so that a joiner whose Welcome lacks the tree can learn the group
+        and fetch the tree (section 12.4.3.3) before ``join_opened``."""
         w = unwrap(welcome, Welcome)
         if isinstance(key_package, KeyPackageBundle):
             kp, init_priv = key_package.key_package, key_package.init_private_key
@@ -287,8 +317,33 @@ class Group:
             return (resumption_psks or {}).get(pid.psk_epoch)
 
         opened = open_welcome(cs, w, kp, init_priv, lookup)
-        epoch = epoch_from_welcome(cs, opened, kp, enc_priv, ratchet_tree, credential_policy)
-        return cls(epoch, sig_priv, credential_policy=credential_policy, external_psks=ext_psks)
+        return WelcomeToJoin(cs, opened, kp, enc_priv, sig_priv, ext_psks)
+
+    @classmethod
+    def join_opened(
+        cls,
+        welcome: WelcomeToJoin,
+        ratchet_tree: RatchetTree | bytes | None = None,
+        *,
+        credential_policy: CredentialPolicy | None = None,
+    ) -> Group:
+        """The second half of ``join_from_welcome``: the tree (from the Welcome, or given out
+        of band) gets every check of section 12.4.3.1 — tree hash against the GroupContext,
+        parent hashes, leaves, the GroupInfo signature — then we take our first epoch."""
+        epoch = epoch_from_welcome(
+            welcome.cs,
+            welcome.opened,
+            welcome.key_package,
+            welcome.encryption_private_key,
+            ratchet_tree,
+            credential_policy,
+        )
+        return cls(
+            epoch,
+            welcome.signature_private_key,
+            credential_policy=credential_policy,
+            external_psks=welcome.external_psks,
+        )
 
     # --- proposals --------------------------------------------------------------------------
 

@@ -1,12 +1,18 @@
-"""Opening a Welcome (RFC 9420 section 12.4.3.1): group secrets, then the GroupInfo."""
+"""Opening a Welcome (RFC 9420 section 12.4.3.1): group secrets, then the GroupInfo.
+
+A joiner may have to fetch the ratchet tree before it can join (section 12.4.3.3: the tree may
+come out of band): ``OpenedWelcome`` tells it which group the Welcome is for and whether the
+GroupInfo carries the tree."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..constants import ExtensionType
 from ..crypto import CipherSuite
 from ..errors import CryptoError, DecodeError, ValidationError
+from ..extensions import find_extension
 from ..group_info import GroupInfo
 from ..key_package import KeyPackage
 from ..key_schedule import EpochSecrets, welcome_key_nonce, welcome_secret_from_joiner
@@ -22,6 +28,19 @@ class OpenedWelcome:
     group_secrets: GroupSecrets
     group_info: GroupInfo
     psk_secret: bytes
+
+    @property
+    def group_id(self) -> bytes:
+        return self.group_info.group_context.group_id
+
+    @property
+    def epoch(self) -> int:
+        return self.group_info.group_context.epoch
+
+    @property
+    def carries_ratchet_tree(self) -> bool:
+        """False when the tree must come out of band (section 12.4.3.3)."""
+        return find_extension(self.group_info.extensions, ExtensionType.RATCHET_TREE) is not None
 
 
 def resolve_psks(

@@ -1,0 +1,170 @@
+"""Joining a group from a Welcome of the direct queue (docs/api.md, "Welcome delivery and
+joining").
+
+Which of the user's clients a Welcome is for is public: its ``secrets[].new_member``
+KeyPackageRefs. A Welcome naming none of ours is for another client and passed over. One
+naming ours is opened with that KeyPackage's keys; when its GroupInfo leaves the ratchet tree
+out (RFC 9420 section 12.4.3.3), the tree is fetched from the DS (``RoostGroupState``) and gets
+the same checks as a tree in the Welcome. What cannot work however often it is retried is a
+``WelcomeFailed`` (the caller reports it); anything else (the DS unreachable, an AS
+certificate still to fetch) propagates, so that the Welcome stays unacked and is tried again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from roost.mls.constants import ExtensionType
+from roost.mls.errors import MLSError
+from roost.mls.extensions import find_extension
+from roost.mls.framing import MLSMessage
+from roost.mls.group_info import GroupInfo
+from roost.mls.key_package import KeyPackage
+from roost.mls.welcome import Welcome
+from roost.protocol.base64url import b64u
+from roost.protocol.group_state import decode_group_state
+
+from .errors import MissingAsCertificate, RoostError
+from .state import KeyPackageSecrets
+
+if TYPE_CHECKING:
+    from roost.mls.group import Group, WelcomeToJoin
+
+    from .client import RoostClient
+
+# Answers of the DS that will not change on a retry: the group is gone, we are not (or no
+# longer) a member, the group id is refused or its domain refused.
+FINAL_STATUSES = frozenset({400, 403, 404, 410, 422})
+
+
+class WelcomeFailed(Exception):
+    """A Welcome for one of our KeyPackages that cannot be used; ``group_id`` is the group it
+    names once decrypted (None before)."""
+
+    def __init__(self, reason: str, group_id: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.group_id = group_id
+
+
+def our_key_package(
+    welcome: Welcome, keypackages: dict[str, KeyPackageSecrets]
+) -> tuple[str, KeyPackageSecrets] | None:
+    """The first of our KeyPackages (ref hex, secrets) the Welcome names; None if none."""
+    for entry in welcome.secrets:
+        ref = entry.new_member.hex()
+        secrets = keypackages.get(ref)
+        if secrets is not None:
+            return ref, secrets
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedWelcome:
+    """A group joined in memory from a Welcome; ``WelcomeJoiner.keep`` saves it and spends the
+    KeyPackage (once the DS took our queue: until then a retry starts over)."""
+
+    group: Group
+    ref: str  # our KeyPackage the Welcome named (hex KeyPackageRef)
+
+
+def transient_welcome_error(e: RoostError) -> bool:
+    """An error that may pass (the DS or another domain unreachable, rate limits, an AS
+    certificate still to fetch): the Welcome stays unacked and is tried again."""
+    if isinstance(e, MissingAsCertificate):
+        return True
+    return e.code == "transport_error" or e.status in (408, 429) or e.status >= 500
+
+
+class WelcomeJoiner:
+    """Joins one client to groups from Welcomes, fetching the tree when it is left out."""
+
+    def __init__(self, client: RoostClient) -> None:
+        self.client = client
+
+    async def join(self, welcome: bytes) -> JoinedWelcome | None:
+        """The group joined (in memory), or None when the Welcome is for another of the
+        user's clients. ``WelcomeFailed`` when it is ours but unusable; other errors may
+        pass (``transient_welcome_error``)."""
+        from roost.mls.group import Group
+
+        try:
+            msg = MLSMessage.decode(welcome)
+        except MLSError as e:
+            raise WelcomeFailed(f"undecodable Welcome: {e}") from e
+        if not isinstance(msg.body, Welcome):
+            raise WelcomeFailed("the payload is not a Welcome")
+        found = our_key_package(msg.body, self.client.state.keypackages)
+        if found is None:
+            return None
+        ref, secrets = found
+        if not secrets.key_package:
+            raise WelcomeFailed("the KeyPackage it names was not kept by this client")
+        keys = (
+            KeyPackage.decode(secrets.key_package),
+            secrets.init_private,
+            secrets.encryption_private,
+            self.client.state.signature_private,
+        )
+        try:
+            opened = Group.open_welcome(msg.body, keys)
+        except MLSError as e:
+            raise WelcomeFailed(f"cannot open the Welcome: {e}") from e
+        group_id = opened.opened.group_id
+        tree = None if opened.opened.carries_ratchet_tree else await self._tree(opened)
+        try:
+            group = await self.client.with_as_certificates(
+                lambda: Group.join_opened(
+                    opened, tree, credential_policy=self.client.credential_policy()
+                )
+            )
+        except MissingAsCertificate:
+            raise
+        except MLSError as e:
+            where = "the DS's" if tree is not None else "the Welcome's"
+            raise WelcomeFailed(f"cannot join with {where} ratchet tree: {e}", group_id) from e
+        except RoostError as e:  # fetching a member domain's AS certificate was refused
+            if e.status in FINAL_STATUSES:
+                raise WelcomeFailed(f"a member's AS certificate: {e}", group_id) from e
+            raise
+        return JoinedWelcome(group, ref)
+
+    def keep(self, joined: JoinedWelcome, *, save_group: bool = True) -> None:
+        """Spend the KeyPackage (a normal one is single-use: its keys go) and save the group."""
+        secrets = self.client.state.keypackages.get(joined.ref)
+        if secrets is not None and not secrets.last_resort:
+            del self.client.state.keypackages[joined.ref]
+        self.client.save()
+        if save_group:
+            self.client.save_group(joined.group)
+
+    async def _tree(self, opened: WelcomeToJoin) -> bytes:
+        """The ratchet tree of the Welcome's epoch, from the DS's ``RoostGroupState``."""
+        group_id, epoch = opened.opened.group_id, opened.opened.epoch
+        try:
+            resp = await self.client.request("GET", f"/v1/groups/{b64u(group_id)}/group-info")
+        except RoostError as e:
+            if e.status in FINAL_STATUSES:
+                raise WelcomeFailed(f"the DS gives no ratchet tree: {e}", group_id) from e
+            raise
+        try:
+            state = decode_group_state(resp.content)
+            info = MLSMessage.decode(state.group_info).body
+        except MLSError as e:
+            raise WelcomeFailed(f"malformed group state from the DS: {e}", group_id) from e
+        if not isinstance(info, GroupInfo):
+            raise WelcomeFailed("the DS's group state holds no GroupInfo", group_id)
+        if info.group_context.epoch != epoch:
+            # The DS keeps only the latest tree: the one of the Welcome's epoch is gone.
+            raise WelcomeFailed(
+                f"the group moved on to epoch {info.group_context.epoch} before the ratchet "
+                f"tree of the Welcome's epoch {epoch} was fetched",
+                group_id,
+            )
+        if state.ratchet_tree is not None:
+            return state.ratchet_tree
+        ext = find_extension(info.extensions, ExtensionType.RATCHET_TREE)
+        if ext is None:
+            raise WelcomeFailed("the DS's group state holds no ratchet tree", group_id)
+        return ext.extension_data

@@ -1,0 +1,230 @@
+"""Welcomes without the ratchet tree against a real homeserver process (SQLite and
+PostgreSQL): the joiner fetches the tree from the DS and joins with it after the same checks
+as for a tree in the Welcome; a Welcome it cannot use is reported as ``welcome_failed``, and
+one for another of the user's clients is passed over silently."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from roost.client.credential_policy import member_client_id
+from roost.client.groups import GroupEvent, group_path
+from roost.mls.framing import MLSMessage
+from roost.mls.group import CommitOutput, Group
+from roost.mls.key_package import KeyPackage
+from roost.mls.welcome import Welcome
+from roost.protocol.commit_bundle import encode_commit_bundle
+from roost.protocol.media_types import MLS_MEDIA_TYPE
+
+from .helpers import Member, connect, new_member, second_member, sync_all
+
+
+async def _welcome_in_direct_queue(m: Member) -> bytes:
+    """The payload of the last Welcome waiting in ``m``'s direct queue (not acked)."""
+    page = await m.client.fetch_direct(m.groups.store.cursors.direct_after)
+    [payload] = [e.payload for e in page.events if e.type == "welcome" and e.payload][-1:]
+    return payload
+
+
+async def _submit(m: Member, group_id: bytes, out: CommitOutput, welcome: bytes | None) -> None:
+    """Submit ``out``'s commit with ``welcome`` (as a client that builds its own bundle)."""
+    await m.client.request(
+        "POST",
+        f"/v1/groups/{group_path(group_id)}/commits",
+        content=encode_commit_bundle(out.commit, out.group_info, welcome),
+        content_type=MLS_MEDIA_TYPE,
+    )
+    m.groups.group(group_id).merge_pending_commit()
+
+
+def _carries_tree(m: Member, welcome: bytes) -> bool:
+    """Open ``welcome`` with ``m``'s KeyPackage keys: does its GroupInfo carry the tree?"""
+    body = MLSMessage.decode(welcome).body
+    assert isinstance(body, Welcome)
+    keys = m.client.state.keypackages
+    [s] = [keys[e.new_member.hex()] for e in body.secrets if e.new_member.hex() in keys]
+    opened = Group.open_welcome(
+        body,
+        (
+            KeyPackage.decode(s.key_package),
+            s.init_private,
+            s.encryption_private,
+            m.client.state.signature_private,
+        ),
+    )
+    return opened.opened.carries_ratchet_tree
+
+
+async def test_welcome_without_tree_joins_with_the_tree_from_the_ds(users):
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    carol = await new_member(users, "carol")
+    await connect(alice, bob)
+    await connect(alice, carol)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [carol.user_id])  # a group of three: a tree worth checking
+    await sync_all(carol)
+    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
+    assert not _carries_tree(bob, await _welcome_in_direct_queue(bob))
+
+    await bob.sync()
+    assert [(e.kind, e.group_id) for e in bob.seen] == [("joined", gid)], bob.seen
+    await sync_all(carol)
+    await alice.groups.send(gid, "hello bob")
+    await bob.groups.send(gid, "hello all")
+    await sync_all(alice, bob, carol)
+    assert bob.messages(gid) == [(alice.client_id, "hello bob")]
+    assert alice.messages(gid) == [(bob.client_id, "hello all")]
+    assert carol.messages(gid)[-2:] == [
+        (alice.client_id, "hello bob"),
+        (bob.client_id, "hello all"),
+    ]
+    epochs = {
+        (m.groups.group(gid).epoch, m.groups.group(gid).epoch_authenticator)
+        for m in (alice, bob, carol)
+    }
+    assert len(epochs) == 1
+
+
+async def test_welcome_whose_tree_from_the_ds_does_not_match_is_reported(users):
+    """A bad inviter submits one commit but sends the Welcome of another commit of the same
+    epoch (a different path, so a different tree): the DS's tree fails the Welcome's tree-hash
+    check. Bob is told, once, and holds no group."""
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    [kp] = await alice.client.claim_key_packages(bob.user_id)
+    group = alice.groups.group(gid)
+    stray = group.commit(add=[kp], force_path=True, ratchet_tree_in_welcome=False)
+    group.clear_pending_commit()
+    real = group.commit(add=[kp], force_path=True, ratchet_tree_in_welcome=False)
+    assert stray.welcome is not None
+    await _submit(alice, gid, real, stray.welcome)
+
+    events = await bob.sync()
+    assert [(e.kind, e.group_id, e.sender) for e in events] == [
+        ("welcome_failed", gid, alice.user_id)
+    ], events
+    assert "does not match the GroupContext tree_hash" in events[0].text, events[0].text
+    assert not bob.groups.store.holds(gid)
+    assert await bob.sync() == []  # acked: reported once
+    assert [e.kind for e in bob.groups.history.entries(gid)] == ["commit"]
+    assert "tree_hash" in bob.groups.history.entries(gid)[0].text
+
+
+async def test_welcome_that_fails_to_decrypt_with_our_key_package_is_reported(users):
+    """The Welcome names bob's KeyPackage but its ciphertext was damaged: not for another
+    client, so bob is told instead of the Welcome being passed over."""
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    [kp] = await alice.client.claim_key_packages(bob.user_id)
+    out = alice.groups.group(gid).commit(add=[kp])
+    assert out.welcome is not None
+    body = MLSMessage.decode(out.welcome).body
+    assert isinstance(body, Welcome)
+    egi = bytearray(body.encrypted_group_info)
+    egi[-1] ^= 1
+    damaged = MLSMessage(replace(body, encrypted_group_info=bytes(egi))).encode()
+    await _submit(alice, gid, out, damaged)
+
+    events = await bob.sync()
+    assert [(e.kind, e.group_id) for e in events] == [("welcome_failed", gid)], events
+    assert "cannot open the Welcome" in events[0].text, events[0].text
+    assert await bob.sync() == []
+
+
+async def test_welcome_for_a_member_removed_before_joining_is_reported(users):
+    """Added without the tree, then removed before the first sync: the DS refuses the tree
+    (not_member); bob sees why instead of nothing."""
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
+    await alice.groups.remove(gid, bob.user_id)
+    events = await bob.sync()
+    assert [(e.kind, e.group_id) for e in events] == [("welcome_failed", gid)], events
+    assert "not_member" in events[0].text
+    assert await bob.sync() == []
+
+
+async def test_welcome_for_another_client_is_passed_over_and_joined_by_it(users):
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    bob_phone = await second_member(users, bob)
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    kps = await alice.client.claim_key_packages(bob.user_id)
+    [phone_kp] = [k for k in kps if member_client_id(k.leaf_node.credential) == bob_phone.client_id]
+    out = alice.groups.group(gid).commit(add=[phone_kp], ratchet_tree_in_welcome=False)
+    await _submit(alice, gid, out, out.welcome)
+
+    assert await bob.sync() == []  # not for this client: silently passed over
+    assert await bob.sync() == []
+    assert not bob.groups.store.holds(gid)
+    await bob_phone.sync()
+    assert [(e.kind, e.group_id) for e in bob_phone.seen] == [("joined", gid)]
+    await alice.groups.send(gid, "hi phone")
+    await bob_phone.sync()
+    assert bob_phone.messages(gid) == [(alice.client_id, "hi phone")]
+
+
+async def test_welcome_whose_epoch_the_group_left_is_reported(users):
+    """The DS keeps only the latest tree: once the group moved on, a Welcome without the tree
+    cannot be used, and bob is told so."""
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
+    await alice.groups.update(gid)
+    events = await bob.sync()
+    assert [(e.kind, e.group_id) for e in events] == [("welcome_failed", gid)], events
+    assert "moved on to epoch 2" in events[0].text, events[0].text
+
+
+async def _until(pred: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_welcomes_pushed_over_the_websocket_join_or_are_reported(users):
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    good = (await alice.groups.create()).group_id
+    bad = (await alice.groups.create()).group_id
+    seen: list[GroupEvent] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(bob.groups.listen(seen.append, stop=stop))
+    try:
+        await _until(lambda: bob.groups.realtime is not None and bool(bob.groups.realtime.ready))
+        await alice.groups.invite(good, [bob.user_id], ratchet_tree_in_welcome=False)
+        await _until(lambda: any(e.kind == "joined" for e in seen))
+        await alice.groups.send(good, "pushed")
+        await _until(lambda: any(e.kind == "message" for e in seen))
+
+        [kp] = await alice.client.claim_key_packages(bob.user_id)
+        group = alice.groups.group(bad)
+        stray = group.commit(add=[kp], force_path=True, ratchet_tree_in_welcome=False)
+        group.clear_pending_commit()
+        real = group.commit(add=[kp], force_path=True, ratchet_tree_in_welcome=False)
+        await _submit(alice, bad, real, stray.welcome)
+        await _until(lambda: any(e.kind == "welcome_failed" for e in seen))
+    finally:
+        stop.set()
+        await task
+    assert [(e.kind, e.group_id) for e in seen] == [
+        ("joined", good),
+        ("message", good),
+        ("welcome_failed", bad),
+    ]
+    assert seen[1].message == "pushed"

@@ -1,0 +1,139 @@
+"""A Welcome without the ratchet tree for a group of another domain (a.test and b.test, real
+processes): the joiner on b.test fetches the tree through its home server from the group's
+DS. While that DS is down the Welcome stays unacked and nothing is reported; once it is back
+the next sync joins."""
+
+from __future__ import annotations
+
+import asyncio
+
+from roost.client.groups import GroupEvent
+from roost.mls.framing import MLSMessage
+from roost.mls.welcome import Welcome
+
+from .harness import Federation
+from .test_scenarios import TIMEOUT, connect, eventually, new, sync_until_count
+
+A, B, C = "a.test", "b.test", "c.test"
+
+
+async def test_tree_fetch_from_a_down_ds_is_retried_then_joins(fed: Federation) -> None:
+    alice, bob = await new(fed, A, "alice"), await new(fed, B, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
+
+    async def welcome_arrived() -> bool:
+        page = await bob.client.fetch_direct(0)
+        return any(e.type == "welcome" for e in page.events)
+
+    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+    [event] = [e for e in (await bob.client.fetch_direct(0)).events if e.type == "welcome"]
+    assert isinstance(MLSMessage.decode(event.payload or b"").body, Welcome)
+
+    fed.stop(A)
+    try:
+        assert await bob.sync() == []  # the tree is out of reach: nothing to report yet
+        assert bob.groups.store.cursors.direct_after < event.seq  # not acked
+        page = await bob.client.fetch_direct(0)
+        assert event.seq in [e.seq for e in page.events]
+        assert await bob.sync() == []
+    finally:
+        fed.start(A)
+
+    async def joined() -> bool:
+        await bob.sync()
+        return any(e.kind == "joined" and e.group_id == gid for e in bob.seen)
+
+    await eventually(joined, TIMEOUT, "bob joins once a.test is back")
+    assert [e.kind for e in bob.seen] == ["joined"]
+    await alice.groups.send(gid, "hello from a.test")
+    await sync_until_count(bob, gid, 1)
+    assert bob.messages(gid) == [(alice.client_id, "hello from a.test")]
+
+
+async def test_listener_retries_a_welcome_whose_ds_is_down(fed: Federation) -> None:
+    """The same over the realtime socket: the listener leaves the Welcome (and what follows
+    it in the direct queue) unacked, tries again after a growing wait, and joins once the
+    group's DS is back — once, with nothing reported before."""
+    alice, bob = await new(fed, A, "alice"), await new(fed, B, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
+
+    async def welcome_arrived() -> bool:
+        page = await bob.client.fetch_direct(bob.groups.store.cursors.direct_after)
+        return any(e.type == "welcome" for e in page.events)
+
+    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+    seen: list[GroupEvent] = []
+    stop = asyncio.Event()
+    fed.stop(A)
+    task = asyncio.create_task(bob.groups.listen(seen.append, stop=stop))
+    try:
+
+        async def listening() -> bool:
+            rt = bob.groups.realtime
+            return rt is not None and bool(rt.ready)
+
+        await eventually(listening, TIMEOUT, "bob's listener is connected")
+        await asyncio.sleep(2.0)  # pushed and retried meanwhile
+        assert seen == []
+        assert await welcome_arrived()  # still unacked
+        fed.start(A)
+
+        async def joined() -> bool:
+            return any(e.kind == "joined" for e in seen)
+
+        await eventually(joined, TIMEOUT * 2, "bob joins once a.test is back")
+        await alice.groups.send(gid, "hello listener")
+
+        async def got_message() -> bool:
+            return any(e.kind == "message" for e in seen)
+
+        await eventually(got_message, TIMEOUT, "the message reaches bob's listener")
+    finally:
+        fed.start(A)
+        stop.set()
+        await task
+    assert [(e.kind, e.group_id) for e in seen] == [("joined", gid), ("message", gid)]
+    assert seen[1].message == "hello listener"
+
+
+async def test_welcome_whose_member_domain_is_refused_is_reported(fed_users: Federation) -> None:
+    """Joining needs the AS certificate of every member's domain. When bob's server refuses
+    one (operator policy), the Welcome cannot be used however often it is tried: bob is told
+    why instead of seeing nothing, and the Welcome is acked."""
+    fed = fed_users
+    alice, bob, carol = (
+        await new(fed, A, "alice"),
+        await new(fed, B, "bob"),
+        await new(fed, C, "carol"),
+    )
+    await connect(alice, carol)
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [carol.user_id])
+
+    async def carol_joined() -> bool:
+        await carol.sync()
+        return any(e.kind == "joined" for e in carol.seen)
+
+    await eventually(carol_joined, TIMEOUT, "carol joins")
+    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
+
+    async def welcome_arrived() -> bool:
+        page = await bob.client.fetch_direct(bob.groups.store.cursors.direct_after)
+        return any(e.type == "welcome" for e in page.events)
+
+    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+    try:
+        fed.policy(B, "open", block=[C])
+        fed.wait_policy()
+        events = await bob.sync()
+    finally:
+        fed.policy(B, "open")
+        fed.wait_policy()
+    assert [(e.kind, e.group_id) for e in events] == [("welcome_failed", gid)], events
+    assert "AS certificate" in events[0].text and "c.test" in events[0].text, events[0].text
+    assert await bob.sync() == []
