@@ -89,7 +89,7 @@ def test_group_resync_after_lost_state(server, tmp_path):
     assert err["error"] in ("not_member", "group_not_found")
 
 
-def test_group_invite_without_the_tree_joins_and_a_stale_one_is_reported(server, tmp_path):
+def test_group_invite_without_the_tree_joins_also_after_the_group_moved_on(server, tmp_path):
     alice, alice_id = _user(server, tmp_path, "alice")
     bob, bob_id = _user(server, tmp_path, "bob")
     carol, carol_id = _user(server, tmp_path, "carol")
@@ -103,13 +103,15 @@ def test_group_invite_without_the_tree_joins_and_a_stale_one_is_reported(server,
     [msg] = bob.run("group", "sync")
     assert msg["kind"] == "message" and msg["sender"].startswith(alice_id + "/")
 
-    # carol's Welcome leaves the tree out and the group moves on before she syncs: she is
-    # told why she is not in the group, once, and it is in her history.
+    # carol's Welcome leaves the tree out and the group moves on before she syncs: she joins
+    # in place of the leaf the Welcome added for her, and the group goes on with her.
     alice.run("group", "invite", gid, carol_id, "--no-tree")
     alice.run("group", "update", gid)
-    [failed] = carol.run("group", "sync")
-    assert failed["kind"] == "welcome_failed", failed
-    assert "moved on" in failed["text"] and alice_id in failed["text"]
+    [joined] = carol.run("group", "sync")
+    assert joined["kind"] == "joined", joined
+    assert "epoch had passed" in joined["text"] and alice_id in joined["text"]
     assert carol.run("group", "sync") == []
-    [entry] = carol.run("group", "history", gid)
-    assert "moved on" in entry["text"]
+    alice.run("group", "sync")
+    carol.run("group", "send", gid, "here")
+    [msg] = [m for m in alice.run("group", "sync") if m["kind"] == "message"]
+    assert msg["sender"].startswith(carol_id + "/")

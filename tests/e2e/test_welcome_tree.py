@@ -175,9 +175,10 @@ async def test_welcome_for_another_client_is_passed_over_and_joined_by_it(users)
     assert bob_phone.messages(gid) == [(alice.client_id, "hi phone")]
 
 
-async def test_welcome_whose_epoch_the_group_left_is_reported(users):
+async def test_welcome_whose_epoch_the_group_left_joins_in_place_of_its_leaf(users):
     """The DS keeps only the latest tree: once the group moved on, a Welcome without the tree
-    cannot be used, and bob is told so."""
+    cannot be used as such, so bob joins by an external commit in place of the leaf the
+    Welcome's commit added for him (the resync rule), and the group goes on with him."""
     alice = await new_member(users, "alice")
     bob = await new_member(users, "bob")
     await connect(alice, bob)
@@ -185,8 +186,17 @@ async def test_welcome_whose_epoch_the_group_left_is_reported(users):
     await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
     await alice.groups.update(gid)
     events = await bob.sync()
-    assert [(e.kind, e.group_id) for e in events] == [("welcome_failed", gid)], events
-    assert "moved on to epoch 2" in events[0].text, events[0].text
+    assert [(e.kind, e.group_id) for e in events] == [("joined", gid)], events
+    assert "epoch had passed" in events[0].text, events[0].text
+    assert bob.groups.group(gid).epoch == 3
+    [rejoined] = [e for e in await alice.sync() if e.kind == "commit"]
+    assert "rejoined" in rejoined.text and rejoined.sender.startswith(bob.user_id + "/")
+    assert alice.groups.group(gid).epoch_authenticator == (
+        bob.groups.group(gid).epoch_authenticator
+    )
+    await bob.groups.send(gid, "made it")
+    await alice.sync()
+    assert alice.messages(gid) == [(bob.client_id, "made it")]
 
 
 async def _until(pred: Callable[[], bool], timeout: float = 30.0) -> None:

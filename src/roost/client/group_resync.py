@@ -83,10 +83,11 @@ class GroupResync:
         self.store = store
         self.ensure_queue = ensure_queue
 
-    async def rejoin(self, group_id: bytes, reason: str) -> GroupEvent:
+    async def rejoin(self, group_id: bytes, reason: str, *, kind: str = "resynced") -> GroupEvent:
         """Rejoin from the DS's current state; on ``409 epoch_conflict`` (someone committed
         first, e.g. another member resyncing too) fetch again, up to ``RESYNC_RETRIES`` times.
-        Returns the ``resynced`` event (kept in the history)."""
+        Returns the ``resynced`` event (``joined`` for a first join whose Welcome could not be
+        used), kept in the history."""
         path = f"/v1/groups/{b64u(group_id)}"
         queue_id = await self.ensure_queue()
         for attempt in range(RESYNC_RETRIES + 1):
@@ -106,12 +107,13 @@ class GroupResync:
             self.store.keep(group)
             return self.store.record(
                 GroupEvent(
-                    "resynced",
+                    kind,
                     group_id,
                     self.client.client_id,
                     epoch=group.epoch,
                     group_seq=int(resp.json().get("group_seq", 0)),
-                    text=f"rejoined the group at epoch {group.epoch} ({reason})",
+                    text=f"{'joined' if kind == 'joined' else 'rejoined'} the group at epoch "
+                    f"{group.epoch} ({reason})",
                 )
             )
         raise AssertionError("unreachable")

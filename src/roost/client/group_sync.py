@@ -33,7 +33,7 @@ from .group_store import GroupStore
 from .models import DirectEvent
 from .realtime import _FINAL_CLOSES, Delivery, Realtime, RealtimeClosed
 from .server_keys import ServerKeys
-from .welcome_join import WelcomeFailed, WelcomeJoiner, transient_welcome_error
+from .welcome_join import WelcomeFailed, WelcomeJoiner, WelcomeOutdated, transient_welcome_error
 
 EventSink = Callable[[list[GroupEvent]], Awaitable[None]]
 
@@ -156,6 +156,9 @@ class GroupSync:
         joiner = WelcomeJoiner(self.client)
         try:
             joined = await joiner.join(welcome.payload)
+        except WelcomeOutdated as e:
+            assert e.group_id is not None
+            return await self._join_outdated(welcome, e.group_id, e.reason)
         except WelcomeFailed as e:
             return self._welcome_failed(welcome, e.group_id, e.reason)
         if joined is None:
@@ -186,6 +189,24 @@ class GroupSync:
                     text=f"joined (invited by {inviter})",
                 )
             )
+
+    async def _join_outdated(
+        self, welcome: DirectEvent, group_id: bytes, reason: str
+    ) -> GroupEvent:
+        """The Welcome's epoch is gone from the DS: join by an external commit in place of the
+        leaf the Welcome's commit added for us (the resync rule), or report why not."""
+        inviter = welcome.sender or ""
+        async with self.store.lock:
+            try:
+                return await self.resync.rejoin(
+                    group_id,
+                    f"invited by {inviter}; the Welcome's epoch had passed",
+                    kind="joined",
+                )
+            except RoostError as e:
+                if e.status in (0, 403, 404, 409, 422):
+                    return self._welcome_failed(welcome, group_id, f"{reason}; rejoin: {e}")
+                raise
 
     def _welcome_failed(
         self, welcome: DirectEvent, group_id: bytes | None, reason: str

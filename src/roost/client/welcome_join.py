@@ -48,6 +48,11 @@ class WelcomeFailed(Exception):
         self.group_id = group_id
 
 
+class WelcomeOutdated(WelcomeFailed):
+    """The Welcome leaves the tree out and the group moved on before we fetched it: the DS
+    keeps only the latest tree. The leaf it added for us is still ours to rejoin in place of."""
+
+
 def our_key_package(
     welcome: Welcome, keypackages: dict[str, KeyPackageSecrets]
 ) -> tuple[str, KeyPackageSecrets] | None:
@@ -157,7 +162,7 @@ class WelcomeJoiner:
             raise WelcomeFailed("the DS's group state holds no GroupInfo", group_id)
         if info.group_context.epoch != epoch:
             # The DS keeps only the latest tree: the one of the Welcome's epoch is gone.
-            raise WelcomeFailed(
+            raise WelcomeOutdated(
                 f"the group moved on to epoch {info.group_context.epoch} before the ratchet "
                 f"tree of the Welcome's epoch {epoch} was fetched",
                 group_id,
