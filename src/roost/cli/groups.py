@@ -21,6 +21,7 @@ ACTIONS = [
     "list",
     "info",
     "invite",
+    "add-devices",
     "send",
     "sync",
     "listen",
@@ -109,6 +110,10 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
     if action == "join":
         ev = await g.join_external(_gid(args))
         return emit(ev, format_event(ev))
+    if action == "add-devices":  # our user's other clients, into one group or all of ours
+        await g.sync()
+        events = await g.add_own_devices(_gid(args) if args.group else None)
+        return emit(events, [format_event(ev) for ev in events] or "no device to add")
     gid = _gid(args)
     await g.sync()  # act on the current epoch
     if action == "invite":
