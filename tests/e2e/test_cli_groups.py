@@ -115,3 +115,36 @@ def test_group_invite_without_the_tree_joins_also_after_the_group_moved_on(serve
     carol.run("group", "send", gid, "here")
     [msg] = [m for m in alice.run("group", "sync") if m["kind"] == "message"]
     assert msg["sender"].startswith(carol_id + "/")
+
+
+def test_a_member_adds_its_new_device_with_add_devices(server, tmp_path):
+    alice, alice_id = _user(server, tmp_path, "alice")
+    bob, bob_id = _user(server, tmp_path, "bob")
+    _connect(alice, bob, bob_id)
+    gid = alice.run("group", "create", bob_id)["group_id"]
+    bob.run("group", "sync")
+    # bob's new phone, approved by his first client; it publishes KeyPackages
+    phone = Cli(server.url, tmp_path / "phone")
+    phone.run("add-client", "--user", bob_id, "--approval")
+    [req] = bob.run("client-requests", "list")
+    bob.run("client-requests", "approve", req["request_id"])
+    phone_id = phone.run("add-client", "--complete")["client_id"]
+    phone.run("keypackages", "publish", "--count", "3")
+    phone_uuid = phone_id.rsplit("/", 1)[1]
+    [claimed] = bob.run("keypackages", "claim", bob_id, "--client", phone_uuid)["key_package_refs"]
+    assert claimed
+
+    # bob is no admin: add-devices (all his groups) brings the phone in
+    [added] = bob.run("group", "add-devices")
+    assert added["kind"] == "commit" and added["added"] == [phone_id]
+    assert bob.run("group", "add-devices", gid) == []  # nothing left to add
+    [joined] = phone.run("group", "sync")
+    assert joined["kind"] == "joined"
+    phone.run("group", "send", gid, "hello from the phone")
+    commit, msg = alice.run("group", "sync")
+    assert commit["kind"] == "commit" and commit["added"] == [phone_id]
+    assert msg["sender"] == phone_id and msg["kind"] == "message"
+    # inviting another user still needs an admin
+    carol, carol_id = _user(server, tmp_path, "carol")
+    _connect(bob, carol, carol_id)
+    assert bob.run("group", "invite", gid, carol_id, ok=False)["error"] == "role_required"

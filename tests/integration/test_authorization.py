@@ -35,6 +35,7 @@ CROSS_DENIED = {
     ("POST", "/v1/connections/{connection_id}/reject"),
     ("POST", "/v1/users/{user_id}/direct"),
     ("POST", "/v1/users/{user_id}/keypackages/claim"),
+    ("POST", "/v1/users/{user_id}/clients/{client_uuid}/keypackages/claim"),
     ("DELETE", "/v1/queues/{queue_id}"),
     ("GET", "/v1/queues/{queue_id}/messages"),
     ("POST", "/v1/queues/{queue_id}/ack"),

@@ -163,3 +163,29 @@ async def test_claim_unknown_user(users):
     with pytest.raises(RoostError) as e:
         await alice.claim_key_packages("ghost-user-kp@localhost")
     assert (e.value.status, e.value.code) == (404, "user_not_found")
+
+
+async def test_claim_for_one_client_through_the_library(users):
+    alice, bob = await users.connected_pair()
+    phone = await users.second_client(bob)
+    await bob.publish_key_packages(2)
+    await phone.publish_key_packages(2)
+    carol = await users.new("carol")
+
+    # bob's own other device, and a connected user: exactly that client's package, verified
+    own = await bob.claim_client_key_package(bob.user_id, phone.client_uuid)
+    assert own is not None and own.leaf_node.signature_key == phone.signature_key
+    theirs = await alice.claim_client_key_package(bob.user_id, phone.client_uuid)
+    assert theirs is not None and theirs.leaf_node.signature_key == phone.signature_key
+    assert (await bob.key_package_count()).count == 2  # the other client kept its packages
+    # a client with nothing published: None
+    tablet = await users.second_client(bob)
+    assert await alice.claim_client_key_package(bob.user_id, tablet.client_uuid) is None
+    for claimer, client_uuid, expected in (
+        (carol, phone.client_uuid, (403, "no_connection")),
+        (alice, carol.client_uuid, (404, "client_not_found")),
+        (alice, "00000000-0000-4000-8000-000000000000", (404, "client_not_found")),
+    ):
+        with pytest.raises(RoostError) as e:
+            await claimer.claim_client_key_package(bob.user_id, client_uuid)
+        assert (e.value.status, e.value.code) == expected

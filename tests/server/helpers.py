@@ -136,6 +136,19 @@ async def register_user(
     return user
 
 
+async def add_client(http: httpx.AsyncClient, user: TestUser) -> TestClient:
+    """Another client of ``user`` (added with the password), logged in."""
+    priv, pub, key = new_key(user.user_id)
+    r = await http.post(
+        "/v1/clients", json={"user_id": user.user_id, "password": user.password, "client": key}
+    )
+    assert r.status_code == 201, r.text
+    client = client_from(r.json(), priv, pub)
+    user.clients.append(client)
+    await login(http, client)
+    return client
+
+
 def kp_message(kp: KeyPackage) -> bytes:
     """MLSMessage{version mls10, wire_format mls_key_package, key_package}."""
     return (1).to_bytes(2, "big") + (5).to_bytes(2, "big") + kp.encode()

@@ -81,6 +81,11 @@ ROUTES: dict[tuple[str, str], tuple[str, dict, int | None]] = {
         {},
         403,
     ),
+    ("POST", "/v1/users/{user_id}/clients/{client_uuid}/keypackages/claim"): (
+        "/v1/users/bob@localhost/clients/{bob1}/keypackages/claim",
+        {},
+        403,
+    ),
     ("POST", "/v1/queues"): ("/v1/queues", {}, None),
     ("DELETE", "/v1/queues/{queue_id}"): ("/v1/queues/{qid}", {}, 403),
     ("POST", "/v1/queues/{queue_id}/messages"): (
@@ -185,6 +190,7 @@ async def _setup(server):
     await publish(server.http, bob.client, batch(make_kp(bob.client, last_resort=True, now=now)))
     ids = {
         "alice2": alice2.client_uuid,
+        "bob1": bob.client.client_uuid,
         "req": req["request_id"],
         "qid": qid,
         "opening": opening,

@@ -21,6 +21,7 @@ ACTIONS = [
     "list",
     "info",
     "invite",
+    "add-devices",
     "send",
     "sync",
     "listen",
@@ -113,6 +114,10 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
     if action == "resync":  # rejoin in place of our own leaf: our state is lost or stale
         ev = await g.resync(_gid(args))
         return emit(ev, format_event(ev))
+    if action == "add-devices":  # our user's other clients, into one group or all of ours
+        await g.sync()
+        events = await g.add_own_devices(_gid(args) if args.group else None)
+        return emit(events, [format_event(ev) for ev in events] or "no device to add")
     gid = _gid(args)
     await g.sync()  # act on the current epoch
     if action == "invite":

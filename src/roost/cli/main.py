@@ -307,7 +307,11 @@ async def cmd_keypackages(args: argparse.Namespace) -> None:
         else:
             if not args.user_id:
                 raise RoostError(0, "invalid_arguments", "claim needs a user id")
-            kps = await c.claim_key_packages(args.user_id, verify=True)
+            if args.client:  # one given client's package (none if it has none)
+                kp = await c.claim_client_key_package(args.user_id, args.client, verify=True)
+                kps = [kp] if kp is not None else []
+            else:
+                kps = await c.claim_key_packages(args.user_id, verify=True)
             refs = [c.cs.key_package_ref(kp.encode()) for kp in kps]
             if args.out:
                 from roost.protocol.key_package_batch import encode_key_package_batch
@@ -565,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     kp.add_argument("--count", type=int, default=10)
     kp.add_argument("--last-resort", type=int, default=1)
     kp.add_argument("--out", help="(claim) write the claimed packages here (MLS vector)")
+    kp.add_argument("--client", help="(claim) only this client (its uuid) of the user")
 
     co = add("connections", cmd_connections, "connection requests: request/accept/reject/list")
     co.add_argument("action", choices=["list", "request", "accept", "reject"])

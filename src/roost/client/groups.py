@@ -36,6 +36,7 @@ from .group_events import (
 from .group_store import GroupStore
 from .group_sync import GroupSync, group_path
 from .history import History
+from .own_devices import add_own_devices
 from .realtime import Realtime
 from .server_keys import ServerKeys, ServerSender
 from .session import user_path
@@ -265,6 +266,14 @@ class Groups:
             lambda g: g.commit(add=kps, ratchet_tree_in_welcome=ratchet_tree_in_welcome),
             retries=retries,
         )
+
+    async def add_own_devices(
+        self, group_id: bytes | None = None, *, retries: int = COMMIT_RETRIES
+    ) -> builtins.list[GroupEvent]:
+        """Add our user's other clients that are not in the group yet (in every group we hold
+        when ``group_id`` is None), one claimed KeyPackage per missing client; no admin needed.
+        One ``commit`` event per group that gained a client."""
+        return await add_own_devices(self, group_id, retries)
 
     def leaves_of(self, group_id: bytes, user_id: str) -> builtins.list[int]:
         group = self.group(group_id)

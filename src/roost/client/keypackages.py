@@ -19,7 +19,7 @@ from .credential_policy import CredentialChecks
 from .credentials import certificate_client_ids, verify_chain, verify_client_credential
 from .errors import CredentialError, RoostError
 from .models import KeyPackageCount, PublishResult
-from .session import user_path
+from .session import segment, user_path
 from .state import KeyPackageSecrets
 
 
@@ -112,6 +112,37 @@ class KeyPackagesApi(CredentialChecks):
             for kp in kps:
                 await self.verify_key_package(kp, user_id=user_id, cipher_suite=suite)
         return kps
+
+    async def claim_client_key_package(
+        self,
+        user_id: str,
+        client_uuid: str,
+        *,
+        cipher_suite: int | None = None,
+        verify: bool = True,
+    ) -> KeyPackage | None:
+        """One KeyPackage of one client of ``user_id`` (``None`` when it has none for the
+        suite). With ``verify`` it is checked as by ``claim_key_packages`` and must be that
+        client's."""
+        suite = cipher_suite or self.state.cipher_suite
+        resp = await self.request(
+            "POST",
+            f"/v1/users/{user_path(user_id)}/clients/{segment(client_uuid)}/keypackages/claim",
+            params={"cipher_suite": suite},
+        )
+        try:
+            kps = decode_key_package_batch(resp.content)
+        except MLSError as e:
+            raise RoostError(0, "malformed_server_answer", f"claim answer: {e}") from e
+        if len(kps) > 1:
+            raise RoostError(0, "malformed_server_answer", "claim answer: more than one package")
+        if not kps:
+            return None
+        if verify:
+            owner = await self.verify_key_package(kps[0], user_id=user_id, cipher_suite=suite)
+            if owner.rpartition("/")[2] != client_uuid.lower():
+                raise CredentialError(f"the claimed KeyPackage is {owner}'s, not the client's")
+        return kps[0]
 
     async def verify_key_package(
         self, kp: KeyPackage, *, user_id: str, cipher_suite: int | None = None

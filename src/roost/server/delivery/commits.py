@@ -227,7 +227,14 @@ class CommitPipeline:
                 )
             except Problem as e:  # as the observer's credential policy reported it
                 raise Problem(422, "invalid_commit", f"ValidationError: {e.detail}") from None
-        adds = check_roles(staged.proposals, by_leaf, snap.roles, committer_user, external)
+        adds = check_roles(
+            staged.proposals,
+            by_leaf,
+            snap.roles,
+            committer_user,
+            external,
+            self.credentials.user_of_add,
+        )
         # This copy of the observer moves on; if the GroupInfo does not match, it is simply
         # not stored: commit and GroupInfo are accepted together or not at all.
         obs.merge(staged)

@@ -20,6 +20,7 @@ from cryptography import x509
 from roost.mls.constants import CredentialType
 from roost.mls.credential import Credential
 from roost.mls.errors import ValidationError
+from roost.mls.proposals import Add
 
 from ..auth.ca import client_id_of_certificate, verify_client_certificate
 from ..auth.service import AuthService
@@ -91,6 +92,12 @@ class Credentials:
             raise Problem(422, "credential_mismatch", "credential key differs from the leaf key")
         user_id, _, client_uuid = client_id.rpartition("/")
         return client_uuid, user_id
+
+    def user_of_add(self, add: Add) -> str:
+        """The user of an Add's client, from its verified leaf credential (the pipelines verify
+        every added leaf before the role rules ask, so this is a cache hit)."""
+        leaf = add.key_package.leaf_node
+        return self.client_of(leaf.credential, leaf.signature_key)[1]
 
     def policy(self, credential: Credential, signature_key: bytes) -> bool:
         """An observer credential policy: every new or changed leaf carries a credential of

@@ -98,7 +98,9 @@ class Proposals:
                 except Problem as e:  # as the observer's credential policy reported it
                     raise Problem(422, "invalid_proposal", f"ValidationError: {e.detail}") from None
             q = QueuedProposal(proposal, SenderType.MEMBER, m.leaf_index)
-            adds = check_roles([q], by_leaf, snap.roles, m.user_id, False)
+            adds = check_roles(
+                [q], by_leaf, snap.roles, m.user_id, False, self.credentials.user_of_add
+            )
             if adds and client is not None:
                 await self.add_rule.check(p, m.user_id, [AddedClient(-1, *client)])
             seq = await self._store(

@@ -8,7 +8,7 @@ commit, or an applied standalone proposal); they never see unverified input.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -66,9 +66,12 @@ def check_roles(
     roles: dict[str, str],
     committer_user: str,
     external: bool,
+    added_user: Callable[[Add], str],
 ) -> list[Add]:
-    """Role rules by proposer (docs/api.md): only admins add members, remove other members'
-    leaves or change the group. Returns the Adds."""
+    """Role rules by proposer (docs/api.md): only admins add other users' clients, remove other
+    members' leaves or change the group; any member may add its own user's clients.
+    ``added_user`` names the user of an Add's client from its verified leaf credential.
+    Returns the Adds."""
     adds: list[Add] = []
     for q in proposals:
         body = q.proposal.body
@@ -82,8 +85,9 @@ def check_roles(
         is_admin = proposer_user is not None and roles.get(proposer_user) == ADMIN
         if isinstance(body, Add):
             adds.append(body)
-            if not is_admin:
-                raise Problem(403, "role_required", "only admins add members")
+            own = proposer_user is not None and added_user(body) == proposer_user
+            if not (own or is_admin):
+                raise Problem(403, "role_required", "only admins add other users")
         elif isinstance(body, Remove):
             target = by_leaf.get(body.removed)
             own = target is not None and target.user_id == proposer_user

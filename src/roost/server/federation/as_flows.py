@@ -143,9 +143,12 @@ class RemoteClaims:
         self.client = client
         self.connections = connections
 
-    async def claim(self, principal: Principal, user_id: str, cipher_suite: int) -> bytes:
+    async def claim(
+        self, principal: Principal, user_id: str, cipher_suite: int, client_uuid: str | None = None
+    ) -> bytes:
         """Our claim rule first (it may use the opening request's one claim), then the
-        target's server checks its own; if that fails, the claim is given back."""
+        target's server checks its own; if that fails, the claim is given back. With
+        ``client_uuid``: that one client's package (the target's server knows its clients)."""
         domain = user_domain(user_id)
         connections = self.connections
         async with connections.db.transaction() as conn:
@@ -157,7 +160,7 @@ class RemoteClaims:
             response = await self.client.request(
                 domain,
                 "POST",
-                user_path(user_id) + "/keypackages/claim",
+                user_path(user_id) + _claim_suffix(client_uuid),
                 params={"cipher_suite": str(cipher_suite)},
                 headers=principal_headers(principal),
             )
@@ -174,6 +177,12 @@ class RemoteClaims:
                 raise RemoteUnavailable(domain, f"refused our request ({e.code})") from None
             raise
         return bytes(response.content)
+
+
+def _claim_suffix(client_uuid: str | None) -> str:
+    if client_uuid is None:
+        return "/keypackages/claim"
+    return f"/clients/{quote(client_uuid, safe='')}/keypackages/claim"
 
 
 # ---- connections (ConnectionService.remote) -------------------------------------------------

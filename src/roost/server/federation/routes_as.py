@@ -125,6 +125,43 @@ async def fed_claim(
 ) -> Response:
     """A remote user's claim of one KeyPackage per client of a user of ours: our claim rule
     applies to the requester as our connection rows know them (same bytes as a local claim)."""
+    return await _fed_claim(user_id, None, origin, s, roost_client, cipher_suite)
+
+
+@router.post(
+    "/federation/v1/users/{user_id}/clients/{client_uuid}/keypackages/claim",
+    response_class=Response,
+    responses={
+        **_SIGNED,
+        **problem_responses(
+            (403, "forbidden"),
+            (403, "no_connection"),
+            (404, "user_not_found"),
+            (404, "client_not_found"),
+            (429, "rate_limited"),
+        ),
+    },
+)
+async def fed_claim_client(
+    user_id: str,
+    client_uuid: str,
+    origin: FederationOrigin,
+    s: ServicesDep,
+    roost_client: Annotated[str, Header(max_length=400)],
+    cipher_suite: Annotated[int, Query(ge=0, le=65535)] = 1,
+) -> Response:
+    """A remote user's claim of one KeyPackage of one client of a user of ours (same rule)."""
+    return await _fed_claim(user_id, client_uuid, origin, s, roost_client, cipher_suite)
+
+
+async def _fed_claim(
+    user_id: str,
+    client_uuid: str | None,
+    origin: str,
+    s: ServicesDep,
+    roost_client: str,
+    cipher_suite: int,
+) -> Response:
     parsed = ids.parse_client_id(roost_client)
     if parsed is None:
         raise Problem(403, "forbidden", "Roost-Client must be a client id of the origin")
@@ -135,5 +172,6 @@ async def fed_claim(
         requester_uuid = await s.connections.remote_user_uuid(conn, requester)
     if requester_uuid is None:
         raise Problem(403, "no_connection", "KeyPackages are only given to connected users")
-    items = await s.keypackages.claim(requester_uuid, target.uuid, cipher_suite)
+    only = client_uuid.strip().lower() if client_uuid is not None else None
+    items = await s.keypackages.claim(requester_uuid, target.uuid, cipher_suite, only_client=only)
     return Response(join_mls_vector(items), media_type=MLS_MEDIA_TYPE)

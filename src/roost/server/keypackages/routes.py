@@ -101,3 +101,35 @@ async def claim(
     s.claim_limiter.hit(p.user_uuid)  # per requesting user: extra clients add no budget
     body = await s.keypackages.claim_for_user(p, user_id, cipher_suite)
     return Response(body, media_type=MLS_MEDIA_TYPE)
+
+
+@router.post(
+    "/v1/users/{user_id}/clients/{client_uuid}/keypackages/claim",
+    response_class=Response,
+    responses={
+        200: binary_response(
+            MLS_MEDIA_TYPE, "MLSMessage key_packages<V>: the client's one package (or none)"
+        ),
+        **_AUTH,
+        **problem_responses(
+            (404, "user_not_found"),
+            (404, "client_not_found"),
+            (403, "no_connection"),
+            (429, "rate_limited"),
+            (403, "federation_refused"),
+            (502, "federation_unavailable"),
+        ),
+    },
+)
+async def claim_client(
+    user_id: str,
+    client_uuid: str,
+    p: PrincipalDep,
+    s: ServicesDep,
+    cipher_suite: Annotated[int, Query(ge=0, le=65535)] = 1,
+) -> Response:
+    """Claim one KeyPackage of one client of the user (same rule and limits as the user claim;
+    e.g. to add a user's new device to the groups its other devices are in)."""
+    s.claim_limiter.hit(p.user_uuid)
+    body = await s.keypackages.claim_for_client(p, user_id, client_uuid, cipher_suite)
+    return Response(body, media_type=MLS_MEDIA_TYPE)

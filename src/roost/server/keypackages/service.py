@@ -57,8 +57,11 @@ class ClaimTargets(Protocol):
 class RemoteClaims(Protocol):
     """Claims for users of other domains, made on their servers (federation/as_flows.py)."""
 
-    async def claim(self, principal: Principal, user_id: str, cipher_suite: int) -> bytes:
-        """The target server's answer: an MLS vector of one KeyPackage per client."""
+    async def claim(
+        self, principal: Principal, user_id: str, cipher_suite: int, client_uuid: str | None = None
+    ) -> bytes:
+        """The target server's answer: an MLS vector of one KeyPackage per client (of that
+        one client only, when ``client_uuid`` is given)."""
         ...
 
 
@@ -153,20 +156,31 @@ class KeyPackageService:
         target_user_uuid: str,
         cipher_suite: int,
         requester_client_uuid: str | None = None,
+        *,
+        only_client: str | None = None,
     ) -> list[bytes]:
         """One package per client of the target user (clients without one are skipped; the
-        requesting client itself is skipped when a user claims its own other clients')."""
+        requesting client itself is skipped when a user claims its own other clients'). With
+        ``only_client``: that client's package alone (``404 client_not_found`` if the target
+        user has no such client)."""
         now = int(self.clock())
         out: list[bytes] = []
         async with self.db.transaction() as conn:
             by_stranger = await self.authorize_claim(conn, requester_user_uuid, target_user_uuid)
+            # After authorisation, so a requester without a connection learns nothing of the
+            # target's clients; the 404 rolls back, so an opening request keeps its one claim.
+            clients = await self.clients_of(target_user_uuid, conn)
+            if only_client is not None:
+                if only_client not in clients:
+                    raise Problem(404, "client_not_found", "the user has no such client")
+                clients = [only_client]
             if requester_user_uuid != target_user_uuid:
                 # After authorisation, so refused requesters spend none of the target's budget;
                 # a 429 here rolls back, so an opening request keeps its one claim.
                 self.target_limiter.hit(target_user_uuid)
             reserve = self.limits.keypackage_reserve if by_stranger else 0
-            for client_uuid in await self.clients_of(target_user_uuid, conn):
-                if client_uuid == requester_client_uuid:
+            for client_uuid in clients:
+                if only_client is None and client_uuid == requester_client_uuid:
                     continue
                 data = await self._claim_one(conn, client_uuid, cipher_suite, now, reserve)
                 if data is not None:
@@ -184,6 +198,23 @@ class KeyPackageService:
             raise Problem(404, "user_not_found", f"no user {user_id}")
         items = await self.claim(
             principal.user_uuid, target.uuid, cipher_suite, principal.client_uuid
+        )
+        return join_mls_vector(items)
+
+    async def claim_for_client(
+        self, principal: Principal, user_id: str, client_uuid: str, cipher_suite: int
+    ) -> bytes:
+        """The claim route for one client of ``user_id`` (any domain, as ``claim_for_user``):
+        a vector of that client's one KeyPackage, empty if it has none for the suite."""
+        assert self.targets is not None, "built with targets (build_services)"
+        client_uuid = client_uuid.strip().lower()
+        if self.remote is not None and self.targets.remote_domain(user_id) is not None:
+            return await self.remote.claim(principal, user_id, cipher_suite, client_uuid)
+        target = await self.targets.find_user(user_id)
+        if target is None:
+            raise Problem(404, "user_not_found", f"no user {user_id}")
+        items = await self.claim(
+            principal.user_uuid, target.uuid, cipher_suite, only_client=client_uuid
         )
         return join_mls_vector(items)
 
