@@ -17,6 +17,7 @@ from roost.protocol.queue_item import ITEM_SERVER_NOTICE, QueueItem
 from roost.protocol.signed_notice import SignedNotice
 
 from .client import RoostClient
+from .connection_requests import on_connection_event
 from .errors import RoostError
 from .group_events import (
     GroupEvent,
@@ -102,6 +103,10 @@ class GroupSync:
             for e in page.events:
                 if e.type == "welcome" and e.payload:
                     event = await self._join(e.payload, e.sender or "")
+                    if event is not None:
+                        events.append(event)
+                elif e.type.startswith("connection_"):
+                    event = await on_connection_event(self.client, self.store, e)
                     if event is not None:
                         events.append(event)
                 cursors.direct_after = max(cursors.direct_after, e.seq)
@@ -329,6 +334,10 @@ class GroupSync:
                     continue
                 if e.type == "welcome" and e.payload:
                     event = await self._join(e.payload, e.sender or "")
+                    if event is not None:
+                        events.append(event)
+                elif e.type.startswith("connection_"):
+                    event = await on_connection_event(self.client, self.store, e)
                     if event is not None:
                         events.append(event)
                 cursors.direct_after = e.seq

@@ -350,6 +350,18 @@ class ConnectionService:
         )
         return row.first() is not None
 
+    async def request_open(self, conn: AsyncConnection, requester: str, responder: str) -> bool:
+        """``requester`` has an unanswered request (``opening`` or ``pending``) to ``responder``:
+        the DS lets it add the responder to the request's two-user group."""
+        row = await conn.execute(
+            sa.select(connections.c.id).where(
+                connections.c.requester_uuid == requester,
+                connections.c.responder_uuid == responder,
+                connections.c.state.in_(("opening", "pending")),
+            )
+        )
+        return row.first() is not None
+
     async def authorize_claim(self, conn: AsyncConnection, requester: str, target: str) -> bool:
         """Inside the claim's transaction: allow, or consume the opening request's one claim.
 
