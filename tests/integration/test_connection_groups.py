@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from roost.client import Groups, RoostError
+from tests.integration.conftest import PASSWORD
 
 
 async def test_accepted_connection_is_a_group_both_users_talk_in(users):
@@ -39,6 +40,32 @@ async def test_accepted_connection_is_a_group_both_users_talk_in(users):
     [reply] = await gb.sync()
     assert (reply.kind, reply.message, reply.sender) == ("message", "hi bob", alice.client_id)
     assert ga.group(gid).epoch_authenticator == gb.group(gid).epoch_authenticator
+
+
+async def test_every_client_of_the_responder_joins(users):
+    """The request adds each of bob's clients; when one accepts, the others join on their
+    next sync (the answer reaches bob's own direct queue too) and read the conversation."""
+    alice = await users.new("alice", keypackages=2)
+    bob = await users.new("bob", password=PASSWORD, keypackages=2)
+    phone = await users.second_client(bob, PASSWORD)
+    await phone.publish_key_packages(2)
+    ga, gb, gp = Groups(alice), Groups(bob), Groups(phone)
+    conn, gid = await ga.request_connection(bob.user_id)
+    assert len(ga.group(gid).roster()) == 3  # alice plus both of bob's clients
+    assert await gp.sync() == []  # the phone keeps the request's Welcome
+
+    _, joined = await gb.accept_connection(conn.connection_id)  # bob had not synced
+    assert joined is not None and joined.kind == "joined"
+    assert await gb.sync() == []  # neither the request nor the answer joins bob again
+    await ga.send(gid, "hello both")
+    [phone_joined, msg] = await gp.sync()
+    assert (phone_joined.kind, phone_joined.group_id) == ("joined", gid)
+    assert (msg.kind, msg.message) == ("message", "hello both")
+    [msg] = await gb.sync()
+    assert (msg.kind, msg.message) == ("message", "hello both")
+    assert [s.group_id for s in await gp.list()] == [gid]
+    epochs = {g.group(gid).epoch_authenticator for g in (ga, gb, gp)}
+    assert len(epochs) == 1
 
 
 async def test_rejected_request_leaves_no_group(users):

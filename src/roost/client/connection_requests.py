@@ -11,6 +11,7 @@ rejected the requester's client deletes the group.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from roost.protocol.base64url import b64u
@@ -50,19 +51,21 @@ class ConnectionRequests:
             outputs.append(g.commit(add=kps))
             return outputs[-1]
 
+        requested = self.store.cursors.requested
         try:
             await self.groups._commit(group.group_id, add)
             welcome = outputs[-1].welcome
             assert welcome is not None
+            requested[conn.connection_id] = group.group_id  # before the answer can arrive
+            self.store.save_cursors()
             conn = await self.client.send_connection_request(conn.connection_id, welcome)
         except BaseException:
             # No request went out: the group would only ever hold us.
+            requested.pop(conn.connection_id, None)
+            self.store.save_cursors()
             with contextlib.suppress(RoostError):
                 await self.groups.delete(group.group_id)
             raise
-        async with self.store.lock:
-            self.store.cursors.requested[conn.connection_id] = group.group_id
-            self.store.save_cursors()
         return conn, group.group_id
 
     async def accept(
@@ -78,23 +81,25 @@ class ConnectionRequests:
             if "@" in requester:  # the group's members include the requester
                 await self.client.ensure_as_certificates([requester.rpartition("@")[2]])
             event = await self.groups._sync._join(welcome, requester)
-        async with self.store.lock:
-            self.store.cursors.received.pop(connection_id, None)
-            self.store.save_cursors()
+        self._answered(connection_id, requester)
         return conn, event
 
     async def reject(self, connection_id: str, reply: bytes | None = None) -> Connection:
         conn = await self.client.reject_connection(connection_id, reply)
-        async with self.store.lock:
-            self.store.cursors.received.pop(connection_id, None)
-            self.store.save_cursors()
+        self._answered(connection_id, "")
         return conn
+
+    def _answered(self, connection_id: str, requester: str) -> None:
+        """Answered by this client: no Welcome is kept; the entry goes when our sync sees the
+        answer, so that neither the request nor the answer event makes us join again."""
+        self.store.cursors.received[connection_id] = (requester, b"")
+        self.store.save_cursors()
 
     async def _request(self, connection_id: str) -> tuple[str, bytes | None]:
         """The requester and Welcome of a request: kept when our sync saw it, else looked up
         in the direct queue (from the start: another client may not have acked it yet)."""
         kept = self.store.cursors.received.get(connection_id)
-        if kept is not None:
+        if kept is not None and kept[1]:
             return kept
         after = 0
         while True:
@@ -108,21 +113,35 @@ class ConnectionRequests:
 
 
 async def on_connection_event(
-    client: RoostClient, store: GroupStore, e: DirectEvent
+    client: RoostClient,
+    store: GroupStore,
+    e: DirectEvent,
+    join: Callable[[bytes, str], Awaitable[GroupEvent | None]],
 ) -> GroupEvent | None:
-    """A connection event of our direct queue: a request's Welcome is kept for accepting; an
-    answer to our request settles its group — kept when accepted, deleted on the DS when
-    rejected."""
+    """A connection event of our direct queue. A request's Welcome is kept for accepting; when
+    another client of our user accepts it, we ``join`` the group from it too. An answer to our
+    own request settles its group: kept when accepted, deleted on the DS when rejected."""
     async with store.lock:
-        return await _settle(client, store, e)
+        settled = await _settle(client, store, e)
+    if isinstance(settled, tuple):
+        inviter, welcome = settled
+        return await join(welcome, inviter)
+    return settled
 
 
-async def _settle(client: RoostClient, store: GroupStore, e: DirectEvent) -> GroupEvent | None:
+async def _settle(
+    client: RoostClient, store: GroupStore, e: DirectEvent
+) -> GroupEvent | tuple[str, bytes] | None:
     conn_id = e.connection_id or ""
-    if e.type == "connection_request" and e.payload:
-        store.cursors.received[conn_id] = (e.sender or "", e.payload)
-        store.save_cursors()
+    if e.type == "connection_request":
+        if e.payload and conn_id not in store.cursors.received:  # not answered here already
+            store.cursors.received[conn_id] = (e.sender or "", e.payload)
+            store.save_cursors()
         return None
+    kept = store.cursors.received.pop(conn_id, None)
+    if kept is not None:  # a request to us answered (by this client: no Welcome kept)
+        store.save_cursors()
+        return kept if e.type == "connection_accepted" and kept[1] else None
     group_id = store.cursors.requested.pop(conn_id, None)
     if group_id is None or e.type not in ("connection_accepted", "connection_rejected"):
         return None

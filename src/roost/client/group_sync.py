@@ -106,7 +106,7 @@ class GroupSync:
                     if event is not None:
                         events.append(event)
                 elif e.type.startswith("connection_"):
-                    event = await on_connection_event(self.client, self.store, e)
+                    event = await on_connection_event(self.client, self.store, e, self._join)
                     if event is not None:
                         events.append(event)
                 cursors.direct_after = max(cursors.direct_after, e.seq)
@@ -337,7 +337,7 @@ class GroupSync:
                     if event is not None:
                         events.append(event)
                 elif e.type.startswith("connection_"):
-                    event = await on_connection_event(self.client, self.store, e)
+                    event = await on_connection_event(self.client, self.store, e, self._join)
                     if event is not None:
                         events.append(event)
                 cursors.direct_after = e.seq

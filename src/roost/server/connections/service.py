@@ -282,6 +282,11 @@ class ConnectionService:
                 await self.remote.relay(conn, row.requester_id, kind, body)
             else:
                 await self._settle(conn, row, accept, now, principal.user_id, payload)
+            # The responder's other clients learn the answer too (they join the request's
+            # group on an accept, drop its Welcome on a reject).
+            kind = "connection_accepted" if accept else "connection_rejected"
+            event = self._event(kind, conn_id, principal.user_id, None)
+            await self.queues.enqueue_direct(conn, row.responder_uuid, event)
             row = await self._load(conn, conn_id)
         return _conn(row)
 
