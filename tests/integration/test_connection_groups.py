@@ -4,10 +4,26 @@ rejected request's group is deleted by the requester's client."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from roost.client import Groups, RoostError
-from tests.integration.conftest import PASSWORD
+from tests.integration.conftest import ENGINES, PASSWORD, Users, _start
+
+HELD_LIMIT = 3
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def held_limit_server(request, tmp_path_factory):
+    srv = _start(
+        request,
+        tmp_path_factory,
+        "roost-held",
+        {"ROOST_LIMITS_MAX_HELD_PER_LEAF": str(HELD_LIMIT)},
+    )
+    yield srv
+    srv.stop()
 
 
 async def test_accepted_connection_is_a_group_both_users_talk_in(users):
@@ -130,3 +146,31 @@ async def test_welcome_for_someone_else_is_refused(users):
     with pytest.raises(RoostError) as e:
         bob.join_from_welcome(b"\x00\x01\x00\x03garbage")
     assert e.value.code == "invalid_welcome"
+
+
+async def test_items_held_for_an_unanswered_request_are_bounded(held_limit_server):
+    """Until bob accepts, the DS holds what alice sends for his leaf, up to
+    ``limits.max_held_per_leaf``; past it his leaf is dropped (the server proposes its
+    removal) and accepting later finds the group without him."""
+    users = Users(held_limit_server.url)
+    try:
+        alice = await users.new("alice", keypackages=2)
+        bob = await users.new("bob", keypackages=2)
+        ga, gb = Groups(alice), Groups(bob)
+        conn, gid = await ga.request_connection(bob.user_id)
+        for i in range(HELD_LIMIT + 1):
+            await ga.send(gid, f"unanswered {i}")
+        for _ in range(100):  # the server's Remove proposal follows within about a second
+            if [e for e in await ga.sync() if e.kind == "proposal"]:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("no Remove proposal for bob's dropped leaf")
+        await ga.commit_pending(gid)
+        assert len(ga.group(gid).roster()) == 1
+
+        _, joined = await gb.accept_connection(conn.connection_id)
+        assert joined is not None and joined.kind == "rejected"  # a stale Welcome
+        assert await gb.list() == [] and gb.local_group_ids() == []
+    finally:
+        await users.aclose()
