@@ -21,8 +21,10 @@ class GroupEvent:
     """Something that happened in a group, as this client saw it (also kept in the history).
 
     ``kind``: ``message`` (application data), ``commit`` (epoch change), ``proposal``,
-    ``joined``, ``removed`` (we were removed), ``notice`` (verified homeserver notice),
-    ``rejected`` (an item that failed to process; ``text`` says why)."""
+    ``joined``, ``removed`` (we were removed; or our connection request's group was deleted
+    after a rejection), ``connected`` (our connection request's group: the responder
+    accepted), ``notice`` (verified homeserver notice), ``rejected`` (an item that failed to
+    process; ``text`` says why)."""
 
     kind: str
     group_id: bytes
