@@ -25,16 +25,30 @@ from .models import Connection, DirectEvent
 if TYPE_CHECKING:
     from roost.mls.group import CommitOutput, Group
 
-    from .groups import Groups
+Join = Callable[[bytes, str], Awaitable[GroupEvent | None]]
 
 
 class ConnectionRequests:
-    """Requesting, accepting and rejecting connections with their two-user group."""
+    """Requesting, accepting and rejecting connections with their two-user group. Given by
+    ``Groups`` at construction: creating a DS group, committing in one, deleting one, and
+    joining from a Welcome (with our queue registered)."""
 
-    def __init__(self, groups: Groups) -> None:
-        self.groups = groups
-        self.client: RoostClient = groups.client
-        self.store: GroupStore = groups.store
+    def __init__(
+        self,
+        client: RoostClient,
+        store: GroupStore,
+        *,
+        create: Callable[[], Awaitable[Group]],
+        commit: Callable[[bytes, Callable[[Group], CommitOutput]], Awaitable[GroupEvent]],
+        delete: Callable[[bytes], Awaitable[None]],
+        join: Join,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.create = create
+        self.commit = commit
+        self.delete = delete
+        self.join = join
 
     async def request(self, user_id: str) -> tuple[Connection, bytes]:
         """Open a connection to ``user_id`` whose request carries the Welcome to a new DS
@@ -44,7 +58,7 @@ class ConnectionRequests:
         kps = await self.client.claim_key_packages(user_id)  # the request's single claim
         if not kps:
             raise RoostError(0, "no_key_packages", f"{user_id} has no KeyPackages to claim")
-        group = await self.groups.create()
+        group = await self.create()
         outputs: list[CommitOutput] = []
 
         def add(g: Group) -> CommitOutput:
@@ -53,7 +67,7 @@ class ConnectionRequests:
 
         requested = self.store.cursors.requested
         try:
-            await self.groups._commit(group.group_id, add)
+            await self.commit(group.group_id, add)
             welcome = outputs[-1].welcome
             assert welcome is not None
             requested[conn.connection_id] = group.group_id  # before the answer can arrive
@@ -64,7 +78,7 @@ class ConnectionRequests:
             requested.pop(conn.connection_id, None)
             self.store.save_cursors()
             with contextlib.suppress(RoostError):
-                await self.groups.delete(group.group_id)
+                await self.delete(group.group_id)
             raise
         return conn, group.group_id
 
@@ -80,7 +94,7 @@ class ConnectionRequests:
         if welcome:
             if "@" in requester:  # the group's members include the requester
                 await self.client.ensure_as_certificates([requester.rpartition("@")[2]])
-            event = await self.groups._sync._join(welcome, requester)
+            event = await self.join(welcome, requester)
         self._answered(connection_id, requester)
         return conn, event
 
@@ -116,7 +130,7 @@ async def on_connection_event(
     client: RoostClient,
     store: GroupStore,
     e: DirectEvent,
-    join: Callable[[bytes, str], Awaitable[GroupEvent | None]],
+    join: Join,
 ) -> GroupEvent | None:
     """A connection event of our direct queue. A request's Welcome is kept for accepting; when
     another client of our user accepts it, we ``join`` the group from it too. An answer to our

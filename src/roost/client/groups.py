@@ -77,7 +77,14 @@ class Groups:
         self.store = GroupStore(client, history)
         self.server_keys = ServerKeys(client, self.store)
         self._sync = GroupSync(client, self.store, self.server_keys)
-        self._connections = ConnectionRequests(self)
+        self._connections = ConnectionRequests(
+            client,
+            self.store,
+            create=self.create,
+            commit=lambda gid, build: self._commit(gid, build),
+            delete=self.delete,
+            join=self._sync._join,
+        )
 
     # ---- local state ------------------------------------------------------------------------
     @property
