@@ -15,20 +15,25 @@ def _user(server, tmp_path, label: str) -> tuple[Cli, str]:
     return cli, out["user_id"]
 
 
-def _connect(a: Cli, b: Cli, b_user: str) -> None:
+def _connect(a: Cli, b: Cli, b_user: str) -> str:
+    """Connect; both then hold the connection's two-user group (its id is returned)."""
     conn = a.run("connections", "request", b_user)
-    b.run("connections", "accept", conn["connection_id"])
+    accepted = b.run("connections", "accept", conn["connection_id"])
+    assert accepted["group_id"] == conn["group_id"]
+    return str(conn["group_id"])
 
 
 def test_group_commands_end_to_end(server, tmp_path):
     alice, alice_id = _user(server, tmp_path, "alice")
     bob, bob_id = _user(server, tmp_path, "bob")
     carol, carol_id = _user(server, tmp_path, "carol")
-    _connect(alice, bob, bob_id)
-    _connect(alice, carol, carol_id)
+    with_bob = _connect(alice, bob, bob_id)
+    with_carol = _connect(alice, carol, carol_id)
+    assert [g["group_id"] for g in bob.run("group", "list")] == [with_bob]
 
     gid = alice.run("group", "create", bob_id, carol_id)["group_id"]
-    [listed] = alice.run("group", "list")
+    [listed] = [g for g in alice.run("group", "list") if g["group_id"] == gid]
+    assert {g["group_id"] for g in alice.run("group", "list")} == {gid, with_bob, with_carol}
     assert listed["group_id"] == gid and listed["roles"] == {alice_id: "admin"}
     sent = alice.run("group", "send", gid, "hello", "group")
     assert sent["group_seq"] >= 1
@@ -60,7 +65,7 @@ def test_group_commands_end_to_end(server, tmp_path):
     alice.run("group", "delete", gid)
     [notice] = bob.run("group", "sync")
     assert notice["kind"] == "notice" and notice["notice"]["type"] == "group_deleted"
-    assert bob.run("group", "list") == []
+    assert [g["group_id"] for g in bob.run("group", "list")] == [with_bob]
 
 
 def test_group_resync_after_lost_state(server, tmp_path):

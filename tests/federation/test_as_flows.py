@@ -18,10 +18,11 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from roost.client import RoostClient
+from roost.client import Groups, RoostClient
 from roost.client.credentials import verify_client_credential
 from roost.client.errors import CredentialError, RoostError
 from roost.client.models import DirectEvent
+from roost.protocol.base64url import b64u
 from roost.server.auth.ca import CertificateAuthority
 from roost.server.config import load_config
 from roost.server.federation import signing
@@ -31,6 +32,7 @@ from roost.server.store import Database
 from tests.integration.conftest import PASSWORD, unique_name
 from tests.integration.test_cli import Cli
 
+from ..e2e.helpers import Member, sync_until
 from .harness import Federation, Homeserver
 
 A, B = "a.test", "b.test"
@@ -169,9 +171,11 @@ async def test_remote_credentials_verify_against_their_domains_as_certificate(
 async def test_connection_request_and_accept_across_domains(fed: Federation) -> None:
     alice = await fed.users(A).new("alice", keypackages=3)
     bob = await fed.users(B).new("bob", keypackages=3)
+    ga, gb = Groups(alice), Groups(bob)
 
-    conn, group = await alice.request_connection(bob.user_id)
+    conn, gid = await ga.request_connection(bob.user_id)
     assert (conn.requester, conn.responder, conn.state) == (alice.user_id, bob.user_id, "pending")
+    assert gid.endswith(b"@" + A.encode())  # on the requester's DS
 
     request = await wait_event(bob, "connection_request", conn.connection_id)
     assert request.sender == alice.user_id
@@ -182,15 +186,26 @@ async def test_connection_request_and_accept_across_domains(fed: Federation) -> 
         "pending",
     )
 
-    accepted, joined = await bob.accept_connection_request(conn.connection_id)
+    accepted, joined = await gb.accept_connection(conn.connection_id)
     assert accepted.state == "accepted"
-    assert joined is not None and joined.group_id == group.group_id
+    assert joined is not None and (joined.kind, joined.group_id) == ("joined", gid)
     assert bob.state.remote_as_certificates[A] == alice.state.as_certificate
+    assert [s.group_id for s in await gb.list()] == [gid]  # a.test's DS, through b.test
 
     answer = await wait_event(alice, "connection_accepted", conn.connection_id)
     assert answer.sender == bob.user_id
     [mine] = await alice.connections()
     assert mine.state == "accepted"
+    assert [s.group_id for s in await ga.list()] == [gid]
+
+    # Both talk in the connection's group: bob's send is forwarded to a.test, alice's reply
+    # reaches bob's queue on b.test through the outbox.
+    await gb.send(gid, "hi alice")
+    got = await sync_until(Member(alice, ga), lambda e: e.kind == "message", EVENT_TIMEOUT)
+    assert (got.group_id, got.message, got.sender) == (gid, "hi alice", bob.client_id)
+    await ga.send(gid, "hi bob")
+    got = await sync_until(Member(bob, gb), lambda e: e.kind == "message", EVENT_TIMEOUT)
+    assert (got.group_id, got.message, got.sender) == (gid, "hi bob", alice.client_id)
 
     # Connected: KeyPackages of the other side can be claimed, in both directions.
     assert len(await alice.claim_key_packages(bob.user_id)) == 1
@@ -380,4 +395,13 @@ def test_cli_with_a_remote_user(pair: Federation, tmp_path, monkeypatch) -> None
     ]
     accepted = bob.run("connections", "accept", conn["connection_id"])
     assert (accepted["state"], accepted["group_id"]) == ("accepted", conn["group_id"])
+    assert [g["group_id"] for g in bob.run("group", "list")] == [conn["group_id"]]
+    bob.run("group", "send", conn["group_id"], "hi", "alice")
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    got: list[dict] = []
+    while not [e for e in got if e["kind"] == "message"]:
+        assert time.monotonic() < deadline, f"bob's message did not reach alice: {got}"
+        got += alice.run("group", "sync")
+        time.sleep(0.2)
+    assert [e["data"] for e in got if e["kind"] == "message"] == [b64u(b"hi alice")]
     assert len(bob.run("keypackages", "claim", a["user_id"])["key_package_refs"]) == 1

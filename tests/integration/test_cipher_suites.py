@@ -4,7 +4,7 @@ and a connection group."""
 
 from __future__ import annotations
 
-from roost.client import RoostClient
+from roost.client import Groups, RoostClient
 
 from .conftest import unique_name
 
@@ -23,8 +23,9 @@ async def test_every_offered_suite(users, server):
         await b.publish_key_packages(2)
         v = await checker.verify_client(a.client_id, a.signature_key)
         assert v.signature_key == a.signature_key, suite
-        conn, group = await a.request_connection(b.user_id)
-        [kp_owner] = [m for m in group.roster() if m[0] == 1]
+        ga = Groups(a)
+        _, gid = await ga.request_connection(b.user_id)
+        [kp_owner] = [m for m in ga.group(gid).roster() if m[0] == 1]
         assert kp_owner[2] == b.signature_key, suite
         # A requester b has not accepted yet gets the last-resort package while b holds no more
         # than the reserve (docs/api.md, "KeyPackages"): b's count is unchanged.

@@ -100,9 +100,14 @@ def test_cli_end_to_end(server, tmp_path):
     assert (event["type"], event["connection_id"]) == ("connection_request", conn["connection_id"])
     accepted = alice.run("connections", "accept", conn["connection_id"])
     assert (accepted["state"], accepted["group_id"]) == ("accepted", conn["group_id"])
-    assert (tmp_path / "alice" / "groups" / f"{conn['group_id']}.mls").exists()
+    assert [g["group_id"] for g in alice.run("group", "list")] == [conn["group_id"]]
+    assert [g["group_id"] for g in bob.run("group", "list")] == [conn["group_id"]]
     alice.run("queue", "ack", "--up-to", str(fetched["last_seq"]))
-    assert alice.run("queue", "fetch", "--after", str(fetched["last_seq"]))["events"] == []
+    # Alice's own answer follows in her queue (for her other clients).
+    answered = alice.run("queue", "fetch", "--after", str(fetched["last_seq"]))["events"]
+    assert [(e["type"], e["connection_id"]) for e in answered] == [
+        ("connection_accepted", conn["connection_id"])
+    ]
     claimed = bob.run("keypackages", "claim", reg["user_id"])
     assert len(claimed["key_package_refs"]) == 1
     told = bob.run("queue", "fetch")["events"]

@@ -106,8 +106,12 @@ async def test_queue_and_direct_items_sent_through_b_arrive_on_a_in_order(two_se
     q = await bob.create_queue()
     ws, _ = await open_raw(a.url, await bob.bearer_token())
     try:
-        [(where, seq0, event)] = await recv_items(ws, 1)  # the connection request
-        assert where is None and json.loads(event)["type"] == "connection_request"
+        pairing = await recv_items(ws, 2)  # the connection request and bob's own answer
+        assert [(w, json.loads(e)["type"]) for w, _, e in pairing] == [
+            (None, "connection_request"),
+            (None, "connection_accepted"),
+        ]
+        seq0 = pairing[-1][1]
         await bob.ack_direct(seq0)
         t0 = time.monotonic()
         await alice.enqueue(q, b"first")

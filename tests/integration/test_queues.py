@@ -12,17 +12,19 @@ async def test_direct_queue_fetch_and_ack(users):
     for i in range(4):
         await alice.send_direct(bob.user_id, f"m{i}".encode())
     first = await bob.fetch_direct()
-    assert [e.type for e in first.events] == ["connection_request"] + ["message"] * 4
+    # the request, bob's own answer (for his other clients), then the messages
+    kinds = ["connection_request", "connection_accepted"] + ["message"] * 4
+    assert [e.type for e in first.events] == kinds
     seqs = [e.seq for e in first.events]
-    assert seqs == list(range(seqs[0], seqs[0] + 5))  # gap-free
+    assert seqs == list(range(seqs[0], seqs[0] + 6))  # gap-free
     assert first.last_seq == seqs[-1] and not first.has_more
     assert (await bob.fetch_direct()).events == first.events  # at-least-once until acked
     page = await bob.fetch_direct(limit=2)
     assert [e.seq for e in page.events] == seqs[:2] and page.has_more
-    after = await bob.fetch_direct(seqs[1])
+    after = await bob.fetch_direct(seqs[2])
     assert [e.payload for e in after.events] == [b"m1", b"m2", b"m3"]
-    await bob.ack_direct(seqs[2])
-    assert [e.seq for e in (await bob.fetch_direct()).events] == seqs[3:]
+    await bob.ack_direct(seqs[3])
+    assert [e.seq for e in (await bob.fetch_direct()).events] == seqs[4:]
 
 
 async def test_direct_queue_acks_are_per_client(users):

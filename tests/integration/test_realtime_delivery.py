@@ -192,9 +192,13 @@ async def test_items_arrive_without_polling_and_acks_delete_them(server, users):
     try:
         assert ready["client_id"] == bob.client_id and ready["queues"] == [q]
         assert ready["window_messages"] >= 1 and ready["ping_interval"] > 0
-        # The connection request from the pairing is waiting on the direct queue (not acked).
-        [(where, seq0, event)] = await recv_items(ws, 1)
-        assert where is None and json.loads(event)["type"] == "connection_request"
+        # The pairing's request and bob's own answer wait on the direct queue (not acked).
+        pairing = await recv_items(ws, 2)
+        assert [(w, json.loads(e)["type"]) for w, _, e in pairing] == [
+            (None, "connection_request"),
+            (None, "connection_accepted"),
+        ]
+        seq0 = pairing[-1][1]
 
         t0 = time.monotonic()
         assert await alice.enqueue(q, b"\x01" * 1024) == 1  # the queue id is the capability
@@ -243,7 +247,7 @@ async def test_many_queues_interleaved_keep_their_order(server, users):
     queues = [await bob.create_queue() for _ in range(3)]
     ws, _ = await open_raw(server.url, await bob.bearer_token())
     try:
-        await recv_items(ws, 1)  # the connection request
+        await recv_items(ws, 2)  # the connection request and bob's own answer
 
         async def producer(q: str) -> None:
             for i in range(40):
@@ -270,9 +274,10 @@ async def test_resume_after_drop_mid_stream_without_loss_or_duplicates(server, u
     for i in range(1, 11):
         await alice.enqueue(q, b"m%d" % i)
     ws, _ = await open_raw(server.url, await bob.bearer_token())
-    first = await recv_items(ws, 11)
+    first = await recv_items(ws, 12)
     assert [s for w, s, _ in first if w == q] == list(range(1, 11))
-    [request_seq] = [s for w, s, _ in first if w is None]  # the connection request
+    # the connection request and bob's own answer
+    *_, request_seq = [s for w, s, _ in first if w is None]
     # The client processed 1..6, acked 1..3, then the network dropped (before more acks).
     await ws.send(json.dumps({"type": "ack", "queues": {q: 3}, "id": 1}))
     await recv_control(ws, "acked")
@@ -337,7 +342,7 @@ async def test_library_listen_survives_network_drops(server, users):
             received[d.queue_id].extend((m.seq, m.payload) for m in d.messages)
             if (
                 all(len(received[q]) >= n for q, n in expected.items())
-                and len(received[None]) >= per_queue + 1
+                and len(received[None]) >= per_queue + 2
             ):
                 done.set()
 
@@ -363,9 +368,10 @@ async def test_library_listen_survives_network_drops(server, users):
         assert received[q] == [(i + 1, f"{q}/{i}".encode()) for i in range(per_queue)]
     direct = received[None]
     seqs = [s for s, _ in direct]
-    assert seqs == sorted(set(seqs)) and len(seqs) == per_queue + 1  # request + messages
-    assert seqs == list(range(seqs[0], seqs[0] + per_queue + 1))
-    assert [json.loads(p)["payload"] for _, p in direct[1:]] == [
+    # the request, bob's own answer, the messages
+    assert seqs == sorted(set(seqs)) and len(seqs) == per_queue + 2
+    assert seqs == list(range(seqs[0], seqs[0] + per_queue + 2))
+    assert [json.loads(p)["payload"] for _, p in direct[2:]] == [
         b64u(f"d{i}".encode()) for i in range(per_queue)
     ]
 
@@ -374,7 +380,8 @@ async def test_library_realtime_acks_and_resume(server, users):
     alice, bob = await users.connected_pair()
     q = await bob.create_queue()
     async with Realtime(bob) as rt:
-        await rt.receive(timeout=10)  # the connection request (direct)
+        while (rt.direct or 0) < 2:  # the connection request and bob's own answer (direct)
+            await rt.receive(timeout=10)
         for i in range(5):
             await alice.enqueue(q, bytes([i]))
         seqs: list[int] = []
@@ -385,7 +392,7 @@ async def test_library_realtime_acks_and_resume(server, users):
         await rt.ack({q: 2})  # waits for the server's confirmation
         assert [m.seq for m in (await bob.fetch_queue(q)).messages] == [3, 4, 5]
         positions, direct = dict(rt.positions), rt.direct
-    assert positions == {q: 5} and direct == 1
+    assert positions == {q: 5} and direct == 2
     await alice.enqueue(q, b"after")
     async with Realtime(bob, positions=positions, direct=direct) as rt:
         d = await rt.receive(timeout=10)

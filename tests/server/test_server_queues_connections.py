@@ -127,8 +127,10 @@ async def test_connection_request_accept_and_reject(server):
         f"/v1/users/{bob.user_id}/direct", content=b"w2", headers={**carol.headers, **MLS}
     )
     assert r.status_code == 403 and r.json()["code"] == "no_connection"
+    # bob's own queue has his answer too (his other clients learn it)
     assert [e["type"] for _, e in await direct_events(server, bob)] == [
         "connection_request",
+        "connection_accepted",
         "message",
     ]
     # rejection is reported too

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from roost.client import Home, PendingClient, RoostClient, RoostError, key_fingerprint
+from roost.client import Groups, Home, PendingClient, RoostClient, RoostError, key_fingerprint
 from roost.protocol.base64url import b64u
 
 DEFAULT_SERVER = "http://127.0.0.1:8448"
@@ -345,29 +345,27 @@ async def cmd_connections(args: argparse.Namespace) -> None:
         if not args.target:
             raise RoostError(0, "invalid_arguments", f"{args.action} needs a target")
         payload = _read_payload(args.payload)
-        group = None
+        groups = Groups(c)
+        group_id: bytes | None = None
         if args.action == "request":
             if payload is None:
                 # The usual way: the request carries the Welcome to a new two-user group.
-                conn, group = await c.request_connection(args.target)
+                conn, group_id = await groups.request_connection(args.target)
             else:
                 conn = await c.open_connection(args.target)
                 conn = await c.send_connection_request(conn.connection_id, payload)
         elif args.action == "accept":
-            conn, group = await c.accept_connection_request(args.target, reply=payload)
+            conn, joined = await groups.accept_connection(args.target, reply=payload)
+            if joined is not None and joined.kind == "joined":
+                group_id = joined.group_id
         else:
-            conn = await c.reject_connection(args.target, payload)
-        if group is not None:
-            _emit(
-                args,
-                {**_jsonable(conn), "group_id": group.group_id.hex()},
-                f"{conn.connection_id}  {conn.requester} -> {conn.responder}  {conn.state}"
-                f"  group {group.group_id.hex()}",
-            )
+            conn = await groups.reject_connection(args.target, reply=payload)
+        line = f"{conn.connection_id}  {conn.requester} -> {conn.responder}  {conn.state}"
+        if group_id is not None:  # named as `roost group list` names it
+            gid = b64u(group_id)
+            _emit(args, {**_jsonable(conn), "group_id": gid}, f"{line}  group {gid}")
             return
-        _emit(
-            args, conn, f"{conn.connection_id}  {conn.requester} -> {conn.responder}  {conn.state}"
-        )
+        _emit(args, conn, line)
 
     await _with_client(args, run)
 

@@ -4,8 +4,9 @@ The facade: building a client (register, add with the password, approval by anot
 open from a saved home) and the job parts it is composed of — the session and its bearer
 token (``session``), account and devices (``account``), users (``directory``), AS certificates
 and credential checks (``credential_policy``), KeyPackages (``keypackages``), connections
-(``connections``), queues (``queues``), group states (``group_store``) and connection groups
-(``connection_groups``). Every refused request raises ``RoostError`` with the problem's
+(``connections``), queues (``queues``), group states (``group_store``) and joining from a
+Welcome (``connection_groups``); a connection's two-user group is built with ``Groups``
+(``connection_requests``). Every refused request raises ``RoostError`` with the problem's
 ``status`` and ``code``.
 """
 

@@ -1,5 +1,5 @@
 """Connections between users and direct messages (docs/api.md, "Connections"): the HTTP calls
-only; building the two-user group of a connection is in ``connection_groups``."""
+only; a connection's two-user group is built by ``connection_requests``."""
 
 from __future__ import annotations
 

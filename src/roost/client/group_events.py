@@ -21,10 +21,12 @@ class GroupEvent:
     """Something that happened in a group, as this client saw it (also kept in the history).
 
     ``kind``: ``message`` (application data), ``commit`` (epoch change), ``proposal``,
-    ``joined``, ``removed`` (we were removed), ``notice`` (verified homeserver notice),
-    ``resynced`` (we rejoined in place of our own leaf: ``group_resync``), ``welcome_failed``
-    (a Welcome for this client that cannot be used; ``text`` says why), ``rejected`` (an item
-    that failed to process; ``text`` says why)."""
+    ``joined``, ``removed`` (we were removed; or our connection request's group was deleted
+    after a rejection), ``connected`` (our connection request's group: the responder
+    accepted), ``notice`` (verified homeserver notice), ``resynced`` (we rejoined in place of
+    our own leaf: ``group_resync``), ``welcome_failed`` (a Welcome for this client that cannot
+    be used; ``text`` says why), ``rejected`` (an item that failed to process; ``text`` says
+    why)."""
 
     kind: str
     group_id: bytes

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from roost.protocol.base64url import b64u, unb64u
+
 from .credential_policy import CredentialChecks
 from .errors import RoostError, StateError
 from .group_events import GroupEvent
@@ -48,6 +50,11 @@ class Cursors:
     queue_after: int = 0
     direct_after: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Connections this user requested, unanswered: connection id -> the group built for it.
+    requested: dict[str, bytes] = field(default_factory=dict)
+    # Requests received, unanswered: connection id -> (requester, the Welcome the request
+    # carries), kept so that accepting works after the event was acked.
+    received: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
 
 class GroupStore:
@@ -78,8 +85,12 @@ class GroupStore:
                 str(d.get("queue_id", "")),
                 int(d.get("queue_after", 0)),
                 int(d.get("direct_after", 0)),
+                requested={str(k): unb64u(v) for k, v in d.get("requested", {}).items()},
+                received={
+                    str(k): (str(v[0]), unb64u(v[1])) for k, v in d.get("received", {}).items()
+                },
             )
-        except (OSError, ValueError, TypeError) as e:
+        except (OSError, ValueError, TypeError, IndexError) as e:
             raise StateError(f"unreadable {path}: {e}") from e
 
     def save_cursors(self) -> None:
@@ -93,6 +104,8 @@ class GroupStore:
             "queue_id": c.queue_id,
             "queue_after": c.queue_after,
             "direct_after": c.direct_after,
+            "requested": {k: b64u(v) for k, v in sorted(c.requested.items())},
+            "received": {k: [u, b64u(w)] for k, (u, w) in sorted(c.received.items())},
         }
         _write_private(path, json.dumps(data).encode())
 

@@ -19,6 +19,7 @@ from roost.protocol.queue_item import ITEM_SERVER_NOTICE, QueueItem
 from roost.protocol.signed_notice import SignedNotice
 
 from .client import RoostClient
+from .connection_requests import on_connection_event
 from .errors import RoostError
 from .group_events import (
     GroupEvent,
@@ -143,10 +144,18 @@ class GroupSync:
                     return False
                 if event is not None:
                     out.append(event)
+            elif e.type.startswith("connection_"):
+                event = await on_connection_event(self.client, self.store, e, self.join_welcome)
+                if event is not None:
+                    out.append(event)
             cursors.direct_after = e.seq
         self.welcome_retry_at = None
         self._welcome_backoff = WELCOME_RETRY_FIRST
         return True
+
+    async def join_welcome(self, welcome: bytes, inviter: str) -> GroupEvent | None:
+        """Join from a Welcome that came another way (a connection request's)."""
+        return await self._join(DirectEvent(0, "welcome", inviter, None, welcome))
 
     async def _join(self, welcome: DirectEvent) -> GroupEvent | None:
         """Join from one Welcome event: ``joined``; ``welcome_failed`` when it is for us but

@@ -23,6 +23,7 @@ from roost.protocol.group_state import GroupState, decode_group_state, encode_gr
 from roost.protocol.media_types import MLS_MEDIA_TYPE
 
 from .client import RoostClient
+from .connection_requests import ConnectionRequests
 from .credential_policy import member_client_id
 from .errors import RoostError
 from .group_events import (
@@ -36,6 +37,7 @@ from .group_events import (
 from .group_store import GroupStore
 from .group_sync import GroupSync, group_path
 from .history import History
+from .models import Connection
 from .own_devices import add_own_devices
 from .realtime import Realtime
 from .server_keys import ServerKeys, ServerSender
@@ -76,6 +78,14 @@ class Groups:
         self.store = GroupStore(client, history)
         self.server_keys = ServerKeys(client, self.store)
         self._sync = GroupSync(client, self.store, self.server_keys)
+        self._connections = ConnectionRequests(
+            client,
+            self.store,
+            create=self.create,
+            commit=lambda gid, build: self._commit(gid, build),
+            delete=self.delete,
+            join=self._sync.join_welcome,
+        )
 
     # ---- local state ------------------------------------------------------------------------
     @property
@@ -403,6 +413,24 @@ class Groups:
         ``resynced`` event."""
         async with self.store.lock:
             return await self._sync.resync.rejoin(group_id, reason)
+
+    # ---- connections (docs/api.md, "Connections") ----------------------------------------------
+    async def request_connection(self, user_id: str) -> tuple[Connection, bytes]:
+        """Request a connection to ``user_id``; the request carries the Welcome to the
+        connection's two-user group, created on our DS. Returns the connection and group id."""
+        return await self._connections.request(user_id)
+
+    async def accept_connection(
+        self, connection_id: str, *, reply: bytes | None = None
+    ) -> tuple[Connection, GroupEvent | None]:
+        """Accept a request and join its group (``joined``; None if it had no Welcome for us)."""
+        return await self._connections.accept(connection_id, reply)
+
+    async def reject_connection(
+        self, connection_id: str, *, reply: bytes | None = None
+    ) -> Connection:
+        """Reject a request; the requester's client deletes the group when it sees the answer."""
+        return await self._connections.reject(connection_id, reply)
 
     # ---- sending -------------------------------------------------------------------------------
     async def send(

@@ -45,6 +45,10 @@ class Limits:
     # ordinary KeyPackages per client kept back from requesters the user has not accepted
     # (an unanswered connection request): past it they get the last-resort package
     keypackage_reserve: int = 5
+    # items the DS holds for a leaf that has not registered a queue yet (a fresh joiner, or a
+    # client added under a connection request not accepted yet); past it the leaf is dropped
+    # (marked gone, a server Remove proposal follows) so an absent client cannot grow them
+    max_held_per_leaf: int = 10000
     auth_per_minute: int = 120
     # realtime WebSocket (notify/): app-level ping cadence advertised to clients, idle cut-off,
     # and the per-connection window of items sent but not yet acked (bounds server memory)

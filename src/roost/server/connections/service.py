@@ -282,6 +282,11 @@ class ConnectionService:
                 await self.remote.relay(conn, row.requester_id, kind, body)
             else:
                 await self._settle(conn, row, accept, now, principal.user_id, payload)
+            # The responder's other clients learn the answer too (they join the request's
+            # group on an accept, drop its Welcome on a reject).
+            kind = "connection_accepted" if accept else "connection_rejected"
+            event = self._event(kind, conn_id, principal.user_id, None)
+            await self.queues.enqueue_direct(conn, row.responder_uuid, event)
             row = await self._load(conn, conn_id)
         return _conn(row)
 
@@ -347,6 +352,18 @@ class ConnectionService:
     async def is_connected(self, conn: AsyncConnection, a: str, b: str) -> bool:
         row = await conn.execute(
             sa.select(connections.c.id).where(_between(a, b), connections.c.state == "accepted")
+        )
+        return row.first() is not None
+
+    async def request_open(self, conn: AsyncConnection, requester: str, responder: str) -> bool:
+        """``requester`` has an unanswered request (``opening`` or ``pending``) to ``responder``:
+        the DS lets it add the responder to the request's two-user group."""
+        row = await conn.execute(
+            sa.select(connections.c.id).where(
+                connections.c.requester_uuid == requester,
+                connections.c.responder_uuid == responder,
+                connections.c.state.in_(("opening", "pending")),
+            )
         )
         return row.first() is not None
 

@@ -15,15 +15,18 @@ from roost.protocol.queue_item import encode_queue_item
 from ..queues.service import QueueService
 from .federation_port import DsFederation
 from .group_store import Member
-from .tables import ds_held
+from .tables import ds_groups, ds_held, ds_members
 
 log = logging.getLogger("roost.server.delivery")
 
 
 class Fanout:
-    def __init__(self, queues: QueueService, federation: DsFederation | None) -> None:
+    def __init__(
+        self, queues: QueueService, federation: DsFederation | None, max_held_per_leaf: int
+    ) -> None:
         self.queues = queues
         self.federation = federation
+        self.max_held = max_held_per_leaf
 
     async def fanout(
         self,
@@ -40,10 +43,12 @@ class Fanout:
         items: list[tuple[bytes, bytes]] = []
         remote: dict[str, list[tuple[bytes, bytes]]] = {}
         held: list[dict[str, object]] = []
+        held_leaves: list[int] = []
         for m in members:
             if m.leaf_index == exclude_leaf or m.gone:
                 continue
             if m.queue_id is None:
+                held_leaves.append(m.leaf_index)
                 held.append(
                     {
                         "group_id": group_id,
@@ -64,8 +69,37 @@ class Fanout:
             await self.queues.enqueue_many_in(conn, items)
         if held:
             await conn.execute(sa.insert(ds_held), held)
+            await self._drop_overfull(conn, group_id, held_leaves)
         if remote:
             await self.remote_items(conn, remote)
+
+    async def _drop_overfull(
+        self, conn: AsyncConnection, group_id: bytes, leaves: list[int]
+    ) -> None:
+        """A leaf holding more than ``max_held`` items never came to register its queue: it
+        is marked gone (nothing more is held for it; the account-events task issues the
+        server's Remove proposal for gone leaves) and its held items are deleted."""
+        counts = await conn.execute(
+            sa.select(ds_held.c.leaf_index, sa.func.count())
+            .where(ds_held.c.group_id == group_id, ds_held.c.leaf_index.in_(leaves))
+            .group_by(ds_held.c.leaf_index)
+        )
+        full = sorted(leaf for leaf, n in counts if n > self.max_held)
+        if not full:
+            return
+        # The member list changed: bump the group's rev (member caches are keyed by it).
+        await conn.execute(
+            sa.update(ds_groups).where(ds_groups.c.id == group_id).values(rev=ds_groups.c.rev + 1)
+        )
+        await conn.execute(
+            sa.update(ds_members)
+            .where(ds_members.c.group_id == group_id, ds_members.c.leaf_index.in_(full))
+            .values(gone=True, queue_id=None)
+        )
+        await conn.execute(
+            sa.delete(ds_held).where(ds_held.c.group_id == group_id, ds_held.c.leaf_index.in_(full))
+        )
+        log.info("held items over the limit: %d leaves of a group dropped", len(full))
 
     async def remote_items(
         self, conn: AsyncConnection, by_domain: dict[str, list[tuple[bytes, bytes]]]

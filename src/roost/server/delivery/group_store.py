@@ -217,11 +217,17 @@ class GroupStore:
         return taken.first() is not None
 
     async def groups_of_client(self, conn: AsyncConnection, client_uuid: str) -> list[bytes]:
+        """The groups the client joined: a leaf not joined yet (no queue registered, e.g. under
+        a connection request not accepted yet) is not listed."""
         return [
             r.group_id
             for r in await conn.execute(
                 sa.select(ds_members.c.group_id)
-                .where(ds_members.c.client_uuid == client_uuid, ds_members.c.gone.is_(False))
+                .where(
+                    ds_members.c.client_uuid == client_uuid,
+                    ds_members.c.gone.is_(False),
+                    ds_members.c.queue_id.is_not(None),
+                )
                 .order_by(ds_members.c.group_id)
             )
         ]

@@ -124,7 +124,9 @@ class AddedClient:
 
 
 class AddRule:
-    """Added clients exist and belong to the committer's user or to a user connected to it."""
+    """Added clients exist and belong to the committer's user, to a user connected to it, or to
+    a user the committer's user has an unanswered connection request to (the request's two-user
+    group; that user's Welcome travels in the request, not from the DS)."""
 
     def __init__(
         self,
@@ -143,8 +145,10 @@ class AddRule:
     async def check(
         self, p: Principal, committer_user: str, added: Iterable[AddedClient]
     ) -> dict[str, str]:
-        """Returns user id -> user uuid of the added users (for Welcome delivery; "" for a
-        user of another domain added by a committer of a third one)."""
+        """Returns user id -> user uuid of the added users the DS delivers the Welcome to (""
+        for a user of another domain added by a committer of a third one); a user added under
+        the committer's connection request is not among them: the request carries the Welcome,
+        which the user opens only on accepting."""
         out: dict[str, str] = {}
         async with self.db.engine.connect() as conn:
             if committer_user == p.user_id:  # also a remote principal (uuid its server reported)
@@ -168,9 +172,11 @@ class AddRule:
                 if user_uuid != committer_uuid and not await self.connections.is_connected(
                     conn, committer_uuid, user_uuid
                 ):
-                    raise Problem(
-                        403, "no_connection", f"{a.user_id} is not connected to the committer"
-                    )
+                    if not await self.connections.request_open(conn, committer_uuid, user_uuid):
+                        raise Problem(
+                            403, "no_connection", f"{a.user_id} is not connected to the committer"
+                        )
+                    continue
                 out[a.user_id] = user_uuid
         return out
 
