@@ -232,7 +232,10 @@ def bench(variants: list[Variant], runs: int, idle: float, pg_url: str | None) -
 
 
 def _median(values: list[float]) -> str:
-    return f"{statistics.median(values):.0f}" if values else "-"
+    """The median, and the range of the runs."""
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.0f} ({min(values):.0f}–{max(values):.0f})"
 
 
 def print_table(results: Results, variants: list[Variant], runs: int, idle: float) -> None:
@@ -254,7 +257,7 @@ def print_table(results: Results, variants: list[Variant], runs: int, idle: floa
             cells.append(_median(s.ready_ms if metric.startswith("time") else s.rss_mib))
         table.append(cells)
     widths = [max(len(r[i]) for r in [head, *table]) for i in range(len(head))]
-    print(f"medians of {runs} runs")
+    print(f"medians of {runs} runs (min–max)")
     print(" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
     for r in table:
