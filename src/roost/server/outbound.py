@@ -134,7 +134,11 @@ class PinnedTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, policy: OutboundPolicy, **transport_options: Any) -> None:
         self.policy = policy
-        self._inner = httpx.AsyncHTTPTransport(**transport_options)
+        self._options = transport_options
+        # Made at the first request: the connection pool, its TLS context (the CA bundle) and
+        # the HTTP/1.1 and HTTP/2 stacks cost memory and start-up time that a server which
+        # never calls out (no federation peer, no push registration) need not pay.
+        self._inner: httpx.AsyncHTTPTransport | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -148,7 +152,10 @@ class PinnedTransport(httpx.AsyncBaseTransport):
             # httpx set Host from the original URL already; TLS checks the original name.
             request.url = url.copy_with(host=addresses[0])
             request.extensions = {**request.extensions, "sni_hostname": url.host}
+        if self._inner is None:
+            self._inner = httpx.AsyncHTTPTransport(**self._options)
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        if self._inner is not None:
+            await self._inner.aclose()

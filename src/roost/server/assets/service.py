@@ -25,7 +25,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import b64u, unb64u
@@ -33,6 +32,7 @@ from roost.protocol.base64url import b64u, unb64u
 from ..config import is_valid_domain
 from ..errors import Problem
 from ..store import Database
+from ..store.dialect_insert import dialect_insert
 from .remote import RemoteAssetSource
 from .storage import Blob, BlobStore, FilesystemStore
 from .tables import asset_usage, assets
@@ -227,7 +227,7 @@ class AssetService:
                 raise Problem(408, "upload_timeout", "the upload took too long")
 
     async def _ensure_usage_row(self, conn: AsyncConnection, user_uuid: str) -> None:
-        insert = (postgresql.insert if not self.db.is_sqlite else sqlite.insert)(asset_usage)
+        insert = dialect_insert(conn, asset_usage)
         await conn.execute(
             insert.values(user_uuid=user_uuid, used_bytes=0).on_conflict_do_nothing(
                 index_elements=[asset_usage.c.user_uuid]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -211,7 +212,7 @@ class AuthService:
 
     def _dummy_verify(self, password: str) -> None:
         with contextlib.suppress(VerificationError, InvalidHashError):
-            self._hasher.verify(_DUMMY_HASH, password)
+            self._hasher.verify(_dummy_hash(), password)
 
     # ---- registration and clients ----------------------------------------------------------
 
@@ -858,7 +859,10 @@ class AuthService:
         return user
 
 
-_DUMMY_HASH = PasswordHasher().hash("roost-dummy-password")
+@functools.cache
+def _dummy_hash() -> str:
+    # Made on first use, not at import: an argon2 hash takes a noticeable share of start-up.
+    return PasswordHasher().hash("roost-dummy-password")
 
 
 async def insert_user(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 
-import asyncpg
 from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -18,12 +17,18 @@ from roost.mls.errors import DecodeError
 
 from ..auth.token_cache import token_cache
 from ..errors import Problem, problem_response, unexpected_error_response
+from ..store.pg_driver import driver_integrity_errors
 from .sends import body_too_large, check_send_body, parse_send_head
 
 log = logging.getLogger("roost.server")
 
 _PREFIX = "/v1/groups/"
 _SUFFIX = "/messages"
+
+
+def _integrity_errors() -> tuple[type[Exception], ...]:
+    # Evaluated only when an exception propagates: the success path pays nothing.
+    return (IntegrityError, *driver_integrity_errors())
 
 
 def _is_send(scope: Scope) -> bool:
@@ -56,7 +61,7 @@ class SendFastPath:
                 scope, receive, send
             )
             return
-        except (IntegrityError, asyncpg.IntegrityConstraintViolationError) as e:
+        except _integrity_errors() as e:
             # The PostgreSQL send statements run on the driver (store/pg_driver.py).
             log.warning("integrity conflict: %s", type(getattr(e, "orig", e)).__name__)
             await problem_response(409, "conflict", "a concurrent change conflicted; retry")(

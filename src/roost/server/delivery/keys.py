@@ -7,8 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from roost.mls.credential import Credential
 from roost.mls.crypto.ciphersuite import get_cipher_suite
@@ -16,6 +14,7 @@ from roost.mls.extension_types import ExternalSender
 
 from ..auth.ca import CertificateAuthority
 from ..store import Database
+from ..store.dialect_insert import dialect_insert
 from .tables import ds_keys
 
 SERVER_CERT_DAYS = 3650
@@ -60,9 +59,8 @@ class ServerKeys:
             if row is None:
                 priv, pub = cs.generate_signature_key_pair()
                 cert = ca.issue_server_certificate(cipher_suite, pub, SERVER_CERT_DAYS)
-                insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
                 await conn.execute(
-                    insert(ds_keys)
+                    dialect_insert(conn, ds_keys)
                     .values(
                         cipher_suite=cipher_suite,
                         private_key=priv,

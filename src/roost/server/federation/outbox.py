@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.mls.codec import Reader, Writer
@@ -36,6 +34,7 @@ from roost.mls.codec import Reader, Writer
 from ..config import is_valid_domain
 from ..errors import Problem
 from ..store import Database
+from ..store.dialect_insert import dialect_insert
 from ..store.engine import after_commit
 from .policy import read_policy
 from .tables import fed_destinations, fed_inbox_marks, fed_outbox
@@ -140,7 +139,7 @@ def backoff_seconds(attempts: int, rand: Callable[[], float] = random.random) ->
 
 
 def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
-    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+    return dialect_insert(conn, table)
 
 
 def _ms(clock: Callable[[], float]) -> int:

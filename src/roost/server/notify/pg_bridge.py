@@ -22,9 +22,8 @@ import contextlib
 import json
 import logging
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,6 +31,9 @@ from ..auth.token_cache import TokenCache, token_cache
 from ..queues.service import WakeUp
 from ..store.engine import BEFORE_COMMIT, before_commit
 from .hub import Hub
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger("roost.server.notify")
 
@@ -203,6 +205,8 @@ class PgBridge:
             backoff = min(backoff * 2, self._max_backoff)
 
     async def _listen_once(self, first: bool) -> None:
+        import asyncpg  # PostgreSQL only: a SQLite server never loads the driver
+
         conn: asyncpg.Connection = await asyncpg.connect(
             self._dsn, server_settings={"application_name": APPLICATION_NAME}, timeout=10
         )

@@ -27,10 +27,10 @@ import socket
 import time
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..store import Database
+from ..store.dialect_insert import pg_insert
 from .tables import notify_presence as t
 
 log = logging.getLogger("roost.server.notify")
@@ -182,7 +182,7 @@ class Presence:
                 for c in ordered[i : i + BATCH_ROWS]
             ]
             await conn.execute(
-                postgresql.insert(t)
+                pg_insert()(t)
                 .values(rows)
                 .on_conflict_do_update(
                     index_elements=["client_uuid", "process_id"], set_={"expires_at_ms": expires}

@@ -23,7 +23,6 @@ import httpx
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.queue_item import QueueItem
@@ -33,6 +32,7 @@ from ..errors import Problem
 from ..outbound import OutboundPolicy, OutboundRefused, OutboundUnresolved, PinnedTransport
 from ..queues.service import WakeUp
 from ..store import Database
+from ..store.dialect_insert import dialect_insert
 from . import policy
 from .senders import ApnsSender, FcmSender, Outcome, Registration, Sender, WebPushSender
 from .stats import PROVIDERS, PushStats
@@ -139,12 +139,11 @@ class PushService:
                 raise ValueError("push_vapid_private_key_file must hold a P-256 private key")
             return key.private_numbers().private_value.to_bytes(32, "big")
         # Generated once and shared by every process through the database.
-        insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(push_vapid_key)
         async with self.db.transaction() as conn:
             await conn.execute(
-                insert.values(
-                    id=1, private_key=generate_vapid_private_bytes()
-                ).on_conflict_do_nothing(index_elements=["id"])
+                dialect_insert(conn, push_vapid_key)
+                .values(id=1, private_key=generate_vapid_private_bytes())
+                .on_conflict_do_nothing(index_elements=["id"])
             )
             row = await conn.execute(sa.select(push_vapid_key.c.private_key))
             return bytes(row.scalar_one())
@@ -186,12 +185,11 @@ class PushService:
             "default_policy": default_policy,
             "created_at": int(self.clock()),
         }
-        insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(push_registrations)
         async with self.db.transaction() as conn:
             await conn.execute(
-                insert.values(client_uuid=client_uuid, **values).on_conflict_do_update(
-                    index_elements=["client_uuid"], set_=values
-                )
+                dialect_insert(conn, push_registrations)
+                .values(client_uuid=client_uuid, **values)
+                .on_conflict_do_update(index_elements=["client_uuid"], set_=values)
             )
 
     async def _check_endpoint(self, endpoint: str) -> None:

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from functools import partial
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..config import Limits
 from ..errors import Problem
 from ..store import Database
 from ..store.counters import reserve_ranges
+from ..store.dialect_insert import dialect_insert
 from ..store.engine import after_commit
 from ..store.pg_driver import pg_driver
 from .tables import direct_cursors, direct_messages, direct_queues, queue_messages, queues
@@ -526,9 +525,8 @@ class QueueService:
     async def enqueue_direct(self, conn: AsyncConnection, user_uuid: str, payload: bytes) -> int:
         """Append to a user's direct queue inside the caller's transaction."""
         # Create the counter row if missing without racing a concurrent first enqueue.
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         await conn.execute(
-            insert(direct_queues)
+            dialect_insert(conn, direct_queues)
             .values(user_uuid=user_uuid, last_seq=0)
             .on_conflict_do_nothing(index_elements=["user_uuid"])
         )

@@ -9,6 +9,7 @@ begins lazily (at its first statement), so the transaction is started here if it
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,3 +22,12 @@ async def pg_driver(conn: AsyncConnection) -> Any:
     if adapted._transaction is None and conn.in_transaction():
         await adapted._start_transaction()
     return fairy.driver_connection
+
+
+def driver_integrity_errors() -> tuple[type[Exception], ...]:
+    """What a constraint violation raises from statements run on the driver: asyncpg's own
+    class, not SQLAlchemy's ``IntegrityError``. Empty while asyncpg is not loaded (SQLite), as
+    nothing can have raised it; an ``except`` clause evaluates this only when an error
+    propagates, so the driver stays unimported and the success path pays nothing."""
+    asyncpg = sys.modules.get("asyncpg")
+    return () if asyncpg is None else (asyncpg.IntegrityConstraintViolationError,)
