@@ -72,6 +72,8 @@ def test_group_resync_after_lost_state(server, tmp_path):
     alice, alice_id = _user(server, tmp_path, "alice")
     bob, bob_id = _user(server, tmp_path, "bob")
     _connect(alice, bob, bob_id)
+    [connected] = alice.run("group", "sync")  # bob accepted: the connection's group is ready
+    assert connected["kind"] == "connected"
     gid = alice.run("group", "create", bob_id)["group_id"]
     bob.run("group", "sync")
     # bob loses his group state (the queue and his membership on the DS are still there).
@@ -125,7 +127,7 @@ def test_group_invite_without_the_tree_joins_also_after_the_group_moved_on(serve
 def test_a_member_adds_its_new_device_with_add_devices(server, tmp_path):
     alice, alice_id = _user(server, tmp_path, "alice")
     bob, bob_id = _user(server, tmp_path, "bob")
-    _connect(alice, bob, bob_id)
+    with_alice = _connect(alice, bob, bob_id)
     gid = alice.run("group", "create", bob_id)["group_id"]
     bob.run("group", "sync")
     # bob's new phone, approved by his first client; it publishes KeyPackages
@@ -139,14 +141,18 @@ def test_a_member_adds_its_new_device_with_add_devices(server, tmp_path):
     [claimed] = bob.run("keypackages", "claim", bob_id, "--client", phone_uuid)["key_package_refs"]
     assert claimed
 
-    # bob is no admin: add-devices (all his groups) brings the phone in
-    [added] = bob.run("group", "add-devices")
-    assert added["kind"] == "commit" and added["added"] == [phone_id]
+    # bob is no admin: add-devices (all his groups: the connection's and gid) brings the phone in
+    added = bob.run("group", "add-devices")
+    assert sorted(e["group_id"] for e in added) == sorted([with_alice, gid])
+    assert all(e["kind"] == "commit" and e["added"] == [phone_id] for e in added)
     assert bob.run("group", "add-devices", gid) == []  # nothing left to add
-    [joined] = phone.run("group", "sync")
-    assert joined["kind"] == "joined"
+    joined = phone.run("group", "sync")
+    assert sorted((e["kind"], e["group_id"]) for e in joined) == sorted(
+        [("joined", with_alice), ("joined", gid)]
+    )
     phone.run("group", "send", gid, "hello from the phone")
-    commit, msg = alice.run("group", "sync")
+    events = [e for e in alice.run("group", "sync") if e["group_id"] == gid]
+    commit, msg = events
     assert commit["kind"] == "commit" and commit["added"] == [phone_id]
     assert msg["sender"] == phone_id and msg["kind"] == "message"
     # inviting another user still needs an admin
