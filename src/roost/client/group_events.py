@@ -122,4 +122,7 @@ def notice_text(notice: dict[str, Any]) -> str:
         return f"{notice.get('user_id')} is now called {notice.get('display_name')!r}"
     if kind == "user_deleted":
         return f"{notice.get('user_id')} deleted their account"
+    if kind == "domain_forgotten":
+        users = ", ".join(str(u) for u in notice.get("user_ids") or [])
+        return f"the homeserver stopped federating with {notice.get('domain')}: {users} leave"
     return f"notice {kind}"

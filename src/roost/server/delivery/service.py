@@ -16,6 +16,7 @@ hands each only the others it needs:
 - ``sends.py`` + ``send_writer.py``: application sends, parsed once, written in batches
 - ``admin.py``: roles, settings, policy, deletion
 - ``account_events.py``: deleted clients and users, notices, pruning (background task)
+- ``forgotten_domains.py``: members of domains the operator forgot leave (run by that task)
 
 Every group is followed by a ``GroupObserver`` whose state lives in ``ds_groups.state``: a
 handshake is checked on a freshly loaded observer outside the write transaction (CPU work), and
@@ -48,6 +49,7 @@ from .credentials import Credentials
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .federation_port import DsFederation, RemotePrincipal
+from .forgotten_domains import ForgottenDomains
 from .group_store import GroupStore, GroupView
 from .groups import Groups
 from .keys import ServerKey, ServerKeys
@@ -94,6 +96,13 @@ class DeliveryService:
         self.proposals = Proposals(
             db, self.store, self.credentials, self.external_sender_keys, self.add_rule, fanout
         )
+        forgotten = (
+            None
+            if federation is None
+            else ForgottenDomains(
+                db, federation, self.store, self.external_sender_keys, fanout, clock
+            )
+        )
         self.account_events = AccountEvents(
             db,
             auth,
@@ -102,6 +111,7 @@ class DeliveryService:
             fanout,
             self.proposals.issue_removes,
             clock,
+            sweep_forgotten=None if forgotten is None else forgotten.process,
         )
         self.commits = CommitPipeline(
             db,
