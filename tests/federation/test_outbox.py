@@ -484,34 +484,62 @@ async def test_bad_items_are_skipped_and_failures_retried(pair: Pair) -> None:
     assert pair.b.bodies() == [b"ok 1", b"ok 2", b"ok 3", b"ok 4", b"ok 5"]
 
 
-async def test_blocked_destination_is_held_and_refused_at_enqueue(pair: Pair) -> None:
+async def test_blocked_destination_is_held_then_delivered_in_order(pair: Pair) -> None:
     await pair.b.stop()
     await pair.enqueue(b"held 1", b"held 2")
     await pair.wait_attempts(1)
     await pair.a.fed.policy.add("block", "b.test")
-    with pytest.raises(FederationRefused) as refused:
-        await pair.enqueue(b"refused")
-    assert refused.value.status == 403 and refused.value.code == "federation_refused"
+    await pair.enqueue(b"held 3")  # queued while blocked: held too, not refused
     await pair.b.start()
     await pair.a.fed.outbox.retry_now("b.test")
     await asyncio.sleep(2.5)
     assert pair.b.received == []  # held, not sent
-    assert len(await pair.queued()) == 2  # and not dropped
+    assert len(await pair.queued()) == 3  # and not dropped
     status = await pair.status()
-    assert status.blocked and status.depth == 2
+    assert status.blocked and status.depth == 3 and status.state == "blocked"
     # The operator sees it, in another process and in /metrics.
     listing = await asyncio.to_thread(pair.a.admin, "outbox")
     assert listing.returncode == 0, listing.stderr
     line = next(x for x in listing.stdout.splitlines() if "b.test" in x)
-    assert "depth=2" in line and "BLOCKED" in line
+    assert "depth=3" in line and "BLOCKED" in line
     metrics = await _metrics(pair.a)
-    assert 'roost_federation_outbox_depth{destination="b.test"} 2.0' in metrics
+    assert 'roost_federation_outbox_depth{destination="b.test"} 3.0' in metrics
     assert 'roost_federation_outbox_blocked{destination="b.test"} 1.0' in metrics
     assert 'roost_federation_outbox_oldest_age_seconds{destination="b.test"}' in metrics
     await pair.a.fed.policy.remove("block", "b.test")
     await pair.a.fed.outbox.retry_now("b.test")
-    await pair.wait_received(2, timeout=10)
-    assert pair.b.bodies() == [b"held 1", b"held 2"]
+    await pair.wait_received(3, timeout=10)
+    assert pair.b.bodies() == [b"held 1", b"held 2", b"held 3"]
+
+
+async def test_forgotten_destination_is_discarded_and_refused(pair: Pair) -> None:
+    await pair.a.fed.policy.add("block", "b.test")
+    pair.a.fed.policy.cache_seconds = 3600.0  # the running server reads the policy once
+    await pair.enqueue(b"held 1", b"held 2")
+    forgotten = await asyncio.to_thread(pair.a.admin, "federation", "forget", "b.test")
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert "2 queued item(s) for it discarded" in forgotten.stdout
+    assert await pair.queued() == [] and await pair.status() is None
+    # A server that has not seen the forget yet still queues; its worker discards them.
+    await pair.enqueue(b"late")
+    await pair.a.fed.policy.load(fresh=True)  # its policy cache, renewed
+    with pytest.raises(FederationRefused) as refused:
+        await pair.enqueue(b"refused")
+    assert (refused.value.status, refused.value.code) == (403, "federation_refused")
+    await pair.a.fed.outbox.retry_now("b.test")
+    deadline = time.monotonic() + DELIVERY_TIMEOUT
+    while await pair.queued():
+        assert time.monotonic() < deadline, await pair.queued()
+        await asyncio.sleep(0.1)
+    assert await pair.status() is None
+    listing = await asyncio.to_thread(pair.a.admin, "outbox")
+    assert "b.test" not in listing.stdout
+    # Unblocking lifts the forget: items go again.
+    await pair.a.fed.policy.remove("block", "b.test")
+    assert (await pair.a.fed.policy.load(fresh=True)).forgotten == frozenset()
+    await pair.enqueue(b"again")
+    await pair.wait_received(1)
+    assert pair.b.bodies() == [b"again"]
 
 
 async def test_receiver_refusing_the_origin_keeps_items_queued(pair: Pair) -> None:

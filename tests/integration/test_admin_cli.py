@@ -144,18 +144,35 @@ async def test_queue_outbox_and_storage_status(server, users):
 async def test_federation_policy_stored_in_the_database(server):
     try:
         shown = admin_json(server, "federation", "show")
-        assert shown == {"mode": "allowlist", "allow": [], "block": []}
+        assert shown == {"mode": "allowlist", "allow": [], "block": [], "forgotten": []}
         text = admin(server, "federation", "show").stdout
         assert "EMPTY" in text and "no domain is admitted" in text
         admin_json(server, "federation", "allow", "B.Example")
         admin_json(server, "federation", "mode", "open")
         shown = admin_json(server, "federation", "block", "evil.example")
-        assert shown == {"mode": "open", "allow": ["b.example"], "block": ["evil.example"]}
+        assert shown == {
+            "mode": "open",
+            "allow": ["b.example"],
+            "block": ["evil.example"],
+            "forgotten": [],
+        }
         assert admin(server, "federation", "mode", "everyone").returncode != 0
         assert admin(server, "federation", "allow", "not a domain").returncode == 1
+        # Forgetting blocks for good (until unblocked); a server never forgets itself.
+        gone = admin_json(server, "federation", "forget", "gone.example")
+        assert gone == {"domain": "gone.example", "newly": True, "discarded": 0}
+        shown = admin_json(server, "federation", "show")
+        assert shown["block"] == ["evil.example", "gone.example"]
+        assert shown["forgotten"] == ["gone.example"]
+        assert admin(server, "federation", "forget", "not a domain").returncode == 1
+        own = admin(server, "federation", "forget", "localhost")  # ROOST_HOME_DOMAIN
+        assert own.returncode == 1 and "own domain" in own.stderr
+        admin_json(server, "federation", "unblock", "gone.example")
+        assert admin_json(server, "federation", "show")["forgotten"] == []
     finally:
         admin(server, "federation", "unallow", "b.example")
         admin(server, "federation", "unblock", "evil.example")
+        admin(server, "federation", "unblock", "gone.example")
         admin(server, "federation", "mode", "allowlist")
 
 

@@ -145,11 +145,14 @@ def _policy_lines(policy: Any) -> list[str]:
         )
     else:
         rule = "open: every domain federates except blocked ones"
-    return [
+    lines = [
         f"mode      {rule}",
         f"allowlist {', '.join(sorted(policy.allow)) or '(empty)'}",
         f"blocklist {', '.join(sorted(policy.block)) or '(empty)'}  (always wins)",
     ]
+    if policy.forgotten:
+        lines.append(f"forgotten {', '.join(sorted(policy.forgotten))}  (blocked; unblock lifts)")
+    return lines
 
 
 async def federation_show(admin: Any, args: argparse.Namespace) -> tuple[Any, list[str]]:
@@ -172,6 +175,17 @@ async def federation_change(admin: Any, args: argparse.Namespace) -> tuple[Any, 
         note = f"{args.value} {'removed from' if removed else 'was not on'} the {kind}list"
     policy = await store.load(fresh=True)
     return policy, [note, *_policy_lines(policy)]
+
+
+async def federation_forget(admin: Any, args: argparse.Namespace) -> tuple[Any, list[str]]:
+    done = await admin.forget_domain(args.domain)
+    lines = [
+        f"{done.domain} {'forgotten' if done.newly else 'was already forgotten'}: blocked, "
+        f"{done.discarded} queued item(s) for it discarded",
+        "running servers remove its members from this server's groups within seconds "
+        "(server Remove proposals, a domain_forgotten notice to the other members)",
+    ]
+    return done, lines
 
 
 async def federation_rotate_key(admin: Any, args: argparse.Namespace) -> tuple[Any, list[str]]:
@@ -221,6 +235,8 @@ def _outbox_line(o: Any) -> str:
     line += f" attempts={o.attempts} next={_age(o.next_attempt_in_seconds)}"
     if o.blocked:
         line += " BLOCKED by policy (held, not sent)"
+    elif o.attempts:
+        line += " UNREACHABLE (held, retried)"
     if o.last_error:
         line += f" last_error={o.last_error}"
     return line
@@ -367,6 +383,12 @@ def add_admin_command(sub: Any) -> None:
         ("unblock", "remove a domain from the blocklist"),
     ):
         leaf(f, name, federation_change, text).add_argument("value", metavar="domain")
+    leaf(
+        f,
+        "forget",
+        federation_forget,
+        "block a domain for good: discard what is queued for it; its members leave our groups",
+    ).add_argument("domain")
     fr = leaf(f, "retry", federation_retry, "retry the outbound queue now (one domain or all)")
     fr.add_argument("domain", nargs="?", help="only this destination domain")
     leaf(f, "rotate-key", federation_rotate_key, "new server signing key (old one kept 1 day)")

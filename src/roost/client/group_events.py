@@ -131,4 +131,7 @@ def notice_text(notice: dict[str, Any]) -> str:
         return f"{notice.get('user_id')} deleted their account"
     if kind == "admin_promoted":
         return f"{notice.get('user_id')} is now an admin: the group had no admin left"
+    if kind == "domain_forgotten":
+        users = ", ".join(str(u) for u in notice.get("user_ids") or [])
+        return f"the homeserver stopped federating with {notice.get('domain')}: {users} leave"
     return f"notice {kind}"

@@ -95,8 +95,9 @@ def build_services(
         queues.delete_user_queues,
         connections.delete_user_connections,
     ]
-    # The DS reaches federation only through this narrow bridge (remote AS certificates, outbox).
-    ds_federation = DsBridge(federation.directory, federation.outbox)
+    # The DS reaches federation only through this narrow bridge (remote AS certificates,
+    # outbox, forgotten domains).
+    ds_federation = DsBridge(federation.directory, federation.outbox, federation.policy)
     delivery = DeliveryService(
         db, config, auth, queues, connections, clock, federation=ds_federation
     )

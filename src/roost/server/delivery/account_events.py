@@ -1,6 +1,7 @@
 """The account-events consumer: when the AS deletes a client or user (here, or on a member's
 own server), mark its leaves gone and issue the server's Remove proposals; send signed notices
-of deleted users and changed display names; prune old idempotency records.
+of deleted users and changed display names; prune old idempotency records. Members of domains
+the operator forgot take the same path (``forgotten_domains.py``, run from this loop).
 
 One background task, woken by the AS's deletion hooks (and after a commit that leaves gone
 leaves behind: their Removes are issued again for the new epoch).
@@ -49,6 +50,7 @@ class AccountEvents:
         succession: AdminSuccession,
         issue_removes: Callable[[bytes], Awaitable[int]],
         clock: Callable[[], float] = time.time,
+        sweep_forgotten: Callable[[], Awaitable[set[bytes]]] | None = None,
     ) -> None:
         self.db = db
         self.auth = auth
@@ -58,6 +60,8 @@ class AccountEvents:
         self.succession = succession
         self.issue_removes = issue_removes
         self.clock = clock
+        # Members of domains the operator forgot leave too (forgotten_domains.py).
+        self.sweep_forgotten = sweep_forgotten
         self._wake = asyncio.Event()
         # One consumer of the account-event outbox at a time (the background task, tests).
         self._lock = asyncio.Lock()
@@ -186,6 +190,8 @@ class AccountEvents:
             done += len(events)
             for gid in touched:
                 await self.issue_removes(gid)
+        if self.sweep_forgotten is not None:
+            await self.sweep_forgotten()  # their Removes are issued just below
         # Groups whose outstanding Removes were dropped by a commit get them again.
         async with self.db.engine.connect() as conn:
             pending = [
@@ -212,23 +218,9 @@ class AccountEvents:
         )
         keys = await self._keys_of_groups_with(match)
         async with self.db.transaction() as conn:
-            rows = list(
-                await conn.execute(
-                    sa.select(ds_members.c.group_id, ds_members.c.leaf_index).where(match)
-                )
-            )
-            gids = sorted({r.group_id for r in rows})
-            for gid in gids:  # group rows first, in order
-                await self.store.bump_rev(conn, gid)
-            await conn.execute(sa.update(ds_members).where(match).values(gone=True, queue_id=None))
-            for r in rows:
-                await conn.execute(
-                    sa.delete(ds_held).where(
-                        ds_held.c.group_id == r.group_id, ds_held.c.leaf_index == r.leaf_index
-                    )
-                )
+            gids = await leaves_gone_in(conn, self.store, match)
             # A group whose admins had no other live leaf gets its longest-standing member.
-            for gid in gids:
+            for gid in sorted(gids):
                 row = await self.store.group(conn, gid)
                 await self.succession.keep_admin_in(
                     conn,
@@ -237,7 +229,7 @@ class AccountEvents:
                     await self.store.members(conn, gid),
                     await self.store.roles(conn, gid),
                 )
-        return set(gids)
+        return gids
 
     async def _keys_of_groups_with(self, match: sa.ColumnElement[bool]) -> dict[int, ServerKey]:
         """The homeserver's keys for the suites of the groups with matching leaves, loaded
@@ -274,23 +266,9 @@ class AccountEvents:
             )
             key = await self.external_sender.key(row.cipher_suite)
             async with self.db.transaction() as conn:
-                seq = (
-                    await conn.execute(
-                        sa.update(ds_groups)
-                        .where(ds_groups.c.id == gid)
-                        .values(
-                            last_seq=ds_groups.c.last_seq + 1,
-                            # Dropping roles changes what a group snapshot pairs with the row.
-                            rev=ds_groups.c.rev + int(drop_roles),
-                        )
-                        .returning(ds_groups.c.last_seq)
-                    )
-                ).scalar_one_or_none()
-                if seq is None:
-                    continue
-                members = await self.store.members(conn, gid)
-                await self.fanout.fanout(conn, gid, seq, ITEM_SERVER_NOTICE, signed, members)
-                if drop_roles:
+                # Dropping roles changes what a group snapshot pairs with the row.
+                sent = await notice_in(conn, self.store, self.fanout, gid, signed, drop_roles)
+                if sent and drop_roles:
                     await conn.execute(
                         sa.delete(ds_roles).where(
                             ds_roles.c.group_id == gid, ds_roles.c.user_id == user_id
@@ -298,6 +276,7 @@ class AccountEvents:
                     )
                     # Normally the user's leaves went first (and a successor with them); a leaf
                     # the event did not name must not make the deleted user the successor.
+                    members = await self.store.members(conn, gid)
                     await self.succession.keep_admin_in(
                         conn,
                         gid,
@@ -305,3 +284,49 @@ class AccountEvents:
                         [m for m in members if m.user_id != user_id],
                         await self.store.roles(conn, gid),
                     )
+
+
+async def leaves_gone_in(
+    conn: AsyncConnection, store: GroupStore, match: sa.ColumnElement[bool]
+) -> set[bytes]:
+    """Mark the member rows ``match`` selects gone, in the caller's transaction: nothing more
+    is delivered to them (their held items go too) and the server's Remove proposals for
+    them follow (``issue_removes``). The groups touched."""
+    rows = list(
+        await conn.execute(sa.select(ds_members.c.group_id, ds_members.c.leaf_index).where(match))
+    )
+    for gid in sorted({r.group_id for r in rows}):  # group rows first, in order
+        await store.bump_rev(conn, gid)
+    await conn.execute(sa.update(ds_members).where(match).values(gone=True, queue_id=None))
+    for r in rows:
+        await conn.execute(
+            sa.delete(ds_held).where(
+                ds_held.c.group_id == r.group_id, ds_held.c.leaf_index == r.leaf_index
+            )
+        )
+    return {r.group_id for r in rows}
+
+
+async def notice_in(
+    conn: AsyncConnection,
+    store: GroupStore,
+    fanout: Fanout,
+    group_id: bytes,
+    signed: bytes,
+    bump_rev: bool = False,
+) -> bool:
+    """A signed server notice to the group's members that are not gone, as the group's next
+    item, in the caller's transaction; False if the group is gone."""
+    seq = (
+        await conn.execute(
+            sa.update(ds_groups)
+            .where(ds_groups.c.id == group_id)
+            .values(last_seq=ds_groups.c.last_seq + 1, rev=ds_groups.c.rev + int(bump_rev))
+            .returning(ds_groups.c.last_seq)
+        )
+    ).scalar_one_or_none()
+    if seq is None:
+        return False
+    members = await store.members(conn, group_id)
+    await fanout.fanout(conn, group_id, seq, ITEM_SERVER_NOTICE, signed, members)
+    return True

@@ -22,9 +22,12 @@ class RemotePrincipal(Principal):
 
 
 class DsFederation(Protocol):
-    """Remote AS certificates and the federation outbox, for remote members."""
+    """Remote AS certificates and the federation outbox, for remote members; the domains the
+    operator removed for good (their members leave this server's groups)."""
 
     async def as_certificate(self, domain: str) -> bytes: ...
+
+    async def forgotten_domains(self) -> frozenset[str]: ...
 
     # Inside the caller's transaction: items for remote queues, in order, per destination.
     def items_in(

@@ -17,6 +17,7 @@ hands each only the others it needs:
 - ``admin.py``: roles, settings, policy, deletion
 - ``succession.py``: a group always has an admin (the longest-standing member is promoted)
 - ``account_events.py``: deleted clients and users, notices, pruning (background task)
+- ``forgotten_domains.py``: members of domains the operator forgot leave (run by that task)
 
 Every group is followed by a ``GroupObserver`` whose state lives in ``ds_groups.state``: a
 handshake is checked on a freshly loaded observer outside the write transaction (CPU work), and
@@ -49,6 +50,7 @@ from .credentials import Credentials
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .federation_port import DsFederation, RemotePrincipal
+from .forgotten_domains import ForgottenDomains
 from .group_store import GroupStore, GroupView
 from .groups import Groups
 from .keys import ServerKey, ServerKeys
@@ -97,6 +99,13 @@ class DeliveryService:
         self.proposals = Proposals(
             db, self.store, self.credentials, self.external_sender_keys, self.add_rule, fanout
         )
+        forgotten = (
+            None
+            if federation is None
+            else ForgottenDomains(
+                db, federation, self.store, self.external_sender_keys, fanout, succession, clock
+            )
+        )
         self.account_events = AccountEvents(
             db,
             auth,
@@ -106,6 +115,7 @@ class DeliveryService:
             succession,
             self.proposals.issue_removes,
             clock,
+            sweep_forgotten=None if forgotten is None else forgotten.process,
         )
         self.commits = CommitPipeline(
             db,

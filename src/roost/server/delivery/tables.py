@@ -44,7 +44,8 @@ ds_members = sa.Table(
     # NULL: the queue is on this server's QS; else the domain whose QS holds it (federation).
     sa.Column("queue_domain", sa.String(253), nullable=True),
     sa.Column("policy", sa.String(64), nullable=True),
-    # The client was deleted: it gets nothing; a server Remove proposal is outstanding.
+    # The client was deleted (or its domain forgotten): it gets nothing; a server Remove
+    # proposal is outstanding.
     sa.Column("gone", sa.Boolean, nullable=False),
     # The group_seq of the commit that added the leaf (0 for the creator): the join order
     # that admin succession goes by (succession.py).

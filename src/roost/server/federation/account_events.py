@@ -91,8 +91,9 @@ def install_account_events(s: Services) -> None:
             try:
                 await fed.outbox.enqueue_in(conn, domain, KIND, body)
             except FederationRefused:
-                # The policy no longer admits the domain: the account change still happens.
-                log.info("not telling %s of an account event: not federated with", domain)
+                # The operator forgot the domain (a blocked one gets the event held): the
+                # account change still happens.
+                log.info("not telling %s of an account event: the operator forgot it", domain)
 
     async def receive(conn: AsyncConnection, origin: str, body: bytes) -> None:
         event_type, user_id, payload = parse_item(origin, body)

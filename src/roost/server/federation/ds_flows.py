@@ -8,7 +8,8 @@ A group lives on its creator's DS; its id ends in ``@<that domain>``.
   ``app.build_services``; it implements ``delivery.federation_port.DsFederation``): fan-out
   items for remote members' queues and Welcomes for remote users go into the outbox in the
   fan-out's transaction (kinds ``ds.items``, ``ds.welcome``); remote AS certificates for the
-  credential checks come from the directory.
+  credential checks come from the directory; the domains the operator forgot come from the
+  policy (the DS removes their members from its groups).
 - Inbox handlers: ``ds.items`` are enqueued into this server's queues (so realtime wake-ups and
   push happen here), ``ds.welcome`` into the user's direct queue.
 """
@@ -32,6 +33,7 @@ from ..errors import Problem
 from ..queues.service import QUEUE_ID_LEN
 from .directory import RemoteDirectory
 from .outbox import Outbox, item_json
+from .policy import FederationPolicyStore
 from .transport import FederationRefused
 
 if TYPE_CHECKING:
@@ -92,14 +94,21 @@ def _chunks(items: list[tuple[bytes, bytes]], limit: int) -> list[list[tuple[byt
 
 
 class DsBridge:
-    """What the DS needs from federation: remote AS certificates and the outbox."""
+    """What the DS needs from federation: remote AS certificates, the outbox and the domains
+    the operator forgot."""
 
-    def __init__(self, directory: RemoteDirectory, outbox: Outbox) -> None:
+    def __init__(
+        self, directory: RemoteDirectory, outbox: Outbox, policy: FederationPolicyStore
+    ) -> None:
         self.directory = directory
         self.outbox = outbox
+        self.policy = policy
 
     async def as_certificate(self, domain: str) -> bytes:
         return await self.directory.as_certificate(domain)
+
+    async def forgotten_domains(self) -> frozenset[str]:
+        return (await self.policy.load()).forgotten
 
     async def items_in(
         self, conn: AsyncConnection, domain: str, items: list[tuple[bytes, bytes]]
@@ -121,12 +130,13 @@ class DsBridge:
         await self.outbox.lock_in(conn, domains)
 
     async def _enqueue(self, conn: AsyncConnection, domain: str, kind: str, body: bytes) -> None:
+        # A domain the policy does not admit now gets its items held in the outbox (sent in
+        # order once admitted); only a forgotten domain's are refused: its members are leaving
+        # the group, and the others must not lose their copy.
         try:
             await self.outbox.enqueue_in(conn, domain, kind, body)
         except FederationRefused:
-            # The group's other members must not lose their copy because one member's domain
-            # is no longer admitted: that member gets nothing while the policy refuses it.
-            log.warning("%s for %s not queued: the federation policy refuses it", kind, domain)
+            log.info("%s for %s discarded: the operator forgot that domain", kind, domain)
 
 
 # ---- inbox handlers (the member's server) ---------------------------------------------------

@@ -5,7 +5,10 @@ worker task per process delivers each destination's oldest items, in id order, i
 ``POST /federation/v1/inbox`` batch. A lease per destination (a conditional UPDATE of
 ``fed_destinations.lease_until_ms``) keeps one deliverer per destination across processes, so
 order holds. A failed attempt waits ``min(2^attempts, 3600)`` seconds (with jitter), then the
-same items go again (head-of-line). Destinations the policy no longer admits are held.
+same items go again (head-of-line). Nothing is given up on: items for a destination that is
+unreachable or that the policy does not admit now are held until it can take them
+(docs/federation.md, "Blocked, unreachable, forgotten"); only a domain the operator forgot has
+its items discarded.
 
 Receiving side (``InboxDispatcher``): applies each item exactly once, in order, using a per-origin
 high-water mark of outbox ids (``fed_inbox_marks``) updated in the item's own transaction.
@@ -49,6 +52,7 @@ KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
 BACKOFF_CAP_SECONDS = 3600.0
 POLL_SECONDS = 1.0  # due destinations (and other processes' retry-now) are seen this fast
 BLOCKED_RECHECK_SECONDS = 5.0  # a held destination is looked at again this often
+HELD_LOG_SECONDS = 60.0  # "held" is logged at most this often per destination
 LEASE_SECONDS = 60.0  # longer than one batch request may take (federation timeout)
 MAX_ITEM_BYTES = 1024 * 1024 - 4096  # one item always fits a default 1 MiB request body
 BATCH_MAX_ITEMS = 100
@@ -173,6 +177,9 @@ class DestinationStatus:
     next_attempt_in_seconds: int | None  # None: nothing queued
     last_error: str | None  # no payloads
     blocked: bool  # the policy now holds the items
+    # "blocked" (our policy holds them), "unreachable" (the last attempt failed: down,
+    # refusing us, erroring; retried on the backoff), "sending" (queued, no failure)
+    state: str = "sending"
 
 
 async def federation_outbox_status(conn: AsyncConnection, now: float) -> list[DestinationStatus]:
@@ -208,6 +215,7 @@ async def federation_outbox_status(conn: AsyncConnection, now: float) -> list[De
     out = []
     for r in rows:
         next_in = None if not r.depth else max(0, int(r.next_attempt_ms / 1000 - now + 0.999))
+        blocked = not policy.admits(r.destination)
         out.append(
             DestinationStatus(
                 r.destination,
@@ -216,10 +224,20 @@ async def federation_outbox_status(conn: AsyncConnection, now: float) -> list[De
                 attempts=int(r.attempts),
                 next_attempt_in_seconds=next_in,
                 last_error=r.last_error,
-                blocked=not policy.admits(r.destination),
+                blocked=blocked,
+                state="blocked" if blocked else "unreachable" if r.attempts else "sending",
             )
         )
     return out
+
+
+async def discard_destination_in(conn: AsyncConnection, destination: str) -> int:
+    """Delete everything queued for ``destination`` and its delivery state (a domain the
+    operator forgot); the number of items discarded."""
+    dest = destination.strip().lower()
+    result = await conn.execute(sa.delete(fed_outbox).where(fed_outbox.c.destination == dest))
+    await conn.execute(sa.delete(fed_destinations).where(fed_destinations.c.destination == dest))
+    return int(result.rowcount or 0)
 
 
 # ---- sending side -----------------------------------------------------------------------------
@@ -263,6 +281,7 @@ class Outbox:
         self._task: asyncio.Task[None] | None = None
         self._deliveries: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
+        self._held_logged: dict[str, float] = {}
 
     # -- enqueue --
 
@@ -270,11 +289,13 @@ class Outbox:
         self, conn: AsyncConnection, destination: str, kind: str, body: bytes
     ) -> None:
         """Queue ``body`` for ``destination`` inside the caller's transaction (it is sent only
-        if that transaction commits). Raises ``FederationRefused`` (403) when the policy does
-        not admit ``destination``, ``Problem(413)`` for a body over ``max_item_bytes`` and
-        ``ValueError`` for an invalid kind or domain (callers pass validated data). A transaction that queues for several destinations
-        should do so in sorted domain order (each destination row is locked until commit, which
-        keeps ids ascending per destination in commit order)."""
+        if that transaction commits). A destination the policy does not admit now gets it
+        too: held, and sent in order once admitted. Raises ``FederationRefused`` (403) only for
+        a domain the operator forgot, ``Problem(413)`` for a body over ``max_item_bytes`` and
+        ``ValueError`` for an invalid kind or domain (callers pass validated data). A
+        transaction that queues for several destinations should do so in sorted domain order
+        (each destination row is locked until commit, which keeps ids ascending per
+        destination in commit order)."""
         dest = destination.strip().lower()
         if not is_valid_domain(dest) or dest == self.home_domain:
             raise ValueError(f"not a remote domain: {destination!r}")
@@ -285,8 +306,10 @@ class Outbox:
                 413, "body_too_large", f"a federated item is at most {self.max_item_bytes} bytes"
             )
         policy = await self.policy.load()
+        if dest in policy.forgotten:
+            raise FederationRefused(dest, f"the operator removed {dest} from federation")
         if not policy.admits(dest):
-            raise FederationRefused(dest)
+            self._log_held(kind, dest)
         await self._lock_destination(conn, dest)
         await conn.execute(
             sa.insert(fed_outbox).values(
@@ -301,8 +324,22 @@ class Outbox:
         (a commit's fan-out, then its Welcomes) then cannot deadlock with another one."""
         policy = await self.policy.load()
         for dest in sorted({d.strip().lower() for d in destinations}):
-            if dest != self.home_domain and is_valid_domain(dest) and policy.admits(dest):
+            if dest != self.home_domain and is_valid_domain(dest) and dest not in policy.forgotten:
                 await self._lock_destination(conn, dest)
+
+    def _log_held(self, kind: str, dest: str) -> None:
+        now = time.monotonic()
+        if now - self._held_logged.get(dest, -HELD_LOG_SECONDS) < HELD_LOG_SECONDS:
+            return
+        if len(self._held_logged) > 1000:
+            self._held_logged.clear()
+        self._held_logged[dest] = now
+        log.warning(
+            "%s for %s held: the federation policy refuses the domain for now; "
+            "queued items go in order once it is admitted (roost admin outbox)",
+            kind,
+            dest,
+        )
 
     async def _lock_destination(self, conn: AsyncConnection, dest: str) -> None:
         # Lock (or create) the destination row and hold it until commit: concurrent enqueues
@@ -489,6 +526,9 @@ class Outbox:
         max_items = self.batch_max_items
         while not self._stopping:
             policy = await self.policy.load()
+            if dest in policy.forgotten:
+                await self._discard(dest)
+                return
             if not policy.admits(dest):
                 await self._hold(dest)
                 return
@@ -606,6 +646,14 @@ class Outbox:
                 .where(self._mine(dest))
                 .values(next_attempt_ms=_ms(self.clock) + int(BLOCKED_RECHECK_SECONDS * 1000))
             )
+
+    async def _discard(self, dest: str) -> None:
+        """The operator forgot ``dest``: items queued for it since (a server whose policy cache
+        had not seen the change yet) go the way of those the command discarded."""
+        async with self.db.transaction() as conn:
+            n = await discard_destination_in(conn, dest)
+        if n:
+            log.info("discarded %d federated item(s) for %s: the operator forgot it", n, dest)
 
     async def _release(self, dest: str) -> None:
         async with self.db.transaction() as conn:

@@ -3,8 +3,11 @@
 
 Rules (docs/operations.md): in ``allowlist`` mode only listed domains are admitted, so an EMPTY
 allowlist admits nobody; in ``open`` mode every domain is admitted except blocked ones. The
-blocklist wins in both modes. The policy lives in the database so ``roost admin federation``
-changes reach running servers (each re-reads it at most ``cache_seconds`` later).
+blocklist wins in both modes. A domain the operator *forgot* (``roost admin federation forget``)
+is blocked and marked ``forget`` too: what is queued for it is discarded and the Delivery Service
+removes its members from this server's groups (docs/federation.md, "Blocked, unreachable,
+forgotten"); ``unblock`` lifts both. The policy lives in the database so ``roost admin
+federation`` changes reach running servers (each re-reads it at most ``cache_seconds`` later).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .tables import federation_domains, federation_settings
 
 MODES = ("allowlist", "open")
 LIST_KINDS = ("allow", "block")
+FORGET_KIND = "forget"  # stored beside "block" for a domain the operator removed for good
 # Closed by default: a fresh server federates with nobody until the operator says otherwise.
 DEFAULT_MODE = "allowlist"
 
@@ -36,6 +40,7 @@ class FederationPolicy:
     mode: str
     allow: frozenset[str]
     block: frozenset[str]
+    forgotten: frozenset[str] = frozenset()  # always blocked too
 
     def admits(self, domain: str) -> bool:
         """Whether traffic to or from ``domain`` is allowed (apply inbound and outbound)."""
@@ -74,13 +79,14 @@ async def read_policy(conn: AsyncConnection) -> FederationPolicy:
             sa.select(federation_settings.c.mode).where(federation_settings.c.id == 1)
         )
     ).first()
-    lists: dict[str, set[str]] = {k: set() for k in LIST_KINDS}
+    lists: dict[str, set[str]] = {k: set() for k in (*LIST_KINDS, FORGET_KIND)}
     for d in await conn.execute(sa.select(federation_domains)):
         lists.setdefault(d.list_kind, set()).add(d.domain)
     return FederationPolicy(
         row.mode if row is not None else DEFAULT_MODE,
         frozenset(lists["allow"]),
-        frozenset(lists["block"]),
+        frozenset(lists["block"] | lists[FORGET_KIND]),
+        frozenset(lists[FORGET_KIND]),
     )
 
 
@@ -126,27 +132,42 @@ class FederationPolicyStore:
         """Add ``domain`` to a list; False if it was already there."""
         kind, d = _check_kind(list_kind), normalize_domain(domain)
         async with self.db.transaction() as conn:
-            exists = await conn.execute(
-                sa.select(federation_domains.c.domain).where(
-                    federation_domains.c.domain == d, federation_domains.c.list_kind == kind
-                )
-            )
-            if exists.first() is not None:
-                return False
-            await conn.execute(
-                sa.insert(federation_domains).values(
-                    domain=d, list_kind=kind, added_at=int(self.clock())
-                )
-            )
+            added = await self._add_in(conn, kind, d)
         self._cached = None
+        return added
+
+    async def forget_in(self, conn: AsyncConnection, domain: str) -> bool:
+        """Block ``domain`` and mark it forgotten, in the caller's transaction (the caller
+        discards what is queued for it in the same one); False if it was already forgotten."""
+        d = normalize_domain(domain)
+        await self._add_in(conn, "block", d)
+        added = await self._add_in(conn, FORGET_KIND, d)
+        self._cached = None
+        return added
+
+    async def _add_in(self, conn: AsyncConnection, kind: str, d: str) -> bool:
+        exists = await conn.execute(
+            sa.select(federation_domains.c.domain).where(
+                federation_domains.c.domain == d, federation_domains.c.list_kind == kind
+            )
+        )
+        if exists.first() is not None:
+            return False
+        await conn.execute(
+            sa.insert(federation_domains).values(
+                domain=d, list_kind=kind, added_at=int(self.clock())
+            )
+        )
         return True
 
     async def remove(self, list_kind: str, domain: str) -> bool:
+        """Remove ``domain`` from a list; unblocking a forgotten domain un-forgets it too."""
         kind, d = _check_kind(list_kind), normalize_domain(domain)
+        kinds = [kind, FORGET_KIND] if kind == "block" else [kind]
         async with self.db.transaction() as conn:
             result = await conn.execute(
                 sa.delete(federation_domains).where(
-                    federation_domains.c.domain == d, federation_domains.c.list_kind == kind
+                    federation_domains.c.domain == d, federation_domains.c.list_kind.in_(kinds)
                 )
             )
         self._cached = None

@@ -16,6 +16,7 @@ from ..auth.admin import AccountAdmin, AdminError, AdminUser, TokenInfo, token_i
 from ..auth.service import Principal
 from ..config import Config
 from ..deps import Services
+from ..federation.forget import Forgotten, forget_domain
 from ..federation.policy import FederationPolicyStore
 from ..notify.pg_bridge import publish_user_revoked
 from ..store import Database
@@ -86,6 +87,15 @@ class AdminService:
         async with self.db.transaction() as conn:
             await publish_user_revoked(conn, info.uuid)  # serving processes: tokens, sockets
         return info.user_id
+
+    # ---- federation ------------------------------------------------------------------------
+
+    async def forget_domain(self, domain: str) -> Forgotten:
+        """Block ``domain`` for good and discard what is queued for it; serving processes'
+        Delivery Services then remove its members from the groups hosted here."""
+        if domain.strip().lower() == self.domain:
+            raise AdminError("this server cannot forget its own domain")
+        return await forget_domain(self.db, self.federation, domain)
 
     # ---- registration tokens ---------------------------------------------------------------
 

@@ -39,6 +39,7 @@ class OutboxStatus:
     next_attempt_in_seconds: int | None = None
     last_error: str | None = None
     blocked: bool = False
+    state: str | None = None  # federation: "blocked" | "unreachable" | "sending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ async def federation_outbox(conn: AsyncConnection, now: float) -> list[OutboxSta
             next_attempt_in_seconds=d.next_attempt_in_seconds,
             last_error=d.last_error,
             blocked=d.blocked,
+            state=d.state,
         )
         for d in await federation_outbox_status(conn, now)
     ]
