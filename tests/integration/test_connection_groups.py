@@ -170,7 +170,7 @@ async def test_items_held_for_an_unanswered_request_are_bounded(held_limit_serve
         assert len(ga.group(gid).roster()) == 1
 
         _, joined = await gb.accept_connection(conn.connection_id)
-        assert joined is not None and joined.kind == "rejected"  # a stale Welcome
+        assert joined is not None and joined.kind == "welcome_failed"  # a stale Welcome
         assert await gb.list() == [] and gb.local_group_ids() == []
     finally:
         await users.aclose()

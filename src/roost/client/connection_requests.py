@@ -86,7 +86,7 @@ class ConnectionRequests:
         self, connection_id: str, reply: bytes | None = None
     ) -> tuple[Connection, GroupEvent | None]:
         """Accept, then join the request's group from its Welcome and register our queue.
-        The event is ``joined`` (or ``rejected`` if the group is gone); ``None`` when the
+        The event is ``joined`` (or ``welcome_failed`` if the group is gone); ``None`` when the
         request carried no Welcome for this client."""
         requester, welcome = await self._request(connection_id)
         conn = await self.client.accept_connection(connection_id, reply)

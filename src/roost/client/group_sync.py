@@ -34,7 +34,13 @@ from .group_store import GroupStore
 from .models import DirectEvent
 from .realtime import _FINAL_CLOSES, Delivery, Realtime, RealtimeClosed
 from .server_keys import ServerKeys
-from .welcome_join import WelcomeFailed, WelcomeJoiner, WelcomeOutdated, transient_welcome_error
+from .welcome_join import (
+    WelcomeFailed,
+    WelcomeJoiner,
+    WelcomeOutdated,
+    is_welcome,
+    transient_welcome_error,
+)
 
 EventSink = Callable[[list[GroupEvent]], Awaitable[None]]
 
@@ -153,9 +159,12 @@ class GroupSync:
         self._welcome_backoff = WELCOME_RETRY_FIRST
         return True
 
-    async def join_welcome(self, welcome: bytes, inviter: str) -> GroupEvent | None:
-        """Join from a Welcome that came another way (a connection request's)."""
-        return await self._join(DirectEvent(0, "welcome", inviter, None, welcome))
+    async def join_welcome(self, payload: bytes, inviter: str) -> GroupEvent | None:
+        """Join from a Welcome that came another way: a connection request's payload, which is
+        no Welcome at all when the requester built no group (None then)."""
+        if not is_welcome(payload):
+            return None
+        return await self._join(DirectEvent(0, "welcome", inviter, None, payload))
 
     async def _join(self, welcome: DirectEvent) -> GroupEvent | None:
         """Join from one Welcome event: ``joined``; ``welcome_failed`` when it is for us but

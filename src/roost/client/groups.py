@@ -283,7 +283,13 @@ class Groups:
         """Add our user's other clients that are not in the group yet (in every group we hold
         when ``group_id`` is None), one claimed KeyPackage per missing client; no admin needed.
         One ``commit`` event per group that gained a client."""
-        return await add_own_devices(self, group_id, retries)
+        return await add_own_devices(
+            self.client,
+            self.group,
+            [group_id] if group_id is not None else self.local_group_ids(),
+            lambda gid, build: self._commit(gid, build, retries=retries),
+            one_group=group_id is not None,
+        )
 
     def leaves_of(self, group_id: bytes, user_id: str) -> builtins.list[int]:
         group = self.group(group_id)

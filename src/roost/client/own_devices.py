@@ -11,8 +11,10 @@ add-devices`` or ``Groups.add_own_devices``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from .client import RoostClient
 from .credential_policy import member_client_id
 from .errors import RoostError
 from .group_events import GroupEvent, roster_clients
@@ -22,30 +24,37 @@ if TYPE_CHECKING:
     from roost.mls.group import CommitOutput, Group
     from roost.mls.key_package import KeyPackage
 
-    from .groups import Groups
-
 # Answers for a group we are no longer in (removed, or the group was deleted): skipped when
 # every group is handled.
 _GONE = frozenset({"not_member", "group_not_found"})
+
+
+# Commit on a group with retries on epoch conflicts (``Groups._commit``): group id, builder.
+Commit = Callable[[bytes, Callable[["Group"], "CommitOutput"]], Awaitable[GroupEvent]]
 
 
 class _AlreadyMembers(Exception):
     """Every client we were about to add is in the group by now (another device added it)."""
 
 
-async def add_own_devices(groups: Groups, group_id: bytes | None, retries: int) -> list[GroupEvent]:
-    """One commit per group that lacks some of our user's clients (every group this client
-    holds when ``group_id`` is None). Groups that need nothing, or whose missing clients have
-    no KeyPackage for the group's suite, yield no event."""
-    client = groups.client
+async def add_own_devices(
+    client: RoostClient,
+    group_of: Callable[[bytes], Group],
+    targets: list[bytes],
+    commit: Commit,
+    *,
+    one_group: bool,
+) -> list[GroupEvent]:
+    """One commit per group of ``targets`` that lacks some of our user's clients (``one_group``:
+    the caller named it, so its errors are not skipped). Groups that need nothing, or whose
+    missing clients have no KeyPackage for the group's suite, yield no event."""
     others = [c for c in (await client.me()).clients if c.client_id != client.client_id]
-    targets = [group_id] if group_id is not None else groups.local_group_ids()
     events: list[GroupEvent] = []
     for gid in targets:
         try:
-            event = await _add_to(groups, gid, others, retries)
+            event = await _add_to(client, group_of(gid), commit, others)
         except RoostError as e:
-            if group_id is not None or e.code not in _GONE:
+            if one_group or e.code not in _GONE:
                 raise
             continue
         if event is not None:
@@ -54,15 +63,14 @@ async def add_own_devices(groups: Groups, group_id: bytes | None, retries: int) 
 
 
 async def _add_to(
-    groups: Groups, group_id: bytes, clients: list[ClientInfo], retries: int
+    client: RoostClient, group: Group, commit: Commit, clients: list[ClientInfo]
 ) -> GroupEvent | None:
-    group = groups.group(group_id)
     present = set(roster_clients(group).values())
     kps: list[KeyPackage] = []
     for c in clients:
         if c.client_id in present:
             continue
-        kp = await groups.client.claim_client_key_package(
+        kp = await client.claim_client_key_package(
             c.user_id, c.client_uuid, cipher_suite=group.cs.suite_id
         )
         if kp is not None:
@@ -80,6 +88,6 @@ async def _add_to(
         return g.commit(add=todo)
 
     try:
-        return await groups._commit(group_id, build, retries=retries)
+        return await commit(group.group_id, build)
     except _AlreadyMembers:
         return None

@@ -53,6 +53,15 @@ class WelcomeOutdated(WelcomeFailed):
     keeps only the latest tree. The leaf it added for us is still ours to rejoin in place of."""
 
 
+def is_welcome(payload: bytes) -> bool:
+    """Whether ``payload`` is an MLSMessage carrying a Welcome. A connection request's payload
+    is opaque to the server: a request from a client that builds no group carries none."""
+    try:
+        return isinstance(MLSMessage.decode(payload).body, Welcome)
+    except MLSError:
+        return False
+
+
 def our_key_package(
     welcome: Welcome, keypackages: dict[str, KeyPackageSecrets]
 ) -> tuple[str, KeyPackageSecrets] | None:
