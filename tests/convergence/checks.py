@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from roost.client import RoostError
 from roost.client.group_events import GroupEvent, roster_clients
 
-from .world import TRANSIENT, Device, Sent, World
+from .world import Device, Sent, World
 
 SETTLE_TIMEOUT = 180.0
 QUIET_ROUNDS = 2
@@ -61,21 +61,24 @@ async def settle(world: World, undo: object = None) -> float:
         world.start_server(d)
     world.retry_all()
     quiet = 0
+    failing: dict[str, str] = {}  # client -> the error its last sync ended with
     while time.monotonic() - start < SETTLE_TIMEOUT:
         busy = False
         for d in world.devices:
             try:
                 if await world.sync(d):
                     busy = True
+                failing.pop(d.client_id, None)
             except RoostError as e:
-                if e.status not in TRANSIENT:
-                    world.problems.append(f"settle sync of {d.client_id}: {e.status} {e.code}")
+                failing[d.client_id] = f"{e.status} {e.code}: {e.detail}"
                 busy = True
         world.observe()
         quiet = 0 if busy or not _agreed(world) else quiet + 1
         if quiet >= QUIET_ROUNDS:
             break
         await asyncio.sleep(1.0)
+    for client_id, error in sorted(failing.items()):
+        world.problems.append(f"{client_id} cannot sync: {error}")
     return time.monotonic() - start
 
 
@@ -190,11 +193,20 @@ def _resync_window(d: Device, gid: bytes) -> tuple[int, int] | None:
 
 def _member_then(world: World, d: Device, gid: bytes, s: Sent) -> bool:
     """``d`` had joined (created, or joined from a Welcome it could use) by the message's
-    epoch, and had not left since: a client that proposed its own removal forgets the group
-    at once, and one removed before it used its Welcome never had it."""
+    epoch, was not removed before it used that Welcome (the DS drops what it held for a
+    removed leaf), and had not left since (a client that proposes its own removal forgets
+    the group at once)."""
     joins = [e.epoch for e in d.events if e.group_id == gid and e.kind == "joined"]
     if not any(j <= s.epoch for j in joins):
         return False
+    # The membership the message falls in began at ``j``; if the client's leaf was removed
+    # before the client used that Welcome, the DS dropped what it held for the leaf.
+    j = max(x for x in joins if x <= s.epoch)
+    seen_at = world.joins_seen.get((d.client_id, gid, j), j)
+    for e in range(j + 1, seen_at + 1):
+        roster = world.roster_at(gid, e)
+        if roster is not None and d.client_id not in roster:
+            return False
     for g, cid, seq, epoch in world.leaves:
         left = g == gid and cid == d.client_id and seq < s.group_seq
         if left and not any(epoch < j <= s.epoch for j in joins):

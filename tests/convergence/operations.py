@@ -130,7 +130,7 @@ class Run:
     def _answer(self, name: str, e: RoostError) -> None:
         w = self.world
         if e.status in TRANSIENT:
-            w.outcomes[f"{name}: unreachable ({e.status})"] += 1
+            w.outcomes[f"{name}: {e.status} {e.code}"] += 1
         elif e.status >= 500:
             w.problems.append(f"op {self.done} {name}: {e.status} {e.code}: {e.detail}")
         else:
@@ -229,7 +229,9 @@ class Run:
                         return
                     continue
                 if e.code == "not_member":
-                    d.groups.store.forget(gid)  # removed while we were away
+                    # Removed while away: read what arrived before the removal, then forget.
+                    await w.sync(d)
+                    d.groups.store.forget(gid)
                     w.note(f"op {self.done}: {d.client_id} forgets {gid!r} (not_member)")
                 raise
             rec.acked, rec.group_seq = True, sent.group_seq

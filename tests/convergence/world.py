@@ -137,6 +137,9 @@ class World:
     down: set[str] = field(default_factory=set)
     # (group, client, group_seq of its leave proposal, its epoch then)
     leaves: list[tuple[bytes, str, int, int]] = field(default_factory=list)
+    # (client, group, epoch joined at) -> the newest epoch of the group known when the join
+    # was seen (a Welcome used only after its leaf was removed again joins nothing real)
+    joins_seen: dict[tuple[str, bytes, int], int] = field(default_factory=dict)
     faults: Counter[str] = field(default_factory=Counter)
     ops: Counter[str] = field(default_factory=Counter)
     seconds: Counter[str] = field(default_factory=Counter)  # wall time per operation kind
@@ -203,6 +206,16 @@ class World:
                         f"group {gid!r} epoch {g.epoch}: {first.seen_by} and {d.client_id} "
                         "hold different states"
                     )
+
+        for d in self.devices:
+            for e in d.events:
+                if e.kind == "joined":
+                    key = (d.client_id, e.group_id, e.epoch)
+                    if key not in self.joins_seen:
+                        self.joins_seen[key] = self.newest_epoch(e.group_id)
+
+    def newest_epoch(self, gid: bytes) -> int:
+        return max((e for g, e in self.states if g == gid), default=0)
 
     def roster_at(self, gid: bytes, epoch: int) -> frozenset[str] | None:
         st = self.states.get((gid, epoch))
