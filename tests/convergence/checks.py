@@ -15,12 +15,16 @@ Convergence means, for every group the run made:
    current and the previous epoch), other than the sender, and not a client of a user deleted
    since. A client that rejoined by resync (``resynced`` event) may miss messages of the
    epochs it could not process: those are counted separately and allowed only between the
-   first item it could not process in that group and its resync. Each client sees the
+   first item it could not process in that group and its resync. A client removed while
+   away learns it from ``not_member``, reads its queue and forgets the group; messages of
+   its old membership still in flight between servers then arrive for a group it no longer
+   holds: counted separately too. Each client sees the
    messages of a group in increasing ``group_seq`` and no message twice (acknowledged or
    not: an unacknowledged send may or may not have been stored, but never twice).
 3. **Never without an admin.** The DS lists at least one admin among the group's member users.
-4. **No server error, no client crash.** No 5xx other than unreachable, no exception of the
-   client library, no realtime listener that died.
+4. **No server error, no client crash, nothing stuck.** No 5xx other than unreachable, no
+   exception of the client library, no realtime listener that died, no client that cannot
+   sync, nothing left in any federation outbox.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Verdict:
     delivered: int = 0
     expected: int = 0
     missed_by_resync: int = 0
+    missed_after_removal: int = 0
     resyncs: int = 0
     converge_seconds: float = 0.0
 
@@ -101,7 +106,16 @@ async def check(world: World) -> Verdict:
     for gid in world.groups:
         await _check_group(world, gid, v)
     _check_messages(world, v)
+    _check_outboxes(world, v)
     return v
+
+
+def _check_outboxes(world: World, v: Verdict) -> None:
+    """Nothing left in any server's federation outbox (``roost admin outbox``)."""
+    for domain in world.fed.domains:
+        for row in world.fed[domain].outbox():
+            if row.get("outbox") == "federation" and row.get("depth"):
+                v.fail(f"{domain}'s outbox still holds items: {row}")
 
 
 async def _ds_view(world: World, gid: bytes) -> tuple[int, dict[str, str], list[Device]] | None:
@@ -191,6 +205,18 @@ def _resync_window(d: Device, gid: bytes) -> tuple[int, int] | None:
     return min(rejected), max(resynced)
 
 
+def _in_flight_at_removal(world: World, d: Device, s: Sent) -> bool:
+    """The message was still on its way (federation) when ``d``, told ``not_member`` by the
+    DS, read its queue and forgot the group: it arrived for a group ``d`` no longer holds."""
+    return (s.group_id, d.client_id) in world.forgotten and any(
+        e.kind == "rejected"
+        and e.group_id == s.group_id
+        and e.group_seq == s.group_seq
+        and e.text == "message for a group we are not in"
+        for e in d.events
+    )
+
+
 def _member_then(world: World, d: Device, gid: bytes, s: Sent) -> bool:
     """``d`` had joined (created, or joined from a Welcome it could use) by the message's
     epoch, was not removed before it used that Welcome (the DS drops what it held for a
@@ -243,6 +269,9 @@ def _check_messages(world: World, v: Verdict) -> None:
             if len(got) == 1 and got[0].group_seq == s.group_seq:
                 v.delivered += 1
                 continue
+            if not got and _in_flight_at_removal(world, d, s):
+                v.missed_after_removal += 1
+                continue
             window = _resync_window(d, s.group_id)
             if not got and window and window[0] <= s.group_seq and s.epoch < window[1]:
                 v.missed_by_resync += 1
@@ -269,6 +298,7 @@ def table(world: World, verdict: Verdict, ops: int, wall: float) -> str:
         ("  of which resent with the same id", str(sum(s.retried for s in sent))),
         ("deliveries expected / delivered", f"{verdict.expected} / {verdict.delivered}"),
         ("missed by resynced clients", str(verdict.missed_by_resync)),
+        ("arrived after the client learnt of its removal", str(verdict.missed_after_removal)),
         ("resyncs", str(verdict.resyncs)),
         ("groups / clients", f"{len(world.groups)} / {len(world.devices)}"),
         ("time to converge", f"{verdict.converge_seconds:.1f} s"),

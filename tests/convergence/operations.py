@@ -189,7 +189,7 @@ class Run:
 
     def actors(self, gid: bytes) -> list[Device]:
         w = self.world
-        return [d for d in w.members(gid) if w.online(d) and d.holds(gid)]
+        return [d for d in w.members(gid) if w.acts(d) and d.holds(gid)]
 
     async def roles(self, gid: bytes) -> dict[str, str]:
         for d in self.actors(gid):
@@ -208,12 +208,12 @@ class Run:
     # ---- user operations -----------------------------------------------------------------------
     async def sync(self) -> None:
         w = self.world
-        d = self.pick([d for d in w.devices if w.online(d)])
+        d = self.pick([d for d in w.devices if w.acts(d)])
         await w.sync(d)
 
     async def send(self) -> None:
         w = self.world
-        d = self.pick([d for d in w.devices if w.online(d) and d.local_groups()])
+        d = self.pick([d for d in w.devices if w.acts(d) and d.local_groups()])
         gid = self.pick(d.local_groups())
         self.sends += 1
         rec = Sent(gid, f"#{self.sends} from {d.client_id} op {self.done}", d.client_id, 0)
@@ -232,6 +232,7 @@ class Run:
                     # Removed while away: read what arrived before the removal, then forget.
                     await w.sync(d)
                     d.groups.store.forget(gid)
+                    w.forgotten.add((gid, d.client_id))
                     w.note(f"op {self.done}: {d.client_id} forgets {gid!r} (not_member)")
                 raise
             rec.acked, rec.group_seq = True, sent.group_seq
@@ -366,7 +367,7 @@ class Run:
         w = self.world
         if len(w.groups) >= MAX_GROUPS:
             raise Skip
-        d = self.pick([d for d in w.devices if w.online(d)])
+        d = self.pick([d for d in w.devices if w.acts(d)])
         group = await d.groups.create()
         w.groups.append(group.group_id)
         d.events.append(joined_by_creating(group.group_id, d.client_id))
@@ -396,7 +397,9 @@ class Run:
             if not in_group:
                 continue
             roles = await self.roles(gid)
-            if roles.get(u.user_id) == "admin":
+            # Inviting our own user adds every client of ours not in the roster, also one
+            # removed while away (see re_add_stale_member).
+            if roles.get(u.user_id) == "admin" and not self.stale(u, gid):
                 await w.sync(in_group[0])
                 if in_group[0].holds(gid):
                     in_group[0].events.append(await in_group[0].groups.invite(gid, [u.user_id]))
@@ -404,7 +407,7 @@ class Run:
     async def own_devices_by_member(self) -> None:
         """A member (admin or not) brings in its user's clients that are not in its groups."""
         w = self.world
-        d = self.pick([d for d in w.devices if w.online(d) and d.local_groups()])
+        d = self.pick([d for d in w.devices if w.acts(d) and d.local_groups()])
         await w.sync(d)
         events = await d.groups.add_own_devices()  # type: ignore[attr-defined]
         d.events.extend(events)

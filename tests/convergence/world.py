@@ -137,6 +137,8 @@ class World:
     down: set[str] = field(default_factory=set)
     # (group, client, group_seq of its leave proposal, its epoch then)
     leaves: list[tuple[bytes, str, int, int]] = field(default_factory=list)
+    # (group, client) that forgot the group after a not_member answer
+    forgotten: set[tuple[bytes, str]] = field(default_factory=set)
     # (client, group, epoch joined at) -> the newest epoch of the group known when the join
     # was seen (a Welcome used only after its leaf was removed again joins nothing real)
     joins_seen: dict[tuple[str, bytes, int], int] = field(default_factory=dict)
@@ -157,6 +159,11 @@ class World:
 
     def online(self, d: Device) -> bool:
         return d.live and d.domain not in self.down
+
+    def acts(self, d: Device) -> bool:
+        """``d`` can act now: online, and not a listener (those only receive, over realtime,
+        so that no sync or commit of the run races their realtime processing)."""
+        return self.online(d) and d.listener is None
 
     def device(self, client_id: str) -> Device | None:
         return next((d for u in self.users for d in u.devices if d.client_id == client_id), None)
