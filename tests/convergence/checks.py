@@ -18,7 +18,8 @@ Convergence means, for every group the run made:
    first item it could not process in that group and its resync. A client removed while
    away learns it from ``not_member``, reads its queue and forgets the group; messages of
    its old membership still in flight between servers then arrive for a group it no longer
-   holds: counted separately too. Each client sees the
+   holds, or (a member on another server than the group's) never arrive: counted
+   separately too. Each client sees the
    messages of a group in increasing ``group_seq`` and no message twice (acknowledged or
    not: an unacknowledged send may or may not have been stored, but never twice).
 3. **Never without an admin.** The DS lists at least one admin among the group's member users.
@@ -183,8 +184,11 @@ def _why(world: World, client_id: str, gid: bytes) -> str:
         if e.kind == "rejected" and e.group_id == gid
     ]
     listening = " (listening over realtime)" if d.listened else ""
-    joined = [(e.epoch, e.text) for e in d.events if e.kind == "joined" and e.group_id == gid]
-    return f"joined {joined}; rejected{listening}: {rejected[:3] or 'nothing'}"
+    joined = [
+        (e.epoch, e.text) for e in d.events if e.kind in ("joined", "removed") and e.group_id == gid
+    ]
+    forgot = " (forgot it after not_member)" if (gid, client_id) in world.forgotten else ""
+    return f"joined/removed {joined}{forgot}; rejected{listening}: {rejected[:3] or 'nothing'}"
 
 
 def _messages(d: Device) -> dict[bytes, list[GroupEvent]]:
@@ -206,9 +210,18 @@ def _resync_window(d: Device, gid: bytes) -> tuple[int, int] | None:
 
 
 def _in_flight_at_removal(world: World, d: Device, s: Sent) -> bool:
-    """The message was still on its way (federation) when ``d``, told ``not_member`` by the
-    DS, read its queue and forgot the group: it arrived for a group ``d`` no longer holds."""
-    return (s.group_id, d.client_id) in world.forgotten and any(
+    """The message was still on its way between servers when ``d`` was removed: ``d``, told
+    ``not_member`` by the DS, read its queue and forgot the group, and the message arrived
+    later for a group it no longer holds, or never (for a member on another server than
+    the group's)."""
+    if (s.group_id, d.client_id) not in world.forgotten:
+        return False
+    if s.group_id.rpartition(b"@")[2].decode() != d.domain and not any(
+        e.kind == "rejected" and e.group_id == s.group_id and e.group_seq == s.group_seq
+        for e in d.events
+    ):
+        return True
+    return any(
         e.kind == "rejected"
         and e.group_id == s.group_id
         and e.group_seq == s.group_seq

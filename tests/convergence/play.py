@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..federation.harness import Federation
 from .checks import Verdict, check, settle, table
 from .operations import PENDING_FAULTS, Run
-from .world import World, populate
+from .world import World, listening_devices, populate
 
 # Pending operations to switch on for a run (comma-separated names of PENDING_FAULTS), e.g.
 # to try another lane's fix before its entry is removed.
@@ -38,7 +38,13 @@ async def play(fed: Federation, seed: int, ops: int, enabled: set[str] | None = 
     world = await populate(fed, seed)
     try:
         run = Run(world, ops, enabled=enabled_from_env() if enabled is None else enabled)
+        if run.on("listen_from_start"):
+            for d in listening_devices(world):
+                world.start_listening(d)
         await run.seed_groups()
+        if not run.on("listen_from_start"):
+            for d in listening_devices(world):
+                world.start_listening(d)
         await run.run()
         await run.undo_all()
         converge = await settle(world)

@@ -365,10 +365,12 @@ async def populate(fed: Federation, seed: int) -> World:
         for u in firsts:
             await world.add_device(u)
     await world.connect_all()
-    # Two clients (on different servers) also listen over realtime.
-    for d in [u.devices[-1] for u in world.users if len(u.devices) > 1][:2]:
-        world.start_listening(d)
     return world
+
+
+def listening_devices(world: World) -> list[Device]:
+    """Two clients (on different servers) that listen over realtime."""
+    return [u.devices[-1] for u in world.users if len(u.devices) > 1][:2]
 
 
 async def eventually(
