@@ -40,7 +40,7 @@ from roost.client.group_events import GroupEvent, roster_clients
 
 from .world import Device, Sent, World
 
-SETTLE_TIMEOUT = 180.0
+SETTLE_TIMEOUT = 90.0
 QUIET_ROUNDS = 2
 
 
