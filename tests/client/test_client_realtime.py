@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.server import serve
 
 from roost.client import ClientState, RoostClient
-from roost.client.realtime import Realtime, listen, parse_delivery_frame
+from roost.client.realtime import Realtime, RealtimeClosed, listen, parse_delivery_frame
 from roost.mls.codec import Writer
 from roost.mls.errors import DecodeError
 
@@ -133,3 +133,31 @@ async def test_listen_resumes_after_a_drop():
     assert seen == [1, 2, 3]  # nothing lost, nothing repeated
     assert fake.connections == 2
     assert fake.hellos[1]["queues"] == {_b64(QID): 1}  # resumed after what was processed
+
+
+async def test_ack_after_the_server_went_away_is_a_realtime_close():
+    """The server restarts (1012) between a delivery and its ack: the ack raises
+    ``RealtimeClosed``, on which ``Groups.listen`` reconnects, not a websockets exception that
+    would end ``listen`` for good."""
+
+    async def handler(ws) -> None:
+        await ws.recv()  # hello
+        await ws.send(json.dumps({"type": "ready", "queues": [_b64(QID)], "ping_interval": 30}))
+        await ws.send(frame(1, [(1, b"one")], QID))
+        await ws.close(1012, "restart")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = await _client_for(port)
+        rt = Realtime(client, positions={_b64(QID): 0})
+        await rt.connect()
+        try:
+            assert [m.seq for m in (await rt.receive(timeout=5)).messages] == [1]
+            with pytest.raises(RealtimeClosed):
+                await rt.receive(timeout=5)
+            with pytest.raises(RealtimeClosed) as closed:
+                await rt.ack({_b64(QID): 1}, wait=False)
+            assert closed.value.close_code == 1012
+        finally:
+            await rt.close()
+            await client.aclose()

@@ -196,11 +196,13 @@ def make_federation(
     policy: str = "open",
     extra_env: dict[str, str] | None = None,
     env_per_domain: dict[str, dict[str, str]] | None = None,
+    engine_per_domain: dict[str, str] | None = None,
 ) -> Federation:
     """Start homeservers for ``domains`` and return them as a ``Federation``.
 
     ``engine="postgresql"`` needs ``database_url``: a factory making a fresh database per
-    server. ``policy``: ``"open"`` (everyone federates), ``"peers"`` (allowlist of the other
+    server; ``engine_per_domain`` overrides ``engine`` for the domains it names (a mixed
+    federation). ``policy``: ``"open"`` (everyone federates), ``"peers"`` (allowlist of the other
     domains) or ``"closed"`` (the default: allowlist mode, empty)."""
     domains = list(domains)
     ports = _distinct_free_ports(len(domains))
@@ -216,10 +218,11 @@ def make_federation(
             **((env_per_domain or {}).get(d, {})),
         }
         url = ""
-        if engine == "postgresql":
+        server_engine = (engine_per_domain or {}).get(d, engine)
+        if server_engine == "postgresql":
             assert database_url is not None, "postgresql needs a database factory"
             url = database_url()
-        servers[d] = Homeserver(engine, base_dir / d, url, env, port=port_of[d], domain=d)
+        servers[d] = Homeserver(server_engine, base_dir / d, url, env, port=port_of[d], domain=d)
     fed = Federation(servers)
 
     def bring_up(d: str) -> None:

@@ -236,7 +236,14 @@ class Realtime:
     async def _send(self, msg: dict[str, Any]) -> None:
         if self._ws is None:
             raise RealtimeClosed(None, "not connected")
-        await self._ws.send(json.dumps(msg))
+        # A socket the server closed (restart, crash) is a RealtimeClosed like one the reader
+        # saw: ``listen`` reconnects on it; a websockets exception would end ``listen``.
+        try:
+            await self._ws.send(json.dumps(msg))
+        except ConnectionClosed as e:
+            raise RealtimeClosed(
+                e.rcvd.code if e.rcvd else None, e.rcvd.reason if e.rcvd else ""
+            ) from e
 
     async def ack(
         self,
