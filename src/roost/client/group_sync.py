@@ -67,6 +67,9 @@ class GroupSync:
         # time) and the next wait. Pushed direct events are left for that retry meanwhile.
         self.welcome_retry_at: float | None = None
         self._welcome_backoff = WELCOME_RETRY_FIRST
+        # A queue pass stopped before an item that waits for that Welcome: pushed items are
+        # left alone too (they follow it) until a sync reads the queue from the cursor again.
+        self._queue_waits = False
 
     # ---- queue set-up ------------------------------------------------------------------------
     async def ensure_queue(self) -> str:
@@ -85,6 +88,7 @@ class GroupSync:
         cursors = self.store.cursors
         if not cursors.queue_id:
             return events
+        self._queue_waits = False
         while True:
             page = await self.client.fetch_queue(cursors.queue_id, cursors.queue_after, limit=limit)
             waiting = False
@@ -93,7 +97,7 @@ class GroupSync:
                     if m.seq <= cursors.queue_after:
                         continue  # already processed (at-least-once delivery)
                     if self._awaits_welcome(m.payload):
-                        waiting = True
+                        waiting = self._queue_waits = True
                         break
                     events.extend(await self._handle_payload(m.payload))
                     cursors.queue_after = m.seq
@@ -111,10 +115,13 @@ class GroupSync:
         cursors = self.store.cursors
         async with self.store.lock:
             for seq, payload in items:
+                if self._queue_waits:
+                    break  # fetched again by the sync that retries the Welcome
                 if seq <= cursors.queue_after:
                     continue
                 if self._awaits_welcome(payload):
-                    break  # fetched again by the sync that retries the Welcome
+                    self._queue_waits = True
+                    break
                 events.extend(await self._handle_payload(payload))
                 cursors.queue_after = seq
             self.store.flush()
