@@ -38,7 +38,10 @@ OPEN_FINDINGS = [
     "realtime listener misses a message",
     # A member on another server than the group's stops receiving the group's commits and
     # is left epochs behind the DS while still holding a leaf (seed 3: 13 vs 20; it had
-    # rejected one item as "message for a group we are not in").
+    # rejected one item as "message for a group we are not in"). That rejection is explained
+    # and fixed (a queue registration whose answer was lost: the items it released waited
+    # for no Welcome; tests/federation/test_remote_join_interrupted.py); the stop after the
+    # join is not explained yet, and was not seen again in one later run of seed 3.
     "remote member stops receiving a group's handshakes",
 ]
 

@@ -67,6 +67,9 @@ class GroupSync:
         # time) and the next wait. Pushed direct events are left for that retry meanwhile.
         self.welcome_retry_at: float | None = None
         self._welcome_backoff = WELCOME_RETRY_FIRST
+        # A queue pass stopped before an item that waits for that Welcome: pushed items are
+        # left alone too (they follow it) until a sync reads the queue from the cursor again.
+        self._queue_waits = False
 
     # ---- queue set-up ------------------------------------------------------------------------
     async def ensure_queue(self) -> str:
@@ -85,18 +88,23 @@ class GroupSync:
         cursors = self.store.cursors
         if not cursors.queue_id:
             return events
+        self._queue_waits = False
         while True:
             page = await self.client.fetch_queue(cursors.queue_id, cursors.queue_after, limit=limit)
+            waiting = False
             async with self.store.lock:
                 for m in page.messages:
                     if m.seq <= cursors.queue_after:
                         continue  # already processed (at-least-once delivery)
+                    if self._awaits_welcome(m.payload):
+                        waiting = self._queue_waits = True
+                        break
                     events.extend(await self._handle_payload(m.payload))
                     cursors.queue_after = m.seq
                 self.store.flush()
             if page.messages:
                 await self.client.ack_queue(cursors.queue_id, cursors.queue_after)
-            if not page.has_more or not page.messages:
+            if waiting or not page.has_more or not page.messages:
                 return events
 
     async def handle_queue_messages(self, items: Iterable[tuple[int, bytes]]) -> list[GroupEvent]:
@@ -107,8 +115,13 @@ class GroupSync:
         cursors = self.store.cursors
         async with self.store.lock:
             for seq, payload in items:
+                if self._queue_waits:
+                    break  # fetched again by the sync that retries the Welcome
                 if seq <= cursors.queue_after:
                     continue
+                if self._awaits_welcome(payload):
+                    self._queue_waits = True
+                    break
                 events.extend(await self._handle_payload(payload))
                 cursors.queue_after = seq
             self.store.flush()
@@ -241,6 +254,19 @@ class GroupSync:
         )
 
     # ---- queue items -------------------------------------------------------------------------
+    def _awaits_welcome(self, payload: bytes) -> bool:
+        """Whether an item of a group we do not hold must wait while a Welcome waits for its
+        retry: our queue registration may have reached the group's DS though its answer was
+        lost (the DS then releases what it held for our leaf), and those items are readable
+        only once we joined. The queue pass stops before it, unacked."""
+        if self.welcome_retry_at is None:
+            return False
+        try:
+            item = QueueItem.decode(payload)
+        except MLSError:
+            return False  # reported as undecodable by the pass
+        return item.item_type != ITEM_SERVER_NOTICE and not self.store.holds(item.group_id)
+
     async def _handle_payload(self, payload: bytes) -> list[GroupEvent]:
         try:
             item = QueueItem.decode(payload)
@@ -417,7 +443,8 @@ class GroupSync:
                         self.welcome_retry_at is not None
                         and time.monotonic() >= self.welcome_retry_at
                     ):
-                        await emit(await self.sync_welcomes())
+                        # The queue too: items that waited for the Welcome come over HTTP.
+                        await emit(await self.sync(None))
                     try:
                         delivery = await rt.receive(timeout=0.25)
                     except TimeoutError:

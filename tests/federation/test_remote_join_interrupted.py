@@ -1,0 +1,53 @@
+"""A remote member's join that took effect at the group's DS while its client saw a passing
+failure: bob@b.test registers his queue for a.test's group (the DS releases what it held for
+his leaf into his queue on b.test), but the answer is lost, and his retry meets a.test down.
+What arrived for the group before the Welcome's retry succeeds must wait for it, not be read
+as "a message for a group we are not in" and thrown away."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from roost.client.groups import group_path
+
+from ..e2e.helpers import sync_until
+from .harness import Federation
+from .test_ds_flows import TIMEOUT, A, connect, message, new
+
+
+async def test_items_released_by_an_interrupted_join_wait_for_the_welcome(fed: Federation):
+    alice, bob = await new(fed, A, "alice"), await new(fed, "b.test", "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id])
+    await alice.groups.send(gid, "before you joined")  # held at a.test for bob's new leaf
+
+    # bob's first join attempt registers his queue at the DS; its answer never reaches him.
+    queue_id = await bob.groups._sync.ensure_queue()
+    await bob.client.request(
+        "PUT", f"/v1/groups/{group_path(gid)}/queue", json={"queue_id": queue_id}
+    )
+    deadline = time.monotonic() + TIMEOUT
+    while not (await bob.client.fetch_queue(queue_id, 0)).messages:  # released to b.test
+        assert time.monotonic() < deadline, "the held message never reached bob's queue"
+        await asyncio.sleep(0.2)
+
+    # His retry meets the group's DS down: the Welcome waits, and so must the message.
+    fed.stop(A)
+    try:
+        events = await bob.sync()
+        assert not [e for e in events if e.kind in ("joined", "welcome_failed")], events
+    finally:
+        fed.start(A)
+    await sync_until(bob, lambda e: e.kind == "joined" and e.group_id == gid, TIMEOUT)
+    if (alice.user_id, "before you joined") not in [
+        (s.partition("/")[0], t) for s, t in bob.messages(gid)
+    ]:
+        await message(bob, gid, "before you joined")  # not in the sync that joined: later
+    assert not [e for e in bob.seen if e.kind == "rejected"], bob.seen
+
+    # And the group goes on for him as for anyone.
+    await alice.groups.update(gid)
+    await sync_until(bob, lambda e: e.kind == "commit" and e.group_id == gid, TIMEOUT)
+    assert bob.groups.group(gid).epoch_authenticator == alice.groups.group(gid).epoch_authenticator
