@@ -51,11 +51,6 @@ PENDING_FAULTS: dict[str, str] = {
     # processes that backlog (GroupSync.sync takes Welcomes first), so the backlog is
     # rejected ("message for epoch 2, group is at 11"). Until then re-adds skip such users.
     "re_add_stale_member": "finding: Welcome processed before the older queue backlog",
-    # Found by this test, not explained yet: a client that listens over realtime while it
-    # joins the seed groups sometimes never gets the first message sent right after (no
-    # rejection, nothing in its queue at the end). Until then listeners start listening
-    # once they have joined the seed groups by sync.
-    "listen_from_start": "finding: first message lost at a client joining while listening",
 }
 
 MAX_GROUPS = 6

@@ -38,13 +38,9 @@ async def play(fed: Federation, seed: int, ops: int, enabled: set[str] | None = 
     world = await populate(fed, seed)
     try:
         run = Run(world, ops, enabled=enabled_from_env() if enabled is None else enabled)
-        if run.on("listen_from_start"):
-            for d in listening_devices(world):
-                world.start_listening(d)
+        for d in listening_devices(world):  # they join the seed groups while listening
+            world.start_listening(d)
         await run.seed_groups()
-        if not run.on("listen_from_start"):
-            for d in listening_devices(world):
-                world.start_listening(d)
         await run.run()
         await run.undo_all()
         converge = await settle(world)

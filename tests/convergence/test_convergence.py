@@ -31,11 +31,6 @@ OPS = 300
 # failing seed is reported as xfail with its full verdict; remove an entry once fixed, and
 # the mark once the list is empty.
 OPEN_FINDINGS = [
-    # A client listening over realtime (Groups.listen) sometimes never gets an application
-    # message that every other member got: no rejected item, nothing left in its queue at
-    # the end (seed 1: the first message after the groups were set up; seed 2: one at op
-    # 261).
-    "realtime listener misses a message",
     # A member on another server than the group's stops receiving the group's commits and
     # is left epochs behind the DS while still holding a leaf (seed 3: 13 vs 20; it had
     # rejected one item as "message for a group we are not in"). That rejection is explained

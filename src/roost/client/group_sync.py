@@ -70,6 +70,15 @@ class GroupSync:
         # A queue pass stopped before an item that waits for that Welcome: pushed items are
         # left alone too (they follow it) until a sync reads the queue from the cursor again.
         self._queue_waits = False
+        # Events of items already processed (their cursor moved) and not yet handed out: an
+        # error after the processing (a failed ack, a dropped socket, a later item's failure)
+        # must not lose them, so they wait here for the next sync or listener emit.
+        self._unreported: list[GroupEvent] = []
+
+    def take_unreported(self) -> list[GroupEvent]:
+        """The events processed since the last hand-out, oldest first (and forget them)."""
+        events, self._unreported = self._unreported, []
+        return events
 
     # ---- queue set-up ------------------------------------------------------------------------
     async def ensure_queue(self) -> str:
@@ -83,11 +92,12 @@ class GroupSync:
     # ---- polling -----------------------------------------------------------------------------
     async def sync(self, limit: int | None) -> list[GroupEvent]:
         """Join from any new Welcome, then process everything waiting in our group queue (in
-        order) and ack it."""
-        events = await self.sync_welcomes()
+        order) and ack it. Also returns the events of items processed earlier whose hand-out
+        an error cut short."""
+        await self._sync_welcomes()
         cursors = self.store.cursors
         if not cursors.queue_id:
-            return events
+            return self.take_unreported()
         self._queue_waits = False
         while True:
             page = await self.client.fetch_queue(cursors.queue_id, cursors.queue_after, limit=limit)
@@ -99,19 +109,22 @@ class GroupSync:
                     if self._awaits_welcome(m.payload):
                         waiting = self._queue_waits = True
                         break
-                    events.extend(await self._handle_payload(m.payload))
+                    self._unreported.extend(await self._handle_payload(m.payload))
                     cursors.queue_after = m.seq
                 self.store.flush()
             if page.messages:
                 await self.client.ack_queue(cursors.queue_id, cursors.queue_after)
             if waiting or not page.has_more or not page.messages:
-                return events
+                return self.take_unreported()
 
     async def handle_queue_messages(self, items: Iterable[tuple[int, bytes]]) -> list[GroupEvent]:
         """Process items of our group queue; those at or below the processed cursor are skipped
         (no duplicates). The changed group states and the cursor are saved once, after the
         batch (states first, so a crash never skips an item)."""
-        events: list[GroupEvent] = []
+        await self._process_queue_items(items)
+        return self.take_unreported()
+
+    async def _process_queue_items(self, items: Iterable[tuple[int, bytes]]) -> None:
         cursors = self.store.cursors
         async with self.store.lock:
             for seq, payload in items:
@@ -122,27 +135,29 @@ class GroupSync:
                 if self._awaits_welcome(payload):
                     self._queue_waits = True
                     break
-                events.extend(await self._handle_payload(payload))
+                self._unreported.extend(await self._handle_payload(payload))
                 cursors.queue_after = seq
             self.store.flush()
-        return events
 
     # ---- Welcomes ----------------------------------------------------------------------------
     async def sync_welcomes(self) -> list[GroupEvent]:
         """Join from the Welcomes waiting in the direct queue and ack them. A Welcome that
         fails for a passing reason (``transient_welcome_error``) stops the pass before it,
         unacked: the next sync tries it again."""
-        events: list[GroupEvent] = []
+        await self._sync_welcomes()
+        return self.take_unreported()
+
+    async def _sync_welcomes(self) -> None:
         cursors = self.store.cursors
         while True:
             page = await self.client.fetch_direct(cursors.direct_after)
             before = cursors.direct_after
-            done = await self._direct_events(page.events, events)
+            done = await self._direct_events(page.events, self._unreported)
             if cursors.direct_after > before:
                 self.store.save_cursors()
                 await self.client.ack_direct(cursors.direct_after)
             if not done or not page.has_more or not page.events:
-                return events
+                return
 
     async def _direct_events(self, items: Iterable[DirectEvent], out: list[GroupEvent]) -> bool:
         """Join from the Welcomes among ``items`` (in order, past the cursor), moving the
@@ -449,7 +464,8 @@ class GroupSync:
                         delivery = await rt.receive(timeout=0.25)
                     except TimeoutError:
                         continue
-                    await emit(await self._handle_delivery(rt, delivery, queue_id))
+                    await self._handle_delivery(rt, delivery, queue_id)
+                    await emit(self.take_unreported())
             except RealtimeClosed as e:
                 if e.close_code in _FINAL_CLOSES:
                     raise
@@ -463,6 +479,9 @@ class GroupSync:
             finally:
                 self.realtime = None
                 await rt.close()
+            # What was processed before the drop (e.g. the socket closed under its ack) is
+            # past the cursor we resume from: hand it out now, or it is never seen.
+            await emit(self.take_unreported())
             if stop.is_set():
                 return
             # Catch up over HTTP too (cheap when nothing waits), then reconnect.
@@ -472,20 +491,15 @@ class GroupSync:
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
             backoff = min(max_backoff, backoff * 2)
 
-    async def _handle_delivery(
-        self, rt: Realtime, delivery: Delivery, queue_id: str
-    ) -> list[GroupEvent]:
-        events: list[GroupEvent] = []
+    async def _handle_delivery(self, rt: Realtime, delivery: Delivery, queue_id: str) -> None:
+        """Process one pushed delivery (its events wait in ``_unreported``) and ack it."""
         cursors = self.store.cursors
         if delivery.queue_id is None:  # the direct queue: Welcomes
             if self.welcome_retry_at is not None:
-                return events  # a Welcome before these waits: its retry fetches them in order
-            await self._direct_events(delivery.direct_events(), events)
+                return  # a Welcome before these waits: its retry fetches them in order
+            await self._direct_events(delivery.direct_events(), self._unreported)
             self.store.save_cursors()
             await rt.ack(direct=cursors.direct_after, wait=False)
         elif delivery.queue_id == queue_id:
-            events += await self.handle_queue_messages(
-                (m.seq, m.payload) for m in delivery.messages
-            )
+            await self._process_queue_items((m.seq, m.payload) for m in delivery.messages)
             await rt.ack({queue_id: cursors.queue_after}, wait=False)
-        return events
