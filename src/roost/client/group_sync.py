@@ -49,6 +49,18 @@ WELCOME_RETRY_FIRST = 1.0
 WELCOME_RETRY_MAX = 60.0
 
 
+def _same_group_welcome(w: DirectEvent, e: DirectEvent) -> bool:
+    """``w`` is ``e`` or another Welcome to the same group."""
+    if w.seq == e.seq:
+        return True
+    return (
+        w.type == "welcome"
+        and bool(w.payload)
+        and e.group_id is not None
+        and w.group_id == e.group_id
+    )
+
+
 def group_path(group_id: bytes) -> str:
     """A group id as a path segment (``/v1/groups/{group_id}``): b64u, which needs no quoting."""
     return b64u(group_id)
@@ -79,9 +91,22 @@ class GroupSync:
 
     # ---- polling -----------------------------------------------------------------------------
     async def sync(self, limit: int | None) -> list[GroupEvent]:
-        """Join from any new Welcome, then process everything waiting in our group queue (in
-        order) and ack it."""
-        events = await self.sync_welcomes()
+        """Process everything waiting in our group queue (in order), then join from the new
+        Welcomes, then process what joining brought (items held for the new leaves), acking
+        as we go. The queue comes first: a membership's items reach our queue only once its
+        leaf is registered, so what waits there belongs to a membership older than any
+        Welcome waiting beside it (a client removed while away and added again reads its old
+        backlog on its old state before joining anew)."""
+        async with self.store.direct_lock:
+            events = await self._drain_queue(limit)
+            before = len(events)
+            events += await self._sync_welcomes()
+            if any(e.kind == "joined" for e in events[before:]):
+                events += await self._drain_queue(limit)
+            return events
+
+    async def _drain_queue(self, limit: int | None) -> list[GroupEvent]:
+        events: list[GroupEvent] = []
         cursors = self.store.cursors
         if not cursors.queue_id:
             return events
@@ -116,9 +141,15 @@ class GroupSync:
 
     # ---- Welcomes ----------------------------------------------------------------------------
     async def sync_welcomes(self) -> list[GroupEvent]:
-        """Join from the Welcomes waiting in the direct queue and ack them. A Welcome that
-        fails for a passing reason (``transient_welcome_error``) stops the pass before it,
-        unacked: the next sync tries it again."""
+        """Join from the Welcomes waiting in the direct queue (after what waits in the group
+        queue, as ``sync``)."""
+        return await self.sync(None)
+
+    async def _sync_welcomes(self) -> list[GroupEvent]:
+        """Join from the Welcomes waiting in the direct queue and ack them (the caller holds
+        ``direct_lock``). A Welcome that fails for a passing reason
+        (``transient_welcome_error``) stops the pass before it, unacked: the next sync tries
+        it again."""
         events: list[GroupEvent] = []
         cursors = self.store.cursors
         while True:
@@ -132,24 +163,36 @@ class GroupSync:
                 return events
 
     async def _direct_events(self, items: Iterable[DirectEvent], out: list[GroupEvent]) -> bool:
-        """Join from the Welcomes among ``items`` (in order, past the cursor), moving the
-        cursor over each one handled. False when a passing failure stopped before one (it
-        is then tried again after a growing wait); the cursor stays before it."""
+        """Join from the Welcomes among ``items`` (past the cursor), moving the cursor over
+        each one handled. Of several Welcomes to one group, the newest (by ``group_seq``) that
+        is for this client is joined and the older ones are passed over: they would replace
+        the newer membership with an older one. False when a passing failure stopped before
+        one (it is then tried again after a growing wait); the cursor stays before it."""
         cursors = self.store.cursors
-        for e in items:
-            if e.seq <= cursors.direct_after:
-                continue
-            if e.type == "welcome" and e.payload:
-                try:
-                    event = await self._join(e)
-                except RoostError as err:
-                    if not transient_welcome_error(err):
-                        raise
-                    self.welcome_retry_at = time.monotonic() + self._welcome_backoff
-                    self._welcome_backoff = min(WELCOME_RETRY_MAX, self._welcome_backoff * 2)
-                    return False
-                if event is not None:
-                    out.append(event)
+        batch = [e for e in items if e.seq > cursors.direct_after]
+        settled: set[int] = set()  # Welcomes already handled with a newer one of their group
+        for e in batch:
+            if e.seq in settled:
+                pass
+            elif e.type == "welcome" and e.payload:
+                same = sorted(
+                    (w for w in batch if w.seq >= e.seq and _same_group_welcome(w, e)),
+                    key=lambda w: (w.group_seq or 0, w.seq),
+                    reverse=True,
+                )
+                for w in same:
+                    try:
+                        event = await self._join(w)
+                    except RoostError as err:
+                        if not transient_welcome_error(err):
+                            raise
+                        self.welcome_retry_at = time.monotonic() + self._welcome_backoff
+                        self._welcome_backoff = min(WELCOME_RETRY_MAX, self._welcome_backoff * 2)
+                        return False
+                    if event is not None:
+                        out.append(event)
+                        break
+                settled.update(w.seq for w in same)
             elif e.type.startswith("connection_"):
                 event = await on_connection_event(self.client, self.store, e, self.join_welcome)
                 if event is not None:
@@ -171,6 +214,8 @@ class GroupSync:
         unusable; None when it is for another client of our user."""
         inviter = welcome.sender or ""
         assert welcome.payload is not None
+        if self._older_than_held(welcome):
+            return None  # we hold a newer state of the group: nothing to join
         joiner = WelcomeJoiner(self.client)
         try:
             joined = await joiner.join(welcome.payload)
@@ -198,6 +243,9 @@ class GroupSync:
                 return self._welcome_failed(welcome, group.group_id, f"the DS refused: {e}")
             joiner.keep(joined)
             self.store.groups[group.group_id] = group
+            self.store.cursors.group_seqs.pop(group.group_id, None)
+            self.store.reached(group.group_id, welcome.group_seq or 0)
+            self.store.save_cursors()
             return self.store.record(
                 GroupEvent(
                     "joined",
@@ -207,6 +255,14 @@ class GroupSync:
                     text=f"joined (invited by {inviter})",
                 )
             )
+
+    def _older_than_held(self, welcome: DirectEvent) -> bool:
+        """A Welcome to a group whose state we hold at or past the Welcome's ``group_seq``
+        (e.g. it waited while we were removed and added again, and we joined the newer one)."""
+        gid, seq = welcome.group_id, welcome.group_seq
+        if gid is None or not seq or not self.store.holds(gid):
+            return False
+        return self.store.cursors.group_seqs.get(gid, 0) >= seq
 
     async def _join_outdated(
         self, welcome: DirectEvent, group_id: bytes, reason: str
@@ -269,6 +325,7 @@ class GroupSync:
             received = await self.client.with_as_certificates(lambda: group.process(item.body))
         except MLSError as e:
             return await self._unreadable(item, group.epoch, e)
+        self.store.reached(item.group_id, item.group_seq)
         sender = sender_name(received.sender, senders_before)
         if received.kind == "application":
             self.store.touch(group)  # the receive ratchet moved
@@ -453,9 +510,16 @@ class GroupSync:
         if delivery.queue_id is None:  # the direct queue: Welcomes
             if self.welcome_retry_at is not None:
                 return events  # a Welcome before these waits: its retry fetches them in order
-            await self._direct_events(delivery.direct_events(), events)
-            self.store.save_cursors()
-            await rt.ack(direct=cursors.direct_after, wait=False)
+            # As in ``sync``: the group queue's backlog first (over HTTP; pushed copies of
+            # it are skipped by their seq), then the Welcomes.
+            async with self.store.direct_lock:
+                events += await self._drain_queue(None)
+                before = len(events)
+                await self._direct_events(delivery.direct_events(), events)
+                self.store.save_cursors()
+                if any(e.kind == "joined" for e in events[before:]):
+                    events += await self._drain_queue(None)  # what the new leaves held
+            await rt.ack({queue_id: cursors.queue_after}, direct=cursors.direct_after, wait=False)
         elif delivery.queue_id == queue_id:
             events += await self.handle_queue_messages(
                 (m.seq, m.payload) for m in delivery.messages
