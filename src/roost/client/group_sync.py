@@ -91,14 +91,16 @@ class GroupSync:
 
     # ---- polling -----------------------------------------------------------------------------
     async def sync(self, limit: int | None) -> list[GroupEvent]:
-        """Process everything waiting in our group queue (in order), then join from the new
+        """Handle the direct queue's events up to its first Welcome (connection answers),
+        process everything waiting in our group queue (in order), then join from the new
         Welcomes, then process what joining brought (items held for the new leaves), acking
-        as we go. The queue comes first: a membership's items reach our queue only once its
+        as we go. The queue comes before Welcomes: a membership's items reach our queue only once its
         leaf is registered, so what waits there belongs to a membership older than any
         Welcome waiting beside it (a client removed while away and added again reads its old
         backlog on its old state before joining anew)."""
         async with self.store.direct_lock:
-            events = await self._drain_queue(limit)
+            events = await self._sync_welcomes(until_welcome=True)  # e.g. connection answers
+            events += await self._drain_queue(limit)
             before = len(events)
             events += await self._sync_welcomes()
             if any(e.kind == "joined" for e in events[before:]):
@@ -145,9 +147,9 @@ class GroupSync:
         queue, as ``sync``)."""
         return await self.sync(None)
 
-    async def _sync_welcomes(self) -> list[GroupEvent]:
+    async def _sync_welcomes(self, *, until_welcome: bool = False) -> list[GroupEvent]:
         """Join from the Welcomes waiting in the direct queue and ack them (the caller holds
-        ``direct_lock``). A Welcome that fails for a passing reason
+        ``direct_lock``); ``until_welcome``: only the events before the first Welcome. A Welcome that fails for a passing reason
         (``transient_welcome_error``) stops the pass before it, unacked: the next sync tries
         it again."""
         events: list[GroupEvent] = []
@@ -155,19 +157,22 @@ class GroupSync:
         while True:
             page = await self.client.fetch_direct(cursors.direct_after)
             before = cursors.direct_after
-            done = await self._direct_events(page.events, events)
+            done = await self._direct_events(page.events, events, until_welcome=until_welcome)
             if cursors.direct_after > before:
                 self.store.save_cursors()
                 await self.client.ack_direct(cursors.direct_after)
             if not done or not page.has_more or not page.events:
                 return events
 
-    async def _direct_events(self, items: Iterable[DirectEvent], out: list[GroupEvent]) -> bool:
+    async def _direct_events(
+        self, items: Iterable[DirectEvent], out: list[GroupEvent], *, until_welcome: bool = False
+    ) -> bool:
         """Join from the Welcomes among ``items`` (past the cursor), moving the cursor over
         each one handled. Of several Welcomes to one group, the newest (by ``group_seq``) that
         is for this client is joined and the older ones are passed over: they would replace
         the newer membership with an older one. False when a passing failure stopped before
-        one (it is then tried again after a growing wait); the cursor stays before it."""
+        one (it is then tried again after a growing wait), or ``until_welcome`` stopped before
+        the first Welcome; the cursor stays before it."""
         cursors = self.store.cursors
         batch = [e for e in items if e.seq > cursors.direct_after]
         settled: set[int] = set()  # Welcomes already handled with a newer one of their group
@@ -175,6 +180,8 @@ class GroupSync:
             if e.seq in settled:
                 pass
             elif e.type == "welcome" and e.payload:
+                if until_welcome:
+                    return False
                 same = sorted(
                     (w for w in batch if w.seq >= e.seq and _same_group_welcome(w, e)),
                     key=lambda w: (w.group_seq or 0, w.seq),
@@ -510,12 +517,14 @@ class GroupSync:
         if delivery.queue_id is None:  # the direct queue: Welcomes
             if self.welcome_retry_at is not None:
                 return events  # a Welcome before these waits: its retry fetches them in order
-            # As in ``sync``: the group queue's backlog first (over HTTP; pushed copies of
-            # it are skipped by their seq), then the Welcomes.
+            # As in ``sync``: the group queue's backlog before the first Welcome (over HTTP;
+            # pushed copies of it are skipped by their seq).
+            direct = list(delivery.direct_events())
             async with self.store.direct_lock:
+                await self._direct_events(direct, events, until_welcome=True)
                 events += await self._drain_queue(None)
                 before = len(events)
-                await self._direct_events(delivery.direct_events(), events)
+                await self._direct_events(direct, events)
                 self.store.save_cursors()
                 if any(e.kind == "joined" for e in events[before:]):
                     events += await self._drain_queue(None)  # what the new leaves held
