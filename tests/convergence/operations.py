@@ -46,11 +46,6 @@ PENDING_FAULTS: dict[str, str] = {
     # for epoch 4, group is at 7"): Groups._commit does not catch up first and the group
     # keeps no past epoch's secrets. Every app op syncs before it commits until then.
     "commit_without_sync": "finding: commit before catching up loses older messages",
-    # Found by this test, no lane yet: a client removed while items of its old membership
-    # still wait in its queue, then added again, joins from the new Welcome before it
-    # processes that backlog (GroupSync.sync takes Welcomes first), so the backlog is
-    # rejected ("message for epoch 2, group is at 11"). Until then re-adds skip such users.
-    "re_add_stale_member": "finding: Welcome processed before the older queue backlog",
 }
 
 MAX_GROUPS = 6

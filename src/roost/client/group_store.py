@@ -55,6 +55,9 @@ class Cursors:
     # Requests received, unanswered: connection id -> (requester, the Welcome the request
     # carries), kept so that accepting works after the event was acked.
     received: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    # For each group we hold: the group_seq our state has reached (the Welcome we joined from,
+    # then each item processed), so that an older Welcome never replaces it.
+    group_seqs: dict[bytes, int] = field(default_factory=dict)
 
 
 class GroupStore:
@@ -66,6 +69,9 @@ class GroupStore:
         home = client.home
         self.history = history or History.in_home(home.path if home is not None else None)
         self.lock = asyncio.Lock()
+        # Serialises reading the direct queue (Welcomes), so that ``sync`` and ``listen`` on
+        # the same store never join one Welcome twice. Taken before ``lock``, never inside it.
+        self.direct_lock = asyncio.Lock()
         self.groups: dict[bytes, Group] = {}
         self.dirty: set[bytes] = set()  # groups changed by received items, not yet saved
         self.cursors = self._load_cursors()
@@ -89,6 +95,7 @@ class GroupStore:
                 received={
                     str(k): (str(v[0]), unb64u(v[1])) for k, v in d.get("received", {}).items()
                 },
+                group_seqs={unb64u(k): int(v) for k, v in d.get("group_seqs", {}).items()},
             )
         except (OSError, ValueError, TypeError, IndexError) as e:
             raise StateError(f"unreadable {path}: {e}") from e
@@ -106,6 +113,7 @@ class GroupStore:
             "direct_after": c.direct_after,
             "requested": {k: b64u(v) for k, v in sorted(c.requested.items())},
             "received": {k: [u, b64u(w)] for k, (u, w) in sorted(c.received.items())},
+            "group_seqs": {b64u(k): v for k, v in sorted(c.group_seqs.items())},
         }
         _write_private(path, json.dumps(data).encode())
 
@@ -151,7 +159,13 @@ class GroupStore:
         self.dirty.clear()
         self.save_cursors()
 
+    def reached(self, group_id: bytes, group_seq: int) -> None:
+        """Our state of the group has reached ``group_seq`` (saved with the cursors)."""
+        seqs = self.cursors.group_seqs
+        seqs[group_id] = max(seqs.get(group_id, 0), group_seq)
+
     def forget(self, group_id: bytes) -> None:
+        self.cursors.group_seqs.pop(group_id, None)
         self.dirty.discard(group_id)
         self.groups.pop(group_id, None)
         home = self.client.home

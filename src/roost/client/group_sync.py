@@ -49,6 +49,18 @@ WELCOME_RETRY_FIRST = 1.0
 WELCOME_RETRY_MAX = 60.0
 
 
+def _same_group_welcome(w: DirectEvent, e: DirectEvent) -> bool:
+    """``w`` is ``e`` or another Welcome to the same group."""
+    if w.seq == e.seq:
+        return True
+    return (
+        w.type == "welcome"
+        and bool(w.payload)
+        and e.group_id is not None
+        and w.group_id == e.group_id
+    )
+
+
 def group_path(group_id: bytes) -> str:
     """A group id as a path segment (``/v1/groups/{group_id}``): b64u, which needs no quoting."""
     return b64u(group_id)
@@ -74,6 +86,7 @@ class GroupSync:
         # error after the processing (a failed ack, a dropped socket, a later item's failure)
         # must not lose them, so they wait here for the next sync or listener emit.
         self._unreported: list[GroupEvent] = []
+        self._joins = 0  # groups joined from Welcomes so far (what a pass joined: the difference)
 
     def take_unreported(self) -> list[GroupEvent]:
         """The events processed since the last hand-out, oldest first (and forget them)."""
@@ -91,13 +104,27 @@ class GroupSync:
 
     # ---- polling -----------------------------------------------------------------------------
     async def sync(self, limit: int | None) -> list[GroupEvent]:
-        """Join from any new Welcome, then process everything waiting in our group queue (in
-        order) and ack it. Also returns the events of items processed earlier whose hand-out
-        an error cut short."""
-        await self._sync_welcomes()
+        """Handle the direct queue's events up to its first Welcome (connection answers),
+        process everything waiting in our group queue (in order), then join from the new
+        Welcomes, then process what joining brought (items held for the new leaves), acking
+        as we go. The queue comes before Welcomes: a membership's items reach our queue only
+        once its leaf is registered, so what waits there belongs to a membership older than
+        any Welcome waiting beside it (a client removed while away and added again reads its
+        old backlog on its old state before joining anew). Also returns the events of items
+        processed earlier whose hand-out an error cut short."""
+        async with self.store.direct_lock:
+            await self._sync_welcomes(until_welcome=True)  # e.g. connection answers
+            await self._drain_queue(limit)
+            if await self._sync_welcomes():
+                await self._drain_queue(limit)
+        return self.take_unreported()
+
+    async def _drain_queue(self, limit: int | None) -> None:
+        """Process what waits in our group queue, in order, acking as we go; stops before an
+        item that waits for a Welcome's retry (``_awaits_welcome``)."""
         cursors = self.store.cursors
         if not cursors.queue_id:
-            return self.take_unreported()
+            return
         self._queue_waits = False
         while True:
             page = await self.client.fetch_queue(cursors.queue_id, cursors.queue_after, limit=limit)
@@ -115,7 +142,7 @@ class GroupSync:
             if page.messages:
                 await self.client.ack_queue(cursors.queue_id, cursors.queue_after)
             if waiting or not page.has_more or not page.messages:
-                return self.take_unreported()
+                return
 
     async def handle_queue_messages(self, items: Iterable[tuple[int, bytes]]) -> list[GroupEvent]:
         """Process items of our group queue; those at or below the processed cursor are skipped
@@ -141,51 +168,78 @@ class GroupSync:
 
     # ---- Welcomes ----------------------------------------------------------------------------
     async def sync_welcomes(self) -> list[GroupEvent]:
-        """Join from the Welcomes waiting in the direct queue and ack them. A Welcome that
-        fails for a passing reason (``transient_welcome_error``) stops the pass before it,
-        unacked: the next sync tries it again."""
-        await self._sync_welcomes()
-        return self.take_unreported()
+        """Join from the Welcomes waiting in the direct queue (after what waits in the group
+        queue, as ``sync``)."""
+        return await self.sync(None)
 
-    async def _sync_welcomes(self) -> None:
+    async def _sync_welcomes(self, *, until_welcome: bool = False) -> bool:
+        """Join from the Welcomes waiting in the direct queue and ack them (the caller holds
+        ``direct_lock``); ``until_welcome``: only the events before the first Welcome. A
+        Welcome that fails for a passing reason (``transient_welcome_error``) stops the pass
+        before it, unacked: the next sync tries it again. True if something was joined."""
+        joins = self._joins
         cursors = self.store.cursors
         while True:
             page = await self.client.fetch_direct(cursors.direct_after)
             before = cursors.direct_after
-            done = await self._direct_events(page.events, self._unreported)
+            done = await self._direct_events(
+                page.events, self._unreported, until_welcome=until_welcome
+            )
             if cursors.direct_after > before:
                 self.store.save_cursors()
                 await self.client.ack_direct(cursors.direct_after)
             if not done or not page.has_more or not page.events:
-                return
+                return self._joins > joins
 
-    async def _direct_events(self, items: Iterable[DirectEvent], out: list[GroupEvent]) -> bool:
-        """Join from the Welcomes among ``items`` (in order, past the cursor), moving the
-        cursor over each one handled. False when a passing failure stopped before one (it
-        is then tried again after a growing wait); the cursor stays before it."""
+    async def _direct_events(
+        self, items: Iterable[DirectEvent], out: list[GroupEvent], *, until_welcome: bool = False
+    ) -> bool:
+        """Join from the Welcomes among ``items`` (past the cursor), moving the cursor over
+        each one handled. Of several Welcomes to one group, the newest (by ``group_seq``) that
+        is for this client is joined and the older ones are passed over: they would replace
+        the newer membership with an older one. False when a passing failure stopped before
+        one (it is then tried again after a growing wait), or ``until_welcome`` stopped before
+        the first Welcome; the cursor stays before it."""
         cursors = self.store.cursors
-        for e in items:
-            if e.seq <= cursors.direct_after:
-                continue
-            if e.type == "welcome" and e.payload:
-                try:
-                    event = await self._join(e)
-                except RoostError as err:
-                    if not transient_welcome_error(err):
-                        raise
-                    self.welcome_retry_at = time.monotonic() + self._welcome_backoff
-                    self._welcome_backoff = min(WELCOME_RETRY_MAX, self._welcome_backoff * 2)
+        batch = [e for e in items if e.seq > cursors.direct_after]
+        settled: set[int] = set()  # Welcomes already handled with a newer one of their group
+        for e in batch:
+            if e.seq in settled:
+                pass
+            elif e.type == "welcome" and e.payload:
+                if until_welcome:
                     return False
-                if event is not None:
-                    out.append(event)
+                same = sorted(
+                    (w for w in batch if w.seq >= e.seq and _same_group_welcome(w, e)),
+                    key=lambda w: (w.group_seq or 0, w.seq),
+                    reverse=True,
+                )
+                for w in same:
+                    try:
+                        event = await self._join(w)
+                    except RoostError as err:
+                        if not transient_welcome_error(err):
+                            raise
+                        self.welcome_retry_at = time.monotonic() + self._welcome_backoff
+                        self._welcome_backoff = min(WELCOME_RETRY_MAX, self._welcome_backoff * 2)
+                        return False
+                    if event is not None:
+                        self._joined(out, event)
+                        break
+                settled.update(w.seq for w in same)
             elif e.type.startswith("connection_"):
                 event = await on_connection_event(self.client, self.store, e, self.join_welcome)
                 if event is not None:
-                    out.append(event)
+                    self._joined(out, event)
             cursors.direct_after = e.seq
         self.welcome_retry_at = None
         self._welcome_backoff = WELCOME_RETRY_FIRST
         return True
+
+    def _joined(self, out: list[GroupEvent], event: GroupEvent) -> None:
+        out.append(event)
+        if event.kind == "joined":
+            self._joins += 1
 
     async def join_welcome(self, payload: bytes, inviter: str) -> GroupEvent | None:
         """Join from a Welcome that came another way: a connection request's payload, which is
@@ -199,6 +253,8 @@ class GroupSync:
         unusable; None when it is for another client of our user."""
         inviter = welcome.sender or ""
         assert welcome.payload is not None
+        if self._older_than_held(welcome):
+            return None  # we hold a newer state of the group: nothing to join
         joiner = WelcomeJoiner(self.client)
         try:
             joined = await joiner.join(welcome.payload)
@@ -226,6 +282,9 @@ class GroupSync:
                 return self._welcome_failed(welcome, group.group_id, f"the DS refused: {e}")
             joiner.keep(joined)
             self.store.groups[group.group_id] = group
+            self.store.cursors.group_seqs.pop(group.group_id, None)
+            self.store.reached(group.group_id, welcome.group_seq or 0)
+            self.store.save_cursors()
             return self.store.record(
                 GroupEvent(
                     "joined",
@@ -235,6 +294,14 @@ class GroupSync:
                     text=f"joined (invited by {inviter})",
                 )
             )
+
+    def _older_than_held(self, welcome: DirectEvent) -> bool:
+        """A Welcome to a group whose state we hold at or past the Welcome's ``group_seq``
+        (e.g. it waited while we were removed and added again, and we joined the newer one)."""
+        gid, seq = welcome.group_id, welcome.group_seq
+        if gid is None or not seq or not self.store.holds(gid):
+            return False
+        return self.store.cursors.group_seqs.get(gid, 0) >= seq
 
     async def _join_outdated(
         self, welcome: DirectEvent, group_id: bytes, reason: str
@@ -310,6 +377,7 @@ class GroupSync:
             received = await self.client.with_as_certificates(lambda: group.process(item.body))
         except MLSError as e:
             return await self._unreadable(item, group.epoch, e)
+        self.store.reached(item.group_id, item.group_seq)
         sender = sender_name(received.sender, senders_before)
         if received.kind == "application":
             self.store.touch(group)  # the receive ratchet moved
@@ -497,9 +565,18 @@ class GroupSync:
         if delivery.queue_id is None:  # the direct queue: Welcomes
             if self.welcome_retry_at is not None:
                 return  # a Welcome before these waits: its retry fetches them in order
-            await self._direct_events(delivery.direct_events(), self._unreported)
-            self.store.save_cursors()
-            await rt.ack(direct=cursors.direct_after, wait=False)
+            # As in ``sync``: the group queue's backlog before the first Welcome (over HTTP;
+            # pushed copies of it are skipped by their seq).
+            direct = list(delivery.direct_events())
+            async with self.store.direct_lock:
+                await self._direct_events(direct, self._unreported, until_welcome=True)
+                await self._drain_queue(None)
+                joins = self._joins
+                await self._direct_events(direct, self._unreported)
+                self.store.save_cursors()
+                if self._joins > joins:
+                    await self._drain_queue(None)  # what the new leaves held
+            await rt.ack({queue_id: cursors.queue_after}, direct=cursors.direct_after, wait=False)
         elif delivery.queue_id == queue_id:
             await self._process_queue_items((m.seq, m.payload) for m in delivery.messages)
             await rt.ack({queue_id: cursors.queue_after}, wait=False)

@@ -202,6 +202,7 @@ class Groups:
                     after = roster_clients(group)
                     self.store.keep(group)
                     seq = int(resp.json().get("group_seq", 0))
+                    self.store.reached(group_id, seq)
                     event = GroupEvent(
                         "commit",
                         group_id,
@@ -480,8 +481,8 @@ class Groups:
     async def sync(
         self, *, limit: int | None = None, auto_commit: bool = False
     ) -> builtins.list[GroupEvent]:
-        """Join from any new Welcome, then process everything waiting in our group queue (in
-        order) and ack it. With ``auto_commit``, proposals received (leaves, the homeserver's
+        """Process everything waiting in our group queue (in order), then join from any new
+        Welcome (then what that brought), and ack it. With ``auto_commit``, proposals received (leaves, the homeserver's
         Removes) are then committed (``commit_pending``). Returns what happened, oldest first."""
         events = await self._sync.sync(limit)
         if auto_commit:
