@@ -153,7 +153,7 @@ class Run:
             "promote": (2, self.promote),
             "create_group": (2, self.create_group),
             "new_device": (1.5, self.new_device),
-            "own_devices_by_member": (1, self.own_devices_by_member),
+            "own_devices_by_member": (1.5, self.own_devices_by_member),
             "display_name": (2, self.display_name),
             "delete_account": (1, self.delete_account),
             "stop_server": (0.8, self.stop_server),
@@ -161,7 +161,7 @@ class Run:
             "federation_block": (0.8, self.federation_block),
             "corrupt_membership_tag": (1.5, self.corrupt_membership_tag),
             "welcome_without_tree": (1.5, self.welcome_without_tree),
-            "last_admin_goes": (0.5, self.last_admin_goes),
+            "last_admin_goes": (1.5, self.last_admin_goes),
             "commit_without_sync": (3, self.commit_without_sync),
             "re_add_stale_member": (2, self.re_add_stale_member),
         }
