@@ -23,14 +23,21 @@ Convergence means, for every group the run made:
    messages of a group in increasing ``group_seq`` and no message twice (acknowledged or
    not: an unacknowledged send may or may not have been stored, but never twice).
 3. **Never without an admin.** The DS lists at least one admin among the group's member users.
+   Where the last admin left or deleted its account, a member saw the DS's signed
+   ``admin_promoted`` notice.
 4. **No server error, no client crash, nothing stuck.** No 5xx other than unreachable, no
    exception of the client library, no realtime listener that died, no client that cannot
    sync, nothing left in any federation outbox.
+5. **Each fault had its effect.** After a commit with a corrupted membership_tag every other
+   member still in the group at the end rejoined (``resynced``) or was added again; every
+   client added by a Welcome without the tree, or by a member bringing in its own clients,
+   that is in the group at the end joined (``joined``) at that epoch or later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -53,6 +60,15 @@ class Verdict:
     missed_after_removal: int = 0
     resyncs: int = 0
     converge_seconds: float = 0.0
+    # group -> the clients holding a leaf there at the end, as the DS says
+    live: dict[bytes, set[str]] = field(default_factory=dict)
+    # what the faults led to: "<effect>" -> [seen, expected]
+    effects: dict[str, list[int]] = field(default_factory=dict)
+
+    def effect(self, what: str, seen: bool) -> None:
+        counts = self.effects.setdefault(what, [0, 0])
+        counts[0] += seen
+        counts[1] += 1
 
     def fail(self, text: str) -> None:
         self.failures.append(text)
@@ -108,7 +124,60 @@ async def check(world: World) -> Verdict:
         await _check_group(world, gid, v)
     _check_messages(world, v)
     _check_outboxes(world, v)
+    _check_fault_effects(world, v)
     return v
+
+
+def _events(world: World, client_id: str, gid: bytes, kinds: set[str]) -> list[GroupEvent]:
+    d = world.device(client_id)
+    if d is None:
+        return []
+    return [e for e in d.events if e.group_id == gid and e.kind in kinds]
+
+
+def _check_fault_effects(world: World, v: Verdict) -> None:
+    """Each injected fault did what it is there for (rule 5; the promotion notice of rule 3)."""
+    for gid, epoch, committer in world.corrupted:
+        name = gid.decode(errors="replace")
+        others = (world.roster_at(gid, epoch) or frozenset()) - {committer}
+        for cid in sorted(others & v.live.get(gid, set())):
+            back = [e for e in _events(world, cid, gid, {"resynced", "joined"}) if e.epoch >= epoch]
+            v.effect("members resynced after a corrupted commit", bool(back))
+            if not back:
+                v.fail(
+                    f"group {name}: {cid} neither resynced nor joined again after the commit "
+                    f"of epoch {epoch} with a corrupted membership_tag; " + _why(world, cid, gid)
+                )
+    for what, adds in (
+        ("joined from a Welcome without the tree", world.treeless_adds),
+        ("own clients added by a member joined", world.own_adds),
+    ):
+        for gid, epoch, added in adds:
+            for cid in sorted(set(added) & v.live.get(gid, set())):
+                joins = _events(world, cid, gid, {"joined", "resynced"})
+                v.effect(what, any(e.epoch == epoch for e in joins))
+                if not any(e.epoch >= epoch for e in joins):
+                    v.fail(
+                        f"group {gid.decode(errors='replace')}: {cid}, added at epoch {epoch} "
+                        f"({what}), never joined; " + _why(world, cid, gid)
+                    )
+    for gid in world.admin_gone:
+        seen = [
+            d.client_id
+            for d in world.devices
+            if any(
+                e.kind == "notice"
+                and e.group_id == gid
+                and (e.notice or {}).get("type") == "admin_promoted"
+                for e in d.events
+            )
+        ]
+        v.effect("last admin gone: admin_promoted notice seen", bool(seen))
+        if not seen:
+            v.fail(
+                f"group {gid.decode(errors='replace')}: its last admin went, no member saw "
+                "an admin_promoted notice"
+            )
 
 
 def _check_outboxes(world: World, v: Verdict) -> None:
@@ -145,6 +214,7 @@ async def _check_group(world: World, gid: bytes, v: Verdict) -> None:
         v.fail(f"group {name}: no live member left")
         return
     epoch, roles, live = view
+    v.live[gid] = {d.client_id for d in live}
     states = {}
     for d in live:
         if not d.holds(gid):
@@ -313,6 +383,11 @@ def table(world: World, verdict: Verdict, ops: int, wall: float) -> str:
         ("missed by resynced clients", str(verdict.missed_by_resync)),
         ("arrived after the client learnt of its removal", str(verdict.missed_after_removal)),
         ("resyncs", str(verdict.resyncs)),
+        ("resyncs by cause", _counts(resync_causes(world)) or "none"),
+        (
+            "effects of faults (seen / expected)",
+            ", ".join(f"{k} {n}/{m}" for k, (n, m) in sorted(verdict.effects.items())) or "none",
+        ),
         ("groups / clients", f"{len(world.groups)} / {len(world.devices)}"),
         ("time to converge", f"{verdict.converge_seconds:.1f} s"),
         ("wall time", f"{wall:.1f} s"),
@@ -320,6 +395,17 @@ def table(world: World, verdict: Verdict, ops: int, wall: float) -> str:
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def resync_causes(world: World) -> Counter[str]:
+    """``resynced`` events by why the client rejoined (numbers left out)."""
+    causes: Counter[str] = Counter()
+    for d in world.devices:
+        for e in d.events:
+            if e.kind == "resynced":
+                reason = e.text.partition("(")[2].rstrip(")") or e.text
+                causes[re.sub(r"\d+", "N", reason)[:60]] += 1
+    return causes
 
 
 def _counts(c: Counter[str]) -> str:

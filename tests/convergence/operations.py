@@ -25,22 +25,9 @@ from roost.protocol.media_types import MLS_MEDIA_TYPE
 
 from .world import TRANSIENT, Device, Sent, User, World
 
-# Operations whose fix is on another lane's branch: chosen never until the lead has merged it
-# (remove the entry then). Each says what it waits for.
+# Operations chosen never: each triggers a problem this test found that is not fixed yet, or
+# waits for a fix on another branch (remove the entry once it is merged). Each says why.
 PENDING_FAULTS: dict[str, str] = {
-    # fed-hold: items for a blocked domain are held and delivered in order after unblock
-    # (today they are dropped, so members on the blocked side never see those epochs).
-    "federation_block": "fed-hold",
-    # resync: a member whose group cannot process a handshake the DS accepted rejoins
-    # (Groups.resync, automatic in sync/listen); today it stays stuck at the old epoch.
-    "corrupt_membership_tag": "resync",
-    # welcome-tree: Groups.invite(..., ratchet_tree_in_welcome=False) and a joiner that asks
-    # the DS for the tree; today the keyword does not exist.
-    "welcome_without_tree": "welcome-tree",
-    # own-devices: Groups.add_own_devices lets a non-admin member bring in its new clients.
-    "own_devices_by_member": "own-devices",
-    # admin-ext: the DS promotes a member when the last admin leaves or deletes its account.
-    "last_admin_goes": "admin-ext",
     # Found by this test, no lane yet: a member that commits while application messages of
     # older epochs wait unprocessed in its queue can no longer decrypt them ("PrivateMessage
     # for epoch 4, group is at 7"): Groups._commit does not catch up first and the group
@@ -156,7 +143,7 @@ class Run:
             "promote": (2, self.promote),
             "create_group": (2, self.create_group),
             "new_device": (1.5, self.new_device),
-            "own_devices_by_member": (1, self.own_devices_by_member),
+            "own_devices_by_member": (1.5, self.own_devices_by_member),
             "display_name": (2, self.display_name),
             "delete_account": (1, self.delete_account),
             "stop_server": (0.8, self.stop_server),
@@ -164,7 +151,7 @@ class Run:
             "federation_block": (0.8, self.federation_block),
             "corrupt_membership_tag": (1.5, self.corrupt_membership_tag),
             "welcome_without_tree": (1.5, self.welcome_without_tree),
-            "last_admin_goes": (0.5, self.last_admin_goes),
+            "last_admin_goes": (1.5, self.last_admin_goes),
             "commit_without_sync": (3, self.commit_without_sync),
             "re_add_stale_member": (2, self.re_add_stale_member),
         }
@@ -287,9 +274,9 @@ class Run:
             if tree_in_welcome:
                 ev = await d.groups.invite(gid, [u.user_id])
             else:
-                ev = await d.groups.invite(  # type: ignore[call-arg]
-                    gid, [u.user_id], ratchet_tree_in_welcome=False
-                )
+                ev = await d.groups.invite(gid, [u.user_id], ratchet_tree_in_welcome=False)
+                w.treeless_adds.append((gid, ev.epoch, ev.added))
+                w.faults["welcome_without_tree"] += 1
             d.events.append(ev)
         finally:
             await self.top_up(u)
@@ -343,6 +330,9 @@ class Run:
         seq = await d.groups.leave(gid)
         w.note(f"op {self.done}: {d.client_id} leaves {gid!r} at seq {seq} epoch {epoch}")
         w.leaves.append((gid, d.client_id, seq, epoch))
+        if last_admin:
+            w.admin_gone.append(gid)
+            w.faults["last_admin_left"] += 1
         # Another member's app commits the leave when it next syncs.
         await self.commit_proposals(gid)
 
@@ -400,12 +390,27 @@ class Run:
                     in_group[0].events.append(await in_group[0].groups.invite(gid, [u.user_id]))
 
     async def own_devices_by_member(self) -> None:
-        """A member (admin or not) brings in its user's clients that are not in its groups."""
+        """A member (admin or not) brings its user's clients that are not in a group into it
+        (``Groups.add_own_devices``; no admin needed)."""
         w = self.world
-        d = self.pick([d for d in w.devices if w.acts(d) and d.local_groups()])
+        gid = self.pick(self.usable_groups())
+        roster = {d.client_id for d in w.members(gid)}
+
+        def missing(u: User) -> bool:
+            return any(x.client_id not in roster and w.online(x) for x in u.devices)
+
+        d = self.pick(
+            [d for d in self.actors(gid) if missing(d.user) and not self.stale(d.user, gid)]
+        )
+        roles = await self.roles(gid)
         await w.sync(d)
-        events = await d.groups.add_own_devices()  # type: ignore[attr-defined]
-        d.events.extend(events)
+        if not d.holds(gid):
+            return
+        for ev in await d.groups.add_own_devices(gid):
+            d.events.append(ev)
+            w.own_adds.append((gid, ev.epoch, ev.added))
+            admin = roles.get(d.user.user_id) == "admin"
+            w.faults[f"own_devices_added_by_{'admin' if admin else 'member'}"] += len(ev.added)
 
     async def display_name(self) -> None:
         w = self.world
@@ -419,6 +424,7 @@ class Run:
         if self.deleted_account or self.done < self.ops // 3:
             raise Skip
         candidates = []
+        sole_in: dict[str, list[bytes]] = {}  # user -> groups it is the only admin of
         for u in w.users:
             if u.deleted or u.domain in w.down or len(w.users) - self._deleted() <= 4:
                 continue
@@ -428,7 +434,9 @@ class Run:
                     break  # its roles cannot be asked now: not a candidate
                 roles = await self.roles(gid)
                 admins = {x for x in w.member_users(gid) if roles.get(x.user_id) == "admin"}
-                sole = sole or admins == {u}
+                if admins == {u}:
+                    sole = True
+                    sole_in.setdefault(u.user_id, []).append(gid)
             else:
                 if sole == last_admin:
                     candidates.append(u)
@@ -439,6 +447,9 @@ class Run:
         u.deleted = True
         self.deleted_account = True
         w.faults["account_deleted"] += 1
+        if last_admin:
+            w.admin_gone += sole_in.get(u.user_id, [])
+            w.faults["last_admin_deleted_account"] += 1
         gone = {d.client_id for d in u.devices}
         for gid in groups:
             await self.wait_removed(gid, gone)
@@ -504,6 +515,12 @@ class Run:
         w.fed.wait_policy()
 
         async def unblock() -> None:
+            if domain not in w.down:
+                # What the block held back (sent once it is lifted; checks: outboxes drain).
+                row = w.fed[domain].outbox_to(peer) or {}
+                w.faults["federation_items_held"] += int(row.get("depth") or 0)
+                if row.get("blocked") or row.get("state") == "blocked":
+                    w.faults["federation_outbox_blocked"] += 1
             w.fed.policy(domain, "open")
             w.fed.wait_policy()
             w.retry_all()
@@ -539,6 +556,7 @@ class Run:
                 raise
             group.merge_pending_commit()
             d.groups.store.keep(group)
+        self.world.corrupted.append((gid, group.epoch, d.client_id))
         self.world.faults["membership_tag_corrupted"] += 1
 
     async def commit_without_sync(self) -> None:
@@ -552,8 +570,9 @@ class Run:
         await self.add(stale=True)
 
     async def welcome_without_tree(self) -> None:
+        """An admin adds a user with a Welcome that leaves the ratchet tree out: the joiners
+        fetch it from the DS."""
         await self.add(tree_in_welcome=False)
-        self.world.faults["welcome_without_tree"] += 1
 
     # ---- the start -----------------------------------------------------------------------------
     async def seed_groups(self) -> None:

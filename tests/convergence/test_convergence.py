@@ -60,5 +60,7 @@ def convergence_federation(request, tmp_path_factory) -> Iterator[Federation]:
 async def test_groups_converge_under_faults(convergence_federation: Federation, seed: int) -> None:
     outcome = await play(convergence_federation, seed, OPS)
     print(f"\nseed {seed}\n{outcome.table}")
+    for line in outcome.verdict.failures:
+        print("FAIL", line)  # shown with -s also when the seed is xfail
     failures = outcome.verdict.failures
     assert not failures, f"seed {seed}:\n{outcome.table}\n" + "\n".join(failures[:40])

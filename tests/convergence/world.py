@@ -143,6 +143,14 @@ class World:
     # was seen (a Welcome used only after its leaf was removed again joins nothing real)
     joins_seen: dict[tuple[str, bytes, int], int] = field(default_factory=dict)
     faults: Counter[str] = field(default_factory=Counter)
+    # What the faults must lead to, judged at the end (checks.py): (group, epoch of a commit
+    # whose membership_tag was corrupted, its committer); (group, epoch, clients added) by a
+    # Welcome without the tree and by a member adding its own clients; groups whose last
+    # admin went (an ``admin_promoted`` notice must reach them).
+    corrupted: list[tuple[bytes, int, str]] = field(default_factory=list)
+    treeless_adds: list[tuple[bytes, int, tuple[str, ...]]] = field(default_factory=list)
+    own_adds: list[tuple[bytes, int, tuple[str, ...]]] = field(default_factory=list)
+    admin_gone: list[bytes] = field(default_factory=list)
     ops: Counter[str] = field(default_factory=Counter)
     seconds: Counter[str] = field(default_factory=Counter)  # wall time per operation kind
     outcomes: Counter[str] = field(default_factory=Counter)
