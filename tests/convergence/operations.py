@@ -27,13 +27,7 @@ from .world import TRANSIENT, Device, Sent, User, World
 
 # Operations chosen never: each triggers a problem this test found that is not fixed yet, or
 # waits for a fix on another branch (remove the entry once it is merged). Each says why.
-PENDING_FAULTS: dict[str, str] = {
-    # Found by this test, no lane yet: a member that commits while application messages of
-    # older epochs wait unprocessed in its queue can no longer decrypt them ("PrivateMessage
-    # for epoch 4, group is at 7"): Groups._commit does not catch up first and the group
-    # keeps no past epoch's secrets. Every app op syncs before it commits until then.
-    "commit_without_sync": "finding: commit before catching up loses older messages",
-}
+PENDING_FAULTS: dict[str, str] = {}
 
 MAX_GROUPS = 6
 MAX_GROUP_USERS = 6
@@ -267,7 +261,7 @@ class Run:
                 and self.stale(u, gid) == stale
             ]
         )
-        await w.sync(d)  # an app catches up before it commits (see commit_without_sync)
+        await w.sync(d)  # also committing what others proposed (commits catch up by themselves)
         if not d.holds(gid):
             return
         try:
@@ -560,7 +554,7 @@ class Run:
         self.world.faults["membership_tag_corrupted"] += 1
 
     async def commit_without_sync(self) -> None:
-        """A member self-updates without catching up first (``Groups.update`` as is)."""
+        """A member self-updates without syncing first (``Groups.update`` catches up itself)."""
         gid = self.pick(self.usable_groups())
         d = self.pick(self.actors(gid))
         d.events.append(await d.groups.update(gid))

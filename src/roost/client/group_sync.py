@@ -31,7 +31,7 @@ from .group_events import (
 )
 from .group_resync import GroupResync, joiner_of, needs_resync
 from .group_store import GroupStore
-from .models import DirectEvent
+from .models import DirectEvent, QueueMessage
 from .realtime import _FINAL_CLOSES, Delivery, Realtime, RealtimeClosed
 from .server_keys import ServerKeys
 from .welcome_join import (
@@ -86,12 +86,33 @@ class GroupSync:
         # error after the processing (a failed ack, a dropped socket, a later item's failure)
         # must not lose them, so they wait here for the next sync or listener emit.
         self._unreported: list[GroupEvent] = []
+        self._unreported_ready = asyncio.Event()  # wakes a polling listener (a commit caught up)
         self._joins = 0  # groups joined from Welcomes so far (what a pass joined: the difference)
 
     def take_unreported(self) -> list[GroupEvent]:
         """The events processed since the last hand-out, oldest first (and forget them)."""
         events, self._unreported = self._unreported, []
+        self._unreported_ready.clear()
         return events
+
+    def hold(self, events: Iterable[GroupEvent]) -> None:
+        """Keep events processed outside a sync (a commit's catch-up) for the next hand-out,
+        and wake a polling listener for them."""
+        self._unreported.extend(events)
+        if self._unreported:
+            self._unreported_ready.set()
+
+    async def _wait(self, stop: asyncio.Event, timeout: float) -> None:
+        """Until ``stop`` is set, events wait to be handed out, or ``timeout`` passes."""
+        waits = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._unreported_ready.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     # ---- queue set-up ------------------------------------------------------------------------
     async def ensure_queue(self) -> str:
@@ -119,30 +140,49 @@ class GroupSync:
                 await self._drain_queue(limit)
         return self.take_unreported()
 
-    async def _drain_queue(self, limit: int | None) -> None:
+    async def _drain_queue(self, limit: int | None, *, locked: bool = False) -> None:
         """Process what waits in our group queue, in order, acking as we go; stops before an
-        item that waits for a Welcome's retry (``_awaits_welcome``)."""
+        item that waits for a Welcome's retry (``_awaits_welcome``). ``locked``: the caller
+        holds the store's lock (a commit's catch-up)."""
         cursors = self.store.cursors
         if not cursors.queue_id:
             return
         self._queue_waits = False
         while True:
             page = await self.client.fetch_queue(cursors.queue_id, cursors.queue_after, limit=limit)
-            waiting = False
-            async with self.store.lock:
-                for m in page.messages:
-                    if m.seq <= cursors.queue_after:
-                        continue  # already processed (at-least-once delivery)
-                    if self._awaits_welcome(m.payload):
-                        waiting = self._queue_waits = True
-                        break
-                    self._unreported.extend(await self._handle_payload(m.payload))
-                    cursors.queue_after = m.seq
-                self.store.flush()
+            if locked:
+                waiting = await self._process_page(page.messages)
+            else:
+                async with self.store.lock:
+                    waiting = await self._process_page(page.messages)
             if page.messages:
                 await self.client.ack_queue(cursors.queue_id, cursors.queue_after)
             if waiting or not page.has_more or not page.messages:
                 return
+
+    async def _process_page(self, messages: Iterable[QueueMessage]) -> bool:
+        """One fetched page, under the store's lock: the items past the cursor in order, then
+        the states and the cursor saved. True when it stopped before an item that waits."""
+        cursors = self.store.cursors
+        waiting = False
+        for m in messages:
+            if m.seq <= cursors.queue_after:
+                continue  # already processed (at-least-once delivery)
+            if self._awaits_welcome(m.payload):
+                waiting = self._queue_waits = True
+                break
+            self._unreported.extend(await self._handle_payload(m.payload))
+            cursors.queue_after = m.seq
+        self.store.flush()
+        return waiting
+
+    async def catch_up(self) -> None:
+        """Process everything waiting in our group queue, in order, while the caller holds the
+        store's lock: a commit must not leave messages of older epochs behind (the group keeps
+        only one past epoch's secrets). The events wait for the next sync or listener."""
+        await self._drain_queue(None, locked=True)
+        if self._unreported:
+            self._unreported_ready.set()
 
     async def handle_queue_messages(self, items: Iterable[tuple[int, bytes]]) -> list[GroupEvent]:
         """Process items of our group queue; those at or below the processed cursor are skipped
@@ -504,8 +544,7 @@ class GroupSync:
         await emit(await self.sync(None))
         if not realtime:
             while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=poll_interval)
+                await self._wait(stop, poll_interval)
                 await emit(await self.sync(None))
             return
         queue_id = await self.ensure_queue()
@@ -531,6 +570,8 @@ class GroupSync:
                     try:
                         delivery = await rt.receive(timeout=0.25)
                     except TimeoutError:
+                        if self._unreported:  # a commit of ours caught up meanwhile
+                            await emit(self.take_unreported())
                         continue
                     await self._handle_delivery(rt, delivery, queue_id)
                     await emit(self.take_unreported())

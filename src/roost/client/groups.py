@@ -65,6 +65,16 @@ def new_group_id(domain: str) -> bytes:
     return f"{b64u(os.urandom(16))}@{domain}".encode("ascii")
 
 
+class _NothingPending(Exception):
+    """No proposal is left to commit (another member committed them first)."""
+
+
+def _commit_of_pending(group: Group) -> CommitOutput:
+    if not group.pending_proposal_refs():
+        raise _NothingPending
+    return group.commit()
+
+
 class Groups:
     """Group operations of one ``RoostClient``: create, invite, send, receive, leave, remove,
     promote, delete. Group states live in the client's home (``groups/<id>.mls``), the message
@@ -177,10 +187,21 @@ class Groups:
         retries: int = COMMIT_RETRIES,
     ) -> GroupEvent:
         """Build a commit, submit it with its GroupInfo (and Welcome), merge it once accepted.
-        On ``epoch_conflict`` catch up with the queue (the winner's commit is there) and
-        rebuild, up to ``retries`` times."""
+        First, under the store's lock, process what waits in our group queue (``catch_up``):
+        messages of older epochs would be unreadable after our commit (a group keeps one past
+        epoch's secrets). On ``epoch_conflict`` catch up again (the winner's commit is there;
+        a rejoin if the queue cannot bring us to the DS's epoch) and rebuild, up to
+        ``retries`` times. Events of the catch-up are held: the next ``sync`` returns them
+        first, a running ``listen`` hands them to its sink."""
+        ds_epoch = 0
         for attempt in range(retries + 1):
             async with self.store.lock:
+                await self._sync.catch_up()
+                if self.group(group_id).epoch < ds_epoch:  # the queue cannot bring us there
+                    rejoined = await self._sync.resync.rejoin(
+                        group_id, f"the group is at epoch {ds_epoch}"
+                    )
+                    self._sync.hold([rejoined])
                 group = self.group(group_id)
                 out = build(group)
                 body = encode_commit_bundle(out.commit, out.group_info, out.welcome)
@@ -213,9 +234,6 @@ class Groups:
                         removed=tuple(c for i, c in before.items() if after.get(i) != c),
                     )
                     return self.store.record(describe_commit(event), outgoing=True)
-            await self.sync()
-            if self.group(group_id).epoch < ds_epoch:  # the queue cannot bring us there
-                await self.resync(group_id, reason=f"the group is at epoch {ds_epoch}")
         raise AssertionError("unreachable")
 
     async def commit(
@@ -241,11 +259,14 @@ class Groups:
             except RoostError:
                 return None  # no longer in the group
             try:
-                return await self._commit(group_id, lambda g: g.commit(), retries=0)
+                return await self._commit(group_id, _commit_of_pending, retries=0)
+            except _NothingPending:
+                return None  # the commit's catch-up found them committed by another member
             except RoostError as e:
                 if e.code != "epoch_conflict":
                     raise
-            await self.sync()
+            async with self.store.lock:  # the winner's commit; its events are held
+                await self._sync.catch_up()
         return None
 
     async def update(self, group_id: bytes, *, retries: int = COMMIT_RETRIES) -> GroupEvent:
@@ -482,8 +503,10 @@ class Groups:
         self, *, limit: int | None = None, auto_commit: bool = False
     ) -> builtins.list[GroupEvent]:
         """Process everything waiting in our group queue (in order), then join from any new
-        Welcome (then what that brought), and ack it. With ``auto_commit``, proposals received (leaves, the homeserver's
-        Removes) are then committed (``commit_pending``). Returns what happened, oldest first."""
+        Welcome (then what that brought), and ack it. With ``auto_commit``, proposals received
+        (leaves, the homeserver's Removes) are then committed (``commit_pending``). Returns
+        what happened, oldest first, beginning with what our commits' catch-ups processed
+        since the last call."""
         events = await self._sync.sync(limit)
         if auto_commit:
             for gid in sorted({e.group_id for e in events if e.kind == "proposal"}):
@@ -516,7 +539,8 @@ class Groups:
     ) -> None:
         """Process group traffic as it arrives until ``stop`` is set: pushed over the realtime
         WebSocket (reconnecting with capped backoff and resuming from the processed positions:
-        no loss, no duplicates), or with ``realtime=False`` by polling every ``poll_interval``."""
+        no loss, no duplicates), or with ``realtime=False`` by polling every ``poll_interval``.
+        What a commit of ours processed while catching up reaches ``on_event`` too, at once."""
 
         async def emit(events: list[GroupEvent]) -> None:
             if auto_commit:  # commit what was proposed (leaves, the homeserver's Removes)
