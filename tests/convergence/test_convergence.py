@@ -38,6 +38,11 @@ OPEN_FINDINGS = [
     # for no Welcome; tests/federation/test_remote_join_interrupted.py); the stop after the
     # join is not explained yet, and was not seen again in one later run of seed 3.
     "remote member stops receiving a group's handshakes",
+    # Seen once on merged main (seed 2): a member of another server, after a corrupted
+    # membership tag, failed to resync with "403 not_member: the calling client holds no leaf"
+    # although the DS still counted its leaf; it then forgot the group and missed its later
+    # messages. Not explained yet.
+    "remote member's resync refused as not_member",
 ]
 
 
