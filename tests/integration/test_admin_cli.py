@@ -16,6 +16,7 @@ import pytest
 from roost.client import RoostClient, RoostError
 from roost.client.realtime import Realtime
 from tests.e2e.helpers import connect, new_member, sync_until
+from tests.federation.harness import POLICY_CACHE_SECONDS
 
 from .conftest import PASSWORD, _start, unique_name
 
@@ -174,6 +175,9 @@ async def test_federation_policy_stored_in_the_database(server):
         admin(server, "federation", "unblock", "evil.example")
         admin(server, "federation", "unblock", "gone.example")
         admin(server, "federation", "mode", "allowlist")
+        # The server is shared: later tests expect a fresh server's policy (nobody admitted),
+        # which it reads again once its policy cache has expired.
+        await asyncio.sleep(POLICY_CACHE_SECONDS + 0.5)
 
 
 async def test_health_ready_metrics_of_a_real_process(server, users):
