@@ -79,6 +79,9 @@ class GroupSync:
         # time) and the next wait. Pushed direct events are left for that retry meanwhile.
         self.welcome_retry_at: float | None = None
         self._welcome_backoff = WELCOME_RETRY_FIRST
+        # Groups of Welcomes seen in the direct queue and not handled yet (a sync reads the
+        # group queue first): their items wait for the join too.
+        self._welcomes_waiting: set[bytes] = set()
         # A queue pass stopped before an item that waits for that Welcome: pushed items are
         # left alone too (they follow it) until a sync reads the queue from the cursor again.
         self._queue_waits = False
@@ -248,6 +251,9 @@ class GroupSync:
                 pass
             elif e.type == "welcome" and e.payload:
                 if until_welcome:
+                    self._welcomes_waiting = {
+                        w.group_id for w in batch if w.type == "welcome" and w.group_id
+                    }
                     return False
                 same = sorted(
                     (w for w in batch if w.seq >= e.seq and _same_group_welcome(w, e)),
@@ -274,6 +280,7 @@ class GroupSync:
             cursors.direct_after = e.seq
         self.welcome_retry_at = None
         self._welcome_backoff = WELCOME_RETRY_FIRST
+        self._welcomes_waiting = set()
         return True
 
     def _joined(self, out: list[GroupEvent], event: GroupEvent) -> None:
@@ -380,14 +387,17 @@ class GroupSync:
         """Whether an item of a group we do not hold must wait while a Welcome waits for its
         retry: our queue registration may have reached the group's DS though its answer was
         lost (the DS then releases what it held for our leaf), and those items are readable
-        only once we joined. The queue pass stops before it, unacked."""
-        if self.welcome_retry_at is None:
+        only once we joined. The same for a group whose Welcome waits unhandled in the direct
+        queue (a sync reads the group queue first). The queue pass stops before it, unacked."""
+        if self.welcome_retry_at is None and not self._welcomes_waiting:
             return False
         try:
             item = QueueItem.decode(payload)
         except MLSError:
             return False  # reported as undecodable by the pass
-        return item.item_type != ITEM_SERVER_NOTICE and not self.store.holds(item.group_id)
+        if item.item_type == ITEM_SERVER_NOTICE or self.store.holds(item.group_id):
+            return False
+        return self.welcome_retry_at is not None or item.group_id in self._welcomes_waiting
 
     async def _handle_payload(self, payload: bytes) -> list[GroupEvent]:
         try:
