@@ -30,7 +30,7 @@ from .group_store import GroupStore
 from .keys import ServerKey
 from .send_writer import SEND_ID_RETENTION
 from .succession import AdminSuccession
-from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
+from .tables import ds_groups, ds_members, ds_roles, ds_sends
 
 # pg_advisory_lock key of the account-events consumer (any fixed 64-bit value of our own).
 ACCOUNT_EVENTS_LOCK_KEY = 0x526F6F7374414501
@@ -218,7 +218,7 @@ class AccountEvents:
         )
         keys = await self._keys_of_groups_with(match)
         async with self.db.transaction() as conn:
-            gids = await leaves_gone_in(conn, self.store, match)
+            gids = await self.store.mark_gone(conn, match)
             # A group whose admins had no other live leaf gets its longest-standing member.
             for gid in sorted(gids):
                 row = await self.store.group(conn, gid)
@@ -284,27 +284,6 @@ class AccountEvents:
                         [m for m in members if m.user_id != user_id],
                         await self.store.roles(conn, gid),
                     )
-
-
-async def leaves_gone_in(
-    conn: AsyncConnection, store: GroupStore, match: sa.ColumnElement[bool]
-) -> set[bytes]:
-    """Mark the member rows ``match`` selects gone, in the caller's transaction: nothing more
-    is delivered to them (their held items go too) and the server's Remove proposals for
-    them follow (``issue_removes``). The groups touched."""
-    rows = list(
-        await conn.execute(sa.select(ds_members.c.group_id, ds_members.c.leaf_index).where(match))
-    )
-    for gid in sorted({r.group_id for r in rows}):  # group rows first, in order
-        await store.bump_rev(conn, gid)
-    await conn.execute(sa.update(ds_members).where(match).values(gone=True, queue_id=None))
-    for r in rows:
-        await conn.execute(
-            sa.delete(ds_held).where(
-                ds_held.c.group_id == r.group_id, ds_held.c.leaf_index == r.leaf_index
-            )
-        )
-    return {r.group_id for r in rows}
 
 
 async def notice_in(

@@ -14,17 +14,22 @@ from roost.protocol.queue_item import encode_queue_item
 
 from ..queues.service import QueueService
 from .federation_port import DsFederation
-from .group_store import Member
-from .tables import ds_groups, ds_held, ds_members
+from .group_store import GroupStore, Member
+from .tables import ds_held, ds_members
 
 log = logging.getLogger("roost.server.delivery")
 
 
 class Fanout:
     def __init__(
-        self, queues: QueueService, federation: DsFederation | None, max_held_per_leaf: int
+        self,
+        queues: QueueService,
+        federation: DsFederation | None,
+        store: GroupStore,
+        max_held_per_leaf: int,
     ) -> None:
         self.queues = queues
+        self.store = store
         self.federation = federation
         self.max_held = max_held_per_leaf
 
@@ -87,17 +92,8 @@ class Fanout:
         full = sorted(leaf for leaf, n in counts if n > self.max_held)
         if not full:
             return
-        # The member list changed: bump the group's rev (member caches are keyed by it).
-        await conn.execute(
-            sa.update(ds_groups).where(ds_groups.c.id == group_id).values(rev=ds_groups.c.rev + 1)
-        )
-        await conn.execute(
-            sa.update(ds_members)
-            .where(ds_members.c.group_id == group_id, ds_members.c.leaf_index.in_(full))
-            .values(gone=True, queue_id=None)
-        )
-        await conn.execute(
-            sa.delete(ds_held).where(ds_held.c.group_id == group_id, ds_held.c.leaf_index.in_(full))
+        await self.store.mark_gone(
+            conn, sa.and_(ds_members.c.group_id == group_id, ds_members.c.leaf_index.in_(full))
         )
         log.info("held items over the limit: %d leaves of a group dropped", len(full))
 

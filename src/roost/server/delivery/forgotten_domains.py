@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from roost.protocol.base64url import b64u
 
 from ..store import Database
-from .account_events import leaves_gone_in, notice_in
+from .account_events import notice_in
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .federation_port import DsFederation
@@ -111,7 +111,7 @@ class ForgottenDomains:
         signed = await self.external_sender.signed_notice(row.cipher_suite, notice)
         key = await self.external_sender.key(row.cipher_suite)
         async with self.db.transaction() as conn:
-            if not await leaves_gone_in(conn, self.store, match):
+            if not await self.store.mark_gone(conn, match):
                 return False  # another consumer was first
             await notice_in(conn, self.store, self.fanout, gid, signed, bump_rev=True)
             await conn.execute(

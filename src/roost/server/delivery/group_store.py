@@ -194,6 +194,26 @@ class GroupStore:
             sa.update(ds_groups).where(ds_groups.c.id == group_id).values(rev=ds_groups.c.rev + 1)
         )
 
+    async def mark_gone(self, conn: AsyncConnection, match: sa.ColumnElement[bool]) -> set[bytes]:
+        """Mark the member rows ``match`` selects gone, in the caller's transaction: nothing more
+        is delivered to them (their held items go too) and the server's Remove proposals for
+        them follow (``AccountEvents.issue_removes``). The groups touched."""
+        rows = list(
+            await conn.execute(
+                sa.select(ds_members.c.group_id, ds_members.c.leaf_index).where(match)
+            )
+        )
+        for gid in sorted({r.group_id for r in rows}):  # group rows first, in order
+            await self.bump_rev(conn, gid)
+        await conn.execute(sa.update(ds_members).where(match).values(gone=True, queue_id=None))
+        for r in rows:
+            await conn.execute(
+                sa.delete(ds_held).where(
+                    ds_held.c.group_id == r.group_id, ds_held.c.leaf_index == r.leaf_index
+                )
+            )
+        return {r.group_id for r in rows}
+
     async def take_seq(self, conn: AsyncConnection, group_id: bytes) -> int | None:
         """The group's next ``group_seq`` (locks the row); None if there is no such group."""
         return (

@@ -84,7 +84,7 @@ class DeliveryService:
         self.credentials = Credentials(self.domain, auth, federation, clock)
         self.external_sender_keys = ExternalSender(keys)
         self.add_rule = AddRule(db, self.domain, auth, connections, self.store)
-        fanout = Fanout(queues, federation, config.limits.max_held_per_leaf)
+        fanout = Fanout(queues, federation, self.store, config.limits.max_held_per_leaf)
         succession = AdminSuccession(self.store, fanout, self.now)
         self.groups = Groups(
             db,
