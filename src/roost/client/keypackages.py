@@ -92,6 +92,14 @@ class KeyPackagesApi(CredentialChecks):
             (await self.request("GET", "/v1/keypackages/count")).json()
         )
 
+    async def _claim(self, path: str, suite: int) -> list[KeyPackage]:
+        """A claim route's answer: the MLS vector of the KeyPackages given out."""
+        resp = await self.request("POST", path, params={"cipher_suite": suite})
+        try:
+            return decode_key_package_batch(resp.content)
+        except MLSError as e:
+            raise RoostError(0, "malformed_server_answer", f"claim answer: {e}") from e
+
     async def claim_key_packages(
         self, user_id: str, *, cipher_suite: int | None = None, verify: bool = True
     ) -> list[KeyPackage]:
@@ -99,15 +107,7 @@ class KeyPackagesApi(CredentialChecks):
         MLS validity (signatures, lifetime, suite) and an x509 credential issued by the
         user's AS for a client of that user."""
         suite = cipher_suite or self.state.cipher_suite
-        resp = await self.request(
-            "POST",
-            f"/v1/users/{user_path(user_id)}/keypackages/claim",
-            params={"cipher_suite": suite},
-        )
-        try:
-            kps = decode_key_package_batch(resp.content)
-        except MLSError as e:
-            raise RoostError(0, "malformed_server_answer", f"claim answer: {e}") from e
+        kps = await self._claim(f"/v1/users/{user_path(user_id)}/keypackages/claim", suite)
         if verify:
             for kp in kps:
                 await self.verify_key_package(kp, user_id=user_id, cipher_suite=suite)
@@ -125,15 +125,10 @@ class KeyPackagesApi(CredentialChecks):
         suite). With ``verify`` it is checked as by ``claim_key_packages`` and must be that
         client's."""
         suite = cipher_suite or self.state.cipher_suite
-        resp = await self.request(
-            "POST",
+        kps = await self._claim(
             f"/v1/users/{user_path(user_id)}/clients/{segment(client_uuid)}/keypackages/claim",
-            params={"cipher_suite": suite},
+            suite,
         )
-        try:
-            kps = decode_key_package_batch(resp.content)
-        except MLSError as e:
-            raise RoostError(0, "malformed_server_answer", f"claim answer: {e}") from e
         if len(kps) > 1:
             raise RoostError(0, "malformed_server_answer", "claim answer: more than one package")
         if not kps:
