@@ -210,11 +210,6 @@ class GroupSync:
             self.store.flush()
 
     # ---- Welcomes ----------------------------------------------------------------------------
-    async def sync_welcomes(self) -> list[GroupEvent]:
-        """Join from the Welcomes waiting in the direct queue (after what waits in the group
-        queue, as ``sync``)."""
-        return await self.sync(None)
-
     async def _sync_welcomes(self, *, until_welcome: bool = False) -> bool:
         """Join from the Welcomes waiting in the direct queue and ack them (the caller holds
         ``direct_lock``); ``until_welcome``: only the events before the first Welcome. A
