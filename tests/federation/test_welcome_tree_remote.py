@@ -137,3 +137,38 @@ async def test_welcome_whose_member_domain_is_refused_is_reported(fed_users: Fed
     assert [(e.kind, e.group_id) for e in events] == [("welcome_failed", gid)], events
     assert "AS certificate" in events[0].text and "c.test" in events[0].text, events[0].text
     assert await bob.sync() == []
+
+
+async def test_tree_fetch_refused_by_a_block_waits_then_joins(fed_users: Federation) -> None:
+    """The group's domain blocks the joiner's while the Welcome waits: the tree is refused
+    (403 federation_refused) — for now. The Welcome stays unacked and nothing is reported;
+    once the block is lifted the next sync joins."""
+    fed = fed_users
+    alice, bob = await new(fed, A, "alice"), await new(fed, B, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
+
+    async def welcome_arrived() -> bool:
+        page = await bob.client.fetch_direct(bob.groups.store.cursors.direct_after)
+        return any(e.type == "welcome" for e in page.events)
+
+    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+    try:
+        fed.policy(A, "open", block=[B])
+        fed.wait_policy()
+        assert await bob.sync() == []  # refused for now: nothing to report
+        assert await welcome_arrived()  # not acked
+    finally:
+        fed.policy(A, "open")
+        fed.wait_policy()
+
+    async def joined() -> bool:
+        await bob.sync()
+        return any(e.kind == "joined" and e.group_id == gid for e in bob.seen)
+
+    await eventually(joined, TIMEOUT, "bob joins once the block is lifted")
+    assert [e.kind for e in bob.seen] == ["joined"]
+    await alice.groups.send(gid, "hello after the block")
+    await sync_until_count(bob, gid, 1)
+    assert bob.messages(gid) == [(alice.client_id, "hello after the block")]

@@ -49,6 +49,16 @@ WELCOME_RETRY_FIRST = 1.0
 WELCOME_RETRY_MAX = 60.0
 
 
+def _waiting_welcomes(events: Iterable[DirectEvent]) -> dict[bytes, int]:
+    """Group -> the ``group_seq`` of its oldest Welcome among ``events`` (0: not known)."""
+    out: dict[bytes, int] = {}
+    for e in events:
+        if e.type == "welcome" and e.group_id:
+            seq = e.group_seq or 0
+            out[e.group_id] = min(out.get(e.group_id, seq), seq)
+    return out
+
+
 def _same_group_welcome(w: DirectEvent, e: DirectEvent) -> bool:
     """``w`` is ``e`` or another Welcome to the same group."""
     if w.seq == e.seq:
@@ -80,8 +90,9 @@ class GroupSync:
         self.welcome_retry_at: float | None = None
         self._welcome_backoff = WELCOME_RETRY_FIRST
         # Groups of Welcomes seen in the direct queue and not handled yet (a sync reads the
-        # group queue first): their items wait for the join too.
-        self._welcomes_waiting: set[bytes] = set()
+        # group queue first, and a Welcome may wait for a passing failure), each with the
+        # ``group_seq`` of its oldest such Welcome (0: not known): their items wait for the join.
+        self._welcomes_waiting: dict[bytes, int] = {}
         # A queue pass stopped before an item that waits for that Welcome: pushed items are
         # left alone too (they follow it) until a sync reads the queue from the cursor again.
         self._queue_waits = False
@@ -139,7 +150,9 @@ class GroupSync:
         async with self.store.direct_lock:
             await self._sync_welcomes(until_welcome=True)  # e.g. connection answers
             await self._drain_queue(limit)
-            if await self._sync_welcomes():
+            # Again after a join (what the new leaves held) or where items waited for a
+            # Welcome that is handled now.
+            if await self._sync_welcomes() or self._queue_waits:
                 await self._drain_queue(limit)
         return self.take_unreported()
 
@@ -246,9 +259,7 @@ class GroupSync:
                 pass
             elif e.type == "welcome" and e.payload:
                 if until_welcome:
-                    self._welcomes_waiting = {
-                        w.group_id for w in batch if w.type == "welcome" and w.group_id
-                    }
+                    self._welcomes_waiting = _waiting_welcomes(batch)
                     return False
                 same = sorted(
                     (w for w in batch if w.seq >= e.seq and _same_group_welcome(w, e)),
@@ -261,6 +272,9 @@ class GroupSync:
                     except RoostError as err:
                         if not transient_welcome_error(err):
                             raise
+                        self._welcomes_waiting = _waiting_welcomes(
+                            x for x in batch if x.seq >= e.seq
+                        )
                         self.welcome_retry_at = time.monotonic() + self._welcome_backoff
                         self._welcome_backoff = min(WELCOME_RETRY_MAX, self._welcome_backoff * 2)
                         return False
@@ -275,7 +289,7 @@ class GroupSync:
             cursors.direct_after = e.seq
         self.welcome_retry_at = None
         self._welcome_backoff = WELCOME_RETRY_FIRST
-        self._welcomes_waiting = set()
+        self._welcomes_waiting = {}
         return True
 
     def _joined(self, out: list[GroupEvent], event: GroupEvent) -> None:
@@ -359,7 +373,9 @@ class GroupSync:
                     kind="joined",
                 )
             except RoostError as e:
-                if e.status in (0, 403, 404, 409, 422):
+                if transient_welcome_error(e):
+                    raise  # the Welcome waits and is tried again
+                if e.status in (403, 404, 409, 422):
                     return self._welcome_failed(welcome, group_id, f"{reason}; rejoin: {e}")
                 raise
 
@@ -379,20 +395,29 @@ class GroupSync:
 
     # ---- queue items -------------------------------------------------------------------------
     def _awaits_welcome(self, payload: bytes) -> bool:
-        """Whether an item of a group we do not hold must wait while a Welcome waits for its
-        retry: our queue registration may have reached the group's DS though its answer was
-        lost (the DS then releases what it held for our leaf), and those items are readable
-        only once we joined. The same for a group whose Welcome waits unhandled in the direct
-        queue (a sync reads the group queue first). The queue pass stops before it, unacked."""
+        """Whether an item must wait for a Welcome not handled yet (a sync reads the group
+        queue first; a Welcome may wait for a passing failure to clear). The queue pass stops
+        before it, unacked.
+
+        - A group we do not hold: our queue registration may have reached the group's DS
+          though its answer was lost (the DS then releases what it held for our leaf), and
+          those items are readable only once we joined.
+        - A group we hold whose Welcome waits: our state is of a membership that ended while
+          we were away (a removed client is not sent the removing commit). Items past the
+          Welcome's commit belong to the new membership; older ones are read on the old
+          state first."""
         if self.welcome_retry_at is None and not self._welcomes_waiting:
             return False
         try:
             item = QueueItem.decode(payload)
         except MLSError:
             return False  # reported as undecodable by the pass
-        if item.item_type == ITEM_SERVER_NOTICE or self.store.holds(item.group_id):
+        if item.item_type == ITEM_SERVER_NOTICE:
             return False
-        return self.welcome_retry_at is not None or item.group_id in self._welcomes_waiting
+        if not self.store.holds(item.group_id):
+            return self.welcome_retry_at is not None or item.group_id in self._welcomes_waiting
+        welcome_seq = self._welcomes_waiting.get(item.group_id, 0)
+        return bool(welcome_seq) and item.group_seq > welcome_seq
 
     async def _handle_payload(self, payload: bytes) -> list[GroupEvent]:
         try:
@@ -620,8 +645,8 @@ class GroupSync:
                 joins = self._joins
                 await self._direct_events(direct, self._unreported)
                 self.store.save_cursors()
-                if self._joins > joins:
-                    await self._drain_queue(None)  # what the new leaves held
+                if self._joins > joins or self._queue_waits:
+                    await self._drain_queue(None)  # what the new leaves held, what waited
             await rt.ack({queue_id: cursors.queue_after}, direct=cursors.direct_after, wait=False)
         elif delivery.queue_id == queue_id:
             await self._process_queue_items((m.seq, m.payload) for m in delivery.messages)

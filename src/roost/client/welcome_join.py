@@ -84,11 +84,20 @@ class JoinedWelcome:
 
 
 def transient_welcome_error(e: RoostError) -> bool:
-    """An error that may pass (the DS or another domain unreachable, rate limits, an AS
-    certificate still to fetch): the Welcome stays unacked and is tried again."""
+    """An error that may pass (the DS or another domain unreachable or, by federation
+    policy, refused for now; rate limits; an AS certificate still to fetch): the Welcome
+    stays unacked and is tried again.
+
+    A block between our domain and the group's ends one of two ways, both of which settle
+    the Welcome: it is lifted (the next try joins) or the group's domain forgets ours, which
+    removes our leaf (the DS then answers ``not_member``: reported as ``welcome_failed``)."""
     if isinstance(e, MissingAsCertificate):
         return True
-    return e.code == "transport_error" or e.status in (408, 429) or e.status >= 500
+    return (
+        e.code in ("transport_error", "federation_refused")
+        or e.status in (408, 429)
+        or e.status >= 500
+    )
 
 
 class WelcomeJoiner:
@@ -159,7 +168,7 @@ class WelcomeJoiner:
         try:
             resp = await self.client.request("GET", f"/v1/groups/{b64u(group_id)}/group-info")
         except RoostError as e:
-            if e.status in FINAL_STATUSES:
+            if e.status in FINAL_STATUSES and not transient_welcome_error(e):
                 raise WelcomeFailed(f"the DS gives no ratchet tree: {e}", group_id) from e
             raise
         try:
