@@ -51,3 +51,54 @@ async def test_items_released_by_an_interrupted_join_wait_for_the_welcome(fed: F
     await alice.groups.update(gid)
     await sync_until(bob, lambda e: e.kind == "commit" and e.group_id == gid, TIMEOUT)
     assert bob.groups.group(gid).epoch_authenticator == alice.groups.group(gid).epoch_authenticator
+
+
+async def test_a_stale_state_does_not_read_the_new_membership_before_its_welcome(
+    fed: Federation,
+):
+    """The same for a member removed while away and added again: bob still holds the group
+    at the epoch he last saw (a removed client is not sent the removing commit). What his new
+    leaf's registration released belongs to the new membership: it waits for the Welcome
+    instead of being read on the stale state (which would look like missed commits and
+    start a resync)."""
+    alice, bob = await new(fed, A, "alice"), await new(fed, "b.test", "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id])
+    await sync_until(bob, lambda e: e.kind == "joined" and e.group_id == gid, TIMEOUT)
+    stale_epoch = bob.groups.group(gid).epoch
+
+    await alice.groups.remove(gid, bob.user_id)  # bob is away
+    await alice.groups.invite(gid, [bob.user_id])
+    await alice.groups.send(gid, "after you were added again")  # held for bob's new leaf
+
+    queue_id = await bob.groups._sync.ensure_queue()
+    await bob.client.request(
+        "PUT", f"/v1/groups/{group_path(gid)}/queue", json={"queue_id": queue_id}
+    )
+    deadline = time.monotonic() + TIMEOUT
+    while not [
+        m
+        for m in (
+            await bob.client.fetch_queue(queue_id, bob.groups.store.cursors.queue_after)
+        ).messages
+    ]:
+        assert time.monotonic() < deadline, "the held message never reached bob's queue"
+        await asyncio.sleep(0.2)
+
+    fed.stop(A)
+    try:
+        events = await bob.sync()
+        assert events == [], events  # nothing read on the stale state, no rejoin tried
+        assert bob.groups.group(gid).epoch == stale_epoch
+    finally:
+        fed.start(A)
+    await sync_until(
+        bob, lambda e: e.kind == "joined" and e.group_id == gid and e.epoch > stale_epoch, TIMEOUT
+    )
+    if (alice.user_id, "after you were added again") not in [
+        (s.partition("/")[0], t) for s, t in bob.messages(gid)
+    ]:
+        await message(bob, gid, "after you were added again")
+    assert not [e for e in bob.seen if e.kind in ("rejected", "resynced")], bob.seen
+    assert bob.groups.group(gid).epoch_authenticator == alice.groups.group(gid).epoch_authenticator

@@ -105,13 +105,17 @@ class GroupResync:
                     raise
                 continue
             self.store.keep(group)
+            seq = int(resp.json().get("group_seq", 0))
+            # A Welcome older than our rejoin (still waiting in the direct queue) is passed over.
+            self.store.reached(group_id, seq)
+            self.store.save_cursors()
             return self.store.record(
                 GroupEvent(
                     kind,
                     group_id,
                     self.client.client_id,
                     epoch=group.epoch,
-                    group_seq=int(resp.json().get("group_seq", 0)),
+                    group_seq=seq,
                     text=f"{'joined' if kind == 'joined' else 'rejoined'} the group at epoch "
                     f"{group.epoch} ({reason})",
                 )
