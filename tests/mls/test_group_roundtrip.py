@@ -10,6 +10,7 @@ from roost.mls.crypto.ciphersuite import SUPPORTED_SUITES, get_cipher_suite
 from roost.mls.errors import MLSError, ValidationError
 from roost.mls.extension_types import RequiredCapabilities
 from roost.mls.group import Group
+from roost.mls.group.member import PAST_EPOCHS_KEPT
 from roost.mls.group.observer import GroupObserver
 from roost.mls.key_package_gen import generate_key_package
 from roost.mls.psk import PreSharedKeyID
@@ -233,7 +234,7 @@ def test_psk_and_group_context_extensions_commits():
     assert observer.group_context == bob.group_context
 
 
-def test_late_application_message_of_previous_epoch():
+def test_late_application_messages_of_past_epochs():
     cred, priv = _identity(1, b"alice")
     alice = Group.create(1, cred, priv)
     kps = [_kp(1, b"bob"), _kp(1, b"carol")]
@@ -250,13 +251,28 @@ def test_late_application_message_of_previous_epoch():
     carol = Group.from_bytes(carol.to_bytes())
     assert carol.process(late).data == b"sent before the commit"
     with pytest.raises(ValidationError, match="epoch"):
-        carol.process(old_proposal)  # only application messages get the grace epoch
-    # Two epochs late: refused.
-    stale = alice.encrypt(b"two epochs behind")
-    for _ in range(2):
-        out = bob.commit(force_path=True)
-        bob.merge_pending_commit()
-        carol.process(out.commit)
+        carol.process(old_proposal)  # only application messages get the grace epochs
+    # A state saved by the previous format (at most one past epoch, as an optional) loads.
+    saved = bytearray(carol.to_bytes())
+    assert saved[5:7] == b"\x00\x02"
+    saved[5:7] = b"\x00\x01"
+    assert Group.from_bytes(bytes(saved)).to_bytes() == carol.to_bytes()
+
+    def epochs_pass(n: int) -> None:
+        for _ in range(n):
+            out = bob.commit(force_path=True)
+            bob.merge_pending_commit()
+            for g in (alice, carol):
+                g.process(out.commit)
+
+    # PAST_EPOCHS_KEPT epochs late (e.g. the receiver committed while it travelled): readable,
+    # also after a restore; one more: refused.
+    kept = alice.encrypt(b"three epochs behind")
+    epochs_pass(PAST_EPOCHS_KEPT)
+    carol = Group.from_bytes(carol.to_bytes())
+    assert carol.process(kept).data == b"three epochs behind"
+    stale = alice.encrypt(b"four epochs behind")
+    epochs_pass(PAST_EPOCHS_KEPT + 1)
     with pytest.raises(ValidationError, match="epoch"):
         carol.process(stale)
 

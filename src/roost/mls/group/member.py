@@ -72,6 +72,10 @@ from .validation import CredentialPolicy, validate_leaf_node
 from .welcome_open import OpenedWelcome, open_welcome, resolve_psks
 
 RESUMPTION_PSKS_KEPT = 8  # past epochs whose resumption PSK stays available
+# Past epochs whose application secrets stay available for late messages: the DS accepts a
+# message of the previous epoch, and the receiver's own commits may have moved it further on
+# while the message travelled between servers. Kept keys weaken forward secrecy for this long.
+PAST_EPOCHS_KEPT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +156,9 @@ class Group:
         self._update_keys: dict[bytes, bytes] = {}
         # Set once a ReInit was committed: the group is then closed (section 12.1.5).
         self.reinit: ReInit | None = None
-        # The epoch before the current one, kept only to read late application messages.
-        self._previous: EpochState | None = None
+        # The epochs before the current one, oldest first (at most ``PAST_EPOCHS_KEPT``),
+        # kept only to read late application messages.
+        self._past: list[EpochState] = []
         # Our signing key parsed on first use (application messages), with the bytes it
         # was parsed from.
         self._signer: tuple[bytes, Callable[[bytes], bytes]] | None = None
@@ -508,7 +513,7 @@ class Group:
         self._pending = None
 
     def _advance(self, nxt: EpochState) -> None:
-        self._previous = self._epoch
+        self._past = [*self._past, self._epoch][-PAST_EPOCHS_KEPT:]
         self._epoch = nxt
         self._proposals = {}
         self._pending = None
@@ -633,12 +638,14 @@ class Group:
         return ReceivedMessage("application", sender, data, authenticated_data)
 
     def _late_application_epoch(self, epoch: int, content_type: ContentType) -> EpochState:
-        """Application messages of the previous epoch stay readable (a member may have sent
-        one while the commit that ended its epoch was in flight); nothing else does."""
-        prev = self._previous
-        if prev is None or epoch != prev.public.epoch or content_type != ContentType.APPLICATION:
-            raise ValidationError(f"PrivateMessage for epoch {epoch}, group is at {self.epoch}")
-        return prev
+        """Application messages of the last ``PAST_EPOCHS_KEPT`` epochs stay readable (a
+        member may have sent one while the commit that ended its epoch was in flight, and
+        our own commits may have moved us on before it reached us); nothing else does."""
+        if content_type == ContentType.APPLICATION:
+            for past in self._past:
+                if past.public.epoch == epoch:
+                    return past
+        raise ValidationError(f"PrivateMessage for epoch {epoch}, group is at {self.epoch}")
 
     def _receive_proposal(self, ac: AuthenticatedContent) -> ReceivedMessage:
         sender = ac.content.sender

@@ -1,8 +1,9 @@
 """Strict, versioned binary encoding of a member's whole ``Group`` state (no pickle).
 
 Layout: magic "RMLSG", u16 version, then the current epoch, the optional pending commit,
-the optional previous epoch (late application messages), the proposal cache, our pending Update keys, resumption and external PSKs, and flags. The
-result holds every secret of the group: store it encrypted at rest.
+the past epochs kept for late application messages, the proposal cache, our pending Update
+keys, resumption and external PSKs, and flags. The result holds every secret of the group:
+store it encrypted at rest.
 
 The secret tree is written with its ratchet positions and skipped keys so that a restored
 member neither reuses a generation nor accepts a replayed one.
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # member.py imports this module lazily, from Group.to_bytes /
     from .member import Group
 
 MAGIC = b"RMLSG"
-VERSION = 1
+VERSION = 2  # 1: at most one past epoch (an optional)
 _SECRET_FIELDS = EpochSecrets.__dataclass_fields__.keys()
 
 
@@ -171,7 +172,9 @@ def encode_group(group: Group) -> bytes:
     w.u16(VERSION)
     _write_epoch(w, group._epoch)
     w.optional(group._pending, _write_pending)
-    w.optional(group._previous, _write_epoch)
+    w.u8(len(group._past))
+    for past in group._past:
+        _write_epoch(w, past)
     w.u32(len(group._proposals))
     for q in group._proposals.values():
         _write_queued(w, q)
@@ -193,11 +196,15 @@ def decode_group(
         if r.fixed(len(MAGIC)) != MAGIC:
             raise DecodeError("not a serialised Group")
         version = r.u16()
-        if version != VERSION:
+        if version not in (1, VERSION):
             raise DecodeError(f"unsupported group state version {version}")
         epoch = _read_epoch(r)
         pending = r.optional(lambda r: (_read_epoch(r), r.opaque(), r.optional(_read_reinit)))
-        previous = r.optional(_read_epoch)
+        if version == 1:
+            previous = r.optional(_read_epoch)
+            past = [] if previous is None else [previous]
+        else:
+            past = [_read_epoch(r) for _ in range(r.u8())]
         proposals: dict[bytes, QueuedProposal] = {}
         for _ in range(r.u32()):
             q = _read_queued(r)
@@ -225,7 +232,7 @@ def decode_group(
         handshake_wire_format=wire_format,
     )
     group._pending = pending
-    group._previous = previous
+    group._past = past
     group._proposals = proposals
     group._update_keys = update_keys
     group.active = active
