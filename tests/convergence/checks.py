@@ -302,9 +302,10 @@ def _in_flight_at_removal(world: World, d: Device, s: Sent) -> bool:
 
 def _member_then(world: World, d: Device, gid: bytes, s: Sent) -> bool:
     """``d`` had joined (created, or joined from a Welcome it could use) by the message's
-    epoch, was not removed before it used that Welcome (the DS drops what it held for a
-    removed leaf), and had not left since (a client that proposes its own removal forgets
-    the group at once)."""
+    epoch and stayed in the group from that join to the message (a client removed and added
+    again whose new Welcome could not be used is not in the later membership), was not
+    removed before it used that Welcome (the DS drops what it held for a removed leaf), and
+    had not left since (a client that proposes its own removal forgets the group at once)."""
     joins = [e.epoch for e in d.events if e.group_id == gid and e.kind == "joined"]
     if not any(j <= s.epoch for j in joins):
         return False
@@ -312,7 +313,7 @@ def _member_then(world: World, d: Device, gid: bytes, s: Sent) -> bool:
     # before the client used that Welcome, the DS dropped what it held for the leaf.
     j = max(x for x in joins if x <= s.epoch)
     seen_at = world.joins_seen.get((d.client_id, gid, j), j)
-    for e in range(j + 1, seen_at + 1):
+    for e in range(j + 1, max(seen_at, s.epoch) + 1):
         roster = world.roster_at(gid, e)
         if roster is not None and d.client_id not in roster:
             return False
