@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, WebSocket
 
+from ..auth.service import token_hash
 from ..errors import Problem, problem_response, problem_responses
 from .protocol import CloseCode
 from .session import RealtimeSession, Settings
@@ -24,10 +25,13 @@ async def realtime(websocket: WebSocket) -> None:
     services = websocket.app.state.services
     hub = websocket.app.state.notify
     token = _bearer(websocket.headers.get("authorization"))
+    hashed = None if token is None else token_hash(token)
     try:
         if token is None:
             raise Problem(401, "unauthenticated", "a bearer token is required")
-        principal = await services.auth.authenticate(token)
+        if hashed is None:
+            raise Problem(401, "unauthenticated", "invalid bearer token")
+        principal = await services.auth.authenticate_token_hash(hashed)
     except Problem as p:
         # Refused before the upgrade with the usual problem+json when the server can say so.
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
@@ -40,7 +44,7 @@ async def realtime(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     settings = Settings.from_limits(services.config.limits)
-    await RealtimeSession(websocket, principal, token, services, hub, settings).run()
+    await RealtimeSession(websocket, principal, hashed, services, hub, settings).run()
 
 
 @router.get(
