@@ -43,6 +43,7 @@ from .tables import (
     auth_tokens,
     client_requests,
     clients,
+    realtime_tickets,
     registration_tokens,
     retired_names,
     users,
@@ -584,11 +585,12 @@ class AuthService:
             )
 
     async def sweep(self) -> int:
-        """Delete expired tokens, challenges and client requests (periodic maintenance)."""
+        """Delete expired tokens, realtime tickets, challenges and client requests (periodic
+        maintenance)."""
         now = self.now()
         removed = 0
         async with self.db.transaction() as conn:
-            for table in (auth_tokens, auth_challenges, client_requests):
+            for table in (realtime_tickets, auth_tokens, auth_challenges, client_requests):
                 result = await conn.execute(sa.delete(table).where(table.c.expires_at <= now))
                 removed += result.rowcount or 0
         return removed
