@@ -59,6 +59,7 @@ SELF_SCOPED = {
     ("POST", "/v1/queues"),
     ("GET", "/v1/direct/messages"),
     ("POST", "/v1/direct/ack"),
+    ("POST", "/v1/realtime/tickets"),
 }
 # The queue id is the capability to enqueue (docs/api.md): no owner check by design.
 CAPABILITY = {("POST", "/v1/queues/{queue_id}/messages")}

@@ -1,12 +1,15 @@
 """At every level and in both formats the log holds no bearer token, queue id, password or
 password hash: not in access lines and their query strings, not in the realtime upgrade's
-headers or frames, not in SQL statements and their parameters."""
+headers, ticket or frames, not in SQL statements and their parameters."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from roost.client import Realtime, RoostClient
 from roost.client.groups import Groups
@@ -45,6 +48,14 @@ async def test_debug_logs_hold_no_secrets(debug_server: ServerProcess) -> None:
         group_queue = groups.queue_id
         async with Realtime(alice, positions={queue_id: 0}) as rt:  # upgrade + hello frame
             await rt.receive(timeout=10)
+        # A browser's upgrade: the ticket travels in the query string (used, then refused).
+        ticket = (await second.request("POST", "/v1/realtime/tickets")).json()["ticket"]
+        ticket_url = url.replace("http://", "ws://") + "/v1/realtime?ticket=" + ticket
+        async with connect(ticket_url, proxy=None) as ws:
+            await ws.send(json.dumps({"type": "hello"}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+        with pytest.raises(InvalidStatus):
+            await connect(ticket_url, proxy=None)
         assert group is not None
     finally:
         await second.aclose()
@@ -55,6 +66,7 @@ async def test_debug_logs_hold_no_secrets(debug_server: ServerProcess) -> None:
     for name, secret in (
         ("bearer token", token),
         ("second bearer token", second_token),
+        ("realtime ticket", ticket),
         ("queue id", queue_id),
         ("group queue id", group_queue),
         ("password", PASSWORD),

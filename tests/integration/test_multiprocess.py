@@ -3,7 +3,8 @@
 A client connected by WebSocket to process A receives, without polling and in order, what
 another client sent through process B: DS group traffic and direct/queue items — also after
 the LISTEN connections were killed. Acks over HTTP on B free A's window; removing a client or
-deleting an account through B closes its socket on A. Ends with a cross-process latency table.
+deleting an account through B closes its socket on A; a realtime ticket issued through B
+opens one socket on A. Ends with a cross-process latency table.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .conftest import Users
 from .harness import ServerProcess
 from .test_realtime_delivery import close_code, nothing_more, open_raw, recv_items
 from .test_realtime_groups import Listening, wait_until
+from .test_realtime_tickets import hello, open_with_ticket, refusal
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -225,6 +227,29 @@ async def test_deleting_an_account_through_b_closes_its_sockets_on_a(two_servers
         assert r.status_code < 300, r.text
     assert await close_code(ws) == 4001
     assert time.monotonic() - t0 < 3.0
+
+
+async def test_a_ticket_issued_through_b_opens_one_socket_on_a(two_servers, on_a, on_b):
+    a, b, _ = two_servers
+    alice, bob = await pair(on_a, on_b)
+    q = await bob.create_queue()
+    async with httpx.AsyncClient(base_url=b.url) as http:
+        r = await http.post(
+            "/v1/realtime/tickets",
+            headers={"Authorization": f"Bearer {await bob.bearer_token()}"},
+        )
+        assert r.status_code == 200, r.text
+    ticket = r.json()["ticket"]
+    ws = await open_with_ticket(a.url, ticket)
+    try:
+        await hello(ws, direct=10**9)
+        await alice.enqueue(q, b"through b")
+        assert await recv_items(ws, 1) == [(q, 1, b"through b")]
+        # Used on A: refused on B as on A (one row in the shared database, deleted once).
+        assert await refusal(b.url, ticket) == (401, "invalid_ticket")
+        assert await refusal(a.url, ticket) == (401, "invalid_ticket")
+    finally:
+        await ws.close()
 
 
 async def test_cross_process_latency_table(two_servers, on_a, on_b):

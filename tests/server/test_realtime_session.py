@@ -14,7 +14,7 @@ import pytest
 
 from roost.client.realtime import parse_delivery_frame
 from roost.protocol.base64url import b64u
-from roost.server.auth.service import Principal
+from roost.server.auth.service import Principal, token_hash
 from roost.server.errors import Problem
 from roost.server.notify.hub import Hub
 from roost.server.notify.protocol import (
@@ -119,8 +119,8 @@ class FakeAuth:
     def __init__(self) -> None:
         self.valid = True
 
-    async def authenticate(self, token: str) -> Principal:
-        if not self.valid or token == "bad":
+    async def authenticate_token_hash(self, hashed: bytes) -> Principal:
+        if not self.valid or hashed == token_hash(EXPIRED_TOKEN):
             raise Problem(401, "token_expired", "")
         return PRINCIPAL
 
@@ -135,6 +135,8 @@ class FakeServices:
 
 
 PRINCIPAL = Principal("u1", "alice", "alice@localhost", "c1", "alice@localhost/c1")
+TOKEN_HASH = b"\x07" * 32  # the session's bearer token, by hash
+EXPIRED_TOKEN = b64u(b"\x08" * 32)
 
 
 class Harness:
@@ -154,7 +156,7 @@ class Harness:
         self.session = RealtimeSession(
             self.ws,
             PRINCIPAL,
-            "tok",
+            TOKEN_HASH,
             services,
             self.hub,
             self.settings,  # type: ignore[arg-type]
@@ -389,9 +391,14 @@ async def test_acks_are_confirmed_or_refused_per_frame(h: Harness):
 
 async def test_close_codes(h: Harness):
     await h.start()
-    h.ws.client_says(type="auth", token="bad")
+    h.ws.client_says(type="auth", token=EXPIRED_TOKEN)
     await asyncio.wait_for(h.task, 2)
     assert h.ws.closed == (CloseCode.UNAUTHENTICATED, "token_expired")
+    malformed = Harness()
+    await malformed.start()
+    malformed.ws.client_says(type="auth", token="bad")
+    await asyncio.wait_for(malformed.task, 2)
+    assert malformed.ws.closed == (CloseCode.UNAUTHENTICATED, "unauthenticated")
 
     fast = Harness(Settings(ping_interval=1, idle_timeout=0.3, window_messages=5, window_bytes=100))
     await fast.start()
@@ -431,7 +438,7 @@ async def test_close_codes(h: Harness):
     late.session = RealtimeSession(
         late.ws,
         PRINCIPAL,
-        "tok",
+        TOKEN_HASH,
         FakeServices(late.queues, late.auth),  # type: ignore[arg-type]
         late.hub,
         late.settings,

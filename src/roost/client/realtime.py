@@ -5,6 +5,9 @@ queue, and yields ``Delivery`` batches as the server pushes them. It answers for
 chores: app-level pings, switching to a fresh token before the old one expires, and (with
 ``listen``) reconnecting with capped backoff and resuming from the kept positions, so nothing is
 lost or repeated across drops.
+
+The upgrade is authenticated with the bearer token in an ``Authorization`` header, or (with
+``use_ticket``) with a single-use ticket in the URL, the way a browser must connect.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -81,10 +85,16 @@ def _ws_url(server: str) -> str:
     raise ValueError(f"cannot derive a WebSocket URL from {server!r}")
 
 
+async def realtime_ticket(client: Session) -> str:
+    """A single-use ticket (``POST /v1/realtime/tickets``) that opens one realtime socket."""
+    return str((await client.request("POST", "/v1/realtime/tickets")).json()["ticket"])
+
+
 class Realtime:
     """One realtime connection of a client. ``positions`` maps b64u queue ids to the last seq
     processed; ``direct`` is the same for the direct queue (None: the server uses this client's
-    direct ack cursor). Both advance as deliveries are handed out."""
+    direct ack cursor). Both advance as deliveries are handed out. ``use_ticket``: connect
+    with a fresh ticket in the URL instead of the ``Authorization`` header (as a browser)."""
 
     def __init__(
         self,
@@ -92,10 +102,12 @@ class Realtime:
         *,
         positions: dict[str, int] | None = None,
         direct: int | None = None,
+        use_ticket: bool = False,
     ) -> None:
         self.client = client
         self.positions: dict[str, int] = dict(positions or {})
         self.direct = direct
+        self.use_ticket = use_ticket
         self.ready: dict[str, Any] = {}
         self._ws: ClientConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -107,11 +119,16 @@ class Realtime:
     # ---- connection ---------------------------------------------------------------------
     async def connect(self) -> dict[str, Any]:
         """Open the socket, send ``hello`` and wait for ``ready`` (returned)."""
-        token = await self.client.bearer_token()
+        url = _ws_url(self.client.state.server)
+        headers: dict[str, str] = {}
+        if self.use_ticket:
+            url += "?ticket=" + quote(await realtime_ticket(self.client), safe="")
+        else:
+            headers["Authorization"] = f"Bearer {await self.client.bearer_token()}"
         try:
             ws = await connect(
-                _ws_url(self.client.state.server),
-                additional_headers={"Authorization": f"Bearer {token}"},
+                url,
+                additional_headers=headers,
                 compression=None,  # payloads are ciphertext: nothing to gain
                 proxy=None,
                 ping_interval=None,  # the protocol uses app-level pings
@@ -305,10 +322,12 @@ async def listen(
     positions: dict[str, int] | None = None,
     direct: int | None = None,
     max_backoff: float = 30.0,
+    use_ticket: bool = False,
 ) -> AsyncIterator[Delivery]:
     """Deliveries for ever: reconnects with capped, jittered backoff and resumes from the
-    positions reached. Stops on a normal close, a protocol error, or when replaced (4409)."""
-    rt = Realtime(client, positions=positions, direct=direct)
+    positions reached. Stops on a normal close, a protocol error, or when replaced (4409).
+    ``use_ticket``: every connection is opened with a fresh ticket (see ``Realtime``)."""
+    rt = Realtime(client, positions=positions, direct=direct, use_ticket=use_ticket)
     backoff = 0.5
     while True:
         try:
@@ -323,12 +342,12 @@ async def listen(
             if e.close_code == CLOSE_TOKEN:
                 client.state.token = ""  # the next connect authenticates afresh
         except RoostError as e:
-            if e.code in ("token_expired", "unauthenticated"):
+            if e.code in ("token_expired", "unauthenticated", "invalid_ticket"):
                 client.state.token = ""  # stale or revoked token: get a new one and retry
             elif e.status not in (0, 429, 502, 503, 504):
                 raise  # e.g. auth_failed: this client no longer exists
         finally:
             await rt.close()
-            rt = Realtime(client, positions=rt.positions, direct=rt.direct)
+            rt = Realtime(client, positions=rt.positions, direct=rt.direct, use_ticket=use_ticket)
         await asyncio.sleep(backoff * (0.5 + random.random() / 2))
         backoff = min(max_backoff, backoff * 2)

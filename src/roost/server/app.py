@@ -17,6 +17,7 @@ from .assets.routes import UPLOAD_PATH as ASSET_UPLOAD_PATH
 from .assets.routes import router as assets_router
 from .auth.routes import router as auth_router
 from .auth.service import AuthService
+from .auth.tickets import RealtimeTickets
 from .config import Config
 from .connections.routes import router as connections_router
 from .connections.service import ConnectionService
@@ -117,6 +118,7 @@ def build_services(
         delivery=delivery,
         assets=assets,
         federation=federation,
+        tickets=RealtimeTickets(auth, limits.realtime_ticket_ttl_seconds),
     )
 
 

@@ -56,6 +56,9 @@ class Limits:
     realtime_idle_timeout_seconds: int = 60
     realtime_window_messages: int = 1000
     realtime_window_bytes: int = 4 * 1024 * 1024
+    # lifetime of a realtime ticket (POST /v1/realtime/tickets): single use, for browsers,
+    # which cannot send an Authorization header on a WebSocket upgrade
+    realtime_ticket_ttl_seconds: int = 30
     # encrypted assets (assets/): per-blob size cap, per-user quota, lifetimes
     max_asset_bytes: int = 100 * 1024 * 1024
     asset_quota_bytes: int = 1024 * 1024 * 1024

@@ -12,6 +12,7 @@ from roost.protocol.media_types import MLS_MEDIA_TYPE
 
 from .assets.service import AssetService
 from .auth.service import AuthService, Principal
+from .auth.tickets import RealtimeTickets
 from .auth.token_cache import token_cache
 from .config import Config
 from .connections.service import ConnectionService
@@ -36,6 +37,7 @@ class Services:
     delivery: DeliveryService
     assets: AssetService
     federation: FederationServices
+    tickets: RealtimeTickets
 
 
 def services(request: Request) -> Services:
@@ -65,8 +67,18 @@ async def principal(
     return await token_cache(svc.auth).authenticate(creds.credentials)
 
 
+async def bearer_token(
+    _caller: Annotated[Principal, Depends(principal)],
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The bearer token the request was authenticated with (after ``principal`` accepted it)."""
+    assert creds is not None, "principal() refuses requests without a bearer token"
+    return creds.credentials
+
+
 ServicesDep = Annotated[Services, Depends(services)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
+BearerTokenDep = Annotated[str, Depends(bearer_token)]
 
 
 def remote_key(request: Request) -> str:

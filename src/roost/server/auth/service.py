@@ -43,6 +43,7 @@ from .tables import (
     auth_tokens,
     client_requests,
     clients,
+    realtime_tickets,
     registration_tokens,
     retired_names,
     users,
@@ -103,6 +104,15 @@ def _suspended() -> Problem:
 
 def _hash(secret: bytes) -> bytes:
     return hashlib.sha256(secret).digest()
+
+
+def token_hash(token: str) -> bytes | None:
+    """What the database keeps of a bearer token (None: not a well-formed token)."""
+    try:
+        raw = unb64u(token)
+    except ValueError:
+        return None
+    return _hash(raw) if len(raw) == 32 else None
 
 
 def _tls_strings(*parts: bytes) -> bytes:
@@ -575,11 +585,12 @@ class AuthService:
             )
 
     async def sweep(self) -> int:
-        """Delete expired tokens, challenges and client requests (periodic maintenance)."""
+        """Delete expired tokens, realtime tickets, challenges and client requests (periodic
+        maintenance)."""
         now = self.now()
         removed = 0
         async with self.db.transaction() as conn:
-            for table in (auth_tokens, auth_challenges, client_requests):
+            for table in (realtime_tickets, auth_tokens, auth_challenges, client_requests):
                 result = await conn.execute(sa.delete(table).where(table.c.expires_at <= now))
                 removed += result.rowcount or 0
         return removed
@@ -661,12 +672,14 @@ class AuthService:
 
     async def authenticate(self, token: str) -> Principal:
         """Resolve a bearer token; raises 401 problems."""
-        try:
-            raw = unb64u(token)
-        except ValueError:
-            raw = b""
-        if len(raw) != 32:
+        hashed = token_hash(token)
+        if hashed is None:
             raise Problem(401, "unauthenticated", "invalid bearer token")
+        return await self.authenticate_token_hash(hashed)
+
+    async def authenticate_token_hash(self, hashed: bytes) -> Principal:
+        """Resolve a bearer token known by its hash (``token_hash``): a realtime socket opened
+        with a ticket re-checks the token the ticket was issued with. Raises 401 problems."""
         async with self.db.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -680,11 +693,11 @@ class AuthService:
                     )
                     .join(clients, clients.c.uuid == auth_tokens.c.client_uuid)
                     .join(users, users.c.uuid == clients.c.user_uuid)
-                    .where(auth_tokens.c.token_hash == _hash(raw))
+                    .where(auth_tokens.c.token_hash == hashed)
                 )
             ).first()
         # The lookup is by hash, so timing reveals nothing about the token; compare anyway.
-        if row is None or not hmac.compare_digest(row.token_hash, _hash(raw)):
+        if row is None or not hmac.compare_digest(row.token_hash, hashed):
             raise Problem(401, "unauthenticated", "invalid bearer token")
         if row.expires_at <= self.now():
             raise Problem(401, "token_expired", "the bearer token has expired")

@@ -64,6 +64,26 @@ auth_tokens = sa.Table(
     sa.Index("ix_auth_tokens_expiry", "expires_at"),
 )
 
+# Single-use tickets that authenticate a realtime WebSocket upgrade without an Authorization
+# header (browsers). Each is bound to the bearer token it was issued with: revoking or expiring
+# that token (client removed, account deleted or suspended, sweep) deletes its tickets too.
+realtime_tickets = sa.Table(
+    "realtime_tickets",
+    metadata,
+    sa.Column("ticket_hash", sa.LargeBinary(32), primary_key=True),
+    sa.Column(
+        "token_hash",
+        sa.LargeBinary(32),
+        sa.ForeignKey("auth_tokens.token_hash", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("client_uuid", sa.String(36), nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_realtime_tickets_token", "token_hash"),
+    sa.Index("ix_realtime_tickets_client", "client_uuid"),
+    sa.Index("ix_realtime_tickets_expiry", "expires_at"),
+)
+
 client_requests = sa.Table(
     "client_requests",
     metadata,

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 
 from roost.protocol.base64url import b64u
 
-from ..auth.service import Principal
+from ..auth.service import Principal, token_hash
 from ..config import Limits
 from ..errors import Problem
 from ..queues.service import FetchResult, WakeUp
@@ -107,7 +107,7 @@ class RealtimeSession:
         self,
         ws: WebSocket,
         principal: Principal,
-        token: str,
+        bound_token_hash: bytes,
         services: Services,
         hub: Hub,
         settings: Settings,
@@ -116,7 +116,8 @@ class RealtimeSession:
         self.user_uuid = principal.user_uuid
         self._principal = principal
         self._ws = ws
-        self._token = token
+        # The bearer token the socket is bound to (by hash: a ticket never reveals the token).
+        self._token_hash = bound_token_hash
         self._services = services
         self._hub = hub
         self._settings = settings
@@ -445,13 +446,16 @@ class RealtimeSession:
         token = frame.get("token")
         if not isinstance(token, str):
             raise ProtocolError('"auth" needs a "token" string')
+        hashed = token_hash(token)
+        if hashed is None:
+            raise _Close(CloseCode.UNAUTHENTICATED, "unauthenticated")
         try:
-            principal = await self._services.auth.authenticate(token)
+            principal = await self._services.auth.authenticate_token_hash(hashed)
         except Problem as p:
             raise _Close(CloseCode.UNAUTHENTICATED, p.code) from None
         if principal.client_uuid != self.client_uuid:
             raise _Close(CloseCode.UNAUTHENTICATED, "the token belongs to another client")
-        self._token = token
+        self._token_hash = hashed
         await self._send_text(control("authed"))
 
     # ---- timers ----------------------------------------------------------------------------
@@ -471,7 +475,7 @@ class RealtimeSession:
             if now >= next_auth:
                 next_auth = now + s.auth_recheck
                 try:
-                    await self._services.auth.authenticate(self._token)
+                    await self._services.auth.authenticate_token_hash(self._token_hash)
                 except Problem as p:
                     raise _Close(CloseCode.UNAUTHENTICATED, p.code) from None
 

@@ -1,5 +1,6 @@
-"""The log-redaction layer: no bearer token, password, password hash, queue id, cursor or frame
-payload reaches a log line, at any level, in either format (docs/operations.md, "Logs").
+"""The log-redaction layer: no bearer token, realtime ticket, password, password hash, queue id,
+cursor or frame payload reaches a log line, at any level, in either format (docs/operations.md,
+"Logs").
 
 One ``logging.Filter`` is attached to every handler the process logs through (uvicorn's, the
 JSON handler, Python's last-resort handler), so it sees records of every logger, including
@@ -34,7 +35,7 @@ _FRAME = re.compile(r"^([<>] (?:TEXT|BINARY|CONT)) .*?( \[\d+ bytes\])?$", re.S)
 # JSON fields that hold a secret, in a frame, a body or a debugging dump.
 _SECRET_FIELD = re.compile(
     r"(?i)([\"']?(?:password|token|access_token|registration_token|queue_id|queue_ids|queues"
-    r"|cursor|capability|secret)[\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|\{[^}]*\}?|\[[^\]]*\]?)"
+    r"|ticket|cursor|capability|secret)[\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|\{[^}]*\}?|\[[^\]]*\]?)"
 )
 _ARGON2 = re.compile(r"\$argon2[a-z]*\$[^\s\"']*")
 
