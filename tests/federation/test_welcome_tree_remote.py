@@ -172,3 +172,30 @@ async def test_tree_fetch_refused_by_a_block_waits_then_joins(fed_users: Federat
     await alice.groups.send(gid, "hello after the block")
     await sync_until_count(bob, gid, 1)
     assert bob.messages(gid) == [(alice.client_id, "hello after the block")]
+
+
+async def test_tree_refused_for_good_is_reported(fed_users: Federation) -> None:
+    """Once the group's domain forgets the joiner's (``roost admin federation forget``), the
+    refusal says so (``"forgotten": true``): the Welcome can never be used, and bob is told
+    why instead of waiting for ever."""
+    fed = fed_users
+    alice, bob = await new(fed, A, "alice"), await new(fed, B, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
+
+    async def welcome_arrived() -> bool:
+        page = await bob.client.fetch_direct(bob.groups.store.cursors.direct_after)
+        return any(e.type == "welcome" for e in page.events)
+
+    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+    try:
+        fed[A].admin("federation", "forget", B)
+        fed.wait_policy()
+        events = await bob.sync()
+    finally:
+        fed.policy(A, "open")
+        fed.wait_policy()
+    assert [(e.kind, e.group_id) for e in events] == [("welcome_failed", gid)], events
+    assert "federation_refused" in events[0].text, events[0].text
+    assert not await welcome_arrived()  # acked: nothing waits behind it

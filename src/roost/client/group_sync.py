@@ -331,8 +331,8 @@ class GroupSync:
                     json={"queue_id": queue_id},
                 )
             except RoostError as e:
-                if e.status not in (403, 404):
-                    raise
+                if e.status not in (403, 404) or transient_welcome_error(e):
+                    raise  # passing failures: the Welcome waits and is tried again
                 # Deleted, or we were removed again, before we got here: nothing to join.
                 joiner.keep(joined, save_group=False)
                 return self._welcome_failed(welcome, group.group_id, f"the DS refused: {e}")

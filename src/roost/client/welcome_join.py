@@ -88,16 +88,14 @@ def transient_welcome_error(e: RoostError) -> bool:
     policy, refused for now; rate limits; an AS certificate still to fetch): the Welcome
     stays unacked and is tried again.
 
-    A block between our domain and the group's ends one of two ways, both of which settle
-    the Welcome: it is lifted (the next try joins) or the group's domain forgets ours, which
-    removes our leaf (the DS then answers ``not_member``: reported as ``welcome_failed``)."""
+    A block between our domain and the group's is lifted (the next try joins) or ends with
+    one domain forgetting the other: the refusal then says ``"forgotten": true``, or the
+    group's DS removed our leaf (``not_member``), both final (``welcome_failed``)."""
     if isinstance(e, MissingAsCertificate):
         return True
-    return (
-        e.code in ("transport_error", "federation_refused")
-        or e.status in (408, 429)
-        or e.status >= 500
-    )
+    if e.code == "federation_refused":
+        return not e.problem.get("forgotten")
+    return e.code == "transport_error" or e.status in (408, 429) or e.status >= 500
 
 
 class WelcomeJoiner:

@@ -83,8 +83,9 @@ class RemoteDirectory:
 
     async def server(self, domain: str, *, refresh: bool = False) -> RemoteServer:
         domain = domain.lower()
-        if not (await self.policy.load()).admits(domain):
-            raise FederationRefused(domain)
+        policy = await self.policy.load()
+        if not policy.admits(domain):
+            raise FederationRefused(domain, forgotten=domain in policy.forgotten)
         lock = self._locks.setdefault(domain, asyncio.Lock())
         try:
             return await self._server_locked(domain, lock, refresh)

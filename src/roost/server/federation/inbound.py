@@ -68,8 +68,13 @@ class InboundVerifier:
                 "wrong_destination",
                 f"this server is {self.home_domain}, the request is for {destination or '?'}",
             )
-        if not (await self.policy.load()).admits(origin):
-            raise FederationRefused(origin, f"this server does not federate with {origin}")
+        policy = await self.policy.load()
+        if not policy.admits(origin):
+            raise FederationRefused(
+                origin,
+                f"this server does not federate with {origin}",
+                forgotten=origin.lower() in policy.forgotten,
+            )
         now = int(self.clock())
         if abs(now - params.created) > self.window_seconds or params.expires < now:
             raise invalid_signature("the signature is not fresh (check the server clocks)")

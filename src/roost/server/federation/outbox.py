@@ -307,7 +307,9 @@ class Outbox:
             )
         policy = await self.policy.load()
         if dest in policy.forgotten:
-            raise FederationRefused(dest, f"the operator removed {dest} from federation")
+            raise FederationRefused(
+                dest, f"the operator removed {dest} from federation", forgotten=True
+            )
         if not policy.admits(dest):
             self._log_held(kind, dest)
         await self._lock_destination(conn, dest)

@@ -32,13 +32,16 @@ Params = Mapping[str, str] | Sequence[tuple[str, str]] | None
 
 
 class FederationRefused(Problem):
-    """This server's federation policy does not admit the domain (403 ``federation_refused``)."""
+    """This server's federation policy does not admit the domain (403 ``federation_refused``).
+    ``forgotten``: the operator removed the domain for good (``"forgotten": true`` in the
+    answer), so a client stops waiting for the refusal to be lifted."""
 
-    def __init__(self, domain: str, detail: str | None = None) -> None:
+    def __init__(self, domain: str, detail: str | None = None, *, forgotten: bool = False) -> None:
         super().__init__(
             403,
             "federation_refused",
             detail or f"federation with {domain} is not allowed by this server's policy",
+            extra={"forgotten": True} if forgotten else None,
         )
         self.domain = domain
 
@@ -153,8 +156,9 @@ class FederationClient:
         params: Params,
     ) -> httpx.Request:
         """The request, signed, if the policy admits ``domain`` (else ``FederationRefused``)."""
-        if not (await self.policy.load()).admits(domain):
-            raise FederationRefused(domain)
+        policy = await self.policy.load()
+        if not policy.admits(domain):
+            raise FederationRefused(domain, forgotten=domain.lower() in policy.forgotten)
         url = httpx.URL(self.resolver.base_url(domain) + path, params=params)
         wire_headers = {k.lower(): v for k, v in (headers or {}).items()}
         wire_headers.update(
