@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from roost.client import RoostError
+from roost.client.group_events import roster_clients
 from roost.mls.group import Group
 
 from .helpers import Member, connect, new_member, second_member, sync_all, sync_until
@@ -291,6 +292,49 @@ async def test_every_member_auto_commits_a_leave_and_server_removes_without_fork
         await asyncio.sleep(0.1)
     await sync_all(*members)
     assert _agree(gid, *members) == epoch + 2
+
+
+async def test_a_leave_outlives_a_commit_that_left_it_out(users):
+    """carol leaves, but alice commits from a state that has not seen carol's proposal yet:
+    the proposal dies with its epoch. carol has forgotten the group and cannot propose again,
+    so the homeserver does (as for a deleted account): the next member commit removes her,
+    and nothing more is delivered to her leaf meanwhile."""
+    from roost.client.groups import group_path
+    from roost.protocol.commit_bundle import encode_commit_bundle
+    from roost.protocol.media_types import MLS_MEDIA_TYPE
+
+    alice, bob, _, carol = await _trio(users)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id, carol.user_id])
+    await sync_all(bob, carol)
+    await carol.groups.leave(gid)
+
+    group = alice.groups.group(gid)  # alice has not read the proposal
+    out = group.commit(force_path=True)
+    await alice.client.request(
+        "POST",
+        f"/v1/groups/{group_path(gid)}/commits",
+        content=encode_commit_bundle(out.commit, out.group_info, None),
+        content_type=MLS_MEDIA_TYPE,
+    )
+    group.merge_pending_commit()
+    alice.groups.store.keep(group)
+    assert carol.client_id in roster_clients(alice.groups.group(gid)).values()
+    await alice.groups.send(gid, "after carol left")
+
+    for _ in range(100):
+        await asyncio.gather(*(m.groups.sync(auto_commit=True) for m in (alice, bob)))
+        if carol.client_id not in roster_clients(alice.groups.group(gid)).values():
+            break
+        await asyncio.sleep(0.1)
+    await sync_all(alice, bob)
+    _agree(gid, alice, bob)
+    assert carol.client_id not in roster_clients(bob.groups.group(gid)).values()
+    with pytest.raises(RoostError) as refused:
+        await carol.groups.info(gid)
+    assert refused.value.code == "not_member"
+    queue = await carol.client.fetch_queue(carol.groups.store.cursors.queue_id, 0)
+    assert not queue.messages  # nothing after her leave reached her queue
 
 
 async def test_state_history_and_cursors_survive_a_restart(users, tmp_path):

@@ -27,7 +27,7 @@ from .fanout import Fanout
 from .group_store import GroupStore, Member
 from .handshake import mls_problem, public_handshake
 from .rules import AddedClient, AddRule, check_roles, epoch_conflict
-from .tables import ds_groups
+from .tables import ds_groups, ds_members
 
 PROPOSAL_RETRIES = 8
 
@@ -103,8 +103,16 @@ class Proposals:
             )
             if adds and client is not None:
                 await self.add_rule.check(p, m.user_id, [AddedClient(-1, *client)])
+            body_ = proposal.body
+            leaving = isinstance(body_, Remove) and body_.removed == m.leaf_index
             seq = await self._store(
-                group_id, row.rev, obs.to_bytes(), [body], snap.members, m.leaf_index
+                group_id,
+                row.rev,
+                obs.to_bytes(),
+                [body],
+                snap.members,
+                m.leaf_index,
+                leaving=m.leaf_index if leaving else None,
             )
             if seq is not None:
                 return seq
@@ -127,10 +135,15 @@ class Proposals:
                 log.warning("group without the homeserver as external sender; cannot remove")
                 return 0
             key, index = found
+            # Removes already proposed this epoch: ours, and a member's of its own leaf.
             proposed = {
                 q.proposal.body.removed
                 for q in obs.pending_proposals()
-                if q.sender_type == SenderType.EXTERNAL and isinstance(q.proposal.body, Remove)
+                if isinstance(q.proposal.body, Remove)
+                and (
+                    q.sender_type == SenderType.EXTERNAL
+                    or q.sender_index == q.proposal.body.removed
+                )
             }
             in_tree = {leaf for leaf, _, _ in obs.roster()}
             messages = []
@@ -155,9 +168,16 @@ class Proposals:
         messages: list[bytes],
         members: list[Member],
         exclude_leaf: int | None,
+        *,
+        leaving: int | None = None,
     ) -> int | None:
         """Store the observer with new cached proposals if nobody changed it meanwhile, and fan
-        the proposal messages out (one group_seq each). None: lost the race, retry."""
+        the proposal messages out (one group_seq each). None: lost the race, retry.
+
+        ``leaving``: a member proposed its own removal. Its leaf is marked gone in the same
+        transaction: the client has forgotten the group, so nothing more is delivered to it,
+        and should the proposal die uncommitted with its epoch, the homeserver proposes the
+        removal again in the next (as for a deleted account's leaves)."""
         n = len(messages)
         async with self.db.transaction() as conn:
             last = (
@@ -179,5 +199,10 @@ class Proposals:
                     msg,
                     members,
                     exclude_leaf,
+                )
+            if leaving is not None:
+                await self.store.mark_gone(
+                    conn,
+                    sa.and_(ds_members.c.group_id == group_id, ds_members.c.leaf_index == leaving),
                 )
             return last
