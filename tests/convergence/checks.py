@@ -15,7 +15,8 @@ Convergence means, for every group the run made:
    current and the previous epoch), other than the sender, and not a client of a user deleted
    since. A client that rejoined by resync (``resynced`` event) may miss messages of the
    epochs it could not process: those are counted separately and allowed only between the
-   first item it could not process in that group and its resync. A client removed while
+   first item it could not process in that group and its resync (or, where its resync found
+   it removed meanwhile, its removal). A client removed while
    away learns it from ``not_member``, reads its queue and forgets the group; messages of
    its old membership still in flight between servers then arrive for a group it no longer
    holds, or (a member on another server than the group's) never arrive: counted
@@ -37,6 +38,7 @@ Convergence means, for every group the run made:
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections import Counter, defaultdict
@@ -44,6 +46,7 @@ from dataclasses import dataclass, field
 
 from roost.client import RoostError
 from roost.client.group_events import GroupEvent, roster_clients
+from roost.client.group_sync import REMOVED_WHILE_OUT_OF_STEP
 
 from .world import Device, Sent, World
 
@@ -282,14 +285,21 @@ def _messages(d: Device) -> dict[bytes, list[GroupEvent]]:
     return out
 
 
-def _resync_window(d: Device, gid: bytes) -> tuple[int, int] | None:
+def _resync_window(d: Device, gid: bytes) -> tuple[int, float] | None:
     """(group_seq of the first item ``d`` could not process in ``gid``, epoch it rejoined at)
-    when it resynced there."""
+    when it resynced there; when its resync found it removed meanwhile, every later epoch."""
     rejected = [e.group_seq for e in d.events if e.group_id == gid and e.kind == "rejected"]
     resynced = [e.epoch for e in d.events if e.group_id == gid and e.kind == "resynced"]
-    if not rejected or not resynced:
+    if not rejected:
         return None
-    return min(rejected), max(resynced)
+    if resynced:
+        return min(rejected), max(resynced)
+    if any(
+        e.group_id == gid and e.kind == "removed" and e.text == REMOVED_WHILE_OUT_OF_STEP
+        for e in d.events
+    ):
+        return min(rejected), math.inf
+    return None
 
 
 def _in_flight_at_removal(world: World, d: Device, s: Sent) -> bool:

@@ -11,6 +11,7 @@ import pytest
 
 from roost.client import RoostError
 from roost.client.group_resync import GroupResync
+from roost.client.group_sync import REMOVED_WHILE_OUT_OF_STEP
 from roost.client.groups import GroupEvent, group_path
 from roost.mls.framing import MLSMessage, PublicMessage
 from roost.mls.group import Group
@@ -272,3 +273,25 @@ async def test_ds_refuses_resync_removing_another_clients_leaf(users):
     # Nothing changed: everyone still at epoch 1 and talking.
     assert (await alice.groups.info(gid)).epoch == 1
     await _all_talk(gid, alice, bob, carol)
+
+
+async def test_member_removed_before_it_could_resync_is_told_and_forgets(users):
+    """bob cannot process a commit (corrupted membership tag) and, before he syncs, alice
+    removes him. His resync finds no leaf of his at the DS: that is his removal (a removed
+    client is not sent the removing commit), so he is told so once and forgets the group,
+    instead of rejecting every later item and trying to rejoin each time."""
+    alice, bob, carol, gid = await _trio(users)
+    await _corrupted_self_update(alice, gid)
+    await alice.groups.remove(gid, bob.user_id)
+
+    events = await bob.sync()
+    assert [e.kind for e in events] == ["rejected", "removed"], events
+    assert "membership tag" in events[0].text
+    assert events[1].text == REMOVED_WHILE_OUT_OF_STEP
+    assert not bob.groups.store.holds(gid)
+    assert await bob.sync() == []
+
+    # carol, still a member, heals as usual.
+    assert "resynced" in [e.kind for e in await carol.sync()]
+    await alice.sync()
+    assert _agree(gid, alice, carol)

@@ -44,6 +44,9 @@ from .welcome_join import (
 
 EventSink = Callable[[list[GroupEvent]], Awaitable[None]]
 
+# The ``removed`` event of a client that found, when it tried to resync, that it is no longer
+# in the group.
+REMOVED_WHILE_OUT_OF_STEP = "removed from the group (found when rejoining it)"
 # Waits before a listener tries a Welcome again after a passing failure (seconds).
 WELCOME_RETRY_FIRST = 1.0
 WELCOME_RETRY_MAX = 60.0
@@ -511,17 +514,34 @@ class GroupSync:
         ]
         if not needs_resync(item.body, our_epoch):
             return events
+        failure: Exception
         try:
             events.append(await self.resync.rejoin(item.group_id, str(e)))
-        except (RoostError, MLSError) as err:
-            events.append(
-                GroupEvent(
-                    "rejected",
+            return events
+        except RoostError as err:
+            if err.code == "not_member":
+                # Removed while our state was out of step (the DS sends a removed client
+                # nothing, not even the removing commit): what we could not read is lost to us.
+                self.store.forget(item.group_id)
+                removed = GroupEvent(
+                    "removed",
                     item.group_id,
                     group_seq=item.group_seq,
-                    text=f"could not rejoin the group: {err}",
+                    text=REMOVED_WHILE_OUT_OF_STEP,
                 )
+                events.append(self.store.record(removed))
+                return events
+            failure = err
+        except MLSError as err:
+            failure = err
+        events.append(
+            GroupEvent(
+                "rejected",
+                item.group_id,
+                group_seq=item.group_seq,
+                text=f"could not rejoin the group: {failure}",
             )
+        )
         return events
 
     async def _handle_notice(self, item: QueueItem) -> GroupEvent:
