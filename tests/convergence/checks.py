@@ -285,21 +285,26 @@ def _messages(d: Device) -> dict[bytes, list[GroupEvent]]:
     return out
 
 
-def _resync_window(d: Device, gid: bytes) -> tuple[int, float] | None:
-    """(group_seq of the first item ``d`` could not process in ``gid``, epoch it rejoined at)
-    when it resynced there; when its resync found it removed meanwhile, every later epoch."""
-    rejected = [e.group_seq for e in d.events if e.group_id == gid and e.kind == "rejected"]
-    resynced = [e.epoch for e in d.events if e.group_id == gid and e.kind == "resynced"]
-    if not rejected:
-        return None
-    if resynced:
-        return min(rejected), max(resynced)
-    if any(
-        e.group_id == gid and e.kind == "removed" and e.text == REMOVED_WHILE_OUT_OF_STEP
-        for e in d.events
-    ):
-        return min(rejected), math.inf
-    return None
+def _resync_windows(d: Device, gid: bytes) -> list[tuple[int, float]]:
+    """Per episode of ``d`` in ``gid`` (a membership may have several): (group_seq of the
+    first item it could not process, epoch it rejoined at by resync); when its resync found
+    it removed meanwhile, every later epoch."""
+    windows: list[tuple[int, float]] = []
+    start: int | None = None
+    for e in d.events:
+        if e.group_id != gid:
+            continue
+        if e.kind == "joined":
+            start = None  # a new membership
+        elif e.kind == "rejected" and start is None:
+            start = e.group_seq
+        elif e.kind == "resynced" and start is not None:
+            windows.append((start, e.epoch))
+            start = None
+        elif e.kind == "removed" and e.text == REMOVED_WHILE_OUT_OF_STEP and start is not None:
+            windows.append((start, math.inf))
+            start = None
+    return windows
 
 
 def _in_flight_at_removal(world: World, d: Device, s: Sent) -> bool:
@@ -379,8 +384,8 @@ def _check_messages(world: World, v: Verdict) -> None:
             if not got and _in_flight_at_removal(world, d, s):
                 v.missed_after_removal += 1
                 continue
-            window = _resync_window(d, s.group_id)
-            if not got and window and window[0] <= s.group_seq and s.epoch < window[1]:
+            windows = _resync_windows(d, s.group_id)
+            if not got and any(a <= s.group_seq and s.epoch < b for a, b in windows):
                 v.missed_by_resync += 1
                 continue
             v.fail(
