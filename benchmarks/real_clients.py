@@ -38,12 +38,14 @@ import contextlib
 import itertools
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -291,24 +293,30 @@ def postgres_cpu_since(before: dict[int, float]) -> float:
 
 
 @contextlib.contextmanager
-def py_spy(pid: int, path: str | None):
-    """Sample the server with py-spy (collapsed stacks) while the block runs."""
+def py_spy(pid: int, path: str | None) -> Iterator[None]:
+    """Sample the server with py-spy while the block runs: collapsed stacks with thread names
+    and native frames (the only way to tell the event loop waiting from working here; native
+    sampling pauses the process for each sample, hence the modest rate)."""
     if not path:
         yield
         return
     exe = Path(sys.executable).with_name("py-spy")
+    log = open(path + ".log", "wb")  # noqa: SIM115 - the child keeps it
     spy = subprocess.Popen(
-        [str(exe), "record", "-p", str(pid), "-o", path, "-f", "raw", "-r", "200"]
-        + ["--native", "--threads", "--nonblocking"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [str(exe), "record", "-p", str(pid), "-o", path, "-f", "raw", "-r", "100"]
+        + ["--native", "--threads"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
+    log.close()
     time.sleep(1.0)  # attached before the load starts
     try:
         yield
     finally:
-        spy.send_signal(2)  # SIGINT: py-spy writes the file and exits
+        spy.send_signal(signal.SIGINT)  # py-spy writes the file and exits
         spy.wait(timeout=60)
+        if not Path(path).exists():
+            raise RuntimeError(f"py-spy wrote no profile; see {path}.log")
 
 
 # ---- one timed phase ---------------------------------------------------------------------------
