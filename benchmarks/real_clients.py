@@ -420,16 +420,34 @@ def print_row(engine: str, size: int, api: str, r: dict, file=sys.stdout) -> Non
 # sample), so the profile is taken with native frames and thread names: only the event loop's
 # thread (MainThread) is counted, and its samples inside epoll_pwait are the loop waiting.
 IDLE_LEAVES = ("epoll_pwait", "epoll_wait")
-# Where in the server a busy sample is, by the innermost roost frame on its stack.
+# Where in the server a busy sample is: the first rule with a roost frame on the stack wins
+# (specific before general: a NOTIFY runs inside the send writer's transaction).
 STAGES = (
-    ("send writer: transaction, fan-out", ("delivery/send_writer.py", "delivery/fanout.py")),
-    ("send request: route, checks, answer", ("delivery/",)),
-    ("acks", ("_ack_writer_loop", "_write_acks", "ack_many")),
-    ("queues: reads for deliveries", ("server/queues/",)),
-    ("realtime sessions: frames, hub", ("server/notify/",)),
-    ("auth (tokens)", ("server/auth/",)),
-    ("store / pool / other roost", ("roost/",)),
+    ("NOTIFY (notify/pg_bridge.py)", ("notify/pg_bridge.py",)),
+    ("acks (coalesced ack writes)", ("_write_acks", "ack_many", "_acker")),
+    (
+        "fan-out: queue counters and rows",
+        ("queues/service.py", "store/counters.py", "delivery/fanout.py"),
+    ),
+    ("send writer: group seqs, idempotency, transaction", ("delivery/send_writer.py",)),
+    # uvicorn's request parsing runs under the deadline subclass (connection_limits.py)
+    ("uvicorn / websockets protocol", ("connection_limits.py",)),
+    (
+        "send request: fast path, auth, middleware",
+        ("delivery/", "auth/", "input_guard.py", "server/limits.py", "observability/"),
+    ),
+    ("realtime sessions: reading frames, writing deliveries", ("notify/",)),
+    ("push wake-ups", ("push/",)),
+    ("other roost (background loops)", ("roost/",)),
 )
+# Samples without a roost frame: SQLAlchemy runs statements in a greenlet whose stack py-spy
+# shows without its caller; the rest is the protocols and the loop itself.
+UNATTRIBUTED = (
+    ("SQLAlchemy in a greenlet (caller not on the stack)", ("sqlalchemy/", "greenlet")),
+    ("uvicorn / websockets protocol", ("uvicorn/protocols/", "websockets/", "httptools")),
+)
+
+
 # What library the busy sample's innermost Python frame belongs to.
 LIBRARIES = (
     ("SQLAlchemy", ("sqlalchemy/",)),
@@ -464,12 +482,16 @@ def profile_breakdown(path: str) -> str:
             continue
         busy += n
         python = [f for f in frames[1:] if ".py:" in f]
-        roost = [f for f in python if "roost/" in f and "roost/cli/" not in f]
-        stage = "uvicorn / framework (no roost frame)"
-        for name, keys in STAGES:
-            if any(_match(f, keys) for f in roost[-3:]):
-                stage = name
-                break
+        roost = [
+            f for f in python if "roost/" in f and not _match(f, ("roost/cli/", "commands.py"))
+        ]
+        stage = next(
+            (name for name, keys in STAGES if any(_match(f, keys) for f in roost)),
+            next(
+                (name for name, keys in UNATTRIBUTED if any(_match(f, keys) for f in frames)),
+                "event loop / C (uvloop callbacks, sockets, thread hand-offs)",
+            ),
+        )
         stages[stage] += n
         inner = python[-1] if python else frames[-1]
         lib = next((name for name, keys in LIBRARIES if _match(inner, keys)), "other")
@@ -481,7 +503,7 @@ def profile_breakdown(path: str) -> str:
         f"profile {path}: event loop thread busy in {busy / total:.0%} of {total} samples;"
         " shares of the busy samples"
     ]
-    lines += ["  by stage (innermost roost frames):"]
+    lines += ["  by stage (roost frames on the stack):"]
     lines += [f"    {n / busy:6.1%}  {c}" for c, n in stages.most_common()]
     lines += ["  by library (innermost Python frame):"]
     lines += [f"    {n / busy:6.1%}  {c}" for c, n in libraries.most_common()]
