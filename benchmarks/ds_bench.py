@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -39,7 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from roost.cli.demo import embedded_server
+from roost.cli.demo import EmbeddedServer, embedded_server
 from roost.client import RoostClient
 from roost.client.groups import Groups, group_path
 
@@ -297,48 +299,59 @@ async def _pg_admin(url: str, sql: str) -> None:
         await conn.close()
 
 
-async def bench_engine(engine: str, args: argparse.Namespace) -> list[tuple[str, int, dict]]:
-    rows = []
-    extra: dict[str, str] = {}
+# Rate limits lifted: the set-up registers and connects many users at once.
+BENCH_LIMITS = {
+    "ROOST_LIMITS_REGISTRATIONS_PER_MINUTE": "100000",
+    "ROOST_LIMITS_CLAIMS_PER_MINUTE": "100000",
+    "ROOST_LIMITS_CLAIMS_PER_TARGET_PER_MINUTE": "100000",
+    "ROOST_LIMITS_AUTH_PER_MINUTE": "100000",
+}
+
+
+@contextlib.asynccontextmanager
+async def bench_server(engine: str, postgres_url: str) -> AsyncIterator[EmbeddedServer]:
+    """A real ``roost serve`` with the rate limits lifted: SQLite in a temporary directory, or
+    PostgreSQL in a throw-away database on ``postgres_url`` (dropped afterwards)."""
+    extra = dict(BENCH_LIMITS)
     db_name = ""
     if engine == "postgresql":
         db_name = f"roost_bench_{uuid.uuid4().hex[:10]}"
-        await _pg_admin(args.postgres_url, f'CREATE DATABASE "{db_name}"')
-        parts = urlsplit(args.postgres_url)
+        await _pg_admin(postgres_url, f'CREATE DATABASE "{db_name}"')
+        parts = urlsplit(postgres_url)
         extra["ROOST_DATABASE_URL"] = urlunsplit(parts._replace(path="/" + db_name))
-    extra.update(
-        {
-            "ROOST_LIMITS_REGISTRATIONS_PER_MINUTE": "100000",
-            "ROOST_LIMITS_CLAIMS_PER_MINUTE": "100000",
-            "ROOST_LIMITS_CLAIMS_PER_TARGET_PER_MINUTE": "100000",
-            "ROOST_LIMITS_AUTH_PER_MINUTE": "100000",
-        }
-    )
+    elif engine != "sqlite":
+        raise ValueError(f"unknown engine {engine!r} (sqlite, postgresql)")
     try:
         with (
             tempfile.TemporaryDirectory(prefix="roost-bench-") as tmp,
             embedded_server(Path(tmp), extra_env=extra) as srv,
         ):
-            sizes = {int(x) for x in args.sizes.split(",")}
-            for size, n_groups, messages in (
-                (3, args.groups3, args.messages3),
-                (50, 1, args.messages50),
-            ):
-                if size not in sizes:
-                    continue
-                per_group = max(1, messages // n_groups)
-                groups = [await make_group(srv.url, size, per_group) for _ in range(n_groups)]
-                profile = f"{args.py_spy}-{engine}-{size}.json" if args.py_spy else None
-                result = await run(groups, args.concurrency, srv.pid, profile)
-                rows.append((engine, size, result))
-                print_row(engine, size, result, file=sys.stderr)
-                for g in groups:
-                    await g.sender.aclose()
-                    for c, _ in g.receivers:
-                        await c.aclose()
+            yield srv
     finally:
         if db_name:
-            await _pg_admin(args.postgres_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            await _pg_admin(postgres_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+async def bench_engine(engine: str, args: argparse.Namespace) -> list[tuple[str, int, dict]]:
+    rows = []
+    async with bench_server(engine, args.postgres_url) as srv:
+        sizes = {int(x) for x in args.sizes.split(",")}
+        for size, n_groups, messages in (
+            (3, args.groups3, args.messages3),
+            (50, 1, args.messages50),
+        ):
+            if size not in sizes:
+                continue
+            per_group = max(1, messages // n_groups)
+            groups = [await make_group(srv.url, size, per_group) for _ in range(n_groups)]
+            profile = f"{args.py_spy}-{engine}-{size}.json" if args.py_spy else None
+            result = await run(groups, args.concurrency, srv.pid, profile)
+            rows.append((engine, size, result))
+            print_row(engine, size, result, file=sys.stderr)
+            for g in groups:
+                await g.sender.aclose()
+                for c, _ in g.receivers:
+                    await c.aclose()
     return rows
 
 

@@ -273,7 +273,8 @@ class SendWriter:
     async def _take_seqs_generic(
         self, conn: AsyncConnection, batch: list[_PendingSend]
     ) -> list[tuple[int, int, int]]:
-        """The same on SQLite: one counter update per group, one insert for the records."""
+        """The same on SQLite: one counter update for all the groups, one insert for the
+        records."""
         counts = Counter(i.group_id for i in batch)
         # group -> [last seq handed out, epoch, rev]
         next_of = await reserve_ranges(conn, ds_groups, counts, ds_groups.c.epoch, ds_groups.c.rev)

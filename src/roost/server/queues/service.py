@@ -285,8 +285,8 @@ class QueueService:
     async def _enqueue_sequence_generic(
         self, conn: AsyncConnection, items: list[tuple[bytes, bytes]]
     ) -> list[tuple[bytes, int, str, int]]:
-        """(queue, seq, owner, 1-based position in ``items``): one counter update per queue,
-        in id order, then one insert."""
+        """(queue, seq, owner, 1-based position in ``items``): one counter update for all the
+        queues, then one insert."""
         # queue -> [last seq handed out, owner]
         next_of = await reserve_ranges(
             conn, queues, Counter(qid for qid, _ in items), queues.c.owner_client_uuid

@@ -12,23 +12,29 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+# Rows per statement: three parameters each, well inside SQLite's 32,766 host parameters.
+ROWS_PER_STATEMENT = 1000
+
 
 async def reserve_ranges(
     conn: AsyncConnection, table: sa.Table, counts: Counter[bytes], *extra: sa.Column[Any]
 ) -> dict[bytes, list[Any]]:
-    """Add each row's count to its ``last_seq``, rows in id order (the lock order everywhere),
-    one statement per row. Returns id -> [last seq before the range, *extra columns] for the
-    rows that exist: the range is that value + 1 … + count."""
+    """Add each row's count to its ``last_seq``: one ``UPDATE … RETURNING`` for the whole batch
+    (per ``ROWS_PER_STATEMENT`` rows), not one per row — on SQLite every statement is a round
+    trip to the driver's thread. SQLite only: its writers are serialised (``BEGIN IMMEDIATE``),
+    so no lock order is needed. Returns id -> [last seq before the range, *extra columns] for
+    the rows that exist: the range is that value + 1 … + count."""
     out: dict[bytes, list[Any]] = {}
-    for row_id in sorted(counts):
-        got = (
-            await conn.execute(
-                sa.update(table)
-                .where(table.c.id == row_id)
-                .values(last_seq=table.c.last_seq + counts[row_id])
-                .returning(table.c.last_seq, *extra)
-            )
-        ).first()
-        if got is not None:
-            out[row_id] = [got[0] - counts[row_id], *got[1:]]
+    ids = sorted(counts)
+    for i in range(0, len(ids), ROWS_PER_STATEMENT):
+        chunk = ids[i : i + ROWS_PER_STATEMENT]
+        bump = sa.case({row_id: counts[row_id] for row_id in chunk}, value=table.c.id)
+        rows = await conn.execute(
+            sa.update(table)
+            .where(table.c.id.in_(chunk))
+            .values(last_seq=table.c.last_seq + bump)
+            .returning(table.c.id, table.c.last_seq, *extra)
+        )
+        for row in rows:
+            out[row[0]] = [row[1] - counts[row[0]], *row[2:]]
     return out
