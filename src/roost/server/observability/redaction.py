@@ -1,6 +1,6 @@
 """The log-redaction layer: no bearer token, realtime ticket, password, password hash, queue id,
-cursor or frame payload reaches a log line, at any level, in either format (docs/operations.md,
-"Logs").
+cursor or frame payload reaches a log line, at any level, in either format, and no request line
+names the group, user, client or connection it was about (docs/operations.md, "Logs").
 
 One ``logging.Filter`` is attached to every handler the process logs through (uvicorn's, the
 JSON handler, Python's last-resort handler), so it sees records of every logger, including
@@ -18,10 +18,14 @@ REDACTED = "…"
 
 # The request target of a logged request line: ids in the path, and every query value (queue
 # ids, cursors, tokens travel there) replaced; parameter names stay, they help debugging.
-# The id after these prefixes; asset routes end in ids (``{id}`` or ``{domain}/{id}``).
+# The id after each of these path segments: secrets (queue, client-request ids) and the ids
+# that tie a caller (its address is on the line) to groups, users, clients and connections.
+# Asset routes end in ids (``{id}`` or ``{domain}/{id}``).
+# An API path: at the start of a request target or after a URL's host (not a file's path).
+_API_PATH = re.compile(r"((?:^|[\s\"'(=]|://[^/\s\"']+))(/(?:federation/)?v1/[^\s?\"'#]*)")
 _SECRET_PATH_SEGMENT = re.compile(
-    r"(/v1/(?:queues|client-requests)/)(?!\{)[^/\s?\"']+"
-    r"|(/(?:federation/)?v1/assets/)(?!\{)[^\s?\"']+"
+    r"(/(?:queues|client-requests|groups|users|clients|connections|roles)/)(?!\{)[^/]+"
+    r"|(^/(?:federation/)?v1/assets/)(?!\{).+"
 )
 _QUERY = re.compile(r"(?<=[?&])([^=&\s\"'#]+)=[^&\s\"'#]*")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;]+")
@@ -45,8 +49,15 @@ _SQL_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg")
 
 def redact_target(target: str) -> str:
     """A request path with query: ids in the path and every query value replaced."""
-    target = _SECRET_PATH_SEGMENT.sub(lambda m: f"{m.group(1) or m.group(2)}{REDACTED}", target)
+    target = _API_PATH.sub(_redact_path, target)
     return _QUERY.sub(rf"\1={REDACTED}", target)
+
+
+def _redact_path(found: re.Match[str]) -> str:
+    before, path = found.group(1), found.group(2)
+    return before + _SECRET_PATH_SEGMENT.sub(
+        lambda m: f"{m.group(1) or m.group(2)}{REDACTED}", path
+    )
 
 
 def redact(text: str) -> str:
