@@ -4,9 +4,12 @@ headers, ticket or frames, not in SQL statements and their parameters."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,7 +19,9 @@ from websockets.exceptions import InvalidStatus
 
 from roost.client import Realtime, RoostClient
 from roost.client.groups import Groups
+from roost.client.push import register_web_push
 from roost.protocol.base64url import b64u
+from tests.push_services.process import StandIn
 
 from .conftest import PASSWORD, unique_name
 from .harness import ServerProcess
@@ -79,12 +84,24 @@ async def test_debug_logs_hold_no_secrets(debug_server: ServerProcess) -> None:
         assert secret not in log, f"the {name} is in the log"
 
 
+@pytest.fixture(scope="module")
+def webpush() -> Iterator[StandIn]:
+    s = StandIn("webpush")
+    yield s
+    s.close()
+
+
 @pytest.fixture(params=["text", "json"])
 def info_server(request, tmp_path: Path, engine: str):
     database_url = ""
     if engine == "postgresql":
         database_url = request.getfixturevalue("postgres_database")()
-    env = {"ROOST_LOG_LEVEL": "info", "ROOST_LOG_FORMAT": request.param}
+    env = {
+        "ROOST_LOG_LEVEL": "info",
+        "ROOST_LOG_FORMAT": request.param,
+        "ROOST_PUSH_ALLOW_INSECURE_ENDPOINTS": "true",
+        "ROOST_PUSH_COALESCE_SECONDS": "0",
+    }
     server = ServerProcess(engine, tmp_path / "data", database_url, env).start()
     yield server
     server.stop()
@@ -94,7 +111,9 @@ def _encodings(raw: bytes) -> list[str]:
     return [b64u(raw), raw.hex(), base64.b64encode(raw).decode()]
 
 
-async def test_info_logs_tie_no_group_to_anyone(info_server: ServerProcess) -> None:
+async def test_info_logs_tie_no_group_to_anyone(
+    info_server: ServerProcess, webpush: StandIn
+) -> None:
     """The info-level log (what operators keep) names no group, user, client or connection: not
     even in the path of an access line, which also holds the caller's address and would say
     which groups that caller is in and whom it deals with. Nor does it hold queue ids, tokens,
@@ -105,8 +124,12 @@ async def test_info_logs_tie_no_group_to_anyone(info_server: ServerProcess) -> N
     second = await RoostClient.add_with_password(url, alice.user_id, PASSWORD)  # a login
     try:
         await bob.publish_key_packages(2)
+        # bob is offline with a Web Push subscription: the connection request wakes him
+        sub = await asyncio.to_thread(webpush.subscribe, f"log-{uuid.uuid4().hex[:8]}")
+        await register_web_push(bob, sub["endpoint"], sub["keys"])
         conn = await alice.open_connection(bob.user_id)
         await alice.send_connection_request(conn.connection_id, b"hello")
+        await _pushed(webpush, sub["endpoint"])
         await bob.accept_connection(conn.connection_id)
         queue_id = await alice.create_queue()
         payload = b"queue-payload-" + uuid.uuid4().hex.encode()
@@ -132,6 +155,8 @@ async def test_info_logs_tie_no_group_to_anyone(info_server: ServerProcess) -> N
             "alice's group queue": a_groups.queue_id,
             "bob's group queue": b_groups.queue_id,
             "queue payload": payload.decode(),
+            "push endpoint": sub["endpoint"],
+            "push subscription": sub["endpoint"].rsplit("/", 1)[-1],
             "plaintext": "secret text",
             **{f"message id {i}": s.message_id for i, s in enumerate(sent)},
             **{
@@ -163,3 +188,11 @@ async def test_info_logs_tie_no_group_to_anyone(info_server: ServerProcess) -> N
         for form in (value, quote(value, safe="")):
             assert form not in log, f"{who} ({form}) is in the log"
     assert conn.connection_id not in log
+
+
+async def _pushed(webpush: StandIn, endpoint: str) -> None:
+    sub_id = endpoint.rsplit("/", 1)[-1]
+    deadline = time.monotonic() + 10
+    while not any(g.get("subscription") == sub_id for g in webpush.received()):
+        assert time.monotonic() < deadline, "no push arrived"
+        await asyncio.sleep(0.05)

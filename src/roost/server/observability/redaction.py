@@ -6,7 +6,7 @@ One ``logging.Filter`` is attached to every handler the process logs through (uv
 JSON handler, Python's last-resort handler), so it sees records of every logger, including
 third-party ones (uvicorn, websockets, SQLAlchemy) that log request lines, headers and frames
 at debug. Records that carry SQL statements and their parameters are dropped outright, and the
-loggers that emit them are kept at warning.
+loggers that emit them, and those of the outbound HTTP client, are kept at warning.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ _ARGON2 = re.compile(r"\$argon2[a-z]*\$[^\s\"']*")
 
 # Loggers whose records carry SQL statements and bound parameters (or driver call arguments).
 _SQL_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg")
+# The outbound HTTP client logs every request's URL at info: a push endpoint or device token
+# (a capability to wake that device), a federation path with group and user ids. Roost logs
+# the outcomes it needs (federation outbox, push failures) itself.
+_HTTP_CLIENT_LOGGERS = ("httpx", "httpcore")
 
 
 def redact_target(target: str) -> str:
@@ -104,7 +108,8 @@ _LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "roost", "roost.ac
 
 def install_redaction() -> None:
     """Attach the filter to every handler reachable from the process's loggers, and keep the
-    SQL loggers at warning whatever the root level (no statement or parameter is logged)."""
+    SQL and outbound HTTP loggers at warning whatever the root level (no statement, parameter
+    or outbound URL is logged)."""
     handlers: list[logging.Handler] = []
     names = set(_LOGGERS) | set(logging.root.manager.loggerDict)
     for name in names:
@@ -115,5 +120,5 @@ def install_redaction() -> None:
     for handler in handlers:
         if _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
-    for name in _SQL_LOGGERS:
+    for name in _SQL_LOGGERS + _HTTP_CLIENT_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
