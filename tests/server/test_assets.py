@@ -4,6 +4,7 @@ both storage backends: the filesystem and an S3-compatible server (moto, a real 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -396,3 +397,31 @@ async def test_deleted_account_assets_are_collected(srv: Server) -> None:
     delivery = srv.app.state.services.delivery  # type: ignore[attr-defined]
     while await delivery.process_account_events():
         pass
+
+
+async def test_store_failures_keep_the_asset_id_out_of_the_log(
+    srv: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An asset id is a capability's half: a lost blob or a failed deletion is logged without
+    it (not even inside the store's error text, which names the blob's path)."""
+    alice = await srv.user("alice")
+    lost = (await upload(srv, alice.headers, b"lost ciphertext")).json()
+    stuck = (await upload(srv, alice.headers, b"stuck ciphertext")).json()
+    await service(srv).store.delete(lost["asset_id"])
+    store = service(srv).store
+    if isinstance(store, FilesystemStore):  # a blob that cannot be unlinked: a directory
+        path = store.path_of(stuck["asset_id"])
+        path.unlink()
+        (path / "keep").mkdir(parents=True)
+    with caplog.at_level(logging.INFO, logger="roost.server.assets"):
+        assert_problem(
+            await download(srv, lost["asset_id"], lost["capability"]), 404, "asset_not_found"
+        )
+        r = await srv.http.delete(f"/v1/assets/{stuck['asset_id']}", headers=alice.headers)
+        assert r.status_code == 204
+    logged = caplog.text
+    assert "no blob" in logged
+    if isinstance(store, FilesystemStore):
+        assert "collecting a deleted asset failed" in logged
+    for asset in (lost, stuck):
+        assert asset["asset_id"] not in logged

@@ -49,3 +49,25 @@ def test_asset_routes_lose_every_id_including_the_domain_form() -> None:
     assert redact_target("/v1/assets/b.test/AbCdEf123") == "/v1/assets/…"
     assert redact_target("/federation/v1/assets/AbCdEf123") == "/federation/v1/assets/…"
     assert redact_target("/v1/queues/q1d/messages?after=3") == "/v1/queues/…/messages?after=…"
+
+
+def test_request_lines_name_no_group_user_client_or_connection() -> None:
+    """A text access line carries the caller's address: the ids in its path would say which
+    groups, users and clients that caller deals with."""
+    line = '127.0.0.1:5 - "PUT /v1/groups/R3JvdXA/roles/bob%40b.test HTTP/1.1" 204'
+    assert redact(line) == '127.0.0.1:5 - "PUT /v1/groups/…/roles/… HTTP/1.1" 204'
+    assert (
+        redact_target("/v1/users/bob%40b.test/clients/8d3f-11/keypackages/claim?cipher_suite=1")
+        == "/v1/users/…/clients/…/keypackages/claim?cipher_suite=…"
+    )
+    assert redact_target("/v1/connections/c-1/accept") == "/v1/connections/…/accept"
+    assert redact_target("/v1/clients/8d3f-11") == "/v1/clients/…"
+    assert (
+        redact("POST https://b.test:8449/federation/v1/groups/R3JvdXA/messages 200")
+        == "POST https://b.test:8449/federation/v1/groups/…/messages 200"
+    )
+    # route templates and collection paths stay; so does a file path that looks alike
+    assert redact_target("/v1/groups/{group_id}/messages") == "/v1/groups/{group_id}/messages"
+    assert (
+        redact("database at /srv/users/v1/groups/x.db") == "database at /srv/users/v1/groups/x.db"
+    )

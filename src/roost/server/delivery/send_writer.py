@@ -9,6 +9,8 @@ Taking a send's ``group_seq`` locks its group row, so the member list read next 
 that position in the group order (a commit cannot interleave); the list comes from the
 ``(group, rev)`` cache. Idempotence needs no prior lookup: an earlier or concurrent copy of the
 message id makes the insert of its record a no-op, and the send is answered with the stored seq.
+The record is keyed by a hash of (group, sender, message id) (``send_key.py``), not by the
+sender.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from . import wire
 from .fanout import Fanout
 from .group_store import MEMBER_CACHE_SIZE, GroupStore, Member, leaf_of
 from .rules import app_epoch_outside_window, app_epoch_refusal
+from .send_key import send_key
 from .tables import ds_groups, ds_sends
 
 SEND_BATCH_MAX = 256  # sends written in one transaction at most
@@ -43,14 +46,14 @@ SEND_ID_RETENTION = 24 * 3600
 # One send's bookkeeping on PostgreSQL in one round trip: the next group_seq (locking the group
 # row) and the idempotency record. No row back: a duplicate message id (or no such group).
 # Run on the driver connection (``store/pg_driver.py``; SQLAlchemy's execution path cost more
-# CPU than the statement): $1 group id, $2 sending client uuid, $3 message id, $4 created_at.
+# CPU than the statement): $1 group id, $2 send key, $3 created_at.
 _SEND_PG = """
     WITH g AS (
         UPDATE ds_groups SET last_seq = last_seq + 1 WHERE id = $1::bytea
         RETURNING last_seq, epoch, rev
     ), s AS (
-        INSERT INTO ds_sends (group_id, client_uuid, message_id, group_seq, created_at)
-        SELECT $1::bytea, $2::text, $3::text, g.last_seq, $4::bigint FROM g
+        INSERT INTO ds_sends (group_id, send_key, group_seq, created_at)
+        SELECT $1::bytea, $2::bytea, g.last_seq, $3::bigint FROM g
         ON CONFLICT DO NOTHING
         RETURNING group_seq
     )
@@ -59,31 +62,31 @@ _SEND_PG = """
 
 
 # A batch of sends to any groups (group commit) in one round trip: the group rows locked in id
-# order ($5: the distinct group ids, sorted), each group's last_seq bumped by its count of sends
+# order ($4: the distinct group ids, sorted), each group's last_seq bumped by its count of sends
 # (the k-th send of a group in the batch gets its k-th new seq), and the idempotency records.
 # One row per send, in batch order, with its group's epoch and rev; ``stored`` counts the
 # records written: fewer than the sends means a duplicate message id, fewer rows a missing
 # group (either way the batch is rolled back and written send by send).
 _SEND_BATCH_PG = """
     WITH m AS (
-        SELECT gid, cu, mid, k
-        FROM unnest($1::bytea[], $2::text[], $3::text[]) WITH ORDINALITY AS m(gid, cu, mid, k)
+        SELECT gid, sk, k
+        FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS m(gid, sk, k)
     ), n AS (
         SELECT gid, count(*) AS c FROM m GROUP BY gid
     ), locked AS (
-        SELECT id FROM ds_groups WHERE id = ANY($5::bytea[]) ORDER BY id FOR UPDATE
+        SELECT id FROM ds_groups WHERE id = ANY($4::bytea[]) ORDER BY id FOR UPDATE
     ), g AS (
         UPDATE ds_groups SET last_seq = ds_groups.last_seq + n.c
         FROM locked JOIN n ON n.gid = locked.id
         WHERE ds_groups.id = locked.id
         RETURNING ds_groups.id, ds_groups.last_seq - n.c AS base, ds_groups.epoch, ds_groups.rev
     ), q AS (
-        SELECT m.k, m.gid, m.cu, m.mid, g.epoch, g.rev,
+        SELECT m.k, m.gid, m.sk, g.epoch, g.rev,
                g.base + row_number() OVER (PARTITION BY m.gid ORDER BY m.k) AS seq
         FROM m JOIN g ON g.id = m.gid
     ), s AS (
-        INSERT INTO ds_sends (group_id, client_uuid, message_id, group_seq, created_at)
-        SELECT gid, cu, mid, seq, $4::bigint FROM q
+        INSERT INTO ds_sends (group_id, send_key, group_seq, created_at)
+        SELECT gid, sk, seq, $3::bigint FROM q
         ON CONFLICT DO NOTHING
         RETURNING 1
     )
@@ -97,7 +100,7 @@ class _PendingSend:
 
     p: Principal
     group_id: bytes
-    message_id: str
+    key: bytes  # of the idempotency record (send_key.py)
     header: wire.AppHeader
     body: bytes
     done: asyncio.Future[int]
@@ -134,7 +137,8 @@ class SendWriter:
     ) -> int:
         """Queue a checked send for the next batch; its ``group_seq`` once that committed."""
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_PendingSend(p, group_id, message_id, header, body, done))
+        key = send_key(group_id, p.client_uuid, message_id)
+        self._waiting.append(_PendingSend(p, group_id, key, header, body, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_waiting())
         return await done
@@ -261,8 +265,7 @@ class SendWriter:
         rows = await driver.fetch(
             _SEND_BATCH_PG,
             [i.group_id for i in batch],
-            [i.p.client_uuid for i in batch],
-            [i.message_id for i in batch],
+            [i.key for i in batch],
             self.now(),
             sorted({i.group_id for i in batch}),
         )
@@ -287,14 +290,11 @@ class SendWriter:
             rows.append((st[0], st[1], st[2]))
         now = self.now()
         stored = await conn.execute(
-            sqlite_insert(ds_sends).on_conflict_do_nothing(
-                index_elements=["group_id", "client_uuid", "message_id"]
-            ),
+            sqlite_insert(ds_sends).on_conflict_do_nothing(index_elements=["group_id", "send_key"]),
             [
                 {
                     "group_id": item.group_id,
-                    "client_uuid": item.p.client_uuid,
-                    "message_id": item.message_id,
+                    "send_key": item.key,
                     "group_seq": seq,
                     "created_at": now,
                 }
@@ -316,8 +316,7 @@ class SendWriter:
                     await conn.execute(
                         sa.select(ds_sends.c.group_seq).where(
                             ds_sends.c.group_id == item.group_id,
-                            ds_sends.c.client_uuid == item.p.client_uuid,
-                            ds_sends.c.message_id == item.message_id,
+                            ds_sends.c.send_key == item.key,
                         )
                     )
                 ).scalar_one()
@@ -327,7 +326,7 @@ class SendWriter:
         group_id, client_uuid = item.group_id, item.p.client_uuid
         if conn.dialect.name == "postgresql":
             driver = await pg_driver(conn)
-            got = await driver.fetchrow(_SEND_PG, group_id, client_uuid, item.message_id, now)
+            got = await driver.fetchrow(_SEND_PG, group_id, item.key, now)
             if got is None:
                 await self.store.group(conn, group_id)  # 404 if it does not exist
                 raise _Duplicate
@@ -356,12 +355,11 @@ class SendWriter:
                 sqlite_insert(ds_sends)
                 .values(
                     group_id=group_id,
-                    client_uuid=client_uuid,
-                    message_id=item.message_id,
+                    send_key=item.key,
                     group_seq=seq,
                     created_at=now,
                 )
-                .on_conflict_do_nothing(index_elements=["group_id", "client_uuid", "message_id"])
+                .on_conflict_do_nothing(index_elements=["group_id", "send_key"])
             )
             if inserted.rowcount == 0:
                 raise _Duplicate

@@ -3,6 +3,7 @@
 import sqlalchemy as sa
 
 from ..store.metadata import metadata
+from .send_key import SEND_KEY_BYTES
 
 GROUP_ID_MAX = 255
 
@@ -84,7 +85,8 @@ ds_held = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),
 )
 
-# Idempotency of application sends: (group, sending client, message id) -> group_seq.
+# Idempotency of application sends: send key -> group_seq. The key is a hash of (group,
+# sending client, message id) (send_key.py): the record does not name the sender.
 ds_sends = sa.Table(
     "ds_sends",
     metadata,
@@ -94,8 +96,7 @@ ds_sends = sa.Table(
         sa.ForeignKey("ds_groups.id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    sa.Column("client_uuid", sa.String(36), primary_key=True),
-    sa.Column("message_id", sa.String(128), primary_key=True),
+    sa.Column("send_key", sa.LargeBinary(SEND_KEY_BYTES), primary_key=True),
     sa.Column("group_seq", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Index("ix_ds_sends_created", "created_at"),

@@ -1,12 +1,12 @@
 """The log-redaction layer: no bearer token, realtime ticket, password, password hash, queue id,
-cursor or frame payload reaches a log line, at any level, in either format (docs/operations.md,
-"Logs").
+cursor or frame payload reaches a log line, at any level, in either format, and no request line
+names the group, user, client or connection it was about (docs/operations.md, "Logs").
 
 One ``logging.Filter`` is attached to every handler the process logs through (uvicorn's, the
 JSON handler, Python's last-resort handler), so it sees records of every logger, including
 third-party ones (uvicorn, websockets, SQLAlchemy) that log request lines, headers and frames
 at debug. Records that carry SQL statements and their parameters are dropped outright, and the
-loggers that emit them are kept at warning.
+loggers that emit them, and those of the outbound HTTP client, are kept at warning.
 """
 
 from __future__ import annotations
@@ -18,10 +18,14 @@ REDACTED = "…"
 
 # The request target of a logged request line: ids in the path, and every query value (queue
 # ids, cursors, tokens travel there) replaced; parameter names stay, they help debugging.
-# The id after these prefixes; asset routes end in ids (``{id}`` or ``{domain}/{id}``).
+# The id after each of these path segments: secrets (queue, client-request ids) and the ids
+# that tie a caller (its address is on the line) to groups, users, clients and connections.
+# Asset routes end in ids (``{id}`` or ``{domain}/{id}``).
+# An API path: at the start of a request target or after a URL's host (not a file's path).
+_API_PATH = re.compile(r"((?:^|[\s\"'(=]|://[^/\s\"']+))(/(?:federation/)?v1/[^\s?\"'#]*)")
 _SECRET_PATH_SEGMENT = re.compile(
-    r"(/v1/(?:queues|client-requests)/)(?!\{)[^/\s?\"']+"
-    r"|(/(?:federation/)?v1/assets/)(?!\{)[^\s?\"']+"
+    r"(/(?:queues|client-requests|groups|users|clients|connections|roles)/)(?!\{)[^/]+"
+    r"|(^/(?:federation/)?v1/assets/)(?!\{).+"
 )
 _QUERY = re.compile(r"(?<=[?&])([^=&\s\"'#]+)=[^&\s\"'#]*")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;]+")
@@ -41,12 +45,23 @@ _ARGON2 = re.compile(r"\$argon2[a-z]*\$[^\s\"']*")
 
 # Loggers whose records carry SQL statements and bound parameters (or driver call arguments).
 _SQL_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg")
+# The outbound HTTP client logs every request's URL at info: a push endpoint or device token
+# (a capability to wake that device), a federation path with group and user ids. Roost logs
+# the outcomes it needs (federation outbox, push failures) itself.
+_HTTP_CLIENT_LOGGERS = ("httpx", "httpcore")
 
 
 def redact_target(target: str) -> str:
     """A request path with query: ids in the path and every query value replaced."""
-    target = _SECRET_PATH_SEGMENT.sub(lambda m: f"{m.group(1) or m.group(2)}{REDACTED}", target)
+    target = _API_PATH.sub(_redact_path, target)
     return _QUERY.sub(rf"\1={REDACTED}", target)
+
+
+def _redact_path(found: re.Match[str]) -> str:
+    before, path = found.group(1), found.group(2)
+    return before + _SECRET_PATH_SEGMENT.sub(
+        lambda m: f"{m.group(1) or m.group(2)}{REDACTED}", path
+    )
 
 
 def redact(text: str) -> str:
@@ -93,7 +108,8 @@ _LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "roost", "roost.ac
 
 def install_redaction() -> None:
     """Attach the filter to every handler reachable from the process's loggers, and keep the
-    SQL loggers at warning whatever the root level (no statement or parameter is logged)."""
+    SQL and outbound HTTP loggers at warning whatever the root level (no statement, parameter
+    or outbound URL is logged)."""
     handlers: list[logging.Handler] = []
     names = set(_LOGGERS) | set(logging.root.manager.loggerDict)
     for name in names:
@@ -104,5 +120,5 @@ def install_redaction() -> None:
     for handler in handlers:
         if _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
-    for name in _SQL_LOGGERS:
+    for name in _SQL_LOGGERS + _HTTP_CLIENT_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
