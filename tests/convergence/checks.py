@@ -394,7 +394,20 @@ def _check_messages(world: World, v: Verdict) -> None:
                 + (f" at {[e.group_seq for e in got]}" if got else "")
                 + "; "
                 + _why(world, cid, s.group_id)
+                + "; "
+                + _around(d, s.group_id, s.group_seq)
             )
+
+
+def _around(d: Device, gid: bytes, seq: int) -> str:
+    """What ``d`` saw of ``gid`` near ``seq`` (kind, group_seq, epoch), for a missed message."""
+    near = [
+        f"{e.kind} {e.group_seq}/e{e.epoch}"
+        for e in d.events
+        if e.group_id == gid and abs(e.group_seq - seq) <= 4
+    ]
+    listening = "listening" if d.listened else "syncing"
+    return f"{listening}; seen near it: {near or 'nothing'}"
 
 
 def table(world: World, verdict: Verdict, ops: int, wall: float) -> str:
