@@ -504,15 +504,21 @@ class Groups:
     ) -> builtins.list[GroupEvent]:
         """Process everything waiting in our group queue (in order), then join from any new
         Welcome (then what that brought), and ack it. With ``auto_commit``, proposals received
-        (leaves, the homeserver's Removes) are then committed (``commit_pending``). Returns
-        what happened, oldest first, beginning with what our commits' catch-ups processed
-        since the last call."""
+        (leaves, the homeserver's Removes) are then committed (``commit_pending``); if that
+        fails, the error is raised and the events wait for the next call. Returns what
+        happened, oldest first, beginning with what our commits' catch-ups processed since the
+        last call."""
         events = await self._sync.sync(limit)
         if auto_commit:
-            for gid in sorted({e.group_id for e in events if e.kind == "proposal"}):
-                event = await self.commit_pending(gid)
-                if event is not None:
-                    events.append(event)
+            try:
+                for gid in sorted({e.group_id for e in events if e.kind == "proposal"}):
+                    event = await self.commit_pending(gid)
+                    if event is not None:
+                        events.append(event)
+            except BaseException:
+                # What the sync processed is acked: the next sync hands it out, not the error.
+                self._sync.hold(events)
+                raise
         return events
 
     async def handle_queue_message(self, seq: int, payload: bytes) -> builtins.list[GroupEvent]:
