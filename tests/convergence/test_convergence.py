@@ -34,6 +34,9 @@ OPEN_FINDINGS = [
     # Seen once, in a full CI run (seed 1; not in ten runs of nine seeds nor a 2,000-operation
     # soak run alone): a client on a.test missed one message in each of two groups, sent a few
     # operations apart, with nothing rejected and later messages of both groups delivered.
+    # Likely explained and fixed since: a sync whose auto-commit failed (that run had updates
+    # refused during a federation block) lost the events it had processed and acked
+    # (tests/federation/test_sync_events_kept.py). Kept until a full CI run confirms it.
     "a client misses single messages with nothing rejected",
 ]
 
