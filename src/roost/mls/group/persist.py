@@ -200,11 +200,11 @@ def decode_group(
             raise DecodeError(f"unsupported group state version {version}")
         epoch = _read_epoch(r)
         pending = r.optional(lambda r: (_read_epoch(r), r.opaque(), r.optional(_read_reinit)))
-        if version == 1:
-            previous = r.optional(_read_epoch)
-            past = [] if previous is None else [previous]
-        else:
-            past = [_read_epoch(r) for _ in range(r.u8())]
+        # Version 1 kept one optional past epoch: its presence byte reads as a count of 0 or 1.
+        count = r.u8()
+        if version == 1 and count > 1:
+            raise DecodeError(f"invalid optional presence byte {count}")
+        past = [_read_epoch(r) for _ in range(count)]
         proposals: dict[bytes, QueuedProposal] = {}
         for _ in range(r.u32()):
             q = _read_queued(r)
