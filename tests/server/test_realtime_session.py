@@ -124,6 +124,12 @@ class FakeAuth:
             raise Problem(401, "token_expired", "")
         return PRINCIPAL
 
+    async def authenticate_bound(self, token: str) -> tuple[Principal, bytes]:
+        hashed = token_hash(token)
+        if hashed is None:
+            raise Problem(401, "unauthenticated", "")
+        return await self.authenticate_token_hash(hashed), hashed
+
     async def client_uuids_of(self, user_uuid: str, conn: object) -> list[str]:
         return ["c1"]
 

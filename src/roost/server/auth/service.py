@@ -672,10 +672,15 @@ class AuthService:
 
     async def authenticate(self, token: str) -> Principal:
         """Resolve a bearer token; raises 401 problems."""
+        return (await self.authenticate_bound(token))[0]
+
+    async def authenticate_bound(self, token: str) -> tuple[Principal, bytes]:
+        """Resolve a bearer token, with its hash (what a realtime socket stays bound to and
+        re-checks with ``authenticate_token_hash``); raises 401 problems."""
         hashed = token_hash(token)
         if hashed is None:
             raise Problem(401, "unauthenticated", "invalid bearer token")
-        return await self.authenticate_token_hash(hashed)
+        return await self.authenticate_token_hash(hashed), hashed
 
     async def authenticate_token_hash(self, hashed: bytes) -> Principal:
         """Resolve a bearer token known by its hash (``token_hash``): a realtime socket opened

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, Query, Response, WebSocket
 from pydantic import BaseModel
 
-from ..auth.service import Principal, token_hash
+from ..auth.service import Principal
 from ..deps import BearerTokenDep, PrincipalDep, ServicesDep
 from ..errors import Problem, problem_response, problem_responses
 from .protocol import CloseCode
@@ -48,10 +48,7 @@ async def _authenticate(ws: WebSocket, services: Services) -> tuple[Principal, b
     token = _bearer(header)
     if token is None:
         raise Problem(401, "unauthenticated", "a bearer token or a ticket is required")
-    hashed = token_hash(token)
-    if hashed is None:
-        raise Problem(401, "unauthenticated", "invalid bearer token")
-    return await services.auth.authenticate_token_hash(hashed), hashed
+    return await services.auth.authenticate_bound(token)
 
 
 @router.websocket(PATH)

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 
 from roost.protocol.base64url import b64u
 
-from ..auth.service import Principal, token_hash
+from ..auth.service import Principal
 from ..config import Limits
 from ..errors import Problem
 from ..queues.service import FetchResult, WakeUp
@@ -446,11 +446,8 @@ class RealtimeSession:
         token = frame.get("token")
         if not isinstance(token, str):
             raise ProtocolError('"auth" needs a "token" string')
-        hashed = token_hash(token)
-        if hashed is None:
-            raise _Close(CloseCode.UNAUTHENTICATED, "unauthenticated")
         try:
-            principal = await self._services.auth.authenticate_token_hash(hashed)
+            principal, hashed = await self._services.auth.authenticate_bound(token)
         except Problem as p:
             raise _Close(CloseCode.UNAUTHENTICATED, p.code) from None
         if principal.client_uuid != self.client_uuid:
