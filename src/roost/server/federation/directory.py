@@ -28,7 +28,7 @@ from ..outbound import OutboundRefused
 from .identity import KEY_ALGORITHM
 from .policy import FederationPolicyStore
 from .resolver import Resolver
-from .transport import FederationRefused, RemoteUnavailable
+from .transport import FederationRefused, RemoteUnavailable, require_admitted
 
 WELL_KNOWN_PATH = "/.well-known/roost"
 MAX_DOCUMENT_BYTES = 256 * 1024
@@ -83,9 +83,7 @@ class RemoteDirectory:
 
     async def server(self, domain: str, *, refresh: bool = False) -> RemoteServer:
         domain = domain.lower()
-        policy = await self.policy.load()
-        if not policy.admits(domain):
-            raise FederationRefused(domain, forgotten=domain in policy.forgotten)
+        require_admitted(await self.policy.load(), domain)
         lock = self._locks.setdefault(domain, asyncio.Lock())
         try:
             return await self._server_locked(domain, lock, refresh)

@@ -23,7 +23,7 @@ from . import signing
 from .directory import RemoteDirectory
 from .policy import FederationPolicyStore
 from .tables import fed_nonces
-from .transport import FederationRefused
+from .transport import require_admitted
 
 log = logging.getLogger("roost.federation")
 
@@ -68,13 +68,9 @@ class InboundVerifier:
                 "wrong_destination",
                 f"this server is {self.home_domain}, the request is for {destination or '?'}",
             )
-        policy = await self.policy.load()
-        if not policy.admits(origin):
-            raise FederationRefused(
-                origin,
-                f"this server does not federate with {origin}",
-                forgotten=origin.lower() in policy.forgotten,
-            )
+        require_admitted(
+            await self.policy.load(), origin, f"this server does not federate with {origin}"
+        )
         now = int(self.clock())
         if abs(now - params.created) > self.window_seconds or params.expires < now:
             raise invalid_signature("the signature is not fresh (check the server clocks)")

@@ -19,7 +19,7 @@ from ..errors import PROBLEM_MEDIA_TYPE, Problem
 from ..outbound import OutboundRefused
 from . import signing
 from .identity import ServerIdentity
-from .policy import FederationPolicyStore
+from .policy import FederationPolicy, FederationPolicyStore
 from .resolver import Resolver
 
 log = logging.getLogger("roost.federation")
@@ -44,6 +44,13 @@ class FederationRefused(Problem):
             extra={"forgotten": True} if forgotten else None,
         )
         self.domain = domain
+
+
+def require_admitted(policy: FederationPolicy, domain: str, detail: str | None = None) -> None:
+    """``FederationRefused`` unless ``policy`` admits ``domain`` (marked ``forgotten`` when the
+    operator removed the domain for good)."""
+    if not policy.admits(domain):
+        raise FederationRefused(domain, detail, forgotten=domain.lower() in policy.forgotten)
 
 
 class RemoteUnavailable(Problem):
@@ -156,9 +163,7 @@ class FederationClient:
         params: Params,
     ) -> httpx.Request:
         """The request, signed, if the policy admits ``domain`` (else ``FederationRefused``)."""
-        policy = await self.policy.load()
-        if not policy.admits(domain):
-            raise FederationRefused(domain, forgotten=domain.lower() in policy.forgotten)
+        require_admitted(await self.policy.load(), domain)
         url = httpx.URL(self.resolver.base_url(domain) + path, params=params)
         wire_headers = {k.lower(): v for k, v in (headers or {}).items()}
         wire_headers.update(
