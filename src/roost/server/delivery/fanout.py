@@ -15,7 +15,7 @@ from roost.protocol.queue_item import encode_queue_item
 from ..queues.service import QueueService
 from .federation_port import DsFederation
 from .group_store import GroupStore, Member
-from .tables import ds_held, ds_members
+from .tables import ds_held
 
 log = logging.getLogger("roost.server.delivery")
 
@@ -92,9 +92,7 @@ class Fanout:
         full = sorted(leaf for leaf, n in counts if n > self.max_held)
         if not full:
             return
-        await self.store.mark_gone(
-            conn, sa.and_(ds_members.c.group_id == group_id, ds_members.c.leaf_index.in_(full))
-        )
+        await self.store.mark_leaves_gone(conn, group_id, full)
         log.info("held items over the limit: %d leaves of a group dropped", len(full))
 
     async def remote_items(

@@ -214,6 +214,14 @@ class GroupStore:
             )
         return {r.group_id for r in rows}
 
+    async def mark_leaves_gone(
+        self, conn: AsyncConnection, group_id: bytes, leaves: list[int]
+    ) -> set[bytes]:
+        """``mark_gone`` for some leaves of one group."""
+        return await self.mark_gone(
+            conn, sa.and_(ds_members.c.group_id == group_id, ds_members.c.leaf_index.in_(leaves))
+        )
+
     async def take_seq(self, conn: AsyncConnection, group_id: bytes) -> int | None:
         """The group's next ``group_seq`` (locks the row); None if there is no such group."""
         return (

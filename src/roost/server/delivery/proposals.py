@@ -27,7 +27,7 @@ from .fanout import Fanout
 from .group_store import GroupStore, Member
 from .handshake import mls_problem, public_handshake
 from .rules import AddedClient, AddRule, check_roles, epoch_conflict
-from .tables import ds_groups, ds_members
+from .tables import ds_groups
 
 PROPOSAL_RETRIES = 8
 
@@ -103,16 +103,9 @@ class Proposals:
             )
             if adds and client is not None:
                 await self.add_rule.check(p, m.user_id, [AddedClient(-1, *client)])
-            body_ = proposal.body
-            leaving = isinstance(body_, Remove) and body_.removed == m.leaf_index
+            leaving = isinstance(proposal.body, Remove) and proposal.body.removed == m.leaf_index
             seq = await self._store(
-                group_id,
-                row.rev,
-                obs.to_bytes(),
-                [body],
-                snap.members,
-                m.leaf_index,
-                leaving=m.leaf_index if leaving else None,
+                group_id, row.rev, obs.to_bytes(), [body], snap.members, m.leaf_index, leaving
             )
             if seq is not None:
                 return seq
@@ -168,16 +161,15 @@ class Proposals:
         messages: list[bytes],
         members: list[Member],
         exclude_leaf: int | None,
-        *,
-        leaving: int | None = None,
+        leaving: bool = False,
     ) -> int | None:
         """Store the observer with new cached proposals if nobody changed it meanwhile, and fan
         the proposal messages out (one group_seq each). None: lost the race, retry.
 
-        ``leaving``: a member proposed its own removal. Its leaf is marked gone in the same
-        transaction: the client has forgotten the group, so nothing more is delivered to it,
-        and should the proposal die uncommitted with its epoch, the homeserver proposes the
-        removal again in the next (as for a deleted account's leaves)."""
+        ``leaving``: the member at ``exclude_leaf`` proposed its own removal. Its leaf is marked
+        gone in the same transaction: the client has forgotten the group, so nothing more is
+        delivered to it, and should the proposal die uncommitted with its epoch, the homeserver
+        proposes the removal again in the next (as for a deleted account's leaves)."""
         n = len(messages)
         async with self.db.transaction() as conn:
             last = (
@@ -200,9 +192,6 @@ class Proposals:
                     members,
                     exclude_leaf,
                 )
-            if leaving is not None:
-                await self.store.mark_gone(
-                    conn,
-                    sa.and_(ds_members.c.group_id == group_id, ds_members.c.leaf_index == leaving),
-                )
+            if leaving and exclude_leaf is not None:
+                await self.store.mark_leaves_gone(conn, group_id, [exclude_leaf])
             return last
