@@ -121,3 +121,21 @@ class running_server:  # noqa: N801 - used like a function
     async def __aexit__(self, *exc: object) -> None:
         await self.http.aclose()
         await self._lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A database with no schema at all (migration tests), on each engine."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}")
+    else:
+        db = Database(request.getfixturevalue("migrated_postgres_url"))
+        async with db.transaction() as conn:
+            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            await conn.execute(sa.text("CREATE SCHEMA public"))
+    try:
+        yield db
+    finally:
+        if not db.is_sqlite:
+            await upgrade(db)  # leave the shared session database migrated for the other tests
+        await db.dispose()

@@ -5,10 +5,7 @@ sending client; records written before the change are converted by the migration
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from roost.server.delivery.send_key import send_key
@@ -68,23 +65,6 @@ async def test_send_records_name_no_sender_and_still_catch_retries(server) -> No
         send_key(gid, m.client.client_uuid, mid)
         for m, mid in [(bob, "shared-id"), (alice, "shared-id"), *((carol, b[1]) for b in burst)]
     }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}")
-    else:
-        db = Database(request.getfixturevalue("migrated_postgres_url"))
-        async with db.transaction() as conn:
-            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            await conn.execute(sa.text("CREATE SCHEMA public"))
-    try:
-        yield db
-    finally:
-        if not db.is_sqlite:
-            await upgrade(db)  # leave the shared session database migrated for the other tests
-        await db.dispose()
 
 
 def _upgrade_to(revision: str):  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ from alembic.runtime.migration import MigrationContext
 
 from roost.server.commands import _check_or_auto_upgrade, db_upgrade
 from roost.server.config import ConfigError, build_config, load_config
-from roost.server.store import Database
 from roost.server.store.migrate import (
     MigrationError,
     check_schema,
@@ -78,25 +77,6 @@ def test_missing_or_broken_config_file(tmp_path):
     bad.write_text("home_domain = ")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad, {})
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def empty_db(request, tmp_path):
-    if request.param == "sqlite":
-        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}")
-    else:
-        url = request.getfixturevalue("migrated_postgres_url")
-        db = Database(url)
-        async with db.transaction() as conn:
-            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            await conn.execute(sa.text("CREATE SCHEMA public"))
-    try:
-        yield db
-    finally:
-        if not db.is_sqlite:
-            # leave the shared session database migrated for the other tests
-            await upgrade(db)
-        await db.dispose()
 
 
 async def test_migrations_from_empty_and_start_check(empty_db):
