@@ -11,23 +11,32 @@ from roost.client.groups import GroupEvent
 from roost.mls.framing import MLSMessage
 from roost.mls.welcome import Welcome
 
+from ..e2e.helpers import Member
 from .harness import Federation
 from .test_scenarios import TIMEOUT, connect, eventually, new, sync_until_count
 
 A, B, C = "a.test", "b.test", "c.test"
 
 
-async def test_tree_fetch_from_a_down_ds_is_retried_then_joins(fed: Federation) -> None:
+async def _welcome_waits(bob: Member) -> bool:
+    """A Welcome waits in bob's direct queue past what his client handled."""
+    page = await bob.client.fetch_direct(bob.groups.store.cursors.direct_after)
+    return any(e.type == "welcome" for e in page.events)
+
+
+async def _treeless_invite(fed: Federation) -> tuple[Member, Member, bytes]:
+    """alice@a.test invites bob@b.test into her new group with a Welcome that leaves the tree
+    out; returns (alice, bob, group id) once the Welcome waits in bob's direct queue."""
     alice, bob = await new(fed, A, "alice"), await new(fed, B, "bob")
     await connect(alice, bob)
     gid = (await alice.groups.create()).group_id
     await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
+    await eventually(lambda: _welcome_waits(bob), TIMEOUT, "the Welcome reaches b.test")
+    return alice, bob, gid
 
-    async def welcome_arrived() -> bool:
-        page = await bob.client.fetch_direct(0)
-        return any(e.type == "welcome" for e in page.events)
 
-    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+async def test_tree_fetch_from_a_down_ds_is_retried_then_joins(fed: Federation) -> None:
+    alice, bob, gid = await _treeless_invite(fed)
     [event] = [e for e in (await bob.client.fetch_direct(0)).events if e.type == "welcome"]
     assert isinstance(MLSMessage.decode(event.payload or b"").body, Welcome)
 
@@ -56,16 +65,7 @@ async def test_listener_retries_a_welcome_whose_ds_is_down(fed: Federation) -> N
     """The same over the realtime socket: the listener leaves the Welcome (and what follows
     it in the direct queue) unacked, tries again after a growing wait, and joins once the
     group's DS is back — once, with nothing reported before."""
-    alice, bob = await new(fed, A, "alice"), await new(fed, B, "bob")
-    await connect(alice, bob)
-    gid = (await alice.groups.create()).group_id
-    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
-
-    async def welcome_arrived() -> bool:
-        page = await bob.client.fetch_direct(bob.groups.store.cursors.direct_after)
-        return any(e.type == "welcome" for e in page.events)
-
-    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+    alice, bob, gid = await _treeless_invite(fed)
     seen: list[GroupEvent] = []
     stop = asyncio.Event()
     fed.stop(A)
@@ -79,7 +79,7 @@ async def test_listener_retries_a_welcome_whose_ds_is_down(fed: Federation) -> N
         await eventually(listening, TIMEOUT, "bob's listener is connected")
         await asyncio.sleep(2.0)  # pushed and retried meanwhile
         assert seen == []
-        assert await welcome_arrived()  # still unacked
+        assert await _welcome_waits(bob)  # still unacked
         fed.start(A)
 
         async def joined() -> bool:
@@ -122,11 +122,7 @@ async def test_welcome_whose_member_domain_is_refused_is_reported(fed_users: Fed
     await eventually(carol_joined, TIMEOUT, "carol joins")
     await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
 
-    async def welcome_arrived() -> bool:
-        page = await bob.client.fetch_direct(bob.groups.store.cursors.direct_after)
-        return any(e.type == "welcome" for e in page.events)
-
-    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+    await eventually(lambda: _welcome_waits(bob), TIMEOUT, "the Welcome reaches b.test")
     try:
         fed.policy(B, "open", block=[C])
         fed.wait_policy()
@@ -144,21 +140,12 @@ async def test_tree_fetch_refused_by_a_block_waits_then_joins(fed_users: Federat
     (403 federation_refused) — for now. The Welcome stays unacked and nothing is reported;
     once the block is lifted the next sync joins."""
     fed = fed_users
-    alice, bob = await new(fed, A, "alice"), await new(fed, B, "bob")
-    await connect(alice, bob)
-    gid = (await alice.groups.create()).group_id
-    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
-
-    async def welcome_arrived() -> bool:
-        page = await bob.client.fetch_direct(bob.groups.store.cursors.direct_after)
-        return any(e.type == "welcome" for e in page.events)
-
-    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+    alice, bob, gid = await _treeless_invite(fed)
     try:
         fed.policy(A, "open", block=[B])
         fed.wait_policy()
         assert await bob.sync() == []  # refused for now: nothing to report
-        assert await welcome_arrived()  # not acked
+        assert await _welcome_waits(bob)  # not acked
     finally:
         fed.policy(A, "open")
         fed.wait_policy()
@@ -179,16 +166,7 @@ async def test_tree_refused_for_good_is_reported(fed_users: Federation) -> None:
     refusal says so (``"forgotten": true``): the Welcome can never be used, and bob is told
     why instead of waiting for ever."""
     fed = fed_users
-    alice, bob = await new(fed, A, "alice"), await new(fed, B, "bob")
-    await connect(alice, bob)
-    gid = (await alice.groups.create()).group_id
-    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
-
-    async def welcome_arrived() -> bool:
-        page = await bob.client.fetch_direct(bob.groups.store.cursors.direct_after)
-        return any(e.type == "welcome" for e in page.events)
-
-    await eventually(welcome_arrived, TIMEOUT, "the Welcome reaches b.test")
+    alice, bob, gid = await _treeless_invite(fed)
     try:
         fed[A].admin("federation", "forget", B)
         fed.wait_policy()
@@ -198,4 +176,4 @@ async def test_tree_refused_for_good_is_reported(fed_users: Federation) -> None:
         fed.wait_policy()
     assert [(e.kind, e.group_id) for e in events] == [("welcome_failed", gid)], events
     assert "federation_refused" in events[0].text, events[0].text
-    assert not await welcome_arrived()  # acked: nothing waits behind it
+    assert not await _welcome_waits(bob)  # acked: nothing waits behind it
