@@ -45,7 +45,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -219,17 +219,24 @@ def listening(m: Member, api: str, t: Tracker) -> bool:
 
 
 # ---- senders ---------------------------------------------------------------------------------
-async def send_groups(
-    i: int, m: Member, t: Tracker, a: argparse.Namespace, deadline: float, window: int
-) -> None:
+async def paced(i: int, m: Member, t: Tracker, deadline: float, window: int) -> AsyncIterator[int]:
+    """Sender ``i``'s message numbers until ``deadline``, each once its window allows (its
+    send start recorded)."""
     while time.perf_counter() < deadline:
         await t.wait_window(i, window, deadline)
         if time.perf_counter() >= deadline:
-            break
+            return
         n = t.new_message(i, m.group_size - 1)
-        t0 = t.start[n] = time.perf_counter()
+        t.start[n] = time.perf_counter()
+        yield n
+
+
+async def send_groups(
+    i: int, m: Member, t: Tracker, a: argparse.Namespace, deadline: float, window: int
+) -> None:
+    async for n in paced(i, m, t, deadline, window):
         await m.groups.send(m.group_id, payload_of(n, a.payload))
-        t.send_ms.append((time.perf_counter() - t0) * 1000)
+        t.send_ms.append((time.perf_counter() - t.start[n]) * 1000)
 
 
 async def send_raw(
@@ -241,12 +248,7 @@ async def send_raw(
     path = f"/v1/groups/{group_path(m.group_id)}/messages"
     group = m.group
     try:
-        while time.perf_counter() < deadline:
-            await t.wait_window(i, window, deadline)
-            if time.perf_counter() >= deadline:
-                break
-            n = t.new_message(i, m.group_size - 1)
-            t0 = t.start[n] = time.perf_counter()
+        async for n in paced(i, m, t, deadline, window):
             ct = group.encrypt(payload_of(n, a.payload))
             head = (
                 f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {token}\r\n"
@@ -256,7 +258,7 @@ async def send_raw(
             status, body = await http.request(head + ct)
             if status != 201:
                 raise RuntimeError(f"send failed: {status} {body[:200]!r}")
-            t.send_ms.append((time.perf_counter() - t0) * 1000)
+            t.send_ms.append((time.perf_counter() - t.start[n]) * 1000)
     finally:
         http.close()
 
