@@ -95,7 +95,7 @@ function render(): void {
   $("conversation-title").textContent = open.peer;
   $("conversation-status").textContent = {
     waiting: `Waiting for ${open.peer} to accept. You can already write.`,
-    active: "",
+    active: `End-to-end encrypted conversation with ${open.peer}.`,
     rejected: `${open.peer} declined the conversation.`,
     deleted: "This conversation was deleted.",
   }[open.status];
