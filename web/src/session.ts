@@ -76,7 +76,9 @@ export class Session {
     this.api.token = t.token;
     this.onToken(t.token);
     clearTimeout(this.renewTimer);
-    const inMs = Math.max(5, t.expires_at - Date.now() / 1000 - RENEW_BEFORE_S) * 1000;
+    // A minute before it expires, or half-way through a short-lived one.
+    const lifetime = t.expires_at - Date.now() / 1000;
+    const inMs = Math.max(0.5, lifetime > 2 * RENEW_BEFORE_S ? lifetime - RENEW_BEFORE_S : lifetime / 2) * 1000;
     this.renewTimer = setTimeout(() => void this.renew(), inMs);
   }
 
