@@ -3,6 +3,9 @@ what it processed (no message lost, none shown twice) and keeps acking."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 import pytest
 
 from tests.integration.harness import ServerProcess
@@ -48,8 +51,27 @@ def test_pages_reconnect_with_a_new_ticket_after_a_restart(restartable_server, b
     got = browser.call("messages", name="bob", wait_for="still here")
     assert [m["text"] for m in got] == ["before the restart", "after the restart", "still here"]
 
+    # Both pages acknowledged everything they were delivered: the server keeps nothing queued.
+    assert _queued_until_empty(srv) == (0, 0)
+
     # Each page opened a second socket, each with its own ticket.
     for name in ("alice", "bob"):
         urls = browser.call("requests", name=name)["requests"]
         tickets = [u for u in urls if "/v1/realtime?ticket=" in u]
         assert len(tickets) >= 2 and len(set(tickets)) == len(tickets)
+
+
+def _queued_until_empty(srv: ServerProcess, timeout: float = 10.0) -> tuple[int, int]:
+    """Items still stored in group queues and direct queues (acks delete them), once zero or
+    at the timeout."""
+    [db] = srv.data_dir.rglob("roost.db")
+    deadline = time.monotonic() + timeout
+    while True:
+        with sqlite3.connect(db) as conn:
+            counts = tuple(
+                conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for table in ("queue_messages", "direct_messages")
+            )
+        if counts == (0, 0) or time.monotonic() > deadline:
+            return counts  # type: ignore[return-value]
+        time.sleep(0.2)
