@@ -39,6 +39,9 @@ def test_two_browsers_start_a_conversation_and_talk_live(web_server, browser):
     waiting = browser.call("text", name="alice", selector="#conversation-status")
     assert waiting == f"Waiting for {bob}@localhost to accept. You can already write."
 
+    # Written before bob accepts: the DS holds it for his device until it joins.
+    browser.call("send", name="alice", text="written before you accepted")
+
     # bob sees the invitation without reloading, and accepts it.
     invitations = browser.call("invitations", name="bob", wait_for=alice)
     assert invitations == [f"{alice}@localhost wants to start a conversation"]
@@ -52,10 +55,14 @@ def test_two_browsers_start_a_conversation_and_talk_live(web_server, browser):
 
     browser.call("send", name="alice", text="hello bob")
     got = browser.call("messages", name="bob", wait_for="hello bob")
-    assert got == [{"from": f"{alice}@localhost", "text": "hello bob", "mine": False}]
+    assert got == [
+        {"from": f"{alice}@localhost", "text": "written before you accepted", "mine": False},
+        {"from": f"{alice}@localhost", "text": "hello bob", "mine": False},
+    ]
     browser.call("send", name="bob", text="hi alice, got it")
     got = browser.call("messages", name="alice", wait_for="hi alice, got it")
     assert got == [
+        {"from": "You", "text": "written before you accepted", "mine": True},
         {"from": "You", "text": "hello bob", "mine": True},
         {"from": f"{bob}@localhost", "text": "hi alice, got it", "mine": False},
     ]
@@ -75,7 +82,7 @@ def test_two_browsers_start_a_conversation_and_talk_live(web_server, browser):
     assert browser.call("messages", name="bob", wait_for="carol here")[-1]["text"] == "carol here"
     browser.call("open_conversation", name="bob", peer=alice)
     texts = [m["text"] for m in browser.call("messages", name="bob", wait_for="two")]
-    assert texts == ["hello bob", "hi alice, got it", "one", "two"]
+    assert texts == ["written before you accepted", "hello bob", "hi alice, got it", "one", "two"]
     assert browser.call("conversations", name="bob") == [
         {"peer": f"{alice}@localhost", "unread": 0},
         {"peer": f"{carol}@localhost", "unread": 0},
