@@ -95,6 +95,14 @@ const ops = {
     return outcome(pg, () => pg.locator("#conversation-title", { hasText: from }).waitFor({ timeout: TIMEOUT }), "#list-error");
   },
 
+  async decline({ name, from }) {
+    const pg = page(name);
+    const item = pg.locator("#invitations li", { hasText: from });
+    await item.getByRole("button", { name: "Decline" }).click();
+    await item.waitFor({ state: "detached" });
+    return {};
+  },
+
   async send({ name, text, keyboard = false }) {
     const pg = page(name);
     const box = pg.getByLabel("Message", { exact: true });

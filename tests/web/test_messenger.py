@@ -132,3 +132,20 @@ def test_keyboard_only_on_a_phone_sized_screen(web_server, browser):
     browser.call("messages", name="other", wait_for="typed, not clicked")
     layout = browser.call("layout", name="phone")
     assert layout["scrollWidth"] <= layout["clientWidth"]  # nothing runs off the screen
+
+
+def test_declined_invitation(web_server, browser):
+    url = web_server.url
+    alice, bob = unique("alice"), unique("bob")
+    for name, user in (("alice", alice), ("bob", bob)):
+        browser.open(name, url)
+        assert browser.sign_in(name, user, PASSWORD, register=True)["error"] is None
+    assert browser.call("start", name="alice", peer=f"{bob}@localhost") == {"error": None}
+    browser.call("invitations", name="bob", wait_for=alice)
+    browser.call("decline", name="bob", **{"from": f"{alice}@localhost"})
+    assert browser.call("invitations", name="bob") == []
+    assert browser.call("conversations", name="bob") == []
+    status = browser.call(
+        "text", name="alice", selector="#conversation-status", wait_for="declined"
+    )
+    assert status == f"{bob}@localhost declined the conversation; it was deleted."

@@ -65,7 +65,16 @@ function render(): void {
           $("list-error").textContent = errorText(e);
         });
     });
-    li.append(accept);
+    const decline = el("button", "Decline");
+    decline.type = "button";
+    decline.addEventListener("click", () => {
+      decline.disabled = true;
+      m.decline(inv.connectionId).catch((e) => {
+        decline.disabled = false;
+        $("list-error").textContent = errorText(e);
+      });
+    });
+    li.append(accept, decline);
     invitations.append(li);
   }
   $("invitations-heading").hidden = m.invitations.size === 0;
@@ -96,7 +105,7 @@ function render(): void {
   $("conversation-status").textContent = {
     waiting: `Waiting for ${open.peer} to accept. You can already write.`,
     active: `End-to-end encrypted conversation with ${open.peer}.`,
-    rejected: `${open.peer} declined the conversation.`,
+    rejected: `${open.peer} declined the conversation; it was deleted.`,
     deleted: "This conversation was deleted.",
   }[open.status];
   const messages = $("messages");

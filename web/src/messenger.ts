@@ -121,6 +121,15 @@ export class Messenger {
     });
   }
 
+  /** Decline an invitation; the requester's page then deletes the group it made for it. */
+  decline(connectionId: string): Promise<void> {
+    return this.serial(async () => {
+      await this.session.api.request("POST", `/v1/connections/${seg(connectionId)}/reject`);
+      this.invitations.delete(connectionId);
+      this.changed();
+    });
+  }
+
   private async join(welcome: Uint8Array, from: string): Promise<Conversation> {
     const { state, used } = await joinFromWelcome(welcome, this.session.keyPackages);
     this.session.usedKeyPackage(used);
@@ -171,8 +180,11 @@ export class Messenger {
       this.invitations.set(conn, { connectionId: conn, from: e.from, welcome: fromB64u(e.payload) });
     } else if (e.type === "connection_accepted" || e.type === "connection_rejected") {
       for (const c of this.conversations.values()) {
-        if (c.connectionId === conn && c.status === "waiting") {
-          c.status = e.type === "connection_accepted" ? "active" : "rejected";
+        if (c.connectionId !== conn || c.status !== "waiting") continue;
+        c.status = e.type === "connection_accepted" ? "active" : "rejected";
+        if (c.status === "rejected") {
+          // The group only ever held us (docs/api.md, "Connections"); already gone is fine.
+          await this.session.api.request("DELETE", `/v1/groups/${c.id}`).catch(() => undefined);
         }
       }
       this.invitations.delete(conn); // answered on another device of ours
@@ -196,7 +208,7 @@ export class Messenger {
     if (c === undefined) return;
     if (itemType === ITEM_SERVER_NOTICE) {
       const notice = JSON.parse(fromUtf8(new Reader(body).opaque())) as { type?: string };
-      if (notice.type === "group_deleted") c.status = "deleted";
+      if (notice.type === "group_deleted" && c.status !== "rejected") c.status = "deleted";
       return;
     }
     if (itemType !== ITEM_MLS_MESSAGE) return;
