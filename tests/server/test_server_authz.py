@@ -108,6 +108,8 @@ def app_routes(app) -> set[tuple[str, str]]:
         path = getattr(route, "path", "")
         if path.startswith(("/docs", "/redoc", "/openapi")):
             continue
+        if not getattr(route, "include_in_schema", True):  # the web page (docs/web.md)
+            continue
         for m in methods - {"HEAD", "OPTIONS"}:
             out.add((m, path))
     return out

@@ -60,6 +60,7 @@ from .queues.service import QueueService
 from .ratelimit import RateLimiter
 from .store import Database
 from .store.migrate import check_schema
+from .web_page.routes import router as web_page_router
 
 
 def build_services(
@@ -203,6 +204,7 @@ def create_app(
         federation_as_router,
         federation_ds_router,
         federation_assets_router,
+        web_page_router,
     ):
         app.include_router(router)
     # The send route answered without FastAPI's routing (hot path; same contract).

@@ -1,0 +1,1 @@
+"""Serves the browser messenger (``roost.web``) at ``/`` with a same-origin-only CSP."""

@@ -1,0 +1,198 @@
+// Browser driver for tests/web: JSON lines on stdin, one JSON reply per line on stdout.
+//   request: {"id": n, "op": "<name>", ...args}   reply: {"id": n, "ok": true, "result": …}
+//                                                  or {"id": n, "ok": false, "error": "…"}
+// It drives Debian's headless Chromium through playwright-core (installed by `npm ci` in web/)
+// and only reads what a user sees on the page (text, lists, badges), plus every request URL
+// a page made, to check that none went to another origin.
+import { createRequire } from "node:module";
+import { createInterface } from "node:readline";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const { chromium } = createRequire(join(repo, "web", "package.json"))("playwright-core");
+
+const TIMEOUT = 30_000;
+let browser;
+const pages = new Map(); // name -> {context, page, requests: [url]}
+
+function page(name) {
+  const p = pages.get(name);
+  if (p === undefined) throw new Error(`no page ${name}`);
+  return p.page;
+}
+
+async function outcome(pg, success, errorSelector) {
+  // Whichever comes first: the success condition or an error message on the page.
+  const error = pg.locator(errorSelector);
+  await Promise.race([success(), error.filter({ hasText: /\S/ }).waitFor({ timeout: TIMEOUT })]);
+  const text = (await error.textContent()) ?? "";
+  return { error: text.trim() || null };
+}
+
+const ops = {
+  async launch({ executable }) {
+    browser = await chromium.launch({
+      executablePath: executable,
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+    });
+    return { version: browser.version() };
+  },
+
+  async open({ name, url, width = 1280, height = 800 }) {
+    const context = await browser.newContext({ viewport: { width, height } });
+    const pg = await context.newPage();
+    const entry = { context, page: pg, requests: [], console: [] };
+    pg.on("request", (r) => entry.requests.push(r.url()));
+    pg.on("websocket", (ws) => entry.requests.push(ws.url()));
+    pg.on("console", (m) => entry.console.push(`${m.type()}: ${m.text()}`));
+    pg.on("pageerror", (e) => entry.console.push(`pageerror: ${e.message}`));
+    pg.setDefaultTimeout(TIMEOUT);
+    pages.set(name, entry);
+    const resp = await pg.goto(url);
+    return { status: resp.status(), headers: resp.headers() };
+  },
+
+  async sign_in({ name, user, password, register = false, keyboard = false }) {
+    const pg = page(name);
+    if (keyboard) {
+      // Only the keyboard: focus moves by Tab from the top of the page.
+      await pg.locator("body").focus();
+      await pg.keyboard.press("Tab");
+      await pg.keyboard.type(user);
+      await pg.keyboard.press("Tab");
+      await pg.keyboard.type(password);
+      await pg.keyboard.press("Tab"); // "Log in"
+      if (register) await pg.keyboard.press("Tab"); // "Create account"
+      await pg.keyboard.press("Enter");
+    } else {
+      await pg.getByLabel("User name").fill(user);
+      await pg.getByLabel("Password").fill(password);
+      await pg.getByRole("button", { name: register ? "Create account" : "Log in" }).click();
+    }
+    const r = await outcome(pg, () => pg.locator("#chat-view").waitFor({ state: "visible", timeout: TIMEOUT }), "#auth-error");
+    if (r.error === null) r.me = await pg.locator("#me").textContent();
+    return r;
+  },
+
+  async start({ name, peer }) {
+    const pg = page(name);
+    await pg.getByLabel("Start a conversation with (user id)").fill(peer);
+    await pg.getByRole("button", { name: "Start", exact: true }).click();
+    return outcome(pg, () => pg.locator("#conversation-title", { hasText: peer }).waitFor({ timeout: TIMEOUT }), "#list-error");
+  },
+
+  async invitations({ name, wait_for = null }) {
+    const pg = page(name);
+    if (wait_for !== null) await pg.locator("#invitations li", { hasText: wait_for }).waitFor();
+    return pg.locator("#invitations li span").allTextContents();
+  },
+
+  async accept({ name, from }) {
+    const pg = page(name);
+    await pg.locator("#invitations li", { hasText: from }).getByRole("button", { name: "Accept" }).click();
+    return outcome(pg, () => pg.locator("#conversation-title", { hasText: from }).waitFor({ timeout: TIMEOUT }), "#list-error");
+  },
+
+  async decline({ name, from }) {
+    const pg = page(name);
+    const item = pg.locator("#invitations li", { hasText: from });
+    await item.getByRole("button", { name: "Decline" }).click();
+    await item.waitFor({ state: "detached" });
+    return {};
+  },
+
+  async send({ name, text, keyboard = false }) {
+    const pg = page(name);
+    const box = pg.getByLabel("Message", { exact: true });
+    if (keyboard) {
+      await box.focus();
+      await pg.keyboard.type(text);
+      await pg.keyboard.press("Enter");
+    } else {
+      await box.fill(text);
+      await pg.getByRole("button", { name: "Send" }).click();
+    }
+    await pg.locator("#messages li.mine .text", { hasText: text }).last().waitFor();
+    return {};
+  },
+
+  async messages({ name, wait_for = null, timeout = TIMEOUT }) {
+    const pg = page(name);
+    if (wait_for !== null) await pg.locator("#messages li .text", { hasText: wait_for }).first().waitFor({ timeout });
+    return pg.locator("#messages li").evaluateAll((lis) =>
+      lis.map((li) => ({ from: li.querySelector(".from")?.textContent, text: li.querySelector(".text")?.textContent, mine: li.classList.contains("mine") })),
+    );
+  },
+
+  async conversations({ name, wait_unread = null }) {
+    const pg = page(name);
+    if (wait_unread !== null) {
+      const [peer, n] = wait_unread;
+      await pg.locator("button.conversation", { hasText: peer }).locator(".unread", { hasText: String(n) }).waitFor();
+    }
+    return pg.locator("button.conversation").evaluateAll((bs) =>
+      bs.map((b) => ({ peer: b.querySelector(".peer")?.textContent, unread: Number(b.querySelector(".unread")?.textContent ?? 0) })),
+    );
+  },
+
+  async open_conversation({ name, peer }) {
+    const pg = page(name);
+    await pg.locator("button.conversation", { hasText: peer }).click();
+    await pg.locator("#conversation-title", { hasText: peer }).waitFor();
+    return {};
+  },
+
+  async text({ name, selector, wait_for = null }) {
+    const pg = page(name);
+    if (wait_for !== null) await pg.locator(selector, { hasText: wait_for }).waitFor();
+    return (await pg.locator(selector).textContent())?.trim() ?? null;
+  },
+
+  async type_enter({ name, text }) {
+    // Types into whatever has the focus and presses Enter, as a keyboard user would.
+    const pg = page(name);
+    await pg.keyboard.type(text);
+    await pg.keyboard.press("Enter");
+    return {};
+  },
+
+  async layout({ name }) {
+    // Widths a phone user would notice: the page must not scroll sideways.
+    return page(name).evaluate(() => ({
+      scrollWidth: document.documentElement.scrollWidth,
+      clientWidth: document.documentElement.clientWidth,
+    }));
+  },
+
+  async requests({ name }) {
+    const p = pages.get(name);
+    return { requests: p.requests, console: p.console };
+  },
+
+  async close_page({ name }) {
+    await pages.get(name)?.context.close();
+    pages.delete(name);
+    return {};
+  },
+
+  async quit() {
+    await browser?.close();
+    return {};
+  },
+};
+
+const rl = createInterface({ input: process.stdin });
+for await (const line of rl) {
+  const req = JSON.parse(line);
+  let reply;
+  try {
+    reply = { id: req.id, ok: true, result: await ops[req.op](req) };
+  } catch (e) {
+    reply = { id: req.id, ok: false, error: String(e?.message ?? e) };
+  }
+  process.stdout.write(JSON.stringify(reply) + "\n");
+  if (req.op === "quit") break;
+}
+process.exit(0);

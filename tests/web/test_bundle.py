@@ -1,0 +1,52 @@
+"""The committed bundle is exactly what web/ builds, and roost serves it with its CSP."""
+
+from __future__ import annotations
+
+import subprocess
+
+import httpx
+
+from roost.server.web_page.routes import ASSETS, CONTENT_SECURITY_POLICY
+from roost.web import STATIC_DIR
+
+from .driver import WEB, require
+
+
+def test_committed_bundle_is_the_build_of_web_sources(tmp_path):
+    require(browser=False)
+    subprocess.run(["node", str(WEB / "build.mjs"), str(tmp_path)], check=True, cwd=WEB)
+    built = sorted(p.name for p in tmp_path.iterdir())
+    assert built == sorted(ASSETS)
+    for name in built:
+        assert (tmp_path / name).read_bytes() == (STATIC_DIR / name).read_bytes(), (
+            f"src/roost/web/static/{name} differs from a fresh build: run `npm run build` in web/"
+        )
+
+
+def test_page_and_assets_are_served_with_a_same_origin_csp(web_server):
+    for path, name in (("/", "index.html"), ("/app.js", "app.js"), ("/app.css", "app.css")):
+        r = httpx.get(web_server.url + path)
+        assert r.status_code == 200
+        assert r.headers["content-type"] == ASSETS[name]
+        assert r.content == (STATIC_DIR / name).read_bytes()
+        assert r.headers["x-content-type-options"] == "nosniff"
+        csp = r.headers["content-security-policy"]
+        assert csp == CONTENT_SECURITY_POLICY
+    directives = dict(d.strip().split(" ", 1) for d in CONTENT_SECURITY_POLICY.split(";"))
+    assert directives["default-src"] == "'none'"
+    for d in ("script-src", "style-src", "connect-src"):
+        assert directives[d] == "'self'"  # no inline code, no other host
+    # The page loads its script and stylesheet as files, never inline.
+    html = httpx.get(web_server.url + "/").text
+    assert '<script src="/app.js" defer></script>' in html
+    assert "<style" not in html and "onclick" not in html
+
+
+def test_api_routes_are_unaffected(web_server):
+    assert httpx.get(web_server.url + "/.well-known/roost").json()["api"] == "/v1"
+    r = httpx.get(web_server.url + "/no-such-page")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "content-security-policy" not in r.headers
+    schema = httpx.get(web_server.url + "/openapi.json").json()
+    assert "/" not in schema["paths"] and "/app.js" not in schema["paths"]

@@ -1,0 +1,66 @@
+"""A browser user and a ``roost.client`` user in one conversation, each side starting it in
+turn: the page's ts-mls and Roost's own MLS read each other's Welcomes, commits and messages."""
+
+from __future__ import annotations
+
+from roost.client import RoostClient
+from tests.e2e.helpers import member, sync_until
+
+from .conftest import PASSWORD, unique
+
+
+async def _python_user(url: str, prefix: str):
+    client = await RoostClient.register(url, unique(prefix))
+    await client.publish_key_packages(3)
+    return member(client)
+
+
+async def test_browser_invites_a_python_client(web_server, browser):
+    url = web_server.url
+    bob = await _python_user(url, "py")
+    try:
+        alice = unique("web")
+        browser.open("alice", url)
+        assert browser.sign_in("alice", alice, PASSWORD, register=True)["error"] is None
+        assert browser.call("start", name="alice", peer=bob.user_id) == {"error": None}
+
+        [conn] = [c for c in await bob.client.connections() if c.state == "pending"]
+        assert conn.requester == f"{alice}@localhost"
+        _, joined = await bob.groups.accept_connection(conn.connection_id)
+        assert joined is not None and joined.kind == "joined"
+        gid = joined.group_id
+        browser.call("text", name="alice", selector="#conversation-status", wait_for="End-to-end")
+
+        await bob.groups.send(gid, "hello from python")
+        got = browser.call("messages", name="alice", wait_for="hello from python")
+        assert got == [{"from": bob.user_id, "text": "hello from python", "mine": False}]
+        browser.call("send", name="alice", text="hello from the browser")
+        event = await sync_until(bob, lambda e: e.kind == "message")
+        assert event.message == "hello from the browser"
+        assert event.sender.startswith(f"{alice}@localhost/")
+    finally:
+        await bob.client.aclose()
+
+
+async def test_python_client_invites_a_browser_user(web_server, browser):
+    url = web_server.url
+    carol = await _python_user(url, "py")
+    try:
+        dave = unique("web")
+        browser.open("dave", url)
+        assert browser.sign_in("dave", dave, PASSWORD, register=True)["error"] is None
+        browser.call("text", name="dave", selector="#status", wait_for="Online")
+
+        _, gid = await carol.groups.request_connection(f"{dave}@localhost")
+        browser.call("invitations", name="dave", wait_for=carol.user_id)
+        assert browser.call("accept", name="dave", **{"from": carol.user_id}) == {"error": None}
+        await sync_until(carol, lambda e: e.kind == "connected")
+
+        browser.call("send", name="dave", text="joined from your Welcome")
+        event = await sync_until(carol, lambda e: e.kind == "message")
+        assert (event.group_id, event.message) == (gid, "joined from your Welcome")
+        await carol.groups.send(gid, "and I read you")
+        got = browser.call("messages", name="dave", wait_for="and I read you")
+        assert [m["text"] for m in got] == ["joined from your Welcome", "and I read you"]
+    finally:
+        await carol.client.aclose()

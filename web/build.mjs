@@ -1,0 +1,29 @@
+// Builds the page into ../src/roost/web/static (index.html, app.js, app.css), deterministically:
+// the same sources and node_modules always give the same bytes (tests/web checks the committed
+// bundle against a fresh build). Usage: `npm ci && npm run build` in web/.
+import { copyFileSync, mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const out = process.argv[2] ?? join(here, "..", "src", "roost", "web", "static");
+mkdirSync(out, { recursive: true });
+
+await build({
+  entryPoints: [join(here, "src", "main.ts")],
+  outfile: join(out, "app.js"),
+  bundle: true,
+  format: "iife",
+  platform: "browser",
+  target: "es2022",
+  minify: true,
+  sourcemap: false,
+  legalComments: "eof",
+  charset: "utf8",
+  logLevel: "warning",
+  // ts-mls loads these only for cipher suites other than 1 (optional peer dependencies, not
+  // installed): they stay out of the bundle.
+  external: ["@noble/curves/*", "@noble/post-quantum/*", "@hpke/dhkem-x448", "@hpke/ml-kem", "@hpke/hybridkem-x-wing", "@hpke/chacha20poly1305"],
+});
+for (const name of ["index.html", "app.css"]) copyFileSync(join(here, name), join(out, name));

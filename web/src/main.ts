@@ -1,0 +1,164 @@
+// The page: a log-in form, then the conversation list, invitations and the open conversation.
+// All text from the network goes into the DOM as text (textContent), never as markup.
+import { ApiError } from "./api.js";
+import { Messenger } from "./messenger.js";
+import { Session } from "./session.js";
+
+const $ = <T extends HTMLElement>(id: string): T => {
+  const el = document.getElementById(id);
+  if (el === null) throw new Error(`missing #${id}`);
+  return el as T;
+};
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, text?: string, cls?: string): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  if (cls !== undefined) e.className = cls;
+  return e;
+}
+
+const errorText = (e: unknown): string => (e instanceof ApiError || e instanceof Error ? e.message : String(e));
+
+const STATUS_TEXT = {
+  connecting: "Connecting…",
+  online: "Online",
+  offline: "Offline, reconnecting…",
+  replaced: "Opened in another tab",
+};
+
+let messenger: Messenger | undefined;
+
+/** Run a form's action with its button disabled and its error paragraph filled on failure. */
+function busy(form: HTMLFormElement, errorEl: HTMLElement, action: (submitter: HTMLButtonElement | null) => Promise<void>): void {
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const submitter = (ev as SubmitEvent).submitter as HTMLButtonElement | null;
+    const buttons = form.querySelectorAll("button");
+    buttons.forEach((b) => (b.disabled = true));
+    errorEl.textContent = "";
+    action(submitter)
+      .catch((e) => (errorEl.textContent = errorText(e)))
+      .finally(() => buttons.forEach((b) => (b.disabled = false)));
+  });
+}
+
+function render(): void {
+  const m = messenger;
+  if (m === undefined) return;
+  $("me").textContent = m.session.userId;
+  $("status").textContent = STATUS_TEXT[m.status];
+  $("status").dataset.status = m.status;
+
+  const invitations = $("invitations");
+  invitations.replaceChildren();
+  for (const inv of m.invitations.values()) {
+    const li = el("li");
+    li.append(el("span", `${inv.from} wants to start a conversation`));
+    const accept = el("button", "Accept");
+    accept.type = "button";
+    accept.addEventListener("click", () => {
+      accept.disabled = true;
+      m.accept(inv.connectionId)
+        .then((c) => m.open(c.id))
+        .catch((e) => {
+          accept.disabled = false;
+          $("list-error").textContent = errorText(e);
+        });
+    });
+    const decline = el("button", "Decline");
+    decline.type = "button";
+    decline.addEventListener("click", () => {
+      decline.disabled = true;
+      m.decline(inv.connectionId).catch((e) => {
+        decline.disabled = false;
+        $("list-error").textContent = errorText(e);
+      });
+    });
+    li.append(accept, decline);
+    invitations.append(li);
+  }
+  $("invitations-heading").hidden = m.invitations.size === 0;
+
+  const list = $("conversations");
+  list.replaceChildren();
+  for (const c of m.conversations.values()) {
+    const li = el("li");
+    const b = el("button", undefined, "conversation");
+    b.type = "button";
+    b.append(el("span", c.peer, "peer"));
+    if (c.unread > 0) {
+      const badge = el("span", String(c.unread), "unread");
+      badge.setAttribute("aria-label", `${c.unread} unread`);
+      b.append(badge);
+    }
+    if (c.id === m.openId) b.setAttribute("aria-current", "true");
+    b.addEventListener("click", () => m.open(c.id));
+    li.append(b);
+    list.append(li);
+  }
+  $("no-conversations").hidden = m.conversations.size > 0;
+
+  const open = m.openId === null ? undefined : m.conversations.get(m.openId);
+  $("conversation").hidden = open === undefined;
+  if (open === undefined) return;
+  $("conversation-title").textContent = open.peer;
+  $("conversation-status").textContent = {
+    waiting: `Waiting for ${open.peer} to accept. You can already write.`,
+    active: `End-to-end encrypted conversation with ${open.peer}.`,
+    rejected: `${open.peer} declined the conversation; it was deleted.`,
+    deleted: "This conversation was deleted.",
+  }[open.status];
+  const messages = $("messages");
+  messages.replaceChildren(
+    ...open.messages.map((msg) => {
+      const li = el("li", undefined, msg.mine ? "mine" : "theirs");
+      li.append(el("span", msg.mine ? "You" : msg.from, "from"), el("span", msg.text, "text"));
+      return li;
+    }),
+  );
+  messages.scrollTop = messages.scrollHeight;
+  open.unread = 0;
+}
+
+function signedIn(session: Session): Promise<void> {
+  messenger = new Messenger(session, render);
+  $("auth-view").hidden = true;
+  $("chat-view").hidden = false;
+  render();
+  $<HTMLInputElement>("peer").focus();
+  return messenger.start();
+}
+
+busy($<HTMLFormElement>("auth-form"), $("auth-error"), async (submitter) => {
+  const user = $<HTMLInputElement>("user").value;
+  const password = $<HTMLInputElement>("password").value;
+  const session = submitter?.value === "register" ? await Session.register(user, password) : await Session.logIn(user, password);
+  await signedIn(session);
+});
+
+busy($<HTMLFormElement>("new-form"), $("list-error"), async () => {
+  const m = messenger;
+  if (m === undefined) return;
+  const peer = $<HTMLInputElement>("peer");
+  const c = await m.startConversation(peer.value);
+  peer.value = "";
+  m.open(c.id);
+  $<HTMLInputElement>("message").focus();
+});
+
+busy($<HTMLFormElement>("send-form"), $("send-error"), async () => {
+  const m = messenger;
+  const input = $<HTMLInputElement>("message");
+  if (m === undefined || m.openId === null || input.value.trim() === "") return;
+  const text = input.value;
+  input.value = "";
+  try {
+    await m.send(m.openId, text);
+  } catch (e) {
+    input.value = text; // nothing was lost: try again
+    throw e;
+  }
+  input.focus();
+});
+
+document.addEventListener("visibilitychange", render);

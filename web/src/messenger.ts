@@ -1,0 +1,223 @@
+// Conversations: starting one with a user (a connection request carrying the Welcome to a new
+// two-user group, docs/api.md "Connections"), accepting an invitation, sending, and handling
+// what the realtime socket delivers. Everything that touches MLS state runs one step at a time.
+import type { ClientState } from "ts-mls";
+
+import { ApiError, seg } from "./api.js";
+import { Reader, b64u, fromB64u, fromUtf8, utf8 } from "./bytes.js";
+import { CIPHER_SUITE, commitAdds, createRoostGroup, decodeKeyPackageBatch, encrypt, joinFromWelcome, processIncoming } from "./mls.js";
+import { Realtime, type Status } from "./realtime.js";
+import type { Session } from "./session.js";
+
+export interface Message {
+  from: string;
+  text: string;
+  mine: boolean;
+}
+
+export interface Conversation {
+  /** b64u of the MLS group id bytes: the group's name in paths and in queue items. */
+  id: string;
+  peer: string;
+  status: "waiting" | "active" | "rejected" | "deleted";
+  messages: Message[];
+  unread: number;
+  state: ClientState;
+  connectionId?: string;
+}
+
+export interface Invitation {
+  connectionId: string;
+  from: string;
+  welcome: Uint8Array;
+}
+
+interface DirectEvent {
+  type: string;
+  connection_id?: string;
+  group_id?: string;
+  from?: string;
+  payload?: string;
+}
+
+const ITEM_MLS_MESSAGE = 1;
+const ITEM_SERVER_NOTICE = 2;
+
+export class Messenger {
+  readonly conversations = new Map<string, Conversation>();
+  readonly invitations = new Map<string, Invitation>();
+  status: Status = "connecting";
+  /** The conversation on screen: its messages are not counted as unread. */
+  openId: string | null = null;
+  private queueId = "";
+  private realtime: Realtime | undefined;
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly session: Session,
+    private readonly changed: () => void,
+  ) {}
+
+  /** One group-message queue for all of this device's groups, then the socket. */
+  async start(): Promise<void> {
+    this.queueId = (await this.session.api.json<{ queue_id: string }>("POST", "/v1/queues")).queue_id;
+    this.realtime = new Realtime(this.session, (q, items) => this.serial(() => this.delivered(q, items)), (s) => {
+      this.status = s;
+      this.changed();
+    });
+    this.realtime.start();
+  }
+
+  stop(): void {
+    this.realtime?.stop();
+    this.session.close();
+  }
+
+  get reconnects(): number {
+    return Math.max(0, (this.realtime?.connects ?? 1) - 1);
+  }
+
+  private serial<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(step);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Start a conversation with `peer` (an exact user id). */
+  startConversation(peerInput: string): Promise<Conversation> {
+    return this.serial(async () => {
+      const api = this.session.api;
+      const peer = peerInput.trim().toLowerCase();
+      const conn = await api.json<{ connection_id: string }>("POST", "/v1/connections", { json: { to: peer } });
+      const claimed = await api.bytes("POST", `/v1/users/${seg(peer)}/keypackages/claim?cipher_suite=${CIPHER_SUITE}`);
+      const keyPackages = decodeKeyPackageBatch(claimed);
+      if (keyPackages.length === 0) throw new ApiError(0, "no_key_packages", `${peer} has no device that can receive messages yet.`);
+      const sender = await api.json<{ external_sender: string }>("GET", `/v1/ds/external-sender?cipher_suite=${CIPHER_SUITE}`);
+      const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
+      const path = b64u(groupId);
+      const created = await createRoostGroup(this.session.identity, groupId, fromB64u(sender.external_sender));
+      await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body });
+      const added = await commitAdds(created.state, keyPackages);
+      await api.request("POST", `/v1/groups/${path}/commits`, { body: added.bundle });
+      await api.request("POST", `/v1/connections/${seg(conn.connection_id)}/request`, { body: added.welcome });
+      const c: Conversation = { id: path, peer, status: "waiting", messages: [], unread: 0, state: added.state, connectionId: conn.connection_id };
+      this.conversations.set(path, c);
+      this.changed();
+      return c;
+    });
+  }
+
+  /** Accept an invitation: join the group from its Welcome and register our queue. */
+  accept(connectionId: string): Promise<Conversation> {
+    return this.serial(async () => {
+      const inv = this.invitations.get(connectionId);
+      if (inv === undefined) throw new Error("That invitation is gone.");
+      await this.session.api.request("POST", `/v1/connections/${seg(connectionId)}/accept`);
+      this.invitations.delete(connectionId);
+      const c = await this.join(inv.welcome, inv.from);
+      c.connectionId = connectionId;
+      this.changed();
+      return c;
+    });
+  }
+
+  /** Decline an invitation; the requester's page then deletes the group it made for it. */
+  decline(connectionId: string): Promise<void> {
+    return this.serial(async () => {
+      await this.session.api.request("POST", `/v1/connections/${seg(connectionId)}/reject`);
+      this.invitations.delete(connectionId);
+      this.changed();
+    });
+  }
+
+  private async join(welcome: Uint8Array, from: string): Promise<Conversation> {
+    const { state, used } = await joinFromWelcome(welcome, this.session.keyPackages);
+    this.session.usedKeyPackage(used);
+    const id = b64u(state.groupContext.groupId);
+    await this.session.api.request("PUT", `/v1/groups/${id}/queue`, { json: { queue_id: this.queueId } });
+    const c: Conversation = { id, peer: from, status: "active", messages: [], unread: 0, state };
+    this.conversations.set(id, c);
+    return c;
+  }
+
+  send(id: string, text: string): Promise<void> {
+    return this.serial(async () => {
+      const c = this.conversations.get(id);
+      if (c === undefined) throw new Error("No such conversation.");
+      const out = await encrypt(c.state, utf8(text));
+      c.state = out.state; // a ratchet generation is never used twice, even if the send fails
+      await this.session.api.request("POST", `/v1/groups/${id}/messages`, {
+        body: out.message,
+        headers: { "Roost-Message-Id": b64u(crypto.getRandomValues(new Uint8Array(16))) },
+      });
+      c.messages.push({ from: this.session.userId, text, mine: true });
+      this.changed();
+    });
+  }
+
+  open(id: string | null): void {
+    this.openId = id;
+    const c = id === null ? undefined : this.conversations.get(id);
+    if (c) c.unread = 0;
+    this.changed();
+  }
+
+  private async delivered(queueId: string | null, items: Array<[number, Uint8Array]>): Promise<void> {
+    for (const [, payload] of items) {
+      try {
+        if (queueId === null) await this.directEvent(JSON.parse(fromUtf8(payload)) as DirectEvent);
+        else await this.groupItem(payload);
+      } catch (e) {
+        console.error("could not process an item", e);
+      }
+    }
+    this.changed();
+  }
+
+  private async directEvent(e: DirectEvent): Promise<void> {
+    const conn = e.connection_id ?? "";
+    if (e.type === "connection_request" && e.payload && e.from && e.from !== this.session.userId) {
+      this.invitations.set(conn, { connectionId: conn, from: e.from, welcome: fromB64u(e.payload) });
+    } else if (e.type === "connection_accepted" || e.type === "connection_rejected") {
+      for (const c of this.conversations.values()) {
+        if (c.connectionId !== conn || c.status !== "waiting") continue;
+        c.status = e.type === "connection_accepted" ? "active" : "rejected";
+        if (c.status === "rejected") {
+          // The group only ever held us (docs/api.md, "Connections"); already gone is fine.
+          await this.session.api.request("DELETE", `/v1/groups/${c.id}`).catch(() => undefined);
+        }
+      }
+      this.invitations.delete(conn); // answered on another device of ours
+    } else if (e.type === "welcome" && e.payload && e.group_id && !this.conversations.has(e.group_id)) {
+      try {
+        await this.join(fromB64u(e.payload), e.from ?? "");
+      } catch (err) {
+        if (!(err instanceof Error && err.message.includes("another device"))) throw err;
+      }
+    }
+  }
+
+  private async groupItem(payload: Uint8Array): Promise<void> {
+    const r = new Reader(payload);
+    const itemType = r.u8();
+    const id = b64u(r.opaque());
+    r.u64(); // group_seq: the queue's own order already is the group's
+    r.opaque(); // policy
+    const body = r.opaque();
+    const c = this.conversations.get(id);
+    if (c === undefined) return;
+    if (itemType === ITEM_SERVER_NOTICE) {
+      const notice = JSON.parse(fromUtf8(new Reader(body).opaque())) as { type?: string };
+      if (notice.type === "group_deleted" && c.status !== "rejected") c.status = "deleted";
+      return;
+    }
+    if (itemType !== ITEM_MLS_MESSAGE) return;
+    const got = await processIncoming(c.state, body);
+    c.state = got.state;
+    if (got.kind === "application") {
+      c.status = "active"; // a message from the peer means they joined
+      c.messages.push({ from: c.peer, text: fromUtf8(got.text), mine: false });
+      if (this.openId !== c.id || document.hidden) c.unread += 1;
+    }
+  }
+}

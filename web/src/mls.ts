@@ -1,0 +1,188 @@
+// The page's MLS, done by ts-mls (patched to read external_senders as RFC 9420 defines it,
+// patches/rfc-external-senders.mjs). Cipher suite 1 only; all keys stay in this page's memory.
+import {
+  acceptAll,
+  createApplicationMessage,
+  createCommit,
+  createGroup,
+  decodeMlsMessage,
+  defaultCapabilities,
+  emptyPskIndex,
+  encodeMlsMessage,
+  generateKeyPackageWithKey,
+  getCiphersuiteFromName,
+  getCiphersuiteImpl,
+  joinGroup,
+  processMessage,
+  type CiphersuiteImpl,
+  type ClientState,
+  type KeyPackage,
+  type MLSMessage,
+  type PrivateKeyPackage,
+} from "ts-mls";
+import { createGroupInfo } from "ts-mls/createCommit.js";
+import { signWithLabel } from "ts-mls/crypto/signature.js";
+import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
+import { encodeRatchetTree } from "ts-mls/ratchetTree.js";
+
+import { concat, hex, opaque, Reader, varint } from "./bytes.js";
+
+export const CIPHER_SUITE = 1;
+const LAST_RESORT = 10; // RFC 9420 section 17.3 KeyPackage extension type
+const KEY_PACKAGE_DAYS = 30; // the directory takes at most 90
+
+let suitePromise: Promise<CiphersuiteImpl> | undefined;
+export function suite(): Promise<CiphersuiteImpl> {
+  suitePromise ??= getCiphersuiteImpl(getCiphersuiteFromName("MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519"));
+  return suitePromise;
+}
+
+export interface SigningKey {
+  signKey: Uint8Array;
+  publicKey: Uint8Array;
+}
+
+/** This device's MLS identity: its signature key and the x509 chain the AS issued for it. */
+export interface Identity extends SigningKey {
+  certificates: Uint8Array[];
+}
+
+export interface HeldKeyPackage {
+  publicPackage: KeyPackage;
+  privatePackage: PrivateKeyPackage;
+  ref: string;
+  lastResort: boolean;
+}
+
+export async function newSigningKey(): Promise<SigningKey> {
+  return (await suite()).signature.keygen();
+}
+
+export async function sign(key: SigningKey, label: string, content: Uint8Array): Promise<Uint8Array> {
+  return signWithLabel(key.signKey, label, content, (await suite()).signature);
+}
+
+// MLSMessage is a union; spreading one of its members without `version` loses the link.
+type Content = MLSMessage extends infer M ? (M extends MLSMessage ? Omit<M, "version"> : never) : never;
+const wrap = (m: Content): Uint8Array => encodeMlsMessage({ version: "mls10", ...m } as MLSMessage);
+
+async function newKeyPackage(id: Identity, lastResort: boolean): Promise<HeldKeyPackage> {
+  const cs = await suite();
+  const now = BigInt(Math.floor(Date.now() / 1000));
+  const lifetime = { notBefore: now - 60n, notAfter: now + BigInt(KEY_PACKAGE_DAYS * 86400) };
+  const capabilities = defaultCapabilities();
+  // Listed in every leaf: members refuse a KeyPackage extension its leaf does not list.
+  capabilities.extensions = [...capabilities.extensions, LAST_RESORT];
+  const extensions = lastResort ? [{ extensionType: LAST_RESORT, extensionData: new Uint8Array() }] : [];
+  const credential = { credentialType: "x509" as const, certificates: id.certificates };
+  const kp = await generateKeyPackageWithKey(credential, capabilities, lifetime, extensions, id, cs);
+  const ref = hex(await makeKeyPackageRef(kp.publicPackage, cs.hash));
+  return { ...kp, ref, lastResort };
+}
+
+/** `count` ordinary KeyPackages and one last-resort one, and the batch body that publishes
+ * them (`MLSMessage key_packages<V>`). */
+export async function keyPackageBatch(id: Identity, count: number): Promise<{ held: HeldKeyPackage[]; body: Uint8Array }> {
+  const held: HeldKeyPackage[] = [];
+  for (let i = 0; i < count; i++) held.push(await newKeyPackage(id, false));
+  held.push(await newKeyPackage(id, true));
+  const encoded = concat(...held.map((k) => wrap({ wireformat: "mls_key_package", keyPackage: k.publicPackage })));
+  return { held, body: concat(varint(encoded.length), encoded) };
+}
+
+/** The KeyPackages of a claim answer (`MLSMessage key_packages<V>`). */
+export function decodeKeyPackageBatch(body: Uint8Array): KeyPackage[] {
+  const vector = new Reader(body).opaque();
+  const out: KeyPackage[] = [];
+  let at = 0;
+  while (at < vector.length) {
+    const decoded = decodeMlsMessage(vector, at);
+    if (decoded === undefined) throw new Error("the server sent a KeyPackage that does not decode");
+    const [m, next] = decoded;
+    if (m.wireformat !== "mls_key_package") throw new Error("the server sent something other than a KeyPackage");
+    out.push(m.keyPackage);
+    at = next;
+  }
+  return out;
+}
+
+async function groupInfo(state: ClientState): Promise<Uint8Array> {
+  const cs = await suite();
+  const gi = await createGroupInfo(state.groupContext, state.confirmationTag, state, [], cs);
+  return wrap({ wireformat: "mls_group_info", groupInfo: gi });
+}
+
+/** A new group of one (us) listing the homeserver as external sender, and its
+ * `RoostGroupState` body for `POST /v1/groups`. */
+export async function createRoostGroup(
+  id: Identity,
+  groupId: Uint8Array,
+  externalSender: Uint8Array,
+): Promise<{ state: ClientState; body: Uint8Array }> {
+  const cs = await suite();
+  const kp = await newKeyPackage(id, false);
+  // The extension's data is the RFC's vector `ExternalSender external_senders<V>`.
+  const ext = { extensionType: "external_senders" as const, extensionData: opaque(externalSender) };
+  const state = await createGroup(groupId, kp.publicPackage, kp.privatePackage, [ext], cs);
+  return { state, body: concat(await groupInfo(state), encodeRatchetTree(state.ratchetTree)) };
+}
+
+/** A commit adding `keyPackages`: the new state (to keep once the DS accepted it), the
+ * `RoostCommitBundle` body and the Welcome (which carries the ratchet tree). */
+export async function commitAdds(
+  state: ClientState,
+  keyPackages: KeyPackage[],
+): Promise<{ state: ClientState; bundle: Uint8Array; welcome: Uint8Array }> {
+  const cs = await suite();
+  const r = await createCommit(
+    { state, cipherSuite: cs, pskIndex: emptyPskIndex },
+    {
+      wireAsPublicMessage: true, // the DS reads handshakes
+      ratchetTreeExtension: true,
+      extraProposals: keyPackages.map((keyPackage) => ({ proposalType: "add" as const, add: { keyPackage } })),
+    },
+  );
+  if (r.welcome === undefined) throw new Error("the commit made no Welcome");
+  const welcome = wrap({ wireformat: "mls_welcome", welcome: r.welcome });
+  const bundle = concat(encodeMlsMessage(r.commit), await groupInfo(r.newState), Uint8Array.of(1), welcome);
+  return { state: r.newState, bundle, welcome };
+}
+
+/** Join from a Welcome addressed to one of `held`; returns the state and the package used. */
+export async function joinFromWelcome(
+  welcomeBytes: Uint8Array,
+  held: HeldKeyPackage[],
+): Promise<{ state: ClientState; used: HeldKeyPackage }> {
+  const decoded = decodeMlsMessage(welcomeBytes, 0);
+  if (decoded === undefined || decoded[0].wireformat !== "mls_welcome") throw new Error("the invitation is not an MLS Welcome");
+  const welcome = decoded[0].welcome;
+  const refs = new Set(welcome.secrets.map((s) => hex(s.newMember)));
+  const used = held.find((k) => refs.has(k.ref));
+  if (used === undefined) throw new Error("the invitation is for another device");
+  const state = await joinGroup(welcome, used.publicPackage, used.privatePackage, emptyPskIndex, await suite());
+  return { state, used };
+}
+
+export type Incoming =
+  | { kind: "application"; state: ClientState; text: Uint8Array }
+  | { kind: "handshake"; state: ClientState };
+
+/** Process one MLSMessage from the group queue (a commit, a proposal or an application message). */
+export async function processIncoming(state: ClientState, body: Uint8Array): Promise<Incoming> {
+  const decoded = decodeMlsMessage(body, 0);
+  if (decoded === undefined) throw new Error("a group message does not decode");
+  const m = decoded[0];
+  if (m.wireformat !== "mls_private_message" && m.wireformat !== "mls_public_message") {
+    throw new Error(`unexpected ${m.wireformat} in a group queue`);
+  }
+  const r = await processMessage(m, state, emptyPskIndex, acceptAll, await suite());
+  if (r.kind === "applicationMessage") return { kind: "application", state: r.newState, text: r.message };
+  return { kind: "handshake", state: r.newState };
+}
+
+export async function encrypt(state: ClientState, plaintext: Uint8Array): Promise<{ state: ClientState; message: Uint8Array }> {
+  const r = await createApplicationMessage(state, plaintext, await suite());
+  return { state: r.newState, message: wrap({ wireformat: "mls_private_message", privateMessage: r.privateMessage }) };
+}
+
+export const epochOf = (state: ClientState): bigint => state.groupContext.epoch;
