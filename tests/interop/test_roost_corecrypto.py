@@ -15,57 +15,12 @@ pytest.importorskip(
     "roost.mls.group", reason="roost.mls.group (member Group, GroupObserver) not present"
 )
 
-from .corecrypto_peer import (  # noqa: E402
-    EXPORTER_CONTEXT,
-    EXPORTER_LABEL,
-    EXPORTER_LENGTH,
-    CoreCryptoPeer,
-    wire_client_id,
-)
+from .corecrypto_peer import CoreCryptoPeer, wire_client_id  # noqa: E402
+from .corecrypto_scenario import Member, agree, leaf_of, roost  # noqa: E402
 from .peer import PeerError, PeerUnsupported, PublicGroupState  # noqa: E402
 from .roost_lifecycle import new_group_id  # noqa: E402
 from .roost_peer import Homeserver, ObserverTap, RoostPeer  # noqa: E402
 from .scenario import check_bundle, deliver_commit, key_package, send_application  # noqa: E402
-
-Member = RoostPeer | CoreCryptoPeer
-
-
-def roost(name: bytes) -> RoostPeer:
-    """A Roost client core-crypto accepts; its Welcomes carry the tree core-crypto needs."""
-    return RoostPeer(wire_client_id(name, 0xA), ratchet_tree_extension=True)
-
-
-def exporter(peer: Member, group_id: bytes) -> bytes:
-    if isinstance(peer, RoostPeer):
-        return peer.state(group_id, EXPORTER_LABEL, EXPORTER_CONTEXT, EXPORTER_LENGTH).exporter
-    return peer.state(group_id).exporter
-
-
-def agree(group_id: bytes, members: list[Member], tap: ObserverTap | None = None) -> int:
-    """Same epoch, member identities and exporter secret everywhere; the observer (if any)
-    tracks every Roost member exactly. Returns the common epoch."""
-    states = [m.state(group_id) for m in members]
-    secrets = [exporter(m, group_id) for m in members]
-    epochs = {s.epoch for s in states}
-    assert len(epochs) == 1, [(m.name, s.epoch) for m, s in zip(members, states, strict=True)]
-    assert len(set(secrets)) == 1, "exporter secrets differ"
-    expected = {m.identity for m in members}
-    for m, s in zip(members, states, strict=True):
-        assert s.identities() == expected, m.name
-    if tap is not None:
-        for m, s in zip(members, states, strict=True):
-            if isinstance(m, RoostPeer):
-                tap.assert_tracks(s)
-            else:
-                assert tap.observer.epoch == s.epoch
-    return epochs.pop()
-
-
-def leaf_of(group_id: bytes, viewer: RoostPeer, member: Member) -> int:
-    (leaf,) = [
-        m.leaf_index for m in viewer.state(group_id).members if m.identity == member.identity
-    ]
-    return leaf
 
 
 def test_roost_creates_corecrypto_joins() -> None:
