@@ -257,8 +257,9 @@ _UNSUPPORTED = {
     "out-of-band-ratchet-tree": "core-crypto joins only from a Welcome or GroupInfo that "
     "carries the ratchet_tree extension",
     "group-info-export": "core-crypto hands out a GroupInfo only inside a commit bundle",
-    "x509-credentials": "core-crypto's x509 credentials come from its ACME/E2EI enrolment "
-    "against Wire's PKI; Roost has no x509 credentials to pair them with",
+    "x509-credentials": "core-crypto makes x509 credentials only through its ACME/E2EI "
+    "enrolment (X509CredentialAcquisition); Credential has no constructor from a "
+    "certificate chain, so a Roost AS-issued chain cannot be used",
 }
 
 
