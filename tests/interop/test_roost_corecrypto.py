@@ -212,18 +212,93 @@ def test_corecrypto_rejects_tampered_roost_messages() -> None:
     bob.join(alice.add_members(gid, [key_package(bob)]).welcome)
     msg = alice.encrypt(gid, b"genuine")
     for i in (len(msg) - 1, len(msg) - 20, 30):
-        bad = bytearray(msg)
-        bad[i] ^= 1
         with pytest.raises(PeerError):
-            bob.process(bytes(bad))
+            bob.process(_flip(msg, i))
     assert bob.process(msg).data == b"genuine"
     upd = alice.self_update(gid)
-    bad = bytearray(upd.commit)
-    bad[-5] ^= 1  # inside the membership tag
     with pytest.raises(PeerError):
-        bob.process(bytes(bad))
+        bob.process(_flip(upd.commit, len(upd.commit) - 5))  # inside the membership tag
     deliver_commit(upd, alice, [bob])
     assert agree(gid, [alice, bob]) == 2
+
+
+def test_application_edge_cases() -> None:
+    """Out-of-order delivery within an epoch, empty and 100 KiB payloads, Roost padding, and a
+    Roost restart (state persisted and restored) between messages.
+
+    core-crypto 10.3.0 accepts a message at most one generation older than the newest it has
+    decrypted from that sender ("DuplicateMessage" otherwise; the same between two
+    core-crypto clients); Roost takes any order within its window."""
+    alice, bob = roost(b"alice"), CoreCryptoPeer(b"bob")
+    gid = new_group_id("cc-app")
+    alice.create_group(gid)
+    assert bob.join(alice.add_members(gid, [key_package(bob)]).welcome) == gid
+    orders = {alice: (3, 0, 4, 2, 1), bob: (1, 0, 3, 2, 4)}
+    for sender, receiver in ((bob, alice), (alice, bob)):
+        msgs = [sender.encrypt(gid, b"message %d" % i) for i in range(5)]
+        for i in orders[receiver]:  # later generations first: the receiver ratchets ahead
+            assert receiver.process(msgs[i]).data == b"message %d" % i
+        for payload in (b"", bytes(range(256)) * 400):
+            assert receiver.process(sender.encrypt(gid, payload)).data == payload
+    assert bob.process(alice.encrypt(gid, b"padded", padding=256)).data == b"padded"
+    alice.reload(gid)
+    send_application(bob, gid, [alice], b"after the restart")
+    deliver_commit(bob.self_update(gid), bob, [alice])
+    alice.reload(gid)
+    send_application(alice, gid, [bob], b"restored state, new epoch")
+    assert agree(gid, [alice, bob]) == 2
+
+
+def test_corecrypto_out_of_order_window_is_one_generation() -> None:
+    """Pinned (docs/interop.md): after generation 3, core-crypto refuses generation 1."""
+    alice, bob = roost(b"alice"), CoreCryptoPeer(b"bob")
+    gid = new_group_id("cc-ooo")
+    alice.create_group(gid)
+    bob.join(alice.add_members(gid, [key_package(bob)]).welcome)
+    msgs = [alice.encrypt(gid, b"message %d" % i) for i in range(4)]
+    assert bob.process(msgs[3]).data == b"message 3"
+    with pytest.raises(PeerError, match="DuplicateMessage"):
+        bob.process(msgs[1])
+    assert bob.process(msgs[2]).data == b"message 2"
+
+
+def test_roost_rejects_tampered_corecrypto_messages() -> None:
+    """One flipped bit in a core-crypto commit (signature, membership tag, content) or
+    application message: the Roost member and the observer reject it and stay unchanged."""
+    from roost.mls import MLSError
+
+    alice, bob = roost(b"alice"), CoreCryptoPeer(b"bob")
+    gid = new_group_id("cc-tamper")
+    tap = ObserverTap(alice.create_group(gid))
+    add = alice.add_members(gid, [key_package(bob)])
+    tap.apply(add.commit, add)
+    bob.join(add.welcome)
+    before = alice.state(gid)
+    upd = bob.self_update(gid)
+    # From the end: membership_tag<V> (33), confirmation_tag<V> (33), signature<V> (65).
+    bad_signature = _flip(upd.commit, len(upd.commit) - 33 - 33 - 10)
+    bad_membership_tag = _flip(upd.commit, len(upd.commit) - 5)
+    bad_content = _flip(upd.commit, len(upd.commit) // 2)  # inside the UpdatePath
+    for bad in (bad_signature, bad_membership_tag, bad_content):
+        with pytest.raises(MLSError):
+            alice.process(bad)
+    for bad in (bad_signature, bad_content):  # the observer has no membership key
+        with pytest.raises(MLSError):
+            tap.observer.apply(bad)
+    assert alice.state(gid) == before
+    deliver_commit(upd, bob, [alice], tap.apply)
+    assert agree(gid, [alice, bob], tap) == 2
+    msg = bob.encrypt(gid, b"genuine")
+    for i in (len(msg) - 1, len(msg) - 20, 30):
+        with pytest.raises(MLSError):
+            alice.process(_flip(msg, i))
+    assert alice.process(msg).data == b"genuine"
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    b = bytearray(data)
+    b[index] ^= 0x01
+    return bytes(b)
 
 
 def test_corecrypto_refuses_non_wire_identities() -> None:
