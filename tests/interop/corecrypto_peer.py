@@ -60,7 +60,7 @@ def ensure_installed() -> None:
     major = int(version.lstrip("v").split(".")[0] or 0) if version.startswith("v") else 0
     if major < MIN_NODE_MAJOR:
         raise PeerUnavailable(f"core-crypto interop needs Node.js >= 20, found {version!r}")
-    if PACKAGE_DIR.is_dir():
+    if PACKAGE_DIR.is_dir() and (DRIVER_DIR / "node_modules" / "playwright-core").is_dir():
         return
     if shutil.which("npm") is None:
         raise PeerUnavailable(
