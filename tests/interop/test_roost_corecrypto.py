@@ -227,7 +227,7 @@ def test_application_edge_cases() -> None:
     Roost restart (state persisted and restored) between messages.
 
     core-crypto 10.3.0 accepts a message at most one generation older than the newest it has
-    decrypted from that sender ("DuplicateMessage" otherwise; the same between two
+    decrypted ("DuplicateMessage" otherwise; the same between two
     core-crypto clients); Roost takes any order within its window."""
     alice, bob = roost(b"alice"), CoreCryptoPeer(b"bob")
     gid = new_group_id("cc-app")
