@@ -226,7 +226,9 @@ class ObserverTap:
     def __init__(self, start: PublicGroupState) -> None:
         if start.group_info is None:
             raise PeerError("the observer needs a signed GroupInfo to start")
-        self.observer = GroupObserver.from_group_info(start.group_info, start.ratchet_tree)
+        # An empty tree means the GroupInfo carries it (core-crypto hands out no tree aside).
+        tree = start.ratchet_tree or None
+        self.observer = GroupObserver.from_group_info(start.group_info, tree)
         self.commits = 0
 
     def _reload(self) -> None:
