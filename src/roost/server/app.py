@@ -161,6 +161,7 @@ def create_app(
                 # objects (a full walk of the ~140k start-up objects takes ~90 ms here).
                 gc.collect()
                 gc.freeze()
+                gc.enable()  # serve() held it off during start-up
             try:
                 yield
             finally:
