@@ -2,7 +2,8 @@
 
 The start-up check reads revision ids from the migration scripts itself (Alembic is loaded only
 to upgrade); the PostgreSQL driver and SQLAlchemy's PostgreSQL dialect only on PostgreSQL; the
-outbound HTTP stacks (TLS context, HTTP/1.1, HTTP/2) at the first outbound request. What these
+outbound HTTP client (httpx, its TLS context, HTTP/1.1 and HTTP/2) at the first outbound
+request. What these
 do once loaded is unchanged and covered by the modules' own tests.
 """
 
@@ -42,7 +43,7 @@ _START = textwrap.dedent(
     asyncio.run(run())
     names = (
         "alembic", "mako", "asyncpg", "sqlalchemy.dialects.postgresql",
-        "httpcore", "h2", "certifi", "roost.client",
+        "httpx", "httpcore", "h2", "certifi", "roost.client",
     )
     print(json.dumps({n: n in sys.modules for n in names}))
     """
@@ -80,7 +81,8 @@ def test_restart_on_a_current_schema_defers_what_it_does_not_use(tmp_path: Path)
         "mako": False,
         "asyncpg": False,  # SQLite
         "sqlalchemy.dialects.postgresql": False,
-        "httpcore": False,  # no outbound request yet
+        "httpx": False,  # no outbound request yet
+        "httpcore": False,
         "h2": False,
         "certifi": False,
         "roost.client": False,
