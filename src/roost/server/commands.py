@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
 import sys
 from pathlib import Path
 
@@ -92,12 +93,48 @@ def db_upgrade(config: ConfigLike = None) -> int:
     return EXIT_OK
 
 
-async def _check_or_auto_upgrade(config: Config) -> str | None:
+def _start_first_migration(config: Config, config_arg: ConfigLike) -> subprocess.Popen[str] | None:
+    """On a fresh data directory (no SQLite file yet), ``roost db upgrade`` in a child process.
+
+    It runs while this process loads the app, and Alembic's memory (about 10 MiB, kept for the
+    life of a process once imported) goes with the child. None where that does not apply; the
+    in-process upgrade of ``_check_or_auto_upgrade`` remains for the rare remainder (a file
+    that exists but holds no table yet, a configuration handed in as an object).
+    """
+    if not config.is_default_sqlite or (config.data_dir / "roost.db").exists():
+        return None
+    if isinstance(config_arg, Config):
+        return None
+    command = [sys.executable, "-m", "roost.cli.main", "db", "upgrade"]
+    if config_arg is not None:
+        command += ["--config", str(config_arg)]
+    # The same environment and working directory: the child reads the same configuration.
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _first_migration_result(migration: subprocess.Popen[str]) -> str | None:
+    """Wait for the child's upgrade; None if it succeeded, else what it reported."""
+    _out, err = migration.communicate()
+    if migration.returncode == 0:
+        return None
+    lines = [line for line in err.splitlines() if line.strip()]
+    return lines[-1].removeprefix("roost: ") if lines else f"exit status {migration.returncode}"
+
+
+async def _check_or_auto_upgrade(
+    config: Config, migration: subprocess.Popen[str] | None = None
+) -> str | None:
     """None if the schema is current; an error message otherwise.
 
     The embedded SQLite default is upgraded automatically while it is still empty (a fresh data
     directory), so the quick start is one command; anything else needs ``roost db upgrade``.
+    ``migration``: that upgrade, already started in a child process (``serve``).
     """
+    if migration is not None:
+        failed = _first_migration_result(migration)
+        if failed is not None:
+            return f"could not initialise a new database: {failed}"
+        print(f"initialised a new database: {describe_database(config)}")
     db = Database(config.sqlalchemy_url)
     try:
         if config.is_default_sqlite:
@@ -128,18 +165,19 @@ def serve(config: ConfigLike = None) -> int:
         gc.enable()
 
 
-def _serve(config: ConfigLike) -> int:
+def _serve(config_arg: ConfigLike) -> int:
+    config = _config(config_arg)
+    if config is None:
+        return EXIT_CONFIG
+    _prepare_data_dir(config)
+    migration = _start_first_migration(config, config_arg)
+
     import uvicorn
 
     from .app import create_app
     from .connection_limits import limited_http_protocol
 
-    config = _config(config)
-    if config is None:
-        return EXIT_CONFIG
-
-    _prepare_data_dir(config)
-    problem = asyncio.run(_check_or_auto_upgrade(config))
+    problem = asyncio.run(_check_or_auto_upgrade(config, migration))
     if problem is not None:
         _err(problem)
         return EXIT_SCHEMA
