@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import subprocess
+import os
 import sys
+import threading
 from pathlib import Path
 
 from .config import Config, ConfigError, _redact, load_config
@@ -93,47 +94,54 @@ def db_upgrade(config: ConfigLike = None) -> int:
     return EXIT_OK
 
 
-def _start_first_migration(config: Config, config_arg: ConfigLike) -> subprocess.Popen[str] | None:
-    """On a fresh data directory (no SQLite file yet), ``roost db upgrade`` in a child process.
+def _start_first_migration(config: Config) -> int | None:
+    """On a fresh data directory (no SQLite file yet), migrate it in a forked child process.
 
-    It runs while this process loads the app, and Alembic's memory (about 10 MiB, kept for the
-    life of a process once imported) goes with the child. None where that does not apply; the
-    in-process upgrade of ``_check_or_auto_upgrade`` remains for the rare remainder (a file
-    that exists but holds no table yet, a configuration handed in as an object).
+    The child migrates while this process goes on loading the app, and Alembic's memory (about
+    10 MiB, which a process keeps once it has imported it) leaves with the child. Returns the
+    child's pid, or None where this does not apply; ``_check_or_auto_upgrade`` then upgrades in
+    this process as before (a file that exists with no table yet; no ``fork`` here; threads
+    already running, which a fork would not carry over safely).
     """
     if not config.is_default_sqlite or (config.data_dir / "roost.db").exists():
         return None
-    if isinstance(config_arg, Config):
+    if not hasattr(os, "fork") or threading.active_count() > 1:
         return None
-    command = [sys.executable, "-m", "roost.cli.main", "db", "upgrade"]
-    if config_arg is not None:
-        command += ["--config", str(config_arg)]
-    # The same environment and working directory: the child reads the same configuration.
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sys.stdout.flush()  # or the child would print this process's buffered output again
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = EXIT_SCHEMA
+    try:
+        asyncio.run(_upgrade(config))
+        code = EXIT_OK
+    except HomeDomainMismatch as e:
+        _err(str(e))
+    except BaseException as e:  # the child must end here, whatever happened
+        _err(f"database upgrade failed ({describe_database(config)}): {type(e).__name__}: {e}")
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # not SystemExit: nothing of the parent's may run in the child
 
 
-def _first_migration_result(migration: subprocess.Popen[str]) -> str | None:
-    """Wait for the child's upgrade; None if it succeeded, else what it reported."""
-    _out, err = migration.communicate()
-    if migration.returncode == 0:
-        return None
-    lines = [line for line in err.splitlines() if line.strip()]
-    return lines[-1].removeprefix("roost: ") if lines else f"exit status {migration.returncode}"
+def _first_migration_succeeded(pid: int) -> bool:
+    """Wait for the child's upgrade (on failure it has printed why)."""
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == EXIT_OK
 
 
-async def _check_or_auto_upgrade(
-    config: Config, migration: subprocess.Popen[str] | None = None
-) -> str | None:
+async def _check_or_auto_upgrade(config: Config, migration: int | None = None) -> str | None:
     """None if the schema is current; an error message otherwise.
 
     The embedded SQLite default is upgraded automatically while it is still empty (a fresh data
     directory), so the quick start is one command; anything else needs ``roost db upgrade``.
-    ``migration``: that upgrade, already started in a child process (``serve``).
+    ``migration``: the pid of a child process doing that upgrade (``serve``).
     """
     if migration is not None:
-        failed = _first_migration_result(migration)
-        if failed is not None:
-            return f"could not initialise a new database: {failed}"
+        if not _first_migration_succeeded(migration):
+            return f"could not initialise a new database: {describe_database(config)}"
         print(f"initialised a new database: {describe_database(config)}")
     db = Database(config.sqlalchemy_url)
     try:
@@ -170,7 +178,7 @@ def _serve(config_arg: ConfigLike) -> int:
     if config is None:
         return EXIT_CONFIG
     _prepare_data_dir(config)
-    migration = _start_first_migration(config, config_arg)
+    migration = _start_first_migration(config)  # before the app's imports, which it overlaps
 
     import uvicorn
 
