@@ -47,6 +47,7 @@ from .keypackages.routes import router as keypackages_router
 from .keypackages.service import KeyPackageService
 from .limits import BodyLimitMiddleware
 from .maintenance import run_periodically
+from .mount import mount_routes
 from .notify import install_notify
 from .notify.pg_bridge import install_pg_bridge
 from .notify.routes import router as notify_router
@@ -205,7 +206,7 @@ def create_app(
         federation_ds_router,
         federation_assets_router,
     ):
-        app.include_router(router)
+        mount_routes(app, router)
     # The send route answered without FastAPI's routing (hot path; same contract).
     app.add_middleware(SendFastPath)
     # In front of it: requests on groups of other domains are forwarded to their DS.
