@@ -4,8 +4,11 @@ For each run, on the default configuration (SQLite under a fresh data directory,
 ``./dev serve`` runs, with only the listen address and the data directory set):
 
 - first start: ``roost serve`` on an empty data directory (it creates and migrates the database)
-  until ``GET /ready`` answers 200; then idle for ``--idle`` seconds and read the resident memory
-  (``VmRSS`` in /proc/<pid>/status, summed over the server process and its children);
+  until ``GET /ready`` answers 200, and the CPU time (user + system) the server had used by then
+  (other load on the machine changes it far less than the wall-clock time; a child process
+  counts once the server has waited for it); then idle for ``--idle`` seconds and read the
+  resident memory (``VmRSS`` in /proc/<pid>/status, summed over the server process and its
+  children);
 - restart: SIGTERM, then ``roost serve`` again on the same data, timed and measured the same way.
 
 With ``--postgres URL`` (or ``$ROOST_TEST_POSTGRES_URL``) a PostgreSQL column is added: a fresh
@@ -15,7 +18,9 @@ migrates by itself), then the restart is timed.
 ``--variant NAME=SRC_DIR`` (repeatable) compares code trees with one interpreter: each variant
 runs with ``PYTHONPATH=SRC_DIR`` (e.g. a ``git archive`` of an older commit's ``src``); runs
 alternate between variants so that machine load affects them alike. Without it the installed
-``roost`` is measured. Medians of ``--runs`` runs are printed; nothing is written to disk beyond
+``roost`` is measured. Every variant's modules are compiled to bytecode before the first run and
+the servers run with Python's default of reading it (``PYTHONDONTWRITEBYTECODE`` is dropped), as
+an operator's server does from its second start on. Medians of ``--runs`` runs are printed; nothing is written to disk beyond
 temporary data directories (removed at the end).
 """
 
@@ -56,6 +61,10 @@ class Variant:
     def env(self, port: int, data_dir: Path, database_url: str = "") -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
         env.pop("PYTHONPATH", None)
+        # Python's default: modules load from cached bytecode (warm_bytecode), as they do for
+        # an operator from the second start on; compiling src/roost's ~200 modules from
+        # source at every start costs ~0.15 s of CPU that no real restart pays.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         if self.src:
             env["PYTHONPATH"] = self.src
         env["ROOST_LISTEN"] = f"127.0.0.1:{port}"
@@ -68,6 +77,7 @@ class Variant:
 @dataclass
 class Samples:
     ready_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
 
 
@@ -87,6 +97,13 @@ def _children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):  # the thread ended meanwhile
             kids += [int(p) for p in (task / "children").read_text().split()]
     return kids
+
+
+def cpu_ms(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and of its children it has waited for."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def tree_rss_mib(pid: int) -> float:
@@ -128,8 +145,9 @@ class Server:
             timeout=300,
         )
 
-    def start(self) -> float:
-        """Start ``roost serve``; returns the milliseconds until ``/ready`` answered 200."""
+    def start(self) -> tuple[float, float]:
+        """Start ``roost serve``; returns the milliseconds until ``/ready`` answered 200, and
+        the CPU time the server had used by then."""
         port = free_port()
         env = self.variant.env(port, self.data_dir, self.database_url)
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the child keeps it
@@ -150,7 +168,7 @@ class Server:
                 tail = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"roost serve ({self.variant.name}) did not get ready:\n{tail}")
             time.sleep(POLL_SECONDS)
-        return (time.perf_counter() - t0) * 1000
+        return (time.perf_counter() - t0) * 1000, cpu_ms(self.proc.pid)
 
     def rss_mib(self) -> float:
         assert self.proc is not None
@@ -169,7 +187,9 @@ class Server:
 
 def measure(server: Server, idle: float, into: Samples) -> None:
     try:
-        into.ready_ms.append(server.start())
+        ready_ms, used_ms = server.start()
+        into.ready_ms.append(ready_ms)
+        into.cpu_ms.append(used_ms)
         time.sleep(idle)
         into.rss_mib.append(server.rss_mib())
     finally:
@@ -197,6 +217,16 @@ def _pg(url: str, sql: str) -> None:
     asyncio.run(run())
 
 
+def warm_bytecode(variant: Variant) -> None:
+    """Compile the variant's modules to bytecode once, before any timed start."""
+    code = "import importlib.util as u; print(u.find_spec('roost').submodule_search_locations[0])"
+    env = variant.env(0, Path(tempfile.gettempdir()))
+    where = subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", where], env=env, check=True)
+
+
 Results = dict[tuple[str, str, str], Samples]  # (variant, engine, phase)
 
 
@@ -206,6 +236,8 @@ def bench(variants: list[Variant], runs: int, idle: float, pg_url: str | None) -
     def samples(variant: Variant, engine: str, phase: str) -> Samples:
         return results.setdefault((variant.name, engine, phase), Samples())
 
+    for variant in variants:
+        warm_bytecode(variant)
     with tempfile.TemporaryDirectory(prefix="roost-startup-") as tmp:
         for run in range(runs):
             # Alternate the order too, so neither variant always runs right after the other.
@@ -247,6 +279,7 @@ def print_table(results: Results, variants: list[Variant], runs: int, idle: floa
     ):
         if any((v.name, engine, phase) in results for v in variants):
             rows.append((engine, phase, "time to ready (ms)"))
+            rows.append((engine, phase, "CPU time to ready (ms)"))
             rows.append((engine, phase, f"idle RSS after {idle:g} s (MiB)"))
     head = ["configuration", *[v.name for v in variants]]
     table = []
@@ -254,7 +287,8 @@ def print_table(results: Results, variants: list[Variant], runs: int, idle: floa
         cells = [f"{engine}, {phase}: {metric}"]
         for v in variants:
             s = results.get((v.name, engine, phase), Samples())
-            cells.append(_median(s.ready_ms if metric.startswith("time") else s.rss_mib))
+            by_metric = {"time": s.ready_ms, "CPU ": s.cpu_ms, "idle": s.rss_mib}
+            cells.append(_median(by_metric[metric[:4]]))
         table.append(cells)
     widths = [max(len(r[i]) for r in [head, *table]) for i in range(len(head))]
     print(f"medians of {runs} runs (min–max)")

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from roost.server.config import build_config
 from roost.server.federation.resolver import Resolver
-from roost.server.outbound import OutboundPolicy, OutboundRefused, PinnedTransport
+from roost.server.outbound import OutboundPolicy, OutboundRefused
+from roost.server.outbound_http import PinnedTransport
 
 LOOPBACK_FORMS = ("2130706433", "0x7f000001", "127.1", "127.0.0.1", "[::ffff:127.0.0.1]", "[::1]")
 

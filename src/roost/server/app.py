@@ -47,6 +47,7 @@ from .keypackages.routes import router as keypackages_router
 from .keypackages.service import KeyPackageService
 from .limits import BodyLimitMiddleware
 from .maintenance import run_periodically
+from .mount import mount_routes
 from .notify import install_notify
 from .notify.pg_bridge import install_pg_bridge
 from .notify.routes import router as notify_router
@@ -162,6 +163,7 @@ def create_app(
                 # objects (a full walk of the ~140k start-up objects takes ~90 ms here).
                 gc.collect()
                 gc.freeze()
+                gc.enable()  # serve() held it off during start-up
             try:
                 yield
             finally:
@@ -206,7 +208,7 @@ def create_app(
         federation_assets_router,
         web_page_router,
     ):
-        app.include_router(router)
+        mount_routes(app, router)
     # The send route answered without FastAPI's routing (hot path; same contract).
     app.add_middleware(SendFastPath)
     # In front of it: requests on groups of other domains are forwarded to their DS.

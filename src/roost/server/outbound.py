@@ -12,6 +12,10 @@ HTTP client (push/, federation/) goes through ``PinnedTransport``, which
    the host is one the operator configured (``trusted_hosts``), and
 4. connects to the checked address, with the original name for TLS (SNI, certificate check)
    and the ``Host`` header, so DNS cannot answer differently between check and use.
+
+The httpx side (``PinnedTransport``) lives in ``outbound_http.py`` and loads with the first
+outbound request (``outbound_client.py``): a server that never calls out (no federation peer, no
+push registration) does not pay httpx's memory and start-up time.
 """
 
 from __future__ import annotations
@@ -20,21 +24,20 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
-
-import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # host, port -> the addresses a connection may go to (tests may hand in their own)
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
 
-class OutboundRefused(httpx.ConnectError):
-    """The target is not one the policy lets the server connect to; nothing was sent."""
+class OutboundRefused(Exception):
+    """The target is not one the policy lets the server connect to; nothing was sent.
+    Raised through a request, it is also an ``httpx.ConnectError`` (outbound_http.py)."""
 
 
-class OutboundUnresolved(httpx.ConnectError):
-    """The host name does not resolve (now): nothing to check, nothing was sent."""
+class OutboundUnresolved(Exception):
+    """The host name does not resolve (now): nothing to check, nothing was sent.
+    Raised through a request, it is also an ``httpx.ConnectError`` (outbound_http.py)."""
 
 
 async def system_resolve(host: str, port: int) -> list[str]:
@@ -119,43 +122,11 @@ class OutboundPolicy:
     async def check_url(self, url: str) -> None:
         """Raises ``OutboundRefused`` unless ``url``'s host is an allowed target (or
         ``OutboundUnresolved``): for checks at registration time, before anything is stored."""
+        import httpx  # its URL parser, the one the transport will use
+
         try:
             parsed = httpx.URL(url)
         except httpx.InvalidURL:
             raise OutboundRefused("not a valid URL") from None
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         await self.addresses(parsed.host, port)
-
-
-class PinnedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that checks every request's target with ``policy`` and connects to
-    the checked address. Keyword arguments go to the ``httpx.AsyncHTTPTransport`` underneath
-    (``http2``, ``limits``, ``verify``)."""
-
-    def __init__(self, policy: OutboundPolicy, **transport_options: Any) -> None:
-        self.policy = policy
-        self._options = transport_options
-        # Made at the first request: the connection pool, its TLS context (the CA bundle) and
-        # the HTTP/1.1 and HTTP/2 stacks cost memory and start-up time that a server which
-        # never calls out (no federation peer, no push registration) need not pay.
-        self._inner: httpx.AsyncHTTPTransport | None = None
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        port = url.port or (443 if url.scheme == "https" else 80)
-        try:
-            addresses = await self.policy.addresses(url.host, port)
-        except (OutboundRefused, OutboundUnresolved) as e:
-            raise type(e)(str(e), request=request) from None
-        if url.host != addresses[0]:
-            # A name, or a literal in an odd form: connect to exactly the address checked.
-            # httpx set Host from the original URL already; TLS checks the original name.
-            request.url = url.copy_with(host=addresses[0])
-            request.extensions = {**request.extensions, "sni_hostname": url.host}
-        if self._inner is None:
-            self._inner = httpx.AsyncHTTPTransport(**self._options)
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        if self._inner is not None:
-            await self._inner.aclose()

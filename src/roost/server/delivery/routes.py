@@ -409,8 +409,11 @@ CLIENT_DOCS = {
     ),
 }
 
-router.include_router(
+# The routes themselves, not an included router: FastAPI would build each route a second time
+# for an included router (at the first request), with nothing to add (no prefix, tags or
+# dependencies at the inclusion).
+router.routes.extend(
     group_routes(
         PrincipalDep, "/v1/groups/{group_id}", tag="groups", name_prefix="", docs=CLIENT_DOCS
-    )
+    ).routes
 )

@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-
-import httpx
+from typing import TYPE_CHECKING
 
 from ..assets.routes import ASSET_MEDIA_TYPE, CAPABILITY_HEADER
 from ..assets.storage import Blob
 from .identity import FEDERATION_API
 from .transport import FederationClient, RemoteUnavailable
+
+if TYPE_CHECKING:  # at run time httpx loads with the first request (outbound.py)
+    import httpx
 
 ASSET_PATH = FEDERATION_API + "/assets/{asset_id}"
 
@@ -73,6 +75,8 @@ def _declared_size(domain: str, response: httpx.Response, max_bytes: int) -> int
 async def _relay(
     domain: str, response: httpx.Response, size: int, deadline: float, stack: AsyncExitStack
 ) -> AsyncIterator[bytes]:
+    import httpx  # loaded already: ``response`` came through it
+
     async with stack:  # the remote answer is closed however the download ends
         yield b""  # taken by ``open``: see there
         received = 0

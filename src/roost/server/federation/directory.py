@@ -18,13 +18,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from roost.protocol.base64url import unb64u
 
 from ..outbound import OutboundRefused
+from ..outbound_client import OutboundClient
 from .identity import KEY_ALGORITHM
 from .policy import FederationPolicyStore
 from .resolver import Resolver
@@ -46,7 +46,7 @@ class RemoteServer:
 class RemoteDirectory:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: OutboundClient,
         resolver: Resolver,
         policy: FederationPolicyStore,
         clock: Callable[[], float] = time.time,
@@ -130,6 +130,8 @@ class RemoteDirectory:
         self._failed.pop(domain.lower(), None)
 
     async def _fetch(self, domain: str) -> RemoteServer:
+        import httpx  # loaded already: the request below is made through it (outbound.py)
+
         url = self.resolver.base_url(domain) + WELL_KNOWN_PATH
         try:
             async with self.http.stream("GET", url) as response:

@@ -11,16 +11,18 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PROBLEM_MEDIA_TYPE, Problem
 from ..outbound import OutboundRefused
+from ..outbound_client import OutboundClient
 from . import signing
 from .identity import ServerIdentity
 from .policy import FederationPolicy, FederationPolicyStore
 from .resolver import Resolver
+
+if TYPE_CHECKING:  # at run time httpx loads with the first request (outbound.py)
+    import httpx
 
 log = logging.getLogger("roost.federation")
 
@@ -67,7 +69,7 @@ class FederationClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: OutboundClient,
         identity: ServerIdentity,
         policy: FederationPolicyStore,
         resolver: Resolver,
@@ -163,6 +165,8 @@ class FederationClient:
         params: Params,
     ) -> httpx.Request:
         """The request, signed, if the policy admits ``domain`` (else ``FederationRefused``)."""
+        import httpx
+
         require_admitted(await self.policy.load(), domain)
         url = httpx.URL(self.resolver.base_url(domain) + path, params=params)
         wire_headers = {k.lower(): v for k, v in (headers or {}).items()}
@@ -192,6 +196,8 @@ class FederationClient:
 
     async def _open(self, domain: str, request: httpx.Request) -> httpx.Response:
         """Send and return the answer with its body still unread."""
+        import httpx
+
         try:
             return await self.http.send(request, stream=True)
         except OutboundRefused:
@@ -228,6 +234,8 @@ class FederationClient:
 async def _bounded(domain: str, streamed: httpx.Response) -> httpx.Response:
     """The streamed answer read into memory, at most ``MAX_RESPONSE_BYTES`` of it: a peer
     answering a huge body must not make this server buffer it all."""
+    import httpx
+
     try:
         content = bytearray()
         async for chunk in streamed.aiter_bytes():

@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import httpx
-
 from ..config import Config
-from ..outbound import PinnedTransport
+from ..outbound_client import OutboundClient
 from ..store import Database
 from . import FederationServices
 from .directory import RemoteDirectory
@@ -27,13 +25,11 @@ def build_federation(
     policy = FederationPolicyStore(db, clock)
     identity = ServerIdentity(db, clock)
     resolver = Resolver(config)
-    # One pooled client per process: keep-alive connections to each remote domain.
-    # PinnedTransport: connects only to addresses the outbound policy admits (outbound.py).
-    http = httpx.AsyncClient(
-        transport=PinnedTransport(
-            resolver.outbound_policy(config.outbound_allow_private),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        ),
+    # One pooled client per process: keep-alive connections to each remote domain; made at
+    # the first federation request. Connects only to addresses the outbound policy admits.
+    http = OutboundClient(
+        resolver.outbound_policy(config.outbound_allow_private),
+        limits={"max_connections": 100, "max_keepalive_connections": 20},
         timeout=config.federation_timeout_seconds,
         follow_redirects=False,
         trust_env=False,  # no HTTP(S)_PROXY / netrc from the environment for server traffic

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from ..config import Config
+from ..mount import mount_routes
 from .logs import configure_logging
 from .metrics import Metrics, MetricsMiddleware
 from .redaction import RedactionFilter, install_redaction, redact
@@ -15,9 +16,9 @@ def install_observability(app: FastAPI, config: Config) -> None:
     """Mount /health, /ready (always) and /metrics (unless disabled); count every request."""
     app.state.metrics = metrics = Metrics()
     if config.metrics_enabled:
-        app.include_router(router)
+        mount_routes(app, router)
     else:
-        app.include_router(_without_metrics())
+        mount_routes(app, _without_metrics())
     app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=config.log_format == "json")
 
 

@@ -7,14 +7,18 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .jose import es256_jwt, rs256_jwt
 from .webpush import Vapid, encrypt
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ..outbound_client import OutboundClient
 
 # What every push says: "fetch your queues". No group, sender or message content.
 WAKE_PAYLOAD = b'{"type":"wake"}'
@@ -50,7 +54,7 @@ def _outcome(status: int, gone: bool = False) -> Outcome:
 
 
 class WebPushSender:
-    def __init__(self, http: httpx.AsyncClient, vapid: Vapid) -> None:
+    def __init__(self, http: OutboundClient, vapid: Vapid) -> None:
         self.http = http
         self.vapid = vapid
 
@@ -78,7 +82,7 @@ class ApnsSender:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: OutboundClient,
         base_url: str,
         team_id: str,
         key_id: str,
@@ -126,7 +130,7 @@ class FcmSender:
     SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 
     def __init__(
-        self, http: httpx.AsyncClient, base_url: str, project_id: str, account_file: Path
+        self, http: OutboundClient, base_url: str, project_id: str, account_file: Path
     ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,7 +28,8 @@ from roost.protocol.queue_item import QueueItem
 
 from ..config import Config
 from ..errors import Problem
-from ..outbound import OutboundPolicy, OutboundRefused, OutboundUnresolved, PinnedTransport
+from ..outbound import OutboundPolicy, OutboundRefused, OutboundUnresolved
+from ..outbound_client import OutboundClient
 from ..queues.service import WakeUp
 from ..store import Database
 from ..store.dialect_insert import dialect_insert
@@ -66,8 +66,8 @@ class PushService:
         self._queue: asyncio.Queue[WakeUp] = asyncio.Queue(config.push_queue_size)
         self._last_push: dict[str, float] = {}  # client uuid -> app-clock time of its last push
         self._deferred: set[str] = set()  # clients with a wake-up swallowed by coalescing
-        self._http: httpx.AsyncClient | None = None
-        self._apns_http: httpx.AsyncClient | None = None
+        self._http: OutboundClient | None = None
+        self._apns_http: OutboundClient | None = None
         # Endpoints come from clients: checked at registration and again at every send (the
         # transport connects only to the address it checked). APNs/FCM hosts are the
         # operator's choice and trusted as configured.
@@ -82,8 +82,9 @@ class PushService:
 
     async def start(self) -> None:
         self.vapid = Vapid.from_private_bytes(await self._vapid_private_bytes(), self._subject())
-        self._http = httpx.AsyncClient(
-            transport=PinnedTransport(self.outbound),
+        # httpx and its connection pool load with the first push (outbound.py).
+        self._http = OutboundClient(
+            self.outbound,
             timeout=self.config.push_timeout_seconds,
             follow_redirects=False,
         )
@@ -91,8 +92,9 @@ class PushService:
         c = self.config
         if c.push_apns_key_file:
             # Apple's provider API speaks HTTP/2 only (h2 installed through httpx[http2]).
-            self._apns_http = httpx.AsyncClient(
-                transport=PinnedTransport(self.outbound, http2=True),
+            self._apns_http = OutboundClient(
+                self.outbound,
+                http2=True,
                 timeout=c.push_timeout_seconds,
                 follow_redirects=False,
             )
@@ -370,6 +372,8 @@ class PushService:
             self.stats.count("failed", reg.kind)
             log.warning("push kind %s is no longer configured; skipped", reg.kind)
             return
+        import httpx  # for its errors; the request loads it anyway (outbound.py)
+
         try:
             outcome = await sender.send(reg)
         except (httpx.HTTPError, OSError, ValueError, KeyError) as e:
