@@ -43,8 +43,12 @@ const ops = {
   async open({ name, url, width = 1280, height = 800 }) {
     const context = await browser.newContext({ viewport: { width, height } });
     const pg = await context.newPage();
-    const entry = { context, page: pg, requests: [], console: [] };
-    pg.on("request", (r) => entry.requests.push(r.url()));
+    const entry = { context, page: pg, requests: [], console: [], tokens: new Set() };
+    pg.on("request", (r) => {
+      entry.requests.push(r.url());
+      const auth = r.headers()["authorization"];
+      if (auth?.startsWith("Bearer ")) entry.tokens.add(auth.slice(7));
+    });
     pg.on("websocket", (ws) => entry.requests.push(ws.url()));
     pg.on("console", (m) => entry.console.push(`${m.type()}: ${m.text()}`));
     pg.on("pageerror", (e) => entry.console.push(`pageerror: ${e.message}`));
@@ -169,6 +173,46 @@ const ops = {
   async requests({ name }) {
     const p = pages.get(name);
     return { requests: p.requests, console: p.console };
+  },
+
+  async reload({ name }) {
+    // As a user pressing F5: the page comes back signed in from what it stored, or not.
+    const pg = page(name);
+    await pg.reload();
+    const r = await outcome(pg, () => pg.locator("#chat-view").waitFor({ state: "visible", timeout: TIMEOUT }), "#auth-error");
+    if (r.error === null) r.me = await pg.locator("#me").textContent();
+    return r;
+  },
+
+  async tokens({ name }) {
+    // Every bearer token the page sent, read from its requests.
+    return [...pages.get(name).tokens];
+  },
+
+  async stored({ name }) {
+    // The page's IndexedDB as the page itself can read it: every record of every store, byte
+    // strings as latin-1 text (so plaintext would show), CryptoKeys described.
+    return page(name).evaluate(async () => {
+      const req = (r) => new Promise((ok, fail) => ((r.onsuccess = () => ok(r.result)), (r.onerror = () => fail(r.error))));
+      const show = (v) => {
+        if (v instanceof CryptoKey) return { cryptoKey: { extractable: v.extractable, algorithm: v.algorithm.name, usages: v.usages } };
+        if (v instanceof ArrayBuffer) v = new Uint8Array(v);
+        if (ArrayBuffer.isView(v)) return { bytes: String.fromCharCode(...new Uint8Array(v.buffer, v.byteOffset, v.byteLength)) };
+        if (v !== null && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, show(x)]));
+        return v;
+      };
+      const out = {};
+      for (const info of await indexedDB.databases()) {
+        const db = await req(indexedDB.open(info.name));
+        for (const store of db.objectStoreNames) {
+          const os = db.transaction(store).objectStore(store);
+          const [keys, values] = [await req(os.getAllKeys()), await req(os.getAll())];
+          out[`${info.name}/${store}`] = keys.map((k, i) => [String(k), show(values[i])]);
+        }
+        db.close();
+      }
+      return out;
+    });
   },
 
   async close_page({ name }) {

@@ -2,7 +2,9 @@
 // All text from the network goes into the DOM as text (textContent), never as markup.
 import { ApiError } from "./api.js";
 import { Messenger } from "./messenger.js";
+import { decodeDevice, type SavedDevice } from "./saved.js";
 import { Session } from "./session.js";
+import { Vault } from "./store.js";
 
 const $ = <T extends HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -120,8 +122,15 @@ function render(): void {
   open.unread = 0;
 }
 
-function signedIn(session: Session): Promise<void> {
-  messenger = new Messenger(session, render);
+// Where this browser keeps the device between loads; undefined where IndexedDB is unavailable
+// (then the page works in memory, as one load's device).
+const vault: Promise<Vault | undefined> = Vault.open().catch((e) => {
+  console.warn("no IndexedDB: this device will not outlive the page", e);
+  return undefined;
+});
+
+function signedIn(session: Session, v: Vault | undefined, saved?: SavedDevice): Promise<void> {
+  messenger = new Messenger(session, render, v, saved);
   $("auth-view").hidden = true;
   $("chat-view").hidden = false;
   render();
@@ -133,8 +142,32 @@ busy($<HTMLFormElement>("auth-form"), $("auth-error"), async (submitter) => {
   const user = $<HTMLInputElement>("user").value;
   const password = $<HTMLInputElement>("password").value;
   const session = submitter?.value === "register" ? await Session.register(user, password) : await Session.logIn(user, password);
-  await signedIn(session);
+  await signedIn(session, await vault);
 });
+
+/** A device saved by an earlier load comes back without a password: it signs for a token. */
+async function resume(): Promise<void> {
+  const v = await vault;
+  const record = await v?.load().catch((e) => {
+    console.error("the saved device cannot be read", e);
+    return undefined;
+  });
+  if (v === undefined || record === undefined) return;
+  let saved: SavedDevice;
+  let session: Session;
+  try {
+    saved = decodeDevice(record);
+    session = await Session.resume(saved);
+  } catch (e) {
+    // Gone from the server (removed, or the account deleted) or unreadable: start over.
+    if (!(e instanceof ApiError && e.status === 0)) await v.clear();
+    $("auth-error").textContent = `Could not resume your saved session: ${errorText(e)}`;
+    return;
+  }
+  await signedIn(session, v, saved);
+}
+
+void resume();
 
 busy($<HTMLFormElement>("new-form"), $("list-error"), async () => {
   const m = messenger;

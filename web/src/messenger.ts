@@ -1,36 +1,17 @@
 // Conversations: starting one with a user (a connection request carrying the Welcome to a new
 // two-user group, docs/api.md "Connections"), accepting an invitation, sending, and handling
 // what the realtime socket delivers. Everything that touches MLS state runs one step at a time.
-import type { ClientState } from "ts-mls";
-
 import { ApiError, seg } from "./api.js";
 import { Reader, b64u, fromB64u, fromUtf8, utf8 } from "./bytes.js";
 import { CIPHER_SUITE, commitAdds, createRoostGroup, decodeKeyPackageBatch, encrypt, joinFromWelcome, processIncoming } from "./mls.js";
 import { Realtime, type Status } from "./realtime.js";
+import { encodeDevice, type SavedConversation, type SavedDevice, type SavedInvitation } from "./saved.js";
 import type { Session } from "./session.js";
+import type { Vault } from "./store.js";
 
-export interface Message {
-  from: string;
-  text: string;
-  mine: boolean;
-}
-
-export interface Conversation {
-  /** b64u of the MLS group id bytes: the group's name in paths and in queue items. */
-  id: string;
-  peer: string;
-  status: "waiting" | "active" | "rejected" | "deleted";
-  messages: Message[];
-  unread: number;
-  state: ClientState;
-  connectionId?: string;
-}
-
-export interface Invitation {
-  connectionId: string;
-  from: string;
-  welcome: Uint8Array;
-}
+/** `id` is the b64u of the MLS group id bytes: the group's name in paths and in queue items. */
+export type Conversation = SavedConversation;
+export type Invitation = SavedInvitation;
 
 interface DirectEvent {
   type: string;
@@ -52,20 +33,58 @@ export class Messenger {
   private queueId = "";
   private realtime: Realtime | undefined;
   private chain: Promise<unknown> = Promise.resolve();
+  /** Queue positions processed so far, saved together with the states they led to. */
+  private readonly positions = new Map<string, number>();
+  private direct: number | undefined;
 
   constructor(
     readonly session: Session,
     private readonly changed: () => void,
-  ) {}
+    private readonly vault: Vault | undefined,
+    saved?: SavedDevice,
+  ) {
+    if (saved === undefined) return;
+    for (const c of saved.conversations) this.conversations.set(c.id, c);
+    for (const i of saved.invitations) this.invitations.set(i.connectionId, i);
+    this.queueId = saved.queueId;
+    for (const [q, seq] of saved.positions) this.positions.set(q, seq);
+    this.direct = saved.direct;
+  }
 
-  /** One group-message queue for all of this device's groups, then the socket. */
+  /** One group-message queue for all of this device's groups (made once), then the socket. */
   async start(): Promise<void> {
-    this.queueId = (await this.session.api.json<{ queue_id: string }>("POST", "/v1/queues")).queue_id;
-    this.realtime = new Realtime(this.session, (q, items) => this.serial(() => this.delivered(q, items)), (s) => {
+    if (this.queueId === "") {
+      this.queueId = (await this.session.api.json<{ queue_id: string }>("POST", "/v1/queues")).queue_id;
+      await this.save();
+    }
+    const deliver = (q: string | null, items: Array<[number, Uint8Array]>, last: number): Promise<void> =>
+      this.serial(() => this.delivered(q, items, last));
+    const onStatus = (s: Status): void => {
       this.status = s;
       this.changed();
-    });
+    };
+    this.realtime = new Realtime(this.session, deliver, onStatus, this.positions, this.direct);
     this.realtime.start();
+  }
+
+  /** Write the device (keys, states, messages, positions) to the vault. A failed write is
+   * logged: the page goes on in memory. */
+  private async save(): Promise<void> {
+    if (this.vault === undefined) return;
+    const s = this.session;
+    const record = encodeDevice({
+      domain: s.domain,
+      userId: s.userId,
+      clientId: s.clientId,
+      identity: s.identity,
+      keyPackages: s.keyPackages,
+      queueId: this.queueId,
+      positions: [...this.positions],
+      direct: this.direct,
+      conversations: [...this.conversations.values()],
+      invitations: [...this.invitations.values()],
+    });
+    await this.vault.save(record).catch((e) => console.error("could not save this device's state", e));
   }
 
   stop(): void {
@@ -102,6 +121,7 @@ export class Messenger {
       await api.request("POST", `/v1/connections/${seg(conn.connection_id)}/request`, { body: added.welcome });
       const c: Conversation = { id: path, peer, status: "waiting", messages: [], unread: 0, state: added.state, connectionId: conn.connection_id };
       this.conversations.set(path, c);
+      await this.save();
       this.changed();
       return c;
     });
@@ -116,6 +136,7 @@ export class Messenger {
       this.invitations.delete(connectionId);
       const c = await this.join(inv.welcome, inv.from);
       c.connectionId = connectionId;
+      await this.save();
       this.changed();
       return c;
     });
@@ -126,6 +147,7 @@ export class Messenger {
     return this.serial(async () => {
       await this.session.api.request("POST", `/v1/connections/${seg(connectionId)}/reject`);
       this.invitations.delete(connectionId);
+      await this.save();
       this.changed();
     });
   }
@@ -146,11 +168,13 @@ export class Messenger {
       if (c === undefined) throw new Error("No such conversation.");
       const out = await encrypt(c.state, utf8(text));
       c.state = out.state; // a ratchet generation is never used twice, even if the send fails
+      await this.save();
       await this.session.api.request("POST", `/v1/groups/${id}/messages`, {
         body: out.message,
         headers: { "Roost-Message-Id": b64u(crypto.getRandomValues(new Uint8Array(16))) },
       });
       c.messages.push({ from: this.session.userId, text, mine: true });
+      await this.save();
       this.changed();
     });
   }
@@ -158,11 +182,14 @@ export class Messenger {
   open(id: string | null): void {
     this.openId = id;
     const c = id === null ? undefined : this.conversations.get(id);
-    if (c) c.unread = 0;
+    if (c && c.unread > 0) {
+      c.unread = 0;
+      void this.serial(() => this.save());
+    }
     this.changed();
   }
 
-  private async delivered(queueId: string | null, items: Array<[number, Uint8Array]>): Promise<void> {
+  private async delivered(queueId: string | null, items: Array<[number, Uint8Array]>, last: number): Promise<void> {
     for (const [, payload] of items) {
       try {
         if (queueId === null) await this.directEvent(JSON.parse(fromUtf8(payload)) as DirectEvent);
@@ -171,6 +198,10 @@ export class Messenger {
         console.error("could not process an item", e);
       }
     }
+    // The new states and the position they reach are written together, before the ack.
+    if (queueId === null) this.direct = Math.max(this.direct ?? 0, last);
+    else this.positions.set(queueId, Math.max(this.positions.get(queueId) ?? 0, last));
+    await this.save();
     this.changed();
   }
 
