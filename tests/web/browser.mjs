@@ -175,6 +175,20 @@ const ops = {
     return { requests: p.requests, console: p.console };
   },
 
+  async drop_next({ name, method, path }) {
+    // The network loses the page's next request of this method whose path ends with `path`
+    // (the server never sees it), as a dropped connection would.
+    const pg = page(name);
+    const match = (url) => new URL(url).pathname.endsWith(path);
+    let done = false;
+    await pg.route(match, async (route) => {
+      if (done || route.request().method() !== method) return route.fallback();
+      done = true;
+      await route.abort("connectionreset");
+    });
+    return {};
+  },
+
   async reload({ name }) {
     // As a user pressing F5: the page comes back signed in from what it stored, or not.
     const pg = page(name);

@@ -1,6 +1,8 @@
 // Conversations: starting one with a user (a connection request carrying the Welcome to a new
 // two-user group, docs/api.md "Connections"), accepting an invitation, sending, and handling
 // what the realtime socket delivers. Everything that touches MLS state runs one step at a time.
+import type { ClientState, KeyPackage } from "ts-mls";
+
 import { ApiError, seg } from "./api.js";
 import { Reader, b64u, fromB64u, fromUtf8, utf8 } from "./bytes.js";
 import { CIPHER_SUITE, commitAdds, createRoostGroup, decodeKeyPackageBatch, encrypt, joinFromWelcome, processIncoming } from "./mls.js";
@@ -21,6 +23,21 @@ interface DirectEvent {
   payload?: string;
 }
 
+interface ConnectionOut {
+  connection_id: string;
+  requester: string;
+  responder: string;
+  state: string;
+}
+
+/** How far an unfinished start of a conversation got (see startConversation). */
+interface Starting {
+  connectionId: string;
+  keyPackages?: KeyPackage[];
+  group?: { id: string; state: ClientState };
+  added?: { state: ClientState; welcome: Uint8Array };
+}
+
 const ITEM_MLS_MESSAGE = 1;
 const ITEM_SERVER_NOTICE = 2;
 
@@ -36,6 +53,8 @@ export class Messenger {
   /** Queue positions processed so far, saved together with the states they led to. */
   private readonly positions = new Map<string, number>();
   private direct: number | undefined;
+  /** Starts of conversations that failed part-way, by peer (in this page's memory). */
+  private readonly starting = new Map<string, Starting>();
 
   constructor(
     readonly session: Session,
@@ -102,29 +121,63 @@ export class Messenger {
     return run;
   }
 
-  /** Start a conversation with `peer` (an exact user id). */
+  /** Start a conversation with `peer` (an exact user id). A start that fails part-way is
+   * taken up where it stopped by the next try: the server allows one connection request and
+   * one claim of the peer's KeyPackages, so neither may be spent twice. */
   startConversation(peerInput: string): Promise<Conversation> {
     return this.serial(async () => {
       const api = this.session.api;
       const peer = peerInput.trim().toLowerCase();
-      const conn = await api.json<{ connection_id: string }>("POST", "/v1/connections", { json: { to: peer } });
-      const claimed = await api.bytes("POST", `/v1/users/${seg(peer)}/keypackages/claim?cipher_suite=${CIPHER_SUITE}`);
-      const keyPackages = decodeKeyPackageBatch(claimed);
-      if (keyPackages.length === 0) throw new ApiError(0, "no_key_packages", `${peer} has no device that can receive messages yet.`);
-      const sender = await api.json<{ external_sender: string }>("GET", `/v1/ds/external-sender?cipher_suite=${CIPHER_SUITE}`);
-      const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
-      const path = b64u(groupId);
-      const created = await createRoostGroup(this.session.identity, groupId, fromB64u(sender.external_sender));
-      await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body });
-      const added = await commitAdds(created.state, keyPackages);
-      await api.request("POST", `/v1/groups/${path}/commits`, { body: added.bundle });
-      await api.request("POST", `/v1/connections/${seg(conn.connection_id)}/request`, { body: added.welcome });
-      const c: Conversation = { id: path, peer, status: "waiting", messages: [], unread: 0, state: added.state, connectionId: conn.connection_id };
-      this.conversations.set(path, c);
+      let s = this.starting.get(peer);
+      if (s === undefined) {
+        s = { connectionId: await this.openConnection(peer) };
+        this.starting.set(peer, s);
+      }
+      if (s.keyPackages === undefined) {
+        const claimed = await api.bytes("POST", `/v1/users/${seg(peer)}/keypackages/claim?cipher_suite=${CIPHER_SUITE}`);
+        const keyPackages = decodeKeyPackageBatch(claimed);
+        if (keyPackages.length === 0) throw new ApiError(0, "no_key_packages", `${peer} has no device that can receive messages yet.`);
+        s.keyPackages = keyPackages;
+      }
+      if (s.group === undefined) {
+        const sender = await api.json<{ external_sender: string }>("GET", `/v1/ds/external-sender?cipher_suite=${CIPHER_SUITE}`);
+        const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
+        const created = await createRoostGroup(this.session.identity, groupId, fromB64u(sender.external_sender));
+        await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body });
+        s.group = { id: b64u(groupId), state: created.state };
+      }
+      if (s.added === undefined) {
+        const added = await commitAdds(s.group.state, s.keyPackages);
+        await api.request("POST", `/v1/groups/${s.group.id}/commits`, { body: added.bundle });
+        s.added = { state: added.state, welcome: added.welcome };
+      }
+      await api.request("POST", `/v1/connections/${seg(s.connectionId)}/request`, { body: s.added.welcome });
+      this.starting.delete(peer);
+      const c: Conversation = { id: s.group.id, peer, status: "waiting", messages: [], unread: 0, state: s.added.state, connectionId: s.connectionId };
+      this.conversations.set(c.id, c);
       await this.save();
       this.changed();
       return c;
     });
+  }
+
+  /** A new connection request to `peer`, or the one an earlier, unfinished start opened. */
+  private async openConnection(peer: string): Promise<string> {
+    const api = this.session.api;
+    try {
+      return (await api.json<{ connection_id: string }>("POST", "/v1/connections", { json: { to: peer } })).connection_id;
+    } catch (e) {
+      if (!(e instanceof ApiError && e.code === "connection_exists")) throw e;
+      let cursor: string | null = null;
+      do {
+        const q: string = cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`;
+        const page = await api.json<{ connections: ConnectionOut[]; next_cursor: string | null }>("GET", `/v1/connections?limit=100${q}`);
+        const mine = page.connections.find((c) => c.state === "opening" && c.requester === this.session.userId && c.responder === peer);
+        if (mine !== undefined) return mine.connection_id;
+        cursor = page.next_cursor;
+      } while (cursor !== null);
+      throw e;
+    }
   }
 
   /** Accept an invitation: join the group from its Welcome and register our queue. */
