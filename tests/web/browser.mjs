@@ -175,6 +175,39 @@ const ops = {
     return { requests: p.requests, console: p.console };
   },
 
+  async create_group({ name, group, members = "" }) {
+    const pg = page(name);
+    await pg.getByLabel("New group name").fill(group);
+    await pg.getByLabel("Members to invite (user ids you are connected with)").fill(members);
+    await pg.getByRole("button", { name: "Create group" }).click();
+    return outcome(pg, () => pg.locator("#conversation-title", { hasText: group }).waitFor({ timeout: TIMEOUT }), "#list-error");
+  },
+
+  async invite({ name, users }) {
+    const pg = page(name);
+    await pg.getByLabel("Invite (user ids)").fill(users);
+    await pg.getByRole("button", { name: "Invite", exact: true }).click();
+    // Done when the page has emptied the field (or shown an error).
+    const emptied = () => pg.waitForFunction(() => document.getElementById("invitee").value === "", null, { timeout: TIMEOUT });
+    return outcome(pg, emptied, "#group-error");
+  },
+
+  async members({ name, wait_for = null, wait_gone = null }) {
+    // The open group conversation's member list, one line per user.
+    const pg = page(name);
+    const items = pg.locator("#members .member");
+    if (wait_for !== null) await items.filter({ hasText: wait_for }).first().waitFor();
+    if (wait_gone !== null) await items.filter({ hasText: wait_gone }).first().waitFor({ state: "detached" });
+    return items.allTextContents();
+  },
+
+  async group_action({ name, label }) {
+    // A member's button by its accessible name ("Make … admin", "Remove …", "Leave group").
+    const pg = page(name);
+    await pg.getByRole("button", { name: label, exact: true }).click();
+    return {};
+  },
+
   async drop_next({ name, method, path }) {
     // The network loses the page's next request of this method whose path ends with `path`
     // (the server never sees it), as a dropped connection would.

@@ -5,7 +5,22 @@ import type { ClientState, KeyPackage } from "ts-mls";
 
 import { ApiError, seg } from "./api.js";
 import { Reader, b64u, fromB64u, fromUtf8, utf8 } from "./bytes.js";
-import { CIPHER_SUITE, commitAdds, createRoostGroup, decodeKeyPackageBatch, encrypt, joinFromWelcome, processIncoming } from "./mls.js";
+import {
+  CIPHER_SUITE,
+  commitAdds,
+  commitRemoves,
+  createRoostGroup,
+  decodeKeyPackageBatch,
+  encrypt,
+  groupName,
+  joinFromWelcome,
+  leaveProposal,
+  members,
+  pendingProposals,
+  processIncoming,
+  removedFromGroup,
+  senderOf,
+} from "./mls.js";
 import { Realtime, type Status } from "./realtime.js";
 import { encodeDevice, type SavedConversation, type SavedDevice, type SavedInvitation } from "./saved.js";
 import type { Session } from "./session.js";
@@ -161,6 +176,109 @@ export class Messenger {
     });
   }
 
+  /** A group conversation named `name` with `invitees` (user ids this user is connected
+   * with: only they may have their KeyPackages claimed). Each gets the Welcome in their direct
+   * queue from the DS. */
+  createGroup(name: string, invitees: string[]): Promise<Conversation> {
+    return this.serial(async () => {
+      const api = this.session.api;
+      const sender = await api.json<{ external_sender: string }>("GET", `/v1/ds/external-sender?cipher_suite=${CIPHER_SUITE}`);
+      const keyPackages = await this.claim(invitees);
+      const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
+      const id = b64u(groupId);
+      const created = await createRoostGroup(this.session.identity, groupId, fromB64u(sender.external_sender), name.trim());
+      await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body });
+      let state = created.state;
+      if (keyPackages.length > 0) {
+        const added = await commitAdds(state, keyPackages);
+        await api.request("POST", `/v1/groups/${id}/commits`, { body: added.bundle });
+        state = added.state;
+      }
+      const c: Conversation = { id, peer: name.trim(), group: true, status: "active", messages: [], unread: 0, state };
+      c.roles = { [this.session.userId]: "admin" };
+      this.conversations.set(id, c);
+      await this.save();
+      this.changed();
+      return c;
+    });
+  }
+
+  /** Add users (connected with this one) to a group conversation. */
+  invite(id: string, invitees: string[]): Promise<void> {
+    return this.serial(async () => {
+      const c = this.active(id);
+      const added = await commitAdds(c.state, await this.claim(invitees));
+      await this.session.api.request("POST", `/v1/groups/${id}/commits`, { body: added.bundle });
+      c.state = added.state;
+      await this.save();
+      this.changed();
+    });
+  }
+
+  /** Remove every device of `userId` from a group conversation (admins only, the DS says). */
+  remove(id: string, userId: string): Promise<void> {
+    return this.serial(async () => {
+      const c = this.active(id);
+      const leaves = members(c.state).filter((m) => m.userId === userId && !m.me).map((m) => m.leaf);
+      if (leaves.length === 0) throw new Error(`${userId} is not a member.`);
+      const r = await commitRemoves(c.state, leaves);
+      await this.session.api.request("POST", `/v1/groups/${id}/commits`, { body: r.bundle });
+      c.state = r.state;
+      await this.save();
+      this.changed();
+    });
+  }
+
+  /** Make `userId` an admin of a group conversation. */
+  promote(id: string, userId: string): Promise<void> {
+    return this.serial(async () => {
+      await this.session.api.request("PUT", `/v1/groups/${id}/roles/${seg(userId)}`, { json: { role: "admin" } });
+      await this.refreshRoles(this.active(id));
+      this.changed();
+    });
+  }
+
+  /** Leave a group conversation: a Remove proposal of our leaf, which the others commit. */
+  leave(id: string): Promise<void> {
+    return this.serial(async () => {
+      const c = this.active(id);
+      await this.session.api.request("POST", `/v1/groups/${id}/proposals`, { body: await leaveProposal(c.state) });
+      c.status = "left";
+      await this.save();
+      this.changed();
+    });
+  }
+
+  /** The roles as the DS holds them; a group that no longer has us says so. */
+  private async refreshRoles(c: Conversation): Promise<void> {
+    try {
+      const g = await this.session.api.json<{ roles: Record<string, string> }>("GET", `/v1/groups/${c.id}`);
+      c.roles = g.roles;
+    } catch (e) {
+      if (!(e instanceof ApiError && (e.code === "not_member" || e.code === "group_not_found"))) throw e;
+      if (c.status === "active") c.status = e.code === "not_member" ? "removed" : "deleted";
+    }
+    await this.save();
+  }
+
+  private active(id: string): Conversation {
+    const c = this.conversations.get(id);
+    if (c === undefined || !c.group) throw new Error("No such group conversation.");
+    if (c.status !== "active") throw new Error("You are no longer in this group.");
+    return c;
+  }
+
+  /** One KeyPackage per device of each user. */
+  private async claim(userIds: string[]) {
+    const out = [];
+    for (const u of userIds.map((x) => x.trim().toLowerCase()).filter((x) => x !== "")) {
+      const got = decodeKeyPackageBatch(await this.session.api.bytes("POST", `/v1/users/${seg(u)}/keypackages/claim?cipher_suite=${CIPHER_SUITE}`));
+      if (got.length === 0) throw new ApiError(0, "no_key_packages", `${u} has no device that can receive messages yet.`);
+      out.push(...got);
+    }
+    return out;
+  }
+
   /** A new connection request to `peer`, or the one an earlier, unfinished start opened. */
   private async openConnection(peer: string): Promise<string> {
     const api = this.session.api;
@@ -210,7 +328,9 @@ export class Messenger {
     this.session.usedKeyPackage(used);
     const id = b64u(state.groupContext.groupId);
     await this.session.api.request("PUT", `/v1/groups/${id}/queue`, { json: { queue_id: this.queueId } });
-    const c: Conversation = { id, peer: from, status: "active", messages: [], unread: 0, state };
+    const name = groupName(state);
+    const c: Conversation = { id, peer: name ?? from, status: "active", messages: [], unread: 0, state };
+    if (name !== undefined) c.group = true;
     this.conversations.set(id, c);
     return c;
   }
@@ -238,6 +358,11 @@ export class Messenger {
     if (c && c.unread > 0) {
       c.unread = 0;
       void this.serial(() => this.save());
+    }
+    if (c?.group && c.status === "active") {
+      void this.serial(() => this.refreshRoles(c))
+        .then(() => this.changed())
+        .catch((e) => console.warn("could not read the group's roles", e));
     }
     this.changed();
   }
@@ -296,12 +421,29 @@ export class Messenger {
       return;
     }
     if (itemType !== ITEM_MLS_MESSAGE) return;
+    const from = await senderOf(c.state, body);
     const got = await processIncoming(c.state, body);
     c.state = got.state;
     if (got.kind === "application") {
-      c.status = "active"; // a message from the peer means they joined
-      c.messages.push({ from: c.peer, text: fromUtf8(got.text), mine: false });
+      if (c.status === "waiting") c.status = "active"; // a message from the peer means they joined
+      c.messages.push({ from: from ?? c.peer, text: fromUtf8(got.text), mine: false });
       if (this.openId !== c.id || document.hidden) c.unread += 1;
+    } else if (removedFromGroup(c.state)) {
+      c.status = "removed";
+    } else if (pendingProposals(c.state) > 0 && c.status === "active") {
+      await this.commitPending(c);
+    }
+  }
+
+  /** Commit proposals at once (the homeserver's Removes of deleted devices, a member leaving):
+   * whoever commits first wins, the others' commits get 409 epoch_conflict and are dropped. */
+  private async commitPending(c: Conversation): Promise<void> {
+    const r = await commitRemoves(c.state, []);
+    try {
+      await this.session.api.request("POST", `/v1/groups/${c.id}/commits`, { body: r.bundle });
+      c.state = r.state;
+    } catch (e) {
+      if (!(e instanceof ApiError && e.code === "epoch_conflict")) throw e;
     }
   }
 }

@@ -17,8 +17,12 @@ export interface SavedMessage {
 
 export interface SavedConversation {
   id: string;
+  /** The other user of a conversation of two, or a group conversation's name. */
   peer: string;
-  status: "waiting" | "active" | "rejected" | "deleted";
+  group?: boolean;
+  /** Users with a role other than member, as the DS last said (group conversations). */
+  roles?: Record<string, string>;
+  status: "waiting" | "active" | "rejected" | "deleted" | "left" | "removed";
   messages: SavedMessage[];
   unread: number;
   state: ClientState;
