@@ -323,14 +323,17 @@ export class Messenger {
     });
   }
 
-  private async join(welcome: Uint8Array, from: string): Promise<Conversation> {
+  /** Join from a Welcome: a connection's conversation of two, or (`group`) a group someone
+   * added us to, titled by its name or, without one (e.g. made by another client), its inviter. */
+  private async join(welcome: Uint8Array, from: string, group = false): Promise<Conversation> {
     const { state, used } = await joinFromWelcome(welcome, this.session.keyPackages);
     this.session.usedKeyPackage(used);
     const id = b64u(state.groupContext.groupId);
     await this.session.api.request("PUT", `/v1/groups/${id}/queue`, { json: { queue_id: this.queueId } });
     const name = groupName(state);
-    const c: Conversation = { id, peer: name ?? from, status: "active", messages: [], unread: 0, state };
-    if (name !== undefined) c.group = true;
+    const title = name ?? (group ? `Group with ${from}` : from);
+    const c: Conversation = { id, peer: title, status: "active", messages: [], unread: 0, state };
+    if (group || name !== undefined) c.group = true;
     this.conversations.set(id, c);
     return c;
   }
@@ -399,7 +402,7 @@ export class Messenger {
       this.invitations.delete(conn); // answered on another device of ours
     } else if (e.type === "welcome" && e.payload && e.group_id && !this.conversations.has(e.group_id)) {
       try {
-        await this.join(fromB64u(e.payload), e.from ?? "");
+        await this.join(fromB64u(e.payload), e.from ?? "", true);
       } catch (err) {
         if (!(err instanceof Error && err.message.includes("another device"))) throw err;
       }
