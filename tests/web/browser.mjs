@@ -175,6 +175,17 @@ const ops = {
     return { requests: p.requests, console: p.console };
   },
 
+  async open_tab({ name, of, url }) {
+    // Another tab of the same browser profile as page `of` (same storage).
+    const context = pages.get(of).context;
+    const pg = await context.newPage();
+    const entry = { context, page: pg, requests: [], console: [], tokens: new Set() };
+    pg.setDefaultTimeout(TIMEOUT);
+    pages.set(name, entry);
+    await pg.goto(url);
+    return {};
+  },
+
   async create_group({ name, group, members = "" }) {
     const pg = page(name);
     await pg.getByLabel("New group name").fill(group);
@@ -263,7 +274,9 @@ const ops = {
   },
 
   async close_page({ name }) {
-    await pages.get(name)?.context.close();
+    const p = pages.get(name);
+    if ([...pages.values()].some((o) => o !== p && o.context === p?.context)) await p.page.close();
+    else await p?.context.close();
     pages.delete(name);
     return {};
   },

@@ -89,3 +89,10 @@ def test_group_conversation_with_roles_removals_and_leaving(web_server, browser)
         f"{ids['alice']} (you) · admin"
     ]
     browser.call("send", name="alice", text="just me now")
+
+    # After a reload the group, its members and its history are still there.
+    assert browser.call("reload", name="alice")["error"] is None
+    browser.call("open_conversation", name="alice", peer=group)
+    assert browser.call("members", name="alice") == [f"{ids['alice']} (you) · admin"]
+    texts = [m["text"] for m in browser.call("messages", name="alice")]
+    assert texts == ["hi all, bob here", "dave joined late", "just me now"]

@@ -92,3 +92,19 @@ def test_stored_state_holds_no_plaintext_or_token(web_server, browser):
             assert plain not in dump
         assert len(records["record"]["iv"]["bytes"]) == 12
         assert len(records["record"]["data"]["bytes"]) > 1000  # keys, states, messages
+
+
+def test_a_second_tab_does_not_take_the_stored_device(web_server, browser):
+    url = web_server.url
+    user = unique("tabs")
+    browser.open("first", url)
+    assert browser.sign_in("first", user, PASSWORD, register=True)["error"] is None
+    browser.call("open_tab", name="second", of="first", url=url + "/")
+    refused = browser.call("text", name="second", selector="#auth-error", wait_for="another tab")
+    assert refused == (
+        "Roost is already open in another tab of this browser: use that tab, "
+        "or close it and reload this one."
+    )
+    # Once the first tab is gone, a reload of the second resumes the device.
+    browser.call("close_page", name="first")
+    assert browser.call("reload", name="second") == {"error": None, "me": f"{user}@localhost"}

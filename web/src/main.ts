@@ -126,12 +126,31 @@ function render(): void {
   open.unread = 0;
 }
 
+/** One tab per browser profile holds the stored device: two would both advance and write
+ * its MLS states. The lock (Web Locks API) is held for as long as this page lives. */
+function holdDevice(): Promise<boolean> {
+  if (navigator.locks === undefined) return Promise.resolve(true); // not a secure context
+  return new Promise((resolve) => {
+    void navigator.locks.request("roost-device", { ifAvailable: true }, (lock) => {
+      resolve(lock !== null);
+      return lock === null ? undefined : new Promise<void>(() => {});
+    });
+  });
+}
+
+const held = holdDevice();
+const OTHER_TAB = "Roost is already open in another tab of this browser: use that tab, or close it and reload this one.";
+
 // Where this browser keeps the device between loads; undefined where IndexedDB is unavailable
 // (then the page works in memory, as one load's device).
-const vault: Promise<Vault | undefined> = Vault.open().catch((e) => {
-  console.warn("no IndexedDB: this device will not outlive the page", e);
-  return undefined;
-});
+const vault: Promise<Vault | undefined> = held.then((h) =>
+  h
+    ? Vault.open().catch((e) => {
+        console.warn("no IndexedDB: this device will not outlive the page", e);
+        return undefined;
+      })
+    : undefined,
+);
 
 /** A group conversation's members (with their role) and what an admin can do about them. */
 function renderGroup(m: Messenger, c: Conversation): void {
@@ -183,12 +202,20 @@ function signedIn(session: Session, v: Vault | undefined, saved?: SavedDevice): 
 busy($<HTMLFormElement>("auth-form"), $("auth-error"), async (submitter) => {
   const user = $<HTMLInputElement>("user").value;
   const password = $<HTMLInputElement>("password").value;
+  if (!(await held)) throw new Error(OTHER_TAB);
   const session = submitter?.value === "register" ? await Session.register(user, password) : await Session.logIn(user, password);
   await signedIn(session, await vault);
 });
 
 /** A device saved by an earlier load comes back without a password: it signs for a token. */
 async function resume(): Promise<void> {
+  if (!(await held)) {
+    $("auth-error").textContent = OTHER_TAB;
+    $("auth-form")
+      .querySelectorAll("button")
+      .forEach((b) => (b.disabled = true));
+    return;
+  }
   const v = await vault;
   const record = await v?.load().catch((e) => {
     console.error("the saved device cannot be read", e);
