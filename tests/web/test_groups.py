@@ -80,6 +80,11 @@ def test_group_conversation_with_roles_removals_and_leaving(web_server, browser)
     assert resp.status_code == 204
     browser.call("members", name="alice", wait_gone=ids["carol"])
     browser.call("members", name="bob", wait_gone=ids["carol"])
+    # carol's page, reloaded, cannot sign her deleted device in: it says so and forgets it.
+    r = browser.call("reload", name="carol")
+    assert r["error"].startswith("Could not resume your saved session: ")
+    assert browser.call("stored", name="carol")["roost/device"][0][0] == "key"
+    assert len(browser.call("stored", name="carol")["roost/device"]) == 1
 
     # bob leaves; alice's page commits his proposal, and the two go on without him.
     browser.call("group_action", name="bob", label="Leave group")

@@ -228,8 +228,10 @@ async function resume(): Promise<void> {
     saved = decodeDevice(record);
     session = await Session.resume(saved);
   } catch (e) {
-    // Gone from the server (removed, or the account deleted) or unreadable: start over.
-    if (!(e instanceof ApiError && e.status === 0)) await v.clear();
+    // Gone from the server (the device removed, the account deleted: a 4xx) or unreadable:
+    // start over. Unreachable, busy or failing servers (0, 429, 5xx) keep it for the next load.
+    const keep = e instanceof ApiError && (e.status === 0 || e.status === 429 || e.status >= 500);
+    if (!keep) await v.clear();
     $("auth-error").textContent = `Could not resume your saved session: ${errorText(e)}`;
     return;
   }

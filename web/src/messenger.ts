@@ -269,8 +269,8 @@ export class Messenger {
   }
 
   /** One KeyPackage per device of each user. */
-  private async claim(userIds: string[]) {
-    const out = [];
+  private async claim(userIds: string[]): Promise<KeyPackage[]> {
+    const out: KeyPackage[] = [];
     for (const u of userIds.map((x) => x.trim().toLowerCase()).filter((x) => x !== "")) {
       const got = decodeKeyPackageBatch(await this.session.api.bytes("POST", `/v1/users/${seg(u)}/keypackages/claim?cipher_suite=${CIPHER_SUITE}`));
       if (got.length === 0) throw new ApiError(0, "no_key_packages", `${u} has no device that can receive messages yet.`);
