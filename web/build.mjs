@@ -1,4 +1,4 @@
-// Builds the page into ../src/roost/web/static (index.html, app.js, app.css), deterministically:
+// Builds the page into ../src/roost/web/static (index.html, app.js, app.css, favicon.svg), deterministically:
 // the same sources and node_modules always give the same bytes (tests/web checks the committed
 // bundle against a fresh build). Usage: `npm ci && npm run build` in web/.
 import { copyFileSync, mkdirSync } from "node:fs";
@@ -26,4 +26,4 @@ await build({
   // installed): they stay out of the bundle.
   external: ["@noble/curves/*", "@noble/post-quantum/*", "@hpke/dhkem-x448", "@hpke/ml-kem", "@hpke/hybridkem-x-wing", "@hpke/chacha20poly1305"],
 });
-for (const name of ["index.html", "app.css"]) copyFileSync(join(here, name), join(out, name));
+for (const name of ["index.html", "app.css", "favicon.svg"]) copyFileSync(join(here, name), join(out, name));

@@ -43,8 +43,12 @@ const ops = {
   async open({ name, url, width = 1280, height = 800 }) {
     const context = await browser.newContext({ viewport: { width, height } });
     const pg = await context.newPage();
-    const entry = { context, page: pg, requests: [], console: [] };
-    pg.on("request", (r) => entry.requests.push(r.url()));
+    const entry = { context, page: pg, requests: [], console: [], tokens: new Set() };
+    pg.on("request", (r) => {
+      entry.requests.push(r.url());
+      const auth = r.headers()["authorization"];
+      if (auth?.startsWith("Bearer ")) entry.tokens.add(auth.slice(7));
+    });
     pg.on("websocket", (ws) => entry.requests.push(ws.url()));
     pg.on("console", (m) => entry.console.push(`${m.type()}: ${m.text()}`));
     pg.on("pageerror", (e) => entry.console.push(`pageerror: ${e.message}`));
@@ -171,8 +175,108 @@ const ops = {
     return { requests: p.requests, console: p.console };
   },
 
+  async open_tab({ name, of, url }) {
+    // Another tab of the same browser profile as page `of` (same storage).
+    const context = pages.get(of).context;
+    const pg = await context.newPage();
+    const entry = { context, page: pg, requests: [], console: [], tokens: new Set() };
+    pg.setDefaultTimeout(TIMEOUT);
+    pages.set(name, entry);
+    await pg.goto(url);
+    return {};
+  },
+
+  async create_group({ name, group, members = "" }) {
+    const pg = page(name);
+    await pg.getByLabel("New group name").fill(group);
+    await pg.getByLabel("Members to invite (user ids you are connected with)").fill(members);
+    await pg.getByRole("button", { name: "Create group" }).click();
+    return outcome(pg, () => pg.locator("#conversation-title", { hasText: group }).waitFor({ timeout: TIMEOUT }), "#list-error");
+  },
+
+  async invite({ name, users }) {
+    const pg = page(name);
+    await pg.getByLabel("Invite (user ids)").fill(users);
+    await pg.getByRole("button", { name: "Invite", exact: true }).click();
+    // Done when the page has emptied the field (or shown an error).
+    const emptied = () => pg.waitForFunction(() => document.getElementById("invitee").value === "", null, { timeout: TIMEOUT });
+    return outcome(pg, emptied, "#group-error");
+  },
+
+  async members({ name, wait_for = null, wait_gone = null }) {
+    // The open group conversation's member list, one line per user.
+    const pg = page(name);
+    const items = pg.locator("#members .member");
+    if (wait_for !== null) await items.filter({ hasText: wait_for }).first().waitFor();
+    if (wait_gone !== null) await items.filter({ hasText: wait_gone }).first().waitFor({ state: "detached" });
+    return items.allTextContents();
+  },
+
+  async group_action({ name, label }) {
+    // A member's button by its accessible name ("Make … admin", "Remove …", "Leave group").
+    const pg = page(name);
+    await pg.getByRole("button", { name: label, exact: true }).click();
+    return {};
+  },
+
+  async drop_next({ name, method, path }) {
+    // The network loses the page's next request of this method whose path ends with `path`
+    // (the server never sees it), as a dropped connection would.
+    const pg = page(name);
+    const match = (url) => new URL(url).pathname.endsWith(path);
+    let done = false;
+    await pg.route(match, async (route) => {
+      if (done || route.request().method() !== method) return route.fallback();
+      done = true;
+      await route.abort("connectionreset");
+    });
+    return {};
+  },
+
+  async reload({ name }) {
+    // As a user pressing F5: the page comes back signed in from what it stored, or not.
+    const pg = page(name);
+    await pg.reload();
+    const r = await outcome(pg, () => pg.locator("#chat-view").waitFor({ state: "visible", timeout: TIMEOUT }), "#auth-error");
+    if (r.error === null) r.me = await pg.locator("#me").textContent();
+    return r;
+  },
+
+  async tokens({ name }) {
+    // Every bearer token the page sent, read from its requests.
+    return [...pages.get(name).tokens];
+  },
+
+  async stored({ name }) {
+    // The page's IndexedDB as the page itself can read it: every record of every store, byte
+    // strings as latin-1 text (so plaintext would show), CryptoKeys described.
+    return page(name).evaluate(async () => {
+      const req = (r) => new Promise((ok, fail) => ((r.onsuccess = () => ok(r.result)), (r.onerror = () => fail(r.error))));
+      const show = (v) => {
+        if (v instanceof CryptoKey) return { cryptoKey: { extractable: v.extractable, algorithm: v.algorithm.name, usages: v.usages } };
+        if (v instanceof ArrayBuffer) v = new Uint8Array(v);
+        if (ArrayBuffer.isView(v)) return { bytes: String.fromCharCode(...new Uint8Array(v.buffer, v.byteOffset, v.byteLength)) };
+        if (v !== null && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, show(x)]));
+        return v;
+      };
+      const out = {};
+      for (const info of await indexedDB.databases()) {
+        const db = await req(indexedDB.open(info.name));
+        for (const store of db.objectStoreNames) {
+          const os = db.transaction(store).objectStore(store);
+          const [keys, values] = [await req(os.getAllKeys()), await req(os.getAll())];
+          out[`${info.name}/${store}`] = keys.map((k, i) => [String(k), show(values[i])]);
+        }
+        db.close();
+      }
+      return out;
+    });
+  },
+
   async close_page({ name }) {
-    await pages.get(name)?.context.close();
+    const p = pages.get(name);
+    if ([...pages.values()].some((o) => o !== p && o.context === p?.context)) await p.page.close();
+    else await p?.context.close();
     pages.delete(name);
     return {};
   },

@@ -20,6 +20,8 @@ def _own_origin_only(browser, name: str, url: str) -> None:
     assert schemes == {"http", "ws"}  # the page, its API calls, its realtime socket
     # A CSP violation or a script error shows up in the console.
     assert [c for c in seen["console"] if "Content Security Policy" in c or "pageerror" in c] == []
+    # Nor any other error: no failed request (e.g. a missing /favicon.ico), no failed step.
+    assert [c for c in seen["console"] if c.startswith("error:")] == []
 
 
 def test_two_browsers_start_a_conversation_and_talk_live(web_server, browser):
@@ -149,3 +151,25 @@ def test_declined_invitation(web_server, browser):
         "text", name="alice", selector="#conversation-status", wait_for="declined"
     )
     assert status == f"{bob}@localhost declined the conversation; it was deleted."
+
+
+def test_a_start_that_fails_part_way_can_be_tried_again(web_server, browser):
+    url = web_server.url
+    alice, bob = unique("alice"), unique("bob")
+    for name, user in (("alice", alice), ("bob", bob)):
+        browser.open(name, url)
+        assert browser.sign_in(name, user, PASSWORD, register=True)["error"] is None
+    lost = "The server cannot be reached. Check your connection and try again."
+    # First the commit adding bob is lost, then (on the second try) the connection request:
+    # each time the connection is already open and bob's KeyPackages already claimed.
+    for step in ("/commits", "/request"):
+        browser.call("drop_next", name="alice", method="POST", path=step)
+        assert browser.call("start", name="alice", peer=f"{bob}@localhost") == {"error": lost}
+    assert browser.call("start", name="alice", peer=f"{bob}@localhost") == {"error": None}
+    browser.call("invitations", name="bob", wait_for=alice)
+    assert browser.call("accept", name="bob", **{"from": f"{alice}@localhost"}) == {"error": None}
+    browser.call("send", name="bob", text="got through in the end")
+    browser.call("messages", name="alice", wait_for="got through in the end")
+    assert browser.call("conversations", name="alice") == [
+        {"peer": f"{bob}@localhost", "unread": 0}
+    ]

@@ -64,3 +64,48 @@ async def test_python_client_invites_a_browser_user(web_server, browser):
         assert [m["text"] for m in got] == ["joined from your Welcome", "and I read you"]
     finally:
         await carol.client.aclose()
+
+
+async def test_browser_user_in_a_python_clients_group_sees_who_wrote(web_server, browser):
+    """A roost.client user makes a group (no name: it is the page's own extension) with a
+    browser user and another roost.client user; the page labels each message with its
+    sender, read from the sender's credential."""
+    url = web_server.url
+    carol, erin = await _python_user(url, "py"), await _python_user(url, "py")
+    try:
+        dave = unique("web")
+        browser.open("dave", url)
+        assert browser.sign_in("dave", dave, PASSWORD, register=True)["error"] is None
+        browser.call("text", name="dave", selector="#status", wait_for="Online")
+        await carol.groups.request_connection(f"{dave}@localhost")
+        browser.call("invitations", name="dave", wait_for=carol.user_id)
+        assert browser.call("accept", name="dave", **{"from": carol.user_id}) == {"error": None}
+        conn, _ = await carol.groups.request_connection(erin.user_id)
+        await erin.groups.accept_connection(conn.connection_id)
+
+        group = await carol.groups.create()
+        gid = group.group_id
+        await carol.groups.invite(gid, [f"{dave}@localhost", erin.user_id])
+        await sync_until(erin, lambda e: e.kind == "joined" and e.group_id == gid)
+        title = f"Group with {carol.user_id}"
+        browser.call("text", name="dave", selector="#conversations", wait_for=title)
+        browser.call("open_conversation", name="dave", peer=title)
+        assert browser.call("members", name="dave", wait_for="admin") == [
+            f"{carol.user_id} · admin",
+            f"{dave}@localhost (you)",
+            erin.user_id,
+        ]
+
+        await erin.groups.send(gid, "erin writing")
+        await carol.groups.send(gid, "carol writing")
+        got = browser.call("messages", name="dave", wait_for="carol writing")
+        assert [(m["from"], m["text"]) for m in got] == [
+            (erin.user_id, "erin writing"),
+            (carol.user_id, "carol writing"),
+        ]
+        browser.call("send", name="dave", text="dave from the browser")
+        event = await sync_until(erin, lambda e: e.message == "dave from the browser")
+        assert event.sender.startswith(f"{dave}@localhost/")
+    finally:
+        await carol.client.aclose()
+        await erin.client.aclose()

@@ -1,8 +1,11 @@
 // The page: a log-in form, then the conversation list, invitations and the open conversation.
 // All text from the network goes into the DOM as text (textContent), never as markup.
 import { ApiError } from "./api.js";
-import { Messenger } from "./messenger.js";
+import { Messenger, type Conversation } from "./messenger.js";
+import { members } from "./mls.js";
+import { decodeDevice, type SavedDevice } from "./saved.js";
 import { Session } from "./session.js";
+import { Vault } from "./store.js";
 
 const $ = <T extends HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -104,10 +107,13 @@ function render(): void {
   $("conversation-title").textContent = open.peer;
   $("conversation-status").textContent = {
     waiting: `Waiting for ${open.peer} to accept. You can already write.`,
-    active: `End-to-end encrypted conversation with ${open.peer}.`,
+    active: open.group ? "End-to-end encrypted group conversation." : `End-to-end encrypted conversation with ${open.peer}.`,
     rejected: `${open.peer} declined the conversation; it was deleted.`,
     deleted: "This conversation was deleted.",
+    left: "You left this group.",
+    removed: "You are no longer a member of this group.",
   }[open.status];
+  renderGroup(m, open);
   const messages = $("messages");
   messages.replaceChildren(
     ...open.messages.map((msg) => {
@@ -120,8 +126,72 @@ function render(): void {
   open.unread = 0;
 }
 
-function signedIn(session: Session): Promise<void> {
-  messenger = new Messenger(session, render);
+/** One tab per browser profile holds the stored device: two would both advance and write
+ * its MLS states. The lock (Web Locks API) is held for as long as this page lives. */
+function holdDevice(): Promise<boolean> {
+  if (navigator.locks === undefined) return Promise.resolve(true); // not a secure context
+  return new Promise((resolve) => {
+    void navigator.locks.request("roost-device", { ifAvailable: true }, (lock) => {
+      resolve(lock !== null);
+      return lock === null ? undefined : new Promise<void>(() => {});
+    });
+  });
+}
+
+const held = holdDevice();
+const OTHER_TAB = "Roost is already open in another tab of this browser: use that tab, or close it and reload this one.";
+
+// Where this browser keeps the device between loads; undefined where IndexedDB is unavailable
+// (then the page works in memory, as one load's device).
+const vault: Promise<Vault | undefined> = held.then((h) =>
+  h
+    ? Vault.open().catch((e) => {
+        console.warn("no IndexedDB: this device will not outlive the page", e);
+        return undefined;
+      })
+    : undefined,
+);
+
+/** A group conversation's members (with their role) and what an admin can do about them. */
+function renderGroup(m: Messenger, c: Conversation): void {
+  const inGroup = c.group === true && c.status === "active";
+  $("group-panel").hidden = !inGroup;
+  if (!inGroup) return;
+  const list = $("members");
+  list.replaceChildren();
+  const seen = new Set<string>();
+  for (const member of members(c.state)) {
+    if (seen.has(member.userId)) continue; // one line per user, whatever their devices
+    seen.add(member.userId);
+    const admin = c.roles?.[member.userId] === "admin";
+    const li = el("li");
+    li.append(el("span", `${member.userId}${member.userId === m.session.userId ? " (you)" : ""}${admin ? " · admin" : ""}`, "member"));
+    if (member.userId !== m.session.userId) {
+      if (!admin) li.append(groupButton(`Make ${member.userId} admin`, "Make admin", () => m.promote(c.id, member.userId)));
+      li.append(groupButton(`Remove ${member.userId}`, "Remove", () => m.remove(c.id, member.userId)));
+    }
+    list.append(li);
+  }
+}
+
+function groupButton(label: string, text: string, action: () => Promise<void>): HTMLButtonElement {
+  const b = el("button", text);
+  b.type = "button";
+  b.setAttribute("aria-label", label);
+  b.addEventListener("click", () => {
+    b.disabled = true;
+    $("group-error").textContent = "";
+    action()
+      .catch((e) => ($("group-error").textContent = errorText(e)))
+      .finally(() => (b.disabled = false));
+  });
+  return b;
+}
+
+const userList = (text: string): string[] => text.split(/[\s,]+/).filter((u) => u !== "");
+
+function signedIn(session: Session, v: Vault | undefined, saved?: SavedDevice): Promise<void> {
+  messenger = new Messenger(session, render, v, saved);
   $("auth-view").hidden = true;
   $("chat-view").hidden = false;
   render();
@@ -132,9 +202,43 @@ function signedIn(session: Session): Promise<void> {
 busy($<HTMLFormElement>("auth-form"), $("auth-error"), async (submitter) => {
   const user = $<HTMLInputElement>("user").value;
   const password = $<HTMLInputElement>("password").value;
+  if (!(await held)) throw new Error(OTHER_TAB);
   const session = submitter?.value === "register" ? await Session.register(user, password) : await Session.logIn(user, password);
-  await signedIn(session);
+  await signedIn(session, await vault);
 });
+
+/** A device saved by an earlier load comes back without a password: it signs for a token. */
+async function resume(): Promise<void> {
+  if (!(await held)) {
+    $("auth-error").textContent = OTHER_TAB;
+    $("auth-form")
+      .querySelectorAll("button")
+      .forEach((b) => (b.disabled = true));
+    return;
+  }
+  const v = await vault;
+  const record = await v?.load().catch((e) => {
+    console.error("the saved device cannot be read", e);
+    return undefined;
+  });
+  if (v === undefined || record === undefined) return;
+  let saved: SavedDevice;
+  let session: Session;
+  try {
+    saved = decodeDevice(record);
+    session = await Session.resume(saved);
+  } catch (e) {
+    // Gone from the server (the device removed, the account deleted: a 4xx) or unreadable:
+    // start over. Unreachable, busy or failing servers (0, 429, 5xx) keep it for the next load.
+    const keep = e instanceof ApiError && (e.status === 0 || e.status === 429 || e.status >= 500);
+    if (!keep) await v.clear();
+    $("auth-error").textContent = `Could not resume your saved session: ${errorText(e)}`;
+    return;
+  }
+  await signedIn(session, v, saved);
+}
+
+void resume();
 
 busy($<HTMLFormElement>("new-form"), $("list-error"), async () => {
   const m = messenger;
@@ -144,6 +248,31 @@ busy($<HTMLFormElement>("new-form"), $("list-error"), async () => {
   peer.value = "";
   m.open(c.id);
   $<HTMLInputElement>("message").focus();
+});
+
+busy($<HTMLFormElement>("group-form"), $("list-error"), async () => {
+  const m = messenger;
+  if (m === undefined) return;
+  const name = $<HTMLInputElement>("group-name");
+  const invitees = $<HTMLInputElement>("group-members");
+  const c = await m.createGroup(name.value, userList(invitees.value));
+  name.value = invitees.value = "";
+  m.open(c.id);
+});
+
+busy($<HTMLFormElement>("invite-form"), $("group-error"), async () => {
+  const m = messenger;
+  const input = $<HTMLInputElement>("invitee");
+  if (m === undefined || m.openId === null) return;
+  await m.invite(m.openId, userList(input.value));
+  input.value = "";
+});
+
+$("leave").addEventListener("click", () => {
+  const m = messenger;
+  if (m === undefined || m.openId === null) return;
+  $("group-error").textContent = "";
+  m.leave(m.openId).catch((e) => ($("group-error").textContent = errorText(e)));
 });
 
 busy($<HTMLFormElement>("send-form"), $("send-error"), async () => {

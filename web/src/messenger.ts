@@ -1,36 +1,34 @@
 // Conversations: starting one with a user (a connection request carrying the Welcome to a new
 // two-user group, docs/api.md "Connections"), accepting an invitation, sending, and handling
 // what the realtime socket delivers. Everything that touches MLS state runs one step at a time.
-import type { ClientState } from "ts-mls";
+import type { ClientState, KeyPackage } from "ts-mls";
 
 import { ApiError, seg } from "./api.js";
 import { Reader, b64u, fromB64u, fromUtf8, utf8 } from "./bytes.js";
-import { CIPHER_SUITE, commitAdds, createRoostGroup, decodeKeyPackageBatch, encrypt, joinFromWelcome, processIncoming } from "./mls.js";
+import {
+  CIPHER_SUITE,
+  commitAdds,
+  commitRemoves,
+  createRoostGroup,
+  decodeKeyPackageBatch,
+  encrypt,
+  groupName,
+  joinFromWelcome,
+  leaveProposal,
+  members,
+  pendingProposals,
+  processIncoming,
+  removedFromGroup,
+  senderOf,
+} from "./mls.js";
 import { Realtime, type Status } from "./realtime.js";
+import { encodeDevice, type SavedConversation, type SavedDevice, type SavedInvitation } from "./saved.js";
 import type { Session } from "./session.js";
+import type { Vault } from "./store.js";
 
-export interface Message {
-  from: string;
-  text: string;
-  mine: boolean;
-}
-
-export interface Conversation {
-  /** b64u of the MLS group id bytes: the group's name in paths and in queue items. */
-  id: string;
-  peer: string;
-  status: "waiting" | "active" | "rejected" | "deleted";
-  messages: Message[];
-  unread: number;
-  state: ClientState;
-  connectionId?: string;
-}
-
-export interface Invitation {
-  connectionId: string;
-  from: string;
-  welcome: Uint8Array;
-}
+/** `id` is the b64u of the MLS group id bytes: the group's name in paths and in queue items. */
+export type Conversation = SavedConversation;
+export type Invitation = SavedInvitation;
 
 interface DirectEvent {
   type: string;
@@ -38,6 +36,21 @@ interface DirectEvent {
   group_id?: string;
   from?: string;
   payload?: string;
+}
+
+interface ConnectionOut {
+  connection_id: string;
+  requester: string;
+  responder: string;
+  state: string;
+}
+
+/** How far an unfinished start of a conversation got (see startConversation). */
+interface Starting {
+  connectionId: string;
+  keyPackages?: KeyPackage[];
+  group?: { id: string; state: ClientState };
+  added?: { state: ClientState; welcome: Uint8Array };
 }
 
 const ITEM_MLS_MESSAGE = 1;
@@ -52,20 +65,60 @@ export class Messenger {
   private queueId = "";
   private realtime: Realtime | undefined;
   private chain: Promise<unknown> = Promise.resolve();
+  /** Queue positions processed so far, saved together with the states they led to. */
+  private readonly positions = new Map<string, number>();
+  private direct: number | undefined;
+  /** Starts of conversations that failed part-way, by peer (in this page's memory). */
+  private readonly starting = new Map<string, Starting>();
 
   constructor(
     readonly session: Session,
     private readonly changed: () => void,
-  ) {}
+    private readonly vault: Vault | undefined,
+    saved?: SavedDevice,
+  ) {
+    if (saved === undefined) return;
+    for (const c of saved.conversations) this.conversations.set(c.id, c);
+    for (const i of saved.invitations) this.invitations.set(i.connectionId, i);
+    this.queueId = saved.queueId;
+    for (const [q, seq] of saved.positions) this.positions.set(q, seq);
+    this.direct = saved.direct;
+  }
 
-  /** One group-message queue for all of this device's groups, then the socket. */
+  /** One group-message queue for all of this device's groups (made once), then the socket. */
   async start(): Promise<void> {
-    this.queueId = (await this.session.api.json<{ queue_id: string }>("POST", "/v1/queues")).queue_id;
-    this.realtime = new Realtime(this.session, (q, items) => this.serial(() => this.delivered(q, items)), (s) => {
+    if (this.queueId === "") {
+      this.queueId = (await this.session.api.json<{ queue_id: string }>("POST", "/v1/queues")).queue_id;
+      await this.save();
+    }
+    const deliver = (q: string | null, items: Array<[number, Uint8Array]>, last: number): Promise<void> =>
+      this.serial(() => this.delivered(q, items, last));
+    const onStatus = (s: Status): void => {
       this.status = s;
       this.changed();
-    });
+    };
+    this.realtime = new Realtime(this.session, deliver, onStatus, this.positions, this.direct);
     this.realtime.start();
+  }
+
+  /** Write the device (keys, states, messages, positions) to the vault. A failed write is
+   * logged: the page goes on in memory. */
+  private async save(): Promise<void> {
+    if (this.vault === undefined) return;
+    const s = this.session;
+    const record = encodeDevice({
+      domain: s.domain,
+      userId: s.userId,
+      clientId: s.clientId,
+      identity: s.identity,
+      keyPackages: s.keyPackages,
+      queueId: this.queueId,
+      positions: [...this.positions],
+      direct: this.direct,
+      conversations: [...this.conversations.values()],
+      invitations: [...this.invitations.values()],
+    });
+    await this.vault.save(record).catch((e) => console.error("could not save this device's state", e));
   }
 
   stop(): void {
@@ -83,28 +136,166 @@ export class Messenger {
     return run;
   }
 
-  /** Start a conversation with `peer` (an exact user id). */
+  /** Start a conversation with `peer` (an exact user id). A start that fails part-way is
+   * taken up where it stopped by the next try: the server allows one connection request and
+   * one claim of the peer's KeyPackages, so neither may be spent twice. */
   startConversation(peerInput: string): Promise<Conversation> {
     return this.serial(async () => {
       const api = this.session.api;
       const peer = peerInput.trim().toLowerCase();
-      const conn = await api.json<{ connection_id: string }>("POST", "/v1/connections", { json: { to: peer } });
-      const claimed = await api.bytes("POST", `/v1/users/${seg(peer)}/keypackages/claim?cipher_suite=${CIPHER_SUITE}`);
-      const keyPackages = decodeKeyPackageBatch(claimed);
-      if (keyPackages.length === 0) throw new ApiError(0, "no_key_packages", `${peer} has no device that can receive messages yet.`);
-      const sender = await api.json<{ external_sender: string }>("GET", `/v1/ds/external-sender?cipher_suite=${CIPHER_SUITE}`);
-      const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
-      const path = b64u(groupId);
-      const created = await createRoostGroup(this.session.identity, groupId, fromB64u(sender.external_sender));
-      await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body });
-      const added = await commitAdds(created.state, keyPackages);
-      await api.request("POST", `/v1/groups/${path}/commits`, { body: added.bundle });
-      await api.request("POST", `/v1/connections/${seg(conn.connection_id)}/request`, { body: added.welcome });
-      const c: Conversation = { id: path, peer, status: "waiting", messages: [], unread: 0, state: added.state, connectionId: conn.connection_id };
-      this.conversations.set(path, c);
+      let s = this.starting.get(peer);
+      if (s === undefined) {
+        s = { connectionId: await this.openConnection(peer) };
+        this.starting.set(peer, s);
+      }
+      if (s.keyPackages === undefined) {
+        const claimed = await api.bytes("POST", `/v1/users/${seg(peer)}/keypackages/claim?cipher_suite=${CIPHER_SUITE}`);
+        const keyPackages = decodeKeyPackageBatch(claimed);
+        if (keyPackages.length === 0) throw new ApiError(0, "no_key_packages", `${peer} has no device that can receive messages yet.`);
+        s.keyPackages = keyPackages;
+      }
+      if (s.group === undefined) {
+        const sender = await api.json<{ external_sender: string }>("GET", `/v1/ds/external-sender?cipher_suite=${CIPHER_SUITE}`);
+        const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
+        const created = await createRoostGroup(this.session.identity, groupId, fromB64u(sender.external_sender));
+        await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body });
+        s.group = { id: b64u(groupId), state: created.state };
+      }
+      if (s.added === undefined) {
+        const added = await commitAdds(s.group.state, s.keyPackages);
+        await api.request("POST", `/v1/groups/${s.group.id}/commits`, { body: added.bundle });
+        s.added = { state: added.state, welcome: added.welcome };
+      }
+      await api.request("POST", `/v1/connections/${seg(s.connectionId)}/request`, { body: s.added.welcome });
+      this.starting.delete(peer);
+      const c: Conversation = { id: s.group.id, peer, status: "waiting", messages: [], unread: 0, state: s.added.state, connectionId: s.connectionId };
+      this.conversations.set(c.id, c);
+      await this.save();
       this.changed();
       return c;
     });
+  }
+
+  /** A group conversation named `name` with `invitees` (user ids this user is connected
+   * with: only they may have their KeyPackages claimed). Each gets the Welcome in their direct
+   * queue from the DS. */
+  createGroup(name: string, invitees: string[]): Promise<Conversation> {
+    return this.serial(async () => {
+      const api = this.session.api;
+      const sender = await api.json<{ external_sender: string }>("GET", `/v1/ds/external-sender?cipher_suite=${CIPHER_SUITE}`);
+      const keyPackages = await this.claim(invitees);
+      const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
+      const id = b64u(groupId);
+      const created = await createRoostGroup(this.session.identity, groupId, fromB64u(sender.external_sender), name.trim());
+      await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body });
+      let state = created.state;
+      if (keyPackages.length > 0) {
+        const added = await commitAdds(state, keyPackages);
+        await api.request("POST", `/v1/groups/${id}/commits`, { body: added.bundle });
+        state = added.state;
+      }
+      const c: Conversation = { id, peer: name.trim(), group: true, status: "active", messages: [], unread: 0, state };
+      c.roles = { [this.session.userId]: "admin" };
+      this.conversations.set(id, c);
+      await this.save();
+      this.changed();
+      return c;
+    });
+  }
+
+  /** Add users (connected with this one) to a group conversation. */
+  invite(id: string, invitees: string[]): Promise<void> {
+    return this.serial(async () => {
+      const c = this.active(id);
+      const added = await commitAdds(c.state, await this.claim(invitees));
+      await this.session.api.request("POST", `/v1/groups/${id}/commits`, { body: added.bundle });
+      c.state = added.state;
+      await this.save();
+      this.changed();
+    });
+  }
+
+  /** Remove every device of `userId` from a group conversation (admins only, the DS says). */
+  remove(id: string, userId: string): Promise<void> {
+    return this.serial(async () => {
+      const c = this.active(id);
+      const leaves = members(c.state).filter((m) => m.userId === userId && !m.me).map((m) => m.leaf);
+      if (leaves.length === 0) throw new Error(`${userId} is not a member.`);
+      const r = await commitRemoves(c.state, leaves);
+      await this.session.api.request("POST", `/v1/groups/${id}/commits`, { body: r.bundle });
+      c.state = r.state;
+      await this.save();
+      this.changed();
+    });
+  }
+
+  /** Make `userId` an admin of a group conversation. */
+  promote(id: string, userId: string): Promise<void> {
+    return this.serial(async () => {
+      await this.session.api.request("PUT", `/v1/groups/${id}/roles/${seg(userId)}`, { json: { role: "admin" } });
+      await this.refreshRoles(this.active(id));
+      this.changed();
+    });
+  }
+
+  /** Leave a group conversation: a Remove proposal of our leaf, which the others commit. */
+  leave(id: string): Promise<void> {
+    return this.serial(async () => {
+      const c = this.active(id);
+      await this.session.api.request("POST", `/v1/groups/${id}/proposals`, { body: await leaveProposal(c.state) });
+      c.status = "left";
+      await this.save();
+      this.changed();
+    });
+  }
+
+  /** The roles as the DS holds them; a group that no longer has us says so. */
+  private async refreshRoles(c: Conversation): Promise<void> {
+    try {
+      const g = await this.session.api.json<{ roles: Record<string, string> }>("GET", `/v1/groups/${c.id}`);
+      c.roles = g.roles;
+    } catch (e) {
+      if (!(e instanceof ApiError && (e.code === "not_member" || e.code === "group_not_found"))) throw e;
+      if (c.status === "active") c.status = e.code === "not_member" ? "removed" : "deleted";
+    }
+    await this.save();
+  }
+
+  private active(id: string): Conversation {
+    const c = this.conversations.get(id);
+    if (c === undefined || !c.group) throw new Error("No such group conversation.");
+    if (c.status !== "active") throw new Error("You are no longer in this group.");
+    return c;
+  }
+
+  /** One KeyPackage per device of each user. */
+  private async claim(userIds: string[]): Promise<KeyPackage[]> {
+    const out: KeyPackage[] = [];
+    for (const u of userIds.map((x) => x.trim().toLowerCase()).filter((x) => x !== "")) {
+      const got = decodeKeyPackageBatch(await this.session.api.bytes("POST", `/v1/users/${seg(u)}/keypackages/claim?cipher_suite=${CIPHER_SUITE}`));
+      if (got.length === 0) throw new ApiError(0, "no_key_packages", `${u} has no device that can receive messages yet.`);
+      out.push(...got);
+    }
+    return out;
+  }
+
+  /** A new connection request to `peer`, or the one an earlier, unfinished start opened. */
+  private async openConnection(peer: string): Promise<string> {
+    const api = this.session.api;
+    try {
+      return (await api.json<{ connection_id: string }>("POST", "/v1/connections", { json: { to: peer } })).connection_id;
+    } catch (e) {
+      if (!(e instanceof ApiError && e.code === "connection_exists")) throw e;
+      let cursor: string | null = null;
+      do {
+        const q: string = cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`;
+        const page = await api.json<{ connections: ConnectionOut[]; next_cursor: string | null }>("GET", `/v1/connections?limit=100${q}`);
+        const mine = page.connections.find((c) => c.state === "opening" && c.requester === this.session.userId && c.responder === peer);
+        if (mine !== undefined) return mine.connection_id;
+        cursor = page.next_cursor;
+      } while (cursor !== null);
+      throw e;
+    }
   }
 
   /** Accept an invitation: join the group from its Welcome and register our queue. */
@@ -116,6 +307,7 @@ export class Messenger {
       this.invitations.delete(connectionId);
       const c = await this.join(inv.welcome, inv.from);
       c.connectionId = connectionId;
+      await this.save();
       this.changed();
       return c;
     });
@@ -126,16 +318,22 @@ export class Messenger {
     return this.serial(async () => {
       await this.session.api.request("POST", `/v1/connections/${seg(connectionId)}/reject`);
       this.invitations.delete(connectionId);
+      await this.save();
       this.changed();
     });
   }
 
-  private async join(welcome: Uint8Array, from: string): Promise<Conversation> {
+  /** Join from a Welcome: a connection's conversation of two, or (`group`) a group someone
+   * added us to, titled by its name or, without one (e.g. made by another client), its inviter. */
+  private async join(welcome: Uint8Array, from: string, group = false): Promise<Conversation> {
     const { state, used } = await joinFromWelcome(welcome, this.session.keyPackages);
     this.session.usedKeyPackage(used);
     const id = b64u(state.groupContext.groupId);
     await this.session.api.request("PUT", `/v1/groups/${id}/queue`, { json: { queue_id: this.queueId } });
-    const c: Conversation = { id, peer: from, status: "active", messages: [], unread: 0, state };
+    const name = groupName(state);
+    const title = name ?? (group ? `Group with ${from}` : from);
+    const c: Conversation = { id, peer: title, status: "active", messages: [], unread: 0, state };
+    if (group || name !== undefined) c.group = true;
     this.conversations.set(id, c);
     return c;
   }
@@ -146,11 +344,13 @@ export class Messenger {
       if (c === undefined) throw new Error("No such conversation.");
       const out = await encrypt(c.state, utf8(text));
       c.state = out.state; // a ratchet generation is never used twice, even if the send fails
+      await this.save();
       await this.session.api.request("POST", `/v1/groups/${id}/messages`, {
         body: out.message,
         headers: { "Roost-Message-Id": b64u(crypto.getRandomValues(new Uint8Array(16))) },
       });
       c.messages.push({ from: this.session.userId, text, mine: true });
+      await this.save();
       this.changed();
     });
   }
@@ -158,11 +358,19 @@ export class Messenger {
   open(id: string | null): void {
     this.openId = id;
     const c = id === null ? undefined : this.conversations.get(id);
-    if (c) c.unread = 0;
+    if (c && c.unread > 0) {
+      c.unread = 0;
+      void this.serial(() => this.save());
+    }
+    if (c?.group && c.status === "active") {
+      void this.serial(() => this.refreshRoles(c))
+        .then(() => this.changed())
+        .catch((e) => console.warn("could not read the group's roles", e));
+    }
     this.changed();
   }
 
-  private async delivered(queueId: string | null, items: Array<[number, Uint8Array]>): Promise<void> {
+  private async delivered(queueId: string | null, items: Array<[number, Uint8Array]>, last: number): Promise<void> {
     for (const [, payload] of items) {
       try {
         if (queueId === null) await this.directEvent(JSON.parse(fromUtf8(payload)) as DirectEvent);
@@ -171,6 +379,10 @@ export class Messenger {
         console.error("could not process an item", e);
       }
     }
+    // The new states and the position they reach are written together, before the ack.
+    if (queueId === null) this.direct = Math.max(this.direct ?? 0, last);
+    else this.positions.set(queueId, Math.max(this.positions.get(queueId) ?? 0, last));
+    await this.save();
     this.changed();
   }
 
@@ -190,7 +402,7 @@ export class Messenger {
       this.invitations.delete(conn); // answered on another device of ours
     } else if (e.type === "welcome" && e.payload && e.group_id && !this.conversations.has(e.group_id)) {
       try {
-        await this.join(fromB64u(e.payload), e.from ?? "");
+        await this.join(fromB64u(e.payload), e.from ?? "", true);
       } catch (err) {
         if (!(err instanceof Error && err.message.includes("another device"))) throw err;
       }
@@ -212,12 +424,29 @@ export class Messenger {
       return;
     }
     if (itemType !== ITEM_MLS_MESSAGE) return;
+    const from = await senderOf(c.state, body);
     const got = await processIncoming(c.state, body);
     c.state = got.state;
     if (got.kind === "application") {
-      c.status = "active"; // a message from the peer means they joined
-      c.messages.push({ from: c.peer, text: fromUtf8(got.text), mine: false });
+      if (c.status === "waiting") c.status = "active"; // a message from the peer means they joined
+      c.messages.push({ from: from ?? c.peer, text: fromUtf8(got.text), mine: false });
       if (this.openId !== c.id || document.hidden) c.unread += 1;
+    } else if (removedFromGroup(c.state)) {
+      c.status = "removed";
+    } else if (pendingProposals(c.state) > 0 && c.status === "active") {
+      await this.commitPending(c);
+    }
+  }
+
+  /** Commit proposals at once (the homeserver's Removes of deleted devices, a member leaving):
+   * whoever commits first wins, the others' commits get 409 epoch_conflict and are dropped. */
+  private async commitPending(c: Conversation): Promise<void> {
+    const r = await commitRemoves(c.state, []);
+    try {
+      await this.session.api.request("POST", `/v1/groups/${c.id}/commits`, { body: r.bundle });
+      c.state = r.state;
+    } catch (e) {
+      if (!(e instanceof ApiError && e.code === "epoch_conflict")) throw e;
     }
   }
 }

@@ -4,6 +4,7 @@ import {
   acceptAll,
   createApplicationMessage,
   createCommit,
+  createProposal,
   createGroup,
   decodeMlsMessage,
   defaultCapabilities,
@@ -23,13 +24,18 @@ import {
 import { createGroupInfo } from "ts-mls/createCommit.js";
 import { signWithLabel } from "ts-mls/crypto/signature.js";
 import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
+import { decryptSenderData } from "ts-mls/privateMessage.js";
 import { encodeRatchetTree } from "ts-mls/ratchetTree.js";
 
-import { concat, hex, opaque, Reader, varint } from "./bytes.js";
+import { concat, fromUtf8, hex, opaque, Reader, utf8, varint } from "./bytes.js";
 
 export const CIPHER_SUITE = 1;
 const LAST_RESORT = 10; // RFC 9420 section 17.3 KeyPackage extension type
 const KEY_PACKAGE_DAYS = 30; // the directory takes at most 90
+// A group conversation's name: a GroupContext extension of the private-use range (RFC 9420
+// section 17.3), UTF-8. Every leaf of this page lists it, as members require of a GroupContext
+// extension (section 12.1.7); clients that do not list it cannot be added to a named group.
+const GROUP_NAME = 0xf0a1;
 
 let suitePromise: Promise<CiphersuiteImpl> | undefined;
 export function suite(): Promise<CiphersuiteImpl> {
@@ -72,7 +78,7 @@ async function newKeyPackage(id: Identity, lastResort: boolean): Promise<HeldKey
   const lifetime = { notBefore: now - 60n, notAfter: now + BigInt(KEY_PACKAGE_DAYS * 86400) };
   const capabilities = defaultCapabilities();
   // Listed in every leaf: members refuse a KeyPackage extension its leaf does not list.
-  capabilities.extensions = [...capabilities.extensions, LAST_RESORT];
+  capabilities.extensions = [...capabilities.extensions, LAST_RESORT, GROUP_NAME];
   const extensions = lastResort ? [{ extensionType: LAST_RESORT, extensionData: new Uint8Array() }] : [];
   const credential = { credentialType: "x509" as const, certificates: id.certificates };
   const kp = await generateKeyPackageWithKey(credential, capabilities, lifetime, extensions, id, cs);
@@ -118,12 +124,14 @@ export async function createRoostGroup(
   id: Identity,
   groupId: Uint8Array,
   externalSender: Uint8Array,
+  name?: string,
 ): Promise<{ state: ClientState; body: Uint8Array }> {
   const cs = await suite();
   const kp = await newKeyPackage(id, false);
   // The extension's data is the RFC's vector `ExternalSender external_senders<V>`.
   const ext = { extensionType: "external_senders" as const, extensionData: opaque(externalSender) };
-  const state = await createGroup(groupId, kp.publicPackage, kp.privatePackage, [ext], cs);
+  const named = name === undefined ? [] : [{ extensionType: GROUP_NAME, extensionData: utf8(name) }];
+  const state = await createGroup(groupId, kp.publicPackage, kp.privatePackage, [ext, ...named], cs);
   return { state, body: concat(await groupInfo(state), encodeRatchetTree(state.ratchetTree)) };
 }
 
@@ -186,3 +194,91 @@ export async function encrypt(state: ClientState, plaintext: Uint8Array): Promis
 }
 
 export const epochOf = (state: ClientState): bigint => state.groupContext.epoch;
+
+/** The group's name (a group conversation), or undefined (a conversation of two). */
+export function groupName(state: ClientState): string | undefined {
+  const ext = state.groupContext.extensions.find((e) => e.extensionType === GROUP_NAME);
+  return ext === undefined ? undefined : fromUtf8(ext.extensionData);
+}
+
+const CLIENT_URI = utf8("roost:client:");
+
+/** The user id of a credential: from its leaf certificate's SAN URI `roost:client:<user>/<uuid>`
+ * (docs/api.md, "X.509 credential profile"). Not a verification of the certificate. */
+export function userOfCredential(certificates: Uint8Array[]): string | undefined {
+  const der = certificates[0];
+  if (der === undefined) return undefined;
+  // A URI GeneralName is [6] IA5String: tag 0x86, a short length, the text.
+  for (let i = 0; i + 2 + CLIENT_URI.length <= der.length; i++) {
+    if (der[i] !== 0x86 || der[i + 1] >= 0x80) continue;
+    const text = der.subarray(i + 2, i + 2 + der[i + 1]);
+    if (text.length > CLIENT_URI.length && CLIENT_URI.every((b, k) => text[k] === b)) {
+      const clientId = new TextDecoder().decode(text.subarray(CLIENT_URI.length));
+      return clientId.split("/")[0];
+    }
+  }
+  return undefined;
+}
+
+export interface Member {
+  leaf: number;
+  userId: string;
+  me: boolean;
+}
+
+/** The group's members, one entry per leaf (a user with two devices is listed twice). */
+export function members(state: ClientState): Member[] {
+  const out: Member[] = [];
+  state.ratchetTree.forEach((node, i) => {
+    if (node === undefined || node.nodeType !== "leaf") return;
+    const c = node.leaf.credential;
+    const userId = c.credentialType === "x509" ? userOfCredential(c.certificates) : undefined;
+    out.push({ leaf: i / 2, userId: userId ?? "unknown", me: i / 2 === state.privatePath.leafIndex });
+  });
+  return out;
+}
+
+/** Who sent an application message (its leaf's user), read before the message is processed:
+ * the sender data is encrypted under the epoch's sender-data secret. */
+export async function senderOf(state: ClientState, body: Uint8Array): Promise<string | undefined> {
+  const m = decodeMlsMessage(body, 0)?.[0];
+  if (m?.wireformat !== "mls_private_message") return undefined;
+  const pm = m.privateMessage;
+  const current = pm.epoch === state.groupContext.epoch;
+  const old = current ? undefined : state.historicalReceiverData.get(pm.epoch);
+  const secret = current ? state.keySchedule.senderDataSecret : old?.senderDataSecret;
+  const tree = current ? state.ratchetTree : old?.ratchetTree;
+  if (secret === undefined || tree === undefined) return undefined;
+  const sender = await decryptSenderData(pm, secret, await suite());
+  const node = sender === undefined ? undefined : tree[sender.leafIndex * 2];
+  if (node?.nodeType !== "leaf" || node.leaf.credential.credentialType !== "x509") return undefined;
+  return userOfCredential(node.leaf.credential.certificates);
+}
+
+/** Proposals received but not committed yet (e.g. the homeserver's Removes). */
+export const pendingProposals = (state: ClientState): number => Object.keys(state.unappliedProposals).length;
+
+export const removedFromGroup = (state: ClientState): boolean => state.groupActiveState.kind === "removedFromGroup";
+
+/** A commit of the pending proposals and of Removes of `leaves`: the new state and the
+ * `RoostCommitBundle` body (no Welcome). */
+export async function commitRemoves(state: ClientState, leaves: number[]): Promise<{ state: ClientState; bundle: Uint8Array }> {
+  const cs = await suite();
+  const r = await createCommit(
+    { state, cipherSuite: cs, pskIndex: emptyPskIndex },
+    {
+      wireAsPublicMessage: true,
+      ratchetTreeExtension: true,
+      extraProposals: leaves.map((removed) => ({ proposalType: "remove" as const, remove: { removed } })),
+    },
+  );
+  const bundle = concat(encodeMlsMessage(r.commit), await groupInfo(r.newState), Uint8Array.of(0));
+  return { state: r.newState, bundle };
+}
+
+/** A Remove proposal of our own leaf (leaving: any member then commits it). */
+export async function leaveProposal(state: ClientState): Promise<Uint8Array> {
+  const removed = state.privatePath.leafIndex;
+  const r = await createProposal(state, true, { proposalType: "remove", remove: { removed } }, await suite());
+  return encodeMlsMessage(r.message);
+}

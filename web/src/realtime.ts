@@ -7,8 +7,9 @@ import type { Session } from "./session.js";
 export type Status = "connecting" | "online" | "offline" | "replaced";
 
 export interface Delivery {
-  /** Group-queue items (queue id b64u) or, with queueId null, direct-queue events. */
-  (queueId: string | null, items: Array<[number, Uint8Array]>): Promise<void>;
+  /** Group-queue items (queue id b64u) or, with queueId null, direct-queue events; `last` is
+   * the frame's last position, processed once this resolves. */
+  (queueId: string | null, items: Array<[number, Uint8Array]>, last: number): Promise<void>;
 }
 
 const KIND_GROUP = 1;
@@ -17,8 +18,7 @@ const BACKOFF_MAX_MS = 10_000;
 
 export class Realtime {
   private ws: WebSocket | undefined;
-  private readonly positions = new Map<string, number>();
-  private direct: number | undefined;
+  private readonly positions: Map<string, number>;
   private backoff = 250;
   private pingTimer: ReturnType<typeof setInterval> | undefined;
   private awaitingPong = false;
@@ -31,7 +31,11 @@ export class Realtime {
     private readonly session: Session,
     private readonly deliver: Delivery,
     private readonly onStatus: (s: Status) => void,
+    /** Where an earlier load of this device left off (it saved them with its state). */
+    positions: Iterable<[string, number]> = [],
+    private direct: number | undefined = undefined,
   ) {
+    this.positions = new Map(positions);
     session.onToken = (token) => this.send({ type: "auth", token });
   }
 
@@ -120,8 +124,8 @@ export class Realtime {
     // One at a time, in arrival order; the ack follows the processing.
     this.chain = this.chain.then(async () => {
       const fresh = items.filter(([seq]) => seq > (queueId === null ? (this.direct ?? 0) : (this.positions.get(queueId) ?? 0)));
-      if (fresh.length > 0) await this.deliver(queueId, fresh).catch((e) => console.error("delivery failed", e));
       const last = items[items.length - 1][0];
+      if (fresh.length > 0) await this.deliver(queueId, fresh, last).catch((e) => console.error("delivery failed", e));
       if (queueId === null) {
         this.direct = Math.max(this.direct ?? 0, last);
         this.send({ type: "ack", queues: {}, direct: this.direct });

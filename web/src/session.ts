@@ -53,6 +53,14 @@ export class Session {
     return Session.start(domain, userId, info, key);
   }
 
+  /** The device an earlier load of this page saved: the same key, a fresh token. */
+  static async resume(saved: Pick<Session, "domain" | "userId" | "clientId" | "identity" | "keyPackages">): Promise<Session> {
+    const s = new Session(saved.domain, saved.userId, saved.clientId, saved.identity);
+    s.keyPackages = saved.keyPackages;
+    await s.authenticate();
+    return s;
+  }
+
   private static async start(domain: string, userId: string, info: ClientInfo, key: SigningKey): Promise<Session> {
     const identity = { ...key, certificates: info.credential.map(fromB64u) };
     const s = new Session(domain, userId, info.client_id, identity);

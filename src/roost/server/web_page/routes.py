@@ -1,4 +1,4 @@
-"""``GET /`` and the page's two assets. The files are read once, at the first request, and
+"""``GET /`` and the page's assets (script, stylesheet, icon). The files are read once, at the first request, and
 kept in memory (together about the size of the script). Every answer carries a
 Content-Security-Policy that admits only this origin: the script and stylesheet files (no
 inline code), fetch and the same-origin WebSocket, nothing from another host."""
@@ -24,6 +24,7 @@ ASSETS = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 
 router = APIRouter()
@@ -61,3 +62,9 @@ async def script() -> Response:
 @router.get("/app.css", include_in_schema=False)
 async def stylesheet() -> Response:
     return _asset("app.css")
+
+
+# index.html names it with <link rel="icon">, so browsers do not ask for /favicon.ico.
+@router.get("/favicon.svg", include_in_schema=False)
+async def icon() -> Response:
+    return _asset("favicon.svg")

@@ -1,0 +1,101 @@
+// The device record (what store.ts keeps encrypted): JSON in which byte strings are
+// {"$b": base64url}. MLS group states are ts-mls's own encoding of them, KeyPackages their
+// MLSMessage encoding, so a record is read back exactly as it was written.
+import { decodeGroupState, decodeMlsMessage, encodeGroupState, encodeMlsMessage, type ClientState, type KeyPackage, type PrivateKeyPackage } from "ts-mls";
+import { defaultClientConfig } from "ts-mls/clientConfig.js";
+
+import { b64u, fromB64u, fromUtf8, utf8 } from "./bytes.js";
+import type { HeldKeyPackage, Identity } from "./mls.js";
+
+const VERSION = 1;
+
+export interface SavedMessage {
+  from: string;
+  text: string;
+  mine: boolean;
+}
+
+export interface SavedConversation {
+  id: string;
+  /** The other user of a conversation of two, or a group conversation's name. */
+  peer: string;
+  group?: boolean;
+  /** Users with a role other than member, as the DS last said (group conversations). */
+  roles?: Record<string, string>;
+  status: "waiting" | "active" | "rejected" | "deleted" | "left" | "removed";
+  messages: SavedMessage[];
+  unread: number;
+  state: ClientState;
+  connectionId?: string;
+}
+
+export interface SavedInvitation {
+  connectionId: string;
+  from: string;
+  welcome: Uint8Array;
+}
+
+/** Everything a reloaded page needs to be the same device again (no token: it signs for a new one). */
+export interface SavedDevice {
+  domain: string;
+  userId: string;
+  clientId: string;
+  identity: Identity;
+  keyPackages: HeldKeyPackage[];
+  queueId: string;
+  /** Positions processed so far: group queues (b64u id) and the direct queue. */
+  positions: Array<[string, number]>;
+  direct: number | undefined;
+  conversations: SavedConversation[];
+  invitations: SavedInvitation[];
+}
+
+interface RecordV1 extends Omit<SavedDevice, "keyPackages" | "conversations" | "direct"> {
+  v: number;
+  direct: number | null;
+  keyPackages: Array<{ publicPackage: Uint8Array; privatePackage: PrivateKeyPackage; ref: string; lastResort: boolean }>;
+  conversations: Array<Omit<SavedConversation, "state"> & { state: Uint8Array }>;
+}
+
+const replacer = (_k: string, v: unknown): unknown => (v instanceof Uint8Array ? { $b: b64u(v) } : v);
+const reviver = (_k: string, v: unknown): unknown =>
+  v !== null && typeof v === "object" && typeof (v as { $b?: unknown }).$b === "string" ? fromB64u((v as { $b: string }).$b) : v;
+
+export function encodeDevice(d: SavedDevice): Uint8Array {
+  const record: RecordV1 = {
+    ...d,
+    v: VERSION,
+    direct: d.direct ?? null,
+    keyPackages: d.keyPackages.map((k) => ({
+      publicPackage: encodeMlsMessage({ version: "mls10", wireformat: "mls_key_package", keyPackage: k.publicPackage }),
+      privatePackage: k.privatePackage,
+      ref: k.ref,
+      lastResort: k.lastResort,
+    })),
+    conversations: d.conversations.map((c) => ({ ...c, state: encodeGroupState(c.state) })),
+  };
+  return utf8(JSON.stringify(record, replacer));
+}
+
+export function decodeDevice(bytes: Uint8Array): SavedDevice {
+  const r = JSON.parse(fromUtf8(bytes), reviver) as RecordV1;
+  if (r.v !== VERSION) throw new Error("the saved device is from another version of this page");
+  return {
+    ...r,
+    direct: r.direct ?? undefined,
+    keyPackages: r.keyPackages.map((k) => ({ ...k, publicPackage: keyPackage(k.publicPackage) })),
+    conversations: r.conversations.map((c) => ({ ...c, state: groupState(c.state) })),
+  };
+}
+
+function keyPackage(bytes: Uint8Array): KeyPackage {
+  const m = decodeMlsMessage(bytes, 0)?.[0];
+  if (m?.wireformat !== "mls_key_package") throw new Error("a saved KeyPackage does not decode");
+  return m.keyPackage;
+}
+
+function groupState(bytes: Uint8Array): ClientState {
+  const decoded = decodeGroupState(bytes, 0);
+  if (decoded === undefined) throw new Error("a saved group state does not decode");
+  return { ...decoded[0], clientConfig: defaultClientConfig };
+}
