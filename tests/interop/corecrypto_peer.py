@@ -12,23 +12,17 @@ from Welcomes that carry the ratchet tree.
 from __future__ import annotations
 
 import atexit
-import functools
 import itertools
-import json
-import shutil
-import subprocess
-import tempfile
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
+from .node_driver import NodeDriver, ensure_node_packages
+from .node_driver import hex_or_none as _b
 from .peer import (
     CommitBundle,
     EpochState,
     Member,
-    PeerError,
-    PeerUnavailable,
     PeerUnsupported,
     PublicGroupState,
     Received,
@@ -37,7 +31,6 @@ from .wire import message_group_id
 
 DRIVER_DIR = Path(__file__).resolve().parent / "corecrypto"
 PACKAGE_DIR = DRIVER_DIR / "node_modules" / "@wireapp" / "core-crypto"
-MIN_NODE_MAJOR = 20
 # core-crypto's exportSecretKey is MLS-Exporter with this fixed label and an empty context.
 EXPORTER_LABEL = b"exporter"
 EXPORTER_CONTEXT = b""
@@ -45,98 +38,18 @@ EXPORTER_LENGTH = 32
 DOMAIN = "roost.test"
 
 
-def _b(value: str | None) -> bytes | None:
-    return None if value is None else bytes.fromhex(value)
-
-
-@functools.cache
 def ensure_installed() -> None:
-    """Fail with a clear message unless node >= 20 is present and core-crypto is installed.
-
-    Runs ``npm ci`` (pinned lock file) on first use, as ``./dev test`` does."""
-    if shutil.which("node") is None:
-        raise PeerUnavailable("core-crypto interop needs Node.js >= 20 ('node' not on PATH)")
-    version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
-    major = int(version.lstrip("v").split(".")[0] or 0) if version.startswith("v") else 0
-    if major < MIN_NODE_MAJOR:
-        raise PeerUnavailable(f"core-crypto interop needs Node.js >= 20, found {version!r}")
-    if PACKAGE_DIR.is_dir() and (DRIVER_DIR / "node_modules" / "playwright-core").is_dir():
-        return
-    if shutil.which("npm") is None:
-        raise PeerUnavailable(
-            f"core-crypto is not installed in {DRIVER_DIR}/node_modules and 'npm' is not on "
-            "PATH; install npm and run: npm ci --prefix tests/interop/corecrypto"
-        )
-    proc = subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=DRIVER_DIR,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise PeerUnavailable(f"npm ci failed in {DRIVER_DIR}:\n{proc.stderr[-2000:]}")
+    """Fail with a clear message unless Node, core-crypto and playwright-core (for the browser
+    test) are installed (``npm ci`` on first use)."""
+    ensure_node_packages("core-crypto", DRIVER_DIR, ("@wireapp/core-crypto", "playwright-core"))
 
 
-class CoreCryptoDriver:
-    """One ``node driver.mjs`` subprocess; requests are strictly sequential."""
+class CoreCryptoDriver(NodeDriver):
+    """One ``node corecrypto/driver.mjs`` subprocess."""
 
     def __init__(self) -> None:
         ensure_installed()
-        self._ids = itertools.count()
-        self._lock = threading.Lock()
-        # stderr goes to a file: an unread pipe could fill up and block node.
-        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in close())
-        self._proc = subprocess.Popen(
-            ["node", str(DRIVER_DIR / "driver.mjs")],
-            cwd=DRIVER_DIR,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            bufsize=1,
-        )
-
-    def request(self, op: str, **args: Any) -> dict[str, Any]:
-        req_id = next(self._ids)
-        with self._lock:
-            if self._proc.poll() is not None:
-                raise PeerUnavailable(f"core-crypto driver exited: {self._stderr_tail()}")
-            assert self._proc.stdin is not None and self._proc.stdout is not None
-            try:
-                self._proc.stdin.write(json.dumps({"id": req_id, "op": op, **args}) + "\n")
-                self._proc.stdin.flush()
-            except BrokenPipeError as e:
-                raise PeerUnavailable(f"core-crypto driver died: {self._stderr_tail()}") from e
-            reply_line = self._proc.stdout.readline()
-        if not reply_line:
-            raise PeerUnavailable(f"core-crypto driver closed its output: {self._stderr_tail()}")
-        reply = json.loads(reply_line)
-        if reply.get("id") != req_id:
-            raise PeerUnavailable(f"core-crypto driver out of sync: {reply!r}")
-        if not reply["ok"]:
-            raise PeerError(f"core-crypto {op}: {reply['kind']}: {reply['error']}")
-        return reply["result"]
-
-    def _stderr_tail(self) -> str:
-        try:
-            self._proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            return "(driver still running)"
-        self._stderr.seek(0)
-        return self._stderr.read()[-2000:]
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
-        self._stderr.close()
+        super().__init__("core-crypto", DRIVER_DIR)
 
 
 _shared: CoreCryptoDriver | None = None
@@ -144,7 +57,7 @@ _shared: CoreCryptoDriver | None = None
 
 def shared_driver() -> CoreCryptoDriver:
     global _shared
-    if _shared is None or _shared._proc.poll() is not None:
+    if _shared is None or not _shared.alive:
         _shared = CoreCryptoDriver()
         atexit.register(_shared.close)
     return _shared
