@@ -3,8 +3,8 @@ roost clients and exchanges messages and commits with them — including the hom
 external Remove proposal.
 
 ts-mls 1.6.4 reads `external_senders` as one ExternalSender instead of the RFC's vector
-(docs/interop.md). The harness patches its decoder (tests/interop/tsmls/patches/, applied by
-npm's postinstall and again here), switched on only in this test's driver by
+(docs/interop.md). The harness patches its decoder (web/patches/rfc-external-senders.mjs,
+applied by npm's postinstall and again here), switched on only in this test's driver by
 ROOST_TSMLS_RFC_EXTERNAL_SENDERS=1; the server's requirement is unchanged.
 """
 
@@ -30,7 +30,7 @@ PATCH_SWITCH = "ROOST_TSMLS_RFC_EXTERNAL_SENDERS"
 
 def _driver(rfc_external_senders: bool) -> TsMlsDriver:
     ensure_installed()
-    subprocess.run(["node", str(DRIVER_DIR / "patches" / "rfc-external-senders.mjs")], check=True)
+    subprocess.run(["npm", "run", "--silent", "postinstall"], cwd=DRIVER_DIR, check=True)
     before = os.environ.get(PATCH_SWITCH)
     os.environ[PATCH_SWITCH] = "1" if rfc_external_senders else "0"
     try:

@@ -1,19 +1,39 @@
-// Patch ts-mls 1.6.4 (installed in ../node_modules) to read the external_senders extension as
-// RFC 9420 section 12.1.8.1 defines it: `ExternalSender external_senders<V>`, with
-// Sender.sender_index indexing that vector. Upstream decodes each extension as ONE bare
-// ExternalSender (docs/web.md), so without this the page cannot even join a Roost group: every
-// Roost group lists the homeserver in that extension.
+// Patch ts-mls 1.6.4 to read the external_senders extension as RFC 9420 section 12.1.8.1
+// defines it: `ExternalSender external_senders<V>`, with Sender.sender_index indexing that
+// vector. Upstream decodes each extension as ONE bare ExternalSender (docs/web.md), so without
+// this a ts-mls client cannot even join a Roost group (every Roost group lists the homeserver
+// in that extension) nor verify the homeserver's Remove proposals.
 //
-// The same edits as tests/interop/tsmls/patches/rfc-external-senders.mjs, except that the RFC
-// reading is always on (a browser has no environment to switch it with). Run by `npm ci`
-// (postinstall). Idempotent; refuses to touch an unexpected version.
+//   node rfc-external-senders.mjs [--into DIR] [--switch VAR]
+//
+// --into DIR: the package whose node_modules/ts-mls is patched (default: the web page's,
+// ../ from here). --switch VAR: the RFC reading is on only in processes where the environment
+// variable VAR is "1", else ts-mls behaves exactly as upstream (the interop tests keep pinning
+// the upstream bug that way); without it the reading is always on (a browser has no
+// environment to switch it with). Run by `npm ci` (postinstall) of web/ and of the ts-mls
+// interop peer. Idempotent; refuses to touch an unexpected version.
 import { readFileSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 
+const { values: args } = parseArgs({
+  options: { into: { type: "string" }, switch: { type: "string" } },
+});
 const MARK = "/* roost-patch: rfc-external-senders */";
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "node_modules", "ts-mls");
+const into = args.into ? resolve(args.into) : join(dirname(fileURLToPath(import.meta.url)), "..");
+const root = join(into, "node_modules", "ts-mls");
 const src = join(root, "dist", "src");
+if (args.switch !== undefined && !/^[A-Z_][A-Z0-9_]*$/.test(args.switch)) {
+  console.error(`rfc-external-senders: --switch wants an environment variable name`);
+  process.exit(2);
+}
+const readingOn =
+  args.switch === undefined
+    ? `/** roost patch: the RFC 9420 reading of external_senders is always on. */
+export const roostRfcExternalSenders = () => true;`
+    : `/** roost patch: is the RFC 9420 reading of external_senders switched on? */
+export const roostRfcExternalSenders = () => globalThis.process?.env?.${args.switch} === "1";`;
 
 const version = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version;
 if (version !== "1.6.4") {
@@ -41,8 +61,7 @@ const changed = [
     ],
     [
       "//# sourceMappingURL=externalSender.js.map",
-      `/** roost patch: the RFC 9420 reading of external_senders is always on in the browser. */
-export const roostRfcExternalSenders = () => true;
+      `${readingOn}
 /** roost patch: the whole extension data as \`ExternalSender external_senders<V>\` (or undefined). */
 export function roostDecodeExternalSenders(data) {
     try {
