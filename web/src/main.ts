@@ -1,5 +1,6 @@
 // The page: a log-in form, then the conversation list, invitations and the open conversation.
 // All text from the network goes into the DOM as text (textContent), never as markup.
+import { deleteAccount, readSettings, saveSettings } from "./account.js";
 import { ApiError } from "./api.js";
 import { Messenger, type Conversation } from "./messenger.js";
 import { members } from "./mls.js";
@@ -200,6 +201,7 @@ function signedIn(session: Session, v: Vault | undefined, saved?: SavedDevice): 
 }
 
 busy($<HTMLFormElement>("auth-form"), $("auth-error"), async (submitter) => {
+  $("auth-status").textContent = "";
   const user = $<HTMLInputElement>("user").value;
   const password = $<HTMLInputElement>("password").value;
   if (!(await held)) throw new Error(OTHER_TAB);
@@ -288,6 +290,69 @@ busy($<HTMLFormElement>("send-form"), $("send-error"), async () => {
     throw e;
   }
   input.focus();
+});
+
+// Settings: read from the server each time the panel is opened, so they show what it holds.
+$("settings").addEventListener("toggle", () => {
+  const m = messenger;
+  if (m === undefined || !$<HTMLDetailsElement>("settings").open) return;
+  $("settings-status").textContent = "";
+  $("settings-error").textContent = "";
+  // Nothing to edit or save until the server's values are in.
+  const fields = $("settings-form").querySelectorAll<HTMLInputElement | HTMLButtonElement>("input, button");
+  fields.forEach((f) => (f.disabled = true));
+  readSettings(m.session.api)
+    .then((s) => {
+      $<HTMLInputElement>("display-name").value = s.displayName ?? "";
+      $<HTMLInputElement>("discoverable").checked = s.discoverable;
+    })
+    .catch((e) => ($("settings-error").textContent = errorText(e)))
+    .finally(() => {
+      fields.forEach((f) => (f.disabled = false));
+      const form = $("settings-form");
+      form.dataset.loads = String(Number(form.dataset.loads ?? 0) + 1); // for tests: a read ended
+    });
+});
+
+busy($<HTMLFormElement>("settings-form"), $("settings-error"), async () => {
+  const m = messenger;
+  if (m === undefined) return;
+  $("settings-status").textContent = "";
+  const s = await saveSettings(m.session.api, $<HTMLInputElement>("display-name").value, $<HTMLInputElement>("discoverable").checked);
+  $<HTMLInputElement>("display-name").value = s.displayName ?? "";
+  $<HTMLInputElement>("discoverable").checked = s.discoverable;
+  $("settings-status").textContent = "Saved.";
+});
+
+// Deleting the account takes two steps: the button shows what it does and asks again.
+const confirmDelete = (show: boolean): void => {
+  $("delete-confirm").hidden = !show;
+  $("delete-account").hidden = show;
+  $("delete-error").textContent = "";
+  (show ? $("delete-cancel") : $("delete-account")).focus();
+};
+$("delete-account").addEventListener("click", () => confirmDelete(true));
+$("delete-cancel").addEventListener("click", () => confirmDelete(false));
+$("delete-confirmed").addEventListener("click", () => {
+  const m = messenger;
+  if (m === undefined) return;
+  const b = $<HTMLButtonElement>("delete-confirmed");
+  b.disabled = true;
+  deleteAccount(m.session.api)
+    .then(async () => {
+      // Gone on the server: this page forgets the device too and is back at the start.
+      m.stop();
+      messenger = undefined;
+      await (await vault)?.clear();
+      confirmDelete(false);
+      $<HTMLDetailsElement>("settings").open = false;
+      $("chat-view").hidden = true;
+      $("auth-view").hidden = false;
+      $("auth-status").textContent = "Your account was deleted.";
+      $<HTMLInputElement>("user").focus();
+    })
+    .catch((e) => ($("delete-error").textContent = errorText(e)))
+    .finally(() => (b.disabled = false));
 });
 
 document.addEventListener("visibilitychange", render);

@@ -70,6 +70,8 @@ export class Messenger {
   private direct: number | undefined;
   /** Starts of conversations that failed part-way, by peer (in this page's memory). */
   private readonly starting = new Map<string, Starting>();
+  /** Set by stop(): nothing more is written to the vault (e.g. after the account was deleted). */
+  private stopped = false;
 
   constructor(
     readonly session: Session,
@@ -104,7 +106,7 @@ export class Messenger {
   /** Write the device (keys, states, messages, positions) to the vault. A failed write is
    * logged: the page goes on in memory. */
   private async save(): Promise<void> {
-    if (this.vault === undefined) return;
+    if (this.vault === undefined || this.stopped) return;
     const s = this.session;
     const record = encodeDevice({
       domain: s.domain,
@@ -122,6 +124,7 @@ export class Messenger {
   }
 
   stop(): void {
+    this.stopped = true;
     this.realtime?.stop();
     this.session.close();
   }

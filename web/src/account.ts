@@ -1,0 +1,30 @@
+// The account's own settings on the homeserver (docs/api.md, "Registration and clients"):
+// display name, directory listing, and deleting the account.
+import type { Api } from "./api.js";
+
+export interface AccountSettings {
+  displayName: string | null;
+  discoverable: boolean;
+}
+
+interface Me {
+  display_name: string | null;
+  discoverable: boolean;
+}
+
+const fromMe = (me: Me): AccountSettings => ({ displayName: me.display_name, discoverable: me.discoverable });
+
+export async function readSettings(api: Api): Promise<AccountSettings> {
+  return fromMe(await api.json<Me>("GET", "/v1/me"));
+}
+
+/** An empty display name clears it (the server then shows the user id alone). */
+export async function saveSettings(api: Api, displayName: string, discoverable: boolean): Promise<AccountSettings> {
+  const name = displayName.trim();
+  return fromMe(await api.json<Me>("PATCH", "/v1/me", { json: { display_name: name === "" ? null : name, discoverable } }));
+}
+
+/** Deletes the user, every device and connection on the server, for good. */
+export async function deleteAccount(api: Api): Promise<void> {
+  await api.request("DELETE", "/v1/me");
+}
