@@ -125,9 +125,35 @@ const ops = {
   async messages({ name, wait_for = null, timeout = TIMEOUT }) {
     const pg = page(name);
     if (wait_for !== null) await pg.locator("#messages li .text", { hasText: wait_for }).first().waitFor({ timeout });
-    return pg.locator("#messages li").evaluateAll((lis) =>
+    return pg.locator("#messages li:not(.notice)").evaluateAll((lis) =>
       lis.map((li) => ({ from: li.querySelector(".from")?.textContent, text: li.querySelector(".text")?.textContent, mine: li.classList.contains("mine") })),
     );
+  },
+
+  async notices({ name, wait_for = null }) {
+    // The open conversation's lines from homeserver notices, in order.
+    const pg = page(name);
+    if (wait_for !== null) await pg.locator("#messages li.notice", { hasText: wait_for }).first().waitFor();
+    return pg.locator("#messages li.notice").allTextContents();
+  },
+
+  async tamper_notices({ name, containing }) {
+    // From now on, the realtime frames the server sends this page that contain `containing`
+    // (a notice's JSON travels as plain bytes) arrive with their last byte, the end of the
+    // notice's signature, flipped: as a forged or damaged notice would.
+    const pg = page(name);
+    await pg.routeWebSocket(/\/v1\/realtime/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage((m) => server.send(m));
+      server.onMessage((m) => {
+        if (typeof m !== "string" && m.toString("latin1").includes(containing)) {
+          const bad = Buffer.from(m);
+          bad[bad.length - 1] ^= 0x01;
+          ws.send(bad);
+        } else ws.send(m);
+      });
+    });
+    return {};
   },
 
   async conversations({ name, wait_unread = null }) {

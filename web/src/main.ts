@@ -118,6 +118,7 @@ function render(): void {
   const messages = $("messages");
   messages.replaceChildren(
     ...open.messages.map((msg) => {
+      if (msg.notice === true) return el("li", msg.text, "notice");
       const li = el("li", undefined, msg.mine ? "mine" : "theirs");
       li.append(el("span", msg.mine ? "You" : msg.from, "from"), el("span", msg.text, "text"));
       return li;
