@@ -156,6 +156,25 @@ const ops = {
     return {};
   },
 
+  async find({ name, query }) {
+    // Searches the directory; returns the people listed ("Name (user id)" or the user id).
+    const pg = page(name);
+    await pg.locator("#find-status").evaluate((p) => (p.textContent = ""));
+    await pg.getByLabel("Find people by name (in the directory)").fill(query);
+    await pg.getByRole("button", { name: "Search" }).click();
+    const r = await outcome(pg, () => pg.locator("#find-status").filter({ hasText: /\S/ }).waitFor({ timeout: TIMEOUT }), "#list-error");
+    r.status = ((await pg.locator("#find-status").textContent()) ?? "").trim();
+    r.found = await pg.locator("#found .person").allTextContents();
+    return r;
+  },
+
+  async start_found({ name, user }) {
+    // The "Start" button of a person in the search results.
+    const pg = page(name);
+    await pg.getByRole("button", { name: `Start a conversation with ${user}`, exact: true }).click();
+    return outcome(pg, () => pg.locator("#conversation-title", { hasText: user }).waitFor({ timeout: TIMEOUT }), "#list-error");
+  },
+
   async conversations({ name, wait_unread = null }) {
     const pg = page(name);
     if (wait_unread !== null) {

@@ -28,3 +28,21 @@ export async function saveSettings(api: Api, displayName: string, discoverable: 
 export async function deleteAccount(api: Api): Promise<void> {
   await api.request("DELETE", "/v1/me");
 }
+
+export interface DirectoryEntry {
+  userId: string;
+  displayName: string | null;
+}
+
+export interface DirectoryPage {
+  users: DirectoryEntry[];
+  next: string | null;
+}
+
+/** Users listed in the directory whose name starts with, or display name contains, `query`. */
+export async function searchDirectory(api: Api, query: string, cursor: string | null = null): Promise<DirectoryPage> {
+  const params = new URLSearchParams({ q: query.trim(), limit: "20" });
+  if (cursor !== null) params.set("cursor", cursor);
+  const d = await api.json<{ users: Array<{ user_id: string; display_name: string | null }>; next_cursor: string | null }>("GET", `/v1/directory?${params}`);
+  return { users: d.users.map((u) => ({ userId: u.user_id, displayName: u.display_name })), next: d.next_cursor };
+}

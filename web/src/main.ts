@@ -1,6 +1,6 @@
 // The page: a log-in form, then the conversation list, invitations and the open conversation.
 // All text from the network goes into the DOM as text (textContent), never as markup.
-import { deleteAccount, readSettings, saveSettings } from "./account.js";
+import { deleteAccount, readSettings, saveSettings, searchDirectory, type DirectoryEntry } from "./account.js";
 import { ApiError } from "./api.js";
 import { Messenger, type Conversation } from "./messenger.js";
 import { members } from "./mls.js";
@@ -253,6 +253,63 @@ busy($<HTMLFormElement>("new-form"), $("list-error"), async () => {
   $<HTMLInputElement>("message").focus();
 });
 
+// Directory search: one page of 20 at a time, "More results" appends the next.
+let findQuery = "";
+let findCursor: string | null = null;
+
+function showFound(users: DirectoryEntry[], append: boolean): void {
+  const list = $("found");
+  if (!append) list.replaceChildren();
+  for (const u of users) {
+    const li = el("li");
+    li.append(el("span", u.displayName === null ? u.userId : `${u.displayName} (${u.userId})`, "person"));
+    const b = el("button", "Start");
+    b.type = "button";
+    b.setAttribute("aria-label", `Start a conversation with ${u.userId}`);
+    b.addEventListener("click", () => {
+      const m = messenger;
+      if (m === undefined) return;
+      b.disabled = true;
+      $("list-error").textContent = "";
+      m.startConversation(u.userId)
+        .then((c) => {
+          m.open(c.id);
+          $<HTMLInputElement>("message").focus();
+        })
+        .catch((e) => ($("list-error").textContent = errorText(e)))
+        .finally(() => (b.disabled = false));
+    });
+    li.append(b);
+    list.append(li);
+  }
+  const n = list.children.length;
+  $("find-status").textContent = n === 0 ? "Nobody listed in the directory matches." : `${n} found${findCursor === null ? "" : " so far"}.`;
+  $("find-more").hidden = findCursor === null;
+}
+
+busy($<HTMLFormElement>("find-form"), $("list-error"), async () => {
+  const m = messenger;
+  if (m === undefined) return;
+  findQuery = $<HTMLInputElement>("find").value;
+  const page = await searchDirectory(m.session.api, findQuery);
+  findCursor = page.next;
+  showFound(page.users, false);
+});
+
+$("find-more").addEventListener("click", () => {
+  const m = messenger;
+  if (m === undefined || findCursor === null) return;
+  const more = $<HTMLButtonElement>("find-more");
+  more.disabled = true;
+  searchDirectory(m.session.api, findQuery, findCursor)
+    .then((page) => {
+      findCursor = page.next;
+      showFound(page.users, true);
+    })
+    .catch((e) => ($("list-error").textContent = errorText(e)))
+    .finally(() => (more.disabled = false));
+});
+
 busy($<HTMLFormElement>("group-form"), $("list-error"), async () => {
   const m = messenger;
   if (m === undefined) return;
@@ -347,6 +404,9 @@ $("delete-confirmed").addEventListener("click", () => {
       await (await vault)?.clear();
       confirmDelete(false);
       $<HTMLDetailsElement>("settings").open = false;
+      $("found").replaceChildren();
+      $("find-status").textContent = "";
+      $("find-more").hidden = true;
       $("chat-view").hidden = true;
       $("auth-view").hidden = false;
       $("auth-status").textContent = "Your account was deleted.";
