@@ -39,10 +39,10 @@ export interface DirectoryPage {
   next: string | null;
 }
 
-/** Users listed in the directory whose name starts with, or display name contains, `query`. */
-export async function searchDirectory(api: Api, query: string, cursor: string | null = null): Promise<DirectoryPage> {
+/** The first 20 users listed in the directory whose name starts with, or display name
+ * contains, `query`; `next` is non-null when there are more. */
+export async function searchDirectory(api: Api, query: string): Promise<DirectoryPage> {
   const params = new URLSearchParams({ q: query.trim(), limit: "20" });
-  if (cursor !== null) params.set("cursor", cursor);
   const d = await api.json<{ users: Array<{ user_id: string; display_name: string | null }>; next_cursor: string | null }>("GET", `/v1/directory?${params}`);
   return { users: d.users.map((u) => ({ userId: u.user_id, displayName: u.display_name })), next: d.next_cursor };
 }

@@ -253,13 +253,10 @@ busy($<HTMLFormElement>("new-form"), $("list-error"), async () => {
   $<HTMLInputElement>("message").focus();
 });
 
-// Directory search: one page of 20 at a time, "More results" appends the next.
-let findQuery = "";
-let findCursor: string | null = null;
-
-function showFound(users: DirectoryEntry[], append: boolean): void {
+// Directory search: the first 20 matches; more matches ask for a longer search text.
+function showFound(users: DirectoryEntry[], more: boolean): void {
   const list = $("found");
-  if (!append) list.replaceChildren();
+  list.replaceChildren();
   for (const u of users) {
     const li = el("li");
     li.append(el("span", u.displayName === null ? u.userId : `${u.displayName} (${u.userId})`, "person"));
@@ -282,32 +279,15 @@ function showFound(users: DirectoryEntry[], append: boolean): void {
     li.append(b);
     list.append(li);
   }
-  const n = list.children.length;
-  $("find-status").textContent = n === 0 ? "Nobody listed in the directory matches." : `${n} found${findCursor === null ? "" : " so far"}.`;
-  $("find-more").hidden = findCursor === null;
+  $("find-status").textContent =
+    users.length === 0 ? "Nobody listed in the directory matches." : more ? `The first ${users.length} found: type more of the name to narrow it.` : `${users.length} found.`;
 }
 
 busy($<HTMLFormElement>("find-form"), $("list-error"), async () => {
   const m = messenger;
   if (m === undefined) return;
-  findQuery = $<HTMLInputElement>("find").value;
-  const page = await searchDirectory(m.session.api, findQuery);
-  findCursor = page.next;
-  showFound(page.users, false);
-});
-
-$("find-more").addEventListener("click", () => {
-  const m = messenger;
-  if (m === undefined || findCursor === null) return;
-  const more = $<HTMLButtonElement>("find-more");
-  more.disabled = true;
-  searchDirectory(m.session.api, findQuery, findCursor)
-    .then((page) => {
-      findCursor = page.next;
-      showFound(page.users, true);
-    })
-    .catch((e) => ($("list-error").textContent = errorText(e)))
-    .finally(() => (more.disabled = false));
+  const page = await searchDirectory(m.session.api, $<HTMLInputElement>("find").value);
+  showFound(page.users, page.next !== null);
 });
 
 busy($<HTMLFormElement>("group-form"), $("list-error"), async () => {
@@ -406,7 +386,6 @@ $("delete-confirmed").addEventListener("click", () => {
       $<HTMLDetailsElement>("settings").open = false;
       $("found").replaceChildren();
       $("find-status").textContent = "";
-      $("find-more").hidden = true;
       $("chat-view").hidden = true;
       $("auth-view").hidden = false;
       $("auth-status").textContent = "Your account was deleted.";
