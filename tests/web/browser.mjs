@@ -125,9 +125,54 @@ const ops = {
   async messages({ name, wait_for = null, timeout = TIMEOUT }) {
     const pg = page(name);
     if (wait_for !== null) await pg.locator("#messages li .text", { hasText: wait_for }).first().waitFor({ timeout });
-    return pg.locator("#messages li").evaluateAll((lis) =>
+    return pg.locator("#messages li:not(.notice)").evaluateAll((lis) =>
       lis.map((li) => ({ from: li.querySelector(".from")?.textContent, text: li.querySelector(".text")?.textContent, mine: li.classList.contains("mine") })),
     );
+  },
+
+  async notices({ name, wait_for = null }) {
+    // The open conversation's lines from homeserver notices, in order.
+    const pg = page(name);
+    if (wait_for !== null) await pg.locator("#messages li.notice", { hasText: wait_for }).first().waitFor();
+    return pg.locator("#messages li.notice").allTextContents();
+  },
+
+  async tamper_notices({ name, containing }) {
+    // From now on, the realtime frames the server sends this page that contain `containing`
+    // (a notice's JSON travels as plain bytes) arrive with their last byte, the end of the
+    // notice's signature, flipped: as a forged or damaged notice would.
+    const pg = page(name);
+    await pg.routeWebSocket(/\/v1\/realtime/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage((m) => server.send(m));
+      server.onMessage((m) => {
+        if (typeof m !== "string" && m.toString("latin1").includes(containing)) {
+          const bad = Buffer.from(m);
+          bad[bad.length - 1] ^= 0x01;
+          ws.send(bad);
+        } else ws.send(m);
+      });
+    });
+    return {};
+  },
+
+  async find({ name, query }) {
+    // Searches the directory; returns the people listed ("Name (user id)" or the user id).
+    const pg = page(name);
+    await pg.locator("#find-status").evaluate((p) => (p.textContent = ""));
+    await pg.getByLabel("Find people by name (in the directory)").fill(query);
+    await pg.getByRole("button", { name: "Search" }).click();
+    const r = await outcome(pg, () => pg.locator("#find-status").filter({ hasText: /\S/ }).waitFor({ timeout: TIMEOUT }), "#list-error");
+    r.status = ((await pg.locator("#find-status").textContent()) ?? "").trim();
+    r.found = await pg.locator("#found .person").allTextContents();
+    return r;
+  },
+
+  async start_found({ name, user }) {
+    // The "Start" button of a person in the search results.
+    const pg = page(name);
+    await pg.getByRole("button", { name: `Start a conversation with ${user}`, exact: true }).click();
+    return outcome(pg, () => pg.locator("#conversation-title", { hasText: user }).waitFor({ timeout: TIMEOUT }), "#list-error");
   },
 
   async conversations({ name, wait_unread = null }) {
@@ -233,10 +278,15 @@ const ops = {
     return {};
   },
 
-  async reload({ name }) {
+  async reload({ name, signed_out = false }) {
     // As a user pressing F5: the page comes back signed in from what it stored, or not.
     const pg = page(name);
     await pg.reload();
+    if (signed_out) {
+      // Nothing stored to resume: the log-in form stays, with no error once the page is idle.
+      await pg.waitForLoadState("networkidle");
+      return { chat: await pg.locator("#chat-view").isVisible(), error: ((await pg.locator("#auth-error").textContent()) ?? "").trim() || null };
+    }
     const r = await outcome(pg, () => pg.locator("#chat-view").waitFor({ state: "visible", timeout: TIMEOUT }), "#auth-error");
     if (r.error === null) r.me = await pg.locator("#me").textContent();
     return r;
@@ -279,6 +329,55 @@ const ops = {
     else await p?.context.close();
     pages.delete(name);
     return {};
+  },
+
+  async settings({ name, display_name = null, discoverable = null }) {
+    // Opens Settings, waits for the server's values, changes what is given and saves; returns
+    // what the form shows afterwards.
+    const pg = page(name);
+    if (!(await pg.locator("#settings").evaluate((d) => d.open))) {
+      // Opening the panel reads the settings from the server: wait until that read has ended.
+      const loads = await pg.locator("#settings-form").evaluate((f) => Number(f.dataset.loads ?? 0));
+      await pg.getByText("Settings", { exact: true }).click();
+      await pg.waitForFunction((n) => Number(document.getElementById("settings-form").dataset.loads ?? 0) > n, loads);
+    }
+    const save = pg.getByRole("button", { name: "Save settings" });
+    let error = null;
+    if (display_name !== null || discoverable !== null) {
+      if (display_name !== null) await pg.getByLabel("Display name (empty: none)").fill(display_name);
+      if (discoverable !== null) await pg.getByLabel("List me in the user directory", { exact: false }).setChecked(discoverable);
+      await save.click();
+      error = (await outcome(pg, () => pg.locator("#settings-status", { hasText: "Saved." }).waitFor({ timeout: TIMEOUT }), "#settings-error")).error;
+    }
+    return {
+      error,
+      display_name: await pg.locator("#display-name").inputValue(),
+      discoverable: await pg.locator("#discoverable").isChecked(),
+    };
+  },
+
+  async close_settings({ name }) {
+    const pg = page(name);
+    if (await pg.locator("#settings").evaluate((d) => d.open)) await pg.getByText("Settings", { exact: true }).click();
+    return {};
+  },
+
+  async delete_account({ name, confirm = true }) {
+    // "Delete account…", then the confirmation step: "Yes, delete my account" or "Cancel".
+    const pg = page(name);
+    if (!(await pg.locator("#settings").evaluate((d) => d.open))) await pg.getByText("Settings", { exact: true }).click();
+    await pg.getByRole("button", { name: "Delete account…" }).click();
+    const warning = (await pg.locator("#delete-warning").textContent())?.trim();
+    if (!confirm) {
+      await pg.getByRole("button", { name: "Cancel" }).click();
+      await pg.getByRole("button", { name: "Delete account…" }).waitFor();
+      return { warning };
+    }
+    await pg.getByRole("button", { name: "Yes, delete my account" }).click();
+    const r = await outcome(pg, () => pg.locator("#auth-view").waitFor({ state: "visible", timeout: TIMEOUT }), "#delete-error");
+    r.warning = warning;
+    if (r.error === null) r.status = (await pg.locator("#auth-status").textContent())?.trim();
+    return r;
   },
 
   async quit() {

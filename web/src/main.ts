@@ -1,5 +1,6 @@
 // The page: a log-in form, then the conversation list, invitations and the open conversation.
 // All text from the network goes into the DOM as text (textContent), never as markup.
+import { deleteAccount, readSettings, saveSettings, searchDirectory, type DirectoryEntry } from "./account.js";
 import { ApiError } from "./api.js";
 import { Messenger, type Conversation } from "./messenger.js";
 import { members } from "./mls.js";
@@ -117,6 +118,7 @@ function render(): void {
   const messages = $("messages");
   messages.replaceChildren(
     ...open.messages.map((msg) => {
+      if (msg.notice === true) return el("li", msg.text, "notice");
       const li = el("li", undefined, msg.mine ? "mine" : "theirs");
       li.append(el("span", msg.mine ? "You" : msg.from, "from"), el("span", msg.text, "text"));
       return li;
@@ -200,6 +202,7 @@ function signedIn(session: Session, v: Vault | undefined, saved?: SavedDevice): 
 }
 
 busy($<HTMLFormElement>("auth-form"), $("auth-error"), async (submitter) => {
+  $("auth-status").textContent = "";
   const user = $<HTMLInputElement>("user").value;
   const password = $<HTMLInputElement>("password").value;
   if (!(await held)) throw new Error(OTHER_TAB);
@@ -250,6 +253,43 @@ busy($<HTMLFormElement>("new-form"), $("list-error"), async () => {
   $<HTMLInputElement>("message").focus();
 });
 
+// Directory search: the first 20 matches; more matches ask for a longer search text.
+function showFound(users: DirectoryEntry[], more: boolean): void {
+  const list = $("found");
+  list.replaceChildren();
+  for (const u of users) {
+    const li = el("li");
+    li.append(el("span", u.displayName === null ? u.userId : `${u.displayName} (${u.userId})`, "person"));
+    const b = el("button", "Start");
+    b.type = "button";
+    b.setAttribute("aria-label", `Start a conversation with ${u.userId}`);
+    b.addEventListener("click", () => {
+      const m = messenger;
+      if (m === undefined) return;
+      b.disabled = true;
+      $("list-error").textContent = "";
+      m.startConversation(u.userId)
+        .then((c) => {
+          m.open(c.id);
+          $<HTMLInputElement>("message").focus();
+        })
+        .catch((e) => ($("list-error").textContent = errorText(e)))
+        .finally(() => (b.disabled = false));
+    });
+    li.append(b);
+    list.append(li);
+  }
+  $("find-status").textContent =
+    users.length === 0 ? "Nobody listed in the directory matches." : more ? `The first ${users.length} found: type more of the name to narrow it.` : `${users.length} found.`;
+}
+
+busy($<HTMLFormElement>("find-form"), $("list-error"), async () => {
+  const m = messenger;
+  if (m === undefined) return;
+  const page = await searchDirectory(m.session.api, $<HTMLInputElement>("find").value);
+  showFound(page.users, page.next !== null);
+});
+
 busy($<HTMLFormElement>("group-form"), $("list-error"), async () => {
   const m = messenger;
   if (m === undefined) return;
@@ -288,6 +328,71 @@ busy($<HTMLFormElement>("send-form"), $("send-error"), async () => {
     throw e;
   }
   input.focus();
+});
+
+// Settings: read from the server each time the panel is opened, so they show what it holds.
+$("settings").addEventListener("toggle", () => {
+  const m = messenger;
+  if (m === undefined || !$<HTMLDetailsElement>("settings").open) return;
+  $("settings-status").textContent = "";
+  $("settings-error").textContent = "";
+  // Nothing to edit or save until the server's values are in.
+  const fields = $("settings-form").querySelectorAll<HTMLInputElement | HTMLButtonElement>("input, button");
+  fields.forEach((f) => (f.disabled = true));
+  readSettings(m.session.api)
+    .then((s) => {
+      $<HTMLInputElement>("display-name").value = s.displayName ?? "";
+      $<HTMLInputElement>("discoverable").checked = s.discoverable;
+    })
+    .catch((e) => ($("settings-error").textContent = errorText(e)))
+    .finally(() => {
+      fields.forEach((f) => (f.disabled = false));
+      const form = $("settings-form");
+      form.dataset.loads = String(Number(form.dataset.loads ?? 0) + 1); // for tests: a read ended
+    });
+});
+
+busy($<HTMLFormElement>("settings-form"), $("settings-error"), async () => {
+  const m = messenger;
+  if (m === undefined) return;
+  $("settings-status").textContent = "";
+  const s = await saveSettings(m.session.api, $<HTMLInputElement>("display-name").value, $<HTMLInputElement>("discoverable").checked);
+  $<HTMLInputElement>("display-name").value = s.displayName ?? "";
+  $<HTMLInputElement>("discoverable").checked = s.discoverable;
+  $("settings-status").textContent = "Saved.";
+});
+
+// Deleting the account takes two steps: the button shows what it does and asks again.
+const confirmDelete = (show: boolean): void => {
+  $("delete-confirm").hidden = !show;
+  $("delete-account").hidden = show;
+  $("delete-error").textContent = "";
+  (show ? $("delete-cancel") : $("delete-account")).focus();
+};
+$("delete-account").addEventListener("click", () => confirmDelete(true));
+$("delete-cancel").addEventListener("click", () => confirmDelete(false));
+$("delete-confirmed").addEventListener("click", () => {
+  const m = messenger;
+  if (m === undefined) return;
+  const b = $<HTMLButtonElement>("delete-confirmed");
+  b.disabled = true;
+  deleteAccount(m.session.api)
+    .then(async () => {
+      // Gone on the server: this page forgets the device too and is back at the start.
+      m.stop();
+      messenger = undefined;
+      await (await vault)?.clear();
+      confirmDelete(false);
+      $<HTMLDetailsElement>("settings").open = false;
+      $("found").replaceChildren();
+      $("find-status").textContent = "";
+      $("chat-view").hidden = true;
+      $("auth-view").hidden = false;
+      $("auth-status").textContent = "Your account was deleted.";
+      $<HTMLInputElement>("user").focus();
+    })
+    .catch((e) => ($("delete-error").textContent = errorText(e)))
+    .finally(() => (b.disabled = false));
 });
 
 document.addEventListener("visibilitychange", render);

@@ -15,11 +15,13 @@ import {
   groupName,
   joinFromWelcome,
   leaveProposal,
+  listsExternalSender,
   members,
   pendingProposals,
   processIncoming,
   removedFromGroup,
   senderOf,
+  verifyNotice,
 } from "./mls.js";
 import { Realtime, type Status } from "./realtime.js";
 import { encodeDevice, type SavedConversation, type SavedDevice, type SavedInvitation } from "./saved.js";
@@ -43,6 +45,14 @@ interface ConnectionOut {
   requester: string;
   responder: string;
   state: string;
+}
+
+/** A homeserver notice (docs/api.md, "What member queues receive"). */
+interface Notice {
+  type?: string;
+  group_id?: string;
+  user_id?: string;
+  display_name?: string | null;
 }
 
 /** How far an unfinished start of a conversation got (see startConversation). */
@@ -70,6 +80,10 @@ export class Messenger {
   private direct: number | undefined;
   /** Starts of conversations that failed part-way, by peer (in this page's memory). */
   private readonly starting = new Map<string, Starting>();
+  /** Set by stop(): nothing more is written to the vault (e.g. after the account was deleted). */
+  private stopped = false;
+  /** The homeserver's encoded ExternalSender entry: the key that signs its notices. */
+  private externalSender: Uint8Array | undefined;
 
   constructor(
     readonly session: Session,
@@ -104,7 +118,7 @@ export class Messenger {
   /** Write the device (keys, states, messages, positions) to the vault. A failed write is
    * logged: the page goes on in memory. */
   private async save(): Promise<void> {
-    if (this.vault === undefined) return;
+    if (this.vault === undefined || this.stopped) return;
     const s = this.session;
     const record = encodeDevice({
       domain: s.domain,
@@ -122,6 +136,7 @@ export class Messenger {
   }
 
   stop(): void {
+    this.stopped = true;
     this.realtime?.stop();
     this.session.close();
   }
@@ -419,8 +434,8 @@ export class Messenger {
     const c = this.conversations.get(id);
     if (c === undefined) return;
     if (itemType === ITEM_SERVER_NOTICE) {
-      const notice = JSON.parse(fromUtf8(new Reader(body).opaque())) as { type?: string };
-      if (notice.type === "group_deleted" && c.status !== "rejected") c.status = "deleted";
+      const notice = await this.verifiedNotice(c, body);
+      if (notice !== undefined) this.applyNotice(c, notice);
       return;
     }
     if (itemType !== ITEM_MLS_MESSAGE) return;
@@ -436,6 +451,53 @@ export class Messenger {
     } else if (pendingProposals(c.state) > 0 && c.status === "active") {
       await this.commitPending(c);
     }
+  }
+
+  /** The homeserver's encoded ExternalSender entry (fetched once). */
+  private async homeExternalSender(): Promise<Uint8Array> {
+    if (this.externalSender === undefined) {
+      const d = await this.session.api.json<{ external_sender: string }>("GET", `/v1/ds/external-sender?cipher_suite=${CIPHER_SUITE}`);
+      this.externalSender = fromB64u(d.external_sender);
+    }
+    return this.externalSender;
+  }
+
+  /** A SignedNotice, if the homeserver listed in this group's external_senders signed it and it
+   * names this group; anything else is dropped (logged without its content). */
+  private async verifiedNotice(c: Conversation, body: Uint8Array): Promise<Notice | undefined> {
+    try {
+      const r = new Reader(body);
+      const noticeBytes = r.opaque();
+      const signature = r.opaque();
+      const entry = await this.homeExternalSender();
+      if (!listsExternalSender(c.state, entry)) throw new Error("the homeserver is not this group's external sender");
+      if (!(await verifyNotice(entry, noticeBytes, signature))) throw new Error("bad signature");
+      const notice = JSON.parse(fromUtf8(noticeBytes)) as Notice;
+      if (typeof notice.group_id !== "string" || b64u(fromB64u(notice.group_id)) !== c.id) throw new Error("it names another group");
+      return notice;
+    } catch (e) {
+      console.warn(`a server notice was dropped: ${e instanceof Error ? e.message : "unreadable"}`);
+      return undefined;
+    }
+  }
+
+  /** A verified notice as a line in the conversation (and what it changes). */
+  private applyNotice(c: Conversation, notice: Notice): void {
+    const user = typeof notice.user_id === "string" ? notice.user_id : undefined;
+    const who = user === this.session.userId ? "You" : user;
+    let line: string | undefined;
+    if (notice.type === "group_deleted") {
+      if (c.status !== "rejected") c.status = "deleted";
+    } else if (notice.type === "display_name_changed" && who !== undefined) {
+      const name = typeof notice.display_name === "string" ? notice.display_name : null;
+      line = name === null ? `${who} removed ${who === "You" ? "your" : "their"} display name.` : `${who} changed ${who === "You" ? "your" : "their"} display name to “${name}”.`;
+    } else if (notice.type === "user_deleted" && who !== undefined) {
+      line = `${who} deleted ${who === "You" ? "your" : "their"} account.`;
+    } else if (notice.type === "admin_promoted" && user !== undefined && who !== undefined) {
+      line = `${who} ${who === "You" ? "are" : "is"} now an admin.`;
+      if (c.roles !== undefined) c.roles[user] = "admin";
+    }
+    if (line !== undefined) c.messages.push({ from: "", text: line, mine: false, notice: true });
   }
 
   /** Commit proposals at once (the homeserver's Removes of deleted devices, a member leaving):

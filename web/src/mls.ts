@@ -22,7 +22,7 @@ import {
   type PrivateKeyPackage,
 } from "ts-mls";
 import { createGroupInfo } from "ts-mls/createCommit.js";
-import { signWithLabel } from "ts-mls/crypto/signature.js";
+import { signWithLabel, verifyWithLabel } from "ts-mls/crypto/signature.js";
 import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
 import { decryptSenderData } from "ts-mls/privateMessage.js";
 import { encodeRatchetTree } from "ts-mls/ratchetTree.js";
@@ -281,4 +281,32 @@ export async function leaveProposal(state: ClientState): Promise<Uint8Array> {
   const removed = state.privatePath.leafIndex;
   const r = await createProposal(state, true, { proposalType: "remove", remove: { removed } }, await suite());
   return encodeMlsMessage(r.message);
+}
+
+/** Whether the encoded ExternalSender `entry` is one of the group's `external_senders` (the
+ * RFC's vector, as the homeserver's entry was put there when the group was made). */
+export function listsExternalSender(state: ClientState, entry: Uint8Array): boolean {
+  const ext = state.groupContext.extensions.find((e) => e.extensionType === "external_senders");
+  if (ext === undefined) return false;
+  try {
+    const entries = new Reader(ext.extensionData).opaque();
+    const list = new Reader(entries);
+    while (!list.done) {
+      const start = list.offset;
+      list.opaque(); // signature_key
+      list.skip(2); // credential_type: basic (identity) and x509 (certificates) are one vector each
+      list.opaque();
+      if (hex(entries.subarray(start, list.offset)) === hex(entry)) return true;
+    }
+  } catch {
+    return false;
+  }
+  return false;
+}
+
+/** A homeserver notice's signature: SignWithLabel(external-sender key, "roost notice", notice)
+ * (docs/api.md, "What member queues receive"). */
+export async function verifyNotice(entry: Uint8Array, notice: Uint8Array, signature: Uint8Array): Promise<boolean> {
+  const key = new Reader(entry).opaque();
+  return verifyWithLabel(key, "roost notice", notice, signature, (await suite()).signature);
 }

@@ -13,6 +13,8 @@ export interface SavedMessage {
   from: string;
   text: string;
   mine: boolean;
+  /** A line from a verified homeserver notice (a member renamed, an account deleted). */
+  notice?: boolean;
 }
 
 export interface SavedConversation {

@@ -1,0 +1,52 @@
+"""The homeserver's signed notices as lines in a conversation: a member's display-name change
+and an account deletion. A notice whose signature does not verify is not shown."""
+
+from __future__ import annotations
+
+from .conftest import PASSWORD, unique
+
+
+def test_renames_and_deletions_show_only_when_the_signature_verifies(web_server, browser):
+    url = web_server.url
+    alice, bob = unique("alice"), unique("bob")
+    bob_id = f"{bob}@localhost"
+    browser.open("alice", url)
+    browser.open("bob", url)
+    # alice's socket delivers notices that mention "Mallory" with a damaged signature.
+    browser.call("tamper_notices", name="alice", containing="Mallory")
+    assert browser.sign_in("alice", alice, PASSWORD, register=True)["error"] is None
+    assert browser.sign_in("bob", bob, PASSWORD, register=True)["error"] is None
+    assert browser.call("start", name="alice", peer=bob_id) == {"error": None}
+    browser.call("invitations", name="bob", wait_for=alice)
+    assert browser.call("accept", name="bob", **{"from": f"{alice}@localhost"}) == {"error": None}
+    browser.call("send", name="alice", text="hello")
+    browser.call("messages", name="bob", wait_for="hello")
+
+    assert browser.call("settings", name="bob", display_name="Mallory")["error"] is None
+    # bob's own page gets the (untouched) notice too.
+    browser.call("notices", name="bob", wait_for="Mallory")
+    assert browser.call("settings", name="bob", display_name="Bobby")["error"] is None
+    # alice's page got both, in order; only the one whose signature verifies is shown.
+    browser.call("notices", name="alice", wait_for="Bobby")
+    assert browser.call("notices", name="alice") == [
+        f"{bob_id} changed their display name to “Bobby”."
+    ]
+    assert browser.call("notices", name="bob") == [
+        "You changed your display name to “Mallory”.",
+        "You changed your display name to “Bobby”.",
+    ]
+
+    assert browser.call("delete_account", name="bob")["error"] is None
+    browser.call("notices", name="alice", wait_for="deleted")
+    assert browser.call("notices", name="alice") == [
+        f"{bob_id} changed their display name to “Bobby”.",
+        f"{bob_id} deleted their account.",
+    ]
+    # The lines are part of the stored history: a reload shows them again.
+    assert browser.call("reload", name="alice")["error"] is None
+    browser.call("open_conversation", name="alice", peer=bob_id)
+    assert browser.call("notices", name="alice") == [
+        f"{bob_id} changed their display name to “Bobby”.",
+        f"{bob_id} deleted their account.",
+    ]
+    assert [m["text"] for m in browser.call("messages", name="alice")] == ["hello"]
