@@ -6,6 +6,7 @@ inline code), fetch and the same-origin WebSocket, nothing from another host."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -26,6 +27,14 @@ ASSETS = {
     "app.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
+# path -> file. index.html names the icon with <link rel="icon">, so browsers do not ask for
+# /favicon.ico.
+PAGE_PATHS = {
+    "/": "index.html",
+    "/app.js": "app.js",
+    "/app.css": "app.css",
+    "/favicon.svg": "favicon.svg",
+}
 
 router = APIRouter()
 
@@ -35,7 +44,7 @@ def _read(name: str) -> bytes:
     return (STATIC_DIR / name).read_bytes()
 
 
-def _asset(name: str) -> Response:
+def _answer(name: str) -> Response:
     return Response(
         _read(name),
         media_type=ASSETS[name],
@@ -49,22 +58,12 @@ def _asset(name: str) -> Response:
     )
 
 
-@router.get("/", include_in_schema=False)
-async def index() -> Response:
-    return _asset("index.html")
+def _route(name: str) -> Callable[[], Awaitable[Response]]:
+    async def page_file() -> Response:
+        return _answer(name)
+
+    return page_file
 
 
-@router.get("/app.js", include_in_schema=False)
-async def script() -> Response:
-    return _asset("app.js")
-
-
-@router.get("/app.css", include_in_schema=False)
-async def stylesheet() -> Response:
-    return _asset("app.css")
-
-
-# index.html names it with <link rel="icon">, so browsers do not ask for /favicon.ico.
-@router.get("/favicon.svg", include_in_schema=False)
-async def icon() -> Response:
-    return _asset("favicon.svg")
+for _path, _name in PAGE_PATHS.items():
+    router.add_api_route(_path, _route(_name), methods=["GET"], include_in_schema=False)
