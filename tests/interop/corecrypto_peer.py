@@ -11,13 +11,12 @@ from Welcomes that carry the ratchet tree.
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import uuid
 from pathlib import Path
 from typing import Any
 
-from .node_driver import NodeDriver, ensure_node_packages
+from .node_driver import NodeDriver, ensure_node_packages, shared
 from .node_driver import hex_or_none as _b
 from .peer import (
     CommitBundle,
@@ -52,15 +51,8 @@ class CoreCryptoDriver(NodeDriver):
         super().__init__("core-crypto", DRIVER_DIR)
 
 
-_shared: CoreCryptoDriver | None = None
-
-
 def shared_driver() -> CoreCryptoDriver:
-    global _shared
-    if _shared is None or not _shared.alive:
-        _shared = CoreCryptoDriver()
-        atexit.register(_shared.close)
-    return _shared
+    return shared(CoreCryptoDriver)
 
 
 _devices = itertools.count(1)

@@ -3,6 +3,7 @@ hex), shared by the ts-mls and core-crypto peers, each with its own pinned npm d
 
 from __future__ import annotations
 
+import atexit
 import functools
 import itertools
 import json
@@ -11,7 +12,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .peer import PeerError, PeerUnavailable
 
@@ -116,3 +117,18 @@ class NodeDriver:
         if self._proc.stdout is not None:
             self._proc.stdout.close()
         self._stderr.close()
+
+
+DriverT = TypeVar("DriverT", bound=NodeDriver)
+_shared: dict[type[NodeDriver], NodeDriver] = {}
+
+
+def shared(kind: type[DriverT]) -> DriverT:
+    """The one running driver of ``kind`` for every peer that names none (started on first
+    use, again if it died; closed at exit)."""
+    driver = _shared.get(kind)
+    if driver is None or not driver.alive:
+        driver = _shared[kind] = kind()
+        atexit.register(driver.close)
+    assert isinstance(driver, kind)
+    return driver

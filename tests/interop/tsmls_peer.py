@@ -7,12 +7,11 @@ default (Node start-up costs ~100 ms; clients are isolated by name inside the dr
 
 from __future__ import annotations
 
-import atexit
 import itertools
 from pathlib import Path
 from typing import Any
 
-from .node_driver import NodeDriver, ensure_node_packages
+from .node_driver import NodeDriver, ensure_node_packages, shared
 from .node_driver import hex_or_none as _b
 from .peer import (
     EXPORTER_CONTEXT,
@@ -42,15 +41,8 @@ class TsMlsDriver(NodeDriver):
         super().__init__("ts-mls", DRIVER_DIR)
 
 
-_shared: TsMlsDriver | None = None
-
-
 def shared_driver() -> TsMlsDriver:
-    global _shared
-    if _shared is None or not _shared.alive:
-        _shared = TsMlsDriver()
-        atexit.register(_shared.close)
-    return _shared
+    return shared(TsMlsDriver)
 
 
 _client_names = itertools.count()
