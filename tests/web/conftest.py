@@ -31,3 +31,16 @@ def browser():
     b = Browser()
     yield b
     b.close()
+
+
+def talking_pair(browser, url: str) -> tuple[str, str]:
+    """Pages "alice" and "bob" with two new users in one accepted 1:1 conversation; their
+    user names."""
+    alice, bob = unique("alice"), unique("bob")
+    for name, user in (("alice", alice), ("bob", bob)):
+        browser.open(name, url)
+        assert browser.sign_in(name, user, PASSWORD, register=True)["error"] is None
+    assert browser.call("start", name="alice", peer=f"{bob}@localhost") == {"error": None}
+    browser.call("invitations", name="bob", wait_for=alice)
+    assert browser.call("accept", name="bob", **{"from": f"{alice}@localhost"}) == {"error": None}
+    return alice, bob

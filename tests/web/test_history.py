@@ -6,22 +6,11 @@ from __future__ import annotations
 
 import json
 
-from .conftest import PASSWORD, unique
-
-
-def _talking_pair(browser, url: str) -> tuple[str, str]:
-    alice, bob = unique("alice"), unique("bob")
-    for name, user in (("alice", alice), ("bob", bob)):
-        browser.open(name, url)
-        assert browser.sign_in(name, user, PASSWORD, register=True)["error"] is None
-    assert browser.call("start", name="alice", peer=f"{bob}@localhost") == {"error": None}
-    browser.call("invitations", name="bob", wait_for=alice)
-    assert browser.call("accept", name="bob", **{"from": f"{alice}@localhost"}) == {"error": None}
-    return alice, bob
+from .conftest import PASSWORD, talking_pair, unique
 
 
 def test_reload_keeps_history_and_keeps_receiving(web_server, browser):
-    alice, bob = _talking_pair(browser, web_server.url)
+    alice, bob = talking_pair(browser, web_server.url)
     browser.call("send", name="alice", text="first, before any reload")
     browser.call("messages", name="bob", wait_for="first, before any reload")
     browser.call("send", name="bob", text="second, from bob")
@@ -65,7 +54,7 @@ def test_reload_keeps_history_and_keeps_receiving(web_server, browser):
 
 
 def test_stored_state_holds_no_plaintext_or_token(web_server, browser):
-    alice, bob = _talking_pair(browser, web_server.url)
+    alice, bob = talking_pair(browser, web_server.url)
     secret = "the plaintext that must never be stored"
     browser.call("send", name="alice", text=secret)
     browser.call("messages", name="bob", wait_for=secret)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.harness import ServerProcess
 
-from .conftest import PASSWORD, unique
+from .conftest import talking_pair
 
 
 @pytest.fixture
@@ -23,13 +23,7 @@ def restartable_server(tmp_path):
 
 def test_pages_reconnect_with_a_new_ticket_after_a_restart(restartable_server, browser):
     srv = restartable_server
-    alice, bob = unique("alice"), unique("bob")
-    for name, user in (("alice", alice), ("bob", bob)):
-        browser.open(name, srv.url)
-        assert browser.sign_in(name, user, PASSWORD, register=True)["error"] is None
-    browser.call("start", name="alice", peer=f"{bob}@localhost")
-    browser.call("invitations", name="bob", wait_for=alice)
-    browser.call("accept", name="bob", **{"from": f"{alice}@localhost"})
+    talking_pair(browser, srv.url)
     browser.call("send", name="alice", text="before the restart")
     browser.call("messages", name="bob", wait_for="before the restart")
 

@@ -10,7 +10,7 @@ import pytest
 from tests.integration.conftest import SHORT_TOKEN_TTL
 from tests.integration.harness import ServerProcess
 
-from .conftest import PASSWORD, unique
+from .conftest import talking_pair
 
 # The server re-checks an open socket's token at least every 30 s (docs/api.md, "Realtime").
 SOCKET_RECHECK_S = 30
@@ -30,13 +30,7 @@ def short_token_server(tmp_path_factory):
 
 def test_tokens_are_renewed_for_requests_and_the_socket(short_token_server, browser):
     srv = short_token_server
-    alice, bob = unique("alice"), unique("bob")
-    for name, user in (("alice", alice), ("bob", bob)):
-        browser.open(name, srv.url)
-        assert browser.sign_in(name, user, PASSWORD, register=True)["error"] is None
-    browser.call("start", name="alice", peer=f"{bob}@localhost")
-    browser.call("invitations", name="bob", wait_for=alice)
-    browser.call("accept", name="bob", **{"from": f"{alice}@localhost"})
+    talking_pair(browser, srv.url)
 
     # The first tokens have expired and the server has re-checked the sockets since (at the
     # latest two re-checks after connecting); the same sockets still deliver.
