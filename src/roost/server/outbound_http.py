@@ -24,7 +24,7 @@ def pinned_client(
     limits: dict[str, int] | None,
     client_options: dict[str, Any],
 ) -> httpx.AsyncClient:
-    """The client ``OutboundClient`` stands for (outbound.py)."""
+    """The client ``OutboundClient`` stands for (outbound_client.py)."""
     transport_options: dict[str, Any] = {"http2": http2}
     if limits is not None:
         transport_options["limits"] = httpx.Limits(**limits)

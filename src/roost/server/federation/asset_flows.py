@@ -19,7 +19,7 @@ from ..assets.storage import Blob
 from .identity import FEDERATION_API
 from .transport import FederationClient, RemoteUnavailable
 
-if TYPE_CHECKING:  # at run time httpx loads with the first request (outbound.py)
+if TYPE_CHECKING:  # at run time httpx loads with the first request (outbound_client.py)
     import httpx
 
 ASSET_PATH = FEDERATION_API + "/assets/{asset_id}"

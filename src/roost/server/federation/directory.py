@@ -130,7 +130,7 @@ class RemoteDirectory:
         self._failed.pop(domain.lower(), None)
 
     async def _fetch(self, domain: str) -> RemoteServer:
-        import httpx  # loaded already: the request below is made through it (outbound.py)
+        import httpx  # loaded already: the request below is made through it (outbound_client.py)
 
         url = self.resolver.base_url(domain) + WELL_KNOWN_PATH
         try:

@@ -21,7 +21,7 @@ from .identity import ServerIdentity
 from .policy import FederationPolicy, FederationPolicyStore
 from .resolver import Resolver
 
-if TYPE_CHECKING:  # at run time httpx loads with the first request (outbound.py)
+if TYPE_CHECKING:  # at run time httpx loads with the first request (outbound_client.py)
     import httpx
 
 log = logging.getLogger("roost.federation")

@@ -82,7 +82,7 @@ class PushService:
 
     async def start(self) -> None:
         self.vapid = Vapid.from_private_bytes(await self._vapid_private_bytes(), self._subject())
-        # httpx and its connection pool load with the first push (outbound.py).
+        # httpx and its connection pool load with the first push (outbound_client.py).
         self._http = OutboundClient(
             self.outbound,
             timeout=self.config.push_timeout_seconds,
@@ -372,7 +372,7 @@ class PushService:
             self.stats.count("failed", reg.kind)
             log.warning("push kind %s is no longer configured; skipped", reg.kind)
             return
-        import httpx  # for its errors; the request loads it anyway (outbound.py)
+        import httpx  # for its errors; the request loads it anyway (outbound_client.py)
 
         try:
             outcome = await sender.send(reg)
