@@ -33,13 +33,19 @@ def browser():
     b.close()
 
 
-def talking_pair(browser, url: str) -> tuple[str, str]:
-    """Pages "alice" and "bob" with two new users in one accepted 1:1 conversation; their
-    user names."""
+def signed_in_pair(browser, url: str) -> tuple[str, str]:
+    """Pages "alice" and "bob", each signed up as a new user; their user names."""
     alice, bob = unique("alice"), unique("bob")
     for name, user in (("alice", alice), ("bob", bob)):
         browser.open(name, url)
         assert browser.sign_in(name, user, PASSWORD, register=True)["error"] is None
+    return alice, bob
+
+
+def talking_pair(browser, url: str) -> tuple[str, str]:
+    """Pages "alice" and "bob" with two new users in one accepted 1:1 conversation; their
+    user names."""
+    alice, bob = signed_in_pair(browser, url)
     assert browser.call("start", name="alice", peer=f"{bob}@localhost") == {"error": None}
     browser.call("invitations", name="bob", wait_for=alice)
     assert browser.call("accept", name="bob", **{"from": f"{alice}@localhost"}) == {"error": None}

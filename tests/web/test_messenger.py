@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .conftest import PASSWORD, unique
+from .conftest import PASSWORD, signed_in_pair, unique
 
 
 def _own_origin_only(browser, name: str, url: str) -> None:
@@ -137,11 +137,7 @@ def test_keyboard_only_on_a_phone_sized_screen(web_server, browser):
 
 
 def test_declined_invitation(web_server, browser):
-    url = web_server.url
-    alice, bob = unique("alice"), unique("bob")
-    for name, user in (("alice", alice), ("bob", bob)):
-        browser.open(name, url)
-        assert browser.sign_in(name, user, PASSWORD, register=True)["error"] is None
+    alice, bob = signed_in_pair(browser, web_server.url)
     assert browser.call("start", name="alice", peer=f"{bob}@localhost") == {"error": None}
     browser.call("invitations", name="bob", wait_for=alice)
     browser.call("decline", name="bob", **{"from": f"{alice}@localhost"})
@@ -154,11 +150,7 @@ def test_declined_invitation(web_server, browser):
 
 
 def test_a_start_that_fails_part_way_can_be_tried_again(web_server, browser):
-    url = web_server.url
-    alice, bob = unique("alice"), unique("bob")
-    for name, user in (("alice", alice), ("bob", bob)):
-        browser.open(name, url)
-        assert browser.sign_in(name, user, PASSWORD, register=True)["error"] is None
+    alice, bob = signed_in_pair(browser, web_server.url)
     lost = "The server cannot be reached. Check your connection and try again."
     # First the commit adding bob is lost, then (on the second try) the connection request:
     # each time the connection is already open and bob's KeyPackages already claimed.
