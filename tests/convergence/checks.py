@@ -333,7 +333,8 @@ def _member_then(world: World, d: Device, gid: bytes, s: Sent) -> bool:
     epoch and stayed in the group from that join to the message (a client removed and added
     again whose new Welcome could not be used is not in the later membership), was not
     removed before it used that Welcome (the DS drops what it held for a removed leaf), and
-    had not left since (a client that proposes its own removal forgets the group at once)."""
+    had not left before the message (a leaving client reads what was sent before its leave
+    proposal, and nothing after it)."""
     joins = [e.epoch for e in d.events if e.group_id == gid and e.kind == "joined"]
     if not any(j <= s.epoch for j in joins):
         return False

@@ -10,6 +10,7 @@ import pytest
 from roost.client import RoostError
 from roost.client.group_events import roster_clients
 from roost.mls.group import Group
+from roost.protocol.queue_item import QueueItem
 
 from .helpers import Member, connect, new_member, second_member, sync_all, sync_until
 
@@ -307,7 +308,7 @@ async def test_a_leave_outlives_a_commit_that_left_it_out(users):
     gid = (await alice.groups.create()).group_id
     await alice.groups.invite(gid, [bob.user_id, carol.user_id])
     await sync_all(bob, carol)
-    await carol.groups.leave(gid)
+    left_at = await carol.groups.leave(gid)
 
     group = alice.groups.group(gid)  # alice has not read the proposal
     out = group.commit(force_path=True)
@@ -333,8 +334,37 @@ async def test_a_leave_outlives_a_commit_that_left_it_out(users):
     with pytest.raises(RoostError) as refused:
         await carol.groups.info(gid)
     assert refused.value.code == "not_member"
+    # Her own proposal came back as the last item for her; nothing after her leave did.
     queue = await carol.client.fetch_queue(carol.groups.store.cursors.queue_id, 0)
-    assert not queue.messages  # nothing after her leave reached her queue
+    assert [QueueItem.decode(m.payload).group_seq for m in queue.messages] == [left_at]
+
+
+async def test_a_leaving_client_reads_what_was_sent_before_its_leave(users):
+    """carol leaves before she has read bob's last message: she still reads it (it was sent
+    while she was a member), and forgets the group once her own leave proposal comes back."""
+    alice, bob, _, carol = await _trio(users)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id, carol.user_id])
+    await sync_all(bob, carol)
+    sent = await bob.groups.send(gid, "before carol left")
+
+    await carol.groups.leave(gid)
+    assert gid not in carol.groups.local_group_ids()  # gone for her at once
+    with pytest.raises(RoostError) as refused:
+        await carol.groups.send(gid, "after leaving")
+    assert refused.value.code == "unknown_group"
+
+    events = await carol.groups.sync()
+    got = [(e.kind, e.group_seq, e.message) for e in events if e.group_id == gid]
+    assert got == [("message", sent.group_seq, "before carol left")], events
+    assert not carol.groups.store.holds(gid)  # her proposal came back: state dropped
+    assert "before carol left" in [e.text for e in carol.groups.history.messages(gid)]
+
+    await asyncio.gather(*(m.groups.sync(auto_commit=True) for m in (alice, bob)))
+    await alice.groups.send(gid, "after carol left")
+    await sync_all(alice, bob)
+    assert _agree(gid, alice, bob)
+    assert await carol.groups.sync() == []
 
 
 async def test_state_history_and_cursors_survive_a_restart(users, tmp_path):

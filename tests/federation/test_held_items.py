@@ -225,3 +225,28 @@ async def test_forget_removes_the_domains_members_and_the_group_goes_on(fed: Fed
     finally:
         unblock(fed)  # lifts the forget too
     assert "forgotten" not in fed[A].admin("federation", "show").stdout
+
+
+async def test_a_commit_waits_for_the_items_still_on_their_way(fed: Federation) -> None:
+    """carol (b.test) commits while alice's commit and message are still on their way to her
+    (a.test's outbox retries b.test, which was down, on its backoff timer): the DS refuses
+    her commit (``epoch_conflict`` with the ``commit_seq`` of alice's commit), and her client
+    waits for those items, reads the message and commits on top — it does not rejoin, which
+    would leave the message unreadable."""
+    alice, carol = await new(fed, A, "alice"), await new(fed, B, "carol")
+    gid = await group_of(alice, carol)
+    fed.stop(B)
+    try:
+        await alice.groups.update(gid)  # epoch 2
+        sent = await alice.groups.send(gid, "on its way")
+        await wait_outbox(fed, "a.test retries b.test", lambda r: bool(r and r["attempts"] >= 1))
+    finally:
+        fed.start(B)
+    event = await carol.groups.update(gid)  # before a.test's next attempt brings the items
+    assert event.epoch == 3, event
+    await carol.sync()
+    assert messages(carol, gid) == [(sent.group_seq, "on its way")], carol.seen
+    assert not [e for e in carol.seen if e.kind in ("rejected", "resynced")], carol.seen
+    await reaches_epoch(alice, gid, 3)
+    await carol.groups.send(gid, "epoch 3")
+    await sync_until(alice, lambda e: e.kind == "message" and e.message == "epoch 3", TIMEOUT)

@@ -58,6 +58,10 @@ class Cursors:
     # For each group we hold: the group_seq our state has reached (the Welcome we joined from,
     # then each item processed), so that an older Welcome never replaces it.
     group_seqs: dict[bytes, int] = field(default_factory=dict)
+    # Groups we asked to leave, by the group_seq of our leave proposal: their states are kept
+    # (hidden from the caller) to read what was sent before the leave, until the DS hands our
+    # proposal back as the last item for us.
+    leaving: dict[bytes, int] = field(default_factory=dict)
 
 
 class GroupStore:
@@ -96,6 +100,7 @@ class GroupStore:
                     str(k): (str(v[0]), unb64u(v[1])) for k, v in d.get("received", {}).items()
                 },
                 group_seqs={unb64u(k): int(v) for k, v in d.get("group_seqs", {}).items()},
+                leaving={unb64u(k): int(v) for k, v in d.get("leaving", {}).items()},
             )
         except (OSError, ValueError, TypeError, IndexError) as e:
             raise StateError(f"unreadable {path}: {e}") from e
@@ -114,6 +119,7 @@ class GroupStore:
             "requested": {k: b64u(v) for k, v in sorted(c.requested.items())},
             "received": {k: [u, b64u(w)] for k, (u, w) in sorted(c.received.items())},
             "group_seqs": {b64u(k): v for k, v in sorted(c.group_seqs.items())},
+            "leaving": {b64u(k): v for k, v in sorted(c.leaving.items())},
         }
         _write_private(path, json.dumps(data).encode())
 
@@ -164,8 +170,12 @@ class GroupStore:
         seqs = self.cursors.group_seqs
         seqs[group_id] = max(seqs.get(group_id, 0), group_seq)
 
+    def leaving(self, group_id: bytes) -> bool:
+        return group_id in self.cursors.leaving
+
     def forget(self, group_id: bytes) -> None:
         self.cursors.group_seqs.pop(group_id, None)
+        self.cursors.leaving.pop(group_id, None)
         self.dirty.discard(group_id)
         self.groups.pop(group_id, None)
         home = self.client.home

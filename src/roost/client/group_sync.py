@@ -342,6 +342,7 @@ class GroupSync:
             joiner.keep(joined)
             self.store.groups[group.group_id] = group
             self.store.cursors.group_seqs.pop(group.group_id, None)
+            self.store.cursors.leaving.pop(group.group_id, None)  # added again: a new membership
             self.store.reached(group.group_id, welcome.group_seq or 0)
             self.store.save_cursors()
             return self.store.record(
@@ -444,6 +445,10 @@ class GroupSync:
                     text="message for a group we are not in",
                 )
             ]
+        left_at = self.store.cursors.leaving.get(item.group_id)
+        if left_at is not None and item.group_seq >= left_at:
+            self.store.forget(item.group_id)  # our leave came back: nothing before it is due
+            return []
         group = self.store.group(item.group_id)
         senders_before = roster_clients(group)
         try:
@@ -513,6 +518,9 @@ class GroupSync:
             )
         ]
         if not needs_resync(item.body, our_epoch):
+            return events
+        if self.store.leaving(item.group_id):
+            self.store.forget(item.group_id)  # no rejoining a group we asked to leave
             return events
         failure: Exception
         try:

@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from roost.mls.group import CommitOutput, Group
 
 COMMIT_RETRIES = 5
+# How long a commit that lost the epoch race waits for the winning commit to reach our queue
+# (it may be on its way from another domain's DS) before it gives up for now.
+COMMIT_WAIT_SECONDS = 10.0
 
 __all__ = [
     "COMMIT_RETRIES",
@@ -112,11 +115,14 @@ class Groups:
         return self._sync.realtime
 
     def group(self, group_id: bytes) -> Group:
-        """The local MLS state of a group we are in (loaded from the home on first use)."""
+        """The local MLS state of a group we are in (loaded from the home on first use); not
+        of one we asked to leave."""
+        if self.store.leaving(group_id):
+            raise RoostError(0, "unknown_group", f"left group {group_id!r}")
         return self.store.group(group_id)
 
     def local_group_ids(self) -> list[bytes]:
-        return self.store.local_group_ids()
+        return [g for g in self.store.local_group_ids() if not self.store.leaving(g)]
 
     def _keep(self, group: Group) -> None:
         self.store.keep(group)
@@ -131,9 +137,13 @@ class Groups:
         """The groups this client is in: the home DS's list, plus the groups of other domains
         this client holds, asked of their DS (through the home server)."""
         d = (await self.client.request("GET", "/v1/groups")).json()
-        out = [GroupSummary.from_json(g) for g in d["groups"]]
+        out = [
+            summary
+            for summary in map(GroupSummary.from_json, d["groups"])
+            if not self.store.leaving(summary.group_id)
+        ]
         home = self.client.state.home_domain.encode()
-        for group_id in self.store.local_group_ids():
+        for group_id in self.local_group_ids():
             if group_id.rpartition(b"@")[2] == home:
                 continue
             try:
@@ -189,12 +199,14 @@ class Groups:
         """Build a commit, submit it with its GroupInfo (and Welcome), merge it once accepted.
         First, under the store's lock, process what waits in our group queue (``catch_up``):
         messages of older epochs would be unreadable after our commit (a group keeps one past
-        epoch's secrets). On ``epoch_conflict`` catch up again (the winner's commit is there;
-        a rejoin if the queue cannot bring us to the DS's epoch) and rebuild, up to
-        ``retries`` times. Events of the catch-up are held: the next ``sync`` returns them
-        first, a running ``listen`` hands them to its sink."""
-        ds_epoch = 0
+        epoch's secrets). On ``epoch_conflict`` wait for the winner's commit to reach our queue
+        (``_await_commit``), catch up again (a rejoin if the queue cannot bring us to the DS's
+        epoch) and rebuild, up to ``retries`` times. Events of the catch-up are held: the
+        next ``sync`` returns them first, a running ``listen`` hands them to its sink."""
+        ds_epoch = commit_seq = 0
         for attempt in range(retries + 1):
+            if ds_epoch:
+                await self._await_commit(group_id, ds_epoch, commit_seq)
             async with self.store.lock:
                 await self._sync.catch_up()
                 if self.group(group_id).epoch < ds_epoch:  # the queue cannot bring us there
@@ -217,6 +229,7 @@ class Groups:
                     if e.code != "epoch_conflict" or attempt == retries:
                         raise
                     ds_epoch = int(e.problem.get("epoch", 0))
+                    commit_seq = int(e.problem.get("commit_seq", 0))
                 else:
                     before = roster_clients(group)
                     group.merge_pending_commit()
@@ -235,6 +248,35 @@ class Groups:
                     )
                     return self.store.record(describe_commit(event), outgoing=True)
         raise AssertionError("unreachable")
+
+    async def _await_commit(self, group_id: bytes, epoch: int, commit_seq: int) -> None:
+        """After an ``epoch_conflict``: let our queue bring the commit that began the DS's
+        ``epoch`` (its ``group_seq`` is ``commit_seq``). Returns once our state is at that
+        epoch, or once our queue has brought that far and our state still is not (it cannot
+        get there: the caller rejoins). A commit from another domain's member may still be on
+        its way between servers (held by a block, a peer down): rejoining then would make the
+        messages behind it unreadable, so after ``COMMIT_WAIT_SECONDS`` this gives up with
+        ``commit_in_transit`` instead (``resync`` rejoins at once if that is wanted)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + COMMIT_WAIT_SECONDS
+        delay = 0.05
+        while True:
+            async with self.store.lock:
+                await self._sync.catch_up()
+                if (
+                    self.group(group_id).epoch >= epoch
+                    or self.store.cursors.group_seqs.get(group_id, 0) >= commit_seq
+                ):
+                    return
+            if loop.time() >= deadline:
+                raise RoostError(
+                    409,
+                    "commit_in_transit",
+                    f"the group is at epoch {epoch} and the commit that got it there has not "
+                    "reached this client yet; try again later (or resync to rejoin now)",
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def commit(
         self, group_id: bytes, *, retries: int = COMMIT_RETRIES, force_path: bool = True
@@ -343,22 +385,25 @@ class Groups:
         return await self._commit(group_id, build, retries=retries)
 
     async def leave(self, group_id: bytes) -> int:
-        """Propose our own removal (any member or admin then commits it) and forget the group
-        locally. Returns the proposal's ``group_seq``."""
+        """Propose our own removal (any member or admin then commits it; the homeserver
+        proposes it again should it lapse); the group is gone for the caller at once. Its
+        state is kept, hidden, until the DS hands the proposal back as the last item for us:
+        what was sent before the leave is still read into the history. Returns the
+        proposal's ``group_seq``."""
         async with self.store.lock:
             group = self.group(group_id)
-            proposal = group.propose_remove(group.leaf_index)
             resp = await self.client.request(
                 "POST",
                 f"/v1/groups/{group_path(group_id)}/proposals",
-                content=proposal,
+                content=group.propose_remove(group.leaf_index),
                 content_type=MLS_MEDIA_TYPE,
             )
             seq = int(resp.json().get("group_seq", 0))
+            self.store.cursors.leaving[group_id] = seq
+            self.store.save_cursors()
             self.store.record(
                 GroupEvent("removed", group_id, self.client.client_id, group_seq=seq, text="left")
             )
-            self.store.forget(group_id)
         return seq
 
     async def set_role(self, group_id: bytes, user_id: str, role: str = "admin") -> None:

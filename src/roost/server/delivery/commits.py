@@ -147,7 +147,7 @@ class CommitPipeline:
         if content.epoch != row.epoch:
             if content.epoch + 1 == row.epoch and row.last_commit_hash == commit_hash:
                 return row.epoch, row.last_commit_seq  # a retried success: same answer
-            raise epoch_conflict(row.epoch, row.last_seq)
+            raise epoch_conflict(row.epoch, row.last_seq, row.last_commit_seq)
         committer_leaf, committer_user = self._committer(p, snap, pm, queue_id)
         loop = asyncio.get_running_loop()
         obs, staged = await loop.run_in_executor(
@@ -322,7 +322,7 @@ class CommitPipeline:
                 current = await self.store.find_group(conn, group_id)
                 if current is None:
                     raise Problem(404, "group_not_found", "no such group")
-                raise epoch_conflict(current.epoch, current.last_seq)
+                raise epoch_conflict(current.epoch, current.last_seq, current.last_commit_seq)
             seq, rev = written
             # The group row is locked now. Members and roles are the snapshot's unless they
             # changed since (a joiner's queue, a policy, a client gone: ``rev`` moved on).

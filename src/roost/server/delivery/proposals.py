@@ -77,7 +77,7 @@ class Proposals:
             snap = await self.store.snapshot(group_id)
             row = snap.row
             if content.epoch != row.epoch:
-                raise epoch_conflict(row.epoch, row.last_seq)
+                raise epoch_conflict(row.epoch, row.last_seq, row.last_commit_seq)
             by_leaf = snap.by_leaf()
             m = by_leaf.get(content.sender.index)  # type: ignore[arg-type]
             if m is None or m.gone or m.client_uuid != p.client_uuid:
@@ -166,10 +166,12 @@ class Proposals:
         """Store the observer with new cached proposals if nobody changed it meanwhile, and fan
         the proposal messages out (one group_seq each). None: lost the race, retry.
 
-        ``leaving``: the member at ``exclude_leaf`` proposed its own removal. Its leaf is marked
-        gone in the same transaction: the client has forgotten the group, so nothing more is
-        delivered to it, and should the proposal die uncommitted with its epoch, the homeserver
-        proposes the removal again in the next (as for a deleted account's leaves)."""
+        ``leaving``: the member at ``exclude_leaf`` proposed its own removal. The proposal goes
+        to its leaf too, as the last item it gets: what was sent before it may still be on its
+        way (between servers), and the leaving client reads it until its own proposal comes
+        back. Its leaf is marked gone in the same transaction, so nothing more is delivered to
+        it, and should the proposal die uncommitted with its epoch, the homeserver proposes
+        the removal again in the next (as for a deleted account's leaves)."""
         n = len(messages)
         async with self.db.transaction() as conn:
             last = (
@@ -190,7 +192,7 @@ class Proposals:
                     ITEM_MLS_MESSAGE,
                     msg,
                     members,
-                    exclude_leaf,
+                    None if leaving else exclude_leaf,
                 )
             if leaving and exclude_leaf is not None:
                 await self.store.mark_leaves_gone(conn, group_id, [exclude_leaf])

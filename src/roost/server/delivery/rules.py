@@ -50,13 +50,15 @@ def app_epoch_outside_window(message_epoch: int, group_epoch: int) -> bool:
     return app_epoch_refusal(message_epoch, group_epoch, 0) is not None
 
 
-def epoch_conflict(epoch: int, group_seq: int) -> Problem:
-    """A handshake for an epoch that is not the group's current one."""
+def epoch_conflict(epoch: int, group_seq: int, commit_seq: int) -> Problem:
+    """A handshake for an epoch that is not the group's current one. ``commit_seq`` is the
+    ``group_seq`` of the commit that began the current epoch: a member whose queue has not
+    brought it yet knows the commit is still on its way to it."""
     return Problem(
         409,
         "epoch_conflict",
         f"the group is at epoch {epoch}",
-        extra={"epoch": epoch, "group_seq": group_seq},
+        extra={"epoch": epoch, "group_seq": group_seq, "commit_seq": commit_seq},
     )
 
 
