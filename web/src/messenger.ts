@@ -16,7 +16,7 @@ import {
   groupName,
   joinFromWelcome,
   leaveProposal,
-  listsExternalSender,
+  externalSenders,
   members,
   pendingProposals,
   processIncoming,
@@ -487,6 +487,28 @@ export class Messenger {
     return this.externalSender;
   }
 
+  /** The ExternalSender entry whose key signs a group's notices: the homeserver of the
+   * group's domain (the part of the group id after its last '@'), listed in the group's
+   * external_senders — ours, or another domain's certified by that domain's AS. */
+  private async noticeSigner(c: Conversation): Promise<Uint8Array> {
+    const listed = externalSenders(c.state);
+    const domain = fromUtf8(fromB64u(c.id)).split("@").pop() ?? "";
+    if (domain === this.session.domain || domain === "") {
+      const entry = await this.homeExternalSender();
+      if (!listed.some((e) => b64u(e) === b64u(entry))) throw new Error("the homeserver is not this group's external sender");
+      return entry;
+    }
+    for (const entry of listed) {
+      try {
+        await this.credentials.checkExternalSender(entry, domain);
+        return entry;
+      } catch (e) {
+        if (!(e instanceof CredentialRefused)) throw e;
+      }
+    }
+    throw new Error(`the group lists no external sender certified for ${domain}`);
+  }
+
   /** A SignedNotice, if the homeserver listed in this group's external_senders signed it and it
    * names this group; anything else is dropped (logged without its content). */
   private async verifiedNotice(c: Conversation, body: Uint8Array): Promise<Notice | undefined> {
@@ -494,8 +516,7 @@ export class Messenger {
       const r = new Reader(body);
       const noticeBytes = r.opaque();
       const signature = r.opaque();
-      const entry = await this.homeExternalSender();
-      if (!listsExternalSender(c.state, entry)) throw new Error("the homeserver is not this group's external sender");
+      const entry = await this.noticeSigner(c);
       if (!(await verifyNotice(entry, noticeBytes, signature))) throw new Error("bad signature");
       const notice = JSON.parse(fromUtf8(noticeBytes)) as Notice;
       if (typeof notice.group_id !== "string" || b64u(fromB64u(notice.group_id)) !== c.id) throw new Error("it names another group");

@@ -309,11 +309,12 @@ export async function leaveProposal(state: ClientState): Promise<Uint8Array> {
   return encodeMlsMessage(r.message);
 }
 
-/** Whether the encoded ExternalSender `entry` is one of the group's `external_senders` (the
- * RFC's vector, as the homeserver's entry was put there when the group was made). */
-export function listsExternalSender(state: ClientState, entry: Uint8Array): boolean {
+/** The group's `external_senders` entries, each encoded as an ExternalSender (the RFC's
+ * vector, as the homeserver's entry was put there when the group was made). */
+export function externalSenders(state: ClientState): Uint8Array[] {
   const ext = state.groupContext.extensions.find((e) => e.extensionType === "external_senders");
-  if (ext === undefined) return false;
+  if (ext === undefined) return [];
+  const out: Uint8Array[] = [];
   try {
     const entries = new Reader(ext.extensionData).opaque();
     const list = new Reader(entries);
@@ -322,12 +323,12 @@ export function listsExternalSender(state: ClientState, entry: Uint8Array): bool
       list.opaque(); // signature_key
       list.skip(2); // credential_type: basic (identity) and x509 (certificates) are one vector each
       list.opaque();
-      if (hex(entries.subarray(start, list.offset)) === hex(entry)) return true;
+      out.push(entries.subarray(start, list.offset));
     }
   } catch {
-    return false;
+    return [];
   }
-  return false;
+  return out;
 }
 
 /** A homeserver notice's signature: SignWithLabel(external-sender key, "roost notice", notice)
