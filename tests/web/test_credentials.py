@@ -3,7 +3,9 @@
 A ``roost.client`` peer builds, with Roost's own MLS and x509 code, a group whose other
 member (itself) carries a credential the page must not accept, and invites the page's user
 to it. The Welcome is encrypted for the invitee, so the homeserver (which checks the leaves
-it sees) cannot stop it: only the page can.
+it sees) cannot stop it: only the page can. A commit adding such a member the homeserver
+would refuse, so the last test has the page's socket deliver one in place of a message the
+DS accepted, as a dishonest server could.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from roost.mls.credential import Credential
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.mls.extension_types import ExternalSender, ExternalSenders
 from roost.mls.group import Group
+from roost.mls.key_package_gen import generate_key_package
 from roost.protocol.base64url import b64u, unb64u
 from roost.protocol.commit_bundle import encode_commit_bundle
 from roost.protocol.media_types import MLS_MEDIA_TYPE
 from roost.server.auth.ca import CertificateAuthority
-from tests.e2e.helpers import member
+from tests.e2e.helpers import member, sync_until
 
 from .conftest import PASSWORD, unique
 
@@ -126,5 +129,60 @@ async def test_an_add_with_a_refused_credential_is_not_joined(web_server, browse
         assert f"Group with {who}" not in browser.call(
             "text", name="dave", selector="#conversations"
         )
+    finally:
+        await mallory.client.aclose()
+
+
+def padded_to(group: Group, length: int) -> bytes:
+    """An application message of exactly ``length`` bytes (its padding chosen to fit)."""
+    padding = 0
+    for _ in range(4):
+        message = group.encrypt(b"stand-in", padding=padding)
+        if len(message) == length:
+            return message
+        padding += length - len(message)
+    raise AssertionError("no padding fits")
+
+
+async def test_a_commit_adding_a_refused_credential_changes_nothing(web_server, browser):
+    url = web_server.url
+    mallory = member(await RoostClient.register(url, unique("mallory")))
+    await mallory.client.publish_key_packages(2)
+    try:
+        dave = unique("web")
+        who = mallory.client.state.user_id
+        browser.open("dave", url)
+        browser.call("swap_frames", name="dave")
+        assert browser.sign_in("dave", dave, PASSWORD, register=True)["error"] is None
+        browser.call("text", name="dave", selector="#status", wait_for="Online")
+        _, gid = await mallory.groups.request_connection(f"{dave}@localhost")
+        browser.call("invitations", name="dave", wait_for=who)
+        assert browser.call("accept", name="dave", **{"from": who}) == {"error": None}
+        await sync_until(mallory, lambda e: e.kind == "connected")
+
+        # A KeyPackage of "carol" whose certificate a forged localhost AS issued.
+        cs = get_cipher_suite(SUITE)
+        private, public = cs.generate_signature_key_pair()
+        fake = CertificateAuthority.generate("localhost")
+        carol = f"carol@localhost/{os.urandom(16).hex()}"
+        leaf = fake.issue_client_certificate(carol, SUITE, public, 30)
+        credential = Credential.x509([leaf, fake.certificate_der])
+        kp = generate_key_package(SUITE, credential, private).key_package
+        group = mallory.groups.group(gid)
+        policy, group.credential_policy = group.credential_policy, None  # ours would refuse it
+        commit = group.commit(add=[kp]).commit
+        group.clear_pending_commit()
+        group.credential_policy = policy
+
+        stand_in = padded_to(group, len(commit))
+        browser.call("swap", name="dave", find=stand_in.hex(), replace=commit.hex())
+        await mallory.groups.send_raw(gid, stand_in)
+        [line] = browser.call("notices", name="dave", wait_for="was refused")
+        assert line.startswith(f"A message was refused. The credential of {carol} was refused:")
+
+        # The group state did not move: the next message of the epoch reads as before.
+        await mallory.groups.send(gid, "still the same group")
+        got = browser.call("messages", name="dave", wait_for="still the same group")
+        assert [m["text"] for m in got] == ["still the same group"]
     finally:
         await mallory.client.aclose()
