@@ -156,6 +156,36 @@ const ops = {
     return {};
   },
 
+  async swap_frames({ name }) {
+    // From now on, in the realtime frames the server sends this page, each byte string given
+    // to `swap` is replaced by its (equally long) stand-in: what a dishonest server could
+    // deliver in place of what the DS accepted.
+    const pg = page(name);
+    const entry = pages.get(name);
+    entry.swaps = [];
+    await pg.routeWebSocket(/\/v1\/realtime/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage((m) => server.send(m));
+      server.onMessage((m) => {
+        if (typeof m === "string") return ws.send(m);
+        const frame = Buffer.from(m);
+        for (const [find, replace] of entry.swaps) {
+          const at = frame.indexOf(find);
+          if (at >= 0) replace.copy(frame, at);
+        }
+        ws.send(frame);
+      });
+    });
+    return {};
+  },
+
+  async swap({ name, find, replace }) {
+    const [f, r] = [Buffer.from(find, "hex"), Buffer.from(replace, "hex")];
+    if (f.length !== r.length) throw new Error("a swap keeps the length");
+    pages.get(name).swaps.push([f, r]);
+    return {};
+  },
+
   async find({ name, query }) {
     // Searches the directory; returns the people listed ("Name (user id)" or the user id).
     const pg = page(name);

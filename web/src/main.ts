@@ -82,6 +82,7 @@ function render(): void {
     invitations.append(li);
   }
   $("invitations-heading").hidden = m.invitations.size === 0;
+  $("refusals").replaceChildren(...m.refusals.map((text) => el("li", text)));
 
   const list = $("conversations");
   list.replaceChildren();

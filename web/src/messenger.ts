@@ -5,6 +5,7 @@ import type { ClientState, KeyPackage } from "ts-mls";
 
 import { ApiError, seg } from "./api.js";
 import { Reader, b64u, fromB64u, fromUtf8, utf8 } from "./bytes.js";
+import { CredentialRefused, Credentials } from "./credentials.js";
 import {
   CIPHER_SUITE,
   commitAdds,
@@ -15,12 +16,14 @@ import {
   groupName,
   joinFromWelcome,
   leaveProposal,
-  listsExternalSender,
+  externalSenders,
   members,
   pendingProposals,
   processIncoming,
   removedFromGroup,
-  senderOf,
+  senderLeaf,
+  useAuthService,
+  userOfLeaf,
   verifyNotice,
 } from "./mls.js";
 import { Realtime, type Status } from "./realtime.js";
@@ -84,6 +87,10 @@ export class Messenger {
   private stopped = false;
   /** The homeserver's encoded ExternalSender entry: the key that signs its notices. */
   private externalSender: Uint8Array | undefined;
+  /** Members' and homeservers' credentials, checked against their domain's AS. */
+  readonly credentials: Credentials;
+  /** Invitations refused for a credential, in words (shown above the conversation list). */
+  readonly refusals: string[] = [];
 
   constructor(
     readonly session: Session,
@@ -91,6 +98,8 @@ export class Messenger {
     private readonly vault: Vault | undefined,
     saved?: SavedDevice,
   ) {
+    this.credentials = new Credentials(session.api, session.domain, session.identity.certificates);
+    useAuthService(this.credentials.authService);
     if (saved === undefined) return;
     for (const c of saved.conversations) this.conversations.set(c.id, c);
     for (const i of saved.invitations) this.invitations.set(i.connectionId, i);
@@ -170,9 +179,8 @@ export class Messenger {
         s.keyPackages = keyPackages;
       }
       if (s.group === undefined) {
-        const sender = await api.json<{ external_sender: string }>("GET", `/v1/ds/external-sender?cipher_suite=${CIPHER_SUITE}`);
         const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
-        const created = await createRoostGroup(this.session.identity, groupId, fromB64u(sender.external_sender));
+        const created = await createRoostGroup(this.session.identity, groupId, await this.homeExternalSender());
         await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body });
         s.group = { id: b64u(groupId), state: created.state };
       }
@@ -197,11 +205,11 @@ export class Messenger {
   createGroup(name: string, invitees: string[]): Promise<Conversation> {
     return this.serial(async () => {
       const api = this.session.api;
-      const sender = await api.json<{ external_sender: string }>("GET", `/v1/ds/external-sender?cipher_suite=${CIPHER_SUITE}`);
+      const sender = await this.homeExternalSender();
       const keyPackages = await this.claim(invitees);
       const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
       const id = b64u(groupId);
-      const created = await createRoostGroup(this.session.identity, groupId, fromB64u(sender.external_sender), name.trim());
+      const created = await createRoostGroup(this.session.identity, groupId, sender, name.trim());
       await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body });
       let state = created.state;
       if (keyPackages.length > 0) {
@@ -318,9 +326,12 @@ export class Messenger {
     return this.serial(async () => {
       const inv = this.invitations.get(connectionId);
       if (inv === undefined) throw new Error("That invitation is gone.");
+      // The Welcome is read (and its members' credentials checked) before the server is told:
+      // a refused invitation leaves nothing changed.
+      const joined = await joinFromWelcome(inv.welcome, this.session.keyPackages);
       await this.session.api.request("POST", `/v1/connections/${seg(connectionId)}/accept`);
       this.invitations.delete(connectionId);
-      const c = await this.join(inv.welcome, inv.from);
+      const c = await this.join(joined, inv.from);
       c.connectionId = connectionId;
       await this.save();
       this.changed();
@@ -340,8 +351,8 @@ export class Messenger {
 
   /** Join from a Welcome: a connection's conversation of two, or (`group`) a group someone
    * added us to, titled by its name or, without one (e.g. made by another client), its inviter. */
-  private async join(welcome: Uint8Array, from: string, group = false): Promise<Conversation> {
-    const { state, used } = await joinFromWelcome(welcome, this.session.keyPackages);
+  private async join(joined: Awaited<ReturnType<typeof joinFromWelcome>>, from: string, group = false): Promise<Conversation> {
+    const { state, used } = joined;
     this.session.usedKeyPackage(used);
     const id = b64u(state.groupContext.groupId);
     await this.session.api.request("PUT", `/v1/groups/${id}/queue`, { json: { queue_id: this.queueId } });
@@ -417,9 +428,10 @@ export class Messenger {
       this.invitations.delete(conn); // answered on another device of ours
     } else if (e.type === "welcome" && e.payload && e.group_id && !this.conversations.has(e.group_id)) {
       try {
-        await this.join(fromB64u(e.payload), e.from ?? "", true);
+        await this.join(await joinFromWelcome(fromB64u(e.payload), this.session.keyPackages), e.from ?? "", true);
       } catch (err) {
-        if (!(err instanceof Error && err.message.includes("another device"))) throw err;
+        if (err instanceof CredentialRefused) this.refusals.push(`An invitation from ${e.from ?? "someone"} was refused. ${err.message}`);
+        else if (!(err instanceof Error && err.message.includes("another device"))) throw err;
       }
     }
   }
@@ -439,8 +451,18 @@ export class Messenger {
       return;
     }
     if (itemType !== ITEM_MLS_MESSAGE) return;
-    const from = await senderOf(c.state, body);
-    const got = await processIncoming(c.state, body);
+    const leaf = await senderLeaf(c.state, body);
+    let got;
+    try {
+      // Every sender's credential, not only those met joining: a cache hit once checked.
+      if (leaf !== undefined) await this.credentials.check(leaf.credential, leaf.signaturePublicKey);
+      got = await processIncoming(c.state, body);
+    } catch (e) {
+      if (!(e instanceof CredentialRefused)) throw e;
+      c.messages.push({ from: "", text: `A message was refused. ${e.message}`, mine: false, notice: true });
+      return;
+    }
+    const from = userOfLeaf(leaf);
     c.state = got.state;
     if (got.kind === "application") {
       if (c.status === "waiting") c.status = "active"; // a message from the peer means they joined
@@ -453,13 +475,38 @@ export class Messenger {
     }
   }
 
-  /** The homeserver's encoded ExternalSender entry (fetched once). */
+  /** The homeserver's encoded ExternalSender entry (fetched once), its certificate checked
+   * against our AS. */
   private async homeExternalSender(): Promise<Uint8Array> {
     if (this.externalSender === undefined) {
       const d = await this.session.api.json<{ external_sender: string }>("GET", `/v1/ds/external-sender?cipher_suite=${CIPHER_SUITE}`);
-      this.externalSender = fromB64u(d.external_sender);
+      const entry = fromB64u(d.external_sender);
+      await this.credentials.checkExternalSender(entry, this.session.domain);
+      this.externalSender = entry;
     }
     return this.externalSender;
+  }
+
+  /** The ExternalSender entry whose key signs a group's notices: the homeserver of the
+   * group's domain (the part of the group id after its last '@'), listed in the group's
+   * external_senders — ours, or another domain's certified by that domain's AS. */
+  private async noticeSigner(c: Conversation): Promise<Uint8Array> {
+    const listed = externalSenders(c.state);
+    const domain = fromUtf8(fromB64u(c.id)).split("@").pop() ?? "";
+    if (domain === this.session.domain || domain === "") {
+      const entry = await this.homeExternalSender();
+      if (!listed.some((e) => b64u(e) === b64u(entry))) throw new Error("the homeserver is not this group's external sender");
+      return entry;
+    }
+    for (const entry of listed) {
+      try {
+        await this.credentials.checkExternalSender(entry, domain);
+        return entry;
+      } catch (e) {
+        if (!(e instanceof CredentialRefused)) throw e;
+      }
+    }
+    throw new Error(`the group lists no external sender certified for ${domain}`);
   }
 
   /** A SignedNotice, if the homeserver listed in this group's external_senders signed it and it
@@ -469,8 +516,7 @@ export class Messenger {
       const r = new Reader(body);
       const noticeBytes = r.opaque();
       const signature = r.opaque();
-      const entry = await this.homeExternalSender();
-      if (!listsExternalSender(c.state, entry)) throw new Error("the homeserver is not this group's external sender");
+      const entry = await this.noticeSigner(c);
       if (!(await verifyNotice(entry, noticeBytes, signature))) throw new Error("bad signature");
       const notice = JSON.parse(fromUtf8(noticeBytes)) as Notice;
       if (typeof notice.group_id !== "string" || b64u(fromB64u(notice.group_id)) !== c.id) throw new Error("it names another group");

@@ -15,15 +15,18 @@ import {
   getCiphersuiteImpl,
   joinGroup,
   processMessage,
+  type AuthenticationService,
   type CiphersuiteImpl,
   type ClientState,
   type KeyPackage,
   type MLSMessage,
   type PrivateKeyPackage,
 } from "ts-mls";
+import { defaultClientConfig, type ClientConfig } from "ts-mls/clientConfig.js";
 import { createGroupInfo } from "ts-mls/createCommit.js";
 import { signWithLabel, verifyWithLabel } from "ts-mls/crypto/signature.js";
 import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
+import type { LeafNode } from "ts-mls/leafNode.js";
 import { decryptSenderData } from "ts-mls/privateMessage.js";
 import { encodeRatchetTree } from "ts-mls/ratchetTree.js";
 
@@ -42,6 +45,15 @@ export function suite(): Promise<CiphersuiteImpl> {
   suitePromise ??= getCiphersuiteImpl(getCiphersuiteFromName("MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519"));
   return suitePromise;
 }
+
+// ts-mls's default authentication service accepts every credential; the page sets its own
+// (credentials.ts) once it knows its homeserver, and every group operation runs under it.
+let config: ClientConfig = defaultClientConfig;
+export function useAuthService(authService: AuthenticationService): void {
+  config = { ...defaultClientConfig, authService };
+}
+/** The state with the page's checks (a saved state is read back with ts-mls's defaults). */
+const checked = (state: ClientState): ClientState => (state.clientConfig === config ? state : { ...state, clientConfig: config });
 
 export interface SigningKey {
   signKey: Uint8Array;
@@ -131,7 +143,7 @@ export async function createRoostGroup(
   // The extension's data is the RFC's vector `ExternalSender external_senders<V>`.
   const ext = { extensionType: "external_senders" as const, extensionData: opaque(externalSender) };
   const named = name === undefined ? [] : [{ extensionType: GROUP_NAME, extensionData: utf8(name) }];
-  const state = await createGroup(groupId, kp.publicPackage, kp.privatePackage, [ext, ...named], cs);
+  const state = await createGroup(groupId, kp.publicPackage, kp.privatePackage, [ext, ...named], cs, config);
   return { state, body: concat(await groupInfo(state), encodeRatchetTree(state.ratchetTree)) };
 }
 
@@ -143,7 +155,7 @@ export async function commitAdds(
 ): Promise<{ state: ClientState; bundle: Uint8Array; welcome: Uint8Array }> {
   const cs = await suite();
   const r = await createCommit(
-    { state, cipherSuite: cs, pskIndex: emptyPskIndex },
+    { state: checked(state), cipherSuite: cs, pskIndex: emptyPskIndex },
     {
       wireAsPublicMessage: true, // the DS reads handshakes
       ratchetTreeExtension: true,
@@ -167,7 +179,7 @@ export async function joinFromWelcome(
   const refs = new Set(welcome.secrets.map((s) => hex(s.newMember)));
   const used = held.find((k) => refs.has(k.ref));
   if (used === undefined) throw new Error("the invitation is for another device");
-  const state = await joinGroup(welcome, used.publicPackage, used.privatePackage, emptyPskIndex, await suite());
+  const state = await joinGroup(welcome, used.publicPackage, used.privatePackage, emptyPskIndex, await suite(), undefined, undefined, config);
   return { state, used };
 }
 
@@ -183,13 +195,13 @@ export async function processIncoming(state: ClientState, body: Uint8Array): Pro
   if (m.wireformat !== "mls_private_message" && m.wireformat !== "mls_public_message") {
     throw new Error(`unexpected ${m.wireformat} in a group queue`);
   }
-  const r = await processMessage(m, state, emptyPskIndex, acceptAll, await suite());
+  const r = await processMessage(m, checked(state), emptyPskIndex, acceptAll, await suite());
   if (r.kind === "applicationMessage") return { kind: "application", state: r.newState, text: r.message };
   return { kind: "handshake", state: r.newState };
 }
 
 export async function encrypt(state: ClientState, plaintext: Uint8Array): Promise<{ state: ClientState; message: Uint8Array }> {
-  const r = await createApplicationMessage(state, plaintext, await suite());
+  const r = await createApplicationMessage(checked(state), plaintext, await suite());
   return { state: r.newState, message: wrap({ wireformat: "mls_private_message", privateMessage: r.privateMessage }) };
 }
 
@@ -238,22 +250,36 @@ export function members(state: ClientState): Member[] {
   return out;
 }
 
-/** Who sent an application message (its leaf's user), read before the message is processed:
- * the sender data is encrypted under the epoch's sender-data secret. */
-export async function senderOf(state: ClientState, body: Uint8Array): Promise<string | undefined> {
+/** The leaf that sent a group message, read before the message is processed: a
+ * PrivateMessage's sender data is encrypted under the epoch's sender-data secret. */
+export async function senderLeaf(state: ClientState, body: Uint8Array): Promise<LeafNode | undefined> {
   const m = decodeMlsMessage(body, 0)?.[0];
-  if (m?.wireformat !== "mls_private_message") return undefined;
-  const pm = m.privateMessage;
-  const current = pm.epoch === state.groupContext.epoch;
-  const old = current ? undefined : state.historicalReceiverData.get(pm.epoch);
-  const secret = current ? state.keySchedule.senderDataSecret : old?.senderDataSecret;
+  let epoch: bigint;
+  let leafIndex: number | undefined;
+  if (m?.wireformat === "mls_public_message") {
+    const sender = m.publicMessage.content.sender;
+    epoch = m.publicMessage.content.epoch;
+    leafIndex = sender.senderType === "member" ? sender.leafIndex : undefined;
+  } else if (m?.wireformat === "mls_private_message") {
+    epoch = m.privateMessage.epoch;
+  } else {
+    return undefined;
+  }
+  const current = epoch === state.groupContext.epoch;
+  const old = current ? undefined : state.historicalReceiverData.get(epoch);
   const tree = current ? state.ratchetTree : old?.ratchetTree;
-  if (secret === undefined || tree === undefined) return undefined;
-  const sender = await decryptSenderData(pm, secret, await suite());
-  const node = sender === undefined ? undefined : tree[sender.leafIndex * 2];
-  if (node?.nodeType !== "leaf" || node.leaf.credential.credentialType !== "x509") return undefined;
-  return userOfCredential(node.leaf.credential.certificates);
+  if (m.wireformat === "mls_private_message") {
+    const secret = current ? state.keySchedule.senderDataSecret : old?.senderDataSecret;
+    if (secret === undefined) return undefined;
+    leafIndex = (await decryptSenderData(m.privateMessage, secret, await suite()))?.leafIndex;
+  }
+  const node = leafIndex === undefined || tree === undefined ? undefined : tree[leafIndex * 2];
+  return node?.nodeType === "leaf" ? node.leaf : undefined;
 }
+
+/** The user of a leaf, from its credential. */
+export const userOfLeaf = (leaf: LeafNode | undefined): string | undefined =>
+  leaf?.credential.credentialType === "x509" ? userOfCredential(leaf.credential.certificates) : undefined;
 
 /** Proposals received but not committed yet (e.g. the homeserver's Removes). */
 export const pendingProposals = (state: ClientState): number => Object.keys(state.unappliedProposals).length;
@@ -265,7 +291,7 @@ export const removedFromGroup = (state: ClientState): boolean => state.groupActi
 export async function commitRemoves(state: ClientState, leaves: number[]): Promise<{ state: ClientState; bundle: Uint8Array }> {
   const cs = await suite();
   const r = await createCommit(
-    { state, cipherSuite: cs, pskIndex: emptyPskIndex },
+    { state: checked(state), cipherSuite: cs, pskIndex: emptyPskIndex },
     {
       wireAsPublicMessage: true,
       ratchetTreeExtension: true,
@@ -279,15 +305,16 @@ export async function commitRemoves(state: ClientState, leaves: number[]): Promi
 /** A Remove proposal of our own leaf (leaving: any member then commits it). */
 export async function leaveProposal(state: ClientState): Promise<Uint8Array> {
   const removed = state.privatePath.leafIndex;
-  const r = await createProposal(state, true, { proposalType: "remove", remove: { removed } }, await suite());
+  const r = await createProposal(checked(state), true, { proposalType: "remove", remove: { removed } }, await suite());
   return encodeMlsMessage(r.message);
 }
 
-/** Whether the encoded ExternalSender `entry` is one of the group's `external_senders` (the
- * RFC's vector, as the homeserver's entry was put there when the group was made). */
-export function listsExternalSender(state: ClientState, entry: Uint8Array): boolean {
+/** The group's `external_senders` entries, each encoded as an ExternalSender (the RFC's
+ * vector, as the homeserver's entry was put there when the group was made). */
+export function externalSenders(state: ClientState): Uint8Array[] {
   const ext = state.groupContext.extensions.find((e) => e.extensionType === "external_senders");
-  if (ext === undefined) return false;
+  if (ext === undefined) return [];
+  const out: Uint8Array[] = [];
   try {
     const entries = new Reader(ext.extensionData).opaque();
     const list = new Reader(entries);
@@ -296,12 +323,12 @@ export function listsExternalSender(state: ClientState, entry: Uint8Array): bool
       list.opaque(); // signature_key
       list.skip(2); // credential_type: basic (identity) and x509 (certificates) are one vector each
       list.opaque();
-      if (hex(entries.subarray(start, list.offset)) === hex(entry)) return true;
+      out.push(entries.subarray(start, list.offset));
     }
   } catch {
-    return false;
+    return [];
   }
-  return false;
+  return out;
 }
 
 /** A homeserver notice's signature: SignWithLabel(external-sender key, "roost notice", notice)
