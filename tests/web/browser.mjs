@@ -421,6 +421,28 @@ const ops = {
     return r;
   },
 
+  async own_devices({ name }) {
+    // Opens "Devices" afresh (which reads the account's devices) and lists them as
+    // "fingerprint" or "fingerprint (this browser)".
+    const pg = page(name);
+    if (await pg.locator("#devices").evaluate((d) => d.open)) await pg.locator("#devices-summary").click();
+    const loads = await pg.locator("#own-devices").evaluate((l) => Number(l.dataset.loads ?? 0));
+    await pg.locator("#devices-summary").click();
+    await pg.waitForFunction((n) => Number(document.getElementById("own-devices").dataset.loads ?? 0) > n, loads);
+    return pg.locator("#own-devices li").evaluateAll((lis) =>
+      lis.map((li) => li.querySelector(".fingerprint").textContent + (li.querySelector(".current") ? " (this browser)" : "")),
+    );
+  },
+
+  async remove_device({ name, fingerprint }) {
+    const pg = page(name);
+    await pg.locator("#devices-status").evaluate((p) => (p.textContent = ""));
+    await pg.getByRole("button", { name: `Remove the device with key ${fingerprint}`, exact: true }).click();
+    const r = await outcome(pg, () => pg.locator("#devices-status").filter({ hasText: "Removed" }).waitFor({ timeout: TIMEOUT }), "#devices-error");
+    r.status = ((await pg.locator("#devices-status").textContent()) ?? "").trim();
+    return r;
+  },
+
   async log_out({ name }) {
     const pg = page(name);
     if (!(await pg.locator("#devices").evaluate((d) => d.open))) await pg.locator("#devices-summary").click();

@@ -11,6 +11,12 @@ def test_approved_browser_joins_the_users_conversations(web_server, browser):
     alice, bob = talking_pair(browser, web_server.url)
     browser.call("send", name="alice", text="before the second device")
     browser.call("messages", name="bob", wait_for="before the second device")
+    group = "Book club"
+    assert browser.call("create_group", name="alice", group=group, members=f"{bob}@localhost") == {
+        "error": None
+    }
+    browser.call("text", name="bob", selector="#conversations", wait_for=group)
+    browser.call("open_conversation", name="alice", peer=bob)
 
     # A second browser (its own storage) asks to be added to alice's account.
     browser.open("alice2", web_server.url)
@@ -25,8 +31,10 @@ def test_approved_browser_joins_the_users_conversations(web_server, browser):
     assert listed == [f"Web browser: {fingerprint}"]
     screenshot(browser, "alice", "device-approval.png")
     decided = browser.call("decide_device", name="alice", fingerprint=fingerprint, approve=True)
-    assert decided == {"error": None, "status": "The new device was added to 1 conversation."}
+    assert decided == {"error": None, "status": "The new device was added to 2 conversations."}
     assert browser.call("device_requests", name="alice") == []
+    devices = browser.call("own_devices", name="alice")
+    assert len(devices) == 2 and fingerprint in devices
 
     # The new page is signed in as alice, a client of its own, in the conversation with bob.
     assert browser.call("device_outcome", name="alice2") == {
@@ -45,10 +53,29 @@ def test_approved_browser_joins_the_users_conversations(web_server, browser):
     browser.call("messages", name="alice", wait_for="hello to both of your devices")
     browser.call("send", name="alice2", text="written on the new browser")
     got = browser.call("messages", name="bob", wait_for="written on the new browser")
-    assert got[-1] == {"from": f"{alice}@localhost", "text": "written on the new browser", "mine": False}
+    assert got[-1] == {
+        "from": f"{alice}@localhost",
+        "text": "written on the new browser",
+        "mine": False,
+    }
     browser.call("messages", name="alice", wait_for="written on the new browser")
     screenshot(browser, "bob", "conversation.png")
-    assert browser.call("conversations", name="alice2") == [{"peer": f"{bob}@localhost", "unread": 0}]
+
+    # The group too: the new device reads it under its name, with alice's role.
+    browser.call("open_conversation", name="bob", peer=group)
+    browser.call("send", name="bob", text="the group sees your new browser")
+    browser.call("open_conversation", name="alice2", peer=group)
+    browser.call("messages", name="alice2", wait_for="the group sees your new browser")
+    assert browser.call("members", name="alice2", wait_for="admin") == [
+        f"{alice}@localhost (you) · admin",
+        f"{bob}@localhost",
+    ]
+
+    # It is a device like any other: a reload signs it in again, with both conversations.
+    assert browser.call("reload", name="alice2") == {"error": None, "me": f"{alice}@localhost"}
+    assert sorted(c["peer"] for c in browser.call("conversations", name="alice2")) == sorted(
+        [f"{bob}@localhost", group]
+    )
     screenshot(browser, "alice2", "conversation-list.png")
 
     # Logging the new browser out removes that device; a reload stays signed out.
@@ -56,6 +83,11 @@ def test_approved_browser_joins_the_users_conversations(web_server, browser):
     assert out["error"] is None
     assert out["status"].startswith("Logged out: this device was removed from your account")
     assert browser.call("reload", name="alice2", signed_out=True) == {"chat": False, "error": None}
+    assert browser.call("own_devices", name="alice") == [devices[1 - devices.index(fingerprint)]]
+    # The server had it removed from the conversations; they go on without it.
+    browser.call("open_conversation", name="bob", peer=alice)
+    browser.call("send", name="bob", text="after the new browser left")
+    browser.call("messages", name="alice", wait_for="after the new browser left")
 
 
 def test_denied_request_leaves_the_browser_signed_out(web_server, browser):
@@ -63,19 +95,41 @@ def test_denied_request_leaves_the_browser_signed_out(web_server, browser):
     browser.open("alice", web_server.url)
     assert browser.sign_in("alice", alice, PASSWORD, register=True)["error"] is None
 
+    (this_browser,) = browser.call("own_devices", name="alice")
+    assert this_browser.endswith(" (this browser)")
     browser.open("other", web_server.url)
     unknown = browser.call("request_device", name="other", user=unique("nobody"))
     assert unknown["error"] == "There is no user with that id."
     asked = browser.call("request_device", name="other", user=alice)
     assert asked["error"] is None
     browser.call("device_requests", name="alice", wait_for=asked["fingerprint"])
-    decided = browser.call("decide_device", name="alice", fingerprint=asked["fingerprint"], approve=False)
+    decided = browser.call(
+        "decide_device", name="alice", fingerprint=asked["fingerprint"], approve=False
+    )
     assert decided == {"error": None, "status": "Denied: that device was not added."}
 
     assert browser.call("device_outcome", name="other") == {
         "error": "Your other device denied the request: this browser was not added to the account.",
         "chat": False,
     }
+    assert browser.call("reload", name="other", signed_out=True) == {"chat": False, "error": None}
+
+    # Asked again and approved (no conversations to add it to); then alice removes it.
+    asked = browser.call("request_device", name="other", user=alice)
+    browser.call("device_requests", name="alice", wait_for=asked["fingerprint"])
+    decided = browser.call(
+        "decide_device", name="alice", fingerprint=asked["fingerprint"], approve=True
+    )
+    assert decided == {"error": None, "status": "The new device was added to 0 conversations."}
+    assert browser.call("device_outcome", name="other")["me"] == f"{alice}@localhost"
+    devices = browser.call("own_devices", name="alice")
+    assert sorted(devices) == sorted([asked["fingerprint"], this_browser])
+    removed = browser.call("remove_device", name="alice", fingerprint=asked["fingerprint"])
+    assert removed["error"] is None
+    assert browser.call("own_devices", name="alice") == [this_browser]
+    # The removed browser cannot sign in with its stored device any more, and forgets it.
+    again = browser.call("reload", name="other")
+    assert again["error"].startswith("Could not resume your saved session")
     assert browser.call("reload", name="other", signed_out=True) == {"chat": False, "error": None}
 
     # The account's only device logs out: the browser forgets it (the server keeps it).

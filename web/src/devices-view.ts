@@ -2,7 +2,19 @@
 // existing device approves, docs/web.md), and the signed-in "Devices" panel that lists such
 // requests with their key fingerprints, approves or denies them, and logs this browser out.
 import type { Api } from "./api.js";
-import { addToConversations, approve, deny, pendingRequests, removeThisDevice, requestToJoin, waitForApproval, type DeviceRequest } from "./devices.js";
+import {
+  addToConversations,
+  approve,
+  deny,
+  ownDevices,
+  pendingRequests,
+  removeDevice,
+  removeThisDevice,
+  requestToJoin,
+  waitForApproval,
+  type DeviceRequest,
+  type OwnDevice,
+} from "./devices.js";
 import { $, el, errorText } from "./dom.js";
 import type { Messenger } from "./messenger.js";
 import type { Session } from "./session.js";
@@ -77,15 +89,32 @@ function initPanel(hooks: DeviceHooks): void {
       const key = JSON.stringify(requests);
       if (key !== shown) {
         shown = key;
-        renderRequests(hooks, m.session.api, requests, refresh);
+        renderRequests(hooks, m.session.api, requests, refreshAll);
       }
     } catch (e) {
       console.warn("could not read the device requests", e);
     }
   };
+  // The account's devices: read each time the panel opens, and after a decision.
+  const refreshDevices = async (): Promise<void> => {
+    const m = hooks.messenger();
+    if (m === undefined) return;
+    try {
+      renderOwnDevices(m, await ownDevices(m.session), refreshDevices);
+    } catch (e) {
+      $("devices-error").textContent = errorText(e);
+    } finally {
+      const list = $("own-devices");
+      list.dataset.loads = String(Number(list.dataset.loads ?? 0) + 1); // for tests: a read ended
+    }
+  };
+  const refreshAll = async (): Promise<void> => {
+    await refresh();
+    if ($<HTMLDetailsElement>("devices").open) await refreshDevices();
+  };
   setInterval(() => void refresh(), REFRESH_MS);
   $("devices").addEventListener("toggle", () => {
-    if ($<HTMLDetailsElement>("devices").open) void refresh();
+    if ($<HTMLDetailsElement>("devices").open) void refreshAll();
   });
   $("log-out").addEventListener("click", () => {
     const m = hooks.messenger();
@@ -107,6 +136,32 @@ function initPanel(hooks: DeviceHooks): void {
       .catch((e) => ($("devices-error").textContent = errorText(e)))
       .finally(() => (b.disabled = false));
   });
+}
+
+function renderOwnDevices(m: Messenger, devices: OwnDevice[], refresh: () => Promise<void>): void {
+  const list = $("own-devices");
+  list.replaceChildren();
+  for (const d of devices) {
+    const li = el("li");
+    li.append(el("span", d.fingerprint, "fingerprint"), el("span", `added ${new Date(d.createdAt * 1000).toLocaleDateString()}`));
+    if (d.current) {
+      li.append(el("span", "this browser", "current"));
+    } else {
+      const b = el("button", "Remove");
+      b.type = "button";
+      b.setAttribute("aria-label", `Remove the device with key ${d.fingerprint}`);
+      b.addEventListener("click", () => {
+        b.disabled = true;
+        $("devices-error").textContent = "";
+        removeDevice(m.session.api, d.uuid)
+          .then(() => ($("devices-status").textContent = "Removed: that device is out of the account and its conversations."))
+          .catch((e) => ($("devices-error").textContent = errorText(e)))
+          .finally(() => void refresh());
+      });
+      li.append(b);
+    }
+    list.append(li);
+  }
 }
 
 function renderRequests(hooks: DeviceHooks, api: Api, requests: DeviceRequest[], refresh: () => Promise<void>): void {

@@ -65,6 +65,7 @@ export async function waitForApproval(r: JoinRequest, cancelled: () => boolean):
     if (cancelled()) return undefined;
     if (d?.state === "approved" && d.client) return Session.start(r.domain, r.userId, d.client, r.key);
     if (d?.state === "rejected") throw new Error("Your other device denied the request: this browser was not added to the account.");
+    if (d !== undefined && d.state !== "pending") throw new Error("The request cannot be used any more. Ask again.");
     await sleep(POLL_MS);
   }
 }
@@ -130,12 +131,38 @@ export async function addToConversations(m: Messenger, client: NewClient): Promi
   return { added, failed };
 }
 
+export interface OwnDevice {
+  uuid: string;
+  fingerprint: string;
+  /** When the server made it (unix seconds). */
+  createdAt: number;
+  current: boolean;
+}
+
+/** Every device of this user, as the server lists them, this one marked. */
+export async function ownDevices(session: Session): Promise<OwnDevice[]> {
+  const me = await session.api.json<{ clients: Array<{ client_id: string; client_uuid: string; signature_key: string; created_at: number }> }>("GET", "/v1/me");
+  return Promise.all(
+    me.clients.map(async (c) => ({
+      uuid: c.client_uuid,
+      fingerprint: await fingerprint(fromB64u(c.signature_key)),
+      createdAt: c.created_at,
+      current: c.client_id === session.clientId,
+    })),
+  );
+}
+
+/** Remove a device of this user: the server drops its keys and queues and has it removed from
+ * every group (docs/api.md, `DELETE /v1/clients/{client_uuid}`). */
+export async function removeDevice(api: Api, uuid: string): Promise<void> {
+  await api.request("DELETE", `/v1/clients/${seg(uuid)}`);
+}
+
 /** Log out: remove this device from the account on the server. True when it is the user's only
  * device, which the server keeps (`409 last_client`): the browser just forgets it then. */
 export async function removeThisDevice(session: Session): Promise<boolean> {
-  const uuid = session.clientId.slice(session.clientId.lastIndexOf("/") + 1);
   try {
-    await session.api.request("DELETE", `/v1/clients/${seg(uuid)}`);
+    await removeDevice(session.api, session.clientId.slice(session.clientId.lastIndexOf("/") + 1));
     return false;
   } catch (e) {
     if (e instanceof ApiError && e.code === "last_client") return true;
