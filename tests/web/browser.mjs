@@ -406,6 +406,7 @@ const ops = {
     if (!(await pg.locator("#devices").evaluate((d) => d.open))) await pg.locator("#devices-summary").click();
     const items = pg.locator("#device-requests li");
     if (wait_for !== null) await items.filter({ hasText: wait_for }).waitFor();
+    await pg.locator("#own-devices li").first().waitFor(); // the account has one device at least
     return items.evaluateAll((lis) => lis.map((li) => `${li.querySelector(".device-name").textContent}: ${li.querySelector(".fingerprint").textContent}`));
   },
 
