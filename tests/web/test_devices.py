@@ -4,7 +4,7 @@ to the user's conversations, so it reads and writes there. A denied request sign
 
 from __future__ import annotations
 
-from .conftest import PASSWORD, screenshot, talking_pair, unique
+from .conftest import PASSWORD, screenshot, signed_in_pair, talking_pair, unique
 
 
 def test_approved_browser_joins_the_users_conversations(web_server, browser):
@@ -136,3 +136,27 @@ def test_denied_request_leaves_the_browser_signed_out(web_server, browser):
     out = browser.call("log_out", name="alice")
     assert out["error"] is None and "only device" in out["status"]
     assert browser.call("reload", name="alice", signed_out=True) == {"chat": False, "error": None}
+
+
+def test_device_added_before_the_peer_accepted(web_server, browser):
+    # alice's conversation with bob is still waiting for bob when her new browser is added.
+    alice, bob = signed_in_pair(browser, web_server.url)
+    assert browser.call("start", name="alice", peer=f"{bob}@localhost") == {"error": None}
+    browser.open("alice2", web_server.url)
+    asked = browser.call("request_device", name="alice2", user=alice)
+    browser.call("device_requests", name="alice", wait_for=asked["fingerprint"])
+    decided = browser.call(
+        "decide_device", name="alice", fingerprint=asked["fingerprint"], approve=True
+    )
+    assert decided == {"error": None, "status": "The new device was added to 1 conversation."}
+    assert browser.call("device_outcome", name="alice2")["error"] is None
+    browser.call("open_conversation", name="alice2", peer=bob)
+
+    # bob accepts the Welcome of before the Add, and then reads the Add like any commit.
+    browser.call("invitations", name="bob", wait_for=alice)
+    assert browser.call("accept", name="bob", **{"from": f"{alice}@localhost"}) == {"error": None}
+    browser.call("send", name="bob", text="accepted after your new device came")
+    browser.call("messages", name="alice2", wait_for="accepted after your new device came")
+    browser.call("messages", name="alice", wait_for="accepted after your new device came")
+    browser.call("send", name="alice2", text="and the new device answers")
+    browser.call("messages", name="bob", wait_for="and the new device answers")

@@ -1,6 +1,7 @@
-// Account and device: register or log in (each page load is a new device of the user, added
-// with the password), prove possession of the signature key for a bearer token, keep the token
-// fresh, publish KeyPackages (docs/api.md, "Authentication", "Registration and clients").
+// Account and device: register or log in (a new device of the user, added with the password,
+// or approved by another device: devices.ts), prove possession of the signature key for a
+// bearer token, keep the token fresh, publish KeyPackages (docs/api.md, "Authentication",
+// "Registration and clients").
 import { Api, ApiError } from "./api.js";
 import { b64u, concat, fromB64u, opaque, utf8 } from "./bytes.js";
 import { CIPHER_SUITE, keyPackageBatch, newSigningKey, sign, type HeldKeyPackage, type Identity, type SigningKey } from "./mls.js";
