@@ -112,7 +112,12 @@ function initPanel(hooks: DeviceHooks): void {
     await refresh();
     if ($<HTMLDetailsElement>("devices").open) await refreshDevices();
   };
-  setInterval(() => void refresh(), REFRESH_MS);
+  setInterval(() => {
+    if (!document.hidden) void refresh(); // a hidden tab catches up when it is shown again
+  }, REFRESH_MS);
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) void refresh();
+  });
   $("devices").addEventListener("toggle", () => {
     if ($<HTMLDetailsElement>("devices").open) void refreshAll();
   });
