@@ -410,6 +410,85 @@ const ops = {
     return r;
   },
 
+  async request_device({ name, user }) {
+    // "Add this browser to my account" on the log-in form: the fingerprint the page shows.
+    const pg = page(name);
+    await pg.getByLabel("User name").fill(user);
+    await pg.getByRole("button", { name: "Add this browser to my account" }).click();
+    const shown = pg.locator("#device-fingerprint").filter({ hasText: /\S/ });
+    const r = await outcome(pg, () => shown.waitFor({ timeout: TIMEOUT }), "#auth-error");
+    if (r.error === null) r.fingerprint = (await shown.textContent()).trim();
+    return r;
+  },
+
+  async device_outcome({ name }) {
+    // After a request: signed in (approved) or back at the log-in form with an error.
+    const pg = page(name);
+    const r = await outcome(pg, () => pg.locator("#chat-view").waitFor({ state: "visible", timeout: TIMEOUT }), "#auth-error");
+    r.chat = await pg.locator("#chat-view").isVisible();
+    if (r.error === null) r.me = await pg.locator("#me").textContent();
+    return r;
+  },
+
+  async device_requests({ name, wait_for = null }) {
+    // Opens "Devices" and lists the pending requests as "device name: fingerprint".
+    const pg = page(name);
+    if (!(await pg.locator("#devices").evaluate((d) => d.open))) await pg.locator("#devices-summary").click();
+    const items = pg.locator("#device-requests li");
+    if (wait_for !== null) await items.filter({ hasText: wait_for }).waitFor();
+    await pg.locator("#own-devices li").first().waitFor(); // the account has one device at least
+    return items.evaluateAll((lis) => lis.map((li) => `${li.querySelector(".device-name").textContent}: ${li.querySelector(".fingerprint").textContent}`));
+  },
+
+  async decide_device({ name, fingerprint, approve }) {
+    // "Approve" (which also adds the device to the conversations) or "Deny"; the status after.
+    const pg = page(name);
+    const label = `${approve ? "Approve" : "Deny"} the device with key ${fingerprint}`;
+    await pg.locator("#devices-status").evaluate((p) => (p.textContent = ""));
+    await pg.getByRole("button", { name: label, exact: true }).click();
+    const done = pg.locator("#devices-status").filter({ hasText: approve ? /added to|could not/ : /Denied/ });
+    const r = await outcome(pg, () => done.waitFor({ timeout: 2 * TIMEOUT }), "#devices-error");
+    r.status = ((await pg.locator("#devices-status").textContent()) ?? "").trim();
+    return r;
+  },
+
+  async own_devices({ name }) {
+    // Opens "Devices" afresh (which reads the account's devices) and lists them as
+    // "fingerprint" or "fingerprint (this browser)".
+    const pg = page(name);
+    if (await pg.locator("#devices").evaluate((d) => d.open)) await pg.locator("#devices-summary").click();
+    const loads = await pg.locator("#own-devices").evaluate((l) => Number(l.dataset.loads ?? 0));
+    await pg.locator("#devices-summary").click();
+    await pg.waitForFunction((n) => Number(document.getElementById("own-devices").dataset.loads ?? 0) > n, loads);
+    return pg.locator("#own-devices li").evaluateAll((lis) =>
+      lis.map((li) => li.querySelector(".fingerprint").textContent + (li.querySelector(".current") ? " (this browser)" : "")),
+    );
+  },
+
+  async remove_device({ name, fingerprint }) {
+    const pg = page(name);
+    await pg.locator("#devices-status").evaluate((p) => (p.textContent = ""));
+    await pg.getByRole("button", { name: `Remove the device with key ${fingerprint}`, exact: true }).click();
+    const r = await outcome(pg, () => pg.locator("#devices-status").filter({ hasText: "Removed" }).waitFor({ timeout: TIMEOUT }), "#devices-error");
+    r.status = ((await pg.locator("#devices-status").textContent()) ?? "").trim();
+    return r;
+  },
+
+  async log_out({ name }) {
+    const pg = page(name);
+    if (!(await pg.locator("#devices").evaluate((d) => d.open))) await pg.locator("#devices-summary").click();
+    await pg.getByRole("button", { name: "Log out (forget this browser)" }).click();
+    const r = await outcome(pg, () => pg.locator("#auth-view").waitFor({ state: "visible", timeout: TIMEOUT }), "#devices-error");
+    if (r.error === null) r.status = ((await pg.locator("#auth-status").textContent()) ?? "").trim();
+    return r;
+  },
+
+  async screenshot({ name, path }) {
+    // What the user sees (the viewport), as a PNG at `path`.
+    await page(name).screenshot({ path });
+    return {};
+  },
+
   async quit() {
     await browser?.close();
     return {};

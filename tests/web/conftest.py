@@ -8,9 +8,11 @@ import pytest
 
 from tests.integration.harness import ServerProcess
 
-from .driver import Browser, require
+from .driver import REPO, Browser, require
 
 PASSWORD = "correct horse battery"
+# Screenshots of the main screens, for people to look at (ignored by git; docs/images holds two).
+SCREENSHOTS = REPO / "screenshots" / "web"
 
 
 def unique(prefix: str) -> str:
@@ -50,3 +52,9 @@ def talking_pair(browser, url: str) -> tuple[str, str]:
     browser.call("invitations", name="bob", wait_for=alice)
     assert browser.call("accept", name="bob", **{"from": f"{alice}@localhost"}) == {"error": None}
     return alice, bob
+
+
+def screenshot(browser, name: str, file: str) -> None:
+    """What page ``name`` shows now, saved as ``SCREENSHOTS/file``."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.call("screenshot", name=name, path=str(SCREENSHOTS / file))

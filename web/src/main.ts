@@ -2,26 +2,13 @@
 // All text from the network goes into the DOM as text (textContent), never as markup.
 import { deleteAccount, readSettings, saveSettings, searchDirectory, type DirectoryEntry } from "./account.js";
 import { ApiError } from "./api.js";
+import { initDevices } from "./devices-view.js";
+import { $, el, errorText } from "./dom.js";
 import { Messenger, type Conversation } from "./messenger.js";
 import { members } from "./mls.js";
 import { decodeDevice, type SavedDevice } from "./saved.js";
 import { Session } from "./session.js";
 import { Vault } from "./store.js";
-
-const $ = <T extends HTMLElement>(id: string): T => {
-  const el = document.getElementById(id);
-  if (el === null) throw new Error(`missing #${id}`);
-  return el as T;
-};
-
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, text?: string, cls?: string): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  if (text !== undefined) e.textContent = text;
-  if (cls !== undefined) e.className = cls;
-  return e;
-}
-
-const errorText = (e: unknown): string => (e instanceof ApiError || e instanceof Error ? e.message : String(e));
 
 const STATUS_TEXT = {
   connecting: "Connecting…",
@@ -372,28 +359,40 @@ const confirmDelete = (show: boolean): void => {
 };
 $("delete-account").addEventListener("click", () => confirmDelete(true));
 $("delete-cancel").addEventListener("click", () => confirmDelete(false));
+/** Back to the log-in form: the device is gone on the server (or forgotten), so this page
+ * forgets it too. */
+async function signedOut(status: string): Promise<void> {
+  messenger?.stop();
+  messenger = undefined;
+  await (await vault)?.clear();
+  confirmDelete(false);
+  $<HTMLDetailsElement>("settings").open = false;
+  $("found").replaceChildren();
+  $("find-status").textContent = "";
+  $("chat-view").hidden = true;
+  $("auth-view").hidden = false;
+  $("auth-status").textContent = status;
+  $<HTMLInputElement>("user").focus();
+}
+
 $("delete-confirmed").addEventListener("click", () => {
   const m = messenger;
   if (m === undefined) return;
   const b = $<HTMLButtonElement>("delete-confirmed");
   b.disabled = true;
   deleteAccount(m.session.api)
-    .then(async () => {
-      // Gone on the server: this page forgets the device too and is back at the start.
-      m.stop();
-      messenger = undefined;
-      await (await vault)?.clear();
-      confirmDelete(false);
-      $<HTMLDetailsElement>("settings").open = false;
-      $("found").replaceChildren();
-      $("find-status").textContent = "";
-      $("chat-view").hidden = true;
-      $("auth-view").hidden = false;
-      $("auth-status").textContent = "Your account was deleted.";
-      $<HTMLInputElement>("user").focus();
-    })
+    .then(() => signedOut("Your account was deleted."))
     .catch((e) => ($("delete-error").textContent = errorText(e)))
     .finally(() => (b.disabled = false));
+});
+
+initDevices({
+  messenger: () => messenger,
+  ready: async () => {
+    if (!(await held)) throw new Error(OTHER_TAB);
+  },
+  signedIn: async (session) => signedIn(session, await vault),
+  signedOut,
 });
 
 document.addEventListener("visibilitychange", render);

@@ -238,6 +238,20 @@ export class Messenger {
     });
   }
 
+  /** One commit adding these clients to a conversation: our own user's new device, which any
+   * member may add (docs/api.md, "Own devices"). */
+  addClients(id: string, keyPackages: KeyPackage[]): Promise<void> {
+    return this.serial(async () => {
+      const c = this.conversations.get(id);
+      if (c === undefined || (c.status !== "active" && c.status !== "waiting")) throw new Error("You are no longer in this conversation.");
+      const added = await commitAdds(c.state, keyPackages);
+      await this.session.api.request("POST", `/v1/groups/${id}/commits`, { body: added.bundle });
+      c.state = added.state;
+      await this.save();
+      this.changed();
+    });
+  }
+
   /** Remove every device of `userId` from a group conversation (admins only, the DS says). */
   remove(id: string, userId: string): Promise<void> {
     return this.serial(async () => {
@@ -357,9 +371,12 @@ export class Messenger {
     const id = b64u(state.groupContext.groupId);
     await this.session.api.request("PUT", `/v1/groups/${id}/queue`, { json: { queue_id: this.queueId } });
     const name = groupName(state);
-    const title = name ?? (group ? `Group with ${from}` : from);
+    // Another device of ours added this one to a conversation of two: titled by the other user.
+    const others = [...new Set(members(state).map((m) => m.userId))].filter((u) => u !== this.session.userId);
+    const ownPair = from === this.session.userId && name === undefined && others.length === 1;
+    const title = name ?? (ownPair ? others[0] : group ? `Group with ${from}` : from);
     const c: Conversation = { id, peer: title, status: "active", messages: [], unread: 0, state };
-    if (group || name !== undefined) c.group = true;
+    if ((group && !ownPair) || name !== undefined) c.group = true;
     this.conversations.set(id, c);
     return c;
   }

@@ -1,6 +1,7 @@
-// Account and device: register or log in (each page load is a new device of the user, added
-// with the password), prove possession of the signature key for a bearer token, keep the token
-// fresh, publish KeyPackages (docs/api.md, "Authentication", "Registration and clients").
+// Account and device: register or log in (a new device of the user, added with the password,
+// or approved by another device: devices.ts), prove possession of the signature key for a
+// bearer token, keep the token fresh, publish KeyPackages (docs/api.md, "Authentication",
+// "Registration and clients").
 import { Api, ApiError } from "./api.js";
 import { b64u, concat, fromB64u, opaque, utf8 } from "./bytes.js";
 import { CIPHER_SUITE, keyPackageBatch, newSigningKey, sign, type HeldKeyPackage, type Identity, type SigningKey } from "./mls.js";
@@ -8,7 +9,7 @@ import { CIPHER_SUITE, keyPackageBatch, newSigningKey, sign, type HeldKeyPackage
 const KEY_PACKAGES = 10; // ordinary ones per batch, plus a last-resort one
 const RENEW_BEFORE_S = 60; // renew the token this long before it expires
 
-interface ClientInfo {
+export interface ClientInfo {
   client_id: string;
   credential: [string, string];
 }
@@ -61,7 +62,8 @@ export class Session {
     return s;
   }
 
-  private static async start(domain: string, userId: string, info: ClientInfo, key: SigningKey): Promise<Session> {
+  /** A device the server just made (by password, registration or approval): token, KeyPackages. */
+  static async start(domain: string, userId: string, info: ClientInfo, key: SigningKey): Promise<Session> {
     const identity = { ...key, certificates: info.credential.map(fromB64u) };
     const s = new Session(domain, userId, info.client_id, identity);
     await s.authenticate();
@@ -115,14 +117,14 @@ export class Session {
   }
 }
 
-async function homeDomain(api: Api): Promise<string> {
+export async function homeDomain(api: Api): Promise<string> {
   const d = await api.json<{ home_domain: string; cipher_suites: number[] }>("GET", "/.well-known/roost", { auth: false });
   if (!d.cipher_suites.includes(CIPHER_SUITE)) throw new ApiError(0, "unsupported_cipher_suite", "This server does not offer the cipher suite this page uses.");
   return d.home_domain;
 }
 
 /** A `ClientKey` with its proof of possession (docs/api.md, "Authentication"). */
-async function clientKey(key: SigningKey, domain: string, userId: string): Promise<object> {
+export async function clientKey(key: SigningKey, domain: string, userId: string): Promise<object> {
   const content = concat(opaque(utf8(domain)), opaque(utf8(userId)), opaque(key.publicKey));
   const proof = await sign(key, "roost client key", content);
   return { cipher_suite: CIPHER_SUITE, signature_key: b64u(key.publicKey), proof: b64u(proof) };
