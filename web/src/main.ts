@@ -2,6 +2,7 @@
 // All text from the network goes into the DOM as text (textContent), never as markup.
 import { deleteAccount, readSettings, saveSettings, searchDirectory, type DirectoryEntry } from "./account.js";
 import { ApiError } from "./api.js";
+import { fileControl, wireFileForm } from "./files.js";
 import { Messenger, type Conversation } from "./messenger.js";
 import { members } from "./mls.js";
 import { decodeDevice, type SavedDevice } from "./saved.js";
@@ -121,6 +122,7 @@ function render(): void {
       if (msg.notice === true) return el("li", msg.text, "notice");
       const li = el("li", undefined, msg.mine ? "mine" : "theirs");
       li.append(el("span", msg.mine ? "You" : msg.from, "from"), el("span", msg.text, "text"));
+      if (msg.file !== undefined) li.append(fileControl(m.session.api, m.session.domain, msg.file));
       return li;
     }),
   );
@@ -394,5 +396,7 @@ $("delete-confirmed").addEventListener("click", () => {
     .catch((e) => ($("delete-error").textContent = errorText(e)))
     .finally(() => (b.disabled = false));
 });
+
+wireFileForm(() => messenger);
 
 document.addEventListener("visibilitychange", render);
