@@ -116,7 +116,7 @@ const ops = {
       await pg.keyboard.press("Enter");
     } else {
       await box.fill(text);
-      await pg.getByRole("button", { name: "Send" }).click();
+      await pg.getByRole("button", { name: "Send", exact: true }).click();
     }
     await pg.locator("#messages li.mine .text", { hasText: text }).last().waitFor();
     return {};

@@ -34,6 +34,7 @@ from .group_events import (
     describe_commit,
     roster_clients,
 )
+from .group_name import group_name, roost_capabilities
 from .group_store import GroupStore
 from .group_sync import GroupSync, group_path
 from .history import History
@@ -115,6 +116,11 @@ class Groups:
         """The local MLS state of a group we are in (loaded from the home on first use)."""
         return self.store.group(group_id)
 
+    def group_name(self, group_id: bytes) -> str | None:
+        """The name a group's GroupContext gives it (the browser messenger names its group
+        conversations), or None."""
+        return group_name(self.group(group_id))
+
     def local_group_ids(self) -> list[bytes]:
         return self.store.local_group_ids()
 
@@ -163,6 +169,7 @@ class Groups:
                 st.signature_private,
                 group_id=new_group_id(st.home_domain),
                 extensions=[ext],
+                capabilities=roost_capabilities(st.cipher_suite),
                 credential_policy=self.client.credential_policy(),
             )
             body = encode_group_state(group.group_info(with_tree=True))
@@ -411,6 +418,7 @@ class Groups:
                     state.ratchet_tree,
                     self.client.credential,
                     st.signature_private,
+                    capabilities=roost_capabilities(st.cipher_suite),
                     credential_policy=self.client.credential_policy(),
                 )
             )
