@@ -174,7 +174,14 @@ function post(api: Api, body: Blob, progress: (sent: number) => void): Promise<{
     xhr.setRequestHeader("Content-Type", OCTET_STREAM);
     xhr.setRequestHeader("Authorization", `Bearer ${api.token}`);
     xhr.upload.onprogress = (ev) => progress(ev.loaded);
-    xhr.onload = () => (xhr.status === 201 ? resolve(JSON.parse(xhr.responseText)) : reject(problemOf(xhr)));
+    xhr.onload = () => {
+      if (xhr.status !== 201) return reject(problemOf(xhr));
+      try {
+        resolve(JSON.parse(xhr.responseText));
+      } catch {
+        reject(new ApiError(xhr.status, "malformed_answer", "The server's answer to the upload does not read."));
+      }
+    };
     xhr.onerror = () => reject(new ApiError(0, "network", "The server cannot be reached. Check your connection and try again."));
     xhr.send(body);
   });
