@@ -17,16 +17,22 @@ from tests.e2e.helpers import member, sync_until
 from .conftest import PASSWORD, unique
 
 
-def _roost(url: str, home: Path, *args: str) -> list | dict:
-    """``roost … --json`` as a user would run it; its parsed output."""
+def _roost_text(url: str, home: Path, *args: str) -> str:
+    """``roost …`` as a user would run it; what it prints."""
     script = Path(sys.executable).with_name("roost")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "roost.cli.main"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
     env["ROOST_PASSWORD"] = PASSWORD
-    argv = [*cmd, *args, "--home", str(home), "--server", url, "--json"]
+    argv = [*cmd, *args, "--home", str(home), "--server", url]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
-    return json.loads(proc.stdout) if proc.stdout.strip() else {}
+    return proc.stdout
+
+
+def _roost(url: str, home: Path, *args: str) -> list | dict:
+    """``roost … --json``; its parsed output."""
+    out = _roost_text(url, home, *args, "--json")
+    return json.loads(out) if out.strip() else {}
 
 
 async def test_browser_cli_and_python_users_in_one_named_group(web_server, browser, tmp_path):
@@ -64,6 +70,8 @@ async def test_browser_cli_and_python_users_in_one_named_group(web_server, brows
         gid = joined.group_id
         assert py.groups.group_name(gid) == group
         _roost(url, home, "group", "sync")  # the CLI joins from the Welcome
+        listed = _roost_text(url, home, "group", "list")
+        assert f"{b64u(gid)}  epoch 1" in listed and f"name '{group}'" in listed
 
         browser.call("send", name="alice", text="hello from the browser")
         _roost(url, home, "group", "send", b64u(gid), "hello from the cli")
