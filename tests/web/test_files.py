@@ -5,9 +5,11 @@ byte-exact between two pages and in both directions with a ``roost.client`` user
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from urllib.parse import urlsplit
 
 from roost.client import RoostClient
-from roost.client.assets import AssetReference, download_asset, upload_asset
+from roost.client.assets import AssetReference, delete_asset, download_asset, upload_asset
 from tests.e2e.helpers import member, sync_until
 from tests.integration.harness import ServerProcess
 
@@ -46,6 +48,21 @@ def test_a_file_round_trips_between_two_pages(web_server, browser, tmp_path):
         browser.call("download", name="alice", file="photo.bin", into=str(again))["error"] is None
     )
     assert again.read_bytes() == data
+    # Nothing left the page's origin (the saved copy is a blob: URL of the page), and no CSP
+    # violation, script error or failed request showed in the console.
+    for name in ("alice", "bob"):
+        seen = browser.call("requests", name=name)
+        origin = urlsplit(web_server.url).netloc
+        assert [
+            u
+            for u in seen["requests"]
+            if urlsplit(u).scheme != "blob" and urlsplit(u).netloc != origin
+        ] == []
+        assert [
+            c
+            for c in seen["console"]
+            if "Content Security Policy" in c or c.startswith(("error:", "pageerror"))
+        ] == []
 
 
 async def test_files_between_a_page_and_a_python_client(web_server, browser, tmp_path):
@@ -80,6 +97,19 @@ async def test_files_between_a_page_and_a_python_client(web_server, browser, tmp
         r = browser.call("download", name="alice", file="reply.bin", into=str(saved))
         assert r["error"] is None
         assert saved.read_bytes() == back
+
+        # A reference whose key does not fit, and a file its sender withdrew: said in words.
+        bad = replace(await upload_asset(bob.client, b"x" * 100, name="bad.bin"), key=bytes(32))
+        await bob.groups.send(gid, bad.to_bytes())
+        browser.call("messages", name="alice", wait_for="bad.bin")
+        r = browser.call("download", name="alice", file="bad.bin", into=str(tmp_path / "bad"))
+        assert r == {"error": "The file does not decrypt: it was damaged or tampered with."}
+        gone = await upload_asset(bob.client, b"y" * 100, name="gone.bin")
+        await delete_asset(bob.client, gone)
+        await bob.groups.send(gid, gone.to_bytes())
+        browser.call("messages", name="alice", wait_for="gone.bin")
+        r = browser.call("download", name="alice", file="gone.bin", into=str(tmp_path / "gone"))
+        assert r == {"error": "The file is no longer available: it expired or was withdrawn."}
     finally:
         await bob.client.aclose()
 
