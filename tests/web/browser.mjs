@@ -116,7 +116,7 @@ const ops = {
       await pg.keyboard.press("Enter");
     } else {
       await box.fill(text);
-      await pg.getByRole("button", { name: "Send" }).click();
+      await pg.getByRole("button", { name: "Send", exact: true }).click();
     }
     await pg.locator("#messages li.mine .text", { hasText: text }).last().waitFor();
     return {};
@@ -487,6 +487,35 @@ const ops = {
     // What the user sees (the viewport), as a PNG at `path`.
     await page(name).screenshot({ path });
     return {};
+  },
+
+  async send_file({ name, path }) {
+    // "Send a file" in the open conversation; the outcome and the progress bar's last value.
+    const pg = page(name);
+    await pg.locator("#file-status").evaluate((p) => (p.textContent = ""));
+    await pg.getByLabel("Send a file").setInputFiles(path);
+    await pg.getByRole("button", { name: "Send file" }).click();
+    const r = await outcome(pg, () => pg.locator("#file-status", { hasText: "Sent " }).waitFor({ timeout: TIMEOUT }), "#file-error");
+    r.status = ((await pg.locator("#file-status").textContent()) ?? "").trim();
+    r.progress = await pg.locator("#file-progress").evaluate((b) => (b.hidden ? null : b.value));
+    return r;
+  },
+
+  async download({ name, file, into }) {
+    // "Download <file>" on the newest message offering it, then its "Save <file>" link: the
+    // saved copy goes to `into`. Returns the status line (and the error, if any).
+    const pg = page(name);
+    const item = pg.locator("#messages li", { hasText: `File: ${file} (` }).last();
+    await item.waitFor();
+    await item.getByRole("button", { name: `Download ${file}`, exact: true }).click();
+    const link = item.getByRole("link", { name: `Save ${file}`, exact: true });
+    const status = item.locator(".file-status");
+    await Promise.race([link.waitFor(), status.filter({ hasNotText: /^(Downloading.*)?$/ }).waitFor()]);
+    const text = ((await status.textContent()) ?? "").trim();
+    if (!(await link.isVisible())) return { error: text };
+    const [download] = await Promise.all([pg.waitForEvent("download"), link.click()]);
+    await download.saveAs(into);
+    return { error: null, status: text, suggested: download.suggestedFilename() };
   },
 
   async quit() {

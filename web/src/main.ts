@@ -4,6 +4,7 @@ import { deleteAccount, readSettings, saveSettings, searchDirectory, type Direct
 import { ApiError } from "./api.js";
 import { initDevices } from "./devices-view.js";
 import { $, el, errorText } from "./dom.js";
+import { fileControl, wireFileForm } from "./files.js";
 import { Messenger, type Conversation } from "./messenger.js";
 import { members } from "./mls.js";
 import { decodeDevice, type SavedDevice } from "./saved.js";
@@ -109,6 +110,7 @@ function render(): void {
       if (msg.notice === true) return el("li", msg.text, "notice");
       const li = el("li", undefined, msg.mine ? "mine" : "theirs");
       li.append(el("span", msg.mine ? "You" : msg.from, "from"), el("span", msg.text, "text"));
+      if (msg.file !== undefined) li.append(fileControl(m.session.api, m.session.domain, msg.file));
       return li;
     }),
   );
@@ -394,5 +396,6 @@ initDevices({
   signedIn: async (session) => signedIn(session, await vault),
   signedOut,
 });
+wireFileForm(() => messenger);
 
 document.addEventListener("visibilitychange", render);

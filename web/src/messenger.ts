@@ -6,6 +6,7 @@ import type { ClientState, KeyPackage } from "ts-mls";
 import { ApiError, seg } from "./api.js";
 import { Reader, b64u, fromB64u, fromUtf8, utf8 } from "./bytes.js";
 import { CredentialRefused, Credentials } from "./credentials.js";
+import { fileLine, parseReference, referenceBytes, type AssetReference } from "./files.js";
 import {
   CIPHER_SUITE,
   commitAdds,
@@ -27,7 +28,7 @@ import {
   verifyNotice,
 } from "./mls.js";
 import { Realtime, type Status } from "./realtime.js";
-import { encodeDevice, type SavedConversation, type SavedDevice, type SavedInvitation } from "./saved.js";
+import { encodeDevice, type SavedConversation, type SavedDevice, type SavedInvitation, type SavedMessage } from "./saved.js";
 import type { Session } from "./session.js";
 import type { Vault } from "./store.js";
 
@@ -382,17 +383,26 @@ export class Messenger {
   }
 
   send(id: string, text: string): Promise<void> {
+    return this.post(id, utf8(text), { from: this.session.userId, text, mine: true });
+  }
+
+  /** Send an uploaded file's reference (files.ts), as roost.client does: the JSON is the message. */
+  sendFile(id: string, ref: AssetReference): Promise<void> {
+    return this.post(id, referenceBytes(ref), { from: this.session.userId, text: fileLine(ref), mine: true, file: ref });
+  }
+
+  private post(id: string, payload: Uint8Array, message: SavedMessage): Promise<void> {
     return this.serial(async () => {
       const c = this.conversations.get(id);
       if (c === undefined) throw new Error("No such conversation.");
-      const out = await encrypt(c.state, utf8(text));
+      const out = await encrypt(c.state, payload);
       c.state = out.state; // a ratchet generation is never used twice, even if the send fails
       await this.save();
       await this.session.api.request("POST", `/v1/groups/${id}/messages`, {
         body: out.message,
         headers: { "Roost-Message-Id": b64u(crypto.getRandomValues(new Uint8Array(16))) },
       });
-      c.messages.push({ from: this.session.userId, text, mine: true });
+      c.messages.push(message);
       await this.save();
       this.changed();
     });
@@ -483,7 +493,8 @@ export class Messenger {
     c.state = got.state;
     if (got.kind === "application") {
       if (c.status === "waiting") c.status = "active"; // a message from the peer means they joined
-      c.messages.push({ from: from ?? c.peer, text: fromUtf8(got.text), mine: false });
+      const file = parseReference(got.text);
+      c.messages.push({ from: from ?? c.peer, text: file ? fileLine(file) : fromUtf8(got.text), mine: false, file });
       if (this.openId !== c.id || document.hidden) c.unread += 1;
     } else if (removedFromGroup(c.state)) {
       c.status = "removed";

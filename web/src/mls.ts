@@ -37,7 +37,8 @@ const LAST_RESORT = 10; // RFC 9420 section 17.3 KeyPackage extension type
 const KEY_PACKAGE_DAYS = 30; // the directory takes at most 90
 // A group conversation's name: a GroupContext extension of the private-use range (RFC 9420
 // section 17.3), UTF-8. Every leaf of this page lists it, as members require of a GroupContext
-// extension (section 12.1.7); clients that do not list it cannot be added to a named group.
+// extension (section 12.1.7); roost.client lists it too. Clients that do not list it cannot be
+// added to a named group.
 const GROUP_NAME = 0xf0a1;
 
 let suitePromise: Promise<CiphersuiteImpl> | undefined;

@@ -5,6 +5,7 @@ import { decodeGroupState, decodeMlsMessage, encodeGroupState, encodeMlsMessage,
 import { defaultClientConfig } from "ts-mls/clientConfig.js";
 
 import { b64u, fromB64u, fromUtf8, utf8 } from "./bytes.js";
+import type { AssetReference } from "./files.js";
 import type { HeldKeyPackage, Identity } from "./mls.js";
 
 const VERSION = 1;
@@ -15,6 +16,8 @@ export interface SavedMessage {
   mine: boolean;
   /** A line from a verified homeserver notice (a member renamed, an account deleted). */
   notice?: boolean;
+  /** A file message: the reference (with its key) to download and decrypt it. */
+  file?: AssetReference;
 }
 
 export interface SavedConversation {

@@ -76,8 +76,15 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
         return emit(out, f"created group {out['group_id']} (epoch {out['epoch']})")
     if action == "list":
         groups = await g.list()
+        local = set(g.local_group_ids())
+
+        def named(gid: bytes) -> str:  # the name a page gave the group, if we hold its state
+            name = g.group_name(gid) if gid in local else None
+            return "" if name is None else f"  name {name!r}"
+
         lines = [
             f"{b64u(s.group_id)}  epoch {s.epoch}  seq {s.group_seq}  roles {s.roles}"
+            + named(s.group_id)
             for s in groups
         ]
         return emit(groups, lines or "no groups")

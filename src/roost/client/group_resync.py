@@ -26,6 +26,7 @@ from .client import RoostClient
 from .credential_policy import member_client_id
 from .errors import RoostError
 from .group_events import GroupEvent
+from .group_name import roost_capabilities
 from .group_store import GroupStore
 
 if TYPE_CHECKING:
@@ -141,6 +142,7 @@ class GroupResync:
                 state.ratchet_tree,
                 self.client.credential,
                 self.client.state.signature_private,
+                capabilities=roost_capabilities(self.client.state.cipher_suite),
                 remove_prior=int(my_leaf),
                 credential_policy=self.client.credential_policy(),
             )

@@ -34,6 +34,7 @@ from .group_events import (
     describe_commit,
     roster_clients,
 )
+from .group_name import group_name, roost_capabilities
 from .group_store import GroupStore
 from .group_sync import GroupSync, group_path
 from .history import History
@@ -121,6 +122,11 @@ class Groups:
             raise RoostError(0, "unknown_group", f"left group {group_id!r}")
         return self.store.group(group_id)
 
+    def group_name(self, group_id: bytes) -> str | None:
+        """The name a group's GroupContext gives it (the browser messenger names its group
+        conversations), or None."""
+        return group_name(self.group(group_id))
+
     def local_group_ids(self) -> list[bytes]:
         return [g for g in self.store.local_group_ids() if not self.store.leaving(g)]
 
@@ -173,6 +179,7 @@ class Groups:
                 st.signature_private,
                 group_id=new_group_id(st.home_domain),
                 extensions=[ext],
+                capabilities=roost_capabilities(st.cipher_suite),
                 credential_policy=self.client.credential_policy(),
             )
             body = encode_group_state(group.group_info(with_tree=True))
@@ -456,6 +463,7 @@ class Groups:
                     state.ratchet_tree,
                     self.client.credential,
                     st.signature_private,
+                    capabilities=roost_capabilities(st.cipher_suite),
                     credential_policy=self.client.credential_policy(),
                 )
             )

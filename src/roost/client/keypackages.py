@@ -18,6 +18,7 @@ from roost.protocol.media_types import MLS_MEDIA_TYPE
 from .credential_policy import CredentialChecks
 from .credentials import certificate_client_ids, verify_chain, verify_client_credential
 from .errors import CredentialError, RoostError
+from .group_name import roost_capabilities
 from .models import KeyPackageCount, PublishResult
 from .session import segment, user_path
 from .state import KeyPackageSecrets
@@ -48,6 +49,7 @@ class KeyPackagesApi(CredentialChecks):
                 credential,
                 self.state.signature_private,
                 lifetime=lifetime,
+                capabilities=roost_capabilities(self.state.cipher_suite),
                 last_resort=i >= count - last_resort,
             )
             kp = bundle.key_package
