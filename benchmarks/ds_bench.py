@@ -309,22 +309,26 @@ BENCH_LIMITS = {
 
 
 @contextlib.asynccontextmanager
-async def bench_server(engine: str, postgres_url: str) -> AsyncIterator[EmbeddedServer]:
+async def bench_server(
+    engine: str, postgres_url: str, *, db_name: str = "", port: int | None = None
+) -> AsyncIterator[EmbeddedServer]:
     """A real ``roost serve`` with the rate limits lifted: SQLite in a temporary directory, or
-    PostgreSQL in a throw-away database on ``postgres_url`` (dropped afterwards)."""
+    PostgreSQL in a throw-away database on ``postgres_url`` (``db_name``, default a random one;
+    dropped afterwards); on ``port`` (default: a free one)."""
     extra = dict(BENCH_LIMITS)
-    db_name = ""
     if engine == "postgresql":
-        db_name = f"roost_bench_{uuid.uuid4().hex[:10]}"
+        db_name = db_name or f"roost_bench_{uuid.uuid4().hex[:10]}"
         await _pg_admin(postgres_url, f'CREATE DATABASE "{db_name}"')
         parts = urlsplit(postgres_url)
         extra["ROOST_DATABASE_URL"] = urlunsplit(parts._replace(path="/" + db_name))
-    elif engine != "sqlite":
+    elif engine == "sqlite":
+        db_name = ""  # nothing to create or drop
+    else:
         raise ValueError(f"unknown engine {engine!r} (sqlite, postgresql)")
     try:
         with (
             tempfile.TemporaryDirectory(prefix="roost-bench-") as tmp,
-            embedded_server(Path(tmp), extra_env=extra) as srv,
+            embedded_server(Path(tmp), extra_env=extra, port=port) as srv,
         ):
             yield srv
     finally:

@@ -44,11 +44,16 @@ class EmbeddedServer:
 
 @contextmanager
 def embedded_server(
-    data_dir: Path, *, quiet: bool = True, extra_env: dict[str, str] | None = None
+    data_dir: Path,
+    *,
+    quiet: bool = True,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[EmbeddedServer]:
     """Run ``roost db upgrade`` and ``roost serve`` in ``data_dir`` (SQLite there unless
-    ``extra_env`` names a database) on a free loopback port; yield its URL and process id."""
-    port = _free_port()
+    ``extra_env`` names a database) on ``port`` (default: a free loopback port); yield its URL
+    and process id."""
+    port = port or _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
     env.update(
         {

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..auth.token_cache import TokenCache, token_cache
 from ..queues.service import WakeUp
 from ..store.engine import BEFORE_COMMIT, before_commit
+from ..store.pg_driver import pg_driver
 from .hub import Hub
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ MAX_PAYLOAD = 7900  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
 APPLICATION_NAME = "roost-realtime-listen"
 _BATCH = "roost_pg_notify_batch"
 _NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+_NOTIFY_ON_DRIVER = "SELECT pg_notify($1, $2)"
 
 # Event kinds on the wire: [kind, ...] inside {"o": origin, "e": [...]}.
 _ITEM, _ACK, _CLIENT_GONE, _USER_GONE = "q", "a", "c", "u"
@@ -142,8 +144,11 @@ class PgBridge:
             await self._notify_now(conn, entry[1])
 
     async def _notify_now(self, conn: AsyncConnection, events: list[list[Any]]) -> None:
+        # On the asyncpg connection, in the same transaction: through SQLAlchemy's execution
+        # path it cost about as much again as the NOTIFY (once per send batch and ack write).
+        driver = await pg_driver(conn)
         for payload in encode_batches(self.origin, events):
-            await conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})
+            await driver.execute(_NOTIFY_ON_DRIVER, CHANNEL, payload)
 
     # ---- receiving ------------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
 """Push service: registrations, the decision to push, coalescing and the background sender.
 
 Flow: the QueueService tells ``on_wake`` about every committed enqueue (synchronously, after
-commit, on the request path), which only drops the wake-up into a bounded queue. A single
-background task resolves the target clients, applies the policy, coalesces per client, skips
-clients connected over realtime (to this process: the hub; to another process on the same
-PostgreSQL: notify/presence.py, one indexed read just before a push would go out) and sends.
+commit, on the request path), which ignores a group-queue item for a client connected to this
+process (the hub) and drops the rest into a bounded queue. A single background task resolves
+the target clients, applies the policy, coalesces per client, skips clients connected over
+realtime (to this process: the hub again, as the client may have connected since; to another
+process on the same PostgreSQL: notify/presence.py, one indexed read just before a push would
+go out) and sends.
 Nothing here ever blocks or fails a request.
 """
 
@@ -255,7 +257,13 @@ class PushService:
     # ---- wake-ups ----------------------------------------------------------------------------
 
     def on_wake(self, wake: WakeUp) -> None:
-        """QueueService listener (after commit, request path): hand over, never block."""
+        """QueueService listener (after commit, request path): hand over, never block.
+
+        A group-queue item for a client connected to this process is dropped at once: its
+        socket delivers it. That is most wake-ups under load (one per member per message), and
+        each one queued cost the background task a wake-up and an item decode for nothing."""
+        if wake.queue_id is not None and self.is_connected(wake.owner):
+            return
         try:
             self._queue.put_nowait(wake)
         except asyncio.QueueFull:
