@@ -429,3 +429,30 @@ async def test_a_client_receives_while_its_own_send_is_in_flight(users):
     assert alice.messages(gid) == [(bob.client_id, "from bob")]
     await bob.sync()
     assert bob.messages(gid)[-1] == (alice.client_id, "from alice")
+
+
+async def test_auto_commit_commits_proposals_a_listener_received(users):
+    """alice's listener (which does not commit) reads carol's leave; alice's next
+    ``sync(auto_commit=True)`` brings nothing new, yet commits the leave still pending."""
+    alice, bob, _, carol = await _trio(users)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id, carol.user_id])
+    await sync_all(bob, carol)
+    seen: list = []
+    stop = asyncio.Event()
+    listener = asyncio.create_task(alice.groups.listen(seen.append, stop=stop))
+    try:
+        await carol.groups.leave(gid)
+        for _ in range(100):
+            if any(e.kind == "proposal" for e in seen):
+                break
+            await asyncio.sleep(0.1)
+        assert [e.kind for e in seen] == ["proposal"], seen
+    finally:
+        stop.set()
+        await asyncio.wait_for(listener, 30)
+    events = await alice.groups.sync(auto_commit=True)
+    assert [e.kind for e in events] == ["commit"], events
+    assert carol.client_id not in roster_clients(alice.groups.group(gid)).values()
+    await sync_all(bob)
+    assert _agree(gid, alice, bob)

@@ -557,14 +557,15 @@ class Groups:
     ) -> builtins.list[GroupEvent]:
         """Process everything waiting in our group queue (in order), then join from any new
         Welcome (then what that brought), and ack it. With ``auto_commit``, proposals received
-        (leaves, the homeserver's Removes) are then committed (``commit_pending``); if that
+        (leaves, the homeserver's Removes; also those still pending from before, e.g. read
+        by a ``listen`` without it) are then committed (``commit_pending``); if that
         fails, the error is raised and the events wait for the next call. Returns what
         happened, oldest first, beginning with what our commits' catch-ups processed since the
         last call."""
         events = await self._sync.sync(limit)
         if auto_commit:
             try:
-                for gid in sorted({e.group_id for e in events if e.kind == "proposal"}):
+                for gid in self._to_commit(events):
                     event = await self.commit_pending(gid)
                     if event is not None:
                         events.append(event)
@@ -573,6 +574,14 @@ class Groups:
                 self._sync.hold(events)
                 raise
         return events
+
+    def _to_commit(self, events: Iterable[GroupEvent]) -> builtins.list[bytes]:
+        """The groups an auto-commit commits: those ``events`` brought proposals for, and any
+        other group in use whose proposals still wait (received by a ``listen`` that does not
+        commit, or left by a commit that failed)."""
+        gids = {e.group_id for e in events if e.kind == "proposal"}
+        gids.update(gid for gid, g in self.store.groups.items() if g.pending_proposal_refs())
+        return sorted(g for g in gids if not self.store.leaving(g))
 
     async def handle_queue_message(self, seq: int, payload: bytes) -> builtins.list[GroupEvent]:
         """Process one item of our group queue delivered by other means (e.g. the realtime
@@ -603,7 +612,7 @@ class Groups:
 
         async def emit(events: list[GroupEvent]) -> None:
             if auto_commit:  # commit what was proposed (leaves, the homeserver's Removes)
-                for gid in sorted({e.group_id for e in events if e.kind == "proposal"}):
+                for gid in self._to_commit(events):
                     event = await self.commit_pending(gid)
                     if event is not None:
                         events = [*events, event]
