@@ -29,23 +29,8 @@ OPS = 300
 
 # Failures this test found that are not fixed yet. While any is listed, a failing seed is
 # reported as an expected failure (xfail) whose reason carries its first failures; remove an
-# entry once it is fixed. The first two need items of a group still on their way between servers
-# (held by a block, a peer down or a delivery retry) when the member acts; seeds 27 and 30 show
-# them (each in some runs, not all).
-OPEN_FINDINGS = [
-    # ``Groups.leave`` forgets the group at once: messages sent before the leave that have not
-    # reached the leaving client yet arrive for a group it no longer holds ("message for a
-    # group we are not in") and are lost to it.
-    "a leaving client loses the messages still on their way to it",
-    # ``Groups._commit`` on ``epoch_conflict``: when the queue has not brought the winning
-    # commit yet, the client rejoins by external commit at once instead of waiting for the
-    # items on their way; when they arrive they are of past epochs and unreadable.
-    "a commit rejoins instead of waiting for the items on their way",
-    # Seen in full CI runs only (seed 1 twice, seed 3 once before the two above were known):
-    # one message missed with nothing rejected; whether it is one of the two above is not
-    # known (those runs did not print the failures).
-    "a client misses single messages with nothing rejected",
-]
+# entry once it is fixed. None is open: a failing seed fails the suite.
+OPEN_FINDINGS: list[str] = []
 
 
 @pytest.fixture(scope="module")
