@@ -38,7 +38,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +307,10 @@ def table(
     return "\n".join(lines)
 
 
+def progress(what: str) -> None:
+    print(what, file=sys.stderr)
+
+
 async def run(a: argparse.Namespace) -> str:
     load0 = os.getloadavg()
     async with bench_server("sqlite", "", port=a.port or None) as srv:
@@ -316,15 +319,14 @@ async def run(a: argparse.Namespace) -> str:
         browser = await asyncio.to_thread(Browser)
         try:
             pages = Pages(browser, srv.url)
-            step: Callable[[str], None] = lambda s: print(s, file=sys.stderr)  # noqa: E731
-            step("first loads")
+            progress("first loads")
             first = await first_loads(pages, a.loads, a.warmup)
-            step("page to page")
+            progress("page to page")
             await talking_pages(pages, "alice", "bob")
             p2p = await page_to_page(pages, "alice", "bob", a.messages, a.warmup)
-            step("signed-in reloads")
+            progress("signed-in reloads")
             resumed = await signed_in_reloads(pages, "bob", a.loads, a.warmup)
-            step("page and roost.client")
+            progress("page and roost.client")
             py = await page_and_python(pages, srv.url, "carol", a.messages, a.warmup)
             version = browser.version
         finally:
