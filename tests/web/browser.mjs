@@ -30,6 +30,25 @@ async function outcome(pg, success, errorSelector) {
   return { error: text.trim() || null };
 }
 
+// For benchmarks/web_bench.py (pages opened with `timing`): on every load, the time since
+// navigation start (performance.now()) at which the user could first see each milestone:
+// "form" the sign-in form with the page's script run (DOMContentLoaded: the deferred script
+// has attached its handlers), "list" the conversation list with a conversation in it, "online"
+// the realtime status "Online".
+const LOAD_MARKS = `(() => {
+  const marks = (window.__roostMarks = {});
+  const check = () => {
+    const chat = document.getElementById("chat-view");
+    if (marks.list === undefined && chat && !chat.hidden && document.querySelector("#conversations button.conversation")) marks.list = performance.now();
+    if (marks.online === undefined && document.getElementById("status")?.dataset.status === "online") marks.online = performance.now();
+  };
+  new MutationObserver(check).observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
+  document.addEventListener("DOMContentLoaded", () => {
+    if (document.getElementById("auth-view")?.hidden === false) marks.form = performance.now();
+    check();
+  });
+})();`;
+
 const ops = {
   async launch({ executable }) {
     browser = await chromium.launch({
@@ -40,8 +59,9 @@ const ops = {
     return { version: browser.version() };
   },
 
-  async open({ name, url, width = 1280, height = 800 }) {
+  async open({ name, url, width = 1280, height = 800, timing = false }) {
     const context = await browser.newContext({ viewport: { width, height } });
+    if (timing) await context.addInitScript(LOAD_MARKS);
     const pg = await context.newPage();
     const entry = { context, page: pg, requests: [], console: [], tokens: new Set() };
     pg.on("request", (r) => {
@@ -516,6 +536,74 @@ const ops = {
     const [download] = await Promise.all([pg.waitForEvent("download"), link.click()]);
     await download.saveAs(into);
     return { error: null, status: text, suggested: download.suggestedFilename() };
+  },
+
+  async timed_load({ name, reload = false, no_cache = false, until }) {
+    // For benchmarks: reload (or take the load `open` made) and wait for the LOAD_MARKS named
+    // in `until`; returns them (ms since navigation start) and the bytes the load fetched.
+    // `no_cache`: the HTTP cache is bypassed from now on (a cold load, stored data kept).
+    const entry = pages.get(name);
+    const pg = entry.page;
+    if (no_cache !== (entry.noCache ?? false)) {
+      entry.cdp ??= await entry.context.newCDPSession(pg);
+      await entry.cdp.send("Network.enable");
+      await entry.cdp.send("Network.setCacheDisabled", { cacheDisabled: no_cache });
+      entry.noCache = no_cache;
+    }
+    if (reload) await pg.reload();
+    await pg.waitForFunction((keys) => keys.every((k) => window.__roostMarks?.[k] !== undefined), until);
+    return pg.evaluate(() => {
+      const nav = performance.getEntriesByType("navigation")[0];
+      const all = [nav, ...performance.getEntriesByType("resource")];
+      return {
+        marks: window.__roostMarks,
+        dom_content_loaded: nav.domContentLoadedEventEnd,
+        transferred: all.reduce((n, e) => n + (e.transferSize ?? 0), 0),
+      };
+    });
+  },
+
+  async watch_text({ name, text }) {
+    // For benchmarks: from now on the page notes the time (Date.now(), ms since the epoch)
+    // at which a message with exactly this text first appears in the open conversation.
+    await page(name).evaluate((text) => {
+      const seen = (window.__roostSeen ??= {});
+      delete seen[text];
+      const check = () => {
+        if (seen[text] !== undefined) return true;
+        for (const t of document.querySelectorAll("#messages li .text")) {
+          if (t.textContent === text) {
+            seen[text] = Date.now();
+            return true;
+          }
+        }
+        return false;
+      };
+      if (check()) return;
+      const observer = new MutationObserver(() => check() && observer.disconnect());
+      observer.observe(document.getElementById("messages"), { subtree: true, childList: true, characterData: true });
+    }, text);
+    return {};
+  },
+
+  async seen_text({ name, text, timeout = TIMEOUT }) {
+    // When the text watched by `watch_text` appeared (waiting for it).
+    const pg = page(name);
+    await pg.waitForFunction((text) => window.__roostSeen?.[text] !== undefined, text, { timeout });
+    return pg.evaluate((text) => window.__roostSeen[text], text);
+  },
+
+  async timed_send({ name, text }) {
+    // For benchmarks: types the message, clicks "Send" and returns when the click reached
+    // the page (Date.now()); the message is sent after the click, so this returns at once.
+    const pg = page(name);
+    await pg.getByLabel("Message", { exact: true }).fill(text);
+    await pg.evaluate(() => {
+      window.__roostClick = undefined;
+      document.addEventListener("click", () => (window.__roostClick = Date.now()), { capture: true, once: true });
+    });
+    await pg.getByRole("button", { name: "Send", exact: true }).click();
+    return pg.evaluate(() => window.__roostClick);
   },
 
   async quit() {

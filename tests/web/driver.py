@@ -59,7 +59,7 @@ class Browser:
             cwd=REPO,
         )
         self._next = 0
-        self.call("launch", executable=CHROMIUM)
+        self.version: str = self.call("launch", executable=CHROMIUM)["version"]
 
     def call(self, op: str, **args: Any) -> Any:
         assert self.proc.stdin is not None and self.proc.stdout is not None
