@@ -22,7 +22,7 @@ import pytest
 from tests.integration.harness import ServerProcess
 from tests.push_services.process import StandIn
 
-from .conftest import talking_pair, unique
+from .conftest import screenshot, talking_pair, unique
 
 WINDOW = 1  # push_coalesce_seconds of the server under test
 QUIET_WAIT = 4.0  # how long a muted conversation must stay silent (several windows)
@@ -101,6 +101,7 @@ def test_a_push_shows_a_notification_and_a_muted_conversation_sends_none(
     assert on["error"] is None
     assert on["status"] == "Notifications are on."
     assert on["subscribed_with"] == vapid_key  # the page subscribed with the server's key
+    screenshot(browser, "bob", "notifications.png")
     browser.call("close_settings", name="bob")
     assert browser.call("notification_settings", name="bob")["on"] is True  # read back
 
