@@ -34,6 +34,10 @@ function fill(select: HTMLSelectElement, choices: Array<[string, string]>, value
 
 /** The open conversation's policy select: "Default" or one of the server's policies. */
 export function showConversationPolicy(m: Messenger, c: Conversation): void {
+  // Only a member has a policy: not after leaving, being removed or the group's deletion.
+  const member = c.status === "active" || c.status === "waiting";
+  $("conversation-notify-row").hidden = !member;
+  if (!member) return;
   const select = $<HTMLSelectElement>("conversation-notify");
   const value = c.notify ?? "";
   const known = [...select.options].map((o) => o.value);
