@@ -1,4 +1,4 @@
-// Builds the page into ../src/roost/web/static (index.html, app.js, app.css, favicon.svg), deterministically:
+// Builds the page into ../src/roost/web/static (index.html, app.js, sw.js, app.css, favicon.svg), deterministically:
 // the same sources and node_modules always give the same bytes (tests/web checks the committed
 // bundle against a fresh build). Usage: `npm ci && npm run build` in web/.
 import { copyFileSync, mkdirSync } from "node:fs";
@@ -25,5 +25,18 @@ await build({
   // ts-mls loads these only for cipher suites other than 1 (optional peer dependencies, not
   // installed): they stay out of the bundle.
   external: ["@noble/curves/*", "@noble/post-quantum/*", "@hpke/dhkem-x448", "@hpke/ml-kem", "@hpke/hybridkem-x-wing", "@hpke/chacha20poly1305"],
+});
+// The service worker is a script of its own, served as /sw.js so that its scope is the whole page.
+await build({
+  entryPoints: [join(here, "src", "sw.ts")],
+  outfile: join(out, "sw.js"),
+  bundle: true,
+  format: "iife",
+  platform: "browser",
+  target: "es2022",
+  minify: true,
+  sourcemap: false,
+  charset: "utf8",
+  logLevel: "warning",
 });
 for (const name of ["index.html", "app.css", "favicon.svg"]) copyFileSync(join(here, name), join(out, name));

@@ -606,6 +606,118 @@ const ops = {
     return pg.evaluate(() => window.__roostClick);
   },
 
+  async allow_notifications({ name, origin }) {
+    // The user allows notifications for the site (what the browser's prompt would ask).
+    await pages.get(name).context.grantPermissions(["notifications"], { origin });
+    return {};
+  },
+
+  async stand_in_push_service({ name, endpoint, keys }) {
+    // Headless Chromium has no push service (Playwright's contexts are incognito, where Chrome
+    // refuses the Push API; a persistent profile waits forever for Google's): the page's
+    // PushManager hands out a subscription of the test's stand-in instead, with its endpoint
+    // and keys. Everything else (permission, service worker, PUT /v1/push) is the page's own.
+    await page(name).evaluate(({ endpoint, keys }) => {
+      let sub = null;
+      PushManager.prototype.getSubscription = async () => sub;
+      PushManager.prototype.subscribe = async (options) => {
+        const key = new Uint8Array(options.applicationServerKey);
+        window.roostSubscribedWith = btoa(String.fromCharCode(...key)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+        sub = { endpoint, options: { applicationServerKey: key.buffer, userVisibleOnly: options.userVisibleOnly }, toJSON: () => ({ endpoint, keys }), unsubscribe: async () => ((sub = null), true) };
+        return sub;
+      };
+    }, { endpoint, keys });
+    return {};
+  },
+
+  async notification_settings({ name, on = null, policy = null }) {
+    // Settings, "Notifications": waits for the server's values, changes what is given and
+    // saves; returns what the form shows then (and the key the page subscribed with).
+    const pg = page(name);
+    const form = pg.locator("#notify-form");
+    if (!(await pg.locator("#settings").evaluate((d) => d.open))) {
+      const loads = await form.evaluate((f) => Number(f.dataset.loads ?? 0));
+      await pg.getByText("Settings", { exact: true }).click();
+      await pg.waitForFunction((n) => Number(document.getElementById("notify-form").dataset.loads ?? 0) > n, loads);
+    }
+    let error = null;
+    if (on !== null || policy !== null) {
+      if (on !== null) await pg.getByLabel("Notify me of new messages while Roost is closed").setChecked(on);
+      if (policy !== null) await pg.getByLabel("Notifications for conversations (default)").selectOption({ label: policy });
+      await pg.getByRole("button", { name: "Save notifications" }).click();
+      error = (await outcome(pg, () => pg.locator("#notify-status").filter({ hasText: /\S/ }).waitFor({ timeout: TIMEOUT }), "#notify-error")).error;
+    }
+    const select = pg.getByLabel("Notifications for conversations (default)");
+    return {
+      error,
+      status: ((await pg.locator("#notify-status").textContent()) ?? "").trim(),
+      on: await pg.locator("#notify-on").isChecked(),
+      policy: await select.evaluate((s) => s.selectedOptions[0]?.textContent ?? null),
+      policies: await select.evaluate((s) => [...s.options].map((o) => o.textContent)),
+      subscribed_with: await pg.evaluate(() => window.roostSubscribedWith ?? null),
+    };
+  },
+
+  async conversation_notify({ name, policy = null }) {
+    // The open conversation's "Notifications for this conversation": picks `policy` (an
+    // option's text) and waits until the page has told the server; returns the choices.
+    const pg = page(name);
+    const select = pg.getByLabel("Notifications for this conversation");
+    await pg.waitForFunction(() => document.getElementById("conversation-notify").options.length > 1);
+    let error = null;
+    if (policy !== null) {
+      await select.selectOption({ label: policy });
+      await pg.waitForFunction(() => !document.getElementById("conversation-notify").disabled);
+      error = ((await pg.locator("#conversation-notify-error").textContent()) ?? "").trim() || null;
+    }
+    return {
+      error,
+      policy: await select.evaluate((s) => s.selectedOptions[0]?.textContent ?? null),
+      choices: await select.evaluate((s) => [...s.options].map((o) => o.textContent)),
+    };
+  },
+
+  async leave_origin({ name }) {
+    // The user navigates away: no page of the origin is open any more (its socket closes);
+    // the browser context, with its service worker, stays.
+    await page(name).goto("about:blank");
+    return {};
+  },
+
+  async deliver_push({ name, origin, data }) {
+    // Hands a push message to the origin's service worker through the DevTools protocol, as
+    // the browser does when its push service delivers one.
+    const p = pages.get(name);
+    const cdp = await p.context.newCDPSession(p.page);
+    const registrations = [];
+    cdp.on("ServiceWorker.workerRegistrationUpdated", (e) => registrations.push(...e.registrations));
+    await cdp.send("ServiceWorker.enable");
+    const deadline = Date.now() + TIMEOUT;
+    let reg;
+    while ((reg = registrations.find((r) => r.scopeURL === `${origin}/` && !r.isDeleted)) === undefined) {
+      if (Date.now() > deadline) throw new Error(`no service worker registered for ${origin}/`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await cdp.send("ServiceWorker.deliverPushMessage", { origin, registrationId: reg.registrationId, data });
+    await cdp.detach();
+    return {};
+  },
+
+  async notifications_shown({ name, origin, wait = true }) {
+    // The notifications the origin's service worker shows now, read inside the worker itself
+    // (no page of the origin is opened for it).
+    const context = pages.get(name).context;
+    const sw = context.serviceWorkers().find((w) => w.url() === `${origin}/sw.js`) ?? (await context.waitForEvent("serviceworker"));
+    return sw.evaluate(async (wait) => {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const shown = await self.registration.getNotifications();
+        if (shown.length > 0 || !wait || Date.now() > deadline) return shown.map((n) => ({ title: n.title, body: n.body, tag: n.tag }));
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }, wait);
+  },
+
   async quit() {
     await browser?.close();
     return {};

@@ -24,7 +24,12 @@ def test_committed_bundle_is_the_build_of_web_sources(tmp_path):
 
 
 def test_page_and_assets_are_served_with_a_same_origin_csp(web_server):
-    served = ("/", "index.html"), ("/app.js", "app.js"), ("/app.css", "app.css")
+    served = (
+        ("/", "index.html"),
+        ("/app.js", "app.js"),
+        ("/sw.js", "sw.js"),
+        ("/app.css", "app.css"),
+    )
     for path, name in (*served, ("/favicon.svg", "favicon.svg")):
         r = httpx.get(web_server.url + path)
         assert r.status_code == 200

@@ -7,6 +7,7 @@ import { $, el, errorText } from "./dom.js";
 import { fileControl, wireFileForm } from "./files.js";
 import { Messenger, type Conversation } from "./messenger.js";
 import { members } from "./mls.js";
+import { initPush, showConversationPolicy } from "./push-view.js";
 import { decodeDevice, type SavedDevice } from "./saved.js";
 import { Session } from "./session.js";
 import { Vault } from "./store.js";
@@ -104,6 +105,7 @@ function render(): void {
     removed: "You are no longer a member of this group.",
   }[open.status];
   renderGroup(m, open);
+  showConversationPolicy(m, open);
   const messages = $("messages");
   messages.replaceChildren(
     ...open.messages.map((msg) => {
@@ -397,5 +399,6 @@ initDevices({
   signedOut,
 });
 wireFileForm(() => messenger);
+initPush({ messenger: () => messenger });
 
 document.addEventListener("visibilitychange", render);

@@ -27,6 +27,7 @@ import {
   userOfLeaf,
   verifyNotice,
 } from "./mls.js";
+import { setConversationPolicy } from "./push.js";
 import { Realtime, type Status } from "./realtime.js";
 import { encodeDevice, type SavedConversation, type SavedDevice, type SavedInvitation, type SavedMessage } from "./saved.js";
 import type { Session } from "./session.js";
@@ -143,6 +144,18 @@ export class Messenger {
       invitations: [...this.invitations.values()],
     });
     await this.vault.save(record).catch((e) => console.error("could not save this device's state", e));
+  }
+
+  /** This device's notification policy for a conversation (null: the default), told to the
+   * server and kept with the conversation. */
+  async setNotify(id: string, policy: string | null): Promise<void> {
+    await setConversationPolicy(this.session.api, id, policy);
+    const c = this.conversations.get(id);
+    if (c === undefined) return;
+    if (policy === null) delete c.notify;
+    else c.notify = policy;
+    await this.save();
+    this.changed();
   }
 
   stop(): void {

@@ -32,6 +32,8 @@ export interface SavedConversation {
   unread: number;
   state: ClientState;
   connectionId?: string;
+  /** This device's notification policy for the conversation; absent: the default. */
+  notify?: string;
 }
 
 export interface SavedInvitation {

@@ -1,4 +1,4 @@
-"""``GET /`` and the page's assets (script, stylesheet, icon). The files are read once, at the first request, and
+"""``GET /`` and the page's assets (script, service worker, stylesheet, icon). The files are read once, at the first request, and
 kept in memory (together about the size of the script). Every answer carries a
 Content-Security-Policy that admits only this origin: the script and stylesheet files (no
 inline code), fetch and the same-origin WebSocket, nothing from another host."""
@@ -24,6 +24,7 @@ CONTENT_SECURITY_POLICY = (
 ASSETS = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "sw.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
@@ -32,6 +33,8 @@ ASSETS = {
 PAGE_PATHS = {
     "/": "index.html",
     "/app.js": "app.js",
+    # The service worker (notifications): served from the root so that its scope is "/".
+    "/sw.js": "sw.js",
     "/app.css": "app.css",
     "/favicon.svg": "favicon.svg",
 }
