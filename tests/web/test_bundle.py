@@ -48,6 +48,26 @@ def test_page_and_assets_are_served_with_a_same_origin_csp(web_server):
     assert "<style" not in html and "onclick" not in html
 
 
+def test_page_files_are_gzipped_and_revalidated_with_an_etag(web_server):
+    script = (STATIC_DIR / "app.js").read_bytes()
+    raw = httpx.get(web_server.url + "/app.js", headers={"Accept-Encoding": "gzip"})
+    assert raw.headers["content-encoding"] == "gzip" and raw.headers["vary"] == "Accept-Encoding"
+    assert int(raw.headers["content-length"]) < len(script) / 2  # what went over the wire
+    assert raw.content == script  # as httpx decoded it
+    etag = raw.headers["etag"]
+    # A reload with the validator: 304 and no body, whatever the encoding asked for.
+    again = httpx.get(web_server.url + "/app.js", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    # Clients that refuse gzip get the bytes as they are.
+    for refusal in ("identity", "gzip;q=0", "br"):
+        plain = httpx.get(web_server.url + "/app.js", headers={"Accept-Encoding": refusal})
+        assert "content-encoding" not in plain.headers, refusal
+        assert plain.content == script
+    # Another file, or a changed one, has another validator.
+    other = httpx.get(web_server.url + "/", headers={"If-None-Match": etag})
+    assert other.status_code == 200 and other.headers["etag"] != etag
+
+
 def test_api_routes_are_unaffected(web_server):
     assert httpx.get(web_server.url + "/.well-known/roost").json()["api"] == "/v1"
     r = httpx.get(web_server.url + "/no-such-page")
