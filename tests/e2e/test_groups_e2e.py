@@ -456,3 +456,28 @@ async def test_auto_commit_commits_proposals_a_listener_received(users):
     assert carol.client_id not in roster_clients(alice.groups.group(gid)).values()
     await sync_all(bob)
     assert _agree(gid, alice, bob)
+
+
+async def test_a_client_that_joins_again_while_leaving_keeps_the_new_membership(users):
+    """carol leaves; the others commit it; she joins the group again by external commit
+    before her own leave proposal has come back to her: she holds the group again, and the
+    proposal arriving afterwards (an item of her old membership) does not take the new
+    membership away."""
+    alice, bob, _, carol = await _trio(users)
+    gid = (await alice.groups.create(external_join=True)).group_id
+    await alice.groups.invite(gid, [bob.user_id, carol.user_id])
+    await sync_all(bob, carol)
+    await carol.groups.leave(gid)
+    assert gid not in carol.groups.local_group_ids()
+    await asyncio.gather(*(m.groups.sync(auto_commit=True) for m in (alice, bob)))
+    await sync_all(alice, bob)
+    assert carol.client_id not in roster_clients(alice.groups.group(gid)).values()
+
+    await carol.groups.join_external(gid)
+    assert gid in carol.groups.local_group_ids()
+    await sync_all(alice, bob)
+    await alice.groups.send(gid, "after carol came back")
+    await sync_until(carol, lambda e: e.kind == "message" and e.message == "after carol came back")
+    assert gid in carol.groups.local_group_ids()
+    await sync_all(alice, bob, carol)
+    assert _agree(gid, alice, bob, carol)

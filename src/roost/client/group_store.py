@@ -145,7 +145,10 @@ class GroupStore:
         return group_id in self.groups or group_id in self.local_group_ids()
 
     def keep(self, group: Group) -> None:
-        """Save a state now (after our own operations: before anything leaves)."""
+        """Save a state now (after our own operations: before anything leaves). A group we
+        were leaving is ours again: no operation runs on its hidden state, so this is a
+        (re)join."""
+        self.cursors.leaving.pop(group.group_id, None)
         self.groups[group.group_id] = group
         self.dirty.discard(group.group_id)
         self.client.save_group(group)

@@ -445,8 +445,7 @@ class GroupSync:
                     text="message for a group we are not in",
                 )
             ]
-        left_at = self.store.cursors.leaving.get(item.group_id)
-        if left_at is not None and item.group_seq >= left_at:
+        if self.store.cursors.leaving.get(item.group_id) == item.group_seq:
             self.store.forget(item.group_id)  # our leave came back: nothing before it is due
             return []
         group = self.store.group(item.group_id)
