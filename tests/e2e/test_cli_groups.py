@@ -159,3 +159,23 @@ def test_a_member_adds_its_new_device_with_add_devices(server, tmp_path):
     carol, carol_id = _user(server, tmp_path, "carol")
     _connect(bob, carol, carol_id)
     assert bob.run("group", "invite", gid, carol_id, ok=False)["error"] == "role_required"
+
+
+def test_an_action_shows_what_its_catch_up_read_first(server, tmp_path, capsys):
+    """``roost group send`` reads the group first (to act on the current epoch): in text
+    output, what that read comes before the action's own line, not only into the history."""
+    from roost.cli.main import main
+
+    alice, alice_id = _user(server, tmp_path, "alice")
+    bob, bob_id = _user(server, tmp_path, "bob")
+    gid = _connect(alice, bob, bob_id)  # the connection's two-user group
+    alice.run("group", "sync")  # she learns that bob accepted
+    bob.run("group", "send", gid, "are you there?")
+
+    capsys.readouterr()
+    argv = ["--home", str(alice.home), "--server", alice.url]
+    assert main(["group", "send", gid, "yes", *argv]) in (0, None)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].endswith(": are you there?") and bob_id in lines[0], lines
+    assert lines[1].startswith("sent #"), lines

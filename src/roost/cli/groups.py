@@ -63,6 +63,14 @@ def _need(args: argparse.Namespace, n: int, what: str) -> list[str]:
     return args.rest
 
 
+def _caught_up(args: argparse.Namespace, events: list[GroupEvent]) -> None:
+    """What the sync before an action read, shown first (it is in the history either way);
+    ``--json`` prints only the action's own result."""
+    if not args.json:
+        for ev in events:
+            print(format_event(ev))
+
+
 async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., None]) -> None:
     g = Groups(c)
     action = args.action
@@ -122,11 +130,11 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
         ev = await g.resync(_gid(args))
         return emit(ev, format_event(ev))
     if action == "add-devices":  # our user's other clients, into one group or all of ours
-        await g.sync()
+        _caught_up(args, await g.sync())
         events = await g.add_own_devices(_gid(args) if args.group else None)
         return emit(events, [format_event(ev) for ev in events] or "no device to add")
     gid = _gid(args)
-    await g.sync()  # act on the current epoch
+    _caught_up(args, await g.sync())  # act on the current epoch
     if action == "invite":
         ev = await g.invite(
             gid, _need(args, 1, "user ids"), ratchet_tree_in_welcome=not args.no_tree
