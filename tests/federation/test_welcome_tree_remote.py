@@ -100,11 +100,10 @@ async def test_listener_retries_a_welcome_whose_ds_is_down(fed: Federation) -> N
     assert seen[1].message == "hello listener"
 
 
-async def test_welcome_whose_member_domain_is_refused_is_reported(fed_users: Federation) -> None:
-    """Joining needs the AS certificate of every member's domain. When bob's server refuses
-    one (operator policy), the Welcome cannot be used however often it is tried: bob is told
-    why instead of seeing nothing, and the Welcome is acked."""
-    fed = fed_users
+async def _invite_with_member_of(fed: Federation) -> tuple[Member, Member, bytes]:
+    """alice@a.test's group has carol@c.test in it; alice invites bob@b.test (Welcome without
+    the tree): joining needs c.test's AS certificate, fetched through b.test. Returns (bob,
+    alice, group id) once the Welcome waits in bob's direct queue."""
     alice, bob, carol = (
         await new(fed, A, "alice"),
         await new(fed, B, "bob"),
@@ -121,10 +120,46 @@ async def test_welcome_whose_member_domain_is_refused_is_reported(fed_users: Fed
 
     await eventually(carol_joined, TIMEOUT, "carol joins")
     await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
-
     await eventually(lambda: _welcome_waits(bob), TIMEOUT, "the Welcome reaches b.test")
+    return bob, alice, gid
+
+
+async def test_welcome_whose_member_domain_is_blocked_waits_then_joins(
+    fed_users: Federation,
+) -> None:
+    """Joining needs the AS certificate of every member's domain. While bob's server blocks
+    one (a block is lifted, or ends with a forget), the Welcome stays unacked and nothing is
+    reported; once the block is lifted the next sync joins."""
+    fed = fed_users
+    bob, alice, gid = await _invite_with_member_of(fed)
     try:
         fed.policy(B, "open", block=[C])
+        fed.wait_policy()
+        assert await bob.sync() == []  # refused for now: nothing to report
+        assert await _welcome_waits(bob)  # not acked
+    finally:
+        fed.policy(B, "open")
+        fed.wait_policy()
+
+    async def joined() -> bool:
+        await bob.sync()
+        return any(e.kind == "joined" and e.group_id == gid for e in bob.seen)
+
+    await eventually(joined, TIMEOUT, "bob joins once the block is lifted")
+    await alice.groups.send(gid, "hello after the block")
+    await sync_until_count(bob, gid, 1)
+    assert bob.messages(gid) == [(alice.client_id, "hello after the block")]
+
+
+async def test_welcome_whose_member_domain_is_forgotten_is_reported(
+    fed_users: Federation,
+) -> None:
+    """Once bob's server forgets a member's domain (``roost admin federation forget``), the
+    Welcome can never be used: bob is told why instead of waiting for ever, and it is acked."""
+    fed = fed_users
+    bob, _, gid = await _invite_with_member_of(fed)
+    try:
+        fed[B].admin("federation", "forget", C)
         fed.wait_policy()
         events = await bob.sync()
     finally:

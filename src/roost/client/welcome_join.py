@@ -146,9 +146,9 @@ class WelcomeJoiner:
             where = "the DS's" if tree is not None else "the Welcome's"
             raise WelcomeFailed(f"cannot join with {where} ratchet tree: {e}", group_id) from e
         except RoostError as e:  # fetching a member domain's AS certificate was refused
-            if e.status in FINAL_STATUSES:
+            if e.status in FINAL_STATUSES and not transient_welcome_error(e):
                 raise WelcomeFailed(f"a member's AS certificate: {e}", group_id) from e
-            raise
+            raise  # e.g. a block of that domain: lifted later, or ends with a forget
         return JoinedWelcome(group, ref)
 
     def keep(self, joined: JoinedWelcome, *, save_group: bool = True) -> None:
