@@ -94,9 +94,6 @@ class Scenario:
     def add(self, kind: str, label: str, value: str | bytes) -> None:
         self.known.append(Known(kind, label, value))
 
-    def of(self, kind: str) -> list[Known]:
-        return [k for k in self.known if k.kind == kind]
-
 
 async def eventually(probe: Callable[[], Awaitable[bool]], what: str) -> None:
     deadline = time.monotonic() + TIMEOUT
@@ -365,6 +362,7 @@ def analyse_files(name: str, root: Path, files: Iterable[Path], scenario: Scenar
 class Audit:
     scenario: Scenario
     sources: list[SourceReport]
+    logs: dict[str, Path] = field(default_factory=dict)  # domain -> its log file
 
     def source(self, name: str) -> SourceReport:
         return next(s for s in self.sources if s.name == name)
@@ -384,7 +382,7 @@ async def analyse(fed: Federation, scenario: Scenario) -> Audit:
             analyse_files(f"{domain} assets", assets, sorted(assets.rglob("*")), scenario)
         )
         sources.append(analyse_files(f"{domain} log", server.data_dir, [server.log_path], scenario))
-    return Audit(scenario, sources)
+    return Audit(scenario, sources, {d: s.log_path for d, s in fed.servers.items()})
 
 
 def _answer(audit: Audit, question: str) -> list[str]:
