@@ -1,0 +1,469 @@
+"""Privacy audit: what a complete copy of the stored state says about who talks to whom.
+
+Runs a scenario on two real homeservers (a.test on SQLite; b.test on PostgreSQL when
+``ROOST_TEST_POSTGRES_URL`` is set, else SQLite too): users, groups (one with a federated
+member), messages, an asset, a display-name change, a client removal and an account deletion,
+all through ``roost.client``. Then, with the servers stopped, it reads EVERY table of each
+database (the schema is introspected, nothing is listed by hand), the asset store and the
+info-level log, and searches every cell for the ids the scenario created (in their raw, hex
+and base64 forms). A row that holds a known user or client next to a known group, queue,
+message or another user is a link; the report counts such rows per table and column for each
+question:
+
+  (a)/(b) group membership  - group id and user/client id in one row
+  (c) message sender        - message id and user/client id in one row
+  (d) queue owner           - queue id and user/client id in one row
+  asset uploader            - asset id and user/client id in one row
+  (e) who knows whom        - two different users in one row
+  residue                   - ids of the deleted account / removed client still stored
+
+The analysis knows nothing about today's tables, so it keeps measuring after a redesign.
+
+    .venv/bin/python benchmarks/privacy_audit.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the federation test harness lives under tests/
+
+from tests.federation.harness import Federation, make_federation  # noqa: E402
+
+from roost.client import RoostClient, RoostError  # noqa: E402
+from roost.client.assets import upload_asset  # noqa: E402
+from roost.client.groups import Groups  # noqa: E402
+from roost.protocol.base64url import unb64u  # noqa: E402
+
+A, B = "a.test", "b.test"
+TIMEOUT = 60.0
+PASSWORD = "correct horse battery staple audit"
+# The info level is what an operator keeps; the audit reads that log.
+LOG_ENV = {"ROOST_LOG_LEVEL": "info"}
+
+# Kinds of ids the scenario knows; "who" kinds identify a person or device.
+WHO = ("user", "client")
+QUESTIONS = {
+    "a/b membership": ("group",),
+    "c sender": ("message",),
+    "d queue owner": ("queue",),
+    "asset uploader": ("asset",),
+}
+
+
+# ---- what the scenario created ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Known:
+    kind: str  # user, client, group, queue, message, connection, asset, secret, residue-*
+    label: str  # a readable name for the report ("alice", "G1", ...)
+    value: str | bytes
+
+    def needles(self) -> list[bytes]:
+        """The forms this id may take when stored or logged."""
+        raw = self.value.encode() if isinstance(self.value, str) else self.value
+        forms = {raw}
+        if isinstance(self.value, bytes):
+            forms |= {
+                raw.hex().encode(),
+                base64.urlsafe_b64encode(raw).rstrip(b"=") if raw else b"",
+                base64.b64encode(raw).rstrip(b"=") if raw else b"",
+            }
+        else:
+            forms.add(quote(self.value, safe="").encode())
+        return [f for f in forms if len(f) >= 6]
+
+
+@dataclass
+class Scenario:
+    known: list[Known] = field(default_factory=list)
+
+    def add(self, kind: str, label: str, value: str | bytes) -> None:
+        self.known.append(Known(kind, label, value))
+
+
+async def eventually(probe: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not await probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {TIMEOUT}s")
+        await asyncio.sleep(0.2)
+
+
+async def connect(a: RoostClient, b: RoostClient) -> None:
+    """An accepted connection from ``a`` to ``b`` (across domains: through the outboxes)."""
+    conn = await a.open_connection(b.user_id)
+    await a.send_connection_request(conn.connection_id, b"hello")
+
+    async def accepted() -> bool:
+        try:
+            await b.accept_connection(conn.connection_id)
+            return True
+        except RoostError as e:
+            if e.status in (404, 409):  # still on its way to b's server
+                return False
+            raise
+
+    async def seen_by_a() -> bool:
+        return any(
+            c.connection_id == conn.connection_id and c.state == "accepted"
+            for c in await a.connections()
+        )
+
+    await eventually(accepted, f"{b.user_id} sees the request")
+    await eventually(seen_by_a, f"{a.user_id} sees the accept")
+
+
+async def run_scenario(fed: Federation) -> Scenario:
+    """Drive the users through the client API; return every id they created."""
+    s = Scenario()
+    tag = uuid.uuid4().hex[:6]
+    clients: list[RoostClient] = []
+
+    async def register(domain: str, name: str, password: str | None = None) -> RoostClient:
+        c = await RoostClient.register(fed[domain].url, f"{name}-{tag}", password=password)
+        clients.append(c)
+        await c.publish_key_packages(4)
+        s.add("user", name, c.user_id)
+        s.add("client", f"{name}'s client", c.client_uuid)
+        s.add("secret", f"{name}'s token", await c.bearer_token())
+        return c
+
+    try:
+        alice = await register(A, "alice", PASSWORD)
+        bob = await register(A, "bob")
+        dave = await register(A, "dave")
+        carol = await register(B, "carol")  # the federated member
+        s.add("secret", "password", PASSWORD)
+        alice2 = await RoostClient.add_with_password(fed[A].url, alice.user_id, PASSWORD)
+        clients.append(alice2)
+        await alice2.publish_key_packages(4)
+        s.add("client", "alice's second client", alice2.client_uuid)
+        s.add("secret", "alice2's token", await alice2.bearer_token())
+
+        old_name, new_name = f"Alice Old {tag}", f"Alice New {tag}"
+        await alice.set_display_name(old_name)
+        await alice.set_display_name(new_name)
+        s.add("residue-name", "alice's old display name", old_name)
+
+        for a, b in ((alice, bob), (alice, carol), (bob, dave)):
+            await connect(a, b)
+        for c in await alice.connections():
+            s.add("connection", "connection", c.connection_id)
+        for c in await bob.connections():
+            s.add("connection", "connection", c.connection_id)
+
+        g = {c.client_id: Groups(c) for c in (alice, bob, carol, dave, alice2)}
+
+        async def group(label: str, creator: RoostClient, *others: RoostClient) -> bytes:
+            gid = (await g[creator.client_id].create()).group_id
+            s.add("group", label, gid)
+            await g[creator.client_id].invite(gid, [o.user_id for o in others])
+            for o in others:
+                await _wait_joined(g[o.client_id], gid)
+            return gid
+
+        g1 = await group("G1", alice, bob, carol)
+        g2 = await group("G2", alice, bob)
+        g3 = await group("G3", bob, dave)
+        for c in (alice, bob, carol, dave):
+            if g[c.client_id].queue_id:
+                s.add("queue", f"{c.user_id}'s group queue", unb64u(g[c.client_id].queue_id))
+
+        ref = await upload_asset(alice, b"a photo " + tag.encode())
+        s.add("asset", "asset", ref.asset_id)
+        s.add("secret", "asset capability", ref.capability)
+        for gid, sender, text in (
+            (g1, alice, f"hello G1 {tag}"),
+            (g1, carol, f"carol says hi {tag}"),
+            (g2, bob, f"bob in G2 {tag}"),
+            (g3, dave, f"dave in G3 {tag}"),
+            (g1, alice, f"photo {ref.asset_id}"),
+        ):
+            sent = await g[sender.client_id].send(gid, text)
+            s.add("message", f"{text.split()[0]} by {sender.user_id}", sent.message_id)
+            s.add("secret", "plaintext", text)
+            s.add("payload", "ciphertext", sent.ciphertext[-32:])
+        queue = await bob.create_queue()
+        payload = f"queue payload {tag}".encode()
+        await bob.enqueue(queue, payload)
+        s.add("queue", "bob's own queue", unb64u(queue))  # the wire form of 16 bytes
+        s.add("payload", "queue payload", payload)
+        for c in (alice, bob, carol):
+            await g[c.client_id].sync()
+
+        await alice.remove_client(alice2.client_uuid)
+        s.add("residue-client", "alice's removed client", alice2.client_uuid)
+        s.add("residue-user", "dave (deleted)", dave.user_id)
+        s.add("residue-client", "dave's client (deleted)", dave.client_uuid)
+        await dave.delete_account()
+        await asyncio.sleep(1.0)  # let the outboxes hand the events over
+    finally:
+        for c in clients:
+            await c.aclose()
+    return s
+
+
+async def _wait_joined(groups: Groups, gid: bytes) -> None:
+    async def probe() -> bool:
+        return any(e.kind == "joined" and e.group_id == gid for e in await groups.sync())
+
+    await eventually(probe, "a member joins")
+
+
+# ---- reading the stored state ----------------------------------------------------------------
+Row = tuple[Any, ...]
+
+
+def sqlite_tables(path: Path) -> dict[str, tuple[list[str], list[Row]]]:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        out = {}
+        for name in names:
+            cur = con.execute(f'SELECT * FROM "{name}"')
+            out[name] = ([d[0] for d in cur.description], cur.fetchall())
+        return out
+    finally:
+        con.close()
+
+
+async def postgres_tables(url: str) -> dict[str, tuple[list[str], list[Row]]]:
+    import asyncpg
+
+    con = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        names = [
+            r[0]
+            for r in await con.fetch(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+            )
+        ]
+        out = {}
+        for name in names:
+            typed = await con.fetch(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+                name,
+            )
+            cols = [r[0] for r in typed]
+            # bytes stay bytes; every other type is read as text (json, arrays, numbers)
+            select = ", ".join(f'"{c}"' if kind == "bytea" else f'"{c}"::text' for c, kind in typed)
+            rows = await con.fetch(f'SELECT {select} FROM "{name}"')
+            out[name] = (cols, [tuple(r) for r in rows])
+        return out
+    finally:
+        await con.close()
+
+
+def as_bytes(cell: Any) -> bytes:
+    if cell is None:
+        return b""
+    if isinstance(cell, bytes | bytearray | memoryview):
+        return bytes(cell)
+    return str(cell).encode()
+
+
+# ---- analysis ---------------------------------------------------------------------------------
+@dataclass
+class Finding:
+    """Rows of one table that link known ids, and the columns the ids were in."""
+
+    rows: int = 0
+    columns: set[str] = field(default_factory=set)
+
+
+@dataclass
+class SourceReport:
+    name: str  # "a.test db", "b.test log", ...
+    # question -> table -> finding
+    links: dict[str, dict[str, Finding]] = field(default_factory=lambda: defaultdict(dict))
+    # kind -> labels of known ids found anywhere in this source
+    present: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+
+def locate(cell: bytes, known: Iterable[Known]) -> list[Known]:
+    return [k for k in known if cell and any(n in cell for n in k.needles())]
+
+
+def analyse_tables(
+    name: str, tables: dict[str, tuple[list[str], list[Row]]], scenario: Scenario
+) -> SourceReport:
+    rep = SourceReport(name)
+    for table, (cols, rows) in sorted(tables.items()):
+        for row in rows:
+            found: list[tuple[str, Known]] = []
+            for col, cell in zip(cols, row, strict=True):
+                for k in locate(as_bytes(cell), scenario.known):
+                    found.append((col, k))
+                    rep.present[k.kind].add(k.label)
+            _record_links(rep, table, found)
+    return rep
+
+
+def _record_links(rep: SourceReport, table: str, found: list[tuple[str, Known]]) -> None:
+    who = [(c, k) for c, k in found if k.kind in WHO or k.kind == "residue-user"]
+    users = {k.value for _, k in found if k.kind in ("user", "residue-user")}
+    for question, kinds in QUESTIONS.items():
+        what = [(c, k) for c, k in found if k.kind in kinds]
+        # an id that contains the other (a client id inside a group id) is not a link
+        pairs = [
+            (cw, cx)
+            for cw, kw in who
+            for cx, kx in what
+            if as_bytes(kw.value) not in as_bytes(kx.value)
+        ]
+        if pairs:
+            f = rep.links[question].setdefault(table, Finding())
+            f.rows += 1
+            f.columns |= {c for p in pairs for c in p}
+    if len(users) >= 2:
+        f = rep.links["e who knows whom"].setdefault(table, Finding())
+        f.rows += 1
+        f.columns |= {c for c, k in found if k.kind in ("user", "residue-user")}
+    for c, k in found:
+        if k.kind.startswith("residue"):
+            f = rep.links["residue"].setdefault(table, Finding())
+            f.rows += 1
+            f.columns.add(c)
+
+
+def analyse_files(name: str, root: Path, files: Iterable[Path], scenario: Scenario) -> SourceReport:
+    """A file is a "row" whose cells are its path (relative to ``root``) and its content."""
+    tables = {}
+    rows = []
+    for p in files:
+        if p.is_file():
+            rows.append((str(p.relative_to(root)), p.read_bytes()))
+    tables[name] = (["path", "content"], rows)
+    return analyse_tables(name, tables, scenario)
+
+
+@dataclass
+class Audit:
+    scenario: Scenario
+    sources: list[SourceReport]
+    logs: dict[str, Path] = field(default_factory=dict)  # domain -> its log file
+
+    def source(self, name: str) -> SourceReport:
+        return next(s for s in self.sources if s.name == name)
+
+
+async def analyse(fed: Federation, scenario: Scenario) -> Audit:
+    """Read every server's database, asset store and log (servers stopped: all flushed)."""
+    sources = []
+    for domain, server in fed.servers.items():
+        if server.database_url:
+            tables = await postgres_tables(server.database_url)
+        else:
+            tables = sqlite_tables(server.data_dir / "roost.db")
+        sources.append(analyse_tables(f"{domain} db", tables, scenario))
+        assets = server.data_dir / "assets"
+        sources.append(
+            analyse_files(f"{domain} assets", assets, sorted(assets.rglob("*")), scenario)
+        )
+        sources.append(analyse_files(f"{domain} log", server.data_dir, [server.log_path], scenario))
+    return Audit(scenario, sources, {d: s.log_path for d, s in fed.servers.items()})
+
+
+def _answer(audit: Audit, question: str) -> list[str]:
+    out = []
+    for src in audit.sources:
+        for table, f in sorted(src.links.get(question, {}).items()):
+            out.append(f"{src.name}: {table}({', '.join(sorted(f.columns))}) {f.rows} rows")
+    return out
+
+
+def format_report(audit: Audit) -> str:
+    lines = [f"{'question':<18} {'answerable':<10} where (table(columns) linking rows)"]
+    for q in (*QUESTIONS, "e who knows whom", "residue"):
+        where = _answer(audit, q)
+        lines.append(f"{q:<18} {'YES' if where else 'no':<10} {where[0] if where else '-'}")
+        lines += [f"{'':<29} {w}" for w in where[1:]]
+    lines.append("")
+    lines.append("known ids found per source (kind: count of distinct ids)")
+    for src in audit.sources:
+        kinds = ", ".join(f"{k}: {len(v)}" for k, v in sorted(src.present.items())) or "none"
+        lines.append(f"  {src.name:<14} {kinds}")
+        for kind in ("secret", "payload"):
+            if src.present.get(kind):
+                lines.append(f"  {'':<14} {kind}: {', '.join(sorted(src.present[kind]))}")
+    return "\n".join(lines)
+
+
+# ---- running it -------------------------------------------------------------------------------
+async def audit_federation(fed: Federation) -> Audit:
+    scenario = await run_scenario(fed)
+    fed.stop()  # flush logs; nothing writes while the state is read
+    return await analyse(fed, scenario)
+
+
+def start_federation(base: Path, database_url: Callable[[], str] | None) -> Federation:
+    return make_federation(
+        base,
+        (A, B),
+        engine="sqlite",
+        engine_per_domain={B: "postgresql"} if database_url else None,
+        database_url=database_url,
+        extra_env=LOG_ENV,
+    )
+
+
+async def _pg_admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    con = await asyncpg.connect(url, timeout=5)
+    try:
+        await con.execute(sql)
+    finally:
+        await con.close()
+
+
+def main() -> None:
+    pg = os.environ.get("ROOST_TEST_POSTGRES_URL")
+    made: list[str] = []
+
+    def database() -> str:
+        assert pg
+        name = f"roost_audit_{uuid.uuid4().hex[:10]}"
+        asyncio.run(_pg_admin(pg, f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return urlunsplit(urlsplit(pg)._replace(path="/" + name))
+
+    with tempfile.TemporaryDirectory(prefix="roost-privacy-") as tmp:
+        fed = start_federation(Path(tmp), database if pg else None)
+        try:
+            audit = asyncio.run(audit_federation(fed))
+        finally:
+            fed.stop()
+            for name in made:
+                asyncio.run(_pg_admin(pg or "", f'DROP DATABASE IF EXISTS "{name}"'))
+    engines = {d: s.engine for d, s in fed.servers.items()}
+    print(f"privacy audit; engines: {engines}")
+    print(format_report(audit))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["Audit", "Known", "Scenario", "audit_federation", "format_report"]

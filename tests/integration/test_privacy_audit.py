@@ -1,0 +1,69 @@
+"""The privacy audit (benchmarks/privacy_audit.py) on two real homeservers: a.test on SQLite,
+b.test on SQLite and (when PostgreSQL is configured) on PostgreSQL.
+
+Two kinds of assertion on one run of its scenario:
+- what users rely on today and must keep: the info-level logs hold no bearer token,
+  password, asset capability, queue id, message id, plaintext, ciphertext or queue
+  payload;
+- the audit's self-check: the links that exist today (the DS's member rows tie a group to
+  its members' clients, a queue row to its owner, a connection row to both users) are
+  found, so a "no" in its report means the tool looked and found nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # benchmarks/ is not a package
+
+from benchmarks.privacy_audit import (  # noqa: E402
+    Audit,
+    audit_federation,
+    format_report,
+    start_federation,
+)
+
+from tests.conftest import run_off_loop  # noqa: E402
+
+ENGINES = ["sqlite"] + (["postgresql"] if os.environ.get("ROOST_TEST_POSTGRES_URL") else [])
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def audit(request, tmp_path_factory) -> Audit:
+    database = request.getfixturevalue("postgres_database") if request.param != "sqlite" else None
+    fed = start_federation(tmp_path_factory.mktemp(f"privacy-{request.param}"), database)
+    try:
+        result = run_off_loop(audit_federation, fed)  # one scenario for both tests
+    finally:
+        fed.stop()
+    print(format_report(result))  # shown with -s: the table docs/privacy.md quotes
+    return result
+
+
+def test_info_logs_hold_no_secret_queue_id_or_payload(audit: Audit) -> None:
+    for domain, path in audit.logs.items():  # they did log the scenario's requests
+        assert "/v1/" in path.read_text(errors="replace"), f"{domain} logged no request"
+    for src in audit.sources:
+        if not src.name.endswith(" log"):
+            continue
+        for kind in ("secret", "payload", "queue", "message"):
+            assert not src.present.get(kind), f"{src.name} holds {kind}: {src.present[kind]}"
+
+
+def test_audit_self_check_finds_the_links_that_exist_today(audit: Audit) -> None:
+    db = audit.source("a.test db")
+    membership = db.links["a/b membership"]
+    assert membership, "no group/member link found in a.test's database"
+    assert sum(f.rows for f in membership.values()) >= 3  # three groups, two or more members
+    assert db.links["d queue owner"], "no queue/owner link found"
+    assert db.links["e who knows whom"], "no connection between two users found"
+    # every kind of id the scenario made shows up somewhere in the home server's database
+    for kind in ("user", "client", "group", "queue"):
+        assert db.present.get(kind), f"no {kind} id found in a.test's database"
+    # the federated member's own server knows its user and their connection
+    assert audit.source("b.test db").links["e who knows whom"]
