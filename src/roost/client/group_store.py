@@ -176,6 +176,16 @@ class GroupStore:
     def leaving(self, group_id: bytes) -> bool:
         return group_id in self.cursors.leaving
 
+    def left_at(self, group_id: bytes) -> int | None:
+        """The group_seq of our pending leave proposal for the group, if any."""
+        return self.cursors.leaving.get(group_id)
+
+    def mark_leaving(self, group_id: bytes, group_seq: int) -> None:
+        """We proposed to leave (saved at once): the state stays, hidden, until the proposal at
+        ``group_seq`` comes back or we join again (``keep``)."""
+        self.cursors.leaving[group_id] = group_seq
+        self.save_cursors()
+
     def forget(self, group_id: bytes) -> None:
         self.cursors.group_seqs.pop(group_id, None)
         self.cursors.leaving.pop(group_id, None)

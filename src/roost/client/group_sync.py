@@ -339,11 +339,10 @@ class GroupSync:
                 # Deleted, or we were removed again, before we got here: nothing to join.
                 joiner.keep(joined, save_group=False)
                 return self._welcome_failed(welcome, group.group_id, f"the DS refused: {e}")
-            joiner.keep(joined)
-            self.store.groups[group.group_id] = group
-            self.store.cursors.group_seqs.pop(group.group_id, None)
-            self.store.cursors.leaving.pop(group.group_id, None)  # added again: a new membership
-            self.store.reached(group.group_id, welcome.group_seq or 0)
+            joiner.keep(joined, save_group=False)  # the KeyPackage is spent
+            self.store.keep(group)  # a (re)join: a pending leave of ours is over
+            # The new membership starts at the Welcome (any older state's position goes).
+            self.store.cursors.group_seqs[group.group_id] = welcome.group_seq or 0
             self.store.save_cursors()
             return self.store.record(
                 GroupEvent(
@@ -445,7 +444,7 @@ class GroupSync:
                     text="message for a group we are not in",
                 )
             ]
-        if self.store.cursors.leaving.get(item.group_id) == item.group_seq:
+        if self.store.left_at(item.group_id) == item.group_seq:
             self.store.forget(item.group_id)  # our leave came back: nothing before it is due
             return []
         group = self.store.group(item.group_id)

@@ -406,8 +406,7 @@ class Groups:
                 content_type=MLS_MEDIA_TYPE,
             )
             seq = int(resp.json().get("group_seq", 0))
-            self.store.cursors.leaving[group_id] = seq
-            self.store.save_cursors()
+            self.store.mark_leaving(group_id, seq)
             self.store.record(
                 GroupEvent("removed", group_id, self.client.client_id, group_seq=seq, text="left")
             )
