@@ -316,12 +316,12 @@ class PushService:
         attached: str | None = None
         column = push_registrations.c.user_uuid  # direct queue: every client of the user
         if wake.queue_id is not None:
-            column = push_registrations.c.client_uuid
-            attached = _attached_policy(wake.payload)
-            # Cheap check first: a client connected to this process needs no database read
-            # (nor a count: whether it has a registration is not even known here).
+            # Cheap check first: a client connected to this process (since ``on_wake``) needs
+            # no item decode and no database read.
             if self.is_connected(wake.owner):
                 return
+            column = push_registrations.c.client_uuid
+            attached = _attached_policy(wake.payload)
         async with self.db.engine.connect() as conn:
             rows = (
                 await conn.execute(sa.select(push_registrations).where(column == wake.owner))
