@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
@@ -134,11 +135,12 @@ def parse_items(frame: bytes) -> tuple[list[tuple[bytes, int]], int]:
     return items, seq
 
 
-async def receiver(
-    client: RoostClient, queue_id: str, t: Timings, done: asyncio.Event, ready: asyncio.Event
-) -> None:
-    """A lean realtime reader (shares the cores with the server): raw WebSocket, minimal frame
-    parsing, an ack (no id: not waited for) after every frame."""
+@contextlib.asynccontextmanager
+async def raw_realtime(
+    client: RoostClient, queue_id: str, after: int
+) -> AsyncIterator[ClientConnection]:
+    """A raw realtime WebSocket for the load generator (no client-library work per frame),
+    subscribed to ``queue_id`` after ``after`` and past the server's ``ready``."""
     url = client.state.server.replace("http://", "ws://", 1) + "/v1/realtime"
     token = await client.bearer_token()
     async with ws_connect(
@@ -148,9 +150,18 @@ async def receiver(
         ping_interval=None,
         max_size=None,
     ) as ws:
-        await ws.send(json.dumps({"type": "hello", "queues": {queue_id: 0}}))
+        await ws.send(json.dumps({"type": "hello", "queues": {queue_id: after}}))
         while json.loads(await ws.recv()).get("type") != "ready":
             pass
+        yield ws
+
+
+async def receiver(
+    client: RoostClient, queue_id: str, t: Timings, done: asyncio.Event, ready: asyncio.Event
+) -> None:
+    """A lean realtime reader (shares the cores with the server): raw WebSocket, minimal frame
+    parsing, an ack (no id: not waited for) after every frame."""
+    async with raw_realtime(client, queue_id, 0) as ws:
         ready.set()
         stopper = asyncio.create_task(done.wait())
         stopper.add_done_callback(lambda _f: asyncio.ensure_future(ws.close()))
@@ -182,6 +193,20 @@ class RawHttp:
     @classmethod
     async def open(cls, host: str, port: int) -> RawHttp:
         return cls(*await asyncio.open_connection(host, port))
+
+    async def send_message(self, netloc: str, token: str, group_id: bytes, body: bytes) -> int:
+        """``POST /v1/groups/{group}/messages`` with a fresh message id; the ``group_seq`` the
+        DS answered (anything but 201 raises)."""
+        head = (
+            f"POST /v1/groups/{group_path(group_id)}/messages HTTP/1.1\r\n"
+            f"Host: {netloc}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: message/mls\r\nRoost-Message-Id: {uuid.uuid4().hex}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        status, answer = await self.request(head + body)
+        if status != 201:
+            raise RuntimeError(f"send failed: {status} {answer[:200]!r}")
+        return int(json.loads(answer)["group_seq"])
 
     async def request(self, raw: bytes) -> tuple[int, bytes]:
         self.writer.write(raw)
@@ -225,19 +250,10 @@ async def run(
 
     async def sender(http: RawHttp) -> None:
         for g, ct in work:
-            head = (
-                f"POST /v1/groups/{group_path(g.group_id)}/messages HTTP/1.1\r\n"
-                f"Host: {url.netloc}\r\nAuthorization: Bearer {tokens[id(g)]}\r\n"
-                f"Content-Type: message/mls\r\nRoost-Message-Id: {uuid.uuid4().hex}\r\n"
-                f"Content-Length: {len(ct)}\r\n\r\n"
-            ).encode()
             t0 = time.perf_counter()
-            status, body = await http.request(head + ct)
-            t1 = time.perf_counter()
-            if status != 201:
-                raise RuntimeError(f"send failed: {status} {body[:200]!r}")
-            t.send_ms.append((t1 - t0) * 1000)
-            t.start[(g.group_id, json.loads(body)["group_seq"])] = t0
+            seq = await http.send_message(url.netloc, tokens[id(g)], g.group_id, ct)
+            t.send_ms.append((time.perf_counter() - t0) * 1000)
+            t.start[(g.group_id, seq)] = t0
 
     spy = None
     if profile:

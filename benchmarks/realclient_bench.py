@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import math
 import os
 import signal
@@ -57,12 +56,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
-from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from ds_bench import RawHttp, bench_server, cpu_seconds, parse_items, pct
+from ds_bench import RawHttp, bench_server, cpu_seconds, parse_items, pct, raw_realtime
 from roost.client import RoostClient
-from roost.client.groups import Groups, group_path
+from roost.client.groups import Groups
 from roost.client.realtime import Realtime
 from roost.mls.group.member import Group
 from roost.protocol.delivery_frame import KIND_GROUP_QUEUE
@@ -241,18 +239,7 @@ async def listen_opaque(m: Member, t: Tracker, stop: asyncio.Event) -> None:
     one ack per frame not waited for; nothing decrypted."""
     queue_id = m.groups.queue_id
     cursors = m.groups.store.cursors
-    url = m.client.state.server.replace("http://", "ws://", 1) + "/v1/realtime"
-    token = await m.client.bearer_token()
-    async with ws_connect(
-        url,
-        additional_headers={"Authorization": f"Bearer {token}"},
-        compression=None,
-        ping_interval=None,
-        max_size=None,
-    ) as ws:
-        await ws.send(json.dumps({"type": "hello", "queues": {queue_id: cursors.queue_after}}))
-        while json.loads(await ws.recv()).get("type") != "ready":
-            pass
+    async with raw_realtime(m.client, queue_id, cursors.queue_after) as ws:
         t.connected.add(id(m))
         ack_head = '{"type":"ack","queues":{"' + queue_id + '":'
         while not stop.is_set():
@@ -307,19 +294,11 @@ async def send_raw(
     url = urlsplit(m.client.state.server)
     http = await RawHttp.open(url.hostname or "127.0.0.1", url.port or 80)
     token = await m.client.bearer_token()
-    path = f"/v1/groups/{group_path(m.group_id)}/messages"
     group = m.group
     try:
         async for n in paced(i, m, t, deadline, window):
             ct = group.encrypt(payload_of(n, a.payload))
-            head = (
-                f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {token}\r\n"
-                f"Content-Type: message/mls\r\nRoost-Message-Id: {uuid.uuid4().hex}\r\n"
-                f"Content-Length: {len(ct)}\r\n\r\n"
-            ).encode()
-            status, body = await http.request(head + ct)
-            if status != 201:
-                raise RuntimeError(f"send failed: {status} {body[:200]!r}")
+            await http.send_message(url.netloc, token, m.group_id, ct)
             t.send_ms.append((time.perf_counter() - t.start[n]) * 1000)
     finally:
         http.close()
@@ -334,20 +313,12 @@ async def send_opaque(
     url = urlsplit(m.client.state.server)
     http = await RawHttp.open(url.hostname or "127.0.0.1", url.port or 80)
     token = await m.client.bearer_token()
-    path = f"/v1/groups/{group_path(m.group_id)}/messages"
     ct = m.group.encrypt(payload_of(0, a.payload))
     try:
         async for n in paced(i, m, t, deadline, window):
-            head = (
-                f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {token}\r\n"
-                f"Content-Type: message/mls\r\nRoost-Message-Id: {uuid.uuid4().hex}\r\n"
-                f"Content-Length: {len(ct)}\r\n\r\n"
-            ).encode()
-            status, body = await http.request(head + ct)
-            if status != 201:
-                raise RuntimeError(f"send failed: {status} {body[:200]!r}")
+            seq = await http.send_message(url.netloc, token, m.group_id, ct)
             t.send_ms.append((time.perf_counter() - t.start[n]) * 1000)
-            t.accepted_as(n, (m.group_id, json.loads(body)["group_seq"]))
+            t.accepted_as(n, (m.group_id, seq))
     finally:
         http.close()
 
