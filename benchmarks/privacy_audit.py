@@ -30,21 +30,22 @@ import os
 import sqlite3
 import sys
 import tempfile
-import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the federation test harness lives under tests/
 
+from tests.conftest import _admin, _with_database  # noqa: E402
+from tests.convergence.world import connect, eventually  # noqa: E402
 from tests.federation.harness import Federation, make_federation  # noqa: E402
 
-from roost.client import RoostClient, RoostError  # noqa: E402
+from roost.client import RoostClient  # noqa: E402
 from roost.client.assets import upload_asset  # noqa: E402
 from roost.client.groups import Groups  # noqa: E402
 from roost.protocol.base64url import unb64u  # noqa: E402
@@ -93,38 +94,6 @@ class Scenario:
 
     def add(self, kind: str, label: str, value: str | bytes) -> None:
         self.known.append(Known(kind, label, value))
-
-
-async def eventually(probe: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not await probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {TIMEOUT}s")
-        await asyncio.sleep(0.2)
-
-
-async def connect(a: RoostClient, b: RoostClient) -> None:
-    """An accepted connection from ``a`` to ``b`` (across domains: through the outboxes)."""
-    conn = await a.open_connection(b.user_id)
-    await a.send_connection_request(conn.connection_id, b"hello")
-
-    async def accepted() -> bool:
-        try:
-            await b.accept_connection(conn.connection_id)
-            return True
-        except RoostError as e:
-            if e.status in (404, 409):  # still on its way to b's server
-                return False
-            raise
-
-    async def seen_by_a() -> bool:
-        return any(
-            c.connection_id == conn.connection_id and c.state == "accepted"
-            for c in await a.connections()
-        )
-
-    await eventually(accepted, f"{b.user_id} sees the request")
-    await eventually(seen_by_a, f"{a.user_id} sees the accept")
 
 
 async def run_scenario(fed: Federation) -> Scenario:
@@ -221,7 +190,7 @@ async def _wait_joined(groups: Groups, gid: bytes) -> None:
     async def probe() -> bool:
         return any(e.kind == "joined" and e.group_id == gid for e in await groups.sync())
 
-    await eventually(probe, "a member joins")
+    await eventually(probe, TIMEOUT, "a member joins")
 
 
 # ---- reading the stored state ----------------------------------------------------------------
@@ -428,16 +397,6 @@ def start_federation(base: Path, database_url: Callable[[], str] | None) -> Fede
     )
 
 
-async def _pg_admin(url: str, sql: str) -> None:
-    import asyncpg
-
-    con = await asyncpg.connect(url, timeout=5)
-    try:
-        await con.execute(sql)
-    finally:
-        await con.close()
-
-
 def main() -> None:
     pg = os.environ.get("ROOST_TEST_POSTGRES_URL")
     made: list[str] = []
@@ -445,9 +404,9 @@ def main() -> None:
     def database() -> str:
         assert pg
         name = f"roost_audit_{uuid.uuid4().hex[:10]}"
-        asyncio.run(_pg_admin(pg, f'CREATE DATABASE "{name}"'))
+        _admin(pg, f'CREATE DATABASE "{name}"')
         made.append(name)
-        return urlunsplit(urlsplit(pg)._replace(path="/" + name))
+        return _with_database(pg, name)
 
     with tempfile.TemporaryDirectory(prefix="roost-privacy-") as tmp:
         fed = start_federation(Path(tmp), database if pg else None)
@@ -456,7 +415,7 @@ def main() -> None:
         finally:
             fed.stop()
             for name in made:
-                asyncio.run(_pg_admin(pg or "", f'DROP DATABASE IF EXISTS "{name}"'))
+                _admin(pg or "", f'DROP DATABASE IF EXISTS "{name}"')
     engines = {d: s.engine for d, s in fed.servers.items()}
     print(f"privacy audit; engines: {engines}")
     print(format_report(audit))
