@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 
+from roost.client import RoostClient
+from tests.e2e.helpers import Member, member
 from tests.integration.harness import ServerProcess
 
 from .driver import REPO, Browser, require
@@ -35,13 +37,25 @@ def browser():
     b.close()
 
 
+def signed_up(browser, name: str, url: str, prefix: str) -> str:
+    """Page ``name`` opened at ``url`` and signed up as a new user; the user's name."""
+    user = unique(prefix)
+    browser.open(name, url)
+    assert browser.sign_in(name, user, PASSWORD, register=True)["error"] is None
+    return user
+
+
 def signed_in_pair(browser, url: str) -> tuple[str, str]:
     """Pages "alice" and "bob", each signed up as a new user; their user names."""
-    alice, bob = unique("alice"), unique("bob")
-    for name, user in (("alice", alice), ("bob", bob)):
-        browser.open(name, url)
-        assert browser.sign_in(name, user, PASSWORD, register=True)["error"] is None
-    return alice, bob
+    alice = signed_up(browser, "alice", url, "alice")
+    return alice, signed_up(browser, "bob", url, "bob")
+
+
+async def python_user(url: str, prefix: str = "py", key_packages: int = 3) -> Member:
+    """A new ``roost.client`` user with ``key_packages`` KeyPackages published."""
+    client = await RoostClient.register(url, unique(prefix))
+    await client.publish_key_packages(key_packages)
+    return member(client)
 
 
 def talking_pair(browser, url: str) -> tuple[str, str]:

@@ -24,9 +24,9 @@ from roost.protocol.base64url import b64u, unb64u
 from roost.protocol.commit_bundle import encode_commit_bundle
 from roost.protocol.media_types import MLS_MEDIA_TYPE
 from roost.server.auth.ca import CertificateAuthority
-from tests.e2e.helpers import member, sync_until
+from tests.e2e.helpers import sync_until
 
-from .conftest import PASSWORD, unique
+from .conftest import PASSWORD, python_user, signed_up, unique
 
 SUITE = 1
 
@@ -72,9 +72,7 @@ async def test_a_connection_request_with_a_refused_credential_is_not_joined(
     url = web_server.url
     mallory = await RoostClient.register(url, unique("mallory"))
     try:
-        dave = unique("web")
-        browser.open("dave", url)
-        assert browser.sign_in("dave", dave, PASSWORD, register=True)["error"] is None
+        dave = signed_up(browser, "dave", url, "web")
         browser.call("text", name="dave", selector="#status", wait_for="Online")
 
         conn = await mallory.open_connection(f"{dave}@localhost")
@@ -102,12 +100,9 @@ async def test_an_add_with_a_refused_credential_is_not_joined(web_server, browse
     genuine, the Welcome (which the DS cannot read) is for a group where the peer's leaf
     carries a forged credential."""
     url = web_server.url
-    mallory = member(await RoostClient.register(url, unique("mallory")))
-    await mallory.client.publish_key_packages(2)
+    mallory = await python_user(url, "mallory", key_packages=2)
     try:
-        dave = unique("web")
-        browser.open("dave", url)
-        assert browser.sign_in("dave", dave, PASSWORD, register=True)["error"] is None
+        dave = signed_up(browser, "dave", url, "web")
         browser.call("text", name="dave", selector="#status", wait_for="Online")
         who = mallory.client.state.user_id
         browser.call("start", name="dave", peer=who)
@@ -146,8 +141,7 @@ def padded_to(group: Group, length: int) -> bytes:
 
 async def test_a_commit_adding_a_refused_credential_changes_nothing(web_server, browser):
     url = web_server.url
-    mallory = member(await RoostClient.register(url, unique("mallory")))
-    await mallory.client.publish_key_packages(2)
+    mallory = await python_user(url, "mallory", key_packages=2)
     try:
         dave = unique("web")
         who = mallory.client.state.user_id

@@ -4,7 +4,7 @@ to the user's conversations, so it reads and writes there. A denied request sign
 
 from __future__ import annotations
 
-from .conftest import PASSWORD, screenshot, signed_in_pair, talking_pair, unique
+from .conftest import screenshot, signed_in_pair, signed_up, talking_pair, unique
 
 
 def test_approved_browser_joins_the_users_conversations(web_server, browser):
@@ -91,9 +91,7 @@ def test_approved_browser_joins_the_users_conversations(web_server, browser):
 
 
 def test_denied_request_leaves_the_browser_signed_out(web_server, browser):
-    alice = unique("alice")
-    browser.open("alice", web_server.url)
-    assert browser.sign_in("alice", alice, PASSWORD, register=True)["error"] is None
+    alice = signed_up(browser, "alice", web_server.url, "alice")
 
     (this_browser,) = browser.call("own_devices", name="alice")
     assert this_browser.endswith(" (this browser)")

@@ -8,12 +8,11 @@ import os
 from dataclasses import replace
 from urllib.parse import urlsplit
 
-from roost.client import RoostClient
 from roost.client.assets import AssetReference, delete_asset, download_asset, upload_asset
-from tests.e2e.helpers import member, sync_until
+from tests.e2e.helpers import sync_until
 from tests.integration.harness import ServerProcess
 
-from .conftest import PASSWORD, talking_pair, unique
+from .conftest import python_user, signed_up, talking_pair
 
 SEGMENT = 64 * 1024
 
@@ -67,12 +66,9 @@ def test_a_file_round_trips_between_two_pages(web_server, browser, tmp_path):
 
 async def test_files_between_a_page_and_a_python_client(web_server, browser, tmp_path):
     url = web_server.url
-    bob = member(await RoostClient.register(url, unique("py")))
-    await bob.client.publish_key_packages(3)
+    bob = await python_user(url, "py")
     try:
-        alice = unique("web")
-        browser.open("alice", url)
-        assert browser.sign_in("alice", alice, PASSWORD, register=True)["error"] is None
+        signed_up(browser, "alice", url, "web")
         assert browser.call("start", name="alice", peer=bob.user_id) == {"error": None}
         [conn] = [c for c in await bob.client.connections() if c.state == "pending"]
         _, joined = await bob.groups.accept_connection(conn.connection_id)

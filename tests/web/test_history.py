@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from .conftest import PASSWORD, talking_pair, unique
+from .conftest import signed_up, talking_pair
 
 
 def test_reload_keeps_history_and_keeps_receiving(web_server, browser):
@@ -85,9 +85,7 @@ def test_stored_state_holds_no_plaintext_or_token(web_server, browser):
 
 def test_a_second_tab_does_not_take_the_stored_device(web_server, browser):
     url = web_server.url
-    user = unique("tabs")
-    browser.open("first", url)
-    assert browser.sign_in("first", user, PASSWORD, register=True)["error"] is None
+    user = signed_up(browser, "first", url, "tabs")
     browser.call("open_tab", name="second", of="first", url=url + "/")
     refused = browser.call("text", name="second", selector="#auth-error", wait_for="another tab")
     assert refused == (

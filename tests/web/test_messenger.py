@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .conftest import PASSWORD, signed_in_pair, unique
+from .conftest import PASSWORD, signed_in_pair, signed_up, unique
 
 
 def _own_origin_only(browser, name: str, url: str) -> None:
@@ -96,9 +96,7 @@ def test_two_browsers_start_a_conversation_and_talk_live(web_server, browser):
 
 def test_clear_errors_from_the_server(web_server, browser):
     url = web_server.url
-    taken = unique("taken")
-    browser.open("first", url)
-    assert browser.sign_in("first", taken, PASSWORD, register=True)["error"] is None
+    taken = signed_up(browser, "first", url, "taken")
 
     browser.open("page", url)
     r = browser.sign_in("page", taken, PASSWORD, register=True)

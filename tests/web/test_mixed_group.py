@@ -10,11 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from roost.client import RoostClient
 from roost.protocol.base64url import b64u
-from tests.e2e.helpers import member, sync_until
+from tests.e2e.helpers import sync_until
 
-from .conftest import PASSWORD, unique
+from .conftest import PASSWORD, python_user, signed_up, unique
 
 
 def _roost_text(url: str, home: Path, *args: str) -> str:
@@ -41,13 +40,10 @@ async def test_browser_cli_and_python_users_in_one_named_group(web_server, brows
     cli_name = unique("cli")
     cli = f"{cli_name}@localhost"
     _roost(url, home, "register", cli_name, "--keypackages", "3")
-    py = member(await RoostClient.register(url, unique("py")))
-    await py.client.publish_key_packages(3)
+    py = await python_user(url, "py")
     try:
-        alice = unique("web")
+        alice = signed_up(browser, "alice", url, "web")
         alice_id = f"{alice}@localhost"
-        browser.open("alice", url)
-        assert browser.sign_in("alice", alice, PASSWORD, register=True)["error"] is None
 
         # The page connects with both (only connected users may be invited).
         assert browser.call("start", name="alice", peer=cli) == {"error": None}

@@ -22,7 +22,7 @@ import pytest
 from tests.integration.harness import ServerProcess
 from tests.push_services.process import StandIn
 
-from .conftest import screenshot, talking_pair, unique
+from .conftest import screenshot, signed_up, talking_pair, unique
 
 WINDOW = 1  # push_coalesce_seconds of the server under test
 QUIET_WAIT = 4.0  # how long a muted conversation must stay silent (several windows)
@@ -142,9 +142,7 @@ def test_a_push_shows_a_notification_and_a_muted_conversation_sends_none(
 
 def test_turning_notifications_off_removes_the_registration(push_server, stand_in, browser):
     url = push_server.url
-    user = unique("dana")
-    browser.open("dana", url)
-    assert browser.sign_in("dana", user, "correct horse battery", register=True)["error"] is None
+    signed_up(browser, "dana", url, "dana")
     sub = stand_in.subscribe(f"web-{uuid.uuid4().hex[:8]}")
     browser.call("allow_notifications", name="dana", origin=url)
     browser.call("stand_in_push_service", name="dana", endpoint=sub["endpoint"], keys=sub["keys"])

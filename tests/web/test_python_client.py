@@ -3,25 +3,16 @@ turn: the page's ts-mls and Roost's own MLS read each other's Welcomes, commits 
 
 from __future__ import annotations
 
-from roost.client import RoostClient
-from tests.e2e.helpers import member, sync_until
+from tests.e2e.helpers import sync_until
 
-from .conftest import PASSWORD, unique
-
-
-async def _python_user(url: str, prefix: str):
-    client = await RoostClient.register(url, unique(prefix))
-    await client.publish_key_packages(3)
-    return member(client)
+from .conftest import python_user, signed_up
 
 
 async def test_browser_invites_a_python_client(web_server, browser):
     url = web_server.url
-    bob = await _python_user(url, "py")
+    bob = await python_user(url)
     try:
-        alice = unique("web")
-        browser.open("alice", url)
-        assert browser.sign_in("alice", alice, PASSWORD, register=True)["error"] is None
+        alice = signed_up(browser, "alice", url, "web")
         assert browser.call("start", name="alice", peer=bob.user_id) == {"error": None}
 
         [conn] = [c for c in await bob.client.connections() if c.state == "pending"]
@@ -44,11 +35,9 @@ async def test_browser_invites_a_python_client(web_server, browser):
 
 async def test_python_client_invites_a_browser_user(web_server, browser):
     url = web_server.url
-    carol = await _python_user(url, "py")
+    carol = await python_user(url)
     try:
-        dave = unique("web")
-        browser.open("dave", url)
-        assert browser.sign_in("dave", dave, PASSWORD, register=True)["error"] is None
+        dave = signed_up(browser, "dave", url, "web")
         browser.call("text", name="dave", selector="#status", wait_for="Online")
 
         _, gid = await carol.groups.request_connection(f"{dave}@localhost")
@@ -71,11 +60,9 @@ async def test_browser_user_in_a_python_clients_group_sees_who_wrote(web_server,
     browser user and another roost.client user; the page labels each message with its
     sender, read from the sender's credential."""
     url = web_server.url
-    carol, erin = await _python_user(url, "py"), await _python_user(url, "py")
+    carol, erin = await python_user(url), await python_user(url)
     try:
-        dave = unique("web")
-        browser.open("dave", url)
-        assert browser.sign_in("dave", dave, PASSWORD, register=True)["error"] is None
+        dave = signed_up(browser, "dave", url, "web")
         browser.call("text", name="dave", selector="#status", wait_for="Online")
         await carol.groups.request_connection(f"{dave}@localhost")
         browser.call("invitations", name="dave", wait_for=carol.user_id)

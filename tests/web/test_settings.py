@@ -4,13 +4,11 @@ step; the page then forgets the device and the user name is gone for good."""
 
 from __future__ import annotations
 
-from .conftest import PASSWORD, unique
+from .conftest import PASSWORD, signed_up
 
 
 def test_display_name_and_directory_listing_are_saved_on_the_server(web_server, browser):
-    alice = unique("alice")
-    browser.open("alice", web_server.url)
-    assert browser.sign_in("alice", alice, PASSWORD, register=True)["error"] is None
+    signed_up(browser, "alice", web_server.url, "alice")
 
     assert browser.call("settings", name="alice") == {
         "error": None,
@@ -42,9 +40,7 @@ def test_display_name_and_directory_listing_are_saved_on_the_server(web_server, 
 
 
 def test_deleting_the_account_asks_first_then_forgets_everything(web_server, browser):
-    alice = unique("alice")
-    browser.open("alice", web_server.url)
-    assert browser.sign_in("alice", alice, PASSWORD, register=True)["error"] is None
+    alice = signed_up(browser, "alice", web_server.url, "alice")
 
     # Cancel at the confirmation step: nothing happens.
     r = browser.call("delete_account", name="alice", confirm=False)
