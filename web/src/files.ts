@@ -4,6 +4,7 @@
 // message. A recipient downloads through its own homeserver, decrypts and is offered the file.
 import { ApiError, seg, type Api } from "./api.js";
 import { b64u, fromB64u, fromUtf8, utf8 } from "./bytes.js";
+import { $, el, errorText } from "./dom.js";
 import type { Messenger } from "./messenger.js";
 
 const SEGMENT = 64 * 1024;
@@ -260,13 +261,6 @@ export async function downloadFile(api: Api, domain: string, ref: AssetReference
 }
 
 // ---- on the page ----------------------------------------------------------------------------
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, text?: string, cls?: string): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  if (text !== undefined) e.textContent = text;
-  if (cls !== undefined) e.className = cls;
-  return e;
-}
-
 const percent = (done: number, total: number): string => `${total === 0 ? 100 : Math.floor((100 * done) / total)}%`;
 
 // One control per asset, kept across re-renders of the conversation (a download in progress
@@ -302,7 +296,7 @@ export function fileControl(api: Api, domain: string, ref: AssetReference): HTML
         button.replaceWith(link);
       })
       .catch((e) => {
-        status.textContent = e instanceof Error ? e.message : String(e);
+        status.textContent = errorText(e);
         button.disabled = false;
       });
   });
@@ -313,11 +307,11 @@ export function fileControl(api: Api, domain: string, ref: AssetReference): HTML
 
 /** The "Send a file" form of the open conversation, with progress and errors in words. */
 export function wireFileForm(messenger: () => Messenger | undefined): void {
-  const form = document.getElementById("file-form") as HTMLFormElement;
-  const input = document.getElementById("file") as HTMLInputElement;
-  const bar = document.getElementById("file-progress") as HTMLProgressElement;
-  const status = document.getElementById("file-status") as HTMLElement;
-  const error = document.getElementById("file-error") as HTMLElement;
+  const form = $<HTMLFormElement>("file-form");
+  const input = $<HTMLInputElement>("file");
+  const bar = $<HTMLProgressElement>("file-progress");
+  const status = $("file-status");
+  const error = $("file-error");
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const m = messenger();
@@ -343,7 +337,7 @@ export function wireFileForm(messenger: () => Messenger | undefined): void {
       .catch((e) => {
         bar.hidden = true;
         status.textContent = "";
-        error.textContent = e instanceof Error ? e.message : String(e);
+        error.textContent = errorText(e);
       })
       .finally(() => (button.disabled = false));
   });

@@ -1,6 +1,7 @@
 // Just enough X.509 (RFC 5280) to check a Roost credential chain in the page: a DER reader,
 // the fields a chain check needs, and the chain check itself (Ed25519 signatures only, the
 // algorithm every Roost AS signs with). docs/api.md, "X.509 credential profile".
+import { hex } from "./bytes.js";
 
 const SEQUENCE = 0x30;
 const OID_ED25519 = "2b6570"; // 1.3.101.112
@@ -46,7 +47,6 @@ function one(bytes: Uint8Array, tag: number): Tlv {
   return e;
 }
 
-const hexOf = (b: Uint8Array): string => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 const ascii = (b: Uint8Array): string => String.fromCharCode(...b);
 
 function time(t: Tlv): number {
@@ -77,7 +77,7 @@ export interface Certificate {
 function algorithm(seq: Tlv): string {
   const [oid] = elements(seq.value);
   if (oid?.tag !== 0x06) throw new CertificateError("bad algorithm identifier");
-  return hexOf(oid.value);
+  return hex(oid.value);
 }
 
 function bitString(t: Tlv): Uint8Array {
@@ -105,8 +105,8 @@ export function parseCertificate(der: Uint8Array): Certificate {
     tbs: tbsEl.raw,
     signatureAlgorithm: algorithm(algEl),
     signature: bitString(sigEl),
-    issuer: hexOf(issuer.raw),
-    subject: hexOf(subject.raw),
+    issuer: hex(issuer.raw),
+    subject: hex(subject.raw),
     notBefore: time(notBefore),
     notAfter: time(notAfter),
     keyAlgorithm: algorithm(keyAlg),
@@ -120,7 +120,7 @@ export function parseCertificate(der: Uint8Array): Certificate {
     const id = parts[0];
     const value = parts[parts.length - 1];
     if (id?.tag !== 0x06 || value?.tag !== 0x04) throw new CertificateError("bad extension");
-    const oid = hexOf(id.value);
+    const oid = hex(id.value);
     if (oid === OID_BASIC_CONSTRAINTS) {
       const first = elements(one(value.value, SEQUENCE).value)[0];
       cert.isCa = first?.tag === 0x01 && first.value[0] !== 0;
@@ -147,7 +147,7 @@ export async function verifyChain(chain: Uint8Array[], asDer: Uint8Array, verify
   checkValidity(root, now, "AS");
   const certs = chain.map(parseCertificate);
   // A chain may end with the AS certificate itself; it adds nothing.
-  if (certs.length > 1 && hexOf(certs[certs.length - 1].der) === hexOf(root.der)) certs.pop();
+  if (certs.length > 1 && hex(certs[certs.length - 1].der) === hex(root.der)) certs.pop();
   for (const [i, cert] of certs.entries()) {
     const what = i === 0 ? "leaf" : `intermediate #${i}`;
     checkValidity(cert, now, what);
