@@ -18,6 +18,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+import sqlalchemy as sa
+
+from roost.client import RoostError
+from roost.server.config import build_config
+from roost.server.federation.tables import fed_destinations
+from roost.server.store import Database
+
 from ..e2e.helpers import Member, second_member, sync_until
 from .harness import POLICY_CACHE_SECONDS, Federation
 from .test_ds_flows import connect, new
@@ -250,3 +258,56 @@ async def test_a_commit_waits_for_the_items_still_on_their_way(fed: Federation) 
     await reaches_epoch(alice, gid, 3)
     await carol.groups.send(gid, "epoch 3")
     await sync_until(alice, lambda e: e.kind == "message" and e.message == "epoch 3", TIMEOUT)
+
+
+async def test_own_commits_wait_for_the_messages_still_on_their_way(fed: Federation) -> None:
+    """alice's message is still in a.test's outbox when carol (b.test) commits four times in
+    a row. Her client keeps the last three epochs' secrets for late messages; had the DS
+    accepted those commits, the message (of her first epoch) would reach her four epochs on,
+    unreadable. The DS refuses her commits while items of the group wait for her server
+    (``409 items_in_transit``); her client waits for them (up to 10 s) and commits after
+    reading the message.
+
+    b.test is down while alice sends, and a.test's delivery lease for b.test is left held as
+    by a process killed mid-delivery (it lapses after a minute): the item cannot move when
+    b.test is back, so carol's first commit is refused once the wait runs out. Once the lease
+    is gone the item arrives, and her commits go through."""
+    alice, carol = await new(fed, A, "alice"), await new(fed, B, "carol")
+    gid = await group_of(alice, carol)
+    epoch = alice.groups.group(gid).epoch
+    fed.stop(B)
+    try:
+        sent = await alice.groups.send(gid, "on its way")
+        await wait_outbox(fed, "a.test retries b.test", lambda r: bool(r and r["attempts"] >= 1))
+        await set_lease(fed, until_ms=int(time.time() * 1000) + 120_000)
+    finally:
+        fed.start(B)
+    with pytest.raises(RoostError) as refused:
+        await carol.groups.update(gid)
+    assert refused.value.code == "items_in_transit", refused.value
+    assert carol.groups.group(gid).epoch == epoch
+    await set_lease(fed, until_ms=0)  # the killed process's lease lapses
+    for i in range(1, 5):
+        event = await carol.groups.update(gid)
+        assert event.epoch == epoch + i, event
+    await sync_until(carol, lambda e: e.group_seq == sent.group_seq, TIMEOUT)
+    assert messages(carol, gid) == [(sent.group_seq, "on its way")], carol.seen
+    assert not [e for e in carol.seen if e.kind in ("rejected", "resynced")], carol.seen
+
+
+async def set_lease(fed: Federation, until_ms: int) -> None:
+    """a.test's delivery lease for b.test, as a process that no longer runs left it."""
+    a = fed[A]
+    settings = {"data_dir": str(a.data_dir)}
+    if a.database_url:
+        settings["database_url"] = a.database_url
+    db = Database(build_config(settings, {}).sqlalchemy_url)
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(
+                sa.update(fed_destinations)
+                .where(fed_destinations.c.destination == B)
+                .values(lease_owner="killed" if until_ms else None, lease_until_ms=until_ms)
+            )
+    finally:
+        await db.dispose()

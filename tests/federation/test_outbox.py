@@ -403,6 +403,44 @@ async def test_retry_now_sends_a_waiting_item_at_once(pair: Pair) -> None:
     assert nothing.returncode == 0 and "nothing queued" in nothing.stdout
 
 
+async def test_a_peer_that_contacts_us_gets_what_waits_for_it_at_once(pair: Pair) -> None:
+    """b.test was down and a.test's next attempt is an hour away; b.test, back, sends a.test
+    a signed request (its own outbox's batch): that proves it is up, so a.test delivers what
+    waits for b.test at once instead of after the backoff."""
+    a_outbox = pair.a.fed.outbox
+    await pair.b.stop()
+    async with pair.a.db.transaction() as conn:
+        await a_outbox.enqueue_in(conn, "b.test", KIND, b"for g1", ref=b"g1")
+    await pair.wait_attempts(1)
+    async with pair.a.db.transaction() as conn:
+        await conn.execute(
+            sa.update(fed_destinations).values(
+                attempts=12, next_attempt_ms=int(time.time() * 1000) + 3_600_000
+            )
+        )
+        # The DS asks whether a group's items still wait for a domain (its commit check).
+        assert await a_outbox.in_transit_in(conn, "b.test", b"g1")
+        assert not await a_outbox.in_transit_in(conn, "b.test", b"g2")
+        assert not await a_outbox.in_transit_in(conn, "c.test", b"g1")
+    await pair.b.start()
+    await asyncio.sleep(2.0)
+    assert pair.b.received == []  # still waiting for its hour
+    pair.a.fed.inbox.register("test.ping", lambda conn, origin, body: asyncio.sleep(0))
+    async with pair.b.db.transaction() as conn:
+        await pair.b.fed.outbox.enqueue_in(conn, "a.test", "test.ping", b"hello")
+    contacted = time.monotonic()
+    await pair.wait_received(1, timeout=8)
+    assert time.monotonic() - contacted < 5
+    assert pair.b.bodies() == [b"for g1"]
+    deadline = time.monotonic() + DELIVERY_TIMEOUT
+    while True:  # gone from the outbox once b.test's answer is in
+        async with pair.a.db.engine.connect() as conn:
+            if not await a_outbox.in_transit_in(conn, "b.test", b"g1"):
+                break
+        assert time.monotonic() < deadline, "the delivered item stays in the outbox"
+        await asyncio.sleep(0.05)
+
+
 async def _metrics(peer: Peer) -> str:
     async with httpx.AsyncClient() as http:
         r = await http.get(peer.url + "/metrics")

@@ -27,6 +27,7 @@ const MESSAGES: Record<string, string> = {
   unauthenticated: "Your session ended. Log in again.",
   token_expired: "Your session ended. Log in again.",
   account_suspended: "This account is suspended.",
+  items_in_transit: "Messages of this conversation are still on their way to your server. Try again in a moment.",
 };
 
 function friendlyMessage(code: string, detail: string): string {

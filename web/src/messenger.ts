@@ -588,14 +588,16 @@ export class Messenger {
   }
 
   /** Commit proposals at once (the homeserver's Removes of deleted devices, a member leaving):
-   * whoever commits first wins, the others' commits get 409 epoch_conflict and are dropped. */
+   * whoever commits first wins, the others' commits get 409 epoch_conflict and are dropped
+   * (as is one refused while messages of the group are still on their way to us: a later
+   * commit takes the proposals along). */
   private async commitPending(c: Conversation): Promise<void> {
     const r = await commitRemoves(c.state, []);
     try {
       await this.session.api.request("POST", `/v1/groups/${c.id}/commits`, { body: r.bundle });
       c.state = r.state;
     } catch (e) {
-      if (!(e instanceof ApiError && e.code === "epoch_conflict")) throw e;
+      if (!(e instanceof ApiError && (e.code === "epoch_conflict" || e.code === "items_in_transit"))) throw e;
     }
   }
 }

@@ -198,7 +198,7 @@ class GroupSync:
     async def catch_up(self) -> None:
         """Process everything waiting in our group queue, in order, while the caller holds the
         store's lock: a commit must not leave messages of older epochs behind (the group keeps
-        only one past epoch's secrets). The events wait for the next sync or listener."""
+        only a few past epochs' secrets). The events wait for the next sync or listener."""
         await self._drain_queue(None, locked=True)
         if self._unreported:
             self._unreported_ready.set()

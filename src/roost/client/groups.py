@@ -205,13 +205,20 @@ class Groups:
     ) -> GroupEvent:
         """Build a commit, submit it with its GroupInfo (and Welcome), merge it once accepted.
         First, under the store's lock, process what waits in our group queue (``catch_up``):
-        messages of older epochs would be unreadable after our commit (a group keeps one past
-        epoch's secrets). On ``epoch_conflict`` wait for the winner's commit to reach our queue
+        messages of older epochs would be unreadable after our commit (a group keeps only a few
+        past epochs' secrets). On ``epoch_conflict`` wait for the winner's commit to reach our queue
         (``_await_commit``), catch up again (a rejoin if the queue cannot bring us to the DS's
-        epoch) and rebuild, up to ``retries`` times. Events of the catch-up are held: the
-        next ``sync`` returns them first, a running ``listen`` hands them to its sink."""
+        epoch) and rebuild, up to ``retries`` times. On ``items_in_transit`` (items of the
+        group are still on their way from the DS's server to ours) catch up and try again
+        until they came, for at most ``COMMIT_WAIT_SECONDS``. Events of the catch-up are
+        held: the next ``sync`` returns them first, a running ``listen`` hands them to its
+        sink."""
         ds_epoch = commit_seq = 0
-        for attempt in range(retries + 1):
+        attempt = 0
+        loop = asyncio.get_running_loop()
+        transit_deadline: float | None = None
+        transit_delay = 0.05
+        while True:
             if ds_epoch:
                 await self._await_commit(group_id, ds_epoch, commit_seq)
             async with self.store.lock:
@@ -233,10 +240,20 @@ class Groups:
                     )
                 except RoostError as e:
                     group.clear_pending_commit()
-                    if e.code != "epoch_conflict" or attempt == retries:
+                    if e.code == "items_in_transit":
+                        # Items of the group are on their way to our server: committing
+                        # before we read them could leave them too many epochs behind.
+                        now = loop.time()
+                        transit_deadline = transit_deadline or now + COMMIT_WAIT_SECONDS
+                        if now >= transit_deadline:
+                            raise
+                    elif e.code != "epoch_conflict" or attempt == retries:
                         raise
-                    ds_epoch = int(e.problem.get("epoch", 0))
-                    commit_seq = int(e.problem.get("commit_seq", 0))
+                    else:
+                        attempt += 1
+                        ds_epoch = int(e.problem.get("epoch", 0))
+                        commit_seq = int(e.problem.get("commit_seq", 0))
+                        continue
                 else:
                     before = roster_clients(group)
                     group.merge_pending_commit()
@@ -254,7 +271,8 @@ class Groups:
                         removed=tuple(c for i, c in before.items() if after.get(i) != c),
                     )
                     return self.store.record(describe_commit(event), outgoing=True)
-        raise AssertionError("unreachable")
+            await asyncio.sleep(transit_delay)  # outside the lock: our queue is read meanwhile
+            transit_delay = min(transit_delay * 2, 1.0)
 
     async def _await_commit(self, group_id: bytes, epoch: int, commit_seq: int) -> None:
         """After an ``epoch_conflict``: let our queue bring the commit that began the DS's

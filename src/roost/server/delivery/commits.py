@@ -149,6 +149,8 @@ class CommitPipeline:
                 return row.epoch, row.last_commit_seq  # a retried success: same answer
             raise epoch_conflict(row.epoch, row.last_seq, row.last_commit_seq)
         committer_leaf, committer_user = self._committer(p, snap, pm, queue_id)
+        if committer_leaf is not None and isinstance(p, RemotePrincipal):
+            await self._require_delivered(p.domain, group_id)
         loop = asyncio.get_running_loop()
         obs, staged = await loop.run_in_executor(
             _CPU, self._stage, row.state, pm, bundle.group_info
@@ -170,6 +172,20 @@ class CommitPipeline:
         ]
         added_users = await self.add_rule.check(p, judged.committer_user, added)
         return await self._write(p, snap, judged, bundle, commit_hash, queue_id, added_users)
+
+    async def _require_delivered(self, domain: str, group_id: bytes) -> None:
+        """A member of another domain commits only once the group's items for that domain
+        left our outbox: it keeps a few past epochs' secrets, and its commits must not move
+        it further on while messages of older epochs are still on their way to it. (Items
+        queued after this check are of the current epoch: still readable.)"""
+        async with self.db.engine.connect() as conn:
+            if await self.fanout.in_transit(conn, domain, group_id):
+                raise Problem(
+                    409,
+                    "items_in_transit",
+                    f"items of this group are still on their way to {domain}; commit again "
+                    "once they have arrived",
+                )
 
     def _committer(
         self, p: Principal, snap: GroupSnapshot, pm: PublicMessage, queue_id: bytes | None

@@ -76,7 +76,7 @@ class Fanout:
             await conn.execute(sa.insert(ds_held), held)
             await self._drop_overfull(conn, group_id, held_leaves)
         if remote:
-            await self.remote_items(conn, remote)
+            await self.remote_items(conn, group_id, remote)
 
     async def _drop_overfull(
         self, conn: AsyncConnection, group_id: bytes, leaves: list[int]
@@ -96,13 +96,22 @@ class Fanout:
         log.info("held items over the limit: %d leaves of a group dropped", len(full))
 
     async def remote_items(
-        self, conn: AsyncConnection, by_domain: dict[str, list[tuple[bytes, bytes]]]
+        self,
+        conn: AsyncConnection,
+        group_id: bytes,
+        by_domain: dict[str, list[tuple[bytes, bytes]]],
     ) -> None:
         if self.federation is None:
             log.warning("items for remote members dropped: federation is not running")
             return
         for domain in sorted(by_domain):
-            await self.federation.items_in(conn, domain, by_domain[domain])
+            await self.federation.items_in(conn, domain, group_id, by_domain[domain])
+
+    async def in_transit(self, conn: AsyncConnection, domain: str, group_id: bytes) -> bool:
+        """Whether items of the group are still on their way to ``domain``'s queues."""
+        if self.federation is None:
+            return False
+        return await self.federation.items_in_transit(conn, domain, group_id)
 
     async def lock_destinations(self, conn: AsyncConnection, domains: set[str]) -> None:
         """Before a transaction's first remote item: its destinations, locked in one order."""

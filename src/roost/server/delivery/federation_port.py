@@ -29,10 +29,16 @@ class DsFederation(Protocol):
 
     async def forgotten_domains(self) -> frozenset[str]: ...
 
-    # Inside the caller's transaction: items for remote queues, in order, per destination.
+    # Inside the caller's transaction: a group's items for remote queues, in order, per
+    # destination.
     def items_in(
-        self, conn: AsyncConnection, domain: str, items: list[tuple[bytes, bytes]]
+        self, conn: AsyncConnection, domain: str, group_id: bytes, items: list[tuple[bytes, bytes]]
     ) -> Awaitable[None]: ...
+
+    # Whether items of the group wait to be applied by ``domain`` (queued or being sent).
+    def items_in_transit(
+        self, conn: AsyncConnection, domain: str, group_id: bytes
+    ) -> Awaitable[bool]: ...
 
     def welcome_in(
         self, conn: AsyncConnection, domain: str, user_id: str, event: bytes

@@ -186,7 +186,7 @@ class Groups:
             ]
             if queue_domain is not None:
                 if queued:
-                    await self.fanout.remote_items(conn, {queue_domain: queued})
+                    await self.fanout.remote_items(conn, group_id, {queue_domain: queued})
             else:
                 for qid, item in queued:
                     await self.queues.enqueue_in(conn, qid, item, None)

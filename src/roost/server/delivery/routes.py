@@ -342,6 +342,7 @@ CLIENT_DOCS = {
             **_MLS_ERRORS,
             **problem_responses(
                 (409, "epoch_conflict"),
+                (409, "items_in_transit"),
                 (403, "role_required"),
                 (403, "no_connection"),
                 (403, "external_join_disabled"),

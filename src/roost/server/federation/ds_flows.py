@@ -111,14 +111,17 @@ class DsBridge:
         return (await self.policy.load()).forgotten
 
     async def items_in(
-        self, conn: AsyncConnection, domain: str, items: list[tuple[bytes, bytes]]
+        self, conn: AsyncConnection, domain: str, group_id: bytes, items: list[tuple[bytes, bytes]]
     ) -> None:
         # One outbox entry per destination per fanned-out item: the outbox is FIFO per
         # destination, so each remote queue gets its items in group order. Many members on
         # one domain, or a joiner's held items, can add up to more than one entry may hold
         # (or the peer's body limit takes): then several entries, in order.
         for chunk in _chunks(items, ITEMS_ENTRY_BYTES):
-            await self._enqueue(conn, domain, ITEMS_KIND, encode_items(chunk))
+            await self._enqueue(conn, domain, ITEMS_KIND, encode_items(chunk), group_id)
+
+    async def items_in_transit(self, conn: AsyncConnection, domain: str, group_id: bytes) -> bool:
+        return await self.outbox.in_transit_in(conn, domain, group_id)
 
     async def welcome_in(
         self, conn: AsyncConnection, domain: str, user_id: str, event: bytes
@@ -129,12 +132,14 @@ class DsBridge:
     async def lock_destinations_in(self, conn: AsyncConnection, domains: set[str]) -> None:
         await self.outbox.lock_in(conn, domains)
 
-    async def _enqueue(self, conn: AsyncConnection, domain: str, kind: str, body: bytes) -> None:
+    async def _enqueue(
+        self, conn: AsyncConnection, domain: str, kind: str, body: bytes, ref: bytes | None = None
+    ) -> None:
         # A domain the policy does not admit now gets its items held in the outbox (sent in
         # order once admitted); only a forgotten domain's are refused: its members are leaving
         # the group, and the others must not lose their copy.
         try:
-            await self.outbox.enqueue_in(conn, domain, kind, body)
+            await self.outbox.enqueue_in(conn, domain, kind, body, ref)
         except FederationRefused:
             log.info("%s for %s discarded: the operator forgot that domain", kind, domain)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -42,8 +42,10 @@ class InboundVerifier:
         clock: Callable[[], float] = time.time,
         *,
         window_seconds: int = 300,
+        on_contact: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
+        self.on_contact = on_contact  # a peer proved it is up (the outbox retries it now)
         self.directory = directory
         self.policy = policy
         self.home_domain = home_domain
@@ -86,6 +88,8 @@ class InboundVerifier:
         if public_key is None or not signing.verify(public_key, base, signature):
             raise invalid_signature(f"the signature does not verify with {origin}'s keys")
         await self._record_nonce(origin, params, now)
+        if self.on_contact is not None:
+            await self.on_contact(origin)
         return origin
 
     async def sweep(self) -> int:

@@ -53,6 +53,8 @@ BACKOFF_CAP_SECONDS = 3600.0
 POLL_SECONDS = 1.0  # due destinations (and other processes' retry-now) are seen this fast
 BLOCKED_RECHECK_SECONDS = 5.0  # a held destination is looked at again this often
 HELD_LOG_SECONDS = 60.0  # "held" is logged at most this often per destination
+# A peer that contacts us while our deliveries to it back off is retried at most this often.
+CONTACT_RETRY_SECONDS = 2.0
 LEASE_SECONDS = 60.0  # longer than one batch request may take (federation timeout)
 MAX_ITEM_BYTES = 1024 * 1024 - 4096  # one item always fits a default 1 MiB request body
 BATCH_MAX_ITEMS = 100
@@ -282,11 +284,18 @@ class Outbox:
         self._deliveries: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
         self._held_logged: dict[str, float] = {}
+        # Destinations whose last delivery here failed -> when a contact last retried them.
+        self._backing_off: dict[str, float] = {}
 
     # -- enqueue --
 
     async def enqueue_in(
-        self, conn: AsyncConnection, destination: str, kind: str, body: bytes
+        self,
+        conn: AsyncConnection,
+        destination: str,
+        kind: str,
+        body: bytes,
+        ref: bytes | None = None,
     ) -> None:
         """Queue ``body`` for ``destination`` inside the caller's transaction (it is sent only
         if that transaction commits). A destination the policy does not admit now gets it
@@ -295,7 +304,8 @@ class Outbox:
         ``ValueError`` for an invalid kind or domain (callers pass validated data). A
         transaction that queues for several destinations should do so in sorted domain order
         (each destination row is locked until commit, which keeps ids ascending per
-        destination in commit order)."""
+        destination in commit order). ``ref`` tags the item for ``in_transit_in`` (the DS
+        tags its items with their group)."""
         dest = destination.strip().lower()
         if not is_valid_domain(dest) or dest == self.home_domain:
             raise ValueError(f"not a remote domain: {destination!r}")
@@ -315,10 +325,34 @@ class Outbox:
         await self._lock_destination(conn, dest)
         await conn.execute(
             sa.insert(fed_outbox).values(
-                destination=dest, kind=kind, body=body, created_at=int(self.clock())
+                destination=dest, kind=kind, body=body, created_at=int(self.clock()), ref=ref
             )
         )
         after_commit(conn, self._wake.set)
+
+    async def in_transit_in(self, conn: AsyncConnection, destination: str, ref: bytes) -> bool:
+        """Whether an item tagged ``ref`` still waits here for ``destination`` (queued, or
+        sent without an answer yet): the receiver has not applied it."""
+        found = await conn.execute(
+            sa.select(fed_outbox.c.id)
+            .where(fed_outbox.c.destination == destination, fed_outbox.c.ref == ref)
+            .limit(1)
+        )
+        return found.first() is not None
+
+    async def peer_reachable(self, origin: str) -> None:
+        """``origin`` just sent us a verified request, so it is up: if our deliveries to it
+        wait out a backoff, make the next one due now (its members' commits wait for what
+        we hold for them). At most once per ``CONTACT_RETRY_SECONDS`` per peer."""
+        if origin not in self._backing_off:
+            return
+        now = time.monotonic()
+        if now - self._backing_off[origin] < CONTACT_RETRY_SECONDS:
+            return
+        self._backing_off[origin] = now
+        if await request_retry(self.db, origin, _ms(self.clock)):
+            log.info("%s is reachable again: delivering to it now", origin)
+            self._wake.set()
 
     async def lock_in(self, conn: AsyncConnection, destinations: Iterable[str]) -> None:
         """Lock the rows of every destination a transaction is about to queue for, in sorted
@@ -386,6 +420,11 @@ class Outbox:
         """Start the delivery worker (one asyncio task per process)."""
         if self._task is not None:
             return
+        async with self.db.engine.connect() as conn:  # backing off since before a restart
+            failing = await conn.execute(
+                sa.select(fed_destinations.c.destination).where(fed_destinations.c.attempts > 0)
+            )
+            self._backing_off = {r.destination: -CONTACT_RETRY_SECONDS for r in failing}
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="federation-outbox")
 
@@ -586,6 +625,7 @@ class Outbox:
             log.warning("%s rejected %d federated item(s)", dest, len(rejected))
 
     async def _delivered(self, dest: str, items: list[BatchItem]) -> None:
+        self._backing_off.pop(dest, None)
         now = _ms(self.clock)
         async with self.db.transaction() as conn:
             await conn.execute(
@@ -621,6 +661,9 @@ class Outbox:
 
     async def _failed(self, dest: str, lease: _Lease, error: str) -> None:
         lease.attempts += 1
+        if len(self._backing_off) > 1000:
+            self._backing_off.clear()
+        self._backing_off.setdefault(dest, -CONTACT_RETRY_SECONDS)
         delay = backoff_seconds(lease.attempts)
         log.info(
             "federation delivery to %s failed (%s); attempt %d, next in %.0f s",

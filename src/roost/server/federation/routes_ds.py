@@ -69,7 +69,7 @@ FEDERATION_DOCS = {
     "update_group": RouteDoc(_GROUP),
     "delete_group": RouteDoc(_GROUP),
     "submit_commit": RouteDoc(
-        _CONFLICT,
+        {**_CONFLICT, **problem_responses((409, "items_in_transit"))},
         "A commit of the origin's client; a ``queue_id`` (external join) is on the origin's QS.",
     ),
     "group_info": RouteDoc({200: binary_response(MLS_MEDIA_TYPE, "RoostGroupState"), **_GROUP}),

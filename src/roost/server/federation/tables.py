@@ -37,6 +37,8 @@ fed_outbox = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    # The group of a DS item entry (``Outbox.in_transit_in``); NULL for other kinds.
+    sa.Column("ref", sa.LargeBinary(255), nullable=True),
     sa.Index("ix_fed_outbox_destination", "destination", "id"),
     # Ids are never reused (SQLite would reuse the highest after a delete): receivers keep a
     # per-origin high-water mark and would skip a reused id as already applied.

@@ -44,6 +44,7 @@ def build_federation(
         clock,
         window_seconds=config.federation_signature_window_seconds,
     )
+    outbox = Outbox(db, client, policy, clock, config.home_domain)
     verifier = InboundVerifier(
         db,
         directory,
@@ -51,8 +52,8 @@ def build_federation(
         config.home_domain,
         clock,
         window_seconds=config.federation_signature_window_seconds,
+        on_contact=outbox.peer_reachable,
     )
-    outbox = Outbox(db, client, policy, clock, config.home_domain)
     inbox = InboxDispatcher(db, clock)
     return FederationServices(
         identity=identity,
