@@ -30,15 +30,7 @@ OPS = 300
 # Failures this test found that are not fixed yet. While any is listed, a failing seed is
 # reported as an expected failure (xfail) whose reason carries its first failures; remove an
 # entry once it is fixed (a failing seed then fails the suite).
-OPEN_FINDINGS: list[str] = [
-    # Seen once, seed 2 in a full CI run (b.test on PostgreSQL): a message (group_seq 19,
-    # epoch 8) of a group on b.test, sent by one a.test client, reached another a.test client
-    # of the same user only after the commits at group_seq 20-23, when that client was at
-    # epoch 12 and could no longer read it. Items of a group should reach each member in the
-    # group's order; not yet explained (the run's faults included a SIGKILL, a stopped server
-    # and a federation block, and the message was resent with the same id).
-    "a message reached a member after later commits of its group",
-]
+OPEN_FINDINGS: list[str] = []
 
 
 @pytest.fixture(scope="module")
