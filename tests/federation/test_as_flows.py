@@ -128,7 +128,7 @@ async def test_discovery_of_a_remote_user_goes_through_the_home_server(fed: Fede
     [client] = await alice.user_clients(bob.user_id)
     assert client.client_id == bob.client_id
     assert client.signature_key == bob.signature_key
-    # The directory search stays local: b's discoverable users are not listed by a.
+    # Without a domain the directory search stays local: b's users are not listed by a.
     assert (await alice.search_users(bob.user_id.split("@")[0])).users == ()
 
     missing = f"nobody-{int(time.time() * 1000)}@{B}"

@@ -210,7 +210,7 @@ const ops = {
     // Searches the directory; returns the people listed ("Name (user id)" or the user id).
     const pg = page(name);
     await pg.locator("#find-status").evaluate((p) => (p.textContent = ""));
-    await pg.getByLabel("Find people by name (in the directory)").fill(query);
+    await pg.getByLabel("Find people by name").fill(query);
     await pg.getByRole("button", { name: "Search" }).click();
     const r = await outcome(pg, () => pg.locator("#find-status").filter({ hasText: /\S/ }).waitFor({ timeout: TIMEOUT }), "#list-error");
     r.status = ((await pg.locator("#find-status").textContent()) ?? "").trim();

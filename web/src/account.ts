@@ -37,12 +37,30 @@ export interface DirectoryEntry {
 export interface DirectoryPage {
   users: DirectoryEntry[];
   next: string | null;
+  /** The domain whose directory answered; null: the home server's own. */
+  domain: string | null;
+}
+
+// A DNS name as the server accepts it (labels of letters, digits and inner hyphens).
+const DOMAIN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/** The search text split into what to look for and where: "text@domain" searches the
+ * directory of that domain's server (asked by ours); anything else searches our own. */
+export function directoryQuery(text: string): { query: string; domain: string | null } {
+  const t = text.trim();
+  const at = t.lastIndexOf("@");
+  const domain = at < 0 ? "" : t.slice(at + 1).trim().toLowerCase();
+  if (at <= 0 || !DOMAIN.test(domain) || domain.length > 253) return { query: t, domain: null };
+  return { query: t.slice(0, at).trim(), domain };
 }
 
 /** The first 20 users listed in the directory whose name starts with, or display name
- * contains, `query`; `next` is non-null when there are more. */
-export async function searchDirectory(api: Api, query: string): Promise<DirectoryPage> {
-  const params = new URLSearchParams({ q: query.trim(), limit: "20" });
+ * contains, the text; "text@domain" searches another domain's directory (docs/api.md
+ * "GET /v1/directory"). `next` is non-null when there are more. */
+export async function searchDirectory(api: Api, text: string): Promise<DirectoryPage> {
+  const { query, domain } = directoryQuery(text);
+  const params = new URLSearchParams({ q: query, limit: "20" });
+  if (domain !== null) params.set("domain", domain);
   const d = await api.json<{ users: Array<{ user_id: string; display_name: string | null }>; next_cursor: string | null }>("GET", `/v1/directory?${params}`);
-  return { users: d.users.map((u) => ({ userId: u.user_id, displayName: u.display_name })), next: d.next_cursor };
+  return { users: d.users.map((u) => ({ userId: u.user_id, displayName: u.display_name })), next: d.next_cursor, domain };
 }

@@ -246,7 +246,8 @@ busy($<HTMLFormElement>("new-form"), $("list-error"), async () => {
 });
 
 // Directory search: the first 20 matches; more matches ask for a longer search text.
-function showFound(users: DirectoryEntry[], more: boolean): void {
+// "text@domain" searches that domain's directory (through the home server).
+function showFound(users: DirectoryEntry[], more: boolean, domain: string | null): void {
   const list = $("found");
   list.replaceChildren();
   for (const u of users) {
@@ -271,15 +272,20 @@ function showFound(users: DirectoryEntry[], more: boolean): void {
     li.append(b);
     list.append(li);
   }
+  const where = domain === null ? "" : ` on ${domain}`;
   $("find-status").textContent =
-    users.length === 0 ? "Nobody listed in the directory matches." : more ? `The first ${users.length} found: type more of the name to narrow it.` : `${users.length} found.`;
+    users.length === 0
+      ? `Nobody listed in the directory${where} matches.`
+      : more
+        ? `The first ${users.length} found${where}: type more of the name to narrow it.`
+        : `${users.length} found${where}.`;
 }
 
 busy($<HTMLFormElement>("find-form"), $("list-error"), async () => {
   const m = messenger;
   if (m === undefined) return;
   const page = await searchDirectory(m.session.api, $<HTMLInputElement>("find").value);
-  showFound(page.users, page.next !== null);
+  showFound(page.users, page.next !== null, page.domain);
 });
 
 busy($<HTMLFormElement>("group-form"), $("list-error"), async () => {

@@ -272,7 +272,9 @@ async def cmd_lookup(args: argparse.Namespace) -> None:
 
 async def cmd_search(args: argparse.Namespace) -> None:
     async def run(c: RoostClient) -> None:
-        page = await c.search_users(args.query, limit=args.limit, cursor=args.cursor)
+        page = await c.search_users(
+            args.query, limit=args.limit, cursor=args.cursor, domain=args.domain
+        )
         lines = [f"{u.user_id}  {u.display_name or '-'}" for u in page.users] or ["no match"]
         if page.next_cursor:
             lines.append(f"more: --cursor {page.next_cursor}")
@@ -522,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("query")
     se.add_argument("--limit", type=int)
     se.add_argument("--cursor")
+    se.add_argument("--domain", help="search this domain's directory (through your server)")
     ve = add("verify", cmd_verify, "verify a client's credential against its domain's AS")
     ve.add_argument(
         "client_id", help="user@domain/<uuid>, or the <uuid> of one of your clients (`whoami`)"

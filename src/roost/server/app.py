@@ -117,6 +117,7 @@ def build_services(
         registration_limiter=RateLimiter(limits.registrations_per_minute),
         claim_limiter=RateLimiter(limits.claims_per_minute),
         auth_limiter=RateLimiter(limits.auth_per_minute),
+        search_limiter=RateLimiter(limits.remote_searches_per_minute),
         delivery=delivery,
         assets=assets,
         federation=federation,

@@ -50,6 +50,8 @@ class Limits:
     # (marked gone, a server Remove proposal follows) so an absent client cannot grow them
     max_held_per_leaf: int = 10000
     auth_per_minute: int = 120
+    # directory searches of another domain per requesting user (each is a signed request to it)
+    remote_searches_per_minute: int = 30
     # realtime WebSocket (notify/): app-level ping cadence advertised to clients, idle cut-off,
     # and the per-connection window of items sent but not yet acked (bounds server memory)
     realtime_ping_interval_seconds: int = 20

@@ -34,6 +34,8 @@ class Services:
     registration_limiter: RateLimiter
     claim_limiter: RateLimiter
     auth_limiter: RateLimiter
+    # directory searches of another domain, per requesting user
+    search_limiter: RateLimiter
     delivery: DeliveryService
     assets: AssetService
     federation: FederationServices

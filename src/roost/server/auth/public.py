@@ -39,3 +39,10 @@ class RemoteUsers(Protocol):
     async def as_certificate(self, domain: str) -> bytes:
         """The AS certificate (DER) of another domain."""
         ...
+
+    async def search(
+        self, domain: str, q: str, limit: int, cursor: str | None
+    ) -> tuple[list[PublicUser], str | None]:
+        """One page of another domain's opt-in directory search: its users and the cursor of
+        the next page (None: the last one)."""
+        ...

@@ -20,8 +20,16 @@ from ..deps import (
     remote_key,
 )
 from ..errors import Problem, problem_responses
-from .schemas import ClientOut, ClientsOut, FederationOut, UserOut, client_out, user_out
-from .service import ClientInfo, ClientKey, UserInfo
+from .schemas import (
+    ClientOut,
+    ClientsOut,
+    DirectoryOut,
+    FederationOut,
+    UserOut,
+    client_out,
+    user_out,
+)
+from .service import ClientInfo, ClientKey
 
 router = APIRouter()
 
@@ -136,11 +144,6 @@ class ProfileIn(Strict):
     discoverable: bool = Field(None)  # type: ignore[assignment]  # None only as "absent"
 
 
-class DirectoryOut(BaseModel):
-    users: list[UserOut]
-    next_cursor: str | None
-
-
 class WellKnownOut(BaseModel):
     home_domain: str
     api: str
@@ -152,10 +155,6 @@ class WellKnownOut(BaseModel):
 
 def _client_out(s: ServicesDep, c: ClientInfo) -> ClientOut:
     return client_out(s.auth.public_client(c))
-
-
-def _user_out(s: ServicesDep, u: UserInfo) -> UserOut:
-    return user_out(s.auth.public_user(u))
 
 
 # A user of another domain is asked of its server (docs/federation.md).
@@ -450,20 +449,26 @@ async def user_clients(user_id: str, _p: PrincipalDep, s: ServicesDep) -> Client
     return ClientsOut(clients=[client_out(c) for c in await s.auth.lookup_clients(user_id)])
 
 
-@router.get("/v1/directory", response_model=DirectoryOut, responses=_AUTH, tags=["users"])
+@router.get(
+    "/v1/directory",
+    response_model=DirectoryOut,
+    responses={**_AUTH, **problem_responses((429, "rate_limited"), *_FEDERATED)},
+    tags=["users"],
+)
 async def directory(
-    _p: PrincipalDep,
+    p: PrincipalDep,
     s: ServicesDep,
     q: Annotated[str, Query(min_length=1, max_length=64)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
+    domain: Annotated[
+        str | None, Query(max_length=DOMAIN_MAX_LENGTH, pattern=DOMAIN_PATTERN)
+    ] = None,
 ) -> DirectoryOut:
-    """Search users who opted in to the directory (name prefix or display-name substring)."""
-    limit = min(limit, s.config.limits.max_list_length)
-    found = await s.auth.search_directory(q, limit + 1, cursor)
-    more = len(found) > limit
-    found = found[:limit]
-    return DirectoryOut(
-        users=[_user_out(s, u) for u in found],
-        next_cursor=found[-1].name if more and found else None,
-    )
+    """Search users who opted in to the directory (name prefix or display-name substring), of
+    this server or, with ``domain``, of another one (asked of its server, signed)."""
+    if domain is not None and s.auth.is_remote_domain(domain):
+        # Each remote search is an outbound signed request: bounded per requesting user.
+        s.search_limiter.hit(p.user_uuid)
+    found, next_cursor = await s.auth.search_directory_page(q, limit, cursor, domain)
+    return DirectoryOut(users=[user_out(u) for u in found], next_cursor=next_cursor)

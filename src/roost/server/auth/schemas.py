@@ -16,6 +16,11 @@ class UserOut(BaseModel):
     display_name: str | None
 
 
+class DirectoryOut(BaseModel):
+    users: list[UserOut]
+    next_cursor: str | None
+
+
 class ClientOut(BaseModel):
     client_id: str
     client_uuid: str

@@ -841,6 +841,27 @@ class AuthService:
             )
             return [self._client(r) for r in rows]
 
+    def is_remote_domain(self, domain: str) -> bool:
+        """``domain`` names another domain than ours (whether valid or not)."""
+        return domain.strip().lower() != self.domain
+
+    async def search_directory_page(
+        self, q: str, limit: int, cursor: str | None, domain: str | None = None
+    ) -> tuple[list[PublicUser], str | None]:
+        """One page of the opt-in directory search of any domain (of another one: asked of its
+        server), at most ``limits.max_list_length`` users, and the cursor of the next page."""
+        limit = min(limit, self.config.limits.max_list_length)
+        if domain is not None and self.is_remote_domain(domain):
+            domain = domain.strip().lower()
+            if not is_valid_domain(domain):
+                raise Problem(400, "invalid_request", "not a valid domain name")
+            return await self._remote().search(domain, q, limit, cursor)
+        found = await self.search_directory(q, limit + 1, cursor)
+        more = len(found) > limit
+        found = found[:limit]
+        next_cursor = found[-1].name if more and found else None
+        return [self.public_user(u) for u in found], next_cursor
+
     async def search_directory(self, q: str, limit: int, after: str | None) -> list[UserInfo]:
         q = q.strip().lower()
         pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -24,7 +24,7 @@ from roost.protocol.media_types import MLS_MEDIA_TYPE
 
 from ..auth import ids
 from ..auth.public import PublicClient, PublicUser
-from ..auth.schemas import ClientsOut, UserOut
+from ..auth.schemas import ClientsOut, DirectoryOut, UserOut
 from ..auth.service import Principal
 from ..config import is_valid_domain
 from ..errors import Problem
@@ -39,6 +39,15 @@ if TYPE_CHECKING:
 CLIENT_HEADER = "Roost-Client"
 USER_UUID_HEADER = "Roost-User-Uuid"
 FED_PREFIX = "/federation/v1"
+DIRECTORY_PATH = f"{FED_PREFIX}/directory"
+# The most of a remote directory answer that is read: an entry is at most a user id (320), a
+# uuid and a display name of 128 characters (at most 6 bytes each, escaped), with its keys.
+DIRECTORY_ENTRY_BYTES = 2048
+DIRECTORY_CURSOR_MAX = 64
+DISPLAY_NAME_MAX = 128
+# A remote's own refusals a client may act on; any other 4xx answer to a well-formed search
+# is the remote's failure, not the client's.
+_DIRECTORY_PASSED = ("federation_refused", "rate_limited")
 
 
 def user_domain(user_id: str) -> str:
@@ -131,6 +140,58 @@ class RemoteAccounts:
             raise Problem(400, "invalid_request", "not a valid domain name")
         # The directory applies the policy (403 federation_refused) before fetching anything.
         return await self.directory.as_certificate(domain)
+
+    async def search(
+        self, domain: str, q: str, limit: int, cursor: str | None
+    ) -> tuple[list[PublicUser], str | None]:
+        """The domain's opt-in directory search (signed ``GET /federation/v1/directory``). The
+        peer is untrusted: its answer is read up to a bound for ``limit`` entries, and every
+        entry must be a user of that domain, at most ``limit`` of them."""
+        params = {"q": q, "limit": str(limit)}
+        if cursor:
+            params["cursor"] = cursor
+        try:
+            content = await self._read_bounded(domain, params, 1024 + limit * DIRECTORY_ENTRY_BYTES)
+        except Problem as e:
+            if isinstance(e, RemoteUnavailable) or e.code in _DIRECTORY_PASSED:
+                raise
+            raise RemoteUnavailable(domain, f"refused the search ({e.status} {e.code})") from None
+        try:
+            data = json.loads(content)
+        except ValueError:
+            raise _broken(domain, "directory answer (not JSON)") from None
+        out = _model(DirectoryOut, data, domain)
+        if len(out.users) > limit:
+            raise _broken(domain, "directory answer (too many users)")
+        if out.next_cursor is not None and not 0 < len(out.next_cursor) <= DIRECTORY_CURSOR_MAX:
+            raise _broken(domain, "directory answer (cursor)")
+        users = []
+        for u in out.users:
+            parsed = ids.parse_user_id(u.user_id)
+            if parsed is None or parsed[1] != domain:
+                raise _broken(domain, "directory answer (a user of another domain)")
+            if not ids.is_uuid(u.user_uuid):
+                raise _broken(domain, "directory answer (user uuid)")
+            if u.display_name is not None and len(u.display_name) > DISPLAY_NAME_MAX:
+                raise _broken(domain, "directory answer (display name)")
+            users.append(PublicUser(ids.user_id(*parsed), u.user_uuid.lower(), u.display_name))
+        return users, out.next_cursor
+
+    async def _read_bounded(self, domain: str, params: dict[str, str], bound: int) -> bytes:
+        import httpx  # loaded already: the request is made through it (outbound_client.py)
+
+        async with self.client.stream(domain, "GET", DIRECTORY_PATH, params=params) as response:
+            content = bytearray()
+            try:
+                async for chunk in response.aiter_bytes():
+                    content += chunk
+                    if len(content) > bound:  # a peer cannot make us buffer more
+                        raise RemoteUnavailable(domain, "answered too large a directory page")
+            except httpx.TimeoutException:
+                raise RemoteUnavailable(domain, "timed out") from None
+            except httpx.HTTPError as e:
+                raise RemoteUnavailable(domain, f"could not connect ({type(e).__name__})") from None
+        return bytes(content)
 
 
 # ---- KeyPackage claims (KeyPackageService.remote) -------------------------------------------

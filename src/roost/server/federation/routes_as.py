@@ -16,7 +16,7 @@ from roost.protocol.key_package_batch import join_mls_vector
 from roost.protocol.media_types import MLS_MEDIA_TYPE
 
 from ..auth import ids
-from ..auth.schemas import ClientsOut, UserOut, client_out, user_out
+from ..auth.schemas import ClientsOut, DirectoryOut, UserOut, client_out, user_out
 from ..auth.service import UserInfo
 from ..deps import ServicesDep
 from ..errors import Problem, problem_responses
@@ -55,6 +55,20 @@ async def fed_user_clients(user_id: str, _origin: FederationOrigin, s: ServicesD
     user = await _local_user(s, user_id)
     clients = await s.auth.list_clients(user.uuid)
     return ClientsOut(clients=[client_out(s.auth.public_client(c)) for c in clients])
+
+
+@router.get("/federation/v1/directory", response_model=DirectoryOut, responses=_SIGNED)
+async def fed_directory(
+    _origin: FederationOrigin,
+    s: ServicesDep,
+    q: Annotated[str, Query(min_length=1, max_length=64)],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> DirectoryOut:
+    """This server's opt-in directory search for another server's user: the same rule, limits
+    and cursor as `GET /v1/directory` (only users who opted in are listed)."""
+    found, next_cursor = await s.auth.search_directory_page(q, limit, cursor)
+    return DirectoryOut(users=[user_out(u) for u in found], next_cursor=next_cursor)
 
 
 class FedOpenIn(BaseModel):

@@ -137,13 +137,19 @@ class FederationClient:
 
     @asynccontextmanager
     async def stream(
-        self, domain: str, method: str, path: str, *, headers: dict[str, str] | None = None
+        self,
+        domain: str,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        params: Params = None,
     ) -> AsyncIterator[httpx.Response]:
         """Send one signed request without a body and yield its 2xx answer unread, for a
         body too large to hold (an asset); the caller bounds what it reads. Raises as
         ``request`` (a 4xx problem is read, at most ``MAX_RESPONSE_BYTES`` of it)."""
         domain = domain.lower()
-        request = await self._signed(domain, method, path, b"", None, headers, None)
+        request = await self._signed(domain, method, path, b"", None, headers, params)
         response = await self._open(domain, request)
         try:
             if response.status_code >= 400:
