@@ -23,7 +23,10 @@ from ..errors import Problem, problem_responses
 from .schemas import (
     ClientOut,
     ClientsOut,
+    DirectoryCursor,
+    DirectoryLimit,
     DirectoryOut,
+    DirectoryQuery,
     FederationOut,
     UserOut,
     client_out,
@@ -458,9 +461,9 @@ async def user_clients(user_id: str, _p: PrincipalDep, s: ServicesDep) -> Client
 async def directory(
     p: PrincipalDep,
     s: ServicesDep,
-    q: Annotated[str, Query(min_length=1, max_length=64)],
-    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    q: DirectoryQuery,
+    limit: DirectoryLimit = 20,
+    cursor: DirectoryCursor = None,
     domain: Annotated[
         str | None, Query(max_length=DOMAIN_MAX_LENGTH, pattern=DOMAIN_PATTERN)
     ] = None,

@@ -3,6 +3,9 @@ the federation API that serves the same shapes to other servers (federation/rout
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Query
 from pydantic import BaseModel, Field
 
 from roost.protocol.base64url import b64u
@@ -14,6 +17,12 @@ class UserOut(BaseModel):
     user_id: str
     user_uuid: str
     display_name: str | None
+
+
+# The directory search's parameters: the same for this server's users and another server's.
+DirectoryQuery = Annotated[str, Query(min_length=1, max_length=64)]
+DirectoryLimit = Annotated[int, Query(ge=1, le=1000)]
+DirectoryCursor = Annotated[str | None, Query(max_length=64)]
 
 
 class DirectoryOut(BaseModel):

@@ -16,7 +16,16 @@ from roost.protocol.key_package_batch import join_mls_vector
 from roost.protocol.media_types import MLS_MEDIA_TYPE
 
 from ..auth import ids
-from ..auth.schemas import ClientsOut, DirectoryOut, UserOut, client_out, user_out
+from ..auth.schemas import (
+    ClientsOut,
+    DirectoryCursor,
+    DirectoryLimit,
+    DirectoryOut,
+    DirectoryQuery,
+    UserOut,
+    client_out,
+    user_out,
+)
 from ..auth.service import UserInfo
 from ..deps import ServicesDep
 from ..errors import Problem, problem_responses
@@ -61,9 +70,9 @@ async def fed_user_clients(user_id: str, _origin: FederationOrigin, s: ServicesD
 async def fed_directory(
     _origin: FederationOrigin,
     s: ServicesDep,
-    q: Annotated[str, Query(min_length=1, max_length=64)],
-    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    q: DirectoryQuery,
+    limit: DirectoryLimit = 20,
+    cursor: DirectoryCursor = None,
 ) -> DirectoryOut:
     """This server's opt-in directory search for another server's user: the same rule, limits
     and cursor as `GET /v1/directory` (only users who opted in are listed)."""
