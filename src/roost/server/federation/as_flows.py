@@ -15,7 +15,6 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -179,6 +178,8 @@ class RemoteAccounts:
         return users, out.next_cursor
 
     async def _read_bounded(self, domain: str, params: dict[str, str], bound: int) -> bytes:
+        import httpx  # loaded already: the request is made through it (outbound_client.py)
+
         async with self.client.stream(domain, "GET", DIRECTORY_PATH, params=params) as response:
             content = bytearray()
             try:
