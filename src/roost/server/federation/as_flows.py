@@ -150,16 +150,15 @@ class RemoteAccounts:
         params = {"q": q, "limit": str(limit)}
         if cursor:
             params["cursor"] = cursor
+        bound = 1024 + limit * DIRECTORY_ENTRY_BYTES  # a peer cannot make us buffer more
         try:
-            content = await self._read_bounded(domain, params, 1024 + limit * DIRECTORY_ENTRY_BYTES)
+            data = await _json(
+                self.client, domain, "GET", DIRECTORY_PATH, params=params, max_bytes=bound
+            )
         except Problem as e:
             if isinstance(e, RemoteUnavailable) or e.code in _DIRECTORY_PASSED:
                 raise
             raise RemoteUnavailable(domain, f"refused the search ({e.status} {e.code})") from None
-        try:
-            data = json.loads(content)
-        except ValueError:
-            raise _broken(domain, "directory answer (not JSON)") from None
         out = _model(DirectoryOut, data, domain)
         if len(out.users) > limit:
             raise _broken(domain, "directory answer (too many users)")
@@ -176,22 +175,6 @@ class RemoteAccounts:
                 raise _broken(domain, "directory answer (display name)")
             users.append(PublicUser(ids.user_id(*parsed), u.user_uuid.lower(), u.display_name))
         return users, out.next_cursor
-
-    async def _read_bounded(self, domain: str, params: dict[str, str], bound: int) -> bytes:
-        import httpx  # loaded already: the request is made through it (outbound_client.py)
-
-        async with self.client.stream(domain, "GET", DIRECTORY_PATH, params=params) as response:
-            content = bytearray()
-            try:
-                async for chunk in response.aiter_bytes():
-                    content += chunk
-                    if len(content) > bound:  # a peer cannot make us buffer more
-                        raise RemoteUnavailable(domain, "answered too large a directory page")
-            except httpx.TimeoutException:
-                raise RemoteUnavailable(domain, "timed out") from None
-            except httpx.HTTPError as e:
-                raise RemoteUnavailable(domain, f"could not connect ({type(e).__name__})") from None
-        return bytes(content)
 
 
 # ---- KeyPackage claims (KeyPackageService.remote) -------------------------------------------

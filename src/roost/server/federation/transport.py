@@ -95,8 +95,10 @@ class FederationClient:
         content_type: str | None = None,
         headers: dict[str, str] | None = None,
         params: Params = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
     ) -> httpx.Response:
-        """Send one signed request; ``path`` is the full path ("/federation/v1/...").
+        """Send one signed request; ``path`` is the full path ("/federation/v1/..."); the
+        answer is read up to ``max_bytes``.
 
         Raises ``FederationRefused`` if the policy does not admit ``domain`` (nothing sent),
         ``RemoteUnavailable`` on connect errors, timeouts, 5xx and refusals of our signature
@@ -111,6 +113,7 @@ class FederationClient:
             content_type=content_type,
             headers=headers,
             params=params,
+            max_bytes=max_bytes,
         )
         if response.status_code >= 400:
             raise _remote_problem(domain.lower(), response)
@@ -126,30 +129,25 @@ class FederationClient:
         content_type: str | None = None,
         headers: dict[str, str] | None = None,
         params: Params = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
     ) -> httpx.Response:
         """As ``request``, but every 4xx other than 401/421 is returned as it is (for callers
         that forward a remote answer with all its fields)."""
         domain = domain.lower()
         request = await self._signed(domain, method, path, body, content_type, headers, params)
-        response = await _bounded(domain, await self._open(domain, request))
+        response = await _bounded(domain, await self._open(domain, request), max_bytes)
         _check_status(domain, response)
         return response
 
     @asynccontextmanager
     async def stream(
-        self,
-        domain: str,
-        method: str,
-        path: str,
-        *,
-        headers: dict[str, str] | None = None,
-        params: Params = None,
+        self, domain: str, method: str, path: str, *, headers: dict[str, str] | None = None
     ) -> AsyncIterator[httpx.Response]:
         """Send one signed request without a body and yield its 2xx answer unread, for a
         body too large to hold (an asset); the caller bounds what it reads. Raises as
         ``request`` (a 4xx problem is read, at most ``MAX_RESPONSE_BYTES`` of it)."""
         domain = domain.lower()
-        request = await self._signed(domain, method, path, b"", None, headers, params)
+        request = await self._signed(domain, method, path, b"", None, headers, None)
         response = await self._open(domain, request)
         try:
             if response.status_code >= 400:
@@ -237,16 +235,18 @@ class FederationClient:
         await self.http.aclose()
 
 
-async def _bounded(domain: str, streamed: httpx.Response) -> httpx.Response:
-    """The streamed answer read into memory, at most ``MAX_RESPONSE_BYTES`` of it: a peer
-    answering a huge body must not make this server buffer it all."""
+async def _bounded(
+    domain: str, streamed: httpx.Response, max_bytes: int = MAX_RESPONSE_BYTES
+) -> httpx.Response:
+    """The streamed answer read into memory, at most ``max_bytes`` of it: a peer answering a
+    huge body must not make this server buffer it all."""
     import httpx
 
     try:
         content = bytearray()
         async for chunk in streamed.aiter_bytes():
             content += chunk
-            if len(content) > MAX_RESPONSE_BYTES:
+            if len(content) > max_bytes:
                 raise RemoteUnavailable(domain, "answered too large a body")
     except httpx.TimeoutException:
         raise RemoteUnavailable(domain, "timed out") from None
