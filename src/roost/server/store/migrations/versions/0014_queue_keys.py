@@ -19,16 +19,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Columns are added and dropped in place: rebuilding the table (SQLite's batch mode) would
+    # drop the old one, and with it, by cascade, every queued message.
     op.drop_index("ix_queues_owner", table_name="queues")
-    with op.batch_alter_table("queues") as batch:
-        batch.alter_column(
-            "owner_client_uuid",
-            new_column_name="legacy_owner",
-            existing_type=sa.String(length=36),
-            nullable=True,
-        )
-        batch.add_column(sa.Column("key_hash", sa.LargeBinary(length=32), nullable=True))
-        batch.add_column(sa.Column("push_seal", sa.LargeBinary(length=64), nullable=True))
+    op.add_column("queues", sa.Column("legacy_owner", sa.String(length=36), nullable=True))
+    op.add_column("queues", sa.Column("key_hash", sa.LargeBinary(length=32), nullable=True))
+    op.add_column("queues", sa.Column("push_seal", sa.LargeBinary(length=64), nullable=True))
+    op.execute("UPDATE queues SET legacy_owner = owner_client_uuid")
+    op.execute("ALTER TABLE queues DROP COLUMN owner_client_uuid")  # SQLite >= 3.35
     allowances = op.create_table(
         "queue_allowances",
         sa.Column("client_uuid", sa.String(length=36), primary_key=True),
