@@ -38,7 +38,7 @@ async def _as_before_queue_keys(server, queue_id: str, client_uuid: str) -> None
             await conn.execute(
                 queues.update()
                 .where(queues.c.id == unb64u(queue_id))
-                .values(key_hash=None, legacy_owner=client_uuid)
+                .values(key_hash=None, legacy_owner=client_uuid, push_seal=None)
             )
     finally:
         await engine.dispose()

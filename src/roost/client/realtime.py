@@ -71,6 +71,21 @@ def parse_delivery_frame(frame: bytes) -> Delivery:
     return Delivery(queue_id, tuple(QueueMessage(seq, payload) for seq, payload in entries))
 
 
+def _answer_queues(
+    answer: dict[str, Any], asked: dict[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """The accepted queue ids of a ``ready`` or ``subscribed`` answer, and the refused ones
+    among ``asked`` with their reasons (one neither accepted nor refused counts as refused)."""
+    listed = answer.get("queues")
+    accepted = [str(q) for q in listed] if isinstance(listed, list) else []
+    given = answer.get("refused")
+    refused = {str(q): str(c) for q, c in given.items()} if isinstance(given, dict) else {}
+    for qid in asked:
+        if qid not in accepted and qid not in refused:
+            refused[qid] = "forbidden"  # not served, no reason given: the same to us
+    return accepted, refused
+
+
 class QueueRefused(RoostError):
     """The server refused to serve group queues named in ``hello``; ``refused`` maps their
     ids to the reason (``forbidden``: wrong key; ``queue_not_found``). The ids stay out of
@@ -136,7 +151,8 @@ class Realtime:
         self._ws: ClientConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ack_ids = 0
-        self._pending_acks: dict[int, asyncio.Future[None]] = {}
+        # Requests awaiting their answer by id: acks (``acked``) and subscribes (``subscribed``).
+        self._pending_acks: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._deliveries: asyncio.Queue[Delivery | BaseException] = asyncio.Queue()
         self._last_frame = time.monotonic()  # any frame from the server proves it is alive
 
@@ -210,13 +226,7 @@ class Realtime:
     def _check_ready(self) -> None:
         """Every queue we named must be served: a refused one raises ``QueueRefused`` (the
         caller closes; ``listen`` does not retry it)."""
-        accepted = self.ready.get("queues")
-        self.accepted = [str(q) for q in accepted] if isinstance(accepted, list) else []
-        given = self.ready.get("refused")
-        refused = {str(q): str(c) for q, c in given.items()} if isinstance(given, dict) else {}
-        for qid in self.queue_keys:
-            if qid not in self.accepted and qid not in refused:
-                refused[qid] = "forbidden"  # not served, no reason given: the same to us
+        self.accepted, refused = _answer_queues(self.ready, self.queue_keys)
         if refused:
             raise QueueRefused(refused)
 
@@ -261,14 +271,14 @@ class Realtime:
 
     async def _control(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
-        if kind == "acked" or (kind == "error" and "id" in msg):
+        if kind in ("acked", "subscribed") or (kind == "error" and "id" in msg):
             ack_id = msg.get("id")
             fut = self._pending_acks.pop(ack_id, None) if isinstance(ack_id, int) else None
             if fut is not None and not fut.done():
-                if kind == "acked":
-                    fut.set_result(None)
+                if kind == "error":
+                    fut.set_exception(RoostError(0, str(msg.get("code")), "request refused"))
                 else:
-                    fut.set_exception(RoostError(0, str(msg.get("code")), "ack refused"))
+                    fut.set_result(msg)
         # pong / authed / other notices need no action
 
     async def receive(self, timeout: float | None = None) -> Delivery:
@@ -321,18 +331,46 @@ class Realtime:
         msg: dict[str, Any] = {"type": "ack", "queues": dict(queues or {})}
         if direct is not None:
             msg["direct"] = direct
-        fut: asyncio.Future[None] | None = None
-        if wait:
-            self._ack_ids += 1
-            msg["id"] = self._ack_ids
-            fut = asyncio.get_running_loop().create_future()
-            self._pending_acks[self._ack_ids] = fut
+        fut = self._expect_answer(msg) if wait else None
         await self._send(msg)
         if fut is not None:
             await asyncio.wait_for(fut, timeout)
         if direct is not None and direct > self.client.state.direct_acked:
             self.client.state.direct_acked = direct
             self.client.save()
+
+    async def subscribe(
+        self,
+        queue_keys: dict[str, str],
+        positions: dict[str, int] | None = None,
+        *,
+        timeout: float = 15.0,
+    ) -> None:
+        """Serve more group queues on this connection (e.g. one made after connecting), by
+        b64u id with their keys and the last seq processed. A refused one raises
+        ``QueueRefused``; the accepted ones are served from now on, and again after a
+        reconnect by ``listen``."""
+        after = {q: (positions or {}).get(q, self.positions.get(q, 0)) for q in queue_keys}
+        msg: dict[str, Any] = {"type": "subscribe", "queue_keys": dict(queue_keys), "queues": after}
+        fut = self._expect_answer(msg)
+        await self._send(msg)
+        accepted, refused = _answer_queues(await asyncio.wait_for(fut, timeout), queue_keys)
+        for qid in accepted:
+            if qid in queue_keys:
+                self.queue_keys[qid] = queue_keys[qid]
+                self.positions.setdefault(qid, after[qid])
+                if qid not in self.accepted:
+                    self.accepted.append(qid)
+        if refused:
+            raise QueueRefused(refused)
+
+    def _expect_answer(self, msg: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Give ``msg`` an id and a future its answer will complete."""
+        self._ack_ids += 1
+        msg["id"] = self._ack_ids
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending_acks[self._ack_ids] = fut
+        return fut
 
     async def _pinger(self, ws: ClientConnection, interval: float) -> None:
         n = 0
