@@ -150,12 +150,15 @@ class GroupSync:
             if queue is not None and not queue.claimed:
                 try:
                     queue = await self.client.claim_queue_key(queue.id)
+                    self.store.cursors.queue = queue
+                    self.store.save_cursors()  # at once: the server will not hand it out again
                 except RoostError as e:
                     if e.status != 403:
                         raise
+                    # Saved already by the process that claimed it (our cursors stay unsaved:
+                    # that process may have moved them on).
                     queue = await self._claimed_by_another_process(queue.id, e)
-                self.store.cursors.queue = queue
-                self.store.save_cursors()  # at once: the server will not hand it out again
+                    self.store.cursors.queue = queue
                 self.client.hold_queue(queue)
         return queue
 
