@@ -15,6 +15,7 @@ from roost.mls.codec import Writer
 from roost.mls.errors import DecodeError
 
 QID = bytes(range(16))
+KEY = "k" * 43  # the queue's key, as the server handed it out (b64u of 32 bytes)
 
 
 def frame(kind: int, entries: list[tuple[int, bytes]], queue_id: bytes = b"") -> bytes:
@@ -98,7 +99,9 @@ async def test_hello_deliveries_acks_and_close():
     async with serve(fake.handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         client = await _client_for(port)
-        async with Realtime(client, positions={_b64(QID): 1}, direct=4) as rt:
+        async with Realtime(
+            client, positions={_b64(QID): 1}, direct=4, queue_keys={_b64(QID): KEY}
+        ) as rt:
             assert rt.ready["queues"] == [_b64(QID)]
             d = await rt.receive(timeout=5)
             assert [m.seq for m in d.messages] == [2, 3]
@@ -110,7 +113,9 @@ async def test_hello_deliveries_acks_and_close():
             await rt._send({"type": "bye"})
             assert [x async for x in rt] == []  # normal close ends iteration
         await client.aclose()
-    assert fake.hellos == [{"type": "hello", "queues": {_b64(QID): 1}, "direct": 4}]
+    assert fake.hellos == [
+        {"type": "hello", "queues": {_b64(QID): 1}, "queue_keys": {_b64(QID): KEY}, "direct": 4}
+    ]
     assert fake.acks[0]["queues"] == {_b64(QID): 3} and fake.acks[0]["direct"] == 5
     assert fake.auth_headers == ["Bearer tok"]
     assert client.state.direct_acked == 5
@@ -121,6 +126,7 @@ async def test_listen_resumes_after_a_drop():
     async with serve(fake.handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         client = await _client_for(port)
+        client.state.queue_keys[_b64(QID)] = KEY  # as ``create_queue`` keeps it
         seen: list[int] = []
         gen = listen(client, max_backoff=0.2)
         async for d in gen:
@@ -133,6 +139,7 @@ async def test_listen_resumes_after_a_drop():
     assert seen == [1, 2, 3]  # nothing lost, nothing repeated
     assert fake.connections == 2
     assert fake.hellos[1]["queues"] == {_b64(QID): 1}  # resumed after what was processed
+    assert [h["queue_keys"] for h in fake.hellos] == [{_b64(QID): KEY}] * 2
 
 
 async def test_ack_after_the_server_went_away_is_a_realtime_close():
@@ -149,7 +156,7 @@ async def test_ack_after_the_server_went_away_is_a_realtime_close():
     async with serve(handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         client = await _client_for(port)
-        rt = Realtime(client, positions={_b64(QID): 0})
+        rt = Realtime(client, positions={_b64(QID): 0}, queue_keys={_b64(QID): KEY})
         await rt.connect()
         try:
             assert [m.seq for m in (await rt.receive(timeout=5)).messages] == [1]

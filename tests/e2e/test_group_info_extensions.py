@@ -140,10 +140,17 @@ async def test_malformed_extension_at_creation_is_refused(users, case):
         _resigned(alice, group.group_info(with_tree=True), gi=gi_edit, gc=gc_edit),
         group.tree.to_bytes(),
     )
-    params = {"queue_id": alice.groups.queue_id, "external_join": "true"}
+    queue = await alice.groups.own_queue()
+    assert queue is not None
+    params = {"queue_id": queue.id, "external_join": "true"}
     with pytest.raises(RoostError) as refused:
         await alice.client.request(
-            "POST", "/v1/groups", params=params, content=body, content_type="message/mls"
+            "POST",
+            "/v1/groups",
+            params=params,
+            content=body,
+            content_type="message/mls",
+            headers=queue.headers,
         )
     assert (refused.value.status, refused.value.code) == (422, code), refused.value.problem
     with pytest.raises(RoostError) as missing:
@@ -152,7 +159,12 @@ async def test_malformed_extension_at_creation_is_refused(users, case):
     # The same group, well formed, is accepted.
     good = encode_group_state(group.group_info(with_tree=True))
     await alice.client.request(
-        "POST", "/v1/groups", params=params, content=good, content_type="message/mls"
+        "POST",
+        "/v1/groups",
+        params=params,
+        content=good,
+        content_type="message/mls",
+        headers=queue.headers,
     )
     assert (await alice.groups.info(group.group_id)).epoch == 0
 

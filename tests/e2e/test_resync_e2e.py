@@ -244,13 +244,15 @@ async def _external_commit(m: Member, gid: bytes, remove_prior: int) -> bytes:
 
 
 async def _refused(m: Member, gid: bytes, body: bytes) -> tuple[int, str]:
+    queue = await m.groups._sync.ensure_queue()
     with pytest.raises(RoostError) as e:
         await m.client.request(
             "POST",
             f"/v1/groups/{group_path(gid)}/commits",
-            params={"queue_id": await m.groups._sync.ensure_queue()},
+            params={"queue_id": queue.id},
             content=body,
             content_type=MLS_MEDIA_TYPE,
+            headers=queue.headers,
         )
     return e.value.status, e.value.code
 

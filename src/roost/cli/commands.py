@@ -375,8 +375,16 @@ async def cmd_connections(args: argparse.Namespace) -> None:
 
 
 # ---- queues -------------------------------------------------------------------------------
+async def _hold_group_queue(c: RoostClient) -> None:
+    """Make the key of this client's group queue (kept by ``Groups``) known to ``c``, claiming
+    it first for a home written before queue keys."""
+    await Groups(c).own_queue()
+
+
 async def cmd_queue(args: argparse.Namespace) -> None:
     async def run(c: RoostClient) -> None:
+        if args.queue and not c.queue(args.queue).claimed:
+            await _hold_group_queue(c)  # the group queue: its key is in group_client.json
         if args.action == "create":
             qid = await c.create_queue()
             _emit(args, {"queue_id": qid}, qid)
@@ -419,6 +427,7 @@ async def cmd_listen(args: argparse.Namespace) -> None:
     from roost.client.realtime import listen
 
     async def run(c: RoostClient) -> None:
+        await _hold_group_queue(c)  # served too, as every queue whose key we hold
         got = 0
         async for d in listen(c):
             where = d.queue_id or "direct"

@@ -21,6 +21,7 @@ from .models import (
     DirectFetch,
     DirectoryPage,
     FetchResult,
+    GroupQueue,
     KeyPackageCount,
     Me,
     PublishResult,
@@ -28,7 +29,7 @@ from .models import (
     ServerInfo,
     UserInfo,
 )
-from .realtime import Delivery, Realtime, RealtimeClosed, listen
+from .realtime import Delivery, QueueRefused, Realtime, RealtimeClosed, listen
 from .state import ClientState, Home, KeyPackageSecrets
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "HistoryEntry",
     "Realtime",
     "RealtimeClosed",
+    "QueueRefused",
     "Delivery",
     "listen",
     "PendingClient",
@@ -59,6 +61,7 @@ __all__ = [
     "DirectFetch",
     "DirectoryPage",
     "FetchResult",
+    "GroupQueue",
     "KeyPackageCount",
     "Me",
     "PublishResult",

@@ -28,6 +28,7 @@ from .errors import RoostError
 from .group_events import GroupEvent
 from .group_name import roost_capabilities
 from .group_store import GroupStore
+from .models import GroupQueue
 
 if TYPE_CHECKING:
     from roost.mls.group import Group
@@ -78,7 +79,7 @@ class GroupResync:
         self,
         client: RoostClient,
         store: GroupStore,
-        ensure_queue: Callable[[], Awaitable[str]],
+        ensure_queue: Callable[[], Awaitable[GroupQueue]],
     ) -> None:
         self.client = client
         self.store = store
@@ -90,16 +91,17 @@ class GroupResync:
         Returns the ``resynced`` event (``joined`` for a first join whose Welcome could not be
         used), kept in the history."""
         path = f"/v1/groups/{b64u(group_id)}"
-        queue_id = await self.ensure_queue()
+        queue = await self.ensure_queue()
         for attempt in range(RESYNC_RETRIES + 1):
             group, commit = await self._build(path)
             try:
                 resp = await self.client.request(
                     "POST",
                     f"{path}/commits",
-                    params={"queue_id": queue_id},
+                    params={"queue_id": queue.id},
                     content=encode_commit_bundle(commit, group.group_info(with_tree=True), None),
                     content_type=MLS_MEDIA_TYPE,
+                    headers=queue.headers,  # the DS registers the queue: its key proves it ours
                 )
             except RoostError as e:
                 if e.code != "epoch_conflict" or attempt == RESYNC_RETRIES:

@@ -17,6 +17,7 @@ from .credential_policy import CredentialChecks
 from .errors import RoostError, StateError
 from .group_events import GroupEvent
 from .history import History, HistoryEntry
+from .models import GroupQueue
 from .state import _write_private
 
 if TYPE_CHECKING:
@@ -44,9 +45,10 @@ class GroupStates(CredentialChecks):
 
 @dataclass(slots=True)
 class Cursors:
-    """This client's group-message queue and how far it has processed it and the direct queue."""
+    """This client's group-message queue (its id and key) and how far it has processed it and
+    the direct queue."""
 
-    queue_id: str = ""
+    queue: GroupQueue | None = None
     queue_after: int = 0
     direct_after: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +64,10 @@ class Cursors:
     # (hidden from the caller) to read what was sent before the leave, until the DS hands our
     # proposal back as the last item for us.
     leaving: dict[bytes, int] = field(default_factory=dict)
+
+    @property
+    def queue_id(self) -> str:
+        return self.queue.id if self.queue is not None else ""
 
 
 class GroupStore:
@@ -91,8 +97,11 @@ class GroupStore:
             return Cursors()
         try:
             d = json.loads(path.read_text())
+            # Files from before queue keys hold an id without a key: ``GroupSync`` claims one.
+            qid = str(d.get("queue_id", ""))
+            queue = GroupQueue(qid, str(d.get("queue_key", ""))) if qid else None
             return Cursors(
-                str(d.get("queue_id", "")),
+                queue,
                 int(d.get("queue_after", 0)),
                 int(d.get("direct_after", 0)),
                 requested={str(k): unb64u(v) for k, v in d.get("requested", {}).items()},
@@ -114,6 +123,7 @@ class GroupStore:
         c = self.cursors
         data = {
             "queue_id": c.queue_id,
+            "queue_key": c.queue.key if c.queue is not None else "",
             "queue_after": c.queue_after,
             "direct_after": c.direct_after,
             "requested": {k: b64u(v) for k, v in sorted(c.requested.items())},

@@ -31,7 +31,7 @@ from .group_events import (
 )
 from .group_resync import GroupResync, joiner_of, needs_resync
 from .group_store import GroupStore
-from .models import DirectEvent, QueueMessage
+from .models import DirectEvent, GroupQueue, QueueMessage
 from .realtime import _FINAL_CLOSES, Delivery, Realtime, RealtimeClosed
 from .server_keys import ServerKeys
 from .welcome_join import (
@@ -105,6 +105,11 @@ class GroupSync:
         self._unreported: list[GroupEvent] = []
         self._unreported_ready = asyncio.Event()  # wakes a polling listener (a commit caught up)
         self._joins = 0  # groups joined from Welcomes so far (what a pass joined: the difference)
+        # One queue set-up at a time: two would make two queues, or claim a key twice (the
+        # second claim fails: the server hands a key out once).
+        self._queue_lock = asyncio.Lock()
+        if store.cursors.queue is not None:
+            client.hold_queue(store.cursors.queue)  # ``fetch_queue(queue_id)`` finds its key
 
     def take_unreported(self) -> list[GroupEvent]:
         """The events processed since the last hand-out, oldest first (and forget them)."""
@@ -132,13 +137,32 @@ class GroupSync:
                 w.cancel()
 
     # ---- queue set-up ------------------------------------------------------------------------
-    async def ensure_queue(self) -> str:
-        cursors = self.store.cursors
-        if not cursors.queue_id:
-            cursors.queue_id = await self.client.create_queue()
-            cursors.queue_after = 0
-            self.store.save_cursors()
-        return cursors.queue_id
+    async def own_queue(self) -> GroupQueue | None:
+        """Our group queue with its key, None if we have none yet. A queue from before queue
+        keys (an id without a key in the home) gets its key claimed here, once, and saved."""
+        queue = self.store.cursors.queue
+        if queue is None or queue.claimed:
+            return queue
+        async with self._queue_lock:
+            queue = self.store.cursors.queue
+            if queue is not None and not queue.claimed:
+                queue = await self.client.claim_queue_key(queue.id)
+                self.store.cursors.queue = queue
+                self.store.save_cursors()  # at once: the server will not hand it out again
+        return queue
+
+    async def ensure_queue(self) -> GroupQueue:
+        """Our group queue with its key, made now if we have none."""
+        queue = await self.own_queue()
+        if queue is not None:
+            return queue
+        async with self._queue_lock:
+            cursors = self.store.cursors
+            if cursors.queue is None:
+                cursors.queue = await self.client.new_queue()
+                cursors.queue_after = 0
+                self.store.save_cursors()
+            return cursors.queue
 
     # ---- polling -----------------------------------------------------------------------------
     async def sync(self, limit: int | None) -> list[GroupEvent]:
@@ -164,18 +188,19 @@ class GroupSync:
         item that waits for a Welcome's retry (``_awaits_welcome``). ``locked``: the caller
         holds the store's lock (a commit's catch-up)."""
         cursors = self.store.cursors
-        if not cursors.queue_id:
+        queue = await self.own_queue()
+        if queue is None:
             return
         self._queue_waits = False
         while True:
-            page = await self.client.fetch_queue(cursors.queue_id, cursors.queue_after, limit=limit)
+            page = await self.client.fetch_queue(queue, cursors.queue_after, limit=limit)
             if locked:
                 waiting = await self._process_page(page.messages)
             else:
                 async with self.store.lock:
                     waiting = await self._process_page(page.messages)
             if page.messages:
-                await self.client.ack_queue(cursors.queue_id, cursors.queue_after)
+                await self.client.ack_queue(queue, cursors.queue_after)
             if waiting or not page.has_more or not page.messages:
                 return
 
@@ -325,13 +350,14 @@ class GroupSync:
         if joined is None:
             return None  # for another client of our user
         group = joined.group
-        queue_id = await self.ensure_queue()
+        queue = await self.ensure_queue()
         async with self.store.lock:
             try:
                 await self.client.request(
                     "PUT",
                     f"/v1/groups/{group_path(group.group_id)}/queue",
-                    json={"queue_id": queue_id},
+                    json={"queue_id": queue.id},
+                    headers=queue.headers,
                 )
             except RoostError as e:
                 if e.status not in (403, 404) or transient_welcome_error(e):
@@ -603,14 +629,15 @@ class GroupSync:
                 await self._wait(stop, poll_interval)
                 await emit(await self.sync(None))
             return
-        queue_id = await self.ensure_queue()
+        queue = await self.ensure_queue()
         cursors = self.store.cursors
         backoff = 0.5
         while not stop.is_set():
             rt = Realtime(
                 self.client,
-                positions={queue_id: cursors.queue_after},
+                positions={queue.id: cursors.queue_after},
                 direct=cursors.direct_after,
+                queue_keys={queue.id: queue.key},
             )
             self.realtime = rt
             try:
@@ -629,7 +656,7 @@ class GroupSync:
                         if self._unreported:  # a commit of ours caught up meanwhile
                             await emit(self.take_unreported())
                         continue
-                    await self._handle_delivery(rt, delivery, queue_id)
+                    await self._handle_delivery(rt, delivery, queue.id)
                     await emit(self.take_unreported())
             except RealtimeClosed as e:
                 if e.close_code in _FINAL_CLOSES:

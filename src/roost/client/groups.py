@@ -38,7 +38,7 @@ from .group_name import group_name, roost_capabilities
 from .group_store import GroupStore
 from .group_sync import GroupSync, group_path
 from .history import History
-from .models import Connection
+from .models import Connection, GroupQueue
 from .own_devices import add_own_devices
 from .realtime import Realtime
 from .server_keys import ServerKeys, ServerSender
@@ -110,6 +110,12 @@ class Groups:
     def queue_id(self) -> str:
         return self.store.cursors.queue_id
 
+    async def own_queue(self) -> GroupQueue | None:
+        """This client's group queue with its key (None before the first group). A home
+        written before queue keys holds the id alone: its key is claimed here once and saved
+        (every sync, listen and group operation does this first)."""
+        return await self._sync.own_queue()
+
     @property
     def realtime(self) -> Realtime | None:
         """The live realtime connection while ``listen`` runs."""
@@ -169,7 +175,7 @@ class Groups:
         from roost.mls.group import Group
 
         server = await self.server_sender()
-        queue_id = await self._sync.ensure_queue()
+        queue = await self._sync.ensure_queue()
         ext = ExternalSenders((ExternalSender.decode(server.external_sender),)).to_extension()
         st = self.client.state
         async with self.store.lock:
@@ -186,9 +192,10 @@ class Groups:
             await self.client.request(
                 "POST",
                 "/v1/groups",
-                params={"queue_id": queue_id, "external_join": str(external_join).lower()},
+                params={"queue_id": queue.id, "external_join": str(external_join).lower()},
                 content=body,
                 content_type=MLS_MEDIA_TYPE,
+                headers=queue.headers,  # the DS registers our queue: its key proves it ours
             )
             self.store.keep(group)
             self.store.record(
@@ -470,7 +477,7 @@ class Groups:
         """Join a group that allows it by external commit."""
         from roost.mls.group import Group
 
-        queue_id = await self._sync.ensure_queue()
+        queue = await self._sync.ensure_queue()
         state = await self.group_state(group_id)
         st = self.client.state
         async with self.store.lock:
@@ -487,9 +494,10 @@ class Groups:
             resp = await self.client.request(
                 "POST",
                 f"/v1/groups/{group_path(group_id)}/commits",
-                params={"queue_id": queue_id},
+                params={"queue_id": queue.id},
                 content=encode_commit_bundle(commit, group.group_info(with_tree=True), None),
                 content_type=MLS_MEDIA_TYPE,
+                headers=queue.headers,
             )
             self.store.keep(group)
             seq = int(resp.json().get("group_seq", 0))

@@ -161,6 +161,29 @@ class PublishResult:
     refs: tuple[bytes, ...] = ()  # KeyPackageRefs of what was published (when generated here)
 
 
+QUEUE_KEY_HEADER = "Roost-Queue-Key"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupQueue:
+    """A group-message queue this client owns: its id and the secret key that authorises
+    fetching, acking and deleting it and registering it with a group (docs/api.md, "Queues").
+    ``key`` is empty for a queue made before keys existed, until its key is claimed. The key
+    stays out of ``repr`` (and so out of logs and exception messages)."""
+
+    id: str
+    key: str = field(default="", repr=False)
+
+    @property
+    def claimed(self) -> bool:
+        return bool(self.key)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The header that proves ownership (none while the key is unclaimed)."""
+        return {QUEUE_KEY_HEADER: self.key} if self.key else {}
+
+
 @dataclass(frozen=True, slots=True)
 class QueueMessage:
     seq: int

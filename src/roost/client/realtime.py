@@ -1,10 +1,11 @@
 """Realtime delivery over one WebSocket per client (docs/api.md, "Realtime (WebSocket)").
 
-``Realtime`` connects to ``/v1/realtime``, says ``hello`` with the last processed seq of each
-queue, and yields ``Delivery`` batches as the server pushes them. It answers for the protocol's
+``Realtime`` connects to ``/v1/realtime``, says ``hello`` with the keys of the group queues to
+serve and the last processed seq of each, and yields ``Delivery`` batches as the server pushes them. It answers for the protocol's
 chores: app-level pings, switching to a fresh token before the old one expires, and (with
 ``listen``) reconnecting with capped backoff and resuming from the kept positions, so nothing is
-lost or repeated across drops.
+lost or repeated across drops. A group queue the server refuses (wrong key, no such queue) is
+an error (``QueueRefused``), not a socket that silently never delivers it.
 
 The upgrade is authenticated with the bearer token in an ``Authorization`` header, or (with
 ``use_ticket``) with a single-use ticket in the URL, the way a browser must connect.
@@ -33,6 +34,7 @@ from .errors import RoostError
 from .models import DirectEvent, QueueMessage
 
 if TYPE_CHECKING:
+    from .queues import QueuesApi
     from .session import Session
 
 MAX_FRAME_BYTES = 8 * 1024 * 1024
@@ -69,6 +71,36 @@ def parse_delivery_frame(frame: bytes) -> Delivery:
     return Delivery(queue_id, tuple(QueueMessage(seq, payload) for seq, payload in entries))
 
 
+def _answer_queues(
+    answer: dict[str, Any], asked: dict[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """The accepted queue ids of a ``ready`` or ``subscribed`` answer, and the refused ones
+    among ``asked`` with their reasons (one neither accepted nor refused counts as refused)."""
+    listed = answer.get("queues")
+    accepted = [str(q) for q in listed] if isinstance(listed, list) else []
+    given = answer.get("refused")
+    refused = {str(q): str(c) for q, c in given.items()} if isinstance(given, dict) else {}
+    for qid in asked:
+        if qid not in accepted and qid not in refused:
+            refused[qid] = "forbidden"  # not served, no reason given: the same to us
+    return accepted, refused
+
+
+class QueueRefused(RoostError):
+    """The server refused to serve group queues named in ``hello``; ``refused`` maps their
+    ids to the reason (``forbidden``: wrong key; ``queue_not_found``). The ids stay out of
+    the message (it may be logged)."""
+
+    def __init__(self, refused: dict[str, str]) -> None:
+        codes = sorted(set(refused.values()))
+        code = codes[0] if len(codes) == 1 else "queue_refused"
+        status = 404 if code == "queue_not_found" else 403
+        super().__init__(
+            status, code, f"the server refused {len(refused)} group queue(s): {', '.join(codes)}"
+        )
+        self.refused = refused
+
+
 class RealtimeClosed(RoostError):
     """The server closed the socket; ``close_code`` says why (docs/api.md close codes)."""
 
@@ -91,28 +123,36 @@ async def realtime_ticket(client: Session) -> str:
 
 
 class Realtime:
-    """One realtime connection of a client. ``positions`` maps b64u queue ids to the last seq
-    processed; ``direct`` is the same for the direct queue (None: the server uses this client's
-    direct ack cursor). Both advance as deliveries are handed out. ``use_ticket``: connect
-    with a fresh ticket in the URL instead of the ``Authorization`` header (as a browser)."""
+    """One realtime connection of a client. ``queue_keys`` maps b64u ids of the group queues
+    to serve to their keys (default: every queue key the client holds); ``positions`` maps
+    b64u queue ids to the last seq processed; ``direct`` is the same for the direct queue
+    (None: the server uses this client's direct ack cursor). Both advance as deliveries are
+    handed out. ``use_ticket``: connect with a fresh ticket in the URL instead of the
+    ``Authorization`` header (as a browser)."""
 
     def __init__(
         self,
-        client: Session,
+        client: QueuesApi,
         *,
         positions: dict[str, int] | None = None,
         direct: int | None = None,
+        queue_keys: dict[str, str] | None = None,
         use_ticket: bool = False,
     ) -> None:
         self.client = client
         self.positions: dict[str, int] = dict(positions or {})
         self.direct = direct
+        self.queue_keys: dict[str, str] = dict(
+            client.queue_keys() if queue_keys is None else queue_keys
+        )
         self.use_ticket = use_ticket
         self.ready: dict[str, Any] = {}
+        self.accepted: list[str] = []  # the group queues the server serves on this socket
         self._ws: ClientConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ack_ids = 0
-        self._pending_acks: dict[int, asyncio.Future[None]] = {}
+        # Requests awaiting their answer by id: acks (``acked``) and subscribes (``subscribed``).
+        self._pending_acks: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._deliveries: asyncio.Queue[Delivery | BaseException] = asyncio.Queue()
         self._last_frame = time.monotonic()  # any frame from the server proves it is alive
 
@@ -144,7 +184,11 @@ class Realtime:
         except (OSError, TimeoutError) as e:
             raise RoostError(0, "transport_error", f"realtime: {e!r}") from e
         self._ws = ws
-        hello: dict[str, Any] = {"type": "hello", "queues": self.positions}
+        hello: dict[str, Any] = {
+            "type": "hello",
+            "queues": self.positions,
+            "queue_keys": self.queue_keys,
+        }
         if self.direct is not None:
             hello["direct"] = self.direct
         # A socket lost during the handshake is a closed connection like any later one (the
@@ -167,12 +211,24 @@ class Realtime:
             ) from e
         except TimeoutError as e:
             raise RoostError(0, "transport_error", "realtime: no ready within 15 s") from e
+        try:
+            self._check_ready()
+        except QueueRefused:
+            await self.close()
+            raise
         self._tasks = [
             asyncio.create_task(self._reader(ws)),
             asyncio.create_task(self._pinger(ws, float(self.ready.get("ping_interval", 20)))),
             asyncio.create_task(self._token_keeper(ws)),
         ]
         return self.ready
+
+    def _check_ready(self) -> None:
+        """Every queue we named must be served: a refused one raises ``QueueRefused`` (the
+        caller closes; ``listen`` does not retry it)."""
+        self.accepted, refused = _answer_queues(self.ready, self.queue_keys)
+        if refused:
+            raise QueueRefused(refused)
 
     async def close(self) -> None:
         for t in self._tasks:
@@ -215,14 +271,14 @@ class Realtime:
 
     async def _control(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
-        if kind == "acked" or (kind == "error" and "id" in msg):
+        if kind in ("acked", "subscribed") or (kind == "error" and "id" in msg):
             ack_id = msg.get("id")
             fut = self._pending_acks.pop(ack_id, None) if isinstance(ack_id, int) else None
             if fut is not None and not fut.done():
-                if kind == "acked":
-                    fut.set_result(None)
+                if kind == "error":
+                    fut.set_exception(RoostError(0, str(msg.get("code")), "request refused"))
                 else:
-                    fut.set_exception(RoostError(0, str(msg.get("code")), "ack refused"))
+                    fut.set_result(msg)
         # pong / authed / other notices need no action
 
     async def receive(self, timeout: float | None = None) -> Delivery:
@@ -275,18 +331,46 @@ class Realtime:
         msg: dict[str, Any] = {"type": "ack", "queues": dict(queues or {})}
         if direct is not None:
             msg["direct"] = direct
-        fut: asyncio.Future[None] | None = None
-        if wait:
-            self._ack_ids += 1
-            msg["id"] = self._ack_ids
-            fut = asyncio.get_running_loop().create_future()
-            self._pending_acks[self._ack_ids] = fut
+        fut = self._expect_answer(msg) if wait else None
         await self._send(msg)
         if fut is not None:
             await asyncio.wait_for(fut, timeout)
         if direct is not None and direct > self.client.state.direct_acked:
             self.client.state.direct_acked = direct
             self.client.save()
+
+    async def subscribe(
+        self,
+        queue_keys: dict[str, str],
+        positions: dict[str, int] | None = None,
+        *,
+        timeout: float = 15.0,
+    ) -> None:
+        """Serve more group queues on this connection (e.g. one made after connecting), by
+        b64u id with their keys and the last seq processed. A refused one raises
+        ``QueueRefused``; the accepted ones are served from now on, and again after a
+        reconnect by ``listen``."""
+        after = {q: (positions or {}).get(q, self.positions.get(q, 0)) for q in queue_keys}
+        msg: dict[str, Any] = {"type": "subscribe", "queue_keys": dict(queue_keys), "queues": after}
+        fut = self._expect_answer(msg)
+        await self._send(msg)
+        accepted, refused = _answer_queues(await asyncio.wait_for(fut, timeout), queue_keys)
+        for qid in accepted:
+            if qid in queue_keys:
+                self.queue_keys[qid] = queue_keys[qid]
+                self.positions.setdefault(qid, after[qid])
+                if qid not in self.accepted:
+                    self.accepted.append(qid)
+        if refused:
+            raise QueueRefused(refused)
+
+    def _expect_answer(self, msg: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Give ``msg`` an id and a future its answer will complete."""
+        self._ack_ids += 1
+        msg["id"] = self._ack_ids
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending_acks[self._ack_ids] = fut
+        return fut
 
     async def _pinger(self, ws: ClientConnection, interval: float) -> None:
         n = 0
@@ -317,17 +401,21 @@ class Realtime:
 
 
 async def listen(
-    client: Session,
+    client: QueuesApi,
     *,
     positions: dict[str, int] | None = None,
     direct: int | None = None,
+    queue_keys: dict[str, str] | None = None,
     max_backoff: float = 30.0,
     use_ticket: bool = False,
 ) -> AsyncIterator[Delivery]:
     """Deliveries for ever: reconnects with capped, jittered backoff and resumes from the
-    positions reached. Stops on a normal close, a protocol error, or when replaced (4409).
-    ``use_ticket``: every connection is opened with a fresh ticket (see ``Realtime``)."""
-    rt = Realtime(client, positions=positions, direct=direct, use_ticket=use_ticket)
+    positions reached. Stops on a normal close, a protocol error, when replaced (4409), or
+    when a group queue is refused (``QueueRefused``). ``queue_keys`` and ``use_ticket``: see
+    ``Realtime``."""
+    rt = Realtime(
+        client, positions=positions, direct=direct, queue_keys=queue_keys, use_ticket=use_ticket
+    )
     backoff = 0.5
     while True:
         try:
@@ -348,6 +436,12 @@ async def listen(
                 raise  # e.g. auth_failed: this client no longer exists
         finally:
             await rt.close()
-            rt = Realtime(client, positions=rt.positions, direct=rt.direct, use_ticket=use_ticket)
+            rt = Realtime(
+                client,
+                positions=rt.positions,
+                direct=rt.direct,
+                queue_keys=rt.queue_keys,
+                use_ticket=use_ticket,
+            )
         await asyncio.sleep(backoff * (0.5 + random.random() / 2))
         backoff = min(max_backoff, backoff * 2)

@@ -4,7 +4,8 @@ Layout (directory 0700, every file 0600, each written atomically):
 
 - ``client.json``      server URL, ids, credential chain and pinned AS certificate (DER, hex),
                        other domains' AS certificates fetched through the home server (by
-                       domain, DER hex), bearer token and expiry
+                       domain, DER hex), bearer token and expiry, the keys of queues made with
+                       ``create_queue`` (by queue id)
 - ``signature.key``    the client's MLS signature private key (raw bytes)
 - ``keypackages.json`` private HPKE keys of published KeyPackages, by KeyPackageRef (hex)
 - ``groups/<id>.mls``  the member state of each MLS group this client is in (contains secrets)
@@ -76,6 +77,9 @@ class ClientState:
     token_expires_at: float = 0.0
     pending_request: str = ""  # a client request awaiting approval by another client
     direct_acked: int = 0  # this client's ack cursor on the user's direct queue
+    # Keys of the queues made with ``create_queue``, by queue id (the group queue's key is
+    # kept with its id in ``group_client.json``).
+    queue_keys: dict[str, str] = field(default_factory=dict, repr=False)
     keypackages: dict[str, KeyPackageSecrets] = field(default_factory=dict)
 
     @property
@@ -127,6 +131,7 @@ class Home:
             "token_expires_at": state.token_expires_at,
             "pending_request": state.pending_request,
             "direct_acked": state.direct_acked,
+            "queue_keys": dict(sorted(state.queue_keys.items())),
         }
         _write_private(self.path / _KEY_FILE, state.signature_private)
         kps = {ref: s.to_json() for ref, s in state.keypackages.items()}
@@ -162,6 +167,7 @@ class Home:
                 token_expires_at=float(meta.get("token_expires_at", 0.0)),
                 pending_request=meta.get("pending_request", ""),
                 direct_acked=int(meta.get("direct_acked", 0)),
+                queue_keys={str(q): str(k) for q, k in meta.get("queue_keys", {}).items()},
                 keypackages={ref: KeyPackageSecrets.from_json(d) for ref, d in kps.items()},
             )
         except (KeyError, TypeError, ValueError) as e:

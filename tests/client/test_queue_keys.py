@@ -1,0 +1,114 @@
+"""Group-queue keys on the client side: kept with the queue id in the home, loaded from homes
+written before keys existed (id alone: unclaimed), kept out of reprs and error messages, and a
+queue the realtime server refuses is an error the caller sees."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from websockets.asyncio.server import serve
+
+from roost.client import ClientState, GroupQueue, Home, QueueRefused, RoostClient
+from roost.client.group_store import GroupStore
+from roost.client.realtime import Realtime, listen
+
+QID = "AAECAwQFBgcICQoLDA0ODw"
+KEY = "c2VjcmV0LXF1ZXVlLWtleS1ub2JvZHktZWxzZS1ob2xkcw"
+OTHER = "EBESExQVFhcYGRobHB0eHw"
+
+
+def _client(home: Home | None = None, port: int = 1) -> RoostClient:
+    state = ClientState(server=f"http://127.0.0.1:{port}", signature_private=b"\x01" * 32)
+    state.client_id = "a@localhost/c"
+    state.token = "tok"
+    state.token_expires_at = time.time() + 3600  # no HTTP auth needed in these tests
+    return RoostClient(state, home=home)
+
+
+async def test_group_queue_key_is_saved_next_to_its_id(tmp_path):
+    home = Home(tmp_path)
+    client = _client(home)
+    store = GroupStore(client)
+    store.cursors.queue = GroupQueue(QID, KEY)
+    store.cursors.queue_after = 7
+    store.save_cursors()
+    saved = json.loads((tmp_path / "group_client.json").read_text())
+    assert (saved["queue_id"], saved["queue_key"], saved["queue_after"]) == (QID, KEY, 7)
+    again = GroupStore(client).cursors
+    assert again.queue == GroupQueue(QID, KEY) and again.queue.claimed
+    assert again.queue_id == QID and again.queue_after == 7
+    await client.aclose()
+
+
+async def test_a_home_from_before_queue_keys_loads_with_the_key_unclaimed(tmp_path):
+    home = Home(tmp_path)
+    client = _client(home)
+    # What an older version wrote: the queue id and cursors, no key.
+    (tmp_path / "group_client.json").write_text(
+        json.dumps({"queue_id": QID, "queue_after": 3, "direct_after": 2})
+    )
+    cursors = GroupStore(client).cursors
+    assert cursors.queue == GroupQueue(QID, "") and not cursors.queue.claimed
+    assert cursors.queue.headers == {}  # nothing to send until the key is claimed
+    assert (cursors.queue_after, cursors.direct_after) == (3, 2)
+    await client.aclose()
+
+
+async def test_keys_of_created_queues_survive_a_restart(tmp_path):
+    home = Home(tmp_path)
+    state = _client().state
+    state.queue_keys[QID] = KEY
+    home.save(state)
+    client = RoostClient(home.load(), home=home)
+    assert client.queue(QID) == GroupQueue(QID, KEY)
+    assert client.queue(QID).headers == {"Roost-Queue-Key": KEY}
+    assert client.queue(OTHER).headers == {}  # not ours: asked without a key, refused
+    client.hold_queue(GroupQueue(OTHER, "b" * 43))
+    assert client.queue_keys() == {QID: KEY, OTHER: "b" * 43}
+    await client.aclose()
+
+
+def test_keys_stay_out_of_reprs():
+    assert KEY not in repr(GroupQueue(QID, KEY)) and QID in repr(GroupQueue(QID, KEY))
+    state = ClientState(server="s", signature_private=b"k", queue_keys={QID: KEY})
+    assert KEY not in repr(state)
+
+
+class RefusingServer:
+    """Serves the direct queue and refuses every group queue named in ``hello``."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+        self.hellos: list[dict] = []
+
+    async def handler(self, ws) -> None:
+        hello = json.loads(await ws.recv())
+        self.hellos.append(hello)
+        refused = {q: self.code for q in hello.get("queue_keys", {})}
+        await ws.send(json.dumps({"type": "ready", "queues": [], "refused": refused}))
+        await ws.wait_closed()  # the socket stays open on the server's side
+
+
+@pytest.mark.parametrize(("code", "status"), [("forbidden", 403), ("queue_not_found", 404)])
+async def test_a_refused_queue_is_an_error_not_a_silent_socket(code, status):
+    fake = RefusingServer(code)
+    async with serve(fake.handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = _client(port=port)
+        rt = Realtime(client, queue_keys={QID: KEY})
+        with pytest.raises(QueueRefused) as refused:
+            await rt.connect()
+        assert (refused.value.status, refused.value.code) == (status, code)
+        assert refused.value.refused == {QID: code}
+        assert QID not in str(refused.value) and KEY not in str(refused.value)
+        assert rt._ws is None  # closed by ``connect``
+        # ``listen`` gives up at once too (a retry would be refused the same way).
+        client.state.queue_keys[QID] = KEY
+        with pytest.raises(QueueRefused):
+            await asyncio.wait_for(anext(listen(client, max_backoff=0.1)), 5)
+        await client.aclose()
+    assert fake.hellos[0]["queue_keys"] == {QID: KEY}
+    assert len(fake.hellos) == 2
