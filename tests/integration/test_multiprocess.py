@@ -42,9 +42,13 @@ WINDOW = 5
 
 @pytest.fixture(scope="module")
 def two_servers(postgres_database, tmp_path_factory):
-    """Processes A and B (different loopback ports) on one fresh PostgreSQL database."""
+    """Processes A and B (different loopback ports) on one fresh PostgreSQL database, sharing
+    the queue seal key as the processes of one server must."""
     url = postgres_database()
-    env = {"ROOST_LIMITS_REALTIME_WINDOW_MESSAGES": str(WINDOW)}
+    env = {
+        "ROOST_LIMITS_REALTIME_WINDOW_MESSAGES": str(WINDOW),
+        "ROOST_QUEUE_SEAL_KEY_FILE": str(tmp_path_factory.mktemp("mp-seal") / "queue-seal.key"),
+    }
     a = ServerProcess("postgresql", tmp_path_factory.mktemp("mp-a"), url, env).start()
     try:
         b = ServerProcess("postgresql", tmp_path_factory.mktemp("mp-b"), url, env).start()
@@ -139,7 +143,8 @@ async def test_queue_and_direct_items_sent_through_b_arrive_on_a_in_order(two_se
         assert [unb64u(e["payload"]) for _, e in direct] == [b"d1", b"d2"]
         assert await nothing_more(ws)  # no duplicate from the origin's own notification
         # A queue added on A with subscribe hears what is sent through B too; a queue whose
-        # key was not shown does not.
+        # key was not shown does not (the window emptied first).
+        await ws.send(json.dumps({"type": "ack", "queues": {q: 4}, "direct": seq0 + 2}))
         later, later_key = await new_queue(bob)
         unshown, _ = await new_queue(bob)
         assert (await subscribe(ws, {later: later_key}))["queues"] == [later]

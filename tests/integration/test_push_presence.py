@@ -48,15 +48,19 @@ def webpush() -> Iterator[StandIn]:
 
 @pytest.fixture(scope="module")
 def cluster(postgres_database, tmp_path_factory):
-    """Processes 1 and 2 on one fresh PostgreSQL database (and its URL, for a third)."""
+    """Processes 1 and 2 on one fresh PostgreSQL database (and its URL and environment, for a
+    third). They share the queue seal key, as the processes of one server must: a process
+    finds the client to push for a queue another process created."""
     url = postgres_database()
-    p1 = ServerProcess("postgresql", tmp_path_factory.mktemp("pp-1"), url, ENV).start()
+    seal = tmp_path_factory.mktemp("pp-seal") / "queue-seal.key"
+    env = {**ENV, "ROOST_QUEUE_SEAL_KEY_FILE": str(seal)}
+    p1 = ServerProcess("postgresql", tmp_path_factory.mktemp("pp-1"), url, env).start()
     try:
-        p2 = ServerProcess("postgresql", tmp_path_factory.mktemp("pp-2"), url, ENV).start()
+        p2 = ServerProcess("postgresql", tmp_path_factory.mktemp("pp-2"), url, env).start()
     except BaseException:
         p1.stop()
         raise
-    yield p1, p2, url
+    yield p1, p2, url, env
     p2.stop()
     p1.stop()
 
@@ -123,7 +127,7 @@ async def receive_queue_item(ws, queue: str, payload: bytes) -> None:  # type: i
 
 
 async def test_connected_to_another_process_no_push_until_it_disconnects(cluster, webpush):
-    p1, p2, url = cluster
+    p1, p2, url, _env = cluster
     on1, on2 = Users(p1.url), Users(p2.url)
     try:
         alice, bob, queue, keys, sub_id = await subscribed_recipient(on1, on2, webpush)
@@ -167,8 +171,8 @@ async def test_connected_to_another_process_no_push_until_it_disconnects(cluster
 async def test_a_killed_process_presence_lapses_and_pushes_resume(
     cluster, webpush, tmp_path_factory
 ):
-    p1, _p2, url = cluster
-    p3 = ServerProcess("postgresql", tmp_path_factory.mktemp("pp-3"), url, ENV).start()
+    p1, _p2, url, env = cluster
+    p3 = ServerProcess("postgresql", tmp_path_factory.mktemp("pp-3"), url, env).start()
     on1, on3 = Users(p1.url), Users(p3.url)
     try:
         alice, bob, queue, keys, sub_id = await subscribed_recipient(on1, on3, webpush)

@@ -569,8 +569,14 @@ async def test_pings_keep_an_idle_connection_alive_and_silence_closes_it(short_s
         t0 = time.monotonic()
         assert await close_code(ws) == 4408  # silence: closed for idleness
         assert time.monotonic() - t0 < SHORT_IDLE + 2
+    finally:
+        await alice.aclose()
 
-        # The library pings on its own (every ping_interval from ready).
+
+async def test_library_pings_on_its_own(short_server):
+    """The library pings every ping_interval from ready: idle twice the timeout, still open."""
+    alice = await RoostClient.register(short_server.url, unique_name("p"))
+    try:
         q = await alice.create_queue()
         await alice.enqueue(q, b"first")
         async with Realtime(alice, positions={q: 1}) as rt:
