@@ -112,3 +112,34 @@ async def test_a_refused_queue_is_an_error_not_a_silent_socket(code, status):
         await client.aclose()
     assert fake.hellos[0]["queue_keys"] == {QID: KEY}
     assert len(fake.hellos) == 2
+
+
+async def test_subscribe_adds_a_queue_made_after_connecting():
+    """A queue made after connecting is served on the same socket once subscribed, and kept
+    for the next ``hello``; one with a wrong key is refused."""
+    hellos: list[dict] = []
+
+    async def handler(ws) -> None:
+        hellos.append(json.loads(await ws.recv()))
+        await ws.send(json.dumps({"type": "ready", "queues": [], "refused": {}}))
+        async for raw in ws:
+            m = json.loads(raw)
+            if m["type"] == "subscribe":
+                ok = [q for q, k in m["queue_keys"].items() if k == KEY]
+                bad = {q: "forbidden" for q in m["queue_keys"] if q not in ok}
+                await ws.send(
+                    json.dumps({"type": "subscribed", "queues": ok, "refused": bad, "id": m["id"]})
+                )
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        client = _client(port=server.sockets[0].getsockname()[1])
+        async with Realtime(client, queue_keys={}) as rt:
+            await rt.subscribe({QID: KEY}, {QID: 4})
+            assert rt.accepted == [QID] and rt.queue_keys == {QID: KEY}
+            assert rt.positions == {QID: 4}
+            with pytest.raises(QueueRefused) as refused:
+                await rt.subscribe({OTHER: "wrong"})
+            assert refused.value.refused == {OTHER: "forbidden"}
+            assert rt.queue_keys == {QID: KEY}  # a refused queue is not asked for again
+        await client.aclose()
+    assert hellos[0]["queue_keys"] == {}

@@ -120,3 +120,26 @@ async def test_a_wrong_queue_key_is_an_error_not_silence(users, tmp_path):
         await asyncio.wait_for(groups.listen(stop=asyncio.Event()), 15)
     assert (refused.value.status, refused.value.code) == (403, "forbidden")
     assert "A" * 43 not in str(refused.value)
+
+
+async def test_two_processes_on_an_old_home_both_end_with_the_key(users, server, tmp_path):
+    """Two programs started on the same old home both claim: the server hands the key out once,
+    and the one refused finds it in the home, saved there by the other."""
+    home = Home(tmp_path / "bob")
+    alice, bob, gid = await _bob_in_a_group(users, home)
+    queue_id = bob.groups.queue_id
+    await bob.client.aclose()
+    await _as_before_queue_keys(server, queue_id, bob.client.client_uuid)
+    cursors_file = home.path / "group_client.json"
+    saved = json.loads(cursors_file.read_text())
+    del saved["queue_key"]
+    cursors_file.write_text(json.dumps(saved))
+
+    first = Groups(users.track(RoostClient.open(home.path)))
+    second = Groups(users.track(RoostClient.open(home.path)))
+    one, two = await asyncio.gather(first.own_queue(), second.own_queue())
+    assert one is not None and one.claimed and one == two
+
+    await alice.groups.send(gid, "to both")
+    events = await second.sync()
+    assert [e.message for e in events if e.kind == "message"] == ["to both"]

@@ -114,6 +114,10 @@ class GroupStore:
         except (OSError, ValueError, TypeError, IndexError) as e:
             raise StateError(f"unreadable {path}: {e}") from e
 
+    def saved_queue(self) -> GroupQueue | None:
+        """The group queue as the home holds it now (another process may have saved it)."""
+        return self._load_cursors().queue
+
     def save_cursors(self) -> None:
         path = self._cursor_path()
         if path is None:

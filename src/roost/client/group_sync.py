@@ -50,6 +50,8 @@ REMOVED_WHILE_OUT_OF_STEP = "removed from the group (found when rejoining it)"
 # Waits before a listener tries a Welcome again after a passing failure (seconds).
 WELCOME_RETRY_FIRST = 1.0
 WELCOME_RETRY_MAX = 60.0
+# After a refused key claim: when to look in the home for the key another process claimed.
+CLAIM_REREAD_WAITS = (0.0, 0.5, 1.5)
 
 
 def _waiting_welcomes(events: Iterable[DirectEvent]) -> dict[bytes, int]:
@@ -146,10 +148,34 @@ class GroupSync:
         async with self._queue_lock:
             queue = self.store.cursors.queue
             if queue is not None and not queue.claimed:
-                queue = await self.client.claim_queue_key(queue.id)
-                self.store.cursors.queue = queue
-                self.store.save_cursors()  # at once: the server will not hand it out again
+                try:
+                    queue = await self.client.claim_queue_key(queue.id)
+                    self.store.cursors.queue = queue
+                    self.store.save_cursors()  # at once: the server will not hand it out again
+                except RoostError as e:
+                    if e.status != 403:
+                        raise
+                    # Saved already by the process that claimed it (our cursors stay unsaved:
+                    # that process may have moved them on).
+                    queue = await self._claimed_by_another_process(queue.id, e)
+                    self.store.cursors.queue = queue
+                self.client.hold_queue(queue)
         return queue
+
+    async def _claimed_by_another_process(self, queue_id: str, refused: RoostError) -> GroupQueue:
+        """The claim was refused: another process on the same home (started from the same
+        old files) may have claimed the key first; it saves it in the home at once."""
+        for wait in CLAIM_REREAD_WAITS:
+            await asyncio.sleep(wait)
+            saved = self.store.saved_queue()
+            if saved is not None and saved.id == queue_id and saved.claimed:
+                return saved
+        raise RoostError(
+            refused.status,
+            refused.code,
+            "the key of this client's group queue was handed out already, and the home does "
+            "not hold it",
+        ) from refused
 
     async def ensure_queue(self) -> GroupQueue:
         """Our group queue with its key, made now if we have none."""
