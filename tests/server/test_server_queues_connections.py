@@ -288,3 +288,25 @@ def test_access_log_redacts_queue_and_request_ids():
     )
     assert RedactionFilter().filter(record)
     assert "q3Jabc" not in record.getMessage() and "/v1/queues/…/messages" in record.getMessage()
+
+
+async def test_queue_limit_is_counted_per_client_and_freed_by_a_delete(db_url):
+    """The limit needs a count per client, not a list of its queues: it holds, per client, and
+    deleting a queue (with its key) gives the allowance back."""
+    from .conftest import make_config, running_server
+
+    async with running_server(make_config(db_url, limits={"max_queues_per_client": 2})) as s:
+        alice = await s.user("alice")
+        bob = await s.user("bob")
+        (q1, owner1), _ = await new_queue(s, alice), await new_queue(s, alice)
+        r = await s.http.post("/v1/queues", headers=alice.headers)
+        assert r.status_code == 409 and r.json()["code"] == "too_many_queues"
+        await new_queue(s, bob)  # bob has his own allowance
+        # a refused delete (no key) frees nothing; a delete with the key does
+        assert (await s.http.delete(f"/v1/queues/{q1}", headers=alice.headers)).status_code == 403
+        r = await s.http.post("/v1/queues", headers=alice.headers)
+        assert r.status_code == 409
+        assert (await s.http.delete(f"/v1/queues/{q1}", headers=owner1)).status_code == 204
+        await new_queue(s, alice)
+        r = await s.http.post("/v1/queues", headers=alice.headers)
+        assert r.status_code == 409 and r.json()["code"] == "too_many_queues"
