@@ -140,9 +140,11 @@ async def raw_realtime(
     client: RoostClient, queue_id: str, after: int
 ) -> AsyncIterator[ClientConnection]:
     """A raw realtime WebSocket for the load generator (no client-library work per frame),
-    subscribed to ``queue_id`` after ``after`` and past the server's ``ready``."""
+    subscribed to ``queue_id`` (with its key, which the client holds) after ``after`` and past
+    the server's ``ready``."""
     url = client.state.server.replace("http://", "ws://", 1) + "/v1/realtime"
     token = await client.bearer_token()
+    key = client.queue(queue_id).key
     async with ws_connect(
         url,
         additional_headers={"Authorization": f"Bearer {token}"},
@@ -150,9 +152,12 @@ async def raw_realtime(
         ping_interval=None,
         max_size=None,
     ) as ws:
-        await ws.send(json.dumps({"type": "hello", "queues": {queue_id: after}}))
-        while json.loads(await ws.recv()).get("type") != "ready":
+        hello = {"type": "hello", "queue_keys": {queue_id: key}, "queues": {queue_id: after}}
+        await ws.send(json.dumps(hello))
+        while (ready := json.loads(await ws.recv())).get("type") != "ready":
             pass
+        if queue_id not in ready.get("queues", []):
+            raise RuntimeError(f"the realtime session refused the queue: {ready.get('refused')}")
         yield ws
 
 

@@ -12,7 +12,8 @@ question:
 
   (a)/(b) group membership  - group id and user/client id in one row
   (c) message sender        - message id and user/client id in one row
-  (d) queue owner           - queue id and user/client id in one row
+  (d) queue owner           - queue id and user/client id in one row (queue keys, which only
+                              clients hold, are searched for as well)
   asset uploader            - asset id and user/client id in one row
   (e) who knows whom        - two different users in one row
   residue                   - ids of the deleted account / removed client still stored
@@ -69,7 +70,9 @@ QUESTIONS = {
 # ---- what the scenario created ---------------------------------------------------------------
 @dataclass(frozen=True)
 class Known:
-    kind: str  # user, client, group, queue, message, connection, asset, secret, residue-*
+    kind: (
+        str  # user, client, group, queue, queue key, message, connection, asset, secret, residue-*
+    )
     label: str  # a readable name for the report ("alice", "G1", ...)
     value: str | bytes
 
@@ -169,10 +172,15 @@ async def run_scenario(fed: Federation) -> Scenario:
         queue = await bob.create_queue()
         payload = f"queue payload {tag}".encode()
         await bob.enqueue(queue, payload)
+        await bob.fetch_queue(queue)  # read with its key, like any owner operation
         s.add("queue", "bob's own queue", unb64u(queue))  # the wire form of 16 bytes
         s.add("payload", "queue payload", payload)
         for c in (alice, bob, carol):
             await g[c.client_id].sync()
+        # Every queue key the clients hold: only the client keeps one (the server its hash).
+        for c in (alice, bob, carol, dave):
+            for qid, key in c.queue_keys().items():
+                s.add("queue key", f"key of {c.user_id}'s queue {qid[:4]}", unb64u(key))
 
         await alice.remove_client(alice2.client_uuid)
         s.add("residue-client", "alice's removed client", alice2.client_uuid)
@@ -259,6 +267,7 @@ class Finding:
 
     rows: int = 0
     columns: set[str] = field(default_factory=set)
+    linked: set[str] = field(default_factory=set)  # labels of the non-"who" ids linked
 
 
 @dataclass
@@ -305,6 +314,7 @@ def _record_links(rep: SourceReport, table: str, found: list[tuple[str, Known]])
             f = rep.links[question].setdefault(table, Finding())
             f.rows += 1
             f.columns |= {c for p in pairs for c in p}
+            f.linked |= {k.label for _, k in what}
     if len(users) >= 2:
         f = rep.links["e who knows whom"].setdefault(table, Finding())
         f.rows += 1
@@ -373,7 +383,7 @@ def format_report(audit: Audit) -> str:
     for src in audit.sources:
         kinds = ", ".join(f"{k}: {len(v)}" for k, v in sorted(src.present.items())) or "none"
         lines.append(f"  {src.name:<14} {kinds}")
-        for kind in ("secret", "payload"):
+        for kind in ("secret", "payload", "queue key"):
             if src.present.get(kind):
                 lines.append(f"  {'':<14} {kind}: {', '.join(sorted(src.present[kind]))}")
     return "\n".join(lines)

@@ -92,9 +92,12 @@ class TsMlsMember:
         welcomes = [e for e in (await self.client.fetch_direct(0)).events if e.type == "welcome"]
         assert welcomes, "no Welcome in the direct queue"
         gid = self.peer.join(welcomes[-1].payload)
-        self.queue_id = await self.client.create_queue()
+        self.queue_id = await self.client.create_queue()  # its key is kept by the client
         await self.client.request(
-            "PUT", f"/v1/groups/{group_path(gid)}/queue", json={"queue_id": self.queue_id}
+            "PUT",
+            f"/v1/groups/{group_path(gid)}/queue",
+            json={"queue_id": self.queue_id},
+            headers=self.client.queue(self.queue_id).headers,  # registering needs the key
         )
         return gid
 

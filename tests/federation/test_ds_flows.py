@@ -181,30 +181,49 @@ async def test_remote_client_joins_by_external_commit(fed: Federation):
     await message(carol, gid, "welcome carol")
     await carol.groups.send(gid, "thanks")
     await message(alice, gid, "thanks")
-    # A foreign queue in an external commit is refused by carol's own server.
+    # A foreign queue in an external commit is refused by carol's own server: without its
+    # key, or with the key of erin's own queue.
     erin = await new(fed, B, "erin")
     foreign = await carol.client.create_queue()
-    with pytest.raises(RoostError) as err:
-        await erin.client.request(
-            "POST",
-            f"/v1/groups/{group_path(gid)}/commits",
-            params={"queue_id": foreign},
-            content=b"\x00",
-            content_type="message/mls",
-        )
-    assert (err.value.status, err.value.code) == (403, "forbidden")
+    erins = await erin.client.new_queue()
+    for headers in (None, erins.headers):
+        with pytest.raises(RoostError) as err:
+            await erin.client.request(
+                "POST",
+                f"/v1/groups/{group_path(gid)}/commits",
+                params={"queue_id": foreign},
+                content=b"\x00",
+                content_type="message/mls",
+                headers=headers,
+            )
+        assert (err.value.status, err.value.code) == (403, "forbidden")
 
 
 async def test_remote_group_unknown_and_queue_not_owned(fed: Federation):
     alice, bob, gid = await group_with_remote_member(fed)
-    # The queue a remote DS will deliver to must be the client's own queue on its server.
+    # The queue a remote DS will deliver to must be one whose key the member holds, checked by
+    # the member's own server: not another client's queue, with no key or with bob's own.
     other = await new(fed, B, "other")
     foreign = await other.client.create_queue()
+    bobs = await bob.groups._sync.ensure_queue()
+    for headers in (None, bobs.headers):
+        with pytest.raises(RoostError) as err:
+            await bob.client.request(
+                "PUT",
+                f"/v1/groups/{group_path(gid)}/queue",
+                json={"queue_id": foreign},
+                headers=headers,
+            )
+        assert (err.value.status, err.value.code) == (403, "forbidden")
+    # An unknown queue of b.test: b.test says so (the DS on a.test is not asked).
     with pytest.raises(RoostError) as err:
         await bob.client.request(
-            "PUT", f"/v1/groups/{group_path(gid)}/queue", json={"queue_id": foreign}
+            "PUT",
+            f"/v1/groups/{group_path(gid)}/queue",
+            json={"queue_id": "A" * 22},
+            headers=bobs.headers,
         )
-    assert (err.value.status, err.value.code) == (403, "forbidden")
+    assert (err.value.status, err.value.code) == (404, "queue_not_found")
     # A group id of a.test that does not exist: a.test's DS answers 404, passed through.
     missing = b"A" * 22 + b"@" + A.encode()
     with pytest.raises(RoostError) as nf:

@@ -39,6 +39,7 @@ CROSS_DENIED = {
     ("DELETE", "/v1/queues/{queue_id}"),
     ("GET", "/v1/queues/{queue_id}/messages"),
     ("POST", "/v1/queues/{queue_id}/ack"),
+    ("POST", "/v1/queues/{queue_id}/key"),  # a legacy queue's key: its creator's alone
 }
 # Discovery: any authenticated client may read these (and they change nothing).
 CROSS_READABLE = {
@@ -242,10 +243,17 @@ async def test_every_secured_route_refuses_bad_tokens(strict_server):
                 resp = await _send(http, _build(route, v), await attacker.bearer_token())
                 assert resp.status_code == 200 and v.client.client_id not in resp.text
             assert await v.snapshot() == before
-            # ... and the victim's other client cannot use the victim's client-owned queue.
-            for route in (("GET", "/v1/queues/{queue_id}/messages"),):
-                resp = await _send(http, _build(route, v), await v.phone.bearer_token())
-                _assert_problem(resp, {403, 404}, route)
+            # ... and neither the victim's other client nor the victim's own token reaches the
+            # queue without its key: the key authorises, not the client.
+            for token in (await v.phone.bearer_token(), await v.client.bearer_token()):
+                for route in (
+                    ("GET", "/v1/queues/{queue_id}/messages"),
+                    ("POST", "/v1/queues/{queue_id}/ack"),
+                    ("DELETE", "/v1/queues/{queue_id}"),
+                ):
+                    resp = await _send(http, _build(route, v), token)
+                    _assert_problem(resp, {403}, route, {"forbidden"})
+            assert await v.snapshot() == before
 
             # 3. The victim's own token once it has expired.
             await asyncio.sleep(max(0.0, expires_at - time.time()) + 1.5)

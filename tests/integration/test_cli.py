@@ -115,8 +115,9 @@ def test_cli_end_to_end(server, tmp_path):
 
     # Group-message queue round trip.
     qid = alice.run("queue", "create")["queue_id"]
-    assert alice.run("queue", "send", "--queue", qid, stdin="hello")["seq"] == 1
-    msgs = alice.run("queue", "fetch", "--queue", qid)
+    # --queue=<id>: a base64url id may start with "-", which argparse would read as an option
+    assert alice.run("queue", "send", f"--queue={qid}", stdin="hello")["seq"] == 1
+    msgs = alice.run("queue", "fetch", f"--queue={qid}")
     assert [m["seq"] for m in msgs["messages"]] == [1]
 
     # A second client by password, then removed again.

@@ -1,5 +1,5 @@
-"""At every level and in both formats the log holds no bearer token, queue id, password or
-password hash: not in access lines and their query strings, not in the realtime upgrade's
+"""At every level and in both formats the log holds no bearer token, queue id, queue key,
+password or password hash: not in access lines and their query strings, not in the realtime upgrade's
 headers, ticket or frames, not in SQL statements and their parameters."""
 
 from __future__ import annotations
@@ -52,9 +52,12 @@ async def test_debug_logs_hold_no_secrets(debug_server: ServerProcess) -> None:
         second_token = await second.bearer_token()
         queue_id = await alice.create_queue()
         await alice.enqueue(queue_id, b"hello")
+        await alice.fetch_queue(queue_id)  # the queue key in a request header
         groups = Groups(alice)
-        group = await groups.create()  # POST /v1/groups?queue_id=<its queue id>
+        group = await groups.create()  # POST /v1/groups?queue_id=<its queue id>, its key
         group_queue = groups.queue_id
+        queue_keys = alice.queue_keys()  # both queues' keys, as the hello frame carries them
+        assert set(queue_keys) == {queue_id, group_queue}
         async with Realtime(alice, positions={queue_id: 0}) as rt:  # upgrade + hello frame
             await rt.receive(timeout=10)
         # A browser's upgrade: the ticket travels in the query string (used, then refused).
@@ -78,6 +81,7 @@ async def test_debug_logs_hold_no_secrets(debug_server: ServerProcess) -> None:
         ("realtime ticket", ticket),
         ("queue id", queue_id),
         ("group queue id", group_queue),
+        *((f"queue key of {q[:4]}…", key) for q, key in queue_keys.items()),
         ("password", PASSWORD),
         ("argon2 hash", "$argon2"),
     ):
@@ -141,6 +145,8 @@ async def test_info_logs_tie_no_group_to_anyone(
         await b_groups.sync()
         await a_groups.set_role(gid, bob.user_id, "admin")  # group and user in one path
         sent = [await a_groups.send(gid, f"secret text {i}") for i in range(3)]
+        keys = {**alice.queue_keys(), **bob.queue_keys()}
+        assert len(keys) == 3  # alice's two queues and bob's group queue
         async with Realtime(bob, positions={b_groups.queue_id: 0}) as rt:
             await rt.receive(timeout=10)  # the upgrade and the hello frame
         events = await b_groups.sync()
@@ -155,6 +161,7 @@ async def test_info_logs_tie_no_group_to_anyone(
             "alice's group queue": a_groups.queue_id,
             "bob's group queue": b_groups.queue_id,
             "queue payload": payload.decode(),
+            **{f"queue key {i}": key for i, key in enumerate(keys.values())},
             "push endpoint": sub["endpoint"],
             "push subscription": sub["endpoint"].rsplit("/", 1)[-1],
             "plaintext": "secret text",

@@ -1,13 +1,15 @@
 """The privacy audit (benchmarks/privacy_audit.py) on two real homeservers: a.test on SQLite,
 b.test on SQLite and (when PostgreSQL is configured) on PostgreSQL.
 
-Two kinds of assertion on one run of its scenario:
+Three kinds of assertion on one run of its scenario:
 - what users rely on today and must keep: the info-level logs hold no bearer token,
-  password, asset capability, queue id, message id, plaintext, ciphertext or queue
-  payload;
+  password, asset capability, queue id, queue key, message id, plaintext, ciphertext or
+  queue payload;
+- what queue keys brought: no queue row names its client, so a queue that is in no group is
+  tied to nobody anywhere, and no database holds a queue's key;
 - the audit's self-check: the links that exist today (the DS's member rows tie a group to
-  its members' clients, a queue row to its owner, a connection row to both users) are
-  found, so a "no" in its report means the tool looked and found nothing.
+  its members' clients and their queues, a connection row to both users) are found, so a
+  "no" in its report means the tool looked and found nothing.
 """
 
 from __future__ import annotations
@@ -51,8 +53,21 @@ def test_info_logs_hold_no_secret_queue_id_or_payload(audit: Audit) -> None:
     for src in audit.sources:
         if not src.name.endswith(" log"):
             continue
-        for kind in ("secret", "payload", "queue", "message"):
+        for kind in ("secret", "payload", "queue", "queue key", "message"):
             assert not src.present.get(kind), f"{src.name} holds {kind}: {src.present[kind]}"
+
+
+def test_no_queue_row_names_its_client_and_no_database_holds_a_queue_key(audit: Audit) -> None:
+    keys = [k for k in audit.scenario.known if k.kind == "queue key"]
+    assert len(keys) >= 4, "the scenario's clients hold too few queue keys"
+    for name in ("a.test db", "b.test db"):
+        db = audit.source(name)
+        owners = db.links.get("d queue owner", {})
+        assert "queues" not in owners, f"{name}: a queues row names a client or user"
+        # bob's queue is in no group: nothing anywhere says whose it is
+        for table, finding in owners.items():
+            assert "bob's own queue" not in finding.linked, f"{name}: {table} ties it to bob"
+        assert not db.present.get("queue key"), f"{name} holds {db.present['queue key']}"
 
 
 def test_audit_self_check_finds_the_links_that_exist_today(audit: Audit) -> None:
@@ -60,7 +75,8 @@ def test_audit_self_check_finds_the_links_that_exist_today(audit: Audit) -> None
     membership = db.links["a/b membership"]
     assert membership, "no group/member link found in a.test's database"
     assert sum(f.rows for f in membership.values()) >= 3  # three groups, two or more members
-    assert db.links["d queue owner"], "no queue/owner link found"
+    # the DS's member rows still tie a registered group queue to its member (for now)
+    assert db.links["d queue owner"].get("ds_members"), "no queue/member link found"
     assert db.links["e who knows whom"], "no connection between two users found"
     # every kind of id the scenario made shows up somewhere in the home server's database
     for kind in ("user", "client", "group", "queue"):

@@ -1,4 +1,5 @@
-"""Direct queues (per user, AS) and group-message queues (per client, QS): fetch and ack."""
+"""Direct queues (per user, AS) and group-message queues (authorised by their key, QS): fetch
+and ack. The raw-HTTP checks of queue keys are in test_queue_keys.py."""
 
 from __future__ import annotations
 
@@ -78,16 +79,18 @@ async def test_only_the_owner_fetches_and_acks(users):
     phone = await users.second_client(alice)
     q = await alice.create_queue()
     await mallory.enqueue(q, b"anyone holding the id may enqueue")
-    for intruder in (mallory, phone):  # queues belong to a client, not to the user
+    # The key stays with the client that made the queue: not even the user's other client
+    # holds it.
+    for intruder in (mallory, phone):
         with pytest.raises(RoostError) as e:
             await intruder.fetch_queue(q)
-        assert e.value.status in (403, 404)
+        assert (e.value.status, e.value.code) == (403, "forbidden")
         with pytest.raises(RoostError) as e:
             await intruder.ack_queue(q, 1)
-        assert e.value.status in (403, 404)
+        assert (e.value.status, e.value.code) == (403, "forbidden")
         with pytest.raises(RoostError) as e:
             await intruder.delete_queue(q)
-        assert e.value.status in (403, 404)
+        assert (e.value.status, e.value.code) == (403, "forbidden")
     assert len((await alice.fetch_queue(q)).messages) == 1
 
 

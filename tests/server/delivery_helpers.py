@@ -21,14 +21,17 @@ from roost.protocol.queue_item import QueueItem, decode_queue_item
 
 from .helpers import DOMAIN, MLS, TestClient, TestUser
 
+QUEUE_KEY = "Roost-Queue-Key"
+
 
 @dataclass
 class Member:
-    """One client in one group: its MLS state, its queue and what it has read so far."""
+    """One client in one group: its MLS state, its queue (id and key) and what it has read."""
 
     user: TestUser
     client: TestClient
     queue_id: str
+    queue_key: str
     group: Group | None = None
     after: int = 0
     seen: list[QueueItem] = field(default_factory=list)
@@ -37,15 +40,22 @@ class Member:
     def headers(self) -> dict[str, str]:
         return self.client.headers
 
+    @property
+    def queue_headers(self) -> dict[str, str]:
+        """The bearer token plus the queue's key: what an owner operation or a request that
+        registers the queue with the DS carries."""
+        return {**self.client.headers, QUEUE_KEY: self.queue_key}
+
 
 def new_group_id() -> bytes:
     return f"{b64u(secrets.token_bytes(16))}@{DOMAIN}".encode()
 
 
-async def new_queue(http: httpx.AsyncClient, client: TestClient) -> str:
+async def new_queue(http: httpx.AsyncClient, client: TestClient) -> tuple[str, str]:
+    """A new group-message queue: (queue id, queue key)."""
     r = await http.post("/v1/queues", headers=client.headers)
     assert r.status_code == 201, r.text
-    return r.json()["queue_id"]
+    return r.json()["queue_id"], r.json()["queue_key"]
 
 
 async def external_sender(http: httpx.AsyncClient, suite: int = 1) -> ExternalSender:
@@ -58,7 +68,7 @@ async def member(
     http: httpx.AsyncClient, user: TestUser, client: TestClient | None = None
 ) -> Member:
     client = client or user.client
-    return Member(user, client, await new_queue(http, client))
+    return Member(user, client, *await new_queue(http, client))
 
 
 async def create_group(
@@ -68,7 +78,10 @@ async def create_group(
     external_join: bool = False,
     with_server: bool = True,
     group_id: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[bytes, httpx.Response]:
+    """Create a group with the creator's queue; ``headers`` replaces the creator's token and
+    queue key (to try other credentials)."""
     gid = group_id or new_group_id()
     exts = []
     if with_server:
@@ -86,7 +99,7 @@ async def create_group(
         "/v1/groups",
         params={"queue_id": creator.queue_id, "external_join": str(external_join).lower()},
         content=body,
-        headers={**creator.headers, **MLS},
+        headers={**(creator.queue_headers if headers is None else headers), **MLS},
     )
     return gid, r
 
@@ -106,12 +119,14 @@ async def post_commit(
     queue_id: str | None = None,
 ) -> httpx.Response:
     body = encode_commit_bundle(out.commit, out.group_info, out.welcome)
+    # Naming a queue registers it: its key goes along (the committer's own queue here).
     params = {"queue_id": queue_id} if queue_id else {}
+    headers = committer.queue_headers if queue_id else committer.headers
     return await http.post(
         f"/v1/groups/{b64u(gid)}/commits",
         content=body,
         params=params,
-        headers={**committer.headers, **MLS},
+        headers={**headers, **MLS},
     )
 
 
@@ -135,7 +150,7 @@ async def send_raw(
 
 async def fetch(http: httpx.AsyncClient, m: Member) -> list[QueueItem]:
     r = await http.get(
-        f"/v1/queues/{m.queue_id}/messages", params={"after": m.after}, headers=m.headers
+        f"/v1/queues/{m.queue_id}/messages", params={"after": m.after}, headers=m.queue_headers
     )
     assert r.status_code == 200, r.text
     items = []
@@ -183,11 +198,16 @@ async def add_members(
     committer.group.merge_pending_commit()
     for j, bundle in zip(joiners, bundles, strict=True):
         j.group = Group.join_from_welcome(out.welcome, bundle)
-        q = await http.put(
-            f"/v1/groups/{b64u(gid)}/queue", json={"queue_id": j.queue_id}, headers=j.headers
-        )
+        q = await register_queue(http, j, gid)
         assert q.status_code == 204, q.text
     return r
+
+
+async def register_queue(http: httpx.AsyncClient, m: Member, gid: bytes) -> httpx.Response:
+    """Register the member's queue with the group after a Welcome (key header included)."""
+    return await http.put(
+        f"/v1/groups/{b64u(gid)}/queue", json={"queue_id": m.queue_id}, headers=m.queue_headers
+    )
 
 
 async def process_all(http: httpx.AsyncClient, m: Member) -> list:  # type: ignore[type-arg]

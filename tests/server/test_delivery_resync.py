@@ -30,11 +30,13 @@ async def _resync_bundle(http, m: Member, gid: bytes, remove: int) -> tuple[Grou
 
 
 async def _post(http, m: Member, gid: bytes, body: bytes, **params: str):  # type: ignore[no-untyped-def]
+    # A commit that names a queue registers it: the queue's key goes along.
+    headers = m.queue_headers if "queue_id" in params else m.headers
     return await http.post(
         f"/v1/groups/{b64u(gid)}/commits",
         content=body,
         params=params,
-        headers={**m.headers, **MLS},
+        headers={**headers, **MLS},
     )
 
 

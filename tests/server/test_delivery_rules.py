@@ -57,16 +57,16 @@ async def test_creation_checks(server) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == 201
     _, r = await create_group(http, alice, group_id=gid)
     assert r.status_code == 409 and r.json()["code"] == "group_exists"
-    # someone else's queue cannot be used
+    # someone else's queue cannot be used: bob's key does not open alice's queue
     bob = await member(http, await server.user("bob"))
     bob.queue_id = alice.queue_id
     _, r = await create_group(http, bob)
-    assert r.status_code == 403
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"
     r = await http.post(
         "/v1/groups",
         params={"queue_id": alice.queue_id},
         content=b"\x00\x01",
-        headers={**alice.headers, **MLS},
+        headers={**alice.queue_headers, **MLS},
     )
     assert r.status_code == 400 and r.json()["code"] == "malformed_mls"
 
@@ -251,7 +251,7 @@ async def test_external_join_and_group_info(server) -> None:  # type: ignore[no-
         f"{path}/commits",
         content=body,
         params={"queue_id": bob.queue_id},
-        headers={**bob.headers, **MLS},
+        headers={**bob.queue_headers, **MLS},
     )
     assert r.status_code == 201, r.text
     got = await process_all(http, alice)
@@ -265,7 +265,7 @@ async def test_held_until_queue_registered_and_policy(server) -> None:  # type: 
     # a fourth member added but registering late still gets everything after its Add, in order
     dave = await member(http, await server.user("dave"))
     await connect(http, alice.user, dave.user)
-    from .delivery_helpers import kp_bundle
+    from .delivery_helpers import kp_bundle, register_queue
 
     bundle = kp_bundle(dave)
     out = alice.group.commit(add=[bundle.key_package])
@@ -278,9 +278,7 @@ async def test_held_until_queue_registered_and_policy(server) -> None:  # type: 
         f"/v1/groups/{b64u(gid)}/policy", json={"policy": "mute"}, headers=dave.headers
     )
     assert r.status_code == 204
-    r = await http.put(
-        f"/v1/groups/{b64u(gid)}/queue", json={"queue_id": dave.queue_id}, headers=dave.headers
-    )
+    r = await register_queue(http, dave, gid)
     assert r.status_code == 204
     got = await process_all(http, dave)
     assert [g.data for g in got] == [b"m0", b"m1", b"m2"]

@@ -95,6 +95,8 @@ ROUTES: dict[tuple[str, str], tuple[str, dict, int | None]] = {
     ),
     ("GET", "/v1/queues/{queue_id}/messages"): ("/v1/queues/{qid}/messages", {}, 403),
     ("POST", "/v1/queues/{queue_id}/ack"): ("/v1/queues/{qid}/ack", {"json": {"up_to": 9}}, 403),
+    # Claiming a legacy queue's key: only its creator, and a keyed queue has nothing to claim.
+    ("POST", "/v1/queues/{queue_id}/key"): ("/v1/queues/{qid}/key", {}, 403),
     ("GET", "/v1/direct/messages"): ("/v1/direct/messages", {}, None),
     ("POST", "/v1/direct/ack"): ("/v1/direct/ack", {"json": {"up_to": 9}}, None),
 }

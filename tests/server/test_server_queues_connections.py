@@ -9,10 +9,11 @@ from roost.protocol.base64url import unb64u
 from .helpers import MLS, client_from, login, messages, new_key
 
 
-async def new_queue(server, user) -> str:
+async def new_queue(server, user) -> tuple[str, dict[str, str]]:
+    """A new group-message queue: its id and the owner's headers (bearer token + queue key)."""
     r = await server.http.post("/v1/queues", headers=user.headers)
     assert r.status_code == 201
-    return r.json()["queue_id"]
+    return r.json()["queue_id"], {**user.headers, "Roost-Queue-Key": r.json()["queue_key"]}
 
 
 async def enqueue(server, user, qid: str, payload: bytes, message_id: str | None = None):
@@ -25,55 +26,54 @@ async def enqueue(server, user, qid: str, payload: bytes, message_id: str | None
 async def test_queue_seq_fetch_caps_ack_and_idempotency(server):
     alice = await server.user("alice")
     bob = await server.user("bob")
-    qid = await new_queue(server, alice)
+    qid, owner = await new_queue(server, alice)
+    _, bobs_own = await new_queue(server, bob)
     seqs = [(await enqueue(server, bob, qid, bytes([i]) * 100)).json()["seq"] for i in range(10)]
     assert seqs == list(range(1, 11))
     r = await enqueue(server, bob, qid, b"retry", message_id="m-1")
     again = await enqueue(server, bob, qid, b"retry", message_id="m-1")
     assert r.json()["seq"] == again.json()["seq"] == 11
-    r = await server.http.get(f"/v1/queues/{qid}/messages?after=3&limit=4", headers=alice.headers)
+    r = await server.http.get(f"/v1/queues/{qid}/messages?after=3&limit=4", headers=owner)
     assert r.headers["content-type"] == "application/vnd.roost.messages"
     got = messages(r.content)
     assert [s for s, _ in got] == [4, 5, 6, 7] and got[0][1] == bytes([3]) * 100
     assert r.headers["roost-last-seq"] == "7" and r.headers["roost-has-more"] == "true"
-    r = await server.http.get(
-        f"/v1/queues/{qid}/messages?after=0&max_bytes=250", headers=alice.headers
-    )
+    r = await server.http.get(f"/v1/queues/{qid}/messages?after=0&max_bytes=250", headers=owner)
     assert [s for s, _ in messages(r.content)] == [1, 2]
-    r = await server.http.get(
-        f"/v1/queues/{qid}/messages?after=0&max_bytes=1", headers=alice.headers
-    )
+    r = await server.http.get(f"/v1/queues/{qid}/messages?after=0&max_bytes=1", headers=owner)
     assert [s for s, _ in messages(r.content)] == [1]  # always at least one
-    # owner only
-    r = await server.http.get(f"/v1/queues/{qid}/messages", headers=bob.headers)
-    assert r.status_code == 403
-    r = await server.http.post(f"/v1/queues/{qid}/ack", json={"up_to": 5}, headers=bob.headers)
-    assert r.status_code == 403
-    r = await server.http.post(f"/v1/queues/{qid}/ack", json={"up_to": 5}, headers=alice.headers)
+    # the queue's key only: not the bearer token alone, not another queue's key
+    for headers in (alice.headers, bob.headers, bobs_own):
+        r = await server.http.get(f"/v1/queues/{qid}/messages", headers=headers)
+        assert r.status_code == 403 and r.json()["code"] == "forbidden"
+        r = await server.http.post(f"/v1/queues/{qid}/ack", json={"up_to": 5}, headers=headers)
+        assert r.status_code == 403 and r.json()["code"] == "forbidden"
+    r = await server.http.post(f"/v1/queues/{qid}/ack", json={"up_to": 5}, headers=owner)
     assert r.status_code == 204
-    r = await server.http.get(f"/v1/queues/{qid}/messages", headers=alice.headers)
+    r = await server.http.get(f"/v1/queues/{qid}/messages", headers=owner)
     assert [s for s, _ in messages(r.content)] == [6, 7, 8, 9, 10, 11]
     assert r.headers["roost-has-more"] == "false"
     # seq numbers continue after an ack (gap-free, never reused)
     assert (await enqueue(server, bob, qid, b"x")).json()["seq"] == 12
-    r = await server.http.get("/v1/queues/AAAAAAAAAAAAAAAAAAAAAA/messages", headers=alice.headers)
+    r = await server.http.get("/v1/queues/AAAAAAAAAAAAAAAAAAAAAA/messages", headers=owner)
     assert r.status_code == 404 and r.json()["code"] == "queue_not_found"
-    r = await server.http.delete(f"/v1/queues/{qid}", headers=bob.headers)
-    assert r.status_code == 403
-    assert (await server.http.delete(f"/v1/queues/{qid}", headers=alice.headers)).status_code == 204
+    for headers in (alice.headers, bobs_own):
+        r = await server.http.delete(f"/v1/queues/{qid}", headers=headers)
+        assert r.status_code == 403 and r.json()["code"] == "forbidden"
+    assert (await server.http.delete(f"/v1/queues/{qid}", headers=owner)).status_code == 204
     assert (await enqueue(server, bob, qid, b"x")).status_code == 404
 
 
 async def test_queue_limits(server):
     alice = await server.user("alice")
-    qid = await new_queue(server, alice)
+    qid, owner = await new_queue(server, alice)
     big = b"x" * (server.app.state.services.config.limits.max_message_bytes + 1)
     r = await enqueue(server, alice, qid, big)
     assert r.status_code == 413 and r.json()["code"] == "body_too_large"
     huge = b"x" * (server.app.state.services.config.limits.max_body_bytes + 1)
     r = await enqueue(server, alice, qid, huge)
     assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
-    r = await server.http.get(f"/v1/queues/{qid}/messages", headers=alice.headers)
+    r = await server.http.get(f"/v1/queues/{qid}/messages", headers=owner)
     assert messages(r.content) == []
 
 
@@ -177,7 +177,7 @@ async def test_account_deletion_removes_queues_and_packages(server):
 
     alice = await server.user("alice")
     bob = await server.user("bob")
-    qid = await new_queue(server, alice)
+    qid, _ = await new_queue(server, alice)
     await enqueue(server, bob, qid, b"m")
     now = server.clock.now
     await publish(
@@ -196,7 +196,7 @@ async def test_account_deletion_removes_queues_and_packages(server):
 
 async def test_streamed_body_over_the_cap_is_refused(server):
     alice = await server.user("alice")
-    qid = await new_queue(server, alice)
+    qid, owner = await new_queue(server, alice)
     limit = server.app.state.services.config.limits.max_body_bytes
 
     async def chunks():  # no Content-Length: the cap is enforced while streaming
@@ -207,7 +207,7 @@ async def test_streamed_body_over_the_cap_is_refused(server):
         f"/v1/queues/{qid}/messages", content=chunks(), headers={**alice.headers, **MLS}
     )
     assert r.status_code == 413 and r.json()["code"] == "body_too_large"
-    r = await server.http.get(f"/v1/queues/{qid}/messages", headers=alice.headers)
+    r = await server.http.get(f"/v1/queues/{qid}/messages", headers=owner)
     assert messages(r.content) == []
 
 
@@ -288,3 +288,25 @@ def test_access_log_redacts_queue_and_request_ids():
     )
     assert RedactionFilter().filter(record)
     assert "q3Jabc" not in record.getMessage() and "/v1/queues/…/messages" in record.getMessage()
+
+
+async def test_queue_limit_is_counted_per_client_and_freed_by_a_delete(db_url):
+    """The limit needs a count per client, not a list of its queues: it holds, per client, and
+    deleting a queue (with its key) gives the allowance back."""
+    from .conftest import make_config, running_server
+
+    async with running_server(make_config(db_url, limits={"max_queues_per_client": 2})) as s:
+        alice = await s.user("alice")
+        bob = await s.user("bob")
+        (q1, owner1), _ = await new_queue(s, alice), await new_queue(s, alice)
+        r = await s.http.post("/v1/queues", headers=alice.headers)
+        assert r.status_code == 409 and r.json()["code"] == "too_many_queues"
+        await new_queue(s, bob)  # bob has his own allowance
+        # a refused delete (no key) frees nothing; a delete with the key does
+        assert (await s.http.delete(f"/v1/queues/{q1}", headers=alice.headers)).status_code == 403
+        r = await s.http.post("/v1/queues", headers=alice.headers)
+        assert r.status_code == 409
+        assert (await s.http.delete(f"/v1/queues/{q1}", headers=owner1)).status_code == 204
+        await new_queue(s, alice)
+        r = await s.http.post("/v1/queues", headers=alice.headers)
+        assert r.status_code == 409 and r.json()["code"] == "too_many_queues"
