@@ -51,7 +51,7 @@ class _RecordingHub:
         self.events: list[tuple] = []
 
     def queue_item(self, wake) -> None:
-        self.events.append(("q", wake.owner, wake.queue_id, wake.seq, wake.payload))
+        self.events.append(("q", wake.user_uuid, wake.queue_id, wake.seq, wake.payload))
 
     def acked(self, client_uuid, queue_id, up_to) -> None:
         self.events.append(("a", client_uuid, queue_id, up_to))
@@ -68,7 +68,8 @@ class _RecordingHub:
 
 async def test_notifications_are_sent_only_by_committed_transactions(postgres_url):
     """Two bridges on one database (two 'processes'): B hears A's committed events, in commit
-    order, and nothing of a rolled-back transaction; A skips its own."""
+    order, and nothing of a rolled-back transaction; A skips its own. A group queue's events
+    name no client or user (nothing on the wire ties the queue to one)."""
     import asyncio
 
     import pytest
@@ -88,23 +89,25 @@ async def test_notifications_are_sent_only_by_committed_transactions(postgres_ur
         with pytest.raises(RuntimeError):
             async with db.transaction() as conn:
                 await conn.execute(sa.text("SELECT 1"))
-                a.on_enqueue(conn, WakeUp("lost", b"\x01" * 16, 1, b"x"))
+                a.on_enqueue(conn, WakeUp(b"\x01" * 16, 1, b"x"))
                 raise RuntimeError("roll back")
         async with db.transaction() as conn:
-            a.on_enqueue(conn, WakeUp("client-1", b"\x02" * 16, 5, b"secret payload"))
-            a.on_enqueue(conn, WakeUp("user-1", None, 9, b"secret"))
-            a.on_ack(conn, "client-1", b"\x02" * 16, 5)
+            a.on_enqueue(conn, WakeUp(b"\x02" * 16, 5, b"secret payload"))
+            a.on_enqueue(conn, WakeUp(None, 9, b"secret", user_uuid="user-1"))
+            a.on_ack(conn, None, b"\x02" * 16, 5)
+            a.on_ack(conn, "client-1", None, 9)
             await a.on_client_removed(conn, "client-2")
             await a.on_user_deleted(conn, "user-2", ["client-3"])
         for _ in range(100):
-            if len(hub_b.events) >= 6:
+            if len(hub_b.events) >= 7:
                 break
             await asyncio.sleep(0.05)
         assert hub_b.events == [
             ("resync",),
-            ("q", "client-1", b"\x02" * 16, 5, None),  # never the payload
+            ("q", None, b"\x02" * 16, 5, None),  # never the payload
             ("q", "user-1", None, 9, None),
-            ("a", "client-1", b"\x02" * 16, 5),
+            ("a", None, b"\x02" * 16, 5),
+            ("a", "client-1", None, 9),
             ("c", "client-2"),
             ("u", "user-2"),
         ]

@@ -1,5 +1,6 @@
 """Realtime hub and session logic in isolation (fake socket, in-memory queues): routing of
-wake-ups, replacement, out-of-order and lost wake-ups, bounded buffering, the unacked window,
+wake-ups (group queues by accepted key, the direct queue by user), replacement, queue keys in
+hello and subscribe, out-of-order and lost wake-ups, bounded buffering, the unacked window,
 acks from either path, and the frame formats."""
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from roost.server.notify.protocol import (
     ProtocolError,
     delivery_frame,
     parse_positions,
+    parse_queue_keys,
     parse_text,
 )
 from roost.server.notify.session import RealtimeSession, Settings
 from roost.server.queues.service import FetchResult, WakeUp, _cap
 
-Q1, Q2 = b"\x01" * 16, b"\x02" * 16
+Q1, Q2, Q3 = b"\x01" * 16, b"\x02" * 16, b"\x03" * 16
+K1, K2, K3 = b"\x11" * 32, b"\x12" * 32, b"\x13" * 32
 
 
 # ---- fakes --------------------------------------------------------------------------------
@@ -61,8 +64,10 @@ class FakeQueues:
     """Just the QueueService calls a session makes, over dicts."""
 
     stored: dict[bytes | None, dict[int, bytes]] = field(default_factory=dict)
+    keys: dict[bytes, bytes] = field(default_factory=lambda: {Q1: K1, Q2: K2, Q3: K3})
     reads: int = 0
     acks: list[tuple] = field(default_factory=list)
+    checked: list[bytes] = field(default_factory=list)  # queue ids whose keys were checked
 
     def __post_init__(self) -> None:
         self.db = self  # session reads ``queues.db.engine.connect()`` for direct acks
@@ -74,10 +79,17 @@ class FakeQueues:
 
     def put(self, queue: bytes | None, seq: int, payload: bytes) -> WakeUp:
         self.stored.setdefault(queue, {})[seq] = payload
-        return WakeUp("c1" if queue else "u1", queue, seq, payload)
+        return WakeUp(queue, seq, payload, user_uuid=None if queue else "u1")
 
-    async def owned_queue_ids(self, client_uuid: str) -> list[bytes]:
-        return [q for q in self.stored if q is not None]
+    async def accept_keys(self, keys: dict[bytes, bytes]) -> tuple[list[bytes], dict[bytes, str]]:
+        self.checked += list(keys)
+        accepted = [q for q, k in keys.items() if self.keys.get(q) == k]
+        refused = {
+            q: "queue_not_found" if q not in self.keys else "forbidden"
+            for q in keys
+            if q not in accepted
+        }
+        return accepted, refused
 
     async def direct_cursor(self, user_uuid: str, client_uuid: str) -> int:
         return 0
@@ -93,23 +105,15 @@ class FakeQueues:
     async def fetch_direct(self, user: str, after: int, limit: int, max_bytes: int):
         return self._read(None, after, limit, max_bytes)
 
-    async def ack(self, queue: bytes, client_uuid: str, up_to: int) -> None:
-        if queue not in self.stored:
-            raise Problem(404, "queue_not_found", "")
+    async def ack(self, queue: bytes, up_to: int) -> None:
         self.acks.append((queue, up_to))
-        for s in [s for s in self.stored[queue] if s <= up_to]:
-            del self.stored[queue][s]
+        stored = self.stored.get(queue, {})
+        for s in [s for s in stored if s <= up_to]:
+            del stored[s]
 
-    async def ack_many(
-        self, client_uuid: str, acks: dict[bytes, int], owned: set[bytes]
-    ) -> dict[bytes, str]:
-        failed: dict[bytes, str] = {}
+    async def ack_many(self, acks: dict[bytes, int]) -> None:
         for queue, up_to in acks.items():
-            try:
-                await self.ack(queue, client_uuid, up_to)
-            except Problem as p:
-                failed[queue] = p.code
-        return failed
+            await self.ack(queue, up_to)
 
     async def ack_direct(self, user: str, client: str, up_to: int, clients: list[str]) -> None:
         self.acks.append((None, up_to))
@@ -158,6 +162,8 @@ class Harness:
         self.task: asyncio.Task | None = None
 
     async def start(self, **hello: object) -> dict:
+        """Connect with ``hello`` (by default presenting Q1's key)."""
+        hello.setdefault("queue_keys", {b64u(Q1): b64u(K1)})
         services = FakeServices(self.queues, self.auth)
         self.session = RealtimeSession(
             self.ws,
@@ -189,6 +195,13 @@ class Harness:
 
     def publish(self, queue: bytes | None, seq: int, payload: bytes) -> None:
         self.hub.queue_item(self.queues.put(queue, seq, payload))
+
+    async def control(self) -> dict:
+        """The next text frame (delivery frames before it are skipped)."""
+        while True:
+            msg = await self.next_sent()
+            if "text" in msg:
+                return json.loads(msg["text"])
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -227,25 +240,33 @@ class Sub:
         self.closed = (code, reason)
 
 
-def test_hub_routes_by_owner_and_replaces_older_connections():
+def test_hub_routes_by_accepted_queue_and_user_and_replaces_older_connections():
     hub = Hub()
     phone, laptop, other = Sub("c1", "u1"), Sub("c2", "u1"), Sub("c3", "u2")
     for s in (phone, laptop, other):
         hub.attach(s)
-    hub.queue_item(WakeUp("c1", Q1, 1, b"x"))  # a group queue: its owner client only
-    hub.queue_item(WakeUp("u1", None, 7, b"x"))  # the direct queue: every client of the user
+    hub.subscribe(phone, [Q1])
+    hub.queue_item(WakeUp(Q1, 1, b"x"))  # a group queue: the connection that accepted it
+    hub.queue_item(WakeUp(Q2, 1, b"x"))  # accepted by nobody: nowhere
+    hub.queue_item(WakeUp(None, 7, b"x", user_uuid="u1"))  # direct: every client of the user
     assert (phone.items, laptop.items, other.items) == ([1, 7], [7], [])
-    hub.acked("c2", None, 7)
-    assert laptop.acks == [(None, 7)] and phone.acks == []
+    assert hub.is_served(Q1) and not hub.is_served(Q2)
+    hub.acked("c2", None, 7)  # a direct ack: the acking client
+    hub.acked(None, Q1, 1)  # a group ack names no client: by queue
+    assert laptop.acks == [(None, 7)] and phone.acks == [(Q1, 1)]
 
     newer = Sub("c1", "u1")
     hub.attach(newer)
     assert phone.closed is not None and phone.closed[0] == CloseCode.REPLACED
-    hub.queue_item(WakeUp("c1", Q1, 2, b"x"))
+    assert not hub.is_served(Q1)  # the replaced connection's queues went with it
+    hub.subscribe(newer, [Q1])
+    hub.queue_item(WakeUp(Q1, 2, b"x"))
     assert newer.items == [2] and phone.items == [1, 7]
     hub.detach(phone)  # the replaced one leaving does not unregister the newer one
-    hub.queue_item(WakeUp("u1", None, 8, b"x"))
+    hub.queue_item(WakeUp(None, 8, b"x", user_uuid="u1"))
     assert newer.items == [2, 8] and laptop.items == [7, 8]
+    hub.acked(None, Q1, MAX_SEQ)  # deleted: no longer routed anywhere
+    assert newer.acks == [(Q1, MAX_SEQ)] and not hub.is_served(Q1)
 
     hub.client_gone("c2")
     assert laptop.closed == (CloseCode.UNAUTHENTICATED, "the client was removed")
@@ -259,8 +280,8 @@ def test_hub_isolates_a_failing_subscriber():
     a, b = Sub("c1", "u1"), Sub("c2", "u1")
     hub.attach(a)
     hub.attach(b)
-    hub.queue_item(WakeUp("u1", None, 1, b"boom"))  # a raises; b still gets later items
-    hub.queue_item(WakeUp("u1", None, 2, b"ok"))
+    hub.queue_item(WakeUp(None, 1, b"boom", user_uuid="u1"))  # a raises; b gets later items
+    hub.queue_item(WakeUp(None, 2, b"ok", user_uuid="u1"))
     assert a.items == [2] and b.items == [2]
 
 
@@ -325,7 +346,7 @@ async def test_out_of_order_and_missed_wake_ups_still_deliver_in_order(h: Harnes
     # Two committed transactions whose callbacks ran in the opposite order.
     h.queues.put(Q1, 2, b"two")
     h.publish(Q1, 3, b"three")
-    h.hub.queue_item(WakeUp("c1", Q1, 2, b"two"))
+    h.hub.queue_item(WakeUp(Q1, 2, b"two"))
     assert [s for _, s, _ in await h.items(2)] == [2, 3]
     # A wake-up that never came (another process): the gap is read from the database.
     h.queues.put(Q1, 4, b"four")
@@ -333,10 +354,10 @@ async def test_out_of_order_and_missed_wake_ups_still_deliver_in_order(h: Harnes
     assert [(s, p) for _, s, p in await h.items(2)] == [(4, b"four"), (5, b"five")]
     # A wake-up without a payload (a LISTEN/NOTIFY bridge) reads it back too.
     h.queues.put(Q1, 6, b"six")
-    h.hub.queue_item(WakeUp("c1", Q1, 6, None))
+    h.hub.queue_item(WakeUp(Q1, 6, None))
     assert await h.items(1) == [(b64u(Q1), 6, b"six")]
     # A repeated wake-up is not delivered twice.
-    h.hub.queue_item(WakeUp("c1", Q1, 6, b"six"))
+    h.hub.queue_item(WakeUp(Q1, 6, b"six"))
     assert await h.quiet()
 
 
@@ -368,31 +389,94 @@ async def test_acks_over_http_free_the_window_and_skip_acked_items(h: Harness):
     await h.start()
     assert [s for _, s, _ in await h.items(2)] == [1, 2]
     assert await h.quiet()
-    await h.queues.ack(Q1, "c1", 4)  # e.g. POST /v1/queues/{id}/ack, acking ahead
-    h.hub.acked("c1", Q1, 4)
+    await h.queues.ack(Q1, 4)  # e.g. POST /v1/queues/{id}/ack, acking ahead
+    h.hub.acked(None, Q1, 4)
     assert [s for _, s, _ in await h.items(2)] == [5, 6]
     # Deleting the queue acks all of it: nothing stays in flight and its state goes.
     session = h.session
     assert session is not None and session._inflight_msgs == 2
-    h.hub.acked("c1", Q1, MAX_SEQ)
+    h.hub.acked(None, Q1, MAX_SEQ)
     assert session._inflight_msgs == 0 and Q1 not in session._queues
 
 
-async def test_acks_are_confirmed_or_refused_per_frame(h: Harness):
+async def test_acks_are_confirmed_and_only_accepted_queues_may_be_acked(h: Harness):
     h.queues.put(Q1, 1, b"a")
+    h.queues.put(Q2, 1, b"b")
     await h.start()
     await h.items(1)
     h.ws.client_says(type="ack", queues={b64u(Q1): 1}, direct=3, id=9)
     assert json.loads((await h.next_sent())["text"]) == {"type": "acked", "id": 9}
     assert h.queues.acks == [(Q1, 1), (None, 3)]
-    h.ws.client_says(type="ack", queues={b64u(Q2): 1}, id=10)
-    assert json.loads((await h.next_sent())["text"]) == {
-        "type": "error",
-        "code": "queue_not_found",
-        "id": 10,
-    }
     h.ws.client_says(type="ping", id="p")
     assert json.loads((await h.next_sent())["text"]) == {"type": "pong", "id": "p"}
+    # Q2 exists, but this connection never presented its key: acking it breaks the protocol.
+    h.ws.client_says(type="ack", queues={b64u(Q2): 1}, id=10)
+    assert h.task is not None
+    await asyncio.wait_for(h.task, 2)
+    assert h.ws.closed is not None and h.ws.closed[0] == CloseCode.PROTOCOL_ERROR
+    assert h.queues.acks == [(Q1, 1), (None, 3)] and h.queues.stored[Q2] == {1: b"b"}
+
+
+async def test_hello_serves_exactly_the_queues_whose_keys_are_right(h: Harness):
+    unknown = b"\x09" * 16
+    for q in (Q1, Q2, Q3):
+        h.queues.put(q, 1, b"stored " + q[:1])
+    ready = await h.start(
+        queue_keys={b64u(Q1): b64u(K1), b64u(Q2): b64u(K3), b64u(unknown): b64u(K1)},
+        queues={b64u(Q3): 0},  # a position without a key is ignored
+    )
+    assert ready["queues"] == [b64u(Q1)]
+    assert ready["refused"] == {b64u(Q2): "forbidden", b64u(unknown): "queue_not_found"}
+    assert await h.items(1) == [(b64u(Q1), 1, b"stored \x01")]
+    h.publish(Q2, 2, b"not yours")
+    h.publish(Q3, 2, b"not asked for")
+    h.publish(Q1, 2, b"yours")
+    assert await h.items(1) == [(b64u(Q1), 2, b"yours")]
+    assert await h.quiet()  # nothing of Q2 or Q3, stored or new
+
+
+async def test_subscribe_adds_queues_to_a_live_connection(h: Harness):
+    ready = await h.start(queue_keys={})
+    assert ready["queues"] == [] and ready["refused"] == {}
+    h.queues.put(Q2, 1, b"one")
+    h.queues.put(Q2, 2, b"two")
+    h.ws.client_says(
+        type="subscribe",
+        queue_keys={b64u(Q2): b64u(K2), b64u(Q3): b64u(K1)},
+        queues={b64u(Q2): 1},
+        id=4,
+    )
+    assert await h.control() == {
+        "type": "subscribed",
+        "queues": [b64u(Q2)],
+        "refused": {b64u(Q3): "forbidden"},
+        "id": 4,
+    }
+    assert await h.items(1) == [(b64u(Q2), 2, b"two")]  # after the given position
+    h.publish(Q2, 3, b"three")
+    h.publish(Q3, 1, b"refused")
+    assert await h.items(1) == [(b64u(Q2), 3, b"three")]
+    assert await h.quiet()
+    # Subscribing again to a served queue changes nothing and checks no key again.
+    checked = len(h.queues.checked)
+    h.ws.client_says(type="subscribe", queue_keys={b64u(Q2): b64u(K2)})
+    assert await h.control() == {
+        "type": "subscribed",
+        "queues": [b64u(Q2)],
+        "refused": {},
+        "id": None,
+    }
+    assert len(h.queues.checked) == checked
+    h.ws.client_says(type="ack", queues={b64u(Q2): 3}, id=5)
+    assert await h.control() == {"type": "acked", "id": 5}
+
+
+async def test_malformed_queue_keys_are_protocol_errors():
+    for bad in ([], {"short": "AAAA"}, {b64u(Q1): 5}, {b64u(Q1): ""}, {b64u(Q1): "!!"}):
+        with pytest.raises(ProtocolError):
+            parse_queue_keys({"queue_keys": bad})
+    assert parse_queue_keys({}) == {} and parse_queue_keys({"queue_keys": None}) == {}
+    assert parse_queue_keys({"queue_keys": {b64u(Q1): b64u(K1)}}) == {Q1: K1}
 
 
 async def test_close_codes(h: Harness):

@@ -15,6 +15,9 @@ def test_secret_shapes_are_replaced() -> None:
     cases = {
         "< authorization: Bearer abc.def-123": "abc.def-123",
         "< cookie: session=s3cr3t": "s3cr3t",
+        "< roost-queue-key: K3yK3yK3y": "K3yK3yK3y",
+        '< TEXT \'{"type": "hello", "queue_keys": {"Qx1": "K9y"}}\' [50 bytes]': "K9y",
+        '{"queue_id": "Qx2", "queue_key": "K8y"}': "K8y",
         "sent Bearer tok_9f8e7d with the request": "tok_9f8e7d",
         "POST /v1/groups?queue_id=Q-9zx&external_join=false": "Q-9zx",
         "GET /v1/directory?q=alice&cursor=CUR55": "CUR55",

@@ -86,6 +86,10 @@ class Config:
     # SQLite: "full" syncs the WAL at every commit, so an answered write survives a power loss
     # or OS crash; "normal" survives only a crash of Roost (faster, weaker). PostgreSQL: unused.
     sqlite_synchronous: str = "full"
+    # 32 random bytes that seal each queue's creator for push (queues/seal.py); empty:
+    # <data_dir>/queue-seal.key, created on first use. Every process of one server needs the
+    # same file; it is not in the database on purpose.
+    queue_seal_key_file: str = ""
     registration_policy: str = "open"  # "open" | "token"
     token_ttl_seconds: int = 900
     client_certificate_days: int = 365
@@ -146,6 +150,12 @@ class Config:
         return not self.database_url
 
     @property
+    def queue_seal_key_path(self) -> Path:
+        if self.queue_seal_key_file:
+            return Path(self.queue_seal_key_file)
+        return self.data_dir / "queue-seal.key"
+
+    @property
     def sqlalchemy_url(self) -> str:
         """The database URL with the async driver filled in."""
         url = self.database_url or f"sqlite:///{(self.data_dir / 'roost.db').resolve()}"
@@ -178,6 +188,7 @@ _ENV_TOP = {
     "ROOST_LOG_LEVEL": "log_level",
     "ROOST_LOG_FORMAT": "log_format",
     "ROOST_SQLITE_SYNCHRONOUS": "sqlite_synchronous",
+    "ROOST_QUEUE_SEAL_KEY_FILE": "queue_seal_key_file",
     "ROOST_METRICS_ENABLED": "metrics_enabled",
     "ROOST_METRICS_TOKEN": "metrics_token",
     "ROOST_TRUSTED_PROXIES": "trusted_proxies",

@@ -131,9 +131,15 @@ class CommitPipeline:
         self.now = now
 
     async def submit(
-        self, p: Principal, group_id: bytes, body: bytes, queue_id: bytes | None
+        self,
+        p: Principal,
+        group_id: bytes,
+        body: bytes,
+        queue_id: bytes | None,
+        queue_key: bytes | None = None,
     ) -> tuple[int, int]:
-        """(new epoch, group_seq of the commit)."""
+        """(new epoch, group_seq of the commit). ``queue_key``: the key of ``queue_id``, a
+        queue here an external joiner registers (a remote one's server checked it)."""
         bundle = decode_commit_bundle(body)
         pm = public_handshake(bundle.commit)
         content = pm.content
@@ -171,7 +177,9 @@ class CommitPipeline:
             if leaf != judged.committer_leaf
         ]
         added_users = await self.add_rule.check(p, judged.committer_user, added)
-        return await self._write(p, snap, judged, bundle, commit_hash, queue_id, added_users)
+        return await self._write(
+            p, snap, judged, bundle, commit_hash, (queue_id, queue_key), added_users
+        )
 
     async def _require_delivered(self, domain: str, group_id: bytes) -> None:
         """A member of another domain commits only once the group's items for that domain
@@ -307,17 +315,18 @@ class CommitPipeline:
         judged: _Judged,
         bundle: CommitBundle,
         commit_hash: bytes,
-        queue_id: bytes | None,
+        queue: tuple[bytes | None, bytes | None],
         added_users: dict[str, str],
     ) -> tuple[int, int]:
         group_id, row = snap.row.id, snap.row
+        queue_id, queue_key = queue
         committer_leaf = judged.committer_leaf
         queue_domain = p.domain if isinstance(p, RemotePrincipal) else None
         # Signs an admin_promoted notice should the commit take the last admin away.
         server_key = await self.external_sender.key(row.cipher_suite)
         async with self.db.transaction() as conn:
-            if queue_id is not None and queue_domain is None:  # a remote one: its QS checked
-                await self.queues.check_owner(conn, queue_id, p.client_uuid)
+            if queue_id is not None and queue_domain is None:  # a remote one: its server checked
+                await self.queues.check_key(conn, queue_id, queue_key)
             written = (
                 await conn.execute(
                     sa.update(ds_groups)

@@ -51,7 +51,12 @@ class Groups:
         self.now = now
 
     async def create(
-        self, p: Principal, body: bytes, queue_id: bytes, external_join: bool
+        self,
+        p: Principal,
+        body: bytes,
+        queue_id: bytes,
+        queue_key: bytes | None,
+        external_join: bool,
     ) -> GroupView:
         bundle = decode_group_state(body)
         check_extensions_of(bundle.group_info)
@@ -78,7 +83,7 @@ class Groups:
             raise Problem(422, "credential_mismatch", "the creator's leaf is not the caller")
         await self.external_sender.require_in(obs)
         async with self.db.transaction() as conn:
-            await self.queues.check_owner(conn, queue_id, p.client_uuid)
+            await self.queues.check_key(conn, queue_id, queue_key)
             exists = (
                 await conn.execute(sa.select(ds_groups.c.id).where(ds_groups.c.id == group_id))
             ).first()
@@ -154,14 +159,16 @@ class Groups:
         obs = GroupObserver.from_bytes(row.state)
         return encode_group_state(row.group_info, obs.tree.to_bytes())
 
-    async def register_queue(self, p: Principal, group_id: bytes, queue_id: bytes) -> None:
+    async def register_queue(
+        self, p: Principal, group_id: bytes, queue_id: bytes, queue_key: bytes | None
+    ) -> None:
         async with self.db.transaction() as conn:
             row = await self.store.group(conn, group_id)
             # Lock order everywhere: the group row, then member rows, then queue counters.
             await self.store.bump_rev(conn, group_id)
             queue_domain = p.domain if isinstance(p, RemotePrincipal) else None
-            if queue_domain is None:  # a remote member's QS checked its ownership
-                await self.queues.check_owner(conn, queue_id, p.client_uuid)
+            if queue_domain is None:  # a remote member's own server checked the key
+                await self.queues.check_key(conn, queue_id, queue_key)
             mine = leaf_of(await self.store.members(conn, group_id), p.client_uuid)
             if mine is None:
                 raise Problem(403, "not_member", "the calling client holds no leaf in this group")

@@ -27,7 +27,7 @@ from roost.protocol.media_types import MLS_MEDIA_TYPE
 
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
 from ..errors import problem_responses
-from ..queues.params import queue_id_param
+from ..queues.params import QueueKey, queue_id_param
 from .group_info_check import GROUP_INFO_EXTENSION_PROBLEMS
 from .group_store import GroupView
 from .path_params import group_id_param
@@ -168,12 +168,13 @@ def group_routes(
         request: Request,
         p: principal,
         s: ServicesDep,
+        queue_key: QueueKey,
         queue_id: str | None = None,
     ) -> CommitOut:
         gid = group_id_param(group_id)
         qid = queue_id_param(queue_id) if queue_id is not None else None
         body = await mls_body(request)
-        epoch, seq = await s.delivery.submit_commit(p, gid, body, qid)
+        epoch, seq = await s.delivery.submit_commit(p, gid, body, qid, queue_key)
         return CommitOut(epoch=epoch, group_seq=seq)
 
     async def group_info(group_id: str, p: principal, s: ServicesDep) -> Response:
@@ -181,9 +182,10 @@ def group_routes(
         return Response(state, media_type=MLS_MEDIA_TYPE)
 
     async def register_queue(
-        group_id: str, body: QueueIn, p: principal, s: ServicesDep
+        group_id: str, body: QueueIn, queue_key: QueueKey, p: principal, s: ServicesDep
     ) -> Response:
-        await s.delivery.register_queue(p, group_id_param(group_id), queue_id_param(body.queue_id))
+        gid = group_id_param(group_id)
+        await s.delivery.register_queue(p, gid, queue_id_param(body.queue_id), queue_key)
         return Response(status_code=204)
 
     async def send_message(group_id: str, request: Request, p: principal, s: ServicesDep) -> SeqOut:
@@ -313,12 +315,14 @@ async def create_group(
     p: PrincipalDep,
     s: ServicesDep,
     queue_id: Annotated[str, Query()],
+    queue_key: QueueKey,
     external_join: bool = False,
 ) -> GroupOut:
-    """Create a group from its epoch-0 GroupInfo and tree; the caller's user becomes admin."""
+    """Create a group from its epoch-0 GroupInfo and tree; the caller's user becomes admin.
+    The caller's queue is named by ``queue_id`` and authorised by its Roost-Queue-Key."""
     qid = queue_id_param(queue_id)
     body = await mls_body(request)
-    return _out(await s.delivery.create_group(p, body, qid, external_join))
+    return _out(await s.delivery.create_group(p, body, qid, queue_key, external_join))
 
 
 @router.get("/v1/groups", tags=_TAGS, response_model=GroupList, responses=_AUTH)

@@ -143,9 +143,14 @@ class DeliveryService:
         return await self.external_sender_keys.key(cipher_suite)
 
     async def create_group(
-        self, p: Principal, body: bytes, queue_id: bytes, external_join: bool
+        self,
+        p: Principal,
+        body: bytes,
+        queue_id: bytes,
+        queue_key: bytes | None,
+        external_join: bool,
     ) -> GroupView:
-        return await self.groups.create(p, body, queue_id, external_join)
+        return await self.groups.create(p, body, queue_id, queue_key, external_join)
 
     async def list_groups(self, p: Principal) -> list[GroupView]:
         return await self.groups.of_client(p)
@@ -156,8 +161,10 @@ class DeliveryService:
     async def group_state(self, p: Principal, group_id: bytes) -> bytes:
         return await self.groups.state(p, group_id)
 
-    async def register_queue(self, p: Principal, group_id: bytes, queue_id: bytes) -> None:
-        await self.groups.register_queue(p, group_id, queue_id)
+    async def register_queue(
+        self, p: Principal, group_id: bytes, queue_id: bytes, queue_key: bytes | None
+    ) -> None:
+        await self.groups.register_queue(p, group_id, queue_id, queue_key)
 
     async def client_uuid_taken(
         self, conn: AsyncConnection, client_uuid: str, user_id: str
@@ -167,9 +174,14 @@ class DeliveryService:
     # ---- handshakes and application messages ----------------------------------------------------
 
     async def submit_commit(
-        self, p: Principal, group_id: bytes, body: bytes, queue_id: bytes | None
+        self,
+        p: Principal,
+        group_id: bytes,
+        body: bytes,
+        queue_id: bytes | None,
+        queue_key: bytes | None = None,
     ) -> tuple[int, int]:
-        return await self.commits.submit(p, group_id, body, queue_id)
+        return await self.commits.submit(p, group_id, body, queue_id, queue_key)
 
     async def submit_proposal(self, p: Principal, group_id: bytes, body: bytes) -> int:
         return await self.proposals.submit(p, group_id, body)

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from roost.protocol.base64url import b64u, unb64u
 
 from ..errors import PROBLEM_MEDIA_TYPE, Problem, problem_response, unexpected_error_response
+from ..queues.params import queue_key_param
 from ..queues.service import QUEUE_ID_LEN
 from .as_flows import CLIENT_HEADER, USER_UUID_HEADER
 from .ds_flows import group_domain
@@ -132,7 +133,7 @@ class GroupForwarder:
         elif method == "POST" and rest.endswith("/commits"):
             queue_text = dict(params).get("queue_id")
         if queue_text is not None:
-            await self._check_queue(s, queue_text, p.client_uuid)
+            await self._check_queue(s, queue_text, headers.get("roost-queue-key"))
         forwarded = {CLIENT_HEADER: p.client_id, USER_UUID_HEADER: p.user_uuid}
         for name in _FORWARDED_HEADERS:
             if name in headers:
@@ -153,8 +154,9 @@ class GroupForwarder:
             raise RemoteUnavailable(domain, f"answered {response.status_code} without a problem")
         return response.status_code, ctype, response.content
 
-    async def _check_queue(self, s: Services, queue_text: object, client_uuid: str) -> None:
-        """The queue a remote DS will deliver to must be this client's queue here."""
+    async def _check_queue(self, s: Services, queue_text: object, key_text: str | None) -> None:
+        """The queue a remote DS will deliver to must be one here whose key the client holds
+        (the key stays here: the group's DS gets the queue id only)."""
         try:
             qid = unb64u(queue_text) if isinstance(queue_text, str) else b""
         except ValueError:
@@ -162,7 +164,7 @@ class GroupForwarder:
         if len(qid) != QUEUE_ID_LEN:
             raise Problem(404, "queue_not_found", "no such queue")
         async with s.queues.db.engine.connect() as conn:
-            await s.queues.check_owner(conn, qid, client_uuid)
+            await s.queues.check_key(conn, qid, queue_key_param(key_text))
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -4,8 +4,9 @@ Publishing: the hub's events are told to the bridge *inside* the transaction tha
 (``QueueService.tx_listeners`` / ``tx_ack_listeners``, the AS's deletion hooks). They are
 batched per transaction and sent with ``pg_notify`` just before the commit, so PostgreSQL
 delivers them only if the transaction commits, and in commit order. A notification carries what
-the hub needs and nothing more: the owner, the queue, the seq (never the message payload);
-each is at most ``MAX_PAYLOAD`` bytes (PostgreSQL's limit is 8000), a large batch is split.
+the hub needs and nothing more: for a group queue the queue and the seq (no owner: the hub
+routes by queue id), for the direct queue the user (items) or client (acks) and the seq; never
+the message payload nor a queue key. Each is at most ``MAX_PAYLOAD`` bytes (PostgreSQL's limit is 8000), a large batch is split.
 
 Receiving: each process holds one dedicated asyncpg connection that LISTENs. Notifications
 from other processes become ``Hub`` calls (``queue_item`` with ``payload=None``: the session
@@ -108,12 +109,16 @@ class PgBridge:
     # ---- publishing (inside the producing transaction) -------------------------------------
 
     def on_enqueue(self, conn: AsyncConnection, wake: WakeUp) -> None:
-        self._add(conn, [_ITEM, wake.owner, _qid(wake.queue_id), wake.seq])
+        # A group queue's item names no user ("" on the wire).
+        user = wake.user_uuid if wake.queue_id is None else None
+        self._add(conn, [_ITEM, user or "", _qid(wake.queue_id), wake.seq])
 
     def on_ack(
-        self, conn: AsyncConnection, client_uuid: str, queue_id: bytes | None, up_to: int
+        self, conn: AsyncConnection, client_uuid: str | None, queue_id: bytes | None, up_to: int
     ) -> None:
-        self._add(conn, [_ACK, client_uuid, _qid(queue_id), up_to])
+        # A group queue's ack names no client ("" on the wire).
+        client = client_uuid if queue_id is None else None
+        self._add(conn, [_ACK, client or "", _qid(queue_id), up_to])
 
     async def on_client_removed(self, conn: AsyncConnection, client_uuid: str) -> None:
         self._add(conn, [_CLIENT_GONE, client_uuid])
@@ -165,9 +170,11 @@ class PgBridge:
     def _dispatch(self, event: list[Any]) -> None:
         kind = event[0]
         if kind == _ITEM:
-            self._hub.queue_item(WakeUp(event[1], _unqid(event[2]), int(event[3]), None))
+            self._hub.queue_item(
+                WakeUp(_unqid(event[2]), int(event[3]), None, user_uuid=event[1] or None)
+            )
         elif kind == _ACK:
-            self._hub.acked(event[1], _unqid(event[2]), int(event[3]))
+            self._hub.acked(event[1] or None, _unqid(event[2]), int(event[3]))
         elif kind == _CLIENT_GONE:
             if self.tokens is not None:  # its tokens stop working here at once too
                 self.tokens.evict_clients({event[1]})

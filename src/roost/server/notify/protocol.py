@@ -15,6 +15,7 @@ from roost.protocol.delivery_frame import QUEUE_ID_LEN, encode_delivery_frame
 
 MAX_CLIENT_FRAME = 64 * 1024
 MAX_SEQ = (1 << 63) - 1
+MAX_KEY_LEN = 64  # queue keys are 32 bytes; anything far longer is not one
 
 
 class CloseCode:
@@ -67,6 +68,37 @@ def _seq(value: Any, what: str) -> int:
     return value
 
 
+def _queue_id(text: Any) -> bytes:
+    try:
+        raw = unb64u(text) if isinstance(text, str) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != QUEUE_ID_LEN:
+        raise ProtocolError(f"invalid queue id {str(text)[:32]!r}")
+    return raw
+
+
+def parse_queue_keys(frame: dict[str, Any]) -> dict[bytes, bytes]:
+    """The ``queue_keys`` of a ``hello`` or ``subscribe``: queue id -> its key (absent: none).
+    A key that is not base64url is a broken client; a wrong one is refused per queue."""
+    keys = frame.get("queue_keys", {})
+    if keys is None:
+        return {}
+    if not isinstance(keys, dict):
+        raise ProtocolError('"queue_keys" must be an object of queue id -> key')
+    out: dict[bytes, bytes] = {}
+    for text, value in keys.items():
+        qid = _queue_id(text)
+        try:
+            key = unb64u(value) if isinstance(value, str) and value else None
+        except ValueError:
+            key = None
+        if not key or len(key) > MAX_KEY_LEN:
+            raise ProtocolError("a queue key must be a base64url string")
+        out[qid] = key
+    return out
+
+
 def parse_positions(frame: dict[str, Any]) -> Positions:
     """The ``queues``/``direct``/``id`` fields shared by ``hello`` and ``ack``."""
     out = Positions(id=frame.get("id"))
@@ -74,13 +106,7 @@ def parse_positions(frame: dict[str, Any]) -> Positions:
     if not isinstance(queues, dict):
         raise ProtocolError('"queues" must be an object of queue id -> seq')
     for text, value in queues.items():
-        try:
-            raw = unb64u(text)
-        except ValueError:
-            raw = b""
-        if len(raw) != QUEUE_ID_LEN:
-            raise ProtocolError(f"invalid queue id {text[:32]!r}")
-        out.queues[raw] = _seq(value, "a queue position")
+        out.queues[_queue_id(text)] = _seq(value, "a queue position")
     if frame.get("direct") is not None:
         out.direct = _seq(frame["direct"], '"direct"')
     if out.id is not None and not isinstance(out.id, (int, str)):

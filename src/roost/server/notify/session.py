@@ -1,6 +1,9 @@
 """One realtime WebSocket connection: resume from the client's positions, deliver, take acks,
 answer pings, and close on idleness, revoked tokens or a reader that stopped reading.
 
+The connection serves the group queues whose keys the client presented (``hello`` and later
+``subscribe`` frames; checked once by the QueueService) and the user's direct queue.
+
 Memory per connection is bounded: wake-ups carry the committed item, which is kept only while
 it fits in the unacked window (else dropped and re-read from the database later); at most
 ``window_messages`` / ``window_bytes`` are sent and not yet acked; a send waits for the socket
@@ -34,6 +37,7 @@ from .protocol import (
     control,
     delivery_frame,
     parse_positions,
+    parse_queue_keys,
     parse_text,
 )
 
@@ -122,7 +126,9 @@ class RealtimeSession:
         self._hub = hub
         self._settings = settings
         self._queues: dict[bytes | None, _Queue] = {}
-        self._positions: dict[bytes, int] = {}
+        # Group queues whose key this connection checked: only these may be acked here. Kept
+        # when a queue is deleted (an ack racing the deletion is no protocol error).
+        self._accepted: set[bytes] = set()
         self._ready: OrderedDict[bytes | None, None] = OrderedDict()  # queues with work, FIFO
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
@@ -136,7 +142,7 @@ class RealtimeSession:
         # highest up_to) and written together by the acker task, one transaction per burst.
         self._ack_queues: dict[bytes, int] = {}
         self._ack_direct: int | None = None
-        self._ack_frames: list[tuple[Any, set[bytes]]] = []  # (id, its queues): answered later
+        self._ack_frames: list[Any] = []  # the frames' ids: answered once written
         self._ack_wake = asyncio.Event()
         self._ack_room = asyncio.Event()
         self._ack_room.set()
@@ -147,12 +153,7 @@ class RealtimeSession:
     def on_item(self, wake: WakeUp) -> None:
         st = self._queues.get(wake.queue_id)
         if st is None:
-            if wake.queue_id is None:
-                return  # not started yet: the start reads the direct queue anyway
-            # A queue created after connecting (owned by this client: the hub routes by owner).
-            st = self._queues[wake.queue_id] = _Queue(
-                wake.queue_id, self._positions.get(wake.queue_id, 0)
-            )
+            return  # not (or no longer) served here; the first read finds it anyway
         if wake.seq <= st.sent:
             return
         payload = wake.payload
@@ -229,7 +230,7 @@ class RealtimeSession:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(code, reason[:120]), 2.0)
 
-    async def _receive_hello(self) -> Positions:
+    async def _receive_hello(self) -> tuple[Positions, dict[bytes, bytes]]:
         try:
             message = await asyncio.wait_for(self._ws.receive(), self._settings.hello_timeout)
         except TimeoutError:
@@ -237,23 +238,22 @@ class RealtimeSession:
         frame = parse_text(self._text_of(message))
         if frame["type"] != "hello":
             raise ProtocolError("the first frame must be hello")
-        return parse_positions(frame)
+        return parse_positions(frame), parse_queue_keys(frame)
 
-    async def _start(self, hello: Positions) -> None:
+    async def _start(self, hello: tuple[Positions, dict[bytes, bytes]]) -> None:
+        positions, keys = hello
         queues = self._services.queues
-        self._positions = hello.queues
-        direct_after = hello.direct
+        direct_after = positions.direct
         if direct_after is None:
             direct_after = await queues.direct_cursor(self.user_uuid, self.client_uuid)
+        accepted, refused = await queues.accept_keys(keys) if keys else ([], {})
         self._queues[None] = _Queue(None, direct_after)
         # Subscribe before the first reads: an item committed in between is then either read
         # or announced (or both; seq numbers drop the duplicate), never missed.
+        self._add_queues(accepted, positions.queues)
         self._hub.attach(self)
+        self._hub.subscribe(self, accepted)
         await self._hub.presence_settled()  # other processes now see this client as online
-        owned = await queues.owned_queue_ids(self.client_uuid)
-        for qid in owned:
-            if qid not in self._queues:
-                self._queues[qid] = _Queue(qid, hello.queues.get(qid, 0))
         for key in self._queues:
             self._ready[key] = None
         s = self._settings
@@ -261,7 +261,8 @@ class RealtimeSession:
             control(
                 "ready",
                 client_id=self._principal.client_id,
-                queues=[b64u(q) for q in owned],
+                queues=[b64u(q) for q in accepted],
+                refused={b64u(q): code for q, code in refused.items()},
                 ping_interval=s.ping_interval,
                 idle_timeout=s.idle_timeout,
                 window_messages=s.window_messages,
@@ -269,6 +270,37 @@ class RealtimeSession:
                 max_frame_bytes=s.max_frame_bytes,
             )
         )
+        self._wake.set()
+
+    def _add_queues(self, accepted: list[bytes], after: Mapping[bytes, int]) -> list[bytes]:
+        """Start serving ``accepted`` (not yet served ones) from the client's positions; the
+        caller routes them here in the hub before anything is read."""
+        added = [q for q in accepted if q not in self._queues]
+        for qid in added:
+            self._accepted.add(qid)
+            self._queues[qid] = _Queue(qid, after.get(qid, 0))
+        return added
+
+    async def _subscribe(self, frame: dict[str, Any]) -> None:
+        """``subscribe``: serve more group queues on this connection (keys checked as in
+        ``hello``), e.g. one created or joined after connecting."""
+        positions = parse_positions(frame)
+        keys = parse_queue_keys(frame)
+        new = {q: k for q, k in keys.items() if q not in self._queues}
+        accepted, refused = await self._services.queues.accept_keys(new) if new else ([], {})
+        added = self._add_queues(accepted, positions.queues)
+        self._hub.subscribe(self, added)
+        listed = [q for q in keys if q not in refused]
+        await self._send_text(
+            control(
+                "subscribed",
+                queues=[b64u(q) for q in listed],
+                refused={b64u(q): code for q, code in refused.items()},
+                id=positions.id,
+            )
+        )
+        for qid in added:
+            self._ready[qid] = None
         self._wake.set()
 
     # ---- sending ---------------------------------------------------------------------------
@@ -370,6 +402,8 @@ class RealtimeSession:
                 await self._send_text(control("pong", id=frame.get("id")))
             elif kind == "ack":
                 await self._queue_ack(parse_positions(frame))
+            elif kind == "subscribe":
+                await self._subscribe(frame)
             elif kind == "auth":
                 await self._on_auth(frame)
             elif kind == "hello":
@@ -380,12 +414,15 @@ class RealtimeSession:
     async def _queue_ack(self, ack: Positions) -> None:
         """Merge ``ack`` into the pending acks; the acker writes them (reading goes on)."""
         await self._ack_room.wait()  # back-pressure: a flood of acks waits for the write
+        if any(q not in self._accepted for q in ack.queues):
+            # Only a key holder may ack (delete) a queue's items: the connection holds the keys.
+            raise ProtocolError("an ack names a queue this connection did not subscribe")
         for qid, up_to in ack.queues.items():
             if up_to > self._ack_queues.get(qid, -1):
                 self._ack_queues[qid] = up_to
         if ack.direct is not None and (self._ack_direct is None or ack.direct > self._ack_direct):
             self._ack_direct = ack.direct
-        self._ack_frames.append((ack.id, set(ack.queues)))
+        self._ack_frames.append(ack.id)
         if len(self._ack_frames) >= MAX_PENDING_ACK_FRAMES:
             self._ack_room.clear()
         self._ack_wake.set()
@@ -406,15 +443,12 @@ class RealtimeSession:
         frames, self._ack_frames = self._ack_frames, []
         self._ack_room.set()
         queues = self._services.queues
-        failed: dict[bytes, str] = {}
         if acks:
-            # Queues this connection serves are the client's (checked at start, or routed here
-            # by owner): their ownership needs no second look.
-            known = {q for q in acks if q in self._queues}
-            failed = await queues.ack_many(self.client_uuid, acks, known)
+            # Only accepted queues get here (``_queue_ack``): their keys were checked.
+            await queues.ack_many(acks)
             for qid, up_to in acks.items():
                 st = self._queues.get(qid)
-                if st is not None and qid not in failed:
+                if st is not None:
                     self._acked(st, up_to)
         if direct is not None:
             async with queues.db.engine.connect() as conn:
@@ -424,11 +458,8 @@ class RealtimeSession:
         self._wake.set()  # the window may have room again
         if self._closing:
             return  # the socket is going: no answers
-        for ack_id, qids in frames:
-            codes = [failed[q] for q in qids if q in failed]
-            for code in codes:
-                await self._send_text(control("error", code=code, id=ack_id))
-            if ack_id is not None and not codes:
+        for ack_id in frames:
+            if ack_id is not None:
                 await self._send_text(control("acked", id=ack_id))
 
     def _acked(self, st: _Queue, up_to: int) -> None:

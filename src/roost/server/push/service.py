@@ -1,9 +1,10 @@
 """Push service: registrations, the decision to push, coalescing and the background sender.
 
 Flow: the QueueService tells ``on_wake`` about every committed enqueue (synchronously, after
-commit, on the request path), which ignores a group-queue item for a client connected to this
-process (the hub) and drops the rest into a bounded queue. A single background task resolves
-the target clients, applies the policy, coalesces per client, skips clients connected over
+commit, on the request path), which ignores a group-queue item whose queue a connection to this
+process serves (the hub) and drops the rest into a bounded queue. A single background task
+resolves the target clients (a group queue's client from its sealed push reference: no stored
+row names a queue's owner), applies the policy, coalesces per client, skips clients connected over
 realtime (to this process: the hub again, as the client may have connected since; to another
 process on the same PostgreSQL: notify/presence.py, one indexed read just before a push would
 go out) and sends.
@@ -16,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -57,11 +58,16 @@ class PushService:
         clock: Callable[[], float] = time.time,
         is_connected: Callable[[str], bool] = lambda _client: False,
         presence: Presence | None = None,
+        is_served: Callable[[bytes], bool] = lambda _queue: False,
+        client_of: Callable[[bytes], Awaitable[str | None]] | None = None,
     ) -> None:
         self.db = db
         self.config = config
         self.clock = clock
         self.is_connected = is_connected  # a live socket to this process (the hub)
+        self.is_served = is_served  # a group queue a socket to this process delivers (the hub)
+        # The client whose registration a group queue's wake-up uses (QueueService.push_client_of)
+        self.client_of = client_of
         self.presence = presence  # sockets to the other processes (PostgreSQL only)
         self.vapid: Vapid | None = None
         self.senders: dict[str, Sender] = {}
@@ -259,10 +265,11 @@ class PushService:
     def on_wake(self, wake: WakeUp) -> None:
         """QueueService listener (after commit, request path): hand over, never block.
 
-        A group-queue item for a client connected to this process is dropped at once: its
+        A group-queue item of a queue a socket to this process serves is dropped at once: that
         socket delivers it. That is most wake-ups under load (one per member per message), and
-        each one queued cost the background task a wake-up and an item decode for nothing."""
-        if wake.queue_id is not None and self.is_connected(wake.owner):
+        each one queued cost the background task a wake-up, a lookup and an item decode for
+        nothing."""
+        if wake.queue_id is not None and self.is_served(wake.queue_id):
             return
         try:
             self._queue.put_nowait(wake)
@@ -315,17 +322,21 @@ class PushService:
     async def _handle(self, wake: WakeUp) -> None:
         attached: str | None = None
         column = push_registrations.c.user_uuid  # direct queue: every client of the user
+        target = wake.user_uuid
         if wake.queue_id is not None:
-            # Cheap check first: a client connected to this process (since ``on_wake``) needs
-            # no item decode and no database read.
-            if self.is_connected(wake.owner):
+            # Cheap check first: a queue served by a socket to this process (since ``on_wake``)
+            # needs no unsealing, no item decode and no database read.
+            if self.is_served(wake.queue_id) or self.client_of is None:
                 return
+            target = await self.client_of(wake.queue_id)
+            if target is None or self.is_connected(target):
+                return  # a deleted queue, or a client online here
             column = push_registrations.c.client_uuid
             attached = _attached_policy(wake.payload)
+        if target is None:
+            return
         async with self.db.engine.connect() as conn:
-            rows = (
-                await conn.execute(sa.select(push_registrations).where(column == wake.owner))
-            ).all()
+            rows = (await conn.execute(sa.select(push_registrations).where(column == target))).all()
         for row in rows:
             reg = _registration(row)
             # Direct-queue items (Welcomes, connection events) follow the default policy.

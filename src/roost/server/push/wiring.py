@@ -25,7 +25,15 @@ def install_push(services: Services, hub: Hub, clock: Callable[[], float]) -> Pu
     if not db.is_sqlite:
         presence = Presence(db, services.config.push_presence_ttl_seconds)
         hub.presence = presence
-    push = PushService(db, services.config, clock, is_connected=hub.is_connected, presence=presence)
+    push = PushService(
+        db,
+        services.config,
+        clock,
+        is_connected=hub.is_connected,
+        presence=presence,
+        is_served=hub.is_served,
+        client_of=services.queues.push_client_of,
+    )
     services.queues.listeners.append(push.on_wake)
     services.auth.on_client_removed.append(push.on_client_removed)
     services.auth.on_user_deleted.append(push.on_user_deleted)

@@ -13,13 +13,16 @@ from roost.protocol.message_batch import encode_message_batch
 
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
 from ..errors import problem_responses
-from .params import queue_id_param
+from .params import QueueKey, queue_id_param
 from .service import FetchResult
 
 router = APIRouter(tags=["queues"])
 
 _AUTH = problem_responses((401, "unauthenticated"), (401, "token_expired"))
-_OWNER = {**_AUTH, **problem_responses((404, "queue_not_found"), (403, "forbidden"))}
+_OWNER = {
+    **_AUTH,
+    **problem_responses((404, "queue_not_found"), (403, "forbidden"), (403, "queue_key_required")),
+}
 _FETCH_DOC = binary_response(
     MESSAGES_MEDIA_TYPE,
     "entries `uint64 seq || opaque payload<V>`; headers Roost-Last-Seq, Roost-Has-More",
@@ -31,6 +34,9 @@ _MAX_SEQ = (1 << 53) - 1
 
 class QueueOut(BaseModel):
     queue_id: str
+    queue_key: str = Field(
+        description="the queue's key: shown once, sent as Roost-Queue-Key to read it"
+    )
 
 
 class EnqueuedOut(BaseModel):
@@ -73,14 +79,28 @@ MaxBytes = Annotated[int | None, Query(ge=1)]
     responses={**_AUTH, **problem_responses((409, "too_many_queues"))},
 )
 async def create_queue(p: PrincipalDep, s: ServicesDep) -> QueueOut:
-    """Create a pseudonymous group-message queue owned by the calling client."""
-    return QueueOut(queue_id=b64u(await s.queues.create_queue(p.client_uuid)))
+    """Create a pseudonymous group-message queue. Its key, returned this once, authorises
+    reading, acking and deleting it; the server stores no link to the calling client."""
+    queue_id, key = await s.queues.create_queue(p.client_uuid)
+    return QueueOut(queue_id=b64u(queue_id), queue_key=b64u(key))
+
+
+@router.post(
+    "/v1/queues/{queue_id}/key",
+    response_model=QueueOut,
+    responses={**_AUTH, **problem_responses((404, "queue_not_found"), (403, "forbidden"))},
+)
+async def claim_key(queue_id: str, p: PrincipalDep, s: ServicesDep) -> QueueOut:
+    """A key for a queue created before queues had keys, once, for the client that created
+    it; the server then forgets which client that was."""
+    qid = queue_id_param(queue_id)
+    return QueueOut(queue_id=queue_id, queue_key=b64u(await s.queues.claim_key(qid, p.client_uuid)))
 
 
 @router.delete("/v1/queues/{queue_id}", status_code=204, response_class=Response, responses=_OWNER)
-async def delete_queue(queue_id: str, p: PrincipalDep, s: ServicesDep) -> Response:
-    """Delete an owned queue and its messages."""
-    await s.queues.delete_queue(queue_id_param(queue_id), p.client_uuid)
+async def delete_queue(queue_id: str, key: QueueKey, p: PrincipalDep, s: ServicesDep) -> Response:
+    """Delete a queue and its messages (with its key)."""
+    await s.queues.delete_queue(queue_id_param(queue_id), key, p.client_uuid)
     return Response(status_code=204)
 
 
@@ -114,25 +134,26 @@ async def enqueue(
 )
 async def fetch(
     queue_id: str,
-    p: PrincipalDep,
+    key: QueueKey,
+    _p: PrincipalDep,
     s: ServicesDep,
     after: After = 0,
     limit: Limit = None,
     max_bytes: MaxBytes = None,
 ) -> Response:
-    """Messages after a sequence number, under count and byte caps (owner only)."""
+    """Messages after a sequence number, under count and byte caps (with the queue's key)."""
     n, b = _caps(s, limit, max_bytes)
-    return _fetch_response(
-        await s.queues.fetch(queue_id_param(queue_id), p.client_uuid, after, n, b)
-    )
+    return _fetch_response(await s.queues.fetch(queue_id_param(queue_id), key, after, n, b))
 
 
 @router.post(
     "/v1/queues/{queue_id}/ack", status_code=204, response_class=Response, responses=_OWNER
 )
-async def ack(queue_id: str, body: AckIn, p: PrincipalDep, s: ServicesDep) -> Response:
-    """Delete messages up to and including a sequence number (owner only)."""
-    await s.queues.ack(queue_id_param(queue_id), p.client_uuid, body.up_to)
+async def ack(
+    queue_id: str, body: AckIn, key: QueueKey, _p: PrincipalDep, s: ServicesDep
+) -> Response:
+    """Delete messages up to and including a sequence number (with the queue's key)."""
+    await s.queues.ack(queue_id_param(queue_id), key, body.up_to)
     return Response(status_code=204)
 
 

@@ -1,4 +1,8 @@
-"""Queues: per-client pseudonymous group-message queues (QS) and per-user direct queues (AS).
+"""Queues: pseudonymous group-message queues (QS) and per-user direct queues (AS).
+
+A group-message queue is authorised by its own key, which only its client holds (the table
+keeps the key's SHA-256): no stored row says whose a queue is. The creating client is kept
+only sealed for push (``seal.py``) and counted, not listed, for the per-client limit.
 
 Sequence numbers are gap-free per queue: the counter row is locked (``FOR UPDATE`` on
 PostgreSQL; the SQLite write transaction is exclusive anyway) and bumped in the same
@@ -8,6 +12,8 @@ transaction as the insert, so a rollback leaves no hole.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import secrets
 import time
 from collections import Counter
@@ -25,9 +31,19 @@ from ..store.counters import reserve_ranges
 from ..store.dialect_insert import dialect_insert
 from ..store.engine import after_commit
 from ..store.pg_driver import pg_driver
-from .tables import direct_cursors, direct_messages, direct_queues, queue_messages, queues
+from .seal import QueueSeal
+from .tables import (
+    direct_cursors,
+    direct_messages,
+    direct_queues,
+    queue_allowances,
+    queue_messages,
+    queues,
+)
 
 QUEUE_ID_LEN = 16
+QUEUE_KEY_LEN = 32
+_ALL = (1 << 63) - 1  # "up to every seq": a deleted queue counts as acked
 
 # The DS fan-out on PostgreSQL as one statement (data-modifying CTEs all run), run on the
 # driver connection (``store/pg_driver.py``): $1 queue ids, $2 payloads, $3 created_at.
@@ -37,7 +53,7 @@ _FANOUT_PG = """
     ), bumped AS (
         UPDATE queues SET last_seq = queues.last_seq + 1 FROM locked
         WHERE queues.id = locked.id
-        RETURNING queues.id, queues.last_seq, queues.owner_client_uuid
+        RETURNING queues.id, queues.last_seq
     ), inserted AS (
         INSERT INTO queue_messages (queue_id, seq, message_id, payload, created_at)
         SELECT b.id, b.last_seq, NULL, p.payload, $3::bigint
@@ -45,7 +61,7 @@ _FANOUT_PG = """
         JOIN unnest($1::bytea[], $2::bytea[]) AS p(id, payload)
         ON p.id = b.id
     )
-    SELECT id, last_seq, owner_client_uuid FROM bumped
+    SELECT id, last_seq FROM bumped
 """
 
 
@@ -63,13 +79,13 @@ _FANOUT_SEQ_PG = """
     ), bumped AS (
         UPDATE queues SET last_seq = queues.last_seq + n.c FROM locked JOIN n ON n.id = locked.id
         WHERE queues.id = locked.id
-        RETURNING queues.id, queues.last_seq - n.c AS base, queues.owner_client_uuid
+        RETURNING queues.id, queues.last_seq - n.c AS base
     ), inserted AS (
         INSERT INTO queue_messages (queue_id, seq, message_id, payload, created_at)
         SELECT b.id, b.base + p.k, NULL, p.payload, $4::bigint
         FROM bumped b JOIN p ON p.id = b.id
     )
-    SELECT b.id, b.base + p.k, b.owner_client_uuid, p.ord
+    SELECT b.id, b.base + p.k, p.ord
     FROM bumped b JOIN p ON p.id = b.id ORDER BY p.ord
 """
 
@@ -91,20 +107,22 @@ ACK_BATCH_MAX = 512
 
 @dataclass(slots=True)
 class _PendingAck:
-    client_uuid: str
     acks: dict[bytes, int]
-    owned: set[bytes]
-    done: asyncio.Future[dict[bytes, str]]
+    done: asyncio.Future[None]
 
 
 @dataclass(frozen=True, slots=True)
 class WakeUp:
     """One committed enqueue, as told to the realtime listeners."""
 
-    owner: str  # the owning client uuid (group queue) or user uuid (direct queue)
     queue_id: bytes | None  # None: the user's direct queue
     seq: int
     payload: bytes | None  # None: not carried along (e.g. from another process); read it
+    user_uuid: str | None = None  # the direct queue's user; a group queue names nobody
+
+
+def key_hash(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,20 +133,30 @@ class FetchResult:
 
 
 class QueueService:
-    def __init__(self, db: Database, limits: Limits, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        db: Database,
+        limits: Limits,
+        seal: QueueSeal,
+        clock: Callable[[], float] = time.time,
+    ):
         self.db = db
         self.limits = limits
+        self.seal = seal
         self.clock = clock
         # Wake-up hooks (realtime listeners) run after the enqueuing transaction committed,
         # whichever module's transaction it is (see ``_wake_after_commit``).
         self.listeners: list[Callable[[WakeUp], None]] = []
-        # Ack hooks: (client uuid, queue id or None for the direct queue, up_to) after commit,
-        # so a realtime connection's unacked window also frees on acks made over HTTP.
-        self.ack_listeners: list[Callable[[str, bytes | None, int], None]] = []
+        # Ack hooks after commit, so a realtime connection's unacked window also frees on acks
+        # made over HTTP: (None, queue id, up_to) for a group queue, (client uuid, None,
+        # up_to) for the client's cursor on its user's direct queue.
+        self.ack_listeners: list[Callable[[str | None, bytes | None, int], None]] = []
         # The same events told inside the transaction, before it commits (the PostgreSQL
         # LISTEN/NOTIFY bridge publishes them there, so other processes hear only commits).
         self.tx_listeners: list[Callable[[AsyncConnection, WakeUp], None]] = []
-        self.tx_ack_listeners: list[Callable[[AsyncConnection, str, bytes | None, int], None]] = []
+        self.tx_ack_listeners: list[
+            Callable[[AsyncConnection, str | None, bytes | None, int], None]
+        ] = []
         # Group commit of realtime acks (``ack_many``): waiting acks and the writer task.
         self._ack_pending: list[_PendingAck] = []
         self._ack_writer: asyncio.Task[None] | None = None
@@ -140,7 +168,7 @@ class QueueService:
             after_commit(conn, lambda: self._wake(wake))
 
     def _acked_after_commit(
-        self, conn: AsyncConnection, client_uuid: str, queue_id: bytes | None, up_to: int
+        self, conn: AsyncConnection, client_uuid: str | None, queue_id: bytes | None, up_to: int
     ) -> None:
         for tx_listener in self.tx_ack_listeners:
             tx_listener(conn, client_uuid, queue_id, up_to)
@@ -153,48 +181,144 @@ class QueueService:
 
     # ---- group-message queues -----------------------------------------------------------
 
-    async def create_queue(self, owner_client_uuid: str) -> bytes:
+    async def create_queue(self, client_uuid: str) -> tuple[bytes, bytes]:
+        """A new queue: (id, key). The key is shown this once; only its hash is kept."""
         queue_id = secrets.token_bytes(QUEUE_ID_LEN)
+        key = secrets.token_bytes(QUEUE_KEY_LEN)
         async with self.db.transaction() as conn:
-            count = (
-                await conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(queues)
-                    .where(queues.c.owner_client_uuid == owner_client_uuid)
+            await conn.execute(
+                dialect_insert(conn, queue_allowances)
+                .values(client_uuid=client_uuid, queues=0)
+                .on_conflict_do_nothing(index_elements=["client_uuid"])
+            )
+            counted = await conn.execute(
+                sa.update(queue_allowances)
+                .where(
+                    queue_allowances.c.client_uuid == client_uuid,
+                    queue_allowances.c.queues < self.limits.max_queues_per_client,
                 )
-            ).scalar_one()
-            if count >= self.limits.max_queues_per_client:
+                .values(queues=queue_allowances.c.queues + 1)
+            )
+            if counted.rowcount != 1:
                 raise Problem(
                     409, "too_many_queues", "this client has the maximum number of queues"
                 )
             await conn.execute(
                 sa.insert(queues).values(
                     id=queue_id,
-                    owner_client_uuid=owner_client_uuid,
+                    key_hash=key_hash(key),
+                    push_seal=self.seal.seal(client_uuid),
                     last_seq=0,
                     created_at=int(self.clock()),
                 )
             )
-        return queue_id
+        return queue_id, key
 
-    async def _owned(self, conn: AsyncConnection, queue_id: bytes, client_uuid: str) -> None:
-        owner = (
-            await conn.execute(sa.select(queues.c.owner_client_uuid).where(queues.c.id == queue_id))
-        ).scalar_one_or_none()
-        if owner is None:
+    async def check_key(self, conn: AsyncConnection, queue_id: bytes, key: bytes | None) -> None:
+        """404 for an unknown queue; 403 unless ``key`` is the queue's (also for the DS and
+        federation, before they register a queue for a group)."""
+        row = (
+            await conn.execute(sa.select(queues.c.key_hash).where(queues.c.id == queue_id))
+        ).first()
+        if row is None:
             raise Problem(404, "queue_not_found", "no such queue")
-        if owner != client_uuid:
-            raise Problem(403, "forbidden", "only the queue's owner may do this")
+        if row[0] is None:
+            raise Problem(
+                403,
+                "queue_key_required",
+                "this queue predates queue keys: its client claims one first "
+                "(POST /v1/queues/{id}/key)",
+            )
+        if key is None or not hmac.compare_digest(key_hash(key), row[0]):
+            raise Problem(403, "forbidden", "a queue is read only with its key (Roost-Queue-Key)")
 
-    async def delete_queue(self, queue_id: bytes, client_uuid: str) -> None:
+    async def accept_keys(self, keys: dict[bytes, bytes]) -> tuple[list[bytes], dict[bytes, str]]:
+        """For a realtime session: the queues whose keys match, and the others' problem codes
+        (``queue_not_found``, ``forbidden``, ``queue_key_required``), in one read."""
+        if not keys:
+            return [], {}
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(queues.c.id, queues.c.key_hash).where(queues.c.id.in_(sorted(keys)))
+            )
+            hashes = {r[0]: r[1] for r in rows}
+        accepted: list[bytes] = []
+        refused: dict[bytes, str] = {}
+        for qid, key in keys.items():
+            if qid not in hashes:
+                refused[qid] = "queue_not_found"
+            elif hashes[qid] is None:
+                refused[qid] = "queue_key_required"
+            elif hmac.compare_digest(key_hash(key), hashes[qid]):
+                accepted.append(qid)
+            else:
+                refused[qid] = "forbidden"
+        return accepted, refused
+
+    async def claim_key(self, queue_id: bytes, client_uuid: str) -> bytes:
+        """A key for a queue created before queues had keys, given once to its creator; the
+        stored owner is erased."""
+        key = secrets.token_bytes(QUEUE_KEY_LEN)
         async with self.db.transaction() as conn:
-            await self._owned(conn, queue_id, client_uuid)
+            row = (
+                await conn.execute(
+                    sa.select(queues.c.legacy_owner, queues.c.key_hash)
+                    .where(queues.c.id == queue_id)
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise Problem(404, "queue_not_found", "no such queue")
+            owner, existing = row
+            if (
+                existing is not None
+                or owner is None
+                or not hmac.compare_digest(owner.encode(), client_uuid.encode())
+            ):
+                raise Problem(403, "forbidden", "only an unclaimed queue's creator claims its key")
+            await conn.execute(
+                sa.update(queues)
+                .where(queues.c.id == queue_id)
+                .values(
+                    key_hash=key_hash(key),
+                    legacy_owner=None,
+                    push_seal=self.seal.seal(client_uuid),
+                )
+            )
+        return key
+
+    async def push_client_of(self, queue_id: bytes) -> str | None:
+        """The client whose push registration a queue's items wake (push only)."""
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(queues.c.push_seal, queues.c.legacy_owner).where(
+                        queues.c.id == queue_id
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        sealed, legacy_owner = row
+        if legacy_owner is not None:
+            return str(legacy_owner)
+        return self.seal.open(sealed) if sealed is not None else None
+
+    async def delete_queue(self, queue_id: bytes, key: bytes | None, client_uuid: str) -> None:
+        async with self.db.transaction() as conn:
+            await self.check_key(conn, queue_id, key)
             await conn.execute(
                 sa.delete(queue_messages).where(queue_messages.c.queue_id == queue_id)
             )
             await conn.execute(sa.delete(queues).where(queues.c.id == queue_id))
+            # The caller's count goes down: it is the one that holds the key.
+            await conn.execute(
+                sa.update(queue_allowances)
+                .where(queue_allowances.c.client_uuid == client_uuid, queue_allowances.c.queues > 0)
+                .values(queues=queue_allowances.c.queues - 1)
+            )
             # Everything in it is gone: as if acked (frees a realtime connection's window).
-            self._acked_after_commit(conn, client_uuid, queue_id, (1 << 63) - 1)
+            self._acked_after_commit(conn, None, queue_id, _ALL)
 
     async def enqueue(self, queue_id: bytes, payload: bytes, message_id: str | None = None) -> int:
         """Append ``payload``; a repeated ``message_id`` returns the first copy's seq."""
@@ -209,14 +333,12 @@ class QueueService:
         Realtime listeners are woken after that transaction commits."""
         row = (
             await conn.execute(
-                sa.select(queues.c.last_seq, queues.c.owner_client_uuid)
-                .where(queues.c.id == queue_id)
-                .with_for_update()
+                sa.select(queues.c.last_seq).where(queues.c.id == queue_id).with_for_update()
             )
         ).first()
         if row is None:
             raise Problem(404, "queue_not_found", "no such queue")
-        last, owner = row
+        last = row[0]
         if message_id is not None:
             existing = (
                 await conn.execute(
@@ -239,12 +361,8 @@ class QueueService:
                 created_at=int(self.clock()),
             )
         )
-        self._wake_after_commit(conn, WakeUp(owner, queue_id, seq, payload))
+        self._wake_after_commit(conn, WakeUp(queue_id, seq, payload))
         return seq
-
-    async def check_owner(self, conn: AsyncConnection, queue_id: bytes, client_uuid: str) -> None:
-        """404 for an unknown queue, 403 for another client's (used by the DS)."""
-        await self._owned(conn, queue_id, client_uuid)
 
     async def enqueue_many_in(
         self, conn: AsyncConnection, items: list[tuple[bytes, bytes]]
@@ -258,8 +376,8 @@ class QueueService:
         else:
             rows = await self._enqueue_many_generic(conn, payloads)
         if self.listeners or self.tx_listeners:
-            for qid, seq, owner in rows:
-                self._wake_after_commit(conn, WakeUp(owner, qid, seq, payloads[qid]))
+            for qid, seq in rows:
+                self._wake_after_commit(conn, WakeUp(qid, seq, payloads[qid]))
 
     async def enqueue_sequence_in(
         self, conn: AsyncConnection, items: list[tuple[bytes, bytes]]
@@ -279,24 +397,22 @@ class QueueService:
         else:
             rows = await self._enqueue_sequence_generic(conn, items)
         if self.listeners or self.tx_listeners:
-            for qid, seq, owner, ord_ in rows:
-                self._wake_after_commit(conn, WakeUp(owner, qid, seq, items[ord_ - 1][1]))
+            for qid, seq, ord_ in rows:
+                self._wake_after_commit(conn, WakeUp(qid, seq, items[ord_ - 1][1]))
 
     async def _enqueue_sequence_generic(
         self, conn: AsyncConnection, items: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, int, str, int]]:
-        """(queue, seq, owner, 1-based position in ``items``): one counter update for all the
+    ) -> list[tuple[bytes, int, int]]:
+        """(queue, seq, 1-based position in ``items``): one counter update for all the
         queues, then one insert."""
-        # queue -> [last seq handed out, owner]
-        next_of = await reserve_ranges(
-            conn, queues, Counter(qid for qid, _ in items), queues.c.owner_client_uuid
-        )
-        out: list[tuple[bytes, int, str, int]] = []
+        # queue -> [last seq handed out]
+        next_of = await reserve_ranges(conn, queues, Counter(qid for qid, _ in items))
+        out: list[tuple[bytes, int, int]] = []
         for ord_, (qid, _) in enumerate(items, 1):
             st = next_of.get(qid)
             if st is not None:
                 st[0] += 1
-                out.append((qid, st[0], st[1], ord_))
+                out.append((qid, st[0], ord_))
         if out:
             now = int(self.clock())
             await conn.execute(
@@ -309,24 +425,24 @@ class QueueService:
                         "payload": items[ord_ - 1][1],
                         "created_at": now,
                     }
-                    for qid, seq, _, ord_ in out
+                    for qid, seq, ord_ in out
                 ],
             )
         return out
 
     async def _enqueue_many_pg(
         self, conn: AsyncConnection, payloads: dict[bytes, bytes]
-    ) -> list[tuple[bytes, int, str]]:
+    ) -> list[tuple[bytes, int]]:
         # One round trip: lock in id order, bump the counters, insert the rows (the hot path;
         # on the driver: SQLAlchemy's execution path cost more CPU than the statement).
         ids = sorted(payloads)
         driver = await pg_driver(conn)
         rows = await driver.fetch(_FANOUT_PG, ids, [payloads[i] for i in ids], int(self.clock()))
-        return [(r[0], r[1], r[2]) for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
     async def _enqueue_many_generic(
         self, conn: AsyncConnection, payloads: dict[bytes, bytes]
-    ) -> list[tuple[bytes, int, str]]:
+    ) -> list[tuple[bytes, int]]:
         locked = (
             sa.select(queues.c.id)
             .where(queues.c.id.in_(sorted(payloads)))
@@ -338,7 +454,7 @@ class QueueService:
                 sa.update(queues)
                 .where(queues.c.id.in_(locked.scalar_subquery()))
                 .values(last_seq=queues.c.last_seq + 1)
-                .returning(queues.c.id, queues.c.last_seq, queues.c.owner_client_uuid)
+                .returning(queues.c.id, queues.c.last_seq)
             )
         )
         if rows:
@@ -353,17 +469,17 @@ class QueueService:
                             "payload": payloads[qid],
                             "created_at": now,
                         }
-                        for qid, seq, _ in rows
+                        for qid, seq in rows
                     ]
                 )
             )
-        return [(r[0], r[1], r[2]) for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
     async def fetch(
-        self, queue_id: bytes, client_uuid: str, after: int, limit: int, max_bytes: int
+        self, queue_id: bytes, key: bytes | None, after: int, limit: int, max_bytes: int
     ) -> FetchResult:
         async with self.db.engine.connect() as conn:
-            await self._owned(conn, queue_id, client_uuid)
+            await self.check_key(conn, queue_id, key)
             rows = await conn.execute(
                 sa.select(queue_messages.c.seq, queue_messages.c.payload)
                 .where(queue_messages.c.queue_id == queue_id, queue_messages.c.seq > after)
@@ -372,18 +488,11 @@ class QueueService:
             )
             return _cap(list(rows), after, limit, max_bytes)
 
-    async def owned_queue_ids(self, client_uuid: str) -> list[bytes]:
-        async with self.db.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(queues.c.id).where(queues.c.owner_client_uuid == client_uuid)
-            )
-            return [r[0] for r in rows]
-
     async def read_after(
         self, queue_id: bytes, after: int, limit: int, max_bytes: int
     ) -> FetchResult:
-        """``fetch`` without the ownership check, for a caller that already made it (realtime:
-        queue ids never change owner; a deleted queue simply reads empty)."""
+        """``fetch`` without the key check, for a caller that already made it (realtime: a
+        queue's key never changes; a deleted queue simply reads empty)."""
         async with self.db.engine.connect() as conn:
             rows = await conn.execute(
                 sa.select(queue_messages.c.seq, queue_messages.c.payload)
@@ -406,31 +515,26 @@ class QueueService:
             ).scalar_one_or_none()
         return acked or 0
 
-    async def ack(self, queue_id: bytes, client_uuid: str, up_to: int) -> None:
+    async def ack(self, queue_id: bytes, key: bytes | None, up_to: int) -> None:
         async with self.db.transaction() as conn:
-            await self._owned(conn, queue_id, client_uuid)
+            await self.check_key(conn, queue_id, key)
             await conn.execute(
                 sa.delete(queue_messages).where(
                     queue_messages.c.queue_id == queue_id, queue_messages.c.seq <= up_to
                 )
             )
-            self._acked_after_commit(conn, client_uuid, queue_id, up_to)
+            self._acked_after_commit(conn, None, queue_id, up_to)
 
-    async def ack_many(
-        self, client_uuid: str, acks: dict[bytes, int], owned: set[bytes]
-    ) -> dict[bytes, str]:
+    async def ack_many(self, acks: dict[bytes, int]) -> None:
         """Several queues' acks (a realtime connection's coalesced burst), group-committed:
         acks of every connection that arrive while a write is in flight are written together
         in the next transaction (one DELETE, one notification), answered after its commit.
-
-        ``owned``: queues the caller already knows to be ``client_uuid``'s (no ownership read);
-        the others are checked in one query. Returns the refused ones' problem codes
-        (``queue_not_found`` / ``forbidden``); the rest are applied."""
-        done: asyncio.Future[dict[bytes, str]] = asyncio.get_running_loop().create_future()
-        self._ack_pending.append(_PendingAck(client_uuid, acks, owned, done))
+        The caller checked the queues' keys (the session accepted them)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ack_pending.append(_PendingAck(acks, done))
         if self._ack_writer is None:
             self._ack_writer = asyncio.create_task(self._ack_writer_loop())
-        return await done
+        await done
 
     async def _ack_writer_loop(self) -> None:
         try:
@@ -438,15 +542,15 @@ class QueueService:
                 batch = self._ack_pending[:ACK_BATCH_MAX]
                 del self._ack_pending[: len(batch)]
                 try:
-                    results = await self._write_acks(batch)
+                    await self._write_acks(batch)
                 except Exception as e:  # noqa: BLE001 - each waiting caller gets the error
                     for entry in batch:
                         if not entry.done.done():
                             entry.done.set_exception(e)
                     continue
-                for entry, failed in zip(batch, results, strict=True):
+                for entry in batch:
                     if not entry.done.done():
-                        entry.done.set_result(failed)
+                        entry.done.set_result(None)
         finally:
             self._ack_writer = None
             if self._ack_pending:  # cancelled with callers waiting: they must not hang
@@ -455,70 +559,69 @@ class QueueService:
                         entry.done.set_exception(asyncio.CancelledError())
                 self._ack_pending.clear()
 
-    async def _write_acks(self, batch: list[_PendingAck]) -> list[dict[bytes, str]]:
+    async def _write_acks(self, batch: list[_PendingAck]) -> None:
+        merged: dict[bytes, int] = {}  # queue -> highest up_to
+        for e in batch:
+            for qid, up_to in e.acks.items():
+                if up_to > merged.get(qid, -1):
+                    merged[qid] = up_to
+        if not merged:
+            return
         async with self.db.transaction() as conn:
-            unknown = {q for e in batch for q in e.acks if q not in e.owned}
-            owners: dict[bytes, str] = {}
-            if unknown:
-                rows = await conn.execute(
-                    sa.select(queues.c.id, queues.c.owner_client_uuid).where(
-                        queues.c.id.in_(sorted(unknown))
-                    )
-                )
-                owners = {r[0]: r[1] for r in rows}
-            merged: dict[bytes, tuple[str, int]] = {}  # queue -> (owner, highest up_to)
-            results: list[dict[bytes, str]] = []
-            for e in batch:
-                failed: dict[bytes, str] = {}
-                for qid, up_to in e.acks.items():
-                    if qid not in e.owned:
-                        owner = owners.get(qid)
-                        if owner is None:
-                            failed[qid] = "queue_not_found"
-                            continue
-                        if owner != e.client_uuid:
-                            failed[qid] = "forbidden"
-                            continue
-                    prev = merged.get(qid)
-                    if prev is None or up_to > prev[1]:
-                        merged[qid] = (e.client_uuid, up_to)
-                results.append(failed)
-            if merged:
-                if conn.dialect.name == "postgresql":
-                    ids = sorted(merged)
-                    driver = await pg_driver(conn)
-                    await driver.execute(_ACK_PG, ids, [merged[q][1] for q in ids])
-                else:
-                    for qid, (_, up_to) in merged.items():
-                        await conn.execute(
-                            sa.delete(queue_messages).where(
-                                queue_messages.c.queue_id == qid, queue_messages.c.seq <= up_to
-                            )
+            if conn.dialect.name == "postgresql":
+                ids = sorted(merged)
+                driver = await pg_driver(conn)
+                await driver.execute(_ACK_PG, ids, [merged[q] for q in ids])
+            else:
+                for qid, up_to in merged.items():
+                    await conn.execute(
+                        sa.delete(queue_messages).where(
+                            queue_messages.c.queue_id == qid, queue_messages.c.seq <= up_to
                         )
-                for qid, (owner, up_to) in merged.items():
-                    self._acked_after_commit(conn, owner, qid, up_to)
-        return results
+                    )
+            for qid, up_to in merged.items():
+                self._acked_after_commit(conn, None, qid, up_to)
 
     async def delete_client_queues(self, conn: AsyncConnection, client_uuid: str) -> None:
         """Deletion hook: a removed client's queues and their messages go with it."""
-        owned = sa.select(queues.c.id).where(queues.c.owner_client_uuid == client_uuid)
-        await conn.execute(sa.delete(queue_messages).where(queue_messages.c.queue_id.in_(owned)))
-        await conn.execute(sa.delete(queues).where(queues.c.owner_client_uuid == client_uuid))
-        await conn.execute(
-            sa.delete(direct_cursors).where(direct_cursors.c.client_uuid == client_uuid)
-        )
+        await self._delete_queues_of(conn, {client_uuid})
 
     async def delete_user_queues(
         self, conn: AsyncConnection, user_uuid: str, client_uuids: list[str]
     ) -> None:
         """Deletion hook for account deletion: group queues of every client and the direct queue."""
-        for client_uuid in client_uuids:
-            await self.delete_client_queues(conn, client_uuid)
+        await self._delete_queues_of(conn, set(client_uuids))
         await conn.execute(
             sa.delete(direct_messages).where(direct_messages.c.user_uuid == user_uuid)
         )
         await conn.execute(sa.delete(direct_cursors).where(direct_cursors.c.user_uuid == user_uuid))
         await conn.execute(sa.delete(direct_queues).where(direct_queues.c.user_uuid == user_uuid))
+
+    async def _delete_queues_of(self, conn: AsyncConnection, clients: set[str]) -> None:
+        # No row names a queue's client: the seals are opened one by one (a scan of the
+        # queues, on a rare event, instead of a stored link).
+        doomed: list[bytes] = []
+        rows = await conn.execute(sa.select(queues.c.id, queues.c.push_seal, queues.c.legacy_owner))
+        for qid, sealed, legacy_owner in rows:
+            if legacy_owner is None and sealed is not None:
+                owner = self.seal.open(sealed)
+            else:
+                owner = legacy_owner
+            if owner in clients:
+                doomed.append(qid)
+        for i in range(0, len(doomed), 500):
+            chunk = doomed[i : i + 500]
+            await conn.execute(
+                sa.delete(queue_messages).where(queue_messages.c.queue_id.in_(chunk))
+            )
+            await conn.execute(sa.delete(queues).where(queues.c.id.in_(chunk)))
+        for client_uuid in clients:
+            await conn.execute(
+                sa.delete(queue_allowances).where(queue_allowances.c.client_uuid == client_uuid)
+            )
+            await conn.execute(
+                sa.delete(direct_cursors).where(direct_cursors.c.client_uuid == client_uuid)
+            )
 
     # ---- direct queues (one per user, every client has its own ack cursor) -------------------
 
@@ -548,7 +651,7 @@ class QueueService:
                 user_uuid=user_uuid, seq=seq, payload=payload, created_at=int(self.clock())
             )
         )
-        self._wake_after_commit(conn, WakeUp(user_uuid, None, seq, payload))
+        self._wake_after_commit(conn, WakeUp(None, seq, payload, user_uuid))
         return seq
 
     async def fetch_direct(

@@ -8,10 +8,24 @@ queues = sa.Table(
     "queues",
     metadata,
     sa.Column("id", sa.LargeBinary(16), primary_key=True),
-    sa.Column("owner_client_uuid", sa.String(36), nullable=False),
+    # SHA-256 of the queue's key, which only its client holds; NULL for a queue created
+    # before queues had keys, until its creator claims one.
+    sa.Column("key_hash", sa.LargeBinary(32), nullable=True),
+    # The creator of such an unclaimed queue; erased by the claim. New queues have none.
+    sa.Column("legacy_owner", sa.String(36), nullable=True),
+    # The creating client, sealed under a key kept outside the database (``seal.py``): push
+    # opens it to find the client's registration; a copy of the database cannot.
+    sa.Column("push_seal", sa.LargeBinary(64), nullable=True),
     sa.Column("last_seq", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
-    sa.Index("ix_queues_owner", "owner_client_uuid"),
+)
+
+# How many queues each client holds (the limit), not which.
+queue_allowances = sa.Table(
+    "queue_allowances",
+    metadata,
+    sa.Column("client_uuid", sa.String(36), primary_key=True),
+    sa.Column("queues", sa.Integer, nullable=False),
 )
 
 queue_messages = sa.Table(
