@@ -24,7 +24,14 @@ from roost.server.notify.pg_bridge import APPLICATION_NAME
 
 from .conftest import Users
 from .harness import ServerProcess
-from .test_realtime_delivery import close_code, nothing_more, open_raw, recv_items
+from .test_realtime_delivery import (
+    close_code,
+    new_queue,
+    nothing_more,
+    open_raw,
+    recv_items,
+    subscribe,
+)
 from .test_realtime_groups import Listening, wait_until
 from .test_realtime_tickets import hello, open_with_ticket, refusal
 
@@ -35,9 +42,13 @@ WINDOW = 5
 
 @pytest.fixture(scope="module")
 def two_servers(postgres_database, tmp_path_factory):
-    """Processes A and B (different loopback ports) on one fresh PostgreSQL database."""
+    """Processes A and B (different loopback ports) on one fresh PostgreSQL database, sharing
+    the queue seal key as the processes of one server must."""
     url = postgres_database()
-    env = {"ROOST_LIMITS_REALTIME_WINDOW_MESSAGES": str(WINDOW)}
+    env = {
+        "ROOST_LIMITS_REALTIME_WINDOW_MESSAGES": str(WINDOW),
+        "ROOST_QUEUE_SEAL_KEY_FILE": str(tmp_path_factory.mktemp("mp-seal") / "queue-seal.key"),
+    }
     a = ServerProcess("postgresql", tmp_path_factory.mktemp("mp-a"), url, env).start()
     try:
         b = ServerProcess("postgresql", tmp_path_factory.mktemp("mp-b"), url, env).start()
@@ -105,8 +116,8 @@ async def test_each_process_holds_one_listen_connection(two_servers):
 async def test_queue_and_direct_items_sent_through_b_arrive_on_a_in_order(two_servers, on_a, on_b):
     a, _b, _ = two_servers
     alice, bob = await pair(on_a, on_b)
-    q = await bob.create_queue()
-    ws, _ = await open_raw(a.url, await bob.bearer_token())
+    q, key = await new_queue(bob)
+    ws, _ = await open_raw(a.url, await bob.bearer_token(), {"queue_keys": {q: key}})
     try:
         pairing = await recv_items(ws, 2)  # the connection request and bob's own answer
         assert [(w, json.loads(e)["type"]) for w, _, e in pairing] == [
@@ -131,6 +142,16 @@ async def test_queue_and_direct_items_sent_through_b_arrive_on_a_in_order(two_se
         assert [s for s, _ in direct] == [seq0 + 1, seq0 + 2]
         assert [unb64u(e["payload"]) for _, e in direct] == [b"d1", b"d2"]
         assert await nothing_more(ws)  # no duplicate from the origin's own notification
+        # A queue added on A with subscribe hears what is sent through B too; a queue whose
+        # key was not shown does not (the window emptied first).
+        await ws.send(json.dumps({"type": "ack", "queues": {q: 4}, "direct": seq0 + 2}))
+        later, later_key = await new_queue(bob)
+        unshown, _ = await new_queue(bob)
+        assert (await subscribe(ws, {later: later_key}))["queues"] == [later]
+        await alice.enqueue(unshown, b"not served")
+        await alice.enqueue(later, b"later")
+        assert await recv_items(ws, 1) == [(later, 1, b"later")]
+        assert await nothing_more(ws)
     finally:
         await ws.close()
 
@@ -158,8 +179,10 @@ async def test_group_traffic_sent_through_b_arrives_over_the_socket_on_a(on_a, o
 async def test_delivery_resumes_after_the_listen_connections_drop(two_servers, on_a, on_b):
     a, _b, url = two_servers
     alice, bob = await pair(on_a, on_b)
-    q = await bob.create_queue()
-    ws, _ = await open_raw(a.url, await bob.bearer_token(), {"direct": 10**9})
+    q, key = await new_queue(bob)
+    ws, _ = await open_raw(
+        a.url, await bob.bearer_token(), {"queue_keys": {q: key}, "direct": 10**9}
+    )
     try:
         await alice.enqueue(q, b"before")
         assert await recv_items(ws, 1) == [(q, 1, b"before")]
@@ -184,9 +207,9 @@ async def test_delivery_resumes_after_the_listen_connections_drop(two_servers, o
 async def test_an_ack_over_http_on_b_frees_the_window_on_a(two_servers, on_a, on_b):
     a, b, _ = two_servers
     alice, bob = await pair(on_a, on_b)
-    q = await bob.create_queue()
+    q, key = await new_queue(bob)
     token = await bob.bearer_token()
-    ws, _ = await open_raw(a.url, token, {"direct": 10**9})
+    ws, _ = await open_raw(a.url, token, {"queue_keys": {q: key}, "direct": 10**9})
     try:
         for i in range(1, WINDOW + 3):
             await alice.enqueue(q, b"w%d" % i)
@@ -196,7 +219,7 @@ async def test_an_ack_over_http_on_b_frees_the_window_on_a(two_servers, on_a, on
             r = await http.post(
                 f"/v1/queues/{q}/ack",
                 json={"up_to": WINDOW},
-                headers={"Authorization": f"Bearer {token}"},
+                headers={"Authorization": f"Bearer {token}", "Roost-Queue-Key": key},
             )
             assert r.status_code < 300, r.text
         rest = await recv_items(ws, 2)
@@ -232,7 +255,7 @@ async def test_deleting_an_account_through_b_closes_its_sockets_on_a(two_servers
 async def test_a_ticket_issued_through_b_opens_one_socket_on_a(two_servers, on_a, on_b):
     a, b, _ = two_servers
     alice, bob = await pair(on_a, on_b)
-    q = await bob.create_queue()
+    q, key = await new_queue(bob)
     async with httpx.AsyncClient(base_url=b.url) as http:
         r = await http.post(
             "/v1/realtime/tickets",
@@ -242,7 +265,7 @@ async def test_a_ticket_issued_through_b_opens_one_socket_on_a(two_servers, on_a
     ticket = r.json()["ticket"]
     ws = await open_with_ticket(a.url, ticket)
     try:
-        await hello(ws, direct=10**9)
+        await hello(ws, direct=10**9, queue_keys={q: key})
         await alice.enqueue(q, b"through b")
         assert await recv_items(ws, 1) == [(q, 1, b"through b")]
         # Used on A: refused on B as on A (one row in the shared database, deleted once).
@@ -256,13 +279,15 @@ async def test_cross_process_latency_table(two_servers, on_a, on_b):
     """Send through B → receive on A's socket, against the same path within one process."""
     a, b, _ = two_servers
     alice, bob = await pair(on_a, on_b)
-    q = await bob.create_queue()
+    q, key = await new_queue(bob)
     token = await bob.bearer_token()
     sender_token = await alice.bearer_token()
     rows = []
     last = 0
     for label, base in (("same process (A→A)", a.url), ("cross process (B→A)", b.url)):
-        ws, _ = await open_raw(a.url, token, {"direct": 10**9, "queues": {q: last}})
+        ws, _ = await open_raw(
+            a.url, token, {"direct": 10**9, "queues": {q: last}, "queue_keys": {q: key}}
+        )
         lat: list[float] = []
         try:
             async with httpx.AsyncClient(base_url=base) as http:

@@ -26,7 +26,7 @@ from tests.push_services.process import StandIn
 
 from .conftest import Users
 from .harness import ServerProcess
-from .test_realtime_delivery import open_raw, recv_items
+from .test_realtime_delivery import new_queue, open_raw, recv_items
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -48,15 +48,19 @@ def webpush() -> Iterator[StandIn]:
 
 @pytest.fixture(scope="module")
 def cluster(postgres_database, tmp_path_factory):
-    """Processes 1 and 2 on one fresh PostgreSQL database (and its URL, for a third)."""
+    """Processes 1 and 2 on one fresh PostgreSQL database (and its URL and environment, for a
+    third). They share the queue seal key, as the processes of one server must: a process
+    finds the client to push for a queue another process created."""
     url = postgres_database()
-    p1 = ServerProcess("postgresql", tmp_path_factory.mktemp("pp-1"), url, ENV).start()
+    seal = tmp_path_factory.mktemp("pp-seal") / "queue-seal.key"
+    env = {**ENV, "ROOST_QUEUE_SEAL_KEY_FILE": str(seal)}
+    p1 = ServerProcess("postgresql", tmp_path_factory.mktemp("pp-1"), url, env).start()
     try:
-        p2 = ServerProcess("postgresql", tmp_path_factory.mktemp("pp-2"), url, ENV).start()
+        p2 = ServerProcess("postgresql", tmp_path_factory.mktemp("pp-2"), url, env).start()
     except BaseException:
         p1.stop()
         raise
-    yield p1, p2, url
+    yield p1, p2, url, env
     p2.stop()
     p1.stop()
 
@@ -97,19 +101,20 @@ async def presence_rows(url: str, server: ServerProcess) -> int:
 
 async def subscribed_recipient(
     sender_side: Users, recipient_side: Users, webpush: StandIn
-) -> tuple[RoostClient, RoostClient, str, str]:
+) -> tuple[RoostClient, RoostClient, str, dict[str, str], str]:
     """Alice (on the sender's process) may enqueue to Bob's queue; Bob has a Web Push
-    subscription, registered after the connection handshake (so nothing is pending)."""
+    subscription, registered after the connection handshake (so nothing is pending). Returns
+    the queue, the ``queue_keys`` that serve it over a socket, and the subscription id."""
     alice = await sender_side.new("a")
     bob = await recipient_side.new("b")
     conn = await alice.open_connection(bob.user_id)
     await alice.send_connection_request(conn.connection_id, b"hello")
     await bob.accept_connection(conn.connection_id)
-    queue = await bob.create_queue()
+    queue, key = await new_queue(bob)
     sub_id = f"pp-{uuid.uuid4().hex[:10]}"
     sub = await asyncio.to_thread(webpush.subscribe, sub_id)
     await register_web_push(bob, sub["endpoint"], sub["keys"])
-    return alice, bob, queue, sub_id
+    return alice, bob, queue, {queue: key}, sub_id
 
 
 async def receive_queue_item(ws, queue: str, payload: bytes) -> None:  # type: ignore[no-untyped-def]
@@ -122,14 +127,14 @@ async def receive_queue_item(ws, queue: str, payload: bytes) -> None:  # type: i
 
 
 async def test_connected_to_another_process_no_push_until_it_disconnects(cluster, webpush):
-    p1, p2, url = cluster
+    p1, p2, url, _env = cluster
     on1, on2 = Users(p1.url), Users(p2.url)
     try:
-        alice, bob, queue, sub_id = await subscribed_recipient(on1, on2, webpush)
+        alice, bob, queue, keys, sub_id = await subscribed_recipient(on1, on2, webpush)
         suppressed = await metric(p1, "roost_push_suppressed_online_total")
         sent = await metric(p1, "roost_push_sent_total")
 
-        ws, _ready = await open_raw(p2.url, await bob.bearer_token())
+        ws, _ready = await open_raw(p2.url, await bob.bearer_token(), {"queue_keys": keys})
         try:
             assert await presence_rows(url, p2) == 1  # published before "ready"
             await alice.enqueue(queue, b"while online")  # through process 1
@@ -166,12 +171,12 @@ async def test_connected_to_another_process_no_push_until_it_disconnects(cluster
 async def test_a_killed_process_presence_lapses_and_pushes_resume(
     cluster, webpush, tmp_path_factory
 ):
-    p1, _p2, url = cluster
-    p3 = ServerProcess("postgresql", tmp_path_factory.mktemp("pp-3"), url, ENV).start()
+    p1, _p2, url, env = cluster
+    p3 = ServerProcess("postgresql", tmp_path_factory.mktemp("pp-3"), url, env).start()
     on1, on3 = Users(p1.url), Users(p3.url)
     try:
-        alice, bob, queue, sub_id = await subscribed_recipient(on1, on3, webpush)
-        ws, _ready = await open_raw(p3.url, await bob.bearer_token())
+        alice, bob, queue, keys, sub_id = await subscribed_recipient(on1, on3, webpush)
+        ws, _ready = await open_raw(p3.url, await bob.bearer_token(), {"queue_keys": keys})
         assert await presence_rows(url, p3) == 1
         suppressed = await metric(p1, "roost_push_suppressed_online_total")
 

@@ -1,7 +1,8 @@
 """Realtime delivery over WebSocket against real server processes (SQLite and PostgreSQL).
 
 Items are enqueued through the ordinary HTTP paths (group-message queues, direct messages) and
-must arrive over the socket without polling; acks travel over the socket; reconnects resume
+must arrive over the socket without polling, for exactly the group queues whose keys the client
+presented (``hello``'s ``queue_keys``, or a ``subscribe`` frame); acks travel over the socket; reconnects resume
 with no loss, no duplicates and each queue's order kept — also across network drops in the
 middle of a stream (a TCP proxy in the test cuts every connection).
 """
@@ -22,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from roost.client import RoostClient
 from roost.client.realtime import Realtime, listen, parse_delivery_frame
 from roost.protocol.base64url import b64u
+from roost.protocol.message_batch import decode_message_batch
 
 from .conftest import ENGINES, _start, unique_name
 
@@ -54,6 +56,38 @@ async def open_raw(
     ready = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert ready["type"] == "ready"
     return ws, ready
+
+
+async def new_queue(client: RoostClient) -> tuple[str, str]:
+    """A group-message queue created over HTTP: (queue id, its key, returned only now)."""
+    body = (await client.request("POST", "/v1/queues")).json()
+    return body["queue_id"], body["queue_key"]
+
+
+def key_header(key: str) -> dict[str, str]:
+    return {"Roost-Queue-Key": key}
+
+
+async def fetch_seqs(client: RoostClient, q: str, key: str) -> list[int]:
+    """The seqs still stored in ``q`` (HTTP fetch, authorised by the queue's key)."""
+    r = await client.request("GET", f"/v1/queues/{q}/messages", headers=key_header(key))
+    return [seq for seq, _ in decode_message_batch(r.content)]
+
+
+async def ack_http(client: RoostClient, q: str, key: str, up_to: int) -> None:
+    await client.request(
+        "POST", f"/v1/queues/{q}/ack", json={"up_to": up_to}, headers=key_header(key)
+    )
+
+
+async def delete_http(client: RoostClient, q: str, key: str) -> None:
+    await client.request("DELETE", f"/v1/queues/{q}", headers=key_header(key))
+
+
+async def subscribe(ws: ClientConnection, keys: dict[str, str], **extra: object) -> dict:
+    """Add queues to a live socket; the ``subscribed`` answer."""
+    await ws.send(json.dumps({"type": "subscribe", "queue_keys": keys, **extra}))
+    return await recv_control(ws, "subscribed")
 
 
 async def recv_items(ws: ClientConnection, n: int, timeout: float = 10.0) -> list[tuple]:
@@ -187,10 +221,11 @@ def short_server(request, tmp_path_factory):
 
 async def test_items_arrive_without_polling_and_acks_delete_them(server, users):
     alice, bob = await users.connected_pair()
-    q = await bob.create_queue()
-    ws, ready = await open_raw(server.url, await bob.bearer_token())
+    q, key = await new_queue(bob)
+    ws, ready = await open_raw(server.url, await bob.bearer_token(), {"queue_keys": {q: key}})
     try:
         assert ready["client_id"] == bob.client_id and ready["queues"] == [q]
+        assert ready["refused"] == {}
         assert ready["window_messages"] >= 1 and ready["ping_interval"] > 0
         # The pairing's request and bob's own answer wait on the direct queue (not acked).
         pairing = await recv_items(ws, 2)
@@ -217,35 +252,101 @@ async def test_items_arrive_without_polling_and_acks_delete_them(server, users):
         # Acks over the socket: confirmed once committed, then gone for HTTP fetches too.
         await ws.send(json.dumps({"type": "ack", "queues": {q: 3}, "direct": dseq, "id": 11}))
         assert (await recv_control(ws, "acked"))["id"] == 11
-        assert [m.seq for m in (await bob.fetch_queue(q)).messages] == [4]
+        assert await fetch_seqs(bob, q, key) == [4]
         assert (await bob.fetch_direct(0)).events == ()  # bob is the user's only client
-        # An ack for a queue that is not the client's is refused without closing.
-        foreign = await alice.create_queue()
-        await ws.send(json.dumps({"type": "ack", "queues": {foreign: 1}, "id": "x"}))
-        err = await recv_control(ws, "error")
-        assert err == {"type": "error", "code": "forbidden", "id": "x"}
         await ws.send(json.dumps({"type": "ping", "id": 5}))
         assert await recv_control(ws, "pong") == {"type": "pong", "id": 5}
+        # Acking a queue this socket did not accept (no key shown) breaks the protocol.
+        foreign, foreign_key = await new_queue(alice)
+        await alice.enqueue(foreign, b"keep me")
+        await ws.send(json.dumps({"type": "ack", "queues": {foreign: 1}, "id": "x"}))
+        assert await close_code(ws) == 4400
+        assert await fetch_seqs(alice, foreign, foreign_key) == [1]  # nothing deleted
     finally:
         await ws.close()
 
 
-async def test_queue_created_after_connecting_is_delivered(server, users):
+async def test_a_wrong_key_is_refused_and_nothing_of_its_queue_arrives(server, users):
     alice = await users.new("a")
-    ws, ready = await open_raw(server.url, await alice.bearer_token())
+    bob = await users.new("b")
+    mine, mine_key = await new_queue(bob)
+    theirs, theirs_key = await new_queue(alice)
+    await alice.enqueue(theirs, b"stored before")
+    unknown = b64u(b"\x00" * 16)
+    ws, ready = await open_raw(
+        server.url,
+        await bob.bearer_token(),
+        {
+            # bob knows alice's queue id (it is the write capability), not its key
+            "queue_keys": {mine: mine_key, theirs: mine_key, unknown: mine_key},
+            "queues": {theirs: 0},
+        },
+    )
     try:
-        assert ready["queues"] == []
-        q = await alice.create_queue()
+        assert ready["queues"] == [mine]
+        assert ready["refused"] == {theirs: "forbidden", unknown: "queue_not_found"}
+        await alice.enqueue(theirs, b"live")
+        await alice.enqueue(mine, b"for bob")
+        assert await recv_items(ws, 1) == [(mine, 1, b"for bob")]
+        assert await nothing_more(ws)
+        # The socket stays usable; acking the refused queue is a protocol error.
+        await ws.send(json.dumps({"type": "ack", "queues": {theirs: 2}}))
+        assert await close_code(ws) == 4400
+        assert await fetch_seqs(alice, theirs, theirs_key) == [1, 2]
+    finally:
+        await ws.close()
+    # The key holder's socket gets them.
+    ws, ready = await open_raw(
+        server.url, await alice.bearer_token(), {"queue_keys": {theirs: theirs_key}}
+    )
+    try:
+        assert ready["queues"] == [theirs] and ready["refused"] == {}
+        assert await recv_items(ws, 2) == [(theirs, 1, b"stored before"), (theirs, 2, b"live")]
+    finally:
+        await ws.close()
+
+
+async def test_queue_created_after_connecting_is_delivered_once_subscribed(server, users):
+    alice = await users.new("a")
+    ws, ready = await open_raw(server.url, await alice.bearer_token(), {"queue_keys": {}})
+    try:
+        assert ready["queues"] == [] and ready["refused"] == {}
+        q, key = await new_queue(alice)
         await alice.enqueue(q, b"late queue")
+        assert await nothing_more(ws)  # no key shown yet: not served
+        other, other_key = await new_queue(alice)
+        answer = await subscribe(ws, {q: key, other: key}, id=3)
+        assert answer == {
+            "type": "subscribed",
+            "queues": [q],
+            "refused": {other: "forbidden"},
+            "id": 3,
+        }
         assert await recv_items(ws, 1) == [(q, 1, b"late queue")]
+        await alice.enqueue(q, b"live")
+        await alice.enqueue(other, b"not subscribed")
+        assert await recv_items(ws, 1) == [(q, 2, b"live")]
+        assert await nothing_more(ws)
+        # A position skips what was already processed (e.g. fetched over HTTP).
+        await alice.enqueue(other, b"after")
+        answer = await subscribe(ws, {other: other_key}, queues={other: 1})
+        assert answer["queues"] == [other] and answer["refused"] == {}
+        assert await recv_items(ws, 1) == [(other, 2, b"after")]
+        await ws.send(json.dumps({"type": "ack", "queues": {q: 2, other: 2}, "id": 4}))
+        assert (await recv_control(ws, "acked"))["id"] == 4
+        assert (
+            await fetch_seqs(alice, q, key) == []
+            and await fetch_seqs(alice, other, other_key) == []
+        )
     finally:
         await ws.close()
 
 
 async def test_many_queues_interleaved_keep_their_order(server, users):
     alice, bob = await users.connected_pair()
-    queues = [await bob.create_queue() for _ in range(3)]
-    ws, _ = await open_raw(server.url, await bob.bearer_token())
+    keys = dict([await new_queue(bob) for _ in range(3)])
+    queues = list(keys)
+    ws, _ = await open_raw(server.url, await bob.bearer_token(), {"queue_keys": keys})
     try:
         await recv_items(ws, 2)  # the connection request and bob's own answer
 
@@ -270,10 +371,11 @@ async def test_many_queues_interleaved_keep_their_order(server, users):
 
 async def test_resume_after_drop_mid_stream_without_loss_or_duplicates(server, users):
     alice, bob = await users.connected_pair()
-    q = await bob.create_queue()
+    q, key = await new_queue(bob)
+    keys = {q: key}
     for i in range(1, 11):
         await alice.enqueue(q, b"m%d" % i)
-    ws, _ = await open_raw(server.url, await bob.bearer_token())
+    ws, _ = await open_raw(server.url, await bob.bearer_token(), {"queue_keys": keys})
     first = await recv_items(ws, 12)
     assert [s for w, s, _ in first if w == q] == list(range(1, 11))
     # the connection request and bob's own answer
@@ -286,7 +388,9 @@ async def test_resume_after_drop_mid_stream_without_loss_or_duplicates(server, u
         await alice.enqueue(q, b"m%d" % i)
 
     # Resuming after what was processed: exactly the rest, in order.
-    ws, _ = await open_raw(server.url, await bob.bearer_token(), {"queues": {q: 6}})
+    ws, _ = await open_raw(
+        server.url, await bob.bearer_token(), {"queue_keys": keys, "queues": {q: 6}}
+    )
     try:
         rest = [(s, p) for w, s, p in await recv_items(ws, 10) if w == q]
         assert rest == [(i, b"m%d" % i) for i in range(7, 16)]
@@ -295,7 +399,9 @@ async def test_resume_after_drop_mid_stream_without_loss_or_duplicates(server, u
         await ws.close()
 
     # Without positions the server resends everything not acked (at-least-once), from 4.
-    ws, _ = await open_raw(server.url, await bob.bearer_token(), {"direct": request_seq})
+    ws, _ = await open_raw(
+        server.url, await bob.bearer_token(), {"queue_keys": keys, "direct": request_seq}
+    )
     try:
         again = [s for w, s, _ in await recv_items(ws, 12) if w == q]
         assert again == list(range(4, 16))
@@ -405,10 +511,12 @@ async def test_library_realtime_acks_and_resume(server, users):
 async def test_unacked_window_bounds_what_is_sent(short_server):
     alice = await RoostClient.register(short_server.url, unique_name("w"))
     try:
-        q = await alice.create_queue()
+        q, key = await new_queue(alice)
         for i in range(12):
             await alice.enqueue(q, bytes([i]) * 100)
-        ws, ready = await open_raw(short_server.url, await alice.bearer_token())
+        ws, ready = await open_raw(
+            short_server.url, await alice.bearer_token(), {"queue_keys": {q: key}}
+        )
         try:
             assert ready["window_messages"] == SHORT_WINDOW
             first = await recv_items(ws, SHORT_WINDOW)
@@ -417,7 +525,7 @@ async def test_unacked_window_bounds_what_is_sent(short_server):
             await ws.send(json.dumps({"type": "ack", "queues": {q: 3}}))
             assert [s for _, s, _ in await recv_items(ws, 3)] == [6, 7, 8]
             # An ack made over HTTP frees the socket's window as well.
-            await alice.ack_queue(q, 8)
+            await ack_http(alice, q, key, 8)
             assert [s for _, s, _ in await recv_items(ws, 4)] == [9, 10, 11, 12]
         finally:
             await ws.close()
@@ -428,15 +536,16 @@ async def test_unacked_window_bounds_what_is_sent(short_server):
 async def test_deleting_a_queue_frees_the_window(short_server):
     alice = await RoostClient.register(short_server.url, unique_name("w"))
     try:
-        full, other = await alice.create_queue(), await alice.create_queue()
+        keys = dict([await new_queue(alice), await new_queue(alice)])
+        full, other = keys
         for i in range(SHORT_WINDOW):
             await alice.enqueue(full, bytes([i]))
-        ws, _ = await open_raw(short_server.url, await alice.bearer_token())
+        ws, _ = await open_raw(short_server.url, await alice.bearer_token(), {"queue_keys": keys})
         try:
             assert len(await recv_items(ws, SHORT_WINDOW)) == SHORT_WINDOW
             await alice.enqueue(other, b"waiting")
             assert await nothing_more(ws)  # the window is full of the first queue's items
-            await alice.delete_queue(full)  # never acked, but gone: no longer in flight
+            await delete_http(alice, full, keys[full])  # never acked, but gone: not in flight
             assert await recv_items(ws, 1) == [(other, 1, b"waiting")]
         finally:
             await ws.close()
@@ -453,14 +562,23 @@ async def test_pings_keep_an_idle_connection_alive_and_silence_closes_it(short_s
             await ws.send(json.dumps({"type": "ping", "id": i}))
             assert (await recv_control(ws, "pong"))["id"] == i
             await asyncio.sleep(0.5)
-        q = await alice.create_queue()
+        q, key = await new_queue(alice)
+        assert (await subscribe(ws, {q: key}))["queues"] == [q]
         await alice.enqueue(q, b"still here")
         assert await recv_items(ws, 1) == [(q, 1, b"still here")]
         t0 = time.monotonic()
         assert await close_code(ws) == 4408  # silence: closed for idleness
         assert time.monotonic() - t0 < SHORT_IDLE + 2
+    finally:
+        await alice.aclose()
 
-        # The library pings on its own (every ping_interval from ready).
+
+async def test_library_pings_on_its_own(short_server):
+    """The library pings every ping_interval from ready: idle twice the timeout, still open."""
+    alice = await RoostClient.register(short_server.url, unique_name("p"))
+    try:
+        q = await alice.create_queue()
+        await alice.enqueue(q, b"first")
         async with Realtime(alice, positions={q: 1}) as rt:
             await asyncio.sleep(SHORT_IDLE * 2 + 1)
             await alice.enqueue(q, b"library")
@@ -521,13 +639,18 @@ async def test_protocol_errors_and_replacement(server, users):
     ws, _ = await open_raw(server.url, token)
     await ws.send(json.dumps({"type": "ping", "id": "x" * 100_000}))  # above 64 KiB
     assert await close_code(ws) == 1009
+    for keys in ([], {"not-an-id": "AAAA"}, {b64u(b"\x01" * 16): 7}):  # malformed queue_keys
+        ws = await connect(ws_url(server.url), additional_headers=headers, proxy=None)
+        await ws.send(json.dumps({"type": "hello", "queue_keys": keys}))
+        assert await close_code(ws) == 4400
 
     # One socket per client: a newer connection replaces the older one (4409).
     old, _ = await open_raw(server.url, token)
     new, _ = await open_raw(server.url, token)
     try:
         assert await close_code(old) == 4409
-        q = await alice.create_queue()
+        q, key = await new_queue(alice)
+        await subscribe(new, {q: key})
         await alice.enqueue(q, b"to the new one")
         assert await recv_items(new, 1) == [(q, 1, b"to the new one")]
     finally:

@@ -23,7 +23,14 @@ from roost.client.realtime import Realtime, listen
 from roost.protocol.base64url import b64u
 
 from .conftest import ENGINES, _start
-from .test_realtime_delivery import close_code, recv_control, recv_items, ws_url
+from .test_realtime_delivery import (
+    close_code,
+    fetch_seqs,
+    new_queue,
+    recv_control,
+    recv_items,
+    ws_url,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,10 +91,10 @@ def short_ticket_server(request, tmp_path_factory):
 
 async def test_a_ticket_alone_opens_a_socket_that_delivers_and_takes_acks(server, users):
     alice, bob = await users.connected_pair()
-    q = await bob.create_queue()
+    q, key = await new_queue(bob)
     ws = await open_with_ticket(server.url, await new_ticket(bob))
     try:
-        ready = await hello(ws)
+        ready = await hello(ws, queue_keys={q: key})
         assert ready["client_id"] == bob.client_id and ready["queues"] == [q]
         pairing = await recv_items(ws, 2)  # the connection request and bob's own answer
         assert [w for w, _, _ in pairing] == [None, None]
@@ -100,7 +107,7 @@ async def test_a_ticket_alone_opens_a_socket_that_delivers_and_takes_acks(server
 
         await ws.send(json.dumps({"type": "ack", "queues": {q: 1}, "direct": got[1][1], "id": 7}))
         assert (await recv_control(ws, "acked"))["id"] == 7
-        assert (await bob.fetch_queue(q)).messages == ()
+        assert await fetch_seqs(bob, q, key) == []
         assert (await bob.fetch_direct(0)).events == ()
         await ws.send(json.dumps({"type": "ping", "id": 1}))
         assert await recv_control(ws, "pong") == {"type": "pong", "id": 1}
@@ -114,18 +121,18 @@ async def test_a_ticket_alone_opens_a_socket_that_delivers_and_takes_acks(server
 async def test_a_ticket_socket_resumes_after_the_positions_sent(server, users):
     alice = await users.new("a")
     bob = await users.new("b")
-    q = await bob.create_queue()
+    q, key = await new_queue(bob)
     for i in range(1, 4):
         await alice.enqueue(q, bytes([i]))
     ws = await open_with_ticket(server.url, await new_ticket(bob))
-    await hello(ws)
+    await hello(ws, queue_keys={q: key})
     assert [s for _, s, _ in await recv_items(ws, 3)] == [1, 2, 3]
     await ws.close()  # processed up to 3, acked nothing
 
     await alice.enqueue(q, b"\x04")
     ws = await open_with_ticket(server.url, await new_ticket(bob))  # every socket: a new ticket
     try:
-        await hello(ws, queues={q: 3})
+        await hello(ws, queue_keys={q: key}, queues={q: 3})
         assert await recv_items(ws, 1) == [(q, 4, b"\x04")]
     finally:
         await ws.close()
