@@ -3,7 +3,8 @@
 //                                                  or {"id": n, "ok": false, "error": "…"}
 // It drives Debian's headless Chromium through playwright-core (installed by `npm ci` in web/)
 // and only reads what a user sees on the page (text, lists, badges), plus every request URL
-// a page made, to check that none went to another origin.
+// a page made, to check that none went to another origin, and the tokens and queue keys its
+// requests and socket hellos carried.
 import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
 import { dirname, join } from "node:path";
@@ -63,13 +64,22 @@ const ops = {
     const context = await browser.newContext({ viewport: { width, height } });
     if (timing) await context.addInitScript(LOAD_MARKS);
     const pg = await context.newPage();
-    const entry = { context, page: pg, requests: [], console: [], tokens: new Set() };
+    const entry = { context, page: pg, requests: [], console: [], tokens: new Set(), queueKeyed: [], hellos: [] };
     pg.on("request", (r) => {
       entry.requests.push(r.url());
       const auth = r.headers()["authorization"];
       if (auth?.startsWith("Bearer ")) entry.tokens.add(auth.slice(7));
+      const key = r.headers()["roost-queue-key"];
+      if (key !== undefined) entry.queueKeyed.push([r.method(), new URL(r.url()).pathname, key]);
     });
-    pg.on("websocket", (ws) => entry.requests.push(ws.url()));
+    pg.on("websocket", (ws) => {
+      entry.requests.push(ws.url());
+      ws.on("framesent", ({ payload }) => {
+        if (typeof payload !== "string") return;
+        const m = JSON.parse(payload);
+        if (m.type === "hello") entry.hellos.push(m.queue_keys ?? null);
+      });
+    });
     pg.on("console", (m) => entry.console.push(`${m.type()}: ${m.text()}`));
     pg.on("pageerror", (e) => entry.console.push(`pageerror: ${e.message}`));
     pg.setDefaultTimeout(TIMEOUT);
@@ -268,6 +278,40 @@ const ops = {
   async requests({ name }) {
     const p = pages.get(name);
     return { requests: p.requests, console: p.console };
+  },
+
+  async queue_keys({ name }) {
+    // The Roost-Queue-Key headers the page sent ([method, path, key]) and the queue_keys of
+    // each socket hello, in order.
+    const p = pages.get(name);
+    return { requests: p.queueKeyed ?? [], hellos: p.hellos ?? [] };
+  },
+
+  async web_storage({ name }) {
+    // Everything in the page's localStorage and sessionStorage (the page keeps nothing there).
+    return page(name).evaluate(() => ({ local: { ...localStorage }, session: { ...sessionStorage } }));
+  },
+
+  async forget_queue_key({ name }) {
+    // The page's stored device record as a page from before queue keys wrote it: the same
+    // record without the queue's key (decrypted and encrypted again with the page's own
+    // CryptoKey, which it may use but not read out). Reload the page next.
+    return page(name).evaluate(async () => {
+      const req = (r) => new Promise((ok, fail) => ((r.onsuccess = () => ok(r.result)), (r.onerror = () => fail(r.error))));
+      const db = await req(indexedDB.open("roost"));
+      const store = () => db.transaction("device", "readwrite").objectStore("device");
+      const key = await req(store().get("key"));
+      const sealed = await req(store().get("record"));
+      const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: sealed.iv }, key, sealed.data);
+      const record = JSON.parse(new TextDecoder().decode(plain));
+      const had = typeof record.queueKey === "string" && record.queueKey !== "";
+      delete record.queueKey;
+      const iv = crypto.getRandomValues(new Uint8Array(12));
+      const data = await crypto.subtle.encrypt({ name: "AES-GCM", iv }, key, new TextEncoder().encode(JSON.stringify(record)));
+      await req(store().put({ iv, data }, "record"));
+      db.close();
+      return { had };
+    });
   },
 
   async open_tab({ name, of, url }) {

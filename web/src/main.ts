@@ -71,7 +71,8 @@ function render(): void {
     invitations.append(li);
   }
   $("invitations-heading").hidden = m.invitations.size === 0;
-  $("refusals").replaceChildren(...m.refusals.map((text) => el("li", text)));
+  const problems = m.queueProblem === undefined ? m.refusals : [m.queueProblem, ...m.refusals];
+  $("refusals").replaceChildren(...problems.map((text) => el("li", text)));
 
   const list = $("conversations");
   list.replaceChildren();

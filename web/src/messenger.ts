@@ -28,7 +28,7 @@ import {
   verifyNotice,
 } from "./mls.js";
 import { setConversationPolicy } from "./push.js";
-import { Realtime, type Status } from "./realtime.js";
+import { Realtime, type Refused, type Status } from "./realtime.js";
 import { encodeDevice, type SavedConversation, type SavedDevice, type SavedInvitation, type SavedMessage } from "./saved.js";
 import type { Session } from "./session.js";
 import type { Vault } from "./store.js";
@@ -68,6 +68,12 @@ interface Starting {
   added?: { state: ClientState; welcome: Uint8Array };
 }
 
+// The realtime session's refusals of this device's queue (docs/api.md, "Realtime").
+const QUEUE_REFUSED: Record<string, string> = {
+  forbidden: "The server did not accept this browser's key to its message queue: messages of your conversations cannot reach it. Log out and log in again to make it a new device.",
+  queue_not_found: "This browser's message queue is gone from the server: messages of your conversations cannot reach it. Log out and log in again to make it a new device.",
+};
+
 const ITEM_MLS_MESSAGE = 1;
 const ITEM_SERVER_NOTICE = 2;
 
@@ -78,6 +84,12 @@ export class Messenger {
   /** The conversation on screen: its messages are not counted as unread. */
   openId: string | null = null;
   private queueId = "";
+  /** The queue's key (b64u): only this device holds it; it authorises reading the queue and
+   * registering it with groups. Kept in the encrypted record only, never logged. */
+  private queueKey = "";
+  /** Why messages of the conversations cannot reach this device, in words (shown above the
+   * conversation list), or undefined while they can. */
+  queueProblem: string | undefined;
   private realtime: Realtime | undefined;
   private chain: Promise<unknown> = Promise.resolve();
   /** Queue positions processed so far, saved together with the states they led to. */
@@ -106,15 +118,27 @@ export class Messenger {
     for (const c of saved.conversations) this.conversations.set(c.id, c);
     for (const i of saved.invitations) this.invitations.set(i.connectionId, i);
     this.queueId = saved.queueId;
+    this.queueKey = saved.queueKey;
     for (const [q, seq] of saved.positions) this.positions.set(q, seq);
     this.direct = saved.direct;
   }
 
   /** One group-message queue for all of this device's groups (made once), then the socket. */
   async start(): Promise<void> {
+    const api = this.session.api;
     if (this.queueId === "") {
-      this.queueId = (await this.session.api.json<{ queue_id: string }>("POST", "/v1/queues")).queue_id;
+      const made = await api.json<{ queue_id: string; queue_key: string }>("POST", "/v1/queues");
+      [this.queueId, this.queueKey] = [made.queue_id, made.queue_key];
       await this.save();
+    } else if (this.queueKey === "") {
+      // Saved by an older page: the queue predates keys, and its creator may claim one, once.
+      try {
+        this.queueKey = (await api.json<{ queue_key: string }>("POST", `/v1/queues/${this.queueId}/key`)).queue_key;
+        await this.save();
+      } catch (e) {
+        // The socket still brings the direct queue; the next load tries again.
+        this.queueProblem = `Could not get the key to this browser's message queue: ${e instanceof Error ? e.message : String(e)}`;
+      }
     }
     const deliver = (q: string | null, items: Array<[number, Uint8Array]>, last: number): Promise<void> =>
       this.serial(() => this.delivered(q, items, last));
@@ -122,7 +146,14 @@ export class Messenger {
       this.status = s;
       this.changed();
     };
-    this.realtime = new Realtime(this.session, deliver, onStatus, this.positions, this.direct);
+    const keys = this.queueKey === "" ? {} : { [this.queueId]: this.queueKey };
+    const onRefused = (refused: Refused): void => {
+      if (this.queueKey === "") return; // the claim failed: queueProblem says so already
+      const code = refused[this.queueId];
+      this.queueProblem = code === undefined ? undefined : QUEUE_REFUSED[code] ?? QUEUE_REFUSED.forbidden;
+      this.changed();
+    };
+    this.realtime = new Realtime(this.session, deliver, onStatus, keys, onRefused, this.positions, this.direct);
     this.realtime.start();
   }
 
@@ -138,6 +169,7 @@ export class Messenger {
       identity: s.identity,
       keyPackages: s.keyPackages,
       queueId: this.queueId,
+      queueKey: this.queueKey,
       positions: [...this.positions],
       direct: this.direct,
       conversations: [...this.conversations.values()],
@@ -168,6 +200,12 @@ export class Messenger {
     return Math.max(0, (this.realtime?.connects ?? 1) - 1);
   }
 
+  /** What a request naming this device's queue to the DS carries: the queue's key (none
+   * while a claim has failed: the server then says the key is missing). */
+  private queueHeader(): Record<string, string> {
+    return this.queueKey === "" ? {} : { "Roost-Queue-Key": this.queueKey };
+  }
+
   private serial<T>(step: () => Promise<T>): Promise<T> {
     const run = this.chain.then(step);
     this.chain = run.catch(() => undefined);
@@ -195,7 +233,7 @@ export class Messenger {
       if (s.group === undefined) {
         const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
         const created = await createRoostGroup(this.session.identity, groupId, await this.homeExternalSender());
-        await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body });
+        await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body, headers: this.queueHeader() });
         s.group = { id: b64u(groupId), state: created.state };
       }
       if (s.added === undefined) {
@@ -224,7 +262,7 @@ export class Messenger {
       const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
       const id = b64u(groupId);
       const created = await createRoostGroup(this.session.identity, groupId, sender, name.trim());
-      await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body });
+      await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body, headers: this.queueHeader() });
       let state = created.state;
       if (keyPackages.length > 0) {
         const added = await commitAdds(state, keyPackages);
@@ -383,7 +421,7 @@ export class Messenger {
     const { state, used } = joined;
     this.session.usedKeyPackage(used);
     const id = b64u(state.groupContext.groupId);
-    await this.session.api.request("PUT", `/v1/groups/${id}/queue`, { json: { queue_id: this.queueId } });
+    await this.session.api.request("PUT", `/v1/groups/${id}/queue`, { json: { queue_id: this.queueId }, headers: this.queueHeader() });
     const name = groupName(state);
     // Another device of ours added this one to a conversation of two: titled by the other user.
     const others = [...new Set(members(state).map((m) => m.userId))].filter((u) => u !== this.session.userId);

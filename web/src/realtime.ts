@@ -1,10 +1,14 @@
 // The realtime socket (docs/api.md, "Realtime"): a fresh ticket for every (re)connect, hello
-// with the positions processed so far, binary delivery frames handed over in order, acks after
-// processing, pings, and reconnects with growing waits.
+// with the positions processed so far and the group queues' keys, binary delivery frames
+// handed over in order, acks after processing, pings, and reconnects with growing waits.
 import { Reader, b64u } from "./bytes.js";
 import type { Session } from "./session.js";
 
 export type Status = "connecting" | "online" | "offline" | "replaced";
+
+/** Group queues the server would not serve, from `ready`: queue id (b64u) -> error code
+ * ("forbidden": the key is wrong; "queue_not_found"). Empty when it serves them all. */
+export type Refused = Record<string, string>;
 
 export interface Delivery {
   /** Group-queue items (queue id b64u) or, with queueId null, direct-queue events; `last` is
@@ -31,6 +35,10 @@ export class Realtime {
     private readonly session: Session,
     private readonly deliver: Delivery,
     private readonly onStatus: (s: Status) => void,
+    /** The group queues to serve, id -> key (b64u): the session gets exactly these. */
+    private readonly queueKeys: Record<string, string>,
+    /** Told on every `ready` which of them the server refused. */
+    private readonly onRefused: (refused: Refused) => void,
     /** Where an earlier load of this device left off (it saved them with its state). */
     positions: Iterable<[string, number]> = [],
     private direct: number | undefined = undefined,
@@ -68,7 +76,8 @@ export class Realtime {
     ws.onopen = () => {
       const queues: Record<string, number> = {};
       for (const [q, seq] of this.positions) queues[q] = seq;
-      ws.send(JSON.stringify({ type: "hello", queues, ...(this.direct === undefined ? {} : { direct: this.direct }) }));
+      const hello = { type: "hello", queues, queue_keys: this.queueKeys, ...(this.direct === undefined ? {} : { direct: this.direct }) };
+      ws.send(JSON.stringify(hello));
     };
     ws.onmessage = (ev) => {
       if (typeof ev.data === "string") this.control(JSON.parse(ev.data) as Record<string, unknown>);
@@ -98,6 +107,8 @@ export class Realtime {
     if (m.type === "ready") {
       this.backoff = 250;
       this.onStatus("online");
+      const refused = m.refused;
+      this.onRefused(refused !== null && typeof refused === "object" ? (refused as Refused) : {});
       const every = Number(m.ping_interval ?? 20) * 1000;
       clearInterval(this.pingTimer);
       this.awaitingPong = false;

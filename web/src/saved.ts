@@ -50,6 +50,9 @@ export interface SavedDevice {
   identity: Identity;
   keyPackages: HeldKeyPackage[];
   queueId: string;
+  /** The group queue's key (b64u), which authorises reading it; "" in a record an older page
+   * wrote, whose queue then claims one (docs/api.md, "Queues"). */
+  queueKey: string;
   /** Positions processed so far: group queues (b64u id) and the direct queue. */
   positions: Array<[string, number]>;
   direct: number | undefined;
@@ -57,8 +60,9 @@ export interface SavedDevice {
   invitations: SavedInvitation[];
 }
 
-interface RecordV1 extends Omit<SavedDevice, "keyPackages" | "conversations" | "direct"> {
+interface RecordV1 extends Omit<SavedDevice, "keyPackages" | "conversations" | "direct" | "queueKey"> {
   v: number;
+  queueKey?: string;
   direct: number | null;
   keyPackages: Array<{ publicPackage: Uint8Array; privatePackage: PrivateKeyPackage; ref: string; lastResort: boolean }>;
   conversations: Array<Omit<SavedConversation, "state"> & { state: Uint8Array }>;
@@ -89,6 +93,7 @@ export function decodeDevice(bytes: Uint8Array): SavedDevice {
   if (r.v !== VERSION) throw new Error("the saved device is from another version of this page");
   return {
     ...r,
+    queueKey: r.queueKey ?? "",
     direct: r.direct ?? undefined,
     keyPackages: r.keyPackages.map((k) => ({ ...k, publicPackage: keyPackage(k.publicPackage) })),
     conversations: r.conversations.map((c) => ({ ...c, state: groupState(c.state) })),
