@@ -34,7 +34,7 @@ class Limits:
     keypackage_max_lifetime_days: int = 90
     max_fetch_messages: int = 500
     max_fetch_bytes: int = 4 * 1024 * 1024
-    max_queues_per_client: int = 100
+    max_queues_per_client: int = 1000  # one per group membership
     max_clients_per_user: int = 16
     # token-bucket rates: events per minute (burst = the same number)
     registrations_per_minute: int = 10
