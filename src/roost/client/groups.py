@@ -538,8 +538,27 @@ class Groups:
         the GroupInfo the DS holds: after our state was lost or went out of date. ``sync`` and
         ``listen`` do this by themselves when an item shows it is needed. Returns the
         ``resynced`` event."""
+        try:
+            async with self.store.lock:
+                return await self._sync.resync.rejoin(group_id, reason)
+        except RoostError as e:
+            await self._not_member(group_id, e, "found when rejoining it")
+            raise
+
+    async def _not_member(self, group_id: bytes, e: RoostError, how: str) -> None:
+        """The DS says we hold no leaf in a group we hold (removed while away: a removed
+        client is not sent the removing commit): the membership is over. The group is
+        forgotten, its queue deleted, and a ``removed`` event waits for the next hand-out."""
+        if e.code != "not_member":
+            return
         async with self.store.lock:
-            return await self._sync.resync.rejoin(group_id, reason)
+            if not self.store.holds(group_id):
+                return
+            self.store.forget(group_id)
+            self.store.save_cursors()
+            event = GroupEvent("removed", group_id, text=f"removed from the group ({how})")
+            self._sync.hold([self.store.record(event)])
+        await self._sync.delete_retired()
 
     # ---- connections (docs/api.md, "Connections") ----------------------------------------------
     async def request_connection(self, user_id: str) -> tuple[Connection, bytes]:
@@ -573,7 +592,11 @@ class Groups:
             ciphertext = group.encrypt(payload)
             epoch = group.epoch
             self.store.keep(group)
-        sent = await self.send_raw(group_id, ciphertext, message_id=message_id)
+        try:
+            sent = await self.send_raw(group_id, ciphertext, message_id=message_id)
+        except RoostError as e:
+            await self._not_member(group_id, e, "found when sending")
+            raise
         async with self.store.lock:
             self.store.record(
                 GroupEvent(
