@@ -81,7 +81,7 @@ class GroupResync:
         store: GroupStore,
         queue_for: Callable[[bytes], Awaitable[GroupQueue]],
         adopt: Callable[[bytes, GroupQueue], None],
-        abandon: Callable[[GroupQueue], None],
+        abandon: Callable[[bytes, GroupQueue, BaseException | None], None],
     ) -> None:
         self.client = client
         self.store = store
@@ -98,8 +98,8 @@ class GroupResync:
         queue = await self.queue_for(group_id)
         try:
             group, seq = await self._submit(path, queue)
-        except BaseException:
-            self.abandon(queue)
+        except BaseException as e:
+            self.abandon(group_id, queue, e)
             raise
         self.adopt(group_id, queue)
         self.store.keep(group)

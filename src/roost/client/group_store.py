@@ -74,6 +74,9 @@ class Cursors:
     group_after: dict[bytes, int] = field(default_factory=dict)
     # Queues of memberships that ended, to delete (kept until the server confirms).
     retired: dict[str, GroupQueue] = field(default_factory=dict)
+    # Queues made for a join not done yet, by group: a retry registers the same one (a
+    # registration whose answer was lost may have filled it already).
+    joining: dict[bytes, GroupQueue] = field(default_factory=dict)
 
     @property
     def queue_id(self) -> str:
@@ -160,6 +163,10 @@ class GroupStore:
                 retired={
                     str(k): GroupQueue(str(k), str(v)) for k, v in d.get("retired", {}).items()
                 },
+                joining={
+                    unb64u(k): GroupQueue(str(v["id"]), str(v["key"]))
+                    for k, v in d.get("joining", {}).items()
+                },
             )
         except (OSError, ValueError, TypeError, IndexError, KeyError) as e:
             raise StateError(f"unreadable {path}: {e}") from e
@@ -189,6 +196,7 @@ class GroupStore:
                 for g, q in sorted(c.group_queues.items())
             },
             "retired": {q.id: q.key for q in c.retired.values()},
+            "joining": {b64u(g): {"id": q.id, "key": q.key} for g, q in sorted(c.joining.items())},
         }
         _write_private(path, json.dumps(data).encode())
 

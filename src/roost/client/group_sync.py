@@ -186,14 +186,20 @@ class GroupSync:
             "not hold it",
         ) from refused
 
-    async def new_queue(self) -> GroupQueue:
-        """A queue for a membership about to be registered with the DS. Until ``adopt`` it is
-        kept in the home among the queues to delete (a crash or a refusal in between leaves
-        nothing behind); a live realtime socket serves it before the DS can fill it."""
-        queue = await self.client.new_queue()
+    async def new_queue(self, group_id: bytes) -> GroupQueue:
+        """A queue for a membership of ``group_id`` about to be registered with the DS. Until
+        ``adopt`` it is kept in the home as the group's joining queue: a retry of the join
+        registers the same one (a lost answer may hide that the DS took it and released
+        items into it); a final refusal retires it (``abandon``). A live realtime socket
+        serves it before the DS can fill it."""
+        cursors = self.store.cursors
+        queue = cursors.joining.get(group_id)
+        if queue is None:
+            queue = await self.client.new_queue()
+            cursors.joining[group_id] = queue
+            self.store.save_cursors()
+        self.client.hold_queue(queue)
         self._registering.add(queue.id)
-        self.store.cursors.retired[queue.id] = queue
-        self.store.save_cursors()
         try:
             await self._serve(queue)
         except BaseException:
@@ -204,20 +210,33 @@ class GroupSync:
     def adopt(self, group_id: bytes, queue: GroupQueue) -> None:
         """The DS took ``queue`` for our membership of ``group_id`` (the caller saves)."""
         self._registering.discard(queue.id)
-        if queue.id != self.store.cursors.queue_id:
+        cursors = self.store.cursors
+        if cursors.joining.get(group_id) == queue:
+            del cursors.joining[group_id]
+        if queue.id != cursors.queue_id:
             self.store.set_queue(group_id, queue)
 
-    def abandon(self, queue: GroupQueue) -> None:
-        """The registration failed: the queue is deleted with the retired ones."""
+    def abandon(self, group_id: bytes, queue: GroupQueue, error: BaseException | None) -> None:
+        """The registration failed. A passing failure (``error`` a transport error, a 5xx...)
+        keeps the joining queue for the retry; otherwise it is retired (deleted later)."""
         self._registering.discard(queue.id)
+        cursors = self.store.cursors
+        if cursors.joining.get(group_id) != queue:
+            return  # adopted, or the group's own queue (a resync)
+        if isinstance(error, RoostError) and transient_welcome_error(error):
+            return
+        del cursors.joining[group_id]
+        cursors.retired[queue.id] = queue
+        self.store.save_cursors()
 
     @contextlib.asynccontextmanager
-    async def registering(self, queue: GroupQueue) -> AsyncIterator[None]:
-        """While the caller registers ``queue``; adopted inside, or else abandoned."""
+    async def registering(self, group_id: bytes, queue: GroupQueue) -> AsyncIterator[None]:
+        """While the caller registers ``queue`` (a new group, an external join: no retry);
+        adopted inside, or else retired."""
         try:
             yield
         finally:
-            self.abandon(queue)
+            self.abandon(group_id, queue, None)
 
     async def _serve(self, queue: GroupQueue) -> None:
         """Have the live realtime socket (if any) serve ``queue``. A socket lost meanwhile
@@ -238,7 +257,7 @@ class GroupSync:
         shared = await self.own_queue()
         if shared is not None and self.store.holds(group_id):
             return shared
-        return await self.new_queue()
+        return await self.new_queue(group_id)
 
     async def delete_retired(self) -> None:
         """Delete the queues of memberships that ended (their last items are processed).
@@ -512,7 +531,7 @@ class GroupSync:
         if joined is None:
             return None  # for another client of our user
         group = joined.group
-        queue = await self.new_queue()  # the new membership's own queue
+        queue = await self.new_queue(group.group_id)  # the new membership's own queue
         async with self.store.lock:
             try:
                 await self.client.request(
@@ -522,14 +541,14 @@ class GroupSync:
                     headers=queue.headers,
                 )
             except RoostError as e:
-                self.abandon(queue)
+                self.abandon(group.group_id, queue, e)
                 if e.status not in (403, 404) or transient_welcome_error(e):
                     raise  # passing failures: the Welcome waits and is tried again
                 # Deleted, or we were removed again, before we got here: nothing to join.
                 joiner.keep(joined, save_group=False)
                 return self._welcome_failed(welcome, group.group_id, f"the DS refused: {e}")
-            except BaseException:
-                self.abandon(queue)
+            except BaseException as e:
+                self.abandon(group.group_id, queue, e)
                 raise
             joiner.keep(joined, save_group=False)  # the KeyPackage is spent
             self.adopt(group.group_id, queue)  # an earlier membership's queue is retired

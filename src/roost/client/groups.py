@@ -186,15 +186,16 @@ class Groups:
         from roost.mls.group import Group
 
         server = await self.server_sender()
-        queue = await self._sync.new_queue()  # the membership's own
-        ext = ExternalSenders((ExternalSender.decode(server.external_sender),)).to_extension()
         st = self.client.state
-        async with self._sync.registering(queue), self.store.lock:
+        group_id = new_group_id(st.home_domain)
+        queue = await self._sync.new_queue(group_id)  # the membership's own
+        ext = ExternalSenders((ExternalSender.decode(server.external_sender),)).to_extension()
+        async with self._sync.registering(group_id, queue), self.store.lock:
             group = Group.create(
                 st.cipher_suite,
                 self.client.credential,
                 st.signature_private,
-                group_id=new_group_id(st.home_domain),
+                group_id=group_id,
                 extensions=[ext],
                 capabilities=roost_capabilities(st.cipher_suite),
                 credential_policy=self.client.credential_policy(),
@@ -490,8 +491,8 @@ class Groups:
 
     async def join_external(self, group_id: bytes) -> GroupEvent:
         """Join a group that allows it by external commit."""
-        queue = await self._sync.new_queue()  # the membership's own
-        async with self._sync.registering(queue):
+        queue = await self._sync.new_queue(group_id)  # the membership's own
+        async with self._sync.registering(group_id, queue):
             return await self._join_external(group_id, queue)
 
     async def _join_external(self, group_id: bytes, queue: GroupQueue) -> GroupEvent:
