@@ -203,7 +203,7 @@ class GroupSync:
         try:
             await self._serve(queue)
         except BaseException:
-            self._registering.discard(queue.id)
+            self.abandon(group_id, queue, None)  # refused on the socket: not used
             raise
         return queue
 
