@@ -217,13 +217,17 @@ class GroupSync:
             self.store.set_queue(group_id, queue)
 
     def abandon(self, group_id: bytes, queue: GroupQueue, error: BaseException | None) -> None:
-        """The registration failed. A passing failure (``error`` a transport error, a 5xx...)
-        keeps the joining queue for the retry; otherwise it is retired (deleted later)."""
+        """The registration failed. With ``error`` None or a final refusal by the server the
+        joining queue is retired (deleted later); any other failure (a transport error, a 5xx,
+        a cancellation) may hide that the DS took it: it is kept for the retry."""
         self._registering.discard(queue.id)
         cursors = self.store.cursors
         if cursors.joining.get(group_id) != queue:
             return  # adopted, or the group's own queue (a resync)
-        if isinstance(error, RoostError) and transient_welcome_error(error):
+        final = error is None or (
+            isinstance(error, RoostError) and not transient_welcome_error(error)
+        )
+        if not final:
             return
         del cursors.joining[group_id]
         cursors.retired[queue.id] = queue
