@@ -548,13 +548,20 @@ class Groups:
 
     async def _not_member(self, group_id: bytes, e: RoostError, how: str) -> None:
         """The DS says we hold no leaf in a group we hold (removed while away: a removed
-        client is not sent the removing commit): the membership is over. The group is
-        forgotten, its queue deleted, and a ``removed`` event waits for the next hand-out."""
+        client is not sent the removing commit): the membership is over. What arrived before
+        the removal is read first; then the group is forgotten, its queue deleted, and a
+        ``removed`` event waits (after those items' events) for the next hand-out."""
         if e.code != "not_member":
             return
         async with self.store.lock:
             if not self.store.holds(group_id):
                 return
+            try:
+                await self._sync.catch_up(group_id)
+            except RoostError:
+                return  # the queue is kept until it can be read
+            if not self.store.holds(group_id):
+                return  # its items ended the membership themselves
             self.store.forget(group_id)
             self.store.save_cursors()
             event = GroupEvent("removed", group_id, text=f"removed from the group ({how})")
