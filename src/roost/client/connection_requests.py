@@ -165,12 +165,17 @@ async def _settle(
         return store.record(
             GroupEvent("connected", group_id, who, text=f"connection accepted by {who}")
         )
+    deleted = False
     with contextlib.suppress(RoostError):  # already deleted, or no longer ours to delete
         await client.request("DELETE", f"/v1/groups/{b64u(group_id)}")
+        deleted = True
     event = store.record(
         GroupEvent(
             "removed", group_id, who, text=f"connection request rejected by {who}: group deleted"
         )
     )
-    store.forget(group_id)
+    if not deleted:
+        store.forget(group_id)
+    # Else the DS's group_deleted notice, the last item of the group's queue, forgets it (and
+    # so the queue is deleted once that notice is read).
     return event
