@@ -70,7 +70,10 @@ def test_each_conversation_has_its_own_queue_and_leaving_deletes_it(web_server, 
         pair, grouped = queues[n][other], queues[n][group]
         assert pair is not None and grouped is not None and pair != grouped
         # The server ties each queue to one group; the two groups differ.
-        pair_groups, group_groups = groups_of_queue(db_path, pair), groups_of_queue(db_path, grouped)
+        pair_groups, group_groups = (
+            groups_of_queue(db_path, pair),
+            groups_of_queue(db_path, grouped),
+        )
         assert len(pair_groups) == 1 and len(group_groups) == 1
         assert pair_groups != group_groups
         # Both queues were made while the socket was open: added by subscribe frames.
