@@ -116,6 +116,8 @@ export class Messenger {
   private direct: number | undefined;
   /** Starts of conversations that failed part-way, by peer (in this page's memory). */
   private readonly starting = new Map<string, Starting>();
+  /** Made without a saved record (a new device). */
+  private readonly fresh: boolean;
   /** Set by stop(): nothing more is written to the vault (e.g. after the account was deleted). */
   private stopped = false;
   /** The homeserver's encoded ExternalSender entry: the key that signs its notices. */
@@ -133,6 +135,7 @@ export class Messenger {
   ) {
     this.credentials = new Credentials(session.api, session.domain, session.identity.certificates);
     useAuthService(this.credentials.authService);
+    this.fresh = saved === undefined;
     if (saved === undefined) return;
     for (const c of saved.conversations) this.conversations.set(c.id, c);
     for (const i of saved.invitations) this.invitations.set(i.connectionId, i);
@@ -145,6 +148,8 @@ export class Messenger {
   /** The socket, serving each conversation's queue (and an older page's shared queue). */
   async start(): Promise<void> {
     const api = this.session.api;
+    // A new device is written at once: a reload resumes it even before any conversation.
+    if (this.fresh) await this.save();
     if (this.queueId !== "" && this.queueKey === "") {
       // Saved by an older page: the queue predates keys, and its creator may claim one, once.
       try {
