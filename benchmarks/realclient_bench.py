@@ -206,12 +206,15 @@ async def listen_groups(m: Member, t: Tracker, stop: asyncio.Event) -> None:
 
 
 async def listen_raw(m: Member, t: Tracker, stop: asyncio.Event) -> None:
-    queue_id = m.groups.queue_id
+    group = m.group
+    gid = group.group_id
+    queue = m.groups.queue_of(gid)  # the membership's own queue
+    assert queue is not None
+    queue_id = queue.id
     cursors = m.groups.store.cursors
-    rt = Realtime(m.client, positions={queue_id: cursors.queue_after})
+    rt = Realtime(m.client, positions={queue_id: cursors.after(gid)})
     await rt.connect()
     t.connected.add(id(m))
-    group = m.group
     try:
         while not stop.is_set():
             try:
@@ -228,8 +231,8 @@ async def listen_raw(m: Member, t: Tracker, stop: asyncio.Event) -> None:
                 if received.kind == "application":
                     t.decrypted(received.data)
             await rt.ack({queue_id: delivery.last_seq}, wait=False)
-            cursors.queue_after = delivery.last_seq  # so a later ``groups`` phase resumes here
-        await rt.ack({queue_id: cursors.queue_after})  # committed before the socket closes
+            cursors.advance(gid, delivery.last_seq)  # so a later ``groups`` phase resumes here
+        await rt.ack({queue_id: cursors.after(gid)})  # committed before the socket closes
     finally:
         await rt.close()
 
@@ -237,9 +240,12 @@ async def listen_raw(m: Member, t: Tracker, stop: asyncio.Event) -> None:
 async def listen_opaque(m: Member, t: Tracker, stop: asyncio.Event) -> None:
     """ds_bench's lean receiver: a raw WebSocket, only (group, seq) parsed from each frame,
     one ack per frame not waited for; nothing decrypted."""
-    queue_id = m.groups.queue_id
+    gid = m.group.group_id
+    queue = m.groups.queue_of(gid)  # the membership's own queue
+    assert queue is not None
+    queue_id = queue.id
     cursors = m.groups.store.cursors
-    async with raw_realtime(m.client, queue_id, cursors.queue_after) as ws:
+    async with raw_realtime(m.client, queue_id, cursors.after(gid)) as ws:
         t.connected.add(id(m))
         ack_head = '{"type":"ack","queues":{"' + queue_id + '":'
         while not stop.is_set():
@@ -256,8 +262,8 @@ async def listen_opaque(m: Member, t: Tracker, stop: asyncio.Event) -> None:
             for key in items:
                 t.seq_arrived(key, now)
             await ws.send(f"{ack_head}{last}}}}}")
-            cursors.queue_after = last  # so a later phase resumes here
-        await ws.send(f"{ack_head}{cursors.queue_after}}}}}")
+            cursors.advance(gid, last)  # so a later phase resumes here
+        await ws.send(f"{ack_head}{cursors.after(gid)}}}}}")
 
 
 def listening(m: Member, api: str, t: Tracker) -> bool:

@@ -43,6 +43,32 @@ async def test_group_queue_key_is_saved_next_to_its_id(tmp_path):
     await client.aclose()
 
 
+async def test_each_groups_queue_is_saved_with_its_position_and_retired_when_it_ends(tmp_path):
+    home = Home(tmp_path)
+    client = _client(home)
+    store = GroupStore(client)
+    one, two = b"one@localhost", b"two@localhost"
+    store.set_queue(one, GroupQueue(QID, KEY))
+    store.set_queue(two, GroupQueue(OTHER, "o" * 43))
+    store.cursors.advance(one, 5)
+    store.cursors.joining[b"three@localhost"] = GroupQueue("j" * 22, "j" * 43)
+    store.save_cursors()
+    again = GroupStore(client)
+    c = again.cursors
+    assert c.queue is None and c.queue_of(one) == GroupQueue(QID, KEY)
+    assert (c.after(one), c.after(two)) == (5, 0)
+    assert c.group_of_queue(OTHER) == two
+    assert c.joining == {b"three@localhost": GroupQueue("j" * 22, "j" * 43)}
+    again.forget(one)  # the membership ended: its queue is to be deleted
+    assert c.queue_of(one) is None and c.retired == {QID: GroupQueue(QID, KEY)}
+    c.advance(two, 3)
+    again.set_queue(two, GroupQueue(OTHER, "o" * 43))  # the same queue (a resync): read on
+    assert c.after(two) == 3 and OTHER not in c.retired
+    again.save_cursors()
+    assert GroupStore(client).cursors.retired == {QID: GroupQueue(QID, KEY)}
+    await client.aclose()
+
+
 async def test_a_home_from_before_queue_keys_loads_with_the_key_unclaimed(tmp_path):
     home = Home(tmp_path)
     client = _client(home)
@@ -143,3 +169,37 @@ async def test_subscribe_adds_a_queue_made_after_connecting():
             assert rt.queue_keys == {QID: KEY}  # a refused queue is not asked for again
         await client.aclose()
     assert hellos[0]["queue_keys"] == {}
+
+
+async def test_a_client_in_many_groups_presents_its_keys_in_frames_of_500():
+    """One queue per group: a client in 1200 groups names 500 in ``hello`` (a client frame
+    may be 64 KiB) and the rest in ``subscribe`` frames, each below that limit."""
+    frames: list[dict] = []
+    sizes: list[int] = []
+
+    async def handler(ws) -> None:
+        raw = await ws.recv()
+        sizes.append(len(raw))
+        hello = json.loads(raw)
+        frames.append(hello)
+        await ws.send(json.dumps({"type": "ready", "queues": list(hello["queue_keys"])}))
+        async for raw in ws:
+            m = json.loads(raw)
+            if m["type"] == "subscribe":
+                sizes.append(len(raw))
+                frames.append(m)
+                answer = {"type": "subscribed", "queues": list(m["queue_keys"]), "id": m["id"]}
+                await ws.send(json.dumps(answer))
+
+    keys = {f"{i:022d}": "k" * 43 for i in range(1200)}
+    positions = {q: 10**9 + i for i, q in enumerate(keys)}
+    async with serve(handler, "127.0.0.1", 0) as server:
+        client = _client(port=server.sockets[0].getsockname()[1])
+        async with Realtime(client, queue_keys=keys, positions=positions) as rt:
+            assert sorted(rt.accepted) == sorted(keys)
+        await client.aclose()
+    assert [f["type"] for f in frames] == ["hello", "subscribe", "subscribe"]
+    assert [len(f["queue_keys"]) for f in frames] == [500, 500, 200]
+    assert {q for f in frames for q in f["queue_keys"]} == set(keys)
+    assert all(f["queues"] == {q: positions[q] for q in f["queue_keys"]} for f in frames)
+    assert max(sizes) < 64 * 1024

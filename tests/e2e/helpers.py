@@ -75,3 +75,32 @@ async def sync_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"no matching event within {timeout}s; saw {m.seen[-5:]}")
         await asyncio.sleep(0.1)
+
+
+async def as_an_old_home(m: Member) -> str:
+    """Turn ``m``'s home into one an older version wrote: one queue shared by all the groups it
+    holds (each group's leaf registered on it, their own queues gone). Returns its id; the
+    caller opens the home again (``m`` is closed)."""
+    import json
+
+    from roost.client.groups import group_path
+
+    store = m.groups.store
+    shared = await m.client.new_queue()
+    for gid, own in sorted(store.cursors.group_queues.items()):
+        await m.client.request(
+            "PUT",
+            f"/v1/groups/{group_path(gid)}/queue",
+            json={"queue_id": shared.id},
+            headers=shared.headers,
+        )
+        await m.client.delete_queue(own)
+    assert m.client.home is not None
+    path = m.client.home.path / "group_client.json"
+    saved = json.loads(path.read_text())
+    for key in ("group_queues", "retired"):
+        saved.pop(key, None)
+    saved.update(queue_id=shared.id, queue_key=shared.key, queue_after=0)
+    path.write_text(json.dumps(saved))
+    await m.client.aclose()
+    return shared.id

@@ -140,8 +140,7 @@ async def test_malformed_extension_at_creation_is_refused(users, case):
         _resigned(alice, group.group_info(with_tree=True), gi=gi_edit, gc=gc_edit),
         group.tree.to_bytes(),
     )
-    queue = await alice.groups.own_queue()
-    assert queue is not None
+    queue = await alice.client.new_queue()  # a queue for the membership, as the library makes
     params = {"queue_id": queue.id, "external_join": "true"}
     with pytest.raises(RoostError) as refused:
         await alice.client.request(

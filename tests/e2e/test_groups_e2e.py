@@ -335,7 +335,7 @@ async def test_a_leave_outlives_a_commit_that_left_it_out(users):
         await carol.groups.info(gid)
     assert refused.value.code == "not_member"
     # Her own proposal came back as the last item for her; nothing after her leave did.
-    queue = await carol.client.fetch_queue(carol.groups.store.cursors.queue_id, 0)
+    queue = await carol.client.fetch_queue(carol.groups.queue_of(gid), 0)
     assert [QueueItem.decode(m.payload).group_seq for m in queue.messages] == [left_at]
 
 

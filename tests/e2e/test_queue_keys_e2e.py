@@ -13,9 +13,9 @@ import pytest
 
 from roost.client import Home, RoostClient, RoostError
 from roost.client.groups import GroupEvent, Groups
-from roost.protocol.base64url import unb64u
+from roost.protocol.base64url import b64u, unb64u
 
-from .helpers import Member, connect, member, new_member
+from .helpers import Member, as_an_old_home, connect, member, new_member
 
 
 async def _until(pred: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -57,8 +57,7 @@ async def _bob_in_a_group(users, home: Home) -> tuple[Member, Member, bytes]:
 async def test_a_home_from_before_queue_keys_claims_its_key_and_receives(users, server, tmp_path):
     home = Home(tmp_path / "bob")
     alice, bob, gid = await _bob_in_a_group(users, home)
-    queue_id = bob.groups.queue_id
-    await bob.client.aclose()
+    queue_id = await as_an_old_home(bob)  # one queue for all groups, as before
 
     # The upgrade: the server's queue loses its key, bob's home is as an older version wrote it.
     await _as_before_queue_keys(server, queue_id, bob.client.client_uuid)
@@ -108,11 +107,11 @@ async def test_a_home_from_before_queue_keys_claims_its_key_and_receives(users, 
 
 async def test_a_wrong_queue_key_is_an_error_not_silence(users, tmp_path):
     home = Home(tmp_path / "bob")
-    _alice, bob, _gid = await _bob_in_a_group(users, home)
+    _alice, bob, gid = await _bob_in_a_group(users, home)
     await bob.client.aclose()
     cursors_file = home.path / "group_client.json"
     saved = json.loads(cursors_file.read_text())
-    saved["queue_key"] = "A" * 43  # 32 zero bytes: not this queue's key
+    saved["group_queues"][b64u(gid)]["key"] = "A" * 43  # 32 zero bytes: not this queue's key
     cursors_file.write_text(json.dumps(saved))
 
     groups = Groups(users.track(RoostClient.open(home.path)))
@@ -127,8 +126,7 @@ async def test_two_processes_on_an_old_home_both_end_with_the_key(users, server,
     and the one refused finds it in the home, saved there by the other."""
     home = Home(tmp_path / "bob")
     alice, bob, gid = await _bob_in_a_group(users, home)
-    queue_id = bob.groups.queue_id
-    await bob.client.aclose()
+    queue_id = await as_an_old_home(bob)  # one queue for all groups, as before
     await _as_before_queue_keys(server, queue_id, bob.client.client_uuid)
     cursors_file = home.path / "group_client.json"
     saved = json.loads(cursors_file.read_text())

@@ -73,7 +73,7 @@ async def test_websocket_delivery_with_reconnect_and_resume(users):
     assert seqs == sorted(seqs) and len(set(seqs)) == 40
     assert [(e.sender) for e in got] == [alice.client_id] * 40
     # Acked: nothing is left in bob's queue.
-    page = await bob.client.fetch_queue(bob.groups.queue_id)
+    page = await bob.client.fetch_queue(bob.groups.queue_of(gid))
     assert page.messages == ()
 
 

@@ -139,7 +139,10 @@ async def test_resync_that_loses_the_epoch_builds_again(users):
                 await carol.groups.update(gid)
             return out
 
-    racing = CarolCommitsFirst(bob.client, bob.groups.store, bob.groups._sync.ensure_queue)
+    sync = bob.groups._sync
+    racing = CarolCommitsFirst(
+        bob.client, bob.groups.store, sync.queue_for_rejoin, sync.adopt, sync.abandon
+    )
     bob.groups._sync.resync = racing
     event = await bob.groups.resync(gid)
     assert racing.built == 2  # 409 epoch_conflict, then built again on the new GroupInfo
@@ -244,7 +247,7 @@ async def _external_commit(m: Member, gid: bytes, remove_prior: int) -> bytes:
 
 
 async def _refused(m: Member, gid: bytes, body: bytes) -> tuple[int, str]:
-    queue = await m.groups._sync.ensure_queue()
+    queue = await m.client.new_queue()
     with pytest.raises(RoostError) as e:
         await m.client.request(
             "POST",

@@ -205,7 +205,8 @@ async def test_remote_group_unknown_and_queue_not_owned(fed: Federation):
     # the member's own server: not another client's queue, with no key or with bob's own.
     other = await new(fed, B, "other")
     foreign = await other.client.create_queue()
-    bobs = await bob.groups._sync.ensure_queue()
+    bobs = bob.groups.queue_of(gid)
+    assert bobs is not None
     for headers in (None, bobs.headers):
         with pytest.raises(RoostError) as err:
             await bob.client.request(

@@ -24,7 +24,7 @@ async def test_items_released_by_an_interrupted_join_wait_for_the_welcome(fed: F
     await alice.groups.send(gid, "before you joined")  # held at a.test for bob's new leaf
 
     # bob's first join attempt registers his queue at the DS; its answer never reaches him.
-    queue = await bob.groups._sync.ensure_queue()
+    queue = await bob.groups._sync.new_queue(gid)  # the membership's queue, as a join makes
     await bob.client.request(
         "PUT",
         f"/v1/groups/{group_path(gid)}/queue",
@@ -75,7 +75,7 @@ async def test_a_stale_state_does_not_read_the_new_membership_before_its_welcome
     await alice.groups.invite(gid, [bob.user_id])
     await alice.groups.send(gid, "after you were added again")  # held for bob's new leaf
 
-    queue = await bob.groups._sync.ensure_queue()
+    queue = await bob.groups._sync.new_queue(gid)  # the membership's queue, as a join makes
     await bob.client.request(
         "PUT",
         f"/v1/groups/{group_path(gid)}/queue",
@@ -83,12 +83,7 @@ async def test_a_stale_state_does_not_read_the_new_membership_before_its_welcome
         headers=queue.headers,
     )
     deadline = time.monotonic() + TIMEOUT
-    while not [
-        m
-        for m in (
-            await bob.client.fetch_queue(queue, bob.groups.store.cursors.queue_after)
-        ).messages
-    ]:
+    while not [m for m in (await bob.client.fetch_queue(queue, 0)).messages]:
         assert time.monotonic() < deadline, "the held message never reached bob's queue"
         await asyncio.sleep(0.2)
 

@@ -32,10 +32,10 @@ async def test_events_of_a_sync_whose_auto_commit_fails_are_not_lost(fed: Federa
 
     await carol.groups.leave(gid)
     await alice.groups.send(gid, "read before the failure")
-    queue_id = bob.groups.store.cursors.queue_id
+    queue = bob.groups.queue_of(gid)
+    assert queue is not None
     while (
-        len((await bob.client.fetch_queue(queue_id, bob.groups.store.cursors.queue_after)).messages)
-        < 2
+        len((await bob.client.fetch_queue(queue, bob.groups.store.cursors.after(gid))).messages) < 2
     ):
         assert time.monotonic() < deadline, "the items never reached bob's queue"
         await asyncio.sleep(0.2)

@@ -61,7 +61,8 @@ async def test_message_processed_when_the_socket_drops_before_its_ack_is_still_r
         listener = asyncio.create_task(bob.groups.listen(events.append, stop=stop, max_backoff=1))
         await wait_until(lambda: bob.groups.realtime is not None)
         rt = bob.groups.realtime
-        assert rt is not None and bob.groups.queue_id
+        queue = bob.groups.queue_of(gid)  # the membership's own queue
+        assert rt is not None and queue is not None
 
         def texts() -> list[str]:
             return [e.message for e in events if e.kind == "message" and e.group_id == gid]
@@ -70,7 +71,7 @@ async def test_message_processed_when_the_socket_drops_before_its_ack_is_still_r
         # store (held here) before processing it.
         async with bob.groups.store.lock:
             await alice.groups.send(gid, "first", message_id="m1")
-            await wait_until(lambda: rt.positions.get(bob.groups.queue_id, 0) > 0)
+            await wait_until(lambda: rt.positions.get(queue.id, 0) > 0)
             # The homeserver dies meanwhile: the socket is closed when Bob acks.
             assert own_server.proc is not None
             os.kill(own_server.proc.pid, signal.SIGKILL)

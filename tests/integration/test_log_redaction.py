@@ -55,7 +55,9 @@ async def test_debug_logs_hold_no_secrets(debug_server: ServerProcess) -> None:
         await alice.fetch_queue(queue_id)  # the queue key in a request header
         groups = Groups(alice)
         group = await groups.create()  # POST /v1/groups?queue_id=<its queue id>, its key
-        group_queue = groups.queue_id
+        own = groups.queue_of(group.group_id)  # the membership's own queue
+        assert own is not None
+        group_queue = own.id
         queue_keys = alice.queue_keys()  # both queues' keys, as the hello frame carries them
         assert set(queue_keys) == {queue_id, group_queue}
         async with Realtime(alice, positions={queue_id: 0}) as rt:  # upgrade + hello frame
@@ -147,7 +149,9 @@ async def test_info_logs_tie_no_group_to_anyone(
         sent = [await a_groups.send(gid, f"secret text {i}") for i in range(3)]
         keys = {**alice.queue_keys(), **bob.queue_keys()}
         assert len(keys) == 3  # alice's two queues and bob's group queue
-        async with Realtime(bob, positions={b_groups.queue_id: 0}) as rt:
+        a_queue, b_queue = a_groups.queue_of(gid), b_groups.queue_of(gid)
+        assert a_queue is not None and b_queue is not None
+        async with Realtime(bob, positions={b_queue.id: 0}) as rt:
             await rt.receive(timeout=10)  # the upgrade and the hello frame
         events = await b_groups.sync()
         assert [e.message for e in events if e.kind == "message"] == [
@@ -158,8 +162,8 @@ async def test_info_logs_tie_no_group_to_anyone(
             "bob's token": await bob.bearer_token(),
             "second token": await second.bearer_token(),
             "queue id": queue_id,
-            "alice's group queue": a_groups.queue_id,
-            "bob's group queue": b_groups.queue_id,
+            "alice's group queue": a_queue.id,
+            "bob's group queue": b_queue.id,
             "queue payload": payload.decode(),
             **{f"queue key {i}": key for i, key in enumerate(keys.values())},
             "push endpoint": sub["endpoint"],

@@ -79,11 +79,15 @@ class GroupResync:
         self,
         client: RoostClient,
         store: GroupStore,
-        ensure_queue: Callable[[], Awaitable[GroupQueue]],
+        queue_for: Callable[[bytes], Awaitable[GroupQueue]],
+        adopt: Callable[[bytes, GroupQueue], None],
+        abandon: Callable[[bytes, GroupQueue, BaseException | None], None],
     ) -> None:
         self.client = client
         self.store = store
-        self.ensure_queue = ensure_queue
+        self.queue_for = queue_for  # the group's queue, or a new one (not registered yet)
+        self.adopt = adopt  # the DS took it
+        self.abandon = abandon  # the DS did not: a new one is deleted
 
     async def rejoin(self, group_id: bytes, reason: str, *, kind: str = "resynced") -> GroupEvent:
         """Rejoin from the DS's current state; on ``409 epoch_conflict`` (someone committed
@@ -91,7 +95,32 @@ class GroupResync:
         Returns the ``resynced`` event (``joined`` for a first join whose Welcome could not be
         used), kept in the history."""
         path = f"/v1/groups/{b64u(group_id)}"
-        queue = await self.ensure_queue()
+        queue = await self.queue_for(group_id)
+        try:
+            group, seq = await self._submit(path, queue)
+        except BaseException as e:
+            self.abandon(group_id, queue, e)
+            raise
+        self.adopt(group_id, queue)
+        self.store.keep(group)
+        # A Welcome older than our rejoin (still waiting in the direct queue) is passed over.
+        self.store.reached(group_id, seq)
+        self.store.save_cursors()
+        return self.store.record(
+            GroupEvent(
+                kind,
+                group_id,
+                self.client.client_id,
+                epoch=group.epoch,
+                group_seq=seq,
+                text=f"{'joined' if kind == 'joined' else 'rejoined'} the group at epoch "
+                f"{group.epoch} ({reason})",
+            )
+        )
+
+    async def _submit(self, path: str, queue: GroupQueue) -> tuple[Group, int]:
+        """Our external commit, built again on ``409 epoch_conflict``; the new state and the
+        commit's ``group_seq``."""
         for attempt in range(RESYNC_RETRIES + 1):
             group, commit = await self._build(path)
             try:
@@ -107,22 +136,7 @@ class GroupResync:
                 if e.code != "epoch_conflict" or attempt == RESYNC_RETRIES:
                     raise
                 continue
-            self.store.keep(group)
-            seq = int(resp.json().get("group_seq", 0))
-            # A Welcome older than our rejoin (still waiting in the direct queue) is passed over.
-            self.store.reached(group_id, seq)
-            self.store.save_cursors()
-            return self.store.record(
-                GroupEvent(
-                    kind,
-                    group_id,
-                    self.client.client_id,
-                    epoch=group.epoch,
-                    group_seq=seq,
-                    text=f"{'joined' if kind == 'joined' else 'rejoined'} the group at epoch "
-                    f"{group.epoch} ({reason})",
-                )
-            )
+            return group, int(resp.json().get("group_seq", 0))
         raise AssertionError("unreachable")
 
     async def _build(self, path: str) -> tuple[Group, bytes]:

@@ -1,7 +1,7 @@
 """Where a client's group states live: MLS group states saved in the home
 (``groups/<id>.mls``) and loaded under the client's credential policy; for ``Groups``, the
-states in use, which of them received items not saved yet, the group-queue cursors
-(``group_client.json``) and the history of what happened."""
+states in use, which of them received items not saved yet, the group queues and their cursors
+(``group_client.json``: one queue per membership) and the history of what happened."""
 
 from __future__ import annotations
 
@@ -45,8 +45,13 @@ class GroupStates(CredentialChecks):
 
 @dataclass(slots=True)
 class Cursors:
-    """This client's group-message queue (its id and key) and how far it has processed it and
-    the direct queue."""
+    """This client's group-message queues (id and key; one per group membership, so that a
+    stored queue holds the items of one group only) and how far it has processed each of them
+    and the direct queue.
+
+    ``queue``/``queue_after``: the one queue a home from before shared among all its groups
+    (None in a newer home). The groups registered on it stay there; every newer membership
+    gets a queue of its own, and the shared queue is deleted once no held group uses it."""
 
     queue: GroupQueue | None = None
     queue_after: int = 0
@@ -64,10 +69,48 @@ class Cursors:
     # (hidden from the caller) to read what was sent before the leave, until the DS hands our
     # proposal back as the last item for us.
     leaving: dict[bytes, int] = field(default_factory=dict)
+    # Each membership's own queue and the last seq processed in it, by group.
+    group_queues: dict[bytes, GroupQueue] = field(default_factory=dict)
+    group_after: dict[bytes, int] = field(default_factory=dict)
+    # Queues of memberships that ended, to delete (kept until the server confirms).
+    retired: dict[str, GroupQueue] = field(default_factory=dict)
+    # Queues made for a join not done yet, by group: a retry registers the same one (a
+    # registration whose answer was lost may have filled it already).
+    joining: dict[bytes, GroupQueue] = field(default_factory=dict)
 
     @property
     def queue_id(self) -> str:
         return self.queue.id if self.queue is not None else ""
+
+    def queue_of(self, group_id: bytes) -> GroupQueue | None:
+        """The queue that brings a group's items: its own, else the shared one of an old home."""
+        return self.group_queues.get(group_id, self.queue)
+
+    def after(self, group_id: bytes | None) -> int:
+        """The last seq processed in a group's own queue (None: the shared queue)."""
+        if group_id is None:
+            return self.queue_after
+        return self.group_after.get(group_id, 0)
+
+    def advance(self, group_id: bytes | None, seq: int) -> None:
+        if group_id is None:
+            self.queue_after = seq
+        elif group_id in self.group_queues:
+            self.group_after[group_id] = seq
+
+    def group_of_queue(self, queue_id: str) -> bytes | None:
+        """The group whose own queue this is (None: none, or the shared queue)."""
+        for gid, q in self.group_queues.items():
+            if q.id == queue_id:
+                return gid
+        return None
+
+    def all_queues(self) -> dict[str, tuple[GroupQueue, int]]:
+        """Every queue that brings items (the shared one too), by id, with its position."""
+        out = {q.id: (q, self.group_after.get(g, 0)) for g, q in self.group_queues.items()}
+        if self.queue is not None:
+            out[self.queue.id] = (self.queue, self.queue_after)
+        return out
 
 
 class GroupStore:
@@ -110,8 +153,22 @@ class GroupStore:
                 },
                 group_seqs={unb64u(k): int(v) for k, v in d.get("group_seqs", {}).items()},
                 leaving={unb64u(k): int(v) for k, v in d.get("leaving", {}).items()},
+                group_queues={
+                    unb64u(k): GroupQueue(str(v["id"]), str(v["key"]))
+                    for k, v in d.get("group_queues", {}).items()
+                },
+                group_after={
+                    unb64u(k): int(v.get("after", 0)) for k, v in d.get("group_queues", {}).items()
+                },
+                retired={
+                    str(k): GroupQueue(str(k), str(v)) for k, v in d.get("retired", {}).items()
+                },
+                joining={
+                    unb64u(k): GroupQueue(str(v["id"]), str(v["key"]))
+                    for k, v in d.get("joining", {}).items()
+                },
             )
-        except (OSError, ValueError, TypeError, IndexError) as e:
+        except (OSError, ValueError, TypeError, IndexError, KeyError) as e:
             raise StateError(f"unreadable {path}: {e}") from e
 
     def saved_queue(self) -> GroupQueue | None:
@@ -134,6 +191,12 @@ class GroupStore:
             "received": {k: [u, b64u(w)] for k, (u, w) in sorted(c.received.items())},
             "group_seqs": {b64u(k): v for k, v in sorted(c.group_seqs.items())},
             "leaving": {b64u(k): v for k, v in sorted(c.leaving.items())},
+            "group_queues": {
+                b64u(g): {"id": q.id, "key": q.key, "after": c.group_after.get(g, 0)}
+                for g, q in sorted(c.group_queues.items())
+            },
+            "retired": {q.id: q.key for q in c.retired.values()},
+            "joining": {b64u(g): {"id": q.id, "key": q.key} for g, q in sorted(c.joining.items())},
         }
         _write_private(path, json.dumps(data).encode())
 
@@ -200,7 +263,26 @@ class GroupStore:
         self.cursors.leaving[group_id] = group_seq
         self.save_cursors()
 
+    def set_queue(self, group_id: bytes, queue: GroupQueue) -> None:
+        """The membership's queue from now on, read from its start. A queue the group had
+        before (an earlier membership's) is retired: deleted once the caller has a moment."""
+        c = self.cursors
+        old = c.group_queues.get(group_id)
+        c.retired.pop(queue.id, None)
+        if old is not None and old.id == queue.id:
+            return  # kept (a resync): read on from where we are
+        if old is not None:
+            c.retired[old.id] = old
+        c.group_queues[group_id] = queue
+        c.group_after[group_id] = 0
+
     def forget(self, group_id: bytes) -> None:
+        """The membership ended (left, removed, deleted): its state goes and its queue is
+        retired (deleted by ``GroupSync`` after the batch that ended it, outside the lock)."""
+        queue = self.cursors.group_queues.pop(group_id, None)
+        self.cursors.group_after.pop(group_id, None)
+        if queue is not None:
+            self.cursors.retired[queue.id] = queue
         self.cursors.group_seqs.pop(group_id, None)
         self.cursors.leaving.pop(group_id, None)
         self.dirty.discard(group_id)

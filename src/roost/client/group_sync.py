@@ -1,14 +1,19 @@
 """Keeping a client's groups in sync (docs/api.md, "What member queues receive" and "Welcome
 delivery and joining"): joining from the Welcomes in the direct queue, processing the
-``RoostQueueItem``s of our group queue in order (MLS messages and signed homeserver notices),
-acking what was processed, and listening over the realtime socket with reconnects."""
+``RoostQueueItem``s of our group queues in order (MLS messages and signed homeserver notices),
+acking what was processed, and listening over the realtime socket with reconnects.
+
+Each membership has a queue of its own (made right before the DS registers it; deleted once
+the membership ended), so a stored queue holds one group's items only. A home from before
+has one queue shared by the groups registered on it: it is read first on every sync, and
+deleted once no group we hold uses it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import replace
 
 from roost.mls.constants import SenderType
@@ -52,6 +57,9 @@ WELCOME_RETRY_FIRST = 1.0
 WELCOME_RETRY_MAX = 60.0
 # After a refused key claim: when to look in the home for the key another process claimed.
 CLAIM_REREAD_WAITS = (0.0, 0.5, 1.5)
+# How long a pushed delivery for a queue still being registered (by another task) waits for
+# the registration to finish before it is left to the next sync.
+REGISTERING_WAIT = 10.0
 
 
 def _waiting_welcomes(events: Iterable[DirectEvent]) -> dict[bytes, int]:
@@ -89,7 +97,7 @@ class GroupSync:
         self.store = store
         self.server_keys = server_keys
         self.realtime: Realtime | None = None  # the live realtime connection while listening
-        self.resync = GroupResync(client, store, self.ensure_queue)
+        self.resync = GroupResync(client, store, self.queue_for_rejoin, self.adopt, self.abandon)
         # While a Welcome waits for a passing failure to clear: when to try again (monotonic
         # time) and the next wait. Pushed direct events are left for that retry meanwhile.
         self.welcome_retry_at: float | None = None
@@ -107,11 +115,12 @@ class GroupSync:
         self._unreported: list[GroupEvent] = []
         self._unreported_ready = asyncio.Event()  # wakes a polling listener (a commit caught up)
         self._joins = 0  # groups joined from Welcomes so far (what a pass joined: the difference)
-        # One queue set-up at a time: two would make two queues, or claim a key twice (the
-        # second claim fails: the server hands a key out once).
+        # One key claim at a time (the second claim fails: the server hands a key out once).
         self._queue_lock = asyncio.Lock()
-        if store.cursors.queue is not None:
-            client.hold_queue(store.cursors.queue)  # ``fetch_queue(queue_id)`` finds its key
+        # Queues made for a membership whose registration is under way (not deleted meanwhile).
+        self._registering: set[str] = set()
+        for queue, _ in store.cursors.all_queues().values():
+            client.hold_queue(queue)  # ``fetch_queue(queue_id)`` finds its key
 
     def take_unreported(self) -> list[GroupEvent]:
         """The events processed since the last hand-out, oldest first (and forget them)."""
@@ -177,103 +186,249 @@ class GroupSync:
             "not hold it",
         ) from refused
 
-    async def ensure_queue(self) -> GroupQueue:
-        """Our group queue with its key, made now if we have none."""
-        queue = await self.own_queue()
-        if queue is not None:
-            return queue
-        async with self._queue_lock:
-            cursors = self.store.cursors
-            if cursors.queue is None:
-                cursors.queue = await self.client.new_queue()
-                cursors.queue_after = 0
-                self.store.save_cursors()
-            return cursors.queue
+    async def new_queue(self, group_id: bytes) -> GroupQueue:
+        """A queue for a membership of ``group_id`` about to be registered with the DS. Until
+        ``adopt`` it is kept in the home as the group's joining queue: a retry of the join
+        registers the same one (a lost answer may hide that the DS took it and released
+        items into it); a final refusal retires it (``abandon``). A live realtime socket
+        serves it before the DS can fill it."""
+        cursors = self.store.cursors
+        queue = cursors.joining.get(group_id)
+        if queue is None:
+            queue = await self.client.new_queue()
+            cursors.joining[group_id] = queue
+            self.store.save_cursors()
+        self.client.hold_queue(queue)
+        self._registering.add(queue.id)
+        try:
+            await self._serve(queue)
+        except BaseException:
+            self.abandon(group_id, queue, None)  # refused on the socket: not used
+            raise
+        return queue
+
+    def adopt(self, group_id: bytes, queue: GroupQueue) -> None:
+        """The DS took ``queue`` for our membership of ``group_id`` (the caller saves)."""
+        self._registering.discard(queue.id)
+        cursors = self.store.cursors
+        if cursors.joining.get(group_id) == queue:
+            del cursors.joining[group_id]
+        if queue.id != cursors.queue_id:
+            self.store.set_queue(group_id, queue)
+
+    def abandon(self, group_id: bytes, queue: GroupQueue, error: BaseException | None) -> None:
+        """The registration failed. A passing failure (``error`` a transport error, a 5xx...)
+        keeps the joining queue for the retry; otherwise it is retired (deleted later)."""
+        self._registering.discard(queue.id)
+        cursors = self.store.cursors
+        if cursors.joining.get(group_id) != queue:
+            return  # adopted, or the group's own queue (a resync)
+        if isinstance(error, RoostError) and transient_welcome_error(error):
+            return
+        del cursors.joining[group_id]
+        cursors.retired[queue.id] = queue
+        self.store.save_cursors()
+
+    @contextlib.asynccontextmanager
+    async def registering(self, group_id: bytes, queue: GroupQueue) -> AsyncIterator[None]:
+        """While the caller registers ``queue`` (a new group, an external join: no retry);
+        adopted inside, or else retired."""
+        try:
+            yield
+        finally:
+            self.abandon(group_id, queue, None)
+
+    async def _serve(self, queue: GroupQueue) -> None:
+        """Have the live realtime socket (if any) serve ``queue``. A socket lost meanwhile
+        presents it in its next ``hello`` (or the reconnect's ``subscribe``)."""
+        rt = self.realtime
+        if rt is None or queue.id in rt.queue_keys:
+            return
+        with contextlib.suppress(RealtimeClosed):
+            await rt.subscribe({queue.id: queue.key}, {queue.id: 0})
+
+    async def queue_for_rejoin(self, group_id: bytes) -> GroupQueue:
+        """The queue a rejoin registers: the group's own; for a group an old home holds on
+        its shared queue, that one; else (a first join by rejoin) a new one."""
+        cursors = self.store.cursors
+        own = cursors.group_queues.get(group_id)
+        if own is not None:
+            return own
+        shared = await self.own_queue()
+        if shared is not None and self.store.holds(group_id):
+            return shared
+        return await self.new_queue(group_id)
+
+    async def delete_retired(self) -> None:
+        """Delete the queues of memberships that ended (their last items are processed).
+        One that is gone already is forgotten; a passing failure leaves it for later."""
+        cursors = self.store.cursors
+        done = False
+        for qid, queue in list(cursors.retired.items()):
+            if qid in self._registering:
+                continue
+            try:
+                await self.client.delete_queue(queue)
+            except RoostError as e:
+                if e.status not in (403, 404):
+                    continue  # e.g. the server unreachable: the next pass tries again
+            cursors.retired.pop(qid, None)
+            done = True
+        if done:
+            self.store.save_cursors()
+
+    def _retire_shared_queue(self) -> None:
+        """The shared queue of an old home, read to its end: once no group we hold is on it
+        (each has a queue of its own), it is retired."""
+        cursors = self.store.cursors
+        shared = cursors.queue
+        if shared is None or not shared.claimed:
+            return
+        if any(g not in cursors.group_queues for g in self.store.local_group_ids()):
+            return
+        cursors.retired[shared.id] = shared
+        cursors.queue = None
+        cursors.queue_after = 0
+        self.store.save_cursors()
 
     # ---- polling -----------------------------------------------------------------------------
     async def sync(self, limit: int | None) -> list[GroupEvent]:
         """Handle the direct queue's events up to its first Welcome (connection answers),
-        process everything waiting in our group queue (in order), then join from the new
-        Welcomes, then process what joining brought (items held for the new leaves), acking
-        as we go. The queue comes before Welcomes: a membership's items reach our queue only
-        once its leaf is registered, so what waits there belongs to a membership older than
-        any Welcome waiting beside it (a client removed while away and added again reads its
-        old backlog on its old state before joining anew). Also returns the events of items
-        processed earlier whose hand-out an error cut short."""
+        process everything waiting in our group queues (each in order; an old home's shared
+        queue first), then join from the new Welcomes, then process what joining brought
+        (items held for the new leaves), acking as we go. The queues come before Welcomes: a
+        membership's items reach a queue only once its leaf is registered, so what waits there
+        belongs to a membership older than any Welcome waiting beside it (a client removed
+        while away and added again reads its old backlog on its old state before joining
+        anew). Then the queues of memberships that ended are deleted. Also returns the events
+        of items processed earlier whose hand-out an error cut short."""
         async with self.store.direct_lock:
             await self._sync_welcomes(until_welcome=True)  # e.g. connection answers
-            await self._drain_queue(limit)
+            await self._drain_queues(limit)
             # Again after a join (what the new leaves held) or where items waited for a
             # Welcome that is handled now.
             if await self._sync_welcomes() or self._queue_waits:
-                await self._drain_queue(limit)
+                await self._drain_queues(limit)
+            await self.delete_retired()
         return self.take_unreported()
 
-    async def _drain_queue(self, limit: int | None, *, locked: bool = False) -> None:
-        """Process what waits in our group queue, in order, acking as we go; stops before an
-        item that waits for a Welcome's retry (``_awaits_welcome``). ``locked``: the caller
-        holds the store's lock (a commit's catch-up)."""
-        cursors = self.store.cursors
-        queue = await self.own_queue()
-        if queue is None:
-            return
+    async def _drain_queues(self, limit: int | None) -> None:
+        """Every group queue in turn: the shared one of an old home first (it holds the older
+        items of the groups on it), then each membership's own."""
         self._queue_waits = False
+        shared = await self.own_queue()
+        if shared is not None and not await self._drain_queue(None, limit):
+            self._retire_shared_queue()  # read to its end
+        for group_id in sorted(self.store.cursors.group_queues):
+            if group_id in self.store.cursors.group_queues:  # not ended meanwhile
+                await self._drain_queue(group_id, limit)
+
+    async def _drain_welcome_groups(self, events: Iterable[DirectEvent]) -> None:
+        """Before (and after) joining from pushed Welcomes: the shared queue of an old home
+        and the queues of the groups they name (an old membership's backlog is read on the
+        old state first); the other queues come over the socket."""
+        self._queue_waits = False
+        if await self.own_queue() is not None and not await self._drain_queue(None, None):
+            self._retire_shared_queue()
+        named = {e.group_id for e in events if e.type == "welcome" and e.group_id}
+        for group_id in sorted(g for g in named if g in self.store.cursors.group_queues):
+            await self._drain_queue(group_id, None)
+
+    async def _drain_queue(
+        self, group_id: bytes | None, limit: int | None, *, locked: bool = False
+    ) -> bool:
+        """Process what waits in one group queue (``group_id``'s own, None: the shared one),
+        in order, acking as we go; stops before an item that waits for a Welcome's retry
+        (``_awaits_welcome``; then True). ``locked``: the caller holds the store's lock (a
+        commit's catch-up)."""
+        cursors = self.store.cursors
+        queue = cursors.queue if group_id is None else cursors.group_queues.get(group_id)
+        if queue is None:
+            return False
         while True:
-            page = await self.client.fetch_queue(queue, cursors.queue_after, limit=limit)
+            page = await self.client.fetch_queue(queue, cursors.after(group_id), limit=limit)
             if locked:
-                waiting = await self._process_page(page.messages)
+                waiting = await self._process_page(page.messages, group_id)
             else:
                 async with self.store.lock:
-                    waiting = await self._process_page(page.messages)
+                    waiting = await self._process_page(page.messages, group_id)
+            ended = group_id is not None and cursors.group_queues.get(group_id) != queue
+            if ended:
+                return False  # the membership ended: its queue is deleted, unacked
             if page.messages:
-                await self.client.ack_queue(queue, cursors.queue_after)
+                await self.client.ack_queue(queue, cursors.after(group_id))
             if waiting or not page.has_more or not page.messages:
-                return
+                return waiting
 
-    async def _process_page(self, messages: Iterable[QueueMessage]) -> bool:
+    async def _process_page(self, messages: Iterable[QueueMessage], group_id: bytes | None) -> bool:
         """One fetched page, under the store's lock: the items past the cursor in order, then
         the states and the cursor saved. True when it stopped before an item that waits."""
-        cursors = self.store.cursors
         waiting = False
         for m in messages:
-            if m.seq <= cursors.queue_after:
-                continue  # already processed (at-least-once delivery)
-            if self._awaits_welcome(m.payload):
+            if not await self._process_item(group_id, m.seq, m.payload):
                 waiting = self._queue_waits = True
                 break
-            self._unreported.extend(await self._handle_payload(m.payload))
-            cursors.queue_after = m.seq
         self.store.flush()
         return waiting
 
-    async def catch_up(self) -> None:
-        """Process everything waiting in our group queue, in order, while the caller holds the
-        store's lock: a commit must not leave messages of older epochs behind (the group keeps
-        only a few past epochs' secrets). The events wait for the next sync or listener."""
-        await self._drain_queue(None, locked=True)
+    async def _process_item(self, group_id: bytes | None, seq: int, payload: bytes) -> bool:
+        """One item of a group queue, unless at or below its cursor (at-least-once delivery).
+        False when it waits for a Welcome (the pass stops before it)."""
+        cursors = self.store.cursors
+        if seq <= cursors.after(group_id):
+            return True
+        if self._awaits_welcome(payload):
+            return False
+        self._unreported.extend(await self._handle_payload(payload))
+        cursors.advance(group_id, seq)
+        return True
+
+    async def catch_up(self, group_id: bytes) -> None:
+        """Process everything waiting in the queue that brings ``group_id``'s items, in order,
+        while the caller holds the store's lock: a commit must not leave messages of older
+        epochs behind (the group keeps only a few past epochs' secrets). The events wait for
+        the next sync or listener."""
+        cursors = self.store.cursors
+        if group_id in cursors.group_queues:
+            await self._drain_queue(group_id, None, locked=True)
+        elif await self.own_queue() is not None:
+            self._queue_waits = False
+            await self._drain_queue(None, None, locked=True)
         if self._unreported:
             self._unreported_ready.set()
 
-    async def handle_queue_messages(self, items: Iterable[tuple[int, bytes]]) -> list[GroupEvent]:
-        """Process items of our group queue; those at or below the processed cursor are skipped
-        (no duplicates). The changed group states and the cursor are saved once, after the
-        batch (states first, so a crash never skips an item)."""
-        await self._process_queue_items(items)
+    async def handle_queue_messages(
+        self, items: Iterable[tuple[int, bytes]], queue_id: str | None = None
+    ) -> list[GroupEvent]:
+        """Process items of one of our group queues (``queue_id``; None: the queue of the
+        first item's group); those at or below its processed cursor are skipped (no
+        duplicates). The changed group states and the cursor are saved once, after the batch
+        (states first, so a crash never skips an item)."""
+        items = list(items)
+        if queue_id is None and items:
+            try:
+                queue = self.store.cursors.queue_of(QueueItem.decode(items[0][1]).group_id)
+            except MLSError:
+                queue = self.store.cursors.queue
+            queue_id = queue.id if queue is not None else None
+        if queue_id is not None:
+            await self._process_queue_items(items, queue_id)
         return self.take_unreported()
 
-    async def _process_queue_items(self, items: Iterable[tuple[int, bytes]]) -> None:
+    async def _process_queue_items(self, items: Iterable[tuple[int, bytes]], queue_id: str) -> None:
         cursors = self.store.cursors
         async with self.store.lock:
+            group_id = cursors.group_of_queue(queue_id)
+            if group_id is None and cursors.queue_id != queue_id:
+                return  # not (or no longer) ours: a membership that ended
             for seq, payload in items:
                 if self._queue_waits:
                     break  # fetched again by the sync that retries the Welcome
-                if seq <= cursors.queue_after:
-                    continue
-                if self._awaits_welcome(payload):
+                if group_id is not None and cursors.group_queues.get(group_id) is None:
+                    break  # the membership ended in this batch
+                if not await self._process_item(group_id, seq, payload):
                     self._queue_waits = True
                     break
-                self._unreported.extend(await self._handle_payload(payload))
-                cursors.queue_after = seq
             self.store.flush()
 
     # ---- Welcomes ----------------------------------------------------------------------------
@@ -376,7 +531,7 @@ class GroupSync:
         if joined is None:
             return None  # for another client of our user
         group = joined.group
-        queue = await self.ensure_queue()
+        queue = await self.new_queue(group.group_id)  # the new membership's own queue
         async with self.store.lock:
             try:
                 await self.client.request(
@@ -386,12 +541,17 @@ class GroupSync:
                     headers=queue.headers,
                 )
             except RoostError as e:
+                self.abandon(group.group_id, queue, e)
                 if e.status not in (403, 404) or transient_welcome_error(e):
                     raise  # passing failures: the Welcome waits and is tried again
                 # Deleted, or we were removed again, before we got here: nothing to join.
                 joiner.keep(joined, save_group=False)
                 return self._welcome_failed(welcome, group.group_id, f"the DS refused: {e}")
+            except BaseException as e:
+                self.abandon(group.group_id, queue, e)
+                raise
             joiner.keep(joined, save_group=False)  # the KeyPackage is spent
+            self.adopt(group.group_id, queue)  # an earlier membership's queue is retired
             self.store.keep(group)  # a (re)join: a pending leave of ours is over
             # The new membership starts at the Welcome (any older state's position goes).
             self.store.cursors.group_seqs[group.group_id] = welcome.group_seq or 0
@@ -655,19 +815,23 @@ class GroupSync:
                 await self._wait(stop, poll_interval)
                 await emit(await self.sync(None))
             return
-        queue = await self.ensure_queue()
         cursors = self.store.cursors
         backoff = 0.5
         while not stop.is_set():
+            await self.own_queue()  # an old home's shared queue, its key claimed
+            queues = cursors.all_queues()
             rt = Realtime(
                 self.client,
-                positions={queue.id: cursors.queue_after},
+                positions={qid: after for qid, (_, after) in queues.items()},
                 direct=cursors.direct_after,
-                queue_keys={queue.id: queue.key},
+                queue_keys={qid: q.key for qid, (q, _) in queues.items()},
             )
-            self.realtime = rt
             try:
                 await rt.connect()
+                self.realtime = rt
+                # Queues made while the socket was opening (a join in another task).
+                for queue, _ in cursors.all_queues().values():
+                    await self._serve(queue)
                 backoff = 0.5
                 while not stop.is_set():
                     if (
@@ -682,8 +846,10 @@ class GroupSync:
                         if self._unreported:  # a commit of ours caught up meanwhile
                             await emit(self.take_unreported())
                         continue
-                    await self._handle_delivery(rt, delivery, queue.id)
+                    await self._handle_delivery(rt, delivery)
                     await emit(self.take_unreported())
+                    if cursors.retired:
+                        await self.delete_retired()
             except RealtimeClosed as e:
                 if e.close_code in _FINAL_CLOSES:
                     raise
@@ -709,24 +875,33 @@ class GroupSync:
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
             backoff = min(max_backoff, backoff * 2)
 
-    async def _handle_delivery(self, rt: Realtime, delivery: Delivery, queue_id: str) -> None:
+    async def _handle_delivery(self, rt: Realtime, delivery: Delivery) -> None:
         """Process one pushed delivery (its events wait in ``_unreported``) and ack it."""
         cursors = self.store.cursors
         if delivery.queue_id is None:  # the direct queue: Welcomes
             if self.welcome_retry_at is not None:
                 return  # a Welcome before these waits: its retry fetches them in order
-            # As in ``sync``: the group queue's backlog before the first Welcome (over HTTP;
+            # As in ``sync``: the group queues' backlog before the first Welcome (over HTTP;
             # pushed copies of it are skipped by their seq).
             direct = list(delivery.direct_events())
             async with self.store.direct_lock:
                 await self._direct_events(direct, self._unreported, until_welcome=True)
-                await self._drain_queue(None)
+                await self._drain_welcome_groups(direct)
                 joins = self._joins
                 await self._direct_events(direct, self._unreported)
                 self.store.save_cursors()
                 if self._joins > joins or self._queue_waits:
-                    await self._drain_queue(None)  # what the new leaves held, what waited
-            await rt.ack({queue_id: cursors.queue_after}, direct=cursors.direct_after, wait=False)
-        elif delivery.queue_id == queue_id:
-            await self._process_queue_items((m.seq, m.payload) for m in delivery.messages)
+                    await self._drain_welcome_groups(direct)  # what the new leaves held
+            await rt.ack(direct=cursors.direct_after, wait=False)
+            return
+        queue_id = delivery.queue_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REGISTERING_WAIT
+        while queue_id in self._registering and loop.time() < deadline:
+            await asyncio.sleep(0.05)  # another task registers it: it is ours once that is done
+        await self._process_queue_items(((m.seq, m.payload) for m in delivery.messages), queue_id)
+        group_id = cursors.group_of_queue(queue_id)
+        if group_id is not None:
+            await rt.ack({queue_id: cursors.after(group_id)}, wait=False)
+        elif queue_id == cursors.queue_id:
             await rt.ack({queue_id: cursors.queue_after}, wait=False)

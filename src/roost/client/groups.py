@@ -108,13 +108,24 @@ class Groups:
 
     @property
     def queue_id(self) -> str:
+        """The id of the queue an old home shares among the groups registered on it ("" in
+        a newer home: each membership has its own queue, ``queue_of``)."""
         return self.store.cursors.queue_id
 
     async def own_queue(self) -> GroupQueue | None:
-        """This client's group queue with its key (None before the first group). A home
-        written before queue keys holds the id alone: its key is claimed here once and saved
-        (every sync, listen and group operation does this first)."""
+        """The queue an old home shares among its groups, with its key (None in a newer home
+        or once it is deleted). A home written before queue keys holds the id alone: its key is
+        claimed here once and saved (every sync and listen does this first)."""
         return await self._sync.own_queue()
+
+    def queue_of(self, group_id: bytes) -> GroupQueue | None:
+        """The queue that brings a group's items to this client (its membership's own, or an
+        old home's shared one), with its key."""
+        return self.store.cursors.queue_of(group_id)
+
+    def queues(self) -> dict[str, GroupQueue]:
+        """Every group queue this client reads, by id."""
+        return {qid: q for qid, (q, _) in self.store.cursors.all_queues().items()}
 
     @property
     def realtime(self) -> Realtime | None:
@@ -175,15 +186,16 @@ class Groups:
         from roost.mls.group import Group
 
         server = await self.server_sender()
-        queue = await self._sync.ensure_queue()
-        ext = ExternalSenders((ExternalSender.decode(server.external_sender),)).to_extension()
         st = self.client.state
-        async with self.store.lock:
+        group_id = new_group_id(st.home_domain)
+        queue = await self._sync.new_queue(group_id)  # the membership's own
+        ext = ExternalSenders((ExternalSender.decode(server.external_sender),)).to_extension()
+        async with self._sync.registering(group_id, queue), self.store.lock:
             group = Group.create(
                 st.cipher_suite,
                 self.client.credential,
                 st.signature_private,
-                group_id=new_group_id(st.home_domain),
+                group_id=group_id,
                 extensions=[ext],
                 capabilities=roost_capabilities(st.cipher_suite),
                 credential_policy=self.client.credential_policy(),
@@ -197,7 +209,9 @@ class Groups:
                 content_type=MLS_MEDIA_TYPE,
                 headers=queue.headers,  # the DS registers our queue: its key proves it ours
             )
+            self._sync.adopt(group.group_id, queue)
             self.store.keep(group)
+            self.store.save_cursors()
             self.store.record(
                 GroupEvent("joined", group.group_id, self.client.client_id, text="created")
             )
@@ -229,7 +243,7 @@ class Groups:
             if ds_epoch:
                 await self._await_commit(group_id, ds_epoch, commit_seq)
             async with self.store.lock:
-                await self._sync.catch_up()
+                await self._sync.catch_up(group_id)
                 if self.group(group_id).epoch < ds_epoch:  # the queue cannot bring us there
                     rejoined = await self._sync.resync.rejoin(
                         group_id, f"the group is at epoch {ds_epoch}"
@@ -294,7 +308,7 @@ class Groups:
         delay = 0.05
         while True:
             async with self.store.lock:
-                await self._sync.catch_up()
+                await self._sync.catch_up(group_id)
                 if (
                     self.group(group_id).epoch >= epoch
                     or self.store.cursors.group_seqs.get(group_id, 0) >= commit_seq
@@ -340,7 +354,7 @@ class Groups:
                 if e.code != "epoch_conflict":
                     raise
             async with self.store.lock:  # the winner's commit; its events are held
-                await self._sync.catch_up()
+                await self._sync.catch_up(group_id)
         return None
 
     async def update(self, group_id: bytes, *, retries: int = COMMIT_RETRIES) -> GroupEvent:
@@ -464,6 +478,8 @@ class Groups:
         async with self.store.lock:
             self.store.record(GroupEvent("notice", group_id, text="group deleted by us"))
             self.store.forget(group_id)
+            self.store.save_cursors()
+        await self._sync.delete_retired()  # the membership's queue
 
     async def group_state(self, group_id: bytes) -> GroupState:
         """The latest GroupInfo and encoded ratchet tree the DS holds for a group."""
@@ -475,9 +491,13 @@ class Groups:
 
     async def join_external(self, group_id: bytes) -> GroupEvent:
         """Join a group that allows it by external commit."""
+        queue = await self._sync.new_queue(group_id)  # the membership's own
+        async with self._sync.registering(group_id, queue):
+            return await self._join_external(group_id, queue)
+
+    async def _join_external(self, group_id: bytes, queue: GroupQueue) -> GroupEvent:
         from roost.mls.group import Group
 
-        queue = await self._sync.ensure_queue()
         state = await self.group_state(group_id)
         st = self.client.state
         async with self.store.lock:
@@ -499,7 +519,9 @@ class Groups:
                 content_type=MLS_MEDIA_TYPE,
                 headers=queue.headers,
             )
+            self._sync.adopt(group_id, queue)  # an earlier membership's queue is retired
             self.store.keep(group)
+            self.store.save_cursors()
             seq = int(resp.json().get("group_seq", 0))
             return self.store.record(
                 GroupEvent(
@@ -517,8 +539,27 @@ class Groups:
         the GroupInfo the DS holds: after our state was lost or went out of date. ``sync`` and
         ``listen`` do this by themselves when an item shows it is needed. Returns the
         ``resynced`` event."""
+        try:
+            async with self.store.lock:
+                return await self._sync.resync.rejoin(group_id, reason)
+        except RoostError as e:
+            await self._not_member(group_id, e, "found when rejoining it")
+            raise
+
+    async def _not_member(self, group_id: bytes, e: RoostError, how: str) -> None:
+        """The DS says we hold no leaf in a group we hold (removed while away: a removed
+        client is not sent the removing commit): the membership is over. The group is
+        forgotten, its queue deleted, and a ``removed`` event waits for the next hand-out."""
+        if e.code != "not_member":
+            return
         async with self.store.lock:
-            return await self._sync.resync.rejoin(group_id, reason)
+            if not self.store.holds(group_id):
+                return
+            self.store.forget(group_id)
+            self.store.save_cursors()
+            event = GroupEvent("removed", group_id, text=f"removed from the group ({how})")
+            self._sync.hold([self.store.record(event)])
+        await self._sync.delete_retired()
 
     # ---- connections (docs/api.md, "Connections") ----------------------------------------------
     async def request_connection(self, user_id: str) -> tuple[Connection, bytes]:
@@ -552,7 +593,11 @@ class Groups:
             ciphertext = group.encrypt(payload)
             epoch = group.epoch
             self.store.keep(group)
-        sent = await self.send_raw(group_id, ciphertext, message_id=message_id)
+        try:
+            sent = await self.send_raw(group_id, ciphertext, message_id=message_id)
+        except RoostError as e:
+            await self._not_member(group_id, e, "found when sending")
+            raise
         async with self.store.lock:
             self.store.record(
                 GroupEvent(
@@ -608,17 +653,20 @@ class Groups:
         gids.update(gid for gid, g in self.store.groups.items() if g.pending_proposal_refs())
         return sorted(g for g in gids if not self.store.leaving(g))
 
-    async def handle_queue_message(self, seq: int, payload: bytes) -> builtins.list[GroupEvent]:
-        """Process one item of our group queue delivered by other means (e.g. the realtime
-        socket); items at or below the processed cursor are skipped (no duplicates)."""
-        return await self.handle_queue_messages([(seq, payload)])
+    async def handle_queue_message(
+        self, seq: int, payload: bytes, *, queue_id: str | None = None
+    ) -> builtins.list[GroupEvent]:
+        """Process one item of one of our group queues delivered by other means (e.g. the
+        realtime socket); items at or below its processed cursor are skipped (no duplicates)."""
+        return await self.handle_queue_messages([(seq, payload)], queue_id=queue_id)
 
     async def handle_queue_messages(
-        self, items: Iterable[tuple[int, bytes]]
+        self, items: Iterable[tuple[int, bytes]], *, queue_id: str | None = None
     ) -> builtins.list[GroupEvent]:
-        """A batch of ``handle_queue_message``: the changed group states and the cursor are
-        saved once, after the batch (states first, so a crash never skips an item)."""
-        return await self._sync.handle_queue_messages(items)
+        """A batch of ``handle_queue_message`` from one queue (``queue_id``; None: the queue
+        of the first item's group): the changed group states and the cursor are saved once,
+        after the batch (states first, so a crash never skips an item)."""
+        return await self._sync.handle_queue_messages(items, queue_id)
 
     async def listen(
         self,

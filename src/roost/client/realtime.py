@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from .session import Session
 
 MAX_FRAME_BYTES = 8 * 1024 * 1024
+# Queue keys per ``hello`` or ``subscribe`` frame: a client frame may be 64 KiB, and each key
+# with its id and position takes about 100 bytes. A client in more groups (one queue each)
+# subscribes the rest after ``ready``.
+KEYS_PER_FRAME = 500
 
 # Close codes (docs/api.md): which ones end listening for good.
 CLOSE_NORMAL = 1000
@@ -148,6 +152,7 @@ class Realtime:
         self.use_ticket = use_ticket
         self.ready: dict[str, Any] = {}
         self.accepted: list[str] = []  # the group queues the server serves on this socket
+        self._hello_keys: dict[str, str] = {}
         self._ws: ClientConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ack_ids = 0
@@ -184,10 +189,13 @@ class Realtime:
         except (OSError, TimeoutError) as e:
             raise RoostError(0, "transport_error", f"realtime: {e!r}") from e
         self._ws = ws
+        ids = list(self.queue_keys)
+        first, rest = ids[:KEYS_PER_FRAME], ids[KEYS_PER_FRAME:]
+        self._hello_keys = {q: self.queue_keys[q] for q in first}
         hello: dict[str, Any] = {
             "type": "hello",
-            "queues": self.positions,
-            "queue_keys": self.queue_keys,
+            "queues": {q: self.positions[q] for q in first if q in self.positions},
+            "queue_keys": self._hello_keys,
         }
         if self.direct is not None:
             hello["direct"] = self.direct
@@ -221,12 +229,18 @@ class Realtime:
             asyncio.create_task(self._pinger(ws, float(self.ready.get("ping_interval", 20)))),
             asyncio.create_task(self._token_keeper(ws)),
         ]
+        try:
+            for i in range(0, len(rest), KEYS_PER_FRAME):
+                await self.subscribe({q: self.queue_keys[q] for q in rest[i : i + KEYS_PER_FRAME]})
+        except BaseException:
+            await self.close()
+            raise
         return self.ready
 
     def _check_ready(self) -> None:
         """Every queue we named must be served: a refused one raises ``QueueRefused`` (the
         caller closes; ``listen`` does not retry it)."""
-        self.accepted, refused = _answer_queues(self.ready, self.queue_keys)
+        self.accepted, refused = _answer_queues(self.ready, self._hello_keys)
         if refused:
             raise QueueRefused(refused)
 
@@ -349,7 +363,13 @@ class Realtime:
         """Serve more group queues on this connection (e.g. one made after connecting), by
         b64u id with their keys and the last seq processed. A refused one raises
         ``QueueRefused``; the accepted ones are served from now on, and again after a
-        reconnect by ``listen``."""
+        reconnect by ``listen``. More than ``KEYS_PER_FRAME`` go in several frames."""
+        if len(queue_keys) > KEYS_PER_FRAME:
+            ids = list(queue_keys)
+            for i in range(0, len(ids), KEYS_PER_FRAME):
+                part = {q: queue_keys[q] for q in ids[i : i + KEYS_PER_FRAME]}
+                await self.subscribe(part, positions, timeout=timeout)
+            return
         after = {q: (positions or {}).get(q, self.positions.get(q, 0)) for q in queue_keys}
         msg: dict[str, Any] = {"type": "subscribe", "queue_keys": dict(queue_keys), "queues": after}
         fut = self._expect_answer(msg)
