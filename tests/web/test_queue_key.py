@@ -119,3 +119,22 @@ def test_a_device_saved_before_queue_keys_claims_its_key_once(web_server, browse
     browser.call("text", name="bob", selector="#status", wait_for="Online")
     assert queue_of(browser, "bob") == (queue_id, new_key)
     assert browser.call("requests", name="bob")["requests"].count(claim) == 1
+
+    # A conversation started now gets a queue of its own; the older one stays on the shared
+    # queue, which the page goes on reading.
+    group = "After the upgrade"
+    made = browser.call("create_group", name="bob", group=group, members=f"{alice}@localhost")
+    assert made == {"error": None}
+    browser.call("text", name="alice", selector="#conversations", wait_for=group)
+    browser.call("open_conversation", name="alice", peer=group)
+    browser.call("send", name="alice", text="in the new group")
+    browser.call("messages", name="bob", wait_for="in the new group")
+    saved = browser.call("conversation_queues", name="bob")
+    assert saved["shared"] == queue_id
+    by_peer = {c["peer"]: c["queue"] for c in saved["conversations"]}
+    assert by_peer[f"{alice}@localhost"] is None
+    assert by_peer[group] not in (None, queue_id)
+    browser.call("open_conversation", name="alice", peer=bob)
+    browser.call("send", name="alice", text="still on the shared queue")
+    browser.call("open_conversation", name="bob", peer=alice)
+    browser.call("messages", name="bob", wait_for="still on the shared queue")
