@@ -64,7 +64,7 @@ const ops = {
     const context = await browser.newContext({ viewport: { width, height } });
     if (timing) await context.addInitScript(LOAD_MARKS);
     const pg = await context.newPage();
-    const entry = { context, page: pg, requests: [], console: [], tokens: new Set(), queueKeyed: [], hellos: [] };
+    const entry = { context, page: pg, requests: [], console: [], tokens: new Set(), queueKeyed: [], hellos: [], sockets: [] };
     pg.on("request", (r) => {
       entry.requests.push(r.url());
       const auth = r.headers()["authorization"];
@@ -78,6 +78,9 @@ const ops = {
         if (typeof payload !== "string") return;
         const m = JSON.parse(payload);
         if (m.type === "hello") entry.hellos.push(m.queue_keys ?? null);
+        // Per socket: every queue key it was given, in its hello or a later subscribe frame.
+        if (m.type === "hello") entry.sockets.push({ ...(m.queue_keys ?? {}) });
+        if (m.type === "subscribe") Object.assign(entry.sockets[entry.sockets.length - 1] ?? {}, m.queue_keys ?? {});
       });
     });
     pg.on("console", (m) => entry.console.push(`${m.type()}: ${m.text()}`));
@@ -281,10 +284,10 @@ const ops = {
   },
 
   async queue_keys({ name }) {
-    // The Roost-Queue-Key headers the page sent ([method, path, key]) and the queue_keys of
-    // each socket hello, in order.
+    // The Roost-Queue-Key headers the page sent ([method, path, key]), the queue_keys of
+    // each socket hello, and per socket all the keys it was given (hello and subscribe), in order.
     const p = pages.get(name);
-    return { requests: p.queueKeyed ?? [], hellos: p.hellos ?? [] };
+    return { requests: p.queueKeyed ?? [], hellos: p.hellos ?? [], sockets: p.sockets ?? [] };
   },
 
   async web_storage({ name }) {
@@ -292,10 +295,29 @@ const ops = {
     return page(name).evaluate(() => ({ local: { ...localStorage }, session: { ...sessionStorage } }));
   },
 
+  async conversation_queues({ name }) {
+    // From the page's stored device record (decrypted with the page's own CryptoKey): the
+    // shared queue an older page made ("" if none) and each conversation's own queue id.
+    return page(name).evaluate(async () => {
+      const req = (r) => new Promise((ok, fail) => ((r.onsuccess = () => ok(r.result)), (r.onerror = () => fail(r.error))));
+      const db = await req(indexedDB.open("roost"));
+      const store = db.transaction("device").objectStore("device");
+      const key = await req(store.get("key"));
+      const sealed = await req(store.get("record"));
+      db.close();
+      const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: sealed.iv }, key, sealed.data);
+      const record = JSON.parse(new TextDecoder().decode(plain));
+      const conversations = record.conversations.map((c) => ({ peer: c.peer, status: c.status, queue: c.queue?.id ?? null }));
+      return { shared: record.queueId, conversations };
+    });
+  },
+
   async forget_queue_key({ name }) {
-    // The page's stored device record as a page from before queue keys wrote it: the same
-    // record without the queue's key (decrypted and encrypted again with the page's own
-    // CryptoKey, which it may use but not read out). Reload the page next.
+    // The page's stored device record as a page from before queue keys wrote it: one shared
+    // queue for all conversations, its id without its key (decrypted and encrypted again with
+    // the page's own CryptoKey, which it may use but not read out). A record of a newer page
+    // becomes one by moving its only conversation's queue id to the shared slot. Reload the
+    // page next.
     return page(name).evaluate(async () => {
       const req = (r) => new Promise((ok, fail) => ((r.onsuccess = () => ok(r.result)), (r.onerror = () => fail(r.error))));
       const db = await req(indexedDB.open("roost"));
@@ -304,7 +326,13 @@ const ops = {
       const sealed = await req(store().get("record"));
       const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: sealed.iv }, key, sealed.data);
       const record = JSON.parse(new TextDecoder().decode(plain));
-      const had = typeof record.queueKey === "string" && record.queueKey !== "";
+      let had = typeof record.queueKey === "string" && record.queueKey !== "";
+      const own = record.conversations.filter((c) => c.queue !== undefined);
+      if (!had && own.length === 1) {
+        record.queueId = own[0].queue.id;
+        delete own[0].queue;
+        had = true;
+      }
       delete record.queueKey;
       const iv = crypto.getRandomValues(new Uint8Array(12));
       const data = await crypto.subtle.encrypt({ name: "AES-GCM", iv }, key, new TextEncoder().encode(JSON.stringify(record)));

@@ -19,10 +19,11 @@ def b64u_bytes(text: str) -> bytes:
 
 
 def queue_of(browser, name: str) -> tuple[str, str]:
-    """The queue id and key page ``name`` sent in its latest socket hello."""
-    hellos = browser.call("queue_keys", name=name)["hellos"]
-    assert hellos, f"{name} sent no hello"
-    [(queue_id, key)] = hellos[-1].items()
+    """The queue id and key page ``name`` gave its latest socket (in the hello or, for a
+    queue made while connected, a subscribe frame): the page is in one conversation."""
+    sockets = browser.call("queue_keys", name=name)["sockets"]
+    assert sockets, f"{name} sent no hello"
+    [(queue_id, key)] = sockets[-1].items()
     return queue_id, key
 
 
@@ -38,8 +39,10 @@ def test_the_key_goes_only_where_the_queue_is_named_and_is_stored_encrypted(web_
         queue_id, key = queue_of(browser, name)
         assert len(b64u_bytes(key)) == 32
         sent = browser.call("queue_keys", name=name)
-        # Every hello of the page named the same queue with the same key.
-        assert all(h == {queue_id: key} for h in sent["hellos"])
+        # Every socket of the page was given the same queue with the same key (the first one
+        # in a subscribe frame: the queue was made with the conversation).
+        assert all(s == {queue_id: key} for s in sent["sockets"])
+        assert all(h in ({}, {queue_id: key}) for h in sent["hellos"])
         # alice made the group with her queue; bob registered his after the Welcome.
         [(method, path, header)] = sent["requests"]
         assert header == key
@@ -59,7 +62,7 @@ def test_the_key_goes_only_where_the_queue_is_named_and_is_stored_encrypted(web_
 
 def test_a_page_whose_queue_is_gone_says_so(web_server, browser):
     url = web_server.url
-    talking_pair(browser, url)
+    alice, _ = talking_pair(browser, url)
     queue_id, key = queue_of(browser, "bob")
     token = browser.call("tokens", name="bob")[-1]
     gone = httpx.delete(
@@ -72,8 +75,8 @@ def test_a_page_whose_queue_is_gone_says_so(web_server, browser):
     assert browser.call("reload", name="bob")["error"] is None
     said = browser.call("text", name="bob", selector="#refusals", wait_for="message queue")
     assert said == (
-        "This browser's message queue is gone from the server: messages of your "
-        "conversations cannot reach it. Log out and log in again to make it a new device."
+        f"Messages of “{alice}@localhost” cannot reach this browser: its message queue is "
+        "gone from the server."
     )
     assert queue_of(browser, "bob") == (queue_id, key)
 
@@ -116,3 +119,22 @@ def test_a_device_saved_before_queue_keys_claims_its_key_once(web_server, browse
     browser.call("text", name="bob", selector="#status", wait_for="Online")
     assert queue_of(browser, "bob") == (queue_id, new_key)
     assert browser.call("requests", name="bob")["requests"].count(claim) == 1
+
+    # A conversation started now gets a queue of its own; the older one stays on the shared
+    # queue, which the page goes on reading.
+    group = "After the upgrade"
+    made = browser.call("create_group", name="bob", group=group, members=f"{alice}@localhost")
+    assert made == {"error": None}
+    browser.call("text", name="alice", selector="#conversations", wait_for=group)
+    browser.call("open_conversation", name="alice", peer=group)
+    browser.call("send", name="alice", text="in the new group")
+    browser.call("messages", name="bob", wait_for="in the new group")
+    saved = browser.call("conversation_queues", name="bob")
+    assert saved["shared"] == queue_id
+    by_peer = {c["peer"]: c["queue"] for c in saved["conversations"]}
+    assert by_peer[f"{alice}@localhost"] is None
+    assert by_peer[group] not in (None, queue_id)
+    browser.call("open_conversation", name="alice", peer=bob)
+    browser.call("send", name="alice", text="still on the shared queue")
+    browser.call("open_conversation", name="bob", peer=alice)
+    browser.call("messages", name="bob", wait_for="still on the shared queue")

@@ -27,7 +27,8 @@ const MESSAGES: Record<string, string> = {
   unauthenticated: "Your session ended. Log in again.",
   token_expired: "Your session ended. Log in again.",
   account_suspended: "This account is suspended.",
-  queue_not_found: "This browser's message queue is gone from the server. Log out and log in again to make it a new device.",
+  queue_not_found: "A message queue of this browser is gone from the server. Reload the page and try again.",
+  too_many_queues: "This browser is in as many conversations as the server allows (one message queue each). Leave one first.",
   queue_key_required: "This browser's message queue has no key yet. Reload the page to claim it.",
   items_in_transit: "Messages of this conversation are still on their way to your server. Try again in a moment.",
 };

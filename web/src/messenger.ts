@@ -29,7 +29,7 @@ import {
 } from "./mls.js";
 import { setConversationPolicy } from "./push.js";
 import { Realtime, type Refused, type Status } from "./realtime.js";
-import { encodeDevice, type SavedConversation, type SavedDevice, type SavedInvitation, type SavedMessage } from "./saved.js";
+import { encodeDevice, type SavedConversation, type SavedDevice, type SavedInvitation, type SavedMessage, type SavedQueue } from "./saved.js";
 import type { Session } from "./session.js";
 import type { Vault } from "./store.js";
 
@@ -64,15 +64,28 @@ interface Notice {
 interface Starting {
   connectionId: string;
   keyPackages?: KeyPackage[];
+  /** The queue made for the new group (kept so a retry does not make another). */
+  queue?: SavedQueue;
   group?: { id: string; state: ClientState };
   added?: { state: ClientState; welcome: Uint8Array };
 }
 
-// The realtime session's refusals of this device's queue (docs/api.md, "Realtime").
+// The realtime session's refusals of the one shared queue of a device an older page made
+// (docs/api.md, "Realtime").
 const QUEUE_REFUSED: Record<string, string> = {
   forbidden: "The server did not accept this browser's key to its message queue: messages of your conversations cannot reach it. Log out and log in again to make it a new device.",
   queue_not_found: "This browser's message queue is gone from the server: messages of your conversations cannot reach it. Log out and log in again to make it a new device.",
 };
+
+// The same for a conversation's own queue.
+const CONVERSATION_QUEUE_REFUSED: Record<string, string> = {
+  forbidden: "the server did not accept this browser's key to its message queue",
+  queue_not_found: "its message queue is gone from the server",
+};
+
+/** Conversations this device is no longer in: their queues are deleted. "left" counts at
+ * once: the DS sends a member nothing of the commit that removes it (docs/api.md). */
+const OVER = new Set(["left", "rejected", "deleted", "removed"]);
 
 const ITEM_MLS_MESSAGE = 1;
 const ITEM_SERVER_NOTICE = 2;
@@ -83,13 +96,19 @@ export class Messenger {
   status: Status = "connecting";
   /** The conversation on screen: its messages are not counted as unread. */
   openId: string | null = null;
+  /** The one queue an older page made for all of this device's conversations (b64u id, or
+   * ""): still read for the conversations registered on it. Newer conversations have their
+   * own queue each (Conversation.queue). */
   private queueId = "";
-  /** The queue's key (b64u): only this device holds it; it authorises reading the queue and
-   * registering it with groups. Kept in the encrypted record only, never logged. */
+  /** That queue's key (b64u): only this device holds it, like the conversations' queue keys;
+   * they authorise reading a queue and registering it with a group. Kept in the encrypted
+   * record only, never logged. */
   private queueKey = "";
   /** Why messages of the conversations cannot reach this device, in words (shown above the
    * conversation list), or undefined while they can. */
   queueProblem: string | undefined;
+  /** Why the shared queue of an older page has no key (its claim failed), in words. */
+  private claimProblem: string | undefined;
   private realtime: Realtime | undefined;
   private chain: Promise<unknown> = Promise.resolve();
   /** Queue positions processed so far, saved together with the states they led to. */
@@ -97,6 +116,8 @@ export class Messenger {
   private direct: number | undefined;
   /** Starts of conversations that failed part-way, by peer (in this page's memory). */
   private readonly starting = new Map<string, Starting>();
+  /** Made without a saved record (a new device). */
+  private readonly fresh: boolean;
   /** Set by stop(): nothing more is written to the vault (e.g. after the account was deleted). */
   private stopped = false;
   /** The homeserver's encoded ExternalSender entry: the key that signs its notices. */
@@ -114,6 +135,7 @@ export class Messenger {
   ) {
     this.credentials = new Credentials(session.api, session.domain, session.identity.certificates);
     useAuthService(this.credentials.authService);
+    this.fresh = saved === undefined;
     if (saved === undefined) return;
     for (const c of saved.conversations) this.conversations.set(c.id, c);
     for (const i of saved.invitations) this.invitations.set(i.connectionId, i);
@@ -123,21 +145,19 @@ export class Messenger {
     this.direct = saved.direct;
   }
 
-  /** One group-message queue for all of this device's groups (made once), then the socket. */
+  /** The socket, serving each conversation's queue (and an older page's shared queue). */
   async start(): Promise<void> {
     const api = this.session.api;
-    if (this.queueId === "") {
-      const made = await api.json<{ queue_id: string; queue_key: string }>("POST", "/v1/queues");
-      [this.queueId, this.queueKey] = [made.queue_id, made.queue_key];
-      await this.save();
-    } else if (this.queueKey === "") {
+    // A new device is written at once: a reload resumes it even before any conversation.
+    if (this.fresh) await this.save();
+    if (this.queueId !== "" && this.queueKey === "") {
       // Saved by an older page: the queue predates keys, and its creator may claim one, once.
       try {
         this.queueKey = (await api.json<{ queue_key: string }>("POST", `/v1/queues/${this.queueId}/key`)).queue_key;
         await this.save();
       } catch (e) {
         // The socket still brings the direct queue; the next load tries again.
-        this.queueProblem = `Could not get the key to this browser's message queue: ${e instanceof Error ? e.message : String(e)}`;
+        this.claimProblem = `Could not get the key to this browser's message queue: ${e instanceof Error ? e.message : String(e)}`;
       }
     }
     const deliver = (q: string | null, items: Array<[number, Uint8Array]>, last: number): Promise<void> =>
@@ -146,11 +166,18 @@ export class Messenger {
       this.status = s;
       this.changed();
     };
-    const keys = this.queueKey === "" ? {} : { [this.queueId]: this.queueKey };
+    const keys: Record<string, string> = this.queueKey === "" ? {} : { [this.queueId]: this.queueKey };
+    for (const c of this.conversations.values()) if (c.queue !== undefined) keys[c.queue.id] = c.queue.key;
     const onRefused = (refused: Refused): void => {
-      if (this.queueKey === "") return; // the claim failed: queueProblem says so already
-      const code = refused[this.queueId];
-      this.queueProblem = code === undefined ? undefined : QUEUE_REFUSED[code] ?? QUEUE_REFUSED.forbidden;
+      const problems: string[] = [];
+      const shared = this.queueKey === "" ? undefined : refused[this.queueId];
+      if (this.claimProblem !== undefined) problems.push(this.claimProblem);
+      else if (shared !== undefined) problems.push(QUEUE_REFUSED[shared] ?? QUEUE_REFUSED.forbidden);
+      for (const c of this.conversations.values()) {
+        const code = c.queue === undefined ? undefined : refused[c.queue.id];
+        if (code !== undefined) problems.push(`Messages of “${c.peer}” cannot reach this browser: ${CONVERSATION_QUEUE_REFUSED[code] ?? CONVERSATION_QUEUE_REFUSED.forbidden}.`);
+      }
+      this.queueProblem = problems.length === 0 ? undefined : problems.join(" ");
       this.changed();
     };
     this.realtime = new Realtime(this.session, deliver, onStatus, keys, onRefused, this.positions, this.direct);
@@ -200,10 +227,44 @@ export class Messenger {
     return Math.max(0, (this.realtime?.connects ?? 1) - 1);
   }
 
-  /** What a request naming this device's queue to the DS carries: the queue's key (none
-   * while a claim has failed: the server then says the key is missing). */
-  private queueHeader(): Record<string, string> {
-    return this.queueKey === "" ? {} : { "Roost-Queue-Key": this.queueKey };
+  /** A new group-message queue for one conversation, served by the open socket before the
+   * caller registers it with the group (so the group's first items come in real time).
+   * Past the server's queue limit: 409 too_many_queues, said in words by api.ts. */
+  private async newQueue(): Promise<SavedQueue> {
+    const made = await this.session.api.json<{ queue_id: string; queue_key: string }>("POST", "/v1/queues");
+    const q = { id: made.queue_id, key: made.queue_key };
+    await this.realtime?.subscribe(q.id, q.key);
+    return q;
+  }
+
+  /** Delete a conversation's queue (with its key) and stop serving it. A queue already gone
+   * is fine; any other failure leaves it to the next try. */
+  private async dropQueue(q: SavedQueue): Promise<void> {
+    try {
+      await this.session.api.request("DELETE", `/v1/queues/${encodeURIComponent(q.id)}`, { headers: { "Roost-Queue-Key": q.key } });
+    } catch (e) {
+      if (!(e instanceof ApiError && e.code === "queue_not_found")) throw e;
+    }
+    this.realtime?.forget(q.id);
+    this.positions.delete(q.id);
+  }
+
+  /** Once a conversation's last items are processed and it is over for this device (left,
+   * removed as found when the group is opened, the group deleted, the request rejected): its
+   * queue goes. */
+  private async retireQueues(): Promise<void> {
+    let dropped = false;
+    for (const c of this.conversations.values()) {
+      if (c.queue === undefined || !OVER.has(c.status)) continue;
+      try {
+        await this.dropQueue(c.queue);
+        delete c.queue;
+        dropped = true;
+      } catch (e) {
+        console.warn(`could not delete a conversation's queue: ${e instanceof Error ? e.message : "failed"}`);
+      }
+    }
+    if (dropped) await this.save();
   }
 
   private serial<T>(step: () => Promise<T>): Promise<T> {
@@ -233,7 +294,8 @@ export class Messenger {
       if (s.group === undefined) {
         const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
         const created = await createRoostGroup(this.session.identity, groupId, await this.homeExternalSender());
-        await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body, headers: this.queueHeader() });
+        s.queue ??= await this.newQueue();
+        await this.registerGroup(created.body, s.queue);
         s.group = { id: b64u(groupId), state: created.state };
       }
       if (s.added === undefined) {
@@ -243,7 +305,7 @@ export class Messenger {
       }
       await api.request("POST", `/v1/connections/${seg(s.connectionId)}/request`, { body: s.added.welcome });
       this.starting.delete(peer);
-      const c: Conversation = { id: s.group.id, peer, status: "waiting", messages: [], unread: 0, state: s.added.state, connectionId: s.connectionId };
+      const c: Conversation = { id: s.group.id, peer, status: "waiting", messages: [], unread: 0, state: s.added.state, connectionId: s.connectionId, queue: s.queue };
       this.conversations.set(c.id, c);
       await this.save();
       this.changed();
@@ -262,20 +324,32 @@ export class Messenger {
       const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
       const id = b64u(groupId);
       const created = await createRoostGroup(this.session.identity, groupId, sender, name.trim());
-      await api.request("POST", `/v1/groups?queue_id=${encodeURIComponent(this.queueId)}&external_join=false`, { body: created.body, headers: this.queueHeader() });
+      const queue = await this.newQueue();
+      try {
+        await this.registerGroup(created.body, queue);
+      } catch (e) {
+        await this.dropQueue(queue).catch(() => undefined);
+        throw e;
+      }
       let state = created.state;
       if (keyPackages.length > 0) {
         const added = await commitAdds(state, keyPackages);
         await api.request("POST", `/v1/groups/${id}/commits`, { body: added.bundle });
         state = added.state;
       }
-      const c: Conversation = { id, peer: name.trim(), group: true, status: "active", messages: [], unread: 0, state };
+      const c: Conversation = { id, peer: name.trim(), group: true, status: "active", messages: [], unread: 0, state, queue };
       c.roles = { [this.session.userId]: "admin" };
       this.conversations.set(id, c);
       await this.save();
       this.changed();
       return c;
     });
+  }
+
+  /** Create a group on the DS with this device's leaf on `queue` (its key authorises that). */
+  private async registerGroup(body: Uint8Array, queue: SavedQueue): Promise<void> {
+    const path = `/v1/groups?queue_id=${encodeURIComponent(queue.id)}&external_join=false`;
+    await this.session.api.request("POST", path, { body, headers: { "Roost-Queue-Key": queue.key } });
   }
 
   /** Add users (connected with this one) to a group conversation. */
@@ -334,6 +408,7 @@ export class Messenger {
       await this.session.api.request("POST", `/v1/groups/${id}/proposals`, { body: await leaveProposal(c.state) });
       c.status = "left";
       await this.save();
+      await this.retireQueues();
       this.changed();
     });
   }
@@ -348,6 +423,7 @@ export class Messenger {
       if (c.status === "active") c.status = e.code === "not_member" ? "removed" : "deleted";
     }
     await this.save();
+    await this.retireQueues();
   }
 
   private active(id: string): Conversation {
@@ -421,13 +497,19 @@ export class Messenger {
     const { state, used } = joined;
     this.session.usedKeyPackage(used);
     const id = b64u(state.groupContext.groupId);
-    await this.session.api.request("PUT", `/v1/groups/${id}/queue`, { json: { queue_id: this.queueId }, headers: this.queueHeader() });
+    const queue = await this.newQueue();
+    try {
+      await this.session.api.request("PUT", `/v1/groups/${id}/queue`, { json: { queue_id: queue.id }, headers: { "Roost-Queue-Key": queue.key } });
+    } catch (e) {
+      await this.dropQueue(queue).catch(() => undefined);
+      throw e;
+    }
     const name = groupName(state);
     // Another device of ours added this one to a conversation of two: titled by the other user.
     const others = [...new Set(members(state).map((m) => m.userId))].filter((u) => u !== this.session.userId);
     const ownPair = from === this.session.userId && name === undefined && others.length === 1;
     const title = name ?? (ownPair ? others[0] : group ? `Group with ${from}` : from);
-    const c: Conversation = { id, peer: title, status: "active", messages: [], unread: 0, state };
+    const c: Conversation = { id, peer: title, status: "active", messages: [], unread: 0, state, queue };
     if ((group && !ownPair) || name !== undefined) c.group = true;
     this.conversations.set(id, c);
     return c;
@@ -487,6 +569,7 @@ export class Messenger {
     if (queueId === null) this.direct = Math.max(this.direct ?? 0, last);
     else this.positions.set(queueId, Math.max(this.positions.get(queueId) ?? 0, last));
     await this.save();
+    await this.retireQueues();
     this.changed();
   }
 

@@ -34,6 +34,14 @@ export interface SavedConversation {
   connectionId?: string;
   /** This device's notification policy for the conversation; absent: the default. */
   notify?: string;
+  /** The group-message queue this device registered for this conversation alone (b64u id and
+   * key); absent in a conversation an older page put on the device's one shared queue. */
+  queue?: SavedQueue;
+}
+
+export interface SavedQueue {
+  id: string;
+  key: string;
 }
 
 export interface SavedInvitation {
@@ -49,8 +57,10 @@ export interface SavedDevice {
   clientId: string;
   identity: Identity;
   keyPackages: HeldKeyPackage[];
+  /** The one group queue pages before per-conversation queues made for all conversations,
+   * still read for the conversations registered on it; "" in a newer device. */
   queueId: string;
-  /** The group queue's key (b64u), which authorises reading it; "" in a record an older page
+  /** That queue's key (b64u), which authorises reading it; "" in a record an older page
    * wrote, whose queue then claims one (docs/api.md, "Queues"). */
   queueKey: string;
   /** Positions processed so far: group queues (b64u id) and the direct queue. */
