@@ -152,8 +152,9 @@ async def run_scenario(fed: Federation) -> Scenario:
         g2 = await group("G2", alice, bob)
         g3 = await group("G3", bob, dave)
         for c in (alice, bob, carol, dave):
-            if g[c.client_id].queue_id:
-                s.add("queue", f"{c.user_id}'s group queue", unb64u(g[c.client_id].queue_id))
+            # one queue per membership (and an old home's shared one, if any)
+            for qid in g[c.client_id].queues():
+                s.add("queue", f"{c.user_id}'s group queue {qid[:4]}", unb64u(qid))
 
         ref = await upload_asset(alice, b"a photo " + tag.encode())
         s.add("asset", "asset", ref.asset_id)
