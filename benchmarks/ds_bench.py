@@ -93,7 +93,9 @@ async def make_group(url: str, size: int, messages: int) -> BenchGroup:
     for m in members[1:]:
         g = Groups(m)
         await g.sync()
-        receivers.append((m, g.queue_id))
+        queue = g.queue_of(gid)  # the membership's own queue
+        assert queue is not None, "a receiver did not join"
+        receivers.append((m, queue.id))
     payload = os.urandom(MESSAGE_BYTES)
     ciphertexts = [group.encrypt(payload) for _ in range(messages)]
     return BenchGroup(gid, owner, ciphertexts, receivers)
