@@ -27,9 +27,9 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..queues.service import WakeUp
+from ..queues.service import ACKED_ALL, WakeUp
 from ..store.engine import after_commit
-from .protocol import MAX_SEQ, CloseCode
+from .protocol import CloseCode
 
 log = logging.getLogger("roost.server.notify")
 
@@ -140,7 +140,7 @@ class Hub:
             return
         for peer in tuple(self._by_queue.get(queue_id, ())):
             peer.on_acked(queue_id, up_to)
-        if up_to >= MAX_SEQ:  # the queue was deleted: nothing more will come from it
+        if up_to >= ACKED_ALL:  # the queue was deleted: nothing more will come from it
             for peer in tuple(self._by_queue.get(queue_id, ())):
                 self._queues_of.get(peer, set()).discard(queue_id)
                 self._unsubscribe(peer, queue_id)

@@ -43,7 +43,8 @@ from .tables import (
 
 QUEUE_ID_LEN = 16
 QUEUE_KEY_LEN = 32
-_ALL = (1 << 63) - 1  # "up to every seq": a deleted queue counts as acked
+# "Up to every seq": a deleted queue counts as acked this far (the hub stops routing it).
+ACKED_ALL = (1 << 63) - 1
 
 # The DS fan-out on PostgreSQL as one statement (data-modifying CTEs all run), run on the
 # driver connection (``store/pg_driver.py``): $1 queue ids, $2 payloads, $3 created_at.
@@ -123,6 +124,23 @@ class WakeUp:
 
 def key_hash(key: bytes) -> bytes:
     return hashlib.sha256(key).digest()
+
+
+def _refusal(stored_hash: bytes | None, key: bytes | None) -> str | None:
+    """Why ``key`` does not open a queue whose stored key hash is ``stored_hash`` (None: it
+    does). A queue from before keys (no hash) opens with no key until claimed."""
+    if stored_hash is None:
+        return "queue_key_required"
+    if key is None or not hmac.compare_digest(key_hash(key), stored_hash):
+        return "forbidden"
+    return None
+
+
+_REFUSALS = {
+    "queue_key_required": "this queue predates queue keys: its client claims one first "
+    "(POST /v1/queues/{id}/key)",
+    "forbidden": "a queue is read only with its key (Roost-Queue-Key)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,15 +240,9 @@ class QueueService:
         ).first()
         if row is None:
             raise Problem(404, "queue_not_found", "no such queue")
-        if row[0] is None:
-            raise Problem(
-                403,
-                "queue_key_required",
-                "this queue predates queue keys: its client claims one first "
-                "(POST /v1/queues/{id}/key)",
-            )
-        if key is None or not hmac.compare_digest(key_hash(key), row[0]):
-            raise Problem(403, "forbidden", "a queue is read only with its key (Roost-Queue-Key)")
+        refusal = _refusal(row[0], key)
+        if refusal is not None:
+            raise Problem(403, refusal, _REFUSALS[refusal])
 
     async def accept_keys(self, keys: dict[bytes, bytes]) -> tuple[list[bytes], dict[bytes, str]]:
         """For a realtime session: the queues whose keys match, and the others' problem codes
@@ -245,14 +257,11 @@ class QueueService:
         accepted: list[bytes] = []
         refused: dict[bytes, str] = {}
         for qid, key in keys.items():
-            if qid not in hashes:
-                refused[qid] = "queue_not_found"
-            elif hashes[qid] is None:
-                refused[qid] = "queue_key_required"
-            elif hmac.compare_digest(key_hash(key), hashes[qid]):
+            refusal = _refusal(hashes[qid], key) if qid in hashes else "queue_not_found"
+            if refusal is None:
                 accepted.append(qid)
             else:
-                refused[qid] = "forbidden"
+                refused[qid] = refusal
         return accepted, refused
 
     async def claim_key(self, queue_id: bytes, client_uuid: str) -> bytes:
@@ -297,9 +306,10 @@ class QueueService:
                     )
                 )
             ).first()
-        if row is None:
-            return None
-        sealed, legacy_owner = row
+        return self._creator(row[0], row[1]) if row is not None else None
+
+    def _creator(self, sealed: bytes | None, legacy_owner: str | None) -> str | None:
+        """A queue's creating client: named on a queue from before keys, else sealed."""
         if legacy_owner is not None:
             return str(legacy_owner)
         return self.seal.open(sealed) if sealed is not None else None
@@ -318,7 +328,7 @@ class QueueService:
                 .values(queues=queue_allowances.c.queues - 1)
             )
             # Everything in it is gone: as if acked (frees a realtime connection's window).
-            self._acked_after_commit(conn, None, queue_id, _ALL)
+            self._acked_after_commit(conn, None, queue_id, ACKED_ALL)
 
     async def enqueue(self, queue_id: bytes, payload: bytes, message_id: str | None = None) -> int:
         """Append ``payload``; a repeated ``message_id`` returns the first copy's seq."""
@@ -600,15 +610,8 @@ class QueueService:
     async def _delete_queues_of(self, conn: AsyncConnection, clients: set[str]) -> None:
         # No row names a queue's client: the seals are opened one by one (a scan of the
         # queues, on a rare event, instead of a stored link).
-        doomed: list[bytes] = []
         rows = await conn.execute(sa.select(queues.c.id, queues.c.push_seal, queues.c.legacy_owner))
-        for qid, sealed, legacy_owner in rows:
-            if legacy_owner is None and sealed is not None:
-                owner = self.seal.open(sealed)
-            else:
-                owner = legacy_owner
-            if owner in clients:
-                doomed.append(qid)
+        doomed = [qid for qid, sealed, owner in rows if self._creator(sealed, owner) in clients]
         for i in range(0, len(doomed), 500):
             chunk = doomed[i : i + 500]
             await conn.execute(
