@@ -230,8 +230,8 @@ class Realtime:
             asyncio.create_task(self._token_keeper(ws)),
         ]
         try:
-            for i in range(0, len(rest), KEYS_PER_FRAME):
-                await self.subscribe({q: self.queue_keys[q] for q in rest[i : i + KEYS_PER_FRAME]})
+            if rest:  # beyond the hello's share: ``subscribe`` splits them into frames
+                await self.subscribe({q: self.queue_keys[q] for q in rest})
         except BaseException:
             await self.close()
             raise
