@@ -14,21 +14,12 @@ from roost.server.queues.seal import QueueSeal
 from roost.server.queues.service import QueueService
 from roost.server.queues.tables import queue_allowances, queue_messages, queues
 from roost.server.store import Database
-from roost.server.store.migrate import alembic_config, upgrade
+from roost.server.store.migrate import upgrade
+
+from .migration_helpers import upgrade_to
 
 ALICE = "0b6f3c1e-0000-4000-8000-00000000000a"
 BOB = "0b6f3c1e-0000-4000-8000-00000000000b"
-
-
-def _upgrade_to(revision: str):  # type: ignore[no-untyped-def]
-    def run(conn: sa.Connection) -> None:
-        from alembic import command
-
-        cfg = alembic_config()
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-
-    return run
 
 
 async def _names(db: Database) -> dict[bytes, str]:
@@ -46,9 +37,7 @@ async def _names(db: Database) -> dict[bytes, str]:
 async def test_old_queues_survive_the_upgrade_and_their_creator_claims_the_key(
     empty_db: Database, tmp_path: Path
 ) -> None:
-    async with empty_db.engine.connect() as conn:
-        await conn.run_sync(_upgrade_to("0013"))
-        await conn.commit()
+    await upgrade_to(empty_db, "0013")
     old = {b"A" * 16: ALICE, b"a" * 16: ALICE, b"B" * 16: BOB}
     async with empty_db.transaction() as conn:
         for qid, owner in old.items():

@@ -11,9 +11,10 @@ import sqlalchemy as sa
 from roost.server.delivery.send_key import send_key
 from roost.server.delivery.tables import ds_sends
 from roost.server.store import Database
-from roost.server.store.migrate import alembic_config, upgrade
+from roost.server.store.migrate import upgrade
 
 from .delivery_helpers import process_all, send, send_raw
+from .migration_helpers import upgrade_to
 from .test_delivery_rules import trio
 
 
@@ -67,23 +68,10 @@ async def test_send_records_name_no_sender_and_still_catch_retries(server) -> No
     }
 
 
-def _upgrade_to(revision: str):  # type: ignore[no-untyped-def]
-    def run(conn: sa.Connection) -> None:
-        from alembic import command
-
-        cfg = alembic_config()
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-
-    return run
-
-
 async def test_migration_converts_the_records_of_recent_sends(empty_db: Database) -> None:
     """Records written before the upgrade still answer retries after it: converted, not
     dropped (a send accepted just before the upgrade may be retried just after it)."""
-    async with empty_db.engine.connect() as conn:
-        await conn.run_sync(_upgrade_to("0011"))
-        await conn.commit()
+    await upgrade_to(empty_db, "0011")
     gid = b"g" * 22 + b"@localhost"
     sends = [(f"c6f1c3a4-0000-4000-8000-{i:012d}", f"m-{i // 2}", i + 1) for i in range(7001)]
     async with empty_db.transaction() as conn:
