@@ -57,7 +57,6 @@ from .openapi import build_openapi
 from .push.routes import router as push_router
 from .push.wiring import install_push
 from .queues.routes import router as queues_router
-from .queues.seal import QueueSeal
 from .queues.service import QueueService
 from .ratelimit import RateLimiter
 from .store import Database
@@ -74,7 +73,7 @@ def build_services(
     auth = AuthService(
         db, config, clock, remote=RemoteAccounts(federation.client, federation.directory)
     )
-    queues = QueueService(db, config.limits, QueueSeal(config.queue_seal_key_path), clock)
+    queues = QueueService(db, config.limits, config.queue_seal_key_path, clock)
     connections = ConnectionService(
         db,
         auth,
