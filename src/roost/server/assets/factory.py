@@ -44,5 +44,11 @@ def make_asset_service(
         max_ttl_seconds=limits.asset_max_ttl_seconds,
     )
     return AssetService(
-        db, make_store(config), settings, clock, home_domain=config.home_domain, remote=remote
+        db,
+        make_store(config),
+        settings,
+        config.queue_seal_key_path,
+        clock,
+        home_domain=config.home_domain,
+        remote=remote,
     )

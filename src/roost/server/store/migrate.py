@@ -123,8 +123,10 @@ async def check_schema(db: Database) -> None:
         )
 
 
-async def upgrade(db: Database) -> tuple[tuple[str, ...], str]:
-    """Apply all pending migrations; returns (revisions before, head)."""
+async def upgrade(db: Database, seal_key_file: Path | None = None) -> tuple[tuple[str, ...], str]:
+    """Apply all pending migrations; returns (revisions before, head). ``seal_key_file``: the
+    server's seal key (``store/seal.py``), which a migration that seals stored values needs
+    when there are rows to seal (without it, that migration refuses)."""
     async with db.engine.begin() as conn:
         await conn.run_sync(_mark_started)
     from alembic.runtime.migration import MigrationContext
@@ -133,7 +135,7 @@ async def upgrade(db: Database) -> tuple[tuple[str, ...], str]:
         before = await conn.run_sync(
             lambda c: tuple(MigrationContext.configure(c).get_current_heads())
         )
-        await conn.run_sync(_run_upgrade)
+        await conn.run_sync(_run_upgrade, seal_key_file)
         await conn.commit()
     async with db.engine.begin() as conn:
         await conn.execute(sa.delete(_lock_table))
@@ -147,9 +149,10 @@ def _mark_started(conn: Connection) -> None:
     conn.execute(sa.insert(_lock_table).values(started_at=int(time.time())))
 
 
-def _run_upgrade(conn: Connection) -> None:
+def _run_upgrade(conn: Connection, seal_key_file: Path | None) -> None:
     from alembic import command
 
     cfg = alembic_config()
     cfg.attributes["connection"] = conn
+    cfg.attributes["seal_key_file"] = seal_key_file
     command.upgrade(cfg, "head")
