@@ -34,19 +34,23 @@ class Welcomes:
         committer_user: str,
         added_users: dict[str, str],
         welcome: bytes,
+        group_key_wrap: bytes | None = None,
     ) -> None:
-        """``added_users``: user id -> user uuid (local users) of every added user."""
+        """``added_users``: user id -> user uuid (local users) of every added user.
+        ``group_key_wrap``: the group key, wrapped by the committer for the joiners' first
+        epoch (opaque here), given to every joiner with the Welcome."""
         encoded = base64.urlsafe_b64encode(welcome).rstrip(b"=").decode()
-        event = json.dumps(
-            {
-                "type": "welcome",
-                "group_id": b64u(group_id),
-                "from": committer_user,
-                "group_seq": seq,
-                "payload": encoded,
-                "sent_at": self.now(),
-            }
-        ).encode()
+        fields: dict[str, object] = {
+            "type": "welcome",
+            "group_id": b64u(group_id),
+            "from": committer_user,
+            "group_seq": seq,
+            "payload": encoded,
+            "sent_at": self.now(),
+        }
+        if group_key_wrap is not None:
+            fields["group_key_wrap"] = b64u(group_key_wrap)
+        event = json.dumps(fields).encode()
         local = {u for uid, u in added_users.items() if domain_of(uid) == self.domain}
         for user_uuid in sorted(local):
             await self.queues.enqueue_direct(conn, user_uuid, event)

@@ -8,25 +8,27 @@ unrelated seals and a copy of the database alone cannot tell whose a queue is.
 
 from __future__ import annotations
 
-import os
 import secrets
-from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..seal_key import SealKeyFile
 
 _AAD = b"roost queue push seal v1"
 _NONCE = 12
 
 
 class QueueSeal:
-    def __init__(self, key_file: Path) -> None:
+    def __init__(self, key_file: SealKeyFile) -> None:
         self._key_file = key_file
         self._aead: AESGCM | None = None  # loaded on first use: start-up reads no file
 
     def _cipher(self) -> AESGCM:
         if self._aead is None:
-            self._aead = AESGCM(_load_or_create(self._key_file))
+            self._aead = AESGCM(
+                self._key_file.key()
+            )  # the raw key: seals made before it was shared
         return self._aead
 
     def seal(self, client_uuid: str) -> bytes:
@@ -40,34 +42,3 @@ class QueueSeal:
         except (InvalidTag, ValueError):
             return None
         return raw.decode()
-
-
-def _load_or_create(path: Path) -> bytes:
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        key = _create(path)
-    if len(key) != 32:
-        raise RuntimeError(f"{path} must hold 32 bytes (the queue seal key)")
-    return key
-
-
-def _create(path: Path) -> bytes:
-    """Write a new key without ever replacing one: processes starting together agree on the
-    first one written (a hard link is atomic and fails if the name exists)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        key = path.read_bytes()
-    finally:
-        tmp.unlink()
-    return key
