@@ -11,6 +11,7 @@ none.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import AsyncIterator
 
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from roost.mls import Group
 from roost.protocol.base64url import b64u, unb64u
 from roost.protocol.commit_bundle import encode_commit_bundle
+from roost.protocol.message_batch import decode_message_batch
 from roost.server.store import Database
 
 from ..server.delivery_helpers import (
@@ -184,3 +186,21 @@ async def test_a_group_made_without_a_key_asks_for_none(http: httpx.AsyncClient)
         headers={**alice.headers, **MLS, "Roost-Message-Id": "m1"},
     )
     assert r.status_code == 201, r.text
+
+
+async def test_a_connection_request_carries_the_wrap_to_the_responder(
+    http: httpx.AsyncClient,
+) -> None:
+    alice, bob = await _member(http, "gk-alice"), await _member(http, "gk-bob")
+    r = await http.post("/v1/connections", json={"to": bob.user.user_id}, headers=alice.headers)
+    assert r.status_code == 201, r.text
+    path = f"/v1/connections/{r.json()['connection_id']}/request"
+    r = await http.post(path, content=b"\x00", headers={**alice.headers, **MLS, WRAP: "short"})
+    _problem(r, 422, "invalid_group_key")  # and the request was not sent
+    wrap = b64u(secrets.token_bytes(60))
+    r = await http.post(path, content=b"\x00", headers={**alice.headers, **MLS, WRAP: wrap})
+    assert r.status_code == 200, r.text
+    r = await http.get("/v1/direct/messages", headers=bob.headers)
+    events = [json.loads(p) for _, p in decode_message_batch(r.content)]
+    (request,) = [e for e in events if e["type"] == "connection_request"]
+    assert request["group_key_wrap"] == wrap

@@ -1,8 +1,8 @@
 """The group key: 32 random bytes the group's creator chooses and every member holds (docs/api.md
 "Group keys"). Members present it with every request on the group (``Roost-Group-Key``); the DS
-keeps only a check value (a hash), so a member's requests prove they hold it, and joiners get it
-from the committer, wrapped for the epoch their Welcome starts (``Roost-Group-Key-Wrap``, copied
-opaque into the Welcome event: the DS cannot read it).
+keeps only a check value (a hash), so a member's requests prove they hold it. Joiners get it
+from the committer, wrapped for the epoch their Welcome starts (``group_key_wrap.py``): the DS
+passes the wrap on and cannot open it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from ..errors import Problem
 
 GROUP_KEY_HEADER = "Roost-Group-Key"
 GROUP_KEY_LEN = 32
-# nonce (12) || AES-256-GCM(group key) (32 + 16): see docs/api.md
-GROUP_KEY_WRAP_LEN = 60
 
 
 def key_check(group_key: bytes) -> bytes:
@@ -52,20 +50,6 @@ def group_key_param(text: str | None) -> bytes | None:
     return raw
 
 
-def group_key_wrap_param(text: str | None) -> bytes | None:
-    if text is None:
-        return None
-    try:
-        raw = unb64u(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != GROUP_KEY_WRAP_LEN:
-        raise Problem(
-            422, "invalid_group_key", "a group key wrap is 60 bytes (nonce and sealed key)"
-        )
-    return raw
-
-
 def _group_key_header(
     roost_group_key: Annotated[
         str | None,
@@ -78,18 +62,5 @@ def _group_key_header(
     return group_key_param(roost_group_key)
 
 
-def _group_key_wrap_header(
-    roost_group_key_wrap: Annotated[
-        str | None,
-        Header(
-            max_length=100,
-            description="the group key wrapped for the joiners of this commit's Welcome",
-        ),
-    ] = None,
-) -> bytes | None:
-    return group_key_wrap_param(roost_group_key_wrap)
-
-
-# Route parameters: the request's group key and key wrap, decoded (None: absent).
+# A route parameter: the request's group key, decoded (None: absent).
 GroupKey = Annotated[bytes | None, Depends(_group_key_header)]
-GroupKeyWrap = Annotated[bytes | None, Depends(_group_key_wrap_header)]

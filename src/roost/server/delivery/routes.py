@@ -27,9 +27,10 @@ from roost.protocol.media_types import MLS_MEDIA_TYPE
 
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
 from ..errors import problem_responses
+from ..group_key_wrap import GroupKeyWrap
 from ..queues.params import QueueKey, queue_id_param
 from .group_info_check import GROUP_INFO_EXTENSION_PROBLEMS
-from .group_key import GroupKey, GroupKeyWrap
+from .group_key import GroupKey
 from .group_store import GroupView
 from .path_params import group_id_param
 from .sends import MESSAGE_ID_MAX, parse_send

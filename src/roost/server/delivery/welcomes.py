@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import b64u
 
+from ..group_key_wrap import wrap_field
 from ..queues.service import QueueService
 from .fanout import Fanout
 from .federation_port import domain_of
@@ -48,9 +49,7 @@ class Welcomes:
             "payload": encoded,
             "sent_at": self.now(),
         }
-        if group_key_wrap is not None:
-            fields["group_key_wrap"] = b64u(group_key_wrap)
-        event = json.dumps(fields).encode()
+        event = json.dumps({**fields, **wrap_field(group_key_wrap)}).encode()
         local = {u for uid, u in added_users.items() if domain_of(uid) == self.domain}
         for user_uuid in sorted(local):
             await self.queues.enqueue_direct(conn, user_uuid, event)
