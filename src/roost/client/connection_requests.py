@@ -167,7 +167,9 @@ async def _settle(
         )
     deleted = False
     with contextlib.suppress(RoostError):  # already deleted, or no longer ours to delete
-        await client.request("DELETE", f"/v1/groups/{b64u(group_id)}")
+        await client.request(
+            "DELETE", f"/v1/groups/{b64u(group_id)}", headers=store.key_headers(group_id)
+        )
         deleted = True
     event = store.record(
         GroupEvent(
