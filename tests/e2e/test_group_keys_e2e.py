@@ -14,6 +14,7 @@ import json
 import httpx
 
 from roost.client import Home, RoostClient
+from roost.client.connection_requests import on_connection_event
 from roost.client.group_key import (
     GROUP_KEY_HEADER,
     GROUP_KEY_WRAP_HEADER,
@@ -174,3 +175,43 @@ async def test_external_joins_and_resyncs_present_the_key(users, tmp_path):
     await alice.groups.send(gid, "hello carol")
     events = await carol.sync()
     assert "hello carol" in [e.message for e in events if e.kind == "message"]
+
+
+async def test_a_connection_request_carries_the_key_wrap_to_the_responder(users, tmp_path):
+    alice = member(await users.new("alice", keypackages=2))
+    bob = member(await users.new("bob", keypackages=2, home=Home(tmp_path / "bob")))
+    sent = Sent(alice.client)
+    conn, gid = await alice.groups.request_connection(bob.user_id)
+    key = alice.groups.group_key(gid)
+    assert key is not None
+    [request] = [r for r in sent.requests if r.url.path.endswith("/request")]
+    wrap = request.headers[GROUP_KEY_WRAP_HEADER]
+    [commit] = [r for r in sent.on_group(gid) if r.url.path.endswith("/commits")]
+    assert commit.headers[GROUP_KEY_HEADER] == b64u(key) and GROUP_KEY_WRAP_HEADER in commit.headers
+
+    # The request event as a DS that passes the wrap on delivers it: bob keeps both (in his
+    # home), and accepting joins with the key.
+    event = DirectEvent(
+        1,
+        "connection_request",
+        alice.user_id,
+        conn.connection_id,
+        request.content,
+        group_key_wrap=wrap,
+    )
+    assert (
+        await on_connection_event(
+            bob.client, bob.groups.store, event, bob.groups._sync.join_welcome
+        )
+        is None
+    )
+    saved = json.loads((tmp_path / "bob" / "group_client.json").read_text())
+    assert saved["received_wraps"] == {conn.connection_id: wrap}
+    bob_sent = Sent(bob.client)
+    _, joined = await bob.groups.accept_connection(conn.connection_id)
+    assert joined is not None and joined.kind == "joined"
+    assert bob.groups.group_key(gid) == key
+    [register] = [r for r in bob_sent.on_group(gid) if r.url.path.endswith("/queue")]
+    assert register.headers[GROUP_KEY_HEADER] == b64u(key)
+    saved = json.loads((tmp_path / "bob" / "group_client.json").read_text())
+    assert saved["received_wraps"] == {} and saved["group_keys"] == {b64u(gid): b64u(key)}

@@ -64,6 +64,8 @@ class Cursors:
     # Requests received, unanswered: connection id -> (requester, the Welcome the request
     # carries), kept so that accepting works after the event was acked.
     received: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    # The group key wraps those requests' events carried (``group_key``), by connection id.
+    received_wraps: dict[str, str] = field(default_factory=dict, repr=False)
     # For each group we hold: the group_seq our state has reached (the Welcome we joined from,
     # then each item processed), so that an older Welcome never replaces it.
     group_seqs: dict[bytes, int] = field(default_factory=dict)
@@ -156,6 +158,7 @@ class GroupStore:
                 received={
                     str(k): (str(v[0]), unb64u(v[1])) for k, v in d.get("received", {}).items()
                 },
+                received_wraps={str(k): str(v) for k, v in d.get("received_wraps", {}).items()},
                 group_seqs={unb64u(k): int(v) for k, v in d.get("group_seqs", {}).items()},
                 leaving={unb64u(k): int(v) for k, v in d.get("leaving", {}).items()},
                 group_queues={
@@ -195,6 +198,7 @@ class GroupStore:
             "direct_after": c.direct_after,
             "requested": {k: b64u(v) for k, v in sorted(c.requested.items())},
             "received": {k: [u, b64u(w)] for k, (u, w) in sorted(c.received.items())},
+            "received_wraps": dict(sorted(c.received_wraps.items())),
             "group_seqs": {b64u(k): v for k, v in sorted(c.group_seqs.items())},
             "leaving": {b64u(k): v for k, v in sorted(c.leaving.items())},
             "group_queues": {

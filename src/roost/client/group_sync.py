@@ -511,12 +511,17 @@ class GroupSync:
         if event.kind == "joined":
             self._joins += 1
 
-    async def join_welcome(self, payload: bytes, inviter: str) -> GroupEvent | None:
+    async def join_welcome(
+        self, payload: bytes, inviter: str, key_wrap: str | None = None
+    ) -> GroupEvent | None:
         """Join from a Welcome that came another way: a connection request's payload, which is
-        no Welcome at all when the requester built no group (None then)."""
+        no Welcome at all when the requester built no group (None then); ``key_wrap``: the
+        group key wrap the request's event carried."""
         if not is_welcome(payload):
             return None
-        return await self._join(DirectEvent(0, "welcome", inviter, None, payload))
+        return await self._join(
+            DirectEvent(0, "welcome", inviter, None, payload, group_key_wrap=key_wrap)
+        )
 
     async def _join(self, welcome: DirectEvent) -> GroupEvent | None:
         """Join from one Welcome event: ``joined``; ``welcome_failed`` when it is for us but
