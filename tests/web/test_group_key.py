@@ -15,8 +15,10 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tests.e2e.helpers import sync_until
+from tests.integration.harness import ServerProcess
 
 from .conftest import python_user, signed_up, talking_pair
+from .driver import Browser
 
 GROUPS = "/v1/groups"
 
@@ -29,7 +31,7 @@ def b64u_of(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def keyed_requests(browser, name: str) -> list[list]:
+def keyed_requests(browser: Browser, name: str) -> list[list]:
     """Page ``name``'s requests on groups: [method, path, group key, key wrap]."""
     return browser.call("group_keys", name=name)["requests"]
 
@@ -46,8 +48,8 @@ def on_group(requests: list[list], path: str) -> list[list]:
 
 
 def test_a_group_key_goes_with_every_request_survives_a_reload_and_reaches_the_joiner(
-    web_server, browser
-):
+    web_server: ServerProcess, browser: Browser
+) -> None:
     url = web_server.url
     alice, bob = talking_pair(browser, url)
     ids = {"alice": f"{alice}@localhost", "bob": f"{bob}@localhost"}
@@ -118,7 +120,9 @@ def test_a_group_key_goes_with_every_request_survives_a_reload_and_reaches_the_j
         assert not any(key in line for line in browser.call("requests", name=name)["console"])
 
 
-async def test_python_mls_opens_the_pages_wrap_to_the_pages_key(web_server, browser):
+async def test_python_mls_opens_the_pages_wrap_to_the_pages_key(
+    web_server: ServerProcess, browser: Browser
+) -> None:
     url = web_server.url
     py = await python_user(url, "py")
     try:
@@ -145,7 +149,9 @@ async def test_python_mls_opens_the_pages_wrap_to_the_pages_key(web_server, brow
         await py.client.aclose()
 
 
-def test_a_welcome_whose_key_does_not_open_is_refused_in_words(web_server, browser):
+def test_a_welcome_whose_key_does_not_open_is_refused_in_words(
+    web_server: ServerProcess, browser: Browser
+) -> None:
     url = web_server.url
     alice, bob = talking_pair(browser, url)
     browser.call("copy_key_wraps", name="bob", damage=True, **{"from": "alice"})
