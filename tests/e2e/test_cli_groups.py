@@ -1,7 +1,10 @@
 """``roost group …`` against a real server: create with an invite, send, sync (join + read),
-history, roles, leave + commit, delete — each user's state in its own ``--home``."""
+history, roles, leave + commit, delete, joining an external_join group with its key — each
+user's state in its own ``--home``."""
 
 from __future__ import annotations
+
+import json
 
 from roost.protocol.base64url import unb64u
 from tests.integration.conftest import unique_name
@@ -179,3 +182,24 @@ def test_an_action_shows_what_its_catch_up_read_first(server, tmp_path, capsys):
     assert len(lines) == 2, lines
     assert lines[0].endswith(": are you there?") and bob_id in lines[0], lines
     assert lines[1].startswith("sent #"), lines
+
+
+def test_an_external_join_group_is_joined_with_the_key_create_prints(server, tmp_path):
+    alice, _ = _user(server, tmp_path, "alice")
+    carol, carol_id = _user(server, tmp_path, "carol")
+    created = alice.run("group", "create", "--external-join")
+    gid, join = created["group_id"], created["join"]
+    assert join.startswith(gid + "#") and len(unb64u(join.partition("#")[2])) == 32
+    saved = json.loads((tmp_path / "alice" / "group_client.json").read_text())
+    assert saved["group_keys"][gid] == join.partition("#")[2]
+    assert "join" not in alice.run("group", "create")  # no external joins: nothing to hand out
+
+    err = carol.run("group", "join", gid, "--key", "short", ok=False)
+    assert err["error"] == "invalid_arguments" and "group key" in err["detail"]
+    joined = carol.run("group", "join", join)
+    assert joined["kind"] == "joined"
+    saved = json.loads((tmp_path / "carol" / "group_client.json").read_text())
+    assert saved["group_keys"][gid] == join.partition("#")[2]
+    carol.run("group", "send", gid, "hi from carol")
+    events = alice.run("group", "sync")
+    assert any(e.get("sender", "").startswith(carol_id + "/") for e in events)

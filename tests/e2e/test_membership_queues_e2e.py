@@ -44,13 +44,20 @@ async def _database(server) -> AsyncIterator[Any]:
 
 async def _registrations(server) -> dict[str, set[bytes]]:
     """Every queue the DS delivers to (b64u id) -> the groups whose members it serves."""
+    from roost.server.config import build_config
+    from roost.server.delivery.at_rest import AtRest
     from roost.server.delivery.tables import ds_members
+    from roost.server.seal_key import SealKeyFile
 
+    # The rows are sealed at rest: opened with the server's seal key file, as the DS does.
+    at_rest = AtRest(SealKeyFile(build_config({}, server.env).queue_seal_key_path))
     out: dict[str, set[bytes]] = {}
     async with _database(server) as conn:
-        rows = await conn.execute(ds_members.select().where(ds_members.c.queue_id.is_not(None)))
-        for row in rows:
-            out.setdefault(b64u(row.queue_id), set()).add(bytes(row.group_id))
+        for row in await conn.execute(ds_members.select()):
+            gid = bytes(row.group_id)
+            queue_id = at_rest.open_member(gid, row.leaf_index, bytes(row.sealed)).queue_id
+            if queue_id is not None:
+                out.setdefault(b64u(queue_id), set()).add(gid)
     return out
 
 

@@ -132,8 +132,8 @@ async def test_resync_that_loses_the_epoch_builds_again(users):
 
         built = 0
 
-        async def _build(self, path: str) -> tuple[Group, bytes]:
-            out = await super()._build(path)
+        async def _build(self, path: str, key: dict[str, str]) -> tuple[Group, bytes]:
+            out = await super()._build(path, key)
             self.built += 1
             if self.built == 1:
                 await carol.groups.update(gid)

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 
 from roost.server.store import Database
 from roost.server.store.migrate import alembic_config
 
 
-async def upgrade_to(db: Database, revision: str, seal_key_file: Path | None = None) -> None:
-    """Apply the migrations up to ``revision`` (not beyond) to ``db`` (``seal_key_file``: for
-    a migration that seals stored rows)."""
+async def upgrade_to(db: Database, revision: str) -> None:
+    """Apply the migrations up to ``revision`` (not beyond) to ``db``."""
 
     def run(conn: sa.Connection) -> None:
         from alembic import command
 
         cfg = alembic_config()
         cfg.attributes["connection"] = conn
-        cfg.attributes["seal_key_file"] = seal_key_file
         command.upgrade(cfg, revision)
 
     async with db.engine.connect() as conn:

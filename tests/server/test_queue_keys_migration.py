@@ -10,11 +10,12 @@ import sqlalchemy as sa
 
 from roost.server.config import Limits
 from roost.server.errors import Problem
+from roost.server.queues.seal import QueueSeal
 from roost.server.queues.service import QueueService
 from roost.server.queues.tables import queue_allowances, queue_messages, queues
+from roost.server.seal_key import SealKeyFile
 from roost.server.store import Database
 from roost.server.store.migrate import upgrade
-from roost.server.store.seal import Seal
 
 from .migration_helpers import upgrade_to
 
@@ -57,7 +58,9 @@ async def test_old_queues_survive_the_upgrade_and_their_creator_claims_the_key(
             )
     await upgrade(empty_db)
 
-    service = QueueService(empty_db, Limits(max_queues_per_client=3), tmp_path / "k")
+    service = QueueService(
+        empty_db, Limits(max_queues_per_client=3), QueueSeal(SealKeyFile(tmp_path / "k"))
+    )
     async with empty_db.engine.connect() as conn:
         counts = dict((await conn.execute(sa.select(queue_allowances))).all())
         # An unclaimed queue cannot be read without a key, not even by its creator.
@@ -97,7 +100,7 @@ async def test_a_removed_clients_queues_go_with_it_though_no_row_names_it(
     empty_db: Database, tmp_path: Path
 ) -> None:
     await upgrade(empty_db)
-    service = QueueService(empty_db, Limits(), tmp_path / "k")
+    service = QueueService(empty_db, Limits(), QueueSeal(SealKeyFile(tmp_path / "k")))
     alice_queues = [(await service.create_queue(ALICE))[0] for _ in range(3)]
     bob_queue, bob_key = await service.create_queue(BOB)
     for qid in [*alice_queues, bob_queue]:
@@ -113,10 +116,8 @@ async def test_a_removed_clients_queues_go_with_it_though_no_row_names_it(
 
 
 async def test_a_seal_opens_only_under_its_own_key(tmp_path: Path) -> None:
-    sealed = Seal(tmp_path / "one", b"test").seal(ALICE)
-    assert Seal(tmp_path / "one", b"test").open(sealed) == ALICE  # the key file is reused
-    assert Seal(tmp_path / "two", b"test").open(sealed) is None
-    assert Seal(tmp_path / "one", b"other").open(sealed) is None  # another purpose
-    assert Seal(tmp_path / "one", b"test").open(sealed, b"row") is None  # another row
-    assert Seal(tmp_path / "one", b"test").seal(ALICE) != sealed  # no two seals alike
+    sealed = QueueSeal(SealKeyFile(tmp_path / "one")).seal(ALICE)
+    assert QueueSeal(SealKeyFile(tmp_path / "one")).open(sealed) == ALICE  # the key file is reused
+    assert QueueSeal(SealKeyFile(tmp_path / "two")).open(sealed) is None
+    assert QueueSeal(SealKeyFile(tmp_path / "one")).seal(ALICE) != sealed  # no two seals alike
     assert (tmp_path / "one").stat().st_mode & 0o077 == 0

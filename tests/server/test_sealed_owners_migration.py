@@ -16,6 +16,8 @@ from roost.server.config import build_config
 from roost.server.errors import Problem
 from roost.server.push.service import PushService
 from roost.server.push.tables import push_registrations
+from roost.server.seal import Seal
+from roost.server.seal_key import SealKeyFile
 from roost.server.store import Database
 from roost.server.store.migrate import upgrade
 
@@ -33,7 +35,7 @@ TOKEN = "bob-device-token"
 OLD = {"a" * 32: (ALICE, 10), "b" * 32: (ALICE, 20), "c" * 32: (BOB, 5)}
 
 
-async def _fill_0014(db: Database) -> None:
+async def _fill_0015(db: Database) -> None:
     async with db.transaction() as conn:
         for asset_id, (user, size) in OLD.items():
             client = ALICE_CLIENT if user == ALICE else BOB_CLIENT
@@ -79,9 +81,9 @@ async def test_old_assets_and_registrations_are_sealed_in_place(
     empty_db: Database, tmp_path: Path
 ) -> None:
     key = tmp_path / "seal.key"
-    await upgrade_to(empty_db, "0014")
-    await _fill_0014(empty_db)
-    await upgrade(empty_db, key)
+    await upgrade_to(empty_db, "0015")
+    await _fill_0015(empty_db)
+    await upgrade(empty_db, SealKeyFile(key))
 
     # Nothing in clear: no uploader next to an asset, no endpoint, key or token.
     stored_assets = await _cells(empty_db, assets)
@@ -96,7 +98,9 @@ async def test_old_assets_and_registrations_are_sealed_in_place(
     clock = FakeClock()
     clock.now = 1000
     settings = AssetSettings(100, 100, 60, 3600)
-    service = AssetService(empty_db, FilesystemStore(tmp_path / "assets"), settings, key, clock)
+    service = AssetService(
+        empty_db, FilesystemStore(tmp_path / "assets"), settings, SealKeyFile(key), clock
+    )
     async with empty_db.engine.connect() as conn:
         assert set((await conn.scalars(sa.select(assets.c.id))).all()) == set(OLD)
     with pytest.raises(Problem) as not_hers:
@@ -140,8 +144,8 @@ async def test_old_assets_and_registrations_are_sealed_in_place(
 
 
 async def test_the_upgrade_refuses_to_seal_without_the_key(empty_db: Database) -> None:
-    await upgrade_to(empty_db, "0014")
-    await _fill_0014(empty_db)
+    await upgrade_to(empty_db, "0015")
+    await _fill_0015(empty_db)
     with pytest.raises(RuntimeError, match="seal key"):
         await upgrade(empty_db)
     # Nothing was changed: the rows are as they were, and the upgrade goes through once
@@ -152,3 +156,13 @@ async def test_the_upgrade_refuses_to_seal_without_the_key(empty_db: Database) -
         await conn.execute(sa.text("DELETE FROM assets"))
         await conn.execute(sa.text("DELETE FROM push_registrations"))
     await upgrade(empty_db)
+
+
+def test_a_seal_opens_only_for_its_label_row_and_key(tmp_path: Path) -> None:
+    key = SealKeyFile(tmp_path / "one")
+    sealed = Seal(key, b"label one:").seal(ALICE, b"row 1")
+    assert Seal(SealKeyFile(tmp_path / "one"), b"label one:").open(sealed, b"row 1") == ALICE
+    assert Seal(key, b"label one:").open(sealed, b"row 2") is None  # another row
+    assert Seal(key, b"label two:").open(sealed, b"row 1") is None  # another use
+    assert Seal(SealKeyFile(tmp_path / "two"), b"label one:").open(sealed, b"row 1") is None
+    assert Seal(key, b"label one:").seal(ALICE, b"row 1") != sealed  # no two seals alike

@@ -1,5 +1,5 @@
 """One group-message queue per conversation: a page in two conversations registered a
-different queue for each (the server's ds_members ties each queue to one group only), both
+different queue for each (the server's member rows tie each queue to one group only), both
 deliver in real time, conversations started while the page is open included (their queues are
 added to the open socket), and leaving a conversation deletes its queue."""
 
@@ -17,11 +17,19 @@ def b64u_bytes(text: str) -> bytes:
 
 
 def groups_of_queue(db_path, queue_id: str) -> set[bytes]:
+    # Member rows are sealed at rest: opened with the server's seal key file, as the DS does.
+    from roost.server.delivery.at_rest import AtRest
+    from roost.server.seal_key import SealKeyFile
+
+    at_rest = AtRest(SealKeyFile(db_path.parent / "queue-seal.key"))
+    wanted = b64u_bytes(queue_id)
     with sqlite3.connect(db_path, timeout=30) as db:
-        rows = db.execute(
-            "SELECT group_id FROM ds_members WHERE queue_id = ?", (b64u_bytes(queue_id),)
-        ).fetchall()
-    return {r[0] for r in rows}
+        rows = db.execute("SELECT group_id, leaf_index, sealed FROM ds_members").fetchall()
+    return {
+        gid
+        for gid, leaf, sealed in rows
+        if at_rest.open_member(gid, leaf, sealed).queue_id == wanted
+    }
 
 
 def queue_exists(db_path, queue_id: str) -> bool:

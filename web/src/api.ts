@@ -30,6 +30,9 @@ const MESSAGES: Record<string, string> = {
   queue_not_found: "A message queue of this browser is gone from the server. Reload the page and try again.",
   too_many_queues: "This browser is in as many conversations as the server allows (one message queue each). Leave one first.",
   queue_key_required: "This browser's message queue has no key yet. Reload the page to claim it.",
+  group_key_required: "This browser does not hold the key of that group conversation, so the server will not act on it.",
+  wrong_group_key: "The server did not accept this browser's key to that group conversation.",
+  invalid_group_key: "This browser sent a malformed group key.",
   items_in_transit: "Messages of this conversation are still on their way to your server. Try again in a moment.",
 };
 

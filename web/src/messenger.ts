@@ -3,10 +3,11 @@
 // what the realtime socket delivers. Everything that touches MLS state runs one step at a time.
 import type { ClientState, KeyPackage } from "ts-mls";
 
-import { ApiError, seg } from "./api.js";
+import { ApiError, seg, type RequestOptions } from "./api.js";
 import { Reader, b64u, fromB64u, fromUtf8, utf8 } from "./bytes.js";
 import { CredentialRefused, Credentials } from "./credentials.js";
 import { fileLine, parseReference, referenceBytes, type AssetReference } from "./files.js";
+import { GROUP_KEY_WRAP_HEADER, GroupKeyRefused, groupKeyHeaders, newGroupKey, unwrapGroupKey, wrapGroupKey } from "./group-key.js";
 import {
   CIPHER_SUITE,
   commitAdds,
@@ -43,6 +44,14 @@ interface DirectEvent {
   group_id?: string;
   from?: string;
   payload?: string;
+  /** A `welcome`'s group key, wrapped by the committer (group-key.ts); absent: a legacy group. */
+  group_key_wrap?: string;
+}
+
+/** What a request on one group needs: its id (b64u) and its key, if it has one. */
+interface GroupRef {
+  id: string;
+  groupKey?: Uint8Array;
 }
 
 interface ConnectionOut {
@@ -66,7 +75,7 @@ interface Starting {
   keyPackages?: KeyPackage[];
   /** The queue made for the new group (kept so a retry does not make another). */
   queue?: SavedQueue;
-  group?: { id: string; state: ClientState };
+  group?: GroupRef & { state: ClientState };
   added?: { state: ClientState; welcome: Uint8Array };
 }
 
@@ -208,8 +217,8 @@ export class Messenger {
   /** This device's notification policy for a conversation (null: the default), told to the
    * server and kept with the conversation. */
   async setNotify(id: string, policy: string | null): Promise<void> {
-    await setConversationPolicy(this.session.api, id, policy);
     const c = this.conversations.get(id);
+    await setConversationPolicy(this.session.api, id, policy, groupKeyHeaders(c?.groupKey));
     if (c === undefined) return;
     if (policy === null) delete c.notify;
     else c.notify = policy;
@@ -295,12 +304,15 @@ export class Messenger {
         const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
         const created = await createRoostGroup(this.session.identity, groupId, await this.homeExternalSender());
         s.queue ??= await this.newQueue();
-        await this.registerGroup(created.body, s.queue);
+        // No group key: the Welcome travels in the connection request, which has no place for
+        // the key's wrap (the DS delivers no welcome event for it), so the peer could never
+        // present it. The conversation of two stays a legacy (unsealed) group.
+        await this.registerGroup(created.body, s.queue, undefined);
         s.group = { id: b64u(groupId), state: created.state };
       }
       if (s.added === undefined) {
         const added = await commitAdds(s.group.state, s.keyPackages);
-        await api.request("POST", `/v1/groups/${s.group.id}/commits`, { body: added.bundle });
+        await this.postCommit(s.group, added.bundle, added.state);
         s.added = { state: added.state, welcome: added.welcome };
       }
       await api.request("POST", `/v1/connections/${seg(s.connectionId)}/request`, { body: s.added.welcome });
@@ -318,15 +330,15 @@ export class Messenger {
    * queue from the DS. */
   createGroup(name: string, invitees: string[]): Promise<Conversation> {
     return this.serial(async () => {
-      const api = this.session.api;
       const sender = await this.homeExternalSender();
       const keyPackages = await this.claim(invitees);
       const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
       const id = b64u(groupId);
       const created = await createRoostGroup(this.session.identity, groupId, sender, name.trim());
+      const groupKey = newGroupKey();
       const queue = await this.newQueue();
       try {
-        await this.registerGroup(created.body, queue);
+        await this.registerGroup(created.body, queue, groupKey);
       } catch (e) {
         await this.dropQueue(queue).catch(() => undefined);
         throw e;
@@ -334,10 +346,10 @@ export class Messenger {
       let state = created.state;
       if (keyPackages.length > 0) {
         const added = await commitAdds(state, keyPackages);
-        await api.request("POST", `/v1/groups/${id}/commits`, { body: added.bundle });
+        await this.postCommit({ id, groupKey }, added.bundle, added.state);
         state = added.state;
       }
-      const c: Conversation = { id, peer: name.trim(), group: true, status: "active", messages: [], unread: 0, state, queue };
+      const c: Conversation = { id, peer: name.trim(), group: true, status: "active", messages: [], unread: 0, state, queue, groupKey };
       c.roles = { [this.session.userId]: "admin" };
       this.conversations.set(id, c);
       await this.save();
@@ -346,10 +358,26 @@ export class Messenger {
     });
   }
 
-  /** Create a group on the DS with this device's leaf on `queue` (its key authorises that). */
-  private async registerGroup(body: Uint8Array, queue: SavedQueue): Promise<void> {
+  /** Create a group on the DS with this device's leaf on `queue` (its key authorises that),
+   * sealed under `groupKey` (without one: a legacy group). */
+  private async registerGroup(body: Uint8Array, queue: SavedQueue, groupKey: Uint8Array | undefined): Promise<void> {
     const path = `/v1/groups?queue_id=${encodeURIComponent(queue.id)}&external_join=false`;
-    await this.session.api.request("POST", path, { body, headers: { "Roost-Queue-Key": queue.key } });
+    await this.session.api.request("POST", path, { body, headers: { "Roost-Queue-Key": queue.key, ...groupKeyHeaders(groupKey) } });
+  }
+
+  /** A request on one group (`/v1/groups/{id}` and below), with the group's key when it has
+   * one: every request on a group goes through here. */
+  private onGroup(g: GroupRef, method: string, rest: string, options: RequestOptions = {}): Promise<Response> {
+    const headers = { ...options.headers, ...groupKeyHeaders(g.groupKey) };
+    return this.session.api.request(method, `/v1/groups/${g.id}${rest}`, { ...options, headers });
+  }
+
+  /** Post a commit bundle. One with a Welcome (`next`: the state it leads to) gives the
+   * joiners the group key, wrapped under that epoch's exporter. */
+  private async postCommit(g: GroupRef, bundle: Uint8Array, next?: ClientState): Promise<void> {
+    const headers: Record<string, string> = {};
+    if (next !== undefined && g.groupKey !== undefined) headers[GROUP_KEY_WRAP_HEADER] = await wrapGroupKey(next, g.groupKey);
+    await this.onGroup(g, "POST", "/commits", { body: bundle, headers });
   }
 
   /** Add users (connected with this one) to a group conversation. */
@@ -357,7 +385,7 @@ export class Messenger {
     return this.serial(async () => {
       const c = this.active(id);
       const added = await commitAdds(c.state, await this.claim(invitees));
-      await this.session.api.request("POST", `/v1/groups/${id}/commits`, { body: added.bundle });
+      await this.postCommit(c, added.bundle, added.state);
       c.state = added.state;
       await this.save();
       this.changed();
@@ -371,7 +399,7 @@ export class Messenger {
       const c = this.conversations.get(id);
       if (c === undefined || (c.status !== "active" && c.status !== "waiting")) throw new Error("You are no longer in this conversation.");
       const added = await commitAdds(c.state, keyPackages);
-      await this.session.api.request("POST", `/v1/groups/${id}/commits`, { body: added.bundle });
+      await this.postCommit(c, added.bundle, added.state);
       c.state = added.state;
       await this.save();
       this.changed();
@@ -385,7 +413,7 @@ export class Messenger {
       const leaves = members(c.state).filter((m) => m.userId === userId && !m.me).map((m) => m.leaf);
       if (leaves.length === 0) throw new Error(`${userId} is not a member.`);
       const r = await commitRemoves(c.state, leaves);
-      await this.session.api.request("POST", `/v1/groups/${id}/commits`, { body: r.bundle });
+      await this.postCommit(c, r.bundle);
       c.state = r.state;
       await this.save();
       this.changed();
@@ -395,8 +423,9 @@ export class Messenger {
   /** Make `userId` an admin of a group conversation. */
   promote(id: string, userId: string): Promise<void> {
     return this.serial(async () => {
-      await this.session.api.request("PUT", `/v1/groups/${id}/roles/${seg(userId)}`, { json: { role: "admin" } });
-      await this.refreshRoles(this.active(id));
+      const c = this.active(id);
+      await this.onGroup(c, "PUT", `/roles/${seg(userId)}`, { json: { role: "admin" } });
+      await this.refreshRoles(c);
       this.changed();
     });
   }
@@ -405,7 +434,7 @@ export class Messenger {
   leave(id: string): Promise<void> {
     return this.serial(async () => {
       const c = this.active(id);
-      await this.session.api.request("POST", `/v1/groups/${id}/proposals`, { body: await leaveProposal(c.state) });
+      await this.onGroup(c, "POST", "/proposals", { body: await leaveProposal(c.state) });
       c.status = "left";
       await this.save();
       await this.retireQueues();
@@ -416,7 +445,7 @@ export class Messenger {
   /** The roles as the DS holds them; a group that no longer has us says so. */
   private async refreshRoles(c: Conversation): Promise<void> {
     try {
-      const g = await this.session.api.json<{ roles: Record<string, string> }>("GET", `/v1/groups/${c.id}`);
+      const g = (await (await this.onGroup(c, "GET", "")).json()) as { roles: Record<string, string> };
       c.roles = g.roles;
     } catch (e) {
       if (!(e instanceof ApiError && (e.code === "not_member" || e.code === "group_not_found"))) throw e;
@@ -492,14 +521,15 @@ export class Messenger {
   }
 
   /** Join from a Welcome: a connection's conversation of two, or (`group`) a group someone
-   * added us to, titled by its name or, without one (e.g. made by another client), its inviter. */
-  private async join(joined: Awaited<ReturnType<typeof joinFromWelcome>>, from: string, group = false): Promise<Conversation> {
+   * added us to, titled by its name or, without one (e.g. made by another client), its inviter.
+   * `groupKey`: the group's key, unwrapped from the Welcome event (none: a legacy group). */
+  private async join(joined: Awaited<ReturnType<typeof joinFromWelcome>>, from: string, group = false, groupKey?: Uint8Array): Promise<Conversation> {
     const { state, used } = joined;
     this.session.usedKeyPackage(used);
     const id = b64u(state.groupContext.groupId);
     const queue = await this.newQueue();
     try {
-      await this.session.api.request("PUT", `/v1/groups/${id}/queue`, { json: { queue_id: queue.id }, headers: { "Roost-Queue-Key": queue.key } });
+      await this.onGroup({ id, groupKey }, "PUT", "/queue", { json: { queue_id: queue.id }, headers: { "Roost-Queue-Key": queue.key } });
     } catch (e) {
       await this.dropQueue(queue).catch(() => undefined);
       throw e;
@@ -510,6 +540,7 @@ export class Messenger {
     const ownPair = from === this.session.userId && name === undefined && others.length === 1;
     const title = name ?? (ownPair ? others[0] : group ? `Group with ${from}` : from);
     const c: Conversation = { id, peer: title, status: "active", messages: [], unread: 0, state, queue };
+    if (groupKey !== undefined) c.groupKey = groupKey;
     if ((group && !ownPair) || name !== undefined) c.group = true;
     this.conversations.set(id, c);
     return c;
@@ -531,7 +562,7 @@ export class Messenger {
       const out = await encrypt(c.state, payload);
       c.state = out.state; // a ratchet generation is never used twice, even if the send fails
       await this.save();
-      await this.session.api.request("POST", `/v1/groups/${id}/messages`, {
+      await this.onGroup(c, "POST", "/messages", {
         body: out.message,
         headers: { "Roost-Message-Id": b64u(crypto.getRandomValues(new Uint8Array(16))) },
       });
@@ -583,15 +614,20 @@ export class Messenger {
         c.status = e.type === "connection_accepted" ? "active" : "rejected";
         if (c.status === "rejected") {
           // The group only ever held us (docs/api.md, "Connections"); already gone is fine.
-          await this.session.api.request("DELETE", `/v1/groups/${c.id}`).catch(() => undefined);
+          await this.onGroup(c, "DELETE", "").catch(() => undefined);
         }
       }
       this.invitations.delete(conn); // answered on another device of ours
     } else if (e.type === "welcome" && e.payload && e.group_id && !this.conversations.has(e.group_id)) {
       try {
-        await this.join(await joinFromWelcome(fromB64u(e.payload), this.session.keyPackages), e.from ?? "", true);
+        const joined = await joinFromWelcome(fromB64u(e.payload), this.session.keyPackages);
+        // The key is unwrapped before anything is registered: a Welcome whose key does not
+        // open is refused whole, like one with a refused credential.
+        const groupKey = e.group_key_wrap === undefined ? undefined : await unwrapGroupKey(joined.state, e.group_key_wrap);
+        await this.join(joined, e.from ?? "", true, groupKey);
       } catch (err) {
         if (err instanceof CredentialRefused) this.refusals.push(`An invitation from ${e.from ?? "someone"} was refused. ${err.message}`);
+        else if (err instanceof GroupKeyRefused) this.refusals.push(`An invitation from ${e.from ?? "someone"} to a group was refused: ${err.message}.`);
         else if (!(err instanceof Error && err.message.includes("another device"))) throw err;
       }
     }
@@ -715,7 +751,7 @@ export class Messenger {
   private async commitPending(c: Conversation): Promise<void> {
     const r = await commitRemoves(c.state, []);
     try {
-      await this.session.api.request("POST", `/v1/groups/${c.id}/commits`, { body: r.bundle });
+      await this.postCommit(c, r.bundle);
       c.state = r.state;
     } catch (e) {
       if (!(e instanceof ApiError && (e.code === "epoch_conflict" || e.code === "items_in_transit"))) throw e;

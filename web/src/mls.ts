@@ -14,6 +14,7 @@ import {
   getCiphersuiteFromName,
   getCiphersuiteImpl,
   joinGroup,
+  mlsExporter,
   processMessage,
   type AuthenticationService,
   type CiphersuiteImpl,
@@ -204,6 +205,11 @@ export async function processIncoming(state: ClientState, body: Uint8Array): Pro
 export async function encrypt(state: ClientState, plaintext: Uint8Array): Promise<{ state: ClientState; message: Uint8Array }> {
   const r = await createApplicationMessage(checked(state), plaintext, await suite());
   return { state: r.newState, message: wrap({ wireformat: "mls_private_message", privateMessage: r.privateMessage }) };
+}
+
+/** RFC 9420 section 8.5 MLS-Exporter(label, context, length) of the state's epoch. */
+export async function exportSecret(state: ClientState, label: string, context: Uint8Array, length: number): Promise<Uint8Array> {
+  return mlsExporter(state.keySchedule.exporterSecret, label, context, length, await suite());
 }
 
 export const epochOf = (state: ClientState): bigint => state.groupContext.epoch;

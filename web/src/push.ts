@@ -85,9 +85,10 @@ export async function turnOff(api: Api): Promise<void> {
   await (await registration?.pushManager.getSubscription())?.unsubscribe();
 }
 
-/** This device's policy for one conversation; null: the default. */
-export async function setConversationPolicy(api: Api, groupId: string, policy: string | null): Promise<void> {
-  await api.request("PUT", `/v1/groups/${groupId}/policy`, { json: { policy } });
+/** This device's policy for one conversation; null: the default. `headers`: the group's
+ * (its key, group-key.ts), as every request on a group carries them. */
+export async function setConversationPolicy(api: Api, groupId: string, policy: string | null, headers: Record<string, string>): Promise<void> {
+  await api.request("PUT", `/v1/groups/${groupId}/policy`, { json: { policy }, headers });
 }
 
 function sameKey(a: ArrayBuffer | null, b: Uint8Array): boolean {

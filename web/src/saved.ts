@@ -37,6 +37,9 @@ export interface SavedConversation {
   /** The group-message queue this device registered for this conversation alone (b64u id and
    * key); absent in a conversation an older page put on the device's one shared queue. */
   queue?: SavedQueue;
+  /** The group's key (group-key.ts), presented with every request on the group; absent in a
+   * legacy group (made without one, or joined from a Welcome that carried none). */
+  groupKey?: Uint8Array;
 }
 
 export interface SavedQueue {

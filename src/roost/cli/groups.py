@@ -1,6 +1,9 @@
 """``roost group …``: MLS groups through the Delivery Service, on the client in ``--home``.
 
 Groups are named by the base64url of their group id (as ``roost group list`` prints them).
+Joining an ``external_join`` group one was never in takes the group's key too: ``create
+--external-join`` prints ``<group id>#<key>`` to hand to whoever may join, and ``join`` takes
+that form (or ``--key``). The key is a secret of the group's members.
 Incoming traffic (Welcomes, commits, messages, server notices) is processed by ``sync`` and
 ``listen``; every command that changes a group first catches up with it.
 """
@@ -13,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from roost.client import RoostClient, RoostError
+from roost.client.group_key import GroupKeyError, parse_group_key
 from roost.client.groups import GroupEvent, Groups
 from roost.protocol.base64url import b64u, unb64u
 
@@ -49,12 +53,23 @@ def format_event(ev: GroupEvent) -> str:
 
 
 def _gid(args: argparse.Namespace) -> bytes:
+    return _gid_and_key(args)[0]
+
+
+def _gid_and_key(args: argparse.Namespace) -> tuple[bytes, bytes | None]:
+    """The group id, and the group's key when given (``<group id>#<key>`` or ``--key``)."""
     if not args.group:
         raise RoostError(0, "invalid_arguments", f"group {args.action} needs a group id")
+    gid_text, _, key_text = args.group.partition("#")
+    key_text = key_text or (args.key or "")
     try:
-        return unb64u(args.group)
+        gid = unb64u(gid_text)
     except ValueError as e:
         raise RoostError(0, "invalid_arguments", f"bad group id: {e}") from None
+    try:
+        return gid, parse_group_key(key_text) if key_text else None
+    except GroupKeyError as e:
+        raise RoostError(0, "invalid_arguments", f"bad group key: {e}") from None
 
 
 def _need(args: argparse.Namespace, n: int, what: str) -> list[str]:
@@ -77,11 +92,17 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
     if action == "create":
         invitees = ([args.group] if args.group else []) + args.rest  # no group id yet
         group = await g.create(external_join=args.external_join)
-        out = {"group_id": b64u(group.group_id), "epoch": group.epoch}
+        out: dict[str, Any] = {"group_id": b64u(group.group_id), "epoch": group.epoch}
         if invitees:
             await g.invite(group.group_id, invitees, ratchet_tree_in_welcome=not args.no_tree)
             out["epoch"] = g.group(group.group_id).epoch
-        return emit(out, f"created group {out['group_id']} (epoch {out['epoch']})")
+        text = f"created group {out['group_id']} (epoch {out['epoch']})"
+        key = g.group_key(group.group_id)
+        if args.external_join and key is not None:
+            # Joining by external commit takes the key: the invitation carries it.
+            out["join"] = f"{out['group_id']}#{b64u(key)}"
+            text += f"\nothers join with: roost group join {out['join']}"
+        return emit(out, text)
     if action == "list":
         groups = await g.list()
         local = set(g.local_group_ids())
@@ -124,7 +145,8 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
         ]
         return emit(entries, lines or "no history")
     if action == "join":
-        ev = await g.join_external(_gid(args))
+        gid, key = _gid_and_key(args)
+        ev = await g.join_external(gid, key=key)
         return emit(ev, format_event(ev))
     if action == "resync":  # rejoin in place of our own leaf: our state is lost or stale
         ev = await g.resync(_gid(args))
@@ -178,9 +200,21 @@ def add_group_command(add: Callable[..., argparse.ArgumentParser], helpers: Any)
 
     gp = add("group", cmd_group, "MLS groups: create, invite, send, sync/listen, leave, …")
     gp.add_argument("action", choices=ACTIONS)
-    gp.add_argument("group", nargs="?", help="group id (base64url, from `roost group list`)")
+    gp.add_argument(
+        "group",
+        nargs="?",
+        help="group id (base64url, from `roost group list`); join: <group>#<key>",
+    )
     gp.add_argument("rest", nargs="*", help="user ids (invite/remove/promote) or message text")
-    gp.add_argument("--external-join", action="store_true", help="(create) allow external joins")
+    gp.add_argument(
+        "--external-join",
+        action="store_true",
+        help="(create) allow external joins; prints the <group>#<key> that joiners need",
+    )
+    gp.add_argument(
+        "--key",
+        help="(join) the group's key (base64url), if not given as <group>#<key>",
+    )
     gp.add_argument(
         "--no-tree",
         action="store_true",

@@ -2,9 +2,11 @@
 
 The requester claims one KeyPackage of each of the responder's clients (the request's single
 claim), creates a group on its DS and commits the Adds there — the DS admits them under the
-unanswered request and delivers no Welcome — then sends the Welcome as the request's payload.
-The responder's client keeps the request's Welcome when it sees the event; accepting joins the
-group from it and registers the client's queue, so both can send at once. When the request is
+unanswered request and delivers no Welcome — then sends the Welcome as the request's payload,
+with the group's key wrapped for the joiners (``group_key``; a ``Roost-Group-Key-Wrap`` header
+that the request event may carry as ``group_key_wrap``, as Welcome events do). The responder's
+client keeps the request's Welcome (and wrap) when it sees the event; accepting joins the group
+from it and registers the client's queue, so both can send at once. When the request is
 rejected the requester's client deletes the group.
 """
 
@@ -19,13 +21,15 @@ from roost.protocol.base64url import b64u
 from .client import RoostClient
 from .errors import RoostError
 from .group_events import GroupEvent
+from .group_key import wrap_group_key, wrap_key_of
 from .group_store import GroupStore
 from .models import Connection, DirectEvent
 
 if TYPE_CHECKING:
     from roost.mls.group import CommitOutput, Group
 
-Join = Callable[[bytes, str], Awaitable[GroupEvent | None]]
+# Join from a Welcome: the Welcome, the inviter, the group key wrap that came with it.
+Join = Callable[[bytes, str, str | None], Awaitable[GroupEvent | None]]
 
 
 class ConnectionRequests:
@@ -72,7 +76,9 @@ class ConnectionRequests:
             assert welcome is not None
             requested[conn.connection_id] = group.group_id  # before the answer can arrive
             self.store.save_cursors()
-            conn = await self.client.send_connection_request(conn.connection_id, welcome)
+            conn = await self.client.send_connection_request(
+                conn.connection_id, welcome, group_key_wrap=self._wrap(group.group_id)
+            )
         except BaseException:
             # No request went out: the group would only ever hold us.
             requested.pop(conn.connection_id, None)
@@ -82,19 +88,29 @@ class ConnectionRequests:
             raise
         return conn, group.group_id
 
+    def _wrap(self, group_id: bytes) -> str | None:
+        """The group's key wrapped for the epoch the Welcome joins: the group's current one,
+        right after the adding commit merged (None: a legacy group)."""
+        key = self.store.group_key(group_id)
+        if key is None:
+            return None
+        return wrap_group_key(
+            key, group_id, wrap_key_of(self.store.group(group_id).export_secret, group_id)
+        )
+
     async def accept(
         self, connection_id: str, reply: bytes | None = None
     ) -> tuple[Connection, GroupEvent | None]:
         """Accept, then join the request's group from its Welcome and register our queue.
         The event is ``joined`` (or ``welcome_failed`` if the group is gone); ``None`` when the
         request carried no Welcome for this client."""
-        requester, welcome = await self._request(connection_id)
+        requester, welcome, wrap = await self._request(connection_id)
         conn = await self.client.accept_connection(connection_id, reply)
         event = None
         if welcome:
             if "@" in requester:  # the group's members include the requester
                 await self.client.ensure_as_certificates([requester.rpartition("@")[2]])
-            event = await self.join(welcome, requester)
+            event = await self.join(welcome, requester, wrap)
         self._answered(connection_id, requester)
         return conn, event
 
@@ -107,22 +123,24 @@ class ConnectionRequests:
         """Answered by this client: no Welcome is kept; the entry goes when our sync sees the
         answer, so that neither the request nor the answer event makes us join again."""
         self.store.cursors.received[connection_id] = (requester, b"")
+        self.store.cursors.received_wraps.pop(connection_id, None)
         self.store.save_cursors()
 
-    async def _request(self, connection_id: str) -> tuple[str, bytes | None]:
-        """The requester and Welcome of a request: kept when our sync saw it, else looked up
-        in the direct queue (from the start: another client may not have acked it yet)."""
+    async def _request(self, connection_id: str) -> tuple[str, bytes | None, str | None]:
+        """The requester, Welcome and group key wrap of a request: kept when our sync saw it,
+        else looked up in the direct queue (from the start: another client may not have acked
+        it yet)."""
         kept = self.store.cursors.received.get(connection_id)
         if kept is not None and kept[1]:
-            return kept
+            return (*kept, self.store.cursors.received_wraps.get(connection_id))
         after = 0
         while True:
             page = await self.client.fetch_direct(after)
             for e in page.events:
                 if e.type == "connection_request" and e.connection_id == connection_id:
-                    return e.sender or "", e.payload
+                    return e.sender or "", e.payload, e.group_key_wrap
             if not page.has_more or not page.events:
-                return "", None
+                return "", None, None
             after = page.last_seq
 
 
@@ -138,24 +156,28 @@ async def on_connection_event(
     async with store.lock:
         settled = await _settle(client, store, e)
     if isinstance(settled, tuple):
-        inviter, welcome = settled
-        return await join(welcome, inviter)
+        inviter, welcome, wrap = settled
+        return await join(welcome, inviter, wrap)
     return settled
 
 
 async def _settle(
     client: RoostClient, store: GroupStore, e: DirectEvent
-) -> GroupEvent | tuple[str, bytes] | None:
+) -> GroupEvent | tuple[str, bytes, str | None] | None:
     conn_id = e.connection_id or ""
+    c = store.cursors
     if e.type == "connection_request":
-        if e.payload and conn_id not in store.cursors.received:  # not answered here already
-            store.cursors.received[conn_id] = (e.sender or "", e.payload)
+        if e.payload and conn_id not in c.received:  # not answered here already
+            c.received[conn_id] = (e.sender or "", e.payload)
+            if e.group_key_wrap:
+                c.received_wraps[conn_id] = e.group_key_wrap
             store.save_cursors()
         return None
-    kept = store.cursors.received.pop(conn_id, None)
+    kept = c.received.pop(conn_id, None)
+    wrap = c.received_wraps.pop(conn_id, None)
     if kept is not None:  # a request to us answered (by this client: no Welcome kept)
         store.save_cursors()
-        return kept if e.type == "connection_accepted" and kept[1] else None
+        return (*kept, wrap) if e.type == "connection_accepted" and kept[1] else None
     group_id = store.cursors.requested.pop(conn_id, None)
     if group_id is None or e.type not in ("connection_accepted", "connection_rejected"):
         return None
@@ -167,7 +189,9 @@ async def _settle(
         )
     deleted = False
     with contextlib.suppress(RoostError):  # already deleted, or no longer ours to delete
-        await client.request("DELETE", f"/v1/groups/{b64u(group_id)}")
+        await client.request(
+            "DELETE", f"/v1/groups/{b64u(group_id)}", headers=store.key_headers(group_id)
+        )
         deleted = True
     event = store.record(
         GroupEvent(

@@ -7,6 +7,7 @@ from typing import Any
 
 from roost.protocol.media_types import MLS_MEDIA_TYPE
 
+from .group_key import GROUP_KEY_WRAP_HEADER
 from .models import Connection
 from .session import Session, segment, user_path
 
@@ -16,12 +17,17 @@ class ConnectionsApi(Session):
         resp = await self.request("POST", "/v1/connections", json={"to": to})
         return Connection.from_json(resp.json())
 
-    async def send_connection_request(self, connection_id: str, payload: bytes) -> Connection:
+    async def send_connection_request(
+        self, connection_id: str, payload: bytes, *, group_key_wrap: str | None = None
+    ) -> Connection:
+        """``group_key_wrap``: the key of the group whose Welcome ``payload`` is, wrapped for
+        its joiners (``group_key``), for the responder's ``connection_request`` event."""
         resp = await self.request(
             "POST",
             f"/v1/connections/{segment(connection_id)}/request",
             content=payload,
             content_type=MLS_MEDIA_TYPE,
+            headers={GROUP_KEY_WRAP_HEADER: group_key_wrap} if group_key_wrap else None,
         )
         return Connection.from_json(resp.json())
 

@@ -26,6 +26,7 @@ from .client import RoostClient
 from .credential_policy import member_client_id
 from .errors import RoostError
 from .group_events import GroupEvent
+from .group_key import key_headers
 from .group_name import roost_capabilities
 from .group_store import GroupStore
 from .models import GroupQueue
@@ -89,19 +90,24 @@ class GroupResync:
         self.adopt = adopt  # the DS took it
         self.abandon = abandon  # the DS did not: a new one is deleted
 
-    async def rejoin(self, group_id: bytes, reason: str, *, kind: str = "resynced") -> GroupEvent:
+    async def rejoin(
+        self, group_id: bytes, reason: str, *, kind: str = "resynced", key: bytes | None = None
+    ) -> GroupEvent:
         """Rejoin from the DS's current state; on ``409 epoch_conflict`` (someone committed
         first, e.g. another member resyncing too) fetch again, up to ``RESYNC_RETRIES`` times.
         Returns the ``resynced`` event (``joined`` for a first join whose Welcome could not be
-        used), kept in the history."""
+        used), kept in the history. ``key``: the group's key when we hold none yet (from that
+        Welcome); else the one we hold is presented."""
         path = f"/v1/groups/{b64u(group_id)}"
+        key = key if key is not None else self.store.group_key(group_id)
         queue = await self.queue_for(group_id)
         try:
-            group, seq = await self._submit(path, queue)
+            group, seq = await self._submit(path, queue, key_headers(key))
         except BaseException as e:
             self.abandon(group_id, queue, e)
             raise
         self.adopt(group_id, queue)
+        self.store.set_group_key(group_id, key)
         self.store.keep(group)
         # A Welcome older than our rejoin (still waiting in the direct queue) is passed over.
         self.store.reached(group_id, seq)
@@ -118,11 +124,11 @@ class GroupResync:
             )
         )
 
-    async def _submit(self, path: str, queue: GroupQueue) -> tuple[Group, int]:
+    async def _submit(self, path: str, queue: GroupQueue, key: dict[str, str]) -> tuple[Group, int]:
         """Our external commit, built again on ``409 epoch_conflict``; the new state and the
-        commit's ``group_seq``."""
+        commit's ``group_seq``. ``key``: the group's key header (we hold the key already)."""
         for attempt in range(RESYNC_RETRIES + 1):
-            group, commit = await self._build(path)
+            group, commit = await self._build(path, key)
             try:
                 resp = await self.client.request(
                     "POST",
@@ -130,7 +136,8 @@ class GroupResync:
                     params={"queue_id": queue.id},
                     content=encode_commit_bundle(commit, group.group_info(with_tree=True), None),
                     content_type=MLS_MEDIA_TYPE,
-                    headers=queue.headers,  # the DS registers the queue: its key proves it ours
+                    # The DS registers the queue: its key proves it ours.
+                    headers={**queue.headers, **key},
                 )
             except RoostError as e:
                 if e.code != "epoch_conflict" or attempt == RESYNC_RETRIES:
@@ -139,15 +146,15 @@ class GroupResync:
             return group, int(resp.json().get("group_seq", 0))
         raise AssertionError("unreachable")
 
-    async def _build(self, path: str) -> tuple[Group, bytes]:
+    async def _build(self, path: str, key: dict[str, str]) -> tuple[Group, bytes]:
         """Our external commit on the DS's current GroupInfo and tree, removing the leaf the
         DS says is ours (our local state may be lost or out of date)."""
         from roost.mls.group import Group
 
-        my_leaf = (await self.client.request("GET", path)).json().get("my_leaf")
+        my_leaf = (await self.client.request("GET", path, headers=key)).json().get("my_leaf")
         if my_leaf is None:
             raise RoostError(403, "not_member", "this client holds no leaf in the group")
-        resp = await self.client.request("GET", f"{path}/group-info")
+        resp = await self.client.request("GET", f"{path}/group-info", headers=key)
         try:
             state = decode_group_state(resp.content)
         except MLSError as e:

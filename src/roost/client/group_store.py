@@ -1,7 +1,8 @@
 """Where a client's group states live: MLS group states saved in the home
 (``groups/<id>.mls``) and loaded under the client's credential policy; for ``Groups``, the
 states in use, which of them received items not saved yet, the group queues and their cursors
-(``group_client.json``: one queue per membership) and the history of what happened."""
+(``group_client.json``: one queue per membership), the keys of sealed groups (``group_key``)
+and the history of what happened."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from roost.protocol.base64url import b64u, unb64u
 from .credential_policy import CredentialChecks
 from .errors import RoostError, StateError
 from .group_events import GroupEvent
+from .group_key import key_headers
 from .history import History, HistoryEntry
 from .models import GroupQueue
 from .state import _write_private
@@ -62,6 +64,8 @@ class Cursors:
     # Requests received, unanswered: connection id -> (requester, the Welcome the request
     # carries), kept so that accepting works after the event was acked.
     received: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    # The group key wraps those requests' events carried (``group_key``), by connection id.
+    received_wraps: dict[str, str] = field(default_factory=dict, repr=False)
     # For each group we hold: the group_seq our state has reached (the Welcome we joined from,
     # then each item processed), so that an older Welcome never replaces it.
     group_seqs: dict[bytes, int] = field(default_factory=dict)
@@ -77,6 +81,9 @@ class Cursors:
     # Queues made for a join not done yet, by group: a retry registers the same one (a
     # registration whose answer was lost may have filled it already).
     joining: dict[bytes, GroupQueue] = field(default_factory=dict)
+    # Each sealed group's key (``group_key``), by group: presented with every request on the
+    # group; a group without one is a legacy group. Out of reprs: it is a secret.
+    group_keys: dict[bytes, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def queue_id(self) -> str:
@@ -151,6 +158,7 @@ class GroupStore:
                 received={
                     str(k): (str(v[0]), unb64u(v[1])) for k, v in d.get("received", {}).items()
                 },
+                received_wraps={str(k): str(v) for k, v in d.get("received_wraps", {}).items()},
                 group_seqs={unb64u(k): int(v) for k, v in d.get("group_seqs", {}).items()},
                 leaving={unb64u(k): int(v) for k, v in d.get("leaving", {}).items()},
                 group_queues={
@@ -167,6 +175,7 @@ class GroupStore:
                     unb64u(k): GroupQueue(str(v["id"]), str(v["key"]))
                     for k, v in d.get("joining", {}).items()
                 },
+                group_keys={unb64u(k): unb64u(str(v)) for k, v in d.get("group_keys", {}).items()},
             )
         except (OSError, ValueError, TypeError, IndexError, KeyError) as e:
             raise StateError(f"unreadable {path}: {e}") from e
@@ -189,6 +198,7 @@ class GroupStore:
             "direct_after": c.direct_after,
             "requested": {k: b64u(v) for k, v in sorted(c.requested.items())},
             "received": {k: [u, b64u(w)] for k, (u, w) in sorted(c.received.items())},
+            "received_wraps": dict(sorted(c.received_wraps.items())),
             "group_seqs": {b64u(k): v for k, v in sorted(c.group_seqs.items())},
             "leaving": {b64u(k): v for k, v in sorted(c.leaving.items())},
             "group_queues": {
@@ -197,8 +207,24 @@ class GroupStore:
             },
             "retired": {q.id: q.key for q in c.retired.values()},
             "joining": {b64u(g): {"id": q.id, "key": q.key} for g, q in sorted(c.joining.items())},
+            "group_keys": {b64u(g): b64u(k) for g, k in sorted(c.group_keys.items())},
         }
         _write_private(path, json.dumps(data).encode())
+
+    # ---- group keys -------------------------------------------------------------------------
+    def group_key(self, group_id: bytes) -> bytes | None:
+        """The key of a sealed group we are in (None: a legacy group, or not ours)."""
+        return self.cursors.group_keys.get(group_id)
+
+    def key_headers(self, group_id: bytes) -> dict[str, str]:
+        """The header every request on the group carries: its key, when it has one."""
+        return key_headers(self.cursors.group_keys.get(group_id))
+
+    def set_group_key(self, group_id: bytes, key: bytes | None) -> None:
+        """Keep a group's key (saved with the cursors). None keeps the one held: a group's key
+        never changes, and a Welcome without one only means its committer did not pass it."""
+        if key is not None:
+            self.cursors.group_keys[group_id] = key
 
     # ---- group states -----------------------------------------------------------------------
     def group(self, group_id: bytes) -> Group:
@@ -285,6 +311,7 @@ class GroupStore:
             self.cursors.retired[queue.id] = queue
         self.cursors.group_seqs.pop(group_id, None)
         self.cursors.leaving.pop(group_id, None)
+        self.cursors.group_keys.pop(group_id, None)
         self.dirty.discard(group_id)
         self.groups.pop(group_id, None)
         home = self.client.home

@@ -34,6 +34,7 @@ from .group_events import (
     roster_clients,
     sender_name,
 )
+from .group_key import key_headers
 from .group_resync import GroupResync, joiner_of, needs_resync
 from .group_store import GroupStore
 from .models import DirectEvent, GroupQueue, QueueMessage
@@ -510,12 +511,17 @@ class GroupSync:
         if event.kind == "joined":
             self._joins += 1
 
-    async def join_welcome(self, payload: bytes, inviter: str) -> GroupEvent | None:
+    async def join_welcome(
+        self, payload: bytes, inviter: str, key_wrap: str | None = None
+    ) -> GroupEvent | None:
         """Join from a Welcome that came another way: a connection request's payload, which is
-        no Welcome at all when the requester built no group (None then)."""
+        no Welcome at all when the requester built no group (None then); ``key_wrap``: the
+        group key wrap the request's event carried."""
         if not is_welcome(payload):
             return None
-        return await self._join(DirectEvent(0, "welcome", inviter, None, payload))
+        return await self._join(
+            DirectEvent(0, "welcome", inviter, None, payload, group_key_wrap=key_wrap)
+        )
 
     async def _join(self, welcome: DirectEvent) -> GroupEvent | None:
         """Join from one Welcome event: ``joined``; ``welcome_failed`` when it is for us but
@@ -526,10 +532,10 @@ class GroupSync:
             return None  # we hold a newer state of the group: nothing to join
         joiner = WelcomeJoiner(self.client)
         try:
-            joined = await joiner.join(welcome.payload)
+            joined = await joiner.join(welcome.payload, welcome.group_key_wrap)
         except WelcomeOutdated as e:
             assert e.group_id is not None
-            return await self._join_outdated(welcome, e.group_id, e.reason)
+            return await self._join_outdated(welcome, e.group_id, e.reason, e.group_key)
         except WelcomeFailed as e:
             return self._welcome_failed(welcome, e.group_id, e.reason)
         if joined is None:
@@ -542,7 +548,11 @@ class GroupSync:
                     "PUT",
                     f"/v1/groups/{group_path(group.group_id)}/queue",
                     json={"queue_id": queue.id},
-                    headers=queue.headers,
+                    # A key held from before stands in for a Welcome that brought none.
+                    headers={
+                        **queue.headers,
+                        **key_headers(joined.group_key or self.store.group_key(group.group_id)),
+                    },
                 )
             except RoostError as e:
                 self.abandon(group.group_id, queue, e)
@@ -556,6 +566,7 @@ class GroupSync:
                 raise
             joiner.keep(joined, save_group=False)  # the KeyPackage is spent
             self.adopt(group.group_id, queue)  # an earlier membership's queue is retired
+            self.store.set_group_key(group.group_id, joined.group_key)
             self.store.keep(group)  # a (re)join: a pending leave of ours is over
             # The new membership starts at the Welcome (any older state's position goes).
             self.store.cursors.group_seqs[group.group_id] = welcome.group_seq or 0
@@ -579,7 +590,7 @@ class GroupSync:
         return self.store.cursors.group_seqs.get(gid, 0) >= seq
 
     async def _join_outdated(
-        self, welcome: DirectEvent, group_id: bytes, reason: str
+        self, welcome: DirectEvent, group_id: bytes, reason: str, key: bytes | None
     ) -> GroupEvent:
         """The Welcome's epoch is gone from the DS: join by an external commit in place of the
         leaf the Welcome's commit added for us (the resync rule), or report why not."""
@@ -590,6 +601,7 @@ class GroupSync:
                     group_id,
                     f"invited by {inviter}; the Welcome's epoch had passed",
                     kind="joined",
+                    key=key,
                 )
             except RoostError as e:
                 if transient_welcome_error(e):

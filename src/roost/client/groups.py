@@ -34,6 +34,13 @@ from .group_events import (
     describe_commit,
     roster_clients,
 )
+from .group_key import (
+    GROUP_KEY_WRAP_HEADER,
+    key_headers,
+    new_group_key,
+    wrap_group_key,
+    wrap_key_of,
+)
 from .group_name import group_name, roost_capabilities
 from .group_store import GroupStore
 from .group_sync import GroupSync, group_path
@@ -147,6 +154,15 @@ class Groups:
     def local_group_ids(self) -> list[bytes]:
         return [g for g in self.store.local_group_ids() if not self.store.leaving(g)]
 
+    def group_key(self, group_id: bytes) -> bytes | None:
+        """The key of a sealed group we are in (``group_key``; None: a legacy group). Whoever
+        is invited to join an ``external_join`` group by its id needs it too."""
+        return self.store.group_key(group_id)
+
+    def key_headers(self, group_id: bytes) -> dict[str, str]:
+        """The ``Roost-Group-Key`` header for requests on the group ({} for a legacy group)."""
+        return self.store.key_headers(group_id)
+
     def _keep(self, group: Group) -> None:
         self.store.keep(group)
 
@@ -157,17 +173,18 @@ class Groups:
 
     # ---- DS calls ----------------------------------------------------------------------------
     async def list(self) -> list[GroupSummary]:
-        """The groups this client is in: the home DS's list, plus the groups of other domains
-        this client holds, asked of their DS (through the home server)."""
+        """The groups this client is in: those the home DS lists (it cannot list sealed
+        groups: it keeps no index of their members), plus every group this client holds,
+        asked of its DS with the group's key (through the home server for other domains)."""
         d = (await self.client.request("GET", "/v1/groups")).json()
         out = [
             summary
             for summary in map(GroupSummary.from_json, d["groups"])
             if not self.store.leaving(summary.group_id)
         ]
-        home = self.client.state.home_domain.encode()
+        listed = {summary.group_id for summary in out}
         for group_id in self.local_group_ids():
-            if group_id.rpartition(b"@")[2] == home:
+            if group_id in listed:
                 continue
             try:
                 out.append(await self.info(group_id))
@@ -177,17 +194,21 @@ class Groups:
         return out
 
     async def info(self, group_id: bytes) -> GroupSummary:
-        resp = await self.client.request("GET", f"/v1/groups/{group_path(group_id)}")
+        resp = await self.client.request(
+            "GET", f"/v1/groups/{group_path(group_id)}", headers=self.key_headers(group_id)
+        )
         return GroupSummary.from_json(resp.json())
 
     async def create(self, *, external_join: bool = False) -> Group:
         """A new group with this client as its only member and the homeserver as external
-        sender; the DS records our user as admin."""
+        sender; the DS records our user as admin. Its key (``group_key``) is chosen here and
+        kept with the group: the DS seals the group's state under it."""
         from roost.mls.group import Group
 
         server = await self.server_sender()
         st = self.client.state
         group_id = new_group_id(st.home_domain)
+        key = new_group_key()
         queue = await self._sync.new_queue(group_id)  # the membership's own
         ext = ExternalSenders((ExternalSender.decode(server.external_sender),)).to_extension()
         async with self._sync.registering(group_id, queue), self.store.lock:
@@ -207,9 +228,11 @@ class Groups:
                 params={"queue_id": queue.id, "external_join": str(external_join).lower()},
                 content=body,
                 content_type=MLS_MEDIA_TYPE,
-                headers=queue.headers,  # the DS registers our queue: its key proves it ours
+                # The DS registers our queue (its key proves it ours) and seals the group.
+                headers={**queue.headers, **key_headers(key)},
             )
             self._sync.adopt(group.group_id, queue)
+            self.store.set_group_key(group.group_id, key)
             self.store.keep(group)
             self.store.save_cursors()
             self.store.record(
@@ -252,12 +275,19 @@ class Groups:
                 group = self.group(group_id)
                 out = build(group)
                 body = encode_commit_bundle(out.commit, out.group_info, out.welcome)
+                headers = self.key_headers(group_id)
+                key = self.store.group_key(group_id)
+                if out.welcome is not None and key is not None:
+                    # The joiners' key, wrapped for the epoch they start in (this commit's).
+                    wrap_key = wrap_key_of(group.pending_export_secret, group_id)
+                    headers[GROUP_KEY_WRAP_HEADER] = wrap_group_key(key, group_id, wrap_key)
                 try:
                     resp = await self.client.request(
                         "POST",
                         f"/v1/groups/{group_path(group_id)}/commits",
                         content=body,
                         content_type=MLS_MEDIA_TYPE,
+                        headers=headers,
                     )
                 except RoostError as e:
                     group.clear_pending_commit()
@@ -443,6 +473,7 @@ class Groups:
                 f"/v1/groups/{group_path(group_id)}/proposals",
                 content=group.propose_remove(group.leaf_index),
                 content_type=MLS_MEDIA_TYPE,
+                headers=self.key_headers(group_id),
             )
             seq = int(resp.json().get("group_seq", 0))
             self.store.mark_leaving(group_id, seq)
@@ -456,6 +487,7 @@ class Groups:
             "PUT",
             f"/v1/groups/{group_path(group_id)}/roles/{user_path(user_id)}",
             json={"role": role},
+            headers=self.key_headers(group_id),
         )
 
     async def promote(self, group_id: bytes, user_id: str) -> None:
@@ -463,42 +495,60 @@ class Groups:
 
     async def set_policy(self, group_id: bytes, policy: str | None) -> None:
         await self.client.request(
-            "PUT", f"/v1/groups/{group_path(group_id)}/policy", json={"policy": policy}
+            "PUT",
+            f"/v1/groups/{group_path(group_id)}/policy",
+            json={"policy": policy},
+            headers=self.key_headers(group_id),
         )
 
     async def set_external_join(self, group_id: bytes, allowed: bool) -> GroupSummary:
         resp = await self.client.request(
-            "PATCH", f"/v1/groups/{group_path(group_id)}", json={"external_join": allowed}
+            "PATCH",
+            f"/v1/groups/{group_path(group_id)}",
+            json={"external_join": allowed},
+            headers=self.key_headers(group_id),
         )
         return GroupSummary.from_json(resp.json())
 
     async def delete(self, group_id: bytes) -> None:
         """Delete the group on the DS (admins only); members get a ``group_deleted`` notice."""
-        await self.client.request("DELETE", f"/v1/groups/{group_path(group_id)}")
+        await self.client.request(
+            "DELETE", f"/v1/groups/{group_path(group_id)}", headers=self.key_headers(group_id)
+        )
         async with self.store.lock:
             self.store.record(GroupEvent("notice", group_id, text="group deleted by us"))
             self.store.forget(group_id)
             self.store.save_cursors()
         await self._sync.delete_retired()  # the membership's queue
 
-    async def group_state(self, group_id: bytes) -> GroupState:
-        """The latest GroupInfo and encoded ratchet tree the DS holds for a group."""
-        resp = await self.client.request("GET", f"/v1/groups/{group_path(group_id)}/group-info")
+    async def group_state(self, group_id: bytes, *, key: bytes | None = None) -> GroupState:
+        """The latest GroupInfo and encoded ratchet tree the DS holds for a group (``key``: the
+        group's key when we hold none yet, e.g. before an external join)."""
+        resp = await self.client.request(
+            "GET",
+            f"/v1/groups/{group_path(group_id)}/group-info",
+            headers=key_headers(key) if key is not None else self.key_headers(group_id),
+        )
         try:
             return decode_group_state(resp.content)
         except MLSError as e:
             raise RoostError(0, "malformed_server_answer", f"group-info: {e}") from e
 
-    async def join_external(self, group_id: bytes) -> GroupEvent:
-        """Join a group that allows it by external commit."""
+    async def join_external(self, group_id: bytes, *, key: bytes | None = None) -> GroupEvent:
+        """Join a group that allows it by external commit. ``key``: the group's key, which an
+        invitation to a sealed group carries with its id (``group_key``; a key we hold
+        already is used without it; none: a legacy group)."""
+        key = key if key is not None else self.store.group_key(group_id)
         queue = await self._sync.new_queue(group_id)  # the membership's own
         async with self._sync.registering(group_id, queue):
-            return await self._join_external(group_id, queue)
+            return await self._join_external(group_id, queue, key)
 
-    async def _join_external(self, group_id: bytes, queue: GroupQueue) -> GroupEvent:
+    async def _join_external(
+        self, group_id: bytes, queue: GroupQueue, key: bytes | None
+    ) -> GroupEvent:
         from roost.mls.group import Group
 
-        state = await self.group_state(group_id)
+        state = await self.group_state(group_id, key=key)
         st = self.client.state
         async with self.store.lock:
             group, commit = await self.client.with_as_certificates(
@@ -517,9 +567,10 @@ class Groups:
                 params={"queue_id": queue.id},
                 content=encode_commit_bundle(commit, group.group_info(with_tree=True), None),
                 content_type=MLS_MEDIA_TYPE,
-                headers=queue.headers,
+                headers={**queue.headers, **key_headers(key)},
             )
             self._sync.adopt(group_id, queue)  # an earlier membership's queue is retired
+            self.store.set_group_key(group_id, key)
             self.store.keep(group)
             self.store.save_cursors()
             seq = int(resp.json().get("group_seq", 0))
@@ -624,7 +675,7 @@ class Groups:
             f"/v1/groups/{group_path(group_id)}/messages",
             content=ciphertext,
             content_type=MLS_MEDIA_TYPE,
-            headers={"Roost-Message-Id": mid},
+            headers={"Roost-Message-Id": mid, **self.key_headers(group_id)},
         )
         return SentMessage(int(resp.json()["group_seq"]), mid, ciphertext)
 

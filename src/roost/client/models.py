@@ -209,6 +209,8 @@ class DirectEvent:
     sent_at: Any = None
     group_id: bytes | None = None  # welcome: the group the Welcome is for
     group_seq: int | None = None
+    # welcome: the group's key wrapped for the joined epoch (``group_key``); None: legacy group.
+    group_key_wrap: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_message(cls, m: QueueMessage) -> DirectEvent:
@@ -224,6 +226,7 @@ class DirectEvent:
             d.get("sent_at"),
             unb64u(group_id) if group_id else None,
             d.get("group_seq"),
+            d.get("group_key_wrap") or None,
         )
 
 

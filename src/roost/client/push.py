@@ -7,6 +7,7 @@ A push only says "fetch your queues" (``{"type":"wake"}``); it never carries con
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +108,15 @@ async def unregister_push(client: Session) -> None:
     await client.request("DELETE", "/v1/push")
 
 
-async def set_group_policy(client: Session, group_id_b64u: str, policy: str | None) -> None:
-    """This client's policy for one group (``all``, ``mute``, or None for the default)."""
-    await client.request("PUT", f"/v1/groups/{group_id_b64u}/policy", json={"policy": policy})
+async def set_group_policy(
+    client: Session,
+    group_id_b64u: str,
+    policy: str | None,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """This client's policy for one group (``all``, ``mute``, or None for the default).
+    ``headers``: the group's key header (``Groups.key_headers``) for a sealed group."""
+    await client.request(
+        "PUT", f"/v1/groups/{group_id_b64u}/policy", json={"policy": policy}, headers=headers
+    )

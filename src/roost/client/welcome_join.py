@@ -8,11 +8,16 @@ out (RFC 9420 section 12.4.3.3), the tree is fetched from the DS (``RoostGroupSt
 the same checks as a tree in the Welcome. What cannot work however often it is retried is a
 ``WelcomeFailed`` (the caller reports it); anything else (the DS unreachable, an AS
 certificate still to fetch) propagates, so that the Welcome stays unacked and is tried again.
+
+The group's key (``group_key``) comes with the Welcome event, wrapped for the epoch the Welcome
+joins: it is unwrapped right after the Welcome is opened (the epoch's exporter needs no tree),
+so that fetching the tree can present it. No wrap: a legacy group, without a key; a wrap that
+does not open is a ``WelcomeFailed``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from roost.mls.constants import ExtensionType
@@ -26,6 +31,7 @@ from roost.protocol.base64url import b64u
 from roost.protocol.group_state import decode_group_state
 
 from .errors import MissingAsCertificate, RoostError
+from .group_key import GroupKeyError, key_headers, unwrap_group_key, wrap_key_of
 from .state import KeyPackageSecrets
 
 if TYPE_CHECKING:
@@ -50,7 +56,12 @@ class WelcomeFailed(Exception):
 
 class WelcomeOutdated(WelcomeFailed):
     """The Welcome leaves the tree out and the group moved on before we fetched it: the DS
-    keeps only the latest tree. The leaf it added for us is still ours to rejoin in place of."""
+    keeps only the latest tree. The leaf it added for us is still ours to rejoin in place of
+    (presenting ``group_key``, the key the Welcome brought)."""
+
+    def __init__(self, reason: str, group_id: bytes, group_key: bytes | None) -> None:
+        super().__init__(reason, group_id)
+        self.group_key = group_key
 
 
 def is_welcome(payload: bytes) -> bool:
@@ -81,6 +92,7 @@ class JoinedWelcome:
 
     group: Group
     ref: str  # our KeyPackage the Welcome named (hex KeyPackageRef)
+    group_key: bytes | None = field(default=None, repr=False)  # None: a legacy group
 
 
 def transient_welcome_error(e: RoostError) -> bool:
@@ -104,10 +116,11 @@ class WelcomeJoiner:
     def __init__(self, client: RoostClient) -> None:
         self.client = client
 
-    async def join(self, welcome: bytes) -> JoinedWelcome | None:
+    async def join(self, welcome: bytes, key_wrap: str | None = None) -> JoinedWelcome | None:
         """The group joined (in memory), or None when the Welcome is for another of the
-        user's clients. ``WelcomeFailed`` when it is ours but unusable; other errors may
-        pass (``transient_welcome_error``)."""
+        user's clients. ``key_wrap``: the event's ``group_key_wrap``. ``WelcomeFailed`` when
+        it is ours but unusable (its key wrap too); other errors may pass
+        (``transient_welcome_error``)."""
         from roost.mls.group import Group
 
         try:
@@ -133,7 +146,8 @@ class WelcomeJoiner:
         except MLSError as e:
             raise WelcomeFailed(f"cannot open the Welcome: {e}") from e
         group_id = opened.opened.group_id
-        tree = None if opened.opened.carries_ratchet_tree else await self._tree(opened)
+        key = None if key_wrap is None else self._unwrap(opened, key_wrap)
+        tree = None if opened.opened.carries_ratchet_tree else await self._tree(opened, key)
         try:
             group = await self.client.with_as_certificates(
                 lambda: Group.join_opened(
@@ -149,7 +163,18 @@ class WelcomeJoiner:
             if e.status in FINAL_STATUSES and not transient_welcome_error(e):
                 raise WelcomeFailed(f"a member's AS certificate: {e}", group_id) from e
             raise  # e.g. a block of that domain: lifted later, or ends with a forget
-        return JoinedWelcome(group, ref)
+        return JoinedWelcome(group, ref, key)
+
+    @staticmethod
+    def _unwrap(opened: WelcomeToJoin, key_wrap: str) -> bytes:
+        """The group's key, unwrapped with the exporter of the epoch the Welcome joins."""
+        group_id = opened.opened.group_id
+        try:
+            return unwrap_group_key(key_wrap, group_id, wrap_key_of(opened.export_secret, group_id))
+        except MLSError as e:  # the GroupInfo's confirmation tag does not match
+            raise WelcomeFailed(f"cannot derive the Welcome's epoch: {e}", group_id) from e
+        except GroupKeyError as e:
+            raise WelcomeFailed(f"the group key sent with the Welcome: {e}", group_id) from e
 
     def keep(self, joined: JoinedWelcome, *, save_group: bool = True) -> None:
         """Spend the KeyPackage (a normal one is single-use: its keys go) and save the group."""
@@ -160,11 +185,13 @@ class WelcomeJoiner:
         if save_group:
             self.client.save_group(joined.group)
 
-    async def _tree(self, opened: WelcomeToJoin) -> bytes:
+    async def _tree(self, opened: WelcomeToJoin, key: bytes | None) -> bytes:
         """The ratchet tree of the Welcome's epoch, from the DS's ``RoostGroupState``."""
         group_id, epoch = opened.opened.group_id, opened.opened.epoch
         try:
-            resp = await self.client.request("GET", f"/v1/groups/{b64u(group_id)}/group-info")
+            resp = await self.client.request(
+                "GET", f"/v1/groups/{b64u(group_id)}/group-info", headers=key_headers(key)
+            )
         except RoostError as e:
             if e.status in FINAL_STATUSES and not transient_welcome_error(e):
                 raise WelcomeFailed(f"the DS gives no ratchet tree: {e}", group_id) from e
@@ -182,6 +209,7 @@ class WelcomeJoiner:
                 f"the group moved on to epoch {info.group_context.epoch} before the ratchet "
                 f"tree of the Welcome's epoch {epoch} was fetched",
                 group_id,
+                key,
             )
         if state.ratchet_tree is not None:
             return state.ratchet_tree

@@ -57,8 +57,10 @@ from .openapi import build_openapi
 from .push.routes import router as push_router
 from .push.wiring import install_push
 from .queues.routes import router as queues_router
+from .queues.seal import QueueSeal
 from .queues.service import QueueService
 from .ratelimit import RateLimiter
+from .seal_key import SealKeyFile
 from .store import Database
 from .store.migrate import check_schema
 from .web_page.routes import router as web_page_router
@@ -73,7 +75,8 @@ def build_services(
     auth = AuthService(
         db, config, clock, remote=RemoteAccounts(federation.client, federation.directory)
     )
-    queues = QueueService(db, config.limits, config.queue_seal_key_path, clock)
+    seal_key = SealKeyFile(config.queue_seal_key_path)
+    queues = QueueService(db, config.limits, QueueSeal(seal_key), clock)
     connections = ConnectionService(
         db,
         auth,
@@ -102,10 +105,10 @@ def build_services(
     # outbox, forgotten domains).
     ds_federation = DsBridge(federation.directory, federation.outbox, federation.policy)
     delivery = DeliveryService(
-        db, config, auth, queues, connections, clock, federation=ds_federation
+        db, config, auth, queues, connections, seal_key, clock, federation=ds_federation
     )
     delivery.install_hooks()
-    assets = make_asset_service(db, config, clock, remote=RemoteAssets(federation.client))
+    assets = make_asset_service(db, config, seal_key, clock, remote=RemoteAssets(federation.client))
     auth.on_user_deleted.append(assets.delete_user_assets)
     limits = config.limits
     return Services(

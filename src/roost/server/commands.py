@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from .config import Config, ConfigError, _redact, load_config
+from .seal_key import SealKeyFile
 from .store import Database
 from .store.migrate import MigrationError, check_schema, schema_status, upgrade
 from .store.settings import HomeDomainMismatch, check_home_domain, recorded_home_domain
@@ -51,7 +52,7 @@ async def _upgrade(config: Config) -> tuple[tuple[str, ...], str]:
         recorded = await recorded_home_domain(db)
         if recorded is not None and recorded != config.home_domain:
             await check_home_domain(db, config.home_domain, database)  # raises the mismatch
-        result = await upgrade(db, config.queue_seal_key_path)
+        result = await upgrade(db, SealKeyFile(config.queue_seal_key_path))
         await check_home_domain(db, config.home_domain, database)  # records it if new
         return result
     finally:
@@ -148,7 +149,7 @@ async def _check_or_auto_upgrade(config: Config, migration: int | None = None) -
         if config.is_default_sqlite:
             status = await schema_status(db)
             if status.empty and not status.current and not status.partial:
-                await upgrade(db, config.queue_seal_key_path)
+                await upgrade(db, SealKeyFile(config.queue_seal_key_path))
                 print(f"initialised a new database: {describe_database(config)}")
         await check_schema(db)
         await check_home_domain(db, config.home_domain, describe_database(config))

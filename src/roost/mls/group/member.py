@@ -70,6 +70,7 @@ from .state import (
 )
 from .validation import CredentialPolicy, validate_leaf_node
 from .welcome_open import OpenedWelcome, open_welcome, resolve_psks
+from .welcome_open import epoch_from_welcome as epoch_secrets_of_welcome
 
 RESUMPTION_PSKS_KEPT = 8  # past epochs whose resumption PSK stays available
 # Past epochs whose application secrets stay available for late messages: the DS accepts a
@@ -120,6 +121,13 @@ class WelcomeToJoin:
     encryption_private_key: bytes
     signature_private_key: bytes
     external_psks: dict[bytes, bytes]
+
+    def export_secret(self, label: bytes, context: bytes, length: int) -> bytes:
+        """The MLS exporter (section 8.5) of the epoch this Welcome joins: known from the
+        group secrets and the GroupContext alone, before the ratchet tree is at hand (the
+        GroupInfo's confirmation tag is checked; a mismatch is a ``CryptoError``)."""
+        secrets = epoch_secrets_of_welcome(self.cs, self.opened)
+        return mls_exporter(self.cs, secrets.exporter_secret, label, context, length)
 
 
 def _members_tree_leaf(tree: RatchetTree, index: int) -> LeafNode:
@@ -208,6 +216,15 @@ class Group:
 
     def export_secret(self, label: bytes, context: bytes, length: int) -> bytes:
         return mls_exporter(self.cs, self._epoch.secrets.exporter_secret, label, context, length)
+
+    def pending_export_secret(self, label: bytes, context: bytes, length: int) -> bytes:
+        """The MLS exporter of the epoch our pending commit creates (before the DS accepted
+        it and ``merge_pending_commit`` moved us there): what a committer hands its joiners
+        alongside the Welcome is bound to the epoch they start in."""
+        if self._pending is None:
+            raise ValidationError("no pending commit")
+        nxt = self._pending[0]
+        return mls_exporter(self.cs, nxt.secrets.exporter_secret, label, context, length)
 
     def pending_proposal_refs(self) -> list[bytes]:
         return list(self._proposals)

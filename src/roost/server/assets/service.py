@@ -14,7 +14,7 @@ Rows are the source of truth for blobs: a row is written (not ready, short expir
 blob, so a crash mid-upload leaves a row the sweep later collects together with any blob.
 
 Uploader: no column names it. Each row keeps the uploading user sealed under the server's seal
-key (``store/seal.py``), bound to the asset id; the server opens it when the asset goes (to
+key file (``seal.py``), bound to the asset id; the server opens it when the asset goes (to
 credit the quota), when a user deletes an asset (is it theirs?) and when an account is deleted
 (a scan of the seals, on a rare event, instead of a stored link). The uploading client is not
 kept at all: nothing needs it.
@@ -29,7 +29,6 @@ import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -38,9 +37,10 @@ from roost.protocol.base64url import b64u, unb64u
 
 from ..config import is_valid_domain
 from ..errors import Problem
+from ..seal import Seal
+from ..seal_key import SealKeyFile
 from ..store import Database
 from ..store.dialect_insert import dialect_insert
-from ..store.seal import Seal
 from .remote import RemoteAssetSource
 from .storage import Blob, BlobStore, FilesystemStore
 from .tables import asset_usage, assets
@@ -50,8 +50,8 @@ log = logging.getLogger("roost.server.assets")
 SWEEP_BATCH = 500
 _NOT_FOUND_DETAIL = "no such asset, or the capability is wrong or expired"
 # The associated data of an asset's owner seal, which is bound to the asset id; the migration
-# that sealed the owners of existing assets (store/migrations, 0015) uses the same.
-OWNER_SEAL_PURPOSE = b"roost asset owner seal v1:"
+# that sealed the owners of existing assets (store/migrations, 0016) uses the same.
+OWNER_SEAL_LABEL = b"roost asset owner seal v1:"
 # Compared against when the id is unknown, so that path costs the same as a wrong secret.
 _DUMMY_HASH = hashlib.sha256(b"roost asset: no such capability").digest()
 
@@ -108,7 +108,7 @@ class AssetService:
         db: Database,
         store: BlobStore,
         settings: AssetSettings,
-        seal_key_file: Path,
+        seal_key: SealKeyFile,
         clock: Callable[[], float] = time.time,
         *,
         home_domain: str = "",
@@ -116,7 +116,7 @@ class AssetService:
     ) -> None:
         self.db = db
         self.store = store
-        self.owner_seal = Seal(seal_key_file, OWNER_SEAL_PURPOSE)
+        self.owner_seal = Seal(seal_key, OWNER_SEAL_LABEL)
         self.settings = settings
         self.clock = clock
         self.home_domain = home_domain.lower()

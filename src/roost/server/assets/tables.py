@@ -9,7 +9,7 @@ assets = sa.Table(
     metadata,
     # 128-bit random public id (hex); it names the blob but grants nothing by itself
     sa.Column("id", sa.String(32), primary_key=True),
-    # The uploading user, sealed under the seal key (store/seal.py) and bound to the id: the
+    # The uploading user, sealed under the seal key file (seal.py) and bound to the id: the
     # server credits the user's quota when the asset goes and lets the user delete it; a copy
     # of the database cannot tell whose an asset is. No column names the uploader.
     sa.Column("owner_seal", sa.LargeBinary(64), nullable=False),

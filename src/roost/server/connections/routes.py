@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..deps import PrincipalDep, ServicesDep, mls_body, mls_request_body
 from ..errors import Problem, problem_responses
+from ..group_key_wrap import GroupKeyWrap
 
 router = APIRouter(tags=["connections"])
 
@@ -67,11 +68,15 @@ async def open_connection(body: OpenIn, p: PrincipalDep, s: ServicesDep) -> Conn
     },
 )
 async def send_request(
-    connection_id: str, request: Request, p: PrincipalDep, s: ServicesDep
+    connection_id: str,
+    request: Request,
+    p: PrincipalDep,
+    s: ServicesDep,
+    group_key_wrap: GroupKeyWrap,
 ) -> ConnectionOut:
     """Send the request: it lands in the responder's direct queue (state `pending`)."""
     payload = await mls_body(request, max_bytes=s.config.limits.max_message_bytes)
-    c = await s.connections.send_request(p, connection_id, payload)
+    c = await s.connections.send_request(p, connection_id, payload, group_key_wrap)
     return ConnectionOut.model_validate(c.to_json())
 
 

@@ -21,6 +21,7 @@ from roost.protocol.base64url import b64u
 
 from ..auth.service import AuthService, Principal
 from ..errors import Problem
+from ..group_key_wrap import wrap_field
 from ..queues.service import QueueService
 from ..store import Database
 from .tables import connections
@@ -121,12 +122,20 @@ class ConnectionService:
         if known is not None and known != user_id:
             raise Problem(403, "forbidden", "the reported user uuid belongs to another user")
 
-    def _event(self, kind: str, conn_id: str | None, sender: str, payload: bytes | None) -> bytes:
+    def _event(
+        self,
+        kind: str,
+        conn_id: str | None,
+        sender: str,
+        payload: bytes | None,
+        group_key_wrap: bytes | None = None,
+    ) -> bytes:
         event: dict[str, object] = {"type": kind, "from": sender, "sent_at": int(self.clock())}
         if conn_id is not None:
             event["connection_id"] = conn_id
         if payload is not None:
             event["payload"] = b64u(payload)
+        event.update(wrap_field(group_key_wrap))
         return json.dumps(event, separators=(",", ":")).encode()
 
     async def open(self, principal: Principal, to: str) -> Connection:
@@ -222,7 +231,15 @@ class ConnectionService:
             raise Problem(404, "connection_not_found", "no such connection")
         return row
 
-    async def send_request(self, principal: Principal, conn_id: str, payload: bytes) -> Connection:
+    async def send_request(
+        self,
+        principal: Principal,
+        conn_id: str,
+        payload: bytes,
+        group_key_wrap: bytes | None = None,
+    ) -> Connection:
+        """``group_key_wrap``: the key of the group the request's Welcome joins, wrapped for
+        the responder's clients (opaque here, passed on in the event)."""
         now = int(self.clock())
         async with self.db.transaction() as conn:
             row = await self._load(conn, conn_id)
@@ -238,15 +255,23 @@ class ConnectionService:
             if self.remote is not None and self.remote_domain(row.responder_id):
                 body = {"connection_id": conn_id, "from": principal.user_id, "to": row.responder_id}
                 body["payload"] = b64u(payload)
+                body.update(wrap_field(group_key_wrap))
                 await self.remote.relay(conn, row.responder_id, "conn.request", body)
             else:
-                event = self._event("connection_request", conn_id, principal.user_id, payload)
+                event = self._event(
+                    "connection_request", conn_id, principal.user_id, payload, group_key_wrap
+                )
                 await self.queues.enqueue_direct(conn, row.responder_uuid, event)
             row = await self._load(conn, conn_id)
         return _conn(row)
 
     async def receive_request(
-        self, conn: AsyncConnection, conn_id: str, requester_id: str, payload: bytes
+        self,
+        conn: AsyncConnection,
+        conn_id: str,
+        requester_id: str,
+        payload: bytes,
+        group_key_wrap: bytes | None = None,
     ) -> None:
         """A remote requester's request, delivered by its server (inside the inbox item's
         transaction): ``opening`` -> ``pending`` and a ``connection_request`` event."""
@@ -260,7 +285,7 @@ class ConnectionService:
             .where(connections.c.id == conn_id)
             .values(state="pending", updated_at=int(self.clock()))
         )
-        event = self._event("connection_request", conn_id, requester_id, payload)
+        event = self._event("connection_request", conn_id, requester_id, payload, group_key_wrap)
         await self.queues.enqueue_direct(conn, row.responder_uuid, event)
 
     async def answer(

@@ -26,11 +26,10 @@ from ..auth.service import AuthService
 from ..store import Database
 from .external_sender import ExternalSender
 from .fanout import Fanout
-from .group_store import GroupStore
-from .keys import ServerKey
+from .group_store import GroupStore, Member
 from .send_writer import SEND_ID_RETENTION
 from .succession import AdminSuccession
-from .tables import ds_groups, ds_members, ds_roles, ds_sends
+from .tables import ds_groups, ds_members, ds_sends
 
 # pg_advisory_lock key of the account-events consumer (any fixed 64-bit value of our own).
 ACCOUNT_EVENTS_LOCK_KEY = 0x526F6F7374414501
@@ -207,20 +206,26 @@ class AccountEvents:
     async def _clients_gone(self, client_ids: list[str]) -> set[bytes]:
         # Matched on user id AND client uuid: an event from another domain names only that
         # domain's users, so it cannot reach a member of a third domain by its client uuid.
-        owners = [c.rpartition("/") for c in client_ids]
+        owners = {(user_id, uuid) for user_id, _, uuid in (c.rpartition("/") for c in client_ids)}
         if not owners:
             return set()
-        match = sa.or_(
-            *(
-                sa.and_(ds_members.c.user_id == user_id, ds_members.c.client_uuid == uuid)
-                for user_id, _, uuid in owners
-            )
-        )
-        keys = await self._keys_of_groups_with(match)
+
+        def named(m: Member) -> bool:
+            return (m.user_id, m.client_uuid) in owners
+
+        async with self.db.engine.connect() as conn:
+            candidates = await self.store.groups_with(conn, lambda m: not m.gone and named(m))
+            # The homeserver's keys for their suites, loaded before the write transaction
+            # (loading one may write).
+            suites = {(await self.store.group(conn, gid)).cipher_suite for gid in candidates}
+        keys = {suite: await self.external_sender.key(suite) for suite in sorted(suites)}
+        gids: set[bytes] = set()
         async with self.db.transaction() as conn:
-            gids = await self.store.mark_gone(conn, match)
-            # A group whose admins had no other live leaf gets its longest-standing member.
-            for gid in sorted(gids):
+            for gid in candidates:  # group rows first, in order
+                if not await self.store.mark_gone(conn, gid, named):
+                    continue
+                gids.add(gid)
+                # A group whose admins had no other live leaf gets its longest-standing member.
                 row = await self.store.group(conn, gid)
                 await self.succession.keep_admin_in(
                     conn,
@@ -231,31 +236,11 @@ class AccountEvents:
                 )
         return gids
 
-    async def _keys_of_groups_with(self, match: sa.ColumnElement[bool]) -> dict[int, ServerKey]:
-        """The homeserver's keys for the suites of the groups with matching leaves, loaded
-        before the write transaction (loading one may write)."""
-        async with self.db.engine.connect() as conn:
-            suites = list(
-                await conn.scalars(
-                    sa.select(ds_groups.c.cipher_suite)
-                    .where(ds_groups.c.id.in_(sa.select(ds_members.c.group_id).where(match)))
-                    .distinct()
-                )
-            )
-        return {suite: await self.external_sender.key(suite) for suite in suites}
-
     async def _user_notice(
         self, user_id: str, notice: dict[str, object], drop_roles: bool = False
     ) -> None:
         async with self.db.engine.connect() as conn:
-            gids = [
-                r.group_id
-                for r in await conn.execute(
-                    sa.select(ds_members.c.group_id)
-                    .where(ds_members.c.user_id == user_id)
-                    .distinct()
-                )
-            ]
+            gids = await self.store.groups_with(conn, lambda m: m.user_id == user_id)
         for gid in gids:
             async with self.db.engine.connect() as conn:
                 row = await self.store.find_group(conn, gid)
@@ -269,11 +254,7 @@ class AccountEvents:
                 # Dropping roles changes what a group snapshot pairs with the row.
                 sent = await notice_in(conn, self.store, self.fanout, gid, signed, drop_roles)
                 if sent and drop_roles:
-                    await conn.execute(
-                        sa.delete(ds_roles).where(
-                            ds_roles.c.group_id == gid, ds_roles.c.user_id == user_id
-                        )
-                    )
+                    await self.store.set_role(conn, gid, user_id, None)
                     # Normally the user's leaves went first (and a successor with them); a leaf
                     # the event did not name must not make the deleted user the successor.
                     members = await self.store.members(conn, gid)

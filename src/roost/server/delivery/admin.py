@@ -4,6 +4,7 @@ notification policy, and deleting a group with a signed ``group_deleted`` notice
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,7 +20,7 @@ from .fanout import Fanout
 from .group_store import GroupStore, GroupView, leaf_of
 from .rules import ADMIN, MEMBER
 from .succession import has_live_admin
-from .tables import ds_groups, ds_members, ds_roles
+from .tables import ds_groups
 
 
 class GroupAdmin:
@@ -40,7 +41,7 @@ class GroupAdmin:
     async def _require_admin(self, conn: AsyncConnection, group_id: bytes, p: Principal) -> None:
         await self.store.group(conn, group_id)
         members = await self.store.members(conn, group_id)
-        if leaf_of(members, p.client_uuid) is None:
+        if leaf_of(members, p.client_uuid, p.user_id) is None:
             raise Problem(403, "not_member", "not a member of this group")
         if await self.store.role_of(conn, group_id, p.user_id) != ADMIN:
             raise Problem(403, "role_required", "only admins may do this")
@@ -60,15 +61,7 @@ class GroupAdmin:
                 raise Problem(
                     409, "last_admin", "the group's last admin cannot step down: promote another"
                 )
-            await conn.execute(
-                sa.delete(ds_roles).where(
-                    ds_roles.c.group_id == group_id, ds_roles.c.user_id == user_id
-                )
-            )
-            if role != MEMBER:
-                await conn.execute(
-                    sa.insert(ds_roles).values(group_id=group_id, user_id=user_id, role=role)
-                )
+            await self.store.set_role(conn, group_id, user_id, None if role == MEMBER else role)
 
     async def update_settings(
         self, p: Principal, group_id: bytes, external_join: bool
@@ -81,23 +74,17 @@ class GroupAdmin:
                 .values(external_join=external_join)
             )
             return await self.store.view(
-                conn, await self.store.group(conn, group_id), p.client_uuid
+                conn, await self.store.group(conn, group_id), (p.client_uuid, p.user_id)
             )
 
     async def set_policy(self, p: Principal, group_id: bytes, policy: str | None) -> None:
         async with self.db.transaction() as conn:
             await self.store.group(conn, group_id)
             await self.store.bump_rev(conn, group_id)  # lock the group row first
-            mine = leaf_of(await self.store.members(conn, group_id), p.client_uuid)
+            mine = leaf_of(await self.store.members(conn, group_id), p.client_uuid, p.user_id)
             if mine is None:
                 raise Problem(403, "not_member", "not a member of this group")
-            await conn.execute(
-                sa.update(ds_members)
-                .where(
-                    ds_members.c.group_id == group_id, ds_members.c.leaf_index == mine.leaf_index
-                )
-                .values(policy=policy)
-            )
+            await self.store.update_member(conn, group_id, replace(mine, policy=policy))
 
     async def delete_group(self, p: Principal, group_id: bytes) -> None:
         async with self.db.engine.connect() as conn:

@@ -49,7 +49,7 @@ from .handshake import mls_problem, public_handshake
 from .rules import AddedClient, AddRule, check_roles, epoch_conflict, resync_target
 from .send_writer import SEND_ID_RETENTION
 from .succession import AdminSuccession
-from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
+from .tables import ds_groups, ds_held, ds_members, ds_sends
 from .welcomes import Welcomes
 
 # Observer work (decode state, validate, encode) runs here so the event loop keeps serving
@@ -137,10 +137,14 @@ class CommitPipeline:
         body: bytes,
         queue_id: bytes | None,
         queue_key: bytes | None = None,
+        group_key_wrap: bytes | None = None,
     ) -> tuple[int, int]:
         """(new epoch, group_seq of the commit). ``queue_key``: the key of ``queue_id``, a
-        queue here an external joiner registers (a remote one's server checked it)."""
+        queue here an external joiner registers (a remote one's server checked it).
+        ``group_key_wrap``: the group key wrapped for the Welcome's joiners, passed on opaque."""
         bundle = decode_commit_bundle(body)
+        if group_key_wrap is not None and bundle.welcome is None:
+            raise Problem(422, "invalid_group_key", "a group key wrap goes with a Welcome")
         pm = public_handshake(bundle.commit)
         content = pm.content
         if content.content_type != ContentType.COMMIT:
@@ -159,7 +163,7 @@ class CommitPipeline:
             await self._require_delivered(p.domain, group_id)
         loop = asyncio.get_running_loop()
         obs, staged = await loop.run_in_executor(
-            _CPU, self._stage, row.state, pm, bundle.group_info
+            _CPU, self._stage, self.store.state_of(row), pm, bundle.group_info
         )
         # Every issuer the staged leaves name, fetched at once before verification.
         changed = staged.roster.added + staged.roster.updated
@@ -178,7 +182,7 @@ class CommitPipeline:
         ]
         added_users = await self.add_rule.check(p, judged.committer_user, added)
         return await self._write(
-            p, snap, judged, bundle, commit_hash, (queue_id, queue_key), added_users
+            p, snap, judged, bundle, commit_hash, (queue_id, queue_key), added_users, group_key_wrap
         )
 
     async def _require_delivered(self, domain: str, group_id: bytes) -> None:
@@ -203,7 +207,10 @@ class CommitPipeline:
         if sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
             # A resync (the member rejoins in place of its own leaf) is allowed in every group;
             # the staged Removes are judged again in ``_judge``.
-            if resync_target(_removes_by_value(pm), snap.by_leaf(), p.client_uuid) is None:
+            if (
+                resync_target(_removes_by_value(pm), snap.by_leaf(), (p.client_uuid, p.user_id))
+                is None
+            ):
                 if not snap.row.external_join:
                     raise Problem(403, "external_join_disabled", "this group does not allow joins")
                 if queue_id is None:
@@ -211,7 +218,7 @@ class CommitPipeline:
             return None, p.user_id
         if sender.sender_type == SenderType.MEMBER:
             m = snap.by_leaf().get(sender.index)  # type: ignore[arg-type]
-            if m is None or m.gone or m.client_uuid != p.client_uuid:
+            if m is None or m.gone or (m.client_uuid, m.user_id) != (p.client_uuid, p.user_id):
                 raise Problem(403, "not_member", "the commit's sender is not the calling client")
             return m.leaf_index, m.user_id
         raise Problem(422, "invalid_commit", "commits come from members or new members")
@@ -282,15 +289,15 @@ class CommitPipeline:
             old = by_leaf.get(change.leaf_index)
             if old is None:
                 new_rows[change.leaf_index] = clients[change.leaf_index]
-            elif clients[change.leaf_index][0] != old.client_uuid:
+            elif clients[change.leaf_index] != (old.client_uuid, old.user_id):
                 raise Problem(422, "invalid_commit", "a leaf cannot change its client")
         replaced = None
         if external:
-            mine = [leaf for leaf, (cu, _) in new_rows.items() if cu == p.client_uuid]
+            mine = [leaf for leaf, c in new_rows.items() if c == (p.client_uuid, p.user_id)]
             if len(mine) != 1:
                 raise Problem(422, "credential_mismatch", "the joiner's leaf is not the caller")
             committer_leaf = mine[0]
-            replaced = resync_target(sorted(removed), by_leaf, p.client_uuid)
+            replaced = resync_target(sorted(removed), by_leaf, (p.client_uuid, p.user_id))
             if replaced is None and not snap.row.external_join:
                 raise Problem(403, "external_join_disabled", "this group does not allow joins")
         changes_extensions = any(
@@ -317,6 +324,7 @@ class CommitPipeline:
         commit_hash: bytes,
         queue: tuple[bytes | None, bytes | None],
         added_users: dict[str, str],
+        group_key_wrap: bytes | None,
     ) -> tuple[int, int]:
         group_id, row = snap.row.id, snap.row
         queue_id, queue_key = queue
@@ -335,8 +343,7 @@ class CommitPipeline:
                         epoch=judged.epoch,
                         last_seq=ds_groups.c.last_seq + 1,
                         rev=ds_groups.c.rev + 1,
-                        state=judged.state,
-                        group_info=bundle.group_info,
+                        **self.store.sealed_state(group_id, judged.state, bundle.group_info),
                         last_commit_hash=commit_hash,
                         last_commit_seq=ds_groups.c.last_seq + 1,
                     )
@@ -390,37 +397,25 @@ class CommitPipeline:
             ]
             if new_members:
                 await conn.execute(
-                    sa.insert(ds_members),
-                    [
-                        {
-                            "group_id": group_id,
-                            "leaf_index": m.leaf_index,
-                            "client_uuid": m.client_uuid,
-                            "user_id": m.user_id,
-                            "queue_id": m.queue_id,
-                            "queue_domain": m.queue_domain,
-                            "policy": m.policy,
-                            "gone": m.gone,
-                            "joined_seq": m.joined_seq,
-                        }
-                        for m in new_members
-                    ],
+                    sa.insert(ds_members), [self.store.member_row(group_id, m) for m in new_members]
                 )
             remaining = [m for m in members if m.leaf_index not in gone_leaves] + new_members
             if bundle.welcome is not None:
                 await self.welcomes.deliver_in(
-                    conn, group_id, seq, judged.committer_user, added_users, bundle.welcome
+                    conn,
+                    group_id,
+                    seq,
+                    judged.committer_user,
+                    added_users,
+                    bundle.welcome,
+                    group_key_wrap,
                 )
             # Roles of users who left the group entirely go with them; if that took the last
             # admin, the longest-standing member is promoted (a notice after the commit).
             still = {m.user_id for m in remaining}
             for uid in roles:
                 if uid not in still:
-                    await conn.execute(
-                        sa.delete(ds_roles).where(
-                            ds_roles.c.group_id == group_id, ds_roles.c.user_id == uid
-                        )
-                    )
+                    await self.store.set_role(conn, group_id, uid, None)
             kept_roles = {uid: role for uid, role in roles.items() if uid in still}
             await self.succession.keep_admin_in(conn, group_id, server_key, remaining, kept_roles)
             await conn.execute(

@@ -18,6 +18,7 @@ from roost.mls.errors import DecodeError
 from ..auth.token_cache import token_cache
 from ..errors import Problem, problem_response, unexpected_error_response
 from ..store.pg_driver import driver_integrity_errors
+from .group_key import group_key_param
 from .sends import body_too_large, check_send_body, parse_send_head
 
 log = logging.getLogger("roost.server")
@@ -85,10 +86,12 @@ class SendFastPath:
 
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         services = scope["app"].state.services
-        token = ctype = message_id = None
+        token = ctype = message_id = group_key = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 token = value.decode("latin-1")
+            elif name == b"roost-group-key":
+                group_key = value.decode("latin-1")
             elif name == b"content-type":
                 ctype = value.decode("latin-1")
             elif name == b"roost-message-id":
@@ -123,5 +126,7 @@ class SendFastPath:
             more = message.get("more_body", False)
         payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         check_send_body(ctype, payload, limit)
-        seq = await services.delivery.send(principal, group_id, message_id, payload)
+        seq = await services.delivery.send(
+            principal, group_id, message_id, payload, group_key_param(group_key)
+        )
         return 201, b'{"group_seq":%d}' % seq

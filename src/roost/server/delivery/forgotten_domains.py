@@ -14,8 +14,6 @@ import logging
 import time
 from collections.abc import Callable
 
-import sqlalchemy as sa
-
 from roost.protocol.base64url import b64u
 
 from ..store import Database
@@ -23,9 +21,8 @@ from .account_events import notice_in
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .federation_port import DsFederation
-from .group_store import GroupStore
+from .group_store import GroupStore, Member
 from .succession import AdminSuccession
-from .tables import ds_members, ds_roles
 
 log = logging.getLogger("roost.server.delivery")
 
@@ -62,22 +59,14 @@ class ForgottenDomains:
             self._done.add(domain)
         return touched
 
-    def _of(self, domain: str) -> sa.ColumnElement[bool]:
-        return sa.and_(
-            ds_members.c.gone.is_(False),
-            ds_members.c.user_id.endswith("@" + domain, autoescape=True),
-        )
+    @staticmethod
+    def _of(domain: str) -> Callable[[Member], bool]:
+        suffix = "@" + domain
+        return lambda m: not m.gone and m.user_id.endswith(suffix)
 
     async def _sweep(self, domain: str) -> set[bytes]:
         async with self.db.engine.connect() as conn:
-            gids = sorted(
-                {
-                    r.group_id
-                    for r in await conn.execute(
-                        sa.select(ds_members.c.group_id).where(self._of(domain))
-                    )
-                }
-            )
+            gids = await self.store.groups_with(conn, self._of(domain))
         touched: set[bytes] = set()
         for gid in gids:
             if await self._leave(gid, domain):
@@ -91,13 +80,8 @@ class ForgottenDomains:
         if they held the only admin role — together."""
         async with self.db.engine.connect() as conn:
             row = await self.store.find_group(conn, gid)
-            match = sa.and_(ds_members.c.group_id == gid, self._of(domain))
-            users = sorted(
-                {
-                    r.user_id
-                    for r in await conn.execute(sa.select(ds_members.c.user_id).where(match))
-                }
-            )
+            members = [] if row is None else await self.store.members(conn, gid)
+            users = sorted({m.user_id for m in members if self._of(domain)(m)})
         if row is None or not users:
             return False
         notice = {
@@ -111,12 +95,11 @@ class ForgottenDomains:
         signed = await self.external_sender.signed_notice(row.cipher_suite, notice)
         key = await self.external_sender.key(row.cipher_suite)
         async with self.db.transaction() as conn:
-            if not await self.store.mark_gone(conn, match):
+            if not await self.store.mark_gone(conn, gid, self._of(domain)):
                 return False  # another consumer was first
             await notice_in(conn, self.store, self.fanout, gid, signed, bump_rev=True)
-            await conn.execute(
-                sa.delete(ds_roles).where(ds_roles.c.group_id == gid, ds_roles.c.user_id.in_(users))
-            )
+            for user_id in users:
+                await self.store.set_role(conn, gid, user_id, None)
             # The forgotten domain may have held the group's only admins.
             await self.succession.keep_admin_in(
                 conn,

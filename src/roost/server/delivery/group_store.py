@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,6 +20,8 @@ from roost.protocol.base64url import b64u
 
 from ..errors import Problem
 from ..store import Database
+from .at_rest import AtRest, MemberIds
+from .group_key import key_refusal
 from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
 
 MEMBER_CACHE_SIZE = 10_000
@@ -73,10 +75,12 @@ class GroupSnapshot:
         return {m.leaf_index: m for m in self.members}
 
 
-def leaf_of(members: Iterable[Member], client_uuid: str) -> Member | None:
-    """The calling client's live leaf, if it holds one."""
+def leaf_of(members: Iterable[Member], client_uuid: str, user_id: str) -> Member | None:
+    """The calling client's live leaf, if it holds one. A client is its user's and its uuid
+    together: another server's client may not act on a leaf of another user's client that
+    happens to carry the same uuid."""
     for m in members:
-        if m.client_uuid == client_uuid and not m.gone:
+        if m.client_uuid == client_uuid and m.user_id == user_id and not m.gone:
             return m
     return None
 
@@ -93,9 +97,13 @@ def check_group_id(group_id: bytes, home_domain: str) -> None:
 
 
 class GroupStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, at_rest: AtRest) -> None:
         self.db = db
-        self._member_cache: OrderedDict[bytes, tuple[int, list[Member]]] = OrderedDict()
+        self.at_rest = at_rest
+        # group -> (rev, members, group key check value)
+        self._member_cache: OrderedDict[bytes, tuple[int, list[Member], bytes | None]] = (
+            OrderedDict()
+        )
 
     async def group(self, conn: AsyncConnection, group_id: bytes) -> sa.Row:
         row = (await conn.execute(sa.select(ds_groups).where(ds_groups.c.id == group_id))).first()
@@ -110,31 +118,99 @@ class GroupStore:
         rows = await conn.execute(
             sa.select(
                 ds_members.c.leaf_index,
-                ds_members.c.client_uuid,
-                ds_members.c.user_id,
-                ds_members.c.queue_id,
-                ds_members.c.policy,
+                ds_members.c.sealed,
                 ds_members.c.gone,
-                ds_members.c.queue_domain,
                 ds_members.c.joined_seq,
             ).where(ds_members.c.group_id == group_id)
         )
-        return [Member(*r) for r in rows]
+        return [self._member(group_id, *r) for r in rows]
+
+    def _member(
+        self, group_id: bytes, leaf_index: int, sealed: bytes, gone: bool, joined_seq: int
+    ) -> Member:
+        ids = self.at_rest.open_member(group_id, leaf_index, sealed)
+        return Member(
+            leaf_index,
+            ids.client_uuid,
+            ids.user_id,
+            ids.queue_id,
+            ids.policy,
+            gone,
+            ids.queue_domain,
+            joined_seq,
+        )
+
+    def member_row(self, group_id: bytes, m: Member) -> dict[str, object]:
+        """The stored row of ``m`` (for inserts)."""
+        return {
+            "group_id": group_id,
+            "leaf_index": m.leaf_index,
+            "sealed": self._seal(group_id, m),
+            "gone": m.gone,
+            "joined_seq": m.joined_seq,
+        }
+
+    def _seal(self, group_id: bytes, m: Member) -> bytes:
+        ids = MemberIds(m.client_uuid, m.user_id, m.queue_id, m.queue_domain, m.policy)
+        return self.at_rest.seal_member(group_id, m.leaf_index, ids)
+
+    async def update_member(self, conn: AsyncConnection, group_id: bytes, m: Member) -> None:
+        """Store ``m``'s queue reference and policy (its leaf row exists)."""
+        await conn.execute(
+            sa.update(ds_members)
+            .where(ds_members.c.group_id == group_id, ds_members.c.leaf_index == m.leaf_index)
+            .values(sealed=self._seal(group_id, m))
+        )
 
     async def roles(self, conn: AsyncConnection, group_id: bytes) -> dict[str, str]:
         rows = await conn.execute(
-            sa.select(ds_roles.c.user_id, ds_roles.c.role).where(ds_roles.c.group_id == group_id)
+            sa.select(ds_roles.c.sealed_user, ds_roles.c.role).where(
+                ds_roles.c.group_id == group_id
+            )
         )
-        return {r.user_id: r.role for r in rows}
+        return {self.at_rest.open_user(group_id, r.sealed_user): r.role for r in rows}
 
     async def role_of(self, conn: AsyncConnection, group_id: bytes, user_id: str) -> str | None:
         return (
             await conn.execute(
                 sa.select(ds_roles.c.role).where(
-                    ds_roles.c.group_id == group_id, ds_roles.c.user_id == user_id
+                    ds_roles.c.group_id == group_id,
+                    ds_roles.c.user_ref == self.at_rest.user_ref(group_id, user_id),
                 )
             )
         ).scalar_one_or_none()
+
+    async def set_role(
+        self, conn: AsyncConnection, group_id: bytes, user_id: str, role: str | None
+    ) -> None:
+        """Give ``user_id`` ``role`` in the group (None: no role, a plain member)."""
+        ref = self.at_rest.user_ref(group_id, user_id)
+        await conn.execute(
+            sa.delete(ds_roles).where(ds_roles.c.group_id == group_id, ds_roles.c.user_ref == ref)
+        )
+        if role is not None:
+            await conn.execute(
+                sa.insert(ds_roles).values(
+                    group_id=group_id,
+                    user_ref=ref,
+                    sealed_user=self.at_rest.seal_user(group_id, user_id),
+                    role=role,
+                )
+            )
+
+    def state_of(self, row: sa.Row) -> bytes:
+        """The group's observer state (``ds_groups.state``, sealed at rest)."""
+        return self.at_rest.open_state(row.id, row.state)
+
+    def group_info_of(self, row: sa.Row) -> bytes:
+        return self.at_rest.open_group_info(row.id, row.group_info)
+
+    def sealed_state(self, group_id: bytes, state: bytes, group_info: bytes) -> dict[str, bytes]:
+        """The ``ds_groups`` values that store ``state`` and ``group_info``."""
+        return {
+            "state": self.at_rest.seal_state(group_id, state),
+            "group_info": self.at_rest.seal_group_info(group_id, group_info),
+        }
 
     async def snapshot(self, group_id: bytes) -> GroupSnapshot:
         """The group row with its members and roles as of the same ``rev``. Read without a lock,
@@ -150,7 +226,7 @@ class GroupStore:
                     sa.select(ds_groups.c.rev).where(ds_groups.c.id == group_id)
                 )
                 if rev == row.rev:
-                    self._remember(group_id, row.rev, members)
+                    self._remember(group_id, row.rev, members, row.key_check)
                     return GroupSnapshot(row, members, roles)
         raise Problem(409, "conflict", "the group changed concurrently; retry")
 
@@ -162,7 +238,10 @@ class GroupStore:
             self._member_cache.move_to_end(group_id)
             return hit[1]
         members = await self.members(conn, group_id)
-        self._remember(group_id, rev, members)
+        check = await conn.scalar(
+            sa.select(ds_groups.c.key_check).where(ds_groups.c.id == group_id)
+        )
+        self._remember(group_id, rev, members, check)
         return members
 
     def cached_members(self, group_id: bytes) -> list[Member] | None:
@@ -170,14 +249,39 @@ class GroupStore:
         hit = self._member_cache.get(group_id)
         return hit[1] if hit is not None else None
 
-    def _remember(self, group_id: bytes, rev: int, members: list[Member]) -> None:
-        self._member_cache[group_id] = (rev, members)
+    def cached_key_refusal(self, group_id: bytes, group_key: bytes | None) -> Problem | None:
+        """What the group's key check (as of the last ``members_at``/``snapshot``) says of
+        ``group_key``: the send path's check, without a query."""
+        hit = self._member_cache.get(group_id)
+        return key_refusal(hit[2], group_key) if hit is not None else None
+
+    def _remember(
+        self, group_id: bytes, rev: int, members: list[Member], check: bytes | None
+    ) -> None:
+        self._member_cache[group_id] = (rev, members, check)
         if len(self._member_cache) > MEMBER_CACHE_SIZE:
             self._member_cache.popitem(last=False)
 
-    async def view(self, conn: AsyncConnection, row: sa.Row, client_uuid: str | None) -> GroupView:
+    async def require_key(self, group_id: bytes, group_key: bytes | None) -> None:
+        """404 for no such group; 403 unless ``group_key`` is the group's (group_key.py)."""
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(ds_groups.c.key_check).where(ds_groups.c.id == group_id)
+                )
+            ).first()
+        if row is None:
+            raise Problem(404, "group_not_found", "no such group")
+        refusal = key_refusal(row.key_check, group_key)
+        if refusal is not None:
+            raise refusal
+
+    async def view(
+        self, conn: AsyncConnection, row: sa.Row, client: tuple[str, str] | None
+    ) -> GroupView:
+        """``client``: the caller's (client uuid, user id), whose leaf the view names."""
         members = await self.members(conn, row.id)
-        mine = leaf_of(members, client_uuid) if client_uuid else None
+        mine = leaf_of(members, *client) if client else None
         return GroupView(
             row.id,
             row.cipher_suite,
@@ -194,33 +298,59 @@ class GroupStore:
             sa.update(ds_groups).where(ds_groups.c.id == group_id).values(rev=ds_groups.c.rev + 1)
         )
 
-    async def mark_gone(self, conn: AsyncConnection, match: sa.ColumnElement[bool]) -> set[bytes]:
-        """Mark the member rows ``match`` selects gone, in the caller's transaction: nothing more
-        is delivered to them (their held items go too) and the server's Remove proposals for
-        them follow (``AccountEvents.issue_removes``). The groups touched."""
-        rows = list(
-            await conn.execute(
-                sa.select(ds_members.c.group_id, ds_members.c.leaf_index).where(match)
+    async def groups_with(
+        self, conn: AsyncConnection, which: Callable[[Member], bool]
+    ) -> list[bytes]:
+        """The groups with a leaf (gone or not) that ``which`` selects. No column names a
+        leaf's client or user, so every leaf is opened: a scan, for rare events (a client or
+        account deleted, a domain forgotten, the list of a client's groups)."""
+        rows = await conn.execute(
+            sa.select(
+                ds_members.c.group_id,
+                ds_members.c.leaf_index,
+                ds_members.c.sealed,
+                ds_members.c.gone,
+                ds_members.c.joined_seq,
             )
         )
-        for gid in sorted({r.group_id for r in rows}):  # group rows first, in order
-            await self.bump_rev(conn, gid)
-        await conn.execute(sa.update(ds_members).where(match).values(gone=True, queue_id=None))
-        for r in rows:
-            await conn.execute(
-                sa.delete(ds_held).where(
-                    ds_held.c.group_id == r.group_id, ds_held.c.leaf_index == r.leaf_index
-                )
-            )
-        return {r.group_id for r in rows}
+        return sorted(
+            {
+                r.group_id
+                for r in rows
+                if which(self._member(r.group_id, r.leaf_index, r.sealed, r.gone, r.joined_seq))
+            }
+        )
+
+    async def mark_gone(
+        self, conn: AsyncConnection, group_id: bytes, which: Callable[[Member], bool]
+    ) -> list[Member]:
+        """Mark the group's live leaves that ``which`` selects gone, in the caller's
+        transaction (the group row locked first): nothing more is delivered to them (their
+        held items go too) and the server's Remove proposals for them follow
+        (``AccountEvents.issue_removes``). The leaves marked."""
+        await self.bump_rev(conn, group_id)
+        chosen = [m for m in await self.members(conn, group_id) if not m.gone and which(m)]
+        if chosen:
+            await self.mark_leaves_gone(conn, group_id, [m.leaf_index for m in chosen])
+        return chosen
 
     async def mark_leaves_gone(
         self, conn: AsyncConnection, group_id: bytes, leaves: list[int]
     ) -> set[bytes]:
-        """``mark_gone`` for some leaves of one group."""
-        return await self.mark_gone(
-            conn, sa.and_(ds_members.c.group_id == group_id, ds_members.c.leaf_index.in_(leaves))
+        """``mark_gone`` for some leaves of one group (locks the group row first)."""
+        await self.bump_rev(conn, group_id)
+        match = sa.and_(ds_members.c.group_id == group_id, ds_members.c.leaf_index.in_(leaves))
+        # The leaf keeps who it was (for the Remove proposal); its queue reference goes.
+        for m in await self.members(conn, group_id):
+            if m.leaf_index in leaves and m.queue_id is not None:
+                await self.update_member(conn, group_id, replace(m, queue_id=None))
+        done = await conn.execute(sa.update(ds_members).where(match).values(gone=True))
+        await conn.execute(
+            sa.delete(ds_held).where(
+                ds_held.c.group_id == group_id, ds_held.c.leaf_index.in_(leaves)
+            )
         )
+        return {group_id} if done.rowcount else set()
 
     async def take_seq(self, conn: AsyncConnection, group_id: bytes) -> int | None:
         """The group's next ``group_seq`` (locks the row); None if there is no such group."""
@@ -233,32 +363,20 @@ class GroupStore:
             )
         ).scalar_one_or_none()
 
-    async def client_uuid_taken_in(
+    async def groups_of_client(
         self, conn: AsyncConnection, client_uuid: str, user_id: str
-    ) -> bool:
-        """Whether another user's member leaf uses this client uuid."""
-        taken = await conn.execute(
-            sa.select(ds_members.c.client_uuid)
-            .where(ds_members.c.client_uuid == client_uuid, ds_members.c.user_id != user_id)
-            .limit(1)
-        )
-        return taken.first() is not None
-
-    async def groups_of_client(self, conn: AsyncConnection, client_uuid: str) -> list[bytes]:
+    ) -> list[bytes]:
         """The groups the client joined: a leaf not joined yet (no queue registered, e.g. under
-        a connection request not accepted yet) is not listed."""
-        return [
-            r.group_id
-            for r in await conn.execute(
-                sa.select(ds_members.c.group_id)
-                .where(
-                    ds_members.c.client_uuid == client_uuid,
-                    ds_members.c.gone.is_(False),
-                    ds_members.c.queue_id.is_not(None),
-                )
-                .order_by(ds_members.c.group_id)
-            )
-        ]
+        a connection request not accepted yet) is not listed (a scan, see ``groups_with``)."""
+        return await self.groups_with(
+            conn,
+            lambda m: (
+                m.client_uuid == client_uuid
+                and m.user_id == user_id
+                and not m.gone
+                and m.queue_id is not None
+            ),
+        )
 
     async def delete_group_rows(self, conn: AsyncConnection, group_id: bytes) -> None:
         # Explicit deletes: SQLite does not enforce ON DELETE CASCADE without a pragma.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 
 import sqlalchemy as sa
 
@@ -24,9 +25,10 @@ from .external_sender import ExternalSender
 from .fanout import Fanout
 from .federation_port import RemotePrincipal
 from .group_info_check import check_extensions_of
-from .group_store import GroupStore, GroupView, check_group_id, leaf_of
+from .group_key import key_check
+from .group_store import GroupStore, GroupView, Member, check_group_id, leaf_of
 from .rules import ADMIN
-from .tables import ds_groups, ds_held, ds_members, ds_roles
+from .tables import ds_groups, ds_held, ds_members
 
 
 class Groups:
@@ -57,7 +59,10 @@ class Groups:
         queue_id: bytes,
         queue_key: bytes | None,
         external_join: bool,
+        group_key: bytes | None = None,
     ) -> GroupView:
+        """``group_key``: the key the members will present (only its check value is kept);
+        None makes a group that asks for no key."""
         bundle = decode_group_state(body)
         check_extensions_of(bundle.group_info)
         try:
@@ -98,28 +103,18 @@ class Groups:
                     # A random start: a re-created group id never matches a cached member list.
                     rev=secrets.randbits(48),
                     external_join=external_join,
-                    state=obs.to_bytes(),
-                    group_info=bundle.group_info,
+                    **self.store.sealed_state(group_id, obs.to_bytes(), bundle.group_info),
                     last_commit_hash=None,
                     last_commit_seq=0,
                     created_at=self.now(),
+                    key_check=None if group_key is None else key_check(group_key),
                 )
             )
+            creator = Member(leaf, client_uuid, user_id, queue_id, None, False, None, 0)
             await conn.execute(
-                sa.insert(ds_members).values(
-                    group_id=group_id,
-                    leaf_index=leaf,
-                    client_uuid=client_uuid,
-                    user_id=user_id,
-                    queue_id=queue_id,
-                    policy=None,
-                    gone=False,
-                    joined_seq=0,
-                )
+                sa.insert(ds_members).values(self.store.member_row(group_id, creator))
             )
-            await conn.execute(
-                sa.insert(ds_roles).values(group_id=group_id, user_id=user_id, role=ADMIN)
-            )
+            await self.store.set_role(conn, group_id, user_id, ADMIN)
             return GroupView(
                 group_id,
                 obs.group_context.cipher_suite,
@@ -133,16 +128,18 @@ class Groups:
     async def of_client(self, p: Principal) -> list[GroupView]:
         async with self.db.engine.connect() as conn:
             out = []
-            for gid in await self.store.groups_of_client(conn, p.client_uuid):
+            for gid in await self.store.groups_of_client(conn, p.client_uuid, p.user_id):
                 out.append(
-                    await self.store.view(conn, await self.store.group(conn, gid), p.client_uuid)
+                    await self.store.view(
+                        conn, await self.store.group(conn, gid), (p.client_uuid, p.user_id)
+                    )
                 )
             return out
 
     async def get(self, p: Principal, group_id: bytes) -> GroupView:
         async with self.db.engine.connect() as conn:
             row = await self.store.group(conn, group_id)
-            view = await self.store.view(conn, row, p.client_uuid)
+            view = await self.store.view(conn, row, (p.client_uuid, p.user_id))
         if view.my_leaf is None:
             raise Problem(403, "not_member", "the calling client holds no leaf in this group")
         return view
@@ -154,10 +151,10 @@ class Groups:
             row = await self.store.group(conn, group_id)
             if not row.external_join:
                 members = await self.store.members(conn, group_id)
-                if leaf_of(members, p.client_uuid) is None:
+                if leaf_of(members, p.client_uuid, p.user_id) is None:
                     raise Problem(403, "not_member", "not a member of this group")
-        obs = GroupObserver.from_bytes(row.state)
-        return encode_group_state(row.group_info, obs.tree.to_bytes())
+        obs = GroupObserver.from_bytes(self.store.state_of(row))
+        return encode_group_state(self.store.group_info_of(row), obs.tree.to_bytes())
 
     async def register_queue(
         self, p: Principal, group_id: bytes, queue_id: bytes, queue_key: bytes | None
@@ -169,15 +166,12 @@ class Groups:
             queue_domain = p.domain if isinstance(p, RemotePrincipal) else None
             if queue_domain is None:  # a remote member's own server checked the key
                 await self.queues.check_key(conn, queue_id, queue_key)
-            mine = leaf_of(await self.store.members(conn, group_id), p.client_uuid)
+            members = await self.store.members(conn, group_id)
+            mine = leaf_of(members, p.client_uuid, p.user_id)
             if mine is None:
                 raise Problem(403, "not_member", "the calling client holds no leaf in this group")
-            await conn.execute(
-                sa.update(ds_members)
-                .where(
-                    ds_members.c.group_id == group_id, ds_members.c.leaf_index == mine.leaf_index
-                )
-                .values(queue_id=queue_id, queue_domain=queue_domain)
+            await self.store.update_member(
+                conn, group_id, replace(mine, queue_id=queue_id, queue_domain=queue_domain)
             )
             held = list(
                 await conn.execute(

@@ -80,9 +80,9 @@ class Proposals:
                 raise epoch_conflict(row.epoch, row.last_seq, row.last_commit_seq)
             by_leaf = snap.by_leaf()
             m = by_leaf.get(content.sender.index)  # type: ignore[arg-type]
-            if m is None or m.gone or m.client_uuid != p.client_uuid:
+            if m is None or m.gone or (m.client_uuid, m.user_id) != (p.client_uuid, p.user_id):
                 raise Problem(403, "not_member", "the proposal's sender is not the calling client")
-            obs = GroupObserver.from_bytes(row.state)
+            obs = GroupObserver.from_bytes(self.store.state_of(row))
             try:
                 observed = obs.apply(pm)
             except MLSError as e:
@@ -122,7 +122,7 @@ class Proposals:
             gone = [m.leaf_index for m in members if m.gone]
             if not gone:
                 return 0
-            obs = GroupObserver.from_bytes(row.state)
+            obs = GroupObserver.from_bytes(self.store.state_of(row))
             found = await self.external_sender.index_in(obs)
             if found is None:
                 log.warning("group without the homeserver as external sender; cannot remove")
@@ -178,7 +178,11 @@ class Proposals:
                 await conn.execute(
                     sa.update(ds_groups)
                     .where(ds_groups.c.id == group_id, ds_groups.c.rev == rev)
-                    .values(state=state, rev=rev + 1, last_seq=ds_groups.c.last_seq + n)
+                    .values(
+                        state=self.store.at_rest.seal_state(group_id, state),
+                        rev=rev + 1,
+                        last_seq=ds_groups.c.last_seq + n,
+                    )
                     .returning(ds_groups.c.last_seq)
                 )
             ).scalar_one_or_none()

@@ -27,14 +27,25 @@ from roost.protocol.media_types import MLS_MEDIA_TYPE
 
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
 from ..errors import problem_responses
+from ..group_key_wrap import GroupKeyWrap
 from ..queues.params import QueueKey, queue_id_param
 from .group_info_check import GROUP_INFO_EXTENSION_PROBLEMS
+from .group_key import GroupKey
 from .group_store import GroupView
 from .path_params import group_id_param
 from .sends import MESSAGE_ID_MAX, parse_send
 
 _AUTH = problem_responses((401, "unauthenticated"), (401, "token_expired"))
-_GROUP = {**_AUTH, **problem_responses((404, "group_not_found"), (403, "not_member"))}
+_GROUP = {
+    **_AUTH,
+    **problem_responses(
+        (404, "group_not_found"),
+        (403, "not_member"),
+        (403, "group_key_required"),
+        (403, "wrong_group_key"),
+        (422, "invalid_group_key"),
+    ),
+}
 _MLS_ERRORS = problem_responses((400, "malformed_mls"), (415, "unsupported_media_type"))
 
 
@@ -149,18 +160,18 @@ def group_routes(
             **kw,
         )
 
-    async def get_group(group_id: str, p: principal, s: ServicesDep) -> GroupOut:
-        return _out(await s.delivery.get_group(p, group_id_param(group_id)))
+    async def get_group(group_id: str, p: principal, s: ServicesDep, key: GroupKey) -> GroupOut:
+        return _out(await s.delivery.get_group(p, group_id_param(group_id), key))
 
     async def update_group(
-        group_id: str, body: SettingsIn, p: principal, s: ServicesDep
+        group_id: str, body: SettingsIn, p: principal, s: ServicesDep, key: GroupKey
     ) -> GroupOut:
         return _out(
-            await s.delivery.update_settings(p, group_id_param(group_id), body.external_join)
+            await s.delivery.update_settings(p, group_id_param(group_id), body.external_join, key)
         )
 
-    async def delete_group(group_id: str, p: principal, s: ServicesDep) -> Response:
-        await s.delivery.delete_group(p, group_id_param(group_id))
+    async def delete_group(group_id: str, p: principal, s: ServicesDep, key: GroupKey) -> Response:
+        await s.delivery.delete_group(p, group_id_param(group_id), key)
         return Response(status_code=204)
 
     async def submit_commit(
@@ -169,26 +180,35 @@ def group_routes(
         p: principal,
         s: ServicesDep,
         queue_key: QueueKey,
+        key: GroupKey,
+        key_wrap: GroupKeyWrap,
         queue_id: str | None = None,
     ) -> CommitOut:
         gid = group_id_param(group_id)
         qid = queue_id_param(queue_id) if queue_id is not None else None
         body = await mls_body(request)
-        epoch, seq = await s.delivery.submit_commit(p, gid, body, qid, queue_key)
+        epoch, seq = await s.delivery.submit_commit(p, gid, body, qid, queue_key, key, key_wrap)
         return CommitOut(epoch=epoch, group_seq=seq)
 
-    async def group_info(group_id: str, p: principal, s: ServicesDep) -> Response:
-        state = await s.delivery.group_state(p, group_id_param(group_id))
+    async def group_info(group_id: str, p: principal, s: ServicesDep, key: GroupKey) -> Response:
+        state = await s.delivery.group_state(p, group_id_param(group_id), key)
         return Response(state, media_type=MLS_MEDIA_TYPE)
 
     async def register_queue(
-        group_id: str, body: QueueIn, queue_key: QueueKey, p: principal, s: ServicesDep
+        group_id: str,
+        body: QueueIn,
+        queue_key: QueueKey,
+        p: principal,
+        s: ServicesDep,
+        key: GroupKey,
     ) -> Response:
         gid = group_id_param(group_id)
-        await s.delivery.register_queue(p, gid, queue_id_param(body.queue_id), queue_key)
+        await s.delivery.register_queue(p, gid, queue_id_param(body.queue_id), queue_key, key)
         return Response(status_code=204)
 
-    async def send_message(group_id: str, request: Request, p: principal, s: ServicesDep) -> SeqOut:
+    async def send_message(
+        group_id: str, request: Request, p: principal, s: ServicesDep, key: GroupKey
+    ) -> SeqOut:
         # The Roost-Message-Id header is documented below and checked by parse_send, as on
         # the fast path (FastAPI's own validation would answer differently).
         send = parse_send(
@@ -198,23 +218,27 @@ def group_routes(
             await request.body(),
             s.config.limits.max_message_bytes,
         )
-        seq = await s.delivery.send(p, send.group_id, send.message_id, send.body)
+        seq = await s.delivery.send(p, send.group_id, send.message_id, send.body, key)
         return SeqOut(group_seq=seq)
 
     async def submit_proposal(
-        group_id: str, request: Request, p: principal, s: ServicesDep
+        group_id: str, request: Request, p: principal, s: ServicesDep, key: GroupKey
     ) -> SeqOut:
         gid = group_id_param(group_id)
-        return SeqOut(group_seq=await s.delivery.submit_proposal(p, gid, await mls_body(request)))
+        body = await mls_body(request)
+        return SeqOut(group_seq=await s.delivery.submit_proposal(p, gid, body, key))
 
     async def set_role(
-        group_id: str, user_id: str, body: RoleIn, p: principal, s: ServicesDep
+        group_id: str, user_id: str, body: RoleIn, p: principal, s: ServicesDep, key: GroupKey
     ) -> Response:
-        await s.delivery.set_role(p, group_id_param(group_id), user_id.strip().lower(), body.role)
+        uid = user_id.strip().lower()
+        await s.delivery.set_role(p, group_id_param(group_id), uid, body.role, key)
         return Response(status_code=204)
 
-    async def set_policy(group_id: str, body: PolicyIn, p: principal, s: ServicesDep) -> Response:
-        await s.delivery.set_policy(p, group_id_param(group_id), body.policy)
+    async def set_policy(
+        group_id: str, body: PolicyIn, p: principal, s: ServicesDep, key: GroupKey
+    ) -> Response:
+        await s.delivery.set_policy(p, group_id_param(group_id), body.policy, key)
         return Response(status_code=204)
 
     commit_body = mls_request_body("RoostCommitBundle: commit, GroupInfo, optional Welcome")
@@ -316,13 +340,14 @@ async def create_group(
     s: ServicesDep,
     queue_id: Annotated[str, Query()],
     queue_key: QueueKey,
+    group_key: GroupKey,
     external_join: bool = False,
 ) -> GroupOut:
     """Create a group from its epoch-0 GroupInfo and tree; the caller's user becomes admin.
     The caller's queue is named by ``queue_id`` and authorised by its Roost-Queue-Key."""
     qid = queue_id_param(queue_id)
     body = await mls_body(request)
-    return _out(await s.delivery.create_group(p, body, qid, queue_key, external_join))
+    return _out(await s.delivery.create_group(p, body, qid, queue_key, external_join, group_key))
 
 
 @router.get("/v1/groups", tags=_TAGS, response_model=GroupList, responses=_AUTH)

@@ -103,7 +103,7 @@ def check_roles(
 
 
 def resync_target(
-    removed: Sequence[int], by_leaf: dict[int, Member], client_uuid: str
+    removed: Sequence[int], by_leaf: dict[int, Member], client: tuple[str, str]
 ) -> Member | None:
     """The resync rule (docs/api.md "Resync"; RFC 9420 §12.4.3.2): an external commit may
     remove one leaf, the joining client's own, and only that client rejoins in its place.
@@ -111,7 +111,7 @@ def resync_target(
     if not removed:
         return None
     target = by_leaf.get(removed[0]) if len(removed) == 1 else None
-    if target is None or target.gone or target.client_uuid != client_uuid:
+    if target is None or target.gone or (target.client_uuid, target.user_id) != client:
         raise Problem(
             403, "not_own_leaf", "an external commit may only remove the joining client's own leaf"
         )
@@ -185,10 +185,9 @@ class AddRule:
     async def client_uuid_taken(
         self, conn: AsyncConnection, client_uuid: str, user_id: str
     ) -> bool:
-        """Members are matched by client uuid: a remote client's may not be a local client's
-        or another user's member client's."""
-        if await self.store.client_uuid_taken_in(conn, client_uuid, user_id):
-            return True
+        """A remote client's uuid may not be a local client's. (Members are matched by user
+        and client together, so another user's member client with the same uuid is no
+        other leaf's.)"""
         return await self.auth.get_client(client_uuid, conn) is not None
 
     async def _remote_add(

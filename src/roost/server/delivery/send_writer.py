@@ -103,6 +103,7 @@ class _PendingSend:
     key: bytes  # of the idempotency record (send_key.py)
     header: wire.AppHeader
     body: bytes
+    group_key: bytes | None
     done: asyncio.Future[int]
 
 
@@ -133,12 +134,18 @@ class SendWriter:
         self._epoch_seen: dict[bytes, int] = {}  # group -> epoch at its last batched send
 
     async def submit(
-        self, p: Principal, group_id: bytes, message_id: str, header: wire.AppHeader, body: bytes
+        self,
+        p: Principal,
+        group_id: bytes,
+        message_id: str,
+        header: wire.AppHeader,
+        body: bytes,
+        group_key: bytes | None = None,
     ) -> int:
         """Queue a checked send for the next batch; its ``group_seq`` once that committed."""
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         key = send_key(group_id, p.client_uuid, message_id)
-        self._waiting.append(_PendingSend(p, group_id, key, header, body, done))
+        self._waiting.append(_PendingSend(p, group_id, key, header, body, group_key, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_waiting())
         return await done
@@ -193,7 +200,9 @@ class SendWriter:
         members = self.store.cached_members(item.group_id)
         if members is None:
             return False
-        if leaf_of(members, item.p.client_uuid) is None:
+        if leaf_of(members, item.p.client_uuid, item.p.user_id) is None:
+            return True
+        if self.store.cached_key_refusal(item.group_id, item.group_key) is not None:
             return True
         epoch = self._epoch_seen.get(item.group_id)
         return epoch is not None and app_epoch_outside_window(item.header.epoch, epoch)
@@ -224,9 +233,7 @@ class SendWriter:
                 self._epoch_seen[item.group_id] = epoch  # one epoch per group in a batch
                 if len(self._epoch_seen) > MEMBER_CACHE_SIZE:
                     del self._epoch_seen[next(iter(self._epoch_seen))]
-            mine = leaf_of(members, item.p.client_uuid)
-            if mine is None:
-                raise _not_member()
+            mine = self._sender(item, members)
             refusal = app_epoch_refusal(item.header.epoch, epoch, seq - 1)
             if refusal is not None:
                 raise refusal
@@ -305,6 +312,17 @@ class SendWriter:
             raise _Duplicate
         return rows
 
+    def _sender(self, item: _PendingSend, members: list[Member]) -> Member:
+        """The sending leaf, once ``members_at`` read the group at the send's position: the
+        caller holds a live leaf and presents the group key (if the group has one)."""
+        key_refusal = self.store.cached_key_refusal(item.group_id, item.group_key)
+        if key_refusal is not None:
+            raise key_refusal
+        mine = leaf_of(members, item.p.client_uuid, item.p.user_id)
+        if mine is None:
+            raise _not_member()
+        return mine
+
     async def _write_alone(self, item: _PendingSend) -> int:
         try:
             async with self.db.transaction() as conn:
@@ -323,7 +341,7 @@ class SendWriter:
 
     async def _write_one_in(self, conn: AsyncConnection, item: _PendingSend) -> int:
         now = self.now()
-        group_id, client_uuid = item.group_id, item.p.client_uuid
+        group_id = item.group_id
         if conn.dialect.name == "postgresql":
             driver = await pg_driver(conn)
             got = await driver.fetchrow(_SEND_PG, group_id, item.key, now)
@@ -332,9 +350,7 @@ class SendWriter:
                 raise _Duplicate
             seq, epoch, rev = got
             members = await self.store.members_at(conn, group_id, rev)
-            mine = leaf_of(members, client_uuid)
-            if mine is None:
-                raise _not_member()
+            mine = self._sender(item, members)
         else:
             got = (
                 await conn.execute(
@@ -348,9 +364,7 @@ class SendWriter:
                 raise Problem(404, "group_not_found", "no such group")
             seq, epoch, rev = got
             members = await self.store.members_at(conn, group_id, rev)
-            mine = leaf_of(members, client_uuid)
-            if mine is None:
-                raise _not_member()
+            mine = self._sender(item, members)
             inserted = await conn.execute(
                 sqlite_insert(ds_sends)
                 .values(

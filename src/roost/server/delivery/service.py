@@ -5,6 +5,7 @@ construction, the collaborators that do the work — one job each, named by thei
 hands each only the others it needs:
 
 - ``group_store.py``: group rows, members, roles, the consistent snapshot, the member cache
+- ``at_rest.py``: who is in a group, sealed at rest (no readable user, client or queue)
 - ``credentials.py``: which client a leaf is; remote AS certificates, fetched in one batch
 - ``external_sender.py``: the homeserver's key in the groups' external_senders; notices
 - ``rules.py``: role rules, the connection requirement for Adds, the epoch-window rule
@@ -42,9 +43,11 @@ from ..auth.service import AuthService, Principal
 from ..config import Config
 from ..connections.service import ConnectionService
 from ..queues.service import QueueService
+from ..seal_key import SealKeyFile
 from ..store import Database
 from .account_events import AccountEvents
 from .admin import GroupAdmin
+from .at_rest import AtRest
 from .commits import CommitPipeline
 from .credentials import Credentials
 from .external_sender import ExternalSender
@@ -72,6 +75,7 @@ class DeliveryService:
         auth: AuthService,
         queues: QueueService,
         connections: ConnectionService,
+        seal_key: SealKeyFile,
         clock: Callable[[], float] = time.time,
         federation: DsFederation | None = None,
     ) -> None:
@@ -80,7 +84,7 @@ class DeliveryService:
         self.domain = config.home_domain
         self.clock = clock
         keys = ServerKeys(db, lambda: auth.ca, clock)  # type: ignore[arg-type, return-value]
-        self.store = GroupStore(db)
+        self.store = GroupStore(db, AtRest(seal_key))
         self.credentials = Credentials(self.domain, auth, federation, clock)
         self.external_sender_keys = ExternalSender(keys)
         self.add_rule = AddRule(db, self.domain, auth, connections, self.store)
@@ -149,21 +153,34 @@ class DeliveryService:
         queue_id: bytes,
         queue_key: bytes | None,
         external_join: bool,
+        group_key: bytes | None = None,
     ) -> GroupView:
-        return await self.groups.create(p, body, queue_id, queue_key, external_join)
+        return await self.groups.create(p, body, queue_id, queue_key, external_join, group_key)
 
     async def list_groups(self, p: Principal) -> list[GroupView]:
         return await self.groups.of_client(p)
 
-    async def get_group(self, p: Principal, group_id: bytes) -> GroupView:
+    async def get_group(
+        self, p: Principal, group_id: bytes, group_key: bytes | None = None
+    ) -> GroupView:
+        await self.store.require_key(group_id, group_key)
         return await self.groups.get(p, group_id)
 
-    async def group_state(self, p: Principal, group_id: bytes) -> bytes:
+    async def group_state(
+        self, p: Principal, group_id: bytes, group_key: bytes | None = None
+    ) -> bytes:
+        await self.store.require_key(group_id, group_key)
         return await self.groups.state(p, group_id)
 
     async def register_queue(
-        self, p: Principal, group_id: bytes, queue_id: bytes, queue_key: bytes | None
+        self,
+        p: Principal,
+        group_id: bytes,
+        queue_id: bytes,
+        queue_key: bytes | None,
+        group_key: bytes | None = None,
     ) -> None:
+        await self.store.require_key(group_id, group_key)
         await self.groups.register_queue(p, group_id, queue_id, queue_key)
 
     async def client_uuid_taken(
@@ -180,30 +197,58 @@ class DeliveryService:
         body: bytes,
         queue_id: bytes | None,
         queue_key: bytes | None = None,
+        group_key: bytes | None = None,
+        group_key_wrap: bytes | None = None,
     ) -> tuple[int, int]:
-        return await self.commits.submit(p, group_id, body, queue_id, queue_key)
+        await self.store.require_key(group_id, group_key)
+        return await self.commits.submit(p, group_id, body, queue_id, queue_key, group_key_wrap)
 
-    async def submit_proposal(self, p: Principal, group_id: bytes, body: bytes) -> int:
+    async def submit_proposal(
+        self, p: Principal, group_id: bytes, body: bytes, group_key: bytes | None = None
+    ) -> int:
+        await self.store.require_key(group_id, group_key)
         return await self.proposals.submit(p, group_id, body)
 
-    async def send(self, p: Principal, group_id: bytes, message_id: str, body: bytes) -> int:
+    async def send(
+        self,
+        p: Principal,
+        group_id: bytes,
+        message_id: str,
+        body: bytes,
+        group_key: bytes | None = None,
+    ) -> int:
         header = read_app_header(body, group_id)
-        return await self.sends.submit(p, group_id, message_id, header, body)
+        return await self.sends.submit(p, group_id, message_id, header, body, group_key)
 
     # ---- administration -------------------------------------------------------------------------
 
-    async def set_role(self, p: Principal, group_id: bytes, user_id: str, role: str) -> None:
+    async def set_role(
+        self,
+        p: Principal,
+        group_id: bytes,
+        user_id: str,
+        role: str,
+        group_key: bytes | None = None,
+    ) -> None:
+        await self.store.require_key(group_id, group_key)
         await self.admin.set_role(p, group_id, user_id, role)
 
     async def update_settings(
-        self, p: Principal, group_id: bytes, external_join: bool
+        self, p: Principal, group_id: bytes, external_join: bool, group_key: bytes | None = None
     ) -> GroupView:
+        await self.store.require_key(group_id, group_key)
         return await self.admin.update_settings(p, group_id, external_join)
 
-    async def set_policy(self, p: Principal, group_id: bytes, policy: str | None) -> None:
+    async def set_policy(
+        self, p: Principal, group_id: bytes, policy: str | None, group_key: bytes | None = None
+    ) -> None:
+        await self.store.require_key(group_id, group_key)
         await self.admin.set_policy(p, group_id, policy)
 
-    async def delete_group(self, p: Principal, group_id: bytes) -> None:
+    async def delete_group(
+        self, p: Principal, group_id: bytes, group_key: bytes | None = None
+    ) -> None:
+        await self.store.require_key(group_id, group_key)
         await self.admin.delete_group(p, group_id)
 
     # ---- account events (background task) -------------------------------------------------------

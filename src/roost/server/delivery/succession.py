@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.mls.crypto.ciphersuite import get_cipher_suite
@@ -23,7 +22,6 @@ from .fanout import Fanout
 from .group_store import GroupStore, Member
 from .keys import ServerKey
 from .rules import ADMIN
-from .tables import ds_roles
 
 
 def has_live_admin(members: Iterable[Member], roles: dict[str, str]) -> bool:
@@ -61,14 +59,7 @@ class AdminSuccession:
         if user_id is None:
             return None
         await self.store.bump_rev(conn, group_id)  # roles change: a new snapshot
-        await conn.execute(
-            sa.delete(ds_roles).where(
-                ds_roles.c.group_id == group_id, ds_roles.c.user_id == user_id
-            )
-        )
-        await conn.execute(
-            sa.insert(ds_roles).values(group_id=group_id, user_id=user_id, role=ADMIN)
-        )
+        await self.store.set_role(conn, group_id, user_id, ADMIN)
         seq = await self.store.take_seq(conn, group_id)
         if seq is None:  # the group is gone
             return None

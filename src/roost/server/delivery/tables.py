@@ -3,13 +3,15 @@
 import sqlalchemy as sa
 
 from ..store.metadata import metadata
+from .at_rest import USER_REF_BYTES
 from .send_key import SEND_KEY_BYTES
 
 GROUP_ID_MAX = 255
 
 # One row per group: the observer state, the latest GroupInfo and the two counters that order
 # everything: ``epoch`` (one commit per epoch, conditional update) and ``last_seq`` (group-wide
-# order of every fanned-out item). ``rev`` bumps on every state change so that concurrent
+# order of every fanned-out item). ``state`` and ``group_info`` are sealed (at_rest.py): the
+# tree's credentials name every member. ``rev`` bumps on every state change so that concurrent
 # proposal writers detect lost updates.
 ds_groups = sa.Table(
     "ds_groups",
@@ -25,10 +27,12 @@ ds_groups = sa.Table(
     sa.Column("last_commit_hash", sa.LargeBinary(32), nullable=True),
     sa.Column("last_commit_seq", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    # The group key's check value (group_key.py); NULL: a group made without a key.
+    sa.Column("key_check", sa.LargeBinary(32), nullable=True),
 )
 
-# Leaf -> client and queue. The client is public anyway (it is in the leaf's credential); the
-# queue id is what the member registered, nothing links it to the user here.
+# One row per leaf. Who the leaf is (client, user), its queue reference and push policy are one
+# seal (at_rest.py): no readable column links a user, client or queue to the group.
 ds_members = sa.Table(
     "ds_members",
     metadata,
@@ -39,23 +43,17 @@ ds_members = sa.Table(
         primary_key=True,
     ),
     sa.Column("leaf_index", sa.Integer, primary_key=True),
-    sa.Column("client_uuid", sa.String(36), nullable=False),
-    sa.Column("user_id", sa.String(320), nullable=False),
-    sa.Column("queue_id", sa.LargeBinary(16), nullable=True),
-    # NULL: the queue is on this server's QS; else the domain whose QS holds it (federation).
-    sa.Column("queue_domain", sa.String(253), nullable=True),
-    sa.Column("policy", sa.String(64), nullable=True),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),
     # The client was deleted (or its domain forgotten): it gets nothing; a server Remove
     # proposal is outstanding.
     sa.Column("gone", sa.Boolean, nullable=False),
     # The group_seq of the commit that added the leaf (0 for the creator): the join order
     # that admin succession goes by (succession.py).
     sa.Column("joined_seq", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Index("ix_ds_members_client", "client_uuid"),
-    sa.Index("ix_ds_members_user", "user_id"),
 )
 
-# Roles per user; users without a row are plain members.
+# Roles per user; users without a row are plain members. A row is found by ``user_ref`` (an
+# HMAC of group and user, at_rest.py); the user's id is sealed beside it.
 ds_roles = sa.Table(
     "ds_roles",
     metadata,
@@ -65,7 +63,8 @@ ds_roles = sa.Table(
         sa.ForeignKey("ds_groups.id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    sa.Column("user_id", sa.String(320), primary_key=True),
+    sa.Column("user_ref", sa.LargeBinary(USER_REF_BYTES), primary_key=True),
+    sa.Column("sealed_user", sa.LargeBinary, nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
 )
 

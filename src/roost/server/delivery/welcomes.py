@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import b64u
 
+from ..group_key_wrap import wrap_field
 from ..queues.service import QueueService
 from .fanout import Fanout
 from .federation_port import domain_of
@@ -34,19 +35,21 @@ class Welcomes:
         committer_user: str,
         added_users: dict[str, str],
         welcome: bytes,
+        group_key_wrap: bytes | None = None,
     ) -> None:
-        """``added_users``: user id -> user uuid (local users) of every added user."""
+        """``added_users``: user id -> user uuid (local users) of every added user.
+        ``group_key_wrap``: the group key, wrapped by the committer for the joiners' first
+        epoch (opaque here), given to every joiner with the Welcome."""
         encoded = base64.urlsafe_b64encode(welcome).rstrip(b"=").decode()
-        event = json.dumps(
-            {
-                "type": "welcome",
-                "group_id": b64u(group_id),
-                "from": committer_user,
-                "group_seq": seq,
-                "payload": encoded,
-                "sent_at": self.now(),
-            }
-        ).encode()
+        fields: dict[str, object] = {
+            "type": "welcome",
+            "group_id": b64u(group_id),
+            "from": committer_user,
+            "group_seq": seq,
+            "payload": encoded,
+            "sent_at": self.now(),
+        }
+        event = json.dumps({**fields, **wrap_field(group_key_wrap)}).encode()
         local = {u for uid, u in added_users.items() if domain_of(uid) == self.domain}
         for user_uuid in sorted(local):
             await self.queues.enqueue_direct(conn, user_uuid, event)

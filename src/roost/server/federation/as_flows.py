@@ -28,6 +28,7 @@ from ..auth.schemas import ClientsOut, DirectoryOut, UserOut
 from ..auth.service import Principal
 from ..config import is_valid_domain
 from ..errors import Problem
+from ..group_key_wrap import GROUP_KEY_WRAP_FIELD, group_key_wrap_param
 from .directory import RemoteDirectory
 from .outbox import Outbox, item_json
 from .transport import FederationClient, RemoteUnavailable
@@ -317,7 +318,13 @@ def install_as_flows(s: Services) -> None:
         d = _item(body, "connection_id", "from", "to", "payload")
         _local(s, d["to"])
         requester = speaks_for(origin, d["from"])
-        await connections.receive_request(conn, d["connection_id"], requester, _payload(d) or b"")
+        wrap_text = d.get(GROUP_KEY_WRAP_FIELD)
+        if wrap_text is not None and not isinstance(wrap_text, str):
+            raise Problem(400, "invalid_request", "group_key_wrap is not b64u")
+        wrap = group_key_wrap_param(wrap_text)
+        await connections.receive_request(
+            conn, d["connection_id"], requester, _payload(d) or b"", wrap
+        )
 
     def on_answer(accept: bool):  # type: ignore[no-untyped-def]
         async def handler(conn: AsyncConnection, origin: str, body: bytes) -> None:

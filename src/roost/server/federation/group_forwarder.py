@@ -41,7 +41,8 @@ _FORWARDABLE = re.compile(
     r"|roles/[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9.-]+))?"
 )
 # Request headers that travel with a forwarded request (the rest are the client's business).
-_FORWARDED_HEADERS = ("roost-message-id",)
+# The group key is for the group's DS, which checks it; the queue key stays here.
+_FORWARDED_HEADERS = ("roost-message-id", "roost-group-key", "roost-group-key-wrap")
 
 
 def _path_group_domain(segment: str) -> str | None:

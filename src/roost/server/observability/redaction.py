@@ -32,13 +32,13 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;]+")
 # A header line as websockets and h11 log it at debug ("< authorization: ...").
 _SECRET_HEADER = re.compile(
     r"(?im)^([<>]?\s*(?:authorization|proxy-authorization|cookie|set-cookie|roost-capability"
-    r"|roost-queue-key|x-roost-[a-z-]*token)\s*:\s*).*$"
+    r"|roost-queue-key|roost-group-key(?:-wrap)?|x-roost-[a-z-]*token)\s*:\s*).*$"
 )
 # websockets logs every frame with (the start and end of) its payload: keep only its kind.
 _FRAME = re.compile(r"^([<>] (?:TEXT|BINARY|CONT)) .*?( \[\d+ bytes\])?$", re.S)
 # JSON fields that hold a secret, in a frame, a body or a debugging dump.
 _SECRET_FIELD = re.compile(
-    r"(?i)([\"']?(?:password|token|access_token|registration_token|queue_id|queue_ids|queues|queue_key|queue_keys"
+    r"(?i)([\"']?(?:password|token|access_token|registration_token|queue_id|queue_ids|queues|queue_key|queue_keys|group_key|group_key_wrap"
     r"|ticket|cursor|capability|secret)[\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|\{[^}]*\}?|\[[^\]]*\]?)"
 )
 _ARGON2 = re.compile(r"\$argon2[a-z]*\$[^\s\"']*")

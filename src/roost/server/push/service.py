@@ -36,6 +36,7 @@ from ..errors import Problem
 from ..outbound import OutboundPolicy, OutboundRefused, OutboundUnresolved
 from ..outbound_client import OutboundClient
 from ..queues.service import WakeUp
+from ..seal_key import SealKeyFile
 from ..store import Database
 from ..store.dialect_insert import dialect_insert
 from . import policy
@@ -73,7 +74,7 @@ class PushService:
         self.client_of = client_of
         self.presence = presence  # sockets to the other processes (PostgreSQL only)
         self.vapid: Vapid | None = None
-        self.targets = TargetSeal(config.queue_seal_key_path)
+        self.targets = TargetSeal(SealKeyFile(config.queue_seal_key_path))
         self.senders: dict[str, Sender] = {}
         self._queue: asyncio.Queue[WakeUp] = asyncio.Queue(config.push_queue_size)
         self._last_push: dict[str, float] = {}  # client uuid -> app-clock time of its last push

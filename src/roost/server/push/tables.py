@@ -11,7 +11,7 @@ push_registrations = sa.Table(
     sa.Column("client_uuid", sa.String(36), primary_key=True),
     sa.Column("user_uuid", sa.String(36), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),  # "webpush" | "apns" | "fcm"
-    # Where to push, sealed under the seal key (store/seal.py) and bound to the client: the
+    # Where to push, sealed under the seal key file (seal.py) and bound to the client: the
     # Web Push endpoint URL and keys (RFC 8291), or the APNs/FCM device token. The push
     # service opens it to send; a copy of the database cannot.
     sa.Column("sealed_target", sa.LargeBinary, nullable=False),

@@ -1,22 +1,22 @@
 """Where a registration pushes to, sealed: the Web Push endpoint URL and keys, or the APNs/FCM
-device token, are stored only sealed under the server's seal key (``store/seal.py``).
+device token, are stored only sealed under the server's seal key file (``seal.py``).
 
 The plaintext is JSON ``{"target": str, "p256dh": b64u | null, "auth": b64u | null}``, bound
 to the registration's client so a seal copied into another client's row does not open. The
-migration that sealed the registrations stored before (store/migrations, 0015) writes the same.
+migration that sealed the registrations stored before (store/migrations, 0016) writes the same.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from roost.protocol.base64url import b64u, unb64u
 
-from ..store.seal import Seal
+from ..seal import Seal
+from ..seal_key import SealKeyFile
 
-PURPOSE = b"roost push target seal v1:"
+LABEL = b"roost push target seal v1:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +27,8 @@ class Target:
 
 
 class TargetSeal:
-    def __init__(self, key_file: Path) -> None:
-        self._seal = Seal(key_file, PURPOSE)
+    def __init__(self, key_file: SealKeyFile) -> None:
+        self._seal = Seal(key_file, LABEL)
 
     def seal(self, client_uuid: str, target: Target) -> bytes:
         plain = {

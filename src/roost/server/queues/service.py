@@ -2,7 +2,7 @@
 
 A group-message queue is authorised by its own key, which only its client holds (the table
 keeps the key's SHA-256): no stored row says whose a queue is. The creating client is kept
-only sealed for push (``store/seal.py``) and counted, not listed, for the per-client limit.
+only sealed for push (``seal.py``) and counted, not listed, for the per-client limit.
 
 Sequence numbers are gap-free per queue: the counter row is locked (``FOR UPDATE`` on
 PostgreSQL; the SQLite write transaction is exclusive anyway) and bumped in the same
@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,7 +31,7 @@ from ..store.counters import reserve_ranges
 from ..store.dialect_insert import dialect_insert
 from ..store.engine import after_commit
 from ..store.pg_driver import pg_driver
-from ..store.seal import Seal
+from .seal import QueueSeal
 from .tables import (
     direct_cursors,
     direct_messages,
@@ -43,7 +42,6 @@ from .tables import (
 )
 
 QUEUE_ID_LEN = 16
-PUSH_SEAL_PURPOSE = b"roost queue push seal v1"
 QUEUE_KEY_LEN = 32
 # "Up to every seq": a deleted queue counts as acked this far (the hub stops routing it).
 ACKED_ALL = (1 << 63) - 1
@@ -157,13 +155,12 @@ class QueueService:
         self,
         db: Database,
         limits: Limits,
-        seal_key_file: Path,
+        seal: QueueSeal,
         clock: Callable[[], float] = time.time,
     ):
         self.db = db
         self.limits = limits
-        # The creating client of each queue, for push only (``push_client_of``).
-        self.seal = Seal(seal_key_file, PUSH_SEAL_PURPOSE)
+        self.seal = seal
         self.clock = clock
         # Wake-up hooks (realtime listeners) run after the enqueuing transaction committed,
         # whichever module's transaction it is (see ``_wake_after_commit``).

@@ -13,8 +13,8 @@ queues = sa.Table(
     sa.Column("key_hash", sa.LargeBinary(32), nullable=True),
     # The creator of such an unclaimed queue; erased by the claim. New queues have none.
     sa.Column("legacy_owner", sa.String(36), nullable=True),
-    # The creating client, sealed under a key kept outside the database (``store/seal.py``):
-    # push opens it to find the client's registration; a copy of the database cannot.
+    # The creating client, sealed under a key kept outside the database (``seal.py``): push
+    # opens it to find the client's registration; a copy of the database cannot.
     sa.Column("push_seal", sa.LargeBinary(64), nullable=True),
     sa.Column("last_seq", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),

@@ -26,6 +26,8 @@ from .engine import Database
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
+    from ..seal_key import SealKeyFile
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _lock_table = sa.table("roost_migration_lock", sa.column("started_at", sa.BigInteger))
 
@@ -123,10 +125,9 @@ async def check_schema(db: Database) -> None:
         )
 
 
-async def upgrade(db: Database, seal_key_file: Path | None = None) -> tuple[tuple[str, ...], str]:
-    """Apply all pending migrations; returns (revisions before, head). ``seal_key_file``: the
-    server's seal key (``store/seal.py``), which a migration that seals stored values needs
-    when there are rows to seal (without it, that migration refuses)."""
+async def upgrade(db: Database, seal_key: SealKeyFile | None = None) -> tuple[tuple[str, ...], str]:
+    """Apply all pending migrations; returns (revisions before, head). ``seal_key``: the
+    server's seal key file, for migrations that seal stored data (needed when there is any)."""
     async with db.engine.begin() as conn:
         await conn.run_sync(_mark_started)
     from alembic.runtime.migration import MigrationContext
@@ -135,7 +136,7 @@ async def upgrade(db: Database, seal_key_file: Path | None = None) -> tuple[tupl
         before = await conn.run_sync(
             lambda c: tuple(MigrationContext.configure(c).get_current_heads())
         )
-        await conn.run_sync(_run_upgrade, seal_key_file)
+        await conn.run_sync(_run_upgrade, seal_key)
         await conn.commit()
     async with db.engine.begin() as conn:
         await conn.execute(sa.delete(_lock_table))
@@ -149,10 +150,10 @@ def _mark_started(conn: Connection) -> None:
     conn.execute(sa.insert(_lock_table).values(started_at=int(time.time())))
 
 
-def _run_upgrade(conn: Connection, seal_key_file: Path | None) -> None:
+def _run_upgrade(conn: Connection, seal_key: SealKeyFile | None) -> None:
     from alembic import command
 
     cfg = alembic_config()
     cfg.attributes["connection"] = conn
-    cfg.attributes["seal_key_file"] = seal_key_file
+    cfg.attributes["seal_key"] = seal_key
     command.upgrade(cfg, "head")

@@ -1,46 +1,46 @@
 """assets and push registrations: the uploader and the push target stored only sealed
 
-Revision ID: 0015
-Revises: 0014
-Create Date: 2026-12-15 09:00:00
+Revision ID: 0016
+Revises: 0015
+Create Date: 2026-12-22 09:00:00
 
 ``assets.user_uuid`` and ``assets.client_uuid`` give way to ``assets.owner_seal``: the
-uploading user sealed under the seal key (``store/seal.py``), bound to the asset id. The
+uploading user sealed under the server's seal key file (``seal.py``), bound to the asset id. The
 uploading client was never used and is dropped. ``push_registrations.target``, ``p256dh`` and
 ``auth`` give way to ``sealed_target``: the same values sealed, bound to the client.
 
-Existing rows are sealed in place, so the upgrade needs the seal key file the server uses
-(``roost db upgrade`` passes ``queue_seal_key_file``, default ``<data_dir>/queue-seal.key``).
+Existing rows are sealed in place, so the upgrade needs the seal key file the server uses,
+which ``roost db upgrade`` passes in (``seal_key`` attribute; ``queue_seal_key_file``,
+default ``<data_dir>/queue-seal.key``).
 The seal formats are written out here, not imported, so this revision keeps producing what
 the code of its time reads: ``assets/service.py`` and ``push/target_seal.py`` open them.
 """
 
 import base64
 import json
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import context, op
 
-from roost.server.store.seal import Seal
+from roost.server.seal import Seal
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
-ASSET_OWNER_PURPOSE = b"roost asset owner seal v1:"
-PUSH_TARGET_PURPOSE = b"roost push target seal v1:"
+ASSET_OWNER_LABEL = b"roost asset owner seal v1:"
+PUSH_TARGET_LABEL = b"roost push target seal v1:"
 
 
-def _seal(purpose: bytes) -> Seal:
-    key_file = context.config.attributes.get("seal_key_file")
-    if key_file is None:
+def _seal(label: bytes) -> Seal:
+    seal_key = context.config.attributes.get("seal_key")
+    if seal_key is None:
         raise RuntimeError(
-            "this upgrade seals stored values under the server's seal key: run it with "
-            "`roost db upgrade` and the server's configuration"
+            "sealing asset uploaders and push targets needs the server's seal key file: run "
+            "`roost db upgrade` with the server's configuration"
         )
-    return Seal(Path(key_file), purpose)
+    return Seal(seal_key, label)
 
 
 def _b64u(raw: bytes | None) -> str | None:
@@ -59,7 +59,7 @@ def upgrade() -> None:
     )
     rows = conn.execute(sa.select(assets.c.id, assets.c.user_uuid)).all()
     if rows:
-        owners = _seal(ASSET_OWNER_PURPOSE)
+        owners = _seal(ASSET_OWNER_LABEL)
         for asset_id, user_uuid in rows:
             conn.execute(
                 sa.update(assets)
@@ -85,7 +85,7 @@ def upgrade() -> None:
         )
     ).all()
     if regs:
-        targets = _seal(PUSH_TARGET_PURPOSE)
+        targets = _seal(PUSH_TARGET_LABEL)
         for client_uuid, target, p256dh, auth in regs:
             plain = {"target": target, "p256dh": _b64u(p256dh), "auth": _b64u(auth)}
             conn.execute(
