@@ -71,8 +71,11 @@ def test_no_queue_row_names_its_client_and_no_database_holds_a_queue_key(audit: 
 
 
 def test_the_delivery_service_tables_link_nobody_to_a_group_or_queue(audit: Audit) -> None:
+    assert [k for k in audit.scenario.known if k.label.startswith("group key")], "no group keys"
     for name in ("a.test db", "b.test db"):
         db = audit.source(name)
+        # no secret (group keys, plaintexts, asset capabilities) in either database
+        assert not db.present.get("secret"), f"{name} holds {db.present['secret']}"
         for question in ("a/b membership", "d queue owner", "e who knows whom"):
             ds_tables = sorted(t for t in db.links.get(question, {}) if t.startswith("ds_"))
             assert not ds_tables, f"{name}: {question} answerable from {ds_tables}"
