@@ -70,6 +70,7 @@ class BenchGroup:
     sender: RoostClient
     ciphertexts: list[bytes]
     receivers: list[tuple[RoostClient, str]]  # client, its group-message queue id
+    key_headers: dict[str, str]  # the group key, as every request on the group carries it
 
 
 async def make_group(url: str, size: int, messages: int) -> BenchGroup:
@@ -98,7 +99,7 @@ async def make_group(url: str, size: int, messages: int) -> BenchGroup:
         receivers.append((m, queue.id))
     payload = os.urandom(MESSAGE_BYTES)
     ciphertexts = [group.encrypt(payload) for _ in range(messages)]
-    return BenchGroup(gid, owner, ciphertexts, receivers)
+    return BenchGroup(gid, owner, ciphertexts, receivers, owner_groups.key_headers(gid))
 
 
 # ---- the timed run ---------------------------------------------------------------------------
@@ -201,12 +202,20 @@ class RawHttp:
     async def open(cls, host: str, port: int) -> RawHttp:
         return cls(*await asyncio.open_connection(host, port))
 
-    async def send_message(self, netloc: str, token: str, group_id: bytes, body: bytes) -> int:
-        """``POST /v1/groups/{group}/messages`` with a fresh message id; the ``group_seq`` the
-        DS answered (anything but 201 raises)."""
+    async def send_message(
+        self,
+        netloc: str,
+        token: str,
+        group_id: bytes,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """``POST /v1/groups/{group}/messages`` with a fresh message id (and ``headers``: the
+        group key); the ``group_seq`` the DS answered (anything but 201 raises)."""
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = (
             f"POST /v1/groups/{group_path(group_id)}/messages HTTP/1.1\r\n"
-            f"Host: {netloc}\r\nAuthorization: Bearer {token}\r\n"
+            f"Host: {netloc}\r\nAuthorization: Bearer {token}\r\n{extra}"
             f"Content-Type: message/mls\r\nRoost-Message-Id: {uuid.uuid4().hex}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
@@ -258,7 +267,7 @@ async def run(
     async def sender(http: RawHttp) -> None:
         for g, ct in work:
             t0 = time.perf_counter()
-            seq = await http.send_message(url.netloc, tokens[id(g)], g.group_id, ct)
+            seq = await http.send_message(url.netloc, tokens[id(g)], g.group_id, ct, g.key_headers)
             t.send_ms.append((time.perf_counter() - t0) * 1000)
             t.start[(g.group_id, seq)] = t0
 

@@ -182,6 +182,11 @@ async def run_scenario(fed: Federation) -> Scenario:
         for c in (alice, bob, carol, dave):
             for qid, key in c.queue_keys().items():
                 s.add("queue key", f"key of {c.user_id}'s queue {qid[:4]}", unb64u(key))
+        # The group keys: the members hold them, the DS keeps a check value only.
+        for label, gid in (("G1", g1), ("G2", g2), ("G3", g3)):
+            group_key = g[alice.client_id if label != "G3" else bob.client_id].group_key(gid)
+            assert group_key is not None, f"{label} has no group key"
+            s.add("secret", f"group key of {label}", group_key)
 
         await alice.remove_client(alice2.client_uuid)
         s.add("residue-client", "alice's removed client", alice2.client_uuid)

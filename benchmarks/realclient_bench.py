@@ -304,7 +304,9 @@ async def send_raw(
     try:
         async for n in paced(i, m, t, deadline, window):
             ct = group.encrypt(payload_of(n, a.payload))
-            await http.send_message(url.netloc, token, m.group_id, ct)
+            await http.send_message(
+                url.netloc, token, m.group_id, ct, m.groups.key_headers(m.group_id)
+            )
             t.send_ms.append((time.perf_counter() - t.start[n]) * 1000)
     finally:
         http.close()
@@ -322,7 +324,9 @@ async def send_opaque(
     ct = m.group.encrypt(payload_of(0, a.payload))
     try:
         async for n in paced(i, m, t, deadline, window):
-            seq = await http.send_message(url.netloc, token, m.group_id, ct)
+            seq = await http.send_message(
+                url.netloc, token, m.group_id, ct, m.groups.key_headers(m.group_id)
+            )
             t.send_ms.append((time.perf_counter() - t.start[n]) * 1000)
             t.accepted_as(n, (m.group_id, seq))
     finally:
