@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from roost.mls import Group
@@ -36,27 +34,9 @@ from ..server.delivery_helpers import (
 )
 from ..server.helpers import MLS, register_user
 from .conftest import unique_name
-from .harness import ServerProcess
 
 GROUP_KEY = "Roost-Group-Key"
 WRAP = "Roost-Group-Key-Wrap"
-
-
-@pytest.fixture
-async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-async def db(server: ServerProcess) -> AsyncIterator[Database]:
-    if server.database_url:
-        url = server.database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-    else:
-        url = f"sqlite+aiosqlite:///{server.data_dir / 'roost.db'}"
-    database = Database(url)
-    yield database
-    await database.dispose()
 
 
 async def _member(http: httpx.AsyncClient, prefix: str) -> Member:
