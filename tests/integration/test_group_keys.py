@@ -184,3 +184,18 @@ async def test_a_connection_request_carries_the_wrap_to_the_responder(
     events = [json.loads(p) for _, p in decode_message_batch(r.content)]
     (request,) = [e for e in events if e["type"] == "connection_request"]
     assert request["group_key_wrap"] == wrap
+
+
+async def test_listing_groups_is_rate_limited_per_client(http: httpx.AsyncClient) -> None:
+    # Answering opens every sealed member row of the server: a client may ask 30 times a minute.
+    alice, bob = await _member(http, "gk-alice"), await _member(http, "gk-bob")
+    gid, _ = await _keyed_group(http, alice)
+    for _ in range(30):
+        r = await http.get("/v1/groups", headers=alice.headers)
+        assert r.status_code == 200, r.text
+        assert [g["group_id"] for g in r.json()["groups"]] == [b64u(gid)]
+    r = await http.get("/v1/groups", headers=alice.headers)
+    _problem(r, 429, "rate_limited")
+    assert int(r.headers["retry-after"]) >= 1
+    r = await http.get("/v1/groups", headers=bob.headers)  # another client is not held back
+    assert r.status_code == 200 and r.json()["groups"] == []
