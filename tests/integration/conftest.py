@@ -10,9 +10,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from roost.client import RoostClient
+from roost.server.store import Database
 
 from .harness import ServerProcess
 
@@ -135,3 +137,22 @@ async def users(server) -> AsyncIterator[Users]:
     u = Users(server.url)
     yield u
     await u.aclose()
+
+
+@pytest.fixture
+async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    """Raw HTTP to the session's server (for tests of the API as any client speaks it)."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def db(server: ServerProcess) -> AsyncIterator[Database]:
+    """The server's own database, opened beside it (what a copy of it would show)."""
+    if server.database_url:
+        url = server.database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    else:
+        url = f"sqlite+aiosqlite:///{server.data_dir / 'roost.db'}"
+    database = Database(url)
+    yield database
+    await database.dispose()

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from roost.mls import Group
@@ -36,27 +34,9 @@ from ..server.delivery_helpers import (
 )
 from ..server.helpers import MLS, register_user
 from .conftest import unique_name
-from .harness import ServerProcess
 
 GROUP_KEY = "Roost-Group-Key"
 WRAP = "Roost-Group-Key-Wrap"
-
-
-@pytest.fixture
-async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-async def db(server: ServerProcess) -> AsyncIterator[Database]:
-    if server.database_url:
-        url = server.database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-    else:
-        url = f"sqlite+aiosqlite:///{server.data_dir / 'roost.db'}"
-    database = Database(url)
-    yield database
-    await database.dispose()
 
 
 async def _member(http: httpx.AsyncClient, prefix: str) -> Member:
@@ -204,3 +184,18 @@ async def test_a_connection_request_carries_the_wrap_to_the_responder(
     events = [json.loads(p) for _, p in decode_message_batch(r.content)]
     (request,) = [e for e in events if e["type"] == "connection_request"]
     assert request["group_key_wrap"] == wrap
+
+
+async def test_listing_groups_is_rate_limited_per_client(http: httpx.AsyncClient) -> None:
+    # Answering opens every sealed member row of the server: a client may ask 30 times a minute.
+    alice, bob = await _member(http, "gk-alice"), await _member(http, "gk-bob")
+    gid, _ = await _keyed_group(http, alice)
+    for _ in range(30):
+        r = await http.get("/v1/groups", headers=alice.headers)
+        assert r.status_code == 200, r.text
+        assert [g["group_id"] for g in r.json()["groups"]] == [b64u(gid)]
+    r = await http.get("/v1/groups", headers=alice.headers)
+    _problem(r, 429, "rate_limited")
+    assert int(r.headers["retry-after"]) >= 1
+    r = await http.get("/v1/groups", headers=bob.headers)  # another client is not held back
+    assert r.status_code == 200 and r.json()["groups"] == []

@@ -13,11 +13,9 @@ import base64
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from roost.mls import Group
@@ -41,7 +39,6 @@ from ..server.delivery_helpers import (
 from ..server.helpers import MLS, add_client, register_user
 from ..server.helpers import TestUser as User
 from .conftest import unique_name
-from .harness import ServerProcess
 
 UNKNOWN_QUEUE = b64u(b"\x00" * 16)
 
@@ -50,24 +47,6 @@ UNKNOWN_QUEUE = b64u(b"\x00" * 16)
 class Queue:
     queue_id: str
     key: str
-
-
-@pytest.fixture
-async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-async def db(server: ServerProcess) -> AsyncIterator[Database]:
-    """The server's own database, opened beside it (what a copy of it would show)."""
-    if server.database_url:
-        url = server.database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-    else:
-        url = f"sqlite+aiosqlite:///{server.data_dir / 'roost.db'}"
-    database = Database(url)
-    yield database
-    await database.dispose()
 
 
 async def _user(http: httpx.AsyncClient, prefix: str, password: str | None = None) -> User:

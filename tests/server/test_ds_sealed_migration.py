@@ -1,5 +1,6 @@
 """Upgrading to sealed Delivery Service state keeps every group, member, role, held item and
-MLS state, and afterwards no stored cell names a member's user, client or queue."""
+MLS state, and afterwards no stored cell names a member's user, client or queue; processed
+account events go."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from roost.server.auth.tables import account_events
 from roost.server.delivery.at_rest import AtRest
 from roost.server.delivery.group_store import GroupStore, Member
 from roost.server.delivery.tables import ds_groups, ds_held, ds_members, ds_roles
@@ -60,6 +62,14 @@ async def _old_group(db: Database) -> None:
             sa.text("INSERT INTO ds_roles (group_id, user_id, role) VALUES (:g, :u, 'admin')"),
             {"g": GID, "u": ALICE},
         )
+        for event_id, processed in ((1, 50), (2, None)):
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO account_events (id, event_type, user_id, payload, created_at,"
+                    " processed_at) VALUES (:i, 'user_deleted', :u, '{}', 40, :p)"
+                ),
+                {"i": event_id, "u": f"gone{event_id}@a.test", "p": processed},
+            )
         await conn.execute(
             sa.text(
                 "INSERT INTO ds_held (group_id, leaf_index, group_seq, item_type, body)"
@@ -88,6 +98,9 @@ async def test_groups_survive_sealed_and_name_nobody(empty_db: Database, tmp_pat
         assert await store.role_of(conn, GID, BOB) is None
         held = (await conn.execute(sa.select(ds_held.c.body))).scalars().all()
         assert held == [b"held item"]
+        # the processed account event is not kept; the one still to handle is
+        events = (await conn.execute(sa.select(account_events.c.user_id))).scalars().all()
+        assert events == ["gone2@a.test"]
         stored: list[bytes] = []
         for table in (ds_groups, ds_members, ds_roles):
             for r in (await conn.execute(sa.select(table))).all():

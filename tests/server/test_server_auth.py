@@ -184,6 +184,8 @@ async def test_discovery_and_display_name(server):
 async def test_account_deletion(server, db_url):
     alice = await server.user("alice")
     bob = await server.user("bob")
+    # The DS's consumer waits, so that the event can be read before it is handled (and gone).
+    await server.app.state.services.delivery.stop()
     r = await server.http.delete("/v1/me", headers=alice.headers)
     assert r.status_code == 204
     assert (await server.http.get("/v1/me", headers=alice.headers)).status_code == 401
@@ -202,6 +204,14 @@ async def test_account_deletion(server, db_url):
     payload = json.loads(rows[0].payload)
     assert payload["user_id"] == "alice@localhost"
     assert payload["client_ids"] == [alice.client.client_id]
+    # Once the DS has handled it, the event is not kept (it names the deleted account).
+    assert await server.app.state.services.delivery.process_account_events() == 1
+    db = Database(db_url)
+    try:
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(sa.select(account_events))).all() == []
+    finally:
+        await db.dispose()
 
 
 async def test_longest_name_gets_a_valid_certificate(server):

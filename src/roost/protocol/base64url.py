@@ -20,3 +20,12 @@ def unb64u(text: str) -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as e:
         raise ValueError(f"invalid base64url: {e}") from None
+
+
+def unb64u_sized(text: str, size: int) -> bytes | None:
+    """The ``size`` bytes ``text`` encodes; None if it is not base64url or of another size."""
+    try:
+        raw = unb64u(text)
+    except ValueError:
+        return None
+    return raw if len(raw) == size else None

@@ -121,6 +121,7 @@ def build_services(
         claim_limiter=RateLimiter(limits.claims_per_minute),
         auth_limiter=RateLimiter(limits.auth_per_minute),
         search_limiter=RateLimiter(limits.remote_searches_per_minute),
+        group_list_limiter=RateLimiter(limits.group_lists_per_minute),
         delivery=delivery,
         assets=assets,
         federation=federation,

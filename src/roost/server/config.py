@@ -52,6 +52,8 @@ class Limits:
     auth_per_minute: int = 120
     # directory searches of another domain per requesting user (each is a signed request to it)
     remote_searches_per_minute: int = 30
+    # GET /v1/groups per client: the server opens every sealed member row to answer (a scan)
+    group_lists_per_minute: int = 30
     # realtime WebSocket (notify/): app-level ping cadence advertised to clients, idle cut-off,
     # and the per-connection window of items sent but not yet acked (bounds server memory)
     realtime_ping_interval_seconds: int = 20

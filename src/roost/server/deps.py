@@ -36,6 +36,8 @@ class Services:
     auth_limiter: RateLimiter
     # directory searches of another domain, per requesting user
     search_limiter: RateLimiter
+    # GET /v1/groups per client (each one a scan of the sealed member rows)
+    group_list_limiter: RateLimiter
     delivery: DeliveryService
     assets: AssetService
     federation: FederationServices

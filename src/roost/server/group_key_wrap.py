@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header
 
-from roost.protocol.base64url import b64u, unb64u
+from roost.protocol.base64url import b64u, unb64u_sized
 
 from .errors import Problem
 
@@ -22,11 +22,8 @@ GROUP_KEY_WRAP_FIELD = "group_key_wrap"
 def group_key_wrap_param(text: str | None) -> bytes | None:
     if text is None:
         return None
-    try:
-        raw = unb64u(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != GROUP_KEY_WRAP_LEN:
+    raw = unb64u_sized(text, GROUP_KEY_WRAP_LEN)
+    if raw is None:
         raise Problem(
             422, "invalid_group_key", "a group key wrap is 60 bytes (nonce and sealed key)"
         )

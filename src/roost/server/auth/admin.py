@@ -59,11 +59,7 @@ def token_id(token: str) -> str:
 async def unprocessed_account_events(conn: AsyncConnection) -> tuple[int, int | None]:
     """(how many account events await the DS, creation time of the oldest) for status."""
     count, oldest = (
-        await conn.execute(
-            sa.select(sa.func.count(), sa.func.min(account_events.c.created_at)).where(
-                account_events.c.processed_at.is_(None)
-            )
-        )
+        await conn.execute(sa.select(sa.func.count(), sa.func.min(account_events.c.created_at)))
     ).one()
     return int(count), oldest
 

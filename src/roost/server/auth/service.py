@@ -569,20 +569,14 @@ class AuthService:
         """The Delivery Service's view of the outbox (oldest first, not yet processed)."""
         async with self.db.engine.connect() as conn:
             rows = await conn.execute(
-                sa.select(account_events)
-                .where(account_events.c.processed_at.is_(None))
-                .order_by(account_events.c.id)
-                .limit(limit)
+                sa.select(account_events).order_by(account_events.c.id).limit(limit)
             )
             return list(rows)
 
-    async def mark_account_events_processed(self, event_ids: list[int]) -> None:
+    async def drop_account_events(self, event_ids: list[int]) -> None:
+        """The DS handled these events: they go (processed events are not kept)."""
         async with self.db.transaction() as conn:
-            await conn.execute(
-                sa.update(account_events)
-                .where(account_events.c.id.in_(event_ids))
-                .values(processed_at=self.now())
-            )
+            await conn.execute(sa.delete(account_events).where(account_events.c.id.in_(event_ids)))
 
     async def sweep(self) -> int:
         """Delete expired tokens, realtime tickets, challenges and client requests (periodic

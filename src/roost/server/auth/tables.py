@@ -122,7 +122,9 @@ as_keys = sa.Table(
 )
 
 # Durable outbox for the Delivery Service: user/client deletions and profile changes that must
-# become group notifications (server-issued Remove proposals and the like).
+# become group notifications (server-issued Remove proposals and the like). A row is deleted
+# once the DS has handled it: processed events are not kept (they name deleted users, removed
+# clients and old display names).
 account_events = sa.Table(
     "account_events",
     metadata,
@@ -131,5 +133,4 @@ account_events = sa.Table(
     sa.Column("user_id", sa.String(320), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),  # JSON
     sa.Column("created_at", sa.BigInteger, nullable=False),
-    sa.Column("processed_at", sa.BigInteger, nullable=True),
 )

@@ -185,7 +185,7 @@ class AccountEvents:
                             "display_name": payload.get("display_name"),
                         },
                     )
-            await self.auth.mark_account_events_processed([ev.id for ev in events])
+            await self.auth.drop_account_events([ev.id for ev in events])
             done += len(events)
             for gid in touched:
                 await self.issue_removes(gid)

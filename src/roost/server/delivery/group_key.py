@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header
 
-from roost.protocol.base64url import unb64u
+from roost.protocol.base64url import unb64u_sized
 
 from ..errors import Problem
 
@@ -41,11 +41,8 @@ def key_refusal(stored: bytes | None, presented: bytes | None) -> Problem | None
 def group_key_param(text: str | None) -> bytes | None:
     if text is None:
         return None
-    try:
-        raw = unb64u(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != GROUP_KEY_LEN:
+    raw = unb64u_sized(text, GROUP_KEY_LEN)
+    if raw is None:
         raise Problem(422, "invalid_group_key", "a group key is 32 bytes, base64url")
     return raw
 

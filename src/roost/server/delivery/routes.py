@@ -350,9 +350,17 @@ async def create_group(
     return _out(await s.delivery.create_group(p, body, qid, queue_key, external_join, group_key))
 
 
-@router.get("/v1/groups", tags=_TAGS, response_model=GroupList, responses=_AUTH)
+@router.get(
+    "/v1/groups",
+    tags=_TAGS,
+    response_model=GroupList,
+    responses={**_AUTH, **problem_responses((429, "rate_limited"))},
+)
 async def list_groups(p: PrincipalDep, s: ServicesDep) -> GroupList:
-    """Groups in which the calling client holds a leaf."""
+    """Groups in which the calling client holds a leaf. No stored column names a leaf's
+    client, so answering opens every member row: rate-limited per client
+    (`limits.group_lists_per_minute`); clients keep their own list of groups."""
+    s.group_list_limiter.hit(p.client_uuid)
     return GroupList(groups=[_out(v) for v in await s.delivery.list_groups(p)])
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header
 
-from roost.protocol.base64url import unb64u
+from roost.protocol.base64url import unb64u_sized
 
 from ..errors import Problem
 from .service import QUEUE_ID_LEN, QUEUE_KEY_LEN
@@ -18,24 +18,15 @@ QUEUE_KEY_HEADER = "Roost-Queue-Key"
 def queue_id_param(text: str) -> bytes:
     """The queue id in ``text``; anything else is simply not found (404, never a 400 that
     would tell a guessed id's shape from a real one's)."""
-    try:
-        raw = unb64u(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != QUEUE_ID_LEN:
+    raw = unb64u_sized(text, QUEUE_ID_LEN)
+    if raw is None:
         raise Problem(404, "queue_not_found", "no such queue")
     return raw
 
 
 def queue_key_param(text: str | None) -> bytes | None:
     """The key in a ``Roost-Queue-Key`` header; a malformed one is simply a wrong key (403)."""
-    if text is None:
-        return None
-    try:
-        raw = unb64u(text)
-    except ValueError:
-        return None
-    return raw if len(raw) == QUEUE_KEY_LEN else None
+    return None if text is None else unb64u_sized(text, QUEUE_KEY_LEN)
 
 
 def _queue_key_header(

@@ -1,8 +1,9 @@
-"""ds: who is in a group is sealed at rest (member rows, roles, MLS state, GroupInfo); group keys
+"""ds: who is in a group is sealed at rest (member rows, roles, MLS state, GroupInfo); group keys;
+processed account events are not kept
 
 Revision ID: 0015
 Revises: 0014
-Create Date: 2026-12-21 09:00:00
+Create Date: 2026-12-07 03:00:00
 
 Every member row's client, user, queue reference and policy become one seal; role rows are
 found by an HMAC of (group, user) with the user sealed beside it; each group's observer state
@@ -105,6 +106,11 @@ def upgrade() -> None:
                 role=r.role,
             )
         )
+
+    # Processed account events are not kept (they name deleted users, removed clients and old
+    # display names): those already handled go, and the outbox deletes each one once handled.
+    op.execute("DELETE FROM account_events WHERE processed_at IS NOT NULL")
+    op.execute("ALTER TABLE account_events DROP COLUMN processed_at")  # SQLite >= 3.35
 
     # Each group's observer state and GroupInfo.
     for g in conn.execute(sa.text("SELECT id, state, group_info FROM ds_groups")).all():
