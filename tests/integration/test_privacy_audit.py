@@ -6,7 +6,8 @@ Three kinds of assertion on one run of its scenario:
   password, asset capability, queue id, queue key, message id, plaintext, ciphertext or
   queue payload;
 - what queue keys brought: no queue row names its client, so a queue that is in no group is
-  tied to nobody anywhere, and no database holds a queue's key;
+  tied to nobody anywhere, and no database holds a queue's key; no row names an asset's
+  uploader;
 - the audit's self-check: the links that exist today (the DS's member rows tie a group to
   its members' clients and their queues, a connection row to both users) are found, so a
   "no" in its report means the tool looked and found nothing.
@@ -79,6 +80,14 @@ def test_the_delivery_service_tables_link_nobody_to_a_group_or_queue(audit: Audi
         for question in ("a/b membership", "d queue owner", "e who knows whom"):
             ds_tables = sorted(t for t in db.links.get(question, {}) if t.startswith("ds_"))
             assert not ds_tables, f"{name}: {question} answerable from {ds_tables}"
+
+
+def test_no_row_names_an_assets_uploader(audit: Audit) -> None:
+    for name in ("a.test db", "b.test db"):
+        db = audit.source(name)
+        assert not db.links.get("asset uploader"), f"{name}: {db.links['asset uploader']}"
+    # the asset is there to be found: its row (and blob) hold its id
+    assert audit.source("a.test db").present.get("asset")
 
 
 def test_audit_self_check_finds_the_links_that_exist_today(audit: Audit) -> None:

@@ -153,6 +153,25 @@ async def test_capability_is_stored_hashed(srv: Server) -> None:
     assert len(row.capability_hash) == 32
 
 
+async def test_no_stored_row_names_the_uploader(srv: Server) -> None:
+    """The asset row keeps the uploader only sealed (bound to the asset id); the quota row
+    names the user but no asset. The uploader still deletes it, and gets the room back."""
+    alice = await srv.user("alice")
+    out = (await upload(srv, alice.headers, b"whose is this?")).json()
+    async with service(srv).db.engine.connect() as conn:
+        row = (await conn.execute(sa.select(assets))).one()
+        quota = (await conn.execute(sa.select(asset_usage))).all()
+    stored = repr(tuple(row)).encode() + bytes(row.owner_seal)
+    for who in (alice.user_uuid, alice.client.client_uuid):
+        assert who.encode() not in stored
+        assert who.replace("-", "").encode() not in stored
+    assert out["asset_id"] not in repr(quota)
+    assert await usage(srv, alice.headers) == len(b"whose is this?")
+    r = await srv.http.delete(f"/v1/assets/{out['asset_id']}", headers=alice.headers)
+    assert r.status_code == 204
+    assert await usage(srv, alice.headers) == 0
+
+
 async def test_size_cap(srv: Server) -> None:
     alice = await srv.user("alice")
     too_big = secrets.token_bytes(MAX_ASSET + 1)
@@ -343,7 +362,7 @@ async def test_interrupted_upload_leaves_nothing(srv: Server) -> None:
         raise ConnectionResetError("client went away")
 
     with pytest.raises(ConnectionResetError):
-        await service(srv).upload(alice.user_uuid, alice.client.client_uuid, broken())
+        await service(srv).upload(alice.user_uuid, broken())
     assert await stored_blobs(srv) == 0
     store = service(srv).store
     if not isinstance(store, FilesystemStore):  # the multipart upload was aborted
@@ -369,7 +388,7 @@ async def test_abandoned_upload_is_collected(srv: Server) -> None:
         started.set()
         await asyncio.sleep(3600)
 
-    task = asyncio.create_task(svc.upload(alice.user_uuid, alice.client.client_uuid, stalls()))
+    task = asyncio.create_task(svc.upload(alice.user_uuid, stalls()))
     await started.wait()
     async with svc.db.engine.connect() as conn:
         row = (await conn.execute(sa.select(assets))).one()
@@ -386,13 +405,17 @@ async def test_abandoned_upload_is_collected(srv: Server) -> None:
 
 async def test_deleted_account_assets_are_collected(srv: Server) -> None:
     alice = await srv.user("alice")
+    bob = await srv.user("bob")
     out = (await upload(srv, alice.headers, b"gone with the account")).json()
+    kept = (await upload(srv, bob.headers, b"bob's own")).json()
     assert (await srv.http.delete("/v1/me", headers=alice.headers)).status_code == 204
     assert_problem(await download(srv, out["asset_id"], out["capability"]), 404, "asset_not_found")
     assert await service(srv).sweep() == 1
-    assert await stored_blobs(srv) == 0
+    assert await stored_blobs(srv) == 1  # only the deleted account's asset went
+    assert (await download(srv, kept["asset_id"], kept["capability"])).content == b"bob's own"
     async with service(srv).db.engine.connect() as conn:
-        assert (await conn.scalar(sa.select(sa.func.count()).select_from(asset_usage))) == 0
+        left = dict((await conn.execute(sa.select(asset_usage))).all())
+    assert left == {bob.user_uuid: len(b"bob's own")}
     # Let the DS finish the account event now, so shutdown does not cancel it mid-transaction.
     delivery = srv.app.state.services.delivery  # type: ignore[attr-defined]
     while await delivery.process_account_events():

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from roost.protocol.base64url import b64u
+from roost.protocol.base64url import b64u, unb64u
 from tests.push_services.process import StandIn
 
 from .conftest import Server, make_config, running_server
@@ -162,6 +163,42 @@ async def test_webpush_is_encrypted_vapid_signed_and_carries_no_content(server, 
     assert got["subscription"] == "bob-1" and got["vapid_key"] == vapid_key
     assert json.loads(got["plaintext"]) == WAKE
     assert SECRET_TEXT.decode() not in json.dumps(got)
+
+
+async def stored_registrations(server: Server) -> bytes:
+    """Every stored cell of the push registrations, as bytes a reader could search."""
+    from roost.server.push.tables import push_registrations
+
+    push = server.app.state.push  # type: ignore[attr-defined]
+    async with push.db.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(push_registrations))).all()
+    return b"".join(c if isinstance(c, bytes) else str(c).encode() for row in rows for c in row)
+
+
+async def test_the_endpoint_keys_and_tokens_are_stored_sealed(server, push_services):  # type: ignore[no-untyped-def]
+    """What a copy of the database shows of a registration: its client, user, kind and
+    policy, not where the pushes go; the server still opens it to answer and to send."""
+    bob = await member(server.http, await server.user("bob"))
+    carol = await member(server.http, await server.user("carol"))
+    sub = await register_webpush(server, push_services, bob, "bob-sealed")
+    r = await server.http.put(
+        "/v1/push", json={"kind": "fcm", "token": "carol-device-token"}, headers=carol.headers
+    )
+    assert r.status_code == 204, r.text
+    stored = await stored_registrations(server)
+    for secret in (
+        sub["endpoint"].encode(),
+        sub["keys"]["p256dh"].encode(),
+        sub["keys"]["auth"].encode(),
+        unb64u(sub["keys"]["p256dh"]),
+        unb64u(sub["keys"]["auth"]),
+        b"carol-device-token",
+    ):
+        assert secret not in stored
+    r = await server.http.get("/v1/push", headers=carol.headers)
+    assert r.json()["token"] == "carol-device-token"
+    r = await server.http.get("/v1/push", headers=bob.headers)
+    assert r.json()["endpoint"] == sub["endpoint"]
 
 
 async def test_muted_group_sends_no_push(server, push_services):  # type: ignore[no-untyped-def]

@@ -108,7 +108,7 @@ def build_services(
         db, config, auth, queues, connections, seal_key, clock, federation=ds_federation
     )
     delivery.install_hooks()
-    assets = make_asset_service(db, config, clock, remote=RemoteAssets(federation.client))
+    assets = make_asset_service(db, config, seal_key, clock, remote=RemoteAssets(federation.client))
     auth.on_user_deleted.append(assets.delete_user_assets)
     limits = config.limits
     return Services(

@@ -88,9 +88,10 @@ class Config:
     # SQLite: "full" syncs the WAL at every commit, so an answered write survives a power loss
     # or OS crash; "normal" survives only a crash of Roost (faster, weaker). PostgreSQL: unused.
     sqlite_synchronous: str = "full"
-    # 32 random bytes that seal each queue's creator for push (queues/seal.py); empty:
-    # <data_dir>/queue-seal.key, created on first use. Every process of one server needs the
-    # same file; it is not in the database on purpose.
+    # 32 random bytes (seal_key.py) that seal each queue's creator for push, who is in a group,
+    # each asset's uploader and each push registration's target; empty:
+    # <data_dir>/queue-seal.key, created on first use. Every process of one server (and `roost db upgrade`) needs the same file; it
+    # is not in the database on purpose.
     queue_seal_key_file: str = ""
     registration_policy: str = "open"  # "open" | "token"
     token_ttl_seconds: int = 900

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from ..config import Config
+from ..seal_key import SealKeyFile
 from ..store import Database
 from .remote import RemoteAssetSource
 from .service import AssetService, AssetSettings
@@ -30,6 +31,7 @@ def make_store(config: Config) -> BlobStore:
 def make_asset_service(
     db: Database,
     config: Config,
+    seal_key: SealKeyFile,
     clock: Callable[[], float] = time.time,
     *,
     remote: RemoteAssetSource | None = None,
@@ -44,5 +46,11 @@ def make_asset_service(
         max_ttl_seconds=limits.asset_max_ttl_seconds,
     )
     return AssetService(
-        db, make_store(config), settings, clock, home_domain=config.home_domain, remote=remote
+        db,
+        make_store(config),
+        settings,
+        seal_key,
+        clock,
+        home_domain=config.home_domain,
+        remote=remote,
     )

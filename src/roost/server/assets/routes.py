@@ -91,7 +91,6 @@ async def upload(
     try:
         done = await s.assets.upload(
             p.user_uuid,
-            p.client_uuid,
             request.stream(),
             declared_length=declared,
             ttl_seconds=expires_in,

@@ -12,6 +12,12 @@ and across processes. The stream is also cut as soon as it exceeds what was free
 
 Rows are the source of truth for blobs: a row is written (not ready, short expiry) before the
 blob, so a crash mid-upload leaves a row the sweep later collects together with any blob.
+
+Uploader: no column names it. Each row keeps the uploading user sealed under the server's seal
+key file (``seal.py``), bound to the asset id; the server opens it when the asset goes (to
+credit the quota), when a user deletes an asset (is it theirs?) and when an account is deleted
+(a scan of the seals, on a rare event, instead of a stored link). The uploading client is not
+kept at all: nothing needs it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from roost.protocol.base64url import b64u, unb64u
 
 from ..config import is_valid_domain
 from ..errors import Problem
+from ..seal import Seal
+from ..seal_key import SealKeyFile
 from ..store import Database
 from ..store.dialect_insert import dialect_insert
 from .remote import RemoteAssetSource
@@ -41,6 +49,9 @@ log = logging.getLogger("roost.server.assets")
 
 SWEEP_BATCH = 500
 _NOT_FOUND_DETAIL = "no such asset, or the capability is wrong or expired"
+# The associated data of an asset's owner seal, which is bound to the asset id; the migration
+# that sealed the owners of existing assets (store/migrations, 0016) uses the same.
+OWNER_SEAL_LABEL = b"roost asset owner seal v1:"
 # Compared against when the id is unknown, so that path costs the same as a wrong secret.
 _DUMMY_HASH = hashlib.sha256(b"roost asset: no such capability").digest()
 
@@ -97,6 +108,7 @@ class AssetService:
         db: Database,
         store: BlobStore,
         settings: AssetSettings,
+        seal_key: SealKeyFile,
         clock: Callable[[], float] = time.time,
         *,
         home_domain: str = "",
@@ -104,6 +116,7 @@ class AssetService:
     ) -> None:
         self.db = db
         self.store = store
+        self.owner_seal = Seal(seal_key, OWNER_SEAL_LABEL)
         self.settings = settings
         self.clock = clock
         self.home_domain = home_domain.lower()
@@ -121,7 +134,6 @@ class AssetService:
     async def upload(
         self,
         user_uuid: str,
-        client_uuid: str,
         chunks: AsyncIterable[bytes],
         *,
         declared_length: int | None = None,
@@ -145,8 +157,7 @@ class AssetService:
             await conn.execute(
                 sa.insert(assets).values(
                     id=asset_id,
-                    user_uuid=user_uuid,
-                    client_uuid=client_uuid,
+                    owner_seal=self.owner_seal.seal(user_uuid, asset_id.encode()),
                     capability_hash=hashlib.sha256(secret).digest(),
                     size=0,
                     ready=False,
@@ -293,20 +304,24 @@ class AssetService:
         )
 
     # ---- deletion and collection ---------------------------------------------------------
+    def _owner(self, asset_id: str, sealed: bytes) -> str | None:
+        """The uploading user, or None if the seal does not open (another seal key)."""
+        return self.owner_seal.open(bytes(sealed), asset_id.encode())
+
     async def delete(self, user_uuid: str, asset_id: str) -> None:
-        """The uploader (any client of the user) withdraws an asset: downloads stop at once."""
+        """The uploader (any client of the user) withdraws an asset: downloads stop at once.
+        Someone else's asset answers the same 404 as an unknown one."""
+        live = (
+            assets.c.id == asset_id,
+            assets.c.ready.is_(True),
+            assets.c.expires_at > int(self.clock()),
+        )
         async with self.db.transaction() as conn:
-            expired = await conn.execute(
-                sa.update(assets)
-                .where(
-                    assets.c.id == asset_id,
-                    assets.c.user_uuid == user_uuid,
-                    assets.c.ready.is_(True),
-                    assets.c.expires_at > int(self.clock()),
-                )
-                .values(expires_at=0)
-            )
-        if expired.rowcount != 1:
+            sealed = await conn.scalar(sa.select(assets.c.owner_seal).where(*live))
+            if sealed is None or self._owner(asset_id, sealed) != user_uuid:
+                raise _not_found()
+            expired = await conn.execute(sa.update(assets).where(*live).values(expires_at=0))
+        if expired.rowcount != 1:  # expired or collected meanwhile
             raise _not_found()
         try:
             await self._collect([asset_id])
@@ -347,28 +362,49 @@ class AssetService:
                     await conn.execute(
                         sa.delete(assets)
                         .where(assets.c.id == asset_id, assets.c.expires_at <= now)
-                        .returning(assets.c.user_uuid, assets.c.size, assets.c.ready)
+                        .returning(assets.c.owner_seal, assets.c.size, assets.c.ready)
                     )
                 ).first()
                 if row is None:  # another process collected it first
                     continue
                 removed += 1
-                if row.ready and row.size:
-                    await conn.execute(
-                        sa.update(asset_usage)
-                        .where(asset_usage.c.user_uuid == row.user_uuid)
-                        .values(used_bytes=asset_usage.c.used_bytes - row.size)
-                    )
+                if not (row.ready and row.size):
+                    continue
+                owner = self._owner(asset_id, row.owner_seal)
+                if owner is None:
+                    # Sealed under another key (the key file was replaced): the bytes cannot
+                    # be credited back to anyone. No id in the log.
+                    log.warning("an expired asset's owner seal does not open; quota not credited")
+                    continue
+                await conn.execute(
+                    sa.update(asset_usage)
+                    .where(asset_usage.c.user_uuid == owner)
+                    .values(used_bytes=asset_usage.c.used_bytes - row.size)
+                )
         return removed
 
     async def delete_user_assets(
         self, conn: AsyncConnection, user_uuid: str, _clients: list[str]
     ) -> None:
         """Deletion hook (inside the AS's transaction): a deleted user's assets expire now and
-        the next sweep removes their blobs; blob I/O never runs inside the transaction."""
-        await conn.execute(
-            sa.update(assets).where(assets.c.user_uuid == user_uuid).values(expires_at=0)
+        the next sweep removes their blobs; blob I/O never runs inside the transaction.
+
+        No row names an asset's uploader: the seals of the unexpired assets are opened one by
+        one (a scan on a rare event, instead of a stored link)."""
+        rows = await conn.execute(
+            sa.select(assets.c.id, assets.c.owner_seal).where(
+                assets.c.expires_at > int(self.clock())
+            )
         )
+        doomed = [
+            asset_id for asset_id, sealed in rows if self._owner(asset_id, sealed) == user_uuid
+        ]
+        for i in range(0, len(doomed), SWEEP_BATCH):
+            await conn.execute(
+                sa.update(assets)
+                .where(assets.c.id.in_(doomed[i : i + SWEEP_BATCH]))
+                .values(expires_at=0)
+            )
         await conn.execute(sa.delete(asset_usage).where(asset_usage.c.user_uuid == user_uuid))
 
     async def close(self) -> None:

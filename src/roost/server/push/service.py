@@ -8,6 +8,8 @@ row names a queue's owner), applies the policy, coalesces per client, skips clie
 realtime (to this process: the hub again, as the client may have connected since; to another
 process on the same PostgreSQL: notify/presence.py, one indexed read just before a push would
 go out) and sends.
+Where to push (endpoint and keys, or device token) is stored sealed (``target_seal.py``) and
+opened only to answer its own client and to send.
 Nothing here ever blocks or fails a request.
 """
 
@@ -34,12 +36,14 @@ from ..errors import Problem
 from ..outbound import OutboundPolicy, OutboundRefused, OutboundUnresolved
 from ..outbound_client import OutboundClient
 from ..queues.service import WakeUp
+from ..seal_key import SealKeyFile
 from ..store import Database
 from ..store.dialect_insert import dialect_insert
 from . import policy
 from .senders import ApnsSender, FcmSender, Outcome, Registration, Sender, WebPushSender
 from .stats import PROVIDERS, PushStats
 from .tables import push_registrations, push_vapid_key
+from .target_seal import Target, TargetSeal
 from .webpush import Vapid, generate_vapid_private_bytes
 
 if TYPE_CHECKING:
@@ -70,6 +74,7 @@ class PushService:
         self.client_of = client_of
         self.presence = presence  # sockets to the other processes (PostgreSQL only)
         self.vapid: Vapid | None = None
+        self.targets = TargetSeal(SealKeyFile(config.queue_seal_key_path))
         self.senders: dict[str, Sender] = {}
         self._queue: asyncio.Queue[WakeUp] = asyncio.Queue(config.push_queue_size)
         self._last_push: dict[str, float] = {}  # client uuid -> app-clock time of its last push
@@ -189,9 +194,7 @@ class PushService:
         values = {
             "user_uuid": user_uuid,
             "kind": kind,
-            "target": target,
-            "p256dh": p256dh,
-            "auth": auth,
+            "sealed_target": self.targets.seal(client_uuid, Target(target, p256dh, auth)),
             "default_policy": default_policy,
             "created_at": int(self.clock()),
         }
@@ -201,6 +204,22 @@ class PushService:
                 .values(client_uuid=client_uuid, **values)
                 .on_conflict_do_update(index_elements=["client_uuid"], set_=values)
             )
+
+    def _registration(self, row: sa.Row[Any]) -> Registration | None:
+        """The stored registration with its target opened; None (as if there were none) when
+        the seal does not open: made under another seal key, the client registers again."""
+        target = self.targets.open(row.client_uuid, row.sealed_target)
+        if target is None:
+            log.warning("a push registration's target seal does not open (another seal key?)")
+            return None
+        return Registration(
+            client_uuid=row.client_uuid,
+            kind=row.kind,
+            target=target.target,
+            p256dh=target.p256dh,
+            auth=target.auth,
+            default_policy=row.default_policy,
+        )
 
     async def _check_endpoint(self, endpoint: str) -> None:
         """https only, to a public address (outbound.py); http:// and internal hosts only
@@ -233,7 +252,7 @@ class PushService:
                     )
                 )
             ).first()
-        return None if row is None else _registration(row)
+        return None if row is None else self._registration(row)
 
     async def unregister(self, client_uuid: str) -> bool:
         async with self.db.transaction() as conn:
@@ -338,7 +357,9 @@ class PushService:
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(sa.select(push_registrations).where(column == target))).all()
         for row in rows:
-            reg = _registration(row)
+            reg = self._registration(row)
+            if reg is None:
+                continue
             # Direct-queue items (Welcomes, connection events) follow the default policy.
             if not policy.should_push(attached, reg.default_policy):
                 continue
@@ -422,14 +443,3 @@ def _attached_policy(payload: bytes | None) -> str | None:
         return QueueItem.decode(payload).policy or None
     except Exception:  # not a DS item (or damaged): the default policy decides
         return None
-
-
-def _registration(row: sa.Row[Any]) -> Registration:
-    return Registration(
-        client_uuid=row.client_uuid,
-        kind=row.kind,
-        target=row.target,
-        p256dh=None if row.p256dh is None else bytes(row.p256dh),
-        auth=None if row.auth is None else bytes(row.auth),
-        default_policy=row.default_policy,
-    )

@@ -11,10 +11,10 @@ push_registrations = sa.Table(
     sa.Column("client_uuid", sa.String(36), primary_key=True),
     sa.Column("user_uuid", sa.String(36), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),  # "webpush" | "apns" | "fcm"
-    # Web Push: the subscription endpoint URL; APNs/FCM: the device/registration token
-    sa.Column("target", sa.Text, nullable=False),
-    sa.Column("p256dh", sa.LargeBinary(65), nullable=True),  # Web Push only (RFC 8291)
-    sa.Column("auth", sa.LargeBinary(16), nullable=True),  # Web Push only (RFC 8291)
+    # Where to push, sealed under the seal key file (seal.py) and bound to the client: the
+    # Web Push endpoint URL and keys (RFC 8291), or the APNs/FCM device token. The push
+    # service opens it to send; a copy of the database cannot.
+    sa.Column("sealed_target", sa.LargeBinary, nullable=False),
     sa.Column("default_policy", sa.String(16), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Index("ix_push_registrations_user", "user_uuid"),
