@@ -3,7 +3,8 @@
 AES-256-GCM under a key derived from the server's seal key file (``seal_key.py``) for one
 label, with a random nonce, so two seals of one value are unrelated. The label is also the
 associated data, followed by ``bound_to`` (e.g. the row's id): a seal copied into another row
-or used for another purpose does not open. Used for an asset's uploader (assets/service.py) and
+or used for another purpose does not open. Used for the Delivery Service's member rows, roles and
+MLS state (delivery/at_rest.py), an asset's uploader (assets/service.py) and
 a push registration's target (push/target_seal.py).
 """
 

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import hmac
 import json
-import secrets
 from dataclasses import dataclass
 from hashlib import sha256
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from roost.protocol.base64url import b64u, unb64u
 
+from ..seal import Seal
 from ..seal_key import SealKeyFile
 
-_NONCE = 12
 USER_REF_BYTES = 32
 
 
@@ -49,25 +45,18 @@ class MemberIds:
 
 class AtRest:
     def __init__(self, key_file: SealKeyFile) -> None:
+        self._seal = Seal(key_file, b"roost ds state seal v1")
         self._key_file = key_file
-        self._aead: AESGCM | None = None  # derived on first use: start-up reads no file
-        self._ref_key = b""
+        self._ref_key: bytes | None = None  # derived on first use: start-up reads no file
 
-    def _cipher(self) -> AESGCM:
-        if self._aead is None:
-            self._aead = AESGCM(self._key_file.derive(b"roost ds state seal v1"))
-            self._ref_key = self._key_file.derive(b"roost ds user ref v1")
-        return self._aead
+    def _sealed(self, plaintext: bytes, bound_to: bytes) -> bytes:
+        return self._seal.seal_bytes(plaintext, bound_to)
 
-    def _seal(self, plaintext: bytes, aad: bytes) -> bytes:
-        nonce = secrets.token_bytes(_NONCE)
-        return nonce + self._cipher().encrypt(nonce, plaintext, aad)
-
-    def _open(self, sealed: bytes, aad: bytes) -> bytes:
-        try:
-            return self._cipher().decrypt(sealed[:_NONCE], sealed[_NONCE:], aad)
-        except (InvalidTag, ValueError):
-            raise SealBroken from None
+    def _open(self, sealed: bytes, bound_to: bytes) -> bytes:
+        raw = self._seal.open_bytes(sealed, bound_to)
+        if raw is None:
+            raise SealBroken
+        return raw
 
     # ---- member rows ------------------------------------------------------------------------
 
@@ -80,7 +69,7 @@ class AtRest:
             ids.policy,
         ]
         raw = json.dumps(doc, separators=(",", ":")).encode()
-        return self._seal(raw, _member_aad(group_id, leaf_index))
+        return self._sealed(raw, _member_aad(group_id, leaf_index))
 
     def open_member(self, group_id: bytes, leaf_index: int, sealed: bytes) -> MemberIds:
         client_uuid, user_id, queue_id, queue_domain, policy = json.loads(
@@ -97,12 +86,13 @@ class AtRest:
     # ---- role rows --------------------------------------------------------------------------
 
     def user_ref(self, group_id: bytes, user_id: str) -> bytes:
-        self._cipher()
+        if self._ref_key is None:
+            self._ref_key = self._key_file.derive(b"roost ds user ref v1")
         msg = len(group_id).to_bytes(2, "big") + group_id + user_id.encode()
         return hmac.new(self._ref_key, msg, sha256).digest()
 
     def seal_user(self, group_id: bytes, user_id: str) -> bytes:
-        return self._seal(user_id.encode(), b"role|" + group_id)
+        return self._sealed(user_id.encode(), b"role|" + group_id)
 
     def open_user(self, group_id: bytes, sealed: bytes) -> str:
         return self._open(sealed, b"role|" + group_id).decode()
@@ -110,13 +100,13 @@ class AtRest:
     # ---- the group's MLS state and GroupInfo -------------------------------------------------
 
     def seal_state(self, group_id: bytes, state: bytes) -> bytes:
-        return self._seal(state, b"state|" + group_id)
+        return self._sealed(state, b"state|" + group_id)
 
     def open_state(self, group_id: bytes, sealed: bytes) -> bytes:
         return self._open(sealed, b"state|" + group_id)
 
     def seal_group_info(self, group_id: bytes, group_info: bytes) -> bytes:
-        return self._seal(group_info, b"group_info|" + group_id)
+        return self._sealed(group_info, b"group_info|" + group_id)
 
     def open_group_info(self, group_id: bytes, sealed: bytes) -> bytes:
         return self._open(sealed, b"group_info|" + group_id)
