@@ -16,7 +16,14 @@ import uuid
 
 import pytest
 
-from roost.client.groups import Groups, group_path
+from roost.client.group_key import (
+    EXPORTER_LABEL,
+    GROUP_KEY_WRAP_HEADER,
+    key_headers,
+    unwrap_group_key,
+    wrap_group_key,
+)
+from roost.client.groups import group_path
 from roost.mls.framing import MLSMessage
 from roost.protocol.commit_bundle import encode_commit_bundle
 from roost.protocol.key_package_batch import encode_key_package_batch
@@ -72,6 +79,7 @@ class TsMlsMember:
         self.peer = TsMlsPeer(client.user_id.encode(), driver)
         self.queue_id = ""
         self.after = 0
+        self.keys: dict[bytes, bytes] = {}  # group id -> group key (unwrapped on joining)
 
     async def publish_key_package(self) -> None:
         st = self.client.state
@@ -92,14 +100,36 @@ class TsMlsMember:
         welcomes = [e for e in (await self.client.fetch_direct(0)).events if e.type == "welcome"]
         assert welcomes, "no Welcome in the direct queue"
         gid = self.peer.join(welcomes[-1].payload)
+        # The group's key, wrapped under ts-mls's exporter of the epoch joined.
+        wrap = welcomes[-1].group_key_wrap
+        assert wrap is not None, "the Welcome carries no group key"
+        self.keys[gid] = unwrap_group_key(wrap, gid, self.exporter(gid))
         self.queue_id = await self.client.create_queue()  # its key is kept by the client
         await self.client.request(
             "PUT",
             f"/v1/groups/{group_path(gid)}/queue",
             json={"queue_id": self.queue_id},
-            headers=self.client.queue(self.queue_id).headers,  # registering needs the key
+            # registering needs the queue's key; every request on the group the group's
+            headers={**self.client.queue(self.queue_id).headers, **self.headers(gid)},
         )
         return gid
+
+    def exporter(self, gid: bytes) -> bytes:
+        """MLS-Exporter("roost group key", group_id, 32) of the current epoch (ts-mls's)."""
+        return self.peer.state(gid, EXPORTER_LABEL, gid, 32).exporter
+
+    def headers(self, gid: bytes) -> dict[str, str]:
+        return key_headers(self.keys[gid])
+
+    async def send(self, gid: bytes, plaintext: bytes) -> int:
+        resp = await self.client.request(
+            "POST",
+            f"/v1/groups/{group_path(gid)}/messages",
+            content=self.peer.encrypt(gid, plaintext),
+            content_type="message/mls",
+            headers={"Roost-Message-Id": uuid.uuid4().hex, **self.headers(gid)},
+        )
+        return int(resp.json()["group_seq"])
 
     async def receive(self) -> list:
         page = await self.client.fetch_queue(self.queue_id, self.after)
@@ -137,8 +167,7 @@ async def test_tsmls_client_joins_over_http_and_talks_with_roost_clients(users, 
     await alice.groups.send(gid, "hello ts-mls")
     [got] = await dave.receive()
     assert (got.kind, got.data) == ("application", b"hello ts-mls")
-    sent = await Groups(dave.client).send_raw(gid, dave.peer.encrypt(gid, b"hello roost"))
-    assert sent.group_seq > 0
+    assert await dave.send(gid, b"hello roost") > 0
     await sync_all(alice, bob)
     for m in (alice, bob):
         assert m.messages(gid)[-1] == (dave.client.client_id, "hello roost")
@@ -152,6 +181,7 @@ async def test_tsmls_client_joins_over_http_and_talks_with_roost_clients(users, 
         f"/v1/groups/{group_path(gid)}/commits",
         content=encode_commit_bundle(bundle.commit, bundle.group_info, None),
         content_type="message/mls",
+        headers=dave.headers(gid),
     )
     await sync_all(alice, bob)
     epoch = a.epoch
@@ -210,6 +240,11 @@ async def test_tsmls_inviter_without_the_tree_roost_joiner_fetches_it(users, pat
         f"/v1/groups/{group_path(gid)}/commits",
         content=encode_commit_bundle(bundle.commit, bundle.group_info, bundle.welcome),
         content_type="message/mls",
+        # the joiner's key, wrapped for the epoch the commit made (ts-mls merged it)
+        headers={
+            **dave.headers(gid),
+            GROUP_KEY_WRAP_HEADER: wrap_group_key(dave.keys[gid], gid, dave.exporter(gid)),
+        },
     )
     await sync_all(alice, carol)
     assert [e.kind for e in carol.seen] == ["joined"], carol.seen

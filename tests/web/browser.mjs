@@ -50,21 +50,6 @@ const LOAD_MARKS = `(() => {
   });
 })();`;
 
-// MLS variable-length integers (RFC 9420 section 2.1.2): the length of a frame's item.
-function readVarint(buf, at) {
-  const prefix = buf[at] >> 6;
-  const size = 1 << prefix;
-  let n = buf[at] & 0x3f;
-  for (let i = 1; i < size; i++) n = n * 256 + buf[at + i];
-  return [n, size];
-}
-
-function writeVarint(n) {
-  if (n < 0x40) return Buffer.from([n]);
-  if (n < 0x4000) return Buffer.from([0x40 | (n >> 8), n & 0xff]);
-  return Buffer.from([0x80 | (n >>> 24), (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff]);
-}
-
 const ops = {
   async launch({ executable }) {
     browser = await chromium.launch({
@@ -87,7 +72,8 @@ const ops = {
       const key = r.headers()["roost-queue-key"];
       if (key !== undefined) entry.queueKeyed.push([r.method(), new URL(r.url()).pathname, key]);
       const path = new URL(r.url()).pathname;
-      if (path.startsWith("/v1/groups")) {
+      // Requests on groups, and connection requests (which may carry a group key's wrap).
+      if (path.startsWith("/v1/groups") || /^\/v1\/connections\/[^/]+\/request$/.test(path)) {
         const h = r.headers();
         entry.groupRequests.push([r.method(), path, h["roost-group-key"] ?? null, h["roost-group-key-wrap"] ?? null]);
       }
@@ -311,9 +297,10 @@ const ops = {
   },
 
   async group_keys({ name }) {
-    // The page's requests on groups ([method, path, Roost-Group-Key, Roost-Group-Key-Wrap],
-    // null where absent) and, from its stored device record (decrypted with the page's own
-    // CryptoKey), each conversation's group key (b64u, null for a group without one) by title.
+    // The page's requests on groups and its connection requests ([method, path,
+    // Roost-Group-Key, Roost-Group-Key-Wrap], null where absent) and, from its stored device
+    // record (decrypted with the page's own CryptoKey), each conversation's group key (b64u,
+    // null for a group without one) by title.
     const p = pages.get(name);
     const stored = await p.page.evaluate(async () => {
       const req = (r) => new Promise((ok, fail) => ((r.onsuccess = () => ok(r.result)), (r.onerror = () => fail(r.error))));
@@ -327,51 +314,6 @@ const ops = {
       return Object.fromEntries(record.conversations.map((c) => [c.peer, c.groupKey?.$b ?? null]));
     });
     return { requests: p.groupRequests ?? [], stored };
-  },
-
-  async copy_key_wraps({ name, from, damage = false }) {
-    // The part of the DS a server from before group keys lacks: from now on, a `welcome` event
-    // in the direct-queue frames this page's socket receives gets, when it has no
-    // `group_key_wrap`, the Roost-Group-Key-Wrap page `from` sent on its last commit to that
-    // group. `damage`: the wrap (copied or the server's own) arrives with one byte flipped,
-    // as a forged or damaged one would. Reload the page next (its socket then goes through here).
-    const pg = page(name);
-    const source = pages.get(from);
-    const wrapFor = (groupId) => {
-      const path = `/v1/groups/${groupId}/commits`;
-      const sent = source.groupRequests.filter(([m, p, , w]) => m === "POST" && p === path && w !== null);
-      return sent.length === 0 ? undefined : sent[sent.length - 1][3];
-    };
-    const spoil = (wrap) => {
-      const bytes = Buffer.from(wrap, "base64url");
-      bytes[bytes.length - 1] ^= 0x01;
-      return bytes.toString("base64url");
-    };
-    await pg.routeWebSocket(/\/v1\/realtime/, (ws) => {
-      const server = ws.connectToServer();
-      ws.onMessage((m) => server.send(m));
-      server.onMessage((m) => {
-        if (typeof m === "string" || m[0] !== 2) return ws.send(m); // only direct-queue frames
-        const frame = Buffer.from(m);
-        const out = [frame.subarray(0, 1)];
-        for (let at = 1; at < frame.length; ) {
-          const seq = frame.subarray(at, at + 8);
-          const [length, size] = readVarint(frame, at + 8);
-          const start = at + 8 + size;
-          let item = frame.subarray(start, start + length);
-          at = start + length;
-          const event = JSON.parse(item.toString("utf8"));
-          if (event.type === "welcome") {
-            event.group_key_wrap ??= wrapFor(event.group_id);
-            if (damage && event.group_key_wrap !== undefined) event.group_key_wrap = spoil(event.group_key_wrap);
-            item = Buffer.from(JSON.stringify(event), "utf8");
-          }
-          out.push(seq, writeVarint(item.length), item);
-        }
-        ws.send(Buffer.concat(out));
-      });
-    });
-    return {};
   },
 
   async web_storage({ name }) {

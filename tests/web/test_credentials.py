@@ -118,6 +118,7 @@ async def test_an_add_with_a_refused_credential_is_not_joined(web_server, browse
             f"/v1/groups/{b64u(group.group_id)}/commits",
             content=encode_commit_bundle(out.commit, out.group_info, welcome),
             content_type=MLS_MEDIA_TYPE,
+            headers=mallory.groups.key_headers(group.group_id),  # the group is sealed
         )
         text = browser.call("text", name="dave", selector="#refusals", wait_for="was refused")
         assert f"An invitation from {who} was refused." in text

@@ -30,9 +30,9 @@ const MESSAGES: Record<string, string> = {
   queue_not_found: "A message queue of this browser is gone from the server. Reload the page and try again.",
   too_many_queues: "This browser is in as many conversations as the server allows (one message queue each). Leave one first.",
   queue_key_required: "This browser's message queue has no key yet. Reload the page to claim it.",
-  group_key_required: "This browser does not hold the key of that group conversation, so the server will not act on it.",
-  wrong_group_key: "The server did not accept this browser's key to that group conversation.",
-  invalid_group_key: "This browser sent a malformed group key.",
+  group_key_required: "The server keeps this conversation sealed under a key this browser was never given, so it will not act on it. Ask a member to invite you again.",
+  wrong_group_key: "The server did not accept this browser's key to this conversation: it is not the one the conversation is sealed under. Ask a member to invite you again.",
+  invalid_group_key: "This browser sent a malformed key for this conversation. Reload the page and try again.",
   items_in_transit: "Messages of this conversation are still on their way to your server. Try again in a moment.",
 };
 

@@ -44,7 +44,8 @@ interface DirectEvent {
   group_id?: string;
   from?: string;
   payload?: string;
-  /** A `welcome`'s group key, wrapped by the committer (group-key.ts); absent: a legacy group. */
+  /** The group key of a `welcome` or `connection_request`, wrapped by the committer or the
+   * requester (group-key.ts); absent: a legacy group. */
   group_key_wrap?: string;
 }
 
@@ -304,20 +305,23 @@ export class Messenger {
         const groupId = utf8(`${b64u(crypto.getRandomValues(new Uint8Array(16)))}@${this.session.domain}`);
         const created = await createRoostGroup(this.session.identity, groupId, await this.homeExternalSender());
         s.queue ??= await this.newQueue();
-        // No group key: the Welcome travels in the connection request, which has no place for
-        // the key's wrap (the DS delivers no welcome event for it), so the peer could never
-        // present it. The conversation of two stays a legacy (unsealed) group.
-        await this.registerGroup(created.body, s.queue, undefined);
-        s.group = { id: b64u(groupId), state: created.state };
+        const groupKey = newGroupKey();
+        await this.registerGroup(created.body, s.queue, groupKey);
+        s.group = { id: b64u(groupId), state: created.state, groupKey };
       }
       if (s.added === undefined) {
         const added = await commitAdds(s.group.state, s.keyPackages);
         await this.postCommit(s.group, added.bundle, added.state);
         s.added = { state: added.state, welcome: added.welcome };
       }
-      await api.request("POST", `/v1/connections/${seg(s.connectionId)}/request`, { body: s.added.welcome });
+      // The Welcome goes as the request's payload, the group key with it wrapped for the epoch
+      // the add made (the peer's first); the DS hands the wrap on in the request's event.
+      const headers: Record<string, string> = {};
+      if (s.group.groupKey !== undefined) headers[GROUP_KEY_WRAP_HEADER] = await wrapGroupKey(s.added.state, s.group.groupKey);
+      await api.request("POST", `/v1/connections/${seg(s.connectionId)}/request`, { body: s.added.welcome, headers });
       this.starting.delete(peer);
       const c: Conversation = { id: s.group.id, peer, status: "waiting", messages: [], unread: 0, state: s.added.state, connectionId: s.connectionId, queue: s.queue };
+      if (s.group.groupKey !== undefined) c.groupKey = s.group.groupKey;
       this.conversations.set(c.id, c);
       await this.save();
       this.changed();
@@ -500,9 +504,18 @@ export class Messenger {
       // The Welcome is read (and its members' credentials checked) before the server is told:
       // a refused invitation leaves nothing changed.
       const joined = await joinFromWelcome(inv.welcome, this.session.keyPackages);
+      // So is the group key: one that does not open refuses the invitation (the request's
+      // event carries no wrap for a legacy group).
+      let groupKey: Uint8Array | undefined;
+      try {
+        groupKey = inv.groupKeyWrap === undefined ? undefined : await unwrapGroupKey(joined.state, inv.groupKeyWrap);
+      } catch (e) {
+        if (e instanceof GroupKeyRefused) throw new GroupKeyRefused(`The invitation from ${inv.from} cannot be accepted: ${e.message}.`);
+        throw e;
+      }
       await this.session.api.request("POST", `/v1/connections/${seg(connectionId)}/accept`);
       this.invitations.delete(connectionId);
-      const c = await this.join(joined, inv.from);
+      const c = await this.join(joined, inv.from, false, groupKey);
       c.connectionId = connectionId;
       await this.save();
       this.changed();
@@ -607,7 +620,9 @@ export class Messenger {
   private async directEvent(e: DirectEvent): Promise<void> {
     const conn = e.connection_id ?? "";
     if (e.type === "connection_request" && e.payload && e.from && e.from !== this.session.userId) {
-      this.invitations.set(conn, { connectionId: conn, from: e.from, welcome: fromB64u(e.payload) });
+      const inv: Invitation = { connectionId: conn, from: e.from, welcome: fromB64u(e.payload) };
+      if (e.group_key_wrap !== undefined) inv.groupKeyWrap = e.group_key_wrap;
+      this.invitations.set(conn, inv);
     } else if (e.type === "connection_accepted" || e.type === "connection_rejected") {
       for (const c of this.conversations.values()) {
         if (c.connectionId !== conn || c.status !== "waiting") continue;

@@ -51,6 +51,8 @@ export interface SavedInvitation {
   connectionId: string;
   from: string;
   welcome: Uint8Array;
+  /** The request's group key wrap (group-key.ts), opened on accepting; absent: a legacy group. */
+  groupKeyWrap?: string;
 }
 
 /** Everything a reloaded page needs to be the same device again (no token: it signs for a new one). */
