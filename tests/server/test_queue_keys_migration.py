@@ -58,7 +58,9 @@ async def test_old_queues_survive_the_upgrade_and_their_creator_claims_the_key(
             )
     await upgrade(empty_db)
 
-    service = QueueService(empty_db, Limits(max_queues_per_client=3), QueueSeal(SealKeyFile(tmp_path / "k")))
+    service = QueueService(
+        empty_db, Limits(max_queues_per_client=3), QueueSeal(SealKeyFile(tmp_path / "k"))
+    )
     async with empty_db.engine.connect() as conn:
         counts = dict((await conn.execute(sa.select(queue_allowances))).all())
         # An unclaimed queue cannot be read without a key, not even by its creator.
