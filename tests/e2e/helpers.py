@@ -92,7 +92,7 @@ async def as_an_old_home(m: Member) -> str:
             "PUT",
             f"/v1/groups/{group_path(gid)}/queue",
             json={"queue_id": shared.id},
-            headers=shared.headers,
+            headers={**shared.headers, **m.groups.key_headers(gid)},
         )
         await m.client.delete_queue(own)
     assert m.client.home is not None

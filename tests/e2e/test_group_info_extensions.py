@@ -207,6 +207,7 @@ async def test_malformed_extension_in_a_commit_is_refused(users, case, monkeypat
             f"/v1/groups/{group_path(gid)}/commits",
             content=encode_commit_bundle(out.commit, group_info, None),
             content_type="message/mls",
+            headers=alice.groups.key_headers(gid),
         )
     group.clear_pending_commit()
     assert (refused.value.status, refused.value.code) == (422, code), refused.value.problem

@@ -1,217 +1,254 @@
-"""Group keys on the client against a real homeserver process: the creator's key is sent with
-``POST /v1/groups`` and then with every request on the group, also after a restart of the
-client from its home; a commit with a Welcome carries the key wrapped for the epoch the joiners
-start in, which a joiner unwraps into the same key (a tampered wrap fails that Welcome, not the
-client); external joins and resyncs present the key.
+"""Group keys end to end against a real homeserver process (SQLite and PostgreSQL) that seals
+groups created with a key and answers only requests that present it.
 
-A server that does not seal groups yet ignores the headers: what is checked here is what the
-client sends (recorded by a request hook on its HTTP client) and what it keeps."""
+Every way into a group brings its key through the server: an invitee unwraps it from its
+``welcome`` event, a connection's responder from the ``connection_request`` event, a user's
+new device from its Welcome; an external join and a resync present the key the client holds
+(given as ``<group>#<key>`` to the CLI), also after a restart of the client from its home.
+A client without the key gets ``group_key_required``, one with another group's key
+``wrong_group_key``; a Welcome whose wrap does not open fails that Welcome, not the client."""
 
 from __future__ import annotations
 
 import json
 
 import httpx
+import pytest
 
-from roost.client import Home, RoostClient
-from roost.client.connection_requests import on_connection_event
-from roost.client.group_key import (
-    GROUP_KEY_HEADER,
-    GROUP_KEY_WRAP_HEADER,
-    unwrap_group_key,
-    wrap_key_of,
-)
-from roost.client.models import DirectEvent
-from roost.protocol.base64url import b64u
-from roost.protocol.commit_bundle import decode_commit_bundle
+from roost.client import Home, RoostClient, RoostError
+from roost.client.group_key import GROUP_KEY_WRAP_HEADER, new_group_key, wrap_group_key
+from roost.protocol.base64url import b64u, unb64u
+from tests.integration.conftest import unique_name
+from tests.integration.test_cli import Cli
 
-from .helpers import Member, connect, member, new_member
+from .helpers import Member, connect, member, new_member, second_member, sync_all
 
 
-class Sent:
-    """The requests one client sends (method, path, headers, body), recorded as they leave."""
-
-    def __init__(self, client: RoostClient) -> None:
-        self.requests: list[httpx.Request] = []
-        client._http.event_hooks["request"].append(self._record)
-
-    async def _record(self, request: httpx.Request) -> None:
-        self.requests.append(request)
-
-    def on_group(self, group_id: bytes) -> list[httpx.Request]:
-        prefix = f"/v1/groups/{b64u(group_id)}"
-        return [
-            r for r in self.requests if r.url.path == prefix or r.url.path.startswith(prefix + "/")
-        ]
-
-    def clear(self) -> None:
-        self.requests.clear()
+def _saved_keys(home) -> dict[str, str]:
+    return json.loads((home / "group_client.json").read_text())["group_keys"]
 
 
-async def _alice_and_bob(users, tmp_path) -> tuple[Member, Member]:
+async def _reads(reader: Member, gid: bytes, sender: Member, text: str) -> None:
+    """``sender`` sends ``text`` in the group and ``reader`` reads it there."""
+    await sender.groups.send(gid, text)
+    await reader.sync()
+    assert (sender.client_id, text) in reader.messages(gid)
+
+
+@pytest.mark.parametrize("tree", [True, False], ids=["tree", "no-tree"])
+async def test_an_invitee_gets_the_key_from_its_welcome_event(users, tmp_path, tree):
     alice = member(await users.new("alice", keypackages=2, home=Home(tmp_path / "alice")))
-    bob = await new_member(users, "bob")
+    bob = member(await users.new("bob", keypackages=2, home=Home(tmp_path / "bob")))
     await connect(alice, bob)
-    return alice, bob
-
-
-async def test_the_creators_key_goes_with_every_group_request_also_after_a_restart(users, tmp_path):
-    alice, bob = await _alice_and_bob(users, tmp_path)
-    sent = Sent(alice.client)
     gid = (await alice.groups.create()).group_id
     key = alice.groups.group_key(gid)
     assert key is not None and len(key) == 32
-    [create] = [r for r in sent.requests if r.method == "POST" and r.url.path == "/v1/groups"]
-    assert create.headers[GROUP_KEY_HEADER] == b64u(key)
-    saved = json.loads((tmp_path / "alice" / "group_client.json").read_text())
-    assert saved["group_keys"] == {b64u(gid): b64u(key)}
+    assert _saved_keys(tmp_path / "alice") == {b64u(gid): b64u(key)}
 
-    sent.clear()
-    await alice.groups.invite(gid, [bob.user_id])
-    [commit] = [r for r in sent.on_group(gid) if r.url.path.endswith("/commits")]
-    assert commit.headers[GROUP_KEY_HEADER] == b64u(key)
-    wrap = commit.headers[GROUP_KEY_WRAP_HEADER]
-    # bob's Welcome event from a server that does not seal yet has no wrap: a legacy join,
-    # no key; the wrap alice sent opens with his exporter of the epoch he joined.
+    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=tree)
+    # Without the tree in the Welcome, bob fetches it from the DS: with the key he unwrapped.
     assert [e.kind for e in await bob.sync()] == ["joined"]
-    assert bob.groups.group_key(gid) is None
-    bob_group = bob.groups.group(gid)
-    assert unwrap_group_key(wrap, gid, wrap_key_of(bob_group.export_secret, gid)) == key
-
-    # alice starts again from her home: the key is read back and presented.
-    again = member(users.track(RoostClient.open(tmp_path / "alice")))
-    resent = Sent(again.client)
-    assert again.groups.group_key(gid) == key
-    await again.groups.send(gid, "after a restart")
-    await again.groups.info(gid)
-    await again.groups.set_policy(gid, "all")
-    await again.groups.promote(gid, bob.user_id)
-    assert gid in {s.group_id for s in await again.groups.list()}
-    await again.groups.commit(gid)  # an update: no Welcome, so no wrap
-    on_group = resent.on_group(gid)
-    kinds = {(r.method, (r.url.path.split(b64u(gid))[1] + "/").split("/")[1]) for r in on_group}
-    assert kinds >= {
-        ("POST", "messages"),
-        ("GET", ""),
-        ("PUT", "policy"),
-        ("PUT", "roles"),
-        ("POST", "commits"),
-    }
-    assert on_group and all(r.headers.get(GROUP_KEY_HEADER) == b64u(key) for r in on_group)
-    assert not any(GROUP_KEY_WRAP_HEADER in r.headers for r in on_group)
-    # bob, whose group has no key, sends no key header.
-    bob_sent = Sent(bob.client)
-    await bob.groups.send(gid, "legacy on my side")
-    assert bob_sent.on_group(gid) and not any(
-        GROUP_KEY_HEADER in r.headers for r in bob_sent.on_group(gid)
-    )
-
-    await again.groups.delete(gid)
-    assert again.groups.group_key(gid) is None  # the membership ended: the key goes with it
-    saved = json.loads((tmp_path / "alice" / "group_client.json").read_text())
-    assert b64u(gid) not in saved["group_keys"]
+    assert bob.groups.group_key(gid) == key
+    assert _saved_keys(tmp_path / "bob") == {b64u(gid): b64u(key)}
+    await _reads(alice, gid, bob, "bob, with the key")
+    await _reads(bob, gid, alice, "alice too")
+    assert (await bob.groups.info(gid)).roles == {alice.user_id: "admin"}
 
 
-async def test_a_welcome_with_the_key_wrap_gives_the_joiner_the_key(users, tmp_path):
-    alice, bob = await _alice_and_bob(users, tmp_path)
-    gid = (await alice.groups.create()).group_id
+async def test_a_connection_requests_responder_gets_the_key_and_both_send(users, tmp_path):
+    alice = member(await users.new("alice", keypackages=2))
+    bob = member(await users.new("bob", keypackages=2, home=Home(tmp_path / "bob")))
+    conn, gid = await alice.groups.request_connection(bob.user_id)
     key = alice.groups.group_key(gid)
-    sent = Sent(alice.client)
-    await alice.groups.invite(gid, [bob.user_id], ratchet_tree_in_welcome=False)
-    [commit] = [r for r in sent.on_group(gid) if r.url.path.endswith("/commits")]
-    welcome = decode_commit_bundle(commit.content).welcome
-    wrap = commit.headers[GROUP_KEY_WRAP_HEADER]
-    assert welcome is not None
+    assert key is not None
 
-    # The event as a sealing DS delivers it: the wrap copied into the Welcome event.
-    def event(w: str) -> DirectEvent:
-        return DirectEvent(
-            0, "welcome", alice.user_id, None, welcome, group_id=gid, group_key_wrap=w
-        )
-
-    bob_sent = Sent(bob.client)
-    tampered = ("A" if wrap[0] != "A" else "B") + wrap[1:]
-    failed = await bob.groups._sync._join(event(tampered))
-    assert failed is not None and failed.kind == "welcome_failed"
-    assert "group key" in failed.text and not bob.groups.local_group_ids()
-    assert bob.groups.group_key(gid) is None
-
-    joined = await bob.groups._sync._join(event(wrap))
+    # bob's sync sees the request (its Welcome and wrap are kept in his home); he accepts
+    # after a restart of his client.
+    assert await bob.sync() == []
+    await bob.client.aclose()
+    bob = member(users.track(RoostClient.open(tmp_path / "bob")))
+    _, joined = await bob.groups.accept_connection(conn.connection_id)
     assert joined is not None and joined.kind == "joined"
     assert bob.groups.group_key(gid) == key
-    # The tree (left out of the Welcome) and the queue registration went with the key.
-    on_group = bob_sent.on_group(gid)
-    assert {r.url.path.rpartition("/")[2] for r in on_group} >= {"group-info", "queue"}
-    assert all(r.headers.get(GROUP_KEY_HEADER) == b64u(key) for r in on_group)
-    await bob.groups.send(gid, "with the key")
-    assert bob_sent.on_group(gid)[-1].headers[GROUP_KEY_HEADER] == b64u(key)
-    await alice.sync()
-    assert "with the key" in [m for _, m in alice.messages(gid)]
+    assert _saved_keys(tmp_path / "bob") == {b64u(gid): b64u(key)}
+    await _reads(alice, gid, bob, "accepted, with the key")
+    assert "connected" in [e.kind for e in alice.seen]
+    await _reads(bob, gid, alice, "hello bob")
 
 
-async def test_external_joins_and_resyncs_present_the_key(users, tmp_path):
-    alice = member(await users.new("alice", home=Home(tmp_path / "alice")))
+async def test_a_responder_that_accepts_without_a_sync_first_gets_the_key_too(users):
+    alice = member(await users.new("alice", keypackages=2))
+    bob = member(await users.new("bob", keypackages=2))
+    conn, gid = await alice.groups.request_connection(bob.user_id)
+    _, joined = await bob.groups.accept_connection(conn.connection_id)  # read from the queue
+    assert joined is not None and joined.kind == "joined"
+    assert bob.groups.group_key(gid) == alice.groups.group_key(gid)
+    await _reads(alice, gid, bob, "hi")
+
+
+async def test_a_members_new_device_gets_the_key_from_its_welcome(users):
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id])
+    await bob.sync()
+    phone = await second_member(users, bob)
+
+    [added] = await bob.groups.add_own_devices(gid)  # bob is no admin: his own device
+    assert added.added == (phone.client_id,)
+    assert [e.kind for e in await phone.sync()] == ["joined"]
+    assert phone.groups.group_key(gid) == alice.groups.group_key(gid) is not None
+    assert {s.group_id for s in await phone.groups.list()} == {gid}
+    await _reads(alice, gid, phone, "from bob's phone")
+    await sync_all(bob)
+    assert (phone.client_id, "from bob's phone") in bob.messages(gid)
+
+
+async def test_an_external_join_takes_the_key_without_it_the_server_refuses(users):
+    alice = await new_member(users, "alice")
     carol = await new_member(users, "carol")
+    dave = await new_member(users, "dave")
     gid = (await alice.groups.create(external_join=True)).group_id
     key = alice.groups.group_key(gid)
     assert key is not None
 
-    sent = Sent(carol.client)
-    event = await carol.groups.join_external(gid, key=key)
-    assert event.kind == "joined" and carol.groups.group_key(gid) == key
-    paths = {r.url.path.rpartition("/")[2] for r in sent.on_group(gid)}
-    assert paths >= {"group-info", "commits"}
-    assert all(r.headers.get(GROUP_KEY_HEADER) == b64u(key) for r in sent.on_group(gid))
+    # The group id alone, another key, a malformed key: clear errors, nothing joined.
+    with pytest.raises(RoostError) as no_key:
+        await dave.groups.join_external(gid)
+    assert (no_key.value.status, no_key.value.code) == (403, "group_key_required")
+    with pytest.raises(RoostError) as wrong:
+        await dave.groups.join_external(gid, key=new_group_key())
+    assert (wrong.value.status, wrong.value.code) == (403, "wrong_group_key")
+    with pytest.raises(RoostError) as malformed:
+        await dave.groups.join_external(gid, key=b"too short")
+    assert (malformed.value.status, malformed.value.code) == (422, "invalid_group_key")
+    assert dave.groups.local_group_ids() == [] and dave.groups.group_key(gid) is None
+    with pytest.raises(RoostError) as info:
+        await dave.groups.info(gid)
+    assert info.value.code == "group_key_required" and b64u(key) not in str(info.value)
 
-    sent.clear()
-    await carol.groups.resync(gid)  # the key she holds
-    assert {r.url.path.rpartition("/")[2] for r in sent.on_group(gid)} >= {
-        b64u(gid),
-        "group-info",
-        "commits",
-    }
-    assert all(r.headers.get(GROUP_KEY_HEADER) == b64u(key) for r in sent.on_group(gid))
+    joined = await carol.groups.join_external(gid, key=key)
+    assert joined.kind == "joined" and carol.groups.group_key(gid) == key
     await alice.sync()
-    await alice.groups.send(gid, "hello carol")
-    events = await carol.sync()
-    assert "hello carol" in [e.message for e in events if e.kind == "message"]
+    await _reads(carol, gid, alice, "welcome carol")
+    await _reads(alice, gid, carol, "thanks")
 
 
-async def test_a_connection_request_carries_the_key_wrap_to_the_responder(users, tmp_path):
-    alice = member(await users.new("alice", keypackages=2))
+async def test_a_resync_presents_the_key_it_holds(users, tmp_path):
+    alice = await new_member(users, "alice")
     bob = member(await users.new("bob", keypackages=2, home=Home(tmp_path / "bob")))
-    sent = Sent(alice.client)
-    conn, gid = await alice.groups.request_connection(bob.user_id)
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id])
+    await bob.sync()
+
+    # bob loses his group state; the key stays in his home with the group's queue.
+    [state] = (tmp_path / "bob").rglob(f"{gid.hex()}.mls")
+    state.unlink()
+    await bob.client.aclose()
+    bob = member(users.track(RoostClient.open(tmp_path / "bob")))
+    resynced = await bob.groups.resync(gid)
+    assert resynced.kind == "resynced"
+    assert bob.groups.group_key(gid) == alice.groups.group_key(gid)
+    await _reads(alice, gid, bob, "back again")
+    await _reads(bob, gid, alice, "welcome back")
+
+
+async def test_the_creator_goes_on_with_the_key_after_a_restart(users, tmp_path):
+    alice = member(await users.new("alice", keypackages=2, home=Home(tmp_path / "alice")))
+    bob = await new_member(users, "bob")
+    carol = await new_member(users, "carol")
+    await connect(alice, bob)
+    await connect(alice, carol)
+    gid = (await alice.groups.create()).group_id
+    key = alice.groups.group_key(gid)
+    await alice.groups.invite(gid, [bob.user_id])
+    await bob.sync()
+
+    await alice.client.aclose()
+    again = member(users.track(RoostClient.open(tmp_path / "alice")))
+    assert again.groups.group_key(gid) == key
+    await _reads(bob, gid, again, "after a restart")
+    await again.groups.set_policy(gid, "all")
+    await again.groups.promote(gid, bob.user_id)
+    assert gid in {s.group_id for s in await again.groups.list()}
+    await again.groups.commit(gid)
+    await again.groups.invite(gid, [carol.user_id])  # the wrap, made after the restart
+    assert [e.kind for e in await carol.sync()] == ["joined"]
+    assert carol.groups.group_key(gid) == key
+    await _reads(again, gid, carol, "carol here")
+
+    # A home that lost the key: the server asks for it; nothing else breaks.
+    await again.client.aclose()
+    saved = json.loads((tmp_path / "alice" / "group_client.json").read_text())
+    saved["group_keys"] = {}
+    (tmp_path / "alice" / "group_client.json").write_text(json.dumps(saved))
+    keyless = member(users.track(RoostClient.open(tmp_path / "alice")))
+    with pytest.raises(RoostError) as e:
+        await keyless.groups.send(gid, "without the key")
+    assert e.value.code == "group_key_required"
+    with pytest.raises(RoostError) as e:
+        await keyless.groups.info(gid)
+    assert e.value.code == "group_key_required"
+
+    await bob.groups.delete(gid)  # bob is an admin now
+    assert bob.groups.group_key(gid) is None  # the membership ended: the key goes with it
+
+
+async def test_a_wrap_made_under_another_key_fails_that_welcome_only(users):
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
     key = alice.groups.group_key(gid)
     assert key is not None
-    [request] = [r for r in sent.requests if r.url.path.endswith("/request")]
-    wrap = request.headers[GROUP_KEY_WRAP_HEADER]
-    [commit] = [r for r in sent.on_group(gid) if r.url.path.endswith("/commits")]
-    assert commit.headers[GROUP_KEY_HEADER] == b64u(key) and GROUP_KEY_WRAP_HEADER in commit.headers
 
-    # The request event as a DS that passes the wrap on delivers it: bob keeps both (in his
-    # home), and accepting joins with the key.
-    event = DirectEvent(
-        1,
-        "connection_request",
-        alice.user_id,
-        conn.connection_id,
-        request.content,
-        group_key_wrap=wrap,
-    )
-    assert (
-        await on_connection_event(
-            bob.client, bob.groups.store, event, bob.groups._sync.join_welcome
-        )
-        is None
-    )
-    saved = json.loads((tmp_path / "bob" / "group_client.json").read_text())
-    assert saved["received_wraps"] == {conn.connection_id: wrap}
-    bob_sent = Sent(bob.client)
-    _, joined = await bob.groups.accept_connection(conn.connection_id)
-    assert joined is not None and joined.kind == "joined"
-    assert bob.groups.group_key(gid) == key
-    [register] = [r for r in bob_sent.on_group(gid) if r.url.path.endswith("/queue")]
-    assert register.headers[GROUP_KEY_HEADER] == b64u(key)
-    saved = json.loads((tmp_path / "bob" / "group_client.json").read_text())
-    assert saved["received_wraps"] == {} and saved["group_keys"] == {b64u(gid): b64u(key)}
+    # A committer whose wrap is made under a key that is not the new epoch's exporter: the
+    # server cannot tell (it passes the wrap on unopened).
+    async def bad_wrap(request: httpx.Request) -> None:
+        if GROUP_KEY_WRAP_HEADER in request.headers:
+            request.headers[GROUP_KEY_WRAP_HEADER] = wrap_group_key(key, gid, new_group_key())
+
+    alice.client._http.event_hooks["request"].append(bad_wrap)
+    await alice.groups.invite(gid, [bob.user_id])
+    alice.client._http.event_hooks["request"].remove(bad_wrap)
+
+    [failed] = await bob.sync()
+    assert failed.kind == "welcome_failed" and "group key" in failed.text
+    assert b64u(key) not in failed.text
+    assert bob.groups.local_group_ids() == [] and bob.groups.group_key(gid) is None
+    assert await bob.sync() == []  # not tried again
+
+    # bob's client goes on: another group's (good) Welcome joins.
+    other = (await alice.groups.create()).group_id
+    await alice.groups.invite(other, [bob.user_id])
+    assert [e.kind for e in await bob.sync()] == ["joined"]
+    assert bob.groups.group_key(other) == alice.groups.group_key(other)
+    await _reads(alice, other, bob, "this one worked")
+
+
+def test_the_cli_joins_with_group_hash_key_and_refuses_without_it(server, tmp_path):
+    alice = Cli(server.url, tmp_path / "alice")
+    carol = Cli(server.url, tmp_path / "carol")
+    alice.run("register", unique_name("alice"), "--no-password")
+    carol_id = carol.run("register", unique_name("carol"), "--no-password")["user_id"]
+    created = alice.run("group", "create", "--external-join")
+    gid, join = created["group_id"], created["join"]
+    key = join.partition("#")[2]
+    assert join == f"{gid}#{key}" and len(unb64u(key)) == 32
+
+    err = carol.run("group", "join", gid, ok=False)
+    assert err["error"] == "group_key_required"
+    err = carol.run("group", "join", f"{gid}#{b64u(new_group_key())}", ok=False)
+    assert err["error"] == "wrong_group_key" and key not in json.dumps(err)
+    assert carol.run("group", "list") == []
+
+    assert carol.run("group", "join", join)["kind"] == "joined"
+    assert _saved_keys(tmp_path / "carol") == {gid: key}
+    # a member who did not create the group hands on the same invitation
+    assert carol.run("group", "key", gid) == {"group_id": gid, "join": join}
+    assert carol.run("group", "key", b64u(b"not ours"), ok=False)["error"] == "no_group_key"
+    carol.run("group", "send", gid, "hi from carol")
+    events = alice.run("group", "sync")
+    assert any(e.get("sender", "").startswith(carol_id + "/") for e in events)

@@ -152,9 +152,14 @@ async def test_non_member_sends_and_role_violations_are_rejected(users):
     await alice.groups.invite(gid, [bob.user_id])
     await bob.sync()
 
-    # carol is no member: she cannot send (even a well-formed message) nor read state.
+    # carol is no member: she cannot send (even a well-formed message) nor read state —
+    # without the group's key, nor with it (leaked to her).
     stolen = bob.groups.group(gid).encrypt(b"forged by carol")
     bob.groups._keep(bob.groups.group(gid))
+    with pytest.raises(RoostError) as e:
+        await carol.groups.send_raw(gid, stolen, message_id="x")
+    assert (e.value.status, e.value.code) == (403, "group_key_required")
+    carol.groups.store.set_group_key(gid, alice.groups.group_key(gid))
     with pytest.raises(RoostError) as e:
         await carol.groups.send_raw(gid, stolen, message_id="x")
     assert (e.value.status, e.value.code) == (403, "not_member")
@@ -317,6 +322,7 @@ async def test_a_leave_outlives_a_commit_that_left_it_out(users):
         f"/v1/groups/{group_path(gid)}/commits",
         content=encode_commit_bundle(out.commit, out.group_info, None),
         content_type=MLS_MEDIA_TYPE,
+        headers=alice.groups.key_headers(gid),
     )
     group.merge_pending_commit()
     alice.groups.store.keep(group)

@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from roost.client import RoostError
+from roost.client.group_key import key_headers
 from roost.client.group_resync import GroupResync
 from roost.client.group_sync import REMOVED_WHILE_OUT_OF_STEP
 from roost.client.groups import GroupEvent, group_path
@@ -64,6 +65,7 @@ async def _corrupted_self_update(m: Member, gid: bytes) -> int:
         f"/v1/groups/{group_path(gid)}/commits",
         content=body,
         content_type=MLS_MEDIA_TYPE,
+        headers=m.groups.key_headers(gid),
     )
     group.merge_pending_commit()
     m.groups.store.keep(group)
@@ -233,9 +235,10 @@ async def test_resync_keeps_admin_role_queue_and_policy(users):
     _agree(gid, alice, bob)
 
 
-async def _external_commit(m: Member, gid: bytes, remove_prior: int) -> bytes:
-    """An external commit bundle by ``m`` (not in the group) that removes ``remove_prior``."""
-    state = await m.groups.group_state(gid)
+async def _external_commit(m: Member, gid: bytes, remove_prior: int, key: bytes) -> bytes:
+    """An external commit bundle by ``m`` (not in the group, given its ``key``) that removes
+    ``remove_prior``."""
+    state = await m.groups.group_state(gid, key=key)
     joined, commit = Group.join_external(
         state.group_info,
         state.ratchet_tree,
@@ -246,7 +249,7 @@ async def _external_commit(m: Member, gid: bytes, remove_prior: int) -> bytes:
     return encode_commit_bundle(commit, joined.group_info(with_tree=True), None)
 
 
-async def _refused(m: Member, gid: bytes, body: bytes) -> tuple[int, str]:
+async def _refused(m: Member, gid: bytes, body: bytes, key: bytes) -> tuple[int, str]:
     queue = await m.client.new_queue()
     with pytest.raises(RoostError) as e:
         await m.client.request(
@@ -255,7 +258,7 @@ async def _refused(m: Member, gid: bytes, body: bytes) -> tuple[int, str]:
             params={"queue_id": queue.id},
             content=body,
             content_type=MLS_MEDIA_TYPE,
-            headers=queue.headers,
+            headers={**queue.headers, **key_headers(key)},
         )
     return e.value.status, e.value.code
 
@@ -267,14 +270,16 @@ async def test_ds_refuses_resync_removing_another_clients_leaf(users):
     bob_phone = await second_member(users, bob)
     bob_leaf = bob.groups.group(gid).leaf_index
     carol_leaf = carol.groups.group(gid).leaf_index
-    takes_bobs = await _external_commit(bob_phone, gid, bob_leaf)
-    takes_carols = await _external_commit(bob_phone, gid, carol_leaf)
+    key = alice.groups.group_key(gid)  # handed to bob's phone with the group's id
+    assert key is not None
+    takes_bobs = await _external_commit(bob_phone, gid, bob_leaf, key)
+    takes_carols = await _external_commit(bob_phone, gid, carol_leaf, key)
     # bob's other client may not take bob's leaf (same user, another client) ...
-    assert await _refused(bob_phone, gid, takes_bobs) == (403, "not_own_leaf")
+    assert await _refused(bob_phone, gid, takes_bobs, key) == (403, "not_own_leaf")
     # ... nor may a joiner remove someone else's, with external joins on or off.
-    assert await _refused(bob_phone, gid, takes_carols) == (403, "not_own_leaf")
+    assert await _refused(bob_phone, gid, takes_carols, key) == (403, "not_own_leaf")
     await alice.groups.set_external_join(gid, False)
-    assert await _refused(bob_phone, gid, takes_carols) == (403, "not_own_leaf")
+    assert await _refused(bob_phone, gid, takes_carols, key) == (403, "not_own_leaf")
     # Nothing changed: everyone still at epoch 1 and talking.
     assert (await alice.groups.info(gid)).epoch == 1
     await _all_talk(gid, alice, bob, carol)

@@ -19,11 +19,12 @@ import pytest
 from roost.client.group_key import (
     EXPORTER_LABEL,
     GROUP_KEY_WRAP_HEADER,
+    KEY_BYTES,
     key_headers,
     unwrap_group_key,
     wrap_group_key,
 )
-from roost.client.groups import group_path
+from roost.client.groups import Groups, group_path
 from roost.mls.framing import MLSMessage
 from roost.protocol.commit_bundle import encode_commit_bundle
 from roost.protocol.key_package_batch import encode_key_package_batch
@@ -72,14 +73,34 @@ def test_patch_is_what_makes_ts_mls_read_rfc_external_senders(patched_driver):
 
 
 class TsMlsMember:
-    """A ts-mls MLS client whose HTTP side (registration, token, queues) is a RoostClient."""
+    """A ts-mls MLS client whose HTTP side (registration, token, queues) is a RoostClient.
+    The group key comes with its Welcome, wrapped under ts-mls's exporter of the epoch it joins
+    (``group_key``); it is presented on every request on the group."""
 
     def __init__(self, client, driver: TsMlsDriver) -> None:
         self.client = client
         self.peer = TsMlsPeer(client.user_id.encode(), driver)
         self.queue_id = ""
         self.after = 0
-        self.keys: dict[bytes, bytes] = {}  # group id -> group key (unwrapped on joining)
+        self.key: bytes | None = None
+
+    def wrap_key(self, gid: bytes) -> bytes:
+        """ts-mls's MLS-Exporter("roost group key", group id, 32) of its current epoch."""
+        return self.peer.state(gid, EXPORTER_LABEL, gid, KEY_BYTES).exporter
+
+    async def post_commit(self, gid: bytes, bundle) -> None:
+        """Submit a ts-mls commit; with a Welcome, the key wrapped for the joiners' epoch (the
+        one the commit made: ts-mls's state moved to it already)."""
+        headers = key_headers(self.key)
+        if bundle.welcome is not None and self.key is not None:
+            headers[GROUP_KEY_WRAP_HEADER] = wrap_group_key(self.key, gid, self.wrap_key(gid))
+        await self.client.request(
+            "POST",
+            f"/v1/groups/{group_path(gid)}/commits",
+            content=encode_commit_bundle(bundle.commit, bundle.group_info, bundle.welcome),
+            content_type="message/mls",
+            headers=headers,
+        )
 
     async def publish_key_package(self) -> None:
         st = self.client.state
@@ -100,36 +121,18 @@ class TsMlsMember:
         welcomes = [e for e in (await self.client.fetch_direct(0)).events if e.type == "welcome"]
         assert welcomes, "no Welcome in the direct queue"
         gid = self.peer.join(welcomes[-1].payload)
-        # The group's key, wrapped under ts-mls's exporter of the epoch joined.
         wrap = welcomes[-1].group_key_wrap
-        assert wrap is not None, "the Welcome carries no group key"
-        self.keys[gid] = unwrap_group_key(wrap, gid, self.exporter(gid))
+        assert wrap, "the Welcome event carries no group key wrap"
+        self.key = unwrap_group_key(wrap, gid, self.wrap_key(gid))
         self.queue_id = await self.client.create_queue()  # its key is kept by the client
         await self.client.request(
             "PUT",
             f"/v1/groups/{group_path(gid)}/queue",
             json={"queue_id": self.queue_id},
-            # registering needs the queue's key; every request on the group the group's
-            headers={**self.client.queue(self.queue_id).headers, **self.headers(gid)},
+            # registering needs the queue's key, and the group's
+            headers={**self.client.queue(self.queue_id).headers, **key_headers(self.key)},
         )
         return gid
-
-    def exporter(self, gid: bytes) -> bytes:
-        """MLS-Exporter("roost group key", group_id, 32) of the current epoch (ts-mls's)."""
-        return self.peer.state(gid, EXPORTER_LABEL, gid, 32).exporter
-
-    def headers(self, gid: bytes) -> dict[str, str]:
-        return key_headers(self.keys[gid])
-
-    async def send(self, gid: bytes, plaintext: bytes) -> int:
-        resp = await self.client.request(
-            "POST",
-            f"/v1/groups/{group_path(gid)}/messages",
-            content=self.peer.encrypt(gid, plaintext),
-            content_type="message/mls",
-            headers={"Roost-Message-Id": uuid.uuid4().hex, **self.headers(gid)},
-        )
-        return int(resp.json()["group_seq"])
 
     async def receive(self) -> list:
         page = await self.client.fetch_queue(self.queue_id, self.after)
@@ -167,7 +170,11 @@ async def test_tsmls_client_joins_over_http_and_talks_with_roost_clients(users, 
     await alice.groups.send(gid, "hello ts-mls")
     [got] = await dave.receive()
     assert (got.kind, got.data) == ("application", b"hello ts-mls")
-    assert await dave.send(gid, b"hello roost") > 0
+    assert dave.key == alice.groups.group_key(gid) is not None
+    dave_groups = Groups(dave.client)
+    dave_groups.store.set_group_key(gid, dave.key)
+    sent = await dave_groups.send_raw(gid, dave.peer.encrypt(gid, b"hello roost"))
+    assert sent.group_seq > 0
     await sync_all(alice, bob)
     for m in (alice, bob):
         assert m.messages(gid)[-1] == (dave.client.client_id, "hello roost")
@@ -175,14 +182,7 @@ async def test_tsmls_client_joins_over_http_and_talks_with_roost_clients(users, 
     # Commits both ways: a roost update, then a ts-mls self-update through the DS.
     await bob.groups.update(gid)
     assert [r.kind for r in await dave.receive()] == ["commit"]
-    bundle = dave.peer.self_update(gid)
-    await dave.client.request(
-        "POST",
-        f"/v1/groups/{group_path(gid)}/commits",
-        content=encode_commit_bundle(bundle.commit, bundle.group_info, None),
-        content_type="message/mls",
-        headers=dave.headers(gid),
-    )
+    await dave.post_commit(gid, dave.peer.self_update(gid))
     await sync_all(alice, bob)
     epoch = a.epoch
     assert epoch == bob.groups.group(gid).epoch == dave.peer.state(gid).epoch
@@ -235,19 +235,10 @@ async def test_tsmls_inviter_without_the_tree_roost_joiner_fetches_it(users, pat
     [kp] = await dave.client.claim_key_packages(carol.user_id)
     bundle = dave.peer.add_members(gid, [MLSMessage(kp).encode()])
     assert bundle.welcome is not None
-    await dave.client.request(
-        "POST",
-        f"/v1/groups/{group_path(gid)}/commits",
-        content=encode_commit_bundle(bundle.commit, bundle.group_info, bundle.welcome),
-        content_type="message/mls",
-        # the joiner's key, wrapped for the epoch the commit made (ts-mls merged it)
-        headers={
-            **dave.headers(gid),
-            GROUP_KEY_WRAP_HEADER: wrap_group_key(dave.keys[gid], gid, dave.exporter(gid)),
-        },
-    )
+    await dave.post_commit(gid, bundle)  # the wrap made with ts-mls's exporter
     await sync_all(alice, carol)
     assert [e.kind for e in carol.seen] == ["joined"], carol.seen
+    assert carol.groups.group_key(gid) == alice.groups.group_key(gid)
     a = alice.groups.group(gid)
     assert carol.groups.group(gid).epoch_authenticator == a.epoch_authenticator
     assert dave.peer.state(gid).epoch_authenticator == a.epoch_authenticator

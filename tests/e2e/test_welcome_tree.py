@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from roost.client.credential_policy import member_client_id
+from roost.client.group_key import GROUP_KEY_WRAP_HEADER, wrap_group_key, wrap_key_of
 from roost.client.groups import GroupEvent, group_path
 from roost.mls.framing import MLSMessage
 from roost.mls.group import CommitOutput, Group
@@ -29,13 +30,32 @@ async def _welcome_in_direct_queue(m: Member) -> bytes:
     return payload
 
 
-async def _submit(m: Member, group_id: bytes, out: CommitOutput, welcome: bytes | None) -> None:
-    """Submit ``out``'s commit with ``welcome`` (as a client that builds its own bundle)."""
+def _wrap(m: Member, group_id: bytes) -> str:
+    """The group's key wrapped for the epoch of ``m``'s pending commit (its joiners')."""
+    key = m.groups.group_key(group_id)
+    assert key is not None
+    export = m.groups.group(group_id).pending_export_secret
+    return wrap_group_key(key, group_id, wrap_key_of(export, group_id))
+
+
+async def _submit(
+    m: Member,
+    group_id: bytes,
+    out: CommitOutput,
+    welcome: bytes | None,
+    wrap: str | None = None,
+) -> None:
+    """Submit ``out``'s commit with ``welcome`` (as a client that builds its own bundle) and
+    the group key ``wrap`` (by default: for the epoch ``out`` makes)."""
+    headers = m.groups.key_headers(group_id)
+    if welcome is not None:
+        headers[GROUP_KEY_WRAP_HEADER] = wrap or _wrap(m, group_id)
     await m.client.request(
         "POST",
         f"/v1/groups/{group_path(group_id)}/commits",
         content=encode_commit_bundle(out.commit, out.group_info, welcome),
         content_type=MLS_MEDIA_TYPE,
+        headers=headers,
     )
     m.groups.group(group_id).merge_pending_commit()
 
@@ -100,10 +120,11 @@ async def test_welcome_whose_tree_from_the_ds_does_not_match_is_reported(users):
     [kp] = await alice.client.claim_key_packages(bob.user_id)
     group = alice.groups.group(gid)
     stray = group.commit(add=[kp], force_path=True, ratchet_tree_in_welcome=False)
+    stray_wrap = _wrap(alice, gid)  # the key opens for bob: the tree is what fails
     group.clear_pending_commit()
     real = group.commit(add=[kp], force_path=True, ratchet_tree_in_welcome=False)
     assert stray.welcome is not None
-    await _submit(alice, gid, real, stray.welcome)
+    await _submit(alice, gid, real, stray.welcome, stray_wrap)
 
     events = await bob.sync()
     assert [(e.kind, e.group_id, e.sender) for e in events] == [
@@ -225,9 +246,10 @@ async def test_welcomes_pushed_over_the_websocket_join_or_are_reported(users):
         [kp] = await alice.client.claim_key_packages(bob.user_id)
         group = alice.groups.group(bad)
         stray = group.commit(add=[kp], force_path=True, ratchet_tree_in_welcome=False)
+        stray_wrap = _wrap(alice, bad)
         group.clear_pending_commit()
         real = group.commit(add=[kp], force_path=True, ratchet_tree_in_welcome=False)
-        await _submit(alice, bad, real, stray.welcome)
+        await _submit(alice, bad, real, stray.welcome, stray_wrap)
         await _until(lambda: any(e.kind == "welcome_failed" for e in seen))
     finally:
         stop.set()

@@ -126,6 +126,7 @@ async def test_remote_policy_attached_and_epoch_conflict_forwarded(fed: Federati
             f"/v1/groups/{group_path(gid)}/commits",
             content=encode_commit_bundle(out.commit, out.group_info, out.welcome),
             content_type="message/mls",
+            headers=bob.groups.key_headers(gid),
         )
     stale.clear_pending_commit()
     assert (conflict.value.status, conflict.value.code) == (409, "epoch_conflict")
@@ -173,8 +174,13 @@ async def test_remote_client_joins_by_external_commit(fed: Federation):
     # No connection needed: carol@b.test reads the group through b.test and commits herself in
     # with a queue of b.test (checked there, stored by a.test's DS as a remote queue).
     carol = await new(fed, B, "carol")
-    joined = await carol.groups.join_external(gid)
+    # The group id alone is not enough: a.test's DS asks for the key, through b.test.
+    with pytest.raises(RoostError) as no_key:
+        await carol.groups.join_external(gid)
+    assert (no_key.value.status, no_key.value.code) == (403, "group_key_required")
+    joined = await carol.groups.join_external(gid, key=alice.groups.group_key(gid))
     assert joined.epoch == 1
+    assert carol.groups.group_key(gid) == alice.groups.group_key(gid)
     await sync_until(alice, lambda e: e.kind == "commit" and e.epoch == 1, TIMEOUT)
     assert alice.groups.leaves_of(gid, carol.user_id)
     await alice.groups.send(gid, "welcome carol")
@@ -251,7 +257,11 @@ async def test_a_server_speaks_only_for_its_own_clients(fed: Federation):
     )
     assert (r.status_code, r.json()["code"]) == (403, "forbidden")
     # bob's own identity, as b.test forwards it: the group as bob sees it.
-    as_bob = {"Roost-Client": bob.client_id, "Roost-User-Uuid": bob.client.state.user_uuid}
+    as_bob = {
+        "Roost-Client": bob.client_id,
+        "Roost-User-Uuid": bob.client.state.user_uuid,
+        **bob.groups.key_headers(gid),
+    }
     r = await signed_request(fed[B], fed[A], "GET", path, headers=as_bob)
     assert r.status_code == 200 and r.json()["my_leaf"] == 1
     # Unsigned: refused before anything else.

@@ -24,6 +24,7 @@ async def test_remote_member_resyncs_after_corrupted_commit(fed: Federation):
         f"/v1/groups/{group_path(gid)}/commits",
         content=encode_commit_bundle(_flip_membership_tag(out.commit), out.group_info, None),
         content_type=MLS_MEDIA_TYPE,
+        headers=alice.groups.key_headers(gid),
     )
     group.merge_pending_commit()
     alice.groups.store.keep(group)

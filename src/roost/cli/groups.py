@@ -3,7 +3,8 @@
 Groups are named by the base64url of their group id (as ``roost group list`` prints them).
 Joining an ``external_join`` group one was never in takes the group's key too: ``create
 --external-join`` prints ``<group id>#<key>`` to hand to whoever may join, and ``join`` takes
-that form (or ``--key``). The key is a secret of the group's members.
+that form (or ``--key``); ``key <group>`` shows that invitation to any member holding the key.
+The key is a secret of the group's members.
 Incoming traffic (Welcomes, commits, messages, server notices) is processed by ``sync`` and
 ``listen``; every command that changes a group first catches up with it.
 """
@@ -40,6 +41,7 @@ ACTIONS = [
     "delete",
     "join",
     "resync",
+    "key",
 ]
 
 
@@ -148,6 +150,13 @@ async def _run(args: argparse.Namespace, c: RoostClient, emit: Callable[..., Non
         gid, key = _gid_and_key(args)
         ev = await g.join_external(gid, key=key)
         return emit(ev, format_event(ev))
+    if action == "key":  # the invitation a member hands on: <group>#<key>, a members' secret
+        gid = _gid(args)
+        key = g.group_key(gid)
+        if key is None:
+            raise RoostError(0, "no_group_key", "this client holds no key for that group")
+        join = f"{b64u(gid)}#{b64u(key)}"
+        return emit({"group_id": b64u(gid), "join": join}, f"roost group join {join}")
     if action == "resync":  # rejoin in place of our own leaf: our state is lost or stale
         ev = await g.resync(_gid(args))
         return emit(ev, format_event(ev))
@@ -203,7 +212,7 @@ def add_group_command(add: Callable[..., argparse.ArgumentParser], helpers: Any)
     gp.add_argument(
         "group",
         nargs="?",
-        help="group id (base64url, from `roost group list`); join: <group>#<key>",
+        help="group id (base64url, from `roost group list`); join: <group>#<key> (from `key`)",
     )
     gp.add_argument("rest", nargs="*", help="user ids (invite/remove/promote) or message text")
     gp.add_argument(
