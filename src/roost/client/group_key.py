@@ -1,7 +1,7 @@
-"""A group's key (docs/api.md, "Group keys"): 32 random bytes the creator chooses, which the
-Delivery Service seals the group's roster and MLS state under. Members present it with every
-request on the group (``Roost-Group-Key``, base64url); a group without one is a legacy group
-(the DS keeps it unsealed) and its requests carry no header.
+"""A group's key (docs/api.md, "Group keys"): 32 random bytes the creator chooses. Members
+present it with every request on the group (``Roost-Group-Key``, base64url) and the Delivery
+Service, which keeps a check value of it, refuses requests without it; a group without one (made
+before group keys) asks for none, and its requests carry no header.
 
 Joiners get it with their Welcome: the committer wraps it (``Roost-Group-Key-Wrap`` on the
 commit; the DS copies it into each ``welcome`` event as ``group_key_wrap``) as

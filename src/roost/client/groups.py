@@ -202,7 +202,7 @@ class Groups:
     async def create(self, *, external_join: bool = False) -> Group:
         """A new group with this client as its only member and the homeserver as external
         sender; the DS records our user as admin. Its key (``group_key``) is chosen here and
-        kept with the group: the DS seals the group's state under it."""
+        kept with the group: every request on the group presents it."""
         from roost.mls.group import Group
 
         server = await self.server_sender()
@@ -228,7 +228,7 @@ class Groups:
                 params={"queue_id": queue.id, "external_join": str(external_join).lower()},
                 content=body,
                 content_type=MLS_MEDIA_TYPE,
-                # The DS registers our queue (its key proves it ours) and seals the group.
+                # The DS registers our queue (its key proves it ours) and keeps the group key's check.
                 headers={**queue.headers, **key_headers(key)},
             )
             self._sync.adopt(group.group_id, queue)
