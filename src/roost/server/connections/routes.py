@@ -63,7 +63,10 @@ async def open_connection(body: OpenIn, p: PrincipalDep, s: ServicesDep) -> Conn
     responses={
         **_AUTH,
         **problem_responses(
-            (404, "connection_not_found"), (409, "invalid_state"), (413, "body_too_large")
+            (404, "connection_not_found"),
+            (409, "invalid_state"),
+            (413, "body_too_large"),
+            (422, "invalid_group_key"),
         ),
     },
 )
