@@ -5,11 +5,13 @@ sending client; records written before the change are converted by the migration
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from roost.server.delivery.send_key import send_key
 from roost.server.delivery.tables import ds_sends
+from roost.server.seal_key import SealKeyFile
 from roost.server.store import Database
 from roost.server.store.migrate import upgrade
 
@@ -68,7 +70,9 @@ async def test_send_records_name_no_sender_and_still_catch_retries(server) -> No
     }
 
 
-async def test_migration_converts_the_records_of_recent_sends(empty_db: Database) -> None:
+async def test_migration_converts_the_records_of_recent_sends(
+    empty_db: Database, tmp_path: Path
+) -> None:
     """Records written before the upgrade still answer retries after it: converted, not
     dropped (a send accepted just before the upgrade may be retried just after it)."""
     await upgrade_to(empty_db, "0011")
@@ -90,7 +94,8 @@ async def test_migration_converts_the_records_of_recent_sends(empty_db: Database
             ),
             [{"g": gid, "c": c, "m": m, "s": s} for c, m, s in sends],
         )
-    await upgrade(empty_db)  # more rows than one conversion page
+    # more rows than one conversion page; the later migrations seal the group with the key file
+    await upgrade(empty_db, SealKeyFile(tmp_path / "seal.key"))
     async with empty_db.engine.connect() as conn:
         rows = (await conn.execute(sa.select(ds_sends))).all()
     assert {(r.group_id, r.send_key, r.group_seq, r.created_at) for r in rows} == {
