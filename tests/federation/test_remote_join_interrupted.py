@@ -24,12 +24,13 @@ async def test_items_released_by_an_interrupted_join_wait_for_the_welcome(fed: F
     await alice.groups.send(gid, "before you joined")  # held at a.test for bob's new leaf
 
     # bob's first join attempt registers his queue at the DS; its answer never reaches him.
+    # (A join has the group's key from its Welcome; here it is the group's, from alice.)
     queue = await bob.groups._sync.new_queue(gid)  # the membership's queue, as a join makes
     await bob.client.request(
         "PUT",
         f"/v1/groups/{group_path(gid)}/queue",
         json={"queue_id": queue.id},
-        headers=queue.headers,
+        headers={**queue.headers, **alice.groups.key_headers(gid)},
     )
     deadline = time.monotonic() + TIMEOUT
     while not (await bob.client.fetch_queue(queue, 0)).messages:  # released to b.test
@@ -80,7 +81,7 @@ async def test_a_stale_state_does_not_read_the_new_membership_before_its_welcome
         "PUT",
         f"/v1/groups/{group_path(gid)}/queue",
         json={"queue_id": queue.id},
-        headers=queue.headers,
+        headers={**queue.headers, **bob.groups.key_headers(gid)},  # he holds it from before
     )
     deadline = time.monotonic() + TIMEOUT
     while not [m for m in (await bob.client.fetch_queue(queue, 0)).messages]:
