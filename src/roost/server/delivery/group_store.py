@@ -26,6 +26,14 @@ from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
 
 MEMBER_CACHE_SIZE = 10_000
 SNAPSHOT_RETRIES = 8
+# What a member row is read as (``GroupStore._member``'s arguments, in order).
+_MEMBER_COLUMNS = (
+    ds_members.c.group_id,
+    ds_members.c.leaf_index,
+    ds_members.c.sealed,
+    ds_members.c.gone,
+    ds_members.c.joined_seq,
+)
 _GROUP_ID_RE = re.compile(rb"^[A-Za-z0-9_-]{22}@([a-z0-9.-]{1,253}(?::[0-9]{1,5})?)$")
 
 
@@ -116,14 +124,9 @@ class GroupStore:
 
     async def members(self, conn: AsyncConnection, group_id: bytes) -> list[Member]:
         rows = await conn.execute(
-            sa.select(
-                ds_members.c.leaf_index,
-                ds_members.c.sealed,
-                ds_members.c.gone,
-                ds_members.c.joined_seq,
-            ).where(ds_members.c.group_id == group_id)
+            sa.select(*_MEMBER_COLUMNS).where(ds_members.c.group_id == group_id)
         )
-        return [self._member(group_id, *r) for r in rows]
+        return [self._member(*r) for r in rows]
 
     def _member(
         self, group_id: bytes, leaf_index: int, sealed: bytes, gone: bool, joined_seq: int
@@ -304,22 +307,8 @@ class GroupStore:
         """The groups with a leaf (gone or not) that ``which`` selects. No column names a
         leaf's client or user, so every leaf is opened: a scan, for rare events (a client or
         account deleted, a domain forgotten, the list of a client's groups)."""
-        rows = await conn.execute(
-            sa.select(
-                ds_members.c.group_id,
-                ds_members.c.leaf_index,
-                ds_members.c.sealed,
-                ds_members.c.gone,
-                ds_members.c.joined_seq,
-            )
-        )
-        return sorted(
-            {
-                r.group_id
-                for r in rows
-                if which(self._member(r.group_id, r.leaf_index, r.sealed, r.gone, r.joined_seq))
-            }
-        )
+        rows = await conn.execute(sa.select(*_MEMBER_COLUMNS))
+        return sorted({r.group_id for r in rows if which(self._member(*r))})
 
     async def mark_gone(
         self, conn: AsyncConnection, group_id: bytes, which: Callable[[Member], bool]
@@ -330,8 +319,7 @@ class GroupStore:
         (``AccountEvents.issue_removes``). The leaves marked."""
         await self.bump_rev(conn, group_id)
         chosen = [m for m in await self.members(conn, group_id) if not m.gone and which(m)]
-        if chosen:
-            await self.mark_leaves_gone(conn, group_id, [m.leaf_index for m in chosen])
+        await self._mark_gone(conn, group_id, chosen)
         return chosen
 
     async def mark_leaves_gone(
@@ -339,18 +327,27 @@ class GroupStore:
     ) -> set[bytes]:
         """``mark_gone`` for some leaves of one group (locks the group row first)."""
         await self.bump_rev(conn, group_id)
-        match = sa.and_(ds_members.c.group_id == group_id, ds_members.c.leaf_index.in_(leaves))
+        chosen = [m for m in await self.members(conn, group_id) if m.leaf_index in leaves]
+        await self._mark_gone(conn, group_id, chosen)
+        return {group_id} if chosen else set()
+
+    async def _mark_gone(
+        self, conn: AsyncConnection, group_id: bytes, leaves: list[Member]
+    ) -> None:
         # The leaf keeps who it was (for the Remove proposal); its queue reference goes.
-        for m in await self.members(conn, group_id):
-            if m.leaf_index in leaves and m.queue_id is not None:
-                await self.update_member(conn, group_id, replace(m, queue_id=None))
-        done = await conn.execute(sa.update(ds_members).where(match).values(gone=True))
-        await conn.execute(
-            sa.delete(ds_held).where(
-                ds_held.c.group_id == group_id, ds_held.c.leaf_index.in_(leaves)
+        for m in leaves:
+            await conn.execute(
+                sa.update(ds_members)
+                .where(ds_members.c.group_id == group_id, ds_members.c.leaf_index == m.leaf_index)
+                .values(gone=True, sealed=self._seal(group_id, replace(m, queue_id=None)))
             )
-        )
-        return {group_id} if done.rowcount else set()
+        if leaves:
+            await conn.execute(
+                sa.delete(ds_held).where(
+                    ds_held.c.group_id == group_id,
+                    ds_held.c.leaf_index.in_([m.leaf_index for m in leaves]),
+                )
+            )
 
     async def take_seq(self, conn: AsyncConnection, group_id: bytes) -> int | None:
         """The group's next ``group_seq`` (locks the row); None if there is no such group."""
