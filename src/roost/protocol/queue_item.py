@@ -15,7 +15,8 @@ from roost.mls.errors import DecodeError
 
 ITEM_MLS_MESSAGE = 1
 ITEM_SERVER_NOTICE = 2
-ITEM_TYPES = (ITEM_MLS_MESSAGE, ITEM_SERVER_NOTICE)
+ITEM_SEALED_NOTICE = 3  # a SignedNotice sealed under the group key (sealed_notice.py)
+ITEM_TYPES = (ITEM_MLS_MESSAGE, ITEM_SERVER_NOTICE, ITEM_SEALED_NOTICE)
 
 
 def encode_queue_item(
@@ -39,11 +40,11 @@ def encode_queue_item(
 
 @dataclass(frozen=True, slots=True)
 class QueueItem:
-    item_type: int  # ITEM_MLS_MESSAGE or ITEM_SERVER_NOTICE
+    item_type: int  # ITEM_MLS_MESSAGE, ITEM_SERVER_NOTICE or ITEM_SEALED_NOTICE
     group_id: bytes
     group_seq: int
     policy: str  # "" when the member set none
-    body: bytes  # an MLSMessage (item type 1) or a SignedNotice (item type 2)
+    body: bytes  # an MLSMessage (1), a SignedNotice (2) or a sealed one (3)
 
     @classmethod
     def decode(cls, payload: bytes) -> QueueItem:
