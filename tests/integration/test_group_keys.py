@@ -186,10 +186,25 @@ async def test_a_connection_request_carries_the_wrap_to_the_responder(
     assert request["group_key_wrap"] == wrap
 
 
+async def test_listing_groups_names_only_groups_without_a_key(http: httpx.AsyncClient) -> None:
+    # The DS holds no key at rest: a keyed group's members are opened only with its key, so no
+    # request can find it by member. A group made without a key is listed.
+    alice = await _member(http, "gk-alice")
+    keyed, _ = await _keyed_group(http, alice)
+    unkeyed, r = await create_group(http, alice)
+    assert r.status_code == 201, r.text
+    r = await http.get("/v1/groups", headers=alice.headers)
+    assert r.status_code == 200, r.text
+    assert [g["group_id"] for g in r.json()["groups"]] == [b64u(unkeyed)]
+    r = await http.get(f"/v1/groups/{b64u(keyed)}", headers=alice.headers)
+    _problem(r, 403, "group_key_required")
+
+
 async def test_listing_groups_is_rate_limited_per_client(http: httpx.AsyncClient) -> None:
-    # Answering opens every sealed member row of the server: a client may ask 30 times a minute.
+    # Answering opens every sealed member row of the unkeyed groups: 30 times a minute.
     alice, bob = await _member(http, "gk-alice"), await _member(http, "gk-bob")
-    gid, _ = await _keyed_group(http, alice)
+    gid, r = await create_group(http, alice)
+    assert r.status_code == 201, r.text
     for _ in range(30):
         r = await http.get("/v1/groups", headers=alice.headers)
         assert r.status_code == 200, r.text

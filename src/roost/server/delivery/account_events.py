@@ -1,10 +1,12 @@
-"""The account-events consumer: when the AS deletes a client or user (here, or on a member's
-own server), mark its leaves gone and issue the server's Remove proposals; send signed notices
-of deleted users and changed display names; prune old idempotency records. Members of domains
-the operator forgot take the same path (``forgotten_domains.py``, run from this loop).
+"""The account-events consumer: the AS's deletions and display-name changes (here, or on a
+member's own server) and the domains the operator forgot (``forgotten_domains.py``) go into the
+DS's log of group events, which every group applies when the DS can open it
+(``group_events.py``: leaves gone, the server's Remove proposals, signed notices); old
+idempotency records and events every group has seen are pruned.
 
 One background task, woken by the AS's deletion hooks (and after a commit that leaves gone
-leaves behind: their Removes are issued again for the new epoch).
+leaves behind: their Removes are issued again for the new epoch), and once a second to apply
+events another process logged.
 """
 
 from __future__ import annotations
@@ -19,16 +21,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from roost.protocol.base64url import b64u
-from roost.protocol.queue_item import ITEM_SERVER_NOTICE
-
 from ..auth.service import AuthService
 from ..store import Database
-from .external_sender import ExternalSender
-from .fanout import Fanout
-from .group_store import GroupStore, Member
+from .group_events import GroupEvents
+from .group_store import GroupStore
 from .send_writer import SEND_ID_RETENTION
-from .succession import AdminSuccession
 from .tables import ds_groups, ds_members, ds_sends
 
 # pg_advisory_lock key of the account-events consumer (any fixed 64-bit value of our own).
@@ -44,22 +41,18 @@ class AccountEvents:
         db: Database,
         auth: AuthService,
         store: GroupStore,
-        external_sender: ExternalSender,
-        fanout: Fanout,
-        succession: AdminSuccession,
+        events: GroupEvents,
         issue_removes: Callable[[bytes], Awaitable[int]],
         clock: Callable[[], float] = time.time,
-        sweep_forgotten: Callable[[], Awaitable[set[bytes]]] | None = None,
+        sweep_forgotten: Callable[[], Awaitable[set[str]]] | None = None,
     ) -> None:
         self.db = db
         self.auth = auth
         self.store = store
-        self.external_sender = external_sender
-        self.fanout = fanout
-        self.succession = succession
+        self.events = events
         self.issue_removes = issue_removes
         self.clock = clock
-        # Members of domains the operator forgot leave too (forgotten_domains.py).
+        # The domains the operator newly forgot: their members leave (forgotten_domains.py).
         self.sweep_forgotten = sweep_forgotten
         self._wake = asyncio.Event()
         # One consumer of the account-event outbox at a time (the background task, tests).
@@ -122,22 +115,31 @@ class AccountEvents:
                 log.exception("processing account events failed")
 
     async def prune(self) -> int:
-        """Delete idempotency records older than the retention (they only answer retries)."""
+        """Delete idempotency records older than the retention (they only answer retries) and
+        the group events every group has seen."""
         self._last_prune = self.clock()
         async with self.db.transaction() as conn:
             result = await conn.execute(
                 sa.delete(ds_sends).where(ds_sends.c.created_at < self.now() - SEND_ID_RETENTION)
             )
+        await self.events.prune()
         return result.rowcount or 0
 
     async def process(self) -> int:
-        """Consume the AS outbox: mark deleted clients gone, issue Remove proposals, notices.
+        """Hand the AS's events (and newly forgotten domains) over to the DS's log, then bring
+        every group this process can open up to date and issue outstanding Removes.
 
-        One consumer at a time: a lock within the process, and on PostgreSQL an advisory lock
-        across the processes sharing the database (a process that does not get it leaves the
-        events to the one that holds it), so no event yields two Removes or two notices."""
-        async with self._lock, self._consumer() as mine:
-            return await self._process() if mine else 0
+        One consumer of the AS's outbox at a time: a lock within the process, and on PostgreSQL
+        an advisory lock across the processes sharing the database (a process that does not get
+        it leaves the handing over to the one that holds it), so no event is logged twice.
+        Applying the log is safe from any process (``GroupEvents`` checks each group's place
+        under its row lock)."""
+        async with self._lock:
+            async with self._consumer() as mine:
+                done = await self._hand_over() if mine else 0
+            await self.events.catch_up_openable()
+            await self._outstanding_removes()
+        return done
 
     @contextlib.asynccontextmanager
     async def _consumer(self) -> AsyncIterator[bool]:
@@ -154,139 +156,60 @@ class AccountEvents:
             ).scalar()
             yield bool(got)
 
-    async def _process(self) -> int:
+    async def _hand_over(self) -> int:
         done = 0
         while True:
             events = await self.auth.pending_account_events()
             if not events:
                 break
-            touched: set[bytes] = set()
-            for ev in events:
-                payload = json.loads(ev.payload)
-                if ev.event_type == "client_removed":
-                    touched |= await self._clients_gone([payload["client_id"]])
-                elif ev.event_type == "user_deleted":
-                    touched |= await self._clients_gone(payload.get("client_ids", []))
-                    await self._user_notice(
-                        ev.user_id,
-                        {
-                            "type": "user_deleted",
-                            "user_id": ev.user_id,
-                            "client_ids": payload.get("client_ids", []),
-                        },
-                        drop_roles=True,
-                    )
-                elif ev.event_type == "display_name_changed":
-                    await self._user_notice(
-                        ev.user_id,
-                        {
-                            "type": "display_name_changed",
-                            "user_id": ev.user_id,
-                            "display_name": payload.get("display_name"),
-                        },
-                    )
+            async with self.db.transaction() as conn:
+                for ev in events:
+                    logged = _group_event(ev.event_type, ev.user_id, json.loads(ev.payload))
+                    if logged is not None:
+                        await self.events.log(conn, logged)
             await self.auth.drop_account_events([ev.id for ev in events])
             done += len(events)
-            for gid in touched:
-                await self.issue_removes(gid)
         if self.sweep_forgotten is not None:
-            await self.sweep_forgotten()  # their Removes are issued just below
-        # Groups whose outstanding Removes were dropped by a commit get them again.
-        async with self.db.engine.connect() as conn:
-            pending = [
-                r.group_id
-                for r in await conn.execute(
-                    sa.select(ds_members.c.group_id).where(ds_members.c.gone.is_(True)).distinct()
-                )
-            ]
-        for gid in pending:
-            await self.issue_removes(gid)
+            domains = await self.sweep_forgotten()
+            if domains:
+                async with self.db.transaction() as conn:
+                    for domain in sorted(domains):
+                        await self.events.log(conn, {"type": "domain_forgotten", "domain": domain})
         return done
 
-    async def _clients_gone(self, client_ids: list[str]) -> set[bytes]:
-        # Matched on user id AND client uuid: an event from another domain names only that
-        # domain's users, so it cannot reach a member of a third domain by its client uuid.
-        owners = {(user_id, uuid) for user_id, _, uuid in (c.rpartition("/") for c in client_ids)}
-        if not owners:
-            return set()
-
-        def named(m: Member) -> bool:
-            return (m.user_id, m.client_uuid) in owners
-
+    async def _outstanding_removes(self) -> None:
+        """Groups whose outstanding Removes were dropped by a commit get them again."""
         async with self.db.engine.connect() as conn:
-            candidates = await self.store.groups_with(conn, lambda m: not m.gone and named(m))
-            # The homeserver's keys for their suites, loaded before the write transaction
-            # (loading one may write).
-            suites = {(await self.store.group(conn, gid)).cipher_suite for gid in candidates}
-        keys = {suite: await self.external_sender.key(suite) for suite in sorted(suites)}
-        gids: set[bytes] = set()
-        async with self.db.transaction() as conn:
-            for gid in candidates:  # group rows first, in order
-                if not await self.store.mark_gone(conn, gid, named):
-                    continue
-                gids.add(gid)
-                # A group whose admins had no other live leaf gets its longest-standing member.
-                row = await self.store.group(conn, gid)
-                await self.succession.keep_admin_in(
-                    conn,
-                    gid,
-                    keys[row.cipher_suite],
-                    await self.store.members(conn, gid),
-                    await self.store.roles(conn, gid),
-                )
-        return gids
-
-    async def _user_notice(
-        self, user_id: str, notice: dict[str, object], drop_roles: bool = False
-    ) -> None:
-        async with self.db.engine.connect() as conn:
-            gids = await self.store.groups_with(conn, lambda m: m.user_id == user_id)
-        for gid in gids:
-            async with self.db.engine.connect() as conn:
-                row = await self.store.find_group(conn, gid)
-            if row is None:
-                continue
-            signed = await self.external_sender.signed_notice(
-                row.cipher_suite, {**notice, "group_id": b64u(gid), "at": self.now()}
-            )
-            key = await self.external_sender.key(row.cipher_suite)
-            async with self.db.transaction() as conn:
-                # Dropping roles changes what a group snapshot pairs with the row.
-                sent = await notice_in(conn, self.store, self.fanout, gid, signed, drop_roles)
-                if sent and drop_roles:
-                    await self.store.set_role(conn, gid, user_id, None)
-                    # Normally the user's leaves went first (and a successor with them); a leaf
-                    # the event did not name must not make the deleted user the successor.
-                    members = await self.store.members(conn, gid)
-                    await self.succession.keep_admin_in(
-                        conn,
-                        gid,
-                        key,
-                        [m for m in members if m.user_id != user_id],
-                        await self.store.roles(conn, gid),
+            rows = (
+                await conn.execute(
+                    sa.select(ds_groups.c.id, ds_groups.c.key_check, ds_groups.c.key_sealed).where(
+                        ds_groups.c.id.in_(
+                            sa.select(ds_members.c.group_id).where(ds_members.c.gone.is_(True))
+                        )
                     )
+                )
+            ).all()
+        for r in rows:
+            if self.store.can_open(r.id, r.key_check, r.key_sealed):
+                await self.issue_removes(r.id)
 
 
-async def notice_in(
-    conn: AsyncConnection,
-    store: GroupStore,
-    fanout: Fanout,
-    group_id: bytes,
-    signed: bytes,
-    bump_rev: bool = False,
-) -> bool:
-    """A signed server notice to the group's members that are not gone, as the group's next
-    item, in the caller's transaction; False if the group is gone."""
-    seq = (
-        await conn.execute(
-            sa.update(ds_groups)
-            .where(ds_groups.c.id == group_id)
-            .values(last_seq=ds_groups.c.last_seq + 1, rev=ds_groups.c.rev + int(bump_rev))
-            .returning(ds_groups.c.last_seq)
-        )
-    ).scalar_one_or_none()
-    if seq is None:
-        return False
-    members = await store.members(conn, group_id)
-    await fanout.fanout(conn, group_id, seq, ITEM_SERVER_NOTICE, signed, members)
-    return True
+def _group_event(
+    event_type: str, user_id: str, payload: dict[str, object]
+) -> dict[str, object] | None:
+    """The DS log's entry for one AS account event."""
+    if event_type == "client_removed":
+        return {"type": "clients_gone", "client_ids": [payload["client_id"]]}
+    if event_type == "user_deleted":
+        return {
+            "type": "user_deleted",
+            "user_id": user_id,
+            "client_ids": payload.get("client_ids", []),
+        }
+    if event_type == "display_name_changed":
+        return {
+            "type": "display_name_changed",
+            "user_id": user_id,
+            "display_name": payload.get("display_name"),
+        }
+    return None

@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import b64u
-from roost.protocol.queue_item import ITEM_SERVER_NOTICE
 
 from ..auth.service import Principal
 from ..errors import Problem
@@ -106,5 +105,7 @@ class GroupAdmin:
             members = [
                 m for m in await self.store.members(conn, group_id) if m.queue_id is not None
             ]
-            await self.fanout.fanout(conn, group_id, seq, ITEM_SERVER_NOTICE, notice, members)
+            await self.fanout.fanout(
+                conn, group_id, seq, *self.store.notice_item(group_id, notice), members
+            )
             await self.store.delete_group_rows(conn, group_id)

@@ -9,27 +9,39 @@ and a group (docs/privacy.md, "The Delivery Service's state").
 - The group's MLS state (the observer's tree, whose credentials name every member) and its
   latest GroupInfo are sealed bound to the group.
 
-The keys derive from the server's seal key file (``seal_key.py``), outside the database: a copy
-of the database cannot open any of it; the operator, who holds the file, can.
+For a group made with a group key, every seal and reference is made under keys derived from the
+group key and the server's seal key file together (``group_keyring.py``): the DS opens them only
+while it holds the group key, learnt from a member's request; the operator, who holds the file,
+cannot. A group made without a key (and a keyed group's rows until the DS first sees its key,
+``GroupStore.require_key``) uses keys derived from the file alone, outside the database: a copy
+of the database cannot open them; the operator can.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import secrets
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from hashlib import sha256
+
+from cryptography.exceptions import InvalidTag
 
 from roost.protocol.base64url import b64u, unb64u
 
 from ..seal import Seal
 from ..seal_key import SealKeyFile
+from .group_keyring import GroupKeyring, GroupSecrets
 
 USER_REF_BYTES = 32
 
 
 class SealBroken(Exception):
-    """A seal that does not open under this server's key (another key file, or damage)."""
+    """A seal that does not open: a keyed group whose key this process does not hold, another
+    key file, or damage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +55,53 @@ class MemberIds:
     policy: str | None
 
 
+_LABEL = b"roost ds state seal v1"
+_NONCE = 12
+# The group being resealed under its key by this task (``AtRest.resealing``): other tasks
+# keep using the old seals until that transaction committed.
+_RESEALING: ContextVar[tuple[bytes, GroupSecrets] | None] = ContextVar("resealing", default=None)
+
+
 class AtRest:
-    def __init__(self, key_file: SealKeyFile) -> None:
-        self._seal = Seal(key_file, b"roost ds state seal v1")
+    def __init__(self, key_file: SealKeyFile, keyring: GroupKeyring | None = None) -> None:
+        """``keyring``: the group keys held (none: only what the file alone opens)."""
+        self._seal = Seal(key_file, _LABEL)
         self._key_file = key_file
+        self.keyring = keyring or GroupKeyring(key_file)
         self._ref_key: bytes | None = None  # derived on first use: start-up reads no file
 
-    def _sealed(self, plaintext: bytes, bound_to: bytes) -> bytes:
-        return self._seal.seal_bytes(plaintext, bound_to)
+    def held(self, group_id: bytes) -> GroupSecrets | None:
+        """The group's key, if this process holds it (or this task is resealing the group)."""
+        resealing = _RESEALING.get()
+        if resealing is not None and resealing[0] == group_id:
+            return resealing[1]
+        return self.keyring.get(group_id)
 
-    def _open(self, sealed: bytes, bound_to: bytes) -> bytes:
+    @contextlib.contextmanager
+    def resealing(self, group_id: bytes, secrets_: GroupSecrets) -> Iterator[None]:
+        """Within the block (this task only), seal and reference the group under its key."""
+        token = _RESEALING.set((group_id, secrets_))
+        try:
+            yield
+        finally:
+            _RESEALING.reset(token)
+
+    def _sealed(self, group_id: bytes, plaintext: bytes, bound_to: bytes) -> bytes:
+        held = self.held(group_id)
+        if held is None:
+            return self._seal.seal_bytes(plaintext, bound_to)
+        nonce = secrets.token_bytes(_NONCE)
+        return nonce + held.state_cipher.encrypt(nonce, plaintext, _LABEL + bound_to)
+
+    def _open(self, group_id: bytes, sealed: bytes, bound_to: bytes) -> bytes:
+        held = self.held(group_id)
+        if held is not None:
+            try:
+                return held.state_cipher.decrypt(
+                    sealed[:_NONCE], sealed[_NONCE:], _LABEL + bound_to
+                )
+            except (InvalidTag, ValueError):
+                pass  # sealed before the DS first saw the group's key
         raw = self._seal.open_bytes(sealed, bound_to)
         if raw is None:
             raise SealBroken
@@ -69,11 +118,11 @@ class AtRest:
             ids.policy,
         ]
         raw = json.dumps(doc, separators=(",", ":")).encode()
-        return self._sealed(raw, _member_aad(group_id, leaf_index))
+        return self._sealed(group_id, raw, _member_aad(group_id, leaf_index))
 
     def open_member(self, group_id: bytes, leaf_index: int, sealed: bytes) -> MemberIds:
         client_uuid, user_id, queue_id, queue_domain, policy = json.loads(
-            self._open(sealed, _member_aad(group_id, leaf_index))
+            self._open(group_id, sealed, _member_aad(group_id, leaf_index))
         )
         return MemberIds(
             client_uuid,
@@ -85,31 +134,38 @@ class AtRest:
 
     # ---- role rows --------------------------------------------------------------------------
 
-    def user_ref(self, group_id: bytes, user_id: str) -> bytes:
-        if self._ref_key is None:
-            self._ref_key = self._key_file.derive(b"roost ds user ref v1")
+    def user_ref(self, group_id: bytes, user_id: str, server_key: bool = False) -> bytes:
+        """``server_key``: the reference made without the group key (rows written before the
+        DS first saw it)."""
+        held = None if server_key else self.held(group_id)
+        if held is not None:
+            ref_key = held.ref_key
+        else:
+            if self._ref_key is None:
+                self._ref_key = self._key_file.derive(b"roost ds user ref v1")
+            ref_key = self._ref_key
         msg = len(group_id).to_bytes(2, "big") + group_id + user_id.encode()
-        return hmac.new(self._ref_key, msg, sha256).digest()
+        return hmac.new(ref_key, msg, sha256).digest()
 
     def seal_user(self, group_id: bytes, user_id: str) -> bytes:
-        return self._sealed(user_id.encode(), b"role|" + group_id)
+        return self._sealed(group_id, user_id.encode(), b"role|" + group_id)
 
     def open_user(self, group_id: bytes, sealed: bytes) -> str:
-        return self._open(sealed, b"role|" + group_id).decode()
+        return self._open(group_id, sealed, b"role|" + group_id).decode()
 
     # ---- the group's MLS state and GroupInfo -------------------------------------------------
 
     def seal_state(self, group_id: bytes, state: bytes) -> bytes:
-        return self._sealed(state, b"state|" + group_id)
+        return self._sealed(group_id, state, b"state|" + group_id)
 
     def open_state(self, group_id: bytes, sealed: bytes) -> bytes:
-        return self._open(sealed, b"state|" + group_id)
+        return self._open(group_id, sealed, b"state|" + group_id)
 
     def seal_group_info(self, group_id: bytes, group_info: bytes) -> bytes:
-        return self._sealed(group_info, b"group_info|" + group_id)
+        return self._sealed(group_id, group_info, b"group_info|" + group_id)
 
     def open_group_info(self, group_id: bytes, sealed: bytes) -> bytes:
-        return self._open(sealed, b"group_info|" + group_id)
+        return self._open(group_id, sealed, b"group_info|" + group_id)
 
 
 def _member_aad(group_id: bytes, leaf_index: int) -> bytes:

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import b64u
+from roost.protocol.queue_item import ITEM_SEALED_NOTICE, ITEM_SERVER_NOTICE
+from roost.protocol.sealed_notice import seal_notice
 
 from ..errors import Problem
 from ..store import Database
-from .at_rest import AtRest, MemberIds
+from .at_rest import AtRest, MemberIds, SealBroken
 from .group_key import key_refusal
+from .group_keyring import GroupSecrets
 from .tables import ds_groups, ds_held, ds_members, ds_roles, ds_sends
 
 MEMBER_CACHE_SIZE = 10_000
@@ -112,6 +115,9 @@ class GroupStore:
         self._member_cache: OrderedDict[bytes, tuple[int, list[Member], bytes | None]] = (
             OrderedDict()
         )
+        # Called once this process holds a group's key (the group's pending events, which it
+        # could not apply before: group_events.py). Set by the service.
+        self.on_key_learned: Callable[[bytes], Awaitable[None]] | None = None
 
     async def group(self, conn: AsyncConnection, group_id: bytes) -> sa.Row:
         row = (await conn.execute(sa.select(ds_groups).where(ds_groups.c.id == group_id))).first()
@@ -266,11 +272,20 @@ class GroupStore:
             self._member_cache.popitem(last=False)
 
     async def require_key(self, group_id: bytes, group_key: bytes | None) -> None:
-        """404 for no such group; 403 unless ``group_key`` is the group's (group_key.py)."""
+        """404 for no such group; 403 unless ``group_key`` is the group's (group_key.py). A key
+        that matches is held in memory from then on (the group's rows open with it, at_rest.py)."""
+        keyring = self.at_rest.keyring
+        if keyring.holds(group_id, group_key):
+            return
+        hit = self._member_cache.get(group_id)
+        if hit is not None and hit[2] is None:
+            return  # a group made without a key (a group's check value never changes)
         async with self.db.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(ds_groups.c.key_check).where(ds_groups.c.id == group_id)
+                    sa.select(ds_groups.c.key_check, ds_groups.c.key_sealed).where(
+                        ds_groups.c.id == group_id
+                    )
                 )
             ).first()
         if row is None:
@@ -278,6 +293,53 @@ class GroupStore:
         refusal = key_refusal(row.key_check, group_key)
         if refusal is not None:
             raise refusal
+        if group_key is None:
+            return  # a group made without a key
+        secrets_ = keyring.derive(group_id, group_key)
+        if not row.key_sealed:
+            await self._reseal(group_id, secrets_)
+        keyring.remember(group_id, secrets_)
+        if self.on_key_learned is not None:
+            await self.on_key_learned(group_id)
+
+    def held_key(self, group_id: bytes, group_key: bytes) -> None:
+        """Hold the key of a group being created with it (its rows are sealed under it)."""
+        self.at_rest.keyring.remember(group_id, self.at_rest.keyring.derive(group_id, group_key))
+
+    async def _reseal(self, group_id: bytes, secrets_: GroupSecrets) -> None:
+        """A keyed group stored before the DS held its key (sealed under the file's keys alone):
+        seal its rows under the group key, once."""
+        async with self.db.transaction() as conn:
+            await self.bump_rev(conn, group_id)  # locks the group row
+            row = await self.find_group(conn, group_id)
+            if row is None or row.key_sealed:
+                return  # deleted, or another process was first
+            members = await self.members(conn, group_id)
+            roles = await self.roles(conn, group_id)
+            state, group_info = self.state_of(row), self.group_info_of(row)
+            with self.at_rest.resealing(group_id, secrets_):
+                for m in members:
+                    await self.update_member(conn, group_id, m)
+                await conn.execute(sa.delete(ds_roles).where(ds_roles.c.group_id == group_id))
+                for user_id, role in roles.items():
+                    await self.set_role(conn, group_id, user_id, role)
+                await conn.execute(
+                    sa.update(ds_groups)
+                    .where(ds_groups.c.id == group_id)
+                    .values(key_sealed=True, **self.sealed_state(group_id, state, group_info))
+                )
+
+    def notice_item(self, group_id: bytes, signed: bytes) -> tuple[int, bytes]:
+        """A signed server notice as the queue item the group's members get: sealed under the
+        group key when the DS holds it (sealed_notice.py), else as it is."""
+        held = self.at_rest.held(group_id)
+        if held is None:
+            return ITEM_SERVER_NOTICE, signed
+        return ITEM_SEALED_NOTICE, seal_notice(held.group_key, group_id, signed)
+
+    def can_open(self, group_id: bytes, key_check: bytes | None, key_sealed: bool) -> bool:
+        """Whether this process can open the group's rows now."""
+        return key_check is None or not key_sealed or self.at_rest.held(group_id) is not None
 
     async def view(
         self, conn: AsyncConnection, row: sa.Row, client: tuple[str, str] | None
@@ -301,14 +363,25 @@ class GroupStore:
             sa.update(ds_groups).where(ds_groups.c.id == group_id).values(rev=ds_groups.c.rev + 1)
         )
 
-    async def groups_with(
+    async def unkeyed_groups_with(
         self, conn: AsyncConnection, which: Callable[[Member], bool]
     ) -> list[bytes]:
-        """The groups with a leaf (gone or not) that ``which`` selects. No column names a
-        leaf's client or user, so every leaf is opened: a scan, for rare events (a client or
-        account deleted, a domain forgotten, the list of a client's groups)."""
-        rows = await conn.execute(sa.select(*_MEMBER_COLUMNS))
-        return sorted({r.group_id for r in rows if which(self._member(*r))})
+        """The groups made without a group key with a leaf (gone or not) that ``which``
+        selects. No column names a leaf's client or user, so every leaf is opened: a scan, for
+        rare requests. Keyed groups open only with their key: nothing can list them."""
+        rows = await conn.execute(
+            sa.select(*_MEMBER_COLUMNS)
+            .join(ds_groups, ds_groups.c.id == ds_members.c.group_id)
+            .where(ds_groups.c.key_check.is_(None))
+        )
+        found = set()
+        for r in rows:
+            try:
+                if which(self._member(*r)):
+                    found.add(r.group_id)
+            except SealBroken:  # another key file's seal (a restored copy): not ours to list
+                continue
+        return sorted(found)
 
     async def mark_gone(
         self, conn: AsyncConnection, group_id: bytes, which: Callable[[Member], bool]
@@ -363,9 +436,10 @@ class GroupStore:
     async def groups_of_client(
         self, conn: AsyncConnection, client_uuid: str, user_id: str
     ) -> list[bytes]:
-        """The groups the client joined: a leaf not joined yet (no queue registered, e.g. under
-        a connection request not accepted yet) is not listed (a scan, see ``groups_with``)."""
-        return await self.groups_with(
+        """The groups made without a key the client joined: a leaf not joined yet (no queue
+        registered, e.g. under a connection request not accepted yet) is not listed (a scan,
+        see ``unkeyed_groups_with``)."""
+        return await self.unkeyed_groups_with(
             conn,
             lambda m: (
                 m.client_uuid == client_uuid

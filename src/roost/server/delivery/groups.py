@@ -24,6 +24,7 @@ from .credentials import Credentials
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .federation_port import RemotePrincipal
+from .group_events import latest_event
 from .group_info_check import check_extensions_of
 from .group_key import key_check
 from .group_store import GroupStore, GroupView, Member, check_group_id, leaf_of
@@ -87,6 +88,8 @@ class Groups:
         if client_uuid != p.client_uuid:
             raise Problem(422, "credential_mismatch", "the creator's leaf is not the caller")
         await self.external_sender.require_in(obs)
+        if group_key is not None:
+            self.store.held_key(group_id, group_key)  # its rows are sealed under it
         async with self.db.transaction() as conn:
             await self.queues.check_key(conn, queue_id, queue_key)
             exists = (
@@ -108,6 +111,9 @@ class Groups:
                     last_commit_seq=0,
                     created_at=self.now(),
                     key_check=None if group_key is None else key_check(group_key),
+                    key_sealed=group_key is not None,
+                    # Events logged before the group existed do not concern it.
+                    events_seen=await latest_event(conn),
                 )
             )
             creator = Member(leaf, client_uuid, user_id, queue_id, None, False, None, 0)

@@ -54,6 +54,8 @@ from .external_sender import ExternalSender
 from .fanout import Fanout
 from .federation_port import DsFederation, RemotePrincipal
 from .forgotten_domains import ForgottenDomains
+from .group_events import GroupEvents
+from .group_keyring import GroupKeyring
 from .group_store import GroupStore, GroupView
 from .groups import Groups
 from .keys import ServerKey, ServerKeys
@@ -84,7 +86,7 @@ class DeliveryService:
         self.domain = config.home_domain
         self.clock = clock
         keys = ServerKeys(db, lambda: auth.ca, clock)  # type: ignore[arg-type, return-value]
-        self.store = GroupStore(db, AtRest(seal_key))
+        self.store = GroupStore(db, AtRest(seal_key, GroupKeyring(seal_key)))
         self.credentials = Credentials(self.domain, auth, federation, clock)
         self.external_sender_keys = ExternalSender(keys)
         self.add_rule = AddRule(db, self.domain, auth, connections, self.store)
@@ -103,23 +105,25 @@ class DeliveryService:
         self.proposals = Proposals(
             db, self.store, self.credentials, self.external_sender_keys, self.add_rule, fanout
         )
-        forgotten = (
-            None
-            if federation is None
-            else ForgottenDomains(
-                db, federation, self.store, self.external_sender_keys, fanout, succession, clock
-            )
-        )
-        self.account_events = AccountEvents(
+        self.group_events = GroupEvents(
             db,
-            auth,
+            seal_key,
             self.store,
             self.external_sender_keys,
             fanout,
             succession,
             self.proposals.issue_removes,
             clock,
-            sweep_forgotten=None if forgotten is None else forgotten.process,
+        )
+        self.store.on_key_learned = self._key_learned
+        self.account_events = AccountEvents(
+            db,
+            auth,
+            self.store,
+            self.group_events,
+            self.proposals.issue_removes,
+            clock,
+            sweep_forgotten=None if federation is None else ForgottenDomains(federation).process,
         )
         self.commits = CommitPipeline(
             db,
@@ -140,6 +144,12 @@ class DeliveryService:
 
     def now(self) -> int:
         return int(self.clock())
+
+    async def _key_learned(self, group_id: bytes) -> None:
+        """The first request with a group's key since this process started (or evicted it):
+        what the group could not be given without it, before the request is served."""
+        await self.group_events.catch_up(group_id)
+        await self.proposals.issue_removes(group_id)
 
     # ---- groups ---------------------------------------------------------------------------------
 
@@ -218,6 +228,7 @@ class DeliveryService:
         group_key: bytes | None = None,
     ) -> int:
         header = read_app_header(body, group_id)
+        await self.store.require_key(group_id, group_key)
         return await self.sends.submit(p, group_id, message_id, header, body, group_key)
 
     # ---- administration -------------------------------------------------------------------------

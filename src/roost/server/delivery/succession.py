@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.protocol.base64url import b64u
-from roost.protocol.queue_item import ITEM_SERVER_NOTICE
 from roost.protocol.signed_notice import sign_notice
 
 from .fanout import Fanout
@@ -73,5 +72,7 @@ class AdminSuccession:
                 "at": self.now(),
             },
         )
-        await self.fanout.fanout(conn, group_id, seq, ITEM_SERVER_NOTICE, notice, members)
+        await self.fanout.fanout(
+            conn, group_id, seq, *self.store.notice_item(group_id, notice), members
+        )
         return user_id

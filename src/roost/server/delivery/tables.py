@@ -29,6 +29,21 @@ ds_groups = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     # The group key's check value (group_key.py); NULL: a group made without a key.
     sa.Column("key_check", sa.LargeBinary(32), nullable=True),
+    # A keyed group's rows are sealed under its group key (at_rest.py); false until the DS
+    # first saw the key of a group stored before it could (GroupStore.require_key).
+    sa.Column("key_sealed", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The last ds_group_events entry applied to this group (group_events.py).
+    sa.Column("events_seen", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# Deletions, display-name changes and forgotten domains, sealed, kept until every group has
+# seen them: the DS applies them to a group when it can open it (group_events.py).
+ds_group_events = sa.Table(
+    "ds_group_events",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
 )
 
 # One row per leaf. Who the leaf is (client, user), its queue reference and push policy are one
