@@ -6,10 +6,12 @@ Every way into a group brings its key through the server: an invitee unwraps it 
 new device from its Welcome; an external join and a resync present the key the client holds
 (given as ``<group>#<key>`` to the CLI), also after a restart of the client from its home.
 A client without the key gets ``group_key_required``, one with another group's key
-``wrong_group_key``; a Welcome whose wrap does not open fails that Welcome, not the client."""
+``wrong_group_key``; a Welcome whose wrap does not open fails that Welcome, not the client.
+A server notice sealed under the group key opens with it and reads as the notice in the clear."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -18,6 +20,13 @@ import pytest
 from roost.client import Home, RoostClient, RoostError
 from roost.client.group_key import GROUP_KEY_WRAP_HEADER, new_group_key, wrap_group_key
 from roost.protocol.base64url import b64u, unb64u
+from roost.protocol.queue_item import (
+    ITEM_SEALED_NOTICE,
+    ITEM_SERVER_NOTICE,
+    QueueItem,
+    encode_queue_item,
+)
+from roost.protocol.sealed_notice import open_notice, seal_notice
 from tests.integration.conftest import unique_name
 from tests.integration.test_cli import Cli
 
@@ -226,6 +235,74 @@ async def test_a_wrap_made_under_another_key_fails_that_welcome_only(users):
     assert [e.kind for e in await bob.sync()] == ["joined"]
     assert bob.groups.group_key(other) == alice.groups.group_key(other)
     await _reads(alice, other, bob, "this one worked")
+
+
+async def _server_notice(m: Member, gid: bytes) -> tuple[int, QueueItem, bytes]:
+    """The next server notice in ``m``'s queue of ``gid``, unprocessed: its seq, the item as the
+    DS queued it and the encoded SignedNotice in it (opened with the key if it came sealed)."""
+    queue = m.groups.queue_of(gid)
+    assert queue is not None
+    for _ in range(100):  # the DS fans a notice out in the background
+        page = await m.client.fetch_queue(queue, m.groups.store.cursors.after(gid))
+        for msg in page.messages:
+            item = QueueItem.decode(msg.payload)
+            if item.item_type == ITEM_SERVER_NOTICE:
+                return msg.seq, item, item.body
+            if item.item_type == ITEM_SEALED_NOTICE:
+                key = m.groups.group_key(gid)
+                assert key is not None
+                signed = open_notice(key, gid, item.body)
+                assert signed is not None
+                return msg.seq, item, signed
+        await asyncio.sleep(0.1)
+    raise AssertionError("no server notice reached the queue")
+
+
+async def test_a_notice_sealed_under_the_group_key_reads_as_the_notice_another_key_is_refused(
+    users,
+):
+    """Queue item type 3: a member opens it with the group's key and verifies the notice in it
+    as one in the clear; sealed under another key, or for a group whose key it does not hold,
+    it is refused with a reason and nothing of it is shown."""
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    key = alice.groups.group_key(gid)
+    assert key is not None
+    await alice.groups.invite(gid, [bob.user_id])
+    await bob.sync()
+    await bob.client.set_display_name("Robert")
+    seq, item, signed = await _server_notice(alice, gid)
+    queue = alice.groups.queue_of(gid)
+    assert queue is not None
+
+    def sealed(under: bytes, group_id: bytes = gid) -> bytes:
+        body = seal_notice(under, group_id, signed)
+        return encode_queue_item(group_id, item.group_seq, b"", ITEM_SEALED_NOTICE, body)
+
+    def clear() -> bytes:
+        return encode_queue_item(gid, item.group_seq, b"", ITEM_SERVER_NOTICE, signed)
+
+    other = b"no-key@" + gid.rpartition(b"@")[2]  # a group alice holds no key for
+    wrong, no_key, in_clear, right = await alice.groups.handle_queue_messages(
+        [
+            (seq, sealed(new_group_key())),
+            (seq + 1, sealed(key, other)),
+            (seq + 2, clear()),
+            (seq + 3, sealed(key)),
+        ],
+        queue_id=queue.id,
+    )
+    assert (wrong.kind, wrong.group_id, wrong.notice) == ("rejected", gid, None)
+    assert wrong.text == "unverified server notice: it is sealed under another key than the group's"
+    assert (no_key.kind, no_key.group_id) == ("rejected", other)
+    assert no_key.text == "unverified server notice: it is sealed and we hold no key for its group"
+    assert in_clear.kind == right.kind == "notice"
+    assert right.notice == in_clear.notice
+    assert (right.notice["type"], right.notice["user_id"]) == ("display_name_changed", bob.user_id)
+    assert right.text == in_clear.text == f"{bob.user_id} is now called 'Robert'"
+    assert b64u(key) not in wrong.text + no_key.text
 
 
 def test_the_cli_joins_with_group_hash_key_and_refuses_without_it(server, tmp_path):

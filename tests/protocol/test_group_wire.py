@@ -15,6 +15,7 @@ from roost.protocol.commit_bundle import CommitBundle, decode_commit_bundle, enc
 from roost.protocol.group_state import GroupState, decode_group_state, encode_group_state
 from roost.protocol.queue_item import (
     ITEM_MLS_MESSAGE,
+    ITEM_SEALED_NOTICE,
     ITEM_SERVER_NOTICE,
     QueueItem,
     decode_queue_item,
@@ -98,7 +99,13 @@ def test_queue_item_decode_and_errors():
     item = QueueItem.decode(_item(1, b"mls"))
     assert item == QueueItem(1, b"gid@x", 7, "mute", b"mls")
     assert decode_queue_item(_item(1, b"mls")) == item
-    for bad in (_item(3, b"x"), _item(1, b"x") + b"\x00", _item(1, b"x", b"\xff"), b""):
+    for bad in (
+        _item(4, b"x"),
+        _item(0, b"x"),
+        _item(1, b"x") + b"\x00",
+        _item(1, b"x", b"\xff"),
+        b"",
+    ):
         with pytest.raises(DecodeError):
             QueueItem.decode(bad)
 
@@ -106,7 +113,7 @@ def test_queue_item_decode_and_errors():
 def test_queue_item_one_policy_type_both_ways():
     """The server encodes the policy bytes it stores; every reader gets the same ``str``."""
     for policy in ("", "mute", "mentions", "émoji ✓"):
-        for item_type in (ITEM_MLS_MESSAGE, ITEM_SERVER_NOTICE):
+        for item_type in (ITEM_MLS_MESSAGE, ITEM_SERVER_NOTICE, ITEM_SEALED_NOTICE):
             wire = encode_queue_item(b"g@d", 2**40, policy.encode(), item_type, b"body")
             item = QueueItem.decode(wire)
             assert item == QueueItem(item_type, b"g@d", 2**40, policy, b"body")

@@ -5,6 +5,7 @@
 // and only reads what a user sees on the page (text, lists, badges), plus every request URL
 // a page made, to check that none went to another origin, and the tokens, queue keys and group
 // keys its requests and socket hellos carried.
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
 import { dirname, join } from "node:path";
@@ -49,6 +50,77 @@ const LOAD_MARKS = `(() => {
     check();
   });
 })();`;
+
+// Realtime group frames and the queue items in them (docs/api.md, "Realtime" and "What member
+// queues receive"): kind u8 (1: a group queue) || queue id (16) || { u64 seq || opaque payload }*,
+// payload = item_type u8 || opaque group_id || u64 group_seq || opaque policy || opaque body.
+function readOpaque(buf, at) {
+  const prefix = buf[at] >> 6;
+  const size = 1 << prefix;
+  let n = buf[at] & 0x3f;
+  for (let i = 1; i < size; i++) n = n * 256 + buf[at + i];
+  return [buf.subarray(at + size, at + size + n), at + size + n];
+}
+
+function opaque(bytes) {
+  const n = bytes.length;
+  const head = n < 0x40 ? Buffer.of(n) : n < 0x4000 ? Buffer.of(0x40 | (n >> 8), n & 0xff) : Buffer.of(0x80 | (n >>> 24), (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
+  return Buffer.concat([head, bytes]);
+}
+
+// A server notice sealed under a group's key (queue item type 3): nonce(12) || AES-256-GCM under
+// HKDF-SHA256(group key, no salt, "roost sealed notice v1"), aad = that label || group id.
+const SEALED_LABEL = Buffer.from("roost sealed notice v1");
+const sealedKey = (groupKey) => Buffer.from(hkdfSync("sha256", groupKey, Buffer.alloc(0), SEALED_LABEL, 32));
+
+function sealNotice(groupKey, groupId, signed) {
+  const nonce = randomBytes(12);
+  const c = createCipheriv("aes-256-gcm", sealedKey(groupKey), nonce);
+  c.setAAD(Buffer.concat([SEALED_LABEL, groupId]));
+  return Buffer.concat([nonce, c.update(signed), c.final(), c.getAuthTag()]);
+}
+
+function openNotice(groupKey, groupId, body) {
+  const d = createDecipheriv("aes-256-gcm", sealedKey(groupKey), body.subarray(0, 12));
+  d.setAAD(Buffer.concat([SEALED_LABEL, groupId]));
+  d.setAuthTag(body.subarray(body.length - 16));
+  return Buffer.concat([d.update(body.subarray(12, body.length - 16)), d.final()]);
+}
+
+// A group frame with each server notice in it replaced by `rewrite(groupId, signed, itemType)`,
+// an [item type, body] pair: `signed` is the encoded SignedNotice, opened with the group's key
+// (`keyOf(groupId)`) when it came sealed. A sealed one whose key is not known stays as it is.
+function rewriteNotices(frame, keyOf, rewrite) {
+  if (frame[0] !== 1) return frame;
+  const parts = [frame.subarray(0, 17)];
+  let at = 17;
+  while (at < frame.length) {
+    const seq = frame.subarray(at, at + 8);
+    let payload;
+    [payload, at] = readOpaque(frame, at + 8);
+    const type = payload[0];
+    if (type === 2 || type === 3) {
+      const [groupId, next] = readOpaque(payload, 1);
+      const groupSeq = payload.subarray(next, next + 8);
+      const [policy, bodyAt] = readOpaque(payload, next + 8);
+      const [body] = readOpaque(payload, bodyAt);
+      const key = keyOf(groupId);
+      if (type === 2 || key !== undefined) {
+        const [newType, newBody] = rewrite(groupId, type === 2 ? body : openNotice(key, groupId, body), type);
+        payload = Buffer.concat([Buffer.of(newType), opaque(groupId), groupSeq, opaque(policy), opaque(newBody)]);
+      }
+    }
+    parts.push(seq, opaque(payload));
+  }
+  return Buffer.concat(parts);
+}
+
+// A group's key (b64u id) as page `entry`'s requests on the group presented it, if they did.
+function groupKeyOf(entry, groupId) {
+  const path = `/v1/groups/${groupId.toString("base64url")}`;
+  const r = entry.groupRequests.find(([, p, key]) => key !== null && (p === path || p.startsWith(`${path}/`)));
+  return r === undefined ? undefined : Buffer.from(r[2], "base64url");
+}
 
 const ops = {
   async launch({ executable }) {
@@ -177,22 +249,49 @@ const ops = {
   },
 
   async tamper_notices({ name, containing }) {
-    // From now on, the realtime frames the server sends this page that contain `containing`
-    // (a notice's JSON travels as plain bytes) arrive with their last byte, the end of the
-    // notice's signature, flipped: as a forged or damaged notice would.
-    const pg = page(name);
-    await pg.routeWebSocket(/\/v1\/realtime/, (ws) => {
+    // From now on, the server notices this page's socket delivers whose JSON contains
+    // `containing` arrive with the last byte of their signature flipped, as a forged or damaged
+    // notice would; one that came sealed under its group's key is sealed again after that.
+    const entry = pages.get(name);
+    const keyOf = (groupId) => groupKeyOf(entry, groupId);
+    const tamper = (groupId, signed, type) => {
+      const out = Buffer.from(signed);
+      if (out.toString("latin1").includes(containing)) out[out.length - 1] ^= 0x01;
+      return type === 2 ? [2, out] : [3, sealNotice(keyOf(groupId), groupId, out)];
+    };
+    await entry.page.routeWebSocket(/\/v1\/realtime/, (ws) => {
       const server = ws.connectToServer();
       ws.onMessage((m) => server.send(m));
-      server.onMessage((m) => {
-        if (typeof m !== "string" && m.toString("latin1").includes(containing)) {
-          const bad = Buffer.from(m);
-          bad[bad.length - 1] ^= 0x01;
-          ws.send(bad);
-        } else ws.send(m);
-      });
+      server.onMessage((m) => ws.send(typeof m === "string" ? m : rewriteNotices(Buffer.from(m), keyOf, tamper)));
     });
     return {};
+  },
+
+  async seal_notices({ name, wrong_key_containing }) {
+    // From now on, every server notice in the realtime frames the server sends this page reaches
+    // it sealed under its group's key (queue item type 3, as the DS seals the notices of a
+    // group with a key), the key read from the page's own requests on the group; one whose
+    // notice contains `wrong_key_containing` sealed under another key. `sealed_notices` counts.
+    const entry = pages.get(name);
+    entry.sealed = { right: 0, wrong: 0 };
+    const keyOf = (groupId) => groupKeyOf(entry, groupId);
+    const seal = (groupId, signed, type) => {
+      const key = keyOf(groupId);
+      if (key === undefined) return [type, signed]; // a group without a key: in the clear
+      const wrong = signed.toString("latin1").includes(wrong_key_containing);
+      entry.sealed[wrong ? "wrong" : "right"] += 1;
+      return [3, sealNotice(wrong ? randomBytes(32) : key, groupId, signed)];
+    };
+    await entry.page.routeWebSocket(/\/v1\/realtime/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage((m) => server.send(m));
+      server.onMessage((m) => ws.send(typeof m === "string" ? m : rewriteNotices(Buffer.from(m), keyOf, seal)));
+    });
+    return {};
+  },
+
+  async sealed_notices({ name }) {
+    return pages.get(name).sealed;
   },
 
   async swap_frames({ name }) {

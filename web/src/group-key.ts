@@ -1,10 +1,10 @@
 // A group's key (docs/api.md, "Group keys"): 32 random bytes the creator picks, which the
 // Delivery Service seals the group's roster and state under and which every request on the
-// group presents. Joiners get it wrapped under an MLS exporter secret of the epoch they join.
+// group presents; server notices for the group reach its members sealed under it too. Joiners get it wrapped under an MLS exporter secret of the epoch they join.
 // The key lives only in the conversation's encrypted record and in request headers; never logged.
 import type { ClientState } from "ts-mls";
 
-import { b64u, concat, fromB64u } from "./bytes.js";
+import { b64u, concat, fromB64u, utf8 } from "./bytes.js";
 import { exportSecret } from "./mls.js";
 
 export const GROUP_KEY_HEADER = "Roost-Group-Key";
@@ -13,6 +13,7 @@ const KEY_BYTES = 32;
 const NONCE_BYTES = 12;
 const WRAP_BYTES = NONCE_BYTES + KEY_BYTES + 16; // nonce, key, AES-GCM tag
 const WRAP_LABEL = "roost group key";
+const SEALED_NOTICE_LABEL = utf8("roost sealed notice v1");
 
 /** A Welcome whose group key does not unwrap: the invitation is refused, as a bad Welcome is. */
 export class GroupKeyRefused extends Error {}
@@ -59,5 +60,23 @@ export async function unwrapGroupKey(state: ClientState, wrap: string): Promise<
     return new Uint8Array(key);
   } catch {
     throw new GroupKeyRefused("its group key does not open with the invitation's secrets");
+  }
+}
+
+/** The encoded SignedNotice of a server notice the DS sealed under the group's key (queue item
+ * type 3, docs/api.md "What member queues receive"): nonce(12) || AES-256-GCM under
+ * HKDF-SHA256(group key, no salt, info = the label), aad = the label || group id. Throws, with
+ * the reason, when there is no key or the body does not open with it. */
+export async function openSealedNotice(key: Uint8Array | undefined, groupId: Uint8Array, body: Uint8Array): Promise<Uint8Array> {
+  if (key === undefined) throw new Error("it is sealed and this conversation has no group key");
+  const ikm = await crypto.subtle.importKey("raw", key as Uint8Array<ArrayBuffer>, "HKDF", false, ["deriveKey"]);
+  const hkdf: HkdfParams = { name: "HKDF", hash: "SHA-256", salt: new Uint8Array(), info: SEALED_NOTICE_LABEL as Uint8Array<ArrayBuffer> };
+  const aes = await crypto.subtle.deriveKey(hkdf, ikm, { name: "AES-GCM", length: 256 }, false, ["decrypt"]);
+  try {
+    const iv = body.subarray(0, NONCE_BYTES) as Uint8Array<ArrayBuffer>;
+    const additionalData = concat(SEALED_NOTICE_LABEL, groupId) as Uint8Array<ArrayBuffer>;
+    return new Uint8Array(await crypto.subtle.decrypt({ name: "AES-GCM", iv, additionalData }, aes, body.subarray(NONCE_BYTES) as Uint8Array<ArrayBuffer>));
+  } catch {
+    throw new Error("it is sealed under another key than the group's");
   }
 }

@@ -7,7 +7,7 @@ import { ApiError, seg, type RequestOptions } from "./api.js";
 import { Reader, b64u, fromB64u, fromUtf8, utf8 } from "./bytes.js";
 import { CredentialRefused, Credentials } from "./credentials.js";
 import { fileLine, parseReference, referenceBytes, type AssetReference } from "./files.js";
-import { GROUP_KEY_WRAP_HEADER, GroupKeyRefused, groupKeyHeaders, newGroupKey, unwrapGroupKey, wrapGroupKey } from "./group-key.js";
+import { GROUP_KEY_WRAP_HEADER, GroupKeyRefused, groupKeyHeaders, newGroupKey, openSealedNotice, unwrapGroupKey, wrapGroupKey } from "./group-key.js";
 import {
   CIPHER_SUITE,
   commitAdds,
@@ -99,6 +99,8 @@ const OVER = new Set(["left", "rejected", "deleted", "removed"]);
 
 const ITEM_MLS_MESSAGE = 1;
 const ITEM_SERVER_NOTICE = 2;
+/** A server notice sealed under the group's key (groups made with one); 2 is one in the clear. */
+const ITEM_SEALED_NOTICE = 3;
 
 export class Messenger {
   readonly conversations = new Map<string, Conversation>();
@@ -651,14 +653,16 @@ export class Messenger {
   private async groupItem(payload: Uint8Array): Promise<void> {
     const r = new Reader(payload);
     const itemType = r.u8();
-    const id = b64u(r.opaque());
+    const groupId = r.opaque();
+    const id = b64u(groupId);
     r.u64(); // group_seq: the queue's own order already is the group's
     r.opaque(); // policy
     const body = r.opaque();
     const c = this.conversations.get(id);
     if (c === undefined) return;
-    if (itemType === ITEM_SERVER_NOTICE) {
-      const notice = await this.verifiedNotice(c, body);
+    if (itemType === ITEM_SERVER_NOTICE || itemType === ITEM_SEALED_NOTICE) {
+      const sealed = itemType === ITEM_SEALED_NOTICE ? groupId : undefined;
+      const notice = await this.verifiedNotice(c, body, sealed);
       if (notice !== undefined) this.applyNotice(c, notice);
       return;
     }
@@ -723,10 +727,11 @@ export class Messenger {
   }
 
   /** A SignedNotice, if the homeserver listed in this group's external_senders signed it and it
-   * names this group; anything else is dropped (logged without its content). */
-  private async verifiedNotice(c: Conversation, body: Uint8Array): Promise<Notice | undefined> {
+   * names this group; anything else is dropped (logged without its content). `sealedFor`: the
+   * group id of a notice sealed under the group's key (item type 3), opened first. */
+  private async verifiedNotice(c: Conversation, body: Uint8Array, sealedFor?: Uint8Array): Promise<Notice | undefined> {
     try {
-      const r = new Reader(body);
+      const r = new Reader(sealedFor === undefined ? body : await openSealedNotice(c.groupKey, sealedFor, body));
       const noticeBytes = r.opaque();
       const signature = r.opaque();
       const entry = await this.noticeSigner(c);

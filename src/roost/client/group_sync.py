@@ -1,7 +1,8 @@
 """Keeping a client's groups in sync (docs/api.md, "What member queues receive" and "Welcome
 delivery and joining"): joining from the Welcomes in the direct queue, processing the
-``RoostQueueItem``s of our group queues in order (MLS messages and signed homeserver notices),
-acking what was processed, and listening over the realtime socket with reconnects.
+``RoostQueueItem``s of our group queues in order (MLS messages and signed homeserver notices,
+in the clear or sealed under the group's key), acking what was processed, and listening over
+the realtime socket with reconnects.
 
 Each membership has a queue of its own (made right before the DS registers it; deleted once
 the membership ended), so a stored queue holds one group's items only. A home from before
@@ -20,7 +21,8 @@ from roost.mls.constants import SenderType
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.mls.errors import MLSError
 from roost.protocol.base64url import b64u, unb64u
-from roost.protocol.queue_item import ITEM_SERVER_NOTICE, QueueItem
+from roost.protocol.queue_item import ITEM_SEALED_NOTICE, ITEM_SERVER_NOTICE, QueueItem
+from roost.protocol.sealed_notice import open_notice
 from roost.protocol.signed_notice import SignedNotice
 
 from .client import RoostClient
@@ -645,6 +647,10 @@ class GroupSync:
             return False  # reported as undecodable by the pass
         if item.item_type == ITEM_SERVER_NOTICE:
             return False
+        if item.item_type == ITEM_SEALED_NOTICE and self.store.group_key(item.group_id) is not None:
+            # Opens with the key we hold (a group's key never changes); without one it waits
+            # like an MLS message: the Welcome brings the key.
+            return False
         if not self.store.holds(item.group_id):
             return self.welcome_retry_at is not None or item.group_id in self._welcomes_waiting
         welcome_seq = self._welcomes_waiting.get(item.group_id, 0)
@@ -661,7 +667,7 @@ class GroupSync:
         return events
 
     async def _handle_item(self, item: QueueItem) -> list[GroupEvent]:
-        if item.item_type == ITEM_SERVER_NOTICE:
+        if item.item_type in (ITEM_SERVER_NOTICE, ITEM_SEALED_NOTICE):
             return [await self._handle_notice(item)]
         if not self.store.holds(item.group_id):
             return [
@@ -780,7 +786,7 @@ class GroupSync:
 
     async def _handle_notice(self, item: QueueItem) -> GroupEvent:
         try:
-            signed = SignedNotice.decode(item.body)
+            signed = SignedNotice.decode(self._notice_body(item))
             suite = self._suite_of(item.group_id)
             key = await self.server_keys.notice_key(item.group_id, suite)
             notice = signed.verified(get_cipher_suite(suite), key)
@@ -805,6 +811,19 @@ class GroupSync:
         if notice["type"] == "group_deleted":
             self.store.forget(item.group_id)
         return event
+
+    def _notice_body(self, item: QueueItem) -> bytes:
+        """A notice item's encoded SignedNotice: a sealed one (item type 3) opened with the
+        group's key; ValueError when we hold no key for the group or it does not open."""
+        if item.item_type != ITEM_SEALED_NOTICE:
+            return item.body
+        key = self.store.group_key(item.group_id)
+        if key is None:
+            raise ValueError("it is sealed and we hold no key for its group")
+        body = open_notice(key, item.group_id, item.body)
+        if body is None:
+            raise ValueError("it is sealed under another key than the group's")
+        return body
 
     def _suite_of(self, group_id: bytes) -> int:
         try:
