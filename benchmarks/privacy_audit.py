@@ -20,6 +20,11 @@ question:
 
 The analysis knows nothing about today's tables, so it keeps measuring after a redesign.
 
+Then the curious operator's view, who also holds the server's seal key file: with the server's
+own reading code and that file (but no group key: the DS keeps those in memory only), how many
+groups' member lists, roles and MLS states open, and how many queues' push seals name their
+creating client.
+
     .venv/bin/python benchmarks/privacy_audit.py
 """
 
@@ -344,10 +349,70 @@ def analyse_files(name: str, root: Path, files: Iterable[Path], scenario: Scenar
 
 
 @dataclass
+class OperatorView:
+    """What the curious operator opens with the server's own code and its seal key file, but
+    no group key (the DS holds those in memory only): per DS record, opened of stored."""
+
+    domain: str
+    groups: int = 0
+    member_lists: int = 0  # groups whose member rows open (who is in it, their queues)
+    role_lists: int = 0
+    mls_states: int = 0  # the tree and GroupInfo, whose credentials name every member
+    queues: int = 0
+    queue_clients: int = 0  # queues whose push seal names the creating client
+
+
+async def operator_view(domain: str, server: Any) -> OperatorView:
+    import sqlalchemy as sa
+
+    from roost.server.config import build_config
+    from roost.server.delivery.at_rest import AtRest, SealBroken
+    from roost.server.delivery.group_store import GroupStore
+    from roost.server.delivery.tables import ds_groups
+    from roost.server.queues.seal import QueueSeal
+    from roost.server.queues.tables import queues
+    from roost.server.seal_key import SealKeyFile
+    from roost.server.store import Database
+
+    config = build_config({}, server.env)  # the server's own configuration
+    key_file = SealKeyFile(config.queue_seal_key_path)
+    db = Database(config.sqlalchemy_url)
+    view = OperatorView(domain)
+    store = GroupStore(db, AtRest(key_file))  # no group key held
+    try:
+        async with db.engine.connect() as conn:
+            for row in (await conn.execute(sa.select(ds_groups))).all():
+                view.groups += 1
+                for field_name, opening in (
+                    ("member_lists", lambda r=row: store.members(conn, r.id)),
+                    ("role_lists", lambda r=row: store.roles(conn, r.id)),
+                ):
+                    try:
+                        await opening()
+                        setattr(view, field_name, getattr(view, field_name) + 1)
+                    except SealBroken:
+                        pass
+                try:
+                    store.state_of(row)
+                    store.group_info_of(row)
+                    view.mls_states += 1
+                except SealBroken:
+                    pass
+            seal = QueueSeal(key_file)
+            for (push_seal,) in (await conn.execute(sa.select(queues.c.push_seal))).all():
+                view.queues += 1
+                view.queue_clients += push_seal is not None and seal.open(push_seal) is not None
+    finally:
+        await db.engine.dispose()
+    return view
+
+
+@dataclass
 class Audit:
     scenario: Scenario
     sources: list[SourceReport]
     logs: dict[str, Path] = field(default_factory=dict)  # domain -> its log file
+    operator: list[OperatorView] = field(default_factory=list)
 
     def source(self, name: str) -> SourceReport:
         return next(s for s in self.sources if s.name == name)
@@ -367,7 +432,12 @@ async def analyse(fed: Federation, scenario: Scenario) -> Audit:
             analyse_files(f"{domain} assets", assets, sorted(assets.rglob("*")), scenario)
         )
         sources.append(analyse_files(f"{domain} log", server.data_dir, [server.log_path], scenario))
-    return Audit(scenario, sources, {d: s.log_path for d, s in fed.servers.items()})
+    return Audit(
+        scenario,
+        sources,
+        {d: s.log_path for d, s in fed.servers.items()},
+        [await operator_view(d, s) for d, s in fed.servers.items()],
+    )
 
 
 def _answer(audit: Audit, question: str) -> list[str]:
@@ -392,6 +462,14 @@ def format_report(audit: Audit) -> str:
         for kind in ("secret", "payload", "queue key"):
             if src.present.get(kind):
                 lines.append(f"  {'':<14} {kind}: {', '.join(sorted(src.present[kind]))}")
+    lines.append("")
+    lines.append("the operator's view (the seal key file, no group key): opened / stored")
+    for v in audit.operator:
+        lines.append(
+            f"  {v.domain:<14} member lists {v.member_lists}/{v.groups}, roles"
+            f" {v.role_lists}/{v.groups}, MLS states {v.mls_states}/{v.groups},"
+            f" queue creators {v.queue_clients}/{v.queues}"
+        )
     return "\n".join(lines)
 
 
