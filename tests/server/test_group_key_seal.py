@@ -103,3 +103,22 @@ async def test_the_first_keyed_request_reseals_and_the_file_alone_opens_nothing(
     async with empty_db.engine.connect() as conn:
         with pytest.raises(SealBroken):
             await thief.members(conn, GID)
+
+
+async def test_the_group_event_log_never_reuses_a_seq_after_it_was_pruned_empty(
+    empty_db: Database, tmp_path: Path
+) -> None:
+    # Groups compare their ``events_seen`` with the log's seqs: a reused seq would be skipped.
+    from roost.server.delivery.tables import ds_group_events
+
+    await upgrade(empty_db, SealKeyFile(tmp_path / "seal.key"))
+
+    async def log_one() -> int:
+        async with empty_db.transaction() as conn:
+            await conn.execute(sa.insert(ds_group_events).values(sealed=b"x", created_at=1))
+            return int(await conn.scalar(sa.select(sa.func.max(ds_group_events.c.seq))))
+
+    first, second = await log_one(), await log_one()
+    async with empty_db.transaction() as conn:
+        await conn.execute(sa.delete(ds_group_events))
+    assert await log_one() > second > first

@@ -83,12 +83,13 @@ class GroupEvents:
         self.succession = succession
         self.issue_removes = issue_removes
         self.clock = clock
+        self._applied_through = -1  # the log's last seq when catch_up_openable last ran
 
     # ---- the log ------------------------------------------------------------------------------
 
     async def log(self, conn: AsyncConnection, event: dict[str, object]) -> None:
         """Append an event, in the caller's transaction."""
-        raw = json.dumps(event, separators=(",", ":")).encode()
+        raw = json.dumps({**event, "at": int(self.clock())}, separators=(",", ":")).encode()
         await conn.execute(
             sa.insert(ds_group_events).values(
                 sealed=self._seal.seal_bytes(raw), created_at=int(self.clock())
@@ -109,9 +110,12 @@ class GroupEvents:
     # ---- catching up --------------------------------------------------------------------------
 
     async def catch_up_openable(self) -> None:
-        """Every group behind the log that this process can open now."""
+        """Every group behind the log that this process can open now (when the log grew since
+        the last call: a key learnt since catches its group up by itself)."""
         async with self.db.engine.connect() as conn:
             latest = await latest_event(conn)
+            if latest == self._applied_through:
+                return
             rows = (
                 await conn.execute(
                     sa.select(ds_groups.c.id, ds_groups.c.key_check, ds_groups.c.key_sealed).where(
@@ -122,6 +126,7 @@ class GroupEvents:
         for r in rows:
             if self.store.can_open(r.id, r.key_check, r.key_sealed):
                 await self.catch_up(r.id)
+        self._applied_through = latest
 
     async def catch_up(self, group_id: bytes) -> None:
         """Apply the events the group has not seen (the caller can open it)."""
@@ -196,9 +201,9 @@ class GroupEvents:
         self, group_id: bytes, events: list[dict[str, object]], members: list[Member]
     ) -> _Effects:
         out = _Effects()
-        at = int(self.clock())
         for ev in events:
             kind = ev.get("type")
+            at = ev.get("at", int(self.clock()))  # when it happened, not when applied
             if kind in ("clients_gone", "user_deleted"):
                 # Matched on user id AND client uuid: an event from another domain names only
                 # that domain's users, so it cannot reach a third domain's client by its uuid.

@@ -44,6 +44,8 @@ ds_group_events = sa.Table(
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("sealed", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    # Never reuse a seq (SQLite would, after the log was pruned empty): groups compare them.
+    sqlite_autoincrement=True,
 )
 
 # One row per leaf. Who the leaf is (client, user), its queue reference and push policy are one

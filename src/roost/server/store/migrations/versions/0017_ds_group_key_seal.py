@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
         sa.Column("sealed", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sqlite_autoincrement=True,  # a seq is never reused, even after the log is pruned empty
     )
 
 
