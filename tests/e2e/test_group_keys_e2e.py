@@ -239,15 +239,15 @@ async def test_a_wrap_made_under_another_key_fails_that_welcome_only(users):
 
 async def _server_notice(m: Member, gid: bytes) -> tuple[int, QueueItem, bytes]:
     """The next server notice in ``m``'s queue of ``gid``, unprocessed: its seq, the item as the
-    DS queued it and the encoded SignedNotice in it (opened with the key if it came sealed)."""
+    DS queued it and the encoded SignedNotice in it, opened with the group key (the DS seals
+    every notice of a keyed group)."""
     queue = m.groups.queue_of(gid)
     assert queue is not None
     for _ in range(100):  # the DS fans a notice out in the background
         page = await m.client.fetch_queue(queue, m.groups.store.cursors.after(gid))
         for msg in page.messages:
             item = QueueItem.decode(msg.payload)
-            if item.item_type == ITEM_SERVER_NOTICE:
-                return msg.seq, item, item.body
+            assert item.item_type != ITEM_SERVER_NOTICE, "a keyed group's notice in the clear"
             if item.item_type == ITEM_SEALED_NOTICE:
                 key = m.groups.group_key(gid)
                 assert key is not None

@@ -6,6 +6,18 @@ from __future__ import annotations
 from .conftest import PASSWORD, unique
 
 
+def _converse(browser, alice: str, bob: str) -> None:
+    """alice and bob register, alice starts a conversation of two, bob accepts, and bob reads
+    alice's first message."""
+    assert browser.sign_in("alice", alice, PASSWORD, register=True)["error"] is None
+    assert browser.sign_in("bob", bob, PASSWORD, register=True)["error"] is None
+    assert browser.call("start", name="alice", peer=f"{bob}@localhost") == {"error": None}
+    browser.call("invitations", name="bob", wait_for=alice)
+    assert browser.call("accept", name="bob", **{"from": f"{alice}@localhost"}) == {"error": None}
+    browser.call("send", name="alice", text="hello")
+    browser.call("messages", name="bob", wait_for="hello")
+
+
 def test_renames_and_deletions_show_only_when_the_signature_verifies(web_server, browser):
     url = web_server.url
     alice, bob = unique("alice"), unique("bob")
@@ -14,13 +26,7 @@ def test_renames_and_deletions_show_only_when_the_signature_verifies(web_server,
     browser.open("bob", url)
     # alice's socket delivers notices that mention "Mallory" with a damaged signature.
     browser.call("tamper_notices", name="alice", containing="Mallory")
-    assert browser.sign_in("alice", alice, PASSWORD, register=True)["error"] is None
-    assert browser.sign_in("bob", bob, PASSWORD, register=True)["error"] is None
-    assert browser.call("start", name="alice", peer=bob_id) == {"error": None}
-    browser.call("invitations", name="bob", wait_for=alice)
-    assert browser.call("accept", name="bob", **{"from": f"{alice}@localhost"}) == {"error": None}
-    browser.call("send", name="alice", text="hello")
-    browser.call("messages", name="bob", wait_for="hello")
+    _converse(browser, alice, bob)
 
     assert browser.call("settings", name="bob", display_name="Mallory")["error"] is None
     # bob's own page gets the (untouched) notice too.
@@ -66,13 +72,7 @@ def test_notices_sealed_under_the_group_key_show_one_under_another_key_does_not(
     # alice's socket delivers every notice sealed, those that mention "Mallory" under a key
     # that is not the group's.
     browser.call("seal_notices", name="alice", wrong_key_containing="Mallory")
-    assert browser.sign_in("alice", alice, PASSWORD, register=True)["error"] is None
-    assert browser.sign_in("bob", bob, PASSWORD, register=True)["error"] is None
-    assert browser.call("start", name="alice", peer=bob_id) == {"error": None}
-    browser.call("invitations", name="bob", wait_for=alice)
-    assert browser.call("accept", name="bob", **{"from": f"{alice}@localhost"}) == {"error": None}
-    browser.call("send", name="alice", text="hello")
-    browser.call("messages", name="bob", wait_for="hello")
+    _converse(browser, alice, bob)
 
     assert browser.call("settings", name="bob", display_name="Mallory")["error"] is None
     assert browser.call("settings", name="bob", display_name="Bobby")["error"] is None
