@@ -29,8 +29,11 @@ from roost.protocol.queue_item import (
 from roost.protocol.sealed_notice import open_notice, seal_notice
 from tests.integration.conftest import unique_name
 from tests.integration.test_cli import Cli
+from tests.server.delivery_helpers import create_group
+from tests.server.delivery_helpers import member as raw_member
+from tests.server.helpers import register_user
 
-from .helpers import Member, connect, member, new_member, second_member, sync_all
+from .helpers import Member, connect, member, new_member, second_member, sync_all, sync_until
 
 
 def _saved_keys(home) -> dict[str, str]:
@@ -329,3 +332,30 @@ def test_the_cli_joins_with_group_hash_key_and_refuses_without_it(server, tmp_pa
     carol.run("group", "send", gid, "hi from carol")
     events = alice.run("group", "sync")
     assert any(e.get("sender", "").startswith(carol_id + "/") for e in events)
+
+
+async def test_creating_a_group_that_exists_under_another_key_changes_nothing(users, server):
+    """Someone who learnt a group's id posts a new group with that id and a key of their own:
+    ``409 group_exists``, and the DS keeps the members' key: its next notice to the group is
+    sealed under that key and the members read it."""
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id])
+    await bob.sync()
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        mallory = await raw_member(http, await register_user(http, unique_name("mallory")))
+        _, r = await create_group(
+            http,
+            mallory,
+            group_id=gid,
+            headers={**mallory.queue_headers, "Roost-Group-Key": b64u(new_group_key())},
+        )
+    assert r.status_code == 409 and r.json()["code"] == "group_exists", r.text
+
+    await bob.client.set_display_name("Robert")
+    event = await sync_until(alice, lambda e: e.kind in ("notice", "rejected"))
+    assert event.kind == "notice", event
+    assert event.notice["display_name"] == "Robert"

@@ -57,9 +57,11 @@ class MemberIds:
 
 _LABEL = b"roost ds state seal v1"
 _NONCE = 12
-# The group being resealed under its key by this task (``AtRest.resealing``): other tasks
-# keep using the old seals until that transaction committed.
-_RESEALING: ContextVar[tuple[bytes, GroupSecrets] | None] = ContextVar("resealing", default=None)
+# The group this task writes under a key not held yet (``AtRest.sealing_under``): other tasks
+# keep to what the process holds until that transaction committed.
+_WRITING_UNDER: ContextVar[tuple[bytes, GroupSecrets] | None] = ContextVar(
+    "writing_under", default=None
+)
 
 
 class AtRest:
@@ -71,20 +73,25 @@ class AtRest:
         self._ref_key: bytes | None = None  # derived on first use: start-up reads no file
 
     def held(self, group_id: bytes) -> GroupSecrets | None:
-        """The group's key, if this process holds it (or this task is resealing the group)."""
-        resealing = _RESEALING.get()
-        if resealing is not None and resealing[0] == group_id:
-            return resealing[1]
+        """The group's key, if this process holds it (or this task writes the group under it)."""
+        writing = _WRITING_UNDER.get()
+        if writing is not None and writing[0] == group_id:
+            return writing[1]
         return self.keyring.get(group_id)
 
     @contextlib.contextmanager
-    def resealing(self, group_id: bytes, secrets_: GroupSecrets) -> Iterator[None]:
-        """Within the block (this task only), seal and reference the group under its key."""
-        token = _RESEALING.set((group_id, secrets_))
+    def sealing_under(self, group_id: bytes, secrets_: GroupSecrets | None) -> Iterator[None]:
+        """Within the block (this task only), seal and reference the group under ``secrets_``
+        (None: as outside it), before the process holds them: for a transaction that writes a
+        group under a key other tasks must not use until it committed."""
+        if secrets_ is None:
+            yield
+            return
+        token = _WRITING_UNDER.set((group_id, secrets_))
         try:
             yield
         finally:
-            _RESEALING.reset(token)
+            _WRITING_UNDER.reset(token)
 
     def _sealed(self, group_id: bytes, plaintext: bytes, bound_to: bytes) -> bytes:
         held = self.held(group_id)

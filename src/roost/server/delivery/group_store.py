@@ -302,10 +302,6 @@ class GroupStore:
         if self.on_key_learned is not None:
             await self.on_key_learned(group_id)
 
-    def held_key(self, group_id: bytes, group_key: bytes) -> None:
-        """Hold the key of a group being created with it (its rows are sealed under it)."""
-        self.at_rest.keyring.remember(group_id, self.at_rest.keyring.derive(group_id, group_key))
-
     async def _reseal(self, group_id: bytes, secrets_: GroupSecrets) -> None:
         """A keyed group stored before the DS held its key (sealed under the file's keys alone):
         seal its rows under the group key, once."""
@@ -317,7 +313,7 @@ class GroupStore:
             members = await self.members(conn, group_id)
             roles = await self.roles(conn, group_id)
             state, group_info = self.state_of(row), self.group_info_of(row)
-            with self.at_rest.resealing(group_id, secrets_):
+            with self.at_rest.sealing_under(group_id, secrets_):
                 for m in members:
                     await self.update_member(conn, group_id, m)
                 await conn.execute(sa.delete(ds_roles).where(ds_roles.c.group_id == group_id))

@@ -88,48 +88,53 @@ class Groups:
         if client_uuid != p.client_uuid:
             raise Problem(422, "credential_mismatch", "the creator's leaf is not the caller")
         await self.external_sender.require_in(obs)
-        if group_key is not None:
-            self.store.held_key(group_id, group_key)  # its rows are sealed under it
-        async with self.db.transaction() as conn:
-            await self.queues.check_key(conn, queue_id, queue_key)
-            exists = (
-                await conn.execute(sa.select(ds_groups.c.id).where(ds_groups.c.id == group_id))
-            ).first()
-            if exists is not None:
-                raise Problem(409, "group_exists", "a group with this id exists")
-            await conn.execute(
-                sa.insert(ds_groups).values(
-                    id=group_id,
-                    cipher_suite=obs.group_context.cipher_suite,
-                    epoch=0,
-                    last_seq=0,
-                    # A random start: a re-created group id never matches a cached member list.
-                    rev=secrets.randbits(48),
-                    external_join=external_join,
-                    **self.store.sealed_state(group_id, obs.to_bytes(), bundle.group_info),
-                    last_commit_hash=None,
-                    last_commit_seq=0,
-                    created_at=self.now(),
-                    key_check=None if group_key is None else key_check(group_key),
-                    key_sealed=group_key is not None,
-                    # Events logged before the group existed do not concern it.
-                    events_seen=await latest_event(conn),
+        # Sealed under its key, which the process holds once the group exists (a request naming
+        # an existing group cannot put its own key in place of the group's).
+        held = None if group_key is None else self.store.at_rest.keyring.derive(group_id, group_key)
+        with self.store.at_rest.sealing_under(group_id, held):
+            async with self.db.transaction() as conn:
+                await self.queues.check_key(conn, queue_id, queue_key)
+                exists = (
+                    await conn.execute(sa.select(ds_groups.c.id).where(ds_groups.c.id == group_id))
+                ).first()
+                if exists is not None:
+                    raise Problem(409, "group_exists", "a group with this id exists")
+                self.store.at_rest.keyring.drop(group_id)  # a deleted group's key, if any
+                await conn.execute(
+                    sa.insert(ds_groups).values(
+                        id=group_id,
+                        cipher_suite=obs.group_context.cipher_suite,
+                        epoch=0,
+                        last_seq=0,
+                        # A random start: a re-created group id never matches a cached member list.
+                        rev=secrets.randbits(48),
+                        external_join=external_join,
+                        **self.store.sealed_state(group_id, obs.to_bytes(), bundle.group_info),
+                        last_commit_hash=None,
+                        last_commit_seq=0,
+                        created_at=self.now(),
+                        key_check=None if group_key is None else key_check(group_key),
+                        key_sealed=group_key is not None,
+                        # Events logged before the group existed do not concern it.
+                        events_seen=await latest_event(conn),
+                    )
                 )
-            )
-            creator = Member(leaf, client_uuid, user_id, queue_id, None, False, None, 0)
-            await conn.execute(
-                sa.insert(ds_members).values(self.store.member_row(group_id, creator))
-            )
-            await self.store.set_role(conn, group_id, user_id, ADMIN)
-            return GroupView(
-                group_id,
-                obs.group_context.cipher_suite,
-                0,
-                0,
-                external_join,
-                {user_id: ADMIN},
-                leaf,
-            )
+                creator = Member(leaf, client_uuid, user_id, queue_id, None, False, None, 0)
+                await conn.execute(
+                    sa.insert(ds_members).values(self.store.member_row(group_id, creator))
+                )
+                await self.store.set_role(conn, group_id, user_id, ADMIN)
+        if held is not None:
+            self.store.at_rest.keyring.remember(group_id, held)
+        return GroupView(
+            group_id,
+            obs.group_context.cipher_suite,
+            0,
+            0,
+            external_join,
+            {user_id: ADMIN},
+            leaf,
+        )
 
     async def of_client(self, p: Principal) -> list[GroupView]:
         async with self.db.engine.connect() as conn:
