@@ -42,20 +42,23 @@ async def _database(server) -> AsyncIterator[Any]:
         await engine.dispose()
 
 
-async def _registrations(server) -> dict[str, set[bytes]]:
-    """Every queue the DS delivers to (b64u id) -> the groups whose members it serves."""
+async def _registrations(server, *members: Member) -> dict[str, set[bytes]]:
+    """Every queue the DS delivers to (b64u id) -> the groups whose members it serves, of the
+    groups ``members`` hold."""
     from roost.server.config import build_config
-    from roost.server.delivery.at_rest import AtRest
     from roost.server.delivery.tables import ds_members
-    from roost.server.seal_key import SealKeyFile
+    from tests.server.sealed_members import member_ids
 
-    # The rows are sealed at rest: opened with the server's seal key file, as the DS does.
-    at_rest = AtRest(SealKeyFile(build_config({}, server.env).queue_seal_key_path))
+    # The rows are sealed at rest: opened with the server's seal key file and the group keys
+    # the members hold, as the DS does while it serves them.
+    key_path = build_config({}, server.env).queue_seal_key_path
+    keys = {gid: m.groups.group_key(gid) for m in members for gid in m.groups.local_group_ids()}
     out: dict[str, set[bytes]] = {}
     async with _database(server) as conn:
-        for row in await conn.execute(ds_members.select()):
+        for row in await conn.execute(ds_members.select().where(ds_members.c.group_id.in_(keys))):
             gid = bytes(row.group_id)
-            queue_id = at_rest.open_member(gid, row.leaf_index, bytes(row.sealed)).queue_id
+            held = [k for k in [keys[gid]] if k is not None]
+            queue_id = member_ids(key_path, gid, row.leaf_index, bytes(row.sealed), held).queue_id
             if queue_id is not None:
                 out.setdefault(b64u(queue_id), set()).add(gid)
     return out
@@ -122,7 +125,7 @@ async def test_each_group_has_its_own_queue_holding_that_group_only(users, serve
         await alice.groups.send(two, f"two {i}")
 
     # The server's tables: each queue serves one group, and holds that group's items only.
-    registered = await _registrations(server)
+    registered = await _registrations(server, alice, bob)
     assert all(len(groups) == 1 for groups in registered.values())
     assert registered[q1.id] == {one} and registered[q2.id] == {two}
     for queue, gid in ((q1, one), (q2, two)):
@@ -226,7 +229,7 @@ async def test_a_home_from_before_keeps_its_shared_queue_and_gets_new_ones(users
     new = await _invited(alice, bob)  # a new membership: a queue of its own
     own = bob.groups.queue_of(new)
     assert own is not None and own.id != shared
-    registered = await _registrations(server)
+    registered = await _registrations(server, alice, bob)
     assert registered[shared] == {old} and registered[own.id] == {new}
 
     await alice.groups.send(old, "old group")

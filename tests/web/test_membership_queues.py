@@ -16,20 +16,25 @@ def b64u_bytes(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def groups_of_queue(db_path, queue_id: str) -> set[bytes]:
-    # Member rows are sealed at rest: opened with the server's seal key file, as the DS does.
-    from roost.server.delivery.at_rest import AtRest
-    from roost.server.seal_key import SealKeyFile
+def groups_of_queue(db_path, queue_id: str, group_keys: list[bytes]) -> set[bytes]:
+    """The groups whose member rows name the queue, of those under ``group_keys``. The rows are
+    sealed at rest: opened with the server's seal key file and the group keys the pages hold,
+    as the DS does while it serves them."""
+    from roost.server.delivery.at_rest import SealBroken
+    from tests.server.sealed_members import member_ids
 
-    at_rest = AtRest(SealKeyFile(db_path.parent / "queue-seal.key"))
     wanted = b64u_bytes(queue_id)
     with sqlite3.connect(db_path, timeout=30) as db:
         rows = db.execute("SELECT group_id, leaf_index, sealed FROM ds_members").fetchall()
-    return {
-        gid
-        for gid, leaf, sealed in rows
-        if at_rest.open_member(gid, leaf, sealed).queue_id == wanted
-    }
+    found = set()
+    for gid, leaf, sealed in rows:
+        try:
+            ids = member_ids(db_path.parent / "queue-seal.key", gid, leaf, sealed, group_keys)
+        except SealBroken:  # another test's group, under a key these pages do not hold
+            continue
+        if ids.queue_id == wanted:
+            found.add(gid)
+    return found
 
 
 def queue_exists(db_path, queue_id: str) -> bool:
@@ -74,13 +79,19 @@ def test_each_conversation_has_its_own_queue_and_leaving_deletes_it(web_server, 
     browser.call("messages", name="bob", wait_for="answer of two")
 
     queues = {n: own_queues(browser, n) for n in ("alice", "bob")}
+    keys = [
+        b64u_bytes(key)
+        for key in browser.call("group_keys", name="alice")["stored"].values()
+        if key is not None
+    ]
+    assert len(keys) == 2  # both conversations have a group key
     for n, other in (("alice", ids["bob"]), ("bob", ids["alice"])):
         pair, grouped = queues[n][other], queues[n][group]
         assert pair is not None and grouped is not None and pair != grouped
         # The server ties each queue to one group; the two groups differ.
         pair_groups, group_groups = (
-            groups_of_queue(db_path, pair),
-            groups_of_queue(db_path, grouped),
+            groups_of_queue(db_path, pair, keys),
+            groups_of_queue(db_path, grouped, keys),
         )
         assert len(pair_groups) == 1 and len(group_groups) == 1
         assert pair_groups != group_groups
