@@ -141,10 +141,8 @@ class AtRest:
 
     # ---- role rows --------------------------------------------------------------------------
 
-    def user_ref(self, group_id: bytes, user_id: str, server_key: bool = False) -> bytes:
-        """``server_key``: the reference made without the group key (rows written before the
-        DS first saw it)."""
-        held = None if server_key else self.held(group_id)
+    def user_ref(self, group_id: bytes, user_id: str) -> bytes:
+        held = self.held(group_id)
         if held is not None:
             ref_key = held.ref_key
         else:

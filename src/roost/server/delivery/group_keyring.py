@@ -71,6 +71,3 @@ class GroupKeyring:
 
     def drop(self, group_id: bytes) -> None:
         self._known.pop(group_id, None)
-
-    def group_ids(self) -> list[bytes]:
-        return list(self._known)
