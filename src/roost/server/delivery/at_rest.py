@@ -22,19 +22,16 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
-import secrets
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from hashlib import sha256
 
-from cryptography.exceptions import InvalidTag
-
 from roost.protocol.base64url import b64u, unb64u
 
 from ..seal import Seal
 from ..seal_key import SealKeyFile
-from .group_keyring import GroupKeyring, GroupSecrets
+from .group_keyring import STATE_SEAL_LABEL, GroupKeyring, GroupSecrets
 
 USER_REF_BYTES = 32
 
@@ -55,8 +52,6 @@ class MemberIds:
     policy: str | None
 
 
-_LABEL = b"roost ds state seal v1"
-_NONCE = 12
 # The group this task writes under a key not held yet (``AtRest.sealing_under``): other tasks
 # keep to what the process holds until that transaction committed.
 _WRITING_UNDER: ContextVar[tuple[bytes, GroupSecrets] | None] = ContextVar(
@@ -67,7 +62,7 @@ _WRITING_UNDER: ContextVar[tuple[bytes, GroupSecrets] | None] = ContextVar(
 class AtRest:
     def __init__(self, key_file: SealKeyFile, keyring: GroupKeyring | None = None) -> None:
         """``keyring``: the group keys held (none: only what the file alone opens)."""
-        self._seal = Seal(key_file, _LABEL)
+        self._seal = Seal(key_file, STATE_SEAL_LABEL)
         self._key_file = key_file
         self.keyring = keyring or GroupKeyring(key_file)
         self._ref_key: bytes | None = None  # derived on first use: start-up reads no file
@@ -95,21 +90,14 @@ class AtRest:
 
     def _sealed(self, group_id: bytes, plaintext: bytes, bound_to: bytes) -> bytes:
         held = self.held(group_id)
-        if held is None:
-            return self._seal.seal_bytes(plaintext, bound_to)
-        nonce = secrets.token_bytes(_NONCE)
-        return nonce + held.state_cipher.encrypt(nonce, plaintext, _LABEL + bound_to)
+        return (self._seal if held is None else held.state_seal).seal_bytes(plaintext, bound_to)
 
     def _open(self, group_id: bytes, sealed: bytes, bound_to: bytes) -> bytes:
         held = self.held(group_id)
-        if held is not None:
-            try:
-                return held.state_cipher.decrypt(
-                    sealed[:_NONCE], sealed[_NONCE:], _LABEL + bound_to
-                )
-            except (InvalidTag, ValueError):
-                pass  # sealed before the DS first saw the group's key
-        raw = self._seal.open_bytes(sealed, bound_to)
+        # A keyed group's rows sealed before the DS first saw its key open with the file's.
+        raw = None if held is None else held.state_seal.open_bytes(sealed, bound_to)
+        if raw is None:
+            raw = self._seal.open_bytes(sealed, bound_to)
         if raw is None:
             raise SealBroken
         return raw

@@ -14,12 +14,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..seal import Seal
 from ..seal_key import SealKeyFile
 
 KEYRING_SIZE = 100_000
+# The DS state's seal label, under the file's key or a group's (at_rest.py).
+STATE_SEAL_LABEL = b"roost ds state seal v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +29,7 @@ class GroupSecrets:
     """What one group key opens: the state seal and the role-row reference key."""
 
     group_key: bytes
-    state_cipher: AESGCM
+    state_seal: Seal
     ref_key: bytes
 
 
@@ -61,7 +63,7 @@ class GroupKeyring:
         # still needs the server's file; the operator, who holds the file, needs the group key.
         derived = HKDF(hashes.SHA256(), 64, salt=self._salt, info=b"roost ds group seal v1")
         okm = derived.derive(group_key + group_id)
-        return GroupSecrets(group_key, AESGCM(okm[:32]), okm[32:])
+        return GroupSecrets(group_key, Seal.with_key(okm[:32], STATE_SEAL_LABEL), okm[32:])
 
     def remember(self, group_id: bytes, secrets: GroupSecrets) -> None:
         self._known[group_id] = secrets
