@@ -258,12 +258,6 @@ class GroupStore:
         hit = self._member_cache.get(group_id)
         return hit[1] if hit is not None else None
 
-    def cached_key_refusal(self, group_id: bytes, group_key: bytes | None) -> Problem | None:
-        """What the group's key check (as of the last ``members_at``/``snapshot``) says of
-        ``group_key``: the send path's check, without a query."""
-        hit = self._member_cache.get(group_id)
-        return key_refusal(hit[2], group_key) if hit is not None else None
-
     def _remember(
         self, group_id: bytes, rev: int, members: list[Member], check: bytes | None
     ) -> None:

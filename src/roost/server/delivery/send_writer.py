@@ -103,7 +103,6 @@ class _PendingSend:
     key: bytes  # of the idempotency record (send_key.py)
     header: wire.AppHeader
     body: bytes
-    group_key: bytes | None
     done: asyncio.Future[int]
 
 
@@ -140,12 +139,12 @@ class SendWriter:
         message_id: str,
         header: wire.AppHeader,
         body: bytes,
-        group_key: bytes | None = None,
     ) -> int:
-        """Queue a checked send for the next batch; its ``group_seq`` once that committed."""
+        """Queue a checked send (its group key too) for the next batch; its ``group_seq`` once
+        that committed."""
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         key = send_key(group_id, p.client_uuid, message_id)
-        self._waiting.append(_PendingSend(p, group_id, key, header, body, group_key, done))
+        self._waiting.append(_PendingSend(p, group_id, key, header, body, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_waiting())
         return await done
@@ -201,8 +200,6 @@ class SendWriter:
         if members is None:
             return False
         if leaf_of(members, item.p.client_uuid, item.p.user_id) is None:
-            return True
-        if self.store.cached_key_refusal(item.group_id, item.group_key) is not None:
             return True
         epoch = self._epoch_seen.get(item.group_id)
         return epoch is not None and app_epoch_outside_window(item.header.epoch, epoch)
@@ -314,10 +311,8 @@ class SendWriter:
 
     def _sender(self, item: _PendingSend, members: list[Member]) -> Member:
         """The sending leaf, once ``members_at`` read the group at the send's position: the
-        caller holds a live leaf and presents the group key (if the group has one)."""
-        key_refusal = self.store.cached_key_refusal(item.group_id, item.group_key)
-        if key_refusal is not None:
-            raise key_refusal
+        caller holds a live leaf (its group key was checked before the send was queued,
+        ``DeliveryService.send``)."""
         mine = leaf_of(members, item.p.client_uuid, item.p.user_id)
         if mine is None:
             raise _not_member()

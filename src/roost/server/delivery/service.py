@@ -229,7 +229,7 @@ class DeliveryService:
     ) -> int:
         header = read_app_header(body, group_id)
         await self.store.require_key(group_id, group_key)
-        return await self.sends.submit(p, group_id, message_id, header, body, group_key)
+        return await self.sends.submit(p, group_id, message_id, header, body)
 
     # ---- administration -------------------------------------------------------------------------
 
