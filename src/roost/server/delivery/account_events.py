@@ -179,19 +179,11 @@ class AccountEvents:
 
     async def _outstanding_removes(self) -> None:
         """Groups whose outstanding Removes were dropped by a commit get them again."""
+        with_gone = sa.select(ds_members.c.group_id).where(ds_members.c.gone.is_(True))
         async with self.db.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(ds_groups.c.id, ds_groups.c.key_check, ds_groups.c.key_sealed).where(
-                        ds_groups.c.id.in_(
-                            sa.select(ds_members.c.group_id).where(ds_members.c.gone.is_(True))
-                        )
-                    )
-                )
-            ).all()
-        for r in rows:
-            if self.store.can_open(r.id, r.key_check, r.key_sealed):
-                await self.issue_removes(r.id)
+            pending = await self.store.openable_groups(conn, ds_groups.c.id.in_(with_gone))
+        for group_id in pending:
+            await self.issue_removes(group_id)
 
 
 def _group_event(

@@ -116,16 +116,9 @@ class GroupEvents:
             latest = await latest_event(conn)
             if latest == self._applied_through:
                 return
-            rows = (
-                await conn.execute(
-                    sa.select(ds_groups.c.id, ds_groups.c.key_check, ds_groups.c.key_sealed).where(
-                        ds_groups.c.events_seen < latest
-                    )
-                )
-            ).all()
-        for r in rows:
-            if self.store.can_open(r.id, r.key_check, r.key_sealed):
-                await self.catch_up(r.id)
+            behind = await self.store.openable_groups(conn, ds_groups.c.events_seen < latest)
+        for group_id in behind:
+            await self.catch_up(group_id)
         self._applied_through = latest
 
     async def catch_up(self, group_id: bytes) -> None:

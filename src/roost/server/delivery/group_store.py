@@ -327,9 +327,19 @@ class GroupStore:
             return ITEM_SERVER_NOTICE, signed
         return ITEM_SEALED_NOTICE, seal_notice(held.group_key, group_id, signed)
 
-    def can_open(self, group_id: bytes, key_check: bytes | None, key_sealed: bool) -> bool:
-        """Whether this process can open the group's rows now."""
-        return key_check is None or not key_sealed or self.at_rest.held(group_id) is not None
+    async def openable_groups(
+        self, conn: AsyncConnection, where: sa.ColumnElement[bool]
+    ) -> list[bytes]:
+        """The groups ``where`` selects whose rows this process can open now: made without a
+        key, not resealed under theirs yet, or with their key held."""
+        rows = await conn.execute(
+            sa.select(ds_groups.c.id, ds_groups.c.key_check, ds_groups.c.key_sealed).where(where)
+        )
+        return [
+            r.id
+            for r in rows
+            if r.key_check is None or not r.key_sealed or self.at_rest.held(r.id) is not None
+        ]
 
     async def view(
         self, conn: AsyncConnection, row: sa.Row, client: tuple[str, str] | None
