@@ -58,6 +58,17 @@ async def connect(a: Member, b: Member) -> None:
     await b.client.accept_connection(conn.connection_id)
 
 
+async def alice_and_bob_in_a_group(users) -> tuple[Member, Member, bytes]:
+    """alice (admin) and bob (a plain member, one client) in a group alice created."""
+    alice = await new_member(users, "alice")
+    bob = await new_member(users, "bob")
+    await connect(alice, bob)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id])
+    await bob.sync()
+    return alice, bob, gid
+
+
 async def sync_all(*members: Member) -> None:
     for m in members:
         await m.sync()

@@ -33,7 +33,16 @@ from tests.server.delivery_helpers import create_group
 from tests.server.delivery_helpers import member as raw_member
 from tests.server.helpers import register_user
 
-from .helpers import Member, connect, member, new_member, second_member, sync_all, sync_until
+from .helpers import (
+    Member,
+    alice_and_bob_in_a_group,
+    connect,
+    member,
+    new_member,
+    second_member,
+    sync_all,
+    sync_until,
+)
 
 
 def _saved_keys(home) -> dict[str, str]:
@@ -267,14 +276,9 @@ async def test_a_notice_sealed_under_the_group_key_reads_as_the_notice_another_k
     """Queue item type 3: a member opens it with the group's key and verifies the notice in it
     as one in the clear; sealed under another key, or for a group whose key it does not hold,
     it is refused with a reason and nothing of it is shown."""
-    alice = await new_member(users, "alice")
-    bob = await new_member(users, "bob")
-    await connect(alice, bob)
-    gid = (await alice.groups.create()).group_id
+    alice, bob, gid = await alice_and_bob_in_a_group(users)
     key = alice.groups.group_key(gid)
     assert key is not None
-    await alice.groups.invite(gid, [bob.user_id])
-    await bob.sync()
     await bob.client.set_display_name("Robert")
     seq, item, signed = await _server_notice(alice, gid)
     queue = alice.groups.queue_of(gid)
@@ -338,12 +342,7 @@ async def test_creating_a_group_that_exists_under_another_key_changes_nothing(us
     """Someone who learnt a group's id posts a new group with that id and a key of their own:
     ``409 group_exists``, and the DS keeps the members' key: its next notice to the group is
     sealed under that key and the members read it."""
-    alice = await new_member(users, "alice")
-    bob = await new_member(users, "bob")
-    await connect(alice, bob)
-    gid = (await alice.groups.create()).group_id
-    await alice.groups.invite(gid, [bob.user_id])
-    await bob.sync()
+    alice, bob, gid = await alice_and_bob_in_a_group(users)
 
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         mallory = await raw_member(http, await register_user(http, unique_name("mallory")))

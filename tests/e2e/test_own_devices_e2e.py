@@ -11,7 +11,7 @@ import pytest
 from roost.client import RoostError
 from roost.client.group_events import roster_clients
 
-from .helpers import Member, connect, new_member, second_member, sync_all
+from .helpers import Member, alice_and_bob_in_a_group, connect, new_member, second_member, sync_all
 
 
 def _agree(group_id: bytes, *members: Member) -> int:
@@ -23,19 +23,8 @@ def _agree(group_id: bytes, *members: Member) -> int:
     return next(iter(states))[0]
 
 
-async def _alice_and_bob_in_a_group(users) -> tuple[Member, Member, bytes]:
-    """alice (admin) and bob (a plain member, one client) in a group alice created."""
-    alice = await new_member(users, "alice")
-    bob = await new_member(users, "bob")
-    await connect(alice, bob)
-    gid = (await alice.groups.create()).group_id
-    await alice.groups.invite(gid, [bob.user_id])
-    await bob.sync()
-    return alice, bob, gid
-
-
 async def test_a_member_brings_its_users_new_device_into_the_group(users):
-    alice, bob, gid = await _alice_and_bob_in_a_group(users)
+    alice, bob, gid = await alice_and_bob_in_a_group(users)
     phone = await second_member(users, bob)  # bob's new device, in no group yet
 
     # bob is no admin; inviting his own user adds his other clients.
@@ -57,7 +46,7 @@ async def test_a_member_brings_its_users_new_device_into_the_group(users):
 
 
 async def test_a_plain_member_still_cannot_add_another_user(users):
-    alice, bob, gid = await _alice_and_bob_in_a_group(users)
+    alice, bob, gid = await alice_and_bob_in_a_group(users)
     carol = await new_member(users, "carol")
     await connect(bob, carol)
     epoch = bob.groups.group(gid).epoch
@@ -75,7 +64,7 @@ async def test_a_plain_member_still_cannot_add_another_user(users):
 
 
 async def test_add_own_devices_brings_a_new_device_into_every_group(users):
-    alice, bob, gid1 = await _alice_and_bob_in_a_group(users)
+    alice, bob, gid1 = await alice_and_bob_in_a_group(users)
     carol = await new_member(users, "carol")
     await connect(carol, bob)
     gid2 = (await carol.groups.create()).group_id
@@ -100,7 +89,7 @@ async def test_add_own_devices_brings_a_new_device_into_every_group(users):
 
 
 async def test_two_devices_adding_the_same_new_device_at_once_add_it_once(users):
-    alice, bob, gid = await _alice_and_bob_in_a_group(users)
+    alice, bob, gid = await alice_and_bob_in_a_group(users)
     laptop = await second_member(users, bob)
     await bob.groups.invite(gid, [bob.user_id])  # the laptop joins first
     await sync_all(laptop, alice)
