@@ -26,6 +26,7 @@ from .conftest import Users
 from .harness import ServerProcess
 from .test_realtime_delivery import (
     close_code,
+    fetch_seqs,
     new_queue,
     nothing_more,
     open_raw,
@@ -226,6 +227,34 @@ async def test_an_ack_over_http_on_b_frees_the_window_on_a(two_servers, on_a, on
         assert [s for _, s, _ in rest] == [WINDOW + 1, WINDOW + 2]
     finally:
         await ws.close()
+
+
+async def test_a_realtime_ack_on_b_frees_the_window_on_a(two_servers, on_a, on_b):
+    """The same queue listened to on both processes: acks sent over B's socket (written as one
+    statement with its notifications) reach A, whose socket gets the rest, and the acked items
+    are gone from the queue."""
+    a, b, _ = two_servers
+    alice, bob = await pair(on_a, on_b)
+    q, key = await new_queue(bob)
+    on_a_ws, _ = await open_raw(
+        a.url, await bob.bearer_token(), {"queue_keys": {q: key}, "direct": 10**9}
+    )
+    on_b_ws, _ = await open_raw(
+        b.url, await bob.bearer_token(), {"queue_keys": {q: key}, "direct": 10**9}
+    )
+    try:
+        for i in range(1, WINDOW + 3):
+            await alice.enqueue(q, b"w%d" % i)
+        assert [s for _, s, _ in await recv_items(on_a_ws, WINDOW)] == list(range(1, WINDOW + 1))
+        assert await nothing_more(on_a_ws)  # A's window is full
+        assert [s for _, s, _ in await recv_items(on_b_ws, WINDOW)] == list(range(1, WINDOW + 1))
+        await on_b_ws.send(json.dumps({"type": "ack", "queues": {q: WINDOW}}))
+        rest = await recv_items(on_a_ws, 2)
+        assert [s for _, s, _ in rest] == [WINDOW + 1, WINDOW + 2]
+        assert await fetch_seqs(bob, q, key) == [WINDOW + 1, WINDOW + 2]
+    finally:
+        await on_a_ws.close()
+        await on_b_ws.close()
 
 
 async def test_removing_a_client_through_b_closes_its_socket_on_a(two_servers, on_a, on_b):

@@ -3,7 +3,9 @@
 Publishing: the hub's events are told to the bridge *inside* the transaction that caused them
 (``QueueService.tx_listeners`` / ``tx_ack_listeners``, the AS's deletion hooks). They are
 batched per transaction and sent with ``pg_notify`` just before the commit, so PostgreSQL
-delivers them only if the transaction commits, and in commit order. A notification carries what
+delivers them only if the transaction commits, and in commit order (a realtime ack write is a
+single statement that commits by itself: its notifications go in that statement,
+``ack_notices``). A notification carries what
 the hub needs and nothing more: for a group queue the queue and the seq (no owner: the hub
 routes by queue id), for the direct queue the user (items) or client (acks) and the seq; never
 the message payload nor a queue key. Each is at most ``MAX_PAYLOAD`` bytes (PostgreSQL's limit is 8000), a large batch is split.
@@ -119,6 +121,12 @@ class PgBridge:
         # A group queue's ack names no client ("" on the wire).
         client = client_uuid if queue_id is None else None
         self._add(conn, [_ACK, client or "", _qid(queue_id), up_to])
+
+    def ack_notices(self, acks: list[tuple[bytes, int]]) -> tuple[str, list[str]]:
+        """The notifications for realtime acks of group queues, which ``QueueService`` sends in
+        the ack statement itself (a transaction of one statement, no commit hook)."""
+        events: list[list[Any]] = [[_ACK, "", _qid(qid), up_to] for qid, up_to in acks]
+        return CHANNEL, encode_batches(self.origin, events)
 
     async def on_client_removed(self, conn: AsyncConnection, client_uuid: str) -> None:
         self._add(conn, [_CLIENT_GONE, client_uuid])
@@ -250,6 +258,7 @@ def install_pg_bridge(hub: Hub, services: Any, database_url: str) -> PgBridge:
     bridge = PgBridge(hub, database_url)
     services.queues.tx_listeners.append(bridge.on_enqueue)
     services.queues.tx_ack_listeners.append(bridge.on_ack)
+    services.queues.ack_notices = bridge.ack_notices
     services.auth.on_client_removed.append(bridge.on_client_removed)
     services.auth.on_user_deleted.append(bridge.on_user_deleted)
     bridge.tokens = token_cache(services.auth)

@@ -30,7 +30,7 @@ from ..store import Database
 from ..store.counters import reserve_ranges
 from ..store.dialect_insert import dialect_insert
 from ..store.engine import after_commit
-from ..store.pg_driver import pg_driver
+from ..store.pg_driver import pg_autocommit, pg_driver
 from .seal import QueueSeal
 from .tables import (
     direct_cursors,
@@ -91,17 +91,27 @@ _FANOUT_SEQ_PG = """
 """
 
 
-# Several queues' acks as one statement (PostgreSQL, on the driver: $1 queue ids, $2 up_to).
-# The transaction commits without waiting for its WAL flush (synchronous_commit off, for this
-# transaction only): an ack lost in a crash only leaves items the client already processed in
-# its queue (it resumes from its own positions and skips them), and not waiting keeps the acks'
-# fsyncs out of the way of the sends' durable commits.
+# Several queues' acks as one statement that is its own transaction (PostgreSQL, on the driver,
+# no BEGIN or COMMIT round trip): $1 queue ids, $2 up_to; $3 the realtime channel and $4 its
+# notifications for the other serving processes (``ack_notices``), sent at that commit.
+# The commit does not wait for its WAL flush (synchronous_commit off, for this transaction only):
+# an ack lost in a crash only leaves items the client already processed in its queue (it
+# resumes from its own positions and skips them), and not waiting keeps the acks' fsyncs out of
+# the way of the sends' durable commits.
 _ACK_PG = """
-    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
-    DELETE FROM queue_messages m
-    USING unnest($1::bytea[], $2::bigint[]) AS a(id, up_to), relaxed
-    WHERE m.queue_id = a.id AND m.seq <= a.up_to
+    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+    deleted AS (
+        DELETE FROM queue_messages m
+        USING unnest($1::bytea[], $2::bigint[]) AS a(id, up_to), relaxed
+        WHERE m.queue_id = a.id AND m.seq <= a.up_to
+    )
+    SELECT pg_notify($3, n) FROM unnest($4::text[]) AS n
 """
+# The same on SQLite, run once per queue in one call (executemany: one hand-off to the driver's
+# thread for all of them).
+_ACK_ONE = sa.delete(queue_messages).where(
+    queue_messages.c.queue_id == sa.bindparam("qid"), queue_messages.c.seq <= sa.bindparam("up_to")
+)
 # Acks written in one transaction at most (a burst beyond waits for the next).
 ACK_BATCH_MAX = 512
 
@@ -175,6 +185,9 @@ class QueueService:
         self.tx_ack_listeners: list[
             Callable[[AsyncConnection, str | None, bytes | None, int], None]
         ] = []
+        # The realtime acks' notifications for the other processes on PostgreSQL, which travel
+        # in the ack statement itself: (channel, payloads) for [(queue id, up_to)].
+        self.ack_notices: Callable[[list[tuple[bytes, int]]], tuple[str, list[str]]] | None = None
         # Group commit of realtime acks (``ack_many``): waiting acks and the writer task.
         self._ack_pending: list[_PendingAck] = []
         self._ack_writer: asyncio.Task[None] | None = None
@@ -577,20 +590,21 @@ class QueueService:
                     merged[qid] = up_to
         if not merged:
             return
-        async with self.db.transaction() as conn:
-            if conn.dialect.name == "postgresql":
-                ids = sorted(merged)
-                driver = await pg_driver(conn)
-                await driver.execute(_ACK_PG, ids, [merged[q] for q in ids])
-            else:
+        if self.db.is_sqlite:
+            async with self.db.transaction() as conn:
+                await conn.execute(_ACK_ONE, [{"qid": q, "up_to": u} for q, u in merged.items()])
                 for qid, up_to in merged.items():
-                    await conn.execute(
-                        sa.delete(queue_messages).where(
-                            queue_messages.c.queue_id == qid, queue_messages.c.seq <= up_to
-                        )
-                    )
-            for qid, up_to in merged.items():
-                self._acked_after_commit(conn, None, qid, up_to)
+                    self._acked_after_commit(conn, None, qid, up_to)
+            return
+        ids = sorted(merged)
+        channel, notices = (
+            self.ack_notices([(q, merged[q]) for q in ids]) if self.ack_notices else ("", [])
+        )
+        async with pg_autocommit(self.db) as driver:
+            await driver.execute(_ACK_PG, ids, [merged[q] for q in ids], channel, notices)
+        for qid in ids:
+            for listener in self.ack_listeners:
+                listener(None, qid, merged[qid])
 
     async def delete_client_queues(self, conn: AsyncConnection, client_uuid: str) -> None:
         """Deletion hook: a removed client's queues and their messages go with it."""

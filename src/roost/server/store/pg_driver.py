@@ -10,9 +10,14 @@ begins lazily (at its first statement), so the transaction is started here if it
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+if TYPE_CHECKING:
+    from .engine import Database
 
 
 async def pg_driver(conn: AsyncConnection) -> Any:
@@ -22,6 +27,16 @@ async def pg_driver(conn: AsyncConnection) -> Any:
     if adapted._transaction is None and conn.in_transaction():
         await adapted._start_transaction()
     return fairy.driver_connection
+
+
+@asynccontextmanager
+async def pg_autocommit(db: Database) -> AsyncIterator[Any]:
+    """A pooled ``asyncpg.Connection`` outside any transaction (PostgreSQL only): each statement
+    is a transaction of its own, one round trip with no BEGIN or COMMIT. For a write that is a
+    single statement (the realtime acks)."""
+    async with db.engine.connect() as conn:
+        fairy = await conn.get_raw_connection()
+        yield fairy.driver_connection
 
 
 def driver_integrity_errors() -> tuple[type[Exception], ...]:
