@@ -116,3 +116,36 @@ async def test_notifications_are_sent_only_by_committed_transactions(postgres_ur
         await a.stop()
         await b.stop()
         await db.dispose()
+
+
+async def test_a_transaction_too_large_for_one_notification_reaches_the_other_process_whole(
+    postgres_url,
+):
+    """2,000 enqueues in one transaction need several payloads (each under PostgreSQL's limit):
+    B hears every one of them, in order, once A's transaction commits."""
+    import asyncio
+
+    from roost.server.notify.pg_bridge import PgBridge
+    from roost.server.queues.service import WakeUp
+    from roost.server.store import Database
+
+    db = Database(postgres_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    hub_a, hub_b = _RecordingHub(), _RecordingHub()
+    a, b = PgBridge(hub_a, postgres_url), PgBridge(hub_b, postgres_url)
+    await a.start()
+    await b.start()
+    queue = b"\x03" * 16
+    try:
+        async with db.transaction() as conn:
+            for seq in range(1, 2001):
+                a.on_enqueue(conn, WakeUp(queue, seq, b"payload"))
+        for _ in range(100):
+            if len(hub_b.events) >= 2001:
+                break
+            await asyncio.sleep(0.05)
+        assert hub_b.events == [("resync",)] + [("q", None, queue, s, None) for s in range(1, 2001)]
+        assert hub_a.events == [("resync",)]
+    finally:
+        await a.stop()
+        await b.stop()
+        await db.dispose()

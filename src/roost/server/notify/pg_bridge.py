@@ -46,7 +46,10 @@ MAX_PAYLOAD = 7900  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
 APPLICATION_NAME = "roost-realtime-listen"
 _BATCH = "roost_pg_notify_batch"
 _NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
-_NOTIFY_ON_DRIVER = "SELECT pg_notify($1, $2)"
+# All of a transaction's payloads in one round trip (unnest yields them in array order).
+_NOTIFY_ON_DRIVER = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p"
+# One encoder for every event (``json.dumps`` with options builds a new one per call).
+_encode_event = json.JSONEncoder(separators=(",", ":")).encode
 
 # Event kinds on the wire: [kind, ...] inside {"o": origin, "e": [...]}.
 _ITEM, _ACK, _CLIENT_GONE, _USER_GONE = "q", "a", "c", "u"
@@ -67,7 +70,7 @@ def encode_batches(origin: str, events: list[list[Any]]) -> list[str]:
     parts: list[str] = []
     size = len(head) + 2
     for event in events:
-        part = json.dumps(event, separators=(",", ":"))
+        part = _encode_event(event)
         if parts and size + len(part) + 1 > MAX_PAYLOAD:
             out.append(head + ",".join(parts) + "]}")
             parts, size = [], len(head) + 2
@@ -99,6 +102,7 @@ class PgBridge:
         self._hub = hub
         self._dsn = listen_dsn(database_url)
         self.origin = secrets.token_hex(8)  # this process, so its own notifications are skipped
+        self._own_head = f'{{"o":"{self.origin}",'  # how encode_batches starts its payloads
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._keepalive = keepalive
@@ -160,16 +164,17 @@ class PgBridge:
         # On the asyncpg connection, in the same transaction: through SQLAlchemy's execution
         # path it cost about as much again as the NOTIFY (once per send batch and ack write).
         driver = await pg_driver(conn)
-        for payload in encode_batches(self.origin, events):
-            await driver.execute(_NOTIFY_ON_DRIVER, CHANNEL, payload)
+        await driver.execute(_NOTIFY_ON_DRIVER, CHANNEL, encode_batches(self.origin, events))
 
     # ---- receiving ------------------------------------------------------------------------
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload.startswith(self._own_head):
+            return  # ours (not even parsed): the hub already woke the local sessions after commit
         try:
             message = json.loads(payload)
             if message.get("o") == self.origin:
-                return  # ours: the hub already woke the local sessions after our commit
+                return
             for event in message["e"]:
                 self._dispatch(event)
         except Exception:  # a malformed notification must not stop the listener
