@@ -77,3 +77,30 @@ async def test_group_messages_and_commits_arrive_over_the_socket_in_group_order(
     finally:
         await bob_rt.aclose()
         await alice_rt.aclose()
+
+
+async def test_a_message_names_its_sender_after_the_roster_changed(users):
+    """A receiver names each message's sender by leaf; after carol is removed and dave takes
+    her leaf, dave's message names dave (the receiver's names follow the epoch)."""
+    alice = await new_member(users, "a")
+    bob = await new_member(users, "b")
+    carol = await new_member(users, "c")
+    dave = await new_member(users, "d")
+    for other in (bob, carol, dave):
+        await connect(alice, other)
+    gid = (await alice.groups.create()).group_id
+    await alice.groups.invite(gid, [bob.user_id, carol.user_id])
+    await bob.groups.sync()
+    await carol.groups.sync()
+    carol_leaf = carol.groups.group(gid).leaf_index
+    await carol.groups.send(gid, "from carol")
+    await alice.groups.remove(gid, carol.user_id)
+    await alice.groups.invite(gid, [dave.user_id])
+    await dave.groups.sync()
+    assert dave.groups.group(gid).leaf_index == carol_leaf  # the blank leaf is filled again
+    await dave.groups.send(gid, "from dave")
+    got = [e for e in await bob.groups.sync() if e.kind == "message"]
+    assert [(e.message, e.sender) for e in got] == [
+        ("from carol", carol.client_id),
+        ("from dave", dave.client_id),
+    ]

@@ -90,6 +90,22 @@ def roster_clients(group: Group) -> dict[int, str]:
     return {i: client_of(group, i) for i, _, _ in group.roster()}
 
 
+class Rosters:
+    """``roster_clients`` of each group, worked out once per epoch (not per message received):
+    the tree changes only by a commit, which starts a new epoch with its own authenticator.
+    The maps handed out are shared: read them, do not change them."""
+
+    def __init__(self) -> None:
+        self._by_group: dict[bytes, tuple[bytes, dict[int, str]]] = {}
+
+    def of(self, group: Group) -> dict[int, str]:
+        epoch = group.epoch_authenticator
+        held = self._by_group.get(group.group_id)
+        if held is None or held[0] != epoch:
+            held = self._by_group[group.group_id] = (epoch, roster_clients(group))
+        return held[1]
+
+
 def sender_name(sender: Any, leaves: dict[int, str]) -> str:
     if sender.sender_type == SenderType.MEMBER:
         return leaves.get(sender.index, f"leaf {sender.index}")

@@ -30,10 +30,10 @@ from .connection_requests import on_connection_event
 from .errors import RoostError
 from .group_events import (
     GroupEvent,
+    Rosters,
     describe_commit,
     notice_text,
     proposal_text,
-    roster_clients,
     sender_name,
 )
 from .group_key import key_headers
@@ -101,6 +101,7 @@ class GroupSync:
         self.server_keys = server_keys
         self.realtime: Realtime | None = None  # the live realtime connection while listening
         self.resync = GroupResync(client, store, self.queue_for_rejoin, self.adopt, self.abandon)
+        self._rosters = Rosters()  # who sent what is received, by leaf
         # While a Welcome waits for a passing failure to clear: when to try again (monotonic
         # time) and the next wait. Pushed direct events are left for that retry meanwhile.
         self.welcome_retry_at: float | None = None
@@ -682,7 +683,7 @@ class GroupSync:
             self.store.forget(item.group_id)  # our leave came back: nothing before it is due
             return []
         group = self.store.group(item.group_id)
-        senders_before = roster_clients(group)
+        senders_before = self._rosters.of(group)
         try:
             received = await self.client.with_as_certificates(lambda: group.process(item.body))
         except MLSError as e:
@@ -725,7 +726,7 @@ class GroupSync:
                 )
             ]
         self.store.touch(group)
-        after = roster_clients(group)
+        after = self._rosters.of(group)
         added = tuple(after[i] for i in received.added if i in after)
         if received.sender.sender_type == SenderType.NEW_MEMBER_COMMIT:
             sender = joiner_of(item.body) or sender  # who joined (or rejoined) by itself
