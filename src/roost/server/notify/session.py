@@ -444,12 +444,15 @@ class RealtimeSession:
         self._ack_room.set()
         queues = self._services.queues
         if acks:
-            # Only accepted queues get here (``_queue_ack``): their keys were checked.
-            await queues.ack_many(acks)
+            # The window frees before the write: the client has these items (a write lost in a
+            # crash only leaves them in the queue, and the client skips them by its positions).
             for qid, up_to in acks.items():
                 st = self._queues.get(qid)
                 if st is not None:
                     self._acked(st, up_to)
+            self._wake.set()
+            # Only accepted queues get here (``_queue_ack``): their keys were checked.
+            await queues.ack_many(acks)
         if direct is not None:
             async with queues.db.engine.connect() as conn:
                 clients = await self._services.auth.client_uuids_of(self.user_uuid, conn)

@@ -114,6 +114,10 @@ _ACK_ONE = sa.delete(queue_messages).where(
 )
 # Acks written in one transaction at most (a burst beyond waits for the next).
 ACK_BATCH_MAX = 512
+# How long the first realtime ack waits for others before the write: a trickle of acks (every
+# receiver of every message acks it) then shares one transaction instead of one each. Nothing
+# waits on it but the "acked" answer: the session frees its window when it reads the ack.
+ACK_LINGER_SECONDS = 0.02
 
 
 @dataclass(slots=True)
@@ -550,8 +554,9 @@ class QueueService:
 
     async def ack_many(self, acks: dict[bytes, int]) -> None:
         """Several queues' acks (a realtime connection's coalesced burst), group-committed:
-        acks of every connection that arrive while a write is in flight are written together
-        in the next transaction (one DELETE, one notification), answered after its commit.
+        acks of every connection that arrive within ``ACK_LINGER_SECONDS`` of the first, or
+        while a write is in flight, are written together in one transaction (one DELETE, one
+        notification), answered after its commit.
         The caller checked the queues' keys (the session accepted them)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ack_pending.append(_PendingAck(acks, done))
@@ -561,6 +566,7 @@ class QueueService:
 
     async def _ack_writer_loop(self) -> None:
         try:
+            await asyncio.sleep(ACK_LINGER_SECONDS)
             while self._ack_pending:
                 batch = self._ack_pending[:ACK_BATCH_MAX]
                 del self._ack_pending[: len(batch)]
