@@ -31,6 +31,7 @@ from ..store.counters import reserve_ranges
 from ..store.dialect_insert import dialect_insert
 from ..store.engine import after_commit
 from ..store.pg_driver import pg_autocommit, pg_driver
+from ..store.sqlite_driver import execute_many
 from .seal import QueueSeal
 from .tables import (
     direct_cursors,
@@ -88,6 +89,13 @@ _FANOUT_SEQ_PG = """
     )
     SELECT b.id, b.base + p.k, p.ord
     FROM bumped b JOIN p ON p.id = b.id ORDER BY p.ord
+"""
+
+
+# The rows of ``enqueue_sequence_in`` on SQLite (``store/sqlite_driver.py``, one call for all).
+_FANOUT_ROWS_SQLITE = """
+    INSERT INTO queue_messages (queue_id, seq, message_id, payload, created_at)
+    VALUES (?, ?, NULL, ?, ?)
 """
 
 
@@ -442,18 +450,10 @@ class QueueService:
                 out.append((qid, st[0], ord_))
         if out:
             now = int(self.clock())
-            await conn.execute(
-                sa.insert(queue_messages),
-                [
-                    {
-                        "queue_id": qid,
-                        "seq": seq,
-                        "message_id": None,
-                        "payload": items[ord_ - 1][1],
-                        "created_at": now,
-                    }
-                    for qid, seq, ord_ in out
-                ],
+            await execute_many(
+                conn,
+                _FANOUT_ROWS_SQLITE,
+                [(qid, seq, items[ord_ - 1][1], now) for qid, seq, ord_ in out],
             )
         return out
 
