@@ -115,11 +115,8 @@ _ACK_PG = """
     )
     SELECT pg_notify($3, n) FROM unnest($4::text[]) AS n
 """
-# The same on SQLite, run once per queue in one call (executemany: one hand-off to the driver's
-# thread for all of them).
-_ACK_ONE = sa.delete(queue_messages).where(
-    queue_messages.c.queue_id == sa.bindparam("qid"), queue_messages.c.seq <= sa.bindparam("up_to")
-)
+# The same on SQLite, run once per queue in one call (``store/sqlite_driver.py``).
+_ACK_SQLITE = "DELETE FROM queue_messages WHERE queue_id = ? AND seq <= ?"
 # Acks written in one transaction at most (a burst beyond waits for the next).
 ACK_BATCH_MAX = 512
 # How long the first realtime ack waits for others before the write: a trickle of acks (every
@@ -598,7 +595,7 @@ class QueueService:
             return
         if self.db.is_sqlite:
             async with self.db.transaction() as conn:
-                await conn.execute(_ACK_ONE, [{"qid": q, "up_to": u} for q, u in merged.items()])
+                await execute_many(conn, _ACK_SQLITE, list(merged.items()))
                 for qid, up_to in merged.items():
                     self._acked_after_commit(conn, None, qid, up_to)
             return
@@ -606,6 +603,7 @@ class QueueService:
         channel, notices = (
             self.ack_notices([(q, merged[q]) for q in ids]) if self.ack_notices else ("", [])
         )
+        # No transaction, so no tx_ack_listeners: the bridge's notices are in the statement.
         async with pg_autocommit(self.db) as driver:
             await driver.execute(_ACK_PG, ids, [merged[q] for q in ids], channel, notices)
         for qid in ids:
