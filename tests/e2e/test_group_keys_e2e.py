@@ -108,12 +108,7 @@ async def test_a_responder_that_accepts_without_a_sync_first_gets_the_key_too(us
 
 
 async def test_a_members_new_device_gets_the_key_from_its_welcome(users):
-    alice = await new_member(users, "alice")
-    bob = await new_member(users, "bob")
-    await connect(alice, bob)
-    gid = (await alice.groups.create()).group_id
-    await alice.groups.invite(gid, [bob.user_id])
-    await bob.sync()
+    alice, bob, gid = await alice_and_bob_in_a_group(users)
     phone = await second_member(users, bob)
 
     [added] = await bob.groups.add_own_devices(gid)  # bob is no admin: his own device

@@ -12,7 +12,15 @@ from roost.client.group_events import roster_clients
 from roost.mls.group import Group
 from roost.protocol.queue_item import QueueItem
 
-from .helpers import Member, connect, new_member, second_member, sync_all, sync_until
+from .helpers import (
+    Member,
+    alice_and_bob_in_a_group,
+    connect,
+    new_member,
+    second_member,
+    sync_all,
+    sync_until,
+)
 
 
 async def _trio(users) -> tuple[Member, Member, Member, Member]:
@@ -130,12 +138,7 @@ async def test_add_and_remove_with_welcome_removed_member_cannot_read_or_send(us
 
 
 async def test_idempotent_resend(users):
-    alice = await new_member(users, "alice")
-    bob = await new_member(users, "bob")
-    await connect(alice, bob)
-    gid = (await alice.groups.create()).group_id
-    await alice.groups.invite(gid, [bob.user_id])
-    await bob.sync()
+    alice, bob, gid = await alice_and_bob_in_a_group(users)
     await bob.groups.set_policy(gid, "mentions")
     first = await alice.groups.send(gid, "only once", message_id="m-1")
     again = await alice.groups.send_raw(gid, first.ciphertext, message_id="m-1")
@@ -225,12 +228,7 @@ async def test_fifty_clients_race_one_epoch_exactly_one_wins_no_fork(users):
 
 
 async def test_group_deletion_tells_members_with_a_verified_notice(users):
-    alice = await new_member(users, "alice")
-    bob = await new_member(users, "bob")
-    await connect(alice, bob)
-    gid = (await alice.groups.create()).group_id
-    await alice.groups.invite(gid, [bob.user_id])
-    await bob.sync()
+    alice, bob, gid = await alice_and_bob_in_a_group(users)
     with pytest.raises(RoostError) as e:
         await bob.groups.delete(gid)
     assert e.value.status == 403
@@ -409,12 +407,7 @@ async def test_state_history_and_cursors_survive_a_restart(users, tmp_path):
 async def test_a_client_receives_while_its_own_send_is_in_flight(users):
     """The group lock covers encryption, not the round trip: a client's receiving does not wait
     behind its own sends (a send held on the wire here until the same client has synced)."""
-    alice = await new_member(users, "alice")
-    bob = await new_member(users, "bob")
-    await connect(alice, bob)
-    gid = (await alice.groups.create()).group_id
-    await alice.groups.invite(gid, [bob.user_id])
-    await bob.sync()
+    alice, bob, gid = await alice_and_bob_in_a_group(users)
     await bob.groups.send(gid, "from bob")
 
     synced = asyncio.Event()

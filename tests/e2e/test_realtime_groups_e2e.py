@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from roost.client.groups import GroupEvent
 
-from .helpers import connect, new_member
+from .helpers import alice_and_bob_in_a_group, connect, new_member
 
 
 async def _until(pred: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -20,12 +20,7 @@ async def _until(pred: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 async def test_websocket_delivery_with_reconnect_and_resume(users):
-    alice = await new_member(users, "alice")
-    bob = await new_member(users, "bob")
-    await connect(alice, bob)
-    gid = (await alice.groups.create()).group_id
-    await alice.groups.invite(gid, [bob.user_id])
-    await bob.sync()
+    alice, bob, gid = await alice_and_bob_in_a_group(users)
 
     got: list[GroupEvent] = []
 
