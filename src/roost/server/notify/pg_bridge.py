@@ -63,9 +63,14 @@ def listen_dsn(database_url: str) -> str:
     return database_url
 
 
+def _payload_head(origin: str) -> str:
+    """How every payload of ``origin`` starts (a process skips its own by it)."""
+    return f'{{"o":"{origin}","e":['
+
+
 def encode_batches(origin: str, events: list[list[Any]]) -> list[str]:
     """Split ``events`` into notification payloads of at most ``MAX_PAYLOAD`` bytes each."""
-    head = f'{{"o":"{origin}","e":['
+    head = _payload_head(origin)
     out: list[str] = []
     parts: list[str] = []
     size = len(head) + 2
@@ -102,7 +107,7 @@ class PgBridge:
         self._hub = hub
         self._dsn = listen_dsn(database_url)
         self.origin = secrets.token_hex(8)  # this process, so its own notifications are skipped
-        self._own_head = f'{{"o":"{self.origin}",'  # how encode_batches starts its payloads
+        self._own_head = _payload_head(self.origin)
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._keepalive = keepalive
@@ -172,10 +177,7 @@ class PgBridge:
         if payload.startswith(self._own_head):
             return  # ours (not even parsed): the hub already woke the local sessions after commit
         try:
-            message = json.loads(payload)
-            if message.get("o") == self.origin:
-                return
-            for event in message["e"]:
+            for event in json.loads(payload)["e"]:
                 self._dispatch(event)
         except Exception:  # a malformed notification must not stop the listener
             log.exception("bad realtime notification")

@@ -599,16 +599,16 @@ class QueueService:
                 for qid, up_to in merged.items():
                     self._acked_after_commit(conn, None, qid, up_to)
             return
-        ids = sorted(merged)
-        channel, notices = (
-            self.ack_notices([(q, merged[q]) for q in ids]) if self.ack_notices else ("", [])
-        )
+        acks = sorted(merged.items())
+        channel, notices = self.ack_notices(acks) if self.ack_notices else ("", [])
         # No transaction, so no tx_ack_listeners: the bridge's notices are in the statement.
         async with pg_autocommit(self.db) as driver:
-            await driver.execute(_ACK_PG, ids, [merged[q] for q in ids], channel, notices)
-        for qid in ids:
+            await driver.execute(
+                _ACK_PG, [q for q, _ in acks], [u for _, u in acks], channel, notices
+            )
+        for qid, up_to in acks:
             for listener in self.ack_listeners:
-                listener(None, qid, merged[qid])
+                listener(None, qid, up_to)
 
     async def delete_client_queues(self, conn: AsyncConnection, client_uuid: str) -> None:
         """Deletion hook: a removed client's queues and their messages go with it."""
