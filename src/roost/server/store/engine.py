@@ -10,18 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_
 
 
 def make_engine(url: str, sqlite_synchronous: str = "full") -> AsyncEngine:
     # hide_parameters: a logged database error shows the statement, never its values (tokens,
     # password hashes, queue ids); observability/redaction.py keeps statements out of logs.
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        # No rollback when a connection returns to the pool: every use ends its transaction
+        # (Database.transaction commits or rolls back; a Connection closed inside one rolls
+        # it back itself), and on SQLite that rollback was a thread hand-off per use.
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": 30},
+            hide_parameters=True,
+            pool_reset_on_return=None,
+        )
         _configure_sqlite(engine, sqlite_synchronous)
         return engine
     engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
@@ -64,7 +74,13 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
         # Writers take the write lock up front (no lock-upgrade deadlocks); readers use a
         # deferred transaction, which in WAL mode runs alongside a writer.
         write = conn.get_execution_options().get("roost_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # On aiosqlite's connection: one hand-off to its thread (SQLAlchemy's statement path
+        # takes three: cursor, execute, close).
+        statement = "BEGIN IMMEDIATE" if write else "BEGIN"
+        try:
+            await_(conn.connection.driver_connection.execute(statement))
+        except sqlite3.Error as e:  # as SQLAlchemy's path raises it (a lock timeout: 503)
+            raise exc.DBAPIError.instance(statement, None, e, sqlite3.Error) from e
 
 
 log = logging.getLogger("roost.server")

@@ -31,7 +31,6 @@ async def execute_many(conn: AsyncConnection, sql: str, rows: Iterable[Sequence[
     """Run one statement once per row, in one hand-off: the rows it changed in all."""
     driver = await _driver(conn)
     cursor = await driver.executemany(sql, rows)
-    try:
-        return int(cursor.rowcount)
-    finally:
-        await cursor.close()
+    # Not closed: closing is another hand-off, and there is nothing to release (sqlite3
+    # resets a finished statement; the cursor goes with its last reference, here).
+    return int(cursor.rowcount)
