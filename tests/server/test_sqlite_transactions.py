@@ -1,6 +1,6 @@
 """SQLite transactions as ``store/engine.py`` opens and ends them: writers take the lock with
 ``BEGIN IMMEDIATE`` on the driver, and a connection goes back to the pool with no transaction
-open (the pool does not roll back on return, so every use must end its own)."""
+open, whatever its use did."""
 
 from __future__ import annotations
 

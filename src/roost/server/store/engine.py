@@ -23,15 +23,7 @@ def make_engine(url: str, sqlite_synchronous: str = "full") -> AsyncEngine:
     # hide_parameters: a logged database error shows the statement, never its values (tokens,
     # password hashes, queue ids); observability/redaction.py keeps statements out of logs.
     if url.startswith("sqlite"):
-        # No rollback when a connection returns to the pool: every use ends its transaction
-        # (Database.transaction commits or rolls back; a Connection closed inside one rolls
-        # it back itself), and on SQLite that rollback was a thread hand-off per use.
-        engine = create_async_engine(
-            url,
-            connect_args={"timeout": 30},
-            hide_parameters=True,
-            pool_reset_on_return=None,
-        )
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         _configure_sqlite(engine, sqlite_synchronous)
         return engine
     engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
@@ -75,7 +67,9 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
         # deferred transaction, which in WAL mode runs alongside a writer.
         write = conn.get_execution_options().get("roost_write", False)
         # On aiosqlite's connection: one hand-off to its thread (SQLAlchemy's statement path
-        # takes three: cursor, execute, close).
+        # takes three: cursor, execute, close). A caller cancelled while it waits never sees
+        # the transaction, but the BEGIN still runs: the pool's rollback when the connection
+        # returns (queued behind it) ends it, so that rollback must stay.
         statement = "BEGIN IMMEDIATE" if write else "BEGIN"
         try:
             await_(conn.connection.driver_connection.execute(statement))
