@@ -4,6 +4,7 @@ open, whatever its use did."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -66,6 +67,34 @@ async def test_a_writer_locked_out_fails_as_unavailable_and_the_next_one_writes(
         other.execute("ROLLBACK")
     finally:
         other.close()
+    async with db.transaction() as conn:
+        await conn.execute(text("INSERT INTO t VALUES (2)"))
+    assert await rows(db) == [2]
+
+
+async def test_a_request_cancelled_while_its_begin_waits_leaves_no_transaction_behind(
+    db: Database, tmp_path: Path
+) -> None:
+    async with db.engine.connect() as conn:  # the pool's one connection
+        await conn.execute(text("PRAGMA busy_timeout=5000"))
+    other = sqlite3.connect(tmp_path / "roost.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the request's BEGIN IMMEDIATE waits for this lock
+
+        async def request() -> None:
+            async with db.transaction() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (1)"))
+
+        task = asyncio.create_task(request())
+        await asyncio.sleep(0.2)
+        task.cancel()  # the client went away; its BEGIN still runs once the lock is free
+        await asyncio.sleep(0.1)
+        other.execute("ROLLBACK")
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        other.close()
+    assert not await open_transaction_in_pool(db)
     async with db.transaction() as conn:
         await conn.execute(text("INSERT INTO t VALUES (2)"))
     assert await rows(db) == [2]
