@@ -286,6 +286,19 @@ async def test_claim_rule_holds_on_both_servers(fed: Federation) -> None:
     assert (await bob.key_package_count()).count == 7
 
 
+async def test_a_remote_claim_that_finds_nothing_keeps_the_one_claim(fed: Federation) -> None:
+    """bob has published nothing: the claim under alice's opening request gets nothing and
+    spends nothing, on either server; once bob publishes, it gets his package."""
+    alice = await fed.users(A).new("alice")
+    bob = await fed.users(B).new("bob")
+    await alice.open_connection(bob.user_id)
+    assert await alice.claim_key_packages(bob.user_id) == []
+    await bob.publish_key_packages(8)
+    [kp] = await alice.claim_key_packages(bob.user_id)
+    assert bob.cs.key_package_ref(kp.encode()).hex() in bob.state.keypackages
+    await expect_error(403, "no_connection", alice.claim_key_packages(bob.user_id))
+
+
 async def test_a_peer_cannot_report_a_uuid_of_another_user(fed: Federation) -> None:
     bob = await fed.users(B).new("bob")
     carol = await fed.users(B).new("carol")

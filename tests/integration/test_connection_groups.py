@@ -134,6 +134,43 @@ async def test_request_needs_key_packages(users):
     assert await Groups(alice).list() == []
 
 
+async def test_a_request_that_found_no_key_packages_goes_through_once_they_are_published(users):
+    """The first try opens the connection but finds nothing to claim; that spends nothing.
+    When bob has published, asking again resumes the same request instead of being refused
+    as a second one, and bob can accept it."""
+    alice = await users.new("alice")
+    bob = await users.new("bob")  # published nothing yet
+    ga, gb = Groups(alice), Groups(bob)
+    with pytest.raises(RoostError) as e:
+        await ga.request_connection(bob.user_id)
+    assert e.value.code == "no_key_packages"
+    [opening] = await alice.connections()
+    assert opening.state == "opening"
+
+    await bob.publish_key_packages(2)
+    conn, gid = await ga.request_connection(bob.user_id.upper())
+    assert (conn.connection_id, conn.state) == (opening.connection_id, "pending")
+    assert await gb.sync() == []
+    accepted, joined = await gb.accept_connection(conn.connection_id)
+    assert accepted.state == "accepted"
+    assert joined is not None and joined.group_id == gid
+    await gb.send(gid, "hi alice")
+    events = await ga.sync()
+    assert [(ev.kind, ev.group_id) for ev in events] == [("connected", gid), ("message", gid)]
+    assert events[1].message == "hi alice"
+
+
+async def test_a_request_the_other_user_already_made_is_answered_not_repeated(users):
+    alice = await users.new("alice", keypackages=2)
+    bob = await users.new("bob", keypackages=2)
+    conn, _ = await Groups(bob).request_connection(alice.user_id)
+    with pytest.raises(RoostError) as e:
+        await Groups(alice).request_connection(bob.user_id)
+    assert (e.value.status, e.value.code) == (409, "connection_exists")
+    [theirs] = await alice.connections()
+    assert (theirs.connection_id, theirs.state) == (conn.connection_id, "pending")
+
+
 async def test_welcome_for_someone_else_is_refused(users):
     alice = await users.new("alice", keypackages=2)
     bob = await users.new("bob", keypackages=2)

@@ -106,6 +106,23 @@ async def test_claims_need_a_connection_or_an_opening_request(server):
     assert (await claim(server, bob, alice)).status_code == 403
 
 
+async def test_a_claim_that_finds_nothing_keeps_the_requests_one_claim(server):
+    """bob has published nothing: alice's claim under her opening request hands out nothing,
+    so it spends nothing, and her claim after bob publishes gets his packages."""
+    alice = await server.user("alice")
+    bob = await server.user("bob")
+    r = await server.http.post("/v1/connections", json={"to": bob.user_id}, headers=alice.headers)
+    assert r.status_code == 201
+    r = await claim(server, alice, bob)
+    assert r.status_code == 200 and split_claim(r.content) == []
+    now = server.clock.now
+    body = batch(make_kp(bob.client, now=now), make_kp(bob.client, last_resort=True, now=now))
+    await publish(server.http, bob.client, body)
+    r = await claim(server, alice, bob)
+    assert r.status_code == 200 and len(split_claim(r.content)) == 1
+    assert (await claim(server, alice, bob)).status_code == 403  # that one was spent
+
+
 def _resign(client, kp, **changes):
     """Rebuild a package with changed fields, correctly signed (to test semantic checks)."""
     from roost.mls.crypto.ciphersuite import get_cipher_suite

@@ -57,8 +57,9 @@ class ConnectionRequests:
     async def request(self, user_id: str) -> tuple[Connection, bytes]:
         """Open a connection to ``user_id`` whose request carries the Welcome to a new DS
         group of this client and one KeyPackage of each of the responder's clients. Returns
-        the connection (``pending``) and the group id."""
-        conn = await self.client.open_connection(user_id)
+        the connection (``pending``) and the group id. Our own earlier request to the user
+        that never went out (still ``opening``: say they had no KeyPackages then) is resumed."""
+        conn = await self._open(user_id)
         kps = await self.client.claim_key_packages(user_id)  # the request's single claim
         if not kps:
             raise RoostError(0, "no_key_packages", f"{user_id} has no KeyPackages to claim")
@@ -87,6 +88,19 @@ class ConnectionRequests:
                 await self.delete(group.group_id)
             raise
         return conn, group.group_id
+
+    async def _open(self, user_id: str) -> Connection:
+        try:
+            return await self.client.open_connection(user_id)
+        except RoostError as e:
+            if e.code != "connection_exists":
+                raise
+            to = user_id.strip().lower()
+            for conn in await self.client.connections():
+                mine = conn.requester == self.client.user_id and conn.responder == to
+                if mine and conn.state == "opening":
+                    return conn
+            raise
 
     def _wrap(self, group_id: bytes) -> str | None:
         """The group's key wrapped for the epoch the Welcome joins: the group's current one,

@@ -148,6 +148,7 @@ class KeyPackagesApi(CredentialChecks):
         from roost.mls.group.validation import validate_key_package  # heavy: import on use
 
         suite = cipher_suite or kp.cipher_suite
+        user_id = user_id.strip().lower()  # as the server reads it: ids are case-insensitive
         cred = kp.leaf_node.credential
         if cred.credential_type != 2 or not cred.certificates:
             raise CredentialError("KeyPackage credential is not x509")

@@ -193,14 +193,15 @@ class RemoteClaims:
     ) -> bytes:
         """Our claim rule first (it may use the opening request's one claim), then the
         target's server checks its own; if that fails, the claim is given back. With
-        ``client_uuid``: that one client's package (the target's server knows its clients)."""
+        ``client_uuid``: that one client's package (the target's server knows its clients).
+        An answer with no package gives the claim back too: nothing was taken."""
         domain = user_domain(user_id)
         connections = self.connections
         async with connections.db.transaction() as conn:
             target = await connections.remote_user_uuid(conn, user_id)
             if target is None:
                 raise Problem(403, "no_connection", "KeyPackages are only given to connected users")
-            await connections.authorize_claim(conn, principal.user_uuid, target)
+            spent = await connections.authorize_claim(conn, principal.user_uuid, target)
         try:
             response = await self.client.request(
                 domain,
@@ -213,7 +214,7 @@ class RemoteClaims:
             if ctype != MLS_MEDIA_TYPE:
                 raise _broken(domain, "claim answer (media type)")
             try:
-                mls_vector_reader(response.content)
+                handed_out = mls_vector_reader(response.content).remaining()
             except Exception:
                 raise _broken(domain, "claim answer (not an MLS vector)") from None
         except Exception as e:
@@ -221,6 +222,8 @@ class RemoteClaims:
             if isinstance(e, Problem) and e.status in (401, 421):
                 raise RemoteUnavailable(domain, f"refused our request ({e.code})") from None
             raise
+        if spent and not handed_out:
+            await connections.release_claim(principal.user_uuid, target)
         return bytes(response.content)
 
 

@@ -65,6 +65,10 @@ class RemoteClaims(Protocol):
         ...
 
 
+class _NothingHandedOut(Exception):
+    """A claim under an opening request found no package: undo the spending of its claim."""
+
+
 @dataclass(frozen=True, slots=True)
 class Counts:
     count: int
@@ -163,6 +167,25 @@ class KeyPackageService:
         requesting client itself is skipped when a user claims its own other clients'). With
         ``only_client``: that client's package alone (``404 client_not_found`` if the target
         user has no such client)."""
+        try:
+            return await self._claim(
+                requester_user_uuid,
+                target_user_uuid,
+                cipher_suite,
+                requester_client_uuid,
+                only_client,
+            )
+        except _NothingHandedOut:
+            return []
+
+    async def _claim(
+        self,
+        requester_user_uuid: str,
+        target_user_uuid: str,
+        cipher_suite: int,
+        requester_client_uuid: str | None,
+        only_client: str | None,
+    ) -> list[bytes]:
         now = int(self.clock())
         out: list[bytes] = []
         async with self.db.transaction() as conn:
@@ -185,6 +208,8 @@ class KeyPackageService:
                 data = await self._claim_one(conn, client_uuid, cipher_suite, now, reserve)
                 if data is not None:
                     out.append(data)
+            if by_stranger and not out:
+                raise _NothingHandedOut  # rolls back: the opening request keeps its one claim
         return out
 
     async def claim_for_user(self, principal: Principal, user_id: str, cipher_suite: int) -> bytes:
