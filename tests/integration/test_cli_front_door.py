@@ -1,7 +1,8 @@
 """Front-door papercuts of the ``roost`` command, tried as a new user would.
 
 No silent password-less account without a terminal; ``verify`` takes the short client id that
-``whoami`` prints; ``keypackages claim`` prints the same id encoding with and without ``--json``.
+``whoami`` prints; ``keypackages claim`` prints the same id encoding with and without ``--json``;
+``keypackages publish`` refuses a stray argument instead of ignoring it.
 """
 
 from __future__ import annotations
@@ -91,3 +92,14 @@ def test_claim_prints_one_id_encoding_with_and_without_json(server, tmp_path):
     # Both are base64url, the API's encoding, and name KeyPackages Alice published.
     assert set(as_json) | set(as_text) <= set(published["refs"])
     assert as_json != as_text
+
+
+def test_keypackages_publish_refuses_a_stray_argument(server, tmp_path):
+    """``publish 5`` reads like "publish five": it is refused, not taken as 10 published."""
+    cli = Terminal(server.url, tmp_path / "alice")
+    cli.json("register", unique_name("kp"), "--no-password")
+    code, out, err = cli.run("keypackages", "publish", "5")
+    assert code != 0 and out == ""
+    assert "invalid_arguments: publish takes no user id (--count N publishes N)" in err
+    assert cli.json("keypackages", "count")["count"] == 0
+    assert cli.json("keypackages", "publish", "--count", "5")["published"] == 5

@@ -301,6 +301,10 @@ async def cmd_verify(args: argparse.Namespace) -> None:
 
 # ---- KeyPackages --------------------------------------------------------------------------
 async def cmd_keypackages(args: argparse.Namespace) -> None:
+    if args.action != "claim" and args.user_id:
+        hint = " (--count N publishes N)" if args.action == "publish" else ""
+        raise RoostError(0, "invalid_arguments", f"{args.action} takes no user id{hint}")
+
     async def run(c: RoostClient) -> None:
         if args.action == "publish":
             res = await c.publish_key_packages(args.count, last_resort=args.last_resort)
