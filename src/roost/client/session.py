@@ -24,6 +24,7 @@ from roost.protocol.base64url import b64u, unb64u
 from roost.protocol.opaque import opaque_concat
 
 from .errors import RoostError
+from .http_channel import KEEPALIVE_EXPIRY, HttpChannel
 from .state import ClientState, Home
 
 # Refresh a token this long before the server would consider it expired (at most this
@@ -31,10 +32,6 @@ from .state import ClientState, Home
 TOKEN_REFRESH_MARGIN = 15.0
 TOKEN_REFRESH_FRACTION = 0.2
 AUTH_LABEL = b"roost auth"
-
-# Drop idle connections well before the server does (uvicorn closes them after 5 s): reusing
-# one the server is closing at that moment fails with "Server disconnected".
-KEEPALIVE_EXPIRY = 2.0
 
 
 def problem_error(resp: httpx.Response) -> RoostError:
@@ -104,12 +101,14 @@ class Session:
         self.home = home
         self._http = http or new_http(state.server, timeout)
         self._owns_http = http is None
+        self._channel = HttpChannel(state.server, timeout)
         self._auth_lock = asyncio.Lock()
         self._refresh_margin = TOKEN_REFRESH_MARGIN
         self._signature_key: bytes | None = None
 
     # ---- life cycle ---------------------------------------------------------------------
     async def aclose(self) -> None:
+        await self._channel.aclose()
         if self._owns_http:
             await self._http.aclose()
 
@@ -206,10 +205,9 @@ class Session:
         for attempt in range(2):
             if auth:
                 hdrs["Authorization"] = f"Bearer {await self._token(stale)}"
-            try:
-                resp = await self._send_once(method, path, json, content, params, hdrs)
-            except httpx.TransportError as e:
-                raise RoostError(0, "transport_error", f"{method} {path}: {e!r}") from e
+            resp = await self._channel.request(
+                method, path, json=json, content=content, params=params, headers=hdrs
+            )
             if auth and attempt == 0 and resp.status_code == 401:
                 # Expired or revoked token: get a new one and retry once. If the client was
                 # removed, the token step itself fails with auth_failed.
@@ -219,27 +217,3 @@ class Session:
         if resp.is_error:
             raise problem_error(resp)
         return resp
-
-    async def _send_once(
-        self,
-        method: str,
-        path: str,
-        json: Any,
-        content: bytes | None,
-        params: Mapping[str, Any] | None,
-        headers: dict[str, str],
-    ) -> httpx.Response:
-        """One request; resent once if the server closed a kept-alive connection just as we
-        reused it (it then saw no request: "Server disconnected without sending a response").
-        A busy client loop can notice a response late and reuse a connection the server has
-        already timed out."""
-        try:
-            return await self._http.request(
-                method, path, json=json, content=content, params=params, headers=headers
-            )
-        except httpx.RemoteProtocolError as e:
-            if "without sending a response" not in str(e):
-                raise
-            return await self._http.request(
-                method, path, json=json, content=content, params=params, headers=headers
-            )
