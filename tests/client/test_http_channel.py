@@ -1,6 +1,7 @@
 """The client's request channel (``HttpChannel``) against real sockets: a kept-alive connection
 the server closed is retried once on a new one, failures to reach the server are
-``transport_error``s, and one channel serves a client that moves to another event loop."""
+``transport_error``s, the server URL's path prefix and query values reach the server as httpx
+sent them, and one channel serves a client that moves to another event loop."""
 
 from __future__ import annotations
 
@@ -24,12 +25,14 @@ class Server:
         self.drop = drop
         self.requests = 0
         self.connections = 0
+        self.request_lines: list[bytes] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                self.request_lines.append(head.split(b"\r\n")[0])
                 length = 0
                 for line in head.split(b"\r\n"):
                     name, _, value = line.partition(b":")
@@ -83,6 +86,17 @@ async def test_a_server_that_keeps_dropping_is_a_transport_error(method):
             await channel.aclose()
     assert (e.value.status, e.value.code) == (0, "transport_error")
     assert srv.requests == 2  # sent once more, not for ever
+
+
+async def test_the_servers_path_prefix_and_query_values_are_kept():
+    srv = Server()
+    async with srv as url:
+        channel = HttpChannel(url + "/roost/", timeout=5)
+        try:
+            await channel.request("GET", "/v1/users/a%2Fb@x", params={"on": True, "n": 2})
+        finally:
+            await channel.aclose()
+    assert srv.request_lines == [b"GET /roost/v1/users/a%2Fb@x?on=true&n=2 HTTP/1.1"]
 
 
 async def test_no_server_is_a_transport_error():

@@ -49,7 +49,6 @@ class HttpChannel:
                 tls = ssl.create_default_context(cafile=certifi.where())
             connector = aiohttp.TCPConnector(ssl=tls, keepalive_timeout=KEEPALIVE_EXPIRY)
             self._session = aiohttp.ClientSession(
-                self.server,
                 connector=connector,
                 timeout=self.timeout,
                 auto_decompress=False,
@@ -72,11 +71,13 @@ class HttpChannel:
         reused it (it then saw no request): a busy client loop can notice a response late and
         reuse a connection the server has already timed out. Transport failures become
         RoostError(status=0)."""
-        query = {k: str(v) for k, v in params.items()} if params else None
+        # Paths come quoted (``session.segment``); the server's URL may carry a path prefix.
+        url = self.server + path
+        query = {k: _query_value(v) for k, v in params.items()} if params else None
         for attempt in range(2):
             try:
                 async with self._pool().request(
-                    method, path, json=json, data=content, params=query, headers=headers
+                    method, url, json=json, data=content, params=query, headers=headers
                 ) as resp:
                     body = await resp.read()
                     return httpx.Response(
@@ -97,6 +98,10 @@ class HttpChannel:
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+
+def _query_value(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def _transport_error(method: str, path: str, e: BaseException) -> RoostError:
