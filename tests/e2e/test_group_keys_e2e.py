@@ -212,7 +212,7 @@ async def test_the_creator_goes_on_with_the_key_after_a_restart(users, tmp_path)
     assert bob.groups.group_key(gid) is None  # the membership ended: the key goes with it
 
 
-async def test_a_wrap_made_under_another_key_fails_that_welcome_only(users):
+async def test_a_wrap_made_under_another_key_fails_that_welcome_only(users, monkeypatch):
     alice = await new_member(users, "alice")
     bob = await new_member(users, "bob")
     await connect(alice, bob)
@@ -222,13 +222,17 @@ async def test_a_wrap_made_under_another_key_fails_that_welcome_only(users):
 
     # A committer whose wrap is made under a key that is not the new epoch's exporter: the
     # server cannot tell (it passes the wrap on unopened).
-    async def bad_wrap(request: httpx.Request) -> None:
-        if GROUP_KEY_WRAP_HEADER in request.headers:
-            request.headers[GROUP_KEY_WRAP_HEADER] = wrap_group_key(key, gid, new_group_key())
+    channel = alice.client._channel
+    send = channel.request
 
-    alice.client._http.event_hooks["request"].append(bad_wrap)
-    await alice.groups.invite(gid, [bob.user_id])
-    alice.client._http.event_hooks["request"].remove(bad_wrap)
+    async def bad_wrap(method: str, path: str, *, headers=None, **kwargs) -> httpx.Response:  # type: ignore[no-untyped-def]
+        if headers and GROUP_KEY_WRAP_HEADER in headers:
+            headers = {**headers, GROUP_KEY_WRAP_HEADER: wrap_group_key(key, gid, new_group_key())}
+        return await send(method, path, headers=headers, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(channel, "request", bad_wrap)
+        await alice.groups.invite(gid, [bob.user_id])
 
     [failed] = await bob.sync()
     assert failed.kind == "welcome_failed" and "group key" in failed.text
