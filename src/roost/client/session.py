@@ -99,7 +99,8 @@ class Session:
     ) -> None:
         self.state = state
         self.home = home
-        self._http = http or new_http(state.server, timeout)
+        self._timeout = timeout
+        self._http = http  # made at first use when not given: API requests use the channel
         self._owns_http = http is None
         self._channel = HttpChannel(state.server, timeout)
         self._auth_lock = asyncio.Lock()
@@ -109,12 +110,14 @@ class Session:
     # ---- life cycle ---------------------------------------------------------------------
     async def aclose(self) -> None:
         await self._channel.aclose()
-        if self._owns_http:
+        if self._owns_http and self._http is not None:
             await self._http.aclose()
 
     @property
     def http(self) -> httpx.AsyncClient:
-        """The underlying HTTP client (base URL = the homeserver), for raw requests."""
+        """An httpx client for raw requests and asset transfers (base URL = the homeserver)."""
+        if self._http is None:
+            self._http = new_http(self.state.server, self._timeout)
         return self._http
 
     def save(self) -> None:
@@ -158,13 +161,15 @@ class Session:
         """Prove possession of the signature key; store and return a fresh bearer token."""
         st = self.state
         ch = (
-            await call(self._http, "POST", "/v1/auth/challenge", json={"client_id": st.client_id})
+            await self.request(
+                "POST", "/v1/auth/challenge", auth=False, json={"client_id": st.client_id}
+            )
         ).json()
         nonce = unb64u(ch["nonce"])
         content = opaque_concat(st.home_domain.encode(), st.client_id.encode(), nonce)
         sig = self.cs.sign_with_label(st.signature_private, AUTH_LABEL, content)
         body = {"challenge_id": ch["challenge_id"], "signature": b64u(sig)}
-        tok = (await call(self._http, "POST", "/v1/auth/token", json=body)).json()
+        tok = (await self.request("POST", "/v1/auth/token", auth=False, json=body)).json()
         st.token = tok["token"]
         st.token_expires_at = float(tok["expires_at"])
         lifetime = max(0.0, st.token_expires_at - time.time())
