@@ -1,10 +1,10 @@
 """A client's requests to its homeserver, on aiohttp's keep-alive connection pool.
 
 The client library sends every API request (``Session.request``) through here: aiohttp's
-request path costs about a third of the CPU of httpx's (benchmarks/README.md, "The client
-library on aiohttp"), and one process driving many clients is bound by that CPU. Answers come
-back as ``httpx.Response`` values, the type the rest of the library (and its callers) read;
-raw requests and asset transfers keep the ``httpx.AsyncClient`` of the session.
+request path costs about a third of the CPU of httpx's (benchmarks/README.md, "Fix: the
+client library's requests on aiohttp"), and one process driving many clients is bound by
+that CPU. Answers come back as ``httpx.Response`` values, the type the rest of the library
+(and its callers) read; raw requests and asset transfers use the session's httpx client.
 """
 
 from __future__ import annotations
