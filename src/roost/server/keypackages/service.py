@@ -167,49 +167,35 @@ class KeyPackageService:
         requesting client itself is skipped when a user claims its own other clients'). With
         ``only_client``: that client's package alone (``404 client_not_found`` if the target
         user has no such client)."""
-        try:
-            return await self._claim(
-                requester_user_uuid,
-                target_user_uuid,
-                cipher_suite,
-                requester_client_uuid,
-                only_client,
-            )
-        except _NothingHandedOut:
-            return []
-
-    async def _claim(
-        self,
-        requester_user_uuid: str,
-        target_user_uuid: str,
-        cipher_suite: int,
-        requester_client_uuid: str | None,
-        only_client: str | None,
-    ) -> list[bytes]:
         now = int(self.clock())
         out: list[bytes] = []
-        async with self.db.transaction() as conn:
-            by_stranger = await self.authorize_claim(conn, requester_user_uuid, target_user_uuid)
-            # After authorisation, so a requester without a connection learns nothing of the
-            # target's clients; the 404 rolls back, so an opening request keeps its one claim.
-            clients = await self.clients_of(target_user_uuid, conn)
-            if only_client is not None:
-                if only_client not in clients:
-                    raise Problem(404, "client_not_found", "the user has no such client")
-                clients = [only_client]
-            if requester_user_uuid != target_user_uuid:
-                # After authorisation, so refused requesters spend none of the target's budget;
-                # a 429 here rolls back, so an opening request keeps its one claim.
-                self.target_limiter.hit(target_user_uuid)
-            reserve = self.limits.keypackage_reserve if by_stranger else 0
-            for client_uuid in clients:
-                if only_client is None and client_uuid == requester_client_uuid:
-                    continue
-                data = await self._claim_one(conn, client_uuid, cipher_suite, now, reserve)
-                if data is not None:
-                    out.append(data)
-            if by_stranger and not out:
-                raise _NothingHandedOut  # rolls back: the opening request keeps its one claim
+        try:
+            async with self.db.transaction() as conn:
+                by_stranger = await self.authorize_claim(
+                    conn, requester_user_uuid, target_user_uuid
+                )
+                # After authorisation, so a requester without a connection learns nothing of the
+                # target's clients; the 404 rolls back, so an opening request keeps its one claim.
+                clients = await self.clients_of(target_user_uuid, conn)
+                if only_client is not None:
+                    if only_client not in clients:
+                        raise Problem(404, "client_not_found", "the user has no such client")
+                    clients = [only_client]
+                if requester_user_uuid != target_user_uuid:
+                    # After authorisation, so refused requesters spend none of the target's budget;
+                    # a 429 here rolls back, so an opening request keeps its one claim.
+                    self.target_limiter.hit(target_user_uuid)
+                reserve = self.limits.keypackage_reserve if by_stranger else 0
+                for client_uuid in clients:
+                    if only_client is None and client_uuid == requester_client_uuid:
+                        continue
+                    data = await self._claim_one(conn, client_uuid, cipher_suite, now, reserve)
+                    if data is not None:
+                        out.append(data)
+                if by_stranger and not out:
+                    raise _NothingHandedOut  # rolls back: the opening request keeps its one claim
+        except _NothingHandedOut:
+            return []
         return out
 
     async def claim_for_user(self, principal: Principal, user_id: str, cipher_suite: int) -> bytes:
