@@ -33,6 +33,11 @@ class RoostError(Exception):
         super().__init__(f"{status} {code}: {detail or title}".rstrip(": "))
 
 
+def transport_error(method: str, path: str, e: BaseException) -> RoostError:
+    """A request that got no answer (connection refused or lost, timeout): status 0."""
+    return RoostError(0, "transport_error", f"{method} {path}: {e!r}")
+
+
 class CredentialError(RoostError):
     """Another client's credential did not verify against its domain's AS certificate."""
 

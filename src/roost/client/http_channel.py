@@ -18,7 +18,7 @@ import aiohttp
 import certifi
 import httpx
 
-from .errors import RoostError
+from .errors import transport_error
 
 # Drop idle connections well before the server does (uvicorn closes them after 5 s): reusing
 # one the server is closing at that moment fails with "Server disconnected".
@@ -89,9 +89,9 @@ class HttpChannel:
             except aiohttp.ServerDisconnectedError as e:
                 if attempt == 0 and method not in _RESENT_BY_AIOHTTP:
                     continue
-                raise _transport_error(method, path, e) from e
+                raise transport_error(method, path, e) from e
             except (aiohttp.ClientError, TimeoutError) as e:
-                raise _transport_error(method, path, e) from e
+                raise transport_error(method, path, e) from e
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
@@ -102,7 +102,3 @@ class HttpChannel:
 
 def _query_value(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
-
-
-def _transport_error(method: str, path: str, e: BaseException) -> RoostError:
-    return RoostError(0, "transport_error", f"{method} {path}: {e!r}")

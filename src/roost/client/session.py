@@ -23,7 +23,7 @@ from roost.mls.crypto.ciphersuite import CipherSuite, get_cipher_suite
 from roost.protocol.base64url import b64u, unb64u
 from roost.protocol.opaque import opaque_concat
 
-from .errors import RoostError
+from .errors import RoostError, transport_error
 from .http_channel import KEEPALIVE_EXPIRY, HttpChannel
 from .state import ClientState, Home
 
@@ -80,7 +80,7 @@ async def call(http: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -
     try:
         resp = await http.request(method, path, **kwargs)
     except httpx.TransportError as e:
-        raise RoostError(0, "transport_error", f"{method} {path}: {e!r}") from e
+        raise transport_error(method, path, e) from e
     if resp.is_error:
         raise problem_error(resp)
     return resp
