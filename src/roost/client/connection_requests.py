@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from roost.protocol.base64url import b64u
+from roost.protocol.user_id import canonical_user_id
 
 from .client import RoostClient
 from .errors import RoostError
@@ -95,7 +96,7 @@ class ConnectionRequests:
         except RoostError as e:
             if e.code != "connection_exists":
                 raise
-            to = user_id.strip().lower()
+            to = canonical_user_id(user_id)
             for conn in await self.client.connections():
                 mine = conn.requester == self.client.user_id and conn.responder == to
                 if mine and conn.state == "opening":

@@ -14,6 +14,7 @@ from roost.mls.key_package import KeyPackage
 from roost.mls.leaf_node import Lifetime
 from roost.protocol.key_package_batch import decode_key_package_batch, encode_key_package_batch
 from roost.protocol.media_types import MLS_MEDIA_TYPE
+from roost.protocol.user_id import canonical_user_id
 
 from .credential_policy import CredentialChecks
 from .credentials import certificate_client_ids, verify_chain, verify_client_credential
@@ -148,7 +149,7 @@ class KeyPackagesApi(CredentialChecks):
         from roost.mls.group.validation import validate_key_package  # heavy: import on use
 
         suite = cipher_suite or kp.cipher_suite
-        user_id = user_id.strip().lower()  # as the server reads it: ids are case-insensitive
+        user_id = canonical_user_id(user_id)
         cred = kp.leaf_node.credential
         if cred.credential_type != 2 or not cred.certificates:
             raise CredentialError("KeyPackage credential is not x509")

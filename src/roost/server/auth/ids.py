@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 
+from roost.protocol.user_id import canonical_user_id
+
 from ..errors import Problem
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -31,7 +33,7 @@ def client_id(name: str, domain: str, client_uuid: str) -> str:
 
 def parse_user_id(text: str) -> tuple[str, str] | None:
     """(name, domain) of a syntactically valid user id, else None."""
-    name, sep, domain = text.strip().lower().rpartition("@")
+    name, sep, domain = canonical_user_id(text).rpartition("@")
     if not sep or not NAME_RE.match(name) or not domain:
         return None
     return name, domain

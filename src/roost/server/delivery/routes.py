@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from roost.mls.crypto.ciphersuite import SUPPORTED_SUITES
 from roost.protocol.base64url import b64u
 from roost.protocol.media_types import MLS_MEDIA_TYPE
+from roost.protocol.user_id import canonical_user_id
 
 from ..deps import PrincipalDep, ServicesDep, binary_response, mls_body, mls_request_body
 from ..errors import problem_responses
@@ -231,7 +232,7 @@ def group_routes(
     async def set_role(
         group_id: str, user_id: str, body: RoleIn, p: principal, s: ServicesDep, key: GroupKey
     ) -> Response:
-        uid = user_id.strip().lower()
+        uid = canonical_user_id(user_id)
         await s.delivery.set_role(p, group_id_param(group_id), uid, body.role, key)
         return Response(status_code=204)
 

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from roost.protocol.base64url import unb64u
 from roost.protocol.key_package_batch import mls_vector_reader
 from roost.protocol.media_types import MLS_MEDIA_TYPE
+from roost.protocol.user_id import canonical_user_id
 
 from ..auth import ids
 from ..auth.public import PublicClient, PublicUser
@@ -67,7 +68,7 @@ def speaks_for(origin: str, user_id: str) -> str:
 
 
 def user_path(user_id: str) -> str:
-    return f"{FED_PREFIX}/users/{quote(user_id.strip().lower(), safe='@')}"
+    return f"{FED_PREFIX}/users/{quote(canonical_user_id(user_id), safe='@')}"
 
 
 def principal_headers(p: Principal) -> dict[str, str]:
@@ -109,13 +110,13 @@ class RemoteAccounts:
     async def user(self, user_id: str) -> PublicUser:
         domain = user_domain(user_id)
         out = _model(UserOut, await _json(self.client, domain, "GET", user_path(user_id)), domain)
-        if speaks_for(domain, out.user_id) != user_id.strip().lower():
+        if speaks_for(domain, out.user_id) != canonical_user_id(user_id):
             raise _broken(domain, "user (another user id)")
         return PublicUser(out.user_id, out.user_uuid, out.display_name)
 
     async def clients(self, user_id: str) -> list[PublicClient]:
         domain = user_domain(user_id)
-        wanted = user_id.strip().lower()
+        wanted = canonical_user_id(user_id)
         data = await _json(self.client, domain, "GET", user_path(user_id) + "/clients")
         out = _model(ClientsOut, data, domain)
         clients = []
