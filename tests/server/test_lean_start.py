@@ -3,7 +3,8 @@
 The start-up check reads revision ids from the migration scripts itself (Alembic is loaded only
 to upgrade, and on a fresh data directory only by the forked child that migrates it); the PostgreSQL driver and SQLAlchemy's PostgreSQL dialect only on PostgreSQL; the
 outbound HTTP client (httpx, its TLS context, HTTP/1.1 and HTTP/2) at the first outbound
-request. What these
+request. SQLAlchemy's ORM is never loaded: the store awaits Core through its own
+``store/async_engine.py``, not ``sqlalchemy.ext.asyncio`` (which imports the ORM). What these
 do once loaded is unchanged and covered by the modules' own tests.
 """
 
@@ -44,7 +45,8 @@ _START = textwrap.dedent(
     asyncio.run(run())
     names = (
         "alembic", "mako", "asyncpg", "sqlalchemy.dialects.postgresql",
-        "httpx", "httpcore", "h2", "certifi", "roost.client",
+        "httpx", "httpcore", "h2", "certifi", "roost.client", "sqlalchemy.orm",
+        "sqlalchemy.ext.asyncio",
     )
     print(json.dumps({n: n in sys.modules for n in names}))
     """
@@ -90,6 +92,8 @@ def test_restart_on_a_current_schema_defers_what_it_does_not_use(tmp_path: Path)
             "h2": False,
             "certifi": False,
             "roost.client": False,
+            "sqlalchemy.orm": False,  # Core alone (store/async_engine.py)
+            "sqlalchemy.ext.asyncio": False,  # it imports the ORM
         }
     )
 

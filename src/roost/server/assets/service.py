@@ -31,7 +31,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import b64u, unb64u
 
@@ -40,6 +39,7 @@ from ..errors import Problem
 from ..seal import Seal
 from ..seal_key import SealKeyFile
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from ..store.dialect_insert import dialect_insert
 from .remote import RemoteAssetSource
 from .storage import Blob, BlobStore, FilesystemStore

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import Problem
+from ..store.async_engine import AsyncConnection
 from . import ids
 from .service import AuthService, insert_user
 from .tables import account_events, auth_tokens, clients, registration_tokens, users

@@ -23,7 +23,6 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.mls.codec import Writer
 from roost.mls.crypto.ciphersuite import get_cipher_suite
@@ -33,6 +32,7 @@ from roost.protocol.base64url import b64u, unb64u
 from ..config import Config, is_valid_domain
 from ..errors import Problem
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from . import ids
 from .ca import CertificateAuthority, InvalidSignatureKey, mls_public_key_to_x509
 from .public import PublicClient, PublicUser, RemoteUsers

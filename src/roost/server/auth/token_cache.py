@@ -22,8 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from weakref import WeakKeyDictionary
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from ..store.async_engine import AsyncConnection
 from ..store.engine import after_commit
 from .service import AuthService, Principal
 

@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import b64u
 
@@ -24,6 +23,7 @@ from ..errors import Problem
 from ..group_key_wrap import wrap_field
 from ..queues.service import QueueService
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from .tables import connections
 
 

@@ -19,10 +19,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..auth.service import AuthService
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from .group_events import GroupEvents
 from .group_store import GroupStore
 from .send_writer import SEND_ID_RETENTION

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import b64u
 
 from ..auth.service import Principal
 from ..errors import Problem
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from .external_sender import ExternalSender
 from .fanout import Fanout
 from .group_store import GroupStore, GroupView, leaf_of

@@ -8,11 +8,11 @@ import logging
 from collections.abc import Iterable
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.queue_item import encode_queue_item
 
 from ..queues.service import QueueService
+from ..store.async_engine import AsyncConnection
 from .federation_port import DsFederation
 from .group_store import GroupStore, Member
 from .tables import ds_held

@@ -8,9 +8,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from ..auth.service import Principal
+from ..store.async_engine import AsyncConnection
 
 
 @dataclass(frozen=True, slots=True)

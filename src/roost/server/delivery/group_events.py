@@ -24,13 +24,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import b64u
 
 from ..seal import Seal
 from ..seal_key import SealKeyFile
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from .at_rest import SealBroken
 from .external_sender import ExternalSender
 from .fanout import Fanout

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import b64u
 from roost.protocol.queue_item import ITEM_SEALED_NOTICE, ITEM_SERVER_NOTICE
@@ -22,6 +21,7 @@ from roost.protocol.sealed_notice import seal_notice
 
 from ..errors import Problem
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from .at_rest import AtRest, MemberIds, SealBroken
 from .group_key import key_refusal
 from .group_keyring import GroupSecrets

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from roost.mls.constants import SenderType
 from roost.mls.group.proposal_rules import QueuedProposal
 from roost.mls.proposals import Add, GroupContextExtensions, ReInit, Remove
@@ -21,6 +19,7 @@ from ..auth.service import AuthService, Principal
 from ..connections.service import ConnectionService
 from ..errors import Problem
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from .federation_port import RemotePrincipal, domain_of
 from .group_store import GroupStore, Member
 

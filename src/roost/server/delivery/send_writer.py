@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.queue_item import ITEM_MLS_MESSAGE, encode_queue_item
 
@@ -30,6 +29,7 @@ from ..auth.service import Principal
 from ..errors import Problem
 from ..queues.service import QueueService
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from ..store.counters import reserve_ranges
 from ..store.pg_driver import pg_driver
 from ..store.sqlite_driver import execute_many

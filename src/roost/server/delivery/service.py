@@ -37,14 +37,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from ..auth.service import AuthService, Principal
 from ..config import Config
 from ..connections.service import ConnectionService
 from ..queues.service import QueueService
 from ..seal_key import SealKeyFile
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from .account_events import AccountEvents
 from .admin import GroupAdmin
 from .at_rest import AtRest

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from roost.mls.crypto.ciphersuite import get_cipher_suite
 from roost.protocol.base64url import b64u
 from roost.protocol.signed_notice import sign_notice
 
+from ..store.async_engine import AsyncConnection
 from .fanout import Fanout
 from .group_store import GroupStore, Member
 from .keys import ServerKey

@@ -8,12 +8,11 @@ import base64
 import json
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from roost.protocol.base64url import b64u
 
 from ..group_key_wrap import wrap_field
 from ..queues.service import QueueService
+from ..store.async_engine import AsyncConnection
 from .fanout import Fanout
 from .federation_port import domain_of
 

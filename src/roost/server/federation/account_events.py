@@ -14,10 +14,9 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from ..auth import ids
 from ..errors import Problem
+from ..store.async_engine import AsyncConnection
 from ..store.engine import after_commit
 from .as_flows import speaks_for
 from .outbox import item_json

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import unb64u
 from roost.protocol.key_package_batch import mls_vector_reader
@@ -30,6 +29,7 @@ from ..auth.service import Principal
 from ..config import is_valid_domain
 from ..errors import Problem
 from ..group_key_wrap import GROUP_KEY_WRAP_FIELD, group_key_wrap_param
+from ..store.async_engine import AsyncConnection
 from .directory import RemoteDirectory
 from .outbox import Outbox, item_json
 from .transport import FederationClient, RemoteUnavailable

@@ -21,8 +21,6 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from roost.mls.codec import Reader, Writer
 from roost.mls.errors import DecodeError
 from roost.protocol.base64url import unb64u
@@ -31,6 +29,7 @@ from roost.protocol.queue_item import decode_queue_item
 from ..auth import ids
 from ..errors import Problem
 from ..queues.service import QUEUE_ID_LEN
+from ..store.async_engine import AsyncConnection
 from .directory import RemoteDirectory
 from .outbox import Outbox, item_json
 from .policy import FederationPolicyStore

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.base64url import b64u
 
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from .tables import fed_keys
 
 KEY_ALGORITHM = "ed25519"

@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.mls.codec import Reader, Writer
 
 from ..config import is_valid_domain
 from ..errors import Problem
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from ..store.dialect_insert import dialect_insert
 from ..store.engine import after_commit
 from .policy import read_policy

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..config import is_valid_domain
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from .tables import federation_domains, federation_settings
 
 MODES = ("allowlist", "open")

@@ -25,7 +25,6 @@ from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.key_package_batch import join_mls_vector
 
@@ -34,6 +33,7 @@ from ..config import Limits
 from ..errors import Problem
 from ..ratelimit import RateLimiter
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from .tables import key_packages
 from .validation import Publisher, VerifiedKeyPackage, validate_batch
 

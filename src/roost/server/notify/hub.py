@@ -25,9 +25,8 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from ..queues.service import ACKED_ALL, WakeUp
+from ..store.async_engine import AsyncConnection
 from ..store.engine import after_commit
 from .protocol import CloseCode
 

@@ -28,10 +28,10 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..auth.token_cache import TokenCache, token_cache
 from ..queues.service import WakeUp
+from ..store.async_engine import AsyncConnection
 from ..store.engine import BEFORE_COMMIT, before_commit
 from ..store.pg_driver import pg_driver
 from .hub import Hub

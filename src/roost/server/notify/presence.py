@@ -27,9 +27,9 @@ import socket
 import time
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from ..store.dialect_insert import pg_insert
 from .tables import notify_presence as t
 

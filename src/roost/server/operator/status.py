@@ -10,12 +10,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..auth.admin import unprocessed_account_events
 from ..federation.outbox import federation_outbox_status
 from ..queues.status import queue_depths
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from ..store.tables import metadata
 
 

@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.protocol.queue_item import QueueItem
 
@@ -38,6 +37,7 @@ from ..outbound_client import OutboundClient
 from ..queues.service import WakeUp
 from ..seal_key import SealKeyFile
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from ..store.dialect_insert import dialect_insert
 from . import policy
 from .senders import ApnsSender, FcmSender, Outcome, Registration, Sender, WebPushSender

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from functools import partial
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..config import Limits
 from ..errors import Problem
 from ..store import Database
+from ..store.async_engine import AsyncConnection
 from ..store.counters import reserve_ranges
 from ..store.dialect_insert import dialect_insert
 from ..store.engine import after_commit

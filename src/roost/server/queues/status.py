@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..store.async_engine import AsyncConnection
 from .tables import direct_messages, direct_queues, queue_messages, queues
 
 

@@ -10,8 +10,8 @@ from collections import Counter
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .async_engine import AsyncConnection
 from .sqlite_driver import fetch_all
 
 # Rows per statement: three parameters each, well inside SQLite's 32,766 host parameters.

@@ -13,7 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .async_engine import AsyncConnection
 
 
 def dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:

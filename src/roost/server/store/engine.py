@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy import event, exc
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_
+
+from .async_engine import AsyncConnection, AsyncEngine, create_async_engine
 
 
 def make_engine(url: str, sqlite_synchronous: str = "full") -> AsyncEngine:

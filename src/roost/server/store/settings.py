@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .async_engine import AsyncConnection
 from .engine import Database
 from .metadata import metadata
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from .async_engine import AsyncConnection
 
 
 async def _driver(conn: AsyncConnection) -> Any:
