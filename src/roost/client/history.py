@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,17 @@ class HistoryEntry:
     at: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Spelled out: dataclasses.asdict walks and copies each field, ~15 µs here against
+        # ~0.5 µs, on every message a client sends and receives.
+        return {
+            "kind": self.kind,
+            "sender": self.sender,
+            "text": self.text,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "outgoing": self.outgoing,
+            "at": self.at,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> HistoryEntry:
@@ -66,7 +76,7 @@ class History:
         if entry.kind not in KINDS:
             raise ValueError(f"unknown history entry kind {entry.kind!r}")
         if not entry.at:
-            entry = HistoryEntry(**{**entry.to_json(), "at": time.time()})
+            entry = replace(entry, at=time.time())
         if self.folder is None:
             self._memory.setdefault(group_id, []).append(entry)
             return entry
