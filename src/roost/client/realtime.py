@@ -297,7 +297,10 @@ class Realtime:
 
     async def receive(self, timeout: float | None = None) -> Delivery:
         """The next delivery; positions advance to it (the caller has now got it)."""
-        item = await asyncio.wait_for(self._deliveries.get(), timeout)
+        try:  # what has arrived, without wait_for's task and timer (a listener's every call)
+            item = self._deliveries.get_nowait()
+        except asyncio.QueueEmpty:
+            item = await asyncio.wait_for(self._deliveries.get(), timeout)
         if isinstance(item, BaseException):
             self._deliveries.put_nowait(item)  # stays closed for every later call
             raise item
