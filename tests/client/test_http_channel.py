@@ -99,6 +99,20 @@ async def test_the_servers_path_prefix_and_query_values_are_kept():
     assert srv.request_lines == [b"GET /roost/v1/users/a%2Fb@x?on=true&n=2 HTTP/1.1"]
 
 
+async def test_the_answer_reads_as_the_httpx_response_it_stands_for():
+    srv = Server()
+    async with srv as url:
+        channel = HttpChannel(url, timeout=5)
+        try:
+            resp = await channel.request("POST", "/v1/x", json={"a": 1}, params={"k": "v"})
+        finally:
+            await channel.aclose()
+    assert (resp.status_code, resp.json()) == (200, {"n": 1})
+    assert resp.headers["content-type"] == "application/json"
+    assert (resp.request.method, str(resp.url)) == ("POST", url + "/v1/x?k=v")
+    assert resp.raise_for_status() is resp
+
+
 async def test_no_server_is_a_transport_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
