@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy import URL, Connection, CursorResult, Engine, Pool, ScalarResult, create_engine
@@ -66,12 +65,7 @@ class AsyncConnection:
         self._sync = await greenlet_spawn(self.engine.sync_engine.connect)
         return self
 
-    async def __aexit__(
-        self,
-        type_: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         # A cancelled caller must not abandon the connection half-returned to its pool.
         await _run_to_completion(self.close())
 
@@ -155,13 +149,8 @@ class AsyncTransaction:
         self._transaction = await greenlet_spawn(self._connection.begin)
         return self
 
-    async def __aexit__(
-        self,
-        type_: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await greenlet_spawn(self._transaction.__exit__, type_, value, tb)
+    async def __aexit__(self, *exc_info: object) -> None:
+        await greenlet_spawn(self._transaction.__exit__, *exc_info)
 
 
 async def _run_to_completion(coro: Coroutine[Any, Any, None]) -> None:
