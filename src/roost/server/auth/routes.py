@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from roost.mls.crypto.ciphersuite import SUPPORTED_SUITES
 from roost.protocol.base64url import b64u, unb64u
+from roost.protocol.user_id import canonical_user_id
 
 from ..deps import (
     B64U_PATTERN,
@@ -259,7 +260,7 @@ async def add_client_with_password(
     """Add a client to an existing user with the user's password."""
     s.registration_limiter.hit(remote_key(request))
     # Also per target user, so password guessing from many addresses is throttled too.
-    s.registration_limiter.hit("password:" + body.user_id.strip().lower())
+    s.registration_limiter.hit("password:" + canonical_user_id(body.user_id))
     info = await s.auth.add_client_with_password(body.user_id, body.password, body.client.to_key())
     return _client_out(s, info)
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from roost.protocol.base64url import b64u
+from roost.protocol.user_id import canonical_user_id
 
 from ..auth.service import AuthService, Principal
 from ..errors import Problem
@@ -422,7 +423,7 @@ class ConnectionService:
 
     async def remote_user_uuid(self, conn: AsyncConnection, user_id: str) -> str | None:
         """The uuid a remote user's server reported for ``user_id`` (from a connection row)."""
-        return await _recorded(conn, "id", user_id.strip().lower(), "uuid")
+        return await _recorded(conn, "id", canonical_user_id(user_id), "uuid")
 
     async def remote_user_id(self, conn: AsyncConnection, user_uuid: str) -> str | None:
         """The user id recorded with ``user_uuid`` in a connection row, if any."""
@@ -482,7 +483,7 @@ class ConnectionService:
 
     async def remote_domains_of(self, conn: AsyncConnection, user_id: str) -> list[str]:
         """The other domains ``user_id`` has connections with (any state), sorted, unique."""
-        user_id = user_id.strip().lower()
+        user_id = canonical_user_id(user_id)
         rows = await conn.execute(
             sa.select(connections.c.responder_id.label("other"))
             .where(connections.c.requester_id == user_id)
@@ -495,7 +496,7 @@ class ConnectionService:
 
     async def delete_remote_user_connections(self, conn: AsyncConnection, user_id: str) -> None:
         """A user of another domain deleted their account (federation inbox): forget them."""
-        user_id = user_id.strip().lower()
+        user_id = canonical_user_id(user_id)
         await conn.execute(
             sa.delete(connections).where(
                 sa.or_(connections.c.requester_id == user_id, connections.c.responder_id == user_id)
